@@ -1,0 +1,57 @@
+# perpo.h — build, test, demo, bench.
+#   make demo        grounding alignment end to end (SFT -> samples -> DPO/PerPO -> evaluation)
+#   make test        every test (compile checks, README quick start, the test runner last)
+#   make bench       benchmarks, one JSON object per line
+# Variables: CC (cc), OPT (-O2 -march=native -ffp-contract=fast), OMP (-fopenmp; empty to build
+# single-threaded), BLAS=1 to use CBLAS (OpenBLAS) for matrix products.
+
+CC    ?= cc
+OPT   ?= -O2 -march=native -ffp-contract=fast
+OMP   ?= -fopenmp
+WARN  := -std=c99 -Wall -Wextra -Wpedantic -Werror
+BUILD := build
+LIBS  := -lm
+ifeq ($(BLAS),1)
+  OPT  += -DPERPO_USE_CBLAS $(shell pkg-config --cflags openblas 2>/dev/null)
+  LIBS += $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
+endif
+
+EXAMPLES := $(BUILD)/grounding $(BUILD)/dense_ocr $(BUILD)/loss_only
+TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) examples/common.h
+
+.PHONY: all test test-unit test-compile test-readme demo demo-ocr bench bench-compare clean
+
+all: $(EXAMPLES) $(BUILD)/run_tests
+
+$(BUILD):
+	@mkdir -p $(BUILD)
+
+# The test runner is built without OpenMP so results are the same on any machine.
+$(BUILD)/run_tests: $(TEST_SRC) perpo.h | $(BUILD)
+	$(CC) $(WARN) $(OPT) -o $@ tests/main.c $(LIBS)
+
+$(BUILD)/%: examples/%.c examples/common.h perpo.h | $(BUILD)
+	$(CC) $(WARN) $(OPT) $(OMP) -o $@ $< $(LIBS)
+
+test: test-compile test-readme test-unit
+
+test-compile:
+	@sh tests/check_compile.sh
+
+test-readme: | $(BUILD)
+	@awk '/^<!-- quickstart begin -->/{f=1;next} /^<!-- quickstart end -->/{f=0} f && !/^```/' README.md > $(BUILD)/quickstart.c
+	@$(CC) $(WARN) $(OPT) -I. -o $(BUILD)/quickstart $(BUILD)/quickstart.c $(LIBS)
+	@./$(BUILD)/quickstart > $(BUILD)/quickstart.out && echo "README quick start: compiled and ran" \
+	  || { echo "README quick start failed"; cat $(BUILD)/quickstart.out; exit 1; }
+
+test-unit: $(BUILD)/run_tests
+	./$(BUILD)/run_tests
+
+demo: $(BUILD)/grounding
+	./$(BUILD)/grounding --out results/grounding
+
+demo-ocr: $(BUILD)/dense_ocr
+	./$(BUILD)/dense_ocr --out results/dense_ocr
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,32 @@
+#!/bin/sh
+# The header compiled as C99, C11 and C++ with gcc and clang (each when installed), in
+# PERPO_STATIC mode, and with OpenMP, all at -Wall -Wextra -Wpedantic -Werror.
+set -u
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cat > "$tmp/impl.c" <<'SRC'
+#define PERPO_IMPLEMENTATION
+#include "perpo.h"
+int main(void) {
+    perpo_config c = perpo_config_default();
+    return perpo_config_validate(&c) == PERPO_OK ? 0 : 1;
+}
+SRC
+fail=0
+W="-Wall -Wextra -Wpedantic -Werror -I. -c -o $tmp/out.o"
+check() { # name, command...
+    name=$1; shift
+    if "$@" > "$tmp/log" 2>&1; then echo "compile ok: $name"; else echo "compile FAILED: $name"; cat "$tmp/log"; fail=1; fi
+}
+for cc in gcc clang; do
+    command -v $cc > /dev/null 2>&1 || { echo "compile skipped: $cc not installed"; continue; }
+    check "$cc -std=c99" $cc -std=c99 $W "$tmp/impl.c"
+    check "$cc -std=c11" $cc -std=c11 $W "$tmp/impl.c"
+    check "$cc -std=c99 PERPO_STATIC" $cc -std=c99 -DPERPO_STATIC $W "$tmp/impl.c"
+    check "$cc -std=c99 -fopenmp" $cc -std=c99 -fopenmp $W "$tmp/impl.c"
+done
+for cxx in g++ clang++; do
+    command -v $cxx > /dev/null 2>&1 || { echo "compile skipped: $cxx not installed"; continue; }
+    check "$cxx -x c++" $cxx -x c++ $W "$tmp/impl.c"
+done
+exit $fail

@@ -1,0 +1,34 @@
+/* The test runner: one translation unit holding the implementation and every suite, so the
+ * kernel tests can reach the header's private functions. Prints "N passed, N failed" last and
+ * exits non-zero on any failure. Run from the repository root (reference files are read from
+ * tests/ref/). An optional argument runs only the tests whose name contains it. */
+#define PERPO_IMPLEMENTATION
+#include "../perpo.h"
+#include "test.h"
+
+#include <stdlib.h>
+
+#include "t_kernels.c"
+#include "t_model.c"
+
+static const perpo_test_case *const suites[] = {perpo_tests_kernels, perpo_tests_model};
+
+int main(int argc, char **argv) {
+    int passed = 0, failed = 0;
+    size_t s;
+    const char *filter = argc > 1 ? argv[1] : NULL;
+    for (s = 0; s < sizeof suites / sizeof suites[0]; s++) {
+        const perpo_test_case *c;
+        for (c = suites[s]; c->name; c++) {
+            perpo_test t;
+            if (filter && !strstr(c->name, filter)) continue;
+            t.name = c->name;
+            t.failures = 0;
+            c->fn(&t);
+            if (t.failures) failed++; else passed++;
+            fprintf(stderr, "%s %s\n", t.failures ? "FAIL" : "ok  ", c->name);
+        }
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
