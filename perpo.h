@@ -122,6 +122,9 @@ PERPODEF perpo_status perpo_model_save(const perpo_model *model, const char *pat
 /* Creates a model from a checkpoint; PERPO_ERR_IO / PERPO_ERR_FORMAT on a bad file. */
 PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path);
 
+/* Copies the parameters of src into dst (same config) and resets dst's optimizer: how the
+   examples start DPO and PerPO from the same SFT weights. */
+PERPODEF perpo_status perpo_model_copy_params(perpo_model *dst, const perpo_model *src);
 /* Flat views for tools and tests: parameters and gradients share one layout. */
 PERPODEF size_t perpo_model_num_params(const perpo_model *model);
 PERPODEF float *perpo_model_params(perpo_model *model);
@@ -185,6 +188,76 @@ PERPODEF int perpo_optimizer_steps(const perpo_model *model);
 /* Forget the AdamW moments and step count (e.g. before a new training phase). */
 PERPODEF void perpo_optimizer_reset(perpo_model *model);
 
+/* ---- Rewards: grounding. Boxes are float[4] = x1, y1, x2, y2, normalized to [0,1]. ---- */
+
+/* Finds the first well-formed box "[a,b,c,d]" in text[0..len) (len is authoritative: no NUL
+ * needed, NULs are ordinary bytes). All-integer boxes are pixels (divided by img_w/img_h, must lie
+ * in the image); a box with any decimal point is normalized (all values in [0,1]). A '[' that does
+ * not start a valid box is skipped and the scan goes on. Returns 1 and writes box, else 0 and
+ * zeroes box. No signs, exponents, hex, nan or inf. Linear time, never reads past len. */
+PERPODEF int perpo_parse_box(const char *text, size_t len, float img_w, float img_h, float box[4]);
+/* Intersection over union in [0,1]. Non-finite, inverted (x2 < x1) or zero-area boxes give 0. */
+PERPODEF float perpo_box_iou(const float a[4], const float b[4]);
+/* Generalized IoU (IoU - |C \ (A u B)| / |C|, C the enclosing box) in [-1,1]. Non-finite or
+ * inverted boxes, or a union of zero area (both boxes degenerate), give -1, the worst value. */
+PERPODEF float perpo_box_giou(const float a[4], const float b[4]);
+/* The PerPO grounding reward: IoU of the first box parsed from text with gt (normalized);
+ * 0 when no box parses. */
+PERPODEF float perpo_grounding_reward(const char *text, size_t len, const float gt[4],
+                                      float img_w, float img_h);
+
+/* ---- OCR metrics. Strings are (pointer, length) byte strings: NULs and UTF-8 are plain
+ * bytes. Memory is linear in the lengths. NULL is allowed only with length 0. ---- */
+
+/* Byte-level Levenshtein distance, O(min(na, nb)) memory, O(na * nb) time after stripping the
+ * common prefix and suffix. */
+PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *b, size_t nb,
+                                          size_t *dist);
+/* Edit distance / max(na, nb), in [0,1]; 0 when both are empty. */
+PERPODEF perpo_status perpo_normalized_edit_distance(const char *a, size_t na, const char *b,
+                                                     size_t nb, float *ned);
+/* The PerPO dense-OCR reward: 1 - normalized edit distance of text against ref. */
+PERPODEF perpo_status perpo_ocr_reward(const char *text, size_t len, const char *ref, size_t nref,
+                                       float *reward);
+/* Word-level scores of hyp against ref. Words split on ASCII whitespace. precision/recall/f1 are
+ * over word SETS (duplicates count once). bleu is BLEU-4 (clipped n-gram counts, uniform weights,
+ * brevity penalty) with add-one smoothing for n >= 2 only (Lin & Och 2004; nltk "method2"):
+ * p1 = m1/t1, pn = (mn + 1)/(tn + 1). A hypothesis shorter than n words thus has pn = 1 (nltk
+ * would use 1/2). Both without words: all 1; exactly one without words: all 0.
+ * Any output pointer may be NULL. */
+PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *ref, size_t nr,
+                                        float *precision, float *recall, float *f1, float *bleu);
+typedef struct { float edit_distance, precision, recall, f1, bleu; } perpo_ocr_scores;
+/* All OCR metrics at once; edit_distance is the NORMALIZED one (lower is better). */
+PERPODEF perpo_status perpo_ocr_score(const char *hyp, size_t nh, const char *ref, size_t nr,
+                                      perpo_ocr_scores *out);
+
+/* ---- Listwise preference objectives over one list of n sampled responses. ---- */
+
+#define PERPO_MAX_LIST 256
+typedef enum { PERPO_OBJ_PERPO, PERPO_OBJ_DPO, PERPO_OBJ_LIPO, PERPO_OBJ_LISTMLE } perpo_objective;
+/* beta > 0 scales log-ratios; gamma >= 0 is PerPO's reward-gap exponent; label_smoothing in
+ * [0, 0.5] is cDPO's eps (PERPO, DPO, LIPO; LISTMLE ignores it). Invalid values: PERPO_ERR_ARG. */
+typedef struct { perpo_objective kind; float beta, gamma, label_smoothing; } perpo_objective_config;
+
+/* beta 0.1, gamma 0.5, label_smoothing 0 (the released PerPO defaults). */
+PERPODEF perpo_objective_config perpo_objective_default(perpo_objective kind);
+/* Loss of one list and, if dloss_dlogp != NULL, its gradient w.r.t. each sequence log-prob.
+ * logp/ref_logp: summed response log-probs under the policy and the frozen reference; reward:
+ * task rewards in any order. 1 <= n <= PERPO_MAX_LIST, else PERPO_ERR_ARG; NaN/Inf inputs, or a
+ * result beyond float range: PERPO_ERR_NONFINITE. On error the outputs are untouched. A list
+ * whose rewards are all equal (or n == 1) has loss 0 and gradient 0. No allocation. */
+PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int n,
+    const float *logp, const float *ref_logp, const float *reward,
+    float *loss, float *dloss_dlogp /* may be NULL */);
+
+/* What preference trainers log per list: rewards/chosen, /rejected, /margins, /accuracies. */
+typedef struct { float chosen, rejected, margin, accuracy; } perpo_pref_metrics;
+/* chosen/rejected = beta * s of the first best/worst-reward response (s = logp - ref_logp),
+ * margin = chosen - rejected, accuracy = share of pairs R_i > R_j with s_i > s_j (0 if none). */
+PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *logp,
+    const float *ref_logp, const float *reward, perpo_pref_metrics *out);
+
 /* ---- Training: progress reports -------------------------------------------------------- */
 typedef struct perpo_progress {
     const char *phase;        /* "sft", "perpo", ... */
@@ -192,6 +265,11 @@ typedef struct perpo_progress {
     float loss, lr, grad_norm;
     double tokens;            /* target tokens processed so far in this phase */
     double elapsed_s, eta_s;  /* wall clock when the build has it (C11 timespec_get), else CPU */
+    /* preference phases only, averaged over the lists of the step (names as in TRL):
+       rewards/chosen and rewards/rejected are beta * (logp - ref_logp) of the best and worst
+       response, margins their difference, accuracies the fraction of pairs ranked right */
+    float reward_chosen, reward_rejected, reward_margin, reward_accuracy;
+    float logp_chosen;        /* policy log-prob of the best response */
 } perpo_progress;
 /* Return non-zero to stop training early (the trainer then returns PERPO_OK). */
 typedef int (*perpo_progress_fn)(const perpo_progress *p, void *user);
@@ -245,6 +323,59 @@ PERPODEF perpo_status perpo_generate(perpo_model *model, const perpo_gen_request
                                      const perpo_sample_config *sc, char *out, size_t out_cap,
                                      size_t *out_len);
 
+/* ---- Preference training: PerPO and the baselines over lists of sampled responses ------- */
+/* One prompt with n sampled responses and their task rewards. */
+typedef struct perpo_pref_list {
+    const float *image;
+    const char *prompt;            /* NUL-terminated */
+    int n;                         /* responses, 2 .. PERPO_MAX_LIST */
+    const char *const *responses;  /* n NUL-terminated responses */
+    const float *rewards;          /* n task rewards, any order */
+    float *ref_logp;               /* n summed log-probs under the frozen SFT model (see below) */
+} perpo_pref_list;
+
+typedef struct perpo_pref_config {
+    perpo_objective_config objective;
+    perpo_optim_config optim;
+    int lists_per_step;  /* lists per micro-batch; all their responses must fit in max_batch */
+    int accum_steps;     /* micro-batches per optimizer step */
+    float nll_weight;    /* adds nll_weight * token NLL of each list's best response; 0 = off */
+    int mean_logp;       /* 1: s_k uses mean per-token log-probs instead of sums */
+    uint64_t seed;       /* order of the lists */
+    int log_every;       /* progress callback period, in steps */
+} perpo_pref_config;
+
+/* Scores one sampled response of item `item` (higher is better), e.g. IoU with the true box. */
+typedef float (*perpo_reward_fn)(const char *response, size_t len, size_t item, void *user);
+
+/* Lists sampled from a model, with the storage they point into (one allocation). */
+typedef struct perpo_pref_set {
+    perpo_pref_list *lists;
+    size_t n_lists;
+    void *storage_;      /* private */
+    void *alloc_ctx_;    /* private */
+} perpo_pref_set;
+
+/* The first stage of PerPO: for every item (its image and prompt; the response is ignored),
+   samples n responses with sc and scores them with reward. Seeds derive from sc->seed, so the
+   same call gives the same lists. ref_logp is zeroed: call perpo_pref_reference next. */
+PERPODEF perpo_status perpo_pref_sample(perpo_model *model, const perpo_example *items, size_t n_items,
+                                        int n, const perpo_sample_config *sc, perpo_reward_fn reward,
+                                        void *user, perpo_pref_set *out);
+PERPODEF void perpo_pref_set_free(perpo_pref_set *set);
+/* Defaults of the paper's released code: beta 0.1, gamma 0.5, summed log-probs, no NLL term. */
+PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind);
+/* Fills every list's ref_logp with summed response log-probs under model (the frozen SFT
+   weights): computed once, before preference training starts. */
+PERPODEF perpo_status perpo_pref_reference(perpo_model *model, perpo_pref_list *lists, size_t n_lists);
+/* Keeps the lists whose best-minus-worst reward is at least min_margin (in place, order kept);
+   returns how many remain. */
+PERPODEF size_t perpo_pref_filter(perpo_pref_list *lists, size_t n_lists, float min_margin);
+/* optim.total_steps optimizer steps of the chosen listwise objective over shuffled epochs of
+   the lists. Progress reports carry rewards/chosen, rejected, margins and accuracies. */
+PERPODEF perpo_status perpo_pref_train(perpo_model *model, const perpo_pref_list *lists, size_t n_lists,
+                                       const perpo_pref_config *pc, perpo_progress_fn progress, void *user);
+
 /* ---- Small utilities shared with the examples ------------------------------------------- */
 /* CRC-32 (IEEE 802.3, as zlib/PNG) continued from crc (start with 0). */
 PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n);
@@ -261,6 +392,7 @@ PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n);
 #ifndef PERPO_IMPLEMENTATION_DONE
 #define PERPO_IMPLEMENTATION_DONE
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -560,49 +692,62 @@ static void perpo__layernorm_backward(float *dinp, float *dw, float *db, const f
     }
 }
 
-/* ---- GELU, tanh approximation (PyTorch approximate='tanh') ------------------------------ */
+/* ---- GELU, tanh approximation (PyTorch approximate='tanh') ------------------------------ *
+ * 0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3) equals x * sigmoid(2u): one expf
+ * instead of a tanhf, which profiles showed dominating the MLP. */
 #define PERPO__GELU_S 0.7978845608028654f /* sqrt(2/pi) */
+#define PERPO__GELU_C 0.044715f
 static void perpo__gelu_forward(float *out, const float *inp, size_t n) {
     long i;
     PERPO__OMP(parallel for schedule(static))
     for (i = 0; i < (long)n; i++) {
         float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(PERPO__GELU_S * (x + 0.044715f * x * x * x)));
+        out[i] = x / (1.0f + expf(-2.0f * PERPO__GELU_S * (x + PERPO__GELU_C * x * x * x)));
     }
 }
-/* dinp = dout * gelu'(inp); dinp may alias dout. */
+/* dinp = dout * gelu'(inp); dinp may alias dout. With s = sigmoid(2u):
+   gelu' = s + x * 2 s (1 - s) * du/dx. */
 static void perpo__gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
     long i;
     PERPO__OMP(parallel for schedule(static))
     for (i = 0; i < (long)n; i++) {
-        float x = inp[i], th = tanhf(PERPO__GELU_S * (x + 0.044715f * x * x * x));
-        float d = 0.5f * (1.0f + th) +
-                  0.5f * x * (1.0f - th * th) * PERPO__GELU_S * (1.0f + 3.0f * 0.044715f * x * x);
-        dinp[i] = dout[i] * d;
+        float x = inp[i];
+        float s = 1.0f / (1.0f + expf(-2.0f * PERPO__GELU_S * (x + PERPO__GELU_C * x * x * x)));
+        float du = PERPO__GELU_S * (1.0f + 3.0f * PERPO__GELU_C * x * x);
+        dinp[i] = dout[i] * (s + 2.0f * x * s * (1.0f - s) * du);
     }
 }
 
 /* ---- Multi-head self-attention core ----------------------------------------------------- *
  * qkv: (B,T,3D) holding q | k | v; head h uses columns h*hd..(h+1)*hd of each. out: (B,T,D).
- * att: (B,H,T,T) softmax probabilities kept for backward (zero above the diagonal if causal). */
+ * att: (B,H,T,T) softmax probabilities kept for backward (zero above the diagonal if causal).
+ * Keys (and values, in backward) are first transposed per (sequence, head) into ws, so the
+ * score loops run over contiguous memory and vectorize; each score is still summed over the
+ * head dimension in order, exactly as the KV-cache path does it. ws: B*H*2*hd*T floats. */
 static void perpo__attention_forward(float *out, float *att, const float *qkv, size_t B, size_t T,
-                                     size_t D, size_t H, int causal) {
+                                     size_t D, size_t H, int causal, float *ws) {
     size_t hd = D / H;
     float scale = 1.0f / sqrtf((float)hd);
     long bh;
     PERPO__OMP(parallel for schedule(static))
     for (bh = 0; bh < (long)(B * H); bh++) {
         size_t b = (size_t)bh / H, h = (size_t)bh % H, t, t2, i;
+        float *kt = ws + (size_t)bh * 2 * hd * T; /* (hd, T) */
+        for (t2 = 0; t2 < T; t2++)
+            for (i = 0; i < hd; i++) kt[i * T + t2] = qkv[(b * T + t2) * 3 * D + D + h * hd + i];
         for (t = 0; t < T; t++) {
             const float *q = qkv + (b * T + t) * 3 * D + h * hd;
             float *p = att + ((size_t)bh * T + t) * T, *o = out + (b * T + t) * D + h * hd;
             size_t n = causal ? t + 1 : T;
             float mx = -INFINITY, sum = 0.0f;
+            for (t2 = 0; t2 < n; t2++) p[t2] = 0.0f;
+            for (i = 0; i < hd; i++) {
+                const float *k = kt + i * T;
+                float qi = q[i];
+                for (t2 = 0; t2 < n; t2++) p[t2] += qi * k[t2];
+            }
             for (t2 = 0; t2 < n; t2++) {
-                const float *k = qkv + (b * T + t2) * 3 * D + D + h * hd;
-                float s = 0.0f;
-                for (i = 0; i < hd; i++) s += q[i] * k[i];
-                p[t2] = s * scale;
+                p[t2] *= scale;
                 if (p[t2] > mx) mx = p[t2];
             }
             for (t2 = 0; t2 < n; t2++) { p[t2] = expf(p[t2] - mx); sum += p[t2]; }
@@ -616,29 +761,35 @@ static void perpo__attention_forward(float *out, float *att, const float *qkv, s
         }
     }
 }
-/* dqkv (B,T,3D) += gradient from dout (B,T,D). scratch: B*H*T floats. */
+/* dqkv (B,T,3D) += gradient from dout (B,T,D). ws: B*H*(2*hd+1)*T floats. */
 static void perpo__attention_backward(float *dqkv, const float *dout, const float *att,
                                       const float *qkv, size_t B, size_t T, size_t D, size_t H,
-                                      int causal, float *scratch) {
+                                      int causal, float *ws) {
     size_t hd = D / H;
     float scale = 1.0f / sqrtf((float)hd);
     long bh;
     PERPO__OMP(parallel for schedule(static))
     for (bh = 0; bh < (long)(B * H); bh++) {
         size_t b = (size_t)bh / H, h = (size_t)bh % H, t, t2, i;
-        float *dp = scratch + (size_t)bh * T;
+        float *vt = ws + (size_t)bh * (2 * hd + 1) * T, *dp = vt + hd * T; /* (hd, T), (T) */
+        for (t2 = 0; t2 < T; t2++)
+            for (i = 0; i < hd; i++) vt[i * T + t2] = qkv[(b * T + t2) * 3 * D + 2 * D + h * hd + i];
         for (t = 0; t < T; t++) {
             const float *p = att + ((size_t)bh * T + t) * T, *dy = dout + (b * T + t) * D + h * hd;
             const float *q = qkv + (b * T + t) * 3 * D + h * hd;
             float *dq = dqkv + (b * T + t) * 3 * D + h * hd;
             size_t n = causal ? t + 1 : T;
             float dot = 0.0f;
-            for (t2 = 0; t2 < n; t2++) { /* dp = dy . v ; dv += p dy */
-                const float *v = qkv + (b * T + t2) * 3 * D + 2 * D + h * hd;
-                float *dv = dqkv + (b * T + t2) * 3 * D + 2 * D + h * hd, s = 0.0f;
-                for (i = 0; i < hd; i++) { s += dy[i] * v[i]; dv[i] += p[t2] * dy[i]; }
-                dp[t2] = s;
-                dot += s * p[t2];
+            for (t2 = 0; t2 < n; t2++) dp[t2] = 0.0f; /* dp = dy . v */
+            for (i = 0; i < hd; i++) {
+                const float *v = vt + i * T;
+                float di = dy[i];
+                for (t2 = 0; t2 < n; t2++) dp[t2] += di * v[t2];
+            }
+            for (t2 = 0; t2 < n; t2++) { /* dv += p dy */
+                float *dv = dqkv + (b * T + t2) * 3 * D + 2 * D + h * hd;
+                for (i = 0; i < hd; i++) dv[i] += p[t2] * dy[i];
+                dot += dp[t2] * p[t2];
             }
             for (t2 = 0; t2 < n; t2++) { /* softmax backward, then through q.k */
                 const float *k = qkv + (b * T + t2) * 3 * D + D + h * hd;
@@ -731,7 +882,8 @@ struct perpo_model {
     perpo__block_acts *dec_acts;
     float *txt, *lnf, *lnf_mean, *lnf_rstd; /* final stream's text rows (maxB*T, D) and their LN */
     float *logits, *lse, *dlogits;       /* (maxB*T, V), (maxB*T), (maxB*T, V) */
-    float *d_res, *d_tmp, *d_atty, *d_qkv, *d_fc, *d_att, *d_img; /* backward scratch */
+    float *d_res, *d_tmp, *d_atty, *d_qkv, *d_fc, *d_img; /* backward scratch */
+    float *att_ws;                       /* attention: transposed keys/values per head */
     float *gemm_ws;
     /* generation: KV cache per decoder layer (maxB, L, D) and per-row scratch */
     float *kcache, *vcache;
@@ -857,7 +1009,7 @@ static void perpo__layout_arena(perpo_model *m, perpo__carver *c) {
     /* backward scratch is sized for the decoder, the larger of the two stacks */
     m->d_res = perpo__carve(c, Nd, D); m->d_tmp = perpo__carve(c, Nd, D); m->d_atty = perpo__carve(c, Nd, D);
     m->d_qkv = perpo__carve(c, Nd, 3 * D); m->d_fc = perpo__carve(c, Nd, m->M);
-    m->d_att = perpo__carve(c, B * m->H, m->L); m->d_img = perpo__carve(c, Nv, D);
+    m->att_ws = perpo__carve(c, B * m->H * (2 * (D / m->H) + 1), m->L); m->d_img = perpo__carve(c, Nv, D);
     m->gemm_ws = perpo__carve(c, perpo__gemm_ws_floats(n_max), 1);
     m->kcache = perpo__carve(c, LD * B, m->L * D); m->vcache = perpo__carve(c, LD * B, m->L * D);
     m->g_x = perpo__carve(c, R, D); m->g_ln = perpo__carve(c, R, D);
@@ -997,6 +1149,15 @@ PERPODEF perpo_status perpo_model_tensor(const perpo_model *m, size_t i, const c
     if (cols) *cols = m->tensors[i].cols;
     return PERPO_OK;
 }
+PERPODEF perpo_status perpo_model_copy_params(perpo_model *dst, const perpo_model *src) {
+    if (!dst || !src || dst->n_params != src->n_params || dst->T != src->T || dst->NP != src->NP ||
+        dst->D != src->D)
+        return PERPO_ERR_ARG;
+    memcpy(dst->params, src->params, src->n_params * sizeof(float));
+    perpo_optimizer_reset(dst);
+    dst->have_forward = 0;
+    return PERPO_OK;
+}
 PERPODEF void perpo_zero_grad(perpo_model *m) {
     if (m) memset(m->grads, 0, m->n_params * sizeof(float));
 }
@@ -1012,7 +1173,7 @@ static void perpo__block_forward(perpo_model *m, const perpo__block *p, perpo__b
     size_t N = B * T, D = m->D, M = m->M;
     perpo__layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, P + p->ln1_w, P + p->ln1_b, N, D);
     perpo__linear_forward(a->qkv, a->ln1, P + p->qkv_w, P + p->qkv_b, N, D, 3 * D, m->gemm_ws);
-    perpo__attention_forward(a->atty, a->att, a->qkv, B, T, D, m->H, causal);
+    perpo__attention_forward(a->atty, a->att, a->qkv, B, T, D, m->H, causal, m->att_ws);
     perpo__linear_forward(a->mid, a->atty, P + p->attn_w, P + p->attn_b, N, D, D, m->gemm_ws);
     perpo__add_inplace(a->mid, x, N * D);
     perpo__layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, P + p->ln2_w, P + p->ln2_b, N, D);
@@ -1039,7 +1200,7 @@ static void perpo__block_backward(perpo_model *m, const perpo__block *p, const p
     memset(m->d_atty, 0, N * D * sizeof(float));
     perpo__linear_backward(m->d_atty, G + p->attn_w, G + p->attn_b, dres, a->atty, P + p->attn_w, N, D, D, m->gemm_ws);
     memset(m->d_qkv, 0, N * 3 * D * sizeof(float));
-    perpo__attention_backward(m->d_qkv, m->d_atty, a->att, a->qkv, B, T, D, m->H, causal, m->d_att);
+    perpo__attention_backward(m->d_qkv, m->d_atty, a->att, a->qkv, B, T, D, m->H, causal, m->att_ws);
     memset(m->d_tmp, 0, N * D * sizeof(float));
     perpo__linear_backward(m->d_tmp, G + p->qkv_w, G + p->qkv_b, m->d_qkv, a->ln1, P + p->qkv_w, N, D, 3 * D, m->gemm_ws);
     perpo__layernorm_backward(dres, G + p->ln1_w, G + p->ln1_b, m->d_tmp, x, P + p->ln1_w,
@@ -1486,7 +1647,562 @@ PERPODEF perpo_status perpo_generate(perpo_model *m, const perpo_gen_request *re
 }
 
 /* ==========================================================================================
-   5. Optimizer (AdamW, cosine schedule, clipping) and the SFT trainer
+   5. Rewards (box IoU, OCR metrics) and the listwise objectives (PerPO, DPO, LiPO, ListMLE)
+   ========================================================================================== */
+
+/* ---- Box parsing and IoU ---- */
+
+static int perpo__is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+static int perpo__is_digit(char c) { return c >= '0' && c <= '9'; }
+
+/* One number: digits with an optional fraction ("12", "0.12"). The integer part must stay
+ * below 1e7 (no image is that large) and at most 8 fraction digits are used, so the mantissa
+ * (< 2^53) and the power of ten are exact and the one division below rounds correctly. */
+static int perpo__parse_num(const char *s, size_t len, size_t *pos, double *v, int *has_frac)
+{
+    size_t i = *pos, start;
+    double m = 0.0, scale = 1.0;
+    for (start = i; i < len && perpo__is_digit(s[i]); i++)
+        if ((m = m * 10.0 + (s[i] - '0')) >= 1e7) return 0;
+    if (i == start) return 0;
+    *has_frac = 0;
+    if (i < len && s[i] == '.') {
+        for (start = ++i; i < len && perpo__is_digit(s[i]); i++)
+            if (i - start < 8) { m = m * 10.0 + (s[i] - '0'); scale *= 10.0; }
+        if (i == start) return 0;
+        *has_frac = 1;
+    }
+    *v = m / scale;
+    *pos = i;
+    return 1;
+}
+
+/* Tries "[ n , n , n , n ]" starting at the '[' at text[i]; writes box only on success. The
+ * grammar has no '[', so an attempt stops before the next '[': all attempts together are O(len). */
+static int perpo__parse_box_at(const char *s, size_t len, size_t i, float img_w, float img_h,
+                               float box[4])
+{
+    double v[4];
+    int k, frac, any_frac = 0;
+    for (i++, k = 0; k < 4; k++) {
+        while (i < len && perpo__is_space(s[i])) i++;
+        if (!perpo__parse_num(s, len, &i, &v[k], &frac)) return 0;
+        any_frac |= frac;
+        while (i < len && perpo__is_space(s[i])) i++;
+        if (i >= len || s[i] != (k < 3 ? ',' : ']')) return 0;
+        i++;
+    }
+    if (any_frac) {
+        for (k = 0; k < 4; k++)
+            if (v[k] > 1.0) return 0;
+    } else {
+        if (!(img_w > 0.0f && img_h > 0.0f && isfinite(img_w) && isfinite(img_h))) return 0;
+        if (v[0] > img_w || v[2] > img_w || v[1] > img_h || v[3] > img_h) return 0;
+        v[0] /= img_w; v[2] /= img_w; v[1] /= img_h; v[3] /= img_h;
+    }
+    if (v[2] < v[0] || v[3] < v[1]) return 0;
+    for (k = 0; k < 4; k++) box[k] = (float)v[k];
+    return 1;
+}
+
+PERPODEF int perpo_parse_box(const char *text, size_t len, float img_w, float img_h, float box[4])
+{
+    size_t i;
+    if (!box) return 0;
+    box[0] = box[1] = box[2] = box[3] = 0.0f;
+    if (!text) return 0;
+    for (i = 0; i < len; i++)
+        if (text[i] == '[' && perpo__parse_box_at(text, len, i, img_w, img_h, box)) return 1;
+    return 0;
+}
+
+static int perpo__box_valid(const float b[4])
+{
+    return b && isfinite(b[0]) && isfinite(b[1]) && isfinite(b[2]) && isfinite(b[3]) &&
+           b[2] >= b[0] && b[3] >= b[1];
+}
+
+/* Areas in double: a product of two floats near FLT_MAX would overflow in float. */
+static double perpo__box_area(const float b[4])
+{
+    return ((double)b[2] - b[0]) * ((double)b[3] - b[1]);
+}
+
+/* Intersection and union areas of two valid boxes; c (if not NULL) gets the enclosing box area. */
+static void perpo__box_overlap(const float a[4], const float b[4], double *inter, double *uni,
+                               double *c)
+{
+    double iw = (double)(a[2] < b[2] ? a[2] : b[2]) - (a[0] > b[0] ? a[0] : b[0]);
+    double ih = (double)(a[3] < b[3] ? a[3] : b[3]) - (a[1] > b[1] ? a[1] : b[1]);
+    *inter = iw > 0.0 && ih > 0.0 ? iw * ih : 0.0;
+    *uni = perpo__box_area(a) + perpo__box_area(b) - *inter;
+    if (c)
+        *c = ((double)(a[2] > b[2] ? a[2] : b[2]) - (a[0] < b[0] ? a[0] : b[0])) *
+             ((double)(a[3] > b[3] ? a[3] : b[3]) - (a[1] < b[1] ? a[1] : b[1]));
+}
+
+PERPODEF float perpo_box_iou(const float a[4], const float b[4])
+{
+    double inter, uni, iou;
+    if (!perpo__box_valid(a) || !perpo__box_valid(b)) return 0.0f;
+    perpo__box_overlap(a, b, &inter, &uni, NULL);
+    if (!(uni > 0.0)) return 0.0f;
+    iou = inter / uni;
+    return (float)(iou < 1.0 ? iou : 1.0); /* rounding could nudge it past 1 */
+}
+
+PERPODEF float perpo_box_giou(const float a[4], const float b[4])
+{
+    double inter, uni, c, giou;
+    if (!perpo__box_valid(a) || !perpo__box_valid(b)) return -1.0f;
+    perpo__box_overlap(a, b, &inter, &uni, &c);
+    if (!(uni > 0.0)) return -1.0f; /* then c >= uni > 0 below */
+    giou = inter / uni - (c - uni) / c;
+    return (float)(giou < -1.0 ? -1.0 : giou > 1.0 ? 1.0 : giou);
+}
+
+PERPODEF float perpo_grounding_reward(const char *text, size_t len, const float gt[4],
+                                      float img_w, float img_h)
+{
+    float box[4];
+    if (!perpo_parse_box(text, len, img_w, img_h, box)) return 0.0f;
+    return perpo_box_iou(box, gt);
+}
+
+/* ---- OCR: edit distance ---- */
+
+PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *b, size_t nb,
+                                          size_t *dist)
+{
+    size_t *row, i, j;
+    if (!dist || (!a && na) || (!b && nb)) return PERPO_ERR_ARG;
+    /* A shared prefix or suffix never changes the distance; stripping it makes long, nearly
+     * equal strings (the common case for a good OCR model) cheap. */
+    while (na && nb && a[0] == b[0]) { a++; b++; na--; nb--; }
+    while (na && nb && a[na - 1] == b[nb - 1]) { na--; nb--; }
+    if (na < nb) { const char *t = a; size_t n = na; a = b; na = nb; b = t; nb = n; }
+    if (nb == 0) { *dist = na; return PERPO_OK; }
+    if (nb >= SIZE_MAX / sizeof *row) return PERPO_ERR_OVERFLOW;
+    row = (size_t *)PERPO_MALLOC(NULL, (nb + 1) * sizeof *row);
+    if (!row) return PERPO_ERR_NOMEM;
+    /* One DP row over the shorter string: row[j] = distance(a[0..i), b[0..j)). */
+    for (j = 0; j <= nb; j++) row[j] = j;
+    for (i = 1; i <= na; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (j = 1; j <= nb; j++) {
+            size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best) best = up + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    *dist = row[nb];
+    PERPO_FREE(NULL, row);
+    return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_normalized_edit_distance(const char *a, size_t na, const char *b,
+                                                     size_t nb, float *ned)
+{
+    size_t d;
+    perpo_status st;
+    if (!ned) return PERPO_ERR_ARG;
+    if ((st = perpo_edit_distance(a, na, b, nb, &d)) != PERPO_OK) return st;
+    *ned = na || nb ? (float)((double)d / (double)(na > nb ? na : nb)) : 0.0f;
+    return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_ocr_reward(const char *text, size_t len, const char *ref, size_t nref,
+                                       float *reward)
+{
+    float ned;
+    perpo_status st;
+    if (!reward) return PERPO_ERR_ARG;
+    if ((st = perpo_normalized_edit_distance(text, len, ref, nref, &ned)) != PERPO_OK) return st;
+    *reward = 1.0f - ned;
+    return PERPO_OK;
+}
+
+/* ---- OCR: word sets and BLEU-4 ----
+ * Words and n-grams are hashed, sorted by (hash, content) and matched by a merge walk: memory is
+ * linear in the number of words and exact equality (not the hash) decides matches. */
+
+typedef struct { const char *p; size_t len; uint64_t h; } perpo__word;
+typedef struct { uint64_t h; const perpo__word *w; size_t n; } perpo__gram; /* words w[0..n) */
+
+#define PERPO__FNV_BASIS UINT64_C(14695981039346656037)
+#define PERPO__FNV_PRIME UINT64_C(1099511628211)
+
+/* Splits on ASCII whitespace; with out == NULL only counts. */
+static size_t perpo__split_words(const char *s, size_t len, perpo__word *out)
+{
+    size_t i = 0, n = 0, start;
+    while (i < len) {
+        while (i < len && perpo__is_space(s[i])) i++;
+        if (i == len) break;
+        for (start = i; i < len && !perpo__is_space(s[i]); i++) {}
+        if (out) {
+            uint64_t h = PERPO__FNV_BASIS;
+            size_t k;
+            for (k = start; k < i; k++) h = (h ^ (unsigned char)s[k]) * PERPO__FNV_PRIME;
+            out[n].p = s + start; out[n].len = i - start; out[n].h = h;
+        }
+        n++;
+    }
+    return n;
+}
+
+/* Total order on n-grams of equal n: hash first (fast), then word by word (exact). */
+static int perpo__gram_cmp(const void *x, const void *y)
+{
+    const perpo__gram *a = (const perpo__gram *)x, *b = (const perpo__gram *)y;
+    size_t k;
+    if (a->h != b->h) return a->h < b->h ? -1 : 1;
+    for (k = 0; k < a->n; k++) {
+        const perpo__word *u = a->w + k, *v = b->w + k;
+        int c;
+        if (u->len != v->len) return u->len < v->len ? -1 : 1;
+        if ((c = memcmp(u->p, v->p, u->len)) != 0) return c < 0 ? -1 : 1;
+    }
+    return 0;
+}
+
+/* Writes the nw - n + 1 n-grams of w into g, sorted; returns their count. */
+static size_t perpo__make_grams(const perpo__word *w, size_t nw, size_t n, perpo__gram *g)
+{
+    size_t i, k, m = nw >= n ? nw - n + 1 : 0;
+    for (i = 0; i < m; i++) {
+        uint64_t h = PERPO__FNV_BASIS;
+        for (k = 0; k < n; k++) h = (h ^ w[i + k].h) * PERPO__FNV_PRIME;
+        g[i].h = h; g[i].w = w + i; g[i].n = n;
+    }
+    if (m > 1) qsort(g, m, sizeof *g, perpo__gram_cmp);
+    return m;
+}
+
+/* Merge walk of two sorted n-gram lists: BLEU's clipped matches (sum over distinct n-grams of
+ * min(count in hyp, count in ref)), the distinct counts of each side and of their intersection. */
+typedef struct { size_t clipped, distinct_h, distinct_r, common; } perpo__match;
+
+static perpo__match perpo__match_grams(const perpo__gram *h, size_t nh, const perpo__gram *r,
+                                       size_t nr)
+{
+    perpo__match m = {0, 0, 0, 0};
+    size_t i = 0, j = 0;
+    while (i < nh || j < nr) {
+        int c = i == nh ? 1 : j == nr ? -1 : perpo__gram_cmp(h + i, r + j);
+        size_t ci = 0, cj = 0;
+        if (c <= 0) {
+            do ci++; while (i + ci < nh && perpo__gram_cmp(h + i, h + i + ci) == 0);
+            m.distinct_h++;
+        }
+        if (c >= 0) {
+            do cj++; while (j + cj < nr && perpo__gram_cmp(r + j, r + j + cj) == 0);
+            m.distinct_r++;
+        }
+        if (c == 0) { m.common++; m.clipped += ci < cj ? ci : cj; }
+        i += ci;
+        j += cj;
+    }
+    return m;
+}
+
+PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *ref, size_t nr,
+                                        float *precision, float *recall, float *f1, float *bleu)
+{
+    size_t th, tr, total, n;
+    perpo__gram *gh, *gr;
+    perpo__word *wh, *wr;
+    double p = 0.0, r = 0.0, f = 0.0, b = 0.0, log_p = 0.0;
+    if ((!hyp && nh) || (!ref && nr)) return PERPO_ERR_ARG;
+    th = perpo__split_words(hyp, nh, NULL);
+    tr = perpo__split_words(ref, nr, NULL);
+    if (th == 0 || tr == 0) {
+        p = r = f = b = th == tr ? 1.0 : 0.0; /* both empty: a perfect match; one empty: none */
+    } else {
+        total = th + tr;
+        if (total < th || total > SIZE_MAX / (sizeof(perpo__gram) + sizeof(perpo__word)))
+            return PERPO_ERR_OVERFLOW;
+        gh = (perpo__gram *)PERPO_MALLOC(NULL, total * (sizeof(perpo__gram) + sizeof(perpo__word)));
+        if (!gh) return PERPO_ERR_NOMEM;
+        gr = gh + th;
+        wh = (perpo__word *)(gr + tr);
+        wr = wh + th;
+        perpo__split_words(hyp, nh, wh);
+        perpo__split_words(ref, nr, wr);
+        for (n = 1; n <= 4; n++) {
+            size_t mh = perpo__make_grams(wh, th, n, gh), mr = perpo__make_grams(wr, tr, n, gr);
+            perpo__match m = perpo__match_grams(gh, mh, gr, mr);
+            if (n == 1) {
+                p = (double)m.common / (double)m.distinct_h;
+                r = (double)m.common / (double)m.distinct_r;
+                f = m.common ? 2.0 * p * r / (p + r) : 0.0;
+                if (!m.clipped) break; /* no word in common: BLEU is 0 */
+                log_p = log((double)m.clipped / (double)mh);
+            } else {
+                log_p += log(((double)m.clipped + 1.0) / ((double)mh + 1.0)); /* add-one */
+            }
+            if (n == 4) /* geometric mean of p1..p4 times the brevity penalty */
+                b = exp(0.25 * log_p + (th > tr ? 0.0 : 1.0 - (double)tr / (double)th));
+        }
+        PERPO_FREE(NULL, gh);
+    }
+    if (precision) *precision = (float)p;
+    if (recall) *recall = (float)r;
+    if (f1) *f1 = (float)f;
+    if (bleu) *bleu = (float)b;
+    return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_ocr_score(const char *hyp, size_t nh, const char *ref, size_t nr,
+                                      perpo_ocr_scores *out)
+{
+    perpo_ocr_scores s;
+    perpo_status st;
+    if (!out) return PERPO_ERR_ARG;
+    if ((st = perpo_normalized_edit_distance(hyp, nh, ref, nr, &s.edit_distance)) != PERPO_OK ||
+        (st = perpo_word_scores(hyp, nh, ref, nr, &s.precision, &s.recall, &s.f1, &s.bleu)) !=
+            PERPO_OK)
+        return st;
+    *out = s;
+    return PERPO_OK;
+}
+
+/* ---- Listwise objectives ----
+ * Every objective works on s_k = logp_k - ref_logp_k in double, returns the loss and ADDS
+ * dL/ds_k into g (= dL/dlogp_k, the reference being constant). */
+
+PERPODEF perpo_objective_config perpo_objective_default(perpo_objective kind)
+{
+    perpo_objective_config c;
+    c.kind = kind;
+    c.beta = 0.1f;
+    c.gamma = 0.5f;
+    c.label_smoothing = 0.0f;
+    return c;
+}
+
+/* log(1 + e^x) without overflow; -log sigmoid(x) = softplus(-x). */
+static double perpo__softplus(double x) { return x > 0.0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
+
+static double perpo__sigmoid(double x)
+{
+    double e;
+    if (x >= 0.0) return 1.0 / (1.0 + exp(-x));
+    e = exp(x);
+    return e / (1.0 + e);
+}
+
+/* Pair loss l(x) = -(1-eps) log sigma(x) - eps log sigma(-x), x = margin of the preferred
+ * response (DPO's loss; eps > 0 is cDPO's label smoothing). Also gives dl/dx. */
+static double perpo__pair_loss(double x, double eps, double *dl_dx)
+{
+    *dl_dx = -(1.0 - eps) * perpo__sigmoid(-x) + eps * perpo__sigmoid(x);
+    return (1.0 - eps) * perpo__softplus(-x) + eps * perpo__softplus(x);
+}
+
+/* Indices sorted by key, descending; equal keys keep the lower index first (stable insertion
+ * sort, fine for n <= PERPO_MAX_LIST). */
+static void perpo__argsort_desc(const double *key, int n, int *idx)
+{
+    int i, j;
+    for (i = 0; i < n; i++) {
+        for (j = i; j > 0 && key[idx[j - 1]] < key[i]; j--) idx[j] = idx[j - 1];
+        idx[j] = i;
+    }
+}
+
+/* PerPO (PAPER.md, "The loss"): L = sum_{R_i > R_j} w_ij l(beta (s_i - s_j)) with
+ * w_ij = |R_i - R_j|^gamma / sum_{R_k > R_l} |R_k - R_l|^gamma. Gaps are divided by the largest
+ * gap first: the weights are unchanged (the factor cancels) and pow() can neither overflow nor
+ * make every weight underflow, since the largest gap has weight 1 before normalizing. */
+static double perpo__loss_perpo(int n, const double *s, const double *R, double beta,
+                                double gamma, double eps, double *g)
+{
+    double rmax = R[0], rmin = R[0], span, wsum = 0.0, L = 0.0, d;
+    int i, j;
+    for (i = 1; i < n; i++) {
+        if (R[i] > rmax) rmax = R[i];
+        if (R[i] < rmin) rmin = R[i];
+    }
+    span = rmax - rmin;
+    for (i = 0; i < n; i++)
+        for (j = 0; j < n; j++)
+            if (R[i] > R[j]) wsum += pow((R[i] - R[j]) / span, gamma);
+    for (i = 0; i < n; i++)
+        for (j = 0; j < n; j++)
+            if (R[i] > R[j]) {
+                double w = pow((R[i] - R[j]) / span, gamma) / wsum;
+                L += w * perpo__pair_loss(beta * (s[i] - s[j]), eps, &d);
+                g[i] += w * beta * d;
+                g[j] -= w * beta * d;
+            }
+    return L;
+}
+
+/* DPO on the list's extremes: first best-reward response vs first worst-reward response. */
+static double perpo__loss_dpo(int n, const double *s, const double *R, double beta, double eps,
+                              double *g)
+{
+    int k, best = 0, worst = 0;
+    double L, d;
+    for (k = 1; k < n; k++) {
+        if (R[k] > R[best]) best = k;
+        if (R[k] < R[worst]) worst = k;
+    }
+    L = perpo__pair_loss(beta * (s[best] - s[worst]), eps, &d);
+    g[best] += beta * d;
+    g[worst] -= beta * d;
+    return L;
+}
+
+/* LiPO-lambda (Liu et al. 2024): z = beta s, tau_k = rank of z_k (descending, ties by index),
+ * Delta_ij = |G_i - G_j| |1/D(tau_i) - 1/D(tau_j)|, G = 2^R - 1, D(tau) = log2(1 + tau), held
+ * constant in the gradient. We normalize, L = sum Delta_ij l(z_i - z_j) / sum Delta_ij, so the
+ * loss is a weighted mean of pair losses like PerPO's (the paper's LiPO sum is unnormalized).
+ * G_i - G_j = 2^Rmax (2^(R_i-Rmax) - 2^(R_j-Rmax)): the -1 cancels and the 2^Rmax factor cancels
+ * in the normalization, so gains are taken relative to Rmax and cannot overflow. */
+static double perpo__loss_lipo(int n, const double *s, const double *R, double beta, double eps,
+                               double *g)
+{
+    double z[PERPO_MAX_LIST], gain[PERPO_MAX_LIST], inv_d[PERPO_MAX_LIST];
+    double rmax = R[0], dsum = 0.0, L = 0.0, d;
+    int order[PERPO_MAX_LIST], i, j;
+    for (i = 0; i < n; i++) {
+        z[i] = beta * s[i];
+        if (R[i] > rmax) rmax = R[i];
+    }
+    perpo__argsort_desc(z, n, order);
+    for (i = 0; i < n; i++) {
+        inv_d[order[i]] = 1.0 / log2(2.0 + i); /* tau = i + 1 */
+        gain[i] = exp2(R[i] - rmax);
+    }
+    for (i = 0; i < n; i++)
+        for (j = 0; j < n; j++)
+            if (R[i] > R[j]) dsum += fabs(gain[i] - gain[j]) * fabs(inv_d[i] - inv_d[j]);
+    if (!(dsum > 0.0)) return 0.0;
+    for (i = 0; i < n; i++)
+        for (j = 0; j < n; j++)
+            if (R[i] > R[j]) {
+                double w = fabs(gain[i] - gain[j]) * fabs(inv_d[i] - inv_d[j]) / dsum;
+                L += w * perpo__pair_loss(z[i] - z[j], eps, &d);
+                g[i] += w * beta * d;
+                g[j] -= w * beta * d;
+            }
+    return L;
+}
+
+/* ListMLE (Plackett-Luce likelihood of the reward order pi, ties by index): z = beta s,
+ * L = -sum_{k<n-1} [z_pi(k) - logsumexp_{l>=k} z_pi(l)]. lse[k] is built from the back with a
+ * stable log-add-exp. Label smoothing has no meaning here and is ignored. */
+static double perpo__loss_listmle(int n, const double *s, const double *R, double beta, double *g)
+{
+    double z[PERPO_MAX_LIST], lse[PERPO_MAX_LIST], L = 0.0;
+    int pi[PERPO_MAX_LIST], k, m;
+    perpo__argsort_desc(R, n, pi);
+    for (k = 0; k < n; k++) z[k] = beta * s[pi[k]];
+    lse[n - 1] = z[n - 1];
+    for (k = n - 2; k >= 0; k--) {
+        double hi = z[k] > lse[k + 1] ? z[k] : lse[k + 1];
+        lse[k] = hi + log1p(exp(-fabs(z[k] - lse[k + 1])));
+    }
+    /* Step m picks pi(m) out of the remaining {pi(m..n-1)}: its gradient is softmax - onehot. */
+    for (m = 0; m < n - 1; m++) {
+        L += lse[m] - z[m];
+        g[pi[m]] -= beta;
+        for (k = m; k < n; k++) g[pi[k]] += beta * exp(z[k] - lse[m]);
+    }
+    return L;
+}
+
+/* Shared input checks; fills R (as double) and s = logp - ref_logp. */
+static perpo_status perpo__list_inputs(int n, const float *logp, const float *ref_logp,
+                                       const float *reward, double *s, double *R)
+{
+    int k;
+    if (n < 1 || n > PERPO_MAX_LIST || !logp || !ref_logp || !reward) return PERPO_ERR_ARG;
+    for (k = 0; k < n; k++) {
+        if (!isfinite(logp[k]) || !isfinite(ref_logp[k]) || !isfinite(reward[k]))
+            return PERPO_ERR_NONFINITE;
+        s[k] = (double)logp[k] - (double)ref_logp[k];
+        R[k] = reward[k];
+    }
+    return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int n,
+    const float *logp, const float *ref_logp, const float *reward,
+    float *loss, float *dloss_dlogp)
+{
+    double s[PERPO_MAX_LIST], R[PERPO_MAX_LIST], g[PERPO_MAX_LIST], L = 0.0;
+    double beta, gamma, eps;
+    int k, all_equal = 1;
+    perpo_status st;
+    if (!cfg || !loss || (int)cfg->kind < (int)PERPO_OBJ_PERPO ||
+        (int)cfg->kind > (int)PERPO_OBJ_LISTMLE)
+        return PERPO_ERR_ARG;
+    beta = cfg->beta; gamma = cfg->gamma; eps = cfg->label_smoothing;
+    if (!(beta > 0.0 && beta <= FLT_MAX && gamma >= 0.0 && gamma <= FLT_MAX && eps >= 0.0 &&
+          eps <= 0.5))
+        return PERPO_ERR_ARG; /* also rejects NaN */
+    if ((st = perpo__list_inputs(n, logp, ref_logp, reward, s, R)) != PERPO_OK) return st;
+    for (k = 0; k < n; k++) {
+        g[k] = 0.0;
+        if (R[k] != R[0]) all_equal = 0;
+    }
+    if (!all_equal) { /* all equal (incl. n == 1): no preference, loss 0, gradient 0 */
+        switch (cfg->kind) {
+        case PERPO_OBJ_PERPO: L = perpo__loss_perpo(n, s, R, beta, gamma, eps, g); break;
+        case PERPO_OBJ_DPO: L = perpo__loss_dpo(n, s, R, beta, eps, g); break;
+        case PERPO_OBJ_LIPO: L = perpo__loss_lipo(n, s, R, beta, eps, g); break;
+        case PERPO_OBJ_LISTMLE: L = perpo__loss_listmle(n, s, R, beta, g); break;
+        }
+    }
+    /* Check before writing: a double beyond float range would become Inf (or be UB to convert). */
+    if (!(fabs(L) <= FLT_MAX)) return PERPO_ERR_NONFINITE;
+    for (k = 0; k < n; k++)
+        if (!(fabs(g[k]) <= FLT_MAX)) return PERPO_ERR_NONFINITE;
+    *loss = (float)L;
+    if (dloss_dlogp)
+        for (k = 0; k < n; k++) dloss_dlogp[k] = (float)g[k];
+    return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *logp,
+    const float *ref_logp, const float *reward, perpo_pref_metrics *out)
+{
+    double s[PERPO_MAX_LIST], R[PERPO_MAX_LIST], chosen, rejected;
+    int i, j, best = 0, worst = 0;
+    long pairs = 0, right = 0;
+    perpo_status st;
+    if (!out || !(beta > 0.0f && beta <= FLT_MAX)) return PERPO_ERR_ARG;
+    if ((st = perpo__list_inputs(n, logp, ref_logp, reward, s, R)) != PERPO_OK) return st;
+    for (i = 0; i < n; i++) {
+        if (R[i] > R[best]) best = i;
+        if (R[i] < R[worst]) worst = i;
+        for (j = 0; j < n; j++)
+            if (R[i] > R[j]) { pairs++; right += s[i] > s[j]; }
+    }
+    chosen = beta * s[best];
+    rejected = beta * s[worst];
+    if (!(fabs(chosen) <= FLT_MAX && fabs(rejected) <= FLT_MAX &&
+          fabs(chosen - rejected) <= FLT_MAX))
+        return PERPO_ERR_NONFINITE;
+    out->chosen = (float)chosen;
+    out->rejected = (float)rejected;
+    out->margin = (float)(chosen - rejected);
+    out->accuracy = pairs ? (float)((double)right / (double)pairs) : 0.0f;
+    return PERPO_OK;
+}
+
+/* ==========================================================================================
+   6. Optimizer (AdamW, cosine schedule, clipping) and the SFT trainer
    ========================================================================================== */
 
 PERPODEF perpo_optim_config perpo_optim_default(void) {
@@ -1635,6 +2351,7 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, s
         if ((st = perpo_optimizer_step(m, &tc->optim, 1.0f / (float)tc->accum_steps, &gnorm)) != PERPO_OK) goto done;
         if (progress && ((step + 1) % tc->log_every == 0 || step + 1 == tc->optim.total_steps)) {
             perpo_progress p;
+            memset(&p, 0, sizeof p);
             p.phase = "sft"; p.step = step + 1; p.total_steps = tc->optim.total_steps;
             p.loss = loss; p.lr = perpo_lr_at(&tc->optim, m->opt_step - 1); p.grad_norm = gnorm;
             p.tokens = tokens; p.elapsed_s = perpo__now() - t0;
@@ -1647,8 +2364,286 @@ done:
     return st;
 }
 
+/* ---- Preference training ------------------------------------------------------------------- */
+PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind) {
+    perpo_pref_config p;
+    p.objective = perpo_objective_default(kind);
+    p.optim = perpo_optim_default();
+    p.optim.lr = 1e-4f; p.optim.min_lr = 1e-5f; p.optim.warmup_steps = 10; p.optim.total_steps = 200;
+    p.optim.weight_decay = 0.0f;
+    p.lists_per_step = 4; p.accum_steps = 1; p.nll_weight = 0.0f; p.mean_logp = 0; p.seed = 1; p.log_every = 10;
+    return p;
+}
+
+PERPODEF void perpo_pref_set_free(perpo_pref_set *set) {
+    if (!set) return;
+    PERPO_FREE(set->alloc_ctx_, set->storage_);
+    memset(set, 0, sizeof *set);
+}
+
+PERPODEF perpo_status perpo_pref_sample(perpo_model *m, const perpo_example *items, size_t n_items,
+                                        int n, const perpo_sample_config *sc, perpo_reward_fn reward,
+                                        void *user, perpo_pref_set *out) {
+    size_t i, k, N, T, per_call, bytes = 0, n_resp;
+    size_t sz_lists, sz_ptrs, sz_floats, sz_text, sz_scratch;
+    char *base, *text;
+    const char **ptrs, **prompts;
+    const float **imgs;
+    size_t *image_of, *lens;
+    float *rewards, *ref;
+    perpo_status st = PERPO_OK;
+    if (!out) return PERPO_ERR_ARG;
+    memset(out, 0, sizeof *out);
+    if (!m || !items || n_items == 0 || !sc || !reward || n < 1 || n > PERPO_MAX_LIST || (size_t)n > m->max_batch)
+        return PERPO_ERR_ARG;
+    N = (size_t)n; T = m->T;
+    for (i = 0; i < n_items; i++)
+        if (!items[i].image || !items[i].prompt || strlen(items[i].prompt) + 4 > T) return PERPO_ERR_ARG;
+    /* one block: lists | response pointers | rewards, ref_logp | text | per-call scratch */
+    if (!perpo__size_mul(n_items, N, &n_resp) || !perpo__size_mul(n_items, sizeof(perpo_pref_list), &sz_lists) ||
+        !perpo__size_mul(n_resp, sizeof(char *), &sz_ptrs) || !perpo__size_mul(n_resp, 2 * sizeof(float), &sz_floats) ||
+        !perpo__size_mul(n_resp, T, &sz_text) || !perpo__size_mul(m->max_batch, 2 * sizeof(void *) + 2 * sizeof(size_t), &sz_scratch))
+        return PERPO_ERR_OVERFLOW;
+    if (!perpo__size_add(bytes, sz_lists, &bytes) || !perpo__size_add(bytes, sz_ptrs, &bytes) ||
+        !perpo__size_add(bytes, sz_floats, &bytes) || !perpo__size_add(bytes, sz_scratch, &bytes) ||
+        !perpo__size_add(bytes, sz_text, &bytes))
+        return PERPO_ERR_OVERFLOW;
+    base = (char *)perpo__calloc(m->cfg.alloc_ctx, bytes, 1);
+    if (!base) return PERPO_ERR_NOMEM;
+    out->lists = (perpo_pref_list *)base;
+    ptrs = (const char **)(base + sz_lists);
+    rewards = (float *)(base + sz_lists + sz_ptrs);
+    ref = rewards + n_resp;
+    imgs = (const float **)(base + sz_lists + sz_ptrs + sz_floats);
+    prompts = (const char **)(imgs + m->max_batch);
+    image_of = (size_t *)(prompts + m->max_batch);
+    lens = image_of + m->max_batch;
+    text = base + sz_lists + sz_ptrs + sz_floats + sz_scratch;
+    out->storage_ = base; out->alloc_ctx_ = m->cfg.alloc_ctx; out->n_lists = n_items;
+    per_call = m->max_batch / N; /* whole lists per perpo_generate call */
+    for (i = 0; i < n_items; i += per_call) {
+        size_t count = n_items - i < per_call ? n_items - i : per_call, j;
+        perpo_gen_request req;
+        perpo_sample_config call = *sc;
+        call.seed = sc->seed + 0x9E3779B97F4A7C15ull * (uint64_t)(i / per_call + 1);
+        for (j = 0; j < count; j++) {
+            imgs[j] = items[i + j].image;
+            for (k = 0; k < N; k++) { prompts[j * N + k] = items[i + j].prompt; image_of[j * N + k] = j; }
+        }
+        req.n_seq = count * N; req.n_img = count; req.images = imgs; req.image_of = image_of; req.prompts = prompts;
+        if ((st = perpo_generate(m, &req, &call, text + i * N * T, T, lens)) != PERPO_OK) break;
+        for (j = 0; j < count; j++) {
+            perpo_pref_list *l = &out->lists[i + j];
+            l->image = items[i + j].image; l->prompt = items[i + j].prompt; l->n = n;
+            l->responses = ptrs + (i + j) * N; l->rewards = rewards + (i + j) * N; l->ref_logp = ref + (i + j) * N;
+            for (k = 0; k < N; k++) {
+                size_t r = (i + j) * N + k;
+                float v;
+                ptrs[r] = text + r * T;
+                v = reward(ptrs[r], lens[j * N + k], i + j, user);
+                if (!isfinite(v)) { st = PERPO_ERR_NONFINITE; break; }
+                rewards[r] = v;
+            }
+        }
+        if (st != PERPO_OK) break;
+    }
+    if (st != PERPO_OK) perpo_pref_set_free(out);
+    return st;
+}
+
+PERPODEF size_t perpo_pref_filter(perpo_pref_list *lists, size_t n_lists, float min_margin) {
+    size_t i, kept = 0;
+    int k;
+    if (!lists) return 0;
+    for (i = 0; i < n_lists; i++) {
+        float lo = INFINITY, hi = -INFINITY;
+        for (k = 0; k < lists[i].n; k++) {
+            if (lists[i].rewards[k] < lo) lo = lists[i].rewards[k];
+            if (lists[i].rewards[k] > hi) hi = lists[i].rewards[k];
+        }
+        if (lists[i].n >= 2 && hi - lo >= min_margin) lists[kept++] = lists[i];
+    }
+    return kept;
+}
+
+static perpo_status perpo__check_lists(const perpo_model *m, const perpo_pref_list *lists, size_t n_lists) {
+    size_t i;
+    int k;
+    if (!lists || n_lists == 0) return PERPO_ERR_ARG;
+    for (i = 0; i < n_lists; i++) {
+        const perpo_pref_list *l = &lists[i];
+        if (!l->image || !l->prompt || !l->responses || !l->rewards || !l->ref_logp || l->n < 1 ||
+            l->n > PERPO_MAX_LIST || (size_t)l->n > m->max_batch)
+            return PERPO_ERR_ARG;
+        for (k = 0; k < l->n; k++) {
+            if (!l->responses[k] || strlen(l->prompt) + strlen(l->responses[k]) + 3 > m->T) return PERPO_ERR_ARG;
+            if (!isfinite(l->rewards[k])) return PERPO_ERR_NONFINITE;
+        }
+    }
+    return PERPO_OK;
+}
+
+/* Encodes lists [first, first+count) as one batch (sequence k of list j sees image j);
+   n_tok (per sequence) gets the counted targets. */
+static void perpo__pref_batch(perpo_model *m, const perpo_pref_list *const *ls, size_t count, int *tok, int *tgt,
+                              const float **imgs, size_t *image_of, size_t *n_tok, perpo_batch *b) {
+    size_t j, s = 0, T = m->T;
+    int k;
+    for (j = 0; j < count; j++) {
+        imgs[j] = ls[j]->image;
+        for (k = 0; k < ls[j]->n; k++, s++) {
+            perpo_text_encode(&m->cfg, ls[j]->prompt, strlen(ls[j]->prompt), ls[j]->responses[k],
+                              strlen(ls[j]->responses[k]), tok + s * T, tgt + s * T, &n_tok[s]);
+            image_of[s] = j;
+        }
+    }
+    b->n_seq = s; b->n_img = count; b->images = imgs; b->image_of = image_of; b->tokens = tok; b->targets = tgt;
+}
+
+/* Scratch of the preference functions, allocated once per call. */
+typedef struct perpo__pref_scratch {
+    int *tok, *tgt;
+    const float **imgs;
+    const perpo_pref_list **ls;
+    size_t *image_of, *n_tok, *order;
+    float *logp, *dlogp;
+} perpo__pref_scratch;
+
+static void perpo__pref_scratch_free(perpo_model *m, perpo__pref_scratch *s) {
+    void *ctx = m->cfg.alloc_ctx;
+    PERPO_FREE(ctx, s->tok); PERPO_FREE(ctx, (void *)s->imgs); PERPO_FREE(ctx, (void *)s->ls);
+    PERPO_FREE(ctx, s->image_of); PERPO_FREE(ctx, s->logp);
+}
+static perpo_status perpo__pref_scratch_alloc(perpo_model *m, perpo__pref_scratch *s, size_t n_lists) {
+    void *ctx = m->cfg.alloc_ctx;
+    size_t B = m->max_batch;
+    memset(s, 0, sizeof *s);
+    s->tok = (int *)perpo__calloc(ctx, 2 * B * m->T, sizeof(int));
+    s->imgs = (const float **)perpo__calloc(ctx, B, sizeof(float *));
+    s->ls = (const perpo_pref_list **)perpo__calloc(ctx, B, sizeof(void *));
+    s->image_of = (size_t *)perpo__calloc(ctx, 2 * B + n_lists, sizeof(size_t));
+    s->logp = (float *)perpo__calloc(ctx, 2 * B, sizeof(float));
+    if (!s->tok || !s->imgs || !s->ls || !s->image_of || !s->logp) {
+        perpo__pref_scratch_free(m, s);
+        return PERPO_ERR_NOMEM;
+    }
+    s->tgt = s->tok + B * m->T;
+    s->n_tok = s->image_of + B;
+    s->order = s->n_tok + B;
+    s->dlogp = s->logp + B;
+    return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_pref_reference(perpo_model *m, perpo_pref_list *lists, size_t n_lists) {
+    perpo__pref_scratch s;
+    perpo_batch b;
+    perpo_status st;
+    size_t i = 0;
+    if (!m) return PERPO_ERR_ARG;
+    if ((st = perpo__check_lists(m, lists, n_lists)) != PERPO_OK) return st;
+    if ((st = perpo__pref_scratch_alloc(m, &s, 0)) != PERPO_OK) return st;
+    while (i < n_lists) { /* as many whole lists per forward as fit in max_batch */
+        size_t count = 0, seqs = 0, j, q = 0;
+        while (i + count < n_lists && seqs + (size_t)lists[i + count].n <= m->max_batch) {
+            s.ls[count] = &lists[i + count];
+            seqs += (size_t)lists[i + count].n;
+            count++;
+        }
+        perpo__pref_batch(m, s.ls, count, s.tok, s.tgt, s.imgs, s.image_of, s.n_tok, &b);
+        if ((st = perpo_forward(m, &b, s.logp, NULL)) != PERPO_OK) break;
+        for (j = 0; j < count; j++) {
+            int k;
+            for (k = 0; k < lists[i + j].n; k++) lists[i + j].ref_logp[k] = s.logp[q++];
+        }
+        i += count;
+    }
+    perpo__pref_scratch_free(m, &s);
+    return st;
+}
+
+PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *lists, size_t n_lists,
+                                       const perpo_pref_config *pc, perpo_progress_fn progress, void *user) {
+    perpo__pref_scratch s;
+    perpo__rng rng;
+    perpo_status st;
+    size_t next = 0, j, max_n = 0, L;
+    double tokens = 0.0, t0 = perpo__now();
+    int step;
+    if (!m || !pc || pc->lists_per_step < 1 || pc->accum_steps < 1 || pc->log_every < 1 ||
+        pc->optim.total_steps < 1 || !(pc->nll_weight >= 0.0f))
+        return PERPO_ERR_ARG;
+    if ((st = perpo__check_lists(m, lists, n_lists)) != PERPO_OK) return st;
+    for (j = 0; j < n_lists; j++) if ((size_t)lists[j].n > max_n) max_n = (size_t)lists[j].n;
+    L = (size_t)pc->lists_per_step;
+    if (L * max_n > m->max_batch) return PERPO_ERR_ARG;
+    if ((st = perpo__pref_scratch_alloc(m, &s, n_lists)) != PERPO_OK) return st;
+    perpo__rng_seed(&rng, pc->seed);
+    perpo__shuffle(s.order, n_lists, &rng);
+    for (step = 0; step < pc->optim.total_steps; step++) {
+        perpo_progress p;
+        float gnorm = 0.0f;
+        int a;
+        memset(&p, 0, sizeof p);
+        perpo_zero_grad(m);
+        for (a = 0; a < pc->accum_steps; a++) {
+            perpo_batch b;
+            size_t count = L < n_lists ? L : n_lists, q = 0;
+            double scale = 1.0 / ((double)count * (double)pc->accum_steps); /* mean over lists */
+            for (j = 0; j < count; j++) {
+                if (next == n_lists) { perpo__shuffle(s.order, n_lists, &rng); next = 0; }
+                s.ls[j] = &lists[s.order[next++]];
+            }
+            perpo__pref_batch(m, s.ls, count, s.tok, s.tgt, s.imgs, s.image_of, s.n_tok, &b);
+            if ((st = perpo_forward(m, &b, s.logp, NULL)) != PERPO_OK) goto done;
+            for (j = 0; j < count; j++) {
+                const perpo_pref_list *l = s.ls[j];
+                float lp[PERPO_MAX_LIST], ref[PERPO_MAX_LIST], grad[PERPO_MAX_LIST], loss;
+                perpo_pref_metrics pm;
+                int k, best = 0;
+                for (k = 0; k < l->n; k++) { /* s_k = log pi_theta - log pi_ref, summed or mean */
+                    float div = pc->mean_logp ? (float)s.n_tok[q + (size_t)k] : 1.0f;
+                    lp[k] = s.logp[q + (size_t)k] / div;
+                    ref[k] = l->ref_logp[k] / div;
+                    if (l->rewards[k] > l->rewards[best]) best = k;
+                    tokens += (double)s.n_tok[q + (size_t)k];
+                }
+                if ((st = perpo_listwise_loss(&pc->objective, l->n, lp, ref, l->rewards, &loss, grad)) != PERPO_OK) goto done;
+                if ((st = perpo_preference_metrics(pc->objective.beta, l->n, lp, ref, l->rewards, &pm)) != PERPO_OK) goto done;
+                for (k = 0; k < l->n; k++) {
+                    float div = pc->mean_logp ? (float)s.n_tok[q + (size_t)k] : 1.0f;
+                    s.dlogp[q + (size_t)k] = (float)(grad[k] * scale) / div;
+                }
+                if (pc->nll_weight > 0.0f) { /* optional NLL on the best response, per token */
+                    float nt = (float)s.n_tok[q + (size_t)best];
+                    loss += pc->nll_weight * -s.logp[q + (size_t)best] / nt;
+                    s.dlogp[q + (size_t)best] += (float)(-pc->nll_weight / nt * scale);
+                }
+                p.loss += (float)(loss * scale);
+                p.reward_chosen += (float)(pm.chosen * scale);
+                p.reward_rejected += (float)(pm.rejected * scale);
+                p.reward_margin += (float)(pm.margin * scale);
+                p.reward_accuracy += (float)(pm.accuracy * scale);
+                p.logp_chosen += (float)(lp[best] * scale);
+                q += (size_t)l->n;
+            }
+            if ((st = perpo_backward(m, s.dlogp)) != PERPO_OK) goto done;
+        }
+        if ((st = perpo_optimizer_step(m, &pc->optim, 1.0f, &gnorm)) != PERPO_OK) goto done;
+        if (progress && ((step + 1) % pc->log_every == 0 || step + 1 == pc->optim.total_steps)) {
+            p.phase = "pref"; p.step = step + 1; p.total_steps = pc->optim.total_steps;
+            p.lr = perpo_lr_at(&pc->optim, m->opt_step - 1); p.grad_norm = gnorm;
+            p.tokens = tokens; p.elapsed_s = perpo__now() - t0;
+            p.eta_s = p.elapsed_s / (double)(step + 1) * (double)(pc->optim.total_steps - step - 1);
+            if (progress(&p, user)) break;
+        }
+    }
+done:
+    perpo__pref_scratch_free(m, &s);
+    return st;
+}
+
 /* ==========================================================================================
-   6. Checkpoints: little-endian, magic + format version + config + parameters + CRC32.
+   7. Checkpoints: little-endian, magic + format version + config + parameters + CRC32.
       Written to "<path>.tmp" and renamed into place, so a crash never leaves a half-written
       file under the real name. Loading checks every size against the file before allocating.
    ========================================================================================== */

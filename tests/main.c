@@ -10,8 +10,11 @@
 
 #include "t_kernels.c"
 #include "t_model.c"
+#include "t_rewards.c"
+#include "t_objectives.c"
 
-static const perpo_test_case *const suites[] = {perpo_tests_kernels, perpo_tests_model};
+static const perpo_test_case *const suites[] = {perpo_tests_kernels, perpo_tests_model, perpo_tests_rewards,
+                                                 perpo_tests_objectives};
 
 int main(int argc, char **argv) {
     int passed = 0, failed = 0;

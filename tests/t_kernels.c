@@ -160,10 +160,10 @@ static void test_gelu(perpo_test *t) {
 }
 
 /* ---- attention ---- */
-typedef struct { size_t B, T, D, H; int causal; float *qkv, *att, *out, *w; } kx_att;
+typedef struct { size_t B, T, D, H; int causal; float *qkv, *att, *out, *w, *ws; } kx_att;
 static double kx_att_loss(void *p) {
     kx_att *k = (kx_att *)p;
-    perpo__attention_forward(k->out, k->att, k->qkv, k->B, k->T, k->D, k->H, k->causal);
+    perpo__attention_forward(k->out, k->att, k->qkv, k->B, k->T, k->D, k->H, k->causal, k->ws);
     return kx_dot(k->out, k->w, k->B * k->T * k->D);
 }
 static void test_attention_grad(perpo_test *t) {
@@ -171,13 +171,13 @@ static void test_attention_grad(perpo_test *t) {
     for (causal = 0; causal < 2; causal++) {
         kx_att k;
         kx_rng r = {4};
-        float qkv[2 * 5 * 3 * 8], att[2 * 2 * 5 * 5], out[2 * 5 * 8], w[2 * 5 * 8], dqkv[2 * 5 * 24], scratch[2 * 2 * 5];
+        float qkv[2 * 5 * 3 * 8], att[2 * 2 * 5 * 5], out[2 * 5 * 8], w[2 * 5 * 8], dqkv[2 * 5 * 24], ws[2 * 2 * 9 * 5];
         size_t i, q;
-        k.B = 2; k.T = 5; k.D = 8; k.H = 2; k.causal = causal; k.qkv = qkv; k.att = att; k.out = out; k.w = w;
+        k.B = 2; k.T = 5; k.D = 8; k.H = 2; k.causal = causal; k.qkv = qkv; k.att = att; k.out = out; k.w = w; k.ws = ws;
         kx_fill(&r, qkv, sizeof qkv / 4, 1.5f); kx_fill(&r, w, sizeof w / 4, 1.0f);
         kx_att_loss(&k);
         memset(dqkv, 0, sizeof dqkv);
-        perpo__attention_backward(dqkv, w, att, qkv, 2, 5, 8, 2, causal, scratch);
+        perpo__attention_backward(dqkv, w, att, qkv, 2, 5, 8, 2, causal, k.ws);
         kx_check(t, causal ? "causal attention dqkv" : "attention dqkv", qkv, dqkv, sizeof qkv / 4, kx_att_loss, &k);
         /* probabilities: rows sum to 1, and causal rows put no mass on the future */
         for (i = 0; i < 2 * 2 * 5; i++) {

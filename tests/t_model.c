@@ -432,7 +432,7 @@ static void test_checkpoint_roundtrip(perpo_test *t) {
 }
 
 /* ---- argument checking ------------------------------------------------------------------- */
-static void test_bad_arguments(perpo_test *t) {
+static void test_model_bad_arguments(perpo_test *t) {
     perpo_config c = small_config();
     perpo_model *m = NULL;
     int tok[8], tgt[8];
@@ -498,6 +498,6 @@ const perpo_test_case perpo_tests_model[] = {
     {"sampling with the KV cache = sampling by recomputation", test_cache_matches_recompute},
     {"same seed -> bit-identical parameters after 20 steps", test_bit_identical_training},
     {"checkpoint round trip; missing, corrupt, short files fail cleanly", test_checkpoint_roundtrip},
-    {"bad arguments get a status", test_bad_arguments},
+    {"bad arguments get a status", test_model_bad_arguments},
     {"a non-finite gradient is refused, nothing changes", test_nonfinite_step_refused},
     {NULL, NULL}};
