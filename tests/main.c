@@ -12,9 +12,10 @@
 #include "t_model.c"
 #include "t_rewards.c"
 #include "t_objectives.c"
+#include "t_examples.c"
 
 static const perpo_test_case *const suites[] = {perpo_tests_kernels, perpo_tests_model, perpo_tests_rewards,
-                                                 perpo_tests_objectives};
+                                                 perpo_tests_objectives, perpo_tests_examples};
 
 int main(int argc, char **argv) {
     int passed = 0, failed = 0;

@@ -1,0 +1,588 @@
+/* grounding.c — PerPO end to end on object grounding, on synthetic scenes.
+ *
+ * One run: SFT from scratch -> N samples per training prompt -> IoU rewards -> lists with a
+ * large enough reward margin -> reference log-probs of the frozen SFT model -> DPO and PerPO
+ * (optionally LiPO) trained from the same SFT weights on the same lists for the same number
+ * of steps -> greedy evaluation on held-out scenes -> a table of Acc@0.5, mean IoU and parse
+ * failures, with the Best-of-N oracle as the upper reference. Writes results.json, a picture
+ * of test scenes with the true, SFT and PerPO boxes, and the training curves as SVG.
+ *
+ *   grounding [--seed S] [--test-seed T] [--seeds K] [--n N] [--beta B] [--gamma G]
+ *             [--sft-steps S] [--pref-steps S] [--objective all|perpo|dpo|lipo|listmle]
+ *             [--threads K] [--out DIR] [--help]   (all flags: --help)
+ */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime and mkdir; the library itself is plain C99 */
+#define PERPO_IMPLEMENTATION
+#include "../perpo.h"
+#include "common.h"
+
+#include <errno.h>
+#include <time.h>
+#ifdef _WIN32
+#include <direct.h>
+#define ex_mkdir(p) _mkdir(p)
+#else
+#include <sys/stat.h>
+#define ex_mkdir(p) mkdir((p), 0755)
+#endif
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define IMG 64                 /* scenes are IMG x IMG RGB */
+#define IMG_FLOATS (IMG * IMG * 3)
+#define TEXT_CAP 48            /* >= perpo_config.max_text */
+#define MAX_OBJECTIVES 4
+
+/* ---- Options ------------------------------------------------------------------------------ */
+typedef struct options {
+    int seed, test_seed, seeds, n_samples, sft_steps, pref_steps, n_train, n_pref, n_test;
+    int threads, batch, lists_per_step, verbose;
+    double beta, gamma, temperature, margin, sft_lr, pref_lr;
+    const char *objective, *out;
+} options;
+
+typedef struct option_spec {
+    const char *name, *help;
+    char kind; /* 'i' int, 'd' double, 's' string */
+    void *dst;
+    double lo, hi;
+} option_spec;
+
+static void set_defaults(options *o) {
+    o->seed = 1; o->test_seed = 777; o->seeds = 1;
+    o->n_samples = 16; o->sft_steps = 600; o->pref_steps = 150;
+    o->n_train = 4000; o->n_pref = 640; o->n_test = 500;
+    o->threads = 0; o->batch = 32; o->lists_per_step = 2; o->verbose = 1;
+    o->beta = 0.1; o->gamma = 0.5; o->temperature = 1.0; o->margin = 0.5;
+    o->sft_lr = 2e-3; o->pref_lr = 1e-4;
+    o->objective = "all"; o->out = "results/grounding";
+}
+
+static int parse_options(int argc, char **argv, options *o) {
+    option_spec spec[] = {
+        {"--seed", "seed of the training data, the model and the samples", 'i', &o->seed, 0, 2e9},
+        {"--test-seed", "seed of the held-out test scenes", 'i', &o->test_seed, 0, 2e9},
+        {"--seeds", "run this many seeds (seed, seed+1, ...) and report mean and std", 'i', &o->seeds, 1, 100},
+        {"--n", "responses sampled per training prompt (list size N)", 'i', &o->n_samples, 2, 32},
+        {"--beta", "beta of the preference objectives", 'd', &o->beta, 1e-6, 1e6},
+        {"--gamma", "PerPO's reward-gap exponent (0 = LiPO-style uniform weights)", 'd', &o->gamma, 0, 100},
+        {"--temperature", "sampling temperature for the lists and Best-of-N", 'd', &o->temperature, 0.01, 10},
+        {"--margin", "keep lists whose best-minus-worst IoU is at least this", 'd', &o->margin, 0, 1},
+        {"--sft-steps", "SFT optimizer steps (batch --batch)", 'i', &o->sft_steps, 1, 1e7},
+        {"--pref-steps", "preference optimizer steps, the same for every objective", 'i', &o->pref_steps, 1, 1e7},
+        {"--sft-lr", "SFT peak learning rate", 'd', &o->sft_lr, 0, 1},
+        {"--pref-lr", "preference peak learning rate", 'd', &o->pref_lr, 0, 1},
+        {"--train", "training scenes for SFT", 'i', &o->n_train, 1, 1e7},
+        {"--pref-prompts", "training prompts sampled for preference lists", 'i', &o->n_pref, 1, 1e7},
+        {"--test", "held-out test scenes", 'i', &o->n_test, 1, 1e7},
+        {"--batch", "SFT sequences per step", 'i', &o->batch, 1, 32},
+        {"--lists", "lists per preference step (lists x N <= 32)", 'i', &o->lists_per_step, 1, 32},
+        {"--objective", "all | perpo | dpo | lipo | listmle (all = DPO, PerPO and LiPO)", 's', &o->objective, 0, 0},
+        {"--threads", "OpenMP threads (0 = the runtime's default)", 'i', &o->threads, 0, 256},
+        {"--verbose", "0 quiet, 1 progress on stderr", 'i', &o->verbose, 0, 2},
+        {"--out", "output folder for results.json, the picture and the curves", 's', &o->out, 0, 0},
+    };
+    size_t n = sizeof spec / sizeof spec[0], k;
+    int i;
+    for (i = 1; i < argc; i++) {
+        const char *arg = argv[i], *val = NULL, *eq = strchr(arg, '=');
+        size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            printf("usage: %s [options]\n\nPerPO on synthetic object grounding: SFT, then DPO and PerPO from the\n"
+                   "same SFT weights on the same sampled lists, evaluated on held-out scenes.\n\n", argv[0]);
+            for (k = 0; k < n; k++) printf("  %-15s %s\n", spec[k].name, spec[k].help);
+            return 1;
+        }
+        for (k = 0; k < n; k++)
+            if (strlen(spec[k].name) == name_len && strncmp(arg, spec[k].name, name_len) == 0) break;
+        if (k == n) { fprintf(stderr, "unknown option %s (see --help)\n", arg); return -1; }
+        if (eq) val = eq + 1;
+        else if (i + 1 < argc) val = argv[++i];
+        else { fprintf(stderr, "option %s needs a value\n", arg); return -1; }
+        if (spec[k].kind == 's') {
+            *(const char **)spec[k].dst = val;
+        } else {
+            char *end;
+            double v = strtod(val, &end);
+            if (*val == '\0' || *end != '\0' || !(v >= spec[k].lo && v <= spec[k].hi) ||
+                (spec[k].kind == 'i' && v != floor(v))) {
+                fprintf(stderr, "bad value \"%s\" for %s (expected %s in [%g, %g])\n", val, spec[k].name,
+                        spec[k].kind == 'i' ? "an integer" : "a number", spec[k].lo, spec[k].hi);
+                return -1;
+            }
+            if (spec[k].kind == 'i') *(int *)spec[k].dst = (int)v;
+            else *(double *)spec[k].dst = v;
+        }
+    }
+    if (strcmp(o->objective, "all") && strcmp(o->objective, "perpo") && strcmp(o->objective, "dpo") &&
+        strcmp(o->objective, "lipo") && strcmp(o->objective, "listmle")) {
+        fprintf(stderr, "bad --objective \"%s\" (all, perpo, dpo, lipo or listmle)\n", o->objective);
+        return -1;
+    }
+    if (o->lists_per_step * o->n_samples > 32) {
+        fprintf(stderr, "--lists x --n must be at most 32 (the model's batch), got %d x %d\n", o->lists_per_step, o->n_samples);
+        return -1;
+    }
+    return 0;
+}
+
+static double wall_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---- Data: scenes, their images, prompts and answers ------------------------------------- */
+typedef struct dataset {
+    int n;
+    float *images;            /* n * IMG_FLOATS */
+    char (*prompt)[24];
+    char (*answer)[32];
+    float (*box)[4];
+    perpo_example *examples;  /* image + prompt + answer, as the trainers take them */
+} dataset;
+
+static void dataset_free(dataset *d) {
+    free(d->images); free(d->prompt); free(d->answer); free(d->box); free(d->examples);
+    memset(d, 0, sizeof *d);
+}
+
+static int dataset_make(dataset *d, uint64_t base, int n) {
+    int i;
+    memset(d, 0, sizeof *d);
+    d->n = n;
+    d->images = (float *)malloc((size_t)n * IMG_FLOATS * sizeof(float));
+    d->prompt = (char (*)[24])calloc((size_t)n, sizeof *d->prompt);
+    d->answer = (char (*)[32])calloc((size_t)n, sizeof *d->answer);
+    d->box = (float (*)[4])calloc((size_t)n, sizeof *d->box);
+    d->examples = (perpo_example *)calloc((size_t)n, sizeof *d->examples);
+    if (!d->images || !d->prompt || !d->answer || !d->box || !d->examples) { dataset_free(d); return -1; }
+    for (i = 0; i < n; i++) {
+        ex_scene s;
+        if (ex_scene_from_index(base, (uint64_t)i, IMG, IMG, &s) != 0) { dataset_free(d); return -1; }
+        ex_scene_render(&s, d->images + (size_t)i * IMG_FLOATS);
+        ex_scene_prompt(&s, d->prompt[i], sizeof d->prompt[i]);
+        ex_scene_answer(&s, d->answer[i], sizeof d->answer[i]);
+        memcpy(d->box[i], s.box, sizeof s.box);
+        d->examples[i].image = d->images + (size_t)i * IMG_FLOATS;
+        d->examples[i].prompt = d->prompt[i];
+        d->examples[i].response = d->answer[i];
+    }
+    return 0;
+}
+
+/* IoU of a response with the true box of item `item` of the dataset in user. */
+static float iou_reward(const char *response, size_t len, size_t item, void *user) {
+    const dataset *d = (const dataset *)user;
+    return perpo_grounding_reward(response, len, d->box[item], (float)IMG, (float)IMG);
+}
+
+/* ---- Progress and curves ------------------------------------------------------------------- */
+#define CURVE_MAX 4096
+typedef struct curve {
+    int n;
+    float step[CURVE_MAX], loss[CURVE_MAX], acc[CURVE_MAX], margin[CURVE_MAX];
+} curve;
+
+typedef struct run_log {
+    const char *label;
+    int verbose;
+    double t0;
+    curve *c;
+} run_log;
+
+static void fmt_duration(double s, char *buf, size_t cap) {
+    if (s < 0) s = 0;
+    if (s < 60) snprintf(buf, cap, "%.0fs", s);
+    else snprintf(buf, cap, "%dm%02ds", (int)(s / 60), (int)s % 60);
+}
+
+static int on_progress(const perpo_progress *p, void *user) {
+    run_log *l = (run_log *)user;
+    double el = wall_seconds() - l->t0, eta = el / p->step * (p->total_steps - p->step);
+    char e1[32], e2[32];
+    if (l->c && l->c->n < CURVE_MAX) {
+        curve *c = l->c;
+        c->step[c->n] = (float)p->step; c->loss[c->n] = p->loss;
+        c->acc[c->n] = p->reward_accuracy; c->margin[c->n] = p->reward_margin;
+        c->n++;
+    }
+    if (l->verbose) {
+        fmt_duration(el, e1, sizeof e1);
+        fmt_duration(eta, e2, sizeof e2);
+        if (strcmp(p->phase, "sft") == 0)
+            fprintf(stderr, "[%s] step %5d/%d  loss %.4f  lr %.2e  |g| %.3f  %6.0f tok/s  %s elapsed, eta %s\n",
+                    l->label, p->step, p->total_steps, p->loss, p->lr, p->grad_norm, p->tokens / (el > 0 ? el : 1), e1, e2);
+        else
+            fprintf(stderr, "[%s] step %4d/%d  loss %.4f  rewards/chosen %+.3f rejected %+.3f margins %+.3f accuracies %.2f  %s elapsed, eta %s\n",
+                    l->label, p->step, p->total_steps, p->loss, p->reward_chosen, p->reward_rejected,
+                    p->reward_margin, p->reward_accuracy, e1, e2);
+    }
+    return 0;
+}
+
+/* ---- Evaluation ------------------------------------------------------------------------------ */
+typedef struct metrics {
+    double acc, miou, fail; /* Acc@0.5 and parse failures as fractions */
+} metrics;
+
+/* Greedy answers for every item; responses (may be NULL) gets them (n x TEXT_CAP). */
+static perpo_status evaluate(perpo_model *m, const dataset *d, metrics *out, char *responses) {
+    const perpo_config *cfg = perpo_model_config(m);
+    perpo_sample_config sc = perpo_sample_default();
+    size_t B = (size_t)cfg->max_batch, i, j;
+    double hits = 0, iou_sum = 0, fails = 0;
+    char text[32][TEXT_CAP];
+    for (i = 0; i < (size_t)d->n; i += B) {
+        size_t cnt = (size_t)d->n - i < B ? (size_t)d->n - i : B, lens[32];
+        const float *imgs[32];
+        const char *prompts[32];
+        perpo_gen_request req;
+        perpo_status st;
+        for (j = 0; j < cnt; j++) { imgs[j] = d->examples[i + j].image; prompts[j] = d->prompt[i + j]; }
+        req.n_seq = cnt; req.n_img = cnt; req.images = imgs; req.image_of = NULL; req.prompts = prompts;
+        if ((st = perpo_generate(m, &req, &sc, &text[0][0], TEXT_CAP, lens)) != PERPO_OK) return st;
+        for (j = 0; j < cnt; j++) {
+            float box[4], iou = 0.0f;
+            if (perpo_parse_box(text[j], lens[j], (float)IMG, (float)IMG, box)) iou = perpo_box_iou(box, d->box[i + j]);
+            else fails++;
+            hits += iou >= 0.5f;
+            iou_sum += iou;
+            if (responses) memcpy(responses + (i + j) * TEXT_CAP, text[j], TEXT_CAP);
+        }
+    }
+    out->acc = hits / d->n; out->miou = iou_sum / d->n; out->fail = fails / d->n;
+    return PERPO_OK;
+}
+
+/* Best-of-N with the oracle reward: the best IoU among N samples of the SFT model. */
+static perpo_status best_of_n(perpo_model *m, const dataset *d, int n, double temperature, uint64_t seed, metrics *out) {
+    perpo_sample_config sc = perpo_sample_default();
+    perpo_pref_set set;
+    perpo_status st;
+    size_t i;
+    int k;
+    double hits = 0, iou_sum = 0, fails = 0;
+    sc.temperature = (float)temperature; sc.seed = seed;
+    if ((st = perpo_pref_sample(m, d->examples, (size_t)d->n, n, &sc, iou_reward, (void *)d, &set)) != PERPO_OK) return st;
+    for (i = 0; i < set.n_lists; i++) {
+        float best = 0.0f;
+        for (k = 0; k < n; k++) if (set.lists[i].rewards[k] > best) best = set.lists[i].rewards[k];
+        hits += best >= 0.5f;
+        iou_sum += best;
+        fails += best == 0.0f;
+    }
+    out->acc = hits / d->n; out->miou = iou_sum / d->n; out->fail = fails / d->n;
+    perpo_pref_set_free(&set);
+    return PERPO_OK;
+}
+
+/* ---- One full run (one seed) ------------------------------------------------------------------ */
+typedef struct method_result {
+    const char *name;
+    metrics m;
+    double train_s;
+    curve curve;
+} method_result;
+
+typedef struct run_result {
+    method_result sft, bon, obj[MAX_OBJECTIVES];
+    int n_obj;
+    size_t lists_sampled, lists_kept;
+    double mean_list_reward, sample_s, total_s;
+    char *sft_text, *best_text; /* greedy answers on the test set (n_test x TEXT_CAP) */
+    int best_obj;               /* index of PerPO in obj[] (for the picture), or -1 */
+} run_result;
+
+static perpo_config model_config(void) {
+    perpo_config c = perpo_config_default(); /* 64x64, 8x8 patches, width 128, 2+4 blocks */
+    c.max_text = 40;                         /* BOS + "yellow triangle" + SEP + box + EOS fits */
+    c.max_batch = 32;
+    return c;
+}
+
+static int fail(const char *what, perpo_status st) {
+    fprintf(stderr, "error: %s: %s\n", what, perpo_status_string(st));
+    return 1;
+}
+
+static int run_one(const options *o, int seed, const dataset *test, run_result *r) {
+    perpo_config cfg = model_config();
+    perpo_model *sft = NULL, *pol = NULL;
+    perpo_train_config tc = perpo_train_default();
+    perpo_sample_config sc = perpo_sample_default();
+    perpo_pref_set set;
+    dataset train;
+    run_log log;
+    perpo_status st;
+    double t0 = wall_seconds(), t;
+    size_t i, kept;
+    int k, ret = 1;
+    static const perpo_objective kinds[MAX_OBJECTIVES] = {PERPO_OBJ_DPO, PERPO_OBJ_PERPO, PERPO_OBJ_LIPO, PERPO_OBJ_LISTMLE};
+    static const char *names[MAX_OBJECTIVES] = {"DPO", "PerPO", "LiPO", "ListMLE"};
+    memset(r, 0, sizeof *r);
+    memset(&set, 0, sizeof set);
+    r->best_obj = -1;
+    r->sft_text = (char *)calloc((size_t)test->n, TEXT_CAP);
+    r->best_text = (char *)calloc((size_t)test->n, TEXT_CAP);
+    if (!r->sft_text || !r->best_text) return fail("results", PERPO_ERR_NOMEM);
+    if (dataset_make(&train, ex_hash64((uint64_t)seed, 0x7261696eull), o->n_train) != 0) return fail("training scenes", PERPO_ERR_NOMEM);
+
+    /* 1. SFT from scratch */
+    if ((st = perpo_model_create(&sft, &cfg, (uint64_t)seed)) != PERPO_OK) { fail("model", st); goto done; }
+    tc.batch_size = o->batch; tc.seed = (uint64_t)seed; tc.log_every = 50;
+    tc.optim.lr = (float)o->sft_lr; tc.optim.min_lr = (float)o->sft_lr * 0.05f;
+    tc.optim.warmup_steps = o->sft_steps / 20 + 1; tc.optim.total_steps = o->sft_steps;
+    log.label = "sft"; log.verbose = o->verbose; log.t0 = t = wall_seconds(); log.c = &r->sft.curve;
+    if ((st = perpo_sft_train(sft, train.examples, (size_t)train.n, &tc, on_progress, &log)) != PERPO_OK) { fail("SFT", st); goto done; }
+    r->sft.name = "SFT"; r->sft.train_s = wall_seconds() - t;
+    if ((st = evaluate(sft, test, &r->sft.m, r->sft_text)) != PERPO_OK) { fail("evaluate SFT", st); goto done; }
+    if (o->verbose) fprintf(stderr, "[sft] test Acc@0.5 %.1f%%  mean IoU %.3f  parse failures %.1f%%\n",
+                            100 * r->sft.m.acc, r->sft.m.miou, 100 * r->sft.m.fail);
+
+    /* 2. N samples per training prompt, IoU rewards, margin filter, reference log-probs */
+    t = wall_seconds();
+    sc.temperature = (float)o->temperature; sc.seed = (uint64_t)seed * 1000003u + 17u;
+    if ((st = perpo_pref_sample(sft, train.examples, (size_t)(o->n_pref < train.n ? o->n_pref : train.n), o->n_samples,
+                                &sc, iou_reward, &train, &set)) != PERPO_OK) { fail("sampling", st); goto done; }
+    r->lists_sampled = set.n_lists;
+    for (i = 0; i < set.n_lists; i++)
+        for (k = 0; k < o->n_samples; k++) r->mean_list_reward += set.lists[i].rewards[k] / (set.n_lists * o->n_samples);
+    kept = perpo_pref_filter(set.lists, set.n_lists, (float)o->margin);
+    r->lists_kept = kept;
+    if (kept == 0) { fprintf(stderr, "error: no list has a reward margin >= %.2f; lower --margin\n", o->margin); goto done; }
+    if ((st = perpo_pref_reference(sft, set.lists, kept)) != PERPO_OK) { fail("reference log-probs", st); goto done; }
+    r->sample_s = wall_seconds() - t;
+    if (o->verbose) fprintf(stderr, "[lists] %zu prompts x %d samples, mean IoU %.3f, %zu lists with margin >= %.2f (%.0fs)\n",
+                            set.n_lists, o->n_samples, r->mean_list_reward, kept, o->margin, r->sample_s);
+    if ((st = best_of_n(sft, test, o->n_samples, o->temperature, (uint64_t)seed * 7919u + 5u, &r->bon.m)) != PERPO_OK) {
+        fail("best-of-N", st);
+        goto done;
+    }
+    r->bon.name = "Best-of-N";
+
+    /* 3. every objective from the same SFT weights, same lists, same steps */
+    if ((st = perpo_model_create(&pol, &cfg, (uint64_t)seed)) != PERPO_OK) { fail("model", st); goto done; }
+    for (k = 0; k < MAX_OBJECTIVES; k++) {
+        perpo_pref_config pc = perpo_pref_default(kinds[k]);
+        method_result *mr;
+        char label[16];
+        int wanted = strcmp(o->objective, "all") == 0 ? kinds[k] != PERPO_OBJ_LISTMLE
+                                                       : strcmp(o->objective, k == 0 ? "dpo" : k == 1 ? "perpo" : k == 2 ? "lipo" : "listmle") == 0;
+        if (!wanted) continue;
+        mr = &r->obj[r->n_obj];
+        if (kinds[k] == PERPO_OBJ_PERPO) r->best_obj = r->n_obj;
+        pc.objective.beta = (float)o->beta; pc.objective.gamma = (float)o->gamma;
+        pc.lists_per_step = o->lists_per_step; pc.seed = (uint64_t)seed;
+        pc.optim.lr = (float)o->pref_lr; pc.optim.min_lr = (float)o->pref_lr * 0.1f;
+        pc.optim.warmup_steps = o->pref_steps / 10 + 1; pc.optim.total_steps = o->pref_steps;
+        pc.log_every = 10;
+        if ((st = perpo_model_copy_params(pol, sft)) != PERPO_OK) { fail("copy", st); goto done; }
+        snprintf(label, sizeof label, "%s", names[k]);
+        log.label = label; log.t0 = t = wall_seconds(); log.c = &mr->curve;
+        if ((st = perpo_pref_train(pol, set.lists, kept, &pc, on_progress, &log)) != PERPO_OK) { fail(names[k], st); goto done; }
+        mr->name = names[k]; mr->train_s = wall_seconds() - t;
+        if ((st = evaluate(pol, test, &mr->m, kinds[k] == PERPO_OBJ_PERPO ? r->best_text : NULL)) != PERPO_OK) {
+            fail("evaluate", st);
+            goto done;
+        }
+        if (o->verbose) fprintf(stderr, "[%s] test Acc@0.5 %.1f%%  mean IoU %.3f  parse failures %.1f%%\n", names[k],
+                                100 * mr->m.acc, mr->m.miou, 100 * mr->m.fail);
+        r->n_obj++;
+    }
+    ret = 0;
+done:
+    r->total_s = wall_seconds() - t0;
+    perpo_pref_set_free(&set);
+    perpo_model_free(sft);
+    perpo_model_free(pol);
+    dataset_free(&train);
+    return ret;
+}
+
+/* ---- Reporting ---------------------------------------------------------------------------------- */
+static void print_row(const char *name, const metrics *m) {
+    printf("| %-22s | %7.1f | %8.3f | %10.1f |\n", name, 100 * m->acc, m->miou, 100 * m->fail);
+}
+
+static void mean_std(const double *v, int n, double *mean, double *sd) {
+    double s = 0, q = 0;
+    int i;
+    for (i = 0; i < n; i++) s += v[i];
+    *mean = s / n;
+    for (i = 0; i < n; i++) q += (v[i] - *mean) * (v[i] - *mean);
+    *sd = n > 1 ? sqrt(q / (n - 1)) : 0.0;
+}
+
+static void json_metrics(ex_json *j, const metrics *m) {
+    ex_json_kv_number(j, "acc_at_0.5", m->acc);
+    ex_json_kv_number(j, "mean_iou", m->miou);
+    ex_json_kv_number(j, "parse_failure_rate", m->fail);
+}
+
+static void json_options(ex_json *j, const options *o) {
+    ex_json_key(j, "flags");
+    ex_json_object_begin(j);
+    ex_json_kv_int(j, "seed", o->seed); ex_json_kv_int(j, "test_seed", o->test_seed); ex_json_kv_int(j, "seeds", o->seeds);
+    ex_json_kv_int(j, "n", o->n_samples); ex_json_kv_number(j, "beta", o->beta); ex_json_kv_number(j, "gamma", o->gamma);
+    ex_json_kv_number(j, "temperature", o->temperature); ex_json_kv_number(j, "margin", o->margin);
+    ex_json_kv_int(j, "sft_steps", o->sft_steps); ex_json_kv_int(j, "pref_steps", o->pref_steps);
+    ex_json_kv_number(j, "sft_lr", o->sft_lr); ex_json_kv_number(j, "pref_lr", o->pref_lr);
+    ex_json_kv_int(j, "train", o->n_train); ex_json_kv_int(j, "pref_prompts", o->n_pref); ex_json_kv_int(j, "test", o->n_test);
+    ex_json_kv_int(j, "batch", o->batch); ex_json_kv_int(j, "lists", o->lists_per_step);
+    ex_json_kv_string(j, "objective", o->objective); ex_json_kv_int(j, "threads", o->threads);
+    ex_json_object_end(j);
+}
+
+/* A grid of test scenes, zoomed, with the true (green), SFT (red) and PerPO (yellow) boxes. */
+static int write_picture(const char *path, const dataset *test, const run_result *r) {
+    enum { N_SHOW = 16, ZOOM = 4 };
+    static float tiles[N_SHOW][IMG * ZOOM * IMG * ZOOM * 3];
+    const float *ptr[N_SHOW];
+    char labels[N_SHOW][48];
+    const char *lab[N_SHOW];
+    const float green[3] = {0.1f, 1.0f, 0.2f}, red[3] = {1.0f, 0.15f, 0.1f}, yellow[3] = {1.0f, 0.9f, 0.1f};
+    ex_grid g = ex_grid_default();
+    int i, n = test->n < N_SHOW ? test->n : N_SHOW;
+    for (i = 0; i < n; i++) {
+        float b[4];
+        const char *pt = r->best_text + (size_t)i * TEXT_CAP, *st = r->sft_text + (size_t)i * TEXT_CAP;
+        ex_upscale(test->examples[i].image, IMG, IMG, ZOOM, tiles[i]);
+        ex_draw_rect(tiles[i], IMG * ZOOM, IMG * ZOOM, test->box[i], green, 2);
+        if (perpo_parse_box(st, strlen(st), (float)IMG, (float)IMG, b)) ex_draw_rect(tiles[i], IMG * ZOOM, IMG * ZOOM, b, red, 1);
+        if (r->best_obj >= 0 && perpo_parse_box(pt, strlen(pt), (float)IMG, (float)IMG, b))
+            ex_draw_rect(tiles[i], IMG * ZOOM, IMG * ZOOM, b, yellow, 1);
+        snprintf(labels[i], sizeof labels[i], "%s", test->prompt[i]);
+        ptr[i] = tiles[i];
+        lab[i] = labels[i];
+    }
+    g.cols = 4; g.zoom = 1; g.label_lines = 1; g.label_scale = 2;
+    g.bg[0] = g.bg[1] = g.bg[2] = 0.12f; g.fg[0] = g.fg[1] = g.fg[2] = 0.95f;
+    return ex_grid_write_png(path, &g, n, ptr, IMG * ZOOM, IMG * ZOOM, lab);
+}
+
+static int write_curves(const char *path, const run_result *r) {
+    const char *names[1 + MAX_OBJECTIVES];
+    const float *xs[MAX_OBJECTIVES], *loss[MAX_OBJECTIVES], *acc[MAX_OBJECTIVES], *mar[MAX_OBJECTIVES];
+    const float *sx[1], *sy[1];
+    int counts[MAX_OBJECTIVES], sc[1], k;
+    ex_plot_panel p[4];
+    const char *sft_name[1] = {"SFT"};
+    for (k = 0; k < r->n_obj; k++) {
+        names[k] = r->obj[k].name; xs[k] = r->obj[k].curve.step; loss[k] = r->obj[k].curve.loss;
+        acc[k] = r->obj[k].curve.acc; mar[k] = r->obj[k].curve.margin; counts[k] = r->obj[k].curve.n;
+    }
+    sx[0] = r->sft.curve.step; sy[0] = r->sft.curve.loss; sc[0] = r->sft.curve.n;
+    p[0].title = "SFT"; p[0].xlabel = "step"; p[0].ylabel = "token cross-entropy"; p[0].n_series = 1;
+    p[0].names = sft_name; p[0].xs = sx; p[0].ys = sy; p[0].counts = sc;
+    p[1].title = "preference loss"; p[1].xlabel = "step"; p[1].ylabel = "loss"; p[1].n_series = r->n_obj;
+    p[1].names = names; p[1].xs = xs; p[1].ys = loss; p[1].counts = counts;
+    p[2] = p[1]; p[2].title = "rewards/accuracies"; p[2].ylabel = "pairs ranked right"; p[2].ys = acc;
+    p[3] = p[1]; p[3].title = "rewards/margins"; p[3].ylabel = "beta (s_best - s_worst)"; p[3].ys = mar;
+    return ex_svg_plot_panels(path, "PerPO on synthetic grounding: training curves", r->n_obj ? 4 : 1, p);
+}
+
+int main(int argc, char **argv) {
+    options o;
+    dataset test;
+    run_result *runs;
+    int s, k, rc;
+    char path[1024];
+    FILE *f;
+    ex_json j;
+    set_defaults(&o);
+    rc = parse_options(argc, argv, &o);
+    if (rc) return rc > 0 ? 0 : 2;
+#ifdef _OPENMP
+    if (o.threads > 0) omp_set_num_threads(o.threads);
+#endif
+    if (ex_mkdir(o.out) != 0 && errno != EEXIST) {
+        /* make the parent too (results/grounding) */
+        char parent[1024];
+        char *slash;
+        snprintf(parent, sizeof parent, "%s", o.out);
+        slash = strrchr(parent, '/');
+        if (slash) { *slash = 0; ex_mkdir(parent); }
+        if (ex_mkdir(o.out) != 0 && errno != EEXIST) { fprintf(stderr, "error: cannot create %s\n", o.out); return 1; }
+    }
+    if (dataset_make(&test, ex_hash64((uint64_t)o.test_seed, 0x74657374ull), o.n_test) != 0) return fail("test scenes", PERPO_ERR_NOMEM);
+    runs = (run_result *)calloc((size_t)o.seeds, sizeof *runs);
+    if (!runs) return fail("results", PERPO_ERR_NOMEM);
+    for (s = 0; s < o.seeds; s++) {
+        if (o.verbose) fprintf(stderr, "=== seed %d (%d of %d) ===\n", o.seed + s, s + 1, o.seeds);
+        if (run_one(&o, o.seed + s, &test, &runs[s]) != 0) return 1;
+    }
+
+    /* the table: one seed, or mean and standard deviation over seeds */
+    printf("\nPerPO on synthetic grounding: %d held-out scenes (test seed %d), N = %d, %d seed%s\n\n", o.n_test,
+           o.test_seed, o.n_samples, o.seeds, o.seeds > 1 ? "s" : "");
+    if (o.seeds == 1) {
+        printf("| %-22s | %7s | %8s | %10s |\n|%s|%s|%s|%s|\n", "method", "Acc@0.5", "mean IoU", "parse fail",
+               "------------------------", "---------", "----------", "------------");
+        print_row("SFT", &runs[0].sft.m);
+        for (k = 0; k < runs[0].n_obj; k++) print_row(runs[0].obj[k].name, &runs[0].obj[k].m);
+        snprintf(path, sizeof path, "Best-of-%d (oracle)", o.n_samples);
+        print_row(path, &runs[0].bon.m);
+    } else {
+        double v[100], mean, sd;
+        printf("| %-22s | %-15s | %-15s |\n|------------------------|-----------------|-----------------|\n", "method",
+               "Acc@0.5 (mean±sd)", "mean IoU");
+        for (k = -2; k < runs[0].n_obj; k++) {
+            double am, as;
+            const char *name = k == -2 ? "SFT" : k == -1 ? "Best-of-N (oracle)" : runs[0].obj[k].name;
+            for (s = 0; s < o.seeds; s++) v[s] = 100 * (k == -2 ? runs[s].sft.m.acc : k == -1 ? runs[s].bon.m.acc : runs[s].obj[k].m.acc);
+            mean_std(v, o.seeds, &am, &as);
+            for (s = 0; s < o.seeds; s++) v[s] = k == -2 ? runs[s].sft.m.miou : k == -1 ? runs[s].bon.m.miou : runs[s].obj[k].m.miou;
+            mean_std(v, o.seeds, &mean, &sd);
+            printf("| %-22s | %6.1f ± %-6.1f | %.3f ± %.3f   |\n", name, am, as, mean, sd);
+        }
+    }
+    printf("\nlists: %zu sampled, %zu kept (margin >= %.2f); time: %.0fs for the first seed\n", runs[0].lists_sampled,
+           runs[0].lists_kept, o.margin, runs[0].total_s);
+
+    /* results.json */
+    snprintf(path, sizeof path, "%s/results.json", o.out);
+    f = fopen(path, "w");
+    if (!f) { fprintf(stderr, "error: cannot write %s\n", path); return 1; }
+    ex_json_init(&j, f);
+    ex_json_object_begin(&j);
+    ex_json_kv_string(&j, "task", "grounding");
+    json_options(&j, &o);
+    ex_json_key(&j, "runs");
+    ex_json_array_begin(&j);
+    for (s = 0; s < o.seeds; s++) {
+        ex_json_object_begin(&j);
+        ex_json_kv_int(&j, "seed", o.seed + s);
+        ex_json_kv_int(&j, "lists_sampled", (long long)runs[s].lists_sampled);
+        ex_json_kv_int(&j, "lists_kept", (long long)runs[s].lists_kept);
+        ex_json_kv_number(&j, "mean_sample_iou", runs[s].mean_list_reward);
+        ex_json_kv_number(&j, "seconds", runs[s].total_s);
+        ex_json_key(&j, "methods");
+        ex_json_array_begin(&j);
+        for (k = -2; k < runs[s].n_obj; k++) {
+            const method_result *mr = k == -2 ? &runs[s].sft : k == -1 ? &runs[s].bon : &runs[s].obj[k];
+            ex_json_object_begin(&j);
+            ex_json_kv_string(&j, "method", k == -1 ? "Best-of-N (oracle)" : mr->name);
+            json_metrics(&j, &mr->m);
+            ex_json_kv_number(&j, "train_seconds", mr->train_s);
+            ex_json_object_end(&j);
+        }
+        ex_json_array_end(&j);
+        ex_json_object_end(&j);
+    }
+    ex_json_array_end(&j);
+    ex_json_object_end(&j);
+    if (ex_json_finish(&j) != 0 || fclose(f) != 0) { fprintf(stderr, "error: writing %s failed\n", path); return 1; }
+    printf("wrote %s\n", path);
+    snprintf(path, sizeof path, "%s/grounding_examples.png", o.out);
+    if (write_picture(path, &test, &runs[0]) != 0) fprintf(stderr, "warning: cannot write %s\n", path);
+    else printf("wrote %s (green: truth, red: SFT, yellow: PerPO)\n", path);
+    snprintf(path, sizeof path, "%s/training_curves.svg", o.out);
+    if (write_curves(path, &runs[0]) != 0) fprintf(stderr, "warning: cannot write %s\n", path);
+    else printf("wrote %s\n", path);
+    for (s = 0; s < o.seeds; s++) { free(runs[s].sft_text); free(runs[s].best_text); }
+    free(runs);
+    dataset_free(&test);
+    return 0;
+}
