@@ -1463,7 +1463,7 @@ static int perpo__score_desc(const void *a, const void *b) {
 static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_sample_config *sc, perpo__rng *rng) {
     perpo__token_score *cand = m->sort_buf;
     size_t n = 0, keep, i;
-    double total = 0.0, u, acc = 0.0;
+    double total = 0.0, u, acc = 0.0, top;
     int tok;
     for (tok = 0; tok < (int)m->V; tok++) {
         if (tok > 255 && tok != PERPO_TOK_EOS) continue;
@@ -1476,8 +1476,9 @@ static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_
     }
     qsort(cand, n, sizeof *cand, perpo__score_desc);
     keep = (sc->top_k > 0 && (size_t)sc->top_k < n) ? (size_t)sc->top_k : n;
+    top = cand[0].score;
     for (i = 0; i < keep; i++) { /* softmax over the kept tokens, at the temperature */
-        cand[i].score = (float)exp((double)(cand[i].score - cand[0].score) / (double)sc->temperature);
+        cand[i].score = (float)exp(((double)cand[i].score - top) / (double)sc->temperature);
         total += cand[i].score;
     }
     if (sc->top_p > 0.0f && sc->top_p < 1.0f) { /* nucleus: smallest prefix with mass >= top_p */

@@ -39,7 +39,7 @@ typedef struct options {
     int seed, test_seed, seeds, n_samples, sft_steps, pref_steps, n_train, n_pref, n_test;
     int threads, batch, lists_per_step, verbose;
     double beta, gamma, temperature, margin, sft_lr, pref_lr;
-    const char *objective, *out;
+    const char *objective, *out, *sft_ckpt;
 } options;
 
 typedef struct option_spec {
@@ -56,7 +56,7 @@ static void set_defaults(options *o) {
     o->threads = 0; o->batch = 32; o->lists_per_step = 2; o->verbose = 1;
     o->beta = 0.1; o->gamma = 0.5; o->temperature = 1.0; o->margin = 0.5;
     o->sft_lr = 2e-3; o->pref_lr = 1e-4;
-    o->objective = "all"; o->out = "results/grounding";
+    o->objective = "all"; o->out = "results/grounding"; o->sft_ckpt = NULL;
 }
 
 static int parse_options(int argc, char **argv, options *o) {
@@ -82,6 +82,7 @@ static int parse_options(int argc, char **argv, options *o) {
         {"--threads", "OpenMP threads (0 = the runtime's default)", 'i', &o->threads, 0, 256},
         {"--verbose", "0 quiet, 1 progress on stderr", 'i', &o->verbose, 0, 2},
         {"--out", "output folder for results.json, the picture and the curves", 's', &o->out, 0, 0},
+        {"--sft-checkpoint", "load the SFT model from this file if it exists, else train and save it there", 's', &o->sft_ckpt, 0, 0},
     };
     size_t n = sizeof spec / sizeof spec[0], k;
     int i;
@@ -329,14 +330,21 @@ static int run_one(const options *o, int seed, const dataset *test, run_result *
     if (!r->sft_text || !r->best_text) return fail("results", PERPO_ERR_NOMEM);
     if (dataset_make(&train, ex_hash64((uint64_t)seed, 0x7261696eull), o->n_train) != 0) return fail("training scenes", PERPO_ERR_NOMEM);
 
-    /* 1. SFT from scratch */
+    /* 1. SFT from scratch (or from --sft-checkpoint, to iterate on the preference stage) */
+    r->sft.name = "SFT";
+    if (o->sft_ckpt && (st = perpo_model_load(&sft, o->sft_ckpt)) == PERPO_OK) {
+        if (o->verbose) fprintf(stderr, "[sft] loaded %s\n", o->sft_ckpt);
+        goto trained;
+    }
     if ((st = perpo_model_create(&sft, &cfg, (uint64_t)seed)) != PERPO_OK) { fail("model", st); goto done; }
     tc.batch_size = o->batch; tc.seed = (uint64_t)seed; tc.log_every = 50;
     tc.optim.lr = (float)o->sft_lr; tc.optim.min_lr = (float)o->sft_lr * 0.05f;
     tc.optim.warmup_steps = o->sft_steps / 20 + 1; tc.optim.total_steps = o->sft_steps;
     log.label = "sft"; log.verbose = o->verbose; log.t0 = t = wall_seconds(); log.c = &r->sft.curve;
     if ((st = perpo_sft_train(sft, train.examples, (size_t)train.n, &tc, on_progress, &log)) != PERPO_OK) { fail("SFT", st); goto done; }
-    r->sft.name = "SFT"; r->sft.train_s = wall_seconds() - t;
+    r->sft.train_s = wall_seconds() - t;
+    if (o->sft_ckpt && (st = perpo_model_save(sft, o->sft_ckpt)) != PERPO_OK) { fail("saving the SFT checkpoint", st); goto done; }
+trained:
     if ((st = evaluate(sft, test, &r->sft.m, r->sft_text)) != PERPO_OK) { fail("evaluate SFT", st); goto done; }
     if (o->verbose) fprintf(stderr, "[sft] test Acc@0.5 %.1f%%  mean IoU %.3f  parse failures %.1f%%\n",
                             100 * r->sft.m.acc, r->sft.m.miou, 100 * r->sft.m.fail);

@@ -5,6 +5,7 @@
 #define PERPO_IMPLEMENTATION
 #include "../perpo.h"
 #include "test.h"
+#include "../examples/common.h"
 
 #include <stdlib.h>
 
@@ -13,9 +14,10 @@
 #include "t_rewards.c"
 #include "t_objectives.c"
 #include "t_examples.c"
+#include "t_pref.c"
 
 static const perpo_test_case *const suites[] = {perpo_tests_kernels, perpo_tests_model, perpo_tests_rewards,
-                                                 perpo_tests_objectives, perpo_tests_examples};
+                                                 perpo_tests_objectives, perpo_tests_examples, perpo_tests_pref};
 
 int main(int argc, char **argv) {
     int passed = 0, failed = 0;

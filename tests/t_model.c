@@ -399,6 +399,49 @@ static void test_bit_identical_training(perpo_test *t) {
     perpo_model_free(b);
 }
 
+/* ---- the sampler: frequencies follow softmax(z / T), top-k and top-p cut the tail ---------- */
+static void test_sampler_distribution(perpo_test *t) {
+    perpo_config c = small_config();
+    perpo_model *m = NULL;
+    perpo_sample_config sc = perpo_sample_default();
+    perpo__rng rng;
+    float z[PERPO_VOCAB];
+    int counts[PERPO_VOCAB], i, v, draws = 40000;
+    double p[4], norm = 0.0;
+    CHECK_OK(perpo_model_create(&m, &c, 1));
+    if (!m) return;
+    for (v = 0; v < PERPO_VOCAB; v++) z[v] = -1e9f;
+    z['a'] = 2.0f; z['b'] = 1.0f; z['c'] = 0.0f; z[PERPO_TOK_EOS] = 1.5f;
+    z[PERPO_TOK_BOS] = 50.0f; /* specials other than EOS are never produced */
+    sc.temperature = 0.7f;
+    perpo__rng_seed(&rng, 5);
+    memset(counts, 0, sizeof counts);
+    for (i = 0; i < draws; i++) counts[perpo__sample_token(m, z, &sc, &rng)]++;
+    p[0] = exp(2.0 / 0.7); p[1] = exp(1.0 / 0.7); p[2] = 1.0; p[3] = exp(1.5 / 0.7);
+    for (i = 0; i < 4; i++) norm += p[i];
+    /* 40000 draws: the standard error of a frequency is below 0.0025; allow 4 of them */
+    CHECK_NEAR(counts['a'] / (double)draws, p[0] / norm, 0.01, 0);
+    CHECK_NEAR(counts['b'] / (double)draws, p[1] / norm, 0.01, 0);
+    CHECK_NEAR(counts['c'] / (double)draws, p[2] / norm, 0.01, 0);
+    CHECK_NEAR(counts[PERPO_TOK_EOS] / (double)draws, p[3] / norm, 0.01, 0);
+    CHECK(counts[PERPO_TOK_BOS] == 0);
+    /* top-k = 2 keeps a and EOS only, in their relative proportion */
+    sc.top_k = 2;
+    memset(counts, 0, sizeof counts);
+    for (i = 0; i < draws; i++) counts[perpo__sample_token(m, z, &sc, &rng)]++;
+    CHECK(counts['b'] == 0 && counts['c'] == 0);
+    CHECK_NEAR(counts['a'] / (double)draws, p[0] / (p[0] + p[3]), 0.01, 0);
+    /* top-p = 0.5: a alone holds more than half the mass */
+    sc.top_k = 0; sc.top_p = 0.5f;
+    memset(counts, 0, sizeof counts);
+    for (i = 0; i < 1000; i++) counts[perpo__sample_token(m, z, &sc, &rng)]++;
+    CHECK(counts['a'] == 1000);
+    /* greedy takes the first maximum */
+    sc.temperature = 0.0f; z['b'] = 2.0f;
+    CHECK(perpo__sample_token(m, z, &sc, &rng) == 'a');
+    perpo_model_free(m);
+}
+
 /* ---- checkpoints ---------------------------------------------------------------------------- */
 static void test_checkpoint_roundtrip(perpo_test *t) {
     perpo_config c = small_config();
@@ -497,6 +540,7 @@ const perpo_test_case perpo_tests_model[] = {
     {"SFT memorizes 6 image->text pairs; greedy reproduces them", test_sft_memorizes},
     {"sampling with the KV cache = sampling by recomputation", test_cache_matches_recompute},
     {"same seed -> bit-identical parameters after 20 steps", test_bit_identical_training},
+    {"sampler frequencies follow softmax(z/T); top-k, top-p, greedy", test_sampler_distribution},
     {"checkpoint round trip; missing, corrupt, short files fail cleanly", test_checkpoint_roundtrip},
     {"bad arguments get a status", test_model_bad_arguments},
     {"a non-finite gradient is refused, nothing changes", test_nonfinite_step_refused},
