@@ -424,6 +424,9 @@ PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n);
 #else
 #define PERPO__OMP(x)
 #endif
+/* Work (in multiply-adds or elements) below which a loop stays on one thread: starting a
+   parallel region costs more than it saves, most of all while decoding a few rows. */
+#define PERPO__PAR_MIN 32768
 
 #ifdef __cplusplus
 extern "C" {
@@ -487,13 +490,18 @@ static double perpo__rng_normal(perpo__rng *r) {
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
-/* Seconds from an arbitrary origin: wall clock where C11 gives it, CPU time otherwise. */
+/* Seconds from an arbitrary origin, for progress reports: wall clock from OpenMP or C11 when
+   the build has them, else CPU time (equal to wall time for a single-threaded build). */
 static double perpo__now(void) {
+#if defined(_OPENMP)
+    return omp_get_wtime();
+#else
 #if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L && defined(TIME_UTC)
     struct timespec ts;
     if (timespec_get(&ts, TIME_UTC) == TIME_UTC) return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 #endif
     return (double)clock() / (double)CLOCKS_PER_SEC;
+#endif
 }
 
 PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n) {
@@ -652,7 +660,7 @@ static void perpo__linear_backward(float *dinp, float *dW, float *db, const floa
 static void perpo__layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                                      const float *w, const float *b, size_t N, size_t D) {
     long r;
-    PERPO__OMP(parallel for schedule(static))
+    PERPO__OMP(parallel for schedule(static) if(N * D >= PERPO__PAR_MIN))
     for (r = 0; r < (long)N; r++) {
         const float *x = inp + (size_t)r * D;
         float *y = out + (size_t)r * D;
@@ -699,7 +707,7 @@ static void perpo__layernorm_backward(float *dinp, float *dw, float *db, const f
 #define PERPO__GELU_C 0.044715f
 static void perpo__gelu_forward(float *out, const float *inp, size_t n) {
     long i;
-    PERPO__OMP(parallel for schedule(static))
+    PERPO__OMP(parallel for schedule(static) if(n >= PERPO__PAR_MIN))
     for (i = 0; i < (long)n; i++) {
         float x = inp[i];
         out[i] = x / (1.0f + expf(-2.0f * PERPO__GELU_S * (x + PERPO__GELU_C * x * x * x)));
@@ -709,7 +717,7 @@ static void perpo__gelu_forward(float *out, const float *inp, size_t n) {
    gelu' = s + x * 2 s (1 - s) * du/dx. */
 static void perpo__gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
     long i;
-    PERPO__OMP(parallel for schedule(static))
+    PERPO__OMP(parallel for schedule(static) if(n >= PERPO__PAR_MIN))
     for (i = 0; i < (long)n; i++) {
         float x = inp[i];
         float s = 1.0f / (1.0f + expf(-2.0f * PERPO__GELU_S * (x + PERPO__GELU_C * x * x * x)));
@@ -729,7 +737,7 @@ static void perpo__attention_forward(float *out, float *att, const float *qkv, s
     size_t hd = D / H;
     float scale = 1.0f / sqrtf((float)hd);
     long bh;
-    PERPO__OMP(parallel for schedule(static))
+    PERPO__OMP(parallel for schedule(static) if(B * T * T * D >= PERPO__PAR_MIN))
     for (bh = 0; bh < (long)(B * H); bh++) {
         size_t b = (size_t)bh / H, h = (size_t)bh % H, t, t2, i;
         float *kt = ws + (size_t)bh * 2 * hd * T; /* (hd, T) */
@@ -768,7 +776,7 @@ static void perpo__attention_backward(float *dqkv, const float *dout, const floa
     size_t hd = D / H;
     float scale = 1.0f / sqrtf((float)hd);
     long bh;
-    PERPO__OMP(parallel for schedule(static))
+    PERPO__OMP(parallel for schedule(static) if(B * T * T * D >= PERPO__PAR_MIN))
     for (bh = 0; bh < (long)(B * H); bh++) {
         size_t b = (size_t)bh / H, h = (size_t)bh % H, t, t2, i;
         float *vt = ws + (size_t)bh * (2 * hd + 1) * T, *dp = vt + hd * T; /* (hd, T), (T) */
@@ -1416,7 +1424,7 @@ static void perpo__decode_cached(perpo_model *m, size_t n, size_t Lr, const size
             memcpy(K + at, m->g_qkv + i * 3 * D + D, D * sizeof(float));
             memcpy(Vc + at, m->g_qkv + i * 3 * D + 2 * D, D * sizeof(float));
         }
-        PERPO__OMP(parallel for schedule(static))
+        PERPO__OMP(parallel for schedule(static) if(R * L * D >= PERPO__PAR_MIN))
         for (rr = 0; rr < (long)R; rr++) {
             size_t s = (size_t)rr / Lr, n_keys = pos[s] + (size_t)rr % Lr + 1, h, t2, j;
             const float *Ks = K + slot[s] * L * D, *Vs = Vc + slot[s] * L * D;
@@ -1474,9 +1482,13 @@ static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_
         for (i = 1; i < n; i++) if (cand[i].score > cand[best].score) best = i;
         return cand[best].token;
     }
-    qsort(cand, n, sizeof *cand, perpo__score_desc);
     keep = (sc->top_k > 0 && (size_t)sc->top_k < n) ? (size_t)sc->top_k : n;
-    top = cand[0].score;
+    if (keep < n || (sc->top_p > 0.0f && sc->top_p < 1.0f)) {
+        qsort(cand, n, sizeof *cand, perpo__score_desc); /* truncation needs the order */
+        top = cand[0].score;
+    } else {
+        for (i = 1, top = cand[0].score; i < n; i++) if (cand[i].score > top) top = cand[i].score;
+    }
     for (i = 0; i < keep; i++) { /* softmax over the kept tokens, at the temperature */
         cand[i].score = (float)exp(((double)cand[i].score - top) / (double)sc->temperature);
         total += cand[i].score;
