@@ -53,5 +53,19 @@ demo: $(BUILD)/grounding
 demo-ocr: $(BUILD)/dense_ocr
 	./$(BUILD)/dense_ocr --out results/dense_ocr
 
+# Benchmarks: one JSON object per line (bench/README.md). bench-compare runs PyTorch eager side
+# by side (needs Debian's python3-torch; libopenblas-dev adds the OpenBLAS GEMM reference).
+HAVE_OPENBLAS := $(shell pkg-config --exists openblas 2>/dev/null && echo 1)
+$(BUILD)/bench: bench/bench.c perpo.h | $(BUILD)
+	$(CC) $(WARN) $(OPT) $(OMP) -o $@ bench/bench.c $(LIBS)
+$(BUILD)/bench_cblas: bench/bench.c perpo.h | $(BUILD)
+	$(CC) $(WARN) $(OPT) $(OMP) -DPERPO_USE_CBLAS $(shell pkg-config --cflags openblas) -o $@ bench/bench.c $(shell pkg-config --libs openblas) -lm
+
+bench: $(BUILD)/bench
+	./$(BUILD)/bench $(BENCH_ARGS)
+
+bench-compare: $(BUILD)/bench $(if $(HAVE_OPENBLAS),$(BUILD)/bench_cblas)
+	BENCH=$(BUILD)/bench BENCH_CBLAS=$(if $(HAVE_OPENBLAS),$(BUILD)/bench_cblas) /usr/bin/python3 bench/compare.py $(COMPARE_ARGS)
+
 clean:
 	rm -rf $(BUILD)
