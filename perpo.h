@@ -119,7 +119,13 @@ PERPODEF void perpo_model_free(perpo_model *model);
 PERPODEF const perpo_config *perpo_model_config(const perpo_model *model);
 /* Saves config and parameters (little-endian, CRC32-checked) via a temporary file + rename. */
 PERPODEF perpo_status perpo_model_save(const perpo_model *model, const char *path);
-/* Creates a model from a checkpoint; PERPO_ERR_IO / PERPO_ERR_FORMAT on a bad file. */
+/* The same, with PERPO_CKPT_OPTIMIZER in flags adding the AdamW moments and step: a model loaded
+   from it and trained with resume = 1 continues bit for bit as if never stopped. */
+#define PERPO_CKPT_OPTIMIZER 1u
+PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *model, const char *path, unsigned flags);
+/* Creates a model from a checkpoint (with its optimizer state when saved); PERPO_ERR_IO when the
+   file cannot be read, PERPO_ERR_FORMAT for anything malformed (size, magic, version, config,
+   CRC, non-finite values). */
 PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path);
 
 /* Copies the parameters of src into dst (same config) and resets dst's optimizer: how the
@@ -287,6 +293,8 @@ typedef struct perpo_train_config {
     int accum_steps;          /* micro-batches per optimizer step */
     uint64_t seed;            /* shuffling */
     int log_every;            /* call the progress callback every this many steps (>= 1) */
+    int resume;               /* 0: fresh schedule (optimizer reset); 1: continue from the model's
+                                 optimizer step, e.g. after loading a checkpoint saved mid-run */
 } perpo_train_config;
 
 PERPODEF perpo_train_config perpo_train_default(void);
@@ -343,6 +351,7 @@ typedef struct perpo_pref_config {
     int mean_logp;       /* 1: s_k uses mean per-token log-probs instead of sums */
     uint64_t seed;       /* order of the lists */
     int log_every;       /* progress callback period, in steps */
+    int resume;          /* as in perpo_train_config */
 } perpo_pref_config;
 
 /* Scores one sampled response of item `item` (higher is better), e.g. IoU with the true box. */
@@ -427,6 +436,9 @@ PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n);
 /* Work (in multiply-adds or elements) below which a loop stays on one thread: starting a
    parallel region costs more than it saves, most of all while decoding a few rows. */
 #define PERPO__PAR_MIN 32768
+#ifndef PERPO__POS_SCALE
+#define PERPO__POS_SCALE 0.1
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -1053,6 +1065,26 @@ static void *perpo__calloc(void *ctx, size_t n, size_t size) {
     return p;
 }
 
+/* The vision positions start as a 2-D sin/cos code of (row, column) of each patch: a quarter
+   of the width each for sin(row w), cos(row w), sin(col w), cos(col w) over geometric
+   frequencies. Learned from there; starting from noise, the model spends its first thousand
+   steps discovering where patches are, which grounding needs first. */
+static void perpo__init_grid_positions(perpo_model *m, float *pos) {
+    size_t cols = (size_t)(m->cfg.image_w / m->cfg.patch), q = m->D / 4, r, i;
+    for (r = 0; r < m->NP; r++) {
+        double row = (double)(r / cols), col = (double)(r % cols);
+        float *e = pos + r * m->D;
+        for (i = 0; i < m->D; i++) e[i] = 0.0f;
+        for (i = 0; i < q; i++) {
+            double w = pow(64.0, -(double)i / (double)(q > 1 ? q : 1));
+            e[i] = (float)(PERPO__POS_SCALE * sin(row * w));
+            e[q + i] = (float)(PERPO__POS_SCALE * cos(row * w));
+            e[2 * q + i] = (float)(PERPO__POS_SCALE * sin(col * w));
+            e[3 * q + i] = (float)(PERPO__POS_SCALE * cos(col * w));
+        }
+    }
+}
+
 /* GPT-2 style initialisation: matrices N(0, 0.02), the two projections that write into the
    residual stream scaled by 1/sqrt(2 * layers), LayerNorm gains 1, biases 0. */
 static void perpo__init_params(perpo_model *m, uint64_t seed) {
@@ -1067,6 +1099,10 @@ static void perpo__init_params(perpo_model *m, uint64_t seed) {
         double std = 0.02;
         if (t->cols == 0) {
             for (j = 0; j < n; j++) p[j] = is_gain ? 1.0f : 0.0f;
+            continue;
+        }
+        if (t->offset == m->vis_pos) { /* 2-D sin/cos of the patch row and column */
+            perpo__init_grid_positions(m, p);
             continue;
         }
         if (strstr(t->name, "attn_w") || strstr(t->name, "fc2_w")) {
@@ -2289,7 +2325,7 @@ PERPODEF void perpo_optimizer_reset(perpo_model *m) {
 PERPODEF perpo_train_config perpo_train_default(void) {
     perpo_train_config t;
     t.optim = perpo_optim_default();
-    t.batch_size = 32; t.accum_steps = 1; t.seed = 1; t.log_every = 10;
+    t.batch_size = 32; t.accum_steps = 1; t.seed = 1; t.log_every = 10; t.resume = 0;
     return t;
 }
 
@@ -2298,26 +2334,35 @@ static int perpo__check_train_config(const perpo_model *m, const perpo_train_con
            tc->log_every >= 1 && tc->optim.total_steps >= 1;
 }
 
-/* Fisher-Yates shuffle of 0..n-1. */
-static void perpo__shuffle(size_t *perm, size_t n, perpo__rng *rng) {
-    size_t i;
-    for (i = 0; i < n; i++) perm[i] = i;
-    for (i = n; i > 1; i--) {
-        size_t j = perpo__rng_below(rng, i), t = perm[i - 1];
-        perm[i - 1] = perm[j];
-        perm[j] = t;
+/* Which item a trainer uses at global position g (0-based, counting every sequence or list it
+   has consumed): epoch g / n visits all n items in a Fisher-Yates permutation drawn from
+   (seed, epoch). A pure function of (seed, g), so a run resumed from a checkpoint at step k
+   sees exactly the data the uninterrupted run saw: no shuffling state needs saving. perm holds
+   the current epoch's permutation, *epoch which one it is ((size_t)-1: none yet). */
+static size_t perpo__data_index(size_t *perm, size_t n, uint64_t seed, size_t g, size_t *epoch) {
+    if (g / n != *epoch) {
+        perpo__rng rng;
+        size_t i;
+        *epoch = g / n;
+        perpo__rng_seed(&rng, seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(*epoch + 1)));
+        for (i = 0; i < n; i++) perm[i] = i;
+        for (i = n; i > 1; i--) {
+            size_t j = perpo__rng_below(&rng, i), t = perm[i - 1];
+            perm[i - 1] = perm[j];
+            perm[j] = t;
+        }
     }
+    return perm[g % n];
 }
 
 PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, size_t n,
                                       const perpo_train_config *tc, perpo_progress_fn progress,
                                       void *user) {
-    size_t B, T, i, b, next = 0, *perm;
-    int *tok, *tgt, step;
+    size_t B, T, i, b, epoch = (size_t)-1, *perm;
+    int *tok, *tgt, step, start;
     const float **imgs;
     float *logp, *dlogp;
     double tokens = 0.0, t0 = perpo__now();
-    perpo__rng rng;
     perpo_status st = PERPO_OK;
     void *ctx;
     if (!m || !ex || n == 0 || !perpo__check_train_config(m, tc)) return PERPO_ERR_ARG;
@@ -2334,9 +2379,9 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, s
     if (!perm || !tok || !imgs || !logp) { st = PERPO_ERR_NOMEM; goto done; }
     tgt = tok + B * T;
     dlogp = logp + B;
-    perpo__rng_seed(&rng, tc->seed);
-    perpo__shuffle(perm, n, &rng);
-    for (step = 0; step < tc->optim.total_steps; step++) {
+    if (!tc->resume) perpo_optimizer_reset(m);
+    start = m->opt_step;
+    for (step = start; step < tc->optim.total_steps; step++) { /* resumes at opt_step */
         float loss = 0.0f, gnorm = 0.0f;
         int a;
         perpo_zero_grad(m);
@@ -2345,9 +2390,8 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, s
             size_t count = 0, nt;
             float ce;
             for (b = 0; b < B; b++) {
-                const perpo_example *e;
-                if (next == n) { perpo__shuffle(perm, n, &rng); next = 0; }
-                e = &ex[perm[next++]];
+                size_t g = ((size_t)step * (size_t)tc->accum_steps + (size_t)a) * B + b;
+                const perpo_example *e = &ex[perpo__data_index(perm, n, tc->seed, g, &epoch)];
                 imgs[b] = e->image;
                 perpo_text_encode(&m->cfg, e->prompt, strlen(e->prompt), e->response, strlen(e->response),
                                   tok + b * T, tgt + b * T, &nt);
@@ -2368,7 +2412,7 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, s
             p.phase = "sft"; p.step = step + 1; p.total_steps = tc->optim.total_steps;
             p.loss = loss; p.lr = perpo_lr_at(&tc->optim, m->opt_step - 1); p.grad_norm = gnorm;
             p.tokens = tokens; p.elapsed_s = perpo__now() - t0;
-            p.eta_s = p.elapsed_s / (double)(step + 1) * (double)(tc->optim.total_steps - step - 1);
+            p.eta_s = p.elapsed_s / (double)(step + 1 - start) * (double)(tc->optim.total_steps - step - 1);
             if (progress(&p, user)) break;
         }
     }
@@ -2385,6 +2429,7 @@ PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind) {
     p.optim.lr = 1e-4f; p.optim.min_lr = 1e-5f; p.optim.warmup_steps = 10; p.optim.total_steps = 200;
     p.optim.weight_decay = 0.0f;
     p.lists_per_step = 4; p.accum_steps = 1; p.nll_weight = 0.0f; p.mean_logp = 0; p.seed = 1; p.log_every = 10;
+    p.resume = 0;
     return p;
 }
 
@@ -2577,11 +2622,10 @@ PERPODEF perpo_status perpo_pref_reference(perpo_model *m, perpo_pref_list *list
 PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *lists, size_t n_lists,
                                        const perpo_pref_config *pc, perpo_progress_fn progress, void *user) {
     perpo__pref_scratch s;
-    perpo__rng rng;
     perpo_status st;
-    size_t next = 0, j, max_n = 0, L;
+    size_t epoch = (size_t)-1, j, max_n = 0, L;
     double tokens = 0.0, t0 = perpo__now();
-    int step;
+    int step, start;
     if (!m || !pc || pc->lists_per_step < 1 || pc->accum_steps < 1 || pc->log_every < 1 ||
         pc->optim.total_steps < 1 || !(pc->nll_weight >= 0.0f))
         return PERPO_ERR_ARG;
@@ -2590,9 +2634,9 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
     L = (size_t)pc->lists_per_step;
     if (L * max_n > m->max_batch) return PERPO_ERR_ARG;
     if ((st = perpo__pref_scratch_alloc(m, &s, n_lists)) != PERPO_OK) return st;
-    perpo__rng_seed(&rng, pc->seed);
-    perpo__shuffle(s.order, n_lists, &rng);
-    for (step = 0; step < pc->optim.total_steps; step++) {
+    if (!pc->resume) perpo_optimizer_reset(m);
+    start = m->opt_step;
+    for (step = start; step < pc->optim.total_steps; step++) { /* resumes at opt_step */
         perpo_progress p;
         float gnorm = 0.0f;
         int a;
@@ -2603,8 +2647,8 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
             size_t count = L < n_lists ? L : n_lists, q = 0;
             double scale = 1.0 / ((double)count * (double)pc->accum_steps); /* mean over lists */
             for (j = 0; j < count; j++) {
-                if (next == n_lists) { perpo__shuffle(s.order, n_lists, &rng); next = 0; }
-                s.ls[j] = &lists[s.order[next++]];
+                size_t g = ((size_t)step * (size_t)pc->accum_steps + (size_t)a) * L + j;
+                s.ls[j] = &lists[perpo__data_index(s.order, n_lists, pc->seed, g, &epoch)];
             }
             perpo__pref_batch(m, s.ls, count, s.tok, s.tgt, s.imgs, s.image_of, s.n_tok, &b);
             if ((st = perpo_forward(m, &b, s.logp, NULL)) != PERPO_OK) goto done;
@@ -2646,7 +2690,7 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
             p.phase = "pref"; p.step = step + 1; p.total_steps = pc->optim.total_steps;
             p.lr = perpo_lr_at(&pc->optim, m->opt_step - 1); p.grad_norm = gnorm;
             p.tokens = tokens; p.elapsed_s = perpo__now() - t0;
-            p.eta_s = p.elapsed_s / (double)(step + 1) * (double)(pc->optim.total_steps - step - 1);
+            p.eta_s = p.elapsed_s / (double)(step + 1 - start) * (double)(pc->optim.total_steps - step - 1);
             if (progress(&p, user)) break;
         }
     }
@@ -2656,13 +2700,20 @@ done:
 }
 
 /* ==========================================================================================
-   7. Checkpoints: little-endian, magic + format version + config + parameters + CRC32.
+   7. Checkpoints. Format v1, all little-endian:
+        "PERPOCKP"  u32 version = 1  u32 flags (bit 0: optimizer state follows the parameters)
+        12 x u32 config (image_h image_w channels patch d_model n_heads n_vis_layers
+                         n_dec_layers mlp_mult max_text vocab max_batch)
+        u64 n_params   f32 params[n_params]
+        [flags & 1: u32 optimizer step, f32 adam_m[n_params], f32 adam_v[n_params]]
+        u32 CRC-32 of every byte before it
       Written to "<path>.tmp" and renamed into place, so a crash never leaves a half-written
-      file under the real name. Loading checks every size against the file before allocating.
+      file under the real name. Loading derives the exact file size from the header and checks
+      it before allocating anything, then checks the CRC before handing out a model.
    ========================================================================================== */
 #define PERPO__CKPT_MAGIC "PERPOCKP"
 #define PERPO__CKPT_VERSION 1u
-#define PERPO__CKPT_NCFG 12 /* config integers stored */
+#define PERPO__CKPT_NCFG 12
 #define PERPO__CKPT_HEADER (8 + 4 + 4 + 4 * PERPO__CKPT_NCFG + 8)
 
 static void perpo__put_u32(unsigned char *p, uint32_t v) {
@@ -2677,14 +2728,51 @@ static void perpo__config_ints(const perpo_config *c, int *v) {
     v[9] = c->max_text; v[10] = c->vocab; v[11] = c->max_batch;
 }
 
-PERPODEF perpo_status perpo_model_save(const perpo_model *m, const char *path) {
-    unsigned char head[PERPO__CKPT_HEADER], buf[4096];
-    int cfgv[PERPO__CKPT_NCFG], k, ok;
-    size_t i, plen, used = 0;
-    uint32_t crc;
+/* A file written or read through a small buffer, with a running CRC. */
+typedef struct perpo__ckpt_io { FILE *f; uint32_t crc; int ok; } perpo__ckpt_io;
+
+static void perpo__ckpt_write(perpo__ckpt_io *io, const void *data, size_t n) {
+    if (!io->ok) return;
+    io->crc = perpo_crc32(io->crc, data, n);
+    io->ok = fwrite(data, 1, n, io->f) == n;
+}
+static void perpo__ckpt_write_floats(perpo__ckpt_io *io, const float *x, size_t n) {
+    unsigned char buf[4096];
+    size_t i, used = 0;
+    for (i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        perpo__put_u32(buf + used, u);
+        used += 4;
+        if (used == sizeof buf || i + 1 == n) { perpo__ckpt_write(io, buf, used); used = 0; }
+    }
+}
+static void perpo__ckpt_read(perpo__ckpt_io *io, void *data, size_t n) {
+    if (!io->ok) return;
+    io->ok = fread(data, 1, n, io->f) == n;
+    if (io->ok) io->crc = perpo_crc32(io->crc, data, n);
+}
+static void perpo__ckpt_read_floats(perpo__ckpt_io *io, float *x, size_t n) {
+    unsigned char buf[4096];
+    size_t i = 0, j;
+    while (io->ok && i < n) {
+        size_t cnt = n - i < sizeof buf / 4 ? n - i : sizeof buf / 4;
+        perpo__ckpt_read(io, buf, cnt * 4);
+        for (j = 0; io->ok && j < cnt; j++) {
+            uint32_t u = perpo__get_u32(buf + 4 * j);
+            memcpy(&x[i + j], &u, 4);
+        }
+        i += cnt;
+    }
+}
+
+PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *path, unsigned flags) {
+    unsigned char head[PERPO__CKPT_HEADER], word[4];
+    int cfgv[PERPO__CKPT_NCFG], k;
+    perpo__ckpt_io io;
+    size_t plen;
     char *tmp;
-    FILE *f;
-    if (!m || !path) return PERPO_ERR_ARG;
+    if (!m || !path || (flags & ~(unsigned)PERPO_CKPT_OPTIMIZER)) return PERPO_ERR_ARG;
     plen = strlen(path);
     tmp = (char *)PERPO_MALLOC(m->cfg.alloc_ctx, plen + 5);
     if (!tmp) return PERPO_ERR_NOMEM;
@@ -2692,65 +2780,65 @@ PERPODEF perpo_status perpo_model_save(const perpo_model *m, const char *path) {
     memcpy(tmp + plen, ".tmp", 5);
     memcpy(head, PERPO__CKPT_MAGIC, 8);
     perpo__put_u32(head + 8, PERPO__CKPT_VERSION);
-    perpo__put_u32(head + 12, 0); /* flags: reserved */
+    perpo__put_u32(head + 12, flags);
     perpo__config_ints(&m->cfg, cfgv);
     for (k = 0; k < PERPO__CKPT_NCFG; k++) perpo__put_u32(head + 16 + 4 * k, (uint32_t)cfgv[k]);
     perpo__put_u32(head + 16 + 4 * PERPO__CKPT_NCFG, (uint32_t)m->n_params);
     perpo__put_u32(head + 20 + 4 * PERPO__CKPT_NCFG, (uint32_t)((uint64_t)m->n_params >> 32));
-    f = fopen(tmp, "wb");
-    if (!f) { PERPO_FREE(m->cfg.alloc_ctx, tmp); return PERPO_ERR_IO; }
-    ok = fwrite(head, 1, sizeof head, f) == sizeof head;
-    crc = perpo_crc32(0, head, sizeof head);
-    for (i = 0; ok && i < m->n_params; i++) {
-        uint32_t u;
-        memcpy(&u, &m->params[i], 4);
-        perpo__put_u32(buf + used, u);
-        used += 4;
-        if (used == sizeof buf || i + 1 == m->n_params) {
-            crc = perpo_crc32(crc, buf, used);
-            ok = fwrite(buf, 1, used, f) == used;
-            used = 0;
-        }
+    io.f = fopen(tmp, "wb");
+    io.crc = 0;
+    io.ok = io.f != NULL;
+    if (!io.f) { PERPO_FREE(m->cfg.alloc_ctx, tmp); return PERPO_ERR_IO; }
+    perpo__ckpt_write(&io, head, sizeof head);
+    perpo__ckpt_write_floats(&io, m->params, m->n_params);
+    if (flags & PERPO_CKPT_OPTIMIZER) {
+        perpo__put_u32(word, (uint32_t)m->opt_step);
+        perpo__ckpt_write(&io, word, 4);
+        perpo__ckpt_write_floats(&io, m->adam_m, m->n_params);
+        perpo__ckpt_write_floats(&io, m->adam_v, m->n_params);
     }
-    perpo__put_u32(buf, crc);
-    ok = ok && fwrite(buf, 1, 4, f) == 4;
-    ok = (fflush(f) == 0) && ok;
-    ok = (fclose(f) == 0) && ok;
-    if (ok && rename(tmp, path) != 0) { /* some systems refuse to rename over a file */
+    perpo__put_u32(word, io.crc);
+    perpo__ckpt_write(&io, word, 4);
+    io.ok = (fflush(io.f) == 0) && io.ok;
+    io.ok = (fclose(io.f) == 0) && io.ok;
+    if (io.ok && rename(tmp, path) != 0) { /* some systems refuse to rename over a file */
         remove(path);
-        ok = rename(tmp, path) == 0;
+        io.ok = rename(tmp, path) == 0;
     }
-    if (!ok) remove(tmp);
+    if (!io.ok) remove(tmp);
     PERPO_FREE(m->cfg.alloc_ctx, tmp);
-    return ok ? PERPO_OK : PERPO_ERR_IO;
+    return io.ok ? PERPO_OK : PERPO_ERR_IO;
+}
+
+PERPODEF perpo_status perpo_model_save(const perpo_model *m, const char *path) {
+    return perpo_checkpoint_save(m, path, 0);
 }
 
 PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path) {
-    unsigned char head[PERPO__CKPT_HEADER], buf[4096];
+    unsigned char head[PERPO__CKPT_HEADER], word[4];
     int cfgv[PERPO__CKPT_NCFG], k;
     perpo_config c;
     perpo_model *m = NULL;
-    uint64_t n_params;
-    size_t i, got;
-    uint32_t crc;
+    perpo__ckpt_io io;
+    uint64_t n_params, expect;
+    uint32_t flags, crc;
     long fsize;
     perpo_status st;
-    FILE *f;
     if (!out || !path) return PERPO_ERR_ARG;
     *out = NULL;
-    f = fopen(path, "rb");
-    if (!f) return PERPO_ERR_IO;
-    if (fseek(f, 0, SEEK_END) != 0 || (fsize = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) { fclose(f); return PERPO_ERR_IO; }
-    if ((size_t)fsize < sizeof head + 4 || fread(head, 1, sizeof head, f) != sizeof head ||
-        memcmp(head, PERPO__CKPT_MAGIC, 8) != 0 || perpo__get_u32(head + 8) != PERPO__CKPT_VERSION ||
-        perpo__get_u32(head + 12) != 0) {
-        fclose(f);
+    io.f = fopen(path, "rb");
+    if (!io.f) return PERPO_ERR_IO;
+    io.crc = 0; io.ok = 1;
+    if (fseek(io.f, 0, SEEK_END) != 0 || (fsize = ftell(io.f)) < 0 || fseek(io.f, 0, SEEK_SET) != 0) { fclose(io.f); return PERPO_ERR_IO; }
+    perpo__ckpt_read(&io, head, sizeof head);
+    if (!io.ok || memcmp(head, PERPO__CKPT_MAGIC, 8) != 0 || perpo__get_u32(head + 8) != PERPO__CKPT_VERSION) {
+        fclose(io.f);
         return PERPO_ERR_FORMAT;
     }
+    flags = perpo__get_u32(head + 12);
     for (k = 0; k < PERPO__CKPT_NCFG; k++) {
         uint32_t v = perpo__get_u32(head + 16 + 4 * k);
-        if (v > 1000000u) { fclose(f); return PERPO_ERR_FORMAT; }
-        cfgv[k] = (int)v;
+        cfgv[k] = v > 1000000u ? -1 : (int)v; /* out of range: perpo_config_validate rejects it */
     }
     memset(&c, 0, sizeof c);
     c.image_h = cfgv[0]; c.image_w = cfgv[1]; c.channels = cfgv[2]; c.patch = cfgv[3]; c.d_model = cfgv[4];
@@ -2758,28 +2846,30 @@ PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path) {
     c.max_text = cfgv[9]; c.vocab = cfgv[10]; c.max_batch = cfgv[11];
     n_params = (uint64_t)perpo__get_u32(head + 16 + 4 * PERPO__CKPT_NCFG) |
                ((uint64_t)perpo__get_u32(head + 20 + 4 * PERPO__CKPT_NCFG) << 32);
-    /* the size the file must have follows from the header alone: check it before allocating */
-    if (perpo_config_validate(&c) != PERPO_OK || n_params > ((uint64_t)(size_t)-1) / 8 ||
-        (uint64_t)fsize != (uint64_t)sizeof head + 4 * n_params + 4) {
-        fclose(f);
+    /* the exact size follows from the header: check it before allocating anything */
+    expect = (uint64_t)sizeof head + 4 + 4 * n_params + ((flags & PERPO_CKPT_OPTIMIZER) ? 4 + 8 * n_params : 0);
+    if ((flags & ~(uint32_t)PERPO_CKPT_OPTIMIZER) || perpo_config_validate(&c) != PERPO_OK ||
+        n_params > ((uint64_t)1 << 40) || (uint64_t)fsize != expect) {
+        fclose(io.f);
         return PERPO_ERR_FORMAT;
     }
-    if ((st = perpo_model_create(&m, &c, 0)) != PERPO_OK) { fclose(f); return st; }
-    if ((uint64_t)m->n_params != n_params) { perpo_model_free(m); fclose(f); return PERPO_ERR_FORMAT; }
-    crc = perpo_crc32(0, head, sizeof head);
-    for (i = 0; i < m->n_params; i += got / 4) {
-        size_t want = (m->n_params - i) * 4 < sizeof buf ? (m->n_params - i) * 4 : sizeof buf, j;
-        got = fread(buf, 1, want, f);
-        if (got != want) { perpo_model_free(m); fclose(f); return PERPO_ERR_FORMAT; }
-        crc = perpo_crc32(crc, buf, got);
-        for (j = 0; j < got / 4; j++) {
-            uint32_t u = perpo__get_u32(buf + 4 * j);
-            memcpy(&m->params[i + j], &u, 4);
-        }
+    if ((st = perpo_model_create(&m, &c, 0)) != PERPO_OK) { fclose(io.f); return st; }
+    if ((uint64_t)m->n_params != n_params) { perpo_model_free(m); fclose(io.f); return PERPO_ERR_FORMAT; }
+    perpo__ckpt_read_floats(&io, m->params, m->n_params);
+    if (flags & PERPO_CKPT_OPTIMIZER) {
+        perpo__ckpt_read(&io, word, 4);
+        m->opt_step = (int)(perpo__get_u32(word) & 0x7FFFFFFFu);
+        perpo__ckpt_read_floats(&io, m->adam_m, m->n_params);
+        perpo__ckpt_read_floats(&io, m->adam_v, m->n_params);
     }
-    if (fread(buf, 1, 4, f) != 4 || perpo__get_u32(buf) != crc) { perpo_model_free(m); fclose(f); return PERPO_ERR_FORMAT; }
-    fclose(f);
-    if (!perpo__all_finite(m->params, m->n_params)) { perpo_model_free(m); return PERPO_ERR_FORMAT; }
+    crc = io.crc;
+    if (io.ok) io.ok = fread(word, 1, 4, io.f) == 4; /* the stored CRC is not part of the sum */
+    fclose(io.f);
+    if (!io.ok || perpo__get_u32(word) != crc || !perpo__all_finite(m->params, m->n_params) ||
+        !perpo__all_finite(m->adam_m, m->n_params) || !perpo__all_finite(m->adam_v, m->n_params)) {
+        perpo_model_free(m);
+        return PERPO_ERR_FORMAT;
+    }
     *out = m;
     return PERPO_OK;
 }
