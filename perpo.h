@@ -436,9 +436,6 @@ PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n);
 /* Work (in multiply-adds or elements) below which a loop stays on one thread: starting a
    parallel region costs more than it saves, most of all while decoding a few rows. */
 #define PERPO__PAR_MIN 32768
-#ifndef PERPO__POS_SCALE
-#define PERPO__POS_SCALE 0.1
-#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -1065,26 +1062,6 @@ static void *perpo__calloc(void *ctx, size_t n, size_t size) {
     return p;
 }
 
-/* The vision positions start as a 2-D sin/cos code of (row, column) of each patch: a quarter
-   of the width each for sin(row w), cos(row w), sin(col w), cos(col w) over geometric
-   frequencies. Learned from there; starting from noise, the model spends its first thousand
-   steps discovering where patches are, which grounding needs first. */
-static void perpo__init_grid_positions(perpo_model *m, float *pos) {
-    size_t cols = (size_t)(m->cfg.image_w / m->cfg.patch), q = m->D / 4, r, i;
-    for (r = 0; r < m->NP; r++) {
-        double row = (double)(r / cols), col = (double)(r % cols);
-        float *e = pos + r * m->D;
-        for (i = 0; i < m->D; i++) e[i] = 0.0f;
-        for (i = 0; i < q; i++) {
-            double w = pow(64.0, -(double)i / (double)(q > 1 ? q : 1));
-            e[i] = (float)(PERPO__POS_SCALE * sin(row * w));
-            e[q + i] = (float)(PERPO__POS_SCALE * cos(row * w));
-            e[2 * q + i] = (float)(PERPO__POS_SCALE * sin(col * w));
-            e[3 * q + i] = (float)(PERPO__POS_SCALE * cos(col * w));
-        }
-    }
-}
-
 /* GPT-2 style initialisation: matrices N(0, 0.02), the two projections that write into the
    residual stream scaled by 1/sqrt(2 * layers), LayerNorm gains 1, biases 0. */
 static void perpo__init_params(perpo_model *m, uint64_t seed) {
@@ -1099,10 +1076,6 @@ static void perpo__init_params(perpo_model *m, uint64_t seed) {
         double std = 0.02;
         if (t->cols == 0) {
             for (j = 0; j < n; j++) p[j] = is_gain ? 1.0f : 0.0f;
-            continue;
-        }
-        if (t->offset == m->vis_pos) { /* 2-D sin/cos of the patch row and column */
-            perpo__init_grid_positions(m, p);
             continue;
         }
         if (strstr(t->name, "attn_w") || strstr(t->name, "fc2_w")) {

@@ -37,8 +37,8 @@
 /* ---- Options ------------------------------------------------------------------------------ */
 typedef struct options {
     int seed, test_seed, seeds, n_samples, sft_steps, pref_steps, n_train, n_pref, n_test;
-    int threads, batch, lists_per_step, verbose;
-    double beta, gamma, temperature, margin, sft_lr, pref_lr;
+    int threads, batch, lists_per_step, verbose, mean_logp;
+    double beta, gamma, temperature, top_p, margin, sft_lr, pref_lr, nll;
     const char *objective, *out, *sft_ckpt;
 } options;
 
@@ -54,9 +54,12 @@ static void set_defaults(options *o) {
     o->n_samples = 16; o->sft_steps = 600; o->pref_steps = 150;
     o->n_train = 4000; o->n_pref = 640; o->n_test = 500;
     o->threads = 0; o->batch = 32; o->lists_per_step = 2; o->verbose = 1;
-    o->beta = 0.1; o->gamma = 0.5; o->temperature = 1.0; o->margin = 0.5;
-    o->sft_lr = 2e-3; o->pref_lr = 1e-4;
-    o->objective = "all"; o->out = "results/grounding"; o->sft_ckpt = NULL;
+    /* preference defaults for a model this small (README, "What we learned"): the paper's
+       beta 0.1 without an NLL term displaces the likelihood of every sampled answer here */
+    o->beta = 1.0; o->gamma = 0.5; o->temperature = 1.0; o->top_p = 0.8; o->margin = 0.3;
+    o->nll = 1.0; o->mean_logp = 1;
+    o->sft_lr = 2e-3; o->pref_lr = 3e-4;
+    o->objective = "dpo,perpo"; o->out = "results/grounding"; o->sft_ckpt = NULL;
 }
 
 static int parse_options(int argc, char **argv, options *o) {
@@ -68,6 +71,9 @@ static int parse_options(int argc, char **argv, options *o) {
         {"--beta", "beta of the preference objectives", 'd', &o->beta, 1e-6, 1e6},
         {"--gamma", "PerPO's reward-gap exponent (0 = LiPO-style uniform weights)", 'd', &o->gamma, 0, 100},
         {"--temperature", "sampling temperature for the lists and Best-of-N", 'd', &o->temperature, 0.01, 10},
+        {"--top-p", "nucleus sampling for the lists and Best-of-N (1 = off)", 'd', &o->top_p, 0.01, 1},
+        {"--nll", "weight of the NLL term on each list's best answer (0 = off, as the paper)", 'd', &o->nll, 0, 100},
+        {"--mean-logp", "1: per-token mean log-probs in the objectives, 0: sums (as the paper)", 'i', &o->mean_logp, 0, 1},
         {"--margin", "keep lists whose best-minus-worst IoU is at least this", 'd', &o->margin, 0, 1},
         {"--sft-steps", "SFT optimizer steps (batch --batch)", 'i', &o->sft_steps, 1, 1e7},
         {"--pref-steps", "preference optimizer steps, the same for every objective", 'i', &o->pref_steps, 1, 1e7},
@@ -78,7 +84,7 @@ static int parse_options(int argc, char **argv, options *o) {
         {"--test", "held-out test scenes", 'i', &o->n_test, 1, 1e7},
         {"--batch", "SFT sequences per step", 'i', &o->batch, 1, 32},
         {"--lists", "lists per preference step (lists x N <= 32)", 'i', &o->lists_per_step, 1, 32},
-        {"--objective", "all | perpo | dpo | lipo | listmle (all = DPO, PerPO and LiPO)", 's', &o->objective, 0, 0},
+        {"--objective", "comma-separated: dpo,perpo,lipo,listmle (or all)", 's', &o->objective, 0, 0},
         {"--threads", "OpenMP threads (0 = the runtime's default)", 'i', &o->threads, 0, 256},
         {"--verbose", "0 quiet, 1 progress on stderr", 'i', &o->verbose, 0, 2},
         {"--out", "output folder for results.json, the picture and the curves", 's', &o->out, 0, 0},
@@ -116,10 +122,17 @@ static int parse_options(int argc, char **argv, options *o) {
             else *(double *)spec[k].dst = v;
         }
     }
-    if (strcmp(o->objective, "all") && strcmp(o->objective, "perpo") && strcmp(o->objective, "dpo") &&
-        strcmp(o->objective, "lipo") && strcmp(o->objective, "listmle")) {
-        fprintf(stderr, "bad --objective \"%s\" (all, perpo, dpo, lipo or listmle)\n", o->objective);
-        return -1;
+    {
+        const char *p = o->objective;
+        while (strcmp(o->objective, "all") != 0 && *p) { /* every comma-separated name known */
+            size_t len = strcspn(p, ",");
+            if (!((len == 3 && !strncmp(p, "dpo", 3)) || (len == 5 && !strncmp(p, "perpo", 5)) ||
+                  (len == 4 && !strncmp(p, "lipo", 4)) || (len == 7 && !strncmp(p, "listmle", 7)))) {
+                fprintf(stderr, "bad --objective \"%s\" (comma-separated dpo, perpo, lipo, listmle, or all)\n", o->objective);
+                return -1;
+            }
+            p += len + (p[len] == ',');
+        }
     }
     if (o->lists_per_step * o->n_samples > 32) {
         fprintf(stderr, "--lists x --n must be at most 32 (the model's batch), got %d x %d\n", o->lists_per_step, o->n_samples);
@@ -258,14 +271,15 @@ static perpo_status evaluate(perpo_model *m, const dataset *d, metrics *out, cha
 }
 
 /* Best-of-N with the oracle reward: the best IoU among N samples of the SFT model. */
-static perpo_status best_of_n(perpo_model *m, const dataset *d, int n, double temperature, uint64_t seed, metrics *out) {
+static perpo_status best_of_n(perpo_model *m, const dataset *d, int n, double temperature, double top_p, uint64_t seed,
+                              metrics *out) {
     perpo_sample_config sc = perpo_sample_default();
     perpo_pref_set set;
     perpo_status st;
     size_t i;
     int k;
     double hits = 0, iou_sum = 0, fails = 0;
-    sc.temperature = (float)temperature; sc.seed = seed;
+    sc.temperature = (float)temperature; sc.top_p = (float)top_p; sc.seed = seed;
     if ((st = perpo_pref_sample(m, d->examples, (size_t)d->n, n, &sc, iou_reward, (void *)d, &set)) != PERPO_OK) return st;
     for (i = 0; i < set.n_lists; i++) {
         float best = 0.0f;
@@ -295,6 +309,18 @@ typedef struct run_result {
     char *sft_text, *best_text; /* greedy answers on the test set (n_test x TEXT_CAP) */
     int best_obj;               /* index of PerPO in obj[] (for the picture), or -1 */
 } run_result;
+
+/* Is name in the comma-separated list (or is the list "all")? */
+static int objective_wanted(const char *list, const char *name) {
+    size_t n = strlen(name);
+    if (strcmp(list, "all") == 0) return 1;
+    while (*list) {
+        size_t len = strcspn(list, ",");
+        if (len == n && strncmp(list, name, n) == 0) return 1;
+        list += len + (list[len] == ',');
+    }
+    return 0;
+}
 
 static perpo_config model_config(void) {
     perpo_config c = perpo_config_default(); /* 64x64, 8x8 patches, width 128, 2+4 blocks */
@@ -351,7 +377,7 @@ trained:
 
     /* 2. N samples per training prompt, IoU rewards, margin filter, reference log-probs */
     t = wall_seconds();
-    sc.temperature = (float)o->temperature; sc.seed = (uint64_t)seed * 1000003u + 17u;
+    sc.temperature = (float)o->temperature; sc.top_p = (float)o->top_p; sc.seed = (uint64_t)seed * 1000003u + 17u;
     if ((st = perpo_pref_sample(sft, train.examples, (size_t)(o->n_pref < train.n ? o->n_pref : train.n), o->n_samples,
                                 &sc, iou_reward, &train, &set)) != PERPO_OK) { fail("sampling", st); goto done; }
     r->lists_sampled = set.n_lists;
@@ -364,7 +390,7 @@ trained:
     r->sample_s = wall_seconds() - t;
     if (o->verbose) fprintf(stderr, "[lists] %zu prompts x %d samples, mean IoU %.3f, %zu lists with margin >= %.2f (%.0fs)\n",
                             set.n_lists, o->n_samples, r->mean_list_reward, kept, o->margin, r->sample_s);
-    if ((st = best_of_n(sft, test, o->n_samples, o->temperature, (uint64_t)seed * 7919u + 5u, &r->bon.m)) != PERPO_OK) {
+    if ((st = best_of_n(sft, test, o->n_samples, o->temperature, o->top_p, (uint64_t)seed * 7919u + 5u, &r->bon.m)) != PERPO_OK) {
         fail("best-of-N", st);
         goto done;
     }
@@ -376,13 +402,13 @@ trained:
         perpo_pref_config pc = perpo_pref_default(kinds[k]);
         method_result *mr;
         char label[16];
-        int wanted = strcmp(o->objective, "all") == 0 ? kinds[k] != PERPO_OBJ_LISTMLE
-                                                       : strcmp(o->objective, k == 0 ? "dpo" : k == 1 ? "perpo" : k == 2 ? "lipo" : "listmle") == 0;
+        int wanted = objective_wanted(o->objective, k == 0 ? "dpo" : k == 1 ? "perpo" : k == 2 ? "lipo" : "listmle");
         if (!wanted) continue;
         mr = &r->obj[r->n_obj];
         if (kinds[k] == PERPO_OBJ_PERPO) r->best_obj = r->n_obj;
         pc.objective.beta = (float)o->beta; pc.objective.gamma = (float)o->gamma;
         pc.lists_per_step = o->lists_per_step; pc.seed = (uint64_t)seed;
+        pc.nll_weight = (float)o->nll; pc.mean_logp = o->mean_logp;
         pc.optim.lr = (float)o->pref_lr; pc.optim.min_lr = (float)o->pref_lr * 0.1f;
         pc.optim.warmup_steps = o->pref_steps / 10 + 1; pc.optim.total_steps = o->pref_steps;
         pc.log_every = 10;
@@ -434,7 +460,8 @@ static void json_options(ex_json *j, const options *o) {
     ex_json_object_begin(j);
     ex_json_kv_int(j, "seed", o->seed); ex_json_kv_int(j, "test_seed", o->test_seed); ex_json_kv_int(j, "seeds", o->seeds);
     ex_json_kv_int(j, "n", o->n_samples); ex_json_kv_number(j, "beta", o->beta); ex_json_kv_number(j, "gamma", o->gamma);
-    ex_json_kv_number(j, "temperature", o->temperature); ex_json_kv_number(j, "margin", o->margin);
+    ex_json_kv_number(j, "temperature", o->temperature); ex_json_kv_number(j, "top_p", o->top_p);
+    ex_json_kv_number(j, "margin", o->margin); ex_json_kv_number(j, "nll", o->nll); ex_json_kv_int(j, "mean_logp", o->mean_logp);
     ex_json_kv_int(j, "sft_steps", o->sft_steps); ex_json_kv_int(j, "pref_steps", o->pref_steps);
     ex_json_kv_number(j, "sft_lr", o->sft_lr); ex_json_kv_number(j, "pref_lr", o->pref_lr);
     ex_json_kv_int(j, "train", o->n_train); ex_json_kv_int(j, "pref_prompts", o->n_pref); ex_json_kv_int(j, "test", o->n_test);
