@@ -424,6 +424,8 @@ PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n);
 
 #ifdef PERPO_USE_CBLAS
 #include <cblas.h>
+#elif defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#include <immintrin.h> /* the matrix product's register tile; portable C otherwise */
 #endif
 
 #ifdef _OPENMP
@@ -538,48 +540,131 @@ static int perpo__all_finite(const float *x, size_t n) {
 
 /* ---- Matrix product --------------------------------------------------------------------- *
  * C (M,N) = [C +] op(A) (M,K) . op(B) (K,N). ta: A is stored (K,M); tb: B is stored (N,K).
- * The built-in path packs K-blocks of B into NR-wide panels and runs an MR x NR register tile
- * that compilers vectorize; every element of C is summed in the same order whatever the
- * thread count, so results are bit-identical across runs and thread counts. */
+ * The built-in path copies ("packs") a K-block of B into NR-wide panels and of A into MR-tall
+ * panels, so that an MR x NR register tile reads both contiguously. Each C(i,j) is a single
+ * multiply-add chain over k = 0..K-1 in order, started from C (accumulate) or 0; the tile
+ * stores C between K-blocks and reloads it, which rounds nothing. So an element's value depends
+ * only on K: not on M or N, where its row and column fall in a tile, or the thread count (the
+ * KV-cache decoder relies on this, bit for bit). Edge tiles run the same code on a padded copy. */
+#if defined(__AVX512F__) && !defined(PERPO_USE_CBLAS)
+/* 8 rows x two 16-float vectors: 16 accumulators of the 32 registers, enough to keep both FMA
+   units busy; taller tiles measured no faster and waste more work when M is small. */
+#define PERPO__MR 8
+#define PERPO__NR 32
+#define PERPO__VLEN 16
+#define PERPO__VEC __m512
+#define PERPO__VLOAD _mm512_loadu_ps
+#define PERPO__VSTORE _mm512_storeu_ps
+#define PERPO__VZERO _mm512_setzero_ps
+#define PERPO__VSET1 _mm512_set1_ps
+#define PERPO__VFMA _mm512_fmadd_ps
+#define PERPO__ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+#elif defined(__AVX2__) && defined(__FMA__) && !defined(PERPO_USE_CBLAS)
+#define PERPO__MR 6 /* 6 rows x two 8-float vectors: 12 accumulators of the 16 registers */
+#define PERPO__NR 16
+#define PERPO__VLEN 8
+#define PERPO__VEC __m256
+#define PERPO__VLOAD _mm256_loadu_ps
+#define PERPO__VSTORE _mm256_storeu_ps
+#define PERPO__VZERO _mm256_setzero_ps
+#define PERPO__VSET1 _mm256_set1_ps
+#define PERPO__VFMA _mm256_fmadd_ps
+#define PERPO__ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
+#else /* portable C: a 6 x 16 array tile that compilers vectorize */
 #define PERPO__MR 6
 #define PERPO__NR 16
-#define PERPO__KC 256
+#endif
+#define PERPO__KC 256 /* K-block: an A panel (KC x MR) and a B panel (KC x NR) fit in L1 */
 
-/* Floats of packing workspace a product with N columns needs. */
+/* Floats of packing workspace (one K-block of B) a product needs when N <= n_max. */
 static size_t perpo__gemm_ws_floats(size_t n_max) {
     return (size_t)PERPO__KC * ((n_max + PERPO__NR - 1) / PERPO__NR) * PERPO__NR;
 }
 
 #ifndef PERPO_USE_CBLAS
-/* Full MR x NR tile: acc = A-rows (stride sai between rows, sak between k) . packed panel. */
-static void perpo__gemm_tile_full(size_t kc, const float *a, size_t sai, size_t sak,
-                                  const float *bp, float acc[PERPO__MR][PERPO__NR]) {
+/* c (MR x NR, row stride ldc) = [c +] a . b over kc steps; a: packed A panel (MR floats per k),
+   b: packed B panel (NR floats per k). */
+#ifdef PERPO__VEC
+/* Written out row by row: compilers keep the accumulators in registers only when unrolled. */
+#define PERPO__TILE_LOAD(i)                                                                 \
+    PERPO__VEC c##i##0 = load ? PERPO__VLOAD(c + i * ldc) : PERPO__VZERO();                \
+    PERPO__VEC c##i##1 = load ? PERPO__VLOAD(c + i * ldc + PERPO__VLEN) : PERPO__VZERO();
+#define PERPO__TILE_FMA(i)                                                                  \
+    {                                                                                       \
+        PERPO__VEC ai = PERPO__VSET1(a[i]);                                                 \
+        c##i##0 = PERPO__VFMA(ai, b0, c##i##0);                                             \
+        c##i##1 = PERPO__VFMA(ai, b1, c##i##1);                                             \
+    }
+#define PERPO__TILE_STORE(i)                                                                \
+    PERPO__VSTORE(c + i * ldc, c##i##0);                                                    \
+    PERPO__VSTORE(c + i * ldc + PERPO__VLEN, c##i##1);
+static void perpo__gemm_tile(size_t kc, const float *a, const float *b, float *c, size_t ldc,
+                             int load) {
+    size_t k;
+    PERPO__ROWS(PERPO__TILE_LOAD)
+    for (k = 0; k < kc; k++, a += PERPO__MR, b += PERPO__NR) {
+        PERPO__VEC b0 = PERPO__VLOAD(b), b1 = PERPO__VLOAD(b + PERPO__VLEN);
+        PERPO__ROWS(PERPO__TILE_FMA)
+    }
+    PERPO__ROWS(PERPO__TILE_STORE)
+}
+#else
+/* Portable: loops over a small array that compilers vectorize along j. */
+static void perpo__gemm_tile(size_t kc, const float *a, const float *b, float *c, size_t ldc,
+                             int load) {
+    float acc[PERPO__MR][PERPO__NR];
     size_t k;
     int i, j;
     for (i = 0; i < PERPO__MR; i++)
-        for (j = 0; j < PERPO__NR; j++) acc[i][j] = 0.0f;
-    for (k = 0; k < kc; k++) {
-        const float *b = bp + k * PERPO__NR;
-        for (i = 0; i < PERPO__MR; i++) {
-            float av = a[(size_t)i * sai + k * sak];
-            for (j = 0; j < PERPO__NR; j++) acc[i][j] += av * b[j];
-        }
-    }
-}
-/* Edge tile with mr < MR valid rows (reads no row past mr). */
-static void perpo__gemm_tile_edge(size_t kc, size_t mr, const float *a, size_t sai, size_t sak,
-                                  const float *bp, float acc[PERPO__MR][PERPO__NR]) {
-    size_t k, i;
-    int j;
+        for (j = 0; j < PERPO__NR; j++) acc[i][j] = load ? c[i * ldc + j] : 0.0f;
+    for (k = 0; k < kc; k++, a += PERPO__MR, b += PERPO__NR)
+        for (i = 0; i < PERPO__MR; i++)
+            for (j = 0; j < PERPO__NR; j++) acc[i][j] += a[i] * b[j];
     for (i = 0; i < PERPO__MR; i++)
-        for (j = 0; j < PERPO__NR; j++) acc[i][j] = 0.0f;
-    for (k = 0; k < kc; k++) {
-        const float *b = bp + k * PERPO__NR;
-        for (i = 0; i < mr; i++) {
-            float av = a[i * sai + k * sak];
-            for (j = 0; j < PERPO__NR; j++) acc[i][j] += av * b[j];
+        for (j = 0; j < PERPO__NR; j++) c[i * ldc + j] = acc[i][j];
+}
+#endif
+
+/* Packs X(r, k) = X[r*sr + k*sk] for r in [r0, r0+w) and k in [k0, k0+kc) as dst[k*w + r - r0],
+   with zeros for rows r >= rows. One of sr, sk is 1. */
+static void perpo__gemm_pack(float *dst, size_t w, const float *X, size_t sr, size_t sk,
+                             size_t rows, size_t r0, size_t k0, size_t kc) {
+    size_t k, r = 0, n = rows - r0 < w ? rows - r0 : w;
+    const float *x = X + r0 * sr + k0 * sk;
+    if (sr == 1) { /* rows adjacent in memory: copy runs */
+        for (k = 0; k < kc; k++) {
+            float *d = dst + k * w;
+            const float *s = x + k * sk;
+            r = 0;
+#ifdef PERPO__VEC /* (-O2 does not vectorize this loop: dst and X might overlap) */
+            for (; r + 4 <= n; r += 4) _mm_storeu_ps(d + r, _mm_loadu_ps(s + r));
+#endif
+            for (; r < n; r++) d[r] = s[r];
+            for (; r < w; r++) d[r] = 0.0f;
         }
+        return;
     }
+#ifdef PERPO__VEC /* k adjacent: transpose 4 x 4 blocks in SSE registers */
+    for (; r + 4 <= n; r += 4)
+        for (k = 0; k + 4 <= kc; k += 4) {
+            const float *s = x + r * sr + k;
+            __m128 x0 = _mm_loadu_ps(s), x1 = _mm_loadu_ps(s + sr);
+            __m128 x2 = _mm_loadu_ps(s + 2 * sr), x3 = _mm_loadu_ps(s + 3 * sr);
+            _MM_TRANSPOSE4_PS(x0, x1, x2, x3);
+            _mm_storeu_ps(dst + k * w + r, x0);
+            _mm_storeu_ps(dst + (k + 1) * w + r, x1);
+            _mm_storeu_ps(dst + (k + 2) * w + r, x2);
+            _mm_storeu_ps(dst + (k + 3) * w + r, x3);
+        }
+    if (kc % 4) /* k tail of the rows done above */
+        for (k = kc - kc % 4; k < kc; k++)
+            for (r = 0; r < n - n % 4; r++) dst[k * w + r] = x[r * sr + k];
+    r = n - n % 4;
+#endif
+    for (; r < n; r++)
+        for (k = 0; k < kc; k++) dst[k * w + r] = x[r * sr + k];
+    for (; r < w; r++)
+        for (k = 0; k < kc; k++) dst[k * w + r] = 0.0f;
 }
 #endif
 
@@ -599,42 +684,52 @@ static void perpo__gemm(int ta, int tb, size_t M, size_t N, size_t K,
                 C, (int)ldc);
 #else
     size_t sai = ta ? 1 : lda, sak = ta ? lda : 1; /* A(i,k) = A[i*sai + k*sak] */
-    size_t n_panels = (N + PERPO__NR - 1) / PERPO__NR, m_blocks = (M + PERPO__MR - 1) / PERPO__MR;
-    size_t k0;
+    size_t sbj = tb ? ldb : 1, sbk = tb ? 1 : ldb; /* B(k,j) = B[k*sbk + j*sbj] */
+    size_t np = (N + PERPO__NR - 1) / PERPO__NR, mp = (M + PERPO__MR - 1) / PERPO__MR;
+    /* Threads share the packed B (packing it takes a barrier) and split "items": one A panel
+       times a group of gp B panels. B is split into groups only when A has few panels (short
+       prompts, generation) so that there are still about 8 items. Every C tile belongs to one
+       item, so each C element is summed by one thread, K-block after K-block. */
+    size_t gp = mp >= 8 ? np : (np * mp + 7) / 8, ng = (np + gp - 1) / gp;
     if (M == 0 || N == 0) return;
-    if (!accumulate) {
+    if (K == 0) {
         size_t i;
-        for (i = 0; i < M; i++) memset(C + i * ldc, 0, N * sizeof(float));
+        if (!accumulate) for (i = 0; i < M; i++) memset(C + i * ldc, 0, N * sizeof(float));
+        return;
     }
-    for (k0 = 0; k0 < K; k0 += PERPO__KC) {
-        size_t kc = K - k0 < PERPO__KC ? K - k0 : PERPO__KC;
-        long p, t, n_tiles = (long)(m_blocks * n_panels);
-        /* pack B[k0:k0+kc, :] into panels: ws[p][k][0..NR), zero-padded past N */
-        PERPO__OMP(parallel for schedule(static))
-        for (p = 0; p < (long)n_panels; p++) {
-            float *dst = ws + (size_t)p * PERPO__KC * PERPO__NR;
-            size_t j0 = (size_t)p * PERPO__NR, nr = N - j0 < PERPO__NR ? N - j0 : PERPO__NR, k, j;
-            for (k = 0; k < kc; k++) {
-                float *d = dst + k * PERPO__NR;
-                for (j = 0; j < nr; j++)
-                    d[j] = tb ? B[(j0 + j) * ldb + k0 + k] : B[(k0 + k) * ldb + j0 + j];
-                for (; j < PERPO__NR; j++) d[j] = 0.0f;
-            }
-        }
-        PERPO__OMP(parallel for schedule(static))
-        for (t = 0; t < n_tiles; t++) {
-            float acc[PERPO__MR][PERPO__NR];
-            size_t ib = (size_t)t / n_panels, jp = (size_t)t % n_panels;
-            size_t i0 = ib * PERPO__MR, j0 = jp * PERPO__NR;
-            size_t mr = M - i0 < PERPO__MR ? M - i0 : PERPO__MR, nr = N - j0 < PERPO__NR ? N - j0 : PERPO__NR;
-            const float *a = A + i0 * sai + k0 * sak;
-            const float *bp = ws + jp * PERPO__KC * PERPO__NR;
-            size_t i, j;
-            if (mr == PERPO__MR) perpo__gemm_tile_full(kc, a, sai, sak, bp, acc);
-            else perpo__gemm_tile_edge(kc, mr, a, sai, sak, bp, acc);
-            for (i = 0; i < mr; i++) {
-                float *c = C + (i0 + i) * ldc + j0;
-                for (j = 0; j < nr; j++) c[j] += acc[i][j];
+    PERPO__OMP(parallel if(M * N * K >= 64 * PERPO__PAR_MIN))
+    {
+        size_t k0;
+        for (k0 = 0; k0 < K; k0 += PERPO__KC) {
+            size_t kc = K - k0 < PERPO__KC ? K - k0 : PERPO__KC;
+            int load = accumulate || k0 > 0;
+            long p, t;
+            PERPO__OMP(for schedule(static))
+            for (p = 0; p < (long)np; p++)
+                perpo__gemm_pack(ws + (size_t)p * kc * PERPO__NR, PERPO__NR, B, sbj, sbk, N,
+                                 (size_t)p * PERPO__NR, k0, kc);
+            PERPO__OMP(for schedule(static))
+            for (t = 0; t < (long)(mp * ng); t++) {
+                size_t ip = (size_t)t / ng, j0 = (size_t)t % ng * gp, jp, r;
+                size_t i = ip * PERPO__MR, mr = M - i < PERPO__MR ? M - i : PERPO__MR;
+                float a[PERPO__KC * PERPO__MR], tile[PERPO__MR * PERPO__NR];
+                perpo__gemm_pack(a, PERPO__MR, A, sai, sak, M, i, k0, kc);
+                for (jp = j0; jp < j0 + gp && jp < np; jp++) {
+                    size_t j = jp * PERPO__NR, nr = N - j < PERPO__NR ? N - j : PERPO__NR;
+                    float *c = C + i * ldc + j;
+                    int edge = mr < PERPO__MR || nr < PERPO__NR;
+                    /* an edge tile runs on a full-size copy, through the same call, so that
+                       its elements get exactly the instructions of a full tile's */
+                    if (edge) {
+                        memset(tile, 0, sizeof tile);
+                        for (r = 0; load && r < mr; r++)
+                            memcpy(tile + r * PERPO__NR, c + r * ldc, nr * sizeof(float));
+                    }
+                    perpo__gemm_tile(kc, a, ws + jp * kc * PERPO__NR, edge ? tile : c,
+                                     edge ? PERPO__NR : ldc, load);
+                    for (r = 0; edge && r < mr; r++)
+                        memcpy(c + r * ldc, tile + r * PERPO__NR, nr * sizeof(float));
+                }
             }
         }
     }

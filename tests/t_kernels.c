@@ -57,7 +57,7 @@ static void test_linear_grad(perpo_test *t) {
     /* sizes that exercise full and edge tiles of the matrix product (MR = 6, NR = 16) */
     kx_linear k;
     kx_rng r = {1};
-    float x[7 * 19], W[21 * 19], b[21], out[7 * 21], w[7 * 21], ws[256 * 32];
+    float x[7 * 19], W[21 * 19], b[21], out[7 * 21], w[7 * 21], *ws = (float *)malloc(perpo__gemm_ws_floats(21) * sizeof(float));
     float dx[7 * 19], dW[21 * 19], db[21];
     k.N = 7; k.C = 19; k.OC = 21; k.x = x; k.W = W; k.b = b; k.out = out; k.w = w; k.ws = ws;
     kx_fill(&r, x, sizeof x / 4, 1.0f); kx_fill(&r, W, sizeof W / 4, 0.5f);
@@ -67,12 +67,14 @@ static void test_linear_grad(perpo_test *t) {
     kx_check(t, "linear dx", x, dx, 7 * 19, kx_linear_loss, &k);
     kx_check(t, "linear dW", W, dW, 21 * 19, kx_linear_loss, &k);
     kx_check(t, "linear db", b, db, 21, kx_linear_loss, &k);
+    free(ws);
 }
 
 /* The matrix product against a plain triple loop, all four transpose cases, sizes beyond one
  * K block (KC = 256) and with accumulation. */
 static void test_gemm_matches_naive(perpo_test *t) {
-    static float A[300 * 37], B[300 * 45], C[37 * 45], R[37 * 45], ws[256 * 48];
+    static float A[300 * 37], B[300 * 45], C[37 * 45], R[37 * 45];
+    float *ws = (float *)malloc(perpo__gemm_ws_floats(45) * sizeof(float));
     kx_rng r = {7};
     size_t M = 37, N = 45, K = 300, i, j, k;
     int ta, tb, acc;
@@ -97,6 +99,7 @@ static void test_gemm_matches_naive(perpo_test *t) {
                 }
             }
     CHECK_MSG(worst < 1e-4, "gemm max abs error %.3g (sums of 300 products of values in [-1,1])", worst);
+    free(ws);
 }
 
 /* ---- layernorm ---- */
