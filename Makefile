@@ -19,7 +19,7 @@ endif
 EXAMPLES := $(BUILD)/grounding $(BUILD)/dense_ocr $(BUILD)/loss_only
 TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) examples/common.h
 
-.PHONY: all test test-unit test-compile test-readme demo demo-ocr bench bench-compare clean
+.PHONY: all test test-unit test-compile test-readme test-alloc test-sanitize fuzz demo demo-ocr bench bench-compare clean
 
 all: $(EXAMPLES) $(BUILD)/run_tests
 
@@ -33,7 +33,7 @@ $(BUILD)/run_tests: $(TEST_SRC) perpo.h | $(BUILD)
 $(BUILD)/%: examples/%.c examples/common.h perpo.h | $(BUILD)
 	$(CC) $(WARN) $(OPT) $(OMP) -o $@ $< $(LIBS)
 
-test: test-compile test-readme test-unit
+test: test-compile test-readme test-alloc test-unit
 
 test-compile:
 	@sh tests/check_compile.sh
@@ -46,6 +46,29 @@ test-readme: | $(BUILD)
 
 test-unit: $(BUILD)/run_tests
 	./$(BUILD)/run_tests
+
+# Allocation failure at every call count of create, train, save, load, generate, preference.
+$(BUILD)/alloc_fail: tests/alloc_fail.c perpo.h | $(BUILD)
+	$(CC) $(WARN) -g -O1 -o $@ tests/alloc_fail.c $(LIBS)
+
+test-alloc: $(BUILD)/alloc_fail
+	./$(BUILD)/alloc_fail
+
+# The whole suite and the allocation test under AddressSanitizer + UndefinedBehaviorSanitizer.
+SAN := -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+$(BUILD)/run_tests_san: $(TEST_SRC) perpo.h | $(BUILD)
+	$(CC) $(WARN) $(SAN) -o $@ tests/main.c $(LIBS)
+$(BUILD)/alloc_fail_san: tests/alloc_fail.c perpo.h | $(BUILD)
+	$(CC) $(WARN) $(SAN) -o $@ tests/alloc_fail.c $(LIBS)
+
+test-sanitize: $(BUILD)/run_tests_san $(BUILD)/alloc_fail_san
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./$(BUILD)/alloc_fail_san
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 ./$(BUILD)/run_tests_san
+
+# libFuzzer targets (clang), time-boxed: FUZZ_SECONDS per target.
+FUZZ_SECONDS ?= 60
+fuzz:
+	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
 
 demo: $(BUILD)/grounding
 	./$(BUILD)/grounding --out results/grounding

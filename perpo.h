@@ -385,6 +385,62 @@ PERPODEF size_t perpo_pref_filter(perpo_pref_list *lists, size_t n_lists, float 
 PERPODEF perpo_status perpo_pref_train(perpo_model *model, const perpo_pref_list *lists, size_t n_lists,
                                        const perpo_pref_config *pc, perpo_progress_fn progress, void *user);
 
+/* ---- Bring your own data ----------------------------------------------------------------
+ * Images: binary PGM (P5) and PPM (P6) with maxval 1..255, as written by netpbm, ImageMagick
+ * (`convert x.png -resize 64x64! x.ppm`), GIMP or Pillow. The header follows the netpbm spec:
+ * magic, width, height, maxval as ASCII decimals separated by whitespace (space, TAB, CR, LF,
+ * VT, FF) and '#' comments (to the next CR or LF), then exactly one whitespace byte and the
+ * raster (a comment right after the maxval ends in that byte, as libnetpbm reads it).
+ * Refused with PERPO_ERR_FORMAT and a one-line reason in err: plain (ASCII) and bitmap
+ * formats (P1-P4), 16-bit samples (maxval > 255), a sample above maxval, a size other than
+ * want_w x want_h, a header over PERPO_PNM_MAX_HEADER bytes, and any byte after the raster
+ * (multi-image streams included: trailing bytes usually mean the header lies about the size).
+ * The output is float [H][W][channels] with sample / maxval in [0,1]; channels 3 takes PPM as
+ * is and replicates PGM grey, channels 1 takes PGM only. On error out is left untouched. err
+ * (may be NULL) gets a NUL-terminated line of at most err_cap bytes ("" on success). */
+#define PERPO_PNM_MAX_HEADER 65536
+
+/* From memory: reads nothing past data[len), allocates nothing. */
+PERPODEF perpo_status perpo_image_parse_pnm(const unsigned char *data, size_t len, int want_w,
+                                            int want_h, int channels, float *out, char *err,
+                                            size_t err_cap);
+/* From a file: PERPO_ERR_IO when it cannot be read; messages start with the path. Reads at most
+ * the bytes a valid file of that size can have, into one allocation (ctx NULL). */
+PERPODEF perpo_status perpo_image_load_pnm(const char *path, int want_w, int want_h, int channels,
+                                           float *out, char *err, size_t err_cap);
+
+/* Manifest: UTF-8 text, one example per line `image_path<TAB>prompt<TAB>answer`. Lines end in
+ * LF or CRLF (the last one may have no end); a UTF-8 byte order mark at the start is skipped.
+ * Skipped: lines whose first byte is '#', and blank lines (empty, or only spaces and TABs).
+ * Refused with PERPO_ERR_FORMAT and "manifest line N: <reason>" in err (N 1-based): a field
+ * count other than 3, an empty image path or answer (an empty prompt is fine), a NUL byte, a
+ * CR inside a line, a line over PERPO_MANIFEST_MAX_LINE bytes; and a text over
+ * PERPO_MANIFEST_MAX_BYTES. Fields are taken as they are (no trimming, no quoting); paths are
+ * returned as written, relative ones are the caller's to resolve. */
+#define PERPO_MANIFEST_MAX_LINE 65536              /* bytes of one line, without its end */
+#define PERPO_MANIFEST_MAX_BYTES ((size_t)1 << 30) /* 1 GiB */
+
+typedef struct perpo_manifest_entry {
+    const char *image, *prompt, *answer; /* NUL-terminated, inside the manifest's buffer */
+    size_t line;                         /* 1-based line of the text it came from */
+} perpo_manifest_entry;
+
+/* n entries; entries and their strings live in one allocation owned by the manifest. */
+typedef struct perpo_manifest {
+    perpo_manifest_entry *entries;
+    size_t n;
+} perpo_manifest;
+
+/* Parses text[0..len) (no NUL needed). On success out owns a copy (free it with
+ * perpo_manifest_free); zero entries is a success. On error out is empty. */
+PERPODEF perpo_status perpo_manifest_parse(const char *text, size_t len, perpo_manifest *out,
+                                           char *err, size_t err_cap);
+/* Reads and parses a file; PERPO_ERR_IO when it cannot be read; messages start with the path. */
+PERPODEF perpo_status perpo_manifest_load(const char *path, perpo_manifest *out, char *err,
+                                          size_t err_cap);
+/* Frees what parse/load allocated and empties the manifest; NULL and empty are fine. */
+PERPODEF void perpo_manifest_free(perpo_manifest *m);
+
 /* ---- Small utilities shared with the examples ------------------------------------------- */
 /* CRC-32 (IEEE 802.3, as zlib/PNG) continued from crc (start with 0). */
 PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n);
@@ -401,8 +457,10 @@ PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n);
 #ifndef PERPO_IMPLEMENTATION_DONE
 #define PERPO_IMPLEMENTATION_DONE
 
+#include <errno.h>
 #include <float.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1181,6 +1239,42 @@ static void perpo__init_params(perpo_model *m, uint64_t seed) {
     }
 }
 
+/* The sizes that follow from a (validated) config. */
+static void perpo__derive_sizes(perpo_model *m, const perpo_config *cfg) {
+    m->cfg = *cfg;
+    m->NP = (size_t)(cfg->image_h / cfg->patch) * (size_t)(cfg->image_w / cfg->patch);
+    m->T = (size_t)cfg->max_text; m->L = m->NP + m->T; m->D = (size_t)cfg->d_model;
+    m->H = (size_t)cfg->n_heads; m->M = (size_t)cfg->mlp_mult * m->D; m->V = (size_t)cfg->vocab;
+    m->PPC = (size_t)cfg->patch * (size_t)cfg->patch * (size_t)cfg->channels;
+    m->max_batch = (size_t)cfg->max_batch;
+    m->g_rows = m->max_batch > m->L ? m->max_batch : m->L;
+}
+
+/* Parameters of a validated config: the sum perpo__build_tensor_table makes, without a table. */
+static size_t perpo__count_params(const perpo_config *c) {
+    size_t D = (size_t)c->d_model, M = (size_t)c->mlp_mult * D, V = (size_t)c->vocab;
+    size_t NP = (size_t)(c->image_h / c->patch) * (size_t)(c->image_w / c->patch);
+    size_t PPC = (size_t)c->patch * (size_t)c->patch * (size_t)c->channels, L = NP + (size_t)c->max_text;
+    size_t block = 4 * D + 3 * D * D + 3 * D + D * D + D + M * D + M + D * M + D; /* perpo__add_block */
+    return D * PPC + D + NP * D + (size_t)c->n_vis_layers * block + 2 * D + 2 * (D * D + D) + V * D + L * D +
+           (size_t)c->n_dec_layers * block + 2 * D + V * D; /* caps of perpo_config_validate: no overflow */
+}
+
+/* Floats of the activation arena of a validated config, by a dry run of the carving, without
+   allocating; 0 when a size overflows. */
+static size_t perpo__arena_floats(const perpo_config *cfg) {
+    perpo_model m;
+    float *vis_x[65], *dec_x[65];
+    perpo__block_acts vis_acts[65], dec_acts[64];
+    perpo__carver c;
+    memset(&m, 0, sizeof m);
+    perpo__derive_sizes(&m, cfg);
+    m.vis_x = vis_x; m.dec_x = dec_x; m.vis_acts = vis_acts; m.dec_acts = dec_acts;
+    c.base = NULL; c.used = 0; c.ok = 1;
+    perpo__layout_arena(&m, &c);
+    return c.ok ? c.used : 0;
+}
+
 PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *cfg, uint64_t seed) {
     perpo_model *m;
     perpo__carver c;
@@ -1193,13 +1287,7 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
     ctx = cfg->alloc_ctx;
     m = (perpo_model *)perpo__calloc(ctx, 1, sizeof *m);
     if (!m) return PERPO_ERR_NOMEM;
-    m->cfg = *cfg;
-    m->NP = (size_t)(cfg->image_h / cfg->patch) * (size_t)(cfg->image_w / cfg->patch);
-    m->T = (size_t)cfg->max_text; m->L = m->NP + m->T; m->D = (size_t)cfg->d_model;
-    m->H = (size_t)cfg->n_heads; m->M = (size_t)cfg->mlp_mult * m->D; m->V = (size_t)cfg->vocab;
-    m->PPC = (size_t)cfg->patch * (size_t)cfg->patch * (size_t)cfg->channels;
-    m->max_batch = (size_t)cfg->max_batch;
-    m->g_rows = m->max_batch > m->L ? m->max_batch : m->L;
+    perpo__derive_sizes(m, cfg);
     LV = (size_t)cfg->n_vis_layers; LD = (size_t)cfg->n_dec_layers;
     n_tensors = 3 + 12 * LV + 2 + 4 + 2 + 12 * LD + 2 + 1;
     m->tensors = (perpo__tensor *)perpo__calloc(ctx, n_tensors, sizeof *m->tensors);
@@ -2783,6 +2871,9 @@ done:
 #define PERPO__CKPT_VERSION 1u
 #define PERPO__CKPT_NCFG 12
 #define PERPO__CKPT_HEADER (8 + 4 + 4 + 4 * PERPO__CKPT_NCFG + 8)
+#ifndef PERPO_LOAD_MAX_ARENA_BYTES /* checkpoints whose activation arena would be larger are refused */
+#define PERPO_LOAD_MAX_ARENA_BYTES ((size_t)1 << 30)
+#endif
 
 static void perpo__put_u32(unsigned char *p, uint32_t v) {
     p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); p[2] = (unsigned char)(v >> 16); p[3] = (unsigned char)(v >> 24);
@@ -2921,6 +3012,17 @@ PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path) {
         fclose(io.f);
         return PERPO_ERR_FORMAT;
     }
+    /* The parameter count follows from the config (a mismatch is malformed), and a small file
+       must not make the loader allocate gigabytes through max_batch/max_text: both are checked
+       before anything is allocated. */
+    {
+        size_t arena = perpo__arena_floats(&c);
+        if ((uint64_t)perpo__count_params(&c) != n_params || arena == 0 ||
+            arena > (size_t)PERPO_LOAD_MAX_ARENA_BYTES / sizeof(float)) {
+            fclose(io.f);
+            return PERPO_ERR_FORMAT;
+        }
+    }
     if ((st = perpo_model_create(&m, &c, 0)) != PERPO_OK) { fclose(io.f); return st; }
     if ((uint64_t)m->n_params != n_params) { perpo_model_free(m); fclose(io.f); return PERPO_ERR_FORMAT; }
     perpo__ckpt_read_floats(&io, m->params, m->n_params);
@@ -2940,6 +3042,403 @@ PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path) {
     }
     *out = m;
     return PERPO_OK;
+}
+
+/* ==========================================================================================
+   8. Bring your own data: 8-bit PGM/PPM images and a TSV manifest (image, prompt, answer)
+   ========================================================================================== */
+
+/* printf into err[0..cap) when err is given; always NUL-terminated, never more than one line. */
+#if defined(__GNUC__) || defined(__clang__)
+static void perpo__errf(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#endif
+static void perpo__errf(char *err, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    if (!err || cap == 0) return;
+    va_start(ap, fmt);
+    vsnprintf(err, cap, fmt, ap);
+    va_end(ap);
+}
+
+/* Writes "prefix: " into err and returns how many bytes of err it took (so a callee can write
+ * its message right after). */
+static size_t perpo__err_prefix(char *err, size_t cap, const char *prefix) {
+    size_t n;
+    if (!err || cap == 0) return 0;
+    perpo__errf(err, cap, "%s: ", prefix);
+    n = strlen(err);
+    return n < cap ? n : cap - 1;
+}
+
+/* A byte shown in a message: the character when printable ASCII, else \xNN. */
+static const char *perpo__show_byte(unsigned char c, char buf[8]) {
+    if (c >= 0x21 && c < 0x7f) { buf[0] = '\''; buf[1] = (char)c; buf[2] = '\''; buf[3] = 0; }
+    else snprintf(buf, 8, "\\x%02X", (unsigned)c);
+    return buf;
+}
+
+/* ---- PGM / PPM ---- */
+
+static int perpo__pnm_space(unsigned char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* Skips whitespace and '#' comments (to the next CR or LF). */
+static void perpo__pnm_skip(const unsigned char *d, size_t len, size_t *pos) {
+    size_t i = *pos;
+    while (i < len) {
+        if (perpo__pnm_space(d[i])) i++;
+        else if (d[i] == '#') { while (i < len && d[i] != '\n' && d[i] != '\r') i++; }
+        else break;
+    }
+    *pos = i;
+}
+
+#define PERPO__PNM_MAX_VALUE 2147483647ul /* a width, height or maxval above this is refused */
+
+/* One header field: whitespace/comments, then decimal digits. The caller's message names it. */
+static perpo_status perpo__pnm_field(const unsigned char *d, size_t len, size_t *pos, const char *what,
+                                     unsigned long *v, char *err, size_t cap) {
+    size_t i;
+    unsigned long x = 0;
+    char b[8];
+    perpo__pnm_skip(d, len, pos);
+    i = *pos;
+    if (i >= len) { perpo__errf(err, cap, "truncated header (no %s)", what); return PERPO_ERR_FORMAT; }
+    if (d[i] < '0' || d[i] > '9') {
+        perpo__errf(err, cap, "%s: expected a decimal number, found %s", what, perpo__show_byte(d[i], b));
+        return PERPO_ERR_FORMAT;
+    }
+    for (; i < len && d[i] >= '0' && d[i] <= '9'; i++) {
+        unsigned long digit = (unsigned long)(d[i] - '0');
+        if (x > (PERPO__PNM_MAX_VALUE - digit) / 10) {
+            perpo__errf(err, cap, "%s too large (over %lu)", what, PERPO__PNM_MAX_VALUE);
+            return PERPO_ERR_FORMAT;
+        }
+        x = x * 10 + digit;
+    }
+    *pos = i;
+    *v = x;
+    return PERPO_OK;
+}
+
+/* Checks the arguments shared by both image entry points; *bytes gets want_w * want_h * 3. */
+static perpo_status perpo__pnm_args(int want_w, int want_h, int channels, const float *out,
+                                    size_t *bytes, char *err, size_t cap) {
+    if (want_w < 1 || want_h < 1 || (channels != 1 && channels != 3) || !out) {
+        perpo__errf(err, cap, "invalid arguments (want %dx%d, %d channels, out %s)", want_w, want_h,
+                    channels, out ? "set" : "NULL");
+        return PERPO_ERR_ARG;
+    }
+    if (!perpo__size_mul((size_t)want_w, (size_t)want_h, bytes) || !perpo__size_mul(*bytes, 3, bytes)) {
+        perpo__errf(err, cap, "size %dx%d overflows", want_w, want_h);
+        return PERPO_ERR_OVERFLOW;
+    }
+    return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_image_parse_pnm(const unsigned char *d, size_t len, int want_w, int want_h,
+                                            int channels, float *out, char *err, size_t err_cap) {
+    unsigned long w, h, maxval;
+    size_t pos, need, npix, i, bytes;
+    int planes;
+    char b[8];
+    perpo_status st;
+    if (err && err_cap) err[0] = 0;
+    if ((st = perpo__pnm_args(want_w, want_h, channels, out, &bytes, err, err_cap)) != PERPO_OK) return st;
+    if (!d && len) { perpo__errf(err, err_cap, "invalid arguments (data NULL)"); return PERPO_ERR_ARG; }
+    if (len == 0) { perpo__errf(err, err_cap, "empty input"); return PERPO_ERR_FORMAT; }
+    /* magic: "P5" or "P6", then whitespace or a comment */
+    if (len < 2 || d[0] != 'P' || (d[1] != '5' && d[1] != '6')) {
+        if (len >= 2 && d[0] == 'P' && d[1] >= '1' && d[1] <= '7' && (len == 2 || perpo__pnm_space(d[2])))
+            perpo__errf(err, err_cap, "unsupported format P%c (only binary PGM P5 and PPM P6)", d[1]);
+        else
+            perpo__errf(err, err_cap, "bad magic (not a binary PGM/PPM file)");
+        return PERPO_ERR_FORMAT;
+    }
+    if (len > 2 && !perpo__pnm_space(d[2]) && d[2] != '#') {
+        perpo__errf(err, err_cap, "bad magic (not a binary PGM/PPM file)");
+        return PERPO_ERR_FORMAT;
+    }
+    planes = d[1] == '6' ? 3 : 1;
+    if (planes == 3 && channels == 1) {
+        perpo__errf(err, err_cap, "colour image (P6) but 1 channel wanted");
+        return PERPO_ERR_FORMAT;
+    }
+    pos = 2;
+    if ((st = perpo__pnm_field(d, len, &pos, "width", &w, err, err_cap)) != PERPO_OK) return st;
+    if (w == 0) { perpo__errf(err, err_cap, "width 0"); return PERPO_ERR_FORMAT; }
+    if ((st = perpo__pnm_field(d, len, &pos, "height", &h, err, err_cap)) != PERPO_OK) return st;
+    if (h == 0) { perpo__errf(err, err_cap, "height 0"); return PERPO_ERR_FORMAT; }
+    if (w != (unsigned long)want_w || h != (unsigned long)want_h) {
+        perpo__errf(err, err_cap, "image is %lux%lu, expected %dx%d", w, h, want_w, want_h);
+        return PERPO_ERR_FORMAT;
+    }
+    if ((st = perpo__pnm_field(d, len, &pos, "maxval", &maxval, err, err_cap)) != PERPO_OK) return st;
+    if (maxval == 0 || maxval > 255) {
+        if (maxval > 255 && maxval <= 65535)
+            perpo__errf(err, err_cap, "maxval %lu: 16-bit samples are not supported (maxval must be 1..255)", maxval);
+        else
+            perpo__errf(err, err_cap, "maxval %lu (must be 1..255)", maxval);
+        return PERPO_ERR_FORMAT;
+    }
+    if (pos < len && d[pos] == '#') /* as libnetpbm: the comment's line end delimits the raster */
+        while (pos < len && d[pos] != '\n' && d[pos] != '\r') pos++;
+    if (pos >= len) { perpo__errf(err, err_cap, "truncated header (nothing after maxval)"); return PERPO_ERR_FORMAT; }
+    if (!perpo__pnm_space(d[pos])) {
+        perpo__errf(err, err_cap, "no whitespace after maxval (found %s)", perpo__show_byte(d[pos], b));
+        return PERPO_ERR_FORMAT;
+    }
+    pos++; /* exactly one whitespace byte, then the raster */
+    if (pos > PERPO_PNM_MAX_HEADER) {
+        perpo__errf(err, err_cap, "header longer than %d bytes", PERPO_PNM_MAX_HEADER);
+        return PERPO_ERR_FORMAT;
+    }
+    npix = bytes / 3; /* w * h, known not to overflow */
+    need = npix * (size_t)planes;
+    if (len - pos < need) {
+        perpo__errf(err, err_cap, "truncated pixel data (need %lu bytes, have %lu)", (unsigned long)need,
+                    (unsigned long)(len - pos));
+        return PERPO_ERR_FORMAT;
+    }
+    if (len - pos > need) {
+        perpo__errf(err, err_cap, "trailing data after the pixels: %lu bytes (one image per file)",
+                    (unsigned long)(len - pos - need));
+        return PERPO_ERR_FORMAT;
+    }
+    d += pos;
+    if (maxval < 255) /* validate everything before writing anything */
+        for (i = 0; i < need; i++)
+            if (d[i] > maxval) {
+                perpo__errf(err, err_cap, "sample %u at pixel %lu exceeds maxval %lu", (unsigned)d[i],
+                            (unsigned long)(i / (size_t)planes), maxval);
+                return PERPO_ERR_FORMAT;
+            }
+    for (i = 0; i < npix; i++) {
+        if (planes == 3) {
+            out[3 * i] = (float)d[3 * i] / (float)maxval;
+            out[3 * i + 1] = (float)d[3 * i + 1] / (float)maxval;
+            out[3 * i + 2] = (float)d[3 * i + 2] / (float)maxval;
+        } else if (channels == 3) {
+            out[3 * i] = out[3 * i + 1] = out[3 * i + 2] = (float)d[i] / (float)maxval;
+        } else {
+            out[i] = (float)d[i] / (float)maxval;
+        }
+    }
+    return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_image_load_pnm(const char *path, int want_w, int want_h, int channels,
+                                           float *out, char *err, size_t err_cap) {
+    size_t bytes, cap, got, off;
+    unsigned char *buf;
+    perpo_status st;
+    long fsize;
+    int rd_err;
+    FILE *f;
+    if (err && err_cap) err[0] = 0;
+    if (!path) { perpo__errf(err, err_cap, "invalid arguments (path NULL)"); return PERPO_ERR_ARG; }
+    off = perpo__err_prefix(err, err_cap, path);
+    if ((st = perpo__pnm_args(want_w, want_h, channels, out, &bytes, err ? err + off : NULL, err_cap - off)) != PERPO_OK)
+        return st;
+    /* the largest valid file: the longest header and a 3-plane raster; one byte more tells a
+       longer file, which is malformed whatever it holds */
+    if (!perpo__size_add(bytes, PERPO_PNM_MAX_HEADER + 1, &cap)) {
+        perpo__errf(err ? err + off : NULL, err_cap - off, "size %dx%d overflows", want_w, want_h);
+        return PERPO_ERR_OVERFLOW;
+    }
+    f = fopen(path, "rb");
+    if (!f) {
+        perpo__errf(err ? err + off : NULL, err_cap - off, "cannot open: %s", strerror(errno));
+        return PERPO_ERR_IO;
+    }
+    /* a seekable file tells its size: allocate no more than it holds (+1 to see it grow) */
+    if (fseek(f, 0, SEEK_END) == 0 && (fsize = ftell(f)) >= 0 && (size_t)fsize < cap - 1 &&
+        fseek(f, 0, SEEK_SET) == 0)
+        cap = (size_t)fsize + 1;
+    else
+        rewind(f);
+    buf = (unsigned char *)PERPO_MALLOC(NULL, cap);
+    if (!buf) {
+        fclose(f);
+        perpo__errf(err ? err + off : NULL, err_cap - off, "out of memory");
+        return PERPO_ERR_NOMEM;
+    }
+    got = fread(buf, 1, cap, f);
+    rd_err = ferror(f);
+    fclose(f);
+    if (rd_err) {
+        PERPO_FREE(NULL, buf);
+        perpo__errf(err ? err + off : NULL, err_cap - off, "read error");
+        return PERPO_ERR_IO;
+    }
+    st = perpo_image_parse_pnm(buf, got, want_w, want_h, channels, out, err ? err + off : NULL, err_cap - off);
+    PERPO_FREE(NULL, buf);
+    if (st == PERPO_OK && err && err_cap) err[0] = 0;
+    return st;
+}
+
+/* ---- TSV manifest ---- */
+
+/* One pass over the lines of text[0..len): validates every line and, when ents is not NULL,
+   fills ents and cuts the fields of (writable) text with NULs. Returns the entry count in *n. */
+static perpo_status perpo__manifest_scan(char *text, const char *src, size_t len, perpo_manifest_entry *ents,
+                                         size_t *n, char *err, size_t cap) {
+    size_t pos = 0, line = 0, count = 0;
+    if (len >= 3 && (unsigned char)src[0] == 0xEF && (unsigned char)src[1] == 0xBB && (unsigned char)src[2] == 0xBF)
+        pos = 3; /* UTF-8 byte order mark */
+    while (pos < len) {
+        size_t start = pos, end, i, tabs = 0, t1 = 0, t2 = 0;
+        const char *nl = (const char *)memchr(src + pos, '\n', len - pos);
+        int blank = 1;
+        end = nl ? (size_t)(nl - src) : len;
+        pos = nl ? end + 1 : len;
+        line++;
+        if (end > start && src[end - 1] == '\r') end--; /* CRLF */
+        if (end - start > PERPO_MANIFEST_MAX_LINE) {
+            perpo__errf(err, cap, "manifest line %lu: longer than %d bytes", (unsigned long)line,
+                        PERPO_MANIFEST_MAX_LINE);
+            return PERPO_ERR_FORMAT;
+        }
+        if (end > start && src[start] == '#') continue; /* comment */
+        for (i = start; i < end; i++) {
+            char c = src[i];
+            if (c == '\t') { if (++tabs == 1) t1 = i; else if (tabs == 2) t2 = i; }
+            else if (c != ' ') blank = 0;
+            if (c == '\0') {
+                perpo__errf(err, cap, "manifest line %lu: NUL byte at column %lu", (unsigned long)line,
+                            (unsigned long)(i - start + 1));
+                return PERPO_ERR_FORMAT;
+            }
+            if (c == '\r') {
+                perpo__errf(err, cap, "manifest line %lu: carriage return inside the line (column %lu)",
+                            (unsigned long)line, (unsigned long)(i - start + 1));
+                return PERPO_ERR_FORMAT;
+            }
+        }
+        if (blank) continue; /* empty, or only spaces and TABs */
+        if (tabs != 2) {
+            perpo__errf(err, cap, "manifest line %lu: expected 3 tab-separated fields, found %lu",
+                        (unsigned long)line, (unsigned long)(tabs + 1));
+            return PERPO_ERR_FORMAT;
+        }
+        if (t1 == start) {
+            perpo__errf(err, cap, "manifest line %lu: empty image path", (unsigned long)line);
+            return PERPO_ERR_FORMAT;
+        }
+        if (t2 + 1 == end) {
+            perpo__errf(err, cap, "manifest line %lu: empty answer", (unsigned long)line);
+            return PERPO_ERR_FORMAT;
+        }
+        if (ents) {
+            perpo_manifest_entry *e = &ents[count];
+            text[t1] = text[t2] = text[end] = '\0'; /* text has one byte past len for the last end */
+            e->image = text + start; e->prompt = text + t1 + 1; e->answer = text + t2 + 1; e->line = line;
+        }
+        count++;
+    }
+    *n = count;
+    return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_manifest_parse(const char *text, size_t len, perpo_manifest *out, char *err,
+                                           size_t err_cap) {
+    size_t n = 0, head, total;
+    perpo_status st;
+    char *block;
+    if (err && err_cap) err[0] = 0;
+    if (!out || (!text && len)) { perpo__errf(err, err_cap, "invalid arguments"); return PERPO_ERR_ARG; }
+    out->entries = NULL; out->n = 0;
+    if (len > PERPO_MANIFEST_MAX_BYTES) {
+        perpo__errf(err, err_cap, "manifest is %lu bytes, over the %lu-byte (1 GiB) limit", (unsigned long)len,
+                    (unsigned long)PERPO_MANIFEST_MAX_BYTES);
+        return PERPO_ERR_FORMAT;
+    }
+    if ((st = perpo__manifest_scan(NULL, text, len, NULL, &n, err, err_cap)) != PERPO_OK) return st;
+    /* one block: the entries, then a copy of the text with one spare byte */
+    if (!perpo__size_mul(n, sizeof(perpo_manifest_entry), &head) || !perpo__size_add(head, len, &total) ||
+        !perpo__size_add(total, 1, &total)) {
+        perpo__errf(err, err_cap, "manifest too large");
+        return PERPO_ERR_OVERFLOW;
+    }
+    block = (char *)PERPO_MALLOC(NULL, total);
+    if (!block) { perpo__errf(err, err_cap, "out of memory"); return PERPO_ERR_NOMEM; }
+    if (len) memcpy(block + head, text, len);
+    block[head + len] = '\0';
+    perpo__manifest_scan(block + head, text, len, (perpo_manifest_entry *)(void *)block, &n, NULL, 0);
+    out->entries = (perpo_manifest_entry *)(void *)block;
+    out->n = n;
+    return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_manifest_load(const char *path, perpo_manifest *out, char *err, size_t err_cap) {
+    size_t cap = 65536, len = 0, off;
+    char *buf, *nb;
+    perpo_status st;
+    long fsize;
+    int rd_err;
+    FILE *f;
+    if (err && err_cap) err[0] = 0;
+    if (out) { out->entries = NULL; out->n = 0; }
+    if (!path || !out) { perpo__errf(err, err_cap, "invalid arguments"); return PERPO_ERR_ARG; }
+    off = perpo__err_prefix(err, err_cap, path);
+    f = fopen(path, "rb");
+    if (!f) {
+        perpo__errf(err ? err + off : NULL, err_cap - off, "cannot open: %s", strerror(errno));
+        return PERPO_ERR_IO;
+    }
+    /* a seekable file tells its size up front: refuse a huge one before reading it */
+    if (fseek(f, 0, SEEK_END) == 0 && (fsize = ftell(f)) >= 0) {
+        if ((size_t)fsize > PERPO_MANIFEST_MAX_BYTES) {
+            fclose(f);
+            perpo__errf(err ? err + off : NULL, err_cap - off, "manifest is %ld bytes, over the 1 GiB limit", fsize);
+            return PERPO_ERR_FORMAT;
+        }
+        if ((size_t)fsize + 1 > cap) cap = (size_t)fsize + 1;
+    }
+    rewind(f);
+    buf = (char *)PERPO_MALLOC(NULL, cap);
+    if (!buf) {
+        fclose(f);
+        perpo__errf(err ? err + off : NULL, err_cap - off, "out of memory");
+        return PERPO_ERR_NOMEM;
+    }
+    for (;;) { /* read to the end, growing (pipes, or a file that grew): never past the limit + 1 */
+        len += fread(buf + len, 1, cap - len, f);
+        if (len < cap || len > PERPO_MANIFEST_MAX_BYTES) break;
+        cap = cap > PERPO_MANIFEST_MAX_BYTES / 2 ? PERPO_MANIFEST_MAX_BYTES + 1 : 2 * cap;
+        nb = (char *)PERPO_REALLOC(NULL, buf, cap);
+        if (!nb) {
+            PERPO_FREE(NULL, buf);
+            fclose(f);
+            perpo__errf(err ? err + off : NULL, err_cap - off, "out of memory");
+            return PERPO_ERR_NOMEM;
+        }
+        buf = nb;
+    }
+    rd_err = ferror(f);
+    fclose(f);
+    if (rd_err) {
+        PERPO_FREE(NULL, buf);
+        perpo__errf(err ? err + off : NULL, err_cap - off, "read error");
+        return PERPO_ERR_IO;
+    }
+    if (len > PERPO_MANIFEST_MAX_BYTES) {
+        PERPO_FREE(NULL, buf);
+        perpo__errf(err ? err + off : NULL, err_cap - off, "manifest is over the 1 GiB limit");
+        return PERPO_ERR_FORMAT;
+    }
+    st = perpo_manifest_parse(buf, len, out, err ? err + off : NULL, err_cap - off);
+    PERPO_FREE(NULL, buf);
+    if (st == PERPO_OK && err && err_cap) err[0] = 0;
+    return st;
+}
+
+PERPODEF void perpo_manifest_free(perpo_manifest *m) {
+    if (!m) return;
+    PERPO_FREE(NULL, m->entries);
+    m->entries = NULL;
+    m->n = 0;
 }
 
 #ifdef __cplusplus

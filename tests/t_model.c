@@ -411,7 +411,7 @@ static void test_sampler_distribution(perpo_test *t) {
     CHECK_OK(perpo_model_create(&m, &c, 1));
     if (!m) return;
     for (v = 0; v < PERPO_VOCAB; v++) z[v] = -1e9f;
-    z['a'] = 2.0f; z['b'] = 1.0f; z['c'] = 0.0f; z[PERPO_TOK_EOS] = 1.5f;
+    z[(int)'a'] = 2.0f; z[(int)'b'] = 1.0f; z[(int)'c'] = 0.0f; z[PERPO_TOK_EOS] = 1.5f;
     z[PERPO_TOK_BOS] = 50.0f; /* specials other than EOS are never produced */
     sc.temperature = 0.7f;
     perpo__rng_seed(&rng, 5);
@@ -420,24 +420,24 @@ static void test_sampler_distribution(perpo_test *t) {
     p[0] = exp(2.0 / 0.7); p[1] = exp(1.0 / 0.7); p[2] = 1.0; p[3] = exp(1.5 / 0.7);
     for (i = 0; i < 4; i++) norm += p[i];
     /* 40000 draws: the standard error of a frequency is below 0.0025; allow 4 of them */
-    CHECK_NEAR(counts['a'] / (double)draws, p[0] / norm, 0.01, 0);
-    CHECK_NEAR(counts['b'] / (double)draws, p[1] / norm, 0.01, 0);
-    CHECK_NEAR(counts['c'] / (double)draws, p[2] / norm, 0.01, 0);
+    CHECK_NEAR(counts[(int)'a'] / (double)draws, p[0] / norm, 0.01, 0);
+    CHECK_NEAR(counts[(int)'b'] / (double)draws, p[1] / norm, 0.01, 0);
+    CHECK_NEAR(counts[(int)'c'] / (double)draws, p[2] / norm, 0.01, 0);
     CHECK_NEAR(counts[PERPO_TOK_EOS] / (double)draws, p[3] / norm, 0.01, 0);
     CHECK(counts[PERPO_TOK_BOS] == 0);
     /* top-k = 2 keeps a and EOS only, in their relative proportion */
     sc.top_k = 2;
     memset(counts, 0, sizeof counts);
     for (i = 0; i < draws; i++) counts[perpo__sample_token(m, z, &sc, &rng)]++;
-    CHECK(counts['b'] == 0 && counts['c'] == 0);
-    CHECK_NEAR(counts['a'] / (double)draws, p[0] / (p[0] + p[3]), 0.01, 0);
+    CHECK(counts[(int)'b'] == 0 && counts[(int)'c'] == 0);
+    CHECK_NEAR(counts[(int)'a'] / (double)draws, p[0] / (p[0] + p[3]), 0.01, 0);
     /* top-p = 0.5: a alone holds more than half the mass */
     sc.top_k = 0; sc.top_p = 0.5f;
     memset(counts, 0, sizeof counts);
     for (i = 0; i < 1000; i++) counts[perpo__sample_token(m, z, &sc, &rng)]++;
-    CHECK(counts['a'] == 1000);
+    CHECK(counts[(int)'a'] == 1000);
     /* greedy takes the first maximum */
-    sc.temperature = 0.0f; z['b'] = 2.0f;
+    sc.temperature = 0.0f; z[(int)'b'] = 2.0f;
     CHECK(perpo__sample_token(m, z, &sc, &rng) == 'a');
     perpo_model_free(m);
 }

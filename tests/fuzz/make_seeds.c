@@ -1,7 +1,8 @@
 /* Writes the seed corpora of the fuzz targets into tests/fuzz/corpus/<target>/ (run from the
  * repository root; the committed files came from this program):
  *   cc -std=c99 -I. -o build/make_seeds tests/fuzz/make_seeds.c -lm && ./build/make_seeds
- * Checkpoints are real ones saved by perpo_model_save from tiny configs (a few KB each). */
+ * Checkpoints are real ones saved by perpo_checkpoint_save from tiny configs (10-30 KB: the
+ * 260-token embedding and head dominate), one with the optimizer state. */
 #define PERPO_IMPLEMENTATION
 #include "perpo.h"
 #include <stdio.h>
@@ -20,12 +21,12 @@ static int seed_file(const char *dir, const char *name, const void *data, size_t
 }
 #define SEED(dir, name, lit) seed_file(dir, name, lit, sizeof(lit) - 1)
 
-static int seed_model(const char *name, const perpo_config *c, uint64_t seed) {
+static int seed_model(const char *name, const perpo_config *c, uint64_t seed, unsigned flags) {
     char path[256];
     perpo_model *m = NULL;
     perpo_status st;
     snprintf(path, sizeof path, "tests/fuzz/corpus/checkpoint/%s", name);
-    if ((st = perpo_model_create(&m, c, seed)) != PERPO_OK || (st = perpo_model_save(m, path)) != PERPO_OK) {
+    if ((st = perpo_model_create(&m, c, seed)) != PERPO_OK || (st = perpo_checkpoint_save(m, path, flags)) != PERPO_OK) {
         fprintf(stderr, "%s: %s\n", name, perpo_status_string(st));
         perpo_model_free(m);
         return 0;
@@ -41,10 +42,11 @@ int main(void) {
        and the 8x8 RGB config of the fuzzing notes */
     c.image_h = c.image_w = 4; c.channels = 1; c.patch = 4; c.d_model = 4; c.n_heads = 1;
     c.n_vis_layers = 0; c.n_dec_layers = 1; c.mlp_mult = 1; c.max_text = 4; c.max_batch = 1;
-    ok &= seed_model("tiny_4x4_d4.ckpt", &c, 1);
+    ok &= seed_model("tiny_4x4_d4.ckpt", &c, 1, 0);
+    ok &= seed_model("tiny_4x4_d4_optimizer.ckpt", &c, 4, PERPO_CKPT_OPTIMIZER);
     c.image_h = c.image_w = 8; c.channels = 3; c.patch = 4; c.d_model = 8; c.n_heads = 1;
     c.n_vis_layers = 1; c.n_dec_layers = 1; c.mlp_mult = 1; c.max_text = 4; c.max_batch = 1;
-    ok &= seed_model("tiny_8x8_d8.ckpt", &c, 2);
+    ok &= seed_model("tiny_8x8_d8.ckpt", &c, 2, 0);
     ok &= SEED("checkpoint", "magic_only", "PERPOCKP");
 
     ok &= SEED("box", "normalized", "The box is [0.12, 0.05, 0.40, 0.33].");
