@@ -127,6 +127,8 @@ PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *model, const char
    file cannot be read, PERPO_ERR_FORMAT for anything malformed (size, magic, version, config,
    CRC, non-finite values). */
 PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path);
+/* The same, with the allocator context the loaded model will pass to PERPO_MALLOC/FREE. */
+PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, void *alloc_ctx);
 
 /* Copies the parameters of src into dst (same config) and resets dst's optimizer: how the
    examples start DPO and PerPO from the same SFT weights. */
@@ -2974,6 +2976,10 @@ PERPODEF perpo_status perpo_model_save(const perpo_model *m, const char *path) {
 }
 
 PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path) {
+    return perpo_model_load_ex(out, path, NULL);
+}
+
+PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, void *alloc_ctx) {
     unsigned char head[PERPO__CKPT_HEADER], word[4];
     int cfgv[PERPO__CKPT_NCFG], k;
     perpo_config c;
@@ -3003,6 +3009,7 @@ PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path) {
     c.image_h = cfgv[0]; c.image_w = cfgv[1]; c.channels = cfgv[2]; c.patch = cfgv[3]; c.d_model = cfgv[4];
     c.n_heads = cfgv[5]; c.n_vis_layers = cfgv[6]; c.n_dec_layers = cfgv[7]; c.mlp_mult = cfgv[8];
     c.max_text = cfgv[9]; c.vocab = cfgv[10]; c.max_batch = cfgv[11];
+    c.alloc_ctx = alloc_ctx;
     n_params = (uint64_t)perpo__get_u32(head + 16 + 4 * PERPO__CKPT_NCFG) |
                ((uint64_t)perpo__get_u32(head + 20 + 4 * PERPO__CKPT_NCFG) << 32);
     /* the exact size follows from the header: check it before allocating anything */
