@@ -20,12 +20,13 @@
 #define TP_MEAN 1
 #define TP_SFT 100
 #define TP_INIT 7
+#define TP_MIXED_SFT 150
 #endif
 #define TP_SHIFT 0.08f /* every SFT label is the true box moved right and down by this */
 
 typedef struct tp_data {
     float img[TP_SCENES][TP_FLOATS];
-    char prompt[TP_SCENES][24], answer[TP_SCENES][32];
+    char prompt[TP_SCENES][24], answer[TP_SCENES][32], wrong[TP_SCENES][32];
     float box[TP_SCENES][4];
     perpo_example ex[TP_SCENES];
 } tp_data;
@@ -39,6 +40,13 @@ static void tp_make(tp_data *d) {
         ex_scene_prompt(&s, d->prompt[i], sizeof d->prompt[i]);
         ex_scene_answer(&s, d->answer[i], sizeof d->answer[i]);
         memcpy(d->box[i], s.box, sizeof s.box);
+        {   /* the box of another object of the scene: a plausible wrong answer */
+            const ex_object *o = &s.obj[(s.target + 1) % s.n_objects];
+            float b[4];
+            b[0] = (float)o->px0 / TP_W; b[1] = (float)o->py0 / TP_W;
+            b[2] = (float)(o->px1 + 1) / TP_W; b[3] = (float)(o->py1 + 1) / TP_W;
+            ex_format_box(b, d->wrong[i], sizeof d->wrong[i]);
+        }
         d->ex[i].image = d->img[i]; d->ex[i].prompt = d->prompt[i]; d->ex[i].response = d->answer[i];
     }
 }
@@ -126,6 +134,54 @@ static void test_perpo_raises_reward(perpo_test *t) {
     CHECK_MSG(sampled_after > sampled_before + 0.04, "PerPO did not raise the sampled reward: %.3f -> %.3f",
               sampled_before, sampled_after);
     CHECK_MSG(after > before - 0.05, "PerPO broke the greedy answers: %.3f -> %.3f", before, after);
+    perpo_pref_set_free(&set);
+    perpo_model_free(m);
+}
+
+/* SFT data where every prompt appears twice, once with the right box and once with the box of
+ * another object: SFT learns both answers and its greedy pick is a coin flip per prompt. The
+ * IoU reward separates the two modes, so PerPO must move the greedy answers to the right box:
+ * the mean greedy IoU on these training prompts has to rise clearly. */
+#define TP_MIXED 16
+static void test_perpo_fixes_greedy_answers(perpo_test *t) {
+    static tp_data d;
+    perpo_example ex[2 * TP_MIXED];
+    perpo_config c = perpo_config_default();
+    perpo_model *m = NULL;
+    perpo_train_config tc = perpo_train_default();
+    perpo_sample_config sc = perpo_sample_default();
+    perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
+    perpo_pref_set set;
+    double before, after;
+    size_t kept;
+    int i;
+    tp_make(&d);
+    for (i = 0; i < TP_MIXED; i++) {
+        ex[2 * i] = d.ex[i];
+        ex[2 * i + 1] = d.ex[i];
+        ex[2 * i + 1].response = d.wrong[i];
+    }
+    c.image_h = c.image_w = TP_W; c.patch = 8; c.d_model = 48; c.n_heads = 4;
+    c.n_vis_layers = 1; c.n_dec_layers = 2; c.max_text = 40; c.max_batch = 32;
+    CHECK_OK(perpo_model_create(&m, &c, TP_INIT));
+    if (!m) return;
+    tc.batch_size = 2 * TP_MIXED; tc.optim.lr = 3e-3f; tc.optim.min_lr = 3e-4f; tc.optim.warmup_steps = 10;
+    tc.optim.total_steps = TP_MIXED_SFT; tc.seed = 3;
+    CHECK_OK(perpo_sft_train(m, ex, 2 * TP_MIXED, &tc, NULL, NULL));
+    before = tp_greedy_iou(m, &d, TP_MIXED);
+    sc.temperature = 1.0f; sc.top_p = TP_TOPP; sc.seed = 11;
+    CHECK_OK(perpo_pref_sample(m, d.ex, TP_MIXED, 8, &sc, tp_reward, &d, &set));
+    kept = perpo_pref_filter(set.lists, set.n_lists, 0.3f);
+    CHECK(kept >= TP_MIXED / 2);
+    CHECK_OK(perpo_pref_reference(m, set.lists, kept));
+    pc.lists_per_step = 4; pc.optim.lr = TP_LR; pc.optim.min_lr = TP_LR * 0.1f; pc.optim.warmup_steps = 5;
+    pc.optim.total_steps = TP_STEPS; pc.nll_weight = TP_NLL; pc.objective.beta = TP_BETA; pc.mean_logp = TP_MEAN;
+    CHECK_OK(perpo_pref_train(m, set.lists, kept, &pc, NULL, NULL));
+    after = tp_greedy_iou(m, &d, TP_MIXED);
+    fprintf(stderr, "    greedy IoU on %d prompts trained half on wrong boxes: %.3f -> %.3f (%zu lists)\n",
+            TP_MIXED, before, after, kept);
+    CHECK_MSG(after > before + 0.1, "PerPO did not move the greedy answers to the right boxes: %.3f -> %.3f",
+              before, after);
     perpo_pref_set_free(&set);
     perpo_model_free(m);
 }
@@ -221,6 +277,7 @@ static void test_pref_resume_exact(perpo_test *t) {
 }
 
 const perpo_test_case perpo_tests_pref[] = {
+    {"preference pipeline: PerPO moves greedy answers to the rewarded mode", test_perpo_fixes_greedy_answers},
     {"preference training stopped, saved, loaded, resumed = uninterrupted", test_pref_resume_exact},
     {"preference pipeline: PerPO raises the sampled reward on training prompts", test_perpo_raises_reward},
     {"reference log-probs, filtering and bad lists", test_pref_reference_and_arguments},
