@@ -1,7 +1,8 @@
 # perpo.h — build, test, demo, bench.
 #   make demo        grounding alignment end to end (SFT -> samples -> DPO/PerPO -> evaluation)
 #   make test        every test (compile checks, README quick start, the test runner last)
-#   make bench       benchmarks, one JSON object per line
+#   make bench       benchmarks, one JSON object per line (make bench-compare: against PyTorch)
+#   make test-sanitize, make fuzz   ASan+UBSan suite; libFuzzer targets
 # Variables: CC (cc), OPT (-O2 -march=native -ffp-contract=fast), OMP (-fopenmp; empty to build
 # single-threaded), BLAS=1 to use CBLAS (OpenBLAS) for matrix products.
 
@@ -16,10 +17,10 @@ ifeq ($(BLAS),1)
   LIBS += $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
 endif
 
-EXAMPLES := $(BUILD)/grounding $(BUILD)/dense_ocr $(BUILD)/loss_only
+EXAMPLES := $(BUILD)/grounding $(BUILD)/loss_only
 TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) examples/common.h
 
-.PHONY: all test test-unit test-compile test-readme test-alloc test-sanitize fuzz demo demo-ocr bench bench-compare clean
+.PHONY: all test test-unit test-compile test-readme test-alloc test-sanitize fuzz demo bench bench-compare clean
 
 all: $(EXAMPLES) $(BUILD)/run_tests
 
@@ -72,9 +73,6 @@ fuzz:
 
 demo: $(BUILD)/grounding
 	./$(BUILD)/grounding --out results/grounding
-
-demo-ocr: $(BUILD)/dense_ocr
-	./$(BUILD)/dense_ocr --out results/dense_ocr
 
 # Benchmarks: one JSON object per line (bench/README.md). bench-compare runs PyTorch eager side
 # by side (needs Debian's python3-torch; libopenblas-dev adds the OpenBLAS GEMM reference).
