@@ -15,16 +15,8 @@
 #define PERPO_IMPLEMENTATION
 #include "../perpo.h"
 #include "common.h"
+#include "pipeline.h"
 
-#include <errno.h>
-#include <time.h>
-#ifdef _WIN32
-#include <direct.h>
-#define ex_mkdir(p) _mkdir(p)
-#else
-#include <sys/stat.h>
-#define ex_mkdir(p) mkdir((p), 0755)
-#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -32,24 +24,12 @@
 #define IMG 64                 /* scenes are IMG x IMG RGB */
 #define IMG_FLOATS (IMG * IMG * 3)
 #define TEXT_CAP 48            /* >= perpo_config.max_text */
-#define MAX_OBJECTIVES 4
 
 /* ---- Options ------------------------------------------------------------------------------ */
-typedef struct options {
-    int seed, test_seed, seeds, n_samples, sft_steps, pref_steps, n_train, n_pref, n_test;
-    int threads, batch, lists_per_step, verbose, mean_logp;
-    double beta, gamma, temperature, top_p, margin, sft_lr, pref_lr, nll;
-    const char *objective, *out, *sft_ckpt;
-} options;
-
-typedef struct option_spec {
-    const char *name, *help;
-    char kind; /* 'i' int, 'd' double, 's' string */
-    void *dst;
-    double lo, hi;
-} option_spec;
-
 static void set_defaults(options *o) {
+    o->description = "PerPO on synthetic object grounding: SFT, then DPO and PerPO from the same SFT\n"
+                     "weights on the same sampled lists, evaluated on held-out scenes.";
+    o->max_batch = 32;
     o->seed = 1; o->test_seed = 777; o->seeds = 1;
     /* sized so that `make demo` (one seed) stays within 10 minutes on 2 cores */
     o->n_samples = 8; o->sft_steps = 500; o->pref_steps = 100;
@@ -61,91 +41,6 @@ static void set_defaults(options *o) {
     o->nll = 1.0; o->mean_logp = 1;
     o->sft_lr = 2e-3; o->pref_lr = 3e-4;
     o->objective = "dpo,perpo"; o->out = "results/grounding"; o->sft_ckpt = NULL;
-}
-
-static int parse_options(int argc, char **argv, options *o) {
-    option_spec spec[] = {
-        {"--seed", "seed of the training data, the model and the samples", 'i', &o->seed, 0, 2e9},
-        {"--test-seed", "seed of the held-out test scenes", 'i', &o->test_seed, 0, 2e9},
-        {"--seeds", "run this many seeds (seed, seed+1, ...) and report mean and std", 'i', &o->seeds, 1, 100},
-        {"--n", "responses sampled per training prompt (list size N)", 'i', &o->n_samples, 2, 32},
-        {"--beta", "beta of the preference objectives", 'd', &o->beta, 1e-6, 1e6},
-        {"--gamma", "PerPO's reward-gap exponent (0 = LiPO-style uniform weights)", 'd', &o->gamma, 0, 100},
-        {"--temperature", "sampling temperature for the lists and Best-of-N", 'd', &o->temperature, 0.01, 10},
-        {"--top-p", "nucleus sampling for the lists and Best-of-N (1 = off)", 'd', &o->top_p, 0.01, 1},
-        {"--nll", "weight of the NLL term on each list's best answer (0 = off, as the paper)", 'd', &o->nll, 0, 100},
-        {"--mean-logp", "1: per-token mean log-probs in the objectives, 0: sums (as the paper)", 'i', &o->mean_logp, 0, 1},
-        {"--margin", "keep lists whose best-minus-worst IoU is at least this", 'd', &o->margin, 0, 1},
-        {"--sft-steps", "SFT optimizer steps (batch --batch)", 'i', &o->sft_steps, 1, 1e7},
-        {"--pref-steps", "preference optimizer steps, the same for every objective", 'i', &o->pref_steps, 1, 1e7},
-        {"--sft-lr", "SFT peak learning rate", 'd', &o->sft_lr, 0, 1},
-        {"--pref-lr", "preference peak learning rate", 'd', &o->pref_lr, 0, 1},
-        {"--train", "training scenes for SFT", 'i', &o->n_train, 1, 1e7},
-        {"--pref-prompts", "training prompts sampled for preference lists", 'i', &o->n_pref, 1, 1e7},
-        {"--test", "held-out test scenes", 'i', &o->n_test, 1, 1e7},
-        {"--batch", "SFT sequences per step", 'i', &o->batch, 1, 32},
-        {"--lists", "lists per preference step (lists x N <= 32)", 'i', &o->lists_per_step, 1, 32},
-        {"--objective", "comma-separated: dpo,perpo,lipo,listmle (or all)", 's', &o->objective, 0, 0},
-        {"--threads", "OpenMP threads (0 = the runtime's default)", 'i', &o->threads, 0, 256},
-        {"--verbose", "0 quiet, 1 progress on stderr", 'i', &o->verbose, 0, 2},
-        {"--out", "output folder for results.json, the picture and the curves", 's', &o->out, 0, 0},
-        {"--sft-checkpoint", "load the SFT model from this file if it exists, else train and save it there", 's', &o->sft_ckpt, 0, 0},
-    };
-    size_t n = sizeof spec / sizeof spec[0], k;
-    int i;
-    for (i = 1; i < argc; i++) {
-        const char *arg = argv[i], *val = NULL, *eq = strchr(arg, '=');
-        size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
-        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            printf("usage: %s [options]\n\nPerPO on synthetic object grounding: SFT, then DPO and PerPO from the\n"
-                   "same SFT weights on the same sampled lists, evaluated on held-out scenes.\n\n", argv[0]);
-            for (k = 0; k < n; k++) printf("  %-15s %s\n", spec[k].name, spec[k].help);
-            return 1;
-        }
-        for (k = 0; k < n; k++)
-            if (strlen(spec[k].name) == name_len && strncmp(arg, spec[k].name, name_len) == 0) break;
-        if (k == n) { fprintf(stderr, "unknown option %s (see --help)\n", arg); return -1; }
-        if (eq) val = eq + 1;
-        else if (i + 1 < argc) val = argv[++i];
-        else { fprintf(stderr, "option %s needs a value\n", arg); return -1; }
-        if (spec[k].kind == 's') {
-            *(const char **)spec[k].dst = val;
-        } else {
-            char *end;
-            double v = strtod(val, &end);
-            if (*val == '\0' || *end != '\0' || !(v >= spec[k].lo && v <= spec[k].hi) ||
-                (spec[k].kind == 'i' && v != floor(v))) {
-                fprintf(stderr, "bad value \"%s\" for %s (expected %s in [%g, %g])\n", val, spec[k].name,
-                        spec[k].kind == 'i' ? "an integer" : "a number", spec[k].lo, spec[k].hi);
-                return -1;
-            }
-            if (spec[k].kind == 'i') *(int *)spec[k].dst = (int)v;
-            else *(double *)spec[k].dst = v;
-        }
-    }
-    {
-        const char *p = o->objective;
-        while (strcmp(o->objective, "all") != 0 && *p) { /* every comma-separated name known */
-            size_t len = strcspn(p, ",");
-            if (!((len == 3 && !strncmp(p, "dpo", 3)) || (len == 5 && !strncmp(p, "perpo", 5)) ||
-                  (len == 4 && !strncmp(p, "lipo", 4)) || (len == 7 && !strncmp(p, "listmle", 7)))) {
-                fprintf(stderr, "bad --objective \"%s\" (comma-separated dpo, perpo, lipo, listmle, or all)\n", o->objective);
-                return -1;
-            }
-            p += len + (p[len] == ',');
-        }
-    }
-    if (o->lists_per_step * o->n_samples > 32) {
-        fprintf(stderr, "--lists x --n must be at most 32 (the model's batch), got %d x %d\n", o->lists_per_step, o->n_samples);
-        return -1;
-    }
-    return 0;
-}
-
-static double wall_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* ---- Data: scenes, their images, prompts and answers ------------------------------------- */
@@ -191,50 +86,6 @@ static int dataset_make(dataset *d, uint64_t base, int n) {
 static float iou_reward(const char *response, size_t len, size_t item, void *user) {
     const dataset *d = (const dataset *)user;
     return perpo_grounding_reward(response, len, d->box[item], (float)IMG, (float)IMG);
-}
-
-/* ---- Progress and curves ------------------------------------------------------------------- */
-#define CURVE_MAX 4096
-typedef struct curve {
-    int n;
-    float step[CURVE_MAX], loss[CURVE_MAX], acc[CURVE_MAX], margin[CURVE_MAX];
-} curve;
-
-typedef struct run_log {
-    const char *label;
-    int verbose;
-    double t0;
-    curve *c;
-} run_log;
-
-static void fmt_duration(double s, char *buf, size_t cap) {
-    if (s < 0) s = 0;
-    if (s < 60) snprintf(buf, cap, "%.0fs", s);
-    else snprintf(buf, cap, "%dm%02ds", (int)(s / 60), (int)s % 60);
-}
-
-static int on_progress(const perpo_progress *p, void *user) {
-    run_log *l = (run_log *)user;
-    double el = wall_seconds() - l->t0, eta = el / p->step * (p->total_steps - p->step);
-    char e1[32], e2[32];
-    if (l->c && l->c->n < CURVE_MAX) {
-        curve *c = l->c;
-        c->step[c->n] = (float)p->step; c->loss[c->n] = p->loss;
-        c->acc[c->n] = p->reward_accuracy; c->margin[c->n] = p->reward_margin;
-        c->n++;
-    }
-    if (l->verbose) {
-        fmt_duration(el, e1, sizeof e1);
-        fmt_duration(eta, e2, sizeof e2);
-        if (strcmp(p->phase, "sft") == 0)
-            fprintf(stderr, "[%s] step %5d/%d  loss %.4f  lr %.2e  |g| %.3f  %6.0f tok/s  %s elapsed, eta %s\n",
-                    l->label, p->step, p->total_steps, p->loss, p->lr, p->grad_norm, p->tokens / (el > 0 ? el : 1), e1, e2);
-        else
-            fprintf(stderr, "[%s] step %4d/%d  loss %.4f  rewards/chosen %+.3f rejected %+.3f margins %+.3f accuracies %.2f  %s elapsed, eta %s\n",
-                    l->label, p->step, p->total_steps, p->loss, p->reward_chosen, p->reward_rejected,
-                    p->reward_margin, p->reward_accuracy, e1, e2);
-    }
-    return 0;
 }
 
 /* ---- Evaluation ------------------------------------------------------------------------------ */
@@ -303,7 +154,7 @@ typedef struct method_result {
 } method_result;
 
 typedef struct run_result {
-    method_result sft, bon, obj[MAX_OBJECTIVES];
+    method_result sft, bon, obj[EX_MAX_OBJECTIVES];
     int n_obj;
     size_t lists_sampled, lists_kept;
     double mean_list_reward, sample_s, total_s;
@@ -311,28 +162,11 @@ typedef struct run_result {
     int best_obj;               /* index of PerPO in obj[] (for the picture), or -1 */
 } run_result;
 
-/* Is name in the comma-separated list (or is the list "all")? */
-static int objective_wanted(const char *list, const char *name) {
-    size_t n = strlen(name);
-    if (strcmp(list, "all") == 0) return 1;
-    while (*list) {
-        size_t len = strcspn(list, ",");
-        if (len == n && strncmp(list, name, n) == 0) return 1;
-        list += len + (list[len] == ',');
-    }
-    return 0;
-}
-
 static perpo_config model_config(void) {
     perpo_config c = perpo_config_default(); /* 64x64, 8x8 patches, width 128, 2+4 blocks */
     c.max_text = 40;                         /* BOS + "yellow triangle" + SEP + box + EOS fits */
     c.max_batch = 32;
     return c;
-}
-
-static int fail(const char *what, perpo_status st) {
-    fprintf(stderr, "error: %s: %s\n", what, perpo_status_string(st));
-    return 1;
 }
 
 static int run_one(const options *o, int seed, const dataset *test, run_result *r) {
@@ -347,8 +181,6 @@ static int run_one(const options *o, int seed, const dataset *test, run_result *
     double t0 = wall_seconds(), t;
     size_t i, kept;
     int k, ret = 1;
-    static const perpo_objective kinds[MAX_OBJECTIVES] = {PERPO_OBJ_DPO, PERPO_OBJ_PERPO, PERPO_OBJ_LIPO, PERPO_OBJ_LISTMLE};
-    static const char *names[MAX_OBJECTIVES] = {"DPO", "PerPO", "LiPO", "ListMLE"};
     memset(r, 0, sizeof *r);
     memset(&set, 0, sizeof set);
     r->best_obj = -1;
@@ -399,30 +231,21 @@ trained:
 
     /* 3. every objective from the same SFT weights, same lists, same steps */
     if ((st = perpo_model_create(&pol, &cfg, (uint64_t)seed)) != PERPO_OK) { fail("model", st); goto done; }
-    for (k = 0; k < MAX_OBJECTIVES; k++) {
-        perpo_pref_config pc = perpo_pref_default(kinds[k]);
+    for (k = 0; k < EX_MAX_OBJECTIVES; k++) {
+        perpo_pref_config pc = pref_config(o, ex_objective_kinds[k], seed);
         method_result *mr;
-        char label[16];
-        int wanted = objective_wanted(o->objective, k == 0 ? "dpo" : k == 1 ? "perpo" : k == 2 ? "lipo" : "listmle");
-        if (!wanted) continue;
+        if (!objective_wanted(o->objective, ex_objective_flags[k])) continue;
         mr = &r->obj[r->n_obj];
-        if (kinds[k] == PERPO_OBJ_PERPO) r->best_obj = r->n_obj;
-        pc.objective.beta = (float)o->beta; pc.objective.gamma = (float)o->gamma;
-        pc.lists_per_step = o->lists_per_step; pc.seed = (uint64_t)seed;
-        pc.nll_weight = (float)o->nll; pc.mean_logp = o->mean_logp;
-        pc.optim.lr = (float)o->pref_lr; pc.optim.min_lr = (float)o->pref_lr * 0.1f;
-        pc.optim.warmup_steps = o->pref_steps / 10 + 1; pc.optim.total_steps = o->pref_steps;
-        pc.log_every = 10;
+        if (ex_objective_kinds[k] == PERPO_OBJ_PERPO) r->best_obj = r->n_obj;
         if ((st = perpo_model_copy_params(pol, sft)) != PERPO_OK) { fail("copy", st); goto done; }
-        snprintf(label, sizeof label, "%s", names[k]);
-        log.label = label; log.t0 = t = wall_seconds(); log.c = &mr->curve;
-        if ((st = perpo_pref_train(pol, set.lists, kept, &pc, on_progress, &log)) != PERPO_OK) { fail(names[k], st); goto done; }
-        mr->name = names[k]; mr->train_s = wall_seconds() - t;
-        if ((st = evaluate(pol, test, &mr->m, kinds[k] == PERPO_OBJ_PERPO ? r->best_text : NULL)) != PERPO_OK) {
+        log.label = ex_objective_names[k]; log.t0 = t = wall_seconds(); log.c = &mr->curve;
+        if ((st = perpo_pref_train(pol, set.lists, kept, &pc, on_progress, &log)) != PERPO_OK) { fail(ex_objective_names[k], st); goto done; }
+        mr->name = ex_objective_names[k]; mr->train_s = wall_seconds() - t;
+        if ((st = evaluate(pol, test, &mr->m, ex_objective_kinds[k] == PERPO_OBJ_PERPO ? r->best_text : NULL)) != PERPO_OK) {
             fail("evaluate", st);
             goto done;
         }
-        if (o->verbose) fprintf(stderr, "[%s] test Acc@0.5 %.1f%%  mean IoU %.3f  parse failures %.1f%%\n", names[k],
+        if (o->verbose) fprintf(stderr, "[%s] test Acc@0.5 %.1f%%  mean IoU %.3f  parse failures %.1f%%\n", ex_objective_names[k],
                                 100 * mr->m.acc, mr->m.miou, 100 * mr->m.fail);
         r->n_obj++;
     }
@@ -441,34 +264,10 @@ static void print_row(const char *name, const metrics *m) {
     printf("| %-22s | %7.1f | %8.3f | %10.1f |\n", name, 100 * m->acc, m->miou, 100 * m->fail);
 }
 
-static void mean_std(const double *v, int n, double *mean, double *sd) {
-    double s = 0, q = 0;
-    int i;
-    for (i = 0; i < n; i++) s += v[i];
-    *mean = s / n;
-    for (i = 0; i < n; i++) q += (v[i] - *mean) * (v[i] - *mean);
-    *sd = n > 1 ? sqrt(q / (n - 1)) : 0.0;
-}
-
 static void json_metrics(ex_json *j, const metrics *m) {
     ex_json_kv_number(j, "acc_at_0.5", m->acc);
     ex_json_kv_number(j, "mean_iou", m->miou);
     ex_json_kv_number(j, "parse_failure_rate", m->fail);
-}
-
-static void json_options(ex_json *j, const options *o) {
-    ex_json_key(j, "flags");
-    ex_json_object_begin(j);
-    ex_json_kv_int(j, "seed", o->seed); ex_json_kv_int(j, "test_seed", o->test_seed); ex_json_kv_int(j, "seeds", o->seeds);
-    ex_json_kv_int(j, "n", o->n_samples); ex_json_kv_number(j, "beta", o->beta); ex_json_kv_number(j, "gamma", o->gamma);
-    ex_json_kv_number(j, "temperature", o->temperature); ex_json_kv_number(j, "top_p", o->top_p);
-    ex_json_kv_number(j, "margin", o->margin); ex_json_kv_number(j, "nll", o->nll); ex_json_kv_int(j, "mean_logp", o->mean_logp);
-    ex_json_kv_int(j, "sft_steps", o->sft_steps); ex_json_kv_int(j, "pref_steps", o->pref_steps);
-    ex_json_kv_number(j, "sft_lr", o->sft_lr); ex_json_kv_number(j, "pref_lr", o->pref_lr);
-    ex_json_kv_int(j, "train", o->n_train); ex_json_kv_int(j, "pref_prompts", o->n_pref); ex_json_kv_int(j, "test", o->n_test);
-    ex_json_kv_int(j, "batch", o->batch); ex_json_kv_int(j, "lists", o->lists_per_step);
-    ex_json_kv_string(j, "objective", o->objective); ex_json_kv_int(j, "threads", o->threads);
-    ex_json_object_end(j);
 }
 
 /* A grid of test scenes, zoomed, with the true (green), SFT (red) and PerPO (yellow) boxes. */
@@ -498,27 +297,6 @@ static int write_picture(const char *path, const dataset *test, const run_result
     return ex_grid_write_png(path, &g, n, ptr, IMG * ZOOM, IMG * ZOOM, lab);
 }
 
-static int write_curves(const char *path, const run_result *r) {
-    const char *names[1 + MAX_OBJECTIVES];
-    const float *xs[MAX_OBJECTIVES], *loss[MAX_OBJECTIVES], *acc[MAX_OBJECTIVES], *mar[MAX_OBJECTIVES];
-    const float *sx[1], *sy[1];
-    int counts[MAX_OBJECTIVES], sc[1], k;
-    ex_plot_panel p[4];
-    const char *sft_name[1] = {"SFT"};
-    for (k = 0; k < r->n_obj; k++) {
-        names[k] = r->obj[k].name; xs[k] = r->obj[k].curve.step; loss[k] = r->obj[k].curve.loss;
-        acc[k] = r->obj[k].curve.acc; mar[k] = r->obj[k].curve.margin; counts[k] = r->obj[k].curve.n;
-    }
-    sx[0] = r->sft.curve.step; sy[0] = r->sft.curve.loss; sc[0] = r->sft.curve.n;
-    p[0].title = "SFT"; p[0].xlabel = "step"; p[0].ylabel = "token cross-entropy"; p[0].n_series = 1;
-    p[0].names = sft_name; p[0].xs = sx; p[0].ys = sy; p[0].counts = sc;
-    p[1].title = "preference loss"; p[1].xlabel = "step"; p[1].ylabel = "loss"; p[1].n_series = r->n_obj;
-    p[1].names = names; p[1].xs = xs; p[1].ys = loss; p[1].counts = counts;
-    p[2] = p[1]; p[2].title = "rewards/accuracies"; p[2].ylabel = "pairs ranked right"; p[2].ys = acc;
-    p[3] = p[1]; p[3].title = "rewards/margins"; p[3].ylabel = "beta (s_best - s_worst)"; p[3].ys = mar;
-    return ex_svg_plot_panels(path, "PerPO on synthetic grounding: training curves", r->n_obj ? 4 : 1, p);
-}
-
 int main(int argc, char **argv) {
     options o;
     dataset test;
@@ -533,15 +311,7 @@ int main(int argc, char **argv) {
 #ifdef _OPENMP
     if (o.threads > 0) omp_set_num_threads(o.threads);
 #endif
-    if (ex_mkdir(o.out) != 0 && errno != EEXIST) {
-        /* make the parent too (results/grounding) */
-        char parent[1024];
-        char *slash;
-        snprintf(parent, sizeof parent, "%s", o.out);
-        slash = strrchr(parent, '/');
-        if (slash) { *slash = 0; ex_mkdir(parent); }
-        if (ex_mkdir(o.out) != 0 && errno != EEXIST) { fprintf(stderr, "error: cannot create %s\n", o.out); return 1; }
-    }
+    if (make_dirs(o.out) != 0) { fprintf(stderr, "error: cannot create %s\n", o.out); return 1; }
     if (dataset_make(&test, ex_hash64((uint64_t)o.test_seed, 0x74657374ull), o.n_test) != 0) return fail("test scenes", PERPO_ERR_NOMEM);
     runs = (run_result *)calloc((size_t)o.seeds, sizeof *runs);
     if (!runs) return fail("results", PERPO_ERR_NOMEM);
@@ -615,7 +385,13 @@ int main(int argc, char **argv) {
     if (write_picture(path, &test, &runs[0]) != 0) fprintf(stderr, "warning: cannot write %s\n", path);
     else printf("wrote %s (green: truth, red: SFT, yellow: PerPO)\n", path);
     snprintf(path, sizeof path, "%s/training_curves.svg", o.out);
-    if (write_curves(path, &runs[0]) != 0) fprintf(stderr, "warning: cannot write %s\n", path);
+    {
+        const char *names[EX_MAX_OBJECTIVES];
+        const curve *curves[EX_MAX_OBJECTIVES];
+        for (k = 0; k < runs[0].n_obj; k++) { names[k] = runs[0].obj[k].name; curves[k] = &runs[0].obj[k].curve; }
+        rc = write_curves(path, "PerPO on synthetic grounding: training curves", &runs[0].sft.curve, runs[0].n_obj, names, curves);
+    }
+    if (rc != 0) fprintf(stderr, "warning: cannot write %s\n", path);
     else printf("wrote %s\n", path);
     for (s = 0; s < o.seeds; s++) { free(runs[s].sft_text); free(runs[s].best_text); }
     free(runs);
