@@ -1,5 +1,6 @@
 # perpo.h — build, test, demo, bench.
 #   make demo        grounding alignment end to end (SFT -> samples -> DPO/PerPO -> evaluation)
+#   make demo-ocr    the same on dense OCR (reward 1 - normalized edit distance)
 #   make test        every test (compile checks, README quick start, the test runner last)
 #   make bench       benchmarks, one JSON object per line (make bench-compare: against PyTorch)
 #   make test-sanitize, make fuzz   ASan+UBSan suite; libFuzzer targets
@@ -17,10 +18,10 @@ ifeq ($(BLAS),1)
   LIBS += $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
 endif
 
-EXAMPLES := $(BUILD)/grounding $(BUILD)/loss_only
+EXAMPLES := $(BUILD)/grounding $(BUILD)/dense_ocr $(BUILD)/loss_only
 TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) examples/common.h
 
-.PHONY: all test test-unit test-compile test-readme test-alloc test-sanitize fuzz demo bench bench-compare clean
+.PHONY: all test test-unit test-compile test-readme test-alloc test-sanitize fuzz demo demo-ocr bench bench-compare clean
 
 all: $(EXAMPLES) $(BUILD)/run_tests
 
@@ -73,6 +74,9 @@ fuzz:
 
 demo: $(BUILD)/grounding
 	./$(BUILD)/grounding --out results/grounding
+
+demo-ocr: $(BUILD)/dense_ocr
+	./$(BUILD)/dense_ocr --out results/dense_ocr
 
 # Benchmarks: one JSON object per line (bench/README.md). bench-compare runs PyTorch eager side
 # by side (needs Debian's python3-torch; libopenblas-dev adds the OpenBLAS GEMM reference).
