@@ -14,7 +14,7 @@
          #include "perpo.h"
      Everywhere else just #include "perpo.h". Link with -lm.
 
-   QUICK START (tests/t_readme.c compiles and runs this same code)
+   QUICK START (the README's complete version is compiled and run by `make test`)
          perpo_config cfg = perpo_config_default();
          perpo_model *model = NULL;
          perpo_status st = perpo_model_create(&model, &cfg, 42);

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch eager baseline for bench/bench.c: the same model (/work/spec/model_spec.md, the
+"""PyTorch eager baseline for bench/bench.c: the same model (tests/ref/MODEL_SPEC.md, the
 default perpo_config), the same shapes, batch and thread count, the same JSON lines.
 
     /usr/bin/python3 bench/torch_reference.py [--threads K] [--rounds R] [--quick] [--only LIST]

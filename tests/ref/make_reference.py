@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """PyTorch reference generator for perpo.h (tiny LLaVA-shaped multimodal LLM).
 
-Mirrors /work/spec/model_spec.md exactly and writes tests/ref/model_ref.bin, which the C
+Mirrors tests/ref/MODEL_SPEC.md exactly and writes tests/ref/model_ref.bin, which the C
 tests read to check the forward pass, log-probs, mean cross-entropy, both backward entries
 and a few AdamW steps against an independent implementation.
 
