@@ -1,7 +1,7 @@
 /* The test runner: one translation unit holding the implementation and every suite, so the
  * kernel tests can reach the header's private functions. Prints "N passed, N failed" last and
  * exits non-zero on any failure. Run from the repository root (reference files are read from
- * tests/ref/). An optional argument runs only the tests whose name contains it. */
+ * tests/ref/). Arguments, if any, run only the tests whose name contains one of them. */
 #define PERPO_IMPLEMENTATION
 #include "../perpo.h"
 #include "test.h"
@@ -24,12 +24,14 @@ static const perpo_test_case *const suites[] = {perpo_tests_kernels, perpo_tests
 int main(int argc, char **argv) {
     int passed = 0, failed = 0;
     size_t s;
-    const char *filter = argc > 1 ? argv[1] : NULL;
+    int a;
     for (s = 0; s < sizeof suites / sizeof suites[0]; s++) {
         const perpo_test_case *c;
         for (c = suites[s]; c->name; c++) {
             perpo_test t;
-            if (filter && !strstr(c->name, filter)) continue;
+            int wanted = argc < 2;
+            for (a = 1; a < argc; a++) wanted |= strstr(c->name, argv[a]) != NULL;
+            if (!wanted) continue;
             t.name = c->name;
             t.failures = 0;
             c->fn(&t);

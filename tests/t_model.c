@@ -522,6 +522,83 @@ static void test_checkpoint_roundtrip(perpo_test *t) {
     perpo_model_free(m);
 }
 
+/* ---- corrupted checkpoints: every kind fails with PERPO_ERR_FORMAT and no model ------------- */
+static unsigned char *ck_read(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    unsigned char *buf;
+    long sz;
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END); sz = ftell(f); fseek(f, 0, SEEK_SET);
+    buf = (unsigned char *)malloc((size_t)sz + 1);
+    *n = buf && fread(buf, 1, (size_t)sz, f) == (size_t)sz ? (size_t)sz : 0;
+    fclose(f);
+    return buf;
+}
+static perpo_status ck_load_bytes(const unsigned char *b, size_t n) {
+    const char *path = "tests_tmp_corrupt.ckpt";
+    perpo_model *m = NULL;
+    perpo_status st;
+    FILE *f = fopen(path, "wb");
+    if (!f) return PERPO_ERR_IO;
+    fwrite(b, 1, n, f);
+    fclose(f);
+    st = perpo_model_load(&m, path);
+    remove(path);
+    if (m) { perpo_model_free(m); return PERPO_OK; }
+    return st;
+}
+static void test_checkpoint_corruption(perpo_test *t) {
+    perpo_config c = small_config();
+    perpo_model *m = NULL;
+    const char *path = "tests_tmp_good.ckpt";
+    unsigned char *good, *bad;
+    size_t n = 0, i, cut;
+    int bit_fails = 0, bits = 0;
+    CHECK_OK(perpo_model_create(&m, &c, 8));
+    if (!m) return;
+    perpo_model_grads(m)[0] = 1.0f;
+    CHECK_OK(perpo_optimizer_step(m, &(perpo_optim_config){1e-3f, 1e-4f, 1, 10, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f}, 1.0f, NULL));
+    CHECK_OK(perpo_checkpoint_save(m, path, PERPO_CKPT_OPTIMIZER));
+    perpo_model_free(m);
+    good = ck_read(path, &n);
+    remove(path);
+    CHECK(good && n > 200);
+    if (!good || n <= 200) { free(good); return; }
+    CHECK_OK(ck_load_bytes(good, n));
+    bad = (unsigned char *)malloc(n + 8);
+    /* truncated anywhere (header, parameters, moments, CRC) */
+    for (cut = 0; cut < n; cut += cut < 100 ? 1 : 997) CHECK(ck_load_bytes(good, cut) == PERPO_ERR_FORMAT);
+    /* one extra byte */
+    memcpy(bad, good, n); bad[n] = 0;
+    CHECK(ck_load_bytes(bad, n + 1) == PERPO_ERR_FORMAT);
+    /* one flipped bit in every 61st byte: the CRC (or a size check) catches all of them */
+    for (i = 0; i < n; i += 61) {
+        memcpy(bad, good, n);
+        bad[i] ^= (unsigned char)(1u << (i % 8));
+        bits++;
+        bit_fails += ck_load_bytes(bad, n) == PERPO_ERR_FORMAT;
+    }
+    CHECK_MSG(bit_fails == bits, "%d of %d bit flips loaded without an error", bits - bit_fails, bits);
+    /* wrong magic, wrong version, unknown flag, absurd config values */
+    memcpy(bad, good, n); bad[0] = 'X';
+    CHECK(ck_load_bytes(bad, n) == PERPO_ERR_FORMAT);
+    memcpy(bad, good, n); bad[8] = 2;
+    CHECK(ck_load_bytes(bad, n) == PERPO_ERR_FORMAT);
+    memcpy(bad, good, n); bad[12] |= 2;
+    CHECK(ck_load_bytes(bad, n) == PERPO_ERR_FORMAT);
+    for (i = 0; i < 12; i++) { /* each config field set to 0 and to 2^31 - 1 */
+        memcpy(bad, good, n);
+        memset(bad + 16 + 4 * i, 0, 4);
+        CHECK(ck_load_bytes(bad, n) == PERPO_ERR_FORMAT);
+        memset(bad + 16 + 4 * i, 0xFF, 3); bad[16 + 4 * i + 3] = 0x7F;
+        CHECK(ck_load_bytes(bad, n) == PERPO_ERR_FORMAT);
+    }
+    memcpy(bad, good, n); memset(bad + 16 + 48, 0xFF, 8); /* n_params = 2^64 - 1 */
+    CHECK(ck_load_bytes(bad, n) == PERPO_ERR_FORMAT);
+    free(good);
+    free(bad);
+}
+
 /* ---- argument checking ------------------------------------------------------------------- */
 static void test_model_bad_arguments(perpo_test *t) {
     perpo_config c = small_config();
@@ -591,6 +668,7 @@ const perpo_test_case perpo_tests_model[] = {
     {"sampler frequencies follow softmax(z/T); top-k, top-p, greedy", test_sampler_distribution},
     {"SFT stopped at step 10, saved, loaded and resumed = uninterrupted, bit for bit", test_sft_resume_exact},
     {"checkpoint round trip; missing, corrupt, short files fail cleanly", test_checkpoint_roundtrip},
+    {"corrupted checkpoints (truncation, bit flips, magic, version, sizes) fail cleanly", test_checkpoint_corruption},
     {"bad arguments get a status", test_model_bad_arguments},
     {"a non-finite gradient is refused, nothing changes", test_nonfinite_step_refused},
     {NULL, NULL}};
