@@ -41,7 +41,7 @@ static void set_defaults(options *o) {
     o->beta = 1.0; o->gamma = 0.5; o->temperature = 1.0; o->top_p = 0.8; o->margin = 0.04;
     o->nll = 1.0; o->mean_logp = 1;
     o->sft_lr = 2e-3; o->pref_lr = 3e-4;
-    o->objective = "dpo,perpo"; o->out = "results/dense_ocr"; o->sft_ckpt = NULL;
+    o->objective = "dpo,perpo"; o->out = "results/dense_ocr"; o->sft_ckpt = NULL; o->data = NULL;
 }
 
 /* ---- Data: pages, their images and transcriptions --------------------------------------- */
@@ -58,8 +58,7 @@ static void dataset_free(dataset *d) {
     memset(d, 0, sizeof *d);
 }
 
-static int dataset_make(dataset *d, uint64_t base, int n) {
-    int i;
+static int dataset_alloc(dataset *d, int n) {
     memset(d, 0, sizeof *d);
     d->n = n;
     d->images = (float *)malloc((size_t)n * IMG_FLOATS * sizeof(float));
@@ -67,6 +66,19 @@ static int dataset_make(dataset *d, uint64_t base, int n) {
     d->density = (int *)calloc((size_t)n, sizeof(int));
     d->examples = (perpo_example *)calloc((size_t)n, sizeof *d->examples);
     if (!d->images || !d->text || !d->density || !d->examples) { dataset_free(d); return -1; }
+    return 0;
+}
+
+static void dataset_link(dataset *d, int i) {
+    d->examples[i].image = d->images + (size_t)i * IMG_FLOATS;
+    d->examples[i].prompt = PROMPT;
+    d->examples[i].response = d->text[i];
+}
+
+/* n synthetic pages drawn from seed base; page i has density i % 4. */
+static int dataset_make(dataset *d, uint64_t base, int n) {
+    int i;
+    if (dataset_alloc(d, n) != 0) return -1;
     for (i = 0; i < n; i++) {
         ex_page page;
         d->density[i] = i % N_DENSITY;
@@ -76,10 +88,34 @@ static int dataset_make(dataset *d, uint64_t base, int n) {
         }
         ex_page_render(&page, d->images + (size_t)i * IMG_FLOATS);
         memcpy(d->text[i], page.text, (size_t)page.len + 1);
-        d->examples[i].image = d->images + (size_t)i * IMG_FLOATS;
-        d->examples[i].prompt = PROMPT;
-        d->examples[i].response = d->text[i];
+        dataset_link(d, i);
     }
+    return 0;
+}
+
+/* The pages of DIR/NAME (--data): 64x64 images, the answer is the transcription (the prompt
+   column is ignored: the model is always asked PROMPT). Density is read off the length with
+   the caps of the synthetic pages: <= 12, 24, 44 and 60 characters. */
+static int dataset_load(dataset *d, const char *dir, const char *name) {
+    user_data u;
+    int i;
+    if (user_data_load(&u, dir, name, IMG, IMG) != 0) return -1;
+    if (dataset_alloc(d, (int)u.manifest.n) != 0) { user_data_free(&u); return -1; }
+    memcpy(d->images, u.images, u.manifest.n * IMG_FLOATS * sizeof(float));
+    for (i = 0; i < d->n; i++) {
+        const perpo_manifest_entry *e = &u.manifest.entries[i];
+        size_t len = strlen(e->answer);
+        if (len > MAX_CHARS) {
+            fprintf(stderr, "error: %s/%s line %zu: the transcription has %zu bytes, at most %d fit\n", dir, name,
+                    e->line, len, MAX_CHARS);
+            break;
+        }
+        memcpy(d->text[i], e->answer, len + 1);
+        d->density[i] = len <= 12 ? 0 : len <= 24 ? 1 : len <= 44 ? 2 : 3;
+        dataset_link(d, i);
+    }
+    user_data_free(&u);
+    if (i < d->n) { dataset_free(d); return -1; }
     return 0;
 }
 
@@ -178,7 +214,9 @@ static int run_one(const options *o, int seed, const dataset *test, run_result *
     r->sft_text = (char *)calloc((size_t)test->n, TEXT_CAP);
     r->perpo_text = (char *)calloc((size_t)test->n, TEXT_CAP);
     if (!r->sft_text || !r->perpo_text) return fail("results", PERPO_ERR_NOMEM);
-    if (dataset_make(&train, ex_hash64((uint64_t)seed, 0x6f637274ull), o->n_train) != 0) return fail("training pages", PERPO_ERR_NOMEM);
+    if (o->data ? dataset_load(&train, o->data, "train.tsv") != 0
+                : dataset_make(&train, ex_hash64((uint64_t)seed, 0x6f637274ull), o->n_train) != 0)
+        return fail("training data", o->data ? PERPO_ERR_FORMAT : PERPO_ERR_NOMEM);
 
     /* 1. SFT from scratch (or from --sft-checkpoint) */
     r->sft.name = "SFT";
@@ -307,7 +345,10 @@ int main(int argc, char **argv) {
     if (o.threads > 0) omp_set_num_threads(o.threads);
 #endif
     if (make_dirs(o.out) != 0) { fprintf(stderr, "error: cannot create %s\n", o.out); return 1; }
-    if (dataset_make(&test, ex_hash64((uint64_t)o.test_seed, 0x74657374ull), o.n_test) != 0) return fail("test pages", PERPO_ERR_NOMEM);
+    if (o.data ? dataset_load(&test, o.data, "test.tsv") != 0
+               : dataset_make(&test, ex_hash64((uint64_t)o.test_seed, 0x74657374ull), o.n_test) != 0)
+        return fail("test data", o.data ? PERPO_ERR_FORMAT : PERPO_ERR_NOMEM);
+    o.n_test = test.n;
     runs = (run_result *)calloc((size_t)o.seeds, sizeof *runs);
     if (!runs) return fail("results", PERPO_ERR_NOMEM);
     for (s = 0; s < o.seeds; s++) {

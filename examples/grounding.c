@@ -40,15 +40,23 @@ static void set_defaults(options *o) {
     o->beta = 1.0; o->gamma = 0.5; o->temperature = 1.0; o->top_p = 0.8; o->margin = 0.3;
     o->nll = 1.0; o->mean_logp = 1;
     o->sft_lr = 2e-3; o->pref_lr = 3e-4;
-    o->objective = "dpo,perpo"; o->out = "results/grounding"; o->sft_ckpt = NULL;
+    o->objective = "dpo,perpo"; o->out = "results/grounding"; o->sft_ckpt = NULL; o->data = NULL;
+}
+
+/* ---- The model ---------------------------------------------------------------------------- */
+static perpo_config model_config(void) {
+    perpo_config c = perpo_config_default(); /* 64x64, 8x8 patches, width 128, 2+4 blocks */
+    c.max_text = 40;                         /* BOS + "yellow triangle" + SEP + box + EOS fits */
+    c.max_batch = 32;
+    return c;
 }
 
 /* ---- Data: scenes, their images, prompts and answers ------------------------------------- */
 typedef struct dataset {
     int n;
     float *images;            /* n * IMG_FLOATS */
-    char (*prompt)[24];
-    char (*answer)[32];
+    char (*prompt)[TEXT_CAP];
+    char (*answer)[TEXT_CAP];
     float (*box)[4];
     perpo_example *examples;  /* image + prompt + answer, as the trainers take them */
 } dataset;
@@ -58,16 +66,28 @@ static void dataset_free(dataset *d) {
     memset(d, 0, sizeof *d);
 }
 
-static int dataset_make(dataset *d, uint64_t base, int n) {
-    int i;
+static int dataset_alloc(dataset *d, int n) {
     memset(d, 0, sizeof *d);
     d->n = n;
     d->images = (float *)malloc((size_t)n * IMG_FLOATS * sizeof(float));
-    d->prompt = (char (*)[24])calloc((size_t)n, sizeof *d->prompt);
-    d->answer = (char (*)[32])calloc((size_t)n, sizeof *d->answer);
+    d->prompt = (char (*)[TEXT_CAP])calloc((size_t)n, sizeof *d->prompt);
+    d->answer = (char (*)[TEXT_CAP])calloc((size_t)n, sizeof *d->answer);
     d->box = (float (*)[4])calloc((size_t)n, sizeof *d->box);
     d->examples = (perpo_example *)calloc((size_t)n, sizeof *d->examples);
     if (!d->images || !d->prompt || !d->answer || !d->box || !d->examples) { dataset_free(d); return -1; }
+    return 0;
+}
+
+static void dataset_link(dataset *d, int i) {
+    d->examples[i].image = d->images + (size_t)i * IMG_FLOATS;
+    d->examples[i].prompt = d->prompt[i];
+    d->examples[i].response = d->answer[i];
+}
+
+/* n synthetic scenes drawn from seed base. */
+static int dataset_make(dataset *d, uint64_t base, int n) {
+    int i;
+    if (dataset_alloc(d, n) != 0) return -1;
     for (i = 0; i < n; i++) {
         ex_scene s;
         if (ex_scene_from_index(base, (uint64_t)i, IMG, IMG, &s) != 0) { dataset_free(d); return -1; }
@@ -75,10 +95,36 @@ static int dataset_make(dataset *d, uint64_t base, int n) {
         ex_scene_prompt(&s, d->prompt[i], sizeof d->prompt[i]);
         ex_scene_answer(&s, d->answer[i], sizeof d->answer[i]);
         memcpy(d->box[i], s.box, sizeof s.box);
-        d->examples[i].image = d->images + (size_t)i * IMG_FLOATS;
-        d->examples[i].prompt = d->prompt[i];
-        d->examples[i].response = d->answer[i];
+        dataset_link(d, i);
     }
+    return 0;
+}
+
+/* The examples of DIR/NAME (--data): 64x64 images, answers that hold a box. */
+static int dataset_load(dataset *d, const char *dir, const char *name) {
+    user_data u;
+    int i;
+    if (user_data_load(&u, dir, name, IMG, IMG) != 0) return -1;
+    if (dataset_alloc(d, (int)u.manifest.n) != 0) { user_data_free(&u); return -1; }
+    memcpy(d->images, u.images, u.manifest.n * IMG_FLOATS * sizeof(float));
+    for (i = 0; i < d->n; i++) {
+        const perpo_manifest_entry *e = &u.manifest.entries[i];
+        size_t lp = strlen(e->prompt), la = strlen(e->answer);
+        if (lp + la + 3 > (size_t)model_config().max_text) {
+            fprintf(stderr, "error: %s/%s line %zu: prompt and answer are %zu bytes, at most %d fit\n", dir, name,
+                    e->line, lp + la, model_config().max_text - 3);
+            break;
+        }
+        if (!perpo_parse_box(e->answer, la, (float)IMG, (float)IMG, d->box[i])) {
+            fprintf(stderr, "error: %s/%s line %zu: the answer \"%s\" holds no box [x1,y1,x2,y2]\n", dir, name, e->line, e->answer);
+            break;
+        }
+        memcpy(d->prompt[i], e->prompt, lp + 1);
+        memcpy(d->answer[i], e->answer, la + 1);
+        dataset_link(d, i);
+    }
+    user_data_free(&u);
+    if (i < d->n) { dataset_free(d); return -1; }
     return 0;
 }
 
@@ -162,13 +208,6 @@ typedef struct run_result {
     int best_obj;               /* index of PerPO in obj[] (for the picture), or -1 */
 } run_result;
 
-static perpo_config model_config(void) {
-    perpo_config c = perpo_config_default(); /* 64x64, 8x8 patches, width 128, 2+4 blocks */
-    c.max_text = 40;                         /* BOS + "yellow triangle" + SEP + box + EOS fits */
-    c.max_batch = 32;
-    return c;
-}
-
 static int run_one(const options *o, int seed, const dataset *test, run_result *r) {
     perpo_config cfg = model_config();
     perpo_model *sft = NULL, *pol = NULL;
@@ -187,7 +226,9 @@ static int run_one(const options *o, int seed, const dataset *test, run_result *
     r->sft_text = (char *)calloc((size_t)test->n, TEXT_CAP);
     r->best_text = (char *)calloc((size_t)test->n, TEXT_CAP);
     if (!r->sft_text || !r->best_text) return fail("results", PERPO_ERR_NOMEM);
-    if (dataset_make(&train, ex_hash64((uint64_t)seed, 0x7261696eull), o->n_train) != 0) return fail("training scenes", PERPO_ERR_NOMEM);
+    if (o->data ? dataset_load(&train, o->data, "train.tsv") != 0
+                : dataset_make(&train, ex_hash64((uint64_t)seed, 0x7261696eull), o->n_train) != 0)
+        return fail("training data", o->data ? PERPO_ERR_FORMAT : PERPO_ERR_NOMEM);
 
     /* 1. SFT from scratch (or from --sft-checkpoint, to iterate on the preference stage) */
     r->sft.name = "SFT";
@@ -312,7 +353,10 @@ int main(int argc, char **argv) {
     if (o.threads > 0) omp_set_num_threads(o.threads);
 #endif
     if (make_dirs(o.out) != 0) { fprintf(stderr, "error: cannot create %s\n", o.out); return 1; }
-    if (dataset_make(&test, ex_hash64((uint64_t)o.test_seed, 0x74657374ull), o.n_test) != 0) return fail("test scenes", PERPO_ERR_NOMEM);
+    if (o.data ? dataset_load(&test, o.data, "test.tsv") != 0
+               : dataset_make(&test, ex_hash64((uint64_t)o.test_seed, 0x74657374ull), o.n_test) != 0)
+        return fail("test data", o.data ? PERPO_ERR_FORMAT : PERPO_ERR_NOMEM);
+    o.n_test = test.n;
     runs = (run_result *)calloc((size_t)o.seeds, sizeof *runs);
     if (!runs) return fail("results", PERPO_ERR_NOMEM);
     for (s = 0; s < o.seeds; s++) {

@@ -22,7 +22,7 @@ typedef struct options {
     int seed, test_seed, seeds, n_samples, sft_steps, pref_steps, n_train, n_pref, n_test;
     int threads, batch, lists_per_step, verbose, mean_logp, max_batch;
     double beta, gamma, temperature, top_p, margin, sft_lr, pref_lr, nll;
-    const char *objective, *out, *sft_ckpt;
+    const char *objective, *out, *sft_ckpt, *data;
 } options;
 
 typedef struct option_spec {
@@ -76,6 +76,7 @@ static int parse_options(int argc, char **argv, options *o) {
         {"--threads", "OpenMP threads (0 = the runtime's default)", 'i', &o->threads, 0, 256},
         {"--verbose", "0 quiet, 1 progress on stderr", 'i', &o->verbose, 0, 2},
         {"--out", "output folder for results.json, the picture and the curves", 's', &o->out, 0, 0},
+        {"--data", "a folder with train.tsv and test.tsv (image path, prompt, answer; 8-bit PPM/PGM images) to use instead of the built-in synthetic data", 's', &o->data, 0, 0},
         {"--sft-checkpoint", "load the SFT model from this file if it exists, else train and save it there", 's', &o->sft_ckpt, 0, 0},
     };
     size_t n = sizeof spec / sizeof spec[0], k;
@@ -252,6 +253,47 @@ static int write_curves(const char *path, const char *title, const curve *sft, i
     p[2] = p[1]; p[2].title = "rewards/accuracies"; p[2].ylabel = "pairs ranked right"; p[2].ys = acc;
     p[3] = p[1]; p[3].title = "rewards/margins"; p[3].ylabel = "beta (s_best - s_worst)"; p[3].ys = mar;
     return ex_svg_plot_panels(path, title, n ? 4 : 1, p);
+}
+
+/* ---- Bring your own data: DIR/NAME.tsv lists image, prompt and answer per line ---------- */
+typedef struct user_data {
+    perpo_manifest manifest; /* owns the prompt and answer strings */
+    float *images;           /* manifest.n * W * H * 3 */
+} user_data;
+
+static void user_data_free(user_data *u) {
+    perpo_manifest_free(&u->manifest);
+    free(u->images);
+    u->images = NULL;
+}
+
+/* Loads DIR/NAME and its images (W x H, paths relative to DIR unless absolute). Prints what is
+   wrong, with the file and line, and returns -1 on any error. */
+static int user_data_load(user_data *u, const char *dir, const char *name, int W, int H) {
+    char path[2048], err[512];
+    size_t i, floats = (size_t)W * (size_t)H * 3;
+    perpo_status st;
+    memset(u, 0, sizeof *u);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if ((st = perpo_manifest_load(path, &u->manifest, err, sizeof err)) != PERPO_OK) {
+        fprintf(stderr, "error: %s (%s)\n", err[0] ? err : path, perpo_status_string(st));
+        return -1;
+    }
+    if (u->manifest.n == 0) { fprintf(stderr, "error: %s has no examples\n", path); return -1; }
+    u->images = (float *)malloc(u->manifest.n * floats * sizeof(float));
+    if (!u->images) { fprintf(stderr, "error: out of memory for %zu images\n", u->manifest.n); return -1; }
+    for (i = 0; i < u->manifest.n; i++) {
+        const perpo_manifest_entry *e = &u->manifest.entries[i];
+        char img_path[2048];
+        if (e->image[0] == '/') snprintf(img_path, sizeof img_path, "%s", e->image);
+        else snprintf(img_path, sizeof img_path, "%s/%s", dir, e->image);
+        if ((st = perpo_image_load_pnm(img_path, W, H, 3, u->images + i * floats, err, sizeof err)) != PERPO_OK) {
+            fprintf(stderr, "error: %s line %zu: %s\n", path, e->line, err);
+            user_data_free(u);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 #endif
