@@ -21,7 +21,7 @@ endif
 EXAMPLES := $(BUILD)/grounding $(BUILD)/dense_ocr $(BUILD)/loss_only
 TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) examples/common.h
 
-.PHONY: all test test-unit test-compile test-readme test-alloc test-blas test-sanitize fuzz demo demo-ocr bench bench-compare clean
+.PHONY: all test test-unit test-compile test-readme test-alloc test-blas test-portable test-sanitize fuzz demo demo-ocr bench bench-compare clean
 
 all: $(EXAMPLES) $(BUILD)/run_tests
 
@@ -35,7 +35,7 @@ $(BUILD)/run_tests: $(TEST_SRC) perpo.h | $(BUILD)
 $(BUILD)/%: examples/%.c examples/common.h perpo.h | $(BUILD)
 	$(CC) $(WARN) $(OPT) $(OMP) -o $@ $< $(LIBS)
 
-test: test-compile test-readme test-alloc test-blas test-unit
+test: test-compile test-readme test-alloc test-blas test-portable test-unit
 
 test-compile:
 	@sh tests/check_compile.sh
@@ -57,6 +57,12 @@ test-blas: | $(BUILD)
 	  OPENBLAS_NUM_THREADS=1 ./$(BUILD)/run_tests_cblas gemm PyTorch finite 2>&1 | tail -1 | sed 's/^/CBLAS build: /' | tee $(BUILD)/cblas.out && \
 	  grep -q ' 0 failed' $(BUILD)/cblas.out; \
 	else echo "CBLAS build: skipped (install libopenblas-dev to test PERPO_USE_CBLAS)"; fi
+
+# The portable C matrix product (no -march, so no intrinsics) against the same references.
+test-portable: | $(BUILD)
+	@$(CC) $(WARN) -O2 -o $(BUILD)/run_tests_portable tests/main.c $(LIBS)
+	@./$(BUILD)/run_tests_portable gemm PyTorch finite cache 2>&1 | tail -1 | sed 's/^/portable build: /' | tee $(BUILD)/portable.out
+	@grep -q ' 0 failed' $(BUILD)/portable.out
 
 # Allocation failure at every call count of create, train, save, load, generate, preference.
 $(BUILD)/alloc_fail: tests/alloc_fail.c perpo.h | $(BUILD)

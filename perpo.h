@@ -643,7 +643,7 @@ static size_t perpo__gemm_ws_floats(size_t n_max) {
 
 #ifndef PERPO_USE_CBLAS
 /* c (MR x NR, row stride ldc) = [c +] a . b over kc steps; a: packed A panel (MR floats per k),
-   b: packed B panel (NR floats per k). */
+   b: packed B panel (NR floats per k). Rows past mr may be skipped (their a is zero). */
 #ifdef PERPO__VEC
 /* Written out row by row: compilers keep the accumulators in registers only when unrolled. */
 #define PERPO__TILE_LOAD(i)                                                                 \
@@ -658,9 +658,10 @@ static size_t perpo__gemm_ws_floats(size_t n_max) {
 #define PERPO__TILE_STORE(i)                                                                \
     PERPO__VSTORE(c + i * ldc, c##i##0);                                                    \
     PERPO__VSTORE(c + i * ldc + PERPO__VLEN, c##i##1);
-static void perpo__gemm_tile(size_t kc, const float *a, const float *b, float *c, size_t ldc,
-                             int load) {
+static void perpo__gemm_tile(size_t kc, size_t mr, const float *a, const float *b, float *c,
+                             size_t ldc, int load) {
     size_t k;
+    (void)mr; /* all MR rows: they are registers */
     PERPO__ROWS(PERPO__TILE_LOAD)
     for (k = 0; k < kc; k++, a += PERPO__MR, b += PERPO__NR) {
         PERPO__VEC b0 = PERPO__VLOAD(b), b1 = PERPO__VLOAD(b + PERPO__VLEN);
@@ -670,17 +671,17 @@ static void perpo__gemm_tile(size_t kc, const float *a, const float *b, float *c
 }
 #else
 /* Portable: loops over a small array that compilers vectorize along j. */
-static void perpo__gemm_tile(size_t kc, const float *a, const float *b, float *c, size_t ldc,
-                             int load) {
+static void perpo__gemm_tile(size_t kc, size_t mr, const float *a, const float *b, float *c,
+                             size_t ldc, int load) {
     float acc[PERPO__MR][PERPO__NR];
-    size_t k;
-    int i, j;
-    for (i = 0; i < PERPO__MR; i++)
+    size_t k, i;
+    int j;
+    for (i = 0; i < mr; i++)
         for (j = 0; j < PERPO__NR; j++) acc[i][j] = load ? c[i * ldc + j] : 0.0f;
     for (k = 0; k < kc; k++, a += PERPO__MR, b += PERPO__NR)
-        for (i = 0; i < PERPO__MR; i++)
+        for (i = 0; i < mr; i++)
             for (j = 0; j < PERPO__NR; j++) acc[i][j] += a[i] * b[j];
-    for (i = 0; i < PERPO__MR; i++)
+    for (i = 0; i < mr; i++)
         for (j = 0; j < PERPO__NR; j++) c[i * ldc + j] = acc[i][j];
 }
 #endif
@@ -785,7 +786,7 @@ static void perpo__gemm(int ta, int tb, size_t M, size_t N, size_t K,
                         for (r = 0; load && r < mr; r++)
                             memcpy(tile + r * PERPO__NR, c + r * ldc, nr * sizeof(float));
                     }
-                    perpo__gemm_tile(kc, a, ws + jp * kc * PERPO__NR, edge ? tile : c,
+                    perpo__gemm_tile(kc, mr, a, ws + jp * kc * PERPO__NR, edge ? tile : c,
                                      edge ? PERPO__NR : ldc, load);
                     for (r = 0; edge && r < mr; r++)
                         memcpy(c + r * ldc, tile + r * PERPO__NR, nr * sizeof(float));
