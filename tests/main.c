@@ -18,7 +18,7 @@
 #include "t_data.c"
 
 static const perpo_test_case *const suites[] = {perpo_tests_kernels, perpo_tests_model, perpo_tests_rewards,
-                                                 perpo_tests_objectives, perpo_tests_examples, perpo_tests_pref,
+                                                 perpo_tests_objectives, perpo_tests_examples, perpo_tests_pref, perpo_tests_pref_ocr,
                                                  perpo_tests_data};
 
 int main(int argc, char **argv) {
