@@ -392,24 +392,10 @@ int main(int argc, char **argv) {
            runs[0].lists_kept, o.margin, runs[0].total_s);
 
     /* results.json */
-    snprintf(path, sizeof path, "%s/results.json", o.out);
-    f = fopen(path, "w");
-    if (!f) { fprintf(stderr, "error: cannot write %s\n", path); return 1; }
-    ex_json_init(&j, f);
-    ex_json_object_begin(&j);
-    ex_json_kv_string(&j, "task", "grounding");
-    json_options(&j, &o);
-    ex_json_key(&j, "runs");
-    ex_json_array_begin(&j);
+    if (!(f = results_begin(&j, &o, "grounding", path, sizeof path))) return 1;
     for (s = 0; s < o.seeds; s++) {
-        ex_json_object_begin(&j);
-        ex_json_kv_int(&j, "seed", o.seed + s);
-        ex_json_kv_int(&j, "lists_sampled", (long long)runs[s].lists_sampled);
-        ex_json_kv_int(&j, "lists_kept", (long long)runs[s].lists_kept);
-        ex_json_kv_number(&j, "mean_sample_iou", runs[s].mean_list_reward);
-        ex_json_kv_number(&j, "seconds", runs[s].total_s);
-        ex_json_key(&j, "methods");
-        ex_json_array_begin(&j);
+        results_run_begin(&j, o.seed + s, runs[s].lists_sampled, runs[s].lists_kept, runs[s].mean_list_reward,
+                          runs[s].total_s);
         for (k = -2; k < runs[s].n_obj; k++) {
             const method_result *mr = k == -2 ? &runs[s].sft : k == -1 ? &runs[s].bon : &runs[s].obj[k];
             ex_json_object_begin(&j);
@@ -418,25 +404,18 @@ int main(int argc, char **argv) {
             ex_json_kv_number(&j, "train_seconds", mr->train_s);
             ex_json_object_end(&j);
         }
-        ex_json_array_end(&j);
-        ex_json_object_end(&j);
+        results_run_end(&j);
     }
-    ex_json_array_end(&j);
-    ex_json_object_end(&j);
-    if (ex_json_finish(&j) != 0 || fclose(f) != 0) { fprintf(stderr, "error: writing %s failed\n", path); return 1; }
-    printf("wrote %s\n", path);
+    if (results_end(&j, f, path) != 0) return 1;
     snprintf(path, sizeof path, "%s/grounding_examples.png", o.out);
     if (write_picture(path, &test, &runs[0]) != 0) fprintf(stderr, "warning: cannot write %s\n", path);
     else printf("wrote %s (green: truth, red: SFT, yellow: PerPO)\n", path);
-    snprintf(path, sizeof path, "%s/training_curves.svg", o.out);
     {
         const char *names[EX_MAX_OBJECTIVES];
         const curve *curves[EX_MAX_OBJECTIVES];
         for (k = 0; k < runs[0].n_obj; k++) { names[k] = runs[0].obj[k].name; curves[k] = &runs[0].obj[k].curve; }
-        rc = write_curves(path, "PerPO on synthetic grounding: training curves", &runs[0].sft.curve, runs[0].n_obj, names, curves);
+        curves_output(&o, "PerPO on synthetic grounding: training curves", &runs[0].sft.curve, runs[0].n_obj, names, curves);
     }
-    if (rc != 0) fprintf(stderr, "warning: cannot write %s\n", path);
-    else printf("wrote %s\n", path);
     for (s = 0; s < o.seeds; s++) { free(runs[s].sft_text); free(runs[s].best_text); }
     free(runs);
     dataset_free(&test);

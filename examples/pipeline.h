@@ -229,6 +229,8 @@ static void json_options(ex_json *j, const options *o) {
     ex_json_kv_int(j, "train", o->n_train); ex_json_kv_int(j, "pref_prompts", o->n_pref); ex_json_kv_int(j, "test", o->n_test);
     ex_json_kv_int(j, "batch", o->batch); ex_json_kv_int(j, "lists", o->lists_per_step);
     ex_json_kv_string(j, "objective", o->objective); ex_json_kv_int(j, "threads", o->threads);
+    if (o->data) ex_json_kv_string(j, "data", o->data);
+    if (o->sft_ckpt) ex_json_kv_string(j, "sft_checkpoint", o->sft_ckpt);
     ex_json_object_end(j);
 }
 
@@ -253,6 +255,55 @@ static int write_curves(const char *path, const char *title, const curve *sft, i
     p[2] = p[1]; p[2].title = "rewards/accuracies"; p[2].ylabel = "pairs ranked right"; p[2].ys = acc;
     p[3] = p[1]; p[3].title = "rewards/margins"; p[3].ylabel = "beta (s_best - s_worst)"; p[3].ys = mar;
     return ex_svg_plot_panels(path, title, n ? 4 : 1, p);
+}
+
+/* ---- results.json and the training curves ------------------------------------------------ */
+/* Opens DIR/results.json and writes {"task": ..., "flags": {...}, "runs": [ ; NULL (with a
+   message) when the file cannot be created. path gets the file's name. */
+static FILE *results_begin(ex_json *j, const options *o, const char *task, char *path, size_t cap) {
+    FILE *f;
+    snprintf(path, cap, "%s/results.json", o->out);
+    f = fopen(path, "w");
+    if (!f) { fprintf(stderr, "error: cannot write %s\n", path); return NULL; }
+    ex_json_init(j, f);
+    ex_json_object_begin(j);
+    ex_json_kv_string(j, "task", task);
+    json_options(j, o);
+    ex_json_key(j, "runs");
+    ex_json_array_begin(j);
+    return f;
+}
+/* One run's common fields, then opens its "methods" array. */
+static void results_run_begin(ex_json *j, int seed, size_t sampled, size_t kept, double mean_reward, double seconds) {
+    ex_json_object_begin(j);
+    ex_json_kv_int(j, "seed", seed);
+    ex_json_kv_int(j, "lists_sampled", (long long)sampled);
+    ex_json_kv_int(j, "lists_kept", (long long)kept);
+    ex_json_kv_number(j, "mean_sample_reward", mean_reward);
+    ex_json_kv_number(j, "seconds", seconds);
+    ex_json_key(j, "methods");
+    ex_json_array_begin(j);
+}
+static void results_run_end(ex_json *j) {
+    ex_json_array_end(j);
+    ex_json_object_end(j);
+}
+/* Closes the document and the file; 0 on success. */
+static int results_end(ex_json *j, FILE *f, const char *path) {
+    ex_json_array_end(j);
+    ex_json_object_end(j);
+    if (ex_json_finish(j) != 0 || fclose(f) != 0) { fprintf(stderr, "error: writing %s failed\n", path); return -1; }
+    printf("wrote %s\n", path);
+    return 0;
+}
+
+/* DIR/training_curves.svg from the first seed's curves. */
+static void curves_output(const options *o, const char *title, const curve *sft, int n, const char *const *names,
+                          const curve *const *runs) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/training_curves.svg", o->out);
+    if (write_curves(path, title, sft, n, names, runs) != 0) fprintf(stderr, "warning: cannot write %s\n", path);
+    else printf("wrote %s\n", path);
 }
 
 /* ---- Bring your own data: DIR/NAME.tsv lists image, prompt and answer per line ---------- */

@@ -24,6 +24,12 @@
 #endif
 #define TP_SHIFT 0.08f /* every SFT label is the true box moved right and down by this */
 
+/* The preference stage every pipeline test below runs (see the settings above). */
+static void tp_pref_stage(perpo_pref_config *pc) {
+    pc->lists_per_step = 4; pc->optim.lr = TP_LR; pc->optim.min_lr = TP_LR * 0.1f; pc->optim.warmup_steps = 5;
+    pc->optim.total_steps = TP_STEPS; pc->nll_weight = TP_NLL; pc->objective.beta = TP_BETA; pc->mean_logp = TP_MEAN;
+}
+
 typedef struct tp_data {
     float img[TP_SCENES][TP_FLOATS];
     char prompt[TP_SCENES][24], answer[TP_SCENES][32], wrong[TP_SCENES][32];
@@ -121,8 +127,7 @@ static void test_perpo_raises_reward(perpo_test *t) {
     kept = perpo_pref_filter(set.lists, set.n_lists, 0.05f);
     CHECK(kept >= TP_NOISY / 2);
     CHECK_OK(perpo_pref_reference(m, set.lists, kept));
-    pc.lists_per_step = 4; pc.optim.lr = TP_LR; pc.optim.min_lr = TP_LR * 0.1f; pc.optim.warmup_steps = 5;
-    pc.optim.total_steps = TP_STEPS; pc.nll_weight = TP_NLL; pc.objective.beta = TP_BETA; pc.mean_logp = TP_MEAN;
+    tp_pref_stage(&pc);
     CHECK_OK(perpo_pref_train(m, set.lists, kept, &pc, NULL, NULL));
     after = tp_greedy_iou(m, &d, TP_NOISY);
     for (k = 0; k < 8; k++) { sc.seed = 100 + (uint64_t)k; sampled_after += tp_mean_iou(m, &d, TP_NOISY, &sc) / 8; }
@@ -174,8 +179,7 @@ static void test_perpo_fixes_greedy_answers(perpo_test *t) {
     kept = perpo_pref_filter(set.lists, set.n_lists, 0.3f);
     CHECK(kept >= TP_MIXED / 2);
     CHECK_OK(perpo_pref_reference(m, set.lists, kept));
-    pc.lists_per_step = 4; pc.optim.lr = TP_LR; pc.optim.min_lr = TP_LR * 0.1f; pc.optim.warmup_steps = 5;
-    pc.optim.total_steps = TP_STEPS; pc.nll_weight = TP_NLL; pc.objective.beta = TP_BETA; pc.mean_logp = TP_MEAN;
+    tp_pref_stage(&pc);
     CHECK_OK(perpo_pref_train(m, set.lists, kept, &pc, NULL, NULL));
     after = tp_greedy_iou(m, &d, TP_MIXED);
     fprintf(stderr, "    greedy IoU on %d prompts trained half on wrong boxes: %.3f -> %.3f (%zu lists)\n",
@@ -365,8 +369,7 @@ static void test_perpo_fixes_greedy_transcriptions(perpo_test *t) {
     kept = perpo_pref_filter(set.lists, set.n_lists, 0.05f);
     CHECK(kept >= TO_PAGES / 2);
     CHECK_OK(perpo_pref_reference(m, set.lists, kept));
-    pc.lists_per_step = 4; pc.optim.lr = TP_LR; pc.optim.min_lr = TP_LR * 0.1f; pc.optim.warmup_steps = 5;
-    pc.optim.total_steps = TP_STEPS; pc.nll_weight = TP_NLL; pc.objective.beta = TP_BETA; pc.mean_logp = TP_MEAN;
+    tp_pref_stage(&pc);
     CHECK_OK(perpo_pref_train(m, set.lists, kept, &pc, NULL, NULL));
     after = to_greedy_reward(m, &d);
     fprintf(stderr, "    greedy 1 - NED on %d pages trained half on wrong text: %.3f -> %.3f (%zu lists)\n",
