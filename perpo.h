@@ -891,6 +891,20 @@ static void perpo__gelu_backward(float *dinp, const float *inp, const float *dou
     }
 }
 
+/* y[0..n) += a * x[0..n), for arrays that do not overlap: saying so (restrict) is what lets
+   compilers vectorize the attention loops, whose pointers all come from the same buffers. */
+#if !defined(__cplusplus)
+#define PERPO__RESTRICT restrict
+#elif defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER)
+#define PERPO__RESTRICT __restrict
+#else
+#define PERPO__RESTRICT
+#endif
+static void perpo__axpy(float *PERPO__RESTRICT y, float a, const float *PERPO__RESTRICT x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) y[i] += a * x[i];
+}
+
 /* ---- Multi-head self-attention core ----------------------------------------------------- *
  * qkv: (B,T,3D) holding q | k | v; head h uses columns h*hd..(h+1)*hd of each. out: (B,T,D).
  * att: (B,H,T,T) softmax probabilities kept for backward (zero above the diagonal if causal).
@@ -914,11 +928,7 @@ static void perpo__attention_forward(float *out, float *att, const float *qkv, s
             size_t n = causal ? t + 1 : T;
             float mx = -INFINITY, sum = 0.0f;
             for (t2 = 0; t2 < n; t2++) p[t2] = 0.0f;
-            for (i = 0; i < hd; i++) {
-                const float *k = kt + i * T;
-                float qi = q[i];
-                for (t2 = 0; t2 < n; t2++) p[t2] += qi * k[t2];
-            }
+            for (i = 0; i < hd; i++) perpo__axpy(p, q[i], kt + i * T, n);
             for (t2 = 0; t2 < n; t2++) {
                 p[t2] *= scale;
                 if (p[t2] > mx) mx = p[t2];
@@ -927,10 +937,7 @@ static void perpo__attention_forward(float *out, float *att, const float *qkv, s
             for (t2 = 0; t2 < n; t2++) p[t2] /= sum;
             for (t2 = n; t2 < T; t2++) p[t2] = 0.0f;
             for (i = 0; i < hd; i++) o[i] = 0.0f;
-            for (t2 = 0; t2 < n; t2++) {
-                const float *v = qkv + (b * T + t2) * 3 * D + 2 * D + h * hd;
-                for (i = 0; i < hd; i++) o[i] += p[t2] * v[i];
-            }
+            for (t2 = 0; t2 < n; t2++) perpo__axpy(o, p[t2], qkv + (b * T + t2) * 3 * D + 2 * D + h * hd, hd);
         }
     }
 }
@@ -954,21 +961,15 @@ static void perpo__attention_backward(float *dqkv, const float *dout, const floa
             size_t n = causal ? t + 1 : T;
             float dot = 0.0f;
             for (t2 = 0; t2 < n; t2++) dp[t2] = 0.0f; /* dp = dy . v */
-            for (i = 0; i < hd; i++) {
-                const float *v = vt + i * T;
-                float di = dy[i];
-                for (t2 = 0; t2 < n; t2++) dp[t2] += di * v[t2];
-            }
+            for (i = 0; i < hd; i++) perpo__axpy(dp, dy[i], vt + i * T, n);
             for (t2 = 0; t2 < n; t2++) { /* dv += p dy */
-                float *dv = dqkv + (b * T + t2) * 3 * D + 2 * D + h * hd;
-                for (i = 0; i < hd; i++) dv[i] += p[t2] * dy[i];
+                perpo__axpy(dqkv + (b * T + t2) * 3 * D + 2 * D + h * hd, p[t2], dy, hd);
                 dot += dp[t2] * p[t2];
             }
             for (t2 = 0; t2 < n; t2++) { /* softmax backward, then through q.k */
-                const float *k = qkv + (b * T + t2) * 3 * D + D + h * hd;
-                float *dk = dqkv + (b * T + t2) * 3 * D + D + h * hd;
                 float ds = p[t2] * (dp[t2] - dot) * scale;
-                for (i = 0; i < hd; i++) { dq[i] += ds * k[i]; dk[i] += ds * q[i]; }
+                perpo__axpy(dq, ds, qkv + (b * T + t2) * 3 * D + D + h * hd, hd);
+                perpo__axpy(dqkv + (b * T + t2) * 3 * D + D + h * hd, ds, q, hd);
             }
         }
     }
