@@ -21,7 +21,7 @@ endif
 EXAMPLES := $(BUILD)/grounding $(BUILD)/dense_ocr $(BUILD)/loss_only
 TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) examples/common.h
 
-.PHONY: all test test-unit test-compile test-readme test-alloc test-blas test-portable test-sanitize fuzz demo demo-ocr bench bench-compare clean
+.PHONY: all test test-unit test-compile test-readme test-alloc test-blas test-portable test-sanitize fuzz demo demo-ocr bench bench-compare bench-scaling clean
 
 all: $(EXAMPLES) $(BUILD)/run_tests
 
@@ -103,6 +103,12 @@ $(BUILD)/bench_cblas: bench/bench.c perpo.h | $(BUILD)
 
 bench: $(BUILD)/bench
 	./$(BUILD)/bench $(BENCH_ARGS)
+
+$(BUILD)/scaling: bench/scaling.c perpo.h | $(BUILD)
+	$(CC) $(WARN) $(OPT) $(OMP) -o $@ bench/scaling.c $(LIBS)
+
+bench-scaling: $(BUILD)/scaling
+	./$(BUILD)/scaling $(SCALING_ARGS)
 
 bench-compare: $(BUILD)/bench $(if $(HAVE_OPENBLAS),$(BUILD)/bench_cblas)
 	BENCH=$(BUILD)/bench BENCH_CBLAS=$(if $(HAVE_OPENBLAS),$(BUILD)/bench_cblas) /usr/bin/python3 bench/compare.py $(COMPARE_ARGS)
