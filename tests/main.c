@@ -1,7 +1,7 @@
 /* The test runner: one translation unit holding the implementation and every suite, so the
  * kernel tests can reach the header's private functions. Prints "N passed, N failed" last and
  * exits non-zero on any failure. Run from the repository root (reference files are read from
- * tests/ref/). Arguments, if any, run only the tests whose name contains one of them. */
+ * tests/ref/). Arguments select tests by name: NAME runs those containing it, -NAME skips them. */
 #define PERPO_IMPLEMENTATION
 #include "../perpo.h"
 #include "test.h"
@@ -29,8 +29,16 @@ int main(int argc, char **argv) {
         const perpo_test_case *c;
         for (c = suites[s]; c->name; c++) {
             perpo_test t;
-            int wanted = argc < 2;
-            for (a = 1; a < argc; a++) wanted |= strstr(c->name, argv[a]) != NULL;
+            int wanted = 1, any_include = 0;
+            for (a = 1; a < argc; a++) { /* NAME includes, -NAME excludes */
+                if (argv[a][0] == '-') { if (strstr(c->name, argv[a] + 1)) wanted = 0; }
+                else any_include = 1;
+            }
+            if (any_include) {
+                int hit = 0;
+                for (a = 1; a < argc; a++) hit |= argv[a][0] != '-' && strstr(c->name, argv[a]) != NULL;
+                wanted &= hit;
+            }
             if (!wanted) continue;
             t.name = c->name;
             t.failures = 0;
