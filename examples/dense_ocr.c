@@ -16,9 +16,6 @@
 #include "common.h"
 #include "pipeline.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #define IMG 64                  /* pages are IMG x IMG RGB: a 10 x 7 character grid */
 #define IMG_FLOATS (IMG * IMG * 3)
@@ -339,12 +336,7 @@ int main(int argc, char **argv) {
     FILE *f;
     ex_json j;
     set_defaults(&o);
-    rc = parse_options(argc, argv, &o);
-    if (rc) return rc > 0 ? 0 : 2;
-#ifdef _OPENMP
-    if (o.threads > 0) omp_set_num_threads(o.threads);
-#endif
-    if (make_dirs(o.out) != 0) { fprintf(stderr, "error: cannot create %s\n", o.out); return 1; }
+    if ((rc = experiment_start(argc, argv, &o)) != 0) return rc > 0 ? 0 : 2;
     if (o.data ? dataset_load(&test, o.data, "test.tsv") != 0
                : dataset_make(&test, ex_hash64((uint64_t)o.test_seed, 0x74657374ull), o.n_test) != 0)
         return fail("test data", o.data ? PERPO_ERR_FORMAT : PERPO_ERR_NOMEM);

@@ -8,6 +8,9 @@
 
 #include <errno.h>
 #include <time.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #ifdef _WIN32
 #include <direct.h>
 #define ex_mkdir(p) _mkdir(p)
@@ -255,6 +258,18 @@ static int write_curves(const char *path, const char *title, const curve *sft, i
     p[2] = p[1]; p[2].title = "rewards/accuracies"; p[2].ylabel = "pairs ranked right"; p[2].ys = acc;
     p[3] = p[1]; p[3].title = "rewards/margins"; p[3].ylabel = "beta (s_best - s_worst)"; p[3].ys = mar;
     return ex_svg_plot_panels(path, title, n ? 4 : 1, p);
+}
+
+/* What every experiment does first: the command line, the thread count, the output folder.
+   0 to go on, 1 after --help, -1 on an error (already reported). */
+static int experiment_start(int argc, char **argv, options *o) {
+    int rc = parse_options(argc, argv, o);
+    if (rc) return rc;
+#ifdef _OPENMP
+    if (o->threads > 0) omp_set_num_threads(o->threads);
+#endif
+    if (make_dirs(o->out) != 0) { fprintf(stderr, "error: cannot create %s\n", o->out); return -1; }
+    return 0;
 }
 
 /* ---- results.json and the training curves ------------------------------------------------ */
