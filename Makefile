@@ -18,10 +18,13 @@ ifeq ($(BLAS),1)
   LIBS += $(shell pkg-config --libs openblas 2>/dev/null || echo -lopenblas)
 endif
 
+# What the pretraining record (examples/models/*.json) says about the build.
+EX_DEFS := -DEX_COMMIT='"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)"' -DEX_BUILD_FLAGS='"$(OPT) $(OMP)"'
+
 EXAMPLES := $(BUILD)/grounding $(BUILD)/dense_ocr $(BUILD)/loss_only
 TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) examples/common.h
 
-.PHONY: all test test-unit test-compile test-readme test-alloc test-blas test-portable test-sanitize fuzz demo demo-ocr bench bench-compare bench-scaling clean
+.PHONY: pretrain all test test-unit test-compile test-readme test-alloc test-blas test-portable test-sanitize fuzz demo demo-ocr bench bench-compare bench-scaling clean
 
 all: $(EXAMPLES) $(BUILD)/run_tests
 
@@ -33,7 +36,7 @@ $(BUILD)/run_tests: $(TEST_SRC) perpo.h | $(BUILD)
 	$(CC) $(WARN) $(OPT) -o $@ tests/main.c $(LIBS)
 
 $(BUILD)/%: examples/%.c examples/common.h perpo.h | $(BUILD)
-	$(CC) $(WARN) $(OPT) $(OMP) -o $@ $< $(LIBS)
+	$(CC) $(WARN) $(OPT) $(OMP) $(EX_DEFS) -o $@ $< $(LIBS)
 
 test: test-compile test-readme test-alloc test-blas test-portable test-unit
 
@@ -89,6 +92,13 @@ test-sanitize: $(BUILD)/run_tests_san $(BUILD)/alloc_fail_san
 FUZZ_SECONDS ?= 60
 fuzz:
 	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
+
+# SFT from scratch on fresh scenes: examples/models/grounding_sft.ckpt and its JSON record.
+# Resumable: run it again after an interruption and it continues from the .partial file.
+PRETRAIN_ARGS ?= --sft-steps 8000 --sft-lr 1e-3 --sft-warmup 200 --batch 32 --seed 1 --val 2000 --val-seed 555
+pretrain: $(BUILD)/grounding
+	@mkdir -p examples/models
+	./$(BUILD)/grounding --pretrain 1 --sft-checkpoint examples/models/grounding_sft.ckpt $(PRETRAIN_ARGS)
 
 demo: $(BUILD)/grounding
 	./$(BUILD)/grounding --out results/grounding

@@ -92,7 +92,13 @@ PERPODEF const char *perpo_status_string(perpo_status status);
 
 typedef struct perpo_config {
     int image_h, image_w, channels; /* input image, float [H][W][C] in [0,1] */
-    int patch;                      /* P: non-overlapping P x P patches become vision tokens */
+    int patch_h, patch_w;           /* non-overlapping patch_h x patch_w patches become vision
+                                       tokens (6 x 8 fits one character cell of a page) */
+    int pos_channels;               /* 1: the model appends x and y in [-1, 1] to every pixel
+                                       (CoordConv); images stay `channels` wide. 0: off */
+    int vis_sincos;                 /* 1: a fixed 2D sin-cos code of each patch's column and row
+                                       is added to the learned vision positions (needs d_model
+                                       % 4 == 0). 0: off */
     int d_model;                    /* width of every token */
     int n_heads;                    /* attention heads (d_model % n_heads == 0) */
     int n_vis_layers;               /* bidirectional blocks of the vision encoder */
@@ -104,7 +110,9 @@ typedef struct perpo_config {
     void *alloc_ctx;                /* passed to PERPO_MALLOC/FREE; not saved in checkpoints */
 } perpo_config;
 
-/* 64x64 RGB, 8x8 patches, width 128, 4 heads, 2 vision + 4 decoder blocks, 48 text positions. */
+/* 64x64 RGB, 8x8 patches, width 128, 4 heads, 2 vision + 4 decoder blocks, 48 text positions,
+   position channels and sin-cos vision positions off (the examples turn both on: a vision
+   encoder trained from scratch learns where things are 2-3x sooner with them). */
 PERPODEF perpo_config perpo_config_default(void);
 /* PERPO_OK when every field is in range and the derived sizes fit in memory arithmetic. */
 PERPODEF perpo_status perpo_config_validate(const perpo_config *cfg);
@@ -130,8 +138,9 @@ PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path);
 /* The same, with the allocator context the loaded model will pass to PERPO_MALLOC/FREE. */
 PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, void *alloc_ctx);
 
-/* Copies the parameters of src into dst (same config) and resets dst's optimizer: how the
-   examples start DPO and PerPO from the same SFT weights. */
+/* Copies the parameters of src into dst and resets dst's optimizer: how the examples start DPO
+   and PerPO from the same SFT weights. Every config field must match except max_batch and
+   alloc_ctx (PERPO_ERR_ARG otherwise). */
 PERPODEF perpo_status perpo_model_copy_params(perpo_model *dst, const perpo_model *src);
 /* Flat views for tools and tests: parameters and gradients share one layout. */
 PERPODEF size_t perpo_model_num_params(const perpo_model *model);
@@ -305,6 +314,17 @@ PERPODEF perpo_train_config perpo_train_default(void);
 PERPODEF perpo_status perpo_sft_train(perpo_model *model, const perpo_example *examples, size_t n,
                                       const perpo_train_config *tc, perpo_progress_fn progress,
                                       void *user);
+/* A stream of training examples instead of a fixed set (fresh data every step): the trainer asks
+   for example `index` (0, 1, 2, ... over the whole run, accumulation included) into batch slot
+   `slot` (0 .. batch_size-1). The example's image and strings must stay valid until that slot is
+   asked for again. Make it a pure function of index and a resumed run sees exactly the data
+   the uninterrupted one saw. Return PERPO_OK, or an error that stops training with it. */
+typedef perpo_status (*perpo_example_fn)(size_t index, size_t slot, perpo_example *out, void *user);
+/* perpo_sft_train over a stream. An example that does not fit max_text, or has a NULL field,
+   stops training with PERPO_ERR_ARG (the steps already taken are kept). */
+PERPODEF perpo_status perpo_sft_train_stream(perpo_model *model, perpo_example_fn next, void *next_user,
+                                             const perpo_train_config *tc, perpo_progress_fn progress,
+                                             void *user);
 
 /* ---- Sampling --------------------------------------------------------------------------- */
 typedef struct perpo_sample_config {
@@ -991,15 +1011,36 @@ static float perpo__logsumexp(const float *x, size_t n) {
 }
 
 /* ---- Patchify: image (H,W,C) -> (NP, P*P*C) rows, patches row-major, pixels (dy,dx,c) --- */
-static void perpo__patchify(float *out, const float *img, size_t H, size_t W, size_t C, size_t P) {
-    size_t py, px, dy, dx, c, r = 0, npx = W / P;
-    for (py = 0; py < H / P; py++)
-        for (px = 0; px < npx; px++, r++) {
-            float *o = out + r * P * P * C;
-            for (dy = 0; dy < P; dy++)
-                for (dx = 0; dx < P; dx++)
-                    for (c = 0; c < C; c++) *o++ = img[((py * P + dy) * W + px * P + dx) * C + c];
-        }
+static void perpo__patchify(float *out, const float *img, const perpo_config *cfg) {
+    size_t H = (size_t)cfg->image_h, W = (size_t)cfg->image_w, C = (size_t)cfg->channels;
+    size_t PH = (size_t)cfg->patch_h, PW = (size_t)cfg->patch_w, py, px, dy, dx, c;
+    for (py = 0; py < H / PH; py++)
+        for (px = 0; px < W / PW; px++)
+            for (dy = 0; dy < PH; dy++)
+                for (dx = 0; dx < PW; dx++) {
+                    size_t y = py * PH + dy, x = px * PW + dx;
+                    for (c = 0; c < C; c++) *out++ = img[(y * W + x) * C + c];
+                    if (cfg->pos_channels) { /* x then y, each spanning [-1, 1] over the image */
+                        *out++ = W > 1 ? (float)(-1.0 + 2.0 * (double)x / (double)(W - 1)) : 0.0f;
+                        *out++ = H > 1 ? (float)(-1.0 + 2.0 * (double)y / (double)(H - 1)) : 0.0f;
+                    }
+                }
+}
+
+/* The fixed 2D sin-cos code of the vision positions (D % 4 == 0): for the patch in column px
+   and row py, with q = D / 4 and w_k = 100^(-k/q), the row is
+   [sin(px w_k), cos(px w_k), sin(py w_k), cos(py w_k)] for k = 0..q-1, each block of q. */
+static void perpo__sincos_2d(float *out, size_t cols, size_t rows, size_t D) {
+    size_t q = D / 4, px, py, k;
+    for (py = 0; py < rows; py++)
+        for (px = 0; px < cols; px++, out += D)
+            for (k = 0; k < q; k++) {
+                double w = pow(100.0, -(double)k / (double)q);
+                out[k] = (float)sin((double)px * w);
+                out[q + k] = (float)cos((double)px * w);
+                out[2 * q + k] = (float)sin((double)py * w);
+                out[3 * q + k] = (float)cos((double)py * w);
+            }
 }
 
 /* ==========================================================================================
@@ -1035,7 +1076,8 @@ struct perpo_model {
     perpo_config cfg;
     /* derived sizes */
     size_t NP, T, L, D, H, M, V, PPC; /* patches, text positions, NP+T, width, heads, MLP hidden,
-                                         vocab, patch vector length */
+                                         vocab, patch vector length (position channels included) */
+    size_t image_floats;              /* image_h * image_w * channels: one input image */
     size_t max_batch;
     /* parameters, gradients, AdamW moments: same layout, described by the tensor table */
     perpo__tensor *tensors;
@@ -1049,6 +1091,7 @@ struct perpo_model {
     float *arena;
     size_t arena_floats;
     float *patches;                      /* (maxB*NP, PPC) */
+    float *vis_sincos;                   /* (NP, D) fixed 2D sin-cos code, when cfg.vis_sincos */
     float **vis_x;                       /* LV+1 residual streams (maxB*NP, D) */
     perpo__block_acts *vis_acts;
     float *vis_lnf, *vis_lnf_mean, *vis_lnf_rstd, *proj_h, *proj_g, *img_tok;
@@ -1076,7 +1119,7 @@ typedef struct perpo__token_score { float score; int token; } perpo__token_score
 PERPODEF perpo_config perpo_config_default(void) {
     perpo_config c;
     memset(&c, 0, sizeof c);
-    c.image_h = 64; c.image_w = 64; c.channels = 3; c.patch = 8;
+    c.image_h = 64; c.image_w = 64; c.channels = 3; c.patch_h = 8; c.patch_w = 8;
     c.d_model = 128; c.n_heads = 4; c.n_vis_layers = 2; c.n_dec_layers = 4; c.mlp_mult = 4;
     c.max_text = 48; c.vocab = PERPO_VOCAB; c.max_batch = 32;
     return c;
@@ -1086,9 +1129,12 @@ PERPODEF perpo_status perpo_config_validate(const perpo_config *c) {
     if (!c) return PERPO_ERR_ARG;
     /* generous caps: they keep every derived size product far from overflow */
     if (c->image_h < 1 || c->image_h > 4096 || c->image_w < 1 || c->image_w > 4096) return PERPO_ERR_ARG;
-    if (c->channels < 1 || c->channels > 4 || c->patch < 1 || c->patch > 256) return PERPO_ERR_ARG;
-    if (c->image_h % c->patch || c->image_w % c->patch) return PERPO_ERR_ARG;
-    if ((c->image_h / c->patch) * (c->image_w / c->patch) > 4096) return PERPO_ERR_ARG;
+    if (c->channels < 1 || c->channels > 4) return PERPO_ERR_ARG;
+    if (c->patch_h < 1 || c->patch_h > 256 || c->patch_w < 1 || c->patch_w > 256) return PERPO_ERR_ARG;
+    if (c->image_h % c->patch_h || c->image_w % c->patch_w) return PERPO_ERR_ARG;
+    if ((c->image_h / c->patch_h) * (c->image_w / c->patch_w) > 4096) return PERPO_ERR_ARG;
+    if ((c->pos_channels != 0 && c->pos_channels != 1) || (c->vis_sincos != 0 && c->vis_sincos != 1)) return PERPO_ERR_ARG;
+    if (c->vis_sincos && c->d_model % 4) return PERPO_ERR_ARG;
     if (c->d_model < 1 || c->d_model > 8192 || c->n_heads < 1 || c->d_model % c->n_heads) return PERPO_ERR_ARG;
     if (c->n_vis_layers < 0 || c->n_vis_layers > 64 || c->n_dec_layers < 1 || c->n_dec_layers > 64) return PERPO_ERR_ARG;
     if (c->mlp_mult < 1 || c->mlp_mult > 16) return PERPO_ERR_ARG;
@@ -1170,6 +1216,7 @@ static void perpo__layout_arena(perpo_model *m, perpo__carver *c) {
     if (m->M > n_max) n_max = m->M;
     if (m->PPC > n_max) n_max = m->PPC;
     m->patches = perpo__carve(c, Nv, m->PPC);
+    m->vis_sincos = perpo__carve(c, m->cfg.vis_sincos ? m->NP : 1, D);
     for (l = 0; l <= LV; l++) m->vis_x[l] = perpo__carve(c, Nv, D);
     for (l = 0; l < LV; l++) perpo__carve_block(c, &m->vis_acts[l], Nv, B, m->NP, D, m->H, m->M);
     m->vis_lnf = perpo__carve(c, Nv, D); m->vis_lnf_mean = perpo__carve(c, Nv, 1);
@@ -1246,10 +1293,11 @@ static void perpo__init_params(perpo_model *m, uint64_t seed) {
 /* The sizes that follow from a (validated) config. */
 static void perpo__derive_sizes(perpo_model *m, const perpo_config *cfg) {
     m->cfg = *cfg;
-    m->NP = (size_t)(cfg->image_h / cfg->patch) * (size_t)(cfg->image_w / cfg->patch);
+    m->NP = (size_t)(cfg->image_h / cfg->patch_h) * (size_t)(cfg->image_w / cfg->patch_w);
     m->T = (size_t)cfg->max_text; m->L = m->NP + m->T; m->D = (size_t)cfg->d_model;
     m->H = (size_t)cfg->n_heads; m->M = (size_t)cfg->mlp_mult * m->D; m->V = (size_t)cfg->vocab;
-    m->PPC = (size_t)cfg->patch * (size_t)cfg->patch * (size_t)cfg->channels;
+    m->PPC = (size_t)cfg->patch_h * (size_t)cfg->patch_w * (size_t)(cfg->channels + 2 * cfg->pos_channels);
+    m->image_floats = (size_t)cfg->image_h * (size_t)cfg->image_w * (size_t)cfg->channels;
     m->max_batch = (size_t)cfg->max_batch;
     m->g_rows = m->max_batch > m->L ? m->max_batch : m->L;
 }
@@ -1257,8 +1305,9 @@ static void perpo__derive_sizes(perpo_model *m, const perpo_config *cfg) {
 /* Parameters of a validated config: the sum perpo__build_tensor_table makes, without a table. */
 static size_t perpo__count_params(const perpo_config *c) {
     size_t D = (size_t)c->d_model, M = (size_t)c->mlp_mult * D, V = (size_t)c->vocab;
-    size_t NP = (size_t)(c->image_h / c->patch) * (size_t)(c->image_w / c->patch);
-    size_t PPC = (size_t)c->patch * (size_t)c->patch * (size_t)c->channels, L = NP + (size_t)c->max_text;
+    size_t NP = (size_t)(c->image_h / c->patch_h) * (size_t)(c->image_w / c->patch_w);
+    size_t PPC = (size_t)c->patch_h * (size_t)c->patch_w * (size_t)(c->channels + 2 * c->pos_channels);
+    size_t L = NP + (size_t)c->max_text;
     size_t block = 4 * D + 3 * D * D + 3 * D + D * D + D + M * D + M + D * M + D; /* perpo__add_block */
     return D * PPC + D + NP * D + (size_t)c->n_vis_layers * block + 2 * D + 2 * (D * D + D) + V * D + L * D +
            (size_t)c->n_dec_layers * block + 2 * D + V * D; /* caps of perpo_config_validate: no overflow */
@@ -1334,6 +1383,8 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
     }
     c.base = m->arena; c.used = 0; c.ok = 1;
     perpo__layout_arena(m, &c);
+    if (cfg->vis_sincos)
+        perpo__sincos_2d(m->vis_sincos, (size_t)(cfg->image_w / cfg->patch_w), (size_t)(cfg->image_h / cfg->patch_h), m->D);
     perpo__init_params(m, seed);
     *out = m;
     return PERPO_OK;
@@ -1353,10 +1404,16 @@ PERPODEF perpo_status perpo_model_tensor(const perpo_model *m, size_t i, const c
     if (cols) *cols = m->tensors[i].cols;
     return PERPO_OK;
 }
+/* Same architecture: every config field but max_batch (it sizes only the arena) and alloc_ctx. */
+static int perpo__same_architecture(const perpo_config *a, const perpo_config *b) {
+    return a->image_h == b->image_h && a->image_w == b->image_w && a->channels == b->channels &&
+           a->patch_h == b->patch_h && a->patch_w == b->patch_w && a->pos_channels == b->pos_channels &&
+           a->vis_sincos == b->vis_sincos && a->d_model == b->d_model && a->n_heads == b->n_heads &&
+           a->n_vis_layers == b->n_vis_layers && a->n_dec_layers == b->n_dec_layers &&
+           a->mlp_mult == b->mlp_mult && a->max_text == b->max_text && a->vocab == b->vocab;
+}
 PERPODEF perpo_status perpo_model_copy_params(perpo_model *dst, const perpo_model *src) {
-    if (!dst || !src || dst->n_params != src->n_params || dst->T != src->T || dst->NP != src->NP ||
-        dst->D != src->D)
-        return PERPO_ERR_ARG;
+    if (!dst || !src || !perpo__same_architecture(&dst->cfg, &src->cfg)) return PERPO_ERR_ARG;
     memcpy(dst->params, src->params, src->n_params * sizeof(float));
     perpo_optimizer_reset(dst);
     dst->have_forward = 0;
@@ -1416,11 +1473,13 @@ static void perpo__encode_images(perpo_model *m, const float *const *images, siz
     const float *P = m->params;
     size_t D = m->D, NP = m->NP, Nv = n_img * NP, i, r, l, LV = (size_t)m->cfg.n_vis_layers;
     for (i = 0; i < n_img; i++)
-        perpo__patchify(m->patches + i * NP * m->PPC, images[i], (size_t)m->cfg.image_h,
-                        (size_t)m->cfg.image_w, (size_t)m->cfg.channels, (size_t)m->cfg.patch);
+        perpo__patchify(m->patches + i * NP * m->PPC, images[i], &m->cfg);
     perpo__linear_forward(m->vis_x[0], m->patches, P + m->patch_w, P + m->patch_b, Nv, m->PPC, D, m->gemm_ws);
     for (i = 0; i < n_img; i++)
-        for (r = 0; r < NP; r++) perpo__add_inplace(m->vis_x[0] + (i * NP + r) * D, P + m->vis_pos + r * D, D);
+        for (r = 0; r < NP; r++) {
+            perpo__add_inplace(m->vis_x[0] + (i * NP + r) * D, P + m->vis_pos + r * D, D);
+            if (m->cfg.vis_sincos) perpo__add_inplace(m->vis_x[0] + (i * NP + r) * D, m->vis_sincos + r * D, D);
+        }
     for (l = 0; l < LV; l++) perpo__block_forward(m, &m->vis[l], &m->vis_acts[l], m->vis_x[l], m->vis_x[l + 1], n_img, NP, 0);
     perpo__layernorm_forward(m->vis_lnf, m->vis_lnf_mean, m->vis_lnf_rstd, m->vis_x[LV],
                              P + m->vis_lnf_w, P + m->vis_lnf_b, Nv, D);
@@ -1471,7 +1530,7 @@ PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, fl
     memcpy(m->targets, batch->targets, B * T * sizeof(int));
     for (b = 0; b < B; b++) m->image_of[b] = batch->image_of ? batch->image_of[b] : b;
     for (b = 0; b < batch->n_img; b++)
-        if (!perpo__all_finite(batch->images[b], m->PPC * NP)) return PERPO_ERR_NONFINITE;
+        if (!perpo__all_finite(batch->images[b], m->image_floats)) return PERPO_ERR_NONFINITE;
 
     perpo__encode_images(m, batch->images, batch->n_img);
     for (b = 0; b < B; b++) {
@@ -1717,7 +1776,7 @@ static perpo_status perpo__check_request(const perpo_model *m, const perpo_gen_r
         return PERPO_ERR_ARG;
     for (i = 0; i < req->n_img; i++) {
         if (!req->images[i]) return PERPO_ERR_ARG;
-        if (!perpo__all_finite(req->images[i], m->NP * m->PPC)) return PERPO_ERR_NONFINITE;
+        if (!perpo__all_finite(req->images[i], m->image_floats)) return PERPO_ERR_NONFINITE;
     }
     for (i = 0; i < req->n_seq; i++) {
         if (!req->prompts[i] || (req->image_of && req->image_of[i] >= req->n_img)) return PERPO_ERR_ARG;
@@ -2515,28 +2574,55 @@ static size_t perpo__data_index(size_t *perm, size_t n, uint64_t seed, size_t g,
     return perm[g % n];
 }
 
+/* The fixed-set source of perpo_sft_train: example index g is item perm[g % n] of epoch g / n. */
+typedef struct perpo__example_set {
+    const perpo_example *ex;
+    size_t n, *perm, epoch;
+    uint64_t seed;
+} perpo__example_set;
+static perpo_status perpo__example_set_next(size_t g, size_t slot, perpo_example *out, void *user) {
+    perpo__example_set *s = (perpo__example_set *)user;
+    (void)slot; /* the examples live in the caller's array */
+    *out = s->ex[perpo__data_index(s->perm, s->n, s->seed, g, &s->epoch)];
+    return PERPO_OK;
+}
+
 PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, size_t n,
                                       const perpo_train_config *tc, perpo_progress_fn progress,
                                       void *user) {
-    size_t B, T, i, b, epoch = (size_t)-1, *perm;
+    perpo__example_set set;
+    perpo_status st;
+    size_t i;
+    if (!m || !ex || n == 0 || !perpo__check_train_config(m, tc)) return PERPO_ERR_ARG;
+    for (i = 0; i < n; i++) { /* reject bad examples before touching the model */
+        if (!ex[i].image || !ex[i].prompt || !ex[i].response) return PERPO_ERR_ARG;
+        if (strlen(ex[i].prompt) + strlen(ex[i].response) + 3 > m->T) return PERPO_ERR_ARG;
+    }
+    set.ex = ex; set.n = n; set.epoch = (size_t)-1; set.seed = tc->seed;
+    set.perm = (size_t *)perpo__calloc(m->cfg.alloc_ctx, n, sizeof(size_t));
+    if (!set.perm) return PERPO_ERR_NOMEM;
+    st = perpo_sft_train_stream(m, perpo__example_set_next, &set, tc, progress, user);
+    PERPO_FREE(m->cfg.alloc_ctx, set.perm);
+    return st;
+}
+
+PERPODEF perpo_status perpo_sft_train_stream(perpo_model *m, perpo_example_fn next, void *next_user,
+                                             const perpo_train_config *tc, perpo_progress_fn progress,
+                                             void *user) {
+    size_t B, T, b;
     int *tok, *tgt, step, start;
     const float **imgs;
     float *logp, *dlogp;
     double tokens = 0.0, t0 = perpo__now();
     perpo_status st = PERPO_OK;
     void *ctx;
-    if (!m || !ex || n == 0 || !perpo__check_train_config(m, tc)) return PERPO_ERR_ARG;
+    if (!m || !next || !perpo__check_train_config(m, tc)) return PERPO_ERR_ARG;
     B = (size_t)tc->batch_size; T = m->T; ctx = m->cfg.alloc_ctx;
-    for (i = 0; i < n; i++) { /* reject bad examples before touching the model */
-        if (!ex[i].image || !ex[i].prompt || !ex[i].response) return PERPO_ERR_ARG;
-        if (strlen(ex[i].prompt) + strlen(ex[i].response) + 3 > T) return PERPO_ERR_ARG;
-    }
     /* everything a step needs is allocated here, once */
-    perm = (size_t *)perpo__calloc(ctx, n, sizeof(size_t));
     tok = (int *)perpo__calloc(ctx, 2 * B * T, sizeof(int));
     imgs = (const float **)perpo__calloc(ctx, B, sizeof(float *));
     logp = (float *)perpo__calloc(ctx, 2 * B, sizeof(float));
-    if (!perm || !tok || !imgs || !logp) { st = PERPO_ERR_NOMEM; goto done; }
+    if (!tok || !imgs || !logp) { st = PERPO_ERR_NOMEM; goto done; }
     tgt = tok + B * T;
     dlogp = logp + B;
     if (!tc->resume) perpo_optimizer_reset(m);
@@ -2551,10 +2637,16 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, s
             float ce;
             for (b = 0; b < B; b++) {
                 size_t g = ((size_t)step * (size_t)tc->accum_steps + (size_t)a) * B + b;
-                const perpo_example *e = &ex[perpo__data_index(perm, n, tc->seed, g, &epoch)];
-                imgs[b] = e->image;
-                perpo_text_encode(&m->cfg, e->prompt, strlen(e->prompt), e->response, strlen(e->response),
-                                  tok + b * T, tgt + b * T, &nt);
+                perpo_example e;
+                memset(&e, 0, sizeof e);
+                if ((st = next(g, b, &e, next_user)) != PERPO_OK) goto done;
+                if (!e.image || !e.prompt || !e.response ||
+                    perpo_text_encode(&m->cfg, e.prompt, strlen(e.prompt), e.response, strlen(e.response),
+                                      tok + b * T, tgt + b * T, &nt) != PERPO_OK) {
+                    st = PERPO_ERR_ARG;
+                    goto done;
+                }
+                imgs[b] = e.image;
                 count += nt;
             }
             batch.n_seq = B; batch.n_img = B; batch.images = imgs; batch.image_of = NULL;
@@ -2577,7 +2669,7 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, s
         }
     }
 done:
-    PERPO_FREE(ctx, perm); PERPO_FREE(ctx, tok); PERPO_FREE(ctx, (void *)imgs); PERPO_FREE(ctx, logp);
+    PERPO_FREE(ctx, tok); PERPO_FREE(ctx, (void *)imgs); PERPO_FREE(ctx, logp);
     return st;
 }
 
@@ -2860,21 +2952,25 @@ done:
 }
 
 /* ==========================================================================================
-   7. Checkpoints. Format v1, all little-endian:
-        "PERPOCKP"  u32 version = 1  u32 flags (bit 0: optimizer state follows the parameters)
-        12 x u32 config (image_h image_w channels patch d_model n_heads n_vis_layers
-                         n_dec_layers mlp_mult max_text vocab max_batch)
+   7. Checkpoints. Format v2, all little-endian:
+        "PERPOCKP"  u32 version = 2  u32 flags (bit 0: optimizer state follows the parameters)
+        15 x u32 config (image_h image_w channels patch_h patch_w pos_channels vis_sincos
+                         d_model n_heads n_vis_layers n_dec_layers mlp_mult max_text vocab
+                         max_batch): every field of perpo_config but alloc_ctx
         u64 n_params   f32 params[n_params]
         [flags & 1: u32 optimizer step, f32 adam_m[n_params], f32 adam_v[n_params]]
         u32 CRC-32 of every byte before it
       Written to "<path>.tmp" and renamed into place, so a crash never leaves a half-written
       file under the real name. Loading derives the exact file size from the header and checks
       it before allocating anything, then checks the CRC before handing out a model.
+      Version 1 files still load: their 12 config words are image_h image_w channels patch
+      d_model ... max_batch (square patches, no position channels, no sin-cos code).
    ========================================================================================== */
 #define PERPO__CKPT_MAGIC "PERPOCKP"
-#define PERPO__CKPT_VERSION 1u
-#define PERPO__CKPT_NCFG 12
-#define PERPO__CKPT_HEADER (8 + 4 + 4 + 4 * PERPO__CKPT_NCFG + 8)
+#define PERPO__CKPT_VERSION 2u
+#define PERPO__CKPT_NCFG 15    /* config words of version 2 */
+#define PERPO__CKPT_NCFG_V1 12 /* and of version 1 */
+#define PERPO__CKPT_HEADER(ncfg) (8 + 4 + 4 + 4 * (ncfg) + 8)
 #ifndef PERPO_LOAD_MAX_ARENA_BYTES /* checkpoints whose activation arena would be larger are refused */
 #define PERPO_LOAD_MAX_ARENA_BYTES ((size_t)1 << 30)
 #endif
@@ -2885,10 +2981,26 @@ static void perpo__put_u32(unsigned char *p, uint32_t v) {
 static uint32_t perpo__get_u32(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
-static void perpo__config_ints(const perpo_config *c, int *v) {
-    v[0] = c->image_h; v[1] = c->image_w; v[2] = c->channels; v[3] = c->patch; v[4] = c->d_model;
-    v[5] = c->n_heads; v[6] = c->n_vis_layers; v[7] = c->n_dec_layers; v[8] = c->mlp_mult;
-    v[9] = c->max_text; v[10] = c->vocab; v[11] = c->max_batch;
+/* The config as the checkpoint's words, in the order of the format above, and back. */
+static void perpo__config_to_words(const perpo_config *c, int *v) {
+    v[0] = c->image_h; v[1] = c->image_w; v[2] = c->channels; v[3] = c->patch_h; v[4] = c->patch_w;
+    v[5] = c->pos_channels; v[6] = c->vis_sincos; v[7] = c->d_model; v[8] = c->n_heads;
+    v[9] = c->n_vis_layers; v[10] = c->n_dec_layers; v[11] = c->mlp_mult; v[12] = c->max_text;
+    v[13] = c->vocab; v[14] = c->max_batch;
+}
+static void perpo__config_from_words(perpo_config *c, const int *v, uint32_t version) {
+    int k, w[PERPO__CKPT_NCFG];
+    if (version == 1) { /* image_h image_w channels patch, then d_model .. max_batch as in v2 */
+        w[0] = v[0]; w[1] = v[1]; w[2] = v[2]; w[3] = w[4] = v[3]; w[5] = w[6] = 0;
+        for (k = 4; k < PERPO__CKPT_NCFG_V1; k++) w[k + 3] = v[k];
+    } else {
+        for (k = 0; k < PERPO__CKPT_NCFG; k++) w[k] = v[k];
+    }
+    memset(c, 0, sizeof *c);
+    c->image_h = w[0]; c->image_w = w[1]; c->channels = w[2]; c->patch_h = w[3]; c->patch_w = w[4];
+    c->pos_channels = w[5]; c->vis_sincos = w[6]; c->d_model = w[7]; c->n_heads = w[8];
+    c->n_vis_layers = w[9]; c->n_dec_layers = w[10]; c->mlp_mult = w[11]; c->max_text = w[12];
+    c->vocab = w[13]; c->max_batch = w[14];
 }
 
 /* A file written or read through a small buffer, with a running CRC. */
@@ -2930,7 +3042,7 @@ static void perpo__ckpt_read_floats(perpo__ckpt_io *io, float *x, size_t n) {
 }
 
 PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *path, unsigned flags) {
-    unsigned char head[PERPO__CKPT_HEADER], word[4];
+    unsigned char head[PERPO__CKPT_HEADER(PERPO__CKPT_NCFG)], word[4];
     int cfgv[PERPO__CKPT_NCFG], k;
     perpo__ckpt_io io;
     size_t plen;
@@ -2944,7 +3056,7 @@ PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *pa
     memcpy(head, PERPO__CKPT_MAGIC, 8);
     perpo__put_u32(head + 8, PERPO__CKPT_VERSION);
     perpo__put_u32(head + 12, flags);
-    perpo__config_ints(&m->cfg, cfgv);
+    perpo__config_to_words(&m->cfg, cfgv);
     for (k = 0; k < PERPO__CKPT_NCFG; k++) perpo__put_u32(head + 16 + 4 * k, (uint32_t)cfgv[k]);
     perpo__put_u32(head + 16 + 4 * PERPO__CKPT_NCFG, (uint32_t)m->n_params);
     perpo__put_u32(head + 20 + 4 * PERPO__CKPT_NCFG, (uint32_t)((uint64_t)m->n_params >> 32));
@@ -2982,13 +3094,14 @@ PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path) {
 }
 
 PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, void *alloc_ctx) {
-    unsigned char head[PERPO__CKPT_HEADER], word[4];
-    int cfgv[PERPO__CKPT_NCFG], k;
+    unsigned char head[PERPO__CKPT_HEADER(PERPO__CKPT_NCFG)], word[4];
+    int cfgv[PERPO__CKPT_NCFG], k, ncfg;
     perpo_config c;
     perpo_model *m = NULL;
     perpo__ckpt_io io;
     uint64_t n_params, expect;
-    uint32_t flags, crc;
+    uint32_t flags, crc, version;
+    size_t head_len;
     long fsize;
     perpo_status st;
     if (!out || !path) return PERPO_ERR_ARG;
@@ -2997,25 +3110,26 @@ PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, v
     if (!io.f) return PERPO_ERR_IO;
     io.crc = 0; io.ok = 1;
     if (fseek(io.f, 0, SEEK_END) != 0 || (fsize = ftell(io.f)) < 0 || fseek(io.f, 0, SEEK_SET) != 0) { fclose(io.f); return PERPO_ERR_IO; }
-    perpo__ckpt_read(&io, head, sizeof head);
-    if (!io.ok || memcmp(head, PERPO__CKPT_MAGIC, 8) != 0 || perpo__get_u32(head + 8) != PERPO__CKPT_VERSION) {
+    perpo__ckpt_read(&io, head, 16);
+    version = io.ok ? perpo__get_u32(head + 8) : 0;
+    if (!io.ok || memcmp(head, PERPO__CKPT_MAGIC, 8) != 0 || (version != 1 && version != PERPO__CKPT_VERSION)) {
         fclose(io.f);
         return PERPO_ERR_FORMAT;
     }
+    ncfg = version == 1 ? PERPO__CKPT_NCFG_V1 : PERPO__CKPT_NCFG;
+    head_len = PERPO__CKPT_HEADER(ncfg);
+    perpo__ckpt_read(&io, head + 16, head_len - 16);
+    if (!io.ok) { fclose(io.f); return PERPO_ERR_FORMAT; }
     flags = perpo__get_u32(head + 12);
-    for (k = 0; k < PERPO__CKPT_NCFG; k++) {
+    for (k = 0; k < ncfg; k++) {
         uint32_t v = perpo__get_u32(head + 16 + 4 * k);
         cfgv[k] = v > 1000000u ? -1 : (int)v; /* out of range: perpo_config_validate rejects it */
     }
-    memset(&c, 0, sizeof c);
-    c.image_h = cfgv[0]; c.image_w = cfgv[1]; c.channels = cfgv[2]; c.patch = cfgv[3]; c.d_model = cfgv[4];
-    c.n_heads = cfgv[5]; c.n_vis_layers = cfgv[6]; c.n_dec_layers = cfgv[7]; c.mlp_mult = cfgv[8];
-    c.max_text = cfgv[9]; c.vocab = cfgv[10]; c.max_batch = cfgv[11];
+    perpo__config_from_words(&c, cfgv, version);
     c.alloc_ctx = alloc_ctx;
-    n_params = (uint64_t)perpo__get_u32(head + 16 + 4 * PERPO__CKPT_NCFG) |
-               ((uint64_t)perpo__get_u32(head + 20 + 4 * PERPO__CKPT_NCFG) << 32);
+    n_params = (uint64_t)perpo__get_u32(head + 16 + 4 * ncfg) | ((uint64_t)perpo__get_u32(head + 20 + 4 * ncfg) << 32);
     /* the exact size follows from the header: check it before allocating anything */
-    expect = (uint64_t)sizeof head + 4 + 4 * n_params + ((flags & PERPO_CKPT_OPTIMIZER) ? 4 + 8 * n_params : 0);
+    expect = (uint64_t)head_len + 4 + 4 * n_params + ((flags & PERPO_CKPT_OPTIMIZER) ? 4 + 8 * n_params : 0);
     if ((flags & ~(uint32_t)PERPO_CKPT_OPTIMIZER) || perpo_config_validate(&c) != PERPO_OK ||
         n_params > ((uint64_t)1 << 40) || (uint64_t)fsize != expect) {
         fclose(io.f);

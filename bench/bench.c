@@ -113,7 +113,7 @@ static float frand(void) {
 typedef struct { const char *what; int ta, tb; size_t M, N, K; int acc; } gemm_shape;
 
 static void bench_gemm(const perpo_config *c) {
-    size_t NP = (size_t)(c->image_h / c->patch) * (size_t)(c->image_w / c->patch);
+    size_t NP = (size_t)(c->image_h / c->patch_h) * (size_t)(c->image_w / c->patch_w);
     size_t B = (size_t)g_opt.batch, D = (size_t)c->d_model, Mh = (size_t)c->mlp_mult * D;
     size_t Nd = B * (NP + (size_t)c->max_text), Nt = B * (size_t)c->max_text, V = (size_t)c->vocab;
     gemm_shape shapes[] = {
@@ -200,9 +200,9 @@ static void bench_gemm(const perpo_config *c) {
 /* ---- Model FLOPs of one training step (bench/README.md states the formula) ----------------- */
 /* Forward FLOPs for n_seq sequences over n_img images, matmuls and attention only. */
 static double model_forward_flops(const perpo_config *c, double n_seq, double n_img, double *patch_part) {
-    double NP = (double)(c->image_h / c->patch) * (double)(c->image_w / c->patch);
+    double NP = (double)(c->image_h / c->patch_h) * (double)(c->image_w / c->patch_w);
     double T = c->max_text, L = NP + T, D = c->d_model, M = (double)c->mlp_mult * D, V = c->vocab;
-    double PPC = (double)c->patch * c->patch * c->channels;
+    double PPC = (double)c->patch_h * c->patch_w * (c->channels + 2 * c->pos_channels);
     double Rv = n_img * NP, Rd = n_seq * L;
     double block = 2.0 * D * (3.0 * D + D + 2.0 * M); /* per row: qkv, out proj, fc, fc2 */
     double patch = 2.0 * Rv * PPC * D;
@@ -274,7 +274,7 @@ static void bench_sft(perpo_model *m, const perpo_config *c) {
         gf[r] = flops / dt / 1e9;
     }
     snprintf(extra, sizeof extra, "\"images\":%zu,\"image_tokens\":%d,\"text_positions\":%zu,\"step_gflop\":%.4g",
-             B, (c->image_h / c->patch) * (c->image_w / c->patch), T - 1, flops / 1e9);
+             B, (c->image_h / c->patch_h) * (c->image_w / c->patch_w), T - 1, flops / 1e9);
     emit("sft_step_ms", ms, g_opt.rounds, "ms", extra);
     emit("sft_step_gflops", gf, g_opt.rounds, "GFLOP/s", extra);
     free(img); free(imgs); free(tok); free(logp);

@@ -24,6 +24,7 @@ typedef struct options {
     const char *description; /* first lines of --help */
     int seed, test_seed, seeds, n_samples, sft_steps, pref_steps, n_train, n_pref, n_test;
     int threads, batch, lists_per_step, verbose, mean_logp, max_batch;
+    int pretrain, n_val, val_seed, save_every, sft_warmup;
     double beta, gamma, temperature, top_p, margin, sft_lr, pref_lr, nll;
     const char *objective, *out, *sft_ckpt, *data;
 } options;
@@ -81,6 +82,11 @@ static int parse_options(int argc, char **argv, options *o) {
         {"--out", "output folder for results.json, the picture and the curves", 's', &o->out, 0, 0},
         {"--data", "a folder with train.tsv and test.tsv (image path, prompt, answer; 8-bit PPM/PGM images) to use instead of the built-in synthetic data", 's', &o->data, 0, 0},
         {"--sft-checkpoint", "load the SFT model from this file if it exists, else train and save it there", 's', &o->sft_ckpt, 0, 0},
+        {"--pretrain", "1: SFT from scratch on fresh examples into --sft-checkpoint (make pretrain), resuming its .partial file", 'i', &o->pretrain, 0, 1},
+        {"--sft-warmup", "SFT warmup steps (pretraining)", 'i', &o->sft_warmup, 0, 1e7},
+        {"--save-every", "pretraining: save the resumable .partial checkpoint every this many steps", 'i', &o->save_every, 50, 1e7},
+        {"--val", "validation examples scored after pretraining", 'i', &o->n_val, 1, 1e7},
+        {"--val-seed", "seed of the validation split (never the test seed)", 'i', &o->val_seed, 0, 2e9},
     };
     size_t n = sizeof spec / sizeof spec[0], k;
     int i;
@@ -360,6 +366,238 @@ static int user_data_load(user_data *u, const char *dir, const char *name, int W
         }
     }
     return 0;
+}
+
+/* ---- Pretraining: SFT from scratch on fresh examples, resumable, with a JSON record ------- *
+ * What `make pretrain` runs. Every step draws new examples: example g of the run is example g
+ * of the training split, so a resumed run sees exactly the data of an uninterrupted one. The
+ * run saves CKPT.partial (with the optimizer state) every --save-every steps and continues
+ * from it when started again; at the end it writes CKPT (parameters only), evaluates greedy
+ * answers on a validation split and writes CKPT.json: how the model was made and what it
+ * scores, with the loss curve (kept meanwhile in CKPT.curve, one "step loss seconds" line per
+ * report, so that a resumed run's record still starts at step 1). */
+#ifndef EX_COMMIT
+#define EX_COMMIT "unknown" /* the Makefile passes the git commit */
+#endif
+#ifndef EX_BUILD_FLAGS
+#define EX_BUILD_FLAGS "unknown" /* and the compiler flags */
+#endif
+#if defined(__clang__)
+#define EX_COMPILER "clang " __VERSION__
+#elif defined(__GNUC__)
+#define EX_COMPILER "gcc " __VERSION__
+#else
+#define EX_COMPILER "unknown"
+#endif
+
+typedef struct pretrain_task {
+    const char *name;  /* "grounding", "dense_ocr" */
+    perpo_config cfg;  /* the model trained from scratch */
+    size_t text_cap;   /* bytes of one prompt or answer buffer */
+    /* Example `index` of the split whose seed base is `base`: the image (cfg's size), the prompt
+       and the answer (text_cap bytes each). 0 on success. */
+    int (*make)(uint64_t base, uint64_t index, float *image, char *prompt, char *answer);
+    /* Greedy evaluation on n examples of split `base`: the metrics as JSON keys into j (NULL:
+       none) and a one-line summary into line. 0 on success. */
+    int (*validate)(perpo_model *m, uint64_t base, int n, ex_json *j, char *line, size_t cap);
+} pretrain_task;
+
+/* Seed bases of the splits: training examples of a seed, and a validation split that no
+   training run and no test set draws from. */
+static uint64_t split_train_base(int seed) { return ex_hash64((uint64_t)seed, 0x7072657472ull); }
+static uint64_t split_val_base(int val_seed) { return ex_hash64((uint64_t)val_seed, 0x76616c6964ull); }
+
+typedef struct pretrain_stream {
+    const pretrain_task *task;
+    uint64_t base;
+    size_t image_floats;
+    float *images; /* one image per batch slot */
+    char *text;    /* prompt and answer per batch slot, text_cap bytes each */
+} pretrain_stream;
+
+static perpo_status pretrain_next(size_t index, size_t slot, perpo_example *out, void *user) {
+    pretrain_stream *s = (pretrain_stream *)user;
+    float *img = s->images + slot * s->image_floats;
+    char *prompt = s->text + slot * 2 * s->task->text_cap, *answer = prompt + s->task->text_cap;
+    if (s->task->make(s->base, (uint64_t)index, img, prompt, answer) != 0) return PERPO_ERR_ARG;
+    out->image = img; out->prompt = prompt; out->response = answer;
+    return PERPO_OK;
+}
+
+typedef struct pretrain_log {
+    run_log log;
+    perpo_model *model;
+    char partial[1024], curve_path[1024];
+    int save_every;
+    double seconds_before; /* training time of the runs this one resumed */
+    perpo_status save_status;
+} pretrain_log;
+
+static int pretrain_progress(const perpo_progress *p, void *user) {
+    pretrain_log *l = (pretrain_log *)user;
+    FILE *f = fopen(l->curve_path, "a");
+    on_progress(p, &l->log);
+    if (f) {
+        fprintf(f, "%d %.6g %.1f\n", p->step, (double)p->loss, l->seconds_before + wall_seconds() - l->log.t0);
+        fclose(f);
+    }
+    if (p->step % l->save_every == 0 && p->step < p->total_steps) {
+        l->save_status = perpo_checkpoint_save(l->model, l->partial, PERPO_CKPT_OPTIMIZER);
+        if (l->save_status != PERPO_OK) return 1; /* stop: reported by the caller */
+    }
+    return 0;
+}
+
+/* Keeps the curve lines up to step `upto` (a resumed run redoes the steps after it) in the
+   file and in c; returns the training seconds recorded at `upto`. */
+static double pretrain_curve_load(const char *path, int upto, curve *c, float *seconds) {
+    FILE *f = fopen(path, "r");
+    int step;
+    float loss, secs;
+    double last = 0.0;
+    c->n = 0;
+    if (f) {
+        while (c->n < CURVE_MAX && fscanf(f, "%d %f %f", &step, &loss, &secs) == 3)
+            if (step <= upto) {
+                c->step[c->n] = (float)step; c->loss[c->n] = loss; seconds[c->n] = secs;
+                last = secs;
+                c->n++;
+            }
+        fclose(f);
+    }
+    if ((f = fopen(path, "w")) != NULL) {
+        int i;
+        for (i = 0; i < c->n; i++) fprintf(f, "%d %.6g %.1f\n", (int)c->step[i], (double)c->loss[i], (double)seconds[i]);
+        fclose(f);
+    }
+    return last;
+}
+
+static const char *instruction_set(void) {
+#if defined(__AVX512F__)
+    return "AVX-512";
+#elif defined(__AVX2__) && defined(__FMA__)
+    return "AVX2+FMA";
+#else
+    return "portable C";
+#endif
+}
+
+static int pretrain(const pretrain_task *task, const options *o, int argc, char **argv) {
+    perpo_model *m = NULL;
+    perpo_train_config tc = perpo_train_default();
+    pretrain_stream stream;
+    static pretrain_log pl; /* large: curves */
+    static curve full;
+    static float seconds[CURVE_MAX];
+    char json_path[1024], line[256];
+    const char *ckpt = o->sft_ckpt;
+    perpo_status st;
+    FILE *f;
+    ex_json j;
+    double t_train, t_val;
+    int start = 0, i, rc = 1;
+    memset(&stream, 0, sizeof stream);
+    memset(&pl, 0, sizeof pl);
+    snprintf(pl.partial, sizeof pl.partial, "%s.partial", ckpt);
+    snprintf(pl.curve_path, sizeof pl.curve_path, "%s.curve", ckpt);
+    snprintf(json_path, sizeof json_path, "%s.json", ckpt);
+    if (perpo_model_load(&m, pl.partial) == PERPO_OK) {
+        start = perpo_optimizer_steps(m);
+        if (o->verbose) fprintf(stderr, "[pretrain] resuming %s at step %d\n", pl.partial, start);
+    } else if ((st = perpo_model_create(&m, &task->cfg, (uint64_t)o->seed)) != PERPO_OK) {
+        return fail("model", st);
+    }
+    pl.seconds_before = pretrain_curve_load(pl.curve_path, start, &full, seconds);
+    tc.batch_size = o->batch; tc.seed = (uint64_t)o->seed; tc.log_every = 50; tc.resume = start > 0;
+    tc.optim.lr = (float)o->sft_lr; tc.optim.min_lr = (float)o->sft_lr * 0.05f;
+    tc.optim.warmup_steps = o->sft_warmup < o->sft_steps ? o->sft_warmup : o->sft_steps / 10;
+    tc.optim.total_steps = o->sft_steps;
+    stream.task = task; stream.base = split_train_base(o->seed);
+    stream.image_floats = (size_t)task->cfg.image_h * (size_t)task->cfg.image_w * (size_t)task->cfg.channels;
+    stream.images = (float *)malloc((size_t)o->batch * stream.image_floats * sizeof(float));
+    stream.text = (char *)calloc((size_t)o->batch * 2, task->text_cap);
+    if (!stream.images || !stream.text) { fail("pretraining buffers", PERPO_ERR_NOMEM); goto done; }
+    pl.log.label = "pretrain"; pl.log.verbose = o->verbose; pl.log.t0 = wall_seconds(); pl.log.c = NULL;
+    pl.model = m; pl.save_every = o->save_every; pl.save_status = PERPO_OK;
+    if (o->verbose)
+        fprintf(stderr, "[pretrain] %s: %d steps of %d fresh examples, lr %.2g (warmup %d, cosine to %.2g), saving %s every %d steps\n",
+                task->name, o->sft_steps, o->batch, o->sft_lr, tc.optim.warmup_steps, (double)tc.optim.min_lr, pl.partial,
+                o->save_every);
+    st = perpo_sft_train_stream(m, pretrain_next, &stream, &tc, pretrain_progress, &pl);
+    if (st == PERPO_OK && pl.save_status != PERPO_OK) st = pl.save_status;
+    if (st != PERPO_OK) { fail("pretraining", st); goto done; }
+    t_train = pl.seconds_before + wall_seconds() - pl.log.t0;
+    if ((st = perpo_model_save(m, ckpt)) != PERPO_OK) { fail("saving the checkpoint", st); goto done; }
+    printf("wrote %s (%d steps, %.0f s of training)\n", ckpt, o->sft_steps, t_train);
+
+    /* the record: how it was made, what it scores */
+    pretrain_curve_load(pl.curve_path, o->sft_steps, &full, seconds);
+    if (!(f = fopen(json_path, "w"))) { fprintf(stderr, "error: cannot write %s\n", json_path); goto done; }
+    ex_json_init(&j, f);
+    ex_json_object_begin(&j);
+    ex_json_kv_string(&j, "task", task->name);
+    ex_json_key(&j, "command");
+    ex_json_array_begin(&j);
+    for (i = 0; i < argc; i++) ex_json_string(&j, argv[i]);
+    ex_json_array_end(&j);
+    ex_json_kv_int(&j, "seed", o->seed);
+    ex_json_kv_int(&j, "steps", o->sft_steps);
+    ex_json_kv_int(&j, "batch", o->batch);
+    ex_json_kv_number(&j, "lr", o->sft_lr);
+    ex_json_kv_int(&j, "warmup_steps", tc.optim.warmup_steps);
+    ex_json_kv_number(&j, "min_lr", (double)tc.optim.min_lr);
+    ex_json_kv_number(&j, "train_seconds", t_train);
+    ex_json_kv_int(&j, "threads", o->threads);
+    ex_json_kv_string(&j, "compiler", EX_COMPILER);
+    ex_json_kv_string(&j, "flags", EX_BUILD_FLAGS);
+    ex_json_kv_string(&j, "instruction_set", instruction_set());
+    ex_json_kv_string(&j, "commit", EX_COMMIT);
+    ex_json_key(&j, "config");
+    ex_json_object_begin(&j);
+    {
+        const perpo_config *c = perpo_model_config(m);
+        ex_json_kv_int(&j, "image_h", c->image_h); ex_json_kv_int(&j, "image_w", c->image_w);
+        ex_json_kv_int(&j, "channels", c->channels); ex_json_kv_int(&j, "patch_h", c->patch_h);
+        ex_json_kv_int(&j, "patch_w", c->patch_w); ex_json_kv_int(&j, "pos_channels", c->pos_channels);
+        ex_json_kv_int(&j, "vis_sincos", c->vis_sincos); ex_json_kv_int(&j, "d_model", c->d_model);
+        ex_json_kv_int(&j, "n_heads", c->n_heads); ex_json_kv_int(&j, "n_vis_layers", c->n_vis_layers);
+        ex_json_kv_int(&j, "n_dec_layers", c->n_dec_layers); ex_json_kv_int(&j, "mlp_mult", c->mlp_mult);
+        ex_json_kv_int(&j, "max_text", c->max_text); ex_json_kv_int(&j, "max_batch", c->max_batch);
+    }
+    ex_json_object_end(&j);
+    ex_json_key(&j, "validation");
+    ex_json_object_begin(&j);
+    ex_json_kv_int(&j, "val_seed", o->val_seed);
+    ex_json_kv_int(&j, "examples", o->n_val);
+    t_val = wall_seconds();
+    if (task->validate(m, split_val_base(o->val_seed), o->n_val, &j, line, sizeof line) != 0) {
+        fprintf(stderr, "error: validation failed\n");
+        fclose(f);
+        goto done;
+    }
+    ex_json_kv_number(&j, "seconds", wall_seconds() - t_val);
+    ex_json_object_end(&j);
+    ex_json_key(&j, "loss_curve");
+    ex_json_array_begin(&j);
+    for (i = 0; i < full.n; i++) {
+        ex_json_array_begin(&j);
+        ex_json_int(&j, (long long)full.step[i]);
+        ex_json_number(&j, (double)full.loss[i]);
+        ex_json_array_end(&j);
+    }
+    ex_json_array_end(&j);
+    ex_json_object_end(&j);
+    if (ex_json_finish(&j) != 0 || fclose(f) != 0) { fprintf(stderr, "error: writing %s failed\n", json_path); goto done; }
+    printf("validation (%d examples, seed %d): %s\nwrote %s\n", o->n_val, o->val_seed, line, json_path);
+    remove(pl.partial);
+    remove(pl.curve_path);
+    rc = 0;
+done:
+    free(stream.images);
+    free(stream.text);
+    perpo_model_free(m);
+    return rc;
 }
 
 #endif

@@ -141,7 +141,7 @@ static perpo_status af_stage(af_world *w, int stage) {
     switch (stage) {
     case ST_CREATE: {
         perpo_config c = perpo_config_default();
-        c.image_h = c.image_w = AF_W; c.channels = 3; c.patch = 4; c.d_model = 8; c.n_heads = 2;
+        c.image_h = c.image_w = AF_W; c.channels = 3; c.patch_h = c.patch_w = 4; c.d_model = 8; c.n_heads = 2;
         c.n_vis_layers = 1; c.n_dec_layers = 1; c.mlp_mult = 1; c.max_text = 16; c.max_batch = 4;
         c.alloc_ctx = &af_model_ctx;
         st = perpo_model_create(&w->model, &c, 7);

@@ -203,13 +203,45 @@ static void test_logsumexp(perpo_test *t) {
 /* ---- patchify: (dy, dx, c) order inside a patch, patches row-major ---- */
 static void test_patchify(perpo_test *t) {
     float img[4 * 4 * 2], out[4 * 8];
+    perpo_config c = perpo_config_default();
     size_t i;
     for (i = 0; i < 32; i++) img[i] = (float)i;
-    perpo__patchify(out, img, 4, 4, 2, 2);
+    c.image_h = c.image_w = 4; c.channels = 2; c.patch_h = c.patch_w = 2;
+    perpo__patchify(out, img, &c);
     /* patch 1 (top right) starts at pixel (0,2): img[(0*4+2)*2] = 4, then (0,2,c1)=5, (0,3,c0)=6 */
     CHECK(out[8] == 4.0f && out[9] == 5.0f && out[10] == 6.0f && out[12] == 12.0f);
     /* patch 2 (bottom left) starts at pixel (2,0) = 16 */
     CHECK(out[16] == 16.0f && out[31] == 31.0f);
+}
+
+/* Non-square patches with position channels: a 4x6 grey image in 2x3 patches (2 rows of 2),
+   each pixel followed by its x and y in [-1, 1]. */
+static void test_patchify_rect_pos(perpo_test *t) {
+    float img[4 * 6], out[4 * 2 * 3 * 3];
+    perpo_config c = perpo_config_default();
+    size_t i;
+    for (i = 0; i < 24; i++) img[i] = (float)i;
+    c.image_h = 4; c.image_w = 6; c.channels = 1; c.patch_h = 2; c.patch_w = 3; c.pos_channels = 1;
+    perpo__patchify(out, img, &c);
+    /* patch 0, pixel (0,0): value 0, x = -1, y = -1; pixel (1,2) is the 6th of the patch */
+    CHECK(out[0] == 0.0f && out[1] == -1.0f && out[2] == -1.0f);
+    CHECK(out[5 * 3] == 8.0f && fabsf(out[5 * 3 + 1] - (-1.0f + 2.0f * 2.0f / 5.0f)) < 1e-7f &&
+          fabsf(out[5 * 3 + 2] - (-1.0f + 2.0f / 3.0f)) < 1e-7f);
+    /* patch 1 (top right) starts at pixel (0,3); patch 3 ends at pixel (3,5): x = y = 1 */
+    CHECK(out[18] == 3.0f && fabsf(out[19] - 0.2f) < 1e-7f);
+    CHECK(out[71] == 1.0f && out[70] == 1.0f && out[69] == 23.0f);
+}
+
+/* The 2D sin-cos code: D = 8 (q = 2, w = 1, 1/10); patch (px, py) = (2, 1) is row 1 * 3 + 2. */
+static void test_sincos_2d(perpo_test *t) {
+    float pe[2 * 3 * 8];
+    perpo__sincos_2d(pe, 3, 2, 8);
+    CHECK(pe[0] == 0.0f && pe[2] == 1.0f && pe[4] == 0.0f && pe[6] == 1.0f); /* (0,0) */
+    CHECK_NEAR(pe[5 * 8 + 0], sin(2.0), 1e-7, 0);
+    CHECK_NEAR(pe[5 * 8 + 1], sin(0.2), 1e-7, 0);
+    CHECK_NEAR(pe[5 * 8 + 3], cos(0.2), 1e-7, 0);
+    CHECK_NEAR(pe[5 * 8 + 4], sin(1.0), 1e-7, 0);
+    CHECK_NEAR(pe[5 * 8 + 7], cos(0.1), 1e-7, 0);
 }
 
 const perpo_test_case perpo_tests_kernels[] = {
@@ -220,4 +252,6 @@ const perpo_test_case perpo_tests_kernels[] = {
     {"attention backward (bidirectional, causal) = finite differences", test_attention_grad},
     {"logsumexp is stable", test_logsumexp},
     {"patchify layout", test_patchify},
+    {"patchify: non-square patches with x/y position channels", test_patchify_rect_pos},
+    {"2D sin-cos vision positions", test_sincos_2d},
     {NULL, NULL}};

@@ -62,7 +62,10 @@ static double ref_worst(const float *a, const float *b, size_t n, double atol, d
     return worst;
 }
 
+/* The plain model (square patches, learned vision positions) and one with every vision option
+   (6 x 4-style non-square patches, x/y position channels, the 2D sin-cos code). */
 #define REF_PATH "tests/ref/model_ref.bin"
+#define REF_OPTS_PATH "tests/ref/model_ref_opts.bin"
 
 typedef struct ref_setup {
     ref_file rf;
@@ -72,19 +75,20 @@ typedef struct ref_setup {
     size_t n_targets;
 } ref_setup;
 
-static int ref_setup_open(perpo_test *t, ref_setup *s) {
+static int ref_setup_open(perpo_test *t, ref_setup *s, const char *path) {
     ref_record *c, *sizes;
     perpo_config cfg = perpo_config_default();
     size_t i, off;
     memset(s, 0, sizeof *s);
-    if (!ref_load(&s->rf, REF_PATH)) { CHECK_MSG(0, "cannot read %s (run from the repository root)", REF_PATH); return 0; }
+    if (!ref_load(&s->rf, path)) { CHECK_MSG(0, "cannot read %s (run from the repository root)", path); return 0; }
     c = ref_get(&s->rf, "i_config");
     sizes = ref_get(&s->rf, "i_param_sizes");
-    CHECK(c && c->n == 11 && sizes);
-    if (!c || c->n != 11 || !sizes) return 0;
-    cfg.image_h = c->i[0]; cfg.image_w = c->i[1]; cfg.channels = c->i[2]; cfg.patch = c->i[3];
-    cfg.d_model = c->i[4]; cfg.n_heads = c->i[5]; cfg.n_vis_layers = c->i[6]; cfg.n_dec_layers = c->i[7];
-    cfg.mlp_mult = c->i[8]; cfg.max_text = c->i[9]; cfg.vocab = c->i[10]; cfg.max_batch = 3;
+    CHECK(c && c->n == 14 && sizes);
+    if (!c || c->n != 14 || !sizes) return 0;
+    cfg.image_h = c->i[0]; cfg.image_w = c->i[1]; cfg.channels = c->i[2]; cfg.patch_h = c->i[3];
+    cfg.patch_w = c->i[4]; cfg.d_model = c->i[5]; cfg.n_heads = c->i[6]; cfg.n_vis_layers = c->i[7];
+    cfg.n_dec_layers = c->i[8]; cfg.mlp_mult = c->i[9]; cfg.max_text = c->i[10]; cfg.vocab = c->i[11];
+    cfg.pos_channels = c->i[12]; cfg.vis_sincos = c->i[13]; cfg.max_batch = 3;
     CHECK_OK(perpo_model_create(&s->m, &cfg, 1));
     if (!s->m) return 0;
     /* the parameter table must match PyTorch's tensor by tensor */
@@ -116,13 +120,13 @@ static void ref_setup_close(ref_setup *s) {
  *   gradients: 2e-6 absolute + 1e-3 relative (the key-bias slice of qkv_b is exactly zero in
  *   exact arithmetic, rounding noise on both sides, hence the absolute part)
  *   5 AdamW steps: losses 1e-5 relative; parameters 1e-5 absolute, key biases excluded. */
-static void test_reference_forward_backward(perpo_test *t) {
+static void check_reference_forward_backward(perpo_test *t, const char *path) {
     ref_setup s;
     size_t image_of[3];
     float logp[3], ce, dlogp[3];
     size_t at = 0, i, n;
     double w;
-    if (!ref_setup_open(t, &s)) { ref_setup_close(&s); return; }
+    if (!ref_setup_open(t, &s, path)) { ref_setup_close(&s); return; }
     n = perpo_model_num_params(s.m);
     for (i = 0; i < 3; i++) image_of[i] = (size_t)ref_get(&s.rf, "i_image_of")->i[i];
     s.batch.image_of = image_of;
@@ -150,15 +154,17 @@ static void test_reference_forward_backward(perpo_test *t) {
     fprintf(stderr, "    grad_w worst error ratio %.3g\n", w);
     ref_setup_close(&s);
 }
+static void test_reference_forward_backward(perpo_test *t) { check_reference_forward_backward(t, REF_PATH); }
+static void test_reference_forward_backward_opts(perpo_test *t) { check_reference_forward_backward(t, REF_OPTS_PATH); }
 
-static void test_reference_adamw(perpo_test *t) {
+static void check_reference_adamw(perpo_test *t, const char *path) {
     ref_setup s;
     size_t image_of[3], i, k, n, at = 0;
     float *hp;
     perpo_optim_config oc;
     unsigned char *skip;
     double worst = 0.0;
-    if (!ref_setup_open(t, &s)) { ref_setup_close(&s); return; }
+    if (!ref_setup_open(t, &s, path)) { ref_setup_close(&s); return; }
     n = perpo_model_num_params(s.m);
     for (i = 0; i < 3; i++) image_of[i] = (size_t)ref_get(&s.rf, "i_image_of")->i[i];
     s.batch.image_of = image_of;
@@ -195,11 +201,13 @@ static void test_reference_adamw(perpo_test *t) {
     free(skip);
     ref_setup_close(&s);
 }
+static void test_reference_adamw(perpo_test *t) { check_reference_adamw(t, REF_PATH); }
+static void test_reference_adamw_opts(perpo_test *t) { check_reference_adamw(t, REF_OPTS_PATH); }
 
 /* ---- whole-model finite differences ------------------------------------------------------ */
 static perpo_config small_config(void) {
     perpo_config c = perpo_config_default();
-    c.image_h = 8; c.image_w = 8; c.channels = 3; c.patch = 4; c.d_model = 16; c.n_heads = 2;
+    c.image_h = 8; c.image_w = 8; c.channels = 3; c.patch_h = c.patch_w = 4; c.d_model = 16; c.n_heads = 2;
     c.n_vis_layers = 1; c.n_dec_layers = 2; c.mlp_mult = 2; c.max_text = 8; c.max_batch = 3;
     return c;
 }
@@ -212,8 +220,7 @@ static double model_loss(perpo_model *m, const perpo_batch *b, const float *w) {
 
 /* Every parameter tensor: for each, the element with the largest |gradient| and 3 random
  * others are perturbed by +-1e-2 (float32); |fd - an| <= 3e-3 + 3e-2 |an|. */
-static void test_model_finite_differences(perpo_test *t) {
-    perpo_config c = small_config();
+static void check_model_finite_differences(perpo_test *t, perpo_config c) {
     perpo_model *m = NULL;
     float img[2][8 * 8 * 3], *grad, *P;
     const float *imgs[2] = {img[0], img[1]};
@@ -264,6 +271,13 @@ static void test_model_finite_differences(perpo_test *t) {
     free(grad);
     perpo_model_free(m);
 }
+static void test_model_finite_differences(perpo_test *t) { check_model_finite_differences(t, small_config()); }
+/* The same with 2 x 4 patches, x/y position channels and the sin-cos vision positions. */
+static void test_model_finite_differences_opts(perpo_test *t) {
+    perpo_config c = small_config();
+    c.patch_h = 2; c.patch_w = 4; c.pos_channels = 1; c.vis_sincos = 1;
+    check_model_finite_differences(t, c);
+}
 
 /* ---- SFT memorizes, greedy reproduces ----------------------------------------------------- */
 typedef struct sft_log { float last_loss; int calls; } sft_log;
@@ -275,7 +289,7 @@ static int sft_on_progress(const perpo_progress *p, void *user) {
 }
 static perpo_config memo_config(void) {
     perpo_config c = perpo_config_default();
-    c.image_h = 16; c.image_w = 16; c.patch = 4; c.d_model = 48; c.n_heads = 4;
+    c.image_h = 16; c.image_w = 16; c.patch_h = c.patch_w = 4; c.d_model = 48; c.n_heads = 4;
     c.n_vis_layers = 1; c.n_dec_layers = 2; c.mlp_mult = 4; c.max_text = 20; c.max_batch = 8;
     return c;
 }
@@ -547,6 +561,138 @@ static perpo_status ck_load_bytes(const unsigned char *b, size_t n) {
     if (m) { perpo_model_free(m); return PERPO_OK; }
     return st;
 }
+/* ---- SFT over a stream of examples ---------------------------------------------------------- */
+typedef struct stream_src { const perpo_example *ex; size_t n, fail_at, calls, bad_slot; int oversize; } stream_src;
+static perpo_status stream_next(size_t index, size_t slot, perpo_example *out, void *user) {
+    stream_src *s = (stream_src *)user;
+    s->calls++;
+    if (slot >= 4) s->bad_slot++;
+    if (index == s->fail_at) return PERPO_ERR_IO;
+    *out = s->ex[index % s->n];
+    if (s->oversize && index == 9) out->response = "this answer is far too long to fit in twenty positions";
+    return PERPO_OK;
+}
+static void test_sft_stream(perpo_test *t) {
+    perpo_config c = memo_config();
+    static float img[6][16 * 16 * 3];
+    perpo_example ex[6];
+    perpo_model *a = NULL, *b = NULL;
+    perpo_train_config tc = perpo_train_default();
+    stream_src src;
+    size_t np;
+    memo_data(img, ex);
+    tc.batch_size = 4; tc.optim.total_steps = 6; tc.optim.warmup_steps = 2; tc.log_every = 100;
+    CHECK_OK(perpo_model_create(&a, &c, 3));
+    CHECK_OK(perpo_model_create(&b, &c, 3));
+    if (!a || !b) { perpo_model_free(a); perpo_model_free(b); return; }
+    np = perpo_model_num_params(a);
+    /* a one-example set and a stream that always gives that example train the same model */
+    CHECK_OK(perpo_sft_train(a, ex, 1, &tc, NULL, NULL));
+    memset(&src, 0, sizeof src); src.ex = ex; src.n = 1; src.fail_at = (size_t)-1;
+    CHECK_OK(perpo_sft_train_stream(b, stream_next, &src, &tc, NULL, NULL));
+    CHECK(memcmp(perpo_model_params(a), perpo_model_params(b), np * sizeof(float)) == 0);
+    CHECK(src.calls == 6 * 4 && src.bad_slot == 0);
+    /* the stream's error stops training with it, after the steps before it */
+    memset(&src, 0, sizeof src); src.ex = ex; src.n = 6; src.fail_at = 10;
+    CHECK(perpo_sft_train_stream(b, stream_next, &src, &tc, NULL, NULL) == PERPO_ERR_IO);
+    CHECK(perpo_optimizer_steps(b) == 2);
+    /* an example that does not fit: PERPO_ERR_ARG, the steps before it kept */
+    memset(&src, 0, sizeof src); src.ex = ex; src.n = 6; src.fail_at = (size_t)-1; src.oversize = 1;
+    CHECK(perpo_sft_train_stream(b, stream_next, &src, &tc, NULL, NULL) == PERPO_ERR_ARG);
+    CHECK(perpo_optimizer_steps(b) == 2);
+    CHECK(perpo_sft_train_stream(b, NULL, &src, &tc, NULL, NULL) == PERPO_ERR_ARG);
+    perpo_model_free(a);
+    perpo_model_free(b);
+}
+
+/* ---- checkpoint format v2 keeps every config field; version 1 files still load ------------- */
+static void put_u32_le(unsigned char *p, uint32_t v) {
+    p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); p[2] = (unsigned char)(v >> 16); p[3] = (unsigned char)(v >> 24);
+}
+static void test_checkpoint_config_versions(perpo_test *t) {
+    perpo_config c = small_config(), plain = small_config(), other;
+    perpo_model *m = NULL, *l = NULL, *p = NULL;
+    const char *path = "tests_tmp_v2.ckpt";
+    unsigned char *v2 = NULL, *v1 = NULL;
+    size_t n = 0, np, k;
+    float img[8 * 8 * 3];
+    const float *imgs[1] = {img};
+    int tok[8], tgt[8];
+    perpo_batch b;
+    FILE *f;
+    c.patch_h = 2; c.patch_w = 4; c.pos_channels = 1; c.vis_sincos = 1;
+    CHECK_OK(perpo_model_create(&m, &c, 21));
+    if (!m) return;
+    CHECK_OK(perpo_model_save(m, path));
+    CHECK_OK(perpo_model_load(&l, path));
+    if (l) {
+        const perpo_config *lc = perpo_model_config(l);
+        float lp_m, lp_l;
+        CHECK(lc->image_h == c.image_h && lc->image_w == c.image_w && lc->channels == c.channels &&
+              lc->patch_h == 2 && lc->patch_w == 4 && lc->pos_channels == 1 && lc->vis_sincos == 1 &&
+              lc->d_model == c.d_model && lc->n_heads == c.n_heads && lc->n_vis_layers == c.n_vis_layers &&
+              lc->n_dec_layers == c.n_dec_layers && lc->mlp_mult == c.mlp_mult && lc->max_text == c.max_text &&
+              lc->vocab == c.vocab && lc->max_batch == c.max_batch);
+        /* the loaded model computes exactly what the saved one did (sin-cos code rebuilt) */
+        for (k = 0; k < 8 * 8 * 3; k++) img[k] = (float)(k % 7) / 7.0f;
+        perpo_text_encode(&c, "ab", 2, "xyz", 3, tok, tgt, NULL);
+        b.n_seq = 1; b.n_img = 1; b.images = imgs; b.image_of = NULL; b.tokens = tok; b.targets = tgt;
+        CHECK_OK(perpo_forward(m, &b, &lp_m, NULL));
+        CHECK_OK(perpo_forward(l, &b, &lp_l, NULL));
+        CHECK(lp_m == lp_l);
+    }
+    /* copying parameters needs the same architecture; max_batch may differ */
+    other = c; other.pos_channels = 0;
+    CHECK_OK(perpo_model_create(&p, &other, 1));
+    if (p) CHECK(perpo_model_copy_params(p, m) == PERPO_ERR_ARG);
+    perpo_model_free(p); p = NULL;
+    other = c; other.vis_sincos = 0;
+    CHECK_OK(perpo_model_create(&p, &other, 1));
+    if (p) CHECK(perpo_model_copy_params(p, m) == PERPO_ERR_ARG);
+    perpo_model_free(p); p = NULL;
+    other = c; other.max_batch = 1;
+    CHECK_OK(perpo_model_create(&p, &other, 1));
+    if (p) CHECK_OK(perpo_model_copy_params(p, m));
+    perpo_model_free(p); p = NULL;
+    perpo_model_free(l); l = NULL;
+    perpo_model_free(m); m = NULL;
+
+    /* a version-1 file (12 config words, one square patch size) of a plain model */
+    CHECK_OK(perpo_model_create(&m, &plain, 22));
+    if (!m) return;
+    CHECK_OK(perpo_model_save(m, path));
+    v2 = ck_read(path, &n);
+    np = perpo_model_num_params(m);
+    CHECK(v2 && n == 16 + 4 * 15 + 8 + 4 * np + 4);
+    if (v2 && n == 16 + 4 * 15 + 8 + 4 * np + 4) {
+        static const int from_v2[12] = {0, 1, 2, 3, 7, 8, 9, 10, 11, 12, 13, 14};
+        size_t n1 = 16 + 4 * 12 + 8 + 4 * np + 4;
+        v1 = (unsigned char *)malloc(n1);
+        memcpy(v1, v2, 16);
+        put_u32_le(v1 + 8, 1);
+        for (k = 0; k < 12; k++) memcpy(v1 + 16 + 4 * k, v2 + 16 + 4 * (size_t)from_v2[k], 4);
+        memcpy(v1 + 16 + 48, v2 + 16 + 60, 8 + 4 * np);
+        put_u32_le(v1 + n1 - 4, perpo_crc32(0, v1, n1 - 4));
+        f = fopen(path, "wb");
+        if (f) { fwrite(v1, 1, n1, f); fclose(f); }
+        CHECK_OK(perpo_model_load(&l, path));
+        if (l) {
+            const perpo_config *lc = perpo_model_config(l);
+            CHECK(lc->patch_h == 4 && lc->patch_w == 4 && lc->pos_channels == 0 && lc->vis_sincos == 0 &&
+                  lc->d_model == plain.d_model && lc->max_batch == plain.max_batch);
+            CHECK(memcmp(perpo_model_params(l), perpo_model_params(m), np * sizeof(float)) == 0);
+        }
+        /* an unknown version is refused */
+        put_u32_le(v1 + 8, 3);
+        put_u32_le(v1 + n1 - 4, perpo_crc32(0, v1, n1 - 4));
+        CHECK(ck_load_bytes(v1, n1) == PERPO_ERR_FORMAT);
+    }
+    remove(path);
+    free(v1); free(v2);
+    perpo_model_free(l);
+    perpo_model_free(m);
+}
+
 static void test_checkpoint_corruption(perpo_test *t) {
     perpo_config c = small_config();
     perpo_model *m = NULL;
@@ -582,18 +728,19 @@ static void test_checkpoint_corruption(perpo_test *t) {
     /* wrong magic, wrong version, unknown flag, absurd config values */
     memcpy(bad, good, n); bad[0] = 'X';
     CHECK(ck_load_bytes(bad, n) == PERPO_ERR_FORMAT);
-    memcpy(bad, good, n); bad[8] = 2;
+    memcpy(bad, good, n); bad[8] = 3;
     CHECK(ck_load_bytes(bad, n) == PERPO_ERR_FORMAT);
     memcpy(bad, good, n); bad[12] |= 2;
     CHECK(ck_load_bytes(bad, n) == PERPO_ERR_FORMAT);
-    for (i = 0; i < 12; i++) { /* each config field set to 0 and to 2^31 - 1 */
+    for (i = 0; i < 15; i++) { /* each config word set to 0 (2 for the 0/1 switches) and 2^31 - 1 */
         memcpy(bad, good, n);
         memset(bad + 16 + 4 * i, 0, 4);
+        if (i == 5 || i == 6) bad[16 + 4 * i] = 2; /* pos_channels, vis_sincos: 0 is valid */
         CHECK(ck_load_bytes(bad, n) == PERPO_ERR_FORMAT);
         memset(bad + 16 + 4 * i, 0xFF, 3); bad[16 + 4 * i + 3] = 0x7F;
         CHECK(ck_load_bytes(bad, n) == PERPO_ERR_FORMAT);
     }
-    memcpy(bad, good, n); memset(bad + 16 + 48, 0xFF, 8); /* n_params = 2^64 - 1 */
+    memcpy(bad, good, n); memset(bad + 16 + 60, 0xFF, 8); /* n_params = 2^64 - 1 */
     CHECK(ck_load_bytes(bad, n) == PERPO_ERR_FORMAT);
     free(good);
     free(bad);
@@ -612,7 +759,7 @@ static void test_model_bad_arguments(perpo_test *t) {
     c.d_model = 15; /* not divisible by the heads */
     CHECK(perpo_model_create(&m, &c, 1) == PERPO_ERR_ARG && m == NULL);
     c = small_config();
-    c.patch = 3;
+    c.patch_h = c.patch_w = 3;
     CHECK(perpo_model_create(&m, &c, 1) == PERPO_ERR_ARG);
     c = small_config();
     CHECK_OK(perpo_model_create(&m, &c, 1));
@@ -661,7 +808,12 @@ static void test_nonfinite_step_refused(perpo_test *t) {
 const perpo_test_case perpo_tests_model[] = {
     {"forward, logits, log-probs and both backward entries match PyTorch", test_reference_forward_backward},
     {"5 AdamW steps (clip, decay, cosine warmup) match PyTorch", test_reference_adamw},
+    {"non-square patches, position channels, sin-cos positions: forward and backward match PyTorch", test_reference_forward_backward_opts},
+    {"non-square patches, position channels, sin-cos positions: 5 AdamW steps match PyTorch", test_reference_adamw_opts},
     {"whole-model gradient = finite differences, every tensor", test_model_finite_differences},
+    {"SFT over a stream: same model as a set, its errors stop training", test_sft_stream},
+    {"checkpoints keep every config field (v2); version-1 files load; copies need one architecture", test_checkpoint_config_versions},
+    {"whole model with non-square patches, position channels and sin-cos positions = finite differences", test_model_finite_differences_opts},
     {"SFT memorizes 6 image->text pairs; greedy reproduces them", test_sft_memorizes},
     {"sampling with the KV cache = sampling by recomputation", test_cache_matches_recompute},
     {"same seed -> bit-identical parameters after 20 steps", test_bit_identical_training},

@@ -112,7 +112,7 @@ static void test_perpo_raises_reward(perpo_test *t) {
         }
         ex_format_box(bx, d.answer[i], sizeof d.answer[i]);
     }
-    c.image_h = c.image_w = TP_W; c.patch = 8; c.d_model = 48; c.n_heads = 4;
+    c.image_h = c.image_w = TP_W; c.patch_h = c.patch_w = 8; c.d_model = 48; c.n_heads = 4;
     c.n_vis_layers = 1; c.n_dec_layers = 2; c.max_text = 40; c.max_batch = 32;
     CHECK_OK(perpo_model_create(&m, &c, TP_INIT));
     if (!m) return;
@@ -166,7 +166,7 @@ static void test_perpo_fixes_greedy_answers(perpo_test *t) {
         ex[2 * i + 1] = d.ex[i];
         ex[2 * i + 1].response = d.wrong[i];
     }
-    c.image_h = c.image_w = TP_W; c.patch = 8; c.d_model = 48; c.n_heads = 4;
+    c.image_h = c.image_w = TP_W; c.patch_h = c.patch_w = 8; c.d_model = 48; c.n_heads = 4;
     c.n_vis_layers = 1; c.n_dec_layers = 2; c.max_text = 40; c.max_batch = 32;
     CHECK_OK(perpo_model_create(&m, &c, TP_INIT));
     if (!m) return;
@@ -205,7 +205,7 @@ static void test_pref_reference_and_arguments(perpo_test *t) {
     size_t i;
     int k;
     tp_make(&d);
-    c.image_h = c.image_w = TP_W; c.patch = 8; c.d_model = 16; c.n_heads = 2;
+    c.image_h = c.image_w = TP_W; c.patch_h = c.patch_w = 8; c.d_model = 16; c.n_heads = 2;
     c.n_vis_layers = 1; c.n_dec_layers = 1; c.max_text = 40; c.max_batch = 8;
     CHECK_OK(perpo_model_create(&m, &c, 1));
     if (!m) return;
@@ -254,7 +254,7 @@ static void test_pref_resume_exact(perpo_test *t) {
     perpo_pref_set set;
     const char *path = "tests_tmp_pref_resume.ckpt";
     tp_make(&d);
-    c.image_h = c.image_w = TP_W; c.patch = 8; c.d_model = 16; c.n_heads = 2;
+    c.image_h = c.image_w = TP_W; c.patch_h = c.patch_w = 8; c.d_model = 16; c.n_heads = 2;
     c.n_vis_layers = 1; c.n_dec_layers = 1; c.max_text = 40; c.max_batch = 16;
     CHECK_OK(perpo_model_create(&base, &c, 4));
     CHECK_OK(perpo_model_create(&a, &c, 4));
@@ -352,7 +352,7 @@ static void test_perpo_fixes_greedy_transcriptions(perpo_test *t) {
         d.ex[2 * i + 1] = d.ex[2 * i];
         d.ex[2 * i + 1].response = d.text[(i + 1) % TO_PAGES]; /* the wrong page's text */
     }
-    c.image_h = c.image_w = TO_W; c.patch = 8; c.d_model = 48; c.n_heads = 4;
+    c.image_h = c.image_w = TO_W; c.patch_h = c.patch_w = 8; c.d_model = 48; c.n_heads = 4;
     c.n_vis_layers = 1; c.n_dec_layers = 2; c.max_text = 24; c.max_batch = 32;
     CHECK_OK(perpo_model_create(&m, &c, TP_INIT));
     if (!m) return;

@@ -40,11 +40,11 @@ int main(void) {
     int ok = 1;
     /* checkpoints: the smallest useful config (4x4 grey, one patch, width 4, no vision block)
        and the 8x8 RGB config of the fuzzing notes */
-    c.image_h = c.image_w = 4; c.channels = 1; c.patch = 4; c.d_model = 4; c.n_heads = 1;
+    c.image_h = c.image_w = 4; c.channels = 1; c.patch_h = c.patch_w = 4; c.d_model = 4; c.n_heads = 1;
     c.n_vis_layers = 0; c.n_dec_layers = 1; c.mlp_mult = 1; c.max_text = 4; c.max_batch = 1;
     ok &= seed_model("tiny_4x4_d4.ckpt", &c, 1, 0);
     ok &= seed_model("tiny_4x4_d4_optimizer.ckpt", &c, 4, PERPO_CKPT_OPTIMIZER);
-    c.image_h = c.image_w = 8; c.channels = 3; c.patch = 4; c.d_model = 8; c.n_heads = 1;
+    c.image_h = c.image_w = 8; c.channels = 3; c.patch_h = c.patch_w = 4; c.d_model = 8; c.n_heads = 1;
     c.n_vis_layers = 1; c.n_dec_layers = 1; c.mlp_mult = 1; c.max_text = 4; c.max_batch = 1;
     ok &= seed_model("tiny_8x8_d8.ckpt", &c, 2, 0);
     ok &= SEED("checkpoint", "magic_only", "PERPOCKP");
