@@ -1,6 +1,7 @@
 # perpo.h — build, test, demo, bench.
-#   make demo        grounding alignment end to end (SFT -> samples -> DPO/PerPO -> evaluation)
-#   make demo-ocr    the same on dense OCR (reward 1 - normalized edit distance)
+#   make demo        grounding alignment from the committed SFT checkpoint (samples -> control,
+#                    DPO, PerPO -> evaluation); make pretrain trains that checkpoint (demo-full: both)
+#   make demo-ocr    the same on dense OCR (reward 1 - normalized edit distance; make pretrain-ocr)
 #   make test        every test (compile checks, README quick start, the test runner last)
 #   make bench       benchmarks, one JSON object per line (make bench-compare: against PyTorch)
 #   make test-sanitize, make fuzz   ASan+UBSan suite; libFuzzer targets
@@ -24,7 +25,7 @@ EX_DEFS := -DEX_COMMIT='"$(shell git rev-parse --short HEAD 2>/dev/null || echo 
 EXAMPLES := $(BUILD)/grounding $(BUILD)/dense_ocr $(BUILD)/loss_only
 TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) examples/common.h
 
-.PHONY: pretrain all test test-unit test-compile test-readme test-alloc test-blas test-portable test-sanitize fuzz demo demo-ocr bench bench-compare bench-scaling clean
+.PHONY: pretrain pretrain-ocr demo-full all test test-unit test-compile test-readme test-alloc test-blas test-portable test-sanitize fuzz demo demo-ocr bench bench-compare bench-scaling clean
 
 all: $(EXAMPLES) $(BUILD)/run_tests
 
@@ -35,7 +36,7 @@ $(BUILD):
 $(BUILD)/run_tests: $(TEST_SRC) perpo.h | $(BUILD)
 	$(CC) $(WARN) $(OPT) -o $@ tests/main.c $(LIBS)
 
-$(BUILD)/%: examples/%.c examples/common.h perpo.h | $(BUILD)
+$(BUILD)/%: examples/%.c examples/common.h examples/pipeline.h perpo.h | $(BUILD)
 	$(CC) $(WARN) $(OPT) $(OMP) $(EX_DEFS) -o $@ $< $(LIBS)
 
 test: test-compile test-readme test-alloc test-blas test-portable test-unit
@@ -93,18 +94,27 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
 
-# SFT from scratch on fresh scenes: examples/models/grounding_sft.ckpt and its JSON record.
-# Resumable: run it again after an interruption and it continues from the .partial file.
+# SFT from scratch on fresh examples: examples/models/TASK_sft.ckpt and its JSON record (how
+# it was made, what it scores). Resumable: after an interruption, run it again and it goes on
+# from the .partial file. The demos start from these committed checkpoints, as the paper starts
+# from a pretrained MLLM.
 PRETRAIN_ARGS ?= --sft-steps 8000 --sft-lr 1e-3 --sft-warmup 200 --batch 32 --seed 1 --val 2000 --val-seed 555
+PRETRAIN_OCR_ARGS ?= --sft-steps 8000 --sft-lr 1e-3 --sft-warmup 200 --batch 32 --seed 1 --val 1000 --val-seed 556
 pretrain: $(BUILD)/grounding
 	@mkdir -p examples/models
 	./$(BUILD)/grounding --pretrain 1 --sft-checkpoint examples/models/grounding_sft.ckpt $(PRETRAIN_ARGS)
 
+pretrain-ocr: $(BUILD)/dense_ocr
+	@mkdir -p examples/models
+	./$(BUILD)/dense_ocr --pretrain 1 --sft-checkpoint examples/models/dense_ocr_sft.ckpt $(PRETRAIN_OCR_ARGS)
+
 demo: $(BUILD)/grounding
-	./$(BUILD)/grounding --out results/grounding
+	./$(BUILD)/grounding --out results/grounding $(DEMO_ARGS)
+
+demo-full: pretrain demo
 
 demo-ocr: $(BUILD)/dense_ocr
-	./$(BUILD)/dense_ocr --out results/dense_ocr
+	./$(BUILD)/dense_ocr --out results/dense_ocr $(DEMO_ARGS)
 
 # Benchmarks: one JSON object per line (bench/README.md). bench-compare runs PyTorch eager side
 # by side (needs Debian's python3-torch; libopenblas-dev adds the OpenBLAS GEMM reference).

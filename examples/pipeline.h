@@ -22,9 +22,9 @@
 /* ---- Options shared by the experiments (defaults are each program's) ---------------------- */
 typedef struct options {
     const char *description; /* first lines of --help */
-    int seed, test_seed, seeds, n_samples, sft_steps, pref_steps, n_train, n_pref, n_test;
+    int seed, test_seed, seeds, n_samples, sft_steps, pref_steps, n_pref, n_test;
     int threads, batch, lists_per_step, verbose, mean_logp, max_batch;
-    int pretrain, n_val, val_seed, save_every, sft_warmup;
+    int pretrain, n_val, val_seed, save_every, sft_warmup, rounds, bon_test, from_scratch;
     double beta, gamma, temperature, top_p, margin, sft_lr, pref_lr, nll;
     const char *objective, *out, *sft_ckpt, *data;
 } options;
@@ -67,11 +67,10 @@ static int parse_options(int argc, char **argv, options *o) {
         {"--nll", "weight of the NLL term on each list's best answer (0 = off, as the paper)", 'd', &o->nll, 0, 100},
         {"--mean-logp", "1: per-token mean log-probs in the objectives, 0: sums (as the paper)", 'i', &o->mean_logp, 0, 1},
         {"--margin", "keep lists whose best-minus-worst reward is at least this", 'd', &o->margin, 0, 1},
-        {"--sft-steps", "SFT optimizer steps (batch --batch)", 'i', &o->sft_steps, 1, 1e7},
+        {"--sft-steps", "SFT steps: of pretraining, or of fine-tuning on --data (0 = none)", 'i', &o->sft_steps, 0, 1e7},
         {"--pref-steps", "preference optimizer steps, the same for every objective", 'i', &o->pref_steps, 1, 1e7},
         {"--sft-lr", "SFT peak learning rate", 'd', &o->sft_lr, 0, 1},
         {"--pref-lr", "preference peak learning rate", 'd', &o->pref_lr, 0, 1},
-        {"--train", "training examples for SFT", 'i', &o->n_train, 1, 1e7},
         {"--pref-prompts", "training prompts sampled for preference lists", 'i', &o->n_pref, 1, 1e7},
         {"--test", "held-out test examples", 'i', &o->n_test, 1, 1e7},
         {"--batch", "SFT sequences per step", 'i', &o->batch, 1, 32},
@@ -81,7 +80,10 @@ static int parse_options(int argc, char **argv, options *o) {
         {"--verbose", "0 quiet, 1 progress on stderr", 'i', &o->verbose, 0, 2},
         {"--out", "output folder for results.json, the picture and the curves", 's', &o->out, 0, 0},
         {"--data", "a folder with train.tsv and test.tsv (image path, prompt, answer; 8-bit PPM/PGM images) to use instead of the built-in synthetic data", 's', &o->data, 0, 0},
-        {"--sft-checkpoint", "load the SFT model from this file if it exists, else train and save it there", 's', &o->sft_ckpt, 0, 0},
+        {"--sft-checkpoint", "the pretrained SFT model the preference stage starts from (make pretrain writes it)", 's', &o->sft_ckpt, 0, 0},
+        {"--rounds", "iterative PerPO: lists sampled again from the current policy this many times (1 = once, from SFT)", 'i', &o->rounds, 1, 100},
+        {"--bon-test", "test examples the Best-of-N oracle row is measured on", 'i', &o->bon_test, 1, 1e7},
+        {"--from-scratch", "1: with --data, train a new model on it instead of fine-tuning the checkpoint", 'i', &o->from_scratch, 0, 1},
         {"--pretrain", "1: SFT from scratch on fresh examples into --sft-checkpoint (make pretrain), resuming its .partial file", 'i', &o->pretrain, 0, 1},
         {"--sft-warmup", "SFT warmup steps (pretraining)", 'i', &o->sft_warmup, 0, 1e7},
         {"--save-every", "pretraining: save the resumable .partial checkpoint every this many steps", 'i', &o->save_every, 50, 1e7},
@@ -235,7 +237,7 @@ static void json_options(ex_json *j, const options *o) {
     ex_json_kv_number(j, "margin", o->margin); ex_json_kv_number(j, "nll", o->nll); ex_json_kv_int(j, "mean_logp", o->mean_logp);
     ex_json_kv_int(j, "sft_steps", o->sft_steps); ex_json_kv_int(j, "pref_steps", o->pref_steps);
     ex_json_kv_number(j, "sft_lr", o->sft_lr); ex_json_kv_number(j, "pref_lr", o->pref_lr);
-    ex_json_kv_int(j, "train", o->n_train); ex_json_kv_int(j, "pref_prompts", o->n_pref); ex_json_kv_int(j, "test", o->n_test);
+    ex_json_kv_int(j, "pref_prompts", o->n_pref); ex_json_kv_int(j, "test", o->n_test); ex_json_kv_int(j, "rounds", o->rounds);
     ex_json_kv_int(j, "batch", o->batch); ex_json_kv_int(j, "lists", o->lists_per_step);
     ex_json_kv_string(j, "objective", o->objective); ex_json_kv_int(j, "threads", o->threads);
     if (o->data) ex_json_kv_string(j, "data", o->data);
@@ -368,6 +370,480 @@ static int user_data_load(user_data *u, const char *dir, const char *name, int W
     return 0;
 }
 
+/* ==========================================================================================
+ * The experiment, the same for every task: load the pretrained SFT model (or fine-tune it on
+ * --data) -> greedy evaluation -> N samples per preference prompt, task rewards, margin filter,
+ * reference log-probs -> the control (SFT continued on the same prompts' true answers), DPO,
+ * PerPO and any other objective, each from the SFT weights with the same steps, lists per step
+ * and schedule -> greedy evaluation of each -> Best-of-N -> table, results.json, picture, curves.
+ * A task (grounding.c, dense_ocr.c) supplies only what it owns: its data, reward and metrics.
+ * ========================================================================================== */
+#define EX_MAX_METRICS 24
+#define EX_MAX_METHODS (EX_MAX_OBJECTIVES + 3) /* SFT, control, objectives, Best-of-N */
+typedef struct dataset dataset;
+
+typedef struct task {
+    const char *name;             /* results.json's "task"; examples/models/NAME_sft.ckpt */
+    const char *title;            /* heading of the table */
+    perpo_config cfg;             /* the model trained from scratch (a checkpoint has its own) */
+    size_t text_cap;              /* bytes of a prompt, answer or response buffer (> max_text) */
+    int n_metrics;
+    const char *metric_key[EX_MAX_METRICS];  /* results.json keys, e.g. "acc_at_0.5" */
+    const char *metric_head[EX_MAX_METRICS]; /* table column, NULL: only in results.json */
+    double metric_scale[EX_MAX_METRICS];     /* table shows value * scale (100 for percents) */
+    int main_metric, higher_is_better;       /* the metric the summary line compares */
+    /* Example `index` of the split with seed base `base`: image, prompt and answer (text_cap
+       bytes each) and a group (e.g. OCR text density) that score() may use. 0 on success. */
+    int (*make)(uint64_t base, uint64_t index, float *image, char *prompt, char *answer, int *group);
+    /* The task reward of a response against the true answer (IoU, 1 - edit distance). */
+    float (*reward)(const char *response, size_t len, const char *answer);
+    /* Adds one item's metrics: sum[k] += value * w and weight[k] += w (w = 0: not counted). */
+    void (*score)(const char *response, size_t len, const char *answer, int group, double *sum, double *weight);
+    /* --data: NULL if the answer suits the task, else why not; and its group (NULL: 0). */
+    const char *(*check_answer)(const char *answer);
+    int (*group_of)(const char *answer);
+    /* The picture of the first test items with the SFT and PerPO answers; 0 on success. */
+    int (*picture)(const char *path, const dataset *test, const char *sft_text, const char *perpo_text);
+} task;
+
+/* ---- Data: images, prompts, answers (synthetic splits or --data) ------------------------- */
+struct dataset {
+    int n;
+    size_t image_floats, cap;
+    float *images;            /* n images */
+    char *prompt, *answer;    /* n strings of cap bytes each */
+    int *group;
+    perpo_example *examples;  /* image + prompt + answer, as the trainers take them */
+};
+
+EX_FN const char *ds_prompt(const dataset *d, int i) { return d->prompt + (size_t)i * d->cap; }
+EX_FN const char *ds_answer(const dataset *d, int i) { return d->answer + (size_t)i * d->cap; }
+
+static void dataset_free(dataset *d) {
+    free(d->images); free(d->prompt); free(d->answer); free(d->group); free(d->examples);
+    memset(d, 0, sizeof *d);
+}
+static int dataset_alloc(dataset *d, const task *tk, const perpo_config *cfg, int n) {
+    memset(d, 0, sizeof *d);
+    d->n = n; d->cap = tk->text_cap;
+    d->image_floats = (size_t)cfg->image_h * (size_t)cfg->image_w * (size_t)cfg->channels;
+    d->images = (float *)malloc((size_t)n * d->image_floats * sizeof(float));
+    d->prompt = (char *)calloc((size_t)n, d->cap);
+    d->answer = (char *)calloc((size_t)n, d->cap);
+    d->group = (int *)calloc((size_t)n, sizeof(int));
+    d->examples = (perpo_example *)calloc((size_t)n, sizeof *d->examples);
+    if (!d->images || !d->prompt || !d->answer || !d->group || !d->examples) { dataset_free(d); return -1; }
+    return 0;
+}
+static void dataset_link(dataset *d, int i) {
+    d->examples[i].image = d->images + (size_t)i * d->image_floats;
+    d->examples[i].prompt = d->prompt + (size_t)i * d->cap;
+    d->examples[i].response = d->answer + (size_t)i * d->cap;
+}
+/* Items first .. first+n-1 of the synthetic split with seed base `base`. */
+static int dataset_make(dataset *d, const task *tk, const perpo_config *cfg, uint64_t base, uint64_t first, int n) {
+    int i;
+    if (dataset_alloc(d, tk, cfg, n) != 0) return -1;
+    for (i = 0; i < n; i++) {
+        dataset_link(d, i);
+        if (tk->make(base, first + (uint64_t)i, d->images + (size_t)i * d->image_floats, d->prompt + (size_t)i * d->cap,
+                     d->answer + (size_t)i * d->cap, &d->group[i]) != 0) {
+            dataset_free(d);
+            return -1;
+        }
+    }
+    return 0;
+}
+/* DIR/NAME (--data): image paths, prompts and answers; images of the model's size. */
+static int dataset_load(dataset *d, const task *tk, const perpo_config *cfg, const char *dir, const char *name) {
+    user_data u;
+    int i;
+    if (user_data_load(&u, dir, name, cfg->image_w, cfg->image_h) != 0) return -1;
+    if (dataset_alloc(d, tk, cfg, (int)u.manifest.n) != 0) { user_data_free(&u); return -1; }
+    memcpy(d->images, u.images, u.manifest.n * d->image_floats * sizeof(float));
+    for (i = 0; i < d->n; i++) {
+        const perpo_manifest_entry *e = &u.manifest.entries[i];
+        size_t lp = strlen(e->prompt), la = strlen(e->answer);
+        const char *why;
+        if (lp + la + 3 > (size_t)cfg->max_text) {
+            fprintf(stderr, "error: %s/%s line %zu: prompt and answer are %zu bytes, at most %d fit\n", dir, name,
+                    e->line, lp + la, cfg->max_text - 3);
+            break;
+        }
+        if ((why = tk->check_answer(e->answer)) != NULL) {
+            fprintf(stderr, "error: %s/%s line %zu: the answer \"%s\" %s\n", dir, name, e->line, e->answer, why);
+            break;
+        }
+        memcpy(d->prompt + (size_t)i * d->cap, e->prompt, lp + 1);
+        memcpy(d->answer + (size_t)i * d->cap, e->answer, la + 1);
+        d->group[i] = tk->group_of ? tk->group_of(e->answer) : 0;
+        dataset_link(d, i);
+    }
+    user_data_free(&u);
+    if (i < d->n) { dataset_free(d); return -1; }
+    return 0;
+}
+
+/* ---- Evaluation ------------------------------------------------------------------------- */
+typedef struct scores { double v[EX_MAX_METRICS]; } scores;
+
+static void scores_finish(const task *tk, const double *sum, const double *weight, scores *out) {
+    int k;
+    for (k = 0; k < tk->n_metrics; k++) out->v[k] = weight[k] > 0 ? sum[k] / weight[k] : 0.0;
+}
+
+/* Greedy answers for every item of d; responses (may be NULL) gets them (n x d->cap). */
+static perpo_status evaluate(perpo_model *m, const task *tk, const dataset *d, scores *out, char *responses) {
+    perpo_sample_config sc = perpo_sample_default();
+    size_t B = (size_t)perpo_model_config(m)->max_batch, i, j, cap = d->cap;
+    double sum[EX_MAX_METRICS] = {0}, weight[EX_MAX_METRICS] = {0};
+    char *text = (char *)malloc(B * cap);
+    size_t *lens = (size_t *)malloc(B * sizeof(size_t));
+    const float **imgs = (const float **)malloc(B * sizeof(float *));
+    const char **prompts = (const char **)malloc(B * sizeof(char *));
+    perpo_status st = PERPO_OK;
+    if (!text || !lens || !imgs || !prompts) st = PERPO_ERR_NOMEM;
+    for (i = 0; st == PERPO_OK && i < (size_t)d->n; i += B) {
+        size_t cnt = (size_t)d->n - i < B ? (size_t)d->n - i : B;
+        perpo_gen_request req;
+        for (j = 0; j < cnt; j++) { imgs[j] = d->examples[i + j].image; prompts[j] = d->examples[i + j].prompt; }
+        req.n_seq = cnt; req.n_img = cnt; req.images = imgs; req.image_of = NULL; req.prompts = prompts;
+        if ((st = perpo_generate(m, &req, &sc, text, cap, lens)) != PERPO_OK) break;
+        for (j = 0; j < cnt; j++) {
+            tk->score(text + j * cap, lens[j], ds_answer(d, (int)(i + j)), d->group[i + j], sum, weight);
+            if (responses) memcpy(responses + (i + j) * cap, text + j * cap, cap);
+        }
+    }
+    if (st == PERPO_OK) scores_finish(tk, sum, weight, out);
+    free(text); free(lens); free((void *)imgs); free((void *)prompts);
+    return st;
+}
+
+/* Reward callback of perpo_pref_sample: the task reward against item's true answer. */
+typedef struct reward_ctx { const task *tk; const dataset *d; } reward_ctx;
+static float task_reward(const char *response, size_t len, size_t item, void *user) {
+    const reward_ctx *r = (const reward_ctx *)user;
+    return r->tk->reward(response, len, ds_answer(r->d, (int)item));
+}
+
+/* Best-of-N with the oracle reward: each item's highest-reward sample, scored. */
+static perpo_status best_of_n(perpo_model *m, const task *tk, const dataset *d, const options *o, uint64_t seed,
+                              scores *out) {
+    perpo_sample_config sc = perpo_sample_default();
+    perpo_pref_set set;
+    reward_ctx rc;
+    double sum[EX_MAX_METRICS] = {0}, weight[EX_MAX_METRICS] = {0};
+    perpo_status st;
+    size_t i;
+    int k;
+    sc.temperature = (float)o->temperature; sc.top_p = (float)o->top_p; sc.seed = seed;
+    rc.tk = tk; rc.d = d;
+    if ((st = perpo_pref_sample(m, d->examples, (size_t)d->n, o->n_samples, &sc, task_reward, &rc, &set)) != PERPO_OK) return st;
+    for (i = 0; i < set.n_lists; i++) {
+        int best = 0;
+        for (k = 1; k < o->n_samples; k++) if (set.lists[i].rewards[k] > set.lists[i].rewards[best]) best = k;
+        tk->score(set.lists[i].responses[best], strlen(set.lists[i].responses[best]), ds_answer(d, (int)i), d->group[i], sum, weight);
+    }
+    scores_finish(tk, sum, weight, out);
+    perpo_pref_set_free(&set);
+    return PERPO_OK;
+}
+
+/* ---- The preference stage --------------------------------------------------------------- */
+typedef struct method_result {
+    char name[48];
+    scores s;
+    double train_s;
+    curve curve;
+} method_result;
+
+typedef struct run_result {
+    method_result m[EX_MAX_METHODS]; /* SFT, control, the objectives, Best-of-N */
+    int n_methods, perpo_index;      /* perpo_index: -1 without a PerPO run */
+    size_t lists_sampled, lists_kept;
+    double mean_list_reward, total_s;
+    char *sft_text, *perpo_text;     /* greedy answers on the test set */
+} run_result;
+
+/* Lists sampled from `policy` for items [first, first+n) of prefs, scored, filtered by the
+   margin, with reference log-probs from the frozen `ref` model. */
+static perpo_status sample_lists(perpo_model *policy, perpo_model *ref, const task *tk, const dataset *prefs, size_t first,
+                                 size_t n, const options *o, uint64_t seed, perpo_pref_set *set, size_t *kept,
+                                 double *mean_reward) {
+    perpo_sample_config sc = perpo_sample_default();
+    reward_ctx rc;
+    dataset view = *prefs; /* the same storage, shifted to the first item */
+    perpo_status st;
+    size_t i;
+    int k;
+    view.n = (int)n; view.examples = prefs->examples + first; view.answer = prefs->answer + first * prefs->cap;
+    view.group = prefs->group + first;
+    rc.tk = tk; rc.d = &view;
+    sc.temperature = (float)o->temperature; sc.top_p = (float)o->top_p; sc.seed = seed;
+    if ((st = perpo_pref_sample(policy, view.examples, n, o->n_samples, &sc, task_reward, &rc, set)) != PERPO_OK) return st;
+    *mean_reward = 0.0;
+    for (i = 0; i < set->n_lists; i++)
+        for (k = 0; k < o->n_samples; k++) *mean_reward += set->lists[i].rewards[k] / ((double)set->n_lists * o->n_samples);
+    *kept = perpo_pref_filter(set->lists, set->n_lists, (float)o->margin);
+    if (*kept == 0) return PERPO_OK;
+    return perpo_pref_reference(ref, set->lists, *kept);
+}
+
+/* DPO reads only the best and the worst response of a list: two-response lists of those, so
+   a DPO step forwards 2 sequences per list instead of N (the loss is the same). */
+typedef struct pair_lists {
+    perpo_pref_list *lists;
+    const char **resp;
+    float *reward, *ref;
+} pair_lists;
+static void pair_lists_free(pair_lists *p) {
+    free(p->lists); free((void *)p->resp); free(p->reward); free(p->ref);
+    memset(p, 0, sizeof *p);
+}
+static int pair_lists_make(pair_lists *p, const perpo_pref_list *l, size_t n) {
+    size_t i;
+    p->lists = (perpo_pref_list *)calloc(n, sizeof *p->lists);
+    p->resp = (const char **)calloc(2 * n, sizeof(char *));
+    p->reward = (float *)calloc(2 * n, sizeof(float));
+    p->ref = (float *)calloc(2 * n, sizeof(float));
+    if (!p->lists || !p->resp || !p->reward || !p->ref) { pair_lists_free(p); return -1; }
+    for (i = 0; i < n; i++) {
+        int k, best = 0, worst = 0, pick[2];
+        for (k = 1; k < l[i].n; k++) {
+            if (l[i].rewards[k] > l[i].rewards[best]) best = k;
+            if (l[i].rewards[k] < l[i].rewards[worst]) worst = k;
+        }
+        pick[0] = best; pick[1] = worst;
+        for (k = 0; k < 2; k++) {
+            p->resp[2 * i + k] = l[i].responses[pick[k]];
+            p->reward[2 * i + k] = l[i].rewards[pick[k]];
+            p->ref[2 * i + k] = l[i].ref_logp[pick[k]];
+        }
+        p->lists[i] = l[i];
+        p->lists[i].n = 2; p->lists[i].responses = p->resp + 2 * i;
+        p->lists[i].rewards = p->reward + 2 * i; p->lists[i].ref_logp = p->ref + 2 * i;
+    }
+    return 0;
+}
+
+/* Progress of one round of a longer schedule: reports every 10 steps, stops at `until`. */
+typedef struct round_log { run_log *log; int until; } round_log;
+static int round_progress(const perpo_progress *p, void *user) {
+    round_log *r = (round_log *)user;
+    if (p->step % 10 == 0 || p->step == p->total_steps) on_progress(p, r->log);
+    return p->step >= r->until;
+}
+
+/* One objective from the SFT weights: `rounds` rounds of lists (round 0's are `first`,
+   sampled from the SFT model; later ones from the current policy on the next prompts), each
+   trained for its share of the steps of one cosine schedule. */
+static perpo_status train_objective(perpo_model *pol, perpo_model *sft, const task *tk, const dataset *prefs,
+                                    const options *o, int seed, int k, const perpo_pref_set *first, size_t first_kept,
+                                    run_log *log) {
+    perpo_pref_config pc = pref_config(o, ex_objective_kinds[k], seed);
+    perpo_status st = PERPO_OK;
+    int r;
+    pc.log_every = 1;
+    if ((st = perpo_model_copy_params(pol, sft)) != PERPO_OK) return st;
+    for (r = 0; r < o->rounds && st == PERPO_OK; r++) {
+        perpo_pref_set set;
+        const perpo_pref_list *lists = first->lists;
+        size_t kept = first_kept, per = (size_t)prefs->n / (size_t)o->rounds;
+        double mean;
+        pair_lists pairs;
+        round_log rl;
+        memset(&set, 0, sizeof set);
+        memset(&pairs, 0, sizeof pairs);
+        if (r > 0) { /* iterative: lists sampled again from the current policy */
+            st = sample_lists(pol, sft, tk, prefs, (size_t)r * per, per, o,
+                              (uint64_t)seed * 1000003u + 17u + 7919u * (uint64_t)r, &set, &kept, &mean);
+            lists = set.lists;
+        }
+        if (st == PERPO_OK && kept == 0) {
+            fprintf(stderr, "warning: round %d: no list has a reward margin >= %.2f\n", r + 1, o->margin);
+        } else if (st == PERPO_OK) {
+            if (ex_objective_kinds[k] == PERPO_OBJ_DPO) {
+                if (pair_lists_make(&pairs, lists, kept) != 0) st = PERPO_ERR_NOMEM;
+                else lists = pairs.lists;
+            }
+            pc.resume = r > 0;
+            rl.log = log; rl.until = (int)((long long)o->pref_steps * (r + 1) / o->rounds);
+            if (st == PERPO_OK) st = perpo_pref_train(pol, lists, kept, &pc, round_progress, &rl);
+        }
+        pair_lists_free(&pairs);
+        perpo_pref_set_free(&set);
+    }
+    return st;
+}
+
+/* Which item of prefs a sampled list belongs to (its image is that item's). */
+static size_t list_item(const dataset *prefs, const perpo_pref_list *l) {
+    return (size_t)(l->image - prefs->images) / prefs->image_floats;
+}
+
+/* The control: SFT continued on the true answers of the same prompts, with the preference
+   runs' steps, examples per step (one per list) and schedule. */
+static perpo_status train_control(perpo_model *pol, perpo_model *sft, const dataset *prefs, const perpo_pref_list *lists,
+                                  size_t kept, const options *o, int seed, run_log *log) {
+    perpo_pref_config pc = pref_config(o, PERPO_OBJ_PERPO, seed);
+    perpo_train_config tc = perpo_train_default();
+    perpo_example *ex;
+    perpo_status st;
+    size_t i, n = o->rounds > 1 ? (size_t)prefs->n : kept;
+    if ((st = perpo_model_copy_params(pol, sft)) != PERPO_OK) return st;
+    if (!(ex = (perpo_example *)calloc(n, sizeof *ex))) return PERPO_ERR_NOMEM;
+    for (i = 0; i < n; i++) ex[i] = prefs->examples[o->rounds > 1 ? i : list_item(prefs, &lists[i])];
+    tc.optim = pc.optim; tc.batch_size = o->lists_per_step; tc.seed = (uint64_t)seed; tc.log_every = 10;
+    st = perpo_sft_train(pol, ex, n, &tc, on_progress, log);
+    free(ex);
+    return st;
+}
+
+/* One preference stage from `sft`: round-0 lists, the control, every wanted objective. Fills
+   r->m from index first_method on (SFT and Best-of-N are the caller's). */
+static int run_preference(const task *tk, const options *o, int seed, perpo_model *sft, const dataset *test,
+                          const dataset *prefs, run_result *r, int first_method) {
+    perpo_model *pol = NULL;
+    perpo_pref_set set;
+    perpo_status st;
+    run_log log;
+    size_t kept = 0, per = (size_t)prefs->n / (size_t)o->rounds;
+    double t0 = wall_seconds(), t;
+    int k, ret = 1;
+    method_result *mr;
+    memset(&set, 0, sizeof set);
+    r->n_methods = first_method; r->perpo_index = -1;
+    log.verbose = o->verbose;
+    t = wall_seconds();
+    if ((st = sample_lists(sft, sft, tk, prefs, 0, per, o, (uint64_t)seed * 1000003u + 17u, &set, &kept,
+                           &r->mean_list_reward)) != PERPO_OK) { fail("sampling", st); goto done; }
+    r->lists_sampled = set.n_lists; r->lists_kept = kept;
+    if (o->verbose) fprintf(stderr, "[lists] %zu prompts x %d samples, mean reward %.3f, %zu lists with margin >= %.2f (%.0fs)\n",
+                            set.n_lists, o->n_samples, r->mean_list_reward, kept, o->margin, wall_seconds() - t);
+    if (kept == 0) { fprintf(stderr, "error: no list has a reward margin >= %.2f; lower --margin\n", o->margin); goto done; }
+    if ((st = perpo_model_create(&pol, perpo_model_config(sft), (uint64_t)seed)) != PERPO_OK) { fail("model", st); goto done; }
+    for (k = -1; k < EX_MAX_OBJECTIVES; k++) { /* -1: the control */
+        if (k >= 0 && !objective_wanted(o->objective, ex_objective_flags[k])) continue;
+        mr = &r->m[r->n_methods];
+        snprintf(mr->name, sizeof mr->name, "%s", k < 0 ? "control (SFT continued)" : ex_objective_names[k]);
+        log.label = k < 0 ? "control" : ex_objective_names[k]; log.t0 = t = wall_seconds(); log.c = &mr->curve;
+        st = k < 0 ? train_control(pol, sft, prefs, set.lists, kept, o, seed, &log)
+                   : train_objective(pol, sft, tk, prefs, o, seed, k, &set, kept, &log);
+        if (st != PERPO_OK) { fail(mr->name, st); goto done; }
+        mr->train_s = wall_seconds() - t;
+        if (k >= 0 && ex_objective_kinds[k] == PERPO_OBJ_PERPO) r->perpo_index = r->n_methods;
+        if ((st = evaluate(pol, tk, test, &mr->s, r->perpo_index == r->n_methods ? r->perpo_text : NULL)) != PERPO_OK) {
+            fail("evaluation", st);
+            goto done;
+        }
+        if (o->verbose)
+            fprintf(stderr, "[%s] test %s %.4g (%.0fs of training)\n", log.label, tk->metric_key[tk->main_metric],
+                    mr->s.v[tk->main_metric], mr->train_s);
+        r->n_methods++;
+    }
+    ret = 0;
+done:
+    r->total_s = wall_seconds() - t0;
+    perpo_pref_set_free(&set);
+    perpo_model_free(pol);
+    return ret;
+}
+
+/* ---- Reporting ---------------------------------------------------------------------------- */
+static int table_width(const task *tk, int k, int seeds) {
+    int w = (int)strlen(tk->metric_head[k]), cell = seeds > 1 ? 13 : 7;
+    return w > cell ? w : cell;
+}
+static void print_table(const task *tk, const options *o, const run_result *runs) {
+    int i, k, s, n = o->seeds;
+    char cell[64];
+    printf("\n%s: %d held-out examples (test seed %d), N = %d, %d preference seed%s\n\n", tk->title, o->n_test,
+           o->test_seed, o->n_samples, n, n > 1 ? "s (mean ± sd)" : "");
+    printf("| %-24s |", "method");
+    for (k = 0; k < tk->n_metrics; k++) if (tk->metric_head[k]) printf(" %-*s |", table_width(tk, k, n), tk->metric_head[k]);
+    printf("\n|--------------------------|");
+    for (k = 0; k < tk->n_metrics; k++)
+        if (tk->metric_head[k]) {
+            int w;
+            for (w = 0; w < table_width(tk, k, n) + 2; w++) putchar('-');
+            putchar('|');
+        }
+    printf("\n");
+    for (i = 0; i < runs[0].n_methods; i++) {
+        printf("| %-24s |", runs[0].m[i].name);
+        for (k = 0; k < tk->n_metrics; k++) {
+            double v[100], mean, sd;
+            if (!tk->metric_head[k]) continue;
+            for (s = 0; s < n; s++) v[s] = runs[s].m[i].s.v[k] * tk->metric_scale[k];
+            mean_std(v, n, &mean, &sd);
+            if (n > 1) snprintf(cell, sizeof cell, tk->metric_scale[k] == 100 ? "%.1f ± %.1f" : "%.3f ± %.3f", mean, sd);
+            else snprintf(cell, sizeof cell, tk->metric_scale[k] == 100 ? "%.1f" : "%.3f", mean);
+            printf(" %-*s |", table_width(tk, k, n) + (n > 1 ? 1 : 0), cell); /* ± is 2 bytes */
+        }
+        printf("\n");
+    }
+    /* paired differences over the seeds: PerPO against each other row */
+    if (runs[0].perpo_index >= 0) {
+        int p = runs[0].perpo_index, mm = tk->main_metric;
+        printf("\nPerPO minus each method, %s, paired over the seeds:", tk->metric_head[mm] ? tk->metric_head[mm] : tk->metric_key[mm]);
+        for (i = 0; i < runs[0].n_methods - 1; i++) { /* the last row is Best-of-N */
+            double v[100], mean, sd;
+            if (i == p) continue;
+            for (s = 0; s < n; s++) v[s] = (runs[s].m[p].s.v[mm] - runs[s].m[i].s.v[mm]) * tk->metric_scale[mm];
+            mean_std(v, n, &mean, &sd);
+            printf("%s %s %+.2f", i ? "," : "", runs[0].m[i].name, mean);
+            if (n > 1) printf(" ± %.2f", sd);
+        }
+        printf("\n");
+    }
+    printf("lists: %zu sampled, %zu kept (margin >= %.2f); preference stage: %.0fs for the first seed\n",
+           runs[0].lists_sampled, runs[0].lists_kept, o->margin, runs[0].total_s);
+}
+
+static int write_results(const task *tk, const options *o, const run_result *runs) {
+    char path[1024];
+    FILE *f;
+    ex_json j;
+    int s, i, k;
+    if (!(f = results_begin(&j, o, tk->name, path, sizeof path))) return -1;
+    for (s = 0; s < o->seeds; s++) {
+        results_run_begin(&j, o->seed + s, runs[s].lists_sampled, runs[s].lists_kept, runs[s].mean_list_reward,
+                          runs[s].total_s);
+        for (i = 0; i < runs[s].n_methods; i++) {
+            ex_json_object_begin(&j);
+            ex_json_kv_string(&j, "method", runs[s].m[i].name);
+            for (k = 0; k < tk->n_metrics; k++) ex_json_kv_number(&j, tk->metric_key[k], runs[s].m[i].s.v[k]);
+            ex_json_kv_number(&j, "train_seconds", runs[s].m[i].train_s);
+            ex_json_object_end(&j);
+        }
+        results_run_end(&j);
+    }
+    return results_end(&j, f, path);
+}
+
+/* The pretraining loss curve from CKPT.json ("loss_curve": [[step, loss], ...]), for the
+   curves' first panel; empty when there is none. */
+static void read_pretrain_curve(const char *ckpt, curve *c) {
+    char path[1024], *buf, *p;
+    FILE *f;
+    long n;
+    c->n = 0;
+    snprintf(path, sizeof path, "%s.json", ckpt);
+    if (!(f = fopen(path, "rb"))) return;
+    fseek(f, 0, SEEK_END); n = ftell(f); fseek(f, 0, SEEK_SET);
+    buf = n > 0 ? (char *)malloc((size_t)n + 1) : NULL;
+    if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
+        buf[n] = 0;
+        p = strstr(buf, "\"loss_curve\"");
+        while (p && c->n < CURVE_MAX && (p = strchr(p + 1, '[')) != NULL) {
+            float step, loss;
+            if (sscanf(p, "[%f, %f]", &step, &loss) == 2) { c->step[c->n] = step; c->loss[c->n] = loss; c->n++; }
+        }
+    }
+    free(buf);
+    fclose(f);
+}
+
 /* ---- Pretraining: SFT from scratch on fresh examples, resumable, with a JSON record ------- *
  * What `make pretrain` runs. Every step draws new examples: example g of the run is example g
  * of the training split, so a resumed run sees exactly the data of an uninterrupted one. The
@@ -390,25 +866,13 @@ static int user_data_load(user_data *u, const char *dir, const char *name, int W
 #define EX_COMPILER "unknown"
 #endif
 
-typedef struct pretrain_task {
-    const char *name;  /* "grounding", "dense_ocr" */
-    perpo_config cfg;  /* the model trained from scratch */
-    size_t text_cap;   /* bytes of one prompt or answer buffer */
-    /* Example `index` of the split whose seed base is `base`: the image (cfg's size), the prompt
-       and the answer (text_cap bytes each). 0 on success. */
-    int (*make)(uint64_t base, uint64_t index, float *image, char *prompt, char *answer);
-    /* Greedy evaluation on n examples of split `base`: the metrics as JSON keys into j (NULL:
-       none) and a one-line summary into line. 0 on success. */
-    int (*validate)(perpo_model *m, uint64_t base, int n, ex_json *j, char *line, size_t cap);
-} pretrain_task;
-
 /* Seed bases of the splits: training examples of a seed, and a validation split that no
    training run and no test set draws from. */
 static uint64_t split_train_base(int seed) { return ex_hash64((uint64_t)seed, 0x7072657472ull); }
 static uint64_t split_val_base(int val_seed) { return ex_hash64((uint64_t)val_seed, 0x76616c6964ull); }
 
 typedef struct pretrain_stream {
-    const pretrain_task *task;
+    const task *task;
     uint64_t base;
     size_t image_floats;
     float *images; /* one image per batch slot */
@@ -419,7 +883,8 @@ static perpo_status pretrain_next(size_t index, size_t slot, perpo_example *out,
     pretrain_stream *s = (pretrain_stream *)user;
     float *img = s->images + slot * s->image_floats;
     char *prompt = s->text + slot * 2 * s->task->text_cap, *answer = prompt + s->task->text_cap;
-    if (s->task->make(s->base, (uint64_t)index, img, prompt, answer) != 0) return PERPO_ERR_ARG;
+    int group;
+    if (s->task->make(s->base, (uint64_t)index, img, prompt, answer, &group) != 0) return PERPO_ERR_ARG;
     out->image = img; out->prompt = prompt; out->response = answer;
     return PERPO_OK;
 }
@@ -483,7 +948,7 @@ static const char *instruction_set(void) {
 #endif
 }
 
-static int pretrain(const pretrain_task *task, const options *o, int argc, char **argv) {
+static int pretrain(const task *task, const options *o, int argc, char **argv) {
     perpo_model *m = NULL;
     perpo_train_config tc = perpo_train_default();
     pretrain_stream stream;
@@ -571,10 +1036,26 @@ static int pretrain(const pretrain_task *task, const options *o, int argc, char 
     ex_json_kv_int(&j, "val_seed", o->val_seed);
     ex_json_kv_int(&j, "examples", o->n_val);
     t_val = wall_seconds();
-    if (task->validate(m, split_val_base(o->val_seed), o->n_val, &j, line, sizeof line) != 0) {
-        fprintf(stderr, "error: validation failed\n");
-        fclose(f);
-        goto done;
+    {
+        dataset val;
+        scores sc;
+        int k;
+        if (dataset_make(&val, task, perpo_model_config(m), split_val_base(o->val_seed), 0, o->n_val) != 0 ||
+            evaluate(m, task, &val, &sc, NULL) != PERPO_OK) {
+            fprintf(stderr, "error: validation failed\n");
+            dataset_free(&val);
+            fclose(f);
+            goto done;
+        }
+        dataset_free(&val);
+        line[0] = 0;
+        for (k = 0; k < task->n_metrics; k++) {
+            size_t used = strlen(line);
+            ex_json_kv_number(&j, task->metric_key[k], sc.v[k]);
+            if (task->metric_head[k])
+                snprintf(line + used, sizeof line - used, "%s%s %.4g", used ? ", " : "", task->metric_head[k],
+                         sc.v[k] * task->metric_scale[k]);
+        }
     }
     ex_json_kv_number(&j, "seconds", wall_seconds() - t_val);
     ex_json_object_end(&j);
@@ -597,6 +1078,141 @@ done:
     free(stream.images);
     free(stream.text);
     perpo_model_free(m);
+    return rc;
+}
+
+
+/* ---- The program: every experiment's main() ----------------------------------------------- */
+static uint64_t split_pref_base(int seed) { return ex_hash64((uint64_t)seed, 0x70726566ull); }
+static uint64_t split_test_base(int test_seed) { return ex_hash64((uint64_t)test_seed, 0x74657374ull); }
+
+/* The SFT model the preference stage starts from: the pretrained checkpoint (never a silent
+   retrain when it is missing or damaged), fine-tuned on --data's examples for --sft-steps when
+   there are any, or with --from-scratch 1 a new model trained on them. */
+static perpo_model *sft_model(const task *tk, const options *o, const dataset *train) {
+    perpo_model *m = NULL;
+    perpo_status st;
+    if (o->from_scratch) {
+        if ((st = perpo_model_create(&m, &tk->cfg, (uint64_t)o->seed)) != PERPO_OK) { fail("model", st); return NULL; }
+    } else if ((st = perpo_model_load(&m, o->sft_ckpt)) != PERPO_OK) {
+        fprintf(stderr, "error: cannot load the SFT checkpoint %s (%s).\n"
+                        "       Run `make pretrain` to train it (or pass --sft-checkpoint FILE).\n",
+                o->sft_ckpt, perpo_status_string(st));
+        return NULL;
+    } else if (o->verbose) {
+        fprintf(stderr, "[sft] loaded %s\n", o->sft_ckpt);
+    }
+    if (train && (o->from_scratch || o->sft_steps > 0)) {
+        perpo_train_config tc = perpo_train_default();
+        run_log log;
+        tc.batch_size = o->batch; tc.seed = (uint64_t)o->seed; tc.log_every = 50;
+        tc.optim.lr = (float)o->sft_lr; tc.optim.min_lr = (float)o->sft_lr * 0.05f;
+        tc.optim.warmup_steps = o->sft_steps / 20 + 1; tc.optim.total_steps = o->sft_steps;
+        log.label = "sft"; log.verbose = o->verbose; log.t0 = wall_seconds(); log.c = NULL;
+        if ((st = perpo_sft_train(m, train->examples, (size_t)train->n, &tc, on_progress, &log)) != PERPO_OK) {
+            fail("SFT on --data", st);
+            perpo_model_free(m);
+            return NULL;
+        }
+    }
+    return m;
+}
+
+static int experiment_main(const task *tk, options *o, int argc, char **argv) {
+    perpo_model *sft = NULL;
+    dataset test, train;
+    run_result *runs = NULL;
+    method_result sft_row, bon_row;
+    curve *pre = NULL;
+    int s, rc = 1, n_bon;
+    char path[1024];
+    memset(&test, 0, sizeof test);
+    memset(&train, 0, sizeof train);
+    if ((rc = experiment_start(argc, argv, o)) != 0) return rc > 0 ? 0 : 2;
+    rc = 1;
+    if (o->pretrain) return pretrain(tk, o, argc, argv);
+    if (o->data && dataset_load(&train, tk, &tk->cfg, o->data, "train.tsv") != 0) return 1;
+    if (!(sft = sft_model(tk, o, o->data ? &train : NULL))) goto done;
+    if (o->data ? dataset_load(&test, tk, perpo_model_config(sft), o->data, "test.tsv") != 0
+                : dataset_make(&test, tk, perpo_model_config(sft), split_test_base(o->test_seed), 0, o->n_test) != 0) {
+        fprintf(stderr, "error: test data\n");
+        goto done;
+    }
+    o->n_test = test.n;
+    runs = (run_result *)calloc((size_t)o->seeds, sizeof *runs);
+    pre = (curve *)calloc(1, sizeof *pre);
+    if (!runs || !pre) { fail("results", PERPO_ERR_NOMEM); goto done; }
+    for (s = 0; s < o->seeds; s++) {
+        runs[s].sft_text = (char *)calloc((size_t)test.n, test.cap);
+        runs[s].perpo_text = (char *)calloc((size_t)test.n, test.cap);
+        if (!runs[s].sft_text || !runs[s].perpo_text) { fail("results", PERPO_ERR_NOMEM); goto done; }
+    }
+
+    /* the SFT model and the Best-of-N oracle do not depend on the preference seed */
+    memset(&sft_row, 0, sizeof sft_row);
+    memset(&bon_row, 0, sizeof bon_row);
+    snprintf(sft_row.name, sizeof sft_row.name, "SFT");
+    if (evaluate(sft, tk, &test, &sft_row.s, runs[0].sft_text) != PERPO_OK) { fprintf(stderr, "error: evaluating SFT\n"); goto done; }
+    if (o->verbose) fprintf(stderr, "[sft] test %s %.4g\n", tk->metric_key[tk->main_metric], sft_row.s.v[tk->main_metric]);
+    n_bon = o->bon_test < test.n ? o->bon_test : test.n;
+    snprintf(bon_row.name, sizeof bon_row.name, "Best-of-%d (oracle)*", o->n_samples);
+    {
+        dataset head = test;
+        head.n = n_bon;
+        if (best_of_n(sft, tk, &head, o, (uint64_t)o->seed * 7919u + 5u, &bon_row.s) != PERPO_OK) {
+            fprintf(stderr, "error: best-of-N\n");
+            goto done;
+        }
+    }
+    if (o->verbose) fprintf(stderr, "[best-of-%d] %s %.4g on %d test items\n", o->n_samples, tk->metric_key[tk->main_metric],
+                            bon_row.s.v[tk->main_metric], n_bon);
+
+    for (s = 0; s < o->seeds; s++) {
+        dataset prefs;
+        int seed = o->seed + s, ok;
+        if (o->verbose) fprintf(stderr, "=== preference seed %d (%d of %d) ===\n", seed, s + 1, o->seeds);
+        if (o->data) prefs = train;
+        else if (dataset_make(&prefs, tk, perpo_model_config(sft), split_pref_base(seed), 0, o->n_pref) != 0) {
+            fail("preference prompts", PERPO_ERR_NOMEM);
+            goto done;
+        }
+        if (o->data && o->n_pref < prefs.n) prefs.n = o->n_pref;
+        runs[s].m[0] = sft_row;
+        if (s > 0) memcpy(runs[s].sft_text, runs[0].sft_text, (size_t)test.n * test.cap);
+        ok = run_preference(tk, o, seed, sft, &test, &prefs, &runs[s], 1) == 0;
+        if (!o->data) dataset_free(&prefs);
+        if (!ok) goto done;
+        runs[s].m[runs[s].n_methods++] = bon_row;
+    }
+    print_table(tk, o, runs);
+    printf("* Best-of-%d: the highest-reward of %d samples of the SFT model, on the first %d test items\n", o->n_samples,
+           o->n_samples, n_bon);
+    if (write_results(tk, o, runs) != 0) goto done;
+    snprintf(path, sizeof path, "%s/%s_examples.png", o->out, tk->name);
+    if (tk->picture(path, &test, runs[0].sft_text, runs[0].perpo_index >= 0 ? runs[0].perpo_text : NULL) != 0)
+        fprintf(stderr, "warning: cannot write %s\n", path);
+    else printf("wrote %s\n", path);
+    {
+        const char *names[EX_MAX_METHODS];
+        const curve *curves[EX_MAX_METHODS];
+        int k, n = 0;
+        for (k = 2; k < runs[0].n_methods - 1 && n < EX_MAX_OBJECTIVES; k++, n++) {
+            names[n] = runs[0].m[k].name;
+            curves[n] = &runs[0].m[k].curve;
+        }
+        read_pretrain_curve(o->sft_ckpt, pre);
+        snprintf(path, sizeof path, "%s: training curves", tk->title);
+        curves_output(o, path, pre, n, names, curves);
+    }
+    rc = 0;
+done:
+    if (runs)
+        for (s = 0; s < o->seeds; s++) { free(runs[s].sft_text); free(runs[s].perpo_text); }
+    free(runs);
+    free(pre);
+    dataset_free(&test);
+    dataset_free(&train);
+    perpo_model_free(sft);
     return rc;
 }
 
