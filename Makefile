@@ -25,7 +25,7 @@ EX_DEFS := -DEX_COMMIT='"$(shell git rev-parse --short HEAD 2>/dev/null || echo 
 EXAMPLES := $(BUILD)/grounding $(BUILD)/dense_ocr $(BUILD)/loss_only
 TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) examples/common.h
 
-.PHONY: pretrain pretrain-ocr demo-full all test test-unit test-compile test-readme test-alloc test-blas test-portable test-sanitize fuzz demo demo-ocr bench bench-compare bench-scaling clean
+.PHONY: pretrain pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-alloc test-blas test-portable test-sanitize fuzz demo demo-ocr bench bench-compare bench-scaling clean
 
 all: $(EXAMPLES) $(BUILD)/run_tests
 
@@ -39,7 +39,7 @@ $(BUILD)/run_tests: $(TEST_SRC) perpo.h | $(BUILD)
 $(BUILD)/%: examples/%.c examples/common.h examples/pipeline.h perpo.h | $(BUILD)
 	$(CC) $(WARN) $(OPT) $(OMP) $(EX_DEFS) -o $@ $< $(LIBS)
 
-test: test-compile test-readme test-alloc test-blas test-portable test-unit
+test: test-compile test-readme test-alloc test-blas test-portable test-examples test-unit
 
 test-compile:
 	@sh tests/check_compile.sh
@@ -49,6 +49,23 @@ test-readme: | $(BUILD)
 	@$(CC) $(WARN) $(OPT) -I. -o $(BUILD)/quickstart $(BUILD)/quickstart.c $(LIBS)
 	@./$(BUILD)/quickstart > $(BUILD)/quickstart.out && echo "README quick start: compiled and ran" \
 	  || { echo "README quick start failed"; cat $(BUILD)/quickstart.out; exit 1; }
+
+# Each experiment end to end at a tiny size: pretraining, then the demo from
+# that checkpoint; results.json must hold every method with its metrics.
+TINY_PRE := --pretrain 1 --sft-steps 6 --sft-warmup 2 --save-every 50 --batch 4 --val 8 --threads 1 --verbose 0
+TINY_RUN := --test 8 --bon-test 4 --pref-prompts 8 --pref-steps 2 --lists 2 --margin 0 --threads 1 --verbose 0
+test-examples: $(BUILD)/grounding $(BUILD)/dense_ocr
+	@for t in grounding dense_ocr; do \
+	  rm -rf $(BUILD)/tiny_$$t && mkdir -p $(BUILD)/tiny_$$t && \
+	  ./$(BUILD)/$$t $(TINY_PRE) --sft-checkpoint $(BUILD)/tiny_$$t/sft.ckpt > $(BUILD)/tiny_$$t/pretrain.out && \
+	  ./$(BUILD)/$$t $(TINY_RUN) --sft-checkpoint $(BUILD)/tiny_$$t/sft.ckpt --out $(BUILD)/tiny_$$t > $(BUILD)/tiny_$$t/run.out && \
+	  ! ./$(BUILD)/$$t $(TINY_RUN) --sft-checkpoint $(BUILD)/tiny_$$t/missing.ckpt --out $(BUILD)/tiny_$$t/x 2> $(BUILD)/tiny_$$t/missing.err && \
+	  grep -q "make pretrain" $(BUILD)/tiny_$$t/missing.err && \
+	  for key in '"control (SFT continued)"' '"DPO"' '"PerPO"' '"Best-of-'; do \
+	    grep -q "$$key" $(BUILD)/tiny_$$t/results.json || { echo "$$t: $$key missing from results.json"; exit 1; }; done && \
+	  grep -q '"regression"' $(BUILD)/tiny_$$t/sft.ckpt.json && \
+	  echo "example $$t: tiny pretraining and demo ran, results.json complete" || { echo "example $$t failed"; cat $(BUILD)/tiny_$$t/*.out; exit 1; }; \
+	done
 
 test-unit: $(BUILD)/run_tests
 	./$(BUILD)/run_tests

@@ -158,8 +158,13 @@ typedef struct run_log {
     const char *label;
     int verbose;
     double t0;
-    curve *c;
+    curve *c;                /* where the curve goes, or NULL */
 } run_log;
+
+/* A log that starts now. */
+static void run_log_start(run_log *l, const char *label, int verbose, curve *c) {
+    l->label = label; l->verbose = verbose; l->t0 = wall_seconds(); l->c = c;
+}
 
 static void fmt_duration(double s, char *buf, size_t cap) {
     if (s < 0) s = 0;
@@ -169,7 +174,7 @@ static void fmt_duration(double s, char *buf, size_t cap) {
 
 static int on_progress(const perpo_progress *p, void *user) {
     run_log *l = (run_log *)user;
-    double el = wall_seconds() - l->t0, eta = el / p->step * (p->total_steps - p->step);
+    double el = wall_seconds() - l->t0, eta = p->eta_s; /* the trainer's: right for resumed runs too */
     char e1[32], e2[32];
     if (l->c && l->c->n < CURVE_MAX) {
         curve *c = l->c;
@@ -713,7 +718,6 @@ static int run_preference(const task *tk, const options *o, int seed, perpo_mode
     method_result *mr;
     memset(&set, 0, sizeof set);
     r->n_methods = first_method; r->perpo_index = -1;
-    log.verbose = o->verbose;
     t = wall_seconds();
     if ((st = sample_lists(sft, sft, tk, prefs, 0, per, o, (uint64_t)seed * 1000003u + 17u, &set, &kept,
                            &r->mean_list_reward)) != PERPO_OK) { fail("sampling", st); goto done; }
@@ -726,7 +730,8 @@ static int run_preference(const task *tk, const options *o, int seed, perpo_mode
         if (k >= 0 && !objective_wanted(o->objective, ex_objective_flags[k])) continue;
         mr = &r->m[r->n_methods];
         snprintf(mr->name, sizeof mr->name, "%s", k < 0 ? "control (SFT continued)" : ex_objective_names[k]);
-        log.label = k < 0 ? "control" : ex_objective_names[k]; log.t0 = t = wall_seconds(); log.c = &mr->curve;
+        run_log_start(&log, k < 0 ? "control" : ex_objective_names[k], o->verbose, &mr->curve);
+        t = log.t0;
         st = k < 0 ? train_control(pol, sft, prefs, set.lists, kept, o, seed, &log)
                    : train_objective(pol, sft, tk, prefs, o, seed, k, &set, kept, &log);
         if (st != PERPO_OK) { fail(mr->name, st); goto done; }
@@ -871,6 +876,8 @@ static void read_pretrain_curve(const char *ckpt, curve *c) {
 static uint64_t split_train_base(int seed) { return ex_hash64((uint64_t)seed, 0x7072657472ull); }
 static uint64_t split_val_base(int val_seed) { return ex_hash64((uint64_t)val_seed, 0x76616c6964ull); }
 
+#define EX_REGRESSION_N 200 /* validation examples the checkpoint's regression test scores */
+
 typedef struct pretrain_stream {
     const task *task;
     uint64_t base;
@@ -983,7 +990,7 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
     stream.images = (float *)malloc((size_t)o->batch * stream.image_floats * sizeof(float));
     stream.text = (char *)calloc((size_t)o->batch * 2, task->text_cap);
     if (!stream.images || !stream.text) { fail("pretraining buffers", PERPO_ERR_NOMEM); goto done; }
-    pl.log.label = "pretrain"; pl.log.verbose = o->verbose; pl.log.t0 = wall_seconds(); pl.log.c = NULL;
+    run_log_start(&pl.log, "pretrain", o->verbose, NULL);
     pl.model = m; pl.save_every = o->save_every; pl.save_status = PERPO_OK;
     if (o->verbose)
         fprintf(stderr, "[pretrain] %s: %d steps of %d fresh examples, lr %.2g (warmup %d, cosine to %.2g), saving %s every %d steps\n",
@@ -1047,6 +1054,27 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
             fclose(f);
             goto done;
         }
+        /* the first EX_REGRESSION_N of them again, for the regression test of make test
+           (tests/t_checkpoints.c reads these keys) */
+        {
+            dataset head = val;
+            scores hs;
+            char base[32];
+            head.n = o->n_val < EX_REGRESSION_N ? o->n_val : EX_REGRESSION_N;
+            if (evaluate(m, task, &head, &hs, NULL) != PERPO_OK) {
+                fprintf(stderr, "error: validation failed\n");
+                dataset_free(&val);
+                fclose(f);
+                goto done;
+            }
+            snprintf(base, sizeof base, "%llu", (unsigned long long)split_val_base(o->val_seed));
+            ex_json_key(&j, "regression");
+            ex_json_object_begin(&j);
+            ex_json_kv_string(&j, "split_base", base);
+            ex_json_kv_int(&j, "examples", head.n);
+            ex_json_kv_number(&j, task->metric_key[task->main_metric], hs.v[task->main_metric]);
+            ex_json_object_end(&j);
+        }
         dataset_free(&val);
         line[0] = 0;
         for (k = 0; k < task->n_metrics; k++) {
@@ -1108,7 +1136,7 @@ static perpo_model *sft_model(const task *tk, const options *o, const dataset *t
         tc.batch_size = o->batch; tc.seed = (uint64_t)o->seed; tc.log_every = 50;
         tc.optim.lr = (float)o->sft_lr; tc.optim.min_lr = (float)o->sft_lr * 0.05f;
         tc.optim.warmup_steps = o->sft_steps / 20 + 1; tc.optim.total_steps = o->sft_steps;
-        log.label = "sft"; log.verbose = o->verbose; log.t0 = wall_seconds(); log.c = NULL;
+        run_log_start(&log, "sft", o->verbose, NULL);
         if ((st = perpo_sft_train(m, train->examples, (size_t)train->n, &tc, on_progress, &log)) != PERPO_OK) {
             fail("SFT on --data", st);
             perpo_model_free(m);

@@ -145,19 +145,62 @@ static void test_perpo_raises_reward(perpo_test *t) {
 
 /* SFT data where every prompt appears twice, once with the right box and once with the box of
  * another object: SFT learns both answers and its greedy pick is a coin flip per prompt. The
- * IoU reward separates the two modes, so PerPO must move the greedy answers to the right box:
- * the mean greedy IoU on these training prompts has to rise clearly. */
+ * IoU reward separates the two modes. Three preference runs start from the same SFT weights
+ * and the same lists, and each is judged by its greedy IoU and by how it ranks the listed
+ * answers (the share of pairs with R_i > R_j whose log-ratio s_i = log pi - log pi_ref is
+ * larger, over summed log-probs):
+ *   PerPO (listwise term + NLL on each list's best answer) must move the greedy answers to
+ *   the right box and rank the lists right;
+ *   the NLL term alone (beta 1e-6: the listwise gradient vanishes next to the NLL's) moves the
+ *   greedy answers as far (0.427 -> 0.786 both: at this size the anchor does that part), but
+ *   ranks the pairs worse (0.88 of the pairs right against 0.98): the ranking is what the
+ *   listwise term adds;
+ *   PerPO with the rewards reversed (1 - IoU) must rank the pairs the other way and move the
+ *   greedy answers away from the right box. */
 #define TP_MIXED 16
+typedef struct tp_flip { double greedy, ranked; } tp_flip;
+static tp_flip tp_mode_flip_run(perpo_model *m, const perpo_model *sft, perpo_pref_list *lists, size_t n, float beta,
+                                int reverse, const tp_data *d) {
+    perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
+    perpo_pref_list after[TP_MIXED];
+    float saved[TP_MIXED][8], logp[TP_MIXED][8];
+    tp_flip r = {-1.0, -1.0};
+    size_t i;
+    int k;
+    if (n > TP_MIXED || perpo_model_copy_params(m, sft) != PERPO_OK) return r;
+    for (i = 0; i < n; i++)
+        for (k = 0; k < lists[i].n; k++) {
+            saved[i][k] = lists[i].rewards[k];
+            if (reverse) ((float *)lists[i].rewards)[k] = 1.0f - saved[i][k];
+        }
+    tp_pref_stage(&pc);
+    pc.objective.beta = beta;
+    if (perpo_pref_train(m, lists, n, &pc, NULL, NULL) != PERPO_OK) return r;
+    for (i = 0; i < n; i++)
+        for (k = 0; k < lists[i].n; k++) ((float *)lists[i].rewards)[k] = saved[i][k];
+    /* the trained model's log-probs of every listed answer, ranked against the true rewards */
+    for (i = 0; i < n; i++) { after[i] = lists[i]; after[i].ref_logp = logp[i]; }
+    if (perpo_pref_reference(m, after, n) != PERPO_OK) return r;
+    r.ranked = 0.0;
+    for (i = 0; i < n; i++) {
+        perpo_pref_metrics pm;
+        if (perpo_preference_metrics(1.0f, lists[i].n, logp[i], lists[i].ref_logp, lists[i].rewards, &pm) != PERPO_OK)
+            return r;
+        r.ranked += pm.accuracy / (double)n;
+    }
+    r.greedy = tp_greedy_iou(m, d, TP_MIXED);
+    return r;
+}
 static void test_perpo_fixes_greedy_answers(perpo_test *t) {
     static tp_data d;
     perpo_example ex[2 * TP_MIXED];
     perpo_config c = perpo_config_default();
-    perpo_model *m = NULL;
+    perpo_model *m = NULL, *pol = NULL;
     perpo_train_config tc = perpo_train_default();
     perpo_sample_config sc = perpo_sample_default();
-    perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
     perpo_pref_set set;
-    double before, after;
+    double before;
+    tp_flip perpo, nll_only, reversed;
     size_t kept;
     int i;
     tp_make(&d);
@@ -169,7 +212,8 @@ static void test_perpo_fixes_greedy_answers(perpo_test *t) {
     c.image_h = c.image_w = TP_W; c.patch_h = c.patch_w = 8; c.d_model = 48; c.n_heads = 4;
     c.n_vis_layers = 1; c.n_dec_layers = 2; c.max_text = 40; c.max_batch = 32;
     CHECK_OK(perpo_model_create(&m, &c, TP_INIT));
-    if (!m) return;
+    CHECK_OK(perpo_model_create(&pol, &c, TP_INIT));
+    if (!m || !pol) { perpo_model_free(m); perpo_model_free(pol); return; }
     tc.batch_size = 2 * TP_MIXED; tc.optim.lr = 3e-3f; tc.optim.min_lr = 3e-4f; tc.optim.warmup_steps = 10;
     tc.optim.total_steps = TP_MIXED_SFT; tc.seed = 3;
     CHECK_OK(perpo_sft_train(m, ex, 2 * TP_MIXED, &tc, NULL, NULL));
@@ -179,15 +223,22 @@ static void test_perpo_fixes_greedy_answers(perpo_test *t) {
     kept = perpo_pref_filter(set.lists, set.n_lists, 0.3f);
     CHECK(kept >= TP_MIXED / 2);
     CHECK_OK(perpo_pref_reference(m, set.lists, kept));
-    tp_pref_stage(&pc);
-    CHECK_OK(perpo_pref_train(m, set.lists, kept, &pc, NULL, NULL));
-    after = tp_greedy_iou(m, &d, TP_MIXED);
-    fprintf(stderr, "    greedy IoU on %d prompts trained half on wrong boxes: %.3f -> %.3f (%zu lists)\n",
-            TP_MIXED, before, after, kept);
-    CHECK_MSG(after > before + 0.1, "PerPO did not move the greedy answers to the right boxes: %.3f -> %.3f",
-              before, after);
+    perpo = tp_mode_flip_run(pol, m, set.lists, kept, TP_BETA, 0, &d);
+    nll_only = tp_mode_flip_run(pol, m, set.lists, kept, 1e-6f, 0, &d);
+    reversed = tp_mode_flip_run(pol, m, set.lists, kept, TP_BETA, 1, &d);
+    fprintf(stderr, "    %d prompts trained half on wrong boxes, %zu lists: greedy IoU %.3f -> PerPO %.3f, NLL term alone %.3f, "
+            "rewards reversed %.3f; pairs ranked right: PerPO %.2f, NLL term alone %.2f, reversed %.2f\n", TP_MIXED, kept,
+            before, perpo.greedy, nll_only.greedy, reversed.greedy, perpo.ranked, nll_only.ranked, reversed.ranked);
+    CHECK_MSG(perpo.greedy > before + 0.1, "PerPO did not move the greedy answers to the right boxes: %.3f -> %.3f",
+              before, perpo.greedy);
+    CHECK_MSG(perpo.ranked > nll_only.ranked + 0.05, "PerPO ranks no better than its NLL term alone: %.2f vs %.2f",
+              perpo.ranked, nll_only.ranked);
+    CHECK_MSG(reversed.ranked < 0.5 && reversed.greedy < before - 0.1,
+              "reversed rewards did not move the ranking and the answers the other way: %.2f, %.3f -> %.3f",
+              reversed.ranked, before, reversed.greedy);
     perpo_pref_set_free(&set);
     perpo_model_free(m);
+    perpo_model_free(pol);
 }
 
 /* Reference log-probs equal the policy's own log-probs before training, so the first step of
