@@ -28,7 +28,7 @@ static void set_defaults(options *o) {
                      "(SFT continued), DPO and PerPO on the same sampled lists, evaluated on held-out scenes.";
     o->max_batch = 32;
     o->seed = 1; o->test_seed = 777; o->seeds = 1;
-    o->n_samples = 8; o->pref_steps = 100; o->rounds = 1;
+    o->n_samples = 8; o->pref_steps = 100; o->rounds = 1; o->accum = 1;
     o->n_pref = 512; o->n_test = 2000; o->bon_test = 500;
     o->threads = 0; o->batch = 32; o->lists_per_step = 4; o->verbose = 1;
     /* preference defaults for a model this small (README, "What we learned"): the paper's

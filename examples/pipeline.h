@@ -24,7 +24,7 @@ typedef struct options {
     const char *description; /* first lines of --help */
     int seed, test_seed, seeds, n_samples, sft_steps, pref_steps, n_pref, n_test;
     int threads, batch, lists_per_step, verbose, mean_logp, max_batch;
-    int pretrain, n_val, val_seed, save_every, sft_warmup, rounds, bon_test, from_scratch;
+    int pretrain, n_val, val_seed, save_every, sft_warmup, rounds, bon_test, from_scratch, accum;
     double beta, gamma, temperature, top_p, margin, sft_lr, pref_lr, nll;
     const char *objective, *out, *sft_ckpt, *data;
 } options;
@@ -81,6 +81,7 @@ static int parse_options(int argc, char **argv, options *o) {
         {"--out", "output folder for results.json, the picture and the curves", 's', &o->out, 0, 0},
         {"--data", "a folder with train.tsv and test.tsv (image path, prompt, answer; 8-bit PPM/PGM images) to use instead of the built-in synthetic data", 's', &o->data, 0, 0},
         {"--sft-checkpoint", "the pretrained SFT model the preference stage starts from (make pretrain writes it)", 's', &o->sft_ckpt, 0, 0},
+        {"--accum", "preference micro-batches (of --lists lists) per optimizer step", 'i', &o->accum, 1, 1024},
         {"--rounds", "iterative PerPO: lists sampled again from the current policy this many times (1 = once, from SFT)", 'i', &o->rounds, 1, 100},
         {"--bon-test", "test examples the Best-of-N oracle row is measured on", 'i', &o->bon_test, 1, 1e7},
         {"--from-scratch", "1: with --data, train a new model on it instead of fine-tuning the checkpoint", 'i', &o->from_scratch, 0, 1},
@@ -200,7 +201,7 @@ static int on_progress(const perpo_progress *p, void *user) {
 static perpo_pref_config pref_config(const options *o, perpo_objective kind, int seed) {
     perpo_pref_config pc = perpo_pref_default(kind);
     pc.objective.beta = (float)o->beta; pc.objective.gamma = (float)o->gamma;
-    pc.lists_per_step = o->lists_per_step; pc.seed = (uint64_t)seed;
+    pc.lists_per_step = o->lists_per_step; pc.accum_steps = o->accum; pc.seed = (uint64_t)seed;
     pc.nll_weight = (float)o->nll; pc.mean_logp = o->mean_logp;
     pc.optim.lr = (float)o->pref_lr; pc.optim.min_lr = (float)o->pref_lr * 0.1f;
     pc.optim.warmup_steps = o->pref_steps / 10 + 1; pc.optim.total_steps = o->pref_steps;
@@ -243,7 +244,7 @@ static void json_options(ex_json *j, const options *o) {
     ex_json_kv_int(j, "sft_steps", o->sft_steps); ex_json_kv_int(j, "pref_steps", o->pref_steps);
     ex_json_kv_number(j, "sft_lr", o->sft_lr); ex_json_kv_number(j, "pref_lr", o->pref_lr);
     ex_json_kv_int(j, "pref_prompts", o->n_pref); ex_json_kv_int(j, "test", o->n_test); ex_json_kv_int(j, "rounds", o->rounds);
-    ex_json_kv_int(j, "batch", o->batch); ex_json_kv_int(j, "lists", o->lists_per_step);
+    ex_json_kv_int(j, "batch", o->batch); ex_json_kv_int(j, "lists", o->lists_per_step); ex_json_kv_int(j, "accum", o->accum);
     ex_json_kv_string(j, "objective", o->objective); ex_json_kv_int(j, "threads", o->threads);
     if (o->data) ex_json_kv_string(j, "data", o->data);
     if (o->sft_ckpt) ex_json_kv_string(j, "sft_checkpoint", o->sft_ckpt);
@@ -698,7 +699,8 @@ static perpo_status train_control(perpo_model *pol, perpo_model *sft, const data
     if ((st = perpo_model_copy_params(pol, sft)) != PERPO_OK) return st;
     if (!(ex = (perpo_example *)calloc(n, sizeof *ex))) return PERPO_ERR_NOMEM;
     for (i = 0; i < n; i++) ex[i] = prefs->examples[o->rounds > 1 ? i : list_item(prefs, &lists[i])];
-    tc.optim = pc.optim; tc.batch_size = o->lists_per_step; tc.seed = (uint64_t)seed; tc.log_every = 10;
+    tc.optim = pc.optim; tc.batch_size = o->lists_per_step; tc.accum_steps = o->accum; tc.seed = (uint64_t)seed;
+    tc.log_every = 10;
     st = perpo_sft_train(pol, ex, n, &tc, on_progress, log);
     free(ex);
     return st;

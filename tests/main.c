@@ -16,10 +16,11 @@
 #include "t_examples.c"
 #include "t_pref.c"
 #include "t_data.c"
+#include "t_checkpoints.c"
 
 static const perpo_test_case *const suites[] = {perpo_tests_kernels, perpo_tests_model, perpo_tests_rewards,
                                                  perpo_tests_objectives, perpo_tests_examples, perpo_tests_pref, perpo_tests_pref_ocr,
-                                                 perpo_tests_data};
+                                                 perpo_tests_data, perpo_tests_checkpoints};
 
 int main(int argc, char **argv) {
     int passed = 0, failed = 0;
