@@ -362,6 +362,8 @@ typedef struct perpo_pref_list {
     const char *const *responses;  /* n NUL-terminated responses */
     const float *rewards;          /* n task rewards, any order */
     float *ref_logp;               /* n summed log-probs under the frozen SFT model (see below) */
+    const char *truth;             /* the true response where it is known, else NULL: what the
+                                      NLL term trains on with nll_on_truth */
 } perpo_pref_list;
 
 typedef struct perpo_pref_config {
@@ -371,6 +373,8 @@ typedef struct perpo_pref_config {
     int accum_steps;     /* micro-batches per optimizer step */
     float nll_weight;    /* adds nll_weight * token NLL of each list's best response; 0 = off */
     int mean_logp;       /* 1: s_k uses mean per-token log-probs instead of sums */
+    int nll_on_truth;    /* 1: the NLL term is on each list's truth (every list needs one, and
+                            lists_per_step x (n + 1) sequences must fit in max_batch) */
     uint64_t seed;       /* order of the lists */
     int log_every;       /* progress callback period, in steps */
     int resume;          /* as in perpo_train_config */
@@ -2680,7 +2684,8 @@ PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind) {
     p.optim = perpo_optim_default();
     p.optim.lr = 1e-4f; p.optim.min_lr = 1e-5f; p.optim.warmup_steps = 10; p.optim.total_steps = 200;
     p.optim.weight_decay = 0.0f;
-    p.lists_per_step = 4; p.accum_steps = 1; p.nll_weight = 0.0f; p.mean_logp = 0; p.seed = 1; p.log_every = 10;
+    p.lists_per_step = 4; p.accum_steps = 1; p.nll_weight = 0.0f; p.mean_logp = 0; p.nll_on_truth = 0;
+    p.seed = 1; p.log_every = 10;
     p.resume = 0;
     return p;
 }
@@ -2789,21 +2794,23 @@ static perpo_status perpo__check_lists(const perpo_model *m, const perpo_pref_li
             if (!l->responses[k] || strlen(l->prompt) + strlen(l->responses[k]) + 3 > m->T) return PERPO_ERR_ARG;
             if (!isfinite(l->rewards[k])) return PERPO_ERR_NONFINITE;
         }
+        if (l->truth && strlen(l->prompt) + strlen(l->truth) + 3 > m->T) return PERPO_ERR_ARG;
     }
     return PERPO_OK;
 }
 
 /* Encodes lists [first, first+count) as one batch (sequence k of list j sees image j);
    n_tok (per sequence) gets the counted targets. */
-static void perpo__pref_batch(perpo_model *m, const perpo_pref_list *const *ls, size_t count, int *tok, int *tgt,
-                              const float **imgs, size_t *image_of, size_t *n_tok, perpo_batch *b) {
+static void perpo__pref_batch(perpo_model *m, const perpo_pref_list *const *ls, size_t count, int with_truth,
+                              int *tok, int *tgt, const float **imgs, size_t *image_of, size_t *n_tok, perpo_batch *b) {
     size_t j, s = 0, T = m->T;
     int k;
     for (j = 0; j < count; j++) {
         imgs[j] = ls[j]->image;
-        for (k = 0; k < ls[j]->n; k++, s++) {
-            perpo_text_encode(&m->cfg, ls[j]->prompt, strlen(ls[j]->prompt), ls[j]->responses[k],
-                              strlen(ls[j]->responses[k]), tok + s * T, tgt + s * T, &n_tok[s]);
+        for (k = 0; k < ls[j]->n + with_truth; k++, s++) { /* the truth, if asked, comes last */
+            const char *r = k < ls[j]->n ? ls[j]->responses[k] : ls[j]->truth;
+            perpo_text_encode(&m->cfg, ls[j]->prompt, strlen(ls[j]->prompt), r, strlen(r), tok + s * T, tgt + s * T,
+                              &n_tok[s]);
             image_of[s] = j;
         }
     }
@@ -2859,7 +2866,7 @@ PERPODEF perpo_status perpo_pref_reference(perpo_model *m, perpo_pref_list *list
             seqs += (size_t)lists[i + count].n;
             count++;
         }
-        perpo__pref_batch(m, s.ls, count, s.tok, s.tgt, s.imgs, s.image_of, s.n_tok, &b);
+        perpo__pref_batch(m, s.ls, count, 0, s.tok, s.tgt, s.imgs, s.image_of, s.n_tok, &b);
         if ((st = perpo_forward(m, &b, s.logp, NULL)) != PERPO_OK) break;
         for (j = 0; j < count; j++) {
             int k;
@@ -2877,14 +2884,18 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
     perpo_status st;
     size_t epoch = (size_t)-1, j, max_n = 0, L;
     double tokens = 0.0, t0 = perpo__now();
-    int step, start;
+    int step, start, truth_row;
     if (!m || !pc || pc->lists_per_step < 1 || pc->accum_steps < 1 || pc->log_every < 1 ||
         pc->optim.total_steps < 1 || !(pc->nll_weight >= 0.0f))
         return PERPO_ERR_ARG;
     if ((st = perpo__check_lists(m, lists, n_lists)) != PERPO_OK) return st;
-    for (j = 0; j < n_lists; j++) if ((size_t)lists[j].n > max_n) max_n = (size_t)lists[j].n;
+    truth_row = pc->nll_on_truth && pc->nll_weight > 0.0f;
+    for (j = 0; j < n_lists; j++) {
+        if ((size_t)lists[j].n > max_n) max_n = (size_t)lists[j].n;
+        if (truth_row && !lists[j].truth) return PERPO_ERR_ARG;
+    }
     L = (size_t)pc->lists_per_step;
-    if (L * max_n > m->max_batch) return PERPO_ERR_ARG;
+    if (L * (max_n + (size_t)truth_row) > m->max_batch) return PERPO_ERR_ARG;
     if ((st = perpo__pref_scratch_alloc(m, &s, n_lists)) != PERPO_OK) return st;
     if (!pc->resume) perpo_optimizer_reset(m);
     start = m->opt_step;
@@ -2902,7 +2913,7 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
                 size_t g = ((size_t)step * (size_t)pc->accum_steps + (size_t)a) * L + j;
                 s.ls[j] = &lists[perpo__data_index(s.order, n_lists, pc->seed, g, &epoch)];
             }
-            perpo__pref_batch(m, s.ls, count, s.tok, s.tgt, s.imgs, s.image_of, s.n_tok, &b);
+            perpo__pref_batch(m, s.ls, count, truth_row, s.tok, s.tgt, s.imgs, s.image_of, s.n_tok, &b);
             if ((st = perpo_forward(m, &b, s.logp, NULL)) != PERPO_OK) goto done;
             for (j = 0; j < count; j++) {
                 const perpo_pref_list *l = s.ls[j];
@@ -2922,10 +2933,12 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
                     float div = pc->mean_logp ? (float)s.n_tok[q + (size_t)k] : 1.0f;
                     s.dlogp[q + (size_t)k] = (float)(grad[k] * scale) / div;
                 }
-                if (pc->nll_weight > 0.0f) { /* optional NLL on the best response, per token */
-                    float nt = (float)s.n_tok[q + (size_t)best];
-                    loss += pc->nll_weight * -s.logp[q + (size_t)best] / nt;
-                    s.dlogp[q + (size_t)best] += (float)(-pc->nll_weight / nt * scale);
+                if (pc->nll_weight > 0.0f) { /* optional NLL on the best response (or the truth), per token */
+                    size_t r = q + (truth_row ? (size_t)l->n : (size_t)best);
+                    float nt = (float)s.n_tok[r];
+                    loss += pc->nll_weight * -s.logp[r] / nt;
+                    if (truth_row) s.dlogp[r] = 0.0f; /* the truth row has no listwise gradient */
+                    s.dlogp[r] += (float)(-pc->nll_weight / nt * scale);
                 }
                 p.loss += (float)(loss * scale);
                 p.reward_chosen += (float)(pm.chosen * scale);
@@ -2933,7 +2946,7 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
                 p.reward_margin += (float)(pm.margin * scale);
                 p.reward_accuracy += (float)(pm.accuracy * scale);
                 p.logp_chosen += (float)(lp[best] * scale);
-                q += (size_t)l->n;
+                q += (size_t)l->n + (size_t)truth_row;
             }
             if ((st = perpo_backward(m, s.dlogp)) != PERPO_OK) goto done;
         }

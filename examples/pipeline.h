@@ -24,7 +24,7 @@ typedef struct options {
     const char *description; /* first lines of --help */
     int seed, test_seed, seeds, n_samples, sft_steps, pref_steps, n_pref, n_test;
     int threads, batch, lists_per_step, verbose, mean_logp, max_batch;
-    int pretrain, n_val, val_seed, save_every, sft_warmup, rounds, bon_test, from_scratch, accum;
+    int pretrain, n_val, val_seed, save_every, sft_warmup, rounds, bon_test, from_scratch, accum, nll_truth;
     double beta, gamma, temperature, top_p, margin, sft_lr, pref_lr, nll;
     const char *objective, *out, *sft_ckpt, *data;
 } options;
@@ -81,6 +81,7 @@ static int parse_options(int argc, char **argv, options *o) {
         {"--out", "output folder for results.json, the picture and the curves", 's', &o->out, 0, 0},
         {"--data", "a folder with train.tsv and test.tsv (image path, prompt, answer; 8-bit PPM/PGM images) to use instead of the built-in synthetic data", 's', &o->data, 0, 0},
         {"--sft-checkpoint", "the pretrained SFT model the preference stage starts from (make pretrain writes it)", 's', &o->sft_ckpt, 0, 0},
+        {"--nll-truth", "1: the NLL term trains on each list's true answer instead of its best sample (needs --lists x (--n + 1) <= 32)", 'i', &o->nll_truth, 0, 1},
         {"--accum", "preference micro-batches (of --lists lists) per optimizer step", 'i', &o->accum, 1, 1024},
         {"--rounds", "iterative PerPO: lists sampled again from the current policy this many times (1 = once, from SFT)", 'i', &o->rounds, 1, 100},
         {"--bon-test", "test examples the Best-of-N oracle row is measured on", 'i', &o->bon_test, 1, 1e7},
@@ -135,8 +136,9 @@ static int parse_options(int argc, char **argv, options *o) {
             p += len + (p[len] == ',');
         }
     }
-    if (o->lists_per_step * o->n_samples > o->max_batch) {
-        fprintf(stderr, "--lists x --n must be at most %d (the model's batch), got %d x %d\n", o->max_batch, o->lists_per_step, o->n_samples);
+    if (o->lists_per_step * (o->n_samples + o->nll_truth) > o->max_batch) {
+        fprintf(stderr, "--lists x --n%s must be at most %d (the model's batch), got %d x %d\n", o->nll_truth ? " (+1 for the truth)" : "",
+                o->max_batch, o->lists_per_step, o->n_samples + o->nll_truth);
         return -1;
     }
     return 0;
@@ -202,7 +204,7 @@ static perpo_pref_config pref_config(const options *o, perpo_objective kind, int
     perpo_pref_config pc = perpo_pref_default(kind);
     pc.objective.beta = (float)o->beta; pc.objective.gamma = (float)o->gamma;
     pc.lists_per_step = o->lists_per_step; pc.accum_steps = o->accum; pc.seed = (uint64_t)seed;
-    pc.nll_weight = (float)o->nll; pc.mean_logp = o->mean_logp;
+    pc.nll_weight = (float)o->nll; pc.mean_logp = o->mean_logp; pc.nll_on_truth = o->nll_truth;
     pc.optim.lr = (float)o->pref_lr; pc.optim.min_lr = (float)o->pref_lr * 0.1f;
     pc.optim.warmup_steps = o->pref_steps / 10 + 1; pc.optim.total_steps = o->pref_steps;
     pc.log_every = 10;
@@ -241,6 +243,7 @@ static void json_options(ex_json *j, const options *o) {
     ex_json_kv_int(j, "n", o->n_samples); ex_json_kv_number(j, "beta", o->beta); ex_json_kv_number(j, "gamma", o->gamma);
     ex_json_kv_number(j, "temperature", o->temperature); ex_json_kv_number(j, "top_p", o->top_p);
     ex_json_kv_number(j, "margin", o->margin); ex_json_kv_number(j, "nll", o->nll); ex_json_kv_int(j, "mean_logp", o->mean_logp);
+    ex_json_kv_int(j, "nll_truth", o->nll_truth);
     ex_json_kv_int(j, "sft_steps", o->sft_steps); ex_json_kv_int(j, "pref_steps", o->pref_steps);
     ex_json_kv_number(j, "sft_lr", o->sft_lr); ex_json_kv_number(j, "pref_lr", o->pref_lr);
     ex_json_kv_int(j, "pref_prompts", o->n_pref); ex_json_kv_int(j, "test", o->n_test); ex_json_kv_int(j, "rounds", o->rounds);
@@ -571,6 +574,11 @@ typedef struct run_result {
     char *sft_text, *perpo_text;     /* greedy answers on the test set */
 } run_result;
 
+/* Which item of prefs a sampled list belongs to (its image is that item's). */
+static size_t list_item(const dataset *prefs, const perpo_pref_list *l) {
+    return (size_t)(l->image - prefs->images) / prefs->image_floats;
+}
+
 /* Lists sampled from `policy` for items [first, first+n) of prefs, scored, filtered by the
    margin, with reference log-probs from the frozen `ref` model. */
 static perpo_status sample_lists(perpo_model *policy, perpo_model *ref, const task *tk, const dataset *prefs, size_t first,
@@ -591,6 +599,7 @@ static perpo_status sample_lists(perpo_model *policy, perpo_model *ref, const ta
     for (i = 0; i < set->n_lists; i++)
         for (k = 0; k < o->n_samples; k++) *mean_reward += set->lists[i].rewards[k] / ((double)set->n_lists * o->n_samples);
     *kept = perpo_pref_filter(set->lists, set->n_lists, (float)o->margin);
+    for (i = 0; i < *kept; i++) set->lists[i].truth = prefs->examples[list_item(prefs, &set->lists[i])].response;
     if (*kept == 0) return PERPO_OK;
     return perpo_pref_reference(ref, set->lists, *kept);
 }
@@ -680,11 +689,6 @@ static perpo_status train_objective(perpo_model *pol, perpo_model *sft, const ta
         perpo_pref_set_free(&set);
     }
     return st;
-}
-
-/* Which item of prefs a sampled list belongs to (its image is that item's). */
-static size_t list_item(const dataset *prefs, const perpo_pref_list *l) {
-    return (size_t)(l->image - prefs->images) / prefs->image_floats;
 }
 
 /* The control: SFT continued on the true answers of the same prompts, with the preference

@@ -276,6 +276,7 @@ static void test_pref_reference_and_arguments(perpo_test *t) {
     CHECK(set.lists == NULL);
     /* a response that does not fit, a NaN reward, too many lists per step */
     l.image = d.img[0]; l.prompt = "red square"; l.n = 2; l.responses = resp; l.rewards = rewards; l.ref_logp = ref;
+    l.truth = NULL;
     ref[0] = ref[1] = -10.0f;
     pc.lists_per_step = 5;
     CHECK(perpo_pref_train(m, &l, 1, &pc, NULL, NULL) == PERPO_ERR_ARG); /* 5 lists x 2 > max_batch 8 */
@@ -287,6 +288,58 @@ static void test_pref_reference_and_arguments(perpo_test *t) {
     rewards[1] = 0.0f;
     resp[1] = "a response far too long to fit in forty text positions with its prompt";
     CHECK(perpo_pref_train(m, &l, 1, &pc, NULL, NULL) == PERPO_ERR_ARG);
+    perpo_model_free(m);
+}
+
+/* The NLL term on each list's true answer (nll_on_truth): the loss of a step is the listwise
+ * loss plus the truth's per-token NLL, the truth is required, and its row must fit. */
+static int tp_keep_loss(const perpo_progress *p, void *user) {
+    *(float *)user = p->loss;
+    return 0;
+}
+static void test_pref_nll_on_truth(perpo_test *t) {
+    static tp_data d;
+    perpo_config c = perpo_config_default();
+    perpo_model *m = NULL;
+    perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
+    const char *resp[2] = {"[0.10,0.10,0.50,0.50]", "[0.60,0.60,0.90,0.90]"};
+    float rewards[2] = {0.8f, 0.1f}, ref[2], logp[3], loss = -1.0f, want;
+    int tok[3 * 40], tgt[3 * 40];
+    size_t nt[3];
+    const float *imgs[1];
+    perpo_batch b;
+    perpo_pref_list l;
+    int k;
+    tp_make(&d);
+    c.image_h = c.image_w = TP_W; c.patch_h = c.patch_w = 8; c.d_model = 16; c.n_heads = 2;
+    c.n_vis_layers = 1; c.n_dec_layers = 1; c.max_text = 40; c.max_batch = 6;
+    CHECK_OK(perpo_model_create(&m, &c, 9));
+    if (!m) return;
+    /* the log-probs of the two answers and of the truth before the step */
+    imgs[0] = d.img[0];
+    for (k = 0; k < 3; k++) {
+        const char *r = k < 2 ? resp[k] : d.answer[0];
+        perpo_text_encode(&c, d.prompt[0], strlen(d.prompt[0]), r, strlen(r), tok + k * 40, tgt + k * 40, &nt[k]);
+    }
+    b.n_seq = 3; b.n_img = 1; b.images = imgs; b.image_of = (const size_t[]){0, 0, 0}; b.tokens = tok; b.targets = tgt;
+    CHECK_OK(perpo_forward(m, &b, logp, NULL));
+    ref[0] = logp[0] + 0.5f; ref[1] = logp[1] - 0.25f; /* s = (-0.5, 0.25): a non-trivial pair loss */
+    l.image = d.img[0]; l.prompt = d.prompt[0]; l.n = 2; l.responses = resp; l.rewards = rewards; l.ref_logp = ref;
+    l.truth = d.answer[0];
+    pc.nll_weight = 0.7f; pc.nll_on_truth = 1; pc.lists_per_step = 1; pc.optim.total_steps = 1; pc.log_every = 1;
+    CHECK_OK(perpo_listwise_loss(&pc.objective, 2, logp, ref, rewards, &want, NULL));
+    want += 0.7f * -logp[2] / (float)nt[2];
+    CHECK_OK(perpo_pref_train(m, &l, 1, &pc, tp_keep_loss, &loss));
+    CHECK_MSG(fabsf(loss - want) < 1e-4f * (1.0f + fabsf(want)), "step loss %.6g, listwise + NLL on the truth %.6g", loss, want);
+    pc.lists_per_step = 2; /* 2 x (2 + 1) = 6 fits, 3 lists would not */
+    CHECK(perpo_pref_train(m, &l, 1, &pc, NULL, NULL) == PERPO_OK);
+    pc.lists_per_step = 3;
+    CHECK(perpo_pref_train(m, &l, 1, &pc, NULL, NULL) == PERPO_ERR_ARG);
+    pc.lists_per_step = 1;
+    l.truth = NULL;
+    CHECK(perpo_pref_train(m, &l, 1, &pc, NULL, NULL) == PERPO_ERR_ARG);
+    pc.nll_on_truth = 0; /* without the flag the truth is not needed */
+    CHECK_OK(perpo_pref_train(m, &l, 1, &pc, NULL, NULL));
     perpo_model_free(m);
 }
 
@@ -333,6 +386,7 @@ static void test_pref_resume_exact(perpo_test *t) {
 
 const perpo_test_case perpo_tests_pref[] = {
     {"preference pipeline: PerPO moves greedy answers to the rewarded mode", test_perpo_fixes_greedy_answers},
+    {"the NLL term on each list's true answer: loss, required truth, batch size", test_pref_nll_on_truth},
     {"preference training stopped, saved, loaded, resumed = uninterrupted", test_pref_resume_exact},
     {"preference pipeline: PerPO raises the sampled reward on training prompts", test_perpo_raises_reward},
     {"reference log-probs, filtering and bad lists", test_pref_reference_and_arguments},
