@@ -484,7 +484,8 @@ PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n);
 
 #ifdef PERPO_USE_CBLAS
 #include <cblas.h>
-#elif defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#endif
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h> /* the matrix product's register tile; portable C otherwise */
 #endif
 
@@ -598,6 +599,15 @@ static int perpo__all_finite(const float *x, size_t n) {
       backward pair; backward ADDS into gradients that the caller zeroed.
    ========================================================================================== */
 
+/* Arrays that do not overlap: saying so (restrict) is what lets compilers vectorize loops whose
+   pointers all come from the same buffers. */
+#if !defined(__cplusplus)
+#define PERPO__RESTRICT restrict
+#elif defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER)
+#define PERPO__RESTRICT __restrict
+#else
+#define PERPO__RESTRICT
+#endif
 /* ---- Matrix product --------------------------------------------------------------------- *
  * C (M,N) = [C +] op(A) (M,K) . op(B) (K,N). ta: A is stored (K,M); tb: B is stored (N,K).
  * The built-in path copies ("packs") a K-block of B into NR-wide panels and of A into MR-tall
@@ -606,7 +616,7 @@ static int perpo__all_finite(const float *x, size_t n) {
  * stores C between K-blocks and reloads it, which rounds nothing. So an element's value depends
  * only on K: not on M or N, where its row and column fall in a tile, or the thread count (the
  * KV-cache decoder relies on this, bit for bit). Edge tiles run the same code on a padded copy. */
-#if defined(__AVX512F__) && !defined(PERPO_USE_CBLAS)
+#if defined(__AVX512F__)
 /* 8 rows x two 16-float vectors: 16 accumulators of the 32 registers, enough to keep both FMA
    units busy; taller tiles measured no faster and waste more work when M is small. */
 #define PERPO__MR 8
@@ -619,7 +629,7 @@ static int perpo__all_finite(const float *x, size_t n) {
 #define PERPO__VSET1 _mm512_set1_ps
 #define PERPO__VFMA _mm512_fmadd_ps
 #define PERPO__ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-#elif defined(__AVX2__) && defined(__FMA__) && !defined(PERPO_USE_CBLAS)
+#elif defined(__AVX2__) && defined(__FMA__)
 #define PERPO__MR 6 /* 6 rows x two 8-float vectors: 12 accumulators of the 16 registers */
 #define PERPO__NR 16
 #define PERPO__VLEN 8
@@ -641,7 +651,7 @@ static size_t perpo__gemm_ws_floats(size_t n_max) {
     return (size_t)PERPO__KC * ((n_max + PERPO__NR - 1) / PERPO__NR) * PERPO__NR;
 }
 
-#ifndef PERPO_USE_CBLAS
+/* (The tile and packing are compiled in CBLAS builds too: attention runs on them.) */
 /* c (MR x NR, row stride ldc) = [c +] a . b over kc steps; a: packed A panel (MR floats per k),
    b: packed B panel (NR floats per k). Rows past mr may be skipped (their a is zero). */
 #ifdef PERPO__VEC
@@ -727,108 +737,205 @@ static void perpo__gemm_pack(float *dst, size_t w, const float *X, size_t sr, si
     for (; r < w; r++)
         for (k = 0; k < kc; k++) dst[k * w + r] = 0.0f;
 }
-#endif
 
-static void perpo__gemm(int ta, int tb, size_t M, size_t N, size_t K,
-                        const float *A, size_t lda, const float *B, size_t ldb,
-                        int accumulate, float *C, size_t ldc, float *ws) {
-#ifdef PERPO_USE_CBLAS
-    (void)ws;
-    if (M == 0 || N == 0) return;
-    if (K == 0) {
-        size_t i;
-        if (!accumulate) for (i = 0; i < M; i++) memset(C + i * ldc, 0, N * sizeof(float));
-        return;
+/* One thread's share [lo, hi) of n items inside a parallel region (all of it outside one). The
+   split never changes a result: every kernel below gives each output element to one thread,
+   which sums it in a fixed order. */
+static void perpo__team_range(size_t n, size_t *lo, size_t *hi) {
+    size_t nt = 1, t = 0;
+#ifdef _OPENMP
+    nt = (size_t)omp_get_num_threads();
+    t = (size_t)omp_get_thread_num();
+#endif
+    *lo = n * t / nt;
+    *hi = n * (t + 1) / nt;
+}
+
+/* ---- GELU, tanh approximation (PyTorch approximate='tanh') ------------------------------ *
+ * 0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3) equals x * sigmoid(2u): one expf
+ * instead of a tanhf, which profiles showed dominating the MLP. With s = sigmoid(2u):
+ * gelu' = s + x * 2 s (1 - s) * du/dx. */
+#define PERPO__GELU_S 0.7978845608028654f /* sqrt(2/pi) */
+#define PERPO__GELU_C 0.044715f
+static float perpo__gelu1(float x) {
+    return x / (1.0f + expf(-2.0f * PERPO__GELU_S * (x + PERPO__GELU_C * x * x * x)));
+}
+static float perpo__dgelu1(float x) {
+    float s = 1.0f / (1.0f + expf(-2.0f * PERPO__GELU_S * (x + PERPO__GELU_C * x * x * x)));
+    float du = PERPO__GELU_S * (1.0f + 3.0f * PERPO__GELU_C * x * x);
+    return s + 2.0f * x * s * (1.0f - s) * du;
+}
+
+/* What a product does to each element of C after its last K-block, while the tile is still in
+   cache: c += bias[j], then c += res[i*ldr + j], then gel[i*ldg + j] = GELU(c) or
+   c *= GELU'(dgel[i*ldd + j]). That is the order of the separate passes it replaces (bias, GELU,
+   residual add; GELU backward), so no value changes. */
+typedef struct perpo__epi {
+    const float *bias, *res, *dgel;
+    float *gel;
+    size_t ldr, ldg, ldd;
+} perpo__epi;
+static void perpo__epi_apply(const perpo__epi *e, float *c, size_t ldc, size_t i0, size_t j0,
+                             size_t mr, size_t nr) {
+    size_t r, j;
+    for (r = 0; r < mr; r++) {
+        float *PERPO__RESTRICT cr = c + r * ldc;
+        if (e->bias) {
+            const float *PERPO__RESTRICT b = e->bias + j0;
+            for (j = 0; j < nr; j++) cr[j] += b[j];
+        }
+        if (e->res) {
+            const float *PERPO__RESTRICT x = e->res + (i0 + r) * e->ldr + j0;
+            for (j = 0; j < nr; j++) cr[j] += x[j];
+        }
+        if (e->gel) {
+            float *PERPO__RESTRICT g = e->gel + (i0 + r) * e->ldg + j0;
+            for (j = 0; j < nr; j++) g[j] = perpo__gelu1(cr[j]);
+        }
+        if (e->dgel) {
+            const float *PERPO__RESTRICT x = e->dgel + (i0 + r) * e->ldd + j0;
+            for (j = 0; j < nr; j++) cr[j] *= perpo__dgelu1(x[j]);
+        }
     }
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B, (int)ldb, accumulate ? 1.0f : 0.0f,
-                C, (int)ldc);
-#else
+}
+
+/* The column panels [jp0, jp1) of C, all rows, on one thread. B panels are packed into ws at
+   jp*KC*NR (a slot per panel, so threads with different panels never share a slot and need
+   no barrier), or read from bpk (perpo__gemm_prepack). */
+static void perpo__gemm_cols(int ta, int tb, size_t M, size_t N, size_t K, const float *A, size_t lda,
+                             const float *B, size_t ldb, int accumulate, float *C, size_t ldc,
+                             float *ws, const float *bpk, const perpo__epi *epi, size_t jp0, size_t jp1) {
     size_t sai = ta ? 1 : lda, sak = ta ? lda : 1; /* A(i,k) = A[i*sai + k*sak] */
     size_t sbj = tb ? ldb : 1, sbk = tb ? 1 : ldb; /* B(k,j) = B[k*sbk + j*sbj] */
-    size_t np = (N + PERPO__NR - 1) / PERPO__NR, mp = (M + PERPO__MR - 1) / PERPO__MR;
-    /* Threads share the packed B (packing it takes a barrier) and split "items": one A panel
-       times a group of gp B panels. B is split into groups only when A has few panels (short
-       prompts, generation) so that there are still about 8 items. Every C tile belongs to one
-       item, so each C element is summed by one thread, K-block after K-block. */
-    size_t gp = mp >= 8 ? np : (np * mp + 7) / 8, ng = (np + gp - 1) / gp;
-    if (M == 0 || N == 0) return;
-    if (K == 0) {
-        size_t i;
-        if (!accumulate) for (i = 0; i < M; i++) memset(C + i * ldc, 0, N * sizeof(float));
-        return;
-    }
-    PERPO__OMP(parallel if(M * N * K >= 64 * PERPO__PAR_MIN))
-    {
-        size_t k0;
-        for (k0 = 0; k0 < K; k0 += PERPO__KC) {
-            size_t kc = K - k0 < PERPO__KC ? K - k0 : PERPO__KC;
-            int load = accumulate || k0 > 0;
-            long p, t;
-            PERPO__OMP(for schedule(static))
-            for (p = 0; p < (long)np; p++)
-                perpo__gemm_pack(ws + (size_t)p * kc * PERPO__NR, PERPO__NR, B, sbj, sbk, N,
-                                 (size_t)p * PERPO__NR, k0, kc);
-            PERPO__OMP(for schedule(static))
-            for (t = 0; t < (long)(mp * ng); t++) {
-                size_t ip = (size_t)t / ng, j0 = (size_t)t % ng * gp, jp, r;
-                size_t i = ip * PERPO__MR, mr = M - i < PERPO__MR ? M - i : PERPO__MR;
-                float a[PERPO__KC * PERPO__MR], tile[PERPO__MR * PERPO__NR];
-                perpo__gemm_pack(a, PERPO__MR, A, sai, sak, M, i, k0, kc);
-                for (jp = j0; jp < j0 + gp && jp < np; jp++) {
-                    size_t j = jp * PERPO__NR, nr = N - j < PERPO__NR ? N - j : PERPO__NR;
-                    float *c = C + i * ldc + j;
-                    int edge = mr < PERPO__MR || nr < PERPO__NR;
-                    /* an edge tile runs on a full-size copy, through the same call, so that
-                       its elements get exactly the instructions of a full tile's */
-                    if (edge) {
-                        memset(tile, 0, sizeof tile);
-                        for (r = 0; load && r < mr; r++)
-                            memcpy(tile + r * PERPO__NR, c + r * ldc, nr * sizeof(float));
-                    }
-                    perpo__gemm_tile(kc, mr, a, ws + jp * kc * PERPO__NR, edge ? tile : c,
-                                     edge ? PERPO__NR : ldc, load);
-                    for (r = 0; edge && r < mr; r++)
-                        memcpy(c + r * ldc, tile + r * PERPO__NR, nr * sizeof(float));
+    size_t np = (N + PERPO__NR - 1) / PERPO__NR, mp = (M + PERPO__MR - 1) / PERPO__MR, k0, ip, jp, r;
+    float a[PERPO__KC * PERPO__MR], tile[PERPO__MR * PERPO__NR];
+    for (k0 = 0; k0 < K; k0 += PERPO__KC) {
+        size_t kc = K - k0 < PERPO__KC ? K - k0 : PERPO__KC;
+        int load = accumulate || k0 > 0, last = k0 + kc == K;
+        const float *bp = bpk ? bpk + k0 * np * PERPO__NR : ws;
+        size_t bstride = bpk ? kc * PERPO__NR : PERPO__KC * PERPO__NR;
+        if (!bpk)
+            for (jp = jp0; jp < jp1; jp++)
+                perpo__gemm_pack(ws + jp * bstride, PERPO__NR, B, sbj, sbk, N, jp * PERPO__NR, k0, kc);
+        for (ip = 0; ip < mp; ip++) {
+            size_t i = ip * PERPO__MR, mr = M - i < PERPO__MR ? M - i : PERPO__MR;
+            perpo__gemm_pack(a, PERPO__MR, A, sai, sak, M, i, k0, kc);
+            for (jp = jp0; jp < jp1; jp++) {
+                size_t j = jp * PERPO__NR, nr = N - j < PERPO__NR ? N - j : PERPO__NR;
+                float *c = C + i * ldc + j;
+                int edge = mr < PERPO__MR || nr < PERPO__NR;
+                /* an edge tile runs on a full-size copy, through the same call, so that its
+                   elements get exactly the instructions of a full tile's */
+                if (edge) {
+                    memset(tile, 0, sizeof tile);
+                    for (r = 0; load && r < mr; r++) memcpy(tile + r * PERPO__NR, c + r * ldc, nr * sizeof(float));
                 }
+                perpo__gemm_tile(kc, mr, a, bp + jp * bstride, edge ? tile : c, edge ? PERPO__NR : ldc, load);
+                for (r = 0; edge && r < mr; r++) memcpy(c + r * ldc, tile + r * PERPO__NR, nr * sizeof(float));
+                if (last && epi) perpo__epi_apply(epi, c, ldc, i, j, mr, nr);
             }
         }
     }
+}
+
+/* One thread's share of a product, inside a parallel region (the whole product outside one).
+   Threads split the column panels of C: each packs its own B panels and runs its tiles, so a
+   product takes no barrier, and several independent products (the two of a linear backward)
+   can follow each other in one region. Each C(i,j) is a single multiply-add chain over
+   k = 0..K-1 in order, started from C (accumulate) or 0; the tile stores C between K-blocks and
+   reloads it, which rounds nothing. So an element's value depends only on K: not on M or N,
+   where its row and column fall in a tile, or the thread count (the KV-cache decoder relies on
+   this, bit for bit). Edge tiles run the same code on a padded copy. */
+static void perpo__gemm_team(int ta, int tb, size_t M, size_t N, size_t K, const float *A, size_t lda,
+                             const float *B, size_t ldb, int accumulate, float *C, size_t ldc,
+                             float *ws, const float *bpk, const perpo__epi *epi) {
+    size_t lo, hi;
+    if (M == 0 || N == 0) return;
+#ifdef PERPO_USE_CBLAS
+    (void)ws; (void)bpk;
+    perpo__team_range(1, &lo, &hi);
+    if (lo == hi) return; /* one thread calls the library (which has its own threads) */
+    if (K > 0)
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B, (int)ldb, accumulate ? 1.0f : 0.0f,
+                    C, (int)ldc);
+    else if (!accumulate)
+        for (lo = 0; lo < M; lo++) memset(C + lo * ldc, 0, N * sizeof(float));
+    if (epi) perpo__epi_apply(epi, C, ldc, 0, 0, M, N);
+#else
+    perpo__team_range((N + PERPO__NR - 1) / PERPO__NR, &lo, &hi);
+    if (lo == hi) return;
+    if (K == 0) {
+        size_t i, j0 = lo * PERPO__NR, j1 = hi * PERPO__NR < N ? hi * PERPO__NR : N;
+        for (i = 0; i < M && !accumulate; i++) memset(C + i * ldc + j0, 0, (j1 - j0) * sizeof(float));
+        if (epi) perpo__epi_apply(epi, C + j0, ldc, 0, j0, M, j1 - j0);
+        return;
+    }
+    perpo__gemm_cols(ta, tb, M, N, K, A, lda, B, ldb, accumulate, C, ldc, ws, bpk, epi, lo, hi);
 #endif
+}
+
+/* C (M,N) = [C +] op(A) (M,K) . op(B) (K,N). ta: A is stored (K,M); tb: B is stored (N,K).
+   The built-in path copies ("packs") a K-block of B into NR-wide panels and of A into MR-tall
+   panels, so that an MR x NR register tile reads both contiguously. ws: perpo__gemm_ws_floats(N). */
+#define PERPO__GEMM_PAR(M, N, K) ((M) * (N) * (K) >= 64 * PERPO__PAR_MIN)
+static void perpo__gemm_ex(int ta, int tb, size_t M, size_t N, size_t K, const float *A, size_t lda,
+                           const float *B, size_t ldb, int accumulate, float *C, size_t ldc,
+                           float *ws, const float *bpk, const perpo__epi *epi) {
+    PERPO__OMP(parallel if(PERPO__GEMM_PAR(M, N, K)))
+    perpo__gemm_team(ta, tb, M, N, K, A, lda, B, ldb, accumulate, C, ldc, ws, bpk, epi);
+}
+static void perpo__gemm(int ta, int tb, size_t M, size_t N, size_t K,
+                        const float *A, size_t lda, const float *B, size_t ldb,
+                        int accumulate, float *C, size_t ldc, float *ws) {
+    perpo__gemm_ex(ta, tb, M, N, K, A, lda, B, ldb, accumulate, C, ldc, ws, NULL, NULL);
 }
 
 /* Linear layer, PyTorch layout. out (N,OC) = inp (N,C) . W^T + b;  W: (OC,C), b: (OC) or NULL */
 static void perpo__linear_forward(float *out, const float *inp, const float *W, const float *b,
                                   size_t N, size_t C, size_t OC, float *ws) {
-    perpo__gemm(0, 1, N, OC, C, inp, C, W, C, 0, out, OC, ws);
-    if (b) {
-        size_t i, o;
-        for (i = 0; i < N; i++)
-            for (o = 0; o < OC; o++) out[i * OC + o] += b[o];
+    perpo__epi e;
+    memset(&e, 0, sizeof e);
+    e.bias = b;
+    perpo__gemm_ex(0, 1, N, OC, C, inp, C, W, C, 0, out, OC, ws, NULL, b ? &e : NULL);
+}
+/* Column sums: db (OC) += sum over rows of dout (N,OC), each column in row order, the team
+   splitting the columns. */
+static void perpo__colsum_team(float *db, const float *dout, size_t N, size_t OC) {
+    size_t lo, hi, i, o;
+    perpo__team_range(OC, &lo, &hi);
+    for (i = 0; i < N; i++) {
+        const float *PERPO__RESTRICT d = dout + i * OC;
+        float *PERPO__RESTRICT s = db;
+        for (o = lo; o < hi; o++) s[o] += d[o];
     }
+}
+/* One thread's share of a linear backward: dinp (N,C) = [dinp +] dout . W (then epi, e.g. times
+   GELU' of the layer below), dW (OC,C) += dout^T . inp, db (OC) += column sums of dout. The
+   three are independent: no barrier between them (each thread reuses its own ws slots). */
+static void perpo__linear_backward_team(float *dinp, int dinp_acc, const perpo__epi *epi, float *dW,
+                                        float *db, const float *dout, const float *inp, const float *W,
+                                        size_t N, size_t C, size_t OC, float *ws) {
+    if (dinp) perpo__gemm_team(0, 0, N, C, OC, dout, OC, W, C, dinp_acc, dinp, C, ws, NULL, epi);
+    perpo__gemm_team(1, 0, OC, C, N, dout, OC, inp, C, 1, dW, C, ws, NULL, NULL);
+    if (db) perpo__colsum_team(db, dout, N, OC);
 }
 /* dinp (N,C) += dout . W;  dW (OC,C) += dout^T . inp;  db (OC) += column sums of dout.
    dinp may be NULL (the input is data, e.g. image patches). */
 static void perpo__linear_backward(float *dinp, float *dW, float *db, const float *dout,
                                    const float *inp, const float *W, size_t N, size_t C, size_t OC,
                                    float *ws) {
-    if (dinp) perpo__gemm(0, 0, N, C, OC, dout, OC, W, C, 1, dinp, C, ws);
-    perpo__gemm(1, 0, OC, C, N, dout, OC, inp, C, 1, dW, C, ws);
-    if (db) {
-        size_t i, o;
-        for (i = 0; i < N; i++)
-            for (o = 0; o < OC; o++) db[o] += dout[i * OC + o];
-    }
+    PERPO__OMP(parallel if(PERPO__GEMM_PAR(N, C, OC)))
+    perpo__linear_backward_team(dinp, 1, NULL, dW, db, dout, inp, W, N, C, OC, ws);
 }
 
 /* ---- LayerNorm over the last dimension (eps 1e-5, biased variance, as PyTorch) ---------- */
-static void perpo__layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-                                     const float *w, const float *b, size_t N, size_t D) {
-    long r;
-    PERPO__OMP(parallel for schedule(static) if(N * D >= PERPO__PAR_MIN))
-    for (r = 0; r < (long)N; r++) {
-        const float *x = inp + (size_t)r * D;
-        float *y = out + (size_t)r * D;
+static void perpo__layernorm_rows(float *out, float *mean, float *rstd, const float *inp,
+                                  const float *w, const float *b, size_t r0, size_t r1, size_t D) {
+    size_t r;
+    for (r = r0; r < r1; r++) {
+        const float *x = inp + r * D;
+        float *y = out + r * D;
         float m = 0.0f, v = 0.0f, s;
         size_t i;
         for (i = 0; i < D; i++) m += x[i];
@@ -841,11 +948,22 @@ static void perpo__layernorm_forward(float *out, float *mean, float *rstd, const
         rstd[r] = s;
     }
 }
-static void perpo__layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
-                                      const float *inp, const float *w, const float *mean,
-                                      const float *rstd, size_t N, size_t D) {
-    size_t r, i;
-    for (r = 0; r < N; r++) {
+static void perpo__layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                                     const float *w, const float *b, size_t N, size_t D) {
+    PERPO__OMP(parallel if(N * D >= PERPO__PAR_MIN))
+    {
+        size_t lo, hi;
+        perpo__team_range(N, &lo, &hi);
+        perpo__layernorm_rows(out, mean, rstd, inp, w, b, lo, hi, D);
+    }
+}
+/* One thread's share: rows of dinp, and columns of dw, db (each summed over rows in order). */
+static void perpo__layernorm_backward_team(float *dinp, float *dw, float *db, const float *dout,
+                                           const float *inp, const float *w, const float *mean,
+                                           const float *rstd, size_t N, size_t D) {
+    size_t lo, hi, r, i;
+    perpo__team_range(N, &lo, &hi);
+    for (r = lo; r < hi; r++) {
         const float *x = inp + r * D, *dy = dout + r * D;
         float *dx = dinp + r * D, m = mean[r], s = rstd[r];
         float mean_dn = 0.0f, mean_dn_xh = 0.0f;
@@ -853,8 +971,6 @@ static void perpo__layernorm_backward(float *dinp, float *dw, float *db, const f
             float xh = (x[i] - m) * s, dn = dy[i] * w[i];
             mean_dn += dn;
             mean_dn_xh += dn * xh;
-            dw[i] += dy[i] * xh;
-            db[i] += dy[i];
         }
         mean_dn /= (float)D;
         mean_dn_xh /= (float)D;
@@ -863,72 +979,92 @@ static void perpo__layernorm_backward(float *dinp, float *dw, float *db, const f
             dx[i] += s * (dy[i] * w[i] - mean_dn - xh * mean_dn_xh);
         }
     }
+    perpo__team_range(D, &lo, &hi);
+    for (r = 0; r < N; r++) {
+        const float *PERPO__RESTRICT x = inp + r * D, *PERPO__RESTRICT dy = dout + r * D;
+        float *PERPO__RESTRICT gw = dw, *PERPO__RESTRICT gb = db, m = mean[r], s = rstd[r];
+        for (i = lo; i < hi; i++) {
+            gw[i] += dy[i] * ((x[i] - m) * s);
+            gb[i] += dy[i];
+        }
+    }
+}
+static void perpo__layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                                      const float *inp, const float *w, const float *mean,
+                                      const float *rstd, size_t N, size_t D) {
+    PERPO__OMP(parallel if(N * D >= PERPO__PAR_MIN))
+    perpo__layernorm_backward_team(dinp, dw, db, dout, inp, w, mean, rstd, N, D);
 }
 
-/* ---- GELU, tanh approximation (PyTorch approximate='tanh') ------------------------------ *
- * 0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3) equals x * sigmoid(2u): one expf
- * instead of a tanhf, which profiles showed dominating the MLP. */
-#define PERPO__GELU_S 0.7978845608028654f /* sqrt(2/pi) */
-#define PERPO__GELU_C 0.044715f
 static void perpo__gelu_forward(float *out, const float *inp, size_t n) {
     long i;
     PERPO__OMP(parallel for schedule(static) if(n >= PERPO__PAR_MIN))
-    for (i = 0; i < (long)n; i++) {
-        float x = inp[i];
-        out[i] = x / (1.0f + expf(-2.0f * PERPO__GELU_S * (x + PERPO__GELU_C * x * x * x)));
-    }
+    for (i = 0; i < (long)n; i++) out[i] = perpo__gelu1(inp[i]);
 }
-/* dinp = dout * gelu'(inp); dinp may alias dout. With s = sigmoid(2u):
-   gelu' = s + x * 2 s (1 - s) * du/dx. */
+/* dinp = dout * gelu'(inp); dinp may alias dout. */
 static void perpo__gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
     long i;
     PERPO__OMP(parallel for schedule(static) if(n >= PERPO__PAR_MIN))
-    for (i = 0; i < (long)n; i++) {
-        float x = inp[i];
-        float s = 1.0f / (1.0f + expf(-2.0f * PERPO__GELU_S * (x + PERPO__GELU_C * x * x * x)));
-        float du = PERPO__GELU_S * (1.0f + 3.0f * PERPO__GELU_C * x * x);
-        dinp[i] = dout[i] * (s + 2.0f * x * s * (1.0f - s) * du);
-    }
-}
-
-/* y[0..n) += a * x[0..n), for arrays that do not overlap: saying so (restrict) is what lets
-   compilers vectorize the attention loops, whose pointers all come from the same buffers. */
-#if !defined(__cplusplus)
-#define PERPO__RESTRICT restrict
-#elif defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER)
-#define PERPO__RESTRICT __restrict
-#else
-#define PERPO__RESTRICT
-#endif
-static void perpo__axpy(float *PERPO__RESTRICT y, float a, const float *PERPO__RESTRICT x, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) y[i] += a * x[i];
+    for (i = 0; i < (long)n; i++) dinp[i] = dout[i] * perpo__dgelu1(inp[i]);
 }
 
 /* ---- Multi-head self-attention core ----------------------------------------------------- *
- * qkv: (B,T,3D) holding q | k | v; head h uses columns h*hd..(h+1)*hd of each. out: (B,T,D).
+ * One (sequence, head) is a few small products through the same register tile, on one thread:
+ * C (M,N) [+]= A (M,K) . B (K,N) with A(i,k) = A[i*sai + k*sak], B(k,j) = B[k*sbk + j*sbj].
+ * A B panel is packed on the stack. tri, for causal attention: 1 skips tiles wholly above the
+ * diagonal (scores: the caller masks those); 2 sums row panel i0 only over k < i0 + MR (A is
+ * zero above the diagonal); 3 only over k >= i0 (A is the transpose of such a matrix). Skipped
+ * terms are exact zeros, so the sums equal the full ones. */
+static void perpo__gemm_head(size_t M, size_t N, size_t K, const float *A, size_t sai, size_t sak,
+                             const float *B, size_t sbk, size_t sbj, int accumulate, float *C,
+                             size_t ldc, int tri) {
+    size_t np = (N + PERPO__NR - 1) / PERPO__NR, mp = (M + PERPO__MR - 1) / PERPO__MR, jp, k0, ip, r;
+    float bp[PERPO__KC * PERPO__NR], a[PERPO__KC * PERPO__MR], tile[PERPO__MR * PERPO__NR];
+    for (jp = 0; jp < np; jp++) {
+        size_t j = jp * PERPO__NR, nr = N - j < PERPO__NR ? N - j : PERPO__NR;
+        for (k0 = 0; k0 < K; k0 += PERPO__KC) {
+            size_t kc = K - k0 < PERPO__KC ? K - k0 : PERPO__KC;
+            perpo__gemm_pack(bp, PERPO__NR, B, sbj, sbk, N, j, k0, kc);
+            for (ip = 0; ip < mp; ip++) {
+                size_t i = ip * PERPO__MR, mr = M - i < PERPO__MR ? M - i : PERPO__MR;
+                size_t klo = tri == 3 ? i : 0, khi = tri == 2 && i + PERPO__MR < K ? i + PERPO__MR : K;
+                size_t ks = k0 > klo ? k0 : klo, ke = k0 + kc < khi ? k0 + kc : khi;
+                float *c = C + i * ldc + j;
+                int load = accumulate || ks > klo, edge = mr < PERPO__MR || nr < PERPO__NR;
+                if ((tri == 1 && j > i + PERPO__MR - 1) || ks >= ke) continue;
+                perpo__gemm_pack(a, PERPO__MR, A, sai, sak, M, i, ks, ke - ks);
+                if (edge) {
+                    memset(tile, 0, sizeof tile);
+                    for (r = 0; load && r < mr; r++) memcpy(tile + r * PERPO__NR, c + r * ldc, nr * sizeof(float));
+                }
+                perpo__gemm_tile(ke - ks, mr, a, bp + (ks - k0) * PERPO__NR, edge ? tile : c,
+                                 edge ? PERPO__NR : ldc, load);
+                for (r = 0; edge && r < mr; r++) memcpy(c + r * ldc, tile + r * PERPO__NR, nr * sizeof(float));
+            }
+        }
+    }
+}
+
+/* qkv: (B,T,3D) holding q | k | v; head h uses columns h*hd..(h+1)*hd of each. out: (B,T,D).
  * att: (B,H,T,T) softmax probabilities kept for backward (zero above the diagonal if causal).
- * Keys (and values, in backward) are first transposed per (sequence, head) into ws, so the
- * score loops run over contiguous memory and vectorize; each score is still summed over the
- * head dimension in order, exactly as the KV-cache path does it. ws: B*H*2*hd*T floats. */
+ * Per (sequence, head): S = Q K^T, softmax, O = P V. Each score is a multiply-add chain over the
+ * head dimension in order, and each output one over the keys in order, exactly as the KV-cache
+ * path computes them. ws is not used (kept for the signature of the backward pass). */
 static void perpo__attention_forward(float *out, float *att, const float *qkv, size_t B, size_t T,
                                      size_t D, size_t H, int causal, float *ws) {
     size_t hd = D / H;
     float scale = 1.0f / sqrtf((float)hd);
     long bh;
+    (void)ws;
     PERPO__OMP(parallel for schedule(static) if(B * T * T * D >= PERPO__PAR_MIN))
     for (bh = 0; bh < (long)(B * H); bh++) {
-        size_t b = (size_t)bh / H, h = (size_t)bh % H, t, t2, i;
-        float *kt = ws + (size_t)bh * 2 * hd * T; /* (hd, T) */
-        for (t2 = 0; t2 < T; t2++)
-            for (i = 0; i < hd; i++) kt[i * T + t2] = qkv[(b * T + t2) * 3 * D + D + h * hd + i];
+        size_t b = (size_t)bh / H, h = (size_t)bh % H, t, t2;
+        const float *q = qkv + b * T * 3 * D + h * hd;
+        float *S = att + (size_t)bh * T * T;
+        perpo__gemm_head(T, T, hd, q, 3 * D, 1, q + D, 1, 3 * D, 0, S, T, causal ? 1 : 0);
         for (t = 0; t < T; t++) {
-            const float *q = qkv + (b * T + t) * 3 * D + h * hd;
-            float *p = att + ((size_t)bh * T + t) * T, *o = out + (b * T + t) * D + h * hd;
+            float *p = S + t * T, mx = -INFINITY, sum = 0.0f;
             size_t n = causal ? t + 1 : T;
-            float mx = -INFINITY, sum = 0.0f;
-            for (t2 = 0; t2 < n; t2++) p[t2] = 0.0f;
-            for (i = 0; i < hd; i++) perpo__axpy(p, q[i], kt + i * T, n);
             for (t2 = 0; t2 < n; t2++) {
                 p[t2] *= scale;
                 if (p[t2] > mx) mx = p[t2];
@@ -936,42 +1072,41 @@ static void perpo__attention_forward(float *out, float *att, const float *qkv, s
             for (t2 = 0; t2 < n; t2++) { p[t2] = expf(p[t2] - mx); sum += p[t2]; }
             for (t2 = 0; t2 < n; t2++) p[t2] /= sum;
             for (t2 = n; t2 < T; t2++) p[t2] = 0.0f;
-            for (i = 0; i < hd; i++) o[i] = 0.0f;
-            for (t2 = 0; t2 < n; t2++) perpo__axpy(o, p[t2], qkv + (b * T + t2) * 3 * D + 2 * D + h * hd, hd);
         }
+        perpo__gemm_head(T, hd, T, S, T, 1, q + 2 * D, 3 * D, 1, 0, out + b * T * D + h * hd, D, causal ? 2 : 0);
     }
 }
-/* dqkv (B,T,3D) += gradient from dout (B,T,D). ws: B*H*(2*hd+1)*T floats. */
+/* Floats of attention workspace: a (T,T) matrix per (sequence, head), and at least the
+   B*H*(2*hd+1)*T floats earlier versions asked for. */
+static size_t perpo__attention_ws_per_head(size_t T, size_t hd) {
+    return (2 * hd + 1 > T ? 2 * hd + 1 : T) * T;
+}
+/* dqkv (B,T,3D) += gradient from dout (B,T,D). ws: B*H*perpo__attention_ws_per_head floats.
+   dP = dY V^T; dS = P (dP - rowsum(dP P)) scale; dV += P^T dY; dQ += dS K; dK += dS^T Q. */
 static void perpo__attention_backward(float *dqkv, const float *dout, const float *att,
                                       const float *qkv, size_t B, size_t T, size_t D, size_t H,
                                       int causal, float *ws) {
-    size_t hd = D / H;
+    size_t hd = D / H, per = perpo__attention_ws_per_head(T, hd);
     float scale = 1.0f / sqrtf((float)hd);
     long bh;
     PERPO__OMP(parallel for schedule(static) if(B * T * T * D >= PERPO__PAR_MIN))
     for (bh = 0; bh < (long)(B * H); bh++) {
-        size_t b = (size_t)bh / H, h = (size_t)bh % H, t, t2, i;
-        float *vt = ws + (size_t)bh * (2 * hd + 1) * T, *dp = vt + hd * T; /* (hd, T), (T) */
-        for (t2 = 0; t2 < T; t2++)
-            for (i = 0; i < hd; i++) vt[i * T + t2] = qkv[(b * T + t2) * 3 * D + 2 * D + h * hd + i];
+        size_t b = (size_t)bh / H, h = (size_t)bh % H, t, t2;
+        const float *q = qkv + b * T * 3 * D + h * hd, *P = att + (size_t)bh * T * T;
+        const float *dy = dout + b * T * D + h * hd;
+        float *dS = ws + (size_t)bh * per, *dq = dqkv + b * T * 3 * D + h * hd;
+        perpo__gemm_head(T, T, hd, dy, D, 1, q + 2 * D, 1, 3 * D, 0, dS, T, causal ? 1 : 0);
         for (t = 0; t < T; t++) {
-            const float *p = att + ((size_t)bh * T + t) * T, *dy = dout + (b * T + t) * D + h * hd;
-            const float *q = qkv + (b * T + t) * 3 * D + h * hd;
-            float *dq = dqkv + (b * T + t) * 3 * D + h * hd;
+            const float *p = P + t * T;
+            float *d = dS + t * T, dot = 0.0f;
             size_t n = causal ? t + 1 : T;
-            float dot = 0.0f;
-            for (t2 = 0; t2 < n; t2++) dp[t2] = 0.0f; /* dp = dy . v */
-            for (i = 0; i < hd; i++) perpo__axpy(dp, dy[i], vt + i * T, n);
-            for (t2 = 0; t2 < n; t2++) { /* dv += p dy */
-                perpo__axpy(dqkv + (b * T + t2) * 3 * D + 2 * D + h * hd, p[t2], dy, hd);
-                dot += dp[t2] * p[t2];
-            }
-            for (t2 = 0; t2 < n; t2++) { /* softmax backward, then through q.k */
-                float ds = p[t2] * (dp[t2] - dot) * scale;
-                perpo__axpy(dq, ds, qkv + (b * T + t2) * 3 * D + D + h * hd, hd);
-                perpo__axpy(dqkv + (b * T + t2) * 3 * D + D + h * hd, ds, q, hd);
-            }
+            for (t2 = 0; t2 < n; t2++) dot += d[t2] * p[t2];
+            for (t2 = 0; t2 < n; t2++) d[t2] = p[t2] * (d[t2] - dot) * scale;
+            for (t2 = n; t2 < T; t2++) d[t2] = 0.0f;
         }
+        perpo__gemm_head(T, hd, T, P, 1, T, dy, D, 1, 1, dq + 2 * D, 3 * D, causal ? 3 : 0);
+        perpo__gemm_head(T, hd, T, dS, T, 1, q + D, 3 * D, 1, 1, dq, 3 * D, causal ? 2 : 0);
+        perpo__gemm_head(T, hd, T, dS, 1, T, q, 3 * D, 1, 1, dq + D, 3 * D, causal ? 3 : 0);
     }
 }
 
@@ -1183,7 +1318,7 @@ static void perpo__layout_arena(perpo_model *m, perpo__carver *c) {
     /* backward scratch is sized for the decoder, the larger of the two stacks */
     m->d_res = perpo__carve(c, Nd, D); m->d_tmp = perpo__carve(c, Nd, D); m->d_atty = perpo__carve(c, Nd, D);
     m->d_qkv = perpo__carve(c, Nd, 3 * D); m->d_fc = perpo__carve(c, Nd, m->M);
-    m->att_ws = perpo__carve(c, B * m->H * (2 * (D / m->H) + 1), m->L); m->d_img = perpo__carve(c, Nv, D);
+    m->att_ws = perpo__carve(c, B * m->H, perpo__attention_ws_per_head(m->L, D / m->H)); m->d_img = perpo__carve(c, Nv, D);
     m->gemm_ws = perpo__carve(c, perpo__gemm_ws_floats(n_max), 1);
     m->kcache = perpo__carve(c, LD * B, m->L * D); m->vcache = perpo__carve(c, LD * B, m->L * D);
     m->g_x = perpo__carve(c, R, D); m->g_ln = perpo__carve(c, R, D);
@@ -1375,38 +1510,47 @@ static void perpo__block_forward(perpo_model *m, const perpo__block *p, perpo__b
                                  const float *x, float *out, size_t B, size_t T, int causal) {
     const float *P = m->params;
     size_t N = B * T, D = m->D, M = m->M;
+    perpo__epi e;
+    memset(&e, 0, sizeof e);
     perpo__layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, P + p->ln1_w, P + p->ln1_b, N, D);
-    perpo__linear_forward(a->qkv, a->ln1, P + p->qkv_w, P + p->qkv_b, N, D, 3 * D, m->gemm_ws);
+    e.bias = P + p->qkv_b; /* qkv = LN1(x) W^T + b */
+    perpo__gemm_ex(0, 1, N, 3 * D, D, a->ln1, D, P + p->qkv_w, D, 0, a->qkv, 3 * D, m->gemm_ws, NULL, &e);
     perpo__attention_forward(a->atty, a->att, a->qkv, B, T, D, m->H, causal, m->att_ws);
-    perpo__linear_forward(a->mid, a->atty, P + p->attn_w, P + p->attn_b, N, D, D, m->gemm_ws);
-    perpo__add_inplace(a->mid, x, N * D);
+    e.bias = P + p->attn_b; e.res = x; e.ldr = D; /* mid = atty W^T + b + x */
+    perpo__gemm_ex(0, 1, N, D, D, a->atty, D, P + p->attn_w, D, 0, a->mid, D, m->gemm_ws, NULL, &e);
     perpo__layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, P + p->ln2_w, P + p->ln2_b, N, D);
-    perpo__linear_forward(a->fch, a->ln2, P + p->fc_w, P + p->fc_b, N, D, M, m->gemm_ws);
-    perpo__gelu_forward(a->fcg, a->fch, N * M);
-    perpo__linear_forward(out, a->fcg, P + p->fc2_w, P + p->fc2_b, N, M, D, m->gemm_ws);
-    perpo__add_inplace(out, a->mid, N * D);
+    e.bias = P + p->fc_b; e.res = NULL; e.gel = a->fcg; e.ldg = M; /* fch = LN2 W^T + b, fcg = GELU(fch) */
+    perpo__gemm_ex(0, 1, N, M, D, a->ln2, D, P + p->fc_w, D, 0, a->fch, M, m->gemm_ws, NULL, &e);
+    e.bias = P + p->fc2_b; e.gel = NULL; e.res = a->mid; /* out = fcg W^T + b + mid */
+    perpo__gemm_ex(0, 1, N, D, M, a->fcg, M, P + p->fc2_w, M, 0, out, D, m->gemm_ws, NULL, &e);
 }
-/* dres: on entry dL/d(out), on return dL/dx. Parameter gradients are added into m->grads. */
+/* dres: on entry dL/d(out), on return dL/dx. Parameter gradients are added into m->grads.
+   Seven parallel regions: each linear backward runs its two products and bias sums in one. */
 static void perpo__block_backward(perpo_model *m, const perpo__block *p, const perpo__block_acts *a,
                                   const float *x, float *dres, size_t B, size_t T, int causal) {
     const float *P = m->params;
     float *G = m->grads;
     size_t N = B * T, D = m->D, M = m->M;
-    /* MLP branch */
-    memset(m->d_fc, 0, N * M * sizeof(float));
-    perpo__linear_backward(m->d_fc, G + p->fc2_w, G + p->fc2_b, dres, a->fcg, P + p->fc2_w, N, M, D, m->gemm_ws);
-    perpo__gelu_backward(m->d_fc, a->fch, m->d_fc, N * M);
-    memset(m->d_tmp, 0, N * D * sizeof(float));
-    perpo__linear_backward(m->d_tmp, G + p->fc_w, G + p->fc_b, m->d_fc, a->ln2, P + p->fc_w, N, D, M, m->gemm_ws);
+    perpo__epi e;
+    memset(&e, 0, sizeof e);
+    e.dgel = a->fch; e.ldd = M; /* d_fc = (dres fc2_w) * GELU'(fch) */
+    PERPO__OMP(parallel if(PERPO__GEMM_PAR(N, D, D)))
+    perpo__linear_backward_team(m->d_fc, 0, &e, G + p->fc2_w, G + p->fc2_b, dres, a->fcg, P + p->fc2_w, N, M, D, m->gemm_ws);
+    PERPO__OMP(parallel if(PERPO__GEMM_PAR(N, D, D)))
+    perpo__linear_backward_team(m->d_tmp, 0, NULL, G + p->fc_w, G + p->fc_b, m->d_fc, a->ln2, P + p->fc_w, N, D, M, m->gemm_ws);
     perpo__layernorm_backward(dres, G + p->ln2_w, G + p->ln2_b, m->d_tmp, a->mid, P + p->ln2_w,
                               a->ln2_mean, a->ln2_rstd, N, D); /* dres is now dL/dmid */
     /* attention branch */
-    memset(m->d_atty, 0, N * D * sizeof(float));
-    perpo__linear_backward(m->d_atty, G + p->attn_w, G + p->attn_b, dres, a->atty, P + p->attn_w, N, D, D, m->gemm_ws);
-    memset(m->d_qkv, 0, N * 3 * D * sizeof(float));
+    PERPO__OMP(parallel if(PERPO__GEMM_PAR(N, D, D)))
+    {
+        size_t lo, hi;
+        perpo__linear_backward_team(m->d_atty, 0, NULL, G + p->attn_w, G + p->attn_b, dres, a->atty, P + p->attn_w, N, D, D, m->gemm_ws);
+        perpo__team_range(N, &lo, &hi);
+        if (hi > lo) memset(m->d_qkv + lo * 3 * D, 0, (hi - lo) * 3 * D * sizeof(float));
+    }
     perpo__attention_backward(m->d_qkv, m->d_atty, a->att, a->qkv, B, T, D, m->H, causal, m->att_ws);
-    memset(m->d_tmp, 0, N * D * sizeof(float));
-    perpo__linear_backward(m->d_tmp, G + p->qkv_w, G + p->qkv_b, m->d_qkv, a->ln1, P + p->qkv_w, N, D, 3 * D, m->gemm_ws);
+    PERPO__OMP(parallel if(PERPO__GEMM_PAR(N, D, D)))
+    perpo__linear_backward_team(m->d_tmp, 0, NULL, G + p->qkv_w, G + p->qkv_b, m->d_qkv, a->ln1, P + p->qkv_w, N, D, 3 * D, m->gemm_ws);
     perpo__layernorm_backward(dres, G + p->ln1_w, G + p->ln1_b, m->d_tmp, x, P + p->ln1_w,
                               a->ln1_mean, a->ln1_rstd, N, D);
 }
