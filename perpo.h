@@ -652,8 +652,10 @@ static size_t perpo__gemm_ws_floats(size_t n_max) {
 }
 
 /* (The tile and packing are compiled in CBLAS builds too: attention runs on them.) */
-/* c (MR x NR, row stride ldc) = [c +] a . b over kc steps; a: packed A panel (MR floats per k),
-   b: packed B panel (NR floats per k). Rows past mr may be skipped (their a is zero). */
+/* c (MR x NR, row stride ldc) = [c +] a . b over kc steps; a(i,k) = a[i*sai + k*sak]: a packed
+   A panel (sai 1, sak MR) or, for a full panel, A itself (its rows are read as they lie, so A
+   needs no copy); b: packed B panel (NR floats per k). Rows past mr may be skipped (their a is
+   zero). */
 #ifdef PERPO__VEC
 /* Written out row by row: compilers keep the accumulators in registers only when unrolled. */
 #define PERPO__TILE_LOAD(i)                                                                 \
@@ -661,19 +663,19 @@ static size_t perpo__gemm_ws_floats(size_t n_max) {
     PERPO__VEC c##i##1 = load ? PERPO__VLOAD(c + i * ldc + PERPO__VLEN) : PERPO__VZERO();
 #define PERPO__TILE_FMA(i)                                                                  \
     {                                                                                       \
-        PERPO__VEC ai = PERPO__VSET1(a[i]);                                                 \
+        PERPO__VEC ai = PERPO__VSET1(a[i * sai]);                                           \
         c##i##0 = PERPO__VFMA(ai, b0, c##i##0);                                             \
         c##i##1 = PERPO__VFMA(ai, b1, c##i##1);                                             \
     }
 #define PERPO__TILE_STORE(i)                                                                \
     PERPO__VSTORE(c + i * ldc, c##i##0);                                                    \
     PERPO__VSTORE(c + i * ldc + PERPO__VLEN, c##i##1);
-static void perpo__gemm_tile(size_t kc, size_t mr, const float *a, const float *b, float *c,
-                             size_t ldc, int load) {
+static void perpo__gemm_tile(size_t kc, size_t mr, const float *a, size_t sai, size_t sak,
+                             const float *b, float *c, size_t ldc, int load) {
     size_t k;
     (void)mr; /* all MR rows: they are registers */
     PERPO__ROWS(PERPO__TILE_LOAD)
-    for (k = 0; k < kc; k++, a += PERPO__MR, b += PERPO__NR) {
+    for (k = 0; k < kc; k++, a += sak, b += PERPO__NR) {
         PERPO__VEC b0 = PERPO__VLOAD(b), b1 = PERPO__VLOAD(b + PERPO__VLEN);
         PERPO__ROWS(PERPO__TILE_FMA)
     }
@@ -681,16 +683,16 @@ static void perpo__gemm_tile(size_t kc, size_t mr, const float *a, const float *
 }
 #else
 /* Portable: loops over a small array that compilers vectorize along j. */
-static void perpo__gemm_tile(size_t kc, size_t mr, const float *a, const float *b, float *c,
-                             size_t ldc, int load) {
+static void perpo__gemm_tile(size_t kc, size_t mr, const float *a, size_t sai, size_t sak,
+                             const float *b, float *c, size_t ldc, int load) {
     float acc[PERPO__MR][PERPO__NR];
     size_t k, i;
     int j;
     for (i = 0; i < mr; i++)
         for (j = 0; j < PERPO__NR; j++) acc[i][j] = load ? c[i * ldc + j] : 0.0f;
-    for (k = 0; k < kc; k++, a += PERPO__MR, b += PERPO__NR)
+    for (k = 0; k < kc; k++, a += sak, b += PERPO__NR)
         for (i = 0; i < mr; i++)
-            for (j = 0; j < PERPO__NR; j++) acc[i][j] += a[i] * b[j];
+            for (j = 0; j < PERPO__NR; j++) acc[i][j] += a[i * sai] * b[j];
     for (i = 0; i < mr; i++)
         for (j = 0; j < PERPO__NR; j++) c[i * ldc + j] = acc[i][j];
 }
@@ -819,7 +821,12 @@ static void perpo__gemm_cols(int ta, int tb, size_t M, size_t N, size_t K, const
                 perpo__gemm_pack(ws + jp * bstride, PERPO__NR, B, sbj, sbk, N, jp * PERPO__NR, k0, kc);
         for (ip = 0; ip < mp; ip++) {
             size_t i = ip * PERPO__MR, mr = M - i < PERPO__MR ? M - i : PERPO__MR;
-            perpo__gemm_pack(a, PERPO__MR, A, sai, sak, M, i, k0, kc);
+            const float *ap = A + i * sai + k0 * sak;
+            size_t si = sai, sk = sak;
+            if (mr < PERPO__MR) { /* a partial panel is padded with zero rows */
+                perpo__gemm_pack(a, PERPO__MR, A, sai, sak, M, i, k0, kc);
+                ap = a; si = 1; sk = PERPO__MR;
+            }
             for (jp = jp0; jp < jp1; jp++) {
                 size_t j = jp * PERPO__NR, nr = N - j < PERPO__NR ? N - j : PERPO__NR;
                 float *c = C + i * ldc + j;
@@ -830,7 +837,7 @@ static void perpo__gemm_cols(int ta, int tb, size_t M, size_t N, size_t K, const
                     memset(tile, 0, sizeof tile);
                     for (r = 0; load && r < mr; r++) memcpy(tile + r * PERPO__NR, c + r * ldc, nr * sizeof(float));
                 }
-                perpo__gemm_tile(kc, mr, a, bp + jp * bstride, edge ? tile : c, edge ? PERPO__NR : ldc, load);
+                perpo__gemm_tile(kc, mr, ap, si, sk, bp + jp * bstride, edge ? tile : c, edge ? PERPO__NR : ldc, load);
                 for (r = 0; edge && r < mr; r++) memcpy(c + r * ldc, tile + r * PERPO__NR, nr * sizeof(float));
                 if (last && epi) perpo__epi_apply(epi, c, ldc, i, j, mr, nr);
             }
@@ -1031,13 +1038,18 @@ static void perpo__gemm_head(size_t M, size_t N, size_t K, const float *A, size_
                 size_t ks = k0 > klo ? k0 : klo, ke = k0 + kc < khi ? k0 + kc : khi;
                 float *c = C + i * ldc + j;
                 int load = accumulate || ks > klo, edge = mr < PERPO__MR || nr < PERPO__NR;
+                const float *ap = A + i * sai + ks * sak;
+                size_t si = sai, sk = sak;
                 if ((tri == 1 && j > i + PERPO__MR - 1) || ks >= ke) continue;
-                perpo__gemm_pack(a, PERPO__MR, A, sai, sak, M, i, ks, ke - ks);
+                if (mr < PERPO__MR) {
+                    perpo__gemm_pack(a, PERPO__MR, A, sai, sak, M, i, ks, ke - ks);
+                    ap = a; si = 1; sk = PERPO__MR;
+                }
                 if (edge) {
                     memset(tile, 0, sizeof tile);
                     for (r = 0; load && r < mr; r++) memcpy(tile + r * PERPO__NR, c + r * ldc, nr * sizeof(float));
                 }
-                perpo__gemm_tile(ke - ks, mr, a, bp + (ks - k0) * PERPO__NR, edge ? tile : c,
+                perpo__gemm_tile(ke - ks, mr, ap, si, sk, bp + (ks - k0) * PERPO__NR, edge ? tile : c,
                                  edge ? PERPO__NR : ldc, load);
                 for (r = 0; edge && r < mr; r++) memcpy(c + r * ldc, tile + r * PERPO__NR, nr * sizeof(float));
             }
