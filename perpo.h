@@ -133,7 +133,9 @@ PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, v
 /* Copies the parameters of src into dst (same config) and resets dst's optimizer: how the
    examples start DPO and PerPO from the same SFT weights. */
 PERPODEF perpo_status perpo_model_copy_params(perpo_model *dst, const perpo_model *src);
-/* Flat views for tools and tests: parameters and gradients share one layout. */
+/* Flat views for tools and tests: parameters and gradients share one layout. Each call of
+   perpo_model_params marks the parameters as changed (generation repacks its weights): call it
+   again after writing through a pointer it returned earlier. */
 PERPODEF size_t perpo_model_num_params(const perpo_model *model);
 PERPODEF float *perpo_model_params(perpo_model *model);
 PERPODEF float *perpo_model_grads(perpo_model *model);
@@ -759,6 +761,7 @@ static void perpo__team_range(size_t n, size_t *lo, size_t *hi) {
  * gelu' = s + x * 2 s (1 - s) * du/dx. */
 #define PERPO__GELU_S 0.7978845608028654f /* sqrt(2/pi) */
 #define PERPO__GELU_C 0.044715f
+#ifndef __AVX512F__ /* (AVX-512 builds use the vector forms below) */
 static float perpo__gelu1(float x) {
     return x / (1.0f + expf(-2.0f * PERPO__GELU_S * (x + PERPO__GELU_C * x * x * x)));
 }
@@ -766,6 +769,120 @@ static float perpo__dgelu1(float x) {
     float s = 1.0f / (1.0f + expf(-2.0f * PERPO__GELU_S * (x + PERPO__GELU_C * x * x * x)));
     float du = PERPO__GELU_S * (1.0f + 3.0f * PERPO__GELU_C * x * x);
     return s + 2.0f * x * s * (1.0f - s) * du;
+}
+#endif
+
+/* ---- Vector exp, GELU and softmax over short arrays ---------------------------------------- *
+ * In AVX-512 builds these run 16 lanes at a time, a partial vector through masks, so every
+ * element of an array gets the same instructions wherever it lies (the training pass and the
+ * KV-cache decoder call them on arrays of the same lengths and agree bit for bit). e^x: x = n
+ * ln2 + r, |r| <= ln2/2, e^r by the polynomial of Cephes' expf, times 2^n (within 2 ulp of
+ * expf). Other builds call libm's expf, as before. */
+#ifdef __AVX512F__
+static __m512 perpo__exp16(__m512 x) {
+    __m512 n, r, p;
+    x = _mm512_min_ps(_mm512_set1_ps(88.8f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x)); /* NaN stays */
+    n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
+    return _mm512_scalef_ps(_mm512_add_ps(p, _mm512_set1_ps(1.0f)), n);
+}
+static __mmask16 perpo__mask16(size_t left) {
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+}
+/* e = exp(-2 sqrt(2/pi) (x + 0.044715 x^3)), so GELU(x) = x / (1 + e) */
+static __m512 perpo__gelu_e16(__m512 x) {
+    __m512 u = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(PERPO__GELU_C), x), _mm512_mul_ps(x, x), x);
+    return perpo__exp16(_mm512_mul_ps(_mm512_set1_ps(-2.0f * PERPO__GELU_S), u));
+}
+#endif
+/* y[0..n) = GELU(x[0..n)); y may be x. */
+static void perpo__gelu_n(float *y, const float *x, size_t n) {
+    size_t i;
+#ifdef __AVX512F__
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = perpo__mask16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        __m512 e = perpo__gelu_e16(v);
+        _mm512_mask_storeu_ps(y + i, k, _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
+    }
+#else
+    for (i = 0; i < n; i++) y[i] = perpo__gelu1(x[i]);
+#endif
+}
+/* d[0..n) *= GELU'(x[0..n)) */
+static void perpo__dgelu_mul_n(float *d, const float *x, size_t n) {
+    size_t i;
+#ifdef __AVX512F__
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = perpo__mask16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(k, x + i), one = _mm512_set1_ps(1.0f);
+        __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, perpo__gelu_e16(v)));
+        __m512 du = _mm512_mul_ps(_mm512_set1_ps(PERPO__GELU_S),
+                                  _mm512_fmadd_ps(_mm512_set1_ps(3.0f * PERPO__GELU_C), _mm512_mul_ps(v, v), one));
+        __m512 g = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(2.0f), v), _mm512_mul_ps(s, _mm512_sub_ps(one, s))), du, s);
+        _mm512_mask_storeu_ps(d + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, d + i), g));
+    }
+#else
+    for (i = 0; i < n; i++) d[i] *= perpo__dgelu1(x[i]);
+#endif
+}
+/* p[0..n) = softmax(scale * p[0..n)), in place (n >= 1). */
+static void perpo__softmax_scaled(float *p, size_t n, float scale) {
+    size_t i;
+#ifdef __AVX512F__
+    __m512 vmx = _mm512_set1_ps(-INFINITY), vs = _mm512_setzero_ps(), sc = _mm512_set1_ps(scale), mx, inv;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = perpo__mask16(n - i);
+        __m512 v = _mm512_mul_ps(_mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, p + i), sc);
+        vmx = _mm512_max_ps(vmx, v);
+    }
+    mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmx));
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = perpo__mask16(n - i);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + i), sc);
+        __m512 e = _mm512_maskz_mov_ps(k, perpo__exp16(_mm512_sub_ps(v, mx)));
+        _mm512_mask_storeu_ps(p + i, k, e);
+        vs = _mm512_add_ps(vs, e);
+    }
+    inv = _mm512_set1_ps(_mm512_reduce_add_ps(vs));
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = perpo__mask16(n - i);
+        _mm512_mask_storeu_ps(p + i, k, _mm512_div_ps(_mm512_maskz_loadu_ps(k, p + i), inv));
+    }
+#else
+    float mx = -INFINITY, sum = 0.0f;
+    for (i = 0; i < n; i++) {
+        p[i] *= scale;
+        if (p[i] > mx) mx = p[i];
+    }
+    for (i = 0; i < n; i++) { p[i] = expf(p[i] - mx); sum += p[i]; }
+    for (i = 0; i < n; i++) p[i] /= sum;
+#endif
+}
+/* sum of a[i] b[i], in a fixed order */
+static float perpo__dot(const float *a, const float *b, size_t n) {
+    size_t i;
+#ifdef __AVX512F__
+    __m512 s = _mm512_setzero_ps();
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = perpo__mask16(n - i);
+        s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + i), _mm512_maskz_loadu_ps(k, b + i), s);
+    }
+    return _mm512_reduce_add_ps(s);
+#else
+    float s = 0.0f;
+    for (i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+#endif
 }
 
 /* What a product does to each element of C after its last K-block, while the tile is still in
@@ -781,23 +898,35 @@ static void perpo__epi_apply(const perpo__epi *e, float *c, size_t ldc, size_t i
                              size_t mr, size_t nr) {
     size_t r, j;
     for (r = 0; r < mr; r++) {
-        float *PERPO__RESTRICT cr = c + r * ldc;
+        float *cr = c + r * ldc;
         if (e->bias) {
             const float *PERPO__RESTRICT b = e->bias + j0;
-            for (j = 0; j < nr; j++) cr[j] += b[j];
+            float *PERPO__RESTRICT y = cr;
+            for (j = 0; j < nr; j++) y[j] += b[j];
         }
         if (e->res) {
             const float *PERPO__RESTRICT x = e->res + (i0 + r) * e->ldr + j0;
-            for (j = 0; j < nr; j++) cr[j] += x[j];
+            float *PERPO__RESTRICT y = cr;
+            for (j = 0; j < nr; j++) y[j] += x[j];
         }
-        if (e->gel) {
-            float *PERPO__RESTRICT g = e->gel + (i0 + r) * e->ldg + j0;
-            for (j = 0; j < nr; j++) g[j] = perpo__gelu1(cr[j]);
-        }
-        if (e->dgel) {
-            const float *PERPO__RESTRICT x = e->dgel + (i0 + r) * e->ldd + j0;
-            for (j = 0; j < nr; j++) cr[j] *= perpo__dgelu1(x[j]);
-        }
+        if (e->gel) perpo__gelu_n(e->gel + (i0 + r) * e->ldg + j0, cr, nr); /* may be in place */
+        if (e->dgel) perpo__dgelu_mul_n(cr, e->dgel + (i0 + r) * e->ldd + j0, nr);
+    }
+}
+
+/* Floats of a B prepacked by perpo__gemm_prepack: every K-block's panels, as a product packs them. */
+static size_t perpo__gemm_packed_floats(size_t N, size_t K) {
+    return K * ((N + PERPO__NR - 1) / PERPO__NR) * PERPO__NR;
+}
+/* Packs B (as perpo__gemm reads it, tb: stored (N,K)) once, for products that reuse it (weights
+   while decoding): K-block k0 at dst + k0*Np (Np = N rounded up to NR), its panel jp at jp*kc*NR. */
+static void perpo__gemm_prepack(float *dst, int tb, size_t N, size_t K, const float *B, size_t ldb) {
+    size_t sbj = tb ? ldb : 1, sbk = tb ? 1 : ldb, np = (N + PERPO__NR - 1) / PERPO__NR, k0, jp;
+    for (k0 = 0; k0 < K; k0 += PERPO__KC) {
+        size_t kc = K - k0 < PERPO__KC ? K - k0 : PERPO__KC;
+        for (jp = 0; jp < np; jp++)
+            perpo__gemm_pack(dst + k0 * np * PERPO__NR + jp * kc * PERPO__NR, PERPO__NR, B, sbj, sbk, N,
+                             jp * PERPO__NR, k0, kc);
     }
 }
 
@@ -1006,13 +1135,17 @@ static void perpo__layernorm_backward(float *dinp, float *dw, float *db, const f
 static void perpo__gelu_forward(float *out, const float *inp, size_t n) {
     long i;
     PERPO__OMP(parallel for schedule(static) if(n >= PERPO__PAR_MIN))
-    for (i = 0; i < (long)n; i++) out[i] = perpo__gelu1(inp[i]);
+    for (i = 0; i < (long)n; i += 1024) perpo__gelu_n(out + i, inp + i, n - (size_t)i < 1024 ? n - (size_t)i : 1024);
 }
 /* dinp = dout * gelu'(inp); dinp may alias dout. */
 static void perpo__gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
     long i;
     PERPO__OMP(parallel for schedule(static) if(n >= PERPO__PAR_MIN))
-    for (i = 0; i < (long)n; i++) dinp[i] = dout[i] * perpo__dgelu1(inp[i]);
+    for (i = 0; i < (long)n; i += 1024) {
+        size_t j, c = n - (size_t)i < 1024 ? n - (size_t)i : 1024;
+        if (dinp != dout) for (j = 0; j < c; j++) dinp[(size_t)i + j] = dout[(size_t)i + j];
+        perpo__dgelu_mul_n(dinp + i, inp + i, c);
+    }
 }
 
 /* ---- Multi-head self-attention core ----------------------------------------------------- *
@@ -1075,14 +1208,9 @@ static void perpo__attention_forward(float *out, float *att, const float *qkv, s
         float *S = att + (size_t)bh * T * T;
         perpo__gemm_head(T, T, hd, q, 3 * D, 1, q + D, 1, 3 * D, 0, S, T, causal ? 1 : 0);
         for (t = 0; t < T; t++) {
-            float *p = S + t * T, mx = -INFINITY, sum = 0.0f;
+            float *p = S + t * T;
             size_t n = causal ? t + 1 : T;
-            for (t2 = 0; t2 < n; t2++) {
-                p[t2] *= scale;
-                if (p[t2] > mx) mx = p[t2];
-            }
-            for (t2 = 0; t2 < n; t2++) { p[t2] = expf(p[t2] - mx); sum += p[t2]; }
-            for (t2 = 0; t2 < n; t2++) p[t2] /= sum;
+            perpo__softmax_scaled(p, n, scale);
             for (t2 = n; t2 < T; t2++) p[t2] = 0.0f;
         }
         perpo__gemm_head(T, hd, T, S, T, 1, q + 2 * D, 3 * D, 1, 0, out + b * T * D + h * hd, D, causal ? 2 : 0);
@@ -1110,9 +1238,9 @@ static void perpo__attention_backward(float *dqkv, const float *dout, const floa
         perpo__gemm_head(T, T, hd, dy, D, 1, q + 2 * D, 1, 3 * D, 0, dS, T, causal ? 1 : 0);
         for (t = 0; t < T; t++) {
             const float *p = P + t * T;
-            float *d = dS + t * T, dot = 0.0f;
+            float *d = dS + t * T, dot;
             size_t n = causal ? t + 1 : T;
-            for (t2 = 0; t2 < n; t2++) dot += d[t2] * p[t2];
+            dot = perpo__dot(d, p, n);
             for (t2 = 0; t2 < n; t2++) d[t2] = p[t2] * (d[t2] - dot) * scale;
             for (t2 = n; t2 < T; t2++) d[t2] = 0.0f;
         }
@@ -1208,6 +1336,9 @@ struct perpo_model {
     float *gemm_ws;
     /* generation: KV cache per decoder layer (maxB, L, D) and per-row scratch */
     float *kcache, *vcache;
+    float *wpack;                        /* decoder and head weights packed for decoding */
+    unsigned long params_version, wpack_version; /* bumped by whatever may change params */
+    int wpack_ok;
     size_t g_rows;                       /* max(maxB, L) */
     float *g_x, *g_ln, *g_mean, *g_rstd, *g_qkv, *g_atty, *g_tmp, *g_fch, *g_scores, *g_logits;
     /* the batch of the last forward, kept for backward */
@@ -1288,6 +1419,26 @@ static void perpo__build_tensor_table(perpo_model *m) {
     m->head_w = perpo__add_tensor(m, "head_w", m->V, m->D);
 }
 
+/* Weights of the decoder and head packed for the products of decoding (perpo__gemm_prepack):
+   packed once per perpo_generate call and reused by the prefill and every token, and across
+   calls while the parameters have not changed (m->params_version). CBLAS builds pack nothing. */
+static size_t perpo__wpack_layer_floats(const perpo_model *m) {
+#ifdef PERPO_USE_CBLAS
+    (void)m;
+    return 0;
+#else
+    return perpo__gemm_packed_floats(3 * m->D, m->D) + perpo__gemm_packed_floats(m->D, m->D) +
+           perpo__gemm_packed_floats(m->M, m->D) + perpo__gemm_packed_floats(m->D, m->M);
+#endif
+}
+static size_t perpo__wpack_floats(const perpo_model *m) {
+#ifdef PERPO_USE_CBLAS
+    (void)m;
+    return 0;
+#else
+    return (size_t)m->cfg.n_dec_layers * perpo__wpack_layer_floats(m) + perpo__gemm_packed_floats(m->V, m->D);
+#endif
+}
 /* Arena carving: run once with base == NULL to size, once more to hand out pointers. */
 typedef struct perpo__carver { float *base; size_t used; int ok; } perpo__carver;
 static float *perpo__carve(perpo__carver *c, size_t a, size_t b) {
@@ -1333,6 +1484,7 @@ static void perpo__layout_arena(perpo_model *m, perpo__carver *c) {
     m->att_ws = perpo__carve(c, B * m->H, perpo__attention_ws_per_head(m->L, D / m->H)); m->d_img = perpo__carve(c, Nv, D);
     m->gemm_ws = perpo__carve(c, perpo__gemm_ws_floats(n_max), 1);
     m->kcache = perpo__carve(c, LD * B, m->L * D); m->vcache = perpo__carve(c, LD * B, m->L * D);
+    m->wpack = perpo__carve(c, perpo__wpack_floats(m), 1);
     m->g_x = perpo__carve(c, R, D); m->g_ln = perpo__carve(c, R, D);
     m->g_mean = perpo__carve(c, R, 1); m->g_rstd = perpo__carve(c, R, 1);
     m->g_qkv = perpo__carve(c, R, 3 * D); m->g_atty = perpo__carve(c, R, D); m->g_tmp = perpo__carve(c, R, D);
@@ -1488,7 +1640,11 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
 
 PERPODEF const perpo_config *perpo_model_config(const perpo_model *m) { return m ? &m->cfg : NULL; }
 PERPODEF size_t perpo_model_num_params(const perpo_model *m) { return m ? m->n_params : 0; }
-PERPODEF float *perpo_model_params(perpo_model *m) { return m ? m->params : NULL; }
+PERPODEF float *perpo_model_params(perpo_model *m) {
+    if (!m) return NULL;
+    m->params_version++; /* the caller may write: weights packed for decoding are stale */
+    return m->params;
+}
 PERPODEF float *perpo_model_grads(perpo_model *m) { return m ? m->grads : NULL; }
 PERPODEF size_t perpo_model_num_tensors(const perpo_model *m) { return m ? m->n_tensors : 0; }
 PERPODEF perpo_status perpo_model_tensor(const perpo_model *m, size_t i, const char **name,
@@ -1505,6 +1661,7 @@ PERPODEF perpo_status perpo_model_copy_params(perpo_model *dst, const perpo_mode
         dst->D != src->D)
         return PERPO_ERR_ARG;
     memcpy(dst->params, src->params, src->n_params * sizeof(float));
+    dst->params_version++;
     perpo_optimizer_reset(dst);
     dst->have_forward = 0;
     return PERPO_OK;
@@ -1755,62 +1912,162 @@ PERPODEF perpo_sample_config perpo_sample_default(void) {
     return s;
 }
 
+/* The packed (N,K) weight w of decoder layer l (w: 0 qkv, 1 attention out, 2 fc, 3 fc2; l = LD:
+   the head), or NULL when nothing is packed. */
+static const float *perpo__wpack_at(const perpo_model *m, size_t l, int w) {
+    const float *p = m->wpack;
+    size_t D = m->D, M = m->M;
+    if (!p || !m->wpack_ok) return NULL;
+    p += l * perpo__wpack_layer_floats(m);
+    if (w > 0) p += perpo__gemm_packed_floats(3 * D, D);
+    if (w > 1) p += perpo__gemm_packed_floats(D, D);
+    if (w > 2) p += perpo__gemm_packed_floats(M, D);
+    return p;
+}
+static void perpo__wpack_refresh(perpo_model *m) {
+#ifndef PERPO_USE_CBLAS
+    const float *P = m->params;
+    size_t D = m->D, M = m->M, LD = (size_t)m->cfg.n_dec_layers;
+    long j;
+    if (m->wpack_ok && m->wpack_version == m->params_version) return;
+    m->wpack_ok = 1; /* perpo__wpack_at hands out slots from here on */
+    PERPO__OMP(parallel for schedule(dynamic) if(LD * D * D >= PERPO__PAR_MIN))
+    for (j = 0; j < (long)(4 * LD + 1); j++) {
+        size_t l = (size_t)j / 4;
+        int w = j % 4;
+        float *dst = (float *)perpo__wpack_at(m, l, l == LD ? 0 : w);
+        if (l == LD) { if (w == 0) perpo__gemm_prepack(dst, 1, m->V, D, P + m->head_w, D); continue; }
+        if (w == 0) perpo__gemm_prepack(dst, 1, 3 * D, D, P + m->dec[l].qkv_w, D);
+        if (w == 1) perpo__gemm_prepack(dst, 1, D, D, P + m->dec[l].attn_w, D);
+        if (w == 2) perpo__gemm_prepack(dst, 1, M, D, P + m->dec[l].fc_w, D);
+        if (w == 3) perpo__gemm_prepack(dst, 1, D, M, P + m->dec[l].fc2_w, M);
+    }
+    m->wpack_version = m->params_version;
+#else
+    (void)m;
+#endif
+}
+
+/* A product of decoding: split over the team in its own parallel region (par), or all on the
+   calling thread. */
+static void perpo__dec_gemm(int par, size_t M, size_t N, size_t K, const float *A, const float *W,
+                            const float *packed, float *C, float *ws, const perpo__epi *e) {
+    if (par) perpo__gemm_ex(0, 1, M, N, K, A, K, W, K, 0, C, N, ws, packed, e);
+    else {
+#ifdef PERPO_USE_CBLAS
+        (void)packed;
+        if (M > 0) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)K,
+                               W, (int)K, 0.0f, C, (int)N);
+        if (e && M > 0) perpo__epi_apply(e, C, N, 0, 0, M, N);
+#else
+        if (M > 0) perpo__gemm_cols(0, 1, M, N, K, A, K, W, K, 0, C, N, ws, packed, e, 0, (N + PERPO__NR - 1) / PERPO__NR);
+#endif
+    }
+}
+
+/* y[0..n) += a * x[0..n), each element one multiply-add (fused where the tile's is). */
+static void perpo__axpy(float *PERPO__RESTRICT y, float a, const float *PERPO__RESTRICT x, size_t n) {
+    size_t i;
+#ifdef __AVX512F__ /* (gcc -O2 leaves this loop scalar) */
+    __m512 va = _mm512_set1_ps(a);
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = perpo__mask16(n - i);
+        _mm512_mask_storeu_ps(y + i, k, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, y + i)));
+    }
+#else
+    for (i = 0; i < n; i++) y[i] += a * x[i];
+#endif
+}
+
+/* Decoder over rows [r0, r1) of x: n sequences x Lr new rows each (row g belongs to sequence
+   g / Lr, at position pos[s] + g % Lr, cache slot slot[s]). Layer by layer: K/V go to the cache,
+   each row attends to everything before it. Then the final LayerNorm and the head on each
+   sequence's last row, into logits (n, V). par: kernels split over the team in parallel regions
+   (a prefill); else everything runs on the calling thread (one thread's sequences of a token
+   step). The cache keeps keys transposed per head, (head, hd, L), so a row's scores are axpys
+   over contiguous keys, and values as (head, L, hd). */
+static void perpo__decode_span(perpo_model *m, size_t r0, size_t r1, size_t Lr, const size_t *slot,
+                               const size_t *pos, float *x, float *logits, int par) {
+    const float *P = m->params;
+    size_t D = m->D, H = m->H, hd = D / H, M = m->M, L = m->L, R = r1 - r0, l, i, LD = (size_t)m->cfg.n_dec_layers;
+    size_t s0 = r0 / Lr, s1 = r1 / Lr, s;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *xr = x + r0 * D, *ln = m->g_ln + r0 * D, *qkv = m->g_qkv + r0 * 3 * D, *atty = m->g_atty + r0 * D;
+    float *tmp = m->g_tmp + r0 * D, *fch = m->g_fch + r0 * M, *mean = m->g_mean + r0, *rstd = m->g_rstd + r0;
+    float *ws = par ? m->gemm_ws : NULL;
+    perpo__epi e;
+    long rr;
+    for (l = 0; l < LD; l++) {
+        const perpo__block *p = &m->dec[l];
+        float *K = m->kcache + l * m->max_batch * L * D, *Vc = m->vcache + l * m->max_batch * L * D;
+        if (par) perpo__layernorm_forward(ln, mean, rstd, xr, P + p->ln1_w, P + p->ln1_b, R, D);
+        else perpo__layernorm_rows(ln, mean, rstd, xr, P + p->ln1_w, P + p->ln1_b, 0, R, D);
+        memset(&e, 0, sizeof e);
+        e.bias = P + p->qkv_b;
+        perpo__dec_gemm(par, R, 3 * D, D, ln, P + p->qkv_w, perpo__wpack_at(m, l, 0), qkv, ws, &e);
+        for (i = 0; i < R; i++) {
+            size_t g = r0 + i, t = pos[g / Lr] + g % Lr, h, j;
+            float *Kt = K + slot[g / Lr] * L * D, *Vs = Vc + slot[g / Lr] * L * D;
+            const float *q = qkv + i * 3 * D;
+            for (h = 0; h < H; h++)
+                for (j = 0; j < hd; j++) {
+                    Kt[(h * hd + j) * L + t] = q[D + h * hd + j];
+                    Vs[(h * L + t) * hd + j] = q[2 * D + h * hd + j];
+                }
+        }
+        PERPO__OMP(parallel for schedule(static) if(par && R * L * D >= PERPO__PAR_MIN))
+        for (rr = 0; rr < (long)R; rr++) {
+            size_t g = r0 + (size_t)rr, sq = g / Lr, n_keys = pos[sq] + g % Lr + 1, h, j, t2;
+            const float *Kt = K + slot[sq] * L * D, *Vs = Vc + slot[sq] * L * D;
+            float *sc = m->g_scores + g * L;
+            for (h = 0; h < H; h++) {
+                const float *q = qkv + (size_t)rr * 3 * D + h * hd;
+                float *o = atty + (size_t)rr * D + h * hd;
+                for (t2 = 0; t2 < n_keys; t2++) sc[t2] = 0.0f;
+                for (j = 0; j < hd; j++) perpo__axpy(sc, q[j], Kt + (h * hd + j) * L, n_keys);
+                perpo__softmax_scaled(sc, n_keys, scale);
+                for (j = 0; j < hd; j++) o[j] = 0.0f;
+                for (t2 = 0; t2 < n_keys; t2++) perpo__axpy(o, sc[t2], Vs + (h * L + t2) * hd, hd);
+            }
+        }
+        e.bias = P + p->attn_b; e.res = xr; e.ldr = D; /* x + atty W^T + b */
+        perpo__dec_gemm(par, R, D, D, atty, P + p->attn_w, perpo__wpack_at(m, l, 1), tmp, ws, &e);
+        memcpy(xr, tmp, R * D * sizeof(float));
+        if (par) perpo__layernorm_forward(ln, mean, rstd, xr, P + p->ln2_w, P + p->ln2_b, R, D);
+        else perpo__layernorm_rows(ln, mean, rstd, xr, P + p->ln2_w, P + p->ln2_b, 0, R, D);
+        e.bias = P + p->fc_b; e.res = NULL; e.gel = fch; e.ldg = M; /* GELU in place */
+        perpo__dec_gemm(par, R, M, D, ln, P + p->fc_w, perpo__wpack_at(m, l, 2), fch, ws, &e);
+        e.bias = P + p->fc2_b; e.gel = NULL; e.res = xr;
+        perpo__dec_gemm(par, R, D, M, fch, P + p->fc2_w, perpo__wpack_at(m, l, 3), tmp, ws, &e);
+        memcpy(xr, tmp, R * D * sizeof(float));
+    }
+    for (s = s0; s < s1; s++) memcpy(m->g_tmp + s * D, x + (s * Lr + Lr - 1) * D, D * sizeof(float));
+    perpo__layernorm_rows(m->g_ln, m->g_mean, m->g_rstd, m->g_tmp, P + m->lnf_w, P + m->lnf_b, s0, s1, D);
+    perpo__dec_gemm(par, s1 - s0, m->V, D, m->g_ln + s0 * D, P + m->head_w, perpo__wpack_at(m, LD, 0),
+                    logits + s0 * m->V, ws, NULL);
+}
+
 /* Runs the decoder with the KV cache over n sequences x Lr new rows each. x (n*Lr, D) holds the
    input rows (embedding + position) and is overwritten. Sequence s writes K/V at positions
    pos[s] .. pos[s]+Lr-1 of cache slot slot[s] and attends to everything before. The logits of
    each sequence's last row go to logits (n, V). Same kernels, same order of operations as
-   the training forward, so the two agree bit for bit. */
+   the training forward, so the two agree bit for bit. A token step (Lr = 1) splits the
+   sequences over the threads, one parallel region for the whole step; a prefill splits each
+   kernel. */
 static void perpo__decode_cached(perpo_model *m, size_t n, size_t Lr, const size_t *slot,
                                  const size_t *pos, float *x, float *logits) {
-    const float *P = m->params;
-    size_t D = m->D, H = m->H, hd = D / H, M = m->M, L = m->L, R = n * Lr, l, i, LD = (size_t)m->cfg.n_dec_layers;
-    float scale = 1.0f / sqrtf((float)hd);
-    for (l = 0; l < LD; l++) {
-        const perpo__block *p = &m->dec[l];
-        float *K = m->kcache + l * m->max_batch * L * D, *Vc = m->vcache + l * m->max_batch * L * D;
-        long rr;
-        perpo__layernorm_forward(m->g_ln, m->g_mean, m->g_rstd, x, P + p->ln1_w, P + p->ln1_b, R, D);
-        perpo__linear_forward(m->g_qkv, m->g_ln, P + p->qkv_w, P + p->qkv_b, R, D, 3 * D, m->gemm_ws);
-        for (i = 0; i < R; i++) {
-            size_t s = i / Lr, at = (slot[s] * L + pos[s] + i % Lr) * D;
-            memcpy(K + at, m->g_qkv + i * 3 * D + D, D * sizeof(float));
-            memcpy(Vc + at, m->g_qkv + i * 3 * D + 2 * D, D * sizeof(float));
+    size_t work = n * (size_t)m->cfg.n_dec_layers * m->D * (4 * m->D + 2 * m->M);
+    if (Lr == 1 && n > 1) {
+        PERPO__OMP(parallel if(work >= 64 * PERPO__PAR_MIN))
+        {
+            size_t lo, hi;
+            perpo__team_range(n, &lo, &hi);
+            if (hi > lo) perpo__decode_span(m, lo, hi, 1, slot, pos, x, logits, 0);
         }
-        PERPO__OMP(parallel for schedule(static) if(R * L * D >= PERPO__PAR_MIN))
-        for (rr = 0; rr < (long)R; rr++) {
-            size_t s = (size_t)rr / Lr, n_keys = pos[s] + (size_t)rr % Lr + 1, h, t2, j;
-            const float *Ks = K + slot[s] * L * D, *Vs = Vc + slot[s] * L * D;
-            float *sc = m->g_scores + (size_t)rr * L;
-            for (h = 0; h < H; h++) {
-                const float *q = m->g_qkv + (size_t)rr * 3 * D + h * hd;
-                float *o = m->g_atty + (size_t)rr * D + h * hd, mx = -INFINITY, sum = 0.0f;
-                for (t2 = 0; t2 < n_keys; t2++) {
-                    const float *k = Ks + t2 * D + h * hd;
-                    float d = 0.0f;
-                    for (j = 0; j < hd; j++) d += q[j] * k[j];
-                    sc[t2] = d * scale;
-                    if (sc[t2] > mx) mx = sc[t2];
-                }
-                for (t2 = 0; t2 < n_keys; t2++) { sc[t2] = expf(sc[t2] - mx); sum += sc[t2]; }
-                for (t2 = 0; t2 < n_keys; t2++) sc[t2] /= sum;
-                for (j = 0; j < hd; j++) o[j] = 0.0f;
-                for (t2 = 0; t2 < n_keys; t2++) {
-                    const float *v = Vs + t2 * D + h * hd;
-                    for (j = 0; j < hd; j++) o[j] += sc[t2] * v[j];
-                }
-            }
-        }
-        perpo__linear_forward(m->g_tmp, m->g_atty, P + p->attn_w, P + p->attn_b, R, D, D, m->gemm_ws);
-        perpo__add_inplace(x, m->g_tmp, R * D);
-        perpo__layernorm_forward(m->g_ln, m->g_mean, m->g_rstd, x, P + p->ln2_w, P + p->ln2_b, R, D);
-        perpo__linear_forward(m->g_fch, m->g_ln, P + p->fc_w, P + p->fc_b, R, D, M, m->gemm_ws);
-        perpo__gelu_forward(m->g_fch, m->g_fch, R * M);
-        perpo__linear_forward(m->g_tmp, m->g_fch, P + p->fc2_w, P + p->fc2_b, R, M, D, m->gemm_ws);
-        perpo__add_inplace(x, m->g_tmp, R * D);
+    } else {
+        (void)work;
+        perpo__decode_span(m, 0, n * Lr, Lr, slot, pos, x, logits, 1);
     }
-    for (i = 0; i < n; i++) memcpy(m->g_tmp + i * D, x + (i * Lr + Lr - 1) * D, D * sizeof(float));
-    perpo__layernorm_forward(m->g_ln, m->g_mean, m->g_rstd, m->g_tmp, P + m->lnf_w, P + m->lnf_b, n, D);
-    perpo__linear_forward(logits, m->g_ln, P + m->head_w, NULL, n, D, m->V, m->gemm_ws);
 }
 
 static int perpo__score_desc(const void *a, const void *b) {
@@ -1940,15 +2197,19 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
     size_t LD = (size_t)m->cfg.n_dec_layers, stride = m->max_batch * m->L * D, zero = 0;
     perpo__rng rng;
     m->have_forward = 0; /* the vision encoder reuses the training activations */
+    perpo__wpack_refresh(m);
     perpo__encode_images(m, req->images, req->n_img);
     for (s = 0; s < n; s++) {
         size_t img = req->image_of ? req->image_of[s] : s, pl = seq[s].prompt_len, Lp = NP + pl + 2;
         size_t prev = s > 0 ? (req->image_of ? req->image_of[s - 1] : s - 1) : (size_t)-1;
         if (prev == img && strcmp(req->prompts[s], req->prompts[s - 1]) == 0) {
-            size_t l; /* same image and prompt as the previous sequence: copy its cache rows */
+            size_t l, h; /* same image and prompt as the previous sequence: copy its cache rows */
             for (l = 0; l < LD; l++) {
-                memcpy(m->kcache + l * stride + s * m->L * D, m->kcache + l * stride + (s - 1) * m->L * D, Lp * D * sizeof(float));
-                memcpy(m->vcache + l * stride + s * m->L * D, m->vcache + l * stride + (s - 1) * m->L * D, Lp * D * sizeof(float));
+                float *kd = m->kcache + l * stride + s * m->L * D, *vd = m->vcache + l * stride + s * m->L * D;
+                for (h = 0; h < D; h++) /* transposed keys: Lp positions of each of the D rows */
+                    memcpy(kd + h * m->L, kd - m->L * D + h * m->L, Lp * sizeof(float));
+                for (h = 0; h < m->H; h++) /* values: Lp rows of each head */
+                    memcpy(vd + h * m->L * (D / m->H), vd - m->L * D + h * m->L * (D / m->H), Lp * (D / m->H) * sizeof(float));
             }
             memcpy(m->g_logits + s * V, m->g_logits + (s - 1) * V, V * sizeof(float));
             continue;
@@ -2627,6 +2888,7 @@ PERPODEF perpo_status perpo_optimizer_step(perpo_model *m, const perpo_optim_con
         }
     }
     m->opt_step = t;
+    m->params_version++;
     return PERPO_OK;
 }
 
