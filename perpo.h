@@ -1796,13 +1796,17 @@ PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, fl
     for (b = 0; b < B; b++) memcpy(m->txt + b * T * D, m->dec_x[LD] + (b * L + NP) * D, T * D * sizeof(float));
     perpo__layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, m->txt, m->params + m->lnf_w,
                              m->params + m->lnf_b, B * T, D);
-    perpo__linear_forward(m->logits, m->lnf, m->params + m->head_w, NULL, B * T, D, V, m->gemm_ws);
+    perpo__gemm(0, 1, B * T, V, D, m->lnf, D, m->params + m->head_w, D, 0, m->logits, V, m->gemm_ws); /* untied head, no bias */
+    {
+        long row;
+        PERPO__OMP(parallel for schedule(static) if(B * T * V >= PERPO__PAR_MIN))
+        for (row = 0; row < (long)(B * T); row++) m->lse[row] = perpo__logsumexp(m->logits + (size_t)row * V, V);
+    }
     for (b = 0; b < B; b++) {
         double lp = 0.0;
         for (t = 0; t < T; t++) {
             const float *z = m->logits + (b * T + t) * V;
             int tgt = m->targets[b * T + t];
-            m->lse[b * T + t] = perpo__logsumexp(z, V);
             if (tgt >= 0) {
                 lp += (double)z[tgt] - (double)m->lse[b * T + t];
                 count++;
@@ -1828,16 +1832,19 @@ PERPODEF perpo_status perpo_backward(perpo_model *m, const float *dlogp) {
     G = m->grads; P = m->params;
     if (!perpo__all_finite(dlogp, B)) return PERPO_ERR_NONFINITE;
     /* d logp_b / d logits at a counted position = onehot(target) - softmax */
-    for (b = 0; b < B; b++)
-        for (t = 0; t < T; t++) {
-            size_t row = b * T + t;
+    {
+        long rw;
+        PERPO__OMP(parallel for schedule(static) private(v) if(B * T * V >= PERPO__PAR_MIN))
+        for (rw = 0; rw < (long)(B * T); rw++) {
+            size_t row = (size_t)rw;
             const float *z = m->logits + row * V;
-            float *dz = m->dlogits + row * V, g = dlogp[b], lse = m->lse[row];
+            float *dz = m->dlogits + row * V, g = dlogp[row / T], lse = m->lse[row];
             int tgt = m->targets[row];
             if (tgt < 0) { memset(dz, 0, V * sizeof(float)); continue; }
             for (v = 0; v < V; v++) dz[v] = -g * expf(z[v] - lse);
             dz[tgt] += g;
         }
+    }
     /* head and final LayerNorm (text rows only) */
     memset(m->d_atty, 0, B * T * D * sizeof(float));
     perpo__linear_backward(m->d_atty, G + m->head_w, NULL, m->dlogits, m->lnf, P + m->head_w, B * T, D, V, m->gemm_ws);
@@ -2859,9 +2866,20 @@ PERPODEF perpo_status perpo_optimizer_step(perpo_model *m, const perpo_optim_con
     if (!m || !oc || !(grad_scale > 0.0f) || !(oc->lr >= 0.0f) || !(oc->beta1 >= 0.0f && oc->beta1 < 1.0f) ||
         !(oc->beta2 >= 0.0f && oc->beta2 < 1.0f) || !(oc->eps > 0.0f))
         return PERPO_ERR_ARG;
-    for (i = 0; i < m->n_params; i++) {
-        double g = (double)m->grads[i] * grad_scale;
-        sumsq += g * g;
+    { /* sum of squares in 64 fixed chunks, added in order: the same for any thread count */
+        double part[64];
+        long c;
+        PERPO__OMP(parallel for schedule(static) if(m->n_params >= PERPO__PAR_MIN))
+        for (c = 0; c < 64; c++) {
+            size_t j, lo = m->n_params * (size_t)c / 64, hi = m->n_params * (size_t)(c + 1) / 64;
+            double acc = 0.0;
+            for (j = lo; j < hi; j++) {
+                double g = (double)m->grads[j] * grad_scale;
+                acc += g * g;
+            }
+            part[c] = acc;
+        }
+        for (c = 0; c < 64; c++) sumsq += part[c];
     }
     norm = sqrt(sumsq);
     if (grad_norm) *grad_norm = (float)norm;
@@ -2874,17 +2892,22 @@ PERPODEF perpo_status perpo_optimizer_step(perpo_model *m, const perpo_optim_con
     bc2 = 1.0 - pow((double)oc->beta2, (double)t);
     step_size = (float)(lr / bc1);
     bc2_sqrt = (float)sqrt(bc2);
+    /* one parallel region; each tensor's elements split over the team without a barrier */
+    PERPO__OMP(parallel private(k, i) if(m->n_params >= PERPO__PAR_MIN))
     for (k = 0; k < m->n_tensors; k++) {
         const perpo__tensor *tn = &m->tensors[k];
-        size_t n = tn->rows * (tn->cols ? tn->cols : 1), o = tn->offset;
+        size_t n = tn->rows * (tn->cols ? tn->cols : 1), o = tn->offset, lo, hi;
         float decay = tn->cols ? 1.0f - lr * oc->weight_decay : 1.0f; /* matrices only */
-        for (i = o; i < o + n; i++) {
-            float g = m->grads[i] * mult;
-            float mm = oc->beta1 * m->adam_m[i] + (1.0f - oc->beta1) * g;
-            float vv = oc->beta2 * m->adam_v[i] + (1.0f - oc->beta2) * g * g;
-            m->adam_m[i] = mm;
-            m->adam_v[i] = vv;
-            m->params[i] = m->params[i] * decay - step_size * mm / (sqrtf(vv) / bc2_sqrt + oc->eps);
+        float *PERPO__RESTRICT pm = m->adam_m, *PERPO__RESTRICT pv = m->adam_v, *PERPO__RESTRICT pp = m->params;
+        const float *PERPO__RESTRICT pg = m->grads;
+        perpo__team_range(n, &lo, &hi);
+        for (i = o + lo; i < o + hi; i++) {
+            float g = pg[i] * mult;
+            float mm = oc->beta1 * pm[i] + (1.0f - oc->beta1) * g;
+            float vv = oc->beta2 * pv[i] + (1.0f - oc->beta2) * g * g;
+            pm[i] = mm;
+            pv[i] = vv;
+            pp[i] = pp[i] * decay - step_size * mm / (sqrtf(vv) / bc2_sqrt + oc->eps);
         }
     }
     m->opt_step = t;
