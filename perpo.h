@@ -918,6 +918,7 @@ static void perpo__epi_apply(const perpo__epi *e, float *c, size_t ldc, size_t i
 static size_t perpo__gemm_packed_floats(size_t N, size_t K) {
     return K * ((N + PERPO__NR - 1) / PERPO__NR) * PERPO__NR;
 }
+#ifndef PERPO_USE_CBLAS /* (CBLAS builds pack nothing themselves) */
 /* Packs B (as perpo__gemm reads it, tb: stored (N,K)) once, for products that reuse it (weights
    while decoding): K-block k0 at dst + k0*Np (Np = N rounded up to NR), its panel jp at jp*kc*NR. */
 static void perpo__gemm_prepack(float *dst, int tb, size_t N, size_t K, const float *B, size_t ldb) {
@@ -973,6 +974,8 @@ static void perpo__gemm_cols(int ta, int tb, size_t M, size_t N, size_t K, const
         }
     }
 }
+
+#endif
 
 /* One thread's share of a product, inside a parallel region (the whole product outside one).
    Threads split the column panels of C: each packs its own B panels and runs its tiles, so a
