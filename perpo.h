@@ -755,13 +755,24 @@ static void perpo__team_range(size_t n, size_t *lo, size_t *hi) {
     *hi = n * (t + 1) / nt;
 }
 
+#ifdef __AVX512F__
+static __mmask16 perpo__mask16(size_t left) { /* lanes [0, min(left, 16)) */
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+}
+#endif
+/* GELU and softmax run on a vector exp in AVX-512 builds (see below); PERPO_NO_VECTOR_EXP
+   keeps them on libm's expf (the same results, slower). */
+#if defined(__AVX512F__) && !defined(PERPO_NO_VECTOR_EXP)
+#define PERPO__VEXP
+#endif
+
 /* ---- GELU, tanh approximation (PyTorch approximate='tanh') ------------------------------ *
  * 0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3) equals x * sigmoid(2u): one expf
  * instead of a tanhf, which profiles showed dominating the MLP. With s = sigmoid(2u):
  * gelu' = s + x * 2 s (1 - s) * du/dx. */
 #define PERPO__GELU_S 0.7978845608028654f /* sqrt(2/pi) */
 #define PERPO__GELU_C 0.044715f
-#ifndef __AVX512F__ /* (AVX-512 builds use the vector forms below) */
+#ifndef PERPO__VEXP /* (AVX-512 builds use the vector forms below) */
 static float perpo__gelu1(float x) {
     return x / (1.0f + expf(-2.0f * PERPO__GELU_S * (x + PERPO__GELU_C * x * x * x)));
 }
@@ -773,46 +784,59 @@ static float perpo__dgelu1(float x) {
 #endif
 
 /* ---- Vector exp, GELU and softmax over short arrays ---------------------------------------- *
- * In AVX-512 builds these run 16 lanes at a time, a partial vector through masks, so every
- * element of an array gets the same instructions wherever it lies (the training pass and the
- * KV-cache decoder call them on arrays of the same lengths and agree bit for bit). e^x: x = n
- * ln2 + r, |r| <= ln2/2, e^r by the polynomial of Cephes' expf, times 2^n (within 2 ulp of
- * expf). Other builds call libm's expf, as before. */
-#ifdef __AVX512F__
+ * In AVX-512 builds these run 16 lanes at a time, a partial vector through masks. Their results
+ * are bit for bit those of the scalar code with libm's expf (glibc's algorithm: x/ln2 = k/32 + r
+ * in double, 2^(k/32) from a table of the 32 doubles 2^(i/32), a degree-3 polynomial; checked
+ * equal to glibc's expf for all 2^32 floats), so vectorizing changes no result. Other builds run
+ * the scalar code. */
+#ifdef PERPO__VEXP
+static const unsigned long long perpo__exp2_tab[32] = { /* bits of 2^(i/32) - (i << 47) */
+    0x3ff0000000000000ull, 0x3fefd9b0d3158574ull, 0x3fefb5586cf9890full, 0x3fef9301d0125b51ull,
+    0x3fef72b83c7d517bull, 0x3fef54873168b9aaull, 0x3fef387a6e756238ull, 0x3fef1e9df51fdee1ull,
+    0x3fef06fe0a31b715ull, 0x3feef1a7373aa9cbull, 0x3feedea64c123422ull, 0x3feece086061892dull,
+    0x3feebfdad5362a27ull, 0x3feeb42b569d4f82ull, 0x3feeab07dd485429ull, 0x3feea47eb03a5585ull,
+    0x3feea09e667f3bcdull, 0x3fee9f75e8ec5f74ull, 0x3feea11473eb0187ull, 0x3feea589994cce13ull,
+    0x3feeace5422aa0dbull, 0x3feeb737b0cdc5e5ull, 0x3feec49182a3f090ull, 0x3feed503b23e255dull,
+    0x3feee89f995ad3adull, 0x3feeff76f2fb5e47ull, 0x3fef199bdd85529cull, 0x3fef3720dcef9069ull,
+    0x3fef5818dcfba487ull, 0x3fef7c97337b9b5full, 0x3fefa4afa2a490daull, 0x3fefd0765b6e4540ull};
+static __m256 perpo__exp8(__m256 xf) { /* the main path: finite x with e^x in float range */
+    const __m512d shift = _mm512_set1_pd(0x1.8p+52);
+    __m512d xd = _mm512_cvtps_pd(xf), z, kd, r, s, y, p;
+    __m512i ki, t;
+    z = _mm512_mul_pd(_mm512_set1_pd(0x1.71547652b82fep+0 * 32), xd);
+    kd = _mm512_add_pd(z, shift); /* round z to an integer k, which lands in kd's low bits */
+    ki = _mm512_castpd_si512(kd);
+    kd = _mm512_sub_pd(kd, shift);
+    r = _mm512_sub_pd(z, kd);
+    t = _mm512_i64gather_epi64(_mm512_and_si512(ki, _mm512_set1_epi64(31)), (const void *)perpo__exp2_tab, 8);
+    s = _mm512_castsi512_pd(_mm512_add_epi64(t, _mm512_slli_epi64(ki, 47))); /* 2^(k/32) */
+    p = _mm512_fmadd_pd(_mm512_set1_pd(0x1.c6af84b912394p-5 / 32 / 32 / 32), r, _mm512_set1_pd(0x1.ebfce50fac4f3p-3 / 32 / 32));
+    y = _mm512_fmadd_pd(_mm512_set1_pd(0x1.62e42ff0c52d6p-1 / 32), r, _mm512_set1_pd(1.0));
+    y = _mm512_fmadd_pd(p, _mm512_mul_pd(r, r), y);
+    return _mm512_cvtpd_ps(_mm512_mul_pd(y, s));
+}
 static __m512 perpo__exp16(__m512 x) {
-    __m512 n, r, p;
-    x = _mm512_min_ps(_mm512_set1_ps(88.8f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x)); /* NaN stays */
-    n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
-    return _mm512_scalef_ps(_mm512_add_ps(p, _mm512_set1_ps(1.0f)), n);
+    __m256 lo = perpo__exp8(_mm512_castps512_ps256(x));
+    __m256 hi = perpo__exp8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+    __m512 r = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
+    r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(0x1.62e42ep6f), _CMP_GT_OQ), r, _mm512_set1_ps(INFINITY));
+    r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-0x1.9fe368p6f), _CMP_LT_OQ), r, _mm512_setzero_ps());
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), r, _mm512_add_ps(x, x));
 }
-static __mmask16 perpo__mask16(size_t left) {
-    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
-}
-/* e = exp(-2 sqrt(2/pi) (x + 0.044715 x^3)), so GELU(x) = x / (1 + e) */
+/* e^u for GELU: u = -2 sqrt(2/pi) (x + 0.044715 x^3), rounded as the scalar code rounds it */
 static __m512 perpo__gelu_e16(__m512 x) {
-    __m512 u = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(PERPO__GELU_C), x), _mm512_mul_ps(x, x), x);
-    return perpo__exp16(_mm512_mul_ps(_mm512_set1_ps(-2.0f * PERPO__GELU_S), u));
+    __m512 c = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(PERPO__GELU_C), x), x);
+    return perpo__exp16(_mm512_mul_ps(_mm512_set1_ps(-2.0f * PERPO__GELU_S), _mm512_fmadd_ps(c, x, x)));
 }
 #endif
 /* y[0..n) = GELU(x[0..n)); y may be x. */
 static void perpo__gelu_n(float *y, const float *x, size_t n) {
     size_t i;
-#ifdef __AVX512F__
+#ifdef PERPO__VEXP
     for (i = 0; i < n; i += 16) {
         __mmask16 k = perpo__mask16(n - i);
         __m512 v = _mm512_maskz_loadu_ps(k, x + i);
-        __m512 e = perpo__gelu_e16(v);
-        _mm512_mask_storeu_ps(y + i, k, _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e)));
+        _mm512_mask_storeu_ps(y + i, k, _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), perpo__gelu_e16(v))));
     }
 #else
     for (i = 0; i < n; i++) y[i] = perpo__gelu1(x[i]);
@@ -821,45 +845,45 @@ static void perpo__gelu_n(float *y, const float *x, size_t n) {
 /* d[0..n) *= GELU'(x[0..n)) */
 static void perpo__dgelu_mul_n(float *d, const float *x, size_t n) {
     size_t i;
-#ifdef __AVX512F__
+#ifdef PERPO__VEXP
     for (i = 0; i < n; i += 16) {
         __mmask16 k = perpo__mask16(n - i);
         __m512 v = _mm512_maskz_loadu_ps(k, x + i), one = _mm512_set1_ps(1.0f);
         __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, perpo__gelu_e16(v)));
         __m512 du = _mm512_mul_ps(_mm512_set1_ps(PERPO__GELU_S),
-                                  _mm512_fmadd_ps(_mm512_set1_ps(3.0f * PERPO__GELU_C), _mm512_mul_ps(v, v), one));
-        __m512 g = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(2.0f), v), _mm512_mul_ps(s, _mm512_sub_ps(one, s))), du, s);
-        _mm512_mask_storeu_ps(d + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, d + i), g));
+                                  _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(3.0f * PERPO__GELU_C), v), v, one));
+        __m512 a = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(2.0f), v), s), _mm512_sub_ps(one, s));
+        _mm512_mask_storeu_ps(d + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, d + i), _mm512_fmadd_ps(a, du, s)));
     }
 #else
     for (i = 0; i < n; i++) d[i] *= perpo__dgelu1(x[i]);
 #endif
 }
-/* p[0..n) = softmax(scale * p[0..n)), in place (n >= 1). */
+/* p[0..n) = softmax(scale * p[0..n)), in place (n >= 1); the sum runs in order. */
 static void perpo__softmax_scaled(float *p, size_t n, float scale) {
     size_t i;
-#ifdef __AVX512F__
-    __m512 vmx = _mm512_set1_ps(-INFINITY), vs = _mm512_setzero_ps(), sc = _mm512_set1_ps(scale), mx, inv;
+    float mx = -INFINITY, sum = 0.0f;
+#ifdef PERPO__VEXP
+    __m512 vmx = _mm512_set1_ps(-INFINITY), sc = _mm512_set1_ps(scale), m;
     for (i = 0; i < n; i += 16) {
         __mmask16 k = perpo__mask16(n - i);
         __m512 v = _mm512_mul_ps(_mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, p + i), sc);
+        _mm512_mask_storeu_ps(p + i, k, v);
         vmx = _mm512_max_ps(vmx, v);
     }
-    mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmx));
+    mx = _mm512_reduce_max_ps(vmx);
+    m = _mm512_set1_ps(mx);
     for (i = 0; i < n; i += 16) {
         __mmask16 k = perpo__mask16(n - i);
-        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + i), sc);
-        __m512 e = _mm512_maskz_mov_ps(k, perpo__exp16(_mm512_sub_ps(v, mx)));
-        _mm512_mask_storeu_ps(p + i, k, e);
-        vs = _mm512_add_ps(vs, e);
+        _mm512_mask_storeu_ps(p + i, k, perpo__exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + i), m)));
     }
-    inv = _mm512_set1_ps(_mm512_reduce_add_ps(vs));
+    for (i = 0; i < n; i++) sum += p[i];
+    m = _mm512_set1_ps(sum);
     for (i = 0; i < n; i += 16) {
         __mmask16 k = perpo__mask16(n - i);
-        _mm512_mask_storeu_ps(p + i, k, _mm512_div_ps(_mm512_maskz_loadu_ps(k, p + i), inv));
+        _mm512_mask_storeu_ps(p + i, k, _mm512_div_ps(_mm512_maskz_loadu_ps(k, p + i), m));
     }
 #else
-    float mx = -INFINITY, sum = 0.0f;
     for (i = 0; i < n; i++) {
         p[i] *= scale;
         if (p[i] > mx) mx = p[i];
@@ -868,21 +892,12 @@ static void perpo__softmax_scaled(float *p, size_t n, float scale) {
     for (i = 0; i < n; i++) p[i] /= sum;
 #endif
 }
-/* sum of a[i] b[i], in a fixed order */
+/* sum of a[i] b[i], in order */
 static float perpo__dot(const float *a, const float *b, size_t n) {
     size_t i;
-#ifdef __AVX512F__
-    __m512 s = _mm512_setzero_ps();
-    for (i = 0; i < n; i += 16) {
-        __mmask16 k = perpo__mask16(n - i);
-        s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + i), _mm512_maskz_loadu_ps(k, b + i), s);
-    }
-    return _mm512_reduce_add_ps(s);
-#else
     float s = 0.0f;
     for (i = 0; i < n; i++) s += a[i] * b[i];
     return s;
-#endif
 }
 
 /* What a product does to each element of C after its last K-block, while the tile is still in
@@ -1996,14 +2011,17 @@ static void perpo__axpy(float *PERPO__RESTRICT y, float a, const float *PERPO__R
    (a prefill); else everything runs on the calling thread (one thread's sequences of a token
    step). The cache keeps keys transposed per head, (head, hd, L), so a row's scores are axpys
    over contiguous keys, and values as (head, L, hd). */
-static void perpo__decode_span(perpo_model *m, size_t r0, size_t r1, size_t Lr, const size_t *slot,
-                               const size_t *pos, float *x, float *logits, int par) {
+typedef struct perpo__dec_bufs { /* per-row scratch of decoding, indexed by row */
+    float *ln, *mean, *rstd, *qkv, *atty, *tmp, *fch, *scores; /* (R,D) (R) (R) (R,3D) (R,D) (R,D) (R,M) (R,L) */
+} perpo__dec_bufs;
+static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t r0, size_t r1, size_t Lr,
+                               const size_t *slot, const size_t *pos, float *x, float *logits, int par) {
     const float *P = m->params;
     size_t D = m->D, H = m->H, hd = D / H, M = m->M, L = m->L, R = r1 - r0, l, i, LD = (size_t)m->cfg.n_dec_layers;
     size_t s0 = r0 / Lr, s1 = r1 / Lr, s;
     float scale = 1.0f / sqrtf((float)hd);
-    float *xr = x + r0 * D, *ln = m->g_ln + r0 * D, *qkv = m->g_qkv + r0 * 3 * D, *atty = m->g_atty + r0 * D;
-    float *tmp = m->g_tmp + r0 * D, *fch = m->g_fch + r0 * M, *mean = m->g_mean + r0, *rstd = m->g_rstd + r0;
+    float *xr = x + r0 * D, *ln = bf->ln + r0 * D, *qkv = bf->qkv + r0 * 3 * D, *atty = bf->atty + r0 * D;
+    float *tmp = bf->tmp + r0 * D, *fch = bf->fch + r0 * M, *mean = bf->mean + r0, *rstd = bf->rstd + r0;
     float *ws = par ? m->gemm_ws : NULL;
     perpo__epi e;
     long rr;
@@ -2029,7 +2047,7 @@ static void perpo__decode_span(perpo_model *m, size_t r0, size_t r1, size_t Lr, 
         for (rr = 0; rr < (long)R; rr++) {
             size_t g = r0 + (size_t)rr, sq = g / Lr, n_keys = pos[sq] + g % Lr + 1, h, j, t2;
             const float *Kt = K + slot[sq] * L * D, *Vs = Vc + slot[sq] * L * D;
-            float *sc = m->g_scores + g * L;
+            float *sc = bf->scores + g * L;
             for (h = 0; h < H; h++) {
                 const float *q = qkv + (size_t)rr * 3 * D + h * hd;
                 float *o = atty + (size_t)rr * D + h * hd;
@@ -2067,16 +2085,25 @@ static void perpo__decode_span(perpo_model *m, size_t r0, size_t r1, size_t Lr, 
 static void perpo__decode_cached(perpo_model *m, size_t n, size_t Lr, const size_t *slot,
                                  const size_t *pos, float *x, float *logits) {
     size_t work = n * (size_t)m->cfg.n_dec_layers * m->D * (4 * m->D + 2 * m->M);
+    perpo__dec_bufs bf;
+    if (Lr == 1) { /* token step: n <= max_batch rows of the generation scratch */
+        bf.ln = m->g_ln; bf.mean = m->g_mean; bf.rstd = m->g_rstd; bf.qkv = m->g_qkv;
+        bf.atty = m->g_atty; bf.tmp = m->g_tmp; bf.fch = m->g_fch; bf.scores = m->g_scores;
+    } else { /* prefill: up to max_batch * L rows, in the first decoder block's training buffers */
+        perpo__block_acts *a = &m->dec_acts[0];
+        bf.ln = a->ln1; bf.mean = a->ln1_mean; bf.rstd = a->ln1_rstd; bf.qkv = a->qkv;
+        bf.atty = a->atty; bf.tmp = a->mid; bf.fch = a->fch; bf.scores = a->att;
+    }
     if (Lr == 1 && n > 1) {
         PERPO__OMP(parallel if(work >= 64 * PERPO__PAR_MIN))
         {
             size_t lo, hi;
             perpo__team_range(n, &lo, &hi);
-            if (hi > lo) perpo__decode_span(m, lo, hi, 1, slot, pos, x, logits, 0);
+            if (hi > lo) perpo__decode_span(m, &bf, lo, hi, 1, slot, pos, x, logits, 0);
         }
     } else {
         (void)work;
-        perpo__decode_span(m, 0, n * Lr, Lr, slot, pos, x, logits, 1);
+        perpo__decode_span(m, &bf, 0, n * Lr, Lr, slot, pos, x, logits, 1);
     }
 }
 
@@ -2198,13 +2225,24 @@ static perpo_status perpo__generate_nocache(perpo_model *m, const perpo_gen_requ
     return st;
 }
 
-/* Cached path: encode images once, prefill each distinct (image, prompt), then decode all
-   live sequences together, one token per step. */
+/* Prefill of n sequences (slot[j]: sequence index) of Lp rows each, embedded in dec_x[0]; their
+   last rows' logits go to g_logits. Returns 0: how many are still pending. */
+static size_t perpo__prefill(perpo_model *m, size_t n, size_t Lp, const size_t *slot, size_t *pos) {
+    size_t j, V = m->V;
+    for (j = 0; j < n; j++) pos[j] = 0;
+    perpo__decode_cached(m, n, Lp, slot, pos, m->dec_x[0], m->logits);
+    for (j = 0; j < n; j++) memcpy(m->g_logits + slot[j] * V, m->logits + j * V, V * sizeof(float));
+    return 0;
+}
+
+/* Cached path: encode images once, prefill each distinct (image, prompt) (consecutive ones of
+   the same length together), then decode all live sequences together, one token per step. */
 static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
                                    const perpo_sample_config *sc, perpo__gen_seq *seq,
                                    size_t *slot, size_t *pos, char *out, size_t out_cap) {
-    size_t n = req->n_seq, D = m->D, NP = m->NP, V = m->V, s, r, i, k, n_live;
-    size_t LD = (size_t)m->cfg.n_dec_layers, stride = m->max_batch * m->L * D, zero = 0;
+    size_t n = req->n_seq, D = m->D, NP = m->NP, V = m->V, s, r, i, k, n_live, n_pend = 0, pend_Lp = 0;
+    size_t LD = (size_t)m->cfg.n_dec_layers, stride = m->max_batch * m->L * D;
+    float *x;
     perpo__rng rng;
     m->have_forward = 0; /* the vision encoder reuses the training activations */
     perpo__wpack_refresh(m);
@@ -2214,6 +2252,7 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
         size_t prev = s > 0 ? (req->image_of ? req->image_of[s - 1] : s - 1) : (size_t)-1;
         if (prev == img && strcmp(req->prompts[s], req->prompts[s - 1]) == 0) {
             size_t l, h; /* same image and prompt as the previous sequence: copy its cache rows */
+            if (n_pend > 0) n_pend = perpo__prefill(m, n_pend, pend_Lp, slot, pos); /* (s - 1 among them) */
             for (l = 0; l < LD; l++) {
                 float *kd = m->kcache + l * stride + s * m->L * D, *vd = m->vcache + l * stride + s * m->L * D;
                 for (h = 0; h < D; h++) /* transposed keys: Lp positions of each of the D rows */
@@ -2224,12 +2263,18 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
             memcpy(m->g_logits + s * V, m->g_logits + (s - 1) * V, V * sizeof(float));
             continue;
         }
-        for (r = 0; r < NP; r++) perpo__embed_image_row(m, m->g_x + r * D, img, r);
-        perpo__embed_token_row(m, m->g_x + NP * D, PERPO_TOK_BOS, 0);
-        for (i = 0; i < pl; i++) perpo__embed_token_row(m, m->g_x + (NP + 1 + i) * D, (unsigned char)req->prompts[s][i], 1 + i);
-        perpo__embed_token_row(m, m->g_x + (NP + 1 + pl) * D, PERPO_TOK_SEP, 1 + pl);
-        perpo__decode_cached(m, 1, Lp, &s, &zero, m->g_x, m->g_logits + s * V);
+        /* a prefill of its own: batched with the pending ones of the same length */
+        if (n_pend > 0 && Lp != pend_Lp) n_pend = perpo__prefill(m, n_pend, pend_Lp, slot, pos);
+        if (n_pend == 0) pend_Lp = Lp;
+        x = m->dec_x[0] + n_pend * Lp * D;
+        for (r = 0; r < NP; r++) perpo__embed_image_row(m, x + r * D, img, r);
+        perpo__embed_token_row(m, x + NP * D, PERPO_TOK_BOS, 0);
+        for (i = 0; i < pl; i++) perpo__embed_token_row(m, x + (NP + 1 + i) * D, (unsigned char)req->prompts[s][i], 1 + i);
+        perpo__embed_token_row(m, x + (NP + 1 + pl) * D, PERPO_TOK_SEP, 1 + pl);
+        slot[n_pend] = s;
+        n_pend++;
     }
+    if (n_pend > 0) n_pend = perpo__prefill(m, n_pend, pend_Lp, slot, pos);
     perpo__rng_seed(&rng, sc->seed);
     for (;;) {
         /* sample for every live sequence (in order, so the RNG stream matches the no-cache path) */
