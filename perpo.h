@@ -2010,12 +2010,14 @@ static void perpo__axpy(float *PERPO__RESTRICT y, float a, const float *PERPO__R
    sequence's last row, into logits (n, V). par: kernels split over the team in parallel regions
    (a prefill); else everything runs on the calling thread (one thread's sequences of a token
    step). The cache keeps keys transposed per head, (head, hd, L), so a row's scores are axpys
-   over contiguous keys, and values as (head, L, hd). */
+   over contiguous keys, and values as (head, L, hd). Sequence s (a slot) reads its first
+   shared[s] positions from slot root[s] (a prefill it shares; root, shared may be NULL). */
 typedef struct perpo__dec_bufs { /* per-row scratch of decoding, indexed by row */
     float *ln, *mean, *rstd, *qkv, *atty, *tmp, *fch, *scores; /* (R,D) (R) (R) (R,3D) (R,D) (R,D) (R,M) (R,L) */
 } perpo__dec_bufs;
 static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t r0, size_t r1, size_t Lr,
-                               const size_t *slot, const size_t *pos, float *x, float *logits, int par) {
+                               const size_t *slot, const size_t *pos, const size_t *root, const size_t *shared,
+                               float *x, float *logits, int par) {
     const float *P = m->params;
     size_t D = m->D, H = m->H, hd = D / H, M = m->M, L = m->L, R = r1 - r0, l, i, LD = (size_t)m->cfg.n_dec_layers;
     size_t s0 = r0 / Lr, s1 = r1 / Lr, s;
@@ -2046,16 +2048,22 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
         PERPO__OMP(parallel for schedule(static) if(par && R * L * D >= PERPO__PAR_MIN))
         for (rr = 0; rr < (long)R; rr++) {
             size_t g = r0 + (size_t)rr, sq = g / Lr, n_keys = pos[sq] + g % Lr + 1, h, j, t2;
-            const float *Kt = K + slot[sq] * L * D, *Vs = Vc + slot[sq] * L * D;
+            size_t own = slot[sq], src = root ? root[own] : own, sh = shared ? shared[own] : 0;
+            const float *Kt = K + own * L * D, *Vs = Vc + own * L * D;
+            const float *Kr = K + src * L * D, *Vr = Vc + src * L * D; /* shared prefix: [0, sh) */
             float *sc = bf->scores + g * L;
+            if (sh > n_keys) sh = n_keys;
             for (h = 0; h < H; h++) {
                 const float *q = qkv + (size_t)rr * 3 * D + h * hd;
                 float *o = atty + (size_t)rr * D + h * hd;
                 for (t2 = 0; t2 < n_keys; t2++) sc[t2] = 0.0f;
-                for (j = 0; j < hd; j++) perpo__axpy(sc, q[j], Kt + (h * hd + j) * L, n_keys);
+                for (j = 0; j < hd; j++) {
+                    perpo__axpy(sc, q[j], Kr + (h * hd + j) * L, sh);
+                    perpo__axpy(sc + sh, q[j], Kt + (h * hd + j) * L + sh, n_keys - sh);
+                }
                 perpo__softmax_scaled(sc, n_keys, scale);
                 for (j = 0; j < hd; j++) o[j] = 0.0f;
-                for (t2 = 0; t2 < n_keys; t2++) perpo__axpy(o, sc[t2], Vs + (h * L + t2) * hd, hd);
+                for (t2 = 0; t2 < n_keys; t2++) perpo__axpy(o, sc[t2], (t2 < sh ? Vr : Vs) + (h * L + t2) * hd, hd);
             }
         }
         e.bias = P + p->attn_b; e.res = xr; e.ldr = D; /* x + atty W^T + b */
@@ -2083,7 +2091,8 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
    sequences over the threads, one parallel region for the whole step; a prefill splits each
    kernel. */
 static void perpo__decode_cached(perpo_model *m, size_t n, size_t Lr, const size_t *slot,
-                                 const size_t *pos, float *x, float *logits) {
+                                 const size_t *pos, const size_t *root, const size_t *shared, float *x,
+                                 float *logits) {
     size_t work = n * (size_t)m->cfg.n_dec_layers * m->D * (4 * m->D + 2 * m->M);
     perpo__dec_bufs bf;
     if (Lr == 1) { /* token step: n <= max_batch rows of the generation scratch */
@@ -2099,11 +2108,11 @@ static void perpo__decode_cached(perpo_model *m, size_t n, size_t Lr, const size
         {
             size_t lo, hi;
             perpo__team_range(n, &lo, &hi);
-            if (hi > lo) perpo__decode_span(m, &bf, lo, hi, 1, slot, pos, x, logits, 0);
+            if (hi > lo) perpo__decode_span(m, &bf, lo, hi, 1, slot, pos, root, shared, x, logits, 0);
         }
     } else {
         (void)work;
-        perpo__decode_span(m, &bf, 0, n * Lr, Lr, slot, pos, x, logits, 1);
+        perpo__decode_span(m, &bf, 0, n * Lr, Lr, slot, pos, root, shared, x, logits, 1);
     }
 }
 
@@ -2230,7 +2239,7 @@ static perpo_status perpo__generate_nocache(perpo_model *m, const perpo_gen_requ
 static size_t perpo__prefill(perpo_model *m, size_t n, size_t Lp, const size_t *slot, size_t *pos) {
     size_t j, V = m->V;
     for (j = 0; j < n; j++) pos[j] = 0;
-    perpo__decode_cached(m, n, Lp, slot, pos, m->dec_x[0], m->logits);
+    perpo__decode_cached(m, n, Lp, slot, pos, NULL, NULL, m->dec_x[0], m->logits);
     for (j = 0; j < n; j++) memcpy(m->g_logits + slot[j] * V, m->logits + j * V, V * sizeof(float));
     return 0;
 }
@@ -2239,9 +2248,9 @@ static size_t perpo__prefill(perpo_model *m, size_t n, size_t Lp, const size_t *
    the same length together), then decode all live sequences together, one token per step. */
 static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
                                    const perpo_sample_config *sc, perpo__gen_seq *seq,
-                                   size_t *slot, size_t *pos, char *out, size_t out_cap) {
+                                   size_t *slot, size_t *pos, size_t *root, size_t *shared, char *out,
+                                   size_t out_cap) {
     size_t n = req->n_seq, D = m->D, NP = m->NP, V = m->V, s, r, i, k, n_live, n_pend = 0, pend_Lp = 0;
-    size_t LD = (size_t)m->cfg.n_dec_layers, stride = m->max_batch * m->L * D;
     float *x;
     perpo__rng rng;
     m->have_forward = 0; /* the vision encoder reuses the training activations */
@@ -2251,18 +2260,15 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
         size_t img = req->image_of ? req->image_of[s] : s, pl = seq[s].prompt_len, Lp = NP + pl + 2;
         size_t prev = s > 0 ? (req->image_of ? req->image_of[s - 1] : s - 1) : (size_t)-1;
         if (prev == img && strcmp(req->prompts[s], req->prompts[s - 1]) == 0) {
-            size_t l, h; /* same image and prompt as the previous sequence: copy its cache rows */
+            /* same image and prompt as the previous sequence: read its prefill, copy its logits */
             if (n_pend > 0) n_pend = perpo__prefill(m, n_pend, pend_Lp, slot, pos); /* (s - 1 among them) */
-            for (l = 0; l < LD; l++) {
-                float *kd = m->kcache + l * stride + s * m->L * D, *vd = m->vcache + l * stride + s * m->L * D;
-                for (h = 0; h < D; h++) /* transposed keys: Lp positions of each of the D rows */
-                    memcpy(kd + h * m->L, kd - m->L * D + h * m->L, Lp * sizeof(float));
-                for (h = 0; h < m->H; h++) /* values: Lp rows of each head */
-                    memcpy(vd + h * m->L * (D / m->H), vd - m->L * D + h * m->L * (D / m->H), Lp * (D / m->H) * sizeof(float));
-            }
+            root[s] = root[s - 1];
+            shared[s] = Lp;
             memcpy(m->g_logits + s * V, m->g_logits + (s - 1) * V, V * sizeof(float));
             continue;
         }
+        root[s] = s;
+        shared[s] = 0;
         /* a prefill of its own: batched with the pending ones of the same length */
         if (n_pend > 0 && Lp != pend_Lp) n_pend = perpo__prefill(m, n_pend, pend_Lp, slot, pos);
         if (n_pend == 0) pend_Lp = Lp;
@@ -2292,7 +2298,7 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
             n_live++;
         }
         if (!n_live) break;
-        perpo__decode_cached(m, n_live, 1, slot, pos, m->g_x, m->g_logits);
+        perpo__decode_cached(m, n_live, 1, slot, pos, root, shared, m->g_x, m->g_logits);
         /* row k belongs to sequence slot[k] >= k: move rows into place, last first */
         for (k = n_live; k-- > 0;)
             if (slot[k] != k) memcpy(m->g_logits + slot[k] * V, m->g_logits + k * V, V * sizeof(float));
@@ -2302,16 +2308,18 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
 PERPODEF perpo_status perpo_generate(perpo_model *m, const perpo_gen_request *req,
                                      const perpo_sample_config *sc, char *out, size_t out_cap,
                                      size_t *out_len) {
-    size_t n, s, *slot, *pos;
+    size_t n, s, *slot, *pos, *root, *shared;
     perpo__gen_seq *seq;
     perpo_status st = PERPO_OK;
     if (!m) return PERPO_ERR_ARG;
     if ((st = perpo__check_request(m, req, sc, out, out_cap)) != PERPO_OK) return st;
     n = req->n_seq;
-    seq = (perpo__gen_seq *)perpo__calloc(m->cfg.alloc_ctx, n, sizeof *seq + 2 * sizeof(size_t));
+    seq = (perpo__gen_seq *)perpo__calloc(m->cfg.alloc_ctx, n, sizeof *seq + 4 * sizeof(size_t));
     if (!seq) return PERPO_ERR_NOMEM;
     slot = (size_t *)(seq + n);
     pos = slot + n;
+    root = pos + n;      /* sequence s reads positions [0, shared[s]) of its cache from slot root[s] */
+    shared = root + n;
     memset(out, 0, n * out_cap);
     for (s = 0; s < n; s++) {
         size_t room;
@@ -2321,7 +2329,7 @@ PERPODEF perpo_status perpo_generate(perpo_model *m, const perpo_gen_request *re
         seq[s].done = seq[s].cap == 0;
     }
     if (sc->no_cache) st = perpo__generate_nocache(m, req, sc, seq, out, out_cap);
-    else perpo__generate_cached(m, req, sc, seq, slot, pos, out, out_cap);
+    else perpo__generate_cached(m, req, sc, seq, slot, pos, root, shared, out, out_cap);
     if (out_len) for (s = 0; s < n; s++) out_len[s] = seq[s].len < out_cap ? seq[s].len : out_cap - 1;
     PERPO_FREE(m->cfg.alloc_ctx, seq);
     return st;
