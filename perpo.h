@@ -1805,10 +1805,14 @@ PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, fl
         if (!perpo__all_finite(batch->images[b], m->PPC * NP)) return PERPO_ERR_NONFINITE;
 
     perpo__encode_images(m, batch->images, batch->n_img);
-    for (b = 0; b < B; b++) {
-        float *x = m->dec_x[0] + b * L * D;
-        for (r = 0; r < NP; r++) perpo__embed_image_row(m, x + r * D, m->image_of[b], r);
-        for (t = 0; t < T; t++) perpo__embed_token_row(m, x + (NP + t) * D, m->tokens[b * T + t], t);
+    {
+        long bb;
+        PERPO__OMP(parallel for schedule(static) private(r, t) if(B * L * D >= PERPO__PAR_MIN))
+        for (bb = 0; bb < (long)B; bb++) {
+            float *x = m->dec_x[0] + (size_t)bb * L * D;
+            for (r = 0; r < NP; r++) perpo__embed_image_row(m, x + r * D, m->image_of[bb], r);
+            for (t = 0; t < T; t++) perpo__embed_token_row(m, x + (NP + t) * D, m->tokens[(size_t)bb * T + t], t);
+        }
     }
     for (l = 0; l < LD; l++) perpo__block_forward(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->dec_x[l + 1], B, L, 1);
     for (b = 0; b < B; b++) memcpy(m->txt + b * T * D, m->dec_x[LD] + (b * L + NP) * D, T * D * sizeof(float));
@@ -1875,15 +1879,20 @@ PERPODEF perpo_status perpo_backward(perpo_model *m, const float *dlogp) {
     for (l = LD; l-- > 0;) perpo__block_backward(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->d_res, B, L, 1);
     /* embeddings: positions, token table, and the image tokens each sequence read */
     memset(m->d_img, 0, Nv * D * sizeof(float));
-    for (b = 0; b < B; b++) {
-        const float *d = m->d_res + b * L * D;
-        for (r = 0; r < NP; r++) {
-            perpo__add_inplace(m->d_img + (m->image_of[b] * NP + r) * D, d + r * D, D);
-            perpo__add_inplace(G + m->dec_pos + r * D, d + r * D, D);
-        }
-        for (t = 0; t < T; t++) {
-            perpo__add_inplace(G + m->wte + (size_t)m->tokens[b * T + t] * D, d + (NP + t) * D, D);
-            perpo__add_inplace(G + m->dec_pos + (NP + t) * D, d + (NP + t) * D, D);
+    PERPO__OMP(parallel private(b, r, t) if(B * L * D >= PERPO__PAR_MIN))
+    { /* the team splits the D columns; every column is summed in the same order */
+        size_t lo, hi;
+        perpo__team_range(D, &lo, &hi);
+        for (b = 0; b < B && hi > lo; b++) {
+            const float *d = m->d_res + b * L * D + lo;
+            for (r = 0; r < NP; r++) {
+                perpo__add_inplace(m->d_img + (m->image_of[b] * NP + r) * D + lo, d + r * D, hi - lo);
+                perpo__add_inplace(G + m->dec_pos + r * D + lo, d + r * D, hi - lo);
+            }
+            for (t = 0; t < T; t++) {
+                perpo__add_inplace(G + m->wte + (size_t)m->tokens[b * T + t] * D + lo, d + (NP + t) * D, hi - lo);
+                perpo__add_inplace(G + m->dec_pos + (NP + t) * D + lo, d + (NP + t) * D, hi - lo);
+            }
         }
     }
     /* projector: img_tok = proj2(GELU(proj1(LN(x)))) */
