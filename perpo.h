@@ -1999,17 +1999,58 @@ static void perpo__dec_gemm(int par, size_t M, size_t N, size_t K, const float *
     }
 }
 
-/* y[0..n) += a * x[0..n), each element one multiply-add (fused where the tile's is). */
-static void perpo__axpy(float *PERPO__RESTRICT y, float a, const float *PERPO__RESTRICT x, size_t n) {
-    size_t i;
-#ifdef __AVX512F__ /* (gcc -O2 leaves this loop scalar) */
-    __m512 va = _mm512_set1_ps(a);
-    for (i = 0; i < n; i += 16) {
-        __mmask16 k = perpo__mask16(n - i);
-        _mm512_mask_storeu_ps(y + i, k, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, y + i)));
+/* sc[t] (t < n) = sum over j < hd of q[j] * Kt[j*ldk + t], each a multiply-add chain over j in
+   order (as the tile computes a score); accumulates in registers, 64 keys at a time. */
+static void perpo__scores(float *PERPO__RESTRICT sc, const float *PERPO__RESTRICT q, const float *PERPO__RESTRICT Kt,
+                          size_t ldk, size_t hd, size_t n) {
+    size_t t, j;
+#ifdef __AVX512F__
+    for (t = 0; t < n; t += 64) {
+        __mmask16 k0 = perpo__mask16(n - t), k1 = n - t > 16 ? perpo__mask16(n - t - 16) : 0;
+        __mmask16 k2 = n - t > 32 ? perpo__mask16(n - t - 32) : 0, k3 = n - t > 48 ? perpo__mask16(n - t - 48) : 0;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (j = 0; j < hd; j++) {
+            const float *kr = Kt + j * ldk + t;
+            __m512 qj = _mm512_set1_ps(q[j]);
+            a0 = _mm512_fmadd_ps(qj, _mm512_maskz_loadu_ps(k0, kr), a0);
+            a1 = _mm512_fmadd_ps(qj, _mm512_maskz_loadu_ps(k1, kr + 16), a1);
+            a2 = _mm512_fmadd_ps(qj, _mm512_maskz_loadu_ps(k2, kr + 32), a2);
+            a3 = _mm512_fmadd_ps(qj, _mm512_maskz_loadu_ps(k3, kr + 48), a3);
+        }
+        _mm512_mask_storeu_ps(sc + t, k0, a0); _mm512_mask_storeu_ps(sc + t + 16, k1, a1);
+        _mm512_mask_storeu_ps(sc + t + 32, k2, a2); _mm512_mask_storeu_ps(sc + t + 48, k3, a3);
     }
 #else
-    for (i = 0; i < n; i++) y[i] += a * x[i];
+    for (t = 0; t < n; t++) sc[t] = 0.0f;
+    for (j = 0; j < hd; j++)
+        for (t = 0; t < n; t++) sc[t] += q[j] * Kt[j * ldk + t];
+#endif
+}
+/* o[i] (i < hd) += sum over t < n of p[t] * V[t*hd + i], a chain over t in order (o holds the
+   start value); in registers, 64 columns at a time. */
+static void perpo__pv(float *PERPO__RESTRICT o, const float *PERPO__RESTRICT p, const float *PERPO__RESTRICT V,
+                      size_t hd, size_t n) {
+    size_t t, i;
+#ifdef __AVX512F__
+    for (i = 0; i < hd; i += 64) {
+        __mmask16 k0 = perpo__mask16(hd - i), k1 = hd - i > 16 ? perpo__mask16(hd - i - 16) : 0;
+        __mmask16 k2 = hd - i > 32 ? perpo__mask16(hd - i - 32) : 0, k3 = hd - i > 48 ? perpo__mask16(hd - i - 48) : 0;
+        __m512 a0 = _mm512_maskz_loadu_ps(k0, o + i), a1 = _mm512_maskz_loadu_ps(k1, o + i + 16);
+        __m512 a2 = _mm512_maskz_loadu_ps(k2, o + i + 32), a3 = _mm512_maskz_loadu_ps(k3, o + i + 48);
+        for (t = 0; t < n; t++) {
+            const float *v = V + t * hd + i;
+            __m512 pt = _mm512_set1_ps(p[t]);
+            a0 = _mm512_fmadd_ps(pt, _mm512_maskz_loadu_ps(k0, v), a0);
+            a1 = _mm512_fmadd_ps(pt, _mm512_maskz_loadu_ps(k1, v + 16), a1);
+            a2 = _mm512_fmadd_ps(pt, _mm512_maskz_loadu_ps(k2, v + 32), a2);
+            a3 = _mm512_fmadd_ps(pt, _mm512_maskz_loadu_ps(k3, v + 48), a3);
+        }
+        _mm512_mask_storeu_ps(o + i, k0, a0); _mm512_mask_storeu_ps(o + i + 16, k1, a1);
+        _mm512_mask_storeu_ps(o + i + 32, k2, a2); _mm512_mask_storeu_ps(o + i + 48, k3, a3);
+    }
+#else
+    for (t = 0; t < n; t++)
+        for (i = 0; i < hd; i++) o[i] += p[t] * V[t * hd + i];
 #endif
 }
 
@@ -2056,7 +2097,7 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
         }
         PERPO__OMP(parallel for schedule(static) if(par && R * L * D >= PERPO__PAR_MIN))
         for (rr = 0; rr < (long)R; rr++) {
-            size_t g = r0 + (size_t)rr, sq = g / Lr, n_keys = pos[sq] + g % Lr + 1, h, j, t2;
+            size_t g = r0 + (size_t)rr, sq = g / Lr, n_keys = pos[sq] + g % Lr + 1, h, j;
             size_t own = slot[sq], src = root ? root[own] : own, sh = shared ? shared[own] : 0;
             const float *Kt = K + own * L * D, *Vs = Vc + own * L * D;
             const float *Kr = K + src * L * D, *Vr = Vc + src * L * D; /* shared prefix: [0, sh) */
@@ -2065,14 +2106,12 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
             for (h = 0; h < H; h++) {
                 const float *q = qkv + (size_t)rr * 3 * D + h * hd;
                 float *o = atty + (size_t)rr * D + h * hd;
-                for (t2 = 0; t2 < n_keys; t2++) sc[t2] = 0.0f;
-                for (j = 0; j < hd; j++) {
-                    perpo__axpy(sc, q[j], Kr + (h * hd + j) * L, sh);
-                    perpo__axpy(sc + sh, q[j], Kt + (h * hd + j) * L + sh, n_keys - sh);
-                }
+                perpo__scores(sc, q, Kr + h * hd * L, L, hd, sh);
+                perpo__scores(sc + sh, q, Kt + h * hd * L + sh, L, hd, n_keys - sh);
                 perpo__softmax_scaled(sc, n_keys, scale);
                 for (j = 0; j < hd; j++) o[j] = 0.0f;
-                for (t2 = 0; t2 < n_keys; t2++) perpo__axpy(o, sc[t2], (t2 < sh ? Vr : Vs) + (h * L + t2) * hd, hd);
+                perpo__pv(o, sc, Vr + h * L * hd, hd, sh);
+                perpo__pv(o, sc + sh, Vs + (h * L + sh) * hd, hd, n_keys - sh);
             }
         }
         e.bias = P + p->attn_b; e.res = xr; e.ldr = D; /* x + atty W^T + b */
