@@ -29,8 +29,8 @@ static double prof_linear(const prof_bufs *p, size_t n, size_t C, size_t OC, int
     }
     return f;
 }
-static double prof_products(const perpo_model *m, const prof_bufs *p, size_t B, size_t I) {
-    size_t D = m->D, M = m->M, Nv = I * m->NP, Nd = B * m->L, l;
+static double prof_products(const perpo_model *m, const prof_bufs *p, size_t B, size_t n_img) {
+    size_t D = m->D, M = m->M, Nv = n_img * m->NP, Nd = B * m->L, l;
     double f = prof_linear(p, Nv, m->PPC, D, 1, 0); /* patch embedding: no input gradient */
     for (l = 0; l < (size_t)m->cfg.n_vis_layers; l++)
         f += prof_linear(p, Nv, D, 3 * D, 1, 1) + prof_linear(p, Nv, D, D, 1, 1) + prof_linear(p, Nv, D, M, 1, 1) +
@@ -42,11 +42,11 @@ static double prof_products(const perpo_model *m, const prof_bufs *p, size_t B, 
     f += prof_linear(p, B * m->T, D, m->V, 1, 1); /* head */
     return f;
 }
-static void prof_attention(const perpo_model *m, const prof_bufs *p, size_t B, size_t I) {
+static void prof_attention(const perpo_model *m, const prof_bufs *p, size_t B, size_t n_img) {
     size_t l;
     for (l = 0; l < (size_t)m->cfg.n_vis_layers; l++) {
-        perpo__attention_forward(p->c, p->att, p->a, I, m->NP, m->D, m->H, 0, p->ws);
-        perpo__attention_backward(p->b, p->c, p->att, p->a, I, m->NP, m->D, m->H, 0, p->ws);
+        perpo__attention_forward(p->c, p->att, p->a, n_img, m->NP, m->D, m->H, 0, p->ws);
+        perpo__attention_backward(p->b, p->c, p->att, p->a, n_img, m->NP, m->D, m->H, 0, p->ws);
     }
     for (l = 0; l < (size_t)m->cfg.n_dec_layers; l++) {
         perpo__attention_forward(p->c, p->att, p->a, B, m->L, m->D, m->H, 1, p->ws);
@@ -77,8 +77,8 @@ static void prof_block_elementwise(const perpo_model *m, const prof_bufs *p, siz
     perpo__layernorm_backward(p->b, p->w + 2 * D, p->w + 3 * D, p->c, p->a, g, p->mean, p->rstd, n, D);
     perpo__layernorm_backward(p->b, p->w + 2 * D, p->w + 3 * D, p->c, p->a, g, p->mean, p->rstd, n, D);
 }
-static void prof_elementwise(const perpo_model *m, const prof_bufs *p, size_t B, size_t I) {
-    size_t l, Nv = I * m->NP, Nd = B * m->L;
+static void prof_elementwise(const perpo_model *m, const prof_bufs *p, size_t B, size_t n_img) {
+    size_t l, Nv = n_img * m->NP, Nd = B * m->L;
     for (l = 0; l < (size_t)m->cfg.n_vis_layers; l++) prof_block_elementwise(m, p, Nv);
     perpo__layernorm_forward(p->c, p->mean, p->rstd, p->a, p->w, p->w + m->D, Nv, m->D);
     perpo__gelu_forward(p->b, p->a, Nv * m->D);
@@ -91,7 +91,7 @@ static void prof_elementwise(const perpo_model *m, const prof_bufs *p, size_t B,
 
 /* step_ms: the measured SFT step (median), best_gemm: the best GEMM rate of this run (0: none) */
 static void bench_profile(const perpo_model *m, size_t B, double step_ms, double best_gemm) {
-    size_t I = B, D = m->D, big, i, rows = B * m->L, wmax;
+    size_t n_img = B, D = m->D, big, i, rows = B * m->L, wmax;
     prof_bufs p;
     double t_prod[256], t_att[256], t_ew[256], gf[256], flops = 0.0, med, mn, mx, prod_ms, att_ms, ew_ms;
     char extra[512];
@@ -111,11 +111,11 @@ static void bench_profile(const perpo_model *m, size_t B, double step_ms, double
     for (i = 0; i < wmax + 4 * D; i++) p.w[i] = 0.05f * (frand() - 0.5f);
     for (r = -1; r < g_opt.rounds; r++) {
         double t0 = now_s(), t1, t2, t3;
-        flops = prof_products(m, &p, B, I);
+        flops = prof_products(m, &p, B, n_img);
         t1 = now_s();
-        prof_attention(m, &p, B, I);
+        prof_attention(m, &p, B, n_img);
         t2 = now_s();
-        prof_elementwise(m, &p, B, I);
+        prof_elementwise(m, &p, B, n_img);
         t3 = now_s();
         if (r < 0) continue;
         t_prod[r] = 1e3 * (t1 - t0); t_att[r] = 1e3 * (t2 - t1); t_ew[r] = 1e3 * (t3 - t2);
