@@ -612,8 +612,9 @@ static int perpo__all_finite(const float *x, size_t n) {
 #endif
 /* ---- Matrix product --------------------------------------------------------------------- *
  * C (M,N) = [C +] op(A) (M,K) . op(B) (K,N). ta: A is stored (K,M); tb: B is stored (N,K).
- * The built-in path copies ("packs") a K-block of B into NR-wide panels and of A into MR-tall
- * panels, so that an MR x NR register tile reads both contiguously. Each C(i,j) is a single
+ * The built-in path copies ("packs") a K-block of B into NR-wide panels, so that an MR x NR
+ * register tile reads them contiguously; A's rows are read in place (a partial last panel is
+ * copied and padded with zero rows). Each C(i,j) is a single
  * multiply-add chain over k = 0..K-1 in order, started from C (accumulate) or 0; the tile
  * stores C between K-blocks and reloads it, which rounds nothing. So an element's value depends
  * only on K: not on M or N, where its row and column fall in a tile, or the thread count (the
@@ -995,11 +996,8 @@ static void perpo__gemm_cols(int ta, int tb, size_t M, size_t N, size_t K, const
 /* One thread's share of a product, inside a parallel region (the whole product outside one).
    Threads split the column panels of C: each packs its own B panels and runs its tiles, so a
    product takes no barrier, and several independent products (the two of a linear backward)
-   can follow each other in one region. Each C(i,j) is a single multiply-add chain over
-   k = 0..K-1 in order, started from C (accumulate) or 0; the tile stores C between K-blocks and
-   reloads it, which rounds nothing. So an element's value depends only on K: not on M or N,
-   where its row and column fall in a tile, or the thread count (the KV-cache decoder relies on
-   this, bit for bit). Edge tiles run the same code on a padded copy. */
+   can follow each other in one region. With more threads than column panels the extra threads
+   idle. How the work is split never changes a value (see the top of this section). */
 static void perpo__gemm_team(int ta, int tb, size_t M, size_t N, size_t K, const float *A, size_t lda,
                              const float *B, size_t ldb, int accumulate, float *C, size_t ldc,
                              float *ws, const float *bpk, const perpo__epi *epi) {
