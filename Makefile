@@ -25,7 +25,7 @@ EX_DEFS := -DEX_COMMIT='"$(shell git rev-parse --short HEAD 2>/dev/null || echo 
 EXAMPLES := $(BUILD)/grounding $(BUILD)/dense_ocr $(BUILD)/loss_only
 TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) examples/common.h
 
-.PHONY: pretrain pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-alloc test-blas test-portable test-sanitize fuzz demo demo-ocr bench bench-compare bench-scaling clean
+.PHONY: pretrain pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-alloc test-blas test-portable test-omp test-sanitize fuzz demo demo-ocr bench bench-compare bench-scaling clean
 
 all: $(EXAMPLES) $(BUILD)/run_tests
 
@@ -39,7 +39,7 @@ $(BUILD)/run_tests: $(TEST_SRC) perpo.h | $(BUILD)
 $(BUILD)/%: examples/%.c examples/common.h examples/pipeline.h perpo.h | $(BUILD)
 	$(CC) $(WARN) $(OPT) $(OMP) $(EX_DEFS) -o $@ $< $(LIBS)
 
-test: test-compile test-readme test-alloc test-blas test-portable test-examples test-unit
+test: test-compile test-readme test-alloc test-blas test-portable test-omp test-examples test-unit
 
 test-compile:
 	@sh tests/check_compile.sh
@@ -84,6 +84,13 @@ test-portable: | $(BUILD)
 	@$(CC) $(WARN) -O2 -o $(BUILD)/run_tests_portable tests/main.c $(LIBS)
 	@./$(BUILD)/run_tests_portable gemm PyTorch finite cache 2>&1 | tail -1 | sed 's/^/portable build: /' | tee $(BUILD)/portable.out
 	@grep -q ' 0 failed' $(BUILD)/portable.out
+
+# Built with OpenMP: 1 and 2 threads give bit-identical parameters and generations.
+$(BUILD)/omp_threads: tests/omp_threads.c perpo.h | $(BUILD)
+	$(CC) $(WARN) $(OPT) -fopenmp -o $@ tests/omp_threads.c $(LIBS)
+
+test-omp: $(BUILD)/omp_threads
+	./$(BUILD)/omp_threads
 
 # Allocation failure at every call count of create, train, save, load, generate, preference.
 $(BUILD)/alloc_fail: tests/alloc_fail.c perpo.h | $(BUILD)

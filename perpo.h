@@ -142,7 +142,9 @@ PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, v
    and PerPO from the same SFT weights. Every config field must match except max_batch and
    alloc_ctx (PERPO_ERR_ARG otherwise). */
 PERPODEF perpo_status perpo_model_copy_params(perpo_model *dst, const perpo_model *src);
-/* Flat views for tools and tests: parameters and gradients share one layout. */
+/* Flat views for tools and tests: parameters and gradients share one layout. Each call of
+   perpo_model_params marks the parameters as changed (generation repacks its weights): call it
+   again after writing through a pointer it returned earlier. */
 PERPODEF size_t perpo_model_num_params(const perpo_model *model);
 PERPODEF float *perpo_model_params(perpo_model *model);
 PERPODEF float *perpo_model_grads(perpo_model *model);
@@ -508,7 +510,8 @@ PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n);
 
 #ifdef PERPO_USE_CBLAS
 #include <cblas.h>
-#elif defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#endif
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h> /* the matrix product's register tile; portable C otherwise */
 #endif
 
@@ -622,15 +625,25 @@ static int perpo__all_finite(const float *x, size_t n) {
       backward pair; backward ADDS into gradients that the caller zeroed.
    ========================================================================================== */
 
+/* Arrays that do not overlap: saying so (restrict) is what lets compilers vectorize loops whose
+   pointers all come from the same buffers. */
+#if !defined(__cplusplus)
+#define PERPO__RESTRICT restrict
+#elif defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER)
+#define PERPO__RESTRICT __restrict
+#else
+#define PERPO__RESTRICT
+#endif
 /* ---- Matrix product --------------------------------------------------------------------- *
  * C (M,N) = [C +] op(A) (M,K) . op(B) (K,N). ta: A is stored (K,M); tb: B is stored (N,K).
- * The built-in path copies ("packs") a K-block of B into NR-wide panels and of A into MR-tall
- * panels, so that an MR x NR register tile reads both contiguously. Each C(i,j) is a single
+ * The built-in path copies ("packs") a K-block of B into NR-wide panels, so that an MR x NR
+ * register tile reads them contiguously; A's rows are read in place (a partial last panel is
+ * copied and padded with zero rows). Each C(i,j) is a single
  * multiply-add chain over k = 0..K-1 in order, started from C (accumulate) or 0; the tile
  * stores C between K-blocks and reloads it, which rounds nothing. So an element's value depends
  * only on K: not on M or N, where its row and column fall in a tile, or the thread count (the
  * KV-cache decoder relies on this, bit for bit). Edge tiles run the same code on a padded copy. */
-#if defined(__AVX512F__) && !defined(PERPO_USE_CBLAS)
+#if defined(__AVX512F__)
 /* 8 rows x two 16-float vectors: 16 accumulators of the 32 registers, enough to keep both FMA
    units busy; taller tiles measured no faster and waste more work when M is small. */
 #define PERPO__MR 8
@@ -643,7 +656,7 @@ static int perpo__all_finite(const float *x, size_t n) {
 #define PERPO__VSET1 _mm512_set1_ps
 #define PERPO__VFMA _mm512_fmadd_ps
 #define PERPO__ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
-#elif defined(__AVX2__) && defined(__FMA__) && !defined(PERPO_USE_CBLAS)
+#elif defined(__AVX2__) && defined(__FMA__)
 #define PERPO__MR 6 /* 6 rows x two 8-float vectors: 12 accumulators of the 16 registers */
 #define PERPO__NR 16
 #define PERPO__VLEN 8
@@ -665,9 +678,11 @@ static size_t perpo__gemm_ws_floats(size_t n_max) {
     return (size_t)PERPO__KC * ((n_max + PERPO__NR - 1) / PERPO__NR) * PERPO__NR;
 }
 
-#ifndef PERPO_USE_CBLAS
-/* c (MR x NR, row stride ldc) = [c +] a . b over kc steps; a: packed A panel (MR floats per k),
-   b: packed B panel (NR floats per k). Rows past mr may be skipped (their a is zero). */
+/* (The tile and packing are compiled in CBLAS builds too: attention runs on them.) */
+/* c (MR x NR, row stride ldc) = [c +] a . b over kc steps; a(i,k) = a[i*sai + k*sak]: a packed
+   A panel (sai 1, sak MR) or, for a full panel, A itself (its rows are read as they lie, so A
+   needs no copy); b: packed B panel (NR floats per k). Rows past mr may be skipped (their a is
+   zero). */
 #ifdef PERPO__VEC
 /* Written out row by row: compilers keep the accumulators in registers only when unrolled. */
 #define PERPO__TILE_LOAD(i)                                                                 \
@@ -675,19 +690,19 @@ static size_t perpo__gemm_ws_floats(size_t n_max) {
     PERPO__VEC c##i##1 = load ? PERPO__VLOAD(c + i * ldc + PERPO__VLEN) : PERPO__VZERO();
 #define PERPO__TILE_FMA(i)                                                                  \
     {                                                                                       \
-        PERPO__VEC ai = PERPO__VSET1(a[i]);                                                 \
+        PERPO__VEC ai = PERPO__VSET1(a[i * sai]);                                           \
         c##i##0 = PERPO__VFMA(ai, b0, c##i##0);                                             \
         c##i##1 = PERPO__VFMA(ai, b1, c##i##1);                                             \
     }
 #define PERPO__TILE_STORE(i)                                                                \
     PERPO__VSTORE(c + i * ldc, c##i##0);                                                    \
     PERPO__VSTORE(c + i * ldc + PERPO__VLEN, c##i##1);
-static void perpo__gemm_tile(size_t kc, size_t mr, const float *a, const float *b, float *c,
-                             size_t ldc, int load) {
+static void perpo__gemm_tile(size_t kc, size_t mr, const float *a, size_t sai, size_t sak,
+                             const float *b, float *c, size_t ldc, int load) {
     size_t k;
     (void)mr; /* all MR rows: they are registers */
     PERPO__ROWS(PERPO__TILE_LOAD)
-    for (k = 0; k < kc; k++, a += PERPO__MR, b += PERPO__NR) {
+    for (k = 0; k < kc; k++, a += sak, b += PERPO__NR) {
         PERPO__VEC b0 = PERPO__VLOAD(b), b1 = PERPO__VLOAD(b + PERPO__VLEN);
         PERPO__ROWS(PERPO__TILE_FMA)
     }
@@ -695,16 +710,16 @@ static void perpo__gemm_tile(size_t kc, size_t mr, const float *a, const float *
 }
 #else
 /* Portable: loops over a small array that compilers vectorize along j. */
-static void perpo__gemm_tile(size_t kc, size_t mr, const float *a, const float *b, float *c,
-                             size_t ldc, int load) {
+static void perpo__gemm_tile(size_t kc, size_t mr, const float *a, size_t sai, size_t sak,
+                             const float *b, float *c, size_t ldc, int load) {
     float acc[PERPO__MR][PERPO__NR];
     size_t k, i;
     int j;
     for (i = 0; i < mr; i++)
         for (j = 0; j < PERPO__NR; j++) acc[i][j] = load ? c[i * ldc + j] : 0.0f;
-    for (k = 0; k < kc; k++, a += PERPO__MR, b += PERPO__NR)
+    for (k = 0; k < kc; k++, a += sak, b += PERPO__NR)
         for (i = 0; i < mr; i++)
-            for (j = 0; j < PERPO__NR; j++) acc[i][j] += a[i] * b[j];
+            for (j = 0; j < PERPO__NR; j++) acc[i][j] += a[i * sai] * b[j];
     for (i = 0; i < mr; i++)
         for (j = 0; j < PERPO__NR; j++) c[i * ldc + j] = acc[i][j];
 }
@@ -751,108 +766,352 @@ static void perpo__gemm_pack(float *dst, size_t w, const float *X, size_t sr, si
     for (; r < w; r++)
         for (k = 0; k < kc; k++) dst[k * w + r] = 0.0f;
 }
+
+/* One thread's share [lo, hi) of n items inside a parallel region (all of it outside one). The
+   split never changes a result: every kernel below gives each output element to one thread,
+   which sums it in a fixed order. */
+static void perpo__team_range(size_t n, size_t *lo, size_t *hi) {
+    size_t nt = 1, t = 0;
+#ifdef _OPENMP
+    nt = (size_t)omp_get_num_threads();
+    t = (size_t)omp_get_thread_num();
+#endif
+    *lo = n * t / nt;
+    *hi = n * (t + 1) / nt;
+}
+
+#ifdef __AVX512F__
+static __mmask16 perpo__mask16(size_t left) { /* lanes [0, min(left, 16)) */
+    return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
+}
+#endif
+/* GELU and softmax run on a vector exp in AVX-512 builds (see below); PERPO_NO_VECTOR_EXP
+   keeps them on libm's expf (the same results, slower). */
+#if defined(__AVX512F__) && !defined(PERPO_NO_VECTOR_EXP)
+#define PERPO__VEXP
 #endif
 
-static void perpo__gemm(int ta, int tb, size_t M, size_t N, size_t K,
-                        const float *A, size_t lda, const float *B, size_t ldb,
-                        int accumulate, float *C, size_t ldc, float *ws) {
-#ifdef PERPO_USE_CBLAS
-    (void)ws;
-    if (M == 0 || N == 0) return;
-    if (K == 0) {
-        size_t i;
-        if (!accumulate) for (i = 0; i < M; i++) memset(C + i * ldc, 0, N * sizeof(float));
-        return;
+/* ---- GELU, tanh approximation (PyTorch approximate='tanh') ------------------------------ *
+ * 0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3) equals x * sigmoid(2u): one expf
+ * instead of a tanhf, which profiles showed dominating the MLP. With s = sigmoid(2u):
+ * gelu' = s + x * 2 s (1 - s) * du/dx. */
+#define PERPO__GELU_S 0.7978845608028654f /* sqrt(2/pi) */
+#define PERPO__GELU_C 0.044715f
+#ifndef PERPO__VEXP /* (AVX-512 builds use the vector forms below) */
+static float perpo__gelu1(float x) {
+    return x / (1.0f + expf(-2.0f * PERPO__GELU_S * (x + PERPO__GELU_C * x * x * x)));
+}
+static float perpo__dgelu1(float x) {
+    float s = 1.0f / (1.0f + expf(-2.0f * PERPO__GELU_S * (x + PERPO__GELU_C * x * x * x)));
+    float du = PERPO__GELU_S * (1.0f + 3.0f * PERPO__GELU_C * x * x);
+    return s + 2.0f * x * s * (1.0f - s) * du;
+}
+#endif
+
+/* ---- Vector exp, GELU and softmax over short arrays ---------------------------------------- *
+ * In AVX-512 builds these run 16 lanes at a time, a partial vector through masks. Their results
+ * are bit for bit those of the scalar code with libm's expf (glibc's algorithm: x/ln2 = k/32 + r
+ * in double, 2^(k/32) from a table of the 32 doubles 2^(i/32), a degree-3 polynomial; checked
+ * equal to glibc's expf for all 2^32 floats), so vectorizing changes no result. Other builds run
+ * the scalar code. */
+#ifdef PERPO__VEXP
+static const unsigned long long perpo__exp2_tab[32] = { /* bits of 2^(i/32) - (i << 47) */
+    0x3ff0000000000000ull, 0x3fefd9b0d3158574ull, 0x3fefb5586cf9890full, 0x3fef9301d0125b51ull,
+    0x3fef72b83c7d517bull, 0x3fef54873168b9aaull, 0x3fef387a6e756238ull, 0x3fef1e9df51fdee1ull,
+    0x3fef06fe0a31b715ull, 0x3feef1a7373aa9cbull, 0x3feedea64c123422ull, 0x3feece086061892dull,
+    0x3feebfdad5362a27ull, 0x3feeb42b569d4f82ull, 0x3feeab07dd485429ull, 0x3feea47eb03a5585ull,
+    0x3feea09e667f3bcdull, 0x3fee9f75e8ec5f74ull, 0x3feea11473eb0187ull, 0x3feea589994cce13ull,
+    0x3feeace5422aa0dbull, 0x3feeb737b0cdc5e5ull, 0x3feec49182a3f090ull, 0x3feed503b23e255dull,
+    0x3feee89f995ad3adull, 0x3feeff76f2fb5e47ull, 0x3fef199bdd85529cull, 0x3fef3720dcef9069ull,
+    0x3fef5818dcfba487ull, 0x3fef7c97337b9b5full, 0x3fefa4afa2a490daull, 0x3fefd0765b6e4540ull};
+static __m256 perpo__exp8(__m256 xf) { /* the main path: finite x with e^x in float range */
+    const __m512d shift = _mm512_set1_pd(0x1.8p+52);
+    __m512d xd = _mm512_cvtps_pd(xf), z, kd, r, s, y, p;
+    __m512i ki, t;
+    z = _mm512_mul_pd(_mm512_set1_pd(0x1.71547652b82fep+0 * 32), xd);
+    kd = _mm512_add_pd(z, shift); /* round z to an integer k, which lands in kd's low bits */
+    ki = _mm512_castpd_si512(kd);
+    kd = _mm512_sub_pd(kd, shift);
+    r = _mm512_sub_pd(z, kd);
+    t = _mm512_i64gather_epi64(_mm512_and_si512(ki, _mm512_set1_epi64(31)), (const void *)perpo__exp2_tab, 8);
+    s = _mm512_castsi512_pd(_mm512_add_epi64(t, _mm512_slli_epi64(ki, 47))); /* 2^(k/32) */
+    p = _mm512_fmadd_pd(_mm512_set1_pd(0x1.c6af84b912394p-5 / 32 / 32 / 32), r, _mm512_set1_pd(0x1.ebfce50fac4f3p-3 / 32 / 32));
+    y = _mm512_fmadd_pd(_mm512_set1_pd(0x1.62e42ff0c52d6p-1 / 32), r, _mm512_set1_pd(1.0));
+    y = _mm512_fmadd_pd(p, _mm512_mul_pd(r, r), y);
+    return _mm512_cvtpd_ps(_mm512_mul_pd(y, s));
+}
+static __m512 perpo__exp16(__m512 x) {
+    __m256 lo = perpo__exp8(_mm512_castps512_ps256(x));
+    __m256 hi = perpo__exp8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+    __m512 r = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
+    r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(0x1.62e42ep6f), _CMP_GT_OQ), r, _mm512_set1_ps(INFINITY));
+    r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-0x1.9fe368p6f), _CMP_LT_OQ), r, _mm512_setzero_ps());
+    return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), r, _mm512_add_ps(x, x));
+}
+/* e^u for GELU: u = -2 sqrt(2/pi) (x + 0.044715 x^3), rounded as the scalar code rounds it */
+static __m512 perpo__gelu_e16(__m512 x) {
+    __m512 c = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(PERPO__GELU_C), x), x);
+    return perpo__exp16(_mm512_mul_ps(_mm512_set1_ps(-2.0f * PERPO__GELU_S), _mm512_fmadd_ps(c, x, x)));
+}
+#endif
+/* y[0..n) = GELU(x[0..n)); y may be x. */
+static void perpo__gelu_n(float *y, const float *x, size_t n) {
+    size_t i;
+#ifdef PERPO__VEXP
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = perpo__mask16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+        _mm512_mask_storeu_ps(y + i, k, _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), perpo__gelu_e16(v))));
     }
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B, (int)ldb, accumulate ? 1.0f : 0.0f,
-                C, (int)ldc);
 #else
+    for (i = 0; i < n; i++) y[i] = perpo__gelu1(x[i]);
+#endif
+}
+/* d[0..n) *= GELU'(x[0..n)) */
+static void perpo__dgelu_mul_n(float *d, const float *x, size_t n) {
+    size_t i;
+#ifdef PERPO__VEXP
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = perpo__mask16(n - i);
+        __m512 v = _mm512_maskz_loadu_ps(k, x + i), one = _mm512_set1_ps(1.0f);
+        __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, perpo__gelu_e16(v)));
+        __m512 du = _mm512_mul_ps(_mm512_set1_ps(PERPO__GELU_S),
+                                  _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(3.0f * PERPO__GELU_C), v), v, one));
+        __m512 a = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(2.0f), v), s), _mm512_sub_ps(one, s));
+        _mm512_mask_storeu_ps(d + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, d + i), _mm512_fmadd_ps(a, du, s)));
+    }
+#else
+    for (i = 0; i < n; i++) d[i] *= perpo__dgelu1(x[i]);
+#endif
+}
+/* p[0..n) = softmax(scale * p[0..n)), in place (n >= 1); the sum runs in order. */
+static void perpo__softmax_scaled(float *p, size_t n, float scale) {
+    size_t i;
+    float mx = -INFINITY, sum = 0.0f;
+#ifdef PERPO__VEXP
+    __m512 vmx = _mm512_set1_ps(-INFINITY), sc = _mm512_set1_ps(scale), m;
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = perpo__mask16(n - i);
+        __m512 v = _mm512_mul_ps(_mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, p + i), sc);
+        _mm512_mask_storeu_ps(p + i, k, v);
+        vmx = _mm512_max_ps(vmx, v);
+    }
+    mx = _mm512_reduce_max_ps(vmx);
+    m = _mm512_set1_ps(mx);
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = perpo__mask16(n - i);
+        _mm512_mask_storeu_ps(p + i, k, perpo__exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + i), m)));
+    }
+    for (i = 0; i < n; i++) sum += p[i];
+    m = _mm512_set1_ps(sum);
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = perpo__mask16(n - i);
+        _mm512_mask_storeu_ps(p + i, k, _mm512_div_ps(_mm512_maskz_loadu_ps(k, p + i), m));
+    }
+#else
+    for (i = 0; i < n; i++) {
+        p[i] *= scale;
+        if (p[i] > mx) mx = p[i];
+    }
+    for (i = 0; i < n; i++) { p[i] = expf(p[i] - mx); sum += p[i]; }
+    for (i = 0; i < n; i++) p[i] /= sum;
+#endif
+}
+/* sum of a[i] b[i], in order */
+static float perpo__dot(const float *a, const float *b, size_t n) {
+    size_t i;
+    float s = 0.0f;
+    for (i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* What a product does to each element of C after its last K-block, while the tile is still in
+   cache: c += bias[j], then c += res[i*ldr + j], then gel[i*ldg + j] = GELU(c) or
+   c *= GELU'(dgel[i*ldd + j]). That is the order of the separate passes it replaces (bias, GELU,
+   residual add; GELU backward), so no value changes. */
+typedef struct perpo__epi {
+    const float *bias, *res, *dgel;
+    float *gel;
+    size_t ldr, ldg, ldd;
+} perpo__epi;
+static void perpo__epi_apply(const perpo__epi *e, float *c, size_t ldc, size_t i0, size_t j0,
+                             size_t mr, size_t nr) {
+    size_t r, j;
+    for (r = 0; r < mr; r++) {
+        float *cr = c + r * ldc;
+        if (e->bias) {
+            const float *PERPO__RESTRICT b = e->bias + j0;
+            float *PERPO__RESTRICT y = cr;
+            for (j = 0; j < nr; j++) y[j] += b[j];
+        }
+        if (e->res) {
+            const float *PERPO__RESTRICT x = e->res + (i0 + r) * e->ldr + j0;
+            float *PERPO__RESTRICT y = cr;
+            for (j = 0; j < nr; j++) y[j] += x[j];
+        }
+        if (e->gel) perpo__gelu_n(e->gel + (i0 + r) * e->ldg + j0, cr, nr); /* may be in place */
+        if (e->dgel) perpo__dgelu_mul_n(cr, e->dgel + (i0 + r) * e->ldd + j0, nr);
+    }
+}
+
+/* Floats of a B prepacked by perpo__gemm_prepack: every K-block's panels, as a product packs them. */
+static size_t perpo__gemm_packed_floats(size_t N, size_t K) {
+    return K * ((N + PERPO__NR - 1) / PERPO__NR) * PERPO__NR;
+}
+#ifndef PERPO_USE_CBLAS /* (CBLAS builds pack nothing themselves) */
+/* Packs B (as perpo__gemm reads it, tb: stored (N,K)) once, for products that reuse it (weights
+   while decoding): K-block k0 at dst + k0*Np (Np = N rounded up to NR), its panel jp at jp*kc*NR. */
+static void perpo__gemm_prepack(float *dst, int tb, size_t N, size_t K, const float *B, size_t ldb) {
+    size_t sbj = tb ? ldb : 1, sbk = tb ? 1 : ldb, np = (N + PERPO__NR - 1) / PERPO__NR, k0, jp;
+    for (k0 = 0; k0 < K; k0 += PERPO__KC) {
+        size_t kc = K - k0 < PERPO__KC ? K - k0 : PERPO__KC;
+        for (jp = 0; jp < np; jp++)
+            perpo__gemm_pack(dst + k0 * np * PERPO__NR + jp * kc * PERPO__NR, PERPO__NR, B, sbj, sbk, N,
+                             jp * PERPO__NR, k0, kc);
+    }
+}
+
+/* The column panels [jp0, jp1) of C, all rows, on one thread. B panels are packed into ws at
+   jp*KC*NR (a slot per panel, so threads with different panels never share a slot and need
+   no barrier), or read from bpk (perpo__gemm_prepack). */
+static void perpo__gemm_cols(int ta, int tb, size_t M, size_t N, size_t K, const float *A, size_t lda,
+                             const float *B, size_t ldb, int accumulate, float *C, size_t ldc,
+                             float *ws, const float *bpk, const perpo__epi *epi, size_t jp0, size_t jp1) {
     size_t sai = ta ? 1 : lda, sak = ta ? lda : 1; /* A(i,k) = A[i*sai + k*sak] */
     size_t sbj = tb ? ldb : 1, sbk = tb ? 1 : ldb; /* B(k,j) = B[k*sbk + j*sbj] */
-    size_t np = (N + PERPO__NR - 1) / PERPO__NR, mp = (M + PERPO__MR - 1) / PERPO__MR;
-    /* Threads share the packed B (packing it takes a barrier) and split "items": one A panel
-       times a group of gp B panels. B is split into groups only when A has few panels (short
-       prompts, generation) so that there are still about 8 items. Every C tile belongs to one
-       item, so each C element is summed by one thread, K-block after K-block. */
-    size_t gp = mp >= 8 ? np : (np * mp + 7) / 8, ng = (np + gp - 1) / gp;
-    if (M == 0 || N == 0) return;
-    if (K == 0) {
-        size_t i;
-        if (!accumulate) for (i = 0; i < M; i++) memset(C + i * ldc, 0, N * sizeof(float));
-        return;
-    }
-    PERPO__OMP(parallel if(M * N * K >= 64 * PERPO__PAR_MIN))
-    {
-        size_t k0;
-        for (k0 = 0; k0 < K; k0 += PERPO__KC) {
-            size_t kc = K - k0 < PERPO__KC ? K - k0 : PERPO__KC;
-            int load = accumulate || k0 > 0;
-            long p, t;
-            PERPO__OMP(for schedule(static))
-            for (p = 0; p < (long)np; p++)
-                perpo__gemm_pack(ws + (size_t)p * kc * PERPO__NR, PERPO__NR, B, sbj, sbk, N,
-                                 (size_t)p * PERPO__NR, k0, kc);
-            PERPO__OMP(for schedule(static))
-            for (t = 0; t < (long)(mp * ng); t++) {
-                size_t ip = (size_t)t / ng, j0 = (size_t)t % ng * gp, jp, r;
-                size_t i = ip * PERPO__MR, mr = M - i < PERPO__MR ? M - i : PERPO__MR;
-                float a[PERPO__KC * PERPO__MR], tile[PERPO__MR * PERPO__NR];
+    size_t np = (N + PERPO__NR - 1) / PERPO__NR, mp = (M + PERPO__MR - 1) / PERPO__MR, k0, ip, jp, r;
+    float a[PERPO__KC * PERPO__MR], tile[PERPO__MR * PERPO__NR];
+    for (k0 = 0; k0 < K; k0 += PERPO__KC) {
+        size_t kc = K - k0 < PERPO__KC ? K - k0 : PERPO__KC;
+        int load = accumulate || k0 > 0, last = k0 + kc == K;
+        const float *bp = bpk ? bpk + k0 * np * PERPO__NR : ws;
+        size_t bstride = bpk ? kc * PERPO__NR : PERPO__KC * PERPO__NR;
+        if (!bpk)
+            for (jp = jp0; jp < jp1; jp++)
+                perpo__gemm_pack(ws + jp * bstride, PERPO__NR, B, sbj, sbk, N, jp * PERPO__NR, k0, kc);
+        for (ip = 0; ip < mp; ip++) {
+            size_t i = ip * PERPO__MR, mr = M - i < PERPO__MR ? M - i : PERPO__MR;
+            const float *ap = A + i * sai + k0 * sak;
+            size_t si = sai, sk = sak;
+            if (mr < PERPO__MR) { /* a partial panel is padded with zero rows */
                 perpo__gemm_pack(a, PERPO__MR, A, sai, sak, M, i, k0, kc);
-                for (jp = j0; jp < j0 + gp && jp < np; jp++) {
-                    size_t j = jp * PERPO__NR, nr = N - j < PERPO__NR ? N - j : PERPO__NR;
-                    float *c = C + i * ldc + j;
-                    int edge = mr < PERPO__MR || nr < PERPO__NR;
-                    /* an edge tile runs on a full-size copy, through the same call, so that
-                       its elements get exactly the instructions of a full tile's */
-                    if (edge) {
-                        memset(tile, 0, sizeof tile);
-                        for (r = 0; load && r < mr; r++)
-                            memcpy(tile + r * PERPO__NR, c + r * ldc, nr * sizeof(float));
-                    }
-                    perpo__gemm_tile(kc, mr, a, ws + jp * kc * PERPO__NR, edge ? tile : c,
-                                     edge ? PERPO__NR : ldc, load);
-                    for (r = 0; edge && r < mr; r++)
-                        memcpy(c + r * ldc, tile + r * PERPO__NR, nr * sizeof(float));
+                ap = a; si = 1; sk = PERPO__MR;
+            }
+            for (jp = jp0; jp < jp1; jp++) {
+                size_t j = jp * PERPO__NR, nr = N - j < PERPO__NR ? N - j : PERPO__NR;
+                float *c = C + i * ldc + j;
+                int edge = mr < PERPO__MR || nr < PERPO__NR;
+                /* an edge tile runs on a full-size copy, through the same call, so that its
+                   elements get exactly the instructions of a full tile's */
+                if (edge) {
+                    memset(tile, 0, sizeof tile);
+                    for (r = 0; load && r < mr; r++) memcpy(tile + r * PERPO__NR, c + r * ldc, nr * sizeof(float));
                 }
+                perpo__gemm_tile(kc, mr, ap, si, sk, bp + jp * bstride, edge ? tile : c, edge ? PERPO__NR : ldc, load);
+                for (r = 0; edge && r < mr; r++) memcpy(c + r * ldc, tile + r * PERPO__NR, nr * sizeof(float));
+                if (last && epi) perpo__epi_apply(epi, c, ldc, i, j, mr, nr);
             }
         }
     }
+}
+
 #endif
+
+/* One thread's share of a product, inside a parallel region (the whole product outside one).
+   Threads split the column panels of C: each packs its own B panels and runs its tiles, so a
+   product takes no barrier, and several independent products (the two of a linear backward)
+   can follow each other in one region. With more threads than column panels the extra threads
+   idle. How the work is split never changes a value (see the top of this section). */
+static void perpo__gemm_team(int ta, int tb, size_t M, size_t N, size_t K, const float *A, size_t lda,
+                             const float *B, size_t ldb, int accumulate, float *C, size_t ldc,
+                             float *ws, const float *bpk, const perpo__epi *epi) {
+    size_t lo, hi;
+    if (M == 0 || N == 0) return;
+#ifdef PERPO_USE_CBLAS
+    (void)ws; (void)bpk;
+    perpo__team_range(1, &lo, &hi);
+    if (lo == hi) return; /* one thread calls the library (which has its own threads) */
+    if (K > 0)
+        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                    (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B, (int)ldb, accumulate ? 1.0f : 0.0f,
+                    C, (int)ldc);
+    else if (!accumulate)
+        for (lo = 0; lo < M; lo++) memset(C + lo * ldc, 0, N * sizeof(float));
+    if (epi) perpo__epi_apply(epi, C, ldc, 0, 0, M, N);
+#else
+    perpo__team_range((N + PERPO__NR - 1) / PERPO__NR, &lo, &hi);
+    if (lo == hi) return;
+    if (K == 0) {
+        size_t i, j0 = lo * PERPO__NR, j1 = hi * PERPO__NR < N ? hi * PERPO__NR : N;
+        for (i = 0; i < M && !accumulate; i++) memset(C + i * ldc + j0, 0, (j1 - j0) * sizeof(float));
+        if (epi) perpo__epi_apply(epi, C + j0, ldc, 0, j0, M, j1 - j0);
+        return;
+    }
+    perpo__gemm_cols(ta, tb, M, N, K, A, lda, B, ldb, accumulate, C, ldc, ws, bpk, epi, lo, hi);
+#endif
+}
+
+/* C (M,N) = [C +] op(A) (M,K) . op(B) (K,N). ta: A is stored (K,M); tb: B is stored (N,K).
+   The built-in path copies ("packs") a K-block of B into NR-wide panels and of A into MR-tall
+   panels, so that an MR x NR register tile reads both contiguously. ws: perpo__gemm_ws_floats(N). */
+#define PERPO__GEMM_PAR(M, N, K) ((M) * (N) * (K) >= 64 * PERPO__PAR_MIN)
+static void perpo__gemm_ex(int ta, int tb, size_t M, size_t N, size_t K, const float *A, size_t lda,
+                           const float *B, size_t ldb, int accumulate, float *C, size_t ldc,
+                           float *ws, const float *bpk, const perpo__epi *epi) {
+    PERPO__OMP(parallel if(PERPO__GEMM_PAR(M, N, K)))
+    perpo__gemm_team(ta, tb, M, N, K, A, lda, B, ldb, accumulate, C, ldc, ws, bpk, epi);
+}
+static void perpo__gemm(int ta, int tb, size_t M, size_t N, size_t K,
+                        const float *A, size_t lda, const float *B, size_t ldb,
+                        int accumulate, float *C, size_t ldc, float *ws) {
+    perpo__gemm_ex(ta, tb, M, N, K, A, lda, B, ldb, accumulate, C, ldc, ws, NULL, NULL);
 }
 
 /* Linear layer, PyTorch layout. out (N,OC) = inp (N,C) . W^T + b;  W: (OC,C), b: (OC) or NULL */
 static void perpo__linear_forward(float *out, const float *inp, const float *W, const float *b,
                                   size_t N, size_t C, size_t OC, float *ws) {
-    perpo__gemm(0, 1, N, OC, C, inp, C, W, C, 0, out, OC, ws);
-    if (b) {
-        size_t i, o;
-        for (i = 0; i < N; i++)
-            for (o = 0; o < OC; o++) out[i * OC + o] += b[o];
+    perpo__epi e;
+    memset(&e, 0, sizeof e);
+    e.bias = b;
+    perpo__gemm_ex(0, 1, N, OC, C, inp, C, W, C, 0, out, OC, ws, NULL, b ? &e : NULL);
+}
+/* Column sums: db (OC) += sum over rows of dout (N,OC), each column in row order, the team
+   splitting the columns. */
+static void perpo__colsum_team(float *db, const float *dout, size_t N, size_t OC) {
+    size_t lo, hi, i, o;
+    perpo__team_range(OC, &lo, &hi);
+    for (i = 0; i < N; i++) {
+        const float *PERPO__RESTRICT d = dout + i * OC;
+        float *PERPO__RESTRICT s = db;
+        for (o = lo; o < hi; o++) s[o] += d[o];
     }
+}
+/* One thread's share of a linear backward: dinp (N,C) = [dinp +] dout . W (then epi, e.g. times
+   GELU' of the layer below), dW (OC,C) += dout^T . inp, db (OC) += column sums of dout. The
+   three are independent: no barrier between them (each thread reuses its own ws slots). */
+static void perpo__linear_backward_team(float *dinp, int dinp_acc, const perpo__epi *epi, float *dW,
+                                        float *db, const float *dout, const float *inp, const float *W,
+                                        size_t N, size_t C, size_t OC, float *ws) {
+    if (dinp) perpo__gemm_team(0, 0, N, C, OC, dout, OC, W, C, dinp_acc, dinp, C, ws, NULL, epi);
+    perpo__gemm_team(1, 0, OC, C, N, dout, OC, inp, C, 1, dW, C, ws, NULL, NULL);
+    if (db) perpo__colsum_team(db, dout, N, OC);
 }
 /* dinp (N,C) += dout . W;  dW (OC,C) += dout^T . inp;  db (OC) += column sums of dout.
    dinp may be NULL (the input is data, e.g. image patches). */
 static void perpo__linear_backward(float *dinp, float *dW, float *db, const float *dout,
                                    const float *inp, const float *W, size_t N, size_t C, size_t OC,
                                    float *ws) {
-    if (dinp) perpo__gemm(0, 0, N, C, OC, dout, OC, W, C, 1, dinp, C, ws);
-    perpo__gemm(1, 0, OC, C, N, dout, OC, inp, C, 1, dW, C, ws);
-    if (db) {
-        size_t i, o;
-        for (i = 0; i < N; i++)
-            for (o = 0; o < OC; o++) db[o] += dout[i * OC + o];
-    }
+    PERPO__OMP(parallel if(PERPO__GEMM_PAR(N, C, OC)))
+    perpo__linear_backward_team(dinp, 1, NULL, dW, db, dout, inp, W, N, C, OC, ws);
 }
 
 /* ---- LayerNorm over the last dimension (eps 1e-5, biased variance, as PyTorch) ---------- */
-static void perpo__layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-                                     const float *w, const float *b, size_t N, size_t D) {
-    long r;
-    PERPO__OMP(parallel for schedule(static) if(N * D >= PERPO__PAR_MIN))
-    for (r = 0; r < (long)N; r++) {
-        const float *x = inp + (size_t)r * D;
-        float *y = out + (size_t)r * D;
+static void perpo__layernorm_rows(float *out, float *mean, float *rstd, const float *inp,
+                                  const float *w, const float *b, size_t r0, size_t r1, size_t D) {
+    size_t r;
+    for (r = r0; r < r1; r++) {
+        const float *x = inp + r * D;
+        float *y = out + r * D;
         float m = 0.0f, v = 0.0f, s;
         size_t i;
         for (i = 0; i < D; i++) m += x[i];
@@ -865,11 +1124,22 @@ static void perpo__layernorm_forward(float *out, float *mean, float *rstd, const
         rstd[r] = s;
     }
 }
-static void perpo__layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
-                                      const float *inp, const float *w, const float *mean,
-                                      const float *rstd, size_t N, size_t D) {
-    size_t r, i;
-    for (r = 0; r < N; r++) {
+static void perpo__layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                                     const float *w, const float *b, size_t N, size_t D) {
+    PERPO__OMP(parallel if(N * D >= PERPO__PAR_MIN))
+    {
+        size_t lo, hi;
+        perpo__team_range(N, &lo, &hi);
+        perpo__layernorm_rows(out, mean, rstd, inp, w, b, lo, hi, D);
+    }
+}
+/* One thread's share: rows of dinp, and columns of dw, db (each summed over rows in order). */
+static void perpo__layernorm_backward_team(float *dinp, float *dw, float *db, const float *dout,
+                                           const float *inp, const float *w, const float *mean,
+                                           const float *rstd, size_t N, size_t D) {
+    size_t lo, hi, r, i;
+    perpo__team_range(N, &lo, &hi);
+    for (r = lo; r < hi; r++) {
         const float *x = inp + r * D, *dy = dout + r * D;
         float *dx = dinp + r * D, m = mean[r], s = rstd[r];
         float mean_dn = 0.0f, mean_dn_xh = 0.0f;
@@ -877,8 +1147,6 @@ static void perpo__layernorm_backward(float *dinp, float *dw, float *db, const f
             float xh = (x[i] - m) * s, dn = dy[i] * w[i];
             mean_dn += dn;
             mean_dn_xh += dn * xh;
-            dw[i] += dy[i] * xh;
-            db[i] += dy[i];
         }
         mean_dn /= (float)D;
         mean_dn_xh /= (float)D;
@@ -887,115 +1155,138 @@ static void perpo__layernorm_backward(float *dinp, float *dw, float *db, const f
             dx[i] += s * (dy[i] * w[i] - mean_dn - xh * mean_dn_xh);
         }
     }
+    perpo__team_range(D, &lo, &hi);
+    for (r = 0; r < N; r++) {
+        const float *PERPO__RESTRICT x = inp + r * D, *PERPO__RESTRICT dy = dout + r * D;
+        float *PERPO__RESTRICT gw = dw, *PERPO__RESTRICT gb = db, m = mean[r], s = rstd[r];
+        for (i = lo; i < hi; i++) {
+            gw[i] += dy[i] * ((x[i] - m) * s);
+            gb[i] += dy[i];
+        }
+    }
+}
+static void perpo__layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                                      const float *inp, const float *w, const float *mean,
+                                      const float *rstd, size_t N, size_t D) {
+    PERPO__OMP(parallel if(N * D >= PERPO__PAR_MIN))
+    perpo__layernorm_backward_team(dinp, dw, db, dout, inp, w, mean, rstd, N, D);
 }
 
-/* ---- GELU, tanh approximation (PyTorch approximate='tanh') ------------------------------ *
- * 0.5 x (1 + tanh(u)) with u = sqrt(2/pi) (x + 0.044715 x^3) equals x * sigmoid(2u): one expf
- * instead of a tanhf, which profiles showed dominating the MLP. */
-#define PERPO__GELU_S 0.7978845608028654f /* sqrt(2/pi) */
-#define PERPO__GELU_C 0.044715f
 static void perpo__gelu_forward(float *out, const float *inp, size_t n) {
     long i;
     PERPO__OMP(parallel for schedule(static) if(n >= PERPO__PAR_MIN))
-    for (i = 0; i < (long)n; i++) {
-        float x = inp[i];
-        out[i] = x / (1.0f + expf(-2.0f * PERPO__GELU_S * (x + PERPO__GELU_C * x * x * x)));
-    }
+    for (i = 0; i < (long)n; i += 1024) perpo__gelu_n(out + i, inp + i, n - (size_t)i < 1024 ? n - (size_t)i : 1024);
 }
-/* dinp = dout * gelu'(inp); dinp may alias dout. With s = sigmoid(2u):
-   gelu' = s + x * 2 s (1 - s) * du/dx. */
+/* dinp = dout * gelu'(inp); dinp may alias dout. */
 static void perpo__gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
     long i;
     PERPO__OMP(parallel for schedule(static) if(n >= PERPO__PAR_MIN))
-    for (i = 0; i < (long)n; i++) {
-        float x = inp[i];
-        float s = 1.0f / (1.0f + expf(-2.0f * PERPO__GELU_S * (x + PERPO__GELU_C * x * x * x)));
-        float du = PERPO__GELU_S * (1.0f + 3.0f * PERPO__GELU_C * x * x);
-        dinp[i] = dout[i] * (s + 2.0f * x * s * (1.0f - s) * du);
+    for (i = 0; i < (long)n; i += 1024) {
+        size_t j, c = n - (size_t)i < 1024 ? n - (size_t)i : 1024;
+        if (dinp != dout) for (j = 0; j < c; j++) dinp[(size_t)i + j] = dout[(size_t)i + j];
+        perpo__dgelu_mul_n(dinp + i, inp + i, c);
     }
 }
 
-/* y[0..n) += a * x[0..n), for arrays that do not overlap: saying so (restrict) is what lets
-   compilers vectorize the attention loops, whose pointers all come from the same buffers. */
-#if !defined(__cplusplus)
-#define PERPO__RESTRICT restrict
-#elif defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER)
-#define PERPO__RESTRICT __restrict
-#else
-#define PERPO__RESTRICT
-#endif
-static void perpo__axpy(float *PERPO__RESTRICT y, float a, const float *PERPO__RESTRICT x, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++) y[i] += a * x[i];
+/* ---- Multi-head self-attention core ----------------------------------------------------- *
+ * One (sequence, head) is a few small products through the same register tile, on one thread:
+ * C (M,N) [+]= A (M,K) . B (K,N) with A(i,k) = A[i*sai + k*sak], B(k,j) = B[k*sbk + j*sbj].
+ * A B panel is packed on the stack. tri, for causal attention: 1 skips tiles wholly above the
+ * diagonal (scores: the caller masks those); 2 sums row panel i0 only over k < i0 + MR (A is
+ * zero above the diagonal); 3 only over k >= i0 (A is the transpose of such a matrix). Skipped
+ * terms are exact zeros, so the sums equal the full ones. */
+static void perpo__gemm_head(size_t M, size_t N, size_t K, const float *A, size_t sai, size_t sak,
+                             const float *B, size_t sbk, size_t sbj, int accumulate, float *C,
+                             size_t ldc, int tri) {
+    size_t np = (N + PERPO__NR - 1) / PERPO__NR, mp = (M + PERPO__MR - 1) / PERPO__MR, jp, k0, ip, r;
+    float bp[PERPO__KC * PERPO__NR], a[PERPO__KC * PERPO__MR], tile[PERPO__MR * PERPO__NR];
+    for (jp = 0; jp < np; jp++) {
+        size_t j = jp * PERPO__NR, nr = N - j < PERPO__NR ? N - j : PERPO__NR;
+        for (k0 = 0; k0 < K; k0 += PERPO__KC) {
+            size_t kc = K - k0 < PERPO__KC ? K - k0 : PERPO__KC;
+            perpo__gemm_pack(bp, PERPO__NR, B, sbj, sbk, N, j, k0, kc);
+            for (ip = 0; ip < mp; ip++) {
+                size_t i = ip * PERPO__MR, mr = M - i < PERPO__MR ? M - i : PERPO__MR;
+                size_t klo = tri == 3 ? i : 0, khi = tri == 2 && i + PERPO__MR < K ? i + PERPO__MR : K;
+                size_t ks = k0 > klo ? k0 : klo, ke = k0 + kc < khi ? k0 + kc : khi;
+                float *c = C + i * ldc + j;
+                int load = accumulate || ks > klo, edge = mr < PERPO__MR || nr < PERPO__NR;
+                const float *ap = A + i * sai + ks * sak;
+                size_t si = sai, sk = sak;
+                if ((tri == 1 && j > i + PERPO__MR - 1) || ks >= ke) continue;
+                if (mr < PERPO__MR) {
+                    perpo__gemm_pack(a, PERPO__MR, A, sai, sak, M, i, ks, ke - ks);
+                    ap = a; si = 1; sk = PERPO__MR;
+                }
+                if (edge) {
+                    memset(tile, 0, sizeof tile);
+                    for (r = 0; load && r < mr; r++) memcpy(tile + r * PERPO__NR, c + r * ldc, nr * sizeof(float));
+                }
+                perpo__gemm_tile(ke - ks, mr, ap, si, sk, bp + (ks - k0) * PERPO__NR, edge ? tile : c,
+                                 edge ? PERPO__NR : ldc, load);
+                for (r = 0; edge && r < mr; r++) memcpy(c + r * ldc, tile + r * PERPO__NR, nr * sizeof(float));
+            }
+        }
+    }
 }
 
-/* ---- Multi-head self-attention core ----------------------------------------------------- *
- * qkv: (B,T,3D) holding q | k | v; head h uses columns h*hd..(h+1)*hd of each. out: (B,T,D).
+/* qkv: (B,T,3D) holding q | k | v; head h uses columns h*hd..(h+1)*hd of each. out: (B,T,D).
  * att: (B,H,T,T) softmax probabilities kept for backward (zero above the diagonal if causal).
- * Keys (and values, in backward) are first transposed per (sequence, head) into ws, so the
- * score loops run over contiguous memory and vectorize; each score is still summed over the
- * head dimension in order, exactly as the KV-cache path does it. ws: B*H*2*hd*T floats. */
+ * Per (sequence, head): S = Q K^T, softmax, O = P V. Each score is a multiply-add chain over the
+ * head dimension in order, and each output one over the keys in order, exactly as the KV-cache
+ * path computes them. ws is not used (kept for the signature of the backward pass). */
 static void perpo__attention_forward(float *out, float *att, const float *qkv, size_t B, size_t T,
                                      size_t D, size_t H, int causal, float *ws) {
     size_t hd = D / H;
     float scale = 1.0f / sqrtf((float)hd);
     long bh;
+    (void)ws;
     PERPO__OMP(parallel for schedule(static) if(B * T * T * D >= PERPO__PAR_MIN))
     for (bh = 0; bh < (long)(B * H); bh++) {
-        size_t b = (size_t)bh / H, h = (size_t)bh % H, t, t2, i;
-        float *kt = ws + (size_t)bh * 2 * hd * T; /* (hd, T) */
-        for (t2 = 0; t2 < T; t2++)
-            for (i = 0; i < hd; i++) kt[i * T + t2] = qkv[(b * T + t2) * 3 * D + D + h * hd + i];
+        size_t b = (size_t)bh / H, h = (size_t)bh % H, t, t2;
+        const float *q = qkv + b * T * 3 * D + h * hd;
+        float *S = att + (size_t)bh * T * T;
+        perpo__gemm_head(T, T, hd, q, 3 * D, 1, q + D, 1, 3 * D, 0, S, T, causal ? 1 : 0);
         for (t = 0; t < T; t++) {
-            const float *q = qkv + (b * T + t) * 3 * D + h * hd;
-            float *p = att + ((size_t)bh * T + t) * T, *o = out + (b * T + t) * D + h * hd;
+            float *p = S + t * T;
             size_t n = causal ? t + 1 : T;
-            float mx = -INFINITY, sum = 0.0f;
-            for (t2 = 0; t2 < n; t2++) p[t2] = 0.0f;
-            for (i = 0; i < hd; i++) perpo__axpy(p, q[i], kt + i * T, n);
-            for (t2 = 0; t2 < n; t2++) {
-                p[t2] *= scale;
-                if (p[t2] > mx) mx = p[t2];
-            }
-            for (t2 = 0; t2 < n; t2++) { p[t2] = expf(p[t2] - mx); sum += p[t2]; }
-            for (t2 = 0; t2 < n; t2++) p[t2] /= sum;
+            perpo__softmax_scaled(p, n, scale);
             for (t2 = n; t2 < T; t2++) p[t2] = 0.0f;
-            for (i = 0; i < hd; i++) o[i] = 0.0f;
-            for (t2 = 0; t2 < n; t2++) perpo__axpy(o, p[t2], qkv + (b * T + t2) * 3 * D + 2 * D + h * hd, hd);
         }
+        perpo__gemm_head(T, hd, T, S, T, 1, q + 2 * D, 3 * D, 1, 0, out + b * T * D + h * hd, D, causal ? 2 : 0);
     }
 }
-/* dqkv (B,T,3D) += gradient from dout (B,T,D). ws: B*H*(2*hd+1)*T floats. */
+/* Floats of attention workspace: a (T,T) matrix per (sequence, head), and at least the
+   B*H*(2*hd+1)*T floats earlier versions asked for. */
+static size_t perpo__attention_ws_per_head(size_t T, size_t hd) {
+    return (2 * hd + 1 > T ? 2 * hd + 1 : T) * T;
+}
+/* dqkv (B,T,3D) += gradient from dout (B,T,D). ws: B*H*perpo__attention_ws_per_head floats.
+   dP = dY V^T; dS = P (dP - rowsum(dP P)) scale; dV += P^T dY; dQ += dS K; dK += dS^T Q. */
 static void perpo__attention_backward(float *dqkv, const float *dout, const float *att,
                                       const float *qkv, size_t B, size_t T, size_t D, size_t H,
                                       int causal, float *ws) {
-    size_t hd = D / H;
+    size_t hd = D / H, per = perpo__attention_ws_per_head(T, hd);
     float scale = 1.0f / sqrtf((float)hd);
     long bh;
     PERPO__OMP(parallel for schedule(static) if(B * T * T * D >= PERPO__PAR_MIN))
     for (bh = 0; bh < (long)(B * H); bh++) {
-        size_t b = (size_t)bh / H, h = (size_t)bh % H, t, t2, i;
-        float *vt = ws + (size_t)bh * (2 * hd + 1) * T, *dp = vt + hd * T; /* (hd, T), (T) */
-        for (t2 = 0; t2 < T; t2++)
-            for (i = 0; i < hd; i++) vt[i * T + t2] = qkv[(b * T + t2) * 3 * D + 2 * D + h * hd + i];
+        size_t b = (size_t)bh / H, h = (size_t)bh % H, t, t2;
+        const float *q = qkv + b * T * 3 * D + h * hd, *P = att + (size_t)bh * T * T;
+        const float *dy = dout + b * T * D + h * hd;
+        float *dS = ws + (size_t)bh * per, *dq = dqkv + b * T * 3 * D + h * hd;
+        perpo__gemm_head(T, T, hd, dy, D, 1, q + 2 * D, 1, 3 * D, 0, dS, T, causal ? 1 : 0);
         for (t = 0; t < T; t++) {
-            const float *p = att + ((size_t)bh * T + t) * T, *dy = dout + (b * T + t) * D + h * hd;
-            const float *q = qkv + (b * T + t) * 3 * D + h * hd;
-            float *dq = dqkv + (b * T + t) * 3 * D + h * hd;
+            const float *p = P + t * T;
+            float *d = dS + t * T, dot;
             size_t n = causal ? t + 1 : T;
-            float dot = 0.0f;
-            for (t2 = 0; t2 < n; t2++) dp[t2] = 0.0f; /* dp = dy . v */
-            for (i = 0; i < hd; i++) perpo__axpy(dp, dy[i], vt + i * T, n);
-            for (t2 = 0; t2 < n; t2++) { /* dv += p dy */
-                perpo__axpy(dqkv + (b * T + t2) * 3 * D + 2 * D + h * hd, p[t2], dy, hd);
-                dot += dp[t2] * p[t2];
-            }
-            for (t2 = 0; t2 < n; t2++) { /* softmax backward, then through q.k */
-                float ds = p[t2] * (dp[t2] - dot) * scale;
-                perpo__axpy(dq, ds, qkv + (b * T + t2) * 3 * D + D + h * hd, hd);
-                perpo__axpy(dqkv + (b * T + t2) * 3 * D + D + h * hd, ds, q, hd);
-            }
+            dot = perpo__dot(d, p, n);
+            for (t2 = 0; t2 < n; t2++) d[t2] = p[t2] * (d[t2] - dot) * scale;
+            for (t2 = n; t2 < T; t2++) d[t2] = 0.0f;
         }
+        perpo__gemm_head(T, hd, T, P, 1, T, dy, D, 1, 1, dq + 2 * D, 3 * D, causal ? 3 : 0);
+        perpo__gemm_head(T, hd, T, dS, T, 1, q + D, 3 * D, 1, 1, dq, 3 * D, causal ? 2 : 0);
+        perpo__gemm_head(T, hd, T, dS, 1, T, q, 3 * D, 1, 1, dq + D, 3 * D, causal ? 3 : 0);
     }
 }
 
@@ -1108,6 +1399,9 @@ struct perpo_model {
     float *gemm_ws;
     /* generation: KV cache per decoder layer (maxB, L, D) and per-row scratch */
     float *kcache, *vcache;
+    float *wpack;                        /* decoder and head weights packed for decoding */
+    unsigned long params_version, wpack_version; /* bumped by whatever may change params */
+    int wpack_ok;
     size_t g_rows;                       /* max(maxB, L) */
     float *g_x, *g_ln, *g_mean, *g_rstd, *g_qkv, *g_atty, *g_tmp, *g_fch, *g_scores, *g_logits;
     /* the batch of the last forward, kept for backward */
@@ -1191,6 +1485,26 @@ static void perpo__build_tensor_table(perpo_model *m) {
     m->head_w = perpo__add_tensor(m, "head_w", m->V, m->D);
 }
 
+/* Weights of the decoder and head packed for the products of decoding (perpo__gemm_prepack):
+   packed once per perpo_generate call and reused by the prefill and every token, and across
+   calls while the parameters have not changed (m->params_version). CBLAS builds pack nothing. */
+static size_t perpo__wpack_layer_floats(const perpo_model *m) {
+#ifdef PERPO_USE_CBLAS
+    (void)m;
+    return 0;
+#else
+    return perpo__gemm_packed_floats(3 * m->D, m->D) + perpo__gemm_packed_floats(m->D, m->D) +
+           perpo__gemm_packed_floats(m->M, m->D) + perpo__gemm_packed_floats(m->D, m->M);
+#endif
+}
+static size_t perpo__wpack_floats(const perpo_model *m) {
+#ifdef PERPO_USE_CBLAS
+    (void)m;
+    return 0;
+#else
+    return (size_t)m->cfg.n_dec_layers * perpo__wpack_layer_floats(m) + perpo__gemm_packed_floats(m->V, m->D);
+#endif
+}
 /* Arena carving: run once with base == NULL to size, once more to hand out pointers. */
 typedef struct perpo__carver { float *base; size_t used; int ok; } perpo__carver;
 static float *perpo__carve(perpo__carver *c, size_t a, size_t b) {
@@ -1234,9 +1548,10 @@ static void perpo__layout_arena(perpo_model *m, perpo__carver *c) {
     /* backward scratch is sized for the decoder, the larger of the two stacks */
     m->d_res = perpo__carve(c, Nd, D); m->d_tmp = perpo__carve(c, Nd, D); m->d_atty = perpo__carve(c, Nd, D);
     m->d_qkv = perpo__carve(c, Nd, 3 * D); m->d_fc = perpo__carve(c, Nd, m->M);
-    m->att_ws = perpo__carve(c, B * m->H * (2 * (D / m->H) + 1), m->L); m->d_img = perpo__carve(c, Nv, D);
+    m->att_ws = perpo__carve(c, B * m->H, perpo__attention_ws_per_head(m->L, D / m->H)); m->d_img = perpo__carve(c, Nv, D);
     m->gemm_ws = perpo__carve(c, perpo__gemm_ws_floats(n_max), 1);
     m->kcache = perpo__carve(c, LD * B, m->L * D); m->vcache = perpo__carve(c, LD * B, m->L * D);
+    m->wpack = perpo__carve(c, perpo__wpack_floats(m), 1);
     m->g_x = perpo__carve(c, R, D); m->g_ln = perpo__carve(c, R, D);
     m->g_mean = perpo__carve(c, R, 1); m->g_rstd = perpo__carve(c, R, 1);
     m->g_qkv = perpo__carve(c, R, 3 * D); m->g_atty = perpo__carve(c, R, D); m->g_tmp = perpo__carve(c, R, D);
@@ -1396,7 +1711,11 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
 
 PERPODEF const perpo_config *perpo_model_config(const perpo_model *m) { return m ? &m->cfg : NULL; }
 PERPODEF size_t perpo_model_num_params(const perpo_model *m) { return m ? m->n_params : 0; }
-PERPODEF float *perpo_model_params(perpo_model *m) { return m ? m->params : NULL; }
+PERPODEF float *perpo_model_params(perpo_model *m) {
+    if (!m) return NULL;
+    m->params_version++; /* the caller may write: weights packed for decoding are stale */
+    return m->params;
+}
 PERPODEF float *perpo_model_grads(perpo_model *m) { return m ? m->grads : NULL; }
 PERPODEF size_t perpo_model_num_tensors(const perpo_model *m) { return m ? m->n_tensors : 0; }
 PERPODEF perpo_status perpo_model_tensor(const perpo_model *m, size_t i, const char **name,
@@ -1419,6 +1738,7 @@ static int perpo__same_architecture(const perpo_config *a, const perpo_config *b
 PERPODEF perpo_status perpo_model_copy_params(perpo_model *dst, const perpo_model *src) {
     if (!dst || !src || !perpo__same_architecture(&dst->cfg, &src->cfg)) return PERPO_ERR_ARG;
     memcpy(dst->params, src->params, src->n_params * sizeof(float));
+    dst->params_version++;
     perpo_optimizer_reset(dst);
     dst->have_forward = 0;
     return PERPO_OK;
@@ -1436,38 +1756,47 @@ static void perpo__block_forward(perpo_model *m, const perpo__block *p, perpo__b
                                  const float *x, float *out, size_t B, size_t T, int causal) {
     const float *P = m->params;
     size_t N = B * T, D = m->D, M = m->M;
+    perpo__epi e;
+    memset(&e, 0, sizeof e);
     perpo__layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, P + p->ln1_w, P + p->ln1_b, N, D);
-    perpo__linear_forward(a->qkv, a->ln1, P + p->qkv_w, P + p->qkv_b, N, D, 3 * D, m->gemm_ws);
+    e.bias = P + p->qkv_b; /* qkv = LN1(x) W^T + b */
+    perpo__gemm_ex(0, 1, N, 3 * D, D, a->ln1, D, P + p->qkv_w, D, 0, a->qkv, 3 * D, m->gemm_ws, NULL, &e);
     perpo__attention_forward(a->atty, a->att, a->qkv, B, T, D, m->H, causal, m->att_ws);
-    perpo__linear_forward(a->mid, a->atty, P + p->attn_w, P + p->attn_b, N, D, D, m->gemm_ws);
-    perpo__add_inplace(a->mid, x, N * D);
+    e.bias = P + p->attn_b; e.res = x; e.ldr = D; /* mid = atty W^T + b + x */
+    perpo__gemm_ex(0, 1, N, D, D, a->atty, D, P + p->attn_w, D, 0, a->mid, D, m->gemm_ws, NULL, &e);
     perpo__layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, P + p->ln2_w, P + p->ln2_b, N, D);
-    perpo__linear_forward(a->fch, a->ln2, P + p->fc_w, P + p->fc_b, N, D, M, m->gemm_ws);
-    perpo__gelu_forward(a->fcg, a->fch, N * M);
-    perpo__linear_forward(out, a->fcg, P + p->fc2_w, P + p->fc2_b, N, M, D, m->gemm_ws);
-    perpo__add_inplace(out, a->mid, N * D);
+    e.bias = P + p->fc_b; e.res = NULL; e.gel = a->fcg; e.ldg = M; /* fch = LN2 W^T + b, fcg = GELU(fch) */
+    perpo__gemm_ex(0, 1, N, M, D, a->ln2, D, P + p->fc_w, D, 0, a->fch, M, m->gemm_ws, NULL, &e);
+    e.bias = P + p->fc2_b; e.gel = NULL; e.res = a->mid; /* out = fcg W^T + b + mid */
+    perpo__gemm_ex(0, 1, N, D, M, a->fcg, M, P + p->fc2_w, M, 0, out, D, m->gemm_ws, NULL, &e);
 }
-/* dres: on entry dL/d(out), on return dL/dx. Parameter gradients are added into m->grads. */
+/* dres: on entry dL/d(out), on return dL/dx. Parameter gradients are added into m->grads.
+   Seven parallel regions: each linear backward runs its two products and bias sums in one. */
 static void perpo__block_backward(perpo_model *m, const perpo__block *p, const perpo__block_acts *a,
                                   const float *x, float *dres, size_t B, size_t T, int causal) {
     const float *P = m->params;
     float *G = m->grads;
     size_t N = B * T, D = m->D, M = m->M;
-    /* MLP branch */
-    memset(m->d_fc, 0, N * M * sizeof(float));
-    perpo__linear_backward(m->d_fc, G + p->fc2_w, G + p->fc2_b, dres, a->fcg, P + p->fc2_w, N, M, D, m->gemm_ws);
-    perpo__gelu_backward(m->d_fc, a->fch, m->d_fc, N * M);
-    memset(m->d_tmp, 0, N * D * sizeof(float));
-    perpo__linear_backward(m->d_tmp, G + p->fc_w, G + p->fc_b, m->d_fc, a->ln2, P + p->fc_w, N, D, M, m->gemm_ws);
+    perpo__epi e;
+    memset(&e, 0, sizeof e);
+    e.dgel = a->fch; e.ldd = M; /* d_fc = (dres fc2_w) * GELU'(fch) */
+    PERPO__OMP(parallel if(PERPO__GEMM_PAR(N, D, D)))
+    perpo__linear_backward_team(m->d_fc, 0, &e, G + p->fc2_w, G + p->fc2_b, dres, a->fcg, P + p->fc2_w, N, M, D, m->gemm_ws);
+    PERPO__OMP(parallel if(PERPO__GEMM_PAR(N, D, D)))
+    perpo__linear_backward_team(m->d_tmp, 0, NULL, G + p->fc_w, G + p->fc_b, m->d_fc, a->ln2, P + p->fc_w, N, D, M, m->gemm_ws);
     perpo__layernorm_backward(dres, G + p->ln2_w, G + p->ln2_b, m->d_tmp, a->mid, P + p->ln2_w,
                               a->ln2_mean, a->ln2_rstd, N, D); /* dres is now dL/dmid */
     /* attention branch */
-    memset(m->d_atty, 0, N * D * sizeof(float));
-    perpo__linear_backward(m->d_atty, G + p->attn_w, G + p->attn_b, dres, a->atty, P + p->attn_w, N, D, D, m->gemm_ws);
-    memset(m->d_qkv, 0, N * 3 * D * sizeof(float));
+    PERPO__OMP(parallel if(PERPO__GEMM_PAR(N, D, D)))
+    {
+        size_t lo, hi;
+        perpo__linear_backward_team(m->d_atty, 0, NULL, G + p->attn_w, G + p->attn_b, dres, a->atty, P + p->attn_w, N, D, D, m->gemm_ws);
+        perpo__team_range(N, &lo, &hi);
+        if (hi > lo) memset(m->d_qkv + lo * 3 * D, 0, (hi - lo) * 3 * D * sizeof(float));
+    }
     perpo__attention_backward(m->d_qkv, m->d_atty, a->att, a->qkv, B, T, D, m->H, causal, m->att_ws);
-    memset(m->d_tmp, 0, N * D * sizeof(float));
-    perpo__linear_backward(m->d_tmp, G + p->qkv_w, G + p->qkv_b, m->d_qkv, a->ln1, P + p->qkv_w, N, D, 3 * D, m->gemm_ws);
+    PERPO__OMP(parallel if(PERPO__GEMM_PAR(N, D, D)))
+    perpo__linear_backward_team(m->d_tmp, 0, NULL, G + p->qkv_w, G + p->qkv_b, m->d_qkv, a->ln1, P + p->qkv_w, N, D, 3 * D, m->gemm_ws);
     perpo__layernorm_backward(dres, G + p->ln1_w, G + p->ln1_b, m->d_tmp, x, P + p->ln1_w,
                               a->ln1_mean, a->ln1_rstd, N, D);
 }
@@ -1537,22 +1866,30 @@ PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, fl
         if (!perpo__all_finite(batch->images[b], m->image_floats)) return PERPO_ERR_NONFINITE;
 
     perpo__encode_images(m, batch->images, batch->n_img);
-    for (b = 0; b < B; b++) {
-        float *x = m->dec_x[0] + b * L * D;
-        for (r = 0; r < NP; r++) perpo__embed_image_row(m, x + r * D, m->image_of[b], r);
-        for (t = 0; t < T; t++) perpo__embed_token_row(m, x + (NP + t) * D, m->tokens[b * T + t], t);
+    {
+        long bb;
+        PERPO__OMP(parallel for schedule(static) private(r, t) if(B * L * D >= PERPO__PAR_MIN))
+        for (bb = 0; bb < (long)B; bb++) {
+            float *x = m->dec_x[0] + (size_t)bb * L * D;
+            for (r = 0; r < NP; r++) perpo__embed_image_row(m, x + r * D, m->image_of[bb], r);
+            for (t = 0; t < T; t++) perpo__embed_token_row(m, x + (NP + t) * D, m->tokens[(size_t)bb * T + t], t);
+        }
     }
     for (l = 0; l < LD; l++) perpo__block_forward(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->dec_x[l + 1], B, L, 1);
     for (b = 0; b < B; b++) memcpy(m->txt + b * T * D, m->dec_x[LD] + (b * L + NP) * D, T * D * sizeof(float));
     perpo__layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, m->txt, m->params + m->lnf_w,
                              m->params + m->lnf_b, B * T, D);
-    perpo__linear_forward(m->logits, m->lnf, m->params + m->head_w, NULL, B * T, D, V, m->gemm_ws);
+    perpo__gemm(0, 1, B * T, V, D, m->lnf, D, m->params + m->head_w, D, 0, m->logits, V, m->gemm_ws); /* untied head, no bias */
+    {
+        long row;
+        PERPO__OMP(parallel for schedule(static) if(B * T * V >= PERPO__PAR_MIN))
+        for (row = 0; row < (long)(B * T); row++) m->lse[row] = perpo__logsumexp(m->logits + (size_t)row * V, V);
+    }
     for (b = 0; b < B; b++) {
         double lp = 0.0;
         for (t = 0; t < T; t++) {
             const float *z = m->logits + (b * T + t) * V;
             int tgt = m->targets[b * T + t];
-            m->lse[b * T + t] = perpo__logsumexp(z, V);
             if (tgt >= 0) {
                 lp += (double)z[tgt] - (double)m->lse[b * T + t];
                 count++;
@@ -1578,16 +1915,19 @@ PERPODEF perpo_status perpo_backward(perpo_model *m, const float *dlogp) {
     G = m->grads; P = m->params;
     if (!perpo__all_finite(dlogp, B)) return PERPO_ERR_NONFINITE;
     /* d logp_b / d logits at a counted position = onehot(target) - softmax */
-    for (b = 0; b < B; b++)
-        for (t = 0; t < T; t++) {
-            size_t row = b * T + t;
+    {
+        long rw;
+        PERPO__OMP(parallel for schedule(static) private(v) if(B * T * V >= PERPO__PAR_MIN))
+        for (rw = 0; rw < (long)(B * T); rw++) {
+            size_t row = (size_t)rw;
             const float *z = m->logits + row * V;
-            float *dz = m->dlogits + row * V, g = dlogp[b], lse = m->lse[row];
+            float *dz = m->dlogits + row * V, g = dlogp[row / T], lse = m->lse[row];
             int tgt = m->targets[row];
             if (tgt < 0) { memset(dz, 0, V * sizeof(float)); continue; }
             for (v = 0; v < V; v++) dz[v] = -g * expf(z[v] - lse);
             dz[tgt] += g;
         }
+    }
     /* head and final LayerNorm (text rows only) */
     memset(m->d_atty, 0, B * T * D * sizeof(float));
     perpo__linear_backward(m->d_atty, G + m->head_w, NULL, m->dlogits, m->lnf, P + m->head_w, B * T, D, V, m->gemm_ws);
@@ -1600,15 +1940,20 @@ PERPODEF perpo_status perpo_backward(perpo_model *m, const float *dlogp) {
     for (l = LD; l-- > 0;) perpo__block_backward(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->d_res, B, L, 1);
     /* embeddings: positions, token table, and the image tokens each sequence read */
     memset(m->d_img, 0, Nv * D * sizeof(float));
-    for (b = 0; b < B; b++) {
-        const float *d = m->d_res + b * L * D;
-        for (r = 0; r < NP; r++) {
-            perpo__add_inplace(m->d_img + (m->image_of[b] * NP + r) * D, d + r * D, D);
-            perpo__add_inplace(G + m->dec_pos + r * D, d + r * D, D);
-        }
-        for (t = 0; t < T; t++) {
-            perpo__add_inplace(G + m->wte + (size_t)m->tokens[b * T + t] * D, d + (NP + t) * D, D);
-            perpo__add_inplace(G + m->dec_pos + (NP + t) * D, d + (NP + t) * D, D);
+    PERPO__OMP(parallel private(b, r, t) if(B * L * D >= PERPO__PAR_MIN))
+    { /* the team splits the D columns; every column is summed in the same order */
+        size_t lo, hi;
+        perpo__team_range(D, &lo, &hi);
+        for (b = 0; b < B && hi > lo; b++) {
+            const float *d = m->d_res + b * L * D + lo;
+            for (r = 0; r < NP; r++) {
+                perpo__add_inplace(m->d_img + (m->image_of[b] * NP + r) * D + lo, d + r * D, hi - lo);
+                perpo__add_inplace(G + m->dec_pos + r * D + lo, d + r * D, hi - lo);
+            }
+            for (t = 0; t < T; t++) {
+                perpo__add_inplace(G + m->wte + (size_t)m->tokens[b * T + t] * D + lo, d + (NP + t) * D, hi - lo);
+                perpo__add_inplace(G + m->dec_pos + (NP + t) * D + lo, d + (NP + t) * D, hi - lo);
+            }
         }
     }
     /* projector: img_tok = proj2(GELU(proj1(LN(x)))) */
@@ -1662,62 +2007,222 @@ PERPODEF perpo_sample_config perpo_sample_default(void) {
     return s;
 }
 
+/* The packed (N,K) weight w of decoder layer l (w: 0 qkv, 1 attention out, 2 fc, 3 fc2; l = LD:
+   the head), or NULL when nothing is packed. */
+static const float *perpo__wpack_at(const perpo_model *m, size_t l, int w) {
+    const float *p = m->wpack;
+    size_t D = m->D, M = m->M;
+    if (!p || !m->wpack_ok) return NULL;
+    p += l * perpo__wpack_layer_floats(m);
+    if (w > 0) p += perpo__gemm_packed_floats(3 * D, D);
+    if (w > 1) p += perpo__gemm_packed_floats(D, D);
+    if (w > 2) p += perpo__gemm_packed_floats(M, D);
+    return p;
+}
+static void perpo__wpack_refresh(perpo_model *m) {
+#ifndef PERPO_USE_CBLAS
+    const float *P = m->params;
+    size_t D = m->D, M = m->M, LD = (size_t)m->cfg.n_dec_layers;
+    long j;
+    if (m->wpack_ok && m->wpack_version == m->params_version) return;
+    m->wpack_ok = 1; /* perpo__wpack_at hands out slots from here on */
+    PERPO__OMP(parallel for schedule(dynamic) if(LD * D * D >= PERPO__PAR_MIN))
+    for (j = 0; j < (long)(4 * LD + 1); j++) {
+        size_t l = (size_t)j / 4;
+        int w = j % 4;
+        float *dst = (float *)perpo__wpack_at(m, l, l == LD ? 0 : w);
+        if (l == LD) { if (w == 0) perpo__gemm_prepack(dst, 1, m->V, D, P + m->head_w, D); continue; }
+        if (w == 0) perpo__gemm_prepack(dst, 1, 3 * D, D, P + m->dec[l].qkv_w, D);
+        if (w == 1) perpo__gemm_prepack(dst, 1, D, D, P + m->dec[l].attn_w, D);
+        if (w == 2) perpo__gemm_prepack(dst, 1, M, D, P + m->dec[l].fc_w, D);
+        if (w == 3) perpo__gemm_prepack(dst, 1, D, M, P + m->dec[l].fc2_w, M);
+    }
+    m->wpack_version = m->params_version;
+#else
+    (void)m;
+#endif
+}
+
+/* A product of decoding: split over the team in its own parallel region (par), or all on the
+   calling thread. */
+static void perpo__dec_gemm(int par, size_t M, size_t N, size_t K, const float *A, const float *W,
+                            const float *packed, float *C, float *ws, const perpo__epi *e) {
+    if (par) perpo__gemm_ex(0, 1, M, N, K, A, K, W, K, 0, C, N, ws, packed, e);
+    else {
+#ifdef PERPO_USE_CBLAS
+        (void)packed;
+        if (M > 0) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)K,
+                               W, (int)K, 0.0f, C, (int)N);
+        if (e && M > 0) perpo__epi_apply(e, C, N, 0, 0, M, N);
+#else
+        if (M > 0) perpo__gemm_cols(0, 1, M, N, K, A, K, W, K, 0, C, N, ws, packed, e, 0, (N + PERPO__NR - 1) / PERPO__NR);
+#endif
+    }
+}
+
+/* sc[t] (t < n) = sum over j < hd of q[j] * Kt[j*ldk + t], each a multiply-add chain over j in
+   order (as the tile computes a score); accumulates in registers, 64 keys at a time. */
+static void perpo__scores(float *PERPO__RESTRICT sc, const float *PERPO__RESTRICT q, const float *PERPO__RESTRICT Kt,
+                          size_t ldk, size_t hd, size_t n) {
+    size_t t, j;
+#ifdef __AVX512F__
+    for (t = 0; t < n; t += 64) {
+        __mmask16 k0 = perpo__mask16(n - t), k1 = n - t > 16 ? perpo__mask16(n - t - 16) : 0;
+        __mmask16 k2 = n - t > 32 ? perpo__mask16(n - t - 32) : 0, k3 = n - t > 48 ? perpo__mask16(n - t - 48) : 0;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (j = 0; j < hd; j++) {
+            const float *kr = Kt + j * ldk + t;
+            __m512 qj = _mm512_set1_ps(q[j]);
+            a0 = _mm512_fmadd_ps(qj, _mm512_maskz_loadu_ps(k0, kr), a0);
+            a1 = _mm512_fmadd_ps(qj, _mm512_maskz_loadu_ps(k1, kr + 16), a1);
+            a2 = _mm512_fmadd_ps(qj, _mm512_maskz_loadu_ps(k2, kr + 32), a2);
+            a3 = _mm512_fmadd_ps(qj, _mm512_maskz_loadu_ps(k3, kr + 48), a3);
+        }
+        _mm512_mask_storeu_ps(sc + t, k0, a0); _mm512_mask_storeu_ps(sc + t + 16, k1, a1);
+        _mm512_mask_storeu_ps(sc + t + 32, k2, a2); _mm512_mask_storeu_ps(sc + t + 48, k3, a3);
+    }
+#else
+    for (t = 0; t < n; t++) sc[t] = 0.0f;
+    for (j = 0; j < hd; j++)
+        for (t = 0; t < n; t++) sc[t] += q[j] * Kt[j * ldk + t];
+#endif
+}
+/* o[i] (i < hd) += sum over t < n of p[t] * V[t*hd + i], a chain over t in order (o holds the
+   start value); in registers, 64 columns at a time. */
+static void perpo__pv(float *PERPO__RESTRICT o, const float *PERPO__RESTRICT p, const float *PERPO__RESTRICT V,
+                      size_t hd, size_t n) {
+    size_t t, i;
+#ifdef __AVX512F__
+    for (i = 0; i < hd; i += 64) {
+        __mmask16 k0 = perpo__mask16(hd - i), k1 = hd - i > 16 ? perpo__mask16(hd - i - 16) : 0;
+        __mmask16 k2 = hd - i > 32 ? perpo__mask16(hd - i - 32) : 0, k3 = hd - i > 48 ? perpo__mask16(hd - i - 48) : 0;
+        __m512 a0 = _mm512_maskz_loadu_ps(k0, o + i), a1 = _mm512_maskz_loadu_ps(k1, o + i + 16);
+        __m512 a2 = _mm512_maskz_loadu_ps(k2, o + i + 32), a3 = _mm512_maskz_loadu_ps(k3, o + i + 48);
+        for (t = 0; t < n; t++) {
+            const float *v = V + t * hd + i;
+            __m512 pt = _mm512_set1_ps(p[t]);
+            a0 = _mm512_fmadd_ps(pt, _mm512_maskz_loadu_ps(k0, v), a0);
+            a1 = _mm512_fmadd_ps(pt, _mm512_maskz_loadu_ps(k1, v + 16), a1);
+            a2 = _mm512_fmadd_ps(pt, _mm512_maskz_loadu_ps(k2, v + 32), a2);
+            a3 = _mm512_fmadd_ps(pt, _mm512_maskz_loadu_ps(k3, v + 48), a3);
+        }
+        _mm512_mask_storeu_ps(o + i, k0, a0); _mm512_mask_storeu_ps(o + i + 16, k1, a1);
+        _mm512_mask_storeu_ps(o + i + 32, k2, a2); _mm512_mask_storeu_ps(o + i + 48, k3, a3);
+    }
+#else
+    for (t = 0; t < n; t++)
+        for (i = 0; i < hd; i++) o[i] += p[t] * V[t * hd + i];
+#endif
+}
+
+/* Decoder over rows [r0, r1) of x: n sequences x Lr new rows each (row g belongs to sequence
+   g / Lr, at position pos[s] + g % Lr, cache slot slot[s]). Layer by layer: K/V go to the cache,
+   each row attends to everything before it. Then the final LayerNorm and the head on each
+   sequence's last row, into logits (n, V). par: kernels split over the team in parallel regions
+   (a prefill); else everything runs on the calling thread (one thread's sequences of a token
+   step). The cache keeps keys transposed per head, (head, hd, L), so a row's scores are axpys
+   over contiguous keys, and values as (head, L, hd). Sequence s (a slot) reads its first
+   shared[s] positions from slot root[s] (a prefill it shares; root, shared may be NULL). */
+typedef struct perpo__dec_bufs { /* per-row scratch of decoding, indexed by row */
+    float *ln, *mean, *rstd, *qkv, *atty, *tmp, *fch, *scores; /* (R,D) (R) (R) (R,3D) (R,D) (R,D) (R,M) (R,L) */
+} perpo__dec_bufs;
+static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t r0, size_t r1, size_t Lr,
+                               const size_t *slot, const size_t *pos, const size_t *root, const size_t *shared,
+                               float *x, float *logits, int par) {
+    const float *P = m->params;
+    size_t D = m->D, H = m->H, hd = D / H, M = m->M, L = m->L, R = r1 - r0, l, i, LD = (size_t)m->cfg.n_dec_layers;
+    size_t s0 = r0 / Lr, s1 = r1 / Lr, s;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *xr = x + r0 * D, *ln = bf->ln + r0 * D, *qkv = bf->qkv + r0 * 3 * D, *atty = bf->atty + r0 * D;
+    float *tmp = bf->tmp + r0 * D, *fch = bf->fch + r0 * M, *mean = bf->mean + r0, *rstd = bf->rstd + r0;
+    float *ws = par ? m->gemm_ws : NULL;
+    perpo__epi e;
+    long rr;
+    for (l = 0; l < LD; l++) {
+        const perpo__block *p = &m->dec[l];
+        float *K = m->kcache + l * m->max_batch * L * D, *Vc = m->vcache + l * m->max_batch * L * D;
+        if (par) perpo__layernorm_forward(ln, mean, rstd, xr, P + p->ln1_w, P + p->ln1_b, R, D);
+        else perpo__layernorm_rows(ln, mean, rstd, xr, P + p->ln1_w, P + p->ln1_b, 0, R, D);
+        memset(&e, 0, sizeof e);
+        e.bias = P + p->qkv_b;
+        perpo__dec_gemm(par, R, 3 * D, D, ln, P + p->qkv_w, perpo__wpack_at(m, l, 0), qkv, ws, &e);
+        for (i = 0; i < R; i++) {
+            size_t g = r0 + i, t = pos[g / Lr] + g % Lr, h, j;
+            float *Kt = K + slot[g / Lr] * L * D, *Vs = Vc + slot[g / Lr] * L * D;
+            const float *q = qkv + i * 3 * D;
+            for (h = 0; h < H; h++)
+                for (j = 0; j < hd; j++) {
+                    Kt[(h * hd + j) * L + t] = q[D + h * hd + j];
+                    Vs[(h * L + t) * hd + j] = q[2 * D + h * hd + j];
+                }
+        }
+        PERPO__OMP(parallel for schedule(static) if(par && R * L * D >= PERPO__PAR_MIN))
+        for (rr = 0; rr < (long)R; rr++) {
+            size_t g = r0 + (size_t)rr, sq = g / Lr, n_keys = pos[sq] + g % Lr + 1, h, j;
+            size_t own = slot[sq], src = root ? root[own] : own, sh = shared ? shared[own] : 0;
+            const float *Kt = K + own * L * D, *Vs = Vc + own * L * D;
+            const float *Kr = K + src * L * D, *Vr = Vc + src * L * D; /* shared prefix: [0, sh) */
+            float *sc = bf->scores + g * L;
+            if (sh > n_keys) sh = n_keys;
+            for (h = 0; h < H; h++) {
+                const float *q = qkv + (size_t)rr * 3 * D + h * hd;
+                float *o = atty + (size_t)rr * D + h * hd;
+                perpo__scores(sc, q, Kr + h * hd * L, L, hd, sh);
+                perpo__scores(sc + sh, q, Kt + h * hd * L + sh, L, hd, n_keys - sh);
+                perpo__softmax_scaled(sc, n_keys, scale);
+                for (j = 0; j < hd; j++) o[j] = 0.0f;
+                perpo__pv(o, sc, Vr + h * L * hd, hd, sh);
+                perpo__pv(o, sc + sh, Vs + (h * L + sh) * hd, hd, n_keys - sh);
+            }
+        }
+        e.bias = P + p->attn_b; e.res = xr; e.ldr = D; /* x + atty W^T + b */
+        perpo__dec_gemm(par, R, D, D, atty, P + p->attn_w, perpo__wpack_at(m, l, 1), tmp, ws, &e);
+        memcpy(xr, tmp, R * D * sizeof(float));
+        if (par) perpo__layernorm_forward(ln, mean, rstd, xr, P + p->ln2_w, P + p->ln2_b, R, D);
+        else perpo__layernorm_rows(ln, mean, rstd, xr, P + p->ln2_w, P + p->ln2_b, 0, R, D);
+        e.bias = P + p->fc_b; e.res = NULL; e.gel = fch; e.ldg = M; /* GELU in place */
+        perpo__dec_gemm(par, R, M, D, ln, P + p->fc_w, perpo__wpack_at(m, l, 2), fch, ws, &e);
+        e.bias = P + p->fc2_b; e.gel = NULL; e.res = xr;
+        perpo__dec_gemm(par, R, D, M, fch, P + p->fc2_w, perpo__wpack_at(m, l, 3), tmp, ws, &e);
+        memcpy(xr, tmp, R * D * sizeof(float));
+    }
+    for (s = s0; s < s1; s++) memcpy(m->g_tmp + s * D, x + (s * Lr + Lr - 1) * D, D * sizeof(float));
+    perpo__layernorm_rows(m->g_ln, m->g_mean, m->g_rstd, m->g_tmp, P + m->lnf_w, P + m->lnf_b, s0, s1, D);
+    perpo__dec_gemm(par, s1 - s0, m->V, D, m->g_ln + s0 * D, P + m->head_w, perpo__wpack_at(m, LD, 0),
+                    logits + s0 * m->V, ws, NULL);
+}
+
 /* Runs the decoder with the KV cache over n sequences x Lr new rows each. x (n*Lr, D) holds the
    input rows (embedding + position) and is overwritten. Sequence s writes K/V at positions
    pos[s] .. pos[s]+Lr-1 of cache slot slot[s] and attends to everything before. The logits of
    each sequence's last row go to logits (n, V). Same kernels, same order of operations as
-   the training forward, so the two agree bit for bit. */
+   the training forward, so the two agree bit for bit. A token step (Lr = 1) splits the
+   sequences over the threads, one parallel region for the whole step; a prefill splits each
+   kernel. */
 static void perpo__decode_cached(perpo_model *m, size_t n, size_t Lr, const size_t *slot,
-                                 const size_t *pos, float *x, float *logits) {
-    const float *P = m->params;
-    size_t D = m->D, H = m->H, hd = D / H, M = m->M, L = m->L, R = n * Lr, l, i, LD = (size_t)m->cfg.n_dec_layers;
-    float scale = 1.0f / sqrtf((float)hd);
-    for (l = 0; l < LD; l++) {
-        const perpo__block *p = &m->dec[l];
-        float *K = m->kcache + l * m->max_batch * L * D, *Vc = m->vcache + l * m->max_batch * L * D;
-        long rr;
-        perpo__layernorm_forward(m->g_ln, m->g_mean, m->g_rstd, x, P + p->ln1_w, P + p->ln1_b, R, D);
-        perpo__linear_forward(m->g_qkv, m->g_ln, P + p->qkv_w, P + p->qkv_b, R, D, 3 * D, m->gemm_ws);
-        for (i = 0; i < R; i++) {
-            size_t s = i / Lr, at = (slot[s] * L + pos[s] + i % Lr) * D;
-            memcpy(K + at, m->g_qkv + i * 3 * D + D, D * sizeof(float));
-            memcpy(Vc + at, m->g_qkv + i * 3 * D + 2 * D, D * sizeof(float));
-        }
-        PERPO__OMP(parallel for schedule(static) if(R * L * D >= PERPO__PAR_MIN))
-        for (rr = 0; rr < (long)R; rr++) {
-            size_t s = (size_t)rr / Lr, n_keys = pos[s] + (size_t)rr % Lr + 1, h, t2, j;
-            const float *Ks = K + slot[s] * L * D, *Vs = Vc + slot[s] * L * D;
-            float *sc = m->g_scores + (size_t)rr * L;
-            for (h = 0; h < H; h++) {
-                const float *q = m->g_qkv + (size_t)rr * 3 * D + h * hd;
-                float *o = m->g_atty + (size_t)rr * D + h * hd, mx = -INFINITY, sum = 0.0f;
-                for (t2 = 0; t2 < n_keys; t2++) {
-                    const float *k = Ks + t2 * D + h * hd;
-                    float d = 0.0f;
-                    for (j = 0; j < hd; j++) d += q[j] * k[j];
-                    sc[t2] = d * scale;
-                    if (sc[t2] > mx) mx = sc[t2];
-                }
-                for (t2 = 0; t2 < n_keys; t2++) { sc[t2] = expf(sc[t2] - mx); sum += sc[t2]; }
-                for (t2 = 0; t2 < n_keys; t2++) sc[t2] /= sum;
-                for (j = 0; j < hd; j++) o[j] = 0.0f;
-                for (t2 = 0; t2 < n_keys; t2++) {
-                    const float *v = Vs + t2 * D + h * hd;
-                    for (j = 0; j < hd; j++) o[j] += sc[t2] * v[j];
-                }
-            }
-        }
-        perpo__linear_forward(m->g_tmp, m->g_atty, P + p->attn_w, P + p->attn_b, R, D, D, m->gemm_ws);
-        perpo__add_inplace(x, m->g_tmp, R * D);
-        perpo__layernorm_forward(m->g_ln, m->g_mean, m->g_rstd, x, P + p->ln2_w, P + p->ln2_b, R, D);
-        perpo__linear_forward(m->g_fch, m->g_ln, P + p->fc_w, P + p->fc_b, R, D, M, m->gemm_ws);
-        perpo__gelu_forward(m->g_fch, m->g_fch, R * M);
-        perpo__linear_forward(m->g_tmp, m->g_fch, P + p->fc2_w, P + p->fc2_b, R, M, D, m->gemm_ws);
-        perpo__add_inplace(x, m->g_tmp, R * D);
+                                 const size_t *pos, const size_t *root, const size_t *shared, float *x,
+                                 float *logits) {
+    size_t work = n * (size_t)m->cfg.n_dec_layers * m->D * (4 * m->D + 2 * m->M);
+    perpo__dec_bufs bf;
+    if (Lr == 1) { /* token step: n <= max_batch rows of the generation scratch */
+        bf.ln = m->g_ln; bf.mean = m->g_mean; bf.rstd = m->g_rstd; bf.qkv = m->g_qkv;
+        bf.atty = m->g_atty; bf.tmp = m->g_tmp; bf.fch = m->g_fch; bf.scores = m->g_scores;
+    } else { /* prefill: up to max_batch * L rows, in the first decoder block's training buffers */
+        perpo__block_acts *a = &m->dec_acts[0];
+        bf.ln = a->ln1; bf.mean = a->ln1_mean; bf.rstd = a->ln1_rstd; bf.qkv = a->qkv;
+        bf.atty = a->atty; bf.tmp = a->mid; bf.fch = a->fch; bf.scores = a->att;
     }
-    for (i = 0; i < n; i++) memcpy(m->g_tmp + i * D, x + (i * Lr + Lr - 1) * D, D * sizeof(float));
-    perpo__layernorm_forward(m->g_ln, m->g_mean, m->g_rstd, m->g_tmp, P + m->lnf_w, P + m->lnf_b, n, D);
-    perpo__linear_forward(logits, m->g_ln, P + m->head_w, NULL, n, D, m->V, m->gemm_ws);
+    if (Lr == 1 && n > 1) {
+        PERPO__OMP(parallel if(work >= 64 * PERPO__PAR_MIN))
+        {
+            size_t lo, hi;
+            perpo__team_range(n, &lo, &hi);
+            if (hi > lo) perpo__decode_span(m, &bf, lo, hi, 1, slot, pos, root, shared, x, logits, 0);
+        }
+    } else {
+        (void)work;
+        perpo__decode_span(m, &bf, 0, n * Lr, Lr, slot, pos, root, shared, x, logits, 1);
+    }
 }
 
 static int perpo__score_desc(const void *a, const void *b) {
@@ -1838,34 +2343,53 @@ static perpo_status perpo__generate_nocache(perpo_model *m, const perpo_gen_requ
     return st;
 }
 
-/* Cached path: encode images once, prefill each distinct (image, prompt), then decode all
-   live sequences together, one token per step. */
+/* Prefill of n sequences (slot[j]: sequence index) of Lp rows each, embedded in dec_x[0]; their
+   last rows' logits go to g_logits. Returns 0: how many are still pending. */
+static size_t perpo__prefill(perpo_model *m, size_t n, size_t Lp, const size_t *slot, size_t *pos) {
+    size_t j, V = m->V;
+    for (j = 0; j < n; j++) pos[j] = 0;
+    perpo__decode_cached(m, n, Lp, slot, pos, NULL, NULL, m->dec_x[0], m->logits);
+    for (j = 0; j < n; j++) memcpy(m->g_logits + slot[j] * V, m->logits + j * V, V * sizeof(float));
+    return 0;
+}
+
+/* Cached path: encode images once, prefill each distinct (image, prompt) (consecutive ones of
+   the same length together), then decode all live sequences together, one token per step. */
 static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
                                    const perpo_sample_config *sc, perpo__gen_seq *seq,
-                                   size_t *slot, size_t *pos, char *out, size_t out_cap) {
-    size_t n = req->n_seq, D = m->D, NP = m->NP, V = m->V, s, r, i, k, n_live;
-    size_t LD = (size_t)m->cfg.n_dec_layers, stride = m->max_batch * m->L * D, zero = 0;
+                                   size_t *slot, size_t *pos, size_t *root, size_t *shared, char *out,
+                                   size_t out_cap) {
+    size_t n = req->n_seq, D = m->D, NP = m->NP, V = m->V, s, r, i, k, n_live, n_pend = 0, pend_Lp = 0;
+    float *x;
     perpo__rng rng;
     m->have_forward = 0; /* the vision encoder reuses the training activations */
+    perpo__wpack_refresh(m);
     perpo__encode_images(m, req->images, req->n_img);
     for (s = 0; s < n; s++) {
         size_t img = req->image_of ? req->image_of[s] : s, pl = seq[s].prompt_len, Lp = NP + pl + 2;
         size_t prev = s > 0 ? (req->image_of ? req->image_of[s - 1] : s - 1) : (size_t)-1;
         if (prev == img && strcmp(req->prompts[s], req->prompts[s - 1]) == 0) {
-            size_t l; /* same image and prompt as the previous sequence: copy its cache rows */
-            for (l = 0; l < LD; l++) {
-                memcpy(m->kcache + l * stride + s * m->L * D, m->kcache + l * stride + (s - 1) * m->L * D, Lp * D * sizeof(float));
-                memcpy(m->vcache + l * stride + s * m->L * D, m->vcache + l * stride + (s - 1) * m->L * D, Lp * D * sizeof(float));
-            }
+            /* same image and prompt as the previous sequence: read its prefill, copy its logits */
+            if (n_pend > 0) n_pend = perpo__prefill(m, n_pend, pend_Lp, slot, pos); /* (s - 1 among them) */
+            root[s] = root[s - 1];
+            shared[s] = Lp;
             memcpy(m->g_logits + s * V, m->g_logits + (s - 1) * V, V * sizeof(float));
             continue;
         }
-        for (r = 0; r < NP; r++) perpo__embed_image_row(m, m->g_x + r * D, img, r);
-        perpo__embed_token_row(m, m->g_x + NP * D, PERPO_TOK_BOS, 0);
-        for (i = 0; i < pl; i++) perpo__embed_token_row(m, m->g_x + (NP + 1 + i) * D, (unsigned char)req->prompts[s][i], 1 + i);
-        perpo__embed_token_row(m, m->g_x + (NP + 1 + pl) * D, PERPO_TOK_SEP, 1 + pl);
-        perpo__decode_cached(m, 1, Lp, &s, &zero, m->g_x, m->g_logits + s * V);
+        root[s] = s;
+        shared[s] = 0;
+        /* a prefill of its own: batched with the pending ones of the same length */
+        if (n_pend > 0 && Lp != pend_Lp) n_pend = perpo__prefill(m, n_pend, pend_Lp, slot, pos);
+        if (n_pend == 0) pend_Lp = Lp;
+        x = m->dec_x[0] + n_pend * Lp * D;
+        for (r = 0; r < NP; r++) perpo__embed_image_row(m, x + r * D, img, r);
+        perpo__embed_token_row(m, x + NP * D, PERPO_TOK_BOS, 0);
+        for (i = 0; i < pl; i++) perpo__embed_token_row(m, x + (NP + 1 + i) * D, (unsigned char)req->prompts[s][i], 1 + i);
+        perpo__embed_token_row(m, x + (NP + 1 + pl) * D, PERPO_TOK_SEP, 1 + pl);
+        slot[n_pend] = s;
+        n_pend++;
     }
+    if (n_pend > 0) n_pend = perpo__prefill(m, n_pend, pend_Lp, slot, pos);
     perpo__rng_seed(&rng, sc->seed);
     for (;;) {
         /* sample for every live sequence (in order, so the RNG stream matches the no-cache path) */
@@ -1883,7 +2407,7 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
             n_live++;
         }
         if (!n_live) break;
-        perpo__decode_cached(m, n_live, 1, slot, pos, m->g_x, m->g_logits);
+        perpo__decode_cached(m, n_live, 1, slot, pos, root, shared, m->g_x, m->g_logits);
         /* row k belongs to sequence slot[k] >= k: move rows into place, last first */
         for (k = n_live; k-- > 0;)
             if (slot[k] != k) memcpy(m->g_logits + slot[k] * V, m->g_logits + k * V, V * sizeof(float));
@@ -1893,16 +2417,18 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
 PERPODEF perpo_status perpo_generate(perpo_model *m, const perpo_gen_request *req,
                                      const perpo_sample_config *sc, char *out, size_t out_cap,
                                      size_t *out_len) {
-    size_t n, s, *slot, *pos;
+    size_t n, s, *slot, *pos, *root, *shared;
     perpo__gen_seq *seq;
     perpo_status st = PERPO_OK;
     if (!m) return PERPO_ERR_ARG;
     if ((st = perpo__check_request(m, req, sc, out, out_cap)) != PERPO_OK) return st;
     n = req->n_seq;
-    seq = (perpo__gen_seq *)perpo__calloc(m->cfg.alloc_ctx, n, sizeof *seq + 2 * sizeof(size_t));
+    seq = (perpo__gen_seq *)perpo__calloc(m->cfg.alloc_ctx, n, sizeof *seq + 4 * sizeof(size_t));
     if (!seq) return PERPO_ERR_NOMEM;
     slot = (size_t *)(seq + n);
     pos = slot + n;
+    root = pos + n;      /* sequence s reads positions [0, shared[s]) of its cache from slot root[s] */
+    shared = root + n;
     memset(out, 0, n * out_cap);
     for (s = 0; s < n; s++) {
         size_t room;
@@ -1912,7 +2438,7 @@ PERPODEF perpo_status perpo_generate(perpo_model *m, const perpo_gen_request *re
         seq[s].done = seq[s].cap == 0;
     }
     if (sc->no_cache) st = perpo__generate_nocache(m, req, sc, seq, out, out_cap);
-    else perpo__generate_cached(m, req, sc, seq, slot, pos, out, out_cap);
+    else perpo__generate_cached(m, req, sc, seq, slot, pos, root, shared, out, out_cap);
     if (out_len) for (s = 0; s < n; s++) out_len[s] = seq[s].len < out_cap ? seq[s].len : out_cap - 1;
     PERPO_FREE(m->cfg.alloc_ctx, seq);
     return st;
@@ -2505,9 +3031,20 @@ PERPODEF perpo_status perpo_optimizer_step(perpo_model *m, const perpo_optim_con
     if (!m || !oc || !(grad_scale > 0.0f) || !(oc->lr >= 0.0f) || !(oc->beta1 >= 0.0f && oc->beta1 < 1.0f) ||
         !(oc->beta2 >= 0.0f && oc->beta2 < 1.0f) || !(oc->eps > 0.0f))
         return PERPO_ERR_ARG;
-    for (i = 0; i < m->n_params; i++) {
-        double g = (double)m->grads[i] * grad_scale;
-        sumsq += g * g;
+    { /* sum of squares in 64 fixed chunks, added in order: the same for any thread count */
+        double part[64];
+        long c;
+        PERPO__OMP(parallel for schedule(static) if(m->n_params >= PERPO__PAR_MIN))
+        for (c = 0; c < 64; c++) {
+            size_t j, lo = m->n_params * (size_t)c / 64, hi = m->n_params * (size_t)(c + 1) / 64;
+            double acc = 0.0;
+            for (j = lo; j < hi; j++) {
+                double g = (double)m->grads[j] * grad_scale;
+                acc += g * g;
+            }
+            part[c] = acc;
+        }
+        for (c = 0; c < 64; c++) sumsq += part[c];
     }
     norm = sqrt(sumsq);
     if (grad_norm) *grad_norm = (float)norm;
@@ -2520,20 +3057,26 @@ PERPODEF perpo_status perpo_optimizer_step(perpo_model *m, const perpo_optim_con
     bc2 = 1.0 - pow((double)oc->beta2, (double)t);
     step_size = (float)(lr / bc1);
     bc2_sqrt = (float)sqrt(bc2);
+    /* one parallel region; each tensor's elements split over the team without a barrier */
+    PERPO__OMP(parallel private(k, i) if(m->n_params >= PERPO__PAR_MIN))
     for (k = 0; k < m->n_tensors; k++) {
         const perpo__tensor *tn = &m->tensors[k];
-        size_t n = tn->rows * (tn->cols ? tn->cols : 1), o = tn->offset;
+        size_t n = tn->rows * (tn->cols ? tn->cols : 1), o = tn->offset, lo, hi;
         float decay = tn->cols ? 1.0f - lr * oc->weight_decay : 1.0f; /* matrices only */
-        for (i = o; i < o + n; i++) {
-            float g = m->grads[i] * mult;
-            float mm = oc->beta1 * m->adam_m[i] + (1.0f - oc->beta1) * g;
-            float vv = oc->beta2 * m->adam_v[i] + (1.0f - oc->beta2) * g * g;
-            m->adam_m[i] = mm;
-            m->adam_v[i] = vv;
-            m->params[i] = m->params[i] * decay - step_size * mm / (sqrtf(vv) / bc2_sqrt + oc->eps);
+        float *PERPO__RESTRICT pm = m->adam_m, *PERPO__RESTRICT pv = m->adam_v, *PERPO__RESTRICT pp = m->params;
+        const float *PERPO__RESTRICT pg = m->grads;
+        perpo__team_range(n, &lo, &hi);
+        for (i = o + lo; i < o + hi; i++) {
+            float g = pg[i] * mult;
+            float mm = oc->beta1 * pm[i] + (1.0f - oc->beta1) * g;
+            float vv = oc->beta2 * pv[i] + (1.0f - oc->beta2) * g * g;
+            pm[i] = mm;
+            pv[i] = vv;
+            pp[i] = pp[i] * decay - step_size * mm / (sqrtf(vv) / bc2_sqrt + oc->eps);
         }
     }
     m->opt_step = t;
+    m->params_version++;
     return PERPO_OK;
 }
 

@@ -48,6 +48,8 @@ typedef struct {
     char only[256];
 } bench_opts;
 static bench_opts g_opt;
+static double g_best_gemm; /* best GFLOP/s of any gemm line so far (0: none measured) */
+static double g_sft_ms;    /* median SFT step of this run (0: not measured) */
 
 static double now_s(void) {
     struct timespec ts;
@@ -108,6 +110,8 @@ static float frand(void) {
     g_seed ^= g_seed << 13; g_seed ^= g_seed >> 7; g_seed ^= g_seed << 17;
     return (float)((g_seed >> 40) & 0xFFFFFF) / 16777216.0f;
 }
+
+#include "profile.h" /* kernel replay: where a step's time goes */
 
 /* ---- GEMM on the model's shapes ------------------------------------------------------------ */
 typedef struct { const char *what; int ta, tb; size_t M, N, K; int acc; } gemm_shape;
@@ -188,6 +192,7 @@ static void bench_gemm(const perpo_config *c) {
                 bench_gemm_call(g->ta, g->tb, g->M, g->N, g->K, A, lda, Bm, ldb, g->acc, C, ldc, ws);
             t1 = now_s();
             rate[r] = flops * reps / (t1 - t0) / 1e9;
+            if (rate[r] > g_best_gemm) g_best_gemm = rate[r];
         }
         snprintf(extra, sizeof extra,
                  "\"shape\":\"%zux%zux%zu\",\"op\":\"%s\",\"ta\":%d,\"tb\":%d,\"accumulate\":%d,\"gemm\":\"%s\"",
@@ -243,7 +248,7 @@ static void bench_sft(perpo_model *m, const perpo_config *c) {
     perpo_optim_config oc = perpo_optim_default();
     perpo_batch batch;
     perpo_status st;
-    double ms[256], gf[256], flops = model_step_flops(c, (double)B, (double)B);
+    double ms[256], gf[256], fw[256], bw[256], op[256], flops = model_step_flops(c, (double)B, (double)B);
     char extra[256];
     logp = (float *)malloc(2 * B * sizeof(float));
     if (!imgs || !tok || !logp) die("sft buffers", PERPO_ERR_NOMEM);
@@ -261,22 +266,42 @@ static void bench_sft(perpo_model *m, const perpo_config *c) {
     batch.tokens = tok; batch.targets = tok + B * T;
     oc.total_steps = 100000; oc.warmup_steps = 1;
     for (r = -1; r < g_opt.rounds; r++) { /* r = -1: warm-up */
-        double t0 = now_s(), dt;
+        double t0 = now_s(), dt, t1, t2, t3;
         float ce;
         perpo_zero_grad(m);
         if ((st = perpo_forward(m, &batch, logp, &ce)) != PERPO_OK) die("forward", st);
+        t1 = now_s();
         for (b = 0; b < B; b++) dlogp[b] = -1.0f / (float)count;
         if ((st = perpo_backward(m, dlogp)) != PERPO_OK) die("backward", st);
+        t2 = now_s();
         if ((st = perpo_optimizer_step(m, &oc, 1.0f, NULL)) != PERPO_OK) die("optimizer", st);
-        dt = now_s() - t0;
+        t3 = now_s();
+        dt = t3 - t0;
         if (r < 0) { fprintf(stderr, "bench: sft warm-up step %.1f ms, loss %.3f\n", 1e3 * dt, ce); continue; }
         ms[r] = 1e3 * dt;
+        fw[r] = 1e3 * (t1 - t0); bw[r] = 1e3 * (t2 - t1); op[r] = 1e3 * (t3 - t2);
         gf[r] = flops / dt / 1e9;
     }
     snprintf(extra, sizeof extra, "\"images\":%zu,\"image_tokens\":%d,\"text_positions\":%zu,\"step_gflop\":%.4g",
              B, (c->image_h / c->patch_h) * (c->image_w / c->patch_w), T - 1, flops / 1e9);
     emit("sft_step_ms", ms, g_opt.rounds, "ms", extra);
     emit("sft_step_gflops", gf, g_opt.rounds, "GFLOP/s", extra);
+    /* where the step's time goes: forward (zero_grad included), backward, optimizer */
+    emit("sft_forward_ms", fw, g_opt.rounds, "ms", "");
+    emit("sft_backward_ms", bw, g_opt.rounds, "ms", "");
+    emit("sft_optimizer_ms", op, g_opt.rounds, "ms", "");
+    {
+        double med, mn, mx, gmed;
+        stats(ms, g_opt.rounds, &med, &mn, &mx);
+        g_sft_ms = med;
+        stats(gf, g_opt.rounds, &gmed, &mn, &mx);
+        if (g_best_gemm > 0) { /* the step's FLOP rate against the best product rate of this run */
+            double frac[1];
+            frac[0] = gmed / g_best_gemm;
+            snprintf(extra, sizeof extra, "\"best_gemm_gflops\":%.4g", g_best_gemm);
+            emit("sft_step_fraction_of_best_gemm", frac, 1, "ratio", extra);
+        }
+    }
     free(img); free(imgs); free(tok); free(logp);
 }
 
@@ -425,7 +450,7 @@ static void usage(void) {
             "  --threads K  OpenMP (and OpenBLAS) threads; default: the runtime's default\n"
             "  --rounds R   timed repetitions of each measurement (median, min, max); default 5, 3 with --quick\n"
             "  --quick      fewer rounds and shorter GEMM rounds\n"
-            "  --only LIST  comma-separated subset of gemm,sft,perpo,generate,sample\n"
+            "  --only LIST  comma-separated subset of gemm,sft,profile,perpo,generate,sample\n"
             "Prints one JSON object per line on stdout; progress notes go to stderr.\n");
 }
 
@@ -458,7 +483,7 @@ int main(int argc, char **argv) {
 #endif
     g_opt.batch = cfg.max_batch; /* 32 */
     if (wanted("gemm")) bench_gemm(&cfg);
-    if (wanted("sft") || wanted("perpo") || wanted("generate") || wanted("sample")) {
+    if (wanted("sft") || wanted("perpo") || wanted("generate") || wanted("sample") || wanted("profile")) {
         if ((st = perpo_model_create(&m, &cfg, 42)) != PERPO_OK) die("model create", st);
         fprintf(stderr, "bench: %zu parameters, build %s, %d threads\n", perpo_model_num_params(m), BENCH_BUILD, g_opt.threads);
         if (wanted("sft")) bench_sft(m, &cfg);
@@ -466,10 +491,11 @@ int main(int argc, char **argv) {
         suppress_eos(m);
         if (wanted("generate")) bench_generate(m, &cfg);
         if (wanted("sample")) bench_sample(m, &cfg);
-        perpo_model_free(m);
     }
-    getrusage(RUSAGE_SELF, &ru);
+    getrusage(RUSAGE_SELF, &ru); /* before the profile's own buffers */
     rss[0] = (double)ru.ru_maxrss / 1024.0; /* Linux: kilobytes */
+    if (m && wanted("profile")) bench_profile(m, (size_t)g_opt.batch, g_sft_ms, g_best_gemm);
+    perpo_model_free(m);
     emit("peak_rss_mb", rss, 1, "MB", "");
     return 0;
 }

@@ -150,6 +150,23 @@ def main():
             line += " %8.2fx  [%.2f..%.2f]" % (m, lo, hi)
         print(line)
 
+    split = [("sft_forward_ms", "forward"), ("sft_backward_ms", "backward"), ("sft_optimizer_ms", "optimizer"),
+             ("profile_products_ms", "products (replayed)"), ("profile_attention_ms", "attention (replayed)"),
+             ("profile_elementwise_ms", "element-wise (replayed, unfused)")]
+    if any(series("perpo", (n, "")) for n, _ in split):
+        print()
+        print("where perpo.h's SFT step goes (medians over rounds; bench/profile.h replays each kernel class)")
+        for n, what in split:
+            v = series("perpo", (n, ""))
+            if v:
+                print("  %-34s %8s ms" % (what, fmt(summary(v)[0])))
+        for n, field, what in [("profile_products_gflops", "fraction_of_best_gemm", "products' rate / best GEMM rate"),
+                               ("sft_step_fraction_of_best_gemm", None, "SFT step's rate / best GEMM rate")]:
+            v = [rd["perpo"][(n, "")]["config"][field] if field else rd["perpo"][(n, "")]["value"]
+                 for rd in rounds if (n, "") in rd["perpo"]]
+            if v:
+                print("  %-34s %8.1f%%" % (what, 100 * summary(v)[0]))
+
     gemm_keys = [k for k in rounds[0]["perpo"] if k[0] == "gemm_gflops"]
     if gemm_keys:
         print()
