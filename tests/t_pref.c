@@ -230,6 +230,7 @@ static void test_pref_reference_and_arguments(perpo_test *t) {
     CHECK(perpo_pref_train(m, &l, 1, &pc, NULL, NULL) == PERPO_ERR_ARG); /* 5 lists x 2 > max_batch 8 */
     pc.lists_per_step = 1;
     pc.optim.total_steps = 1;
+    pc.optim.warmup_steps = 1; /* warmup_steps <= total_steps */
     CHECK_OK(perpo_pref_train(m, &l, 1, &pc, NULL, NULL));
     rewards[1] = NAN;
     CHECK(perpo_pref_train(m, &l, 1, &pc, NULL, NULL) == PERPO_ERR_NONFINITE);
