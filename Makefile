@@ -44,8 +44,13 @@ test-compile:
 test-readme: | $(BUILD)
 	@awk '/^<!-- quickstart begin -->/{f=1;next} /^<!-- quickstart end -->/{f=0} f && !/^```/' README.md > $(BUILD)/quickstart.c
 	@$(CC) $(WARN) $(OPT) -I. -o $(BUILD)/quickstart $(BUILD)/quickstart.c $(LIBS)
-	@./$(BUILD)/quickstart > $(BUILD)/quickstart.out && echo "README quick start: compiled and ran" \
-	  || { echo "README quick start failed"; cat $(BUILD)/quickstart.out; exit 1; }
+	@awk '/^<!-- quickstart output begin -->/{f=1;next} /^<!-- quickstart output end -->/{f=0} f && !/^```/' README.md > $(BUILD)/quickstart.expected
+	@test -s $(BUILD)/quickstart.expected || { echo "README quick start: no expected output in README.md"; exit 1; }
+	@./$(BUILD)/quickstart > $(BUILD)/quickstart.out 2> $(BUILD)/quickstart.err \
+	  || { echo "README quick start failed"; cat $(BUILD)/quickstart.out $(BUILD)/quickstart.err; exit 1; }
+	@diff -u $(BUILD)/quickstart.expected $(BUILD)/quickstart.out \
+	  && echo "README quick start: compiled, ran and printed what the README says" \
+	  || { echo "README quick start: printed answers differ from the README (above)"; exit 1; }
 
 test-unit: $(BUILD)/run_tests
 	./$(BUILD)/run_tests
