@@ -3136,15 +3136,23 @@ static void perpo__ckpt_read_floats(perpo__ckpt_io *io, float *x, size_t n) {
 /* Moves the finished tmp ("<path>.tmp") over path. PERPO_SYNC makes its bytes durable first;
    POSIX rename() replaces path atomically, so a crash or power cut leaves the old checkpoint or
    the new one; PERPO_SYNC on the folder then makes the new name durable. Only where rename
-   cannot replace a file (Windows) is path removed first, which is not atomic. 1 on success;
-   tmp (strlen(path) + 5 bytes) is reused for the folder's name. */
+   cannot replace a file (Windows) is path removed first, which is not atomic. 1 on success.
+   A failure before the rename removes tmp; after it, tmp (strlen(path) + 5 bytes) holds the
+   folder's name, so the caller must not remove it. */
 static int perpo__ckpt_commit(char *tmp, const char *path) {
     size_t n = strlen(path);
-    if (PERPO_SYNC(tmp, 0) != 0) return 0;
+    if (PERPO_SYNC(tmp, 0) != 0) {
+        remove(tmp);
+        return 0;
+    }
     if (rename(tmp, path) != 0) {
 #if defined(_WIN32)
-        if (remove(path) != 0 || rename(tmp, path) != 0) return 0;
+        if (remove(path) != 0 || rename(tmp, path) != 0) {
+            remove(tmp);
+            return 0;
+        }
 #else
+        remove(tmp);
         return 0;
 #endif
     }
@@ -3202,8 +3210,8 @@ PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *pa
     perpo__ckpt_write(&io, word, 4);
     io.ok = (fflush(io.f) == 0) && io.ok;
     io.ok = (fclose(io.f) == 0) && io.ok;
-    if (io.ok) io.ok = perpo__ckpt_commit(tmp, path);
     if (!io.ok) remove(tmp);
+    else io.ok = perpo__ckpt_commit(tmp, path); /* removes tmp itself on failure */
     PERPO_FREE(m->cfg.alloc_ctx, tmp);
     return io.ok ? PERPO_OK : PERPO_ERR_IO;
 }

@@ -33,10 +33,7 @@ static int cr_kill_at_sync; /* in a child: SIGKILL at this PERPO_SYNC call (1-ba
 /* tests/main.c routes PERPO_SYNC here: a failure on request (t_reliability.c), a kill on
    request (above), else the library's default (fsync of the file and of its folder). */
 static int perpo_test_sync_hook(const char *path, int is_dir) {
-    if (tr_sync_fail_next) {
-        tr_sync_fail_next = 0;
-        return -1;
-    }
+    if (tr_sync_fail_at > 0 && --tr_sync_fail_at == 0) return -1;
 #ifdef CR_POSIX
     if (cr_kill_at_sync > 0 && --cr_kill_at_sync == 0) kill(getpid(), SIGKILL);
 #endif

@@ -408,7 +408,7 @@ static void test_lipo_tiny_reward_gaps(perpo_test *t) {
 
 /* ---- finding: files ----------------------------------------------------------------------- */
 /* Test hook state (tests/main.c routes PERPO_SYNC through perpo_test_sync_hook). */
-static int tr_sync_fail_next; /* 1: the next PERPO_SYNC call fails */
+static int tr_sync_fail_at; /* n > 0: the n-th PERPO_SYNC call from now fails */
 
 static void test_files_not_regular(perpo_test *t) {
 #ifdef TR_POSIX
@@ -455,9 +455,9 @@ static void test_failed_save_keeps_old(perpo_test *t) {
     CHECK_OK(perpo_checkpoint_save(m, path, PERPO_CKPT_OPTIMIZER));
     before = tr_read(path, &nb);
     tr_one_step(t, m); /* the model changes: a successful save would change the file */
-    tr_sync_fail_next = 1;
+    tr_sync_fail_at = 1;
     CHECK(perpo_checkpoint_save(m, path, PERPO_CKPT_OPTIMIZER) == PERPO_ERR_IO);
-    CHECK(tr_sync_fail_next == 0); /* the hook was reached */
+    CHECK(tr_sync_fail_at == 0); /* the hook was reached */
     after = tr_read(path, &na);
     CHECK(before && after && na == nb && memcmp(before, after, nb) == 0);
     f = fopen(tmp, "rb");
@@ -481,6 +481,18 @@ static void test_failed_save_keeps_old(perpo_test *t) {
         }
     }
 #endif
+    /* the folder's sync after the rename fails: PERPO_ERR_IO, but the new file is in place (the
+       rename is done; only its durability is in doubt) and nothing else is removed */
+    tr_sync_fail_at = 2;
+    CHECK(perpo_checkpoint_save(m, path, PERPO_CKPT_OPTIMIZER) == PERPO_ERR_IO);
+    CHECK(tr_sync_fail_at == 0);
+    CHECK_OK(perpo_model_load(&l, path));
+    if (l) CHECK(perpo_optimizer_steps(l) == 1);
+    perpo_model_free(l);
+    l = NULL;
+    f = fopen(tmp, "rb");
+    CHECK(f == NULL);
+    if (f) fclose(f);
     CHECK_OK(perpo_checkpoint_save(m, path, PERPO_CKPT_OPTIMIZER)); /* and then it saves */
     CHECK_OK(perpo_model_load(&l, path));
     if (l) CHECK(perpo_optimizer_steps(l) == 1);
