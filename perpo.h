@@ -29,6 +29,13 @@
      PERPO_MALLOC(ctx, n), PERPO_REALLOC(ctx, p, n), PERPO_FREE(ctx, p)
                              allocator, all three or none; ctx is perpo_config.alloc_ctx
      PERPO_ASSERT(x)         checks of programmer error (never of input); default assert()
+     PERPO_SYNC(path, is_dir) durability hook of checkpoint saves, an int expression that is 0
+                             on success: called on the finished "<path>.tmp" (is_dir 0) before
+                             it is renamed over the checkpoint, and on the checkpoint's folder
+                             (is_dir 1) after. Default: fsync() of each where <unistd.h> declares
+                             it (POSIX: Linux, macOS, the BSDs), nothing elsewhere (Windows)
+     PERPO_NO_POSIX          do not include <sys/stat.h>, <fcntl.h>, <unistd.h> even on POSIX
+                             systems (no regular-file check by stat(), no default fsync)
      Build with -fopenmp to spread kernels over cores. Results are bit-identical from run to
      run for a given build and thread count.
 
@@ -125,15 +132,21 @@ typedef struct perpo_model perpo_model;
 PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *cfg, uint64_t seed);
 PERPODEF void perpo_model_free(perpo_model *model);
 PERPODEF const perpo_config *perpo_model_config(const perpo_model *model);
-/* Saves config and parameters (little-endian, CRC32-checked) via a temporary file + rename. */
+/* Saves config and parameters (little-endian, CRC32-checked) via a temporary file + rename
+   (see "Checkpoints" in the implementation and PERPO_SYNC). PERPO_ERR_NONFINITE, writing
+   nothing, for a model with a non-finite parameter. PERPO_ERR_IO, leaving the previous file
+   intact and no "<path>.tmp", when path exists and is not a regular file or on any write, sync
+   or rename failure; except that when only the sync of the folder after the rename fails, the
+   new file is in place but a power cut may still undo the rename. */
 PERPODEF perpo_status perpo_model_save(const perpo_model *model, const char *path);
 /* The same, with PERPO_CKPT_OPTIMIZER in flags adding the AdamW moments and step: a model loaded
    from it and trained with resume = 1 continues bit for bit as if never stopped. */
 #define PERPO_CKPT_OPTIMIZER 1u
 PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *model, const char *path, unsigned flags);
 /* Creates a model from a checkpoint (with its optimizer state when saved); PERPO_ERR_IO when the
-   file cannot be read, PERPO_ERR_FORMAT for anything malformed (size, magic, version, config,
-   CRC, non-finite values). */
+   file cannot be read or is not a regular file, PERPO_ERR_FORMAT for anything malformed (size,
+   magic, version, config, CRC, non-finite values, a step counter beyond PERPO_MAX_STEPS, a
+   negative AdamW second moment). */
 PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path);
 /* The same, with the allocator context the loaded model will pass to PERPO_MALLOC/FREE. */
 PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, void *alloc_ctx);
@@ -142,9 +155,13 @@ PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, v
    and PerPO from the same SFT weights. Every config field must match except max_batch and
    alloc_ctx (PERPO_ERR_ARG otherwise). */
 PERPODEF perpo_status perpo_model_copy_params(perpo_model *dst, const perpo_model *src);
-/* Flat views for tools and tests: parameters and gradients share one layout. Each call of
-   perpo_model_params marks the parameters as changed (generation repacks its weights): call it
-   again after writing through a pointer it returned earlier. */
+/* Flat views for tools and tests: parameters and gradients share one layout. The model knows
+   its parameters are finite (creation, load and every optimizer step check them), so generation
+   and saving refuse a non-finite model at no cost. perpo_model_params hands out a writable
+   pointer, so each call marks the parameters as changed: generation repacks its weights, and
+   until the next optimizer step or load, generation and saving check every parameter
+   themselves (one pass per call, not per token). Call it again after writing through a pointer
+   it returned earlier. */
 PERPODEF size_t perpo_model_num_params(const perpo_model *model);
 PERPODEF float *perpo_model_params(perpo_model *model);
 PERPODEF float *perpo_model_grads(perpo_model *model);
@@ -185,21 +202,29 @@ PERPODEF void perpo_zero_grad(perpo_model *model);
 PERPODEF const float *perpo_last_logits(const perpo_model *model);
 
 /* ---- Optimizer -------------------------------------------------------------------------- */
+/* Every field has a range (checked by perpo_optim_validate; NaN is outside every range). */
+#define PERPO_MAX_STEPS (1 << 30) /* most steps of a schedule, and of a model's step counter */
 typedef struct perpo_optim_config {
-    float lr, min_lr;        /* peak and final learning rate of the cosine schedule */
-    int warmup_steps;        /* linear warmup from lr/warmup to lr */
-    int total_steps;         /* schedule length */
-    float beta1, beta2, eps; /* AdamW moments */
-    float weight_decay;      /* decoupled, on matrices only (no biases, no LayerNorm) */
-    float clip_norm;         /* global gradient norm clip; <= 0 disables */
+    float lr, min_lr;        /* peak and final learning rate of the cosine schedule:
+                                lr in (0, 1], min_lr in [0, lr] */
+    int warmup_steps;        /* linear warmup from lr/warmup to lr; in [0, total_steps] */
+    int total_steps;         /* schedule length; in [1, PERPO_MAX_STEPS] */
+    float beta1, beta2, eps; /* AdamW moments: beta1, beta2 in [0, 1); eps in (0, 1) */
+    float weight_decay;      /* decoupled, on matrices only (no biases, no LayerNorm); in [0, 1] */
+    float clip_norm;         /* global gradient norm clip, finite and >= 0; 0 disables */
 } perpo_optim_config;
 
 PERPODEF perpo_optim_config perpo_optim_default(void);
-/* Learning rate at 0-based step: linear warmup, then cosine decay to min_lr. */
+/* PERPO_OK when every field of oc is in its range, else PERPO_ERR_ARG. */
+PERPODEF perpo_status perpo_optim_validate(const perpo_optim_config *oc);
+/* Learning rate at 0-based step: linear warmup, then cosine decay to min_lr. Steps below 0
+   count as 0 and steps past total_steps as total_steps; 0 for an invalid config. */
 PERPODEF float perpo_lr_at(const perpo_optim_config *oc, int step);
 /* One AdamW update from the accumulated gradients, scaled by grad_scale first (1/accum for
-   gradient accumulation). Refuses a non-finite gradient with PERPO_ERR_NONFINITE and changes
-   nothing. grad_norm (may be NULL) gets the global norm before clipping. */
+   gradient accumulation; finite, > 0). PERPO_ERR_ARG for an invalid config or scale, or when
+   the model has taken PERPO_MAX_STEPS steps. Refuses with PERPO_ERR_NONFINITE, changing
+   nothing, a non-finite gradient and a step that would make any parameter or moment
+   non-finite. grad_norm (may be NULL) gets the global norm before clipping. */
 PERPODEF perpo_status perpo_optimizer_step(perpo_model *model, const perpo_optim_config *oc,
                                            float grad_scale, float *grad_norm);
 /* Number of optimizer steps taken so far (drives the schedule and bias correction). */
@@ -255,8 +280,13 @@ PERPODEF perpo_status perpo_ocr_score(const char *hyp, size_t nh, const char *re
 
 #define PERPO_MAX_LIST 256
 typedef enum { PERPO_OBJ_PERPO, PERPO_OBJ_DPO, PERPO_OBJ_LIPO, PERPO_OBJ_LISTMLE } perpo_objective;
-/* beta > 0 scales log-ratios; gamma >= 0 is PerPO's reward-gap exponent; label_smoothing in
- * [0, 0.5] is cDPO's eps (PERPO, DPO, LIPO; LISTMLE ignores it). Invalid values: PERPO_ERR_ARG. */
+/* Ranges (invalid values, NaN included: PERPO_ERR_ARG):
+ *   beta in (0, PERPO_MAX_BETA] scales log-ratios;
+ *   gamma in [0, PERPO_MAX_GAMMA] is PerPO's reward-gap exponent (others ignore it);
+ *   label_smoothing in [0, 0.5] is cDPO's eps (PERPO, DPO, LIPO; LISTMLE ignores it). */
+#define PERPO_MAX_BETA 1000.0f
+#define PERPO_MAX_GAMMA 100.0f
+#define PERPO_MAX_NLL_WEIGHT 1000.0f
 typedef struct { perpo_objective kind; float beta, gamma, label_smoothing; } perpo_objective_config;
 
 /* beta 0.1, gamma 0.5, label_smoothing 0 (the released PerPO defaults). */
@@ -273,7 +303,8 @@ PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int
 /* What preference trainers log per list: rewards/chosen, /rejected, /margins, /accuracies. */
 typedef struct { float chosen, rejected, margin, accuracy; } perpo_pref_metrics;
 /* chosen/rejected = beta * s of the first best/worst-reward response (s = logp - ref_logp),
- * margin = chosen - rejected, accuracy = share of pairs R_i > R_j with s_i > s_j (0 if none). */
+ * margin = chosen - rejected, accuracy = share of pairs R_i > R_j with s_i > s_j (0 if none).
+ * beta in (0, PERPO_MAX_BETA]. */
 PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *logp,
     const float *ref_logp, const float *reward, perpo_pref_metrics *out);
 
@@ -300,11 +331,13 @@ typedef struct perpo_example {
     const char *response;     /* NUL-terminated; the text the model learns to answer */
 } perpo_example;
 
+#define PERPO_MAX_ACCUM 65536 /* most micro-batches per optimizer step */
+/* Out-of-range fields make the trainer return PERPO_ERR_ARG before touching the model. */
 typedef struct perpo_train_config {
-    perpo_optim_config optim;
-    int batch_size;           /* sequences per micro-batch (<= max_batch) */
-    int accum_steps;          /* micro-batches per optimizer step */
-    uint64_t seed;            /* shuffling */
+    perpo_optim_config optim; /* ranges at perpo_optim_config */
+    int batch_size;           /* sequences per micro-batch, in [1, max_batch] */
+    int accum_steps;          /* micro-batches per optimizer step, in [1, PERPO_MAX_ACCUM] */
+    uint64_t seed;            /* shuffling; any value */
     int log_every;            /* call the progress callback every this many steps (>= 1) */
     int resume;               /* 0: fresh schedule (optimizer reset); 1: continue from the model's
                                  optimizer step, e.g. after loading a checkpoint saved mid-run */
@@ -329,13 +362,14 @@ PERPODEF perpo_status perpo_sft_train_stream(perpo_model *model, perpo_example_f
                                              void *user);
 
 /* ---- Sampling --------------------------------------------------------------------------- */
+/* Out-of-range fields make generation return PERPO_ERR_ARG. */
 typedef struct perpo_sample_config {
-    float temperature;  /* 0 = greedy */
-    int top_k;          /* keep the k most likely tokens; 0 = off */
-    float top_p;        /* nucleus: smallest set with mass >= top_p; 1 = off */
-    int max_new_tokens; /* cap on response bytes (also capped by max_text) */
-    uint64_t seed;      /* same seed, same model, same request -> same text */
-    int no_cache;       /* 1 = recompute the whole sequence per token (slow; for checking) */
+    float temperature;  /* in [0, 1000]; 0 = greedy */
+    int top_k;          /* keep the k most likely tokens, k in [0, PERPO_VOCAB]; 0 = off */
+    float top_p;        /* nucleus: smallest set with mass >= top_p, in [0, 1]; 1 = off */
+    int max_new_tokens; /* cap on response bytes (also capped by max_text), >= 0 */
+    uint64_t seed;      /* same seed, same model, same request -> same text; any value */
+    int no_cache;       /* 0 or 1; 1 = recompute the whole sequence per token (slow; for checking) */
 } perpo_sample_config;
 
 PERPODEF perpo_sample_config perpo_sample_default(void);
@@ -350,7 +384,8 @@ typedef struct perpo_gen_request {
 } perpo_gen_request;
 
 /* out holds n_seq strings of out_cap bytes each (NUL-terminated, truncated to fit); out_len
-   (may be NULL) gets each response's length. Stops at EOS, max_new_tokens or max_text. */
+   (may be NULL) gets each response's length. Stops at EOS, max_new_tokens or max_text.
+   PERPO_ERR_NONFINITE for a model with a non-finite parameter. */
 PERPODEF perpo_status perpo_generate(perpo_model *model, const perpo_gen_request *req,
                                      const perpo_sample_config *sc, char *out, size_t out_cap,
                                      size_t *out_len);
@@ -368,18 +403,20 @@ typedef struct perpo_pref_list {
                                       NLL term trains on with nll_on_truth */
 } perpo_pref_list;
 
+/* Out-of-range fields make perpo_pref_train return PERPO_ERR_ARG before touching the model. */
 typedef struct perpo_pref_config {
-    perpo_objective_config objective;
-    perpo_optim_config optim;
-    int lists_per_step;  /* lists per micro-batch; all their responses must fit in max_batch */
-    int accum_steps;     /* micro-batches per optimizer step */
-    float nll_weight;    /* adds nll_weight * token NLL of each list's best response; 0 = off */
-    int mean_logp;       /* 1: s_k uses mean per-token log-probs instead of sums */
-    int nll_on_truth;    /* 1: the NLL term is on each list's truth (every list needs one, and
-                            lists_per_step x (n + 1) sequences must fit in max_batch) */
-    uint64_t seed;       /* order of the lists */
-    int log_every;       /* progress callback period, in steps */
-    int resume;          /* as in perpo_train_config */
+    perpo_objective_config objective; /* ranges at perpo_objective_config */
+    perpo_optim_config optim;         /* ranges at perpo_optim_config */
+    int lists_per_step;  /* lists per micro-batch, >= 1; all their responses must fit in max_batch */
+    int accum_steps;     /* micro-batches per optimizer step, in [1, PERPO_MAX_ACCUM] */
+    float nll_weight;    /* adds nll_weight * token NLL of each list's best response; in
+                            [0, PERPO_MAX_NLL_WEIGHT]; 0 = off */
+    int mean_logp;       /* 0 or 1; 1: s_k uses mean per-token log-probs instead of sums */
+    int nll_on_truth;    /* 0 or 1; 1: the NLL term is on each list's truth (every list needs
+                            one, and lists_per_step x (n + 1) sequences must fit in max_batch) */
+    uint64_t seed;       /* order of the lists; any value */
+    int log_every;       /* progress callback period, in steps (>= 1) */
+    int resume;          /* 0 or 1, as in perpo_train_config */
 } perpo_pref_config;
 
 /* Scores one sampled response of item `item` (higher is better), e.g. IoU with the true box. */
@@ -432,7 +469,8 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *model, const perpo_pref_list
 PERPODEF perpo_status perpo_image_parse_pnm(const unsigned char *data, size_t len, int want_w,
                                             int want_h, int channels, float *out, char *err,
                                             size_t err_cap);
-/* From a file: PERPO_ERR_IO when it cannot be read; messages start with the path. Reads at most
+/* From a file: PERPO_ERR_IO when it cannot be read or is not a regular file (a folder, a
+ * device, a pipe); messages start with the path. Reads at most
  * the bytes a valid file of that size can have, into one allocation (ctx NULL). */
 PERPODEF perpo_status perpo_image_load_pnm(const char *path, int want_w, int want_h, int channels,
                                            float *out, char *err, size_t err_cap);
@@ -463,7 +501,8 @@ typedef struct perpo_manifest {
  * perpo_manifest_free); zero entries is a success. On error out is empty. */
 PERPODEF perpo_status perpo_manifest_parse(const char *text, size_t len, perpo_manifest *out,
                                            char *err, size_t err_cap);
-/* Reads and parses a file; PERPO_ERR_IO when it cannot be read; messages start with the path. */
+/* Reads and parses a file; PERPO_ERR_IO when it cannot be read or is not a regular file (a
+ * folder, a device, a pipe); messages start with the path. */
 PERPODEF perpo_status perpo_manifest_load(const char *path, perpo_manifest *out, char *err,
                                           size_t err_cap);
 /* Frees what parse/load allocated and empties the manifest; NULL and empty are fine. */
@@ -493,6 +532,20 @@ PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n);
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* POSIX, where the platform has it: stat() tells a regular file from a folder or device, and
+   fsync() makes a checkpoint durable. glibc declares both even under -std=c99. */
+#if !defined(PERPO_NO_POSIX) && (defined(__unix__) || defined(__unix) || (defined(__APPLE__) && defined(__MACH__)))
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#define PERPO__POSIX 1
+#endif
+#if defined(__GNUC__) || defined(__clang__)
+#define PERPO__MAYBE_UNUSED __attribute__((unused))
+#else
+#define PERPO__MAYBE_UNUSED
+#endif
 
 #if defined(PERPO_MALLOC) && defined(PERPO_REALLOC) && defined(PERPO_FREE)
 #elif !defined(PERPO_MALLOC) && !defined(PERPO_REALLOC) && !defined(PERPO_FREE)
@@ -619,6 +672,63 @@ static int perpo__all_finite(const float *x, size_t n) {
     for (i = 0; i < n; i++) if (!isfinite(x[i])) return 0;
     return 1;
 }
+
+/* ---- Files: regular-file checks and the durability hook ---------------------------------- */
+/* 1 when path names something that exists and is not a regular file (a folder, a device, a
+   FIFO); 0 for a regular file, a missing one, or where the platform cannot tell. */
+static int perpo__not_regular(const char *path) {
+#ifdef PERPO__POSIX
+    struct stat st;
+    return stat(path, &st) == 0 && !S_ISREG(st.st_mode);
+#else
+    (void)path;
+    return 0;
+#endif
+}
+
+/* Opens a regular file for reading, positioned at its start. PERPO_ERR_IO when it cannot be
+   opened, is not a regular file, or its first read fails (a folder opens on some systems and
+   only fails there); *why (may be NULL) gets a reason, errno is kept for fopen failures. */
+static perpo_status perpo__open_read(const char *path, FILE **out, const char **why) {
+    FILE *f;
+    int c;
+    *out = NULL;
+    if (why) *why = NULL;
+    if (perpo__not_regular(path)) {
+        if (why) *why = "not a regular file";
+        return PERPO_ERR_IO;
+    }
+    if (!(f = fopen(path, "rb"))) return PERPO_ERR_IO;
+    c = getc(f);
+    if (c == EOF && ferror(f)) {
+        fclose(f);
+        if (why) *why = "read error (not a regular file?)";
+        return PERPO_ERR_IO;
+    }
+    if (c != EOF) ungetc(c, f);
+    *out = f;
+    return PERPO_OK;
+}
+
+/* The default PERPO_SYNC: fsync() of the file or folder where the platform declares it.
+   A folder that cannot be opened or synced (some file systems refuse) counts as synced. */
+static PERPO__MAYBE_UNUSED int perpo__sync_default(const char *path, int is_dir) {
+#if defined(PERPO__POSIX) && defined(_POSIX_FSYNC) && (_POSIX_FSYNC + 0) > 0
+    int fd = open(path, O_RDONLY), r;
+    if (fd < 0) return is_dir ? 0 : -1;
+    r = fsync(fd);
+    if (r != 0 && is_dir && (errno == EINVAL || errno == EBADF)) r = 0;
+    if (close(fd) != 0 && !is_dir) r = -1;
+    return r;
+#else
+    (void)path;
+    (void)is_dir;
+    return 0;
+#endif
+}
+#ifndef PERPO_SYNC
+#define PERPO_SYNC(path, is_dir) perpo__sync_default((path), (is_dir))
+#endif
 
 /* ==========================================================================================
    2. Tensor kernels. Row-major float arrays with explicit sizes. Each op is a forward /
@@ -1410,6 +1520,10 @@ struct perpo_model {
     size_t n_seq, n_img;
     int have_forward;
     struct perpo__token_score *sort_buf; /* (V) for top-k / top-p */
+    /* 1: every parameter is known finite (set by create, load and each optimizer step, which
+       check them); 0: perpo_model_params handed out a writable pointer since, so generation
+       and save check the values themselves */
+    int params_known_finite;
 };
 
 typedef struct perpo__token_score { float score; int token; } perpo__token_score;
@@ -1705,6 +1819,7 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
     if (cfg->vis_sincos)
         perpo__sincos_2d(m->vis_sincos, (size_t)(cfg->image_w / cfg->patch_w), (size_t)(cfg->image_h / cfg->patch_h), m->D);
     perpo__init_params(m, seed);
+    m->params_known_finite = 1; /* the initialisation is finite */
     *out = m;
     return PERPO_OK;
 }
@@ -1714,6 +1829,7 @@ PERPODEF size_t perpo_model_num_params(const perpo_model *m) { return m ? m->n_p
 PERPODEF float *perpo_model_params(perpo_model *m) {
     if (!m) return NULL;
     m->params_version++; /* the caller may write: weights packed for decoding are stale */
+    m->params_known_finite = 0; /* the caller may write anything through it */
     return m->params;
 }
 PERPODEF float *perpo_model_grads(perpo_model *m) { return m ? m->grads : NULL; }
@@ -1739,6 +1855,7 @@ PERPODEF perpo_status perpo_model_copy_params(perpo_model *dst, const perpo_mode
     if (!dst || !src || !perpo__same_architecture(&dst->cfg, &src->cfg)) return PERPO_ERR_ARG;
     memcpy(dst->params, src->params, src->n_params * sizeof(float));
     dst->params_version++;
+    dst->params_known_finite = src->params_known_finite;
     perpo_optimizer_reset(dst);
     dst->have_forward = 0;
     return PERPO_OK;
@@ -2192,6 +2309,21 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
                     logits + s0 * m->V, ws, NULL);
 }
 
+/* The ranges documented at perpo_sample_config; NaN fails every comparison. */
+static perpo_status perpo__check_sample(const perpo_sample_config *sc) {
+    if (!sc || !(sc->temperature >= 0.0f && sc->temperature <= 1000.0f) || sc->top_k < 0 ||
+        sc->top_k > PERPO_VOCAB || !(sc->top_p >= 0.0f && sc->top_p <= 1.0f) || sc->max_new_tokens < 0 ||
+        (sc->no_cache != 0 && sc->no_cache != 1))
+        return PERPO_ERR_ARG;
+    return PERPO_OK;
+}
+
+/* PERPO_OK when every parameter is finite: free when the model knows it, else one pass. */
+static perpo_status perpo__params_finite(const perpo_model *m) {
+    if (m->params_known_finite || perpo__all_finite(m->params, m->n_params)) return PERPO_OK;
+    return PERPO_ERR_NONFINITE;
+}
+
 /* Runs the decoder with the KV cache over n sequences x Lr new rows each. x (n*Lr, D) holds the
    input rows (embedding + position) and is overwritten. Sequence s writes K/V at positions
    pos[s] .. pos[s]+Lr-1 of cache slot slot[s] and attends to everything before. The logits of
@@ -2420,8 +2552,9 @@ PERPODEF perpo_status perpo_generate(perpo_model *m, const perpo_gen_request *re
     size_t n, s, *slot, *pos, *root, *shared;
     perpo__gen_seq *seq;
     perpo_status st = PERPO_OK;
-    if (!m) return PERPO_ERR_ARG;
+    if (!m || perpo__check_sample(sc) != PERPO_OK) return PERPO_ERR_ARG;
     if ((st = perpo__check_request(m, req, sc, out, out_cap)) != PERPO_OK) return st;
+    if ((st = perpo__params_finite(m)) != PERPO_OK) return st;
     n = req->n_seq;
     seq = (perpo__gen_seq *)perpo__calloc(m->cfg.alloc_ctx, n, sizeof *seq + 4 * sizeof(size_t));
     if (!seq) return PERPO_ERR_NOMEM;
@@ -2787,6 +2920,16 @@ PERPODEF perpo_objective_config perpo_objective_default(perpo_objective kind)
 }
 
 /* log(1 + e^x) without overflow; -log sigmoid(x) = softplus(-x). */
+/* The ranges documented at perpo_objective_config; NaN fails every comparison. */
+static perpo_status perpo__objective_check(const perpo_objective_config *c)
+{
+    if (!c || (int)c->kind < (int)PERPO_OBJ_PERPO || (int)c->kind > (int)PERPO_OBJ_LISTMLE ||
+        !(c->beta > 0.0f && c->beta <= PERPO_MAX_BETA) || !(c->gamma >= 0.0f && c->gamma <= PERPO_MAX_GAMMA) ||
+        !(c->label_smoothing >= 0.0f && c->label_smoothing <= 0.5f))
+        return PERPO_ERR_ARG;
+    return PERPO_OK;
+}
+
 static double perpo__softplus(double x) { return x > 0.0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
 
 static double perpo__sigmoid(double x)
@@ -2864,57 +3007,74 @@ static double perpo__loss_dpo(int n, const double *s, const double *R, double be
  * Delta_ij = |G_i - G_j| |1/D(tau_i) - 1/D(tau_j)|, G = 2^R - 1, D(tau) = log2(1 + tau), held
  * constant in the gradient. We normalize, L = sum Delta_ij l(z_i - z_j) / sum Delta_ij, so the
  * loss is a weighted mean of pair losses like PerPO's (the paper's LiPO sum is unnormalized).
- * G_i - G_j = 2^Rmax (2^(R_i-Rmax) - 2^(R_j-Rmax)): the -1 cancels and the 2^Rmax factor cancels
- * in the normalization, so gains are taken relative to Rmax and cannot overflow. */
+ * Exact at any finite input: ranks come from s itself (beta > 0 keeps the order, and rounding
+ * beta * s could tie distinct values); pair margins are beta (s_i - s_j), so a common shift of
+ * s cancels by construction; gains are taken relative to Rmax (the -1 and 2^Rmax cancel in the
+ * normalization) and, for R_i > R_j, G_i - G_j = 2^(R_i-Rmax) (1 - 2^-(R_i-R_j)) with
+ * -expm1(-(R_i-R_j) ln 2): positive for any gap, however small, where 2^a - 2^b would round
+ * to 0 below gaps of about 1e-16, and never Inf - Inf however large. */
+static double perpo__lipo_delta(const double *R, const double *rel, const double *inv_d, int i, int j)
+{
+    return rel[i] * -expm1(-(R[i] - R[j]) * 0.6931471805599453) * fabs(inv_d[i] - inv_d[j]);
+}
 static double perpo__loss_lipo(int n, const double *s, const double *R, double beta, double eps,
                                double *g)
 {
-    double z[PERPO_MAX_LIST], gain[PERPO_MAX_LIST], inv_d[PERPO_MAX_LIST];
-    double rmax = R[0], dsum = 0.0, L = 0.0, d;
+    double rel[PERPO_MAX_LIST], inv_d[PERPO_MAX_LIST], rmax = R[0], dsum = 0.0, L = 0.0, d;
     int order[PERPO_MAX_LIST], i, j;
-    for (i = 0; i < n; i++) {
-        z[i] = beta * s[i];
-        if (R[i] > rmax) rmax = R[i];
-    }
-    perpo__argsort_desc(z, n, order);
+    for (i = 1; i < n; i++) if (R[i] > rmax) rmax = R[i];
+    perpo__argsort_desc(s, n, order);
     for (i = 0; i < n; i++) {
         inv_d[order[i]] = 1.0 / log2(2.0 + i); /* tau = i + 1 */
-        gain[i] = exp2(R[i] - rmax);
+        rel[i] = exp2(R[i] - rmax);             /* G_i / 2^Rmax, in (0, 1] or 0 far below */
     }
     for (i = 0; i < n; i++)
         for (j = 0; j < n; j++)
-            if (R[i] > R[j]) dsum += fabs(gain[i] - gain[j]) * fabs(inv_d[i] - inv_d[j]);
+            if (R[i] > R[j]) dsum += perpo__lipo_delta(R, rel, inv_d, i, j);
     if (!(dsum > 0.0)) return 0.0;
     for (i = 0; i < n; i++)
         for (j = 0; j < n; j++)
             if (R[i] > R[j]) {
-                double w = fabs(gain[i] - gain[j]) * fabs(inv_d[i] - inv_d[j]) / dsum;
-                L += w * perpo__pair_loss(z[i] - z[j], eps, &d);
-                g[i] += w * beta * d;
-                g[j] -= w * beta * d;
+                double wij = perpo__lipo_delta(R, rel, inv_d, i, j) / dsum;
+                L += wij * perpo__pair_loss(beta * (s[i] - s[j]), eps, &d);
+                g[i] += wij * beta * d;
+                g[j] -= wij * beta * d;
             }
     return L;
 }
 
 /* ListMLE (Plackett-Luce likelihood of the reward order pi, ties by index): z = beta s,
- * L = -sum_{k<n-1} [z_pi(k) - logsumexp_{l>=k} z_pi(l)]. lse[k] is built from the back with a
- * stable log-add-exp. Label smoothing has no meaning here and is ignored. */
+ * L = sum_{m<n-1} [logsumexp_{l>=m} z_pi(l) - z_pi(m)]. Written through differences of s
+ * only, so shift-invariant by construction and exact at any finite input (log-sum-exp of z
+ * minus z cancels catastrophically once |z| ~ 1e15): with a_m the argmax of s over
+ * pi(m+1..n-1) and T_m = sum_{l>m} exp(beta (s_pi(l) - s_a_m)) in [1, n), term m is
+ * softplus(x_m), x_m = beta (s_a_m - s_pi(m)) + log T_m, built from the back. Step m picks
+ * pi(m) with probability sigmoid(-x_m); its gradient is softmax - onehot. Label smoothing
+ * has no meaning here and is ignored. */
 static double perpo__loss_listmle(int n, const double *s, const double *R, double beta, double *g)
 {
-    double z[PERPO_MAX_LIST], lse[PERPO_MAX_LIST], L = 0.0;
-    int pi[PERPO_MAX_LIST], k, m;
+    double x[PERPO_MAX_LIST], tsum[PERPO_MAX_LIST], T = 1.0, L = 0.0;
+    int pi[PERPO_MAX_LIST], arg[PERPO_MAX_LIST], a, k, m;
     perpo__argsort_desc(R, n, pi);
-    for (k = 0; k < n; k++) z[k] = beta * s[pi[k]];
-    lse[n - 1] = z[n - 1];
-    for (k = n - 2; k >= 0; k--) {
-        double hi = z[k] > lse[k + 1] ? z[k] : lse[k + 1];
-        lse[k] = hi + log1p(exp(-fabs(z[k] - lse[k + 1])));
+    a = pi[n - 1];
+    for (m = n - 2; m >= 0; m--) {
+        int i = pi[m];
+        arg[m] = a;
+        tsum[m] = T;
+        x[m] = beta * (s[a] - s[i]) + log(T);
+        L += perpo__softplus(x[m]);
+        if (s[i] > s[a]) { /* pi(m) becomes the maximum of the suffix */
+            T = T * exp(beta * (s[a] - s[i])) + 1.0;
+            a = i;
+        } else {
+            T += exp(beta * (s[i] - s[a]));
+        }
     }
-    /* Step m picks pi(m) out of the remaining {pi(m..n-1)}: its gradient is softmax - onehot. */
     for (m = 0; m < n - 1; m++) {
-        L += lse[m] - z[m];
-        g[pi[m]] -= beta;
-        for (k = m; k < n; k++) g[pi[k]] += beta * exp(z[k] - lse[m]);
+        double rest = perpo__sigmoid(x[m]); /* probability mass of pi(m+1..n-1) */
+        g[pi[m]] -= beta * rest;
+        for (k = m + 1; k < n; k++)
+            g[pi[k]] += beta * rest * exp(beta * (s[pi[k]] - s[arg[m]])) / tsum[m];
     }
     return L;
 }
@@ -2946,9 +3106,7 @@ PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int
         (int)cfg->kind > (int)PERPO_OBJ_LISTMLE)
         return PERPO_ERR_ARG;
     beta = cfg->beta; gamma = cfg->gamma; eps = cfg->label_smoothing;
-    if (!(beta > 0.0 && beta <= FLT_MAX && gamma >= 0.0 && gamma <= FLT_MAX && eps >= 0.0 &&
-          eps <= 0.5))
-        return PERPO_ERR_ARG; /* also rejects NaN */
+    if (perpo__objective_check(cfg) != PERPO_OK) return PERPO_ERR_ARG;
     if ((st = perpo__list_inputs(n, logp, ref_logp, reward, s, R)) != PERPO_OK) return st;
     for (k = 0; k < n; k++) {
         g[k] = 0.0;
@@ -2979,7 +3137,7 @@ PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *l
     int i, j, best = 0, worst = 0;
     long pairs = 0, right = 0;
     perpo_status st;
-    if (!out || !(beta > 0.0f && beta <= FLT_MAX)) return PERPO_ERR_ARG;
+    if (!out || !(beta > 0.0f && beta <= PERPO_MAX_BETA)) return PERPO_ERR_ARG;
     if ((st = perpo__list_inputs(n, logp, ref_logp, reward, s, R)) != PERPO_OK) return st;
     for (i = 0; i < n; i++) {
         if (R[i] > R[best]) best = i;
@@ -3010,15 +3168,28 @@ PERPODEF perpo_optim_config perpo_optim_default(void) {
     return o;
 }
 
+PERPODEF perpo_status perpo_optim_validate(const perpo_optim_config *oc) {
+    /* written so that NaN fails every comparison */
+    if (!oc || !(oc->lr > 0.0f && oc->lr <= 1.0f) || !(oc->min_lr >= 0.0f && oc->min_lr <= oc->lr) ||
+        !(oc->beta1 >= 0.0f && oc->beta1 < 1.0f) || !(oc->beta2 >= 0.0f && oc->beta2 < 1.0f) ||
+        !(oc->eps > 0.0f && oc->eps < 1.0f) || !(oc->weight_decay >= 0.0f && oc->weight_decay <= 1.0f) ||
+        !(oc->clip_norm >= 0.0f && oc->clip_norm <= FLT_MAX) || oc->total_steps < 1 ||
+        oc->total_steps > PERPO_MAX_STEPS || oc->warmup_steps < 0 || oc->warmup_steps > oc->total_steps)
+        return PERPO_ERR_ARG;
+    return PERPO_OK;
+}
+
+/* In double throughout: no int arithmetic on step, warmup or total, so no overflow. */
 PERPODEF float perpo_lr_at(const perpo_optim_config *oc, int step) {
-    double progress;
-    if (!oc) return 0.0f;
-    if (oc->warmup_steps > 0 && step < oc->warmup_steps)
-        return (float)((double)oc->lr * (double)(step + 1) / (double)oc->warmup_steps);
-    progress = (double)(step - oc->warmup_steps) /
-               (double)(oc->total_steps - oc->warmup_steps > 1 ? oc->total_steps - oc->warmup_steps : 1);
+    double progress, s, warm, total;
+    if (perpo_optim_validate(oc) != PERPO_OK) return 0.0f;
+    total = (double)oc->total_steps;
+    warm = (double)oc->warmup_steps;
+    s = step < 0 ? 0.0 : (double)step;
+    if (s > total) s = total;
+    if (s < warm) return (float)((double)oc->lr * (s + 1.0) / warm);
+    progress = (s - warm) / (total - warm > 1.0 ? total - warm : 1.0);
     if (progress > 1.0) progress = 1.0;
-    if (progress < 0.0) progress = 0.0;
     return (float)(oc->min_lr + 0.5 * (oc->lr - oc->min_lr) * (1.0 + cos(3.141592653589793 * progress)));
 }
 
@@ -3027,9 +3198,9 @@ PERPODEF perpo_status perpo_optimizer_step(perpo_model *m, const perpo_optim_con
     double sumsq = 0.0, norm, bc1, bc2;
     float mult, lr, step_size, bc2_sqrt;
     size_t i, k;
-    int t;
-    if (!m || !oc || !(grad_scale > 0.0f) || !(oc->lr >= 0.0f) || !(oc->beta1 >= 0.0f && oc->beta1 < 1.0f) ||
-        !(oc->beta2 >= 0.0f && oc->beta2 < 1.0f) || !(oc->eps > 0.0f))
+    int t, pass;
+    if (!m || perpo_optim_validate(oc) != PERPO_OK || !(grad_scale > 0.0f && grad_scale <= FLT_MAX) ||
+        m->opt_step < 0 || m->opt_step >= PERPO_MAX_STEPS)
         return PERPO_ERR_ARG;
     { /* sum of squares in 64 fixed chunks, added in order: the same for any thread count */
         double part[64];
@@ -3057,24 +3228,41 @@ PERPODEF perpo_status perpo_optimizer_step(perpo_model *m, const perpo_optim_con
     bc2 = 1.0 - pow((double)oc->beta2, (double)t);
     step_size = (float)(lr / bc1);
     bc2_sqrt = (float)sqrt(bc2);
-    /* one parallel region; each tensor's elements split over the team without a barrier */
-    PERPO__OMP(parallel private(k, i) if(m->n_params >= PERPO__PAR_MIN))
-    for (k = 0; k < m->n_tensors; k++) {
-        const perpo__tensor *tn = &m->tensors[k];
-        size_t n = tn->rows * (tn->cols ? tn->cols : 1), o = tn->offset, lo, hi;
-        float decay = tn->cols ? 1.0f - lr * oc->weight_decay : 1.0f; /* matrices only */
-        float *PERPO__RESTRICT pm = m->adam_m, *PERPO__RESTRICT pv = m->adam_v, *PERPO__RESTRICT pp = m->params;
-        const float *PERPO__RESTRICT pg = m->grads;
-        perpo__team_range(n, &lo, &hi);
-        for (i = o + lo; i < o + hi; i++) {
-            float g = pg[i] * mult;
-            float mm = oc->beta1 * pm[i] + (1.0f - oc->beta1) * g;
-            float vv = oc->beta2 * pv[i] + (1.0f - oc->beta2) * g * g;
-            pm[i] = mm;
-            pv[i] = vv;
-            pp[i] = pp[i] * decay - step_size * mm / (sqrtf(vv) / bc2_sqrt + oc->eps);
+    /* Pass 0 computes every new value and only checks it: a finite gradient can still
+       overflow (a huge grad_scale without clipping, params near FLT_MAX), and a step that
+       would leave a non-finite parameter or moment is refused before anything changes.
+       Pass 1 writes the same values. Each pass is one parallel region; each tensor's elements
+       split over the team without a barrier. */
+    for (pass = 0; pass < 2; pass++) {
+        int finite = 1;
+        PERPO__OMP(parallel private(k, i) reduction(&:finite) if(m->n_params >= PERPO__PAR_MIN))
+        for (k = 0; k < m->n_tensors; k++) {
+            const perpo__tensor *tn = &m->tensors[k];
+            size_t n = tn->rows * (tn->cols ? tn->cols : 1), o = tn->offset, lo, hi;
+            float decay = tn->cols ? 1.0f - lr * oc->weight_decay : 1.0f; /* matrices only */
+            float *PERPO__RESTRICT pm = m->adam_m, *PERPO__RESTRICT pv = m->adam_v, *PERPO__RESTRICT pp = m->params;
+            const float *PERPO__RESTRICT pg = m->grads;
+            perpo__team_range(n, &lo, &hi);
+            for (i = o + lo; i < o + hi; i++) {
+                float g = pg[i] * mult;
+                float mm = oc->beta1 * pm[i] + (1.0f - oc->beta1) * g;
+                float vv = oc->beta2 * pv[i] + (1.0f - oc->beta2) * g * g;
+                float p = pp[i] * decay - step_size * mm / (sqrtf(vv) / bc2_sqrt + oc->eps);
+                if (pass) {
+                    pm[i] = mm;
+                    pv[i] = vv;
+                    pp[i] = p;
+                }
+                finite &= (fabsf(mm) <= FLT_MAX) & (vv <= FLT_MAX) & (fabsf(p) <= FLT_MAX);
+            }
+        }
+        if (!finite) {
+            if (!pass) return PERPO_ERR_NONFINITE; /* nothing changed */
+            m->params_known_finite = 0; /* pass 1 disagreed with pass 0: never expected */
+            return PERPO_ERR_NONFINITE;
         }
     }
+    m->params_known_finite = 1;
     m->opt_step = t;
     m->params_version++;
     return PERPO_OK;
@@ -3095,9 +3283,11 @@ PERPODEF perpo_train_config perpo_train_default(void) {
     return t;
 }
 
+/* The ranges documented at perpo_train_config. */
 static int perpo__check_train_config(const perpo_model *m, const perpo_train_config *tc) {
     return tc && tc->batch_size >= 1 && (size_t)tc->batch_size <= m->max_batch && tc->accum_steps >= 1 &&
-           tc->log_every >= 1 && tc->optim.total_steps >= 1;
+           tc->accum_steps <= PERPO_MAX_ACCUM && tc->log_every >= 1 && (tc->resume == 0 || tc->resume == 1) &&
+           perpo_optim_validate(&tc->optim) == PERPO_OK;
 }
 
 /* Which item a trainer uses at global position g (0-based, counting every sequence or list it
@@ -3428,8 +3618,11 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
     size_t epoch = (size_t)-1, j, max_n = 0, L;
     double tokens = 0.0, t0 = perpo__now();
     int step, start, truth_row;
-    if (!m || !pc || pc->lists_per_step < 1 || pc->accum_steps < 1 || pc->log_every < 1 ||
-        pc->optim.total_steps < 1 || !(pc->nll_weight >= 0.0f))
+    if (!m || !pc || pc->lists_per_step < 1 || pc->accum_steps < 1 || pc->accum_steps > PERPO_MAX_ACCUM ||
+        pc->log_every < 1 || !(pc->nll_weight >= 0.0f && pc->nll_weight <= PERPO_MAX_NLL_WEIGHT) ||
+        (pc->mean_logp != 0 && pc->mean_logp != 1) || (pc->resume != 0 && pc->resume != 1) ||
+        (pc->nll_on_truth != 0 && pc->nll_on_truth != 1) ||
+        perpo__objective_check(&pc->objective) != PERPO_OK || perpo_optim_validate(&pc->optim) != PERPO_OK)
         return PERPO_ERR_ARG;
     if ((st = perpo__check_lists(m, lists, n_lists)) != PERPO_OK) return st;
     truth_row = pc->nll_on_truth && pc->nll_weight > 0.0f;
@@ -3559,6 +3752,14 @@ static void perpo__config_from_words(perpo_config *c, const int *v, uint32_t ver
     c->vocab = w[13]; c->max_batch = w[14];
 }
 
+/* AdamW second moments are averages of squares: a negative one is malformed (its square root
+   would make the next step NaN). */
+static int perpo__all_nonneg(const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) if (!(x[i] >= 0.0f)) return 0;
+    return 1;
+}
+
 /* A file written or read through a small buffer, with a running CRC. */
 typedef struct perpo__ckpt_io { FILE *f; uint32_t crc; int ok; } perpo__ckpt_io;
 
@@ -3597,13 +3798,55 @@ static void perpo__ckpt_read_floats(perpo__ckpt_io *io, float *x, size_t n) {
     }
 }
 
+/* Moves the finished tmp ("<path>.tmp") over path. PERPO_SYNC makes its bytes durable first;
+   POSIX rename() replaces path atomically, so a crash or power cut leaves the old checkpoint or
+   the new one; PERPO_SYNC on the folder then makes the new name durable. Only where rename
+   cannot replace a file (Windows) is path removed first, which is not atomic. 1 on success.
+   A failure before the rename removes tmp; after it, tmp (strlen(path) + 5 bytes) holds the
+   folder's name, so the caller must not remove it. */
+static int perpo__ckpt_commit(char *tmp, const char *path) {
+    size_t n = strlen(path);
+    if (PERPO_SYNC(tmp, 0) != 0) {
+        remove(tmp);
+        return 0;
+    }
+    if (rename(tmp, path) != 0) {
+#if defined(_WIN32)
+        if (remove(path) != 0 || rename(tmp, path) != 0) {
+            remove(tmp);
+            return 0;
+        }
+#else
+        remove(tmp);
+        return 0;
+#endif
+    }
+#if defined(_WIN32)
+    while (n > 0 && path[n - 1] != '/' && path[n - 1] != '\\') n--;
+#else
+    while (n > 0 && path[n - 1] != '/') n--;
+#endif
+    if (n == 0) { /* a bare name: the current folder */
+        tmp[0] = '.';
+        tmp[1] = 0;
+    } else {
+        if (n > 1) n--; /* drop the separator, but keep the root "/" */
+        memcpy(tmp, path, n);
+        tmp[n] = 0;
+    }
+    return PERPO_SYNC(tmp, 1) == 0;
+}
+
 PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *path, unsigned flags) {
     unsigned char head[PERPO__CKPT_HEADER(PERPO__CKPT_NCFG)], word[4];
     int cfgv[PERPO__CKPT_NCFG], k;
     perpo__ckpt_io io;
     size_t plen;
     char *tmp;
+    perpo_status st;
     if (!m || !path || (flags & ~(unsigned)PERPO_CKPT_OPTIMIZER)) return PERPO_ERR_ARG;
+    if ((st = perpo__params_finite(m)) != PERPO_OK) return st; /* it could not be loaded */
+    if (perpo__not_regular(path)) return PERPO_ERR_IO;      /* never replace a folder or device */
     plen = strlen(path);
     tmp = (char *)PERPO_MALLOC(m->cfg.alloc_ctx, plen + 5);
     if (!tmp) return PERPO_ERR_NOMEM;
@@ -3632,11 +3875,8 @@ PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *pa
     perpo__ckpt_write(&io, word, 4);
     io.ok = (fflush(io.f) == 0) && io.ok;
     io.ok = (fclose(io.f) == 0) && io.ok;
-    if (io.ok && rename(tmp, path) != 0) { /* some systems refuse to rename over a file */
-        remove(path);
-        io.ok = rename(tmp, path) == 0;
-    }
     if (!io.ok) remove(tmp);
+    else io.ok = perpo__ckpt_commit(tmp, path); /* removes tmp itself on failure */
     PERPO_FREE(m->cfg.alloc_ctx, tmp);
     return io.ok ? PERPO_OK : PERPO_ERR_IO;
 }
@@ -3662,8 +3902,7 @@ PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, v
     perpo_status st;
     if (!out || !path) return PERPO_ERR_ARG;
     *out = NULL;
-    io.f = fopen(path, "rb");
-    if (!io.f) return PERPO_ERR_IO;
+    if (perpo__open_read(path, &io.f, NULL) != PERPO_OK) return PERPO_ERR_IO;
     io.crc = 0; io.ok = 1;
     if (fseek(io.f, 0, SEEK_END) != 0 || (fsize = ftell(io.f)) < 0 || fseek(io.f, 0, SEEK_SET) != 0) { fclose(io.f); return PERPO_ERR_IO; }
     perpo__ckpt_read(&io, head, 16);
@@ -3707,7 +3946,8 @@ PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, v
     perpo__ckpt_read_floats(&io, m->params, m->n_params);
     if (flags & PERPO_CKPT_OPTIMIZER) {
         perpo__ckpt_read(&io, word, 4);
-        m->opt_step = (int)(perpo__get_u32(word) & 0x7FFFFFFFu);
+        /* a step counter beyond PERPO_MAX_STEPS is malformed: -1 is refused below */
+        m->opt_step = perpo__get_u32(word) <= (uint32_t)PERPO_MAX_STEPS ? (int)perpo__get_u32(word) : -1;
         perpo__ckpt_read_floats(&io, m->adam_m, m->n_params);
         perpo__ckpt_read_floats(&io, m->adam_v, m->n_params);
     }
@@ -3715,7 +3955,8 @@ PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, v
     if (io.ok) io.ok = fread(word, 1, 4, io.f) == 4; /* the stored CRC is not part of the sum */
     fclose(io.f);
     if (!io.ok || perpo__get_u32(word) != crc || !perpo__all_finite(m->params, m->n_params) ||
-        !perpo__all_finite(m->adam_m, m->n_params) || !perpo__all_finite(m->adam_v, m->n_params)) {
+        !perpo__all_finite(m->adam_m, m->n_params) || !perpo__all_finite(m->adam_v, m->n_params) ||
+        m->opt_step < 0 || !perpo__all_nonneg(m->adam_v, m->n_params)) {
         perpo_model_free(m);
         return PERPO_ERR_FORMAT;
     }
@@ -3912,6 +4153,7 @@ PERPODEF perpo_status perpo_image_load_pnm(const char *path, int want_w, int wan
     size_t bytes, cap, got, off;
     unsigned char *buf;
     perpo_status st;
+    const char *why;
     long fsize;
     int rd_err;
     FILE *f;
@@ -3926,9 +4168,9 @@ PERPODEF perpo_status perpo_image_load_pnm(const char *path, int want_w, int wan
         perpo__errf(err ? err + off : NULL, err_cap - off, "size %dx%d overflows", want_w, want_h);
         return PERPO_ERR_OVERFLOW;
     }
-    f = fopen(path, "rb");
-    if (!f) {
-        perpo__errf(err ? err + off : NULL, err_cap - off, "cannot open: %s", strerror(errno));
+    if (perpo__open_read(path, &f, &why) != PERPO_OK) {
+        if (why) perpo__errf(err ? err + off : NULL, err_cap - off, "%s", why);
+        else perpo__errf(err ? err + off : NULL, err_cap - off, "cannot open: %s", strerror(errno));
         return PERPO_ERR_IO;
     }
     /* a seekable file tells its size: allocate no more than it holds (+1 to see it grow) */
@@ -4054,6 +4296,7 @@ PERPODEF perpo_status perpo_manifest_load(const char *path, perpo_manifest *out,
     size_t cap = 65536, len = 0, off;
     char *buf, *nb;
     perpo_status st;
+    const char *why;
     long fsize;
     int rd_err;
     FILE *f;
@@ -4061,9 +4304,9 @@ PERPODEF perpo_status perpo_manifest_load(const char *path, perpo_manifest *out,
     if (out) { out->entries = NULL; out->n = 0; }
     if (!path || !out) { perpo__errf(err, err_cap, "invalid arguments"); return PERPO_ERR_ARG; }
     off = perpo__err_prefix(err, err_cap, path);
-    f = fopen(path, "rb");
-    if (!f) {
-        perpo__errf(err ? err + off : NULL, err_cap - off, "cannot open: %s", strerror(errno));
+    if (perpo__open_read(path, &f, &why) != PERPO_OK) {
+        if (why) perpo__errf(err ? err + off : NULL, err_cap - off, "%s", why);
+        else perpo__errf(err ? err + off : NULL, err_cap - off, "cannot open: %s", strerror(errno));
         return PERPO_ERR_IO;
     }
     /* a seekable file tells its size up front: refuse a huge one before reading it */
@@ -4082,7 +4325,7 @@ PERPODEF perpo_status perpo_manifest_load(const char *path, perpo_manifest *out,
         perpo__errf(err ? err + off : NULL, err_cap - off, "out of memory");
         return PERPO_ERR_NOMEM;
     }
-    for (;;) { /* read to the end, growing (pipes, or a file that grew): never past the limit + 1 */
+    for (;;) { /* read to the end, growing (a file that grew): never past the limit + 1 */
         len += fread(buf + len, 1, cap - len, f);
         if (len < cap || len > PERPO_MANIFEST_MAX_BYTES) break;
         cap = cap > PERPO_MANIFEST_MAX_BYTES / 2 ? PERPO_MANIFEST_MAX_BYTES + 1 : 2 * cap;

@@ -1,6 +1,7 @@
 #!/bin/sh
 # The header compiled as C99, C11 and C++ with gcc and clang (each when installed), in
-# PERPO_STATIC mode, and with OpenMP, all at -Wall -Wextra -Wpedantic -Werror.
+# PERPO_STATIC mode, with OpenMP, without the POSIX file calls (PERPO_NO_POSIX) and with a
+# user's PERPO_SYNC hook, all at -Wall -Wextra -Wpedantic -Werror.
 set -u
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -24,6 +25,8 @@ for cc in gcc clang; do
     check "$cc -std=c11" $cc -std=c11 $W "$tmp/impl.c"
     check "$cc -std=c99 PERPO_STATIC" $cc -std=c99 -DPERPO_STATIC $W "$tmp/impl.c"
     check "$cc -std=c99 -fopenmp" $cc -std=c99 -fopenmp $W "$tmp/impl.c"
+    check "$cc -std=c99 PERPO_NO_POSIX" $cc -std=c99 -DPERPO_NO_POSIX $W "$tmp/impl.c"
+    check "$cc -std=c99 PERPO_SYNC user hook" $cc -std=c99 "-DPERPO_SYNC(path,is_dir)=((void)(path),(void)(is_dir),0)" $W "$tmp/impl.c"
 done
 for cxx in g++ clang++; do
     command -v $cxx > /dev/null 2>&1 || { echo "compile skipped: $cxx not installed"; continue; }

@@ -2,6 +2,13 @@
  * kernel tests can reach the header's private functions. Prints "N passed, N failed" last and
  * exits non-zero on any failure. Run from the repository root (reference files are read from
  * tests/ref/). Arguments select tests by name: NAME runs those containing it, -NAME skips them. */
+#if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
+#define _POSIX_C_SOURCE 200809L /* fork, kill, pipe, nanosleep, symlink for the file and crash tests */
+#endif
+/* Checkpoint saves call this test hook (tests/t_crash.c) instead of the default sync; it calls
+   the default (perpo__sync_default) unless a test asks it to fail or to kill the process. */
+static int perpo_test_sync_hook(const char *path, int is_dir);
+#define PERPO_SYNC(path, is_dir) perpo_test_sync_hook((path), (is_dir))
 #define PERPO_IMPLEMENTATION
 #include "../perpo.h"
 #include "test.h"
@@ -17,10 +24,12 @@
 #include "t_pref.c"
 #include "t_data.c"
 #include "t_checkpoints.c"
+#include "t_reliability.c"
+#include "t_crash.c"
 
 static const perpo_test_case *const suites[] = {perpo_tests_kernels, perpo_tests_model, perpo_tests_rewards,
                                                  perpo_tests_objectives, perpo_tests_examples, perpo_tests_pref, perpo_tests_pref_ocr,
-                                                 perpo_tests_data, perpo_tests_checkpoints};
+                                                 perpo_tests_data, perpo_tests_reliability, perpo_tests_crash, perpo_tests_checkpoints};
 
 int main(int argc, char **argv) {
     int passed = 0, failed = 0;

@@ -264,16 +264,44 @@ static void test_pref_reference_and_arguments(perpo_test *t) {
     CHECK_OK(perpo_pref_sample(m, d.ex, 3, 4, &sc, tp_reward, &d, &set));
     CHECK(set.n_lists == 3);
     CHECK_OK(perpo_pref_reference(m, set.lists, set.n_lists));
+    /* each reference log-prob = the summed response log-prob of that response alone, computed
+       here by a forward of one sequence: an independent value, not the array compared with
+       itself; responses that differ have log-probs that differ */
     for (i = 0; i < set.n_lists; i++) {
-        for (k = 0; k < 4; k++) lp[k] = set.lists[i].ref_logp[k];
+        for (k = 0; k < 4; k++) {
+            const perpo_pref_list *pl = &set.lists[i];
+            int tok[40], tgt[40];
+            const float *img1[1];
+            perpo_batch one;
+            img1[0] = pl->image;
+            CHECK_OK(perpo_text_encode(&c, pl->prompt, strlen(pl->prompt), pl->responses[k], strlen(pl->responses[k]),
+                                       tok, tgt, NULL));
+            one.n_seq = 1; one.n_img = 1; one.images = img1; one.image_of = NULL; one.tokens = tok; one.targets = tgt;
+            CHECK_OK(perpo_forward(m, &one, &lp[k], NULL));
+            CHECK_NEAR(pl->ref_logp[k], lp[k], 1e-4, 1e-5);
+            CHECK(pl->ref_logp[k] < 0.0f && pl->rewards[k] >= 0.0f);
+            if (k > 0 && strcmp(pl->responses[k], pl->responses[0]) != 0) CHECK(pl->ref_logp[k] != pl->ref_logp[0]);
+        }
+        /* and the loss against a policy equal to the reference is the untrained one */
         CHECK_OK(perpo_listwise_loss(&pc.objective, 4, lp, set.lists[i].ref_logp, set.lists[i].rewards, &loss, NULL));
-        CHECK(loss == 0.0f || fabsf(loss - 0.6931472f) < 1e-6f); /* 0 only for an all-equal list */
-        for (k = 0; k < 4; k++) CHECK(set.lists[i].ref_logp[k] < 0.0f && set.lists[i].rewards[k] >= 0.0f);
+        CHECK_NEAR(loss, (set.lists[i].rewards[0] == set.lists[i].rewards[1] && set.lists[i].rewards[1] == set.lists[i].rewards[2] &&
+                          set.lists[i].rewards[2] == set.lists[i].rewards[3]) ? 0.0 : 0.6931472, 1e-4, 0);
     }
-    /* filtering keeps order and drops lists below the margin */
-    CHECK(perpo_pref_filter(set.lists, set.n_lists, 2.0f) == 0);
     perpo_pref_set_free(&set);
     CHECK(set.lists == NULL);
+    /* filtering keeps the lists whose best-minus-worst reward reaches the margin, in order */
+    {
+        static const float r4[4][3] = {{0.75f, 0.25f, 0.5f}, {0.375f, 0.25f, 0.3125f}, {0.0f, 0.875f, 0.5f}, {0.625f, 0.625f, 0.625f}};
+        perpo_pref_list ls[4];
+        int q;
+        memset(ls, 0, sizeof ls);
+        for (q = 0; q < 4; q++) { ls[q].n = 3; ls[q].rewards = r4[q]; ls[q].prompt = resp[q % 2]; }
+        CHECK(perpo_pref_filter(ls, 4, 0.5f) == 2); /* margins 0.5, 0.125, 0.875, 0 (exact in float): keeps 0 and 2 */
+        CHECK(ls[0].rewards == r4[0] && ls[1].rewards == r4[2]);
+        CHECK(perpo_pref_filter(ls, 2, 0.0f) == 2 && ls[0].rewards == r4[0] && ls[1].rewards == r4[2]);
+        CHECK(perpo_pref_filter(ls, 2, 0.6f) == 1 && ls[0].rewards == r4[2]);
+        CHECK(perpo_pref_filter(ls, 1, 0.9f) == 0);
+    }
     /* a response that does not fit, a NaN reward, too many lists per step */
     l.image = d.img[0]; l.prompt = "red square"; l.n = 2; l.responses = resp; l.rewards = rewards; l.ref_logp = ref;
     l.truth = NULL;
@@ -282,6 +310,7 @@ static void test_pref_reference_and_arguments(perpo_test *t) {
     CHECK(perpo_pref_train(m, &l, 1, &pc, NULL, NULL) == PERPO_ERR_ARG); /* 5 lists x 2 > max_batch 8 */
     pc.lists_per_step = 1;
     pc.optim.total_steps = 1;
+    pc.optim.warmup_steps = 1; /* warmup_steps <= total_steps */
     CHECK_OK(perpo_pref_train(m, &l, 1, &pc, NULL, NULL));
     rewards[1] = NAN;
     CHECK(perpo_pref_train(m, &l, 1, &pc, NULL, NULL) == PERPO_ERR_NONFINITE);
@@ -371,10 +400,13 @@ static void test_pref_resume_exact(perpo_test *t) {
     CHECK_OK(perpo_model_copy_params(a, base));
     CHECK_OK(perpo_pref_train(a, set.lists, set.n_lists, &pc, NULL, NULL));
     CHECK_OK(perpo_pref_train(base, set.lists, set.n_lists, &pc, tp_stop_at_10, NULL));
+    CHECK(perpo_optimizer_steps(base) == 10); /* the first run really stopped half way */
+    CHECK(memcmp(perpo_model_params(a), perpo_model_params(base), perpo_model_num_params(a) * sizeof(float)) != 0);
     CHECK_OK(perpo_checkpoint_save(base, path, PERPO_CKPT_OPTIMIZER));
     CHECK_OK(perpo_model_load(&b, path));
     remove(path);
     if (b) {
+        CHECK(perpo_optimizer_steps(b) == 10);
         pc.resume = 1;
         CHECK_OK(perpo_pref_train(b, set.lists, set.n_lists, &pc, NULL, NULL));
         CHECK(perpo_optimizer_steps(b) == 20);
