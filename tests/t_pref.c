@@ -355,7 +355,8 @@ static void test_pref_nll_on_truth(perpo_test *t) {
     ref[0] = logp[0] + 0.5f; ref[1] = logp[1] - 0.25f; /* s = (-0.5, 0.25): a non-trivial pair loss */
     l.image = d.img[0]; l.prompt = d.prompt[0]; l.n = 2; l.responses = resp; l.rewards = rewards; l.ref_logp = ref;
     l.truth = d.answer[0];
-    pc.nll_weight = 0.7f; pc.nll_on_truth = 1; pc.lists_per_step = 1; pc.optim.total_steps = 1; pc.log_every = 1;
+    pc.nll_weight = 0.7f; pc.nll_on_truth = 1; pc.lists_per_step = 1; pc.log_every = 1;
+    pc.optim.total_steps = 1; pc.optim.warmup_steps = 0;
     CHECK_OK(perpo_listwise_loss(&pc.objective, 2, logp, ref, rewards, &want, NULL));
     want += 0.7f * -logp[2] / (float)nt[2];
     CHECK_OK(perpo_pref_train(m, &l, 1, &pc, tp_keep_loss, &loss));
