@@ -65,7 +65,7 @@
 #endif
 
 #define PERPO_VERSION_MAJOR 0
-#define PERPO_VERSION_MINOR 1
+#define PERPO_VERSION_MINOR 2
 
 #ifdef __cplusplus
 extern "C" {
@@ -98,22 +98,26 @@ PERPODEF const char *perpo_status_string(perpo_status status);
 #define PERPO_VOCAB   260
 
 typedef struct perpo_config {
-    int image_h, image_w, channels; /* input image, float [H][W][C] in [0,1] */
+    /* Ranges, as perpo_config_validate checks them (PERPO_ERR_ARG otherwise): */
+    int image_h, image_w, channels; /* input image, float [H][W][C] in [0,1]; H, W in [1, 4096],
+                                       channels in [1, 4] */
     int patch_h, patch_w;           /* non-overlapping patch_h x patch_w patches become vision
-                                       tokens (6 x 8 fits one character cell of a page) */
+                                       tokens (6 x 8 fits one character cell of a page); each in
+                                       [1, 256], dividing image_h / image_w, at most 4096 patches */
     int pos_channels;               /* 1: the model appends x and y in [-1, 1] to every pixel
                                        (CoordConv); images stay `channels` wide. 0: off */
     int vis_sincos;                 /* 1: a fixed 2D sin-cos code of each patch's column and row
                                        is added to the learned vision positions (needs d_model
                                        % 4 == 0). 0: off */
-    int d_model;                    /* width of every token */
-    int n_heads;                    /* attention heads (d_model % n_heads == 0) */
-    int n_vis_layers;               /* bidirectional blocks of the vision encoder */
-    int n_dec_layers;               /* causal blocks of the language decoder */
-    int mlp_mult;                   /* MLP hidden width = mlp_mult * d_model */
-    int max_text;                   /* text positions: BOS + prompt + SEP + response + EOS */
+    int d_model;                    /* width of every token, [1, 8192] */
+    int n_heads;                    /* attention heads, >= 1, d_model % n_heads == 0 */
+    int n_vis_layers;               /* bidirectional blocks of the vision encoder, [0, 64] */
+    int n_dec_layers;               /* causal blocks of the language decoder, [1, 64] */
+    int mlp_mult;                   /* MLP hidden width = mlp_mult * d_model, mlp_mult in [1, 16] */
+    int max_text;                   /* text positions: BOS + prompt + SEP + response + EOS; [4, 4096] */
     int vocab;                      /* must be PERPO_VOCAB */
-    int max_batch;                  /* most sequences (and images) per forward; sizes the arena */
+    int max_batch;                  /* most sequences (and images) per forward; sizes the arena;
+                                       [1, 65536] */
     void *alloc_ctx;                /* passed to PERPO_MALLOC/FREE; not saved in checkpoints */
 } perpo_config;
 
@@ -4372,6 +4376,12 @@ PERPODEF void perpo_manifest_free(perpo_manifest *m) {
 /*
    VERSION HISTORY
      0.1  compact MLLM, SFT, sampling with KV cache, checkpoints.
+     0.2  perpo_config.patch became patch_h and patch_w; new fields pos_channels, vis_sincos.
+          Checkpoint format v2 (every config field; v1 still loads). perpo_sft_train_stream
+          (perpo_example_fn). perpo_pref_list.truth and perpo_pref_config.nll_on_truth (set
+          truth to NULL in lists you build yourself). perpo_optim_validate and documented
+          ranges for every config value; models track whether their weights are known finite;
+          PERPO_SYNC durability hook. Fused products and attention, packed decoding weights.
 
    LICENSE (MIT)
    Copyright (c) 2026 the perpo.h authors

@@ -627,6 +627,37 @@ static void test_sft_stream(perpo_test *t) {
     perpo_model_free(b);
 }
 
+/* ---- every config field outside its documented range is refused --------------------------- */
+static void test_config_ranges(perpo_test *t) {
+    perpo_config c;
+    int k;
+    for (k = 0; k < 16; k++) {
+        c = small_config();
+        switch (k) {
+        case 0: c.image_h = 0; break;
+        case 1: c.image_w = 4097; break;
+        case 2: c.channels = 5; break;
+        case 3: c.patch_h = 3; break;            /* does not divide 8 */
+        case 4: c.patch_w = 0; break;
+        case 5: c.patch_h = 257; break;
+        case 6: c.pos_channels = 2; break;
+        case 7: c.vis_sincos = -1; break;
+        case 8: c.vis_sincos = 1; c.d_model = 18; break; /* needs d_model % 4 == 0 */
+        case 9: c.d_model = 8193; break;
+        case 10: c.n_heads = 3; break;           /* does not divide 16 */
+        case 11: c.n_vis_layers = 65; break;
+        case 12: c.n_dec_layers = 0; break;
+        case 13: c.mlp_mult = 17; break;
+        case 14: c.max_text = 3; break;
+        default: c.max_batch = 65537; break;
+        }
+        CHECK_MSG(perpo_config_validate(&c) == PERPO_ERR_ARG, "out-of-range case %d accepted", k);
+    }
+    c = small_config();
+    c.patch_h = 2; c.patch_w = 8; c.pos_channels = 1; c.vis_sincos = 1; c.n_vis_layers = 0;
+    CHECK_OK(perpo_config_validate(&c));
+}
+
 /* ---- checkpoint format v2 keeps every config field; version 1 files still load ------------- */
 static void put_u32_le(unsigned char *p, uint32_t v) {
     p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); p[2] = (unsigned char)(v >> 16); p[3] = (unsigned char)(v >> 24);
@@ -833,6 +864,7 @@ const perpo_test_case perpo_tests_model[] = {
     {"non-square patches, position channels, sin-cos positions: forward and backward match PyTorch", test_reference_forward_backward_opts},
     {"non-square patches, position channels, sin-cos positions: 5 AdamW steps match PyTorch", test_reference_adamw_opts},
     {"whole-model gradient = finite differences, every tensor", test_model_finite_differences},
+    {"every config field outside its documented range is refused", test_config_ranges},
     {"SFT over a stream: same model as a set, its errors stop training", test_sft_stream},
     {"checkpoints keep every config field (v2); version-1 files load; copies need one architecture", test_checkpoint_config_versions},
     {"whole model with non-square patches, position channels and sin-cos positions = finite differences", test_model_finite_differences_opts},
