@@ -335,7 +335,7 @@ static void bench_perpo(perpo_model *m, const perpo_config *c) {
     batch.tokens = tok; batch.targets = tok + B * T;
     /* reference log-probs: computed once, as perpo_pref_reference does, outside the timing */
     if ((st = perpo_forward(m, &batch, ref, NULL)) != PERPO_OK) die("reference forward", st);
-    oc.total_steps = 100000; oc.warmup_steps = 1; oc.lr = 1e-5f;
+    oc.total_steps = 100000; oc.warmup_steps = 1; oc.lr = 1e-5f; oc.min_lr = 1e-6f; /* min_lr <= lr */
     for (r = -1; r < g_opt.rounds; r++) {
         double t0 = now_s(), dt, total = 0.0;
         perpo_zero_grad(m);
