@@ -88,7 +88,7 @@ static int parse_options(int argc, char **argv, options *o) {
         {"--from-scratch", "1: with --data, train a new model on it instead of fine-tuning the checkpoint", 'i', &o->from_scratch, 0, 1},
         {"--pretrain", "1: SFT from scratch on fresh examples into --sft-checkpoint (make pretrain), resuming its .partial file", 'i', &o->pretrain, 0, 1},
         {"--sft-warmup", "SFT warmup steps (pretraining)", 'i', &o->sft_warmup, 0, 1e7},
-        {"--save-every", "pretraining: save the resumable .partial checkpoint every this many steps", 'i', &o->save_every, 50, 1e7},
+        {"--save-every", "pretraining: save the resumable .partial checkpoint every this many steps (at the next 50-step report)", 'i', &o->save_every, 50, 1e7},
         {"--val", "validation examples scored after pretraining", 'i', &o->n_val, 1, 1e7},
         {"--val-seed", "seed of the validation split (never the test seed)", 'i', &o->val_seed, 0, 2e9},
     };
@@ -906,7 +906,7 @@ typedef struct pretrain_log {
     run_log log;
     perpo_model *model;
     char partial[1024], curve_path[1024];
-    int save_every;
+    int save_every, saved_at; /* saved_at: the step of the last .partial (or of the resume) */
     double seconds_before; /* training time of the runs this one resumed */
     perpo_status save_status;
 } pretrain_log;
@@ -919,7 +919,9 @@ static int pretrain_progress(const perpo_progress *p, void *user) {
         fprintf(f, "%d %.6g %.1f\n", p->step, (double)p->loss, l->seconds_before + wall_seconds() - l->log.t0);
         fclose(f);
     }
-    if (p->step % l->save_every == 0 && p->step < p->total_steps) {
+    /* reports come every 50 steps: save at the first one past each multiple of save_every */
+    if (p->step / l->save_every > l->saved_at / l->save_every && p->step < p->total_steps) {
+        l->saved_at = p->step;
         l->save_status = perpo_checkpoint_save(l->model, l->partial, PERPO_CKPT_OPTIMIZER);
         if (l->save_status != PERPO_OK) return 1; /* stop: reported by the caller */
     }
@@ -965,9 +967,9 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
     perpo_model *m = NULL;
     perpo_train_config tc = perpo_train_default();
     pretrain_stream stream;
-    static pretrain_log pl; /* large: curves */
-    static curve full;
-    static float seconds[CURVE_MAX];
+    pretrain_log pl;
+    curve *full = (curve *)calloc(1, sizeof *full);
+    float *seconds = (float *)calloc(CURVE_MAX, sizeof(float));
     char json_path[1024], line[256];
     const char *ckpt = o->sft_ckpt;
     perpo_status st;
@@ -977,6 +979,7 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
     int start = 0, i, rc = 1;
     memset(&stream, 0, sizeof stream);
     memset(&pl, 0, sizeof pl);
+    if (!full || !seconds) { free(full); free(seconds); return fail("pretraining buffers", PERPO_ERR_NOMEM); }
     snprintf(pl.partial, sizeof pl.partial, "%s.partial", ckpt);
     snprintf(pl.curve_path, sizeof pl.curve_path, "%s.curve", ckpt);
     snprintf(json_path, sizeof json_path, "%s.json", ckpt);
@@ -984,9 +987,10 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
         start = perpo_optimizer_steps(m);
         if (o->verbose) fprintf(stderr, "[pretrain] resuming %s at step %d\n", pl.partial, start);
     } else if ((st = perpo_model_create(&m, &task->cfg, (uint64_t)o->seed)) != PERPO_OK) {
+        free(full); free(seconds);
         return fail("model", st);
     }
-    pl.seconds_before = pretrain_curve_load(pl.curve_path, start, &full, seconds);
+    pl.seconds_before = pretrain_curve_load(pl.curve_path, start, full, seconds);
     tc.batch_size = o->batch; tc.seed = (uint64_t)o->seed; tc.log_every = 50; tc.resume = start > 0;
     tc.optim.lr = (float)o->sft_lr; tc.optim.min_lr = (float)o->sft_lr * 0.05f;
     tc.optim.warmup_steps = o->sft_warmup < o->sft_steps ? o->sft_warmup : o->sft_steps / 10;
@@ -997,7 +1001,7 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
     stream.text = (char *)calloc((size_t)o->batch * 2, task->text_cap);
     if (!stream.images || !stream.text) { fail("pretraining buffers", PERPO_ERR_NOMEM); goto done; }
     run_log_start(&pl.log, "pretrain", o->verbose, NULL);
-    pl.model = m; pl.save_every = o->save_every; pl.save_status = PERPO_OK;
+    pl.model = m; pl.save_every = o->save_every; pl.saved_at = start; pl.save_status = PERPO_OK;
     if (o->verbose)
         fprintf(stderr, "[pretrain] %s: %d steps of %d fresh examples, lr %.2g (warmup %d, cosine to %.2g), saving %s every %d steps\n",
                 task->name, o->sft_steps, o->batch, o->sft_lr, tc.optim.warmup_steps, (double)tc.optim.min_lr, pl.partial,
@@ -1010,7 +1014,7 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
     printf("wrote %s (%d steps, %.0f s of training)\n", ckpt, o->sft_steps, t_train);
 
     /* the record: how it was made, what it scores */
-    pretrain_curve_load(pl.curve_path, o->sft_steps, &full, seconds);
+    pretrain_curve_load(pl.curve_path, o->sft_steps, full, seconds);
     if (!(f = fopen(json_path, "w"))) { fprintf(stderr, "error: cannot write %s\n", json_path); goto done; }
     ex_json_init(&j, f);
     ex_json_object_begin(&j);
@@ -1095,10 +1099,10 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
     ex_json_object_end(&j);
     ex_json_key(&j, "loss_curve");
     ex_json_array_begin(&j);
-    for (i = 0; i < full.n; i++) {
+    for (i = 0; i < full->n; i++) {
         ex_json_array_begin(&j);
-        ex_json_int(&j, (long long)full.step[i]);
-        ex_json_number(&j, (double)full.loss[i]);
+        ex_json_int(&j, (long long)full->step[i]);
+        ex_json_number(&j, (double)full->loss[i]);
         ex_json_array_end(&j);
     }
     ex_json_array_end(&j);
@@ -1111,6 +1115,8 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
 done:
     free(stream.images);
     free(stream.text);
+    free(full);
+    free(seconds);
     perpo_model_free(m);
     return rc;
 }
