@@ -612,22 +612,26 @@ EX_FN int ex_text_width(const char *s, int scale) {
  * 4. Dense-OCR pages
  *
  * Dark text on light paper in a fixed character grid of 6x8 cells:
- *     cols = (W - 2) / 6, rows = (H - 2) / 8, grid centred in the image.
- * Supported sizes: 48 <= W,H <= 256 (64x64: 10 columns x 7 rows; 96x96: 15 x 11;
- * 128x64: 21 x 7). Words come from a built-in list (2..6 lowercase letters), with an
- * occasional 1..4 digit number; words are separated by one space, lines by '\n', and the
- * transcription has no leading, trailing or doubled separators. Each line is shifted by
- * -1..1 px in x, the whole text block by -1..1 px in y (so lines keep their 1 px gap);
- * paper and ink colours vary a little and the image gets mild Gaussian noise.
+ *     cols = W / 6, rows = H / 8, the grid centred (the leftover pixels, if any, as margin).
+ * A glyph is 5x7 pixels in the top-left of its cell; each line is shifted by 0..1 px in x and
+ * the whole text block by 0..1 px in y, so a glyph never leaves its cell: on a page whose
+ * size is a multiple of the cell (60x64: 10 columns x 8 rows, the dense-OCR example) a model
+ * with 6-wide, 8-high patches sees exactly one character per patch. Supported sizes:
+ * 48 <= W,H <= 256 (64x64: 10 x 8 with a 2 px margin left and right; 96x96: 16 x 12).
+ * Words come from a built-in list (2..6 lowercase letters), with an occasional 1..4 digit
+ * number; words are separated by one space, lines by '\n', and the transcription has no
+ * leading, trailing or doubled separators. Paper and ink colours vary a little and the image
+ * gets mild Gaussian noise.
  *
  * Densities (lines counted for a grid of `rows` rows):
  *   0: 1 line of 1-2 short words (<= 4 letters each)           default cap 12 chars
  *   1: 2 lines of 1-2 words                                     default cap 24 chars
- *   2: rows/2+1 lines of 1-3 words (4 lines at 64x64)           default cap 44 chars
- *   3: every row filled greedily, until the cap                 default cap 60 chars
+ *   2: rows/2+1 lines of 1-3 words (5 lines on 8 rows)          default cap 56 chars
+ *   3: every row filled greedily, until the cap                 default cap 88 chars
  * Lines 0-2 start at a random row; density 3 starts at the top. A line never exceeds
- * `cols` characters. At 64x64 the cap binds only at density 3: text stops at the first word
- * that would pass 60 characters (then usually 6 of the 7 rows are used).
+ * `cols` characters. With 10 x 8 cells no cap binds (a full page holds at most 87
+ * characters with its newlines); on bigger pages density 3 stops at the first word that
+ * would pass the cap.
  * ex_page_generate_ex takes another cap (1..EX_PAGE_TEXT_CAP-1; 0 = the default).
  * ==================================================================================== */
 
@@ -645,8 +649,8 @@ typedef struct ex_page {
     int n_lines;
     int line_start[EX_PAGE_MAX_LINES]; /* offset of each line in text[] */
     int line_len[EX_PAGE_MAX_LINES];
-    int line_dx[EX_PAGE_MAX_LINES];    /* per-line jitter in pixels, -1..1 */
-    int line_dy[EX_PAGE_MAX_LINES];    /* -1..1, currently the same for all lines */
+    int line_dx[EX_PAGE_MAX_LINES];    /* per-line shift in pixels, 0..1 */
+    int line_dy[EX_PAGE_MAX_LINES];    /* 0..1, the same for all lines */
     float paper[3], ink[3];
     float noise;                       /* std of the per-pixel noise */
     uint64_t noise_seed;
@@ -656,7 +660,7 @@ typedef struct ex_page {
 
 /* Default transcription cap of a density (see above). */
 EX_FN int ex_page_default_max_chars(int density) {
-    static const int caps[EX_PAGE_MAX_DENSITY + 1] = {12, 24, 44, 60};
+    static const int caps[EX_PAGE_MAX_DENSITY + 1] = {12, 24, 56, 88};
     if (density < 0) density = 0;
     if (density > EX_PAGE_MAX_DENSITY) density = EX_PAGE_MAX_DENSITY;
     return caps[density];
@@ -713,11 +717,11 @@ EX_FN int ex_page_generate_ex(ex_rng *r, int W, int H, int density, int max_char
     p->W = W;
     p->H = H;
     p->density = density;
-    p->cols = (W - 2) / EX_CELL_W;
-    p->rows = (H - 2) / EX_CELL_H;
+    p->cols = W / EX_CELL_W;
+    p->rows = H / EX_CELL_H;
     if (p->rows > EX_PAGE_MAX_LINES) p->rows = EX_PAGE_MAX_LINES;
-    p->ox = (W - (p->cols * EX_CELL_W - 1)) / 2;
-    p->oy = (H - (p->rows * EX_CELL_H - 1)) / 2;
+    p->ox = (W - p->cols * EX_CELL_W) / 2;
+    p->oy = (H - p->rows * EX_CELL_H) / 2;
     word_len_max = 6;
     switch (density) {
     case 0: nl = 1; wmin = 1; wmax = 2; word_len_max = 4; break;
@@ -727,7 +731,7 @@ EX_FN int ex_page_generate_ex(ex_rng *r, int W, int H, int density, int max_char
     }
     if (nl > p->rows) nl = p->rows;
     p->first_row = density == EX_PAGE_MAX_DENSITY ? 0 : ex_rng_int(r, 0, p->rows - nl);
-    block_dy = ex_rng_int(r, -1, 1);
+    block_dy = ex_rng_int(r, 0, 1);
     for (li = 0; li < nl; li++) {
         int target_words = ex_rng_int(r, wmin, wmax), w, line_len = 0;
         int sep = li > 0 ? 1 : 0; /* the '\n' before this line */
@@ -755,7 +759,7 @@ EX_FN int ex_page_generate_ex(ex_rng *r, int W, int H, int density, int max_char
         if (line_len == 0) break; /* the cap is reached */
         p->line_start[li] = start;
         p->line_len[li] = line_len;
-        p->line_dx[li] = ex_rng_int(r, -1, 1);
+        p->line_dx[li] = ex_rng_int(r, 0, 1);
         p->line_dy[li] = block_dy; /* one shift for all lines: lines never touch */
         p->n_lines = li + 1;
     }

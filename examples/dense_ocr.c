@@ -18,11 +18,13 @@
 #include "common.h"
 #include "pipeline.h"
 
-#define IMG 64        /* pages are IMG x IMG RGB: a 10 x 7 character grid */
+#define IMG_W 60      /* pages are IMG_W x IMG_H RGB: 10 x 8 character cells of 6 x 8 pixels, */
+#define IMG_H 64      /* no margin, so each 6 x 8 patch of the model sees one character */
 #define N_DENSITY 4   /* densities 0..3; page i of a split has density i % 4 */
-#define MAX_CHARS 60  /* the densest page's transcription (common.h's default cap) */
-#define MAX_TEXT 68   /* BOS + prompt + SEP + 60 characters + EOS */
-#define TEXT_CAP 72
+#define MAX_CHARS 88  /* the densest page's transcription (common.h's default cap; a full page
+                         holds at most 87 with its newlines) */
+#define MAX_TEXT 94   /* BOS + prompt + SEP + 88 characters + EOS */
+#define TEXT_CAP 96
 #define PROMPT "read"
 
 static void set_defaults(options *o) {
@@ -45,7 +47,9 @@ static void set_defaults(options *o) {
 }
 
 static perpo_config model_config(void) {
-    perpo_config c = perpo_config_default(); /* 64x64, 8x8 patches, width 128, 2+4 blocks */
+    perpo_config c = perpo_config_default(); /* width 128, 2 vision + 4 decoder blocks */
+    c.image_h = IMG_H; c.image_w = IMG_W;
+    c.patch_h = 8; c.patch_w = 6; /* one character cell per patch: 80 vision tokens */
     c.max_text = MAX_TEXT;
     c.max_batch = 32;
     c.pos_channels = 1;
@@ -58,7 +62,7 @@ static perpo_config model_config(void) {
 static int page_make(uint64_t base, uint64_t index, float *image, char *prompt, char *answer, int *group) {
     ex_page page;
     int density = (int)(index % N_DENSITY);
-    if (ex_page_from_index(base, index, IMG, IMG, density, &page) != 0 || page.len > MAX_CHARS) return -1;
+    if (ex_page_from_index(base, index, IMG_W, IMG_H, density, &page) != 0 || page.len > MAX_CHARS) return -1;
     ex_page_render(&page, image);
     memcpy(answer, page.text, (size_t)page.len + 1);
     snprintf(prompt, TEXT_CAP, "%s", PROMPT);
@@ -67,10 +71,10 @@ static int page_make(uint64_t base, uint64_t index, float *image, char *prompt, 
 }
 
 /* --data pages: the density is read off the length with the caps of the synthetic pages
-   (<= 12, 24, 44 and 60 characters). */
+   (<= 12, 24, 56 and 88 characters). */
 static int density_of(const char *answer) {
     size_t len = strlen(answer);
-    return len <= 12 ? 0 : len <= 24 ? 1 : len <= 44 ? 2 : 3;
+    return len <= 12 ? 0 : len <= 24 ? 1 : len <= 56 ? 2 : 3;
 }
 
 static float ocr_reward(const char *response, size_t len, const char *answer) {
@@ -96,13 +100,13 @@ static void ocr_score(const char *response, size_t len, const char *answer, int 
 }
 
 static const char *ocr_check(const char *answer) {
-    return strlen(answer) > MAX_CHARS ? "is longer than the 60 characters a page holds" : NULL;
+    return strlen(answer) > MAX_CHARS ? "is longer than the 88 characters a page holds" : NULL;
 }
 
 /* Test pages (zoomed) with the true, SFT and PerPO transcriptions under each. */
 static int write_picture(const char *path, const dataset *test, const char *sft_text, const char *perpo_text) {
     enum { N_SHOW = 8, ZOOM = 3 };
-    static float page[IMG * ZOOM * IMG * ZOOM * 3], tiles[N_SHOW][2 * IMG * ZOOM * IMG * ZOOM * 3];
+    static float page[IMG_W * ZOOM * IMG_H * ZOOM * 3], tiles[N_SHOW][2 * IMG_W * ZOOM * IMG_H * ZOOM * 3];
     static char labels[N_SHOW][3 * (TEXT_CAP + 8)];
     const float *ptr[N_SHOW];
     const char *lab[N_SHOW];
@@ -120,18 +124,18 @@ static int write_picture(const char *path, const dataset *test, const char *sft_
         snprintf(labels[i], sizeof labels[i], "true: %s\nSFT:  %s\nPerPO:%s", t[0], t[1], t[2]);
         { /* the page on the left half of a tile twice as wide, so the labels have room */
             int y;
-            ex_upscale(test->examples[i].image, IMG, IMG, ZOOM, page);
-            for (y = 0; y < IMG * ZOOM; y++) {
-                float *row = tiles[i] + (size_t)y * 2 * IMG * ZOOM * 3;
-                memcpy(row, page + (size_t)y * IMG * ZOOM * 3, IMG * ZOOM * 3 * sizeof(float));
-                for (k = IMG * ZOOM * 3; k < 2 * IMG * ZOOM * 3; k++) row[k] = 1.0f;
+            ex_upscale(test->examples[i].image, IMG_W, IMG_H, ZOOM, page);
+            for (y = 0; y < IMG_H * ZOOM; y++) {
+                float *row = tiles[i] + (size_t)y * 2 * IMG_W * ZOOM * 3;
+                memcpy(row, page + (size_t)y * IMG_W * ZOOM * 3, IMG_W * ZOOM * 3 * sizeof(float));
+                for (k = IMG_W * ZOOM * 3; k < 2 * IMG_W * ZOOM * 3; k++) row[k] = 1.0f;
             }
         }
         ptr[i] = tiles[i];
         lab[i] = labels[i];
     }
     g.cols = 2; g.zoom = 1; g.label_lines = 3; g.label_scale = 1; g.margin = 10;
-    return ex_grid_write_png(path, &g, n, ptr, IMG * ZOOM * 2, IMG * ZOOM, lab) == 0 ? 0 : 1;
+    return ex_grid_write_png(path, &g, n, ptr, IMG_W * ZOOM * 2, IMG_H * ZOOM, lab) == 0 ? 0 : 1;
 }
 
 int main(int argc, char **argv) {
