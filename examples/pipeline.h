@@ -413,6 +413,12 @@ typedef struct task {
     int (*group_of)(const char *answer);
     /* The picture of the first test items with the SFT and PerPO answers; 0 on success. */
     int (*picture)(const char *path, const dataset *test, const char *sft_text, const char *perpo_text);
+    /* Optional figure of one metric per group (the paper's Figure 5: edit distance at each text
+       density): metrics group_metric .. group_metric + n_groups - 1 hold groups 0 .. n_groups - 1,
+       plotted against group_axis for every method (mean over seeds) into DIR/NAME_by_group.svg.
+       n_groups = 0: none. */
+    int group_metric, n_groups;
+    const char *group_axis, *group_ylabel;
 } task;
 
 /* ---- Data: images, prompts, answers (synthetic splits or --data) ------------------------- */
@@ -1158,6 +1164,32 @@ static perpo_model *sft_model(const task *tk, const options *o, const dataset *t
     return m;
 }
 
+/* DIR/NAME_by_group.svg: the task's per-group metric for each method but the Best-of-N row,
+   averaged over the seeds. */
+static void group_figure(const task *tk, const options *o, const run_result *runs) {
+    float xs[EX_MAX_METHODS][EX_MAX_METRICS], ys[EX_MAX_METHODS][EX_MAX_METRICS];
+    const float *px[EX_MAX_METHODS], *py[EX_MAX_METHODS];
+    const char *names[EX_MAX_METHODS];
+    int counts[EX_MAX_METHODS], k, g, s, n = runs[0].n_methods - 1; /* the last row is Best-of-N */
+    char path[1024], title[256];
+    if (tk->n_groups < 1 || tk->group_metric + tk->n_groups > tk->n_metrics) return;
+    for (k = 0; k < n; k++) {
+        for (g = 0; g < tk->n_groups; g++) {
+            double sum = 0;
+            for (s = 0; s < o->seeds; s++) sum += runs[s].m[k].s.v[tk->group_metric + g];
+            xs[k][g] = (float)g;
+            ys[k][g] = (float)(sum / o->seeds);
+        }
+        px[k] = xs[k]; py[k] = ys[k]; names[k] = runs[0].m[k].name; counts[k] = tk->n_groups;
+    }
+    snprintf(path, sizeof path, "%s/%s_by_group.svg", o->out, tk->name);
+    snprintf(title, sizeof title, "%s by %s (%d test items, mean of %d seed%s)", tk->group_ylabel, tk->group_axis, o->n_test,
+             o->seeds, o->seeds > 1 ? "s" : "");
+    if (ex_svg_plot(path, title, tk->group_axis, tk->group_ylabel, n, names, px, py, counts) != 0)
+        fprintf(stderr, "warning: cannot write %s\n", path);
+    else printf("wrote %s\n", path);
+}
+
 static int experiment_main(const task *tk, options *o, int argc, char **argv) {
     perpo_model *sft = NULL;
     dataset test, train;
@@ -1228,6 +1260,7 @@ static int experiment_main(const task *tk, options *o, int argc, char **argv) {
     printf("* Best-of-%d: the highest-reward of %d samples of the SFT model, on the first %d test items\n", o->n_samples,
            o->n_samples, n_bon);
     if (write_results(tk, o, runs) != 0) goto done;
+    group_figure(tk, o, runs);
     snprintf(path, sizeof path, "%s/%s_examples.png", o->out, tk->name);
     if (tk->picture(path, &test, runs[0].sft_text, runs[0].perpo_index >= 0 ? runs[0].perpo_text : NULL) != 0)
         fprintf(stderr, "warning: cannot write %s\n", path);
