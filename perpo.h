@@ -327,12 +327,17 @@ PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *l
  * The hook sums buf[0..n) over all workers in place and must leave the same values on every
  * worker: MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, comm) does (or, to be
  * certain of identical bits, MPI_Reduce to one rank and MPI_Bcast). Every worker calls it the
- * same number of times with the same n: on entry (a handshake that checks the workers agree),
- * once or twice per micro-batch and step for counts and metrics, once per step on the
- * gradients (perpo_model_num_params floats), and once per progress report (a stop request by
- * any worker's callback stops all). Return PERPO_OK, or an error that ends training with it.
+ * same number of times with the same n: twice on entry (a handshake: the workers must agree on
+ * the schedule, batch, seed and weights, and on the AdamW state when resuming, else every one
+ * returns PERPO_ERR_ARG before any step); in SFT once
+ * per micro-batch (its token count and summed loss) and once per step (a failure flag); in
+ * preference training once per step (the metrics); in both once per step on the gradients
+ * (perpo_model_num_params floats) and once per progress report, every log_every steps (a stop
+ * request by any worker's callback stops all). Return PERPO_OK, or an error that ends
+ * training with it.
  * A worker that fails (bad data, NaN) still joins the next reduction with a failure flag, so
  * every worker stops at the same step: it returns its error, the others PERPO_ERR_PEER.
+ * Progress reports carry the global loss, metrics and token counts, on every worker.
  * Checkpoints are the caller's: the weights are the same on every worker, so one of them
  * (rank 0) saves, and every worker loads that file to resume. */
 typedef perpo_status (*perpo_reduce_fn)(float *buf, size_t n, void *user);
@@ -340,8 +345,9 @@ typedef perpo_status (*perpo_reduce_fn)(float *buf, size_t n, void *user);
 typedef struct perpo_parallel {
     perpo_reduce_fn reduce; /* NULL: one process (rank 0, world 1), no call to anything */
     void *user;             /* passed to reduce */
-    int rank, world;        /* this worker in [0, world); world in [1, PERPO_MAX_WORLD], and 1
-                               when reduce is NULL */
+    int rank, world;        /* this worker in [0, world); world in [1, PERPO_MAX_WORLD]. With
+                               reduce NULL: rank 0 and world 1 (or 0: a zeroed struct is one
+                               process) */
 } perpo_parallel;
 
 /* Worker rank's block of n items split over world workers: [*first, *first + *count), blocks
