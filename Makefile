@@ -6,6 +6,8 @@
 #   make bench       benchmarks, one JSON object per line (make bench-compare: against PyTorch)
 #   make test-sanitize, make fuzz   ASan+UBSan suite; libFuzzer targets
 #   make soak        the crash test (tests/t_crash.c) with SOAK_KILLS (200) SIGKILLs instead of 20
+#   make shared      build/libperpo.so (the header as a shared library, for ctypes: examples/torch_loss.py)
+#   build/mpi_train  data-parallel SFT and PerPO over MPI (built by `make` when mpicc exists)
 # Variables: CC (cc), OPT (-O2 -march=native -ffp-contract=fast), OMP (-fopenmp; empty to build
 # single-threaded), BLAS=1 to use CBLAS (OpenBLAS) for matrix products.
 
@@ -24,9 +26,16 @@ endif
 EX_DEFS := -DEX_COMMIT='"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)"' -DEX_BUILD_FLAGS='"$(OPT) $(OMP)"'
 
 EXAMPLES := $(BUILD)/grounding $(BUILD)/dense_ocr $(BUILD)/loss_only
+# MPI (Debian: openmpi-bin libopenmpi-dev): examples/mpi_train.c, when mpicc is there.
+MPICC    ?= mpicc
+HAVE_MPI := $(shell command -v $(MPICC) > /dev/null 2>&1 && command -v mpirun > /dev/null 2>&1 && echo 1)
+ifeq ($(HAVE_MPI),1)
+  EXAMPLES += $(BUILD)/mpi_train
+endif
+PYTHON   ?= /usr/bin/python3
 TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) examples/common.h
 
-.PHONY: pretrain pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-alloc test-blas test-portable test-omp test-sanitize soak fuzz demo demo-ocr bench bench-compare bench-scaling clean
+.PHONY: pretrain pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-alloc test-blas test-portable test-omp test-mpi test-torch test-sanitize soak fuzz demo demo-ocr bench bench-compare bench-scaling shared clean
 
 all: $(EXAMPLES) $(BUILD)/run_tests
 
@@ -40,7 +49,7 @@ $(BUILD)/run_tests: $(TEST_SRC) perpo.h | $(BUILD)
 $(BUILD)/%: examples/%.c examples/common.h examples/pipeline.h perpo.h | $(BUILD)
 	$(CC) $(WARN) $(OPT) $(OMP) $(EX_DEFS) -o $@ $< $(LIBS)
 
-test: test-compile test-readme test-alloc test-blas test-portable test-omp test-examples test-unit
+test: test-compile test-readme test-alloc test-blas test-portable test-omp test-examples test-mpi test-torch test-unit
 
 test-compile:
 	@sh tests/check_compile.sh
@@ -90,6 +99,29 @@ test-portable: | $(BUILD)
 	@$(CC) $(WARN) -O2 -o $(BUILD)/run_tests_portable tests/main.c $(LIBS)
 	@./$(BUILD)/run_tests_portable gemm PyTorch finite cache 2>&1 | tail -1 | sed 's/^/portable build: /' | tee $(BUILD)/portable.out
 	@grep -Eq '^portable build: [1-9][0-9]* passed, 0 failed$$' $(BUILD)/portable.out
+
+# Data-parallel SFT and PerPO over MPI (the trainers' reduction hook is MPI_Allreduce).
+$(BUILD)/mpi_train: examples/mpi_train.c examples/common.h perpo.h | $(BUILD)
+	$(MPICC) $(WARN) $(OPT) $(OMP) -o $@ $< $(LIBS)
+
+# 2 MPI ranks against 1 process with the same total batch (tests/mpi_check.sh says what it
+# checks); skipped with a message where MPI is not installed.
+test-mpi:
+	@if [ "$(HAVE_MPI)" = 1 ]; then $(MAKE) --no-print-directory $(BUILD)/mpi_train > /dev/null && sh tests/mpi_check.sh $(BUILD); \
+	else echo "MPI: skipped (install openmpi-bin and libopenmpi-dev to test examples/mpi_train.c)"; fi
+
+# The header as a shared library, for ctypes (examples/torch_loss.py) and other languages.
+$(BUILD)/libperpo.so: perpo.h | $(BUILD)
+	@printf '#define PERPO_IMPLEMENTATION\n#include "perpo.h"\n' > $(BUILD)/libperpo.c
+	$(CC) $(WARN) $(OPT) -fPIC -shared -I. -o $@ $(BUILD)/libperpo.c $(LIBS)
+shared: $(BUILD)/libperpo.so
+
+# perpo_listwise_loss inside PyTorch autograd against PyTorch versions of the objectives;
+# skipped with a message where python3-torch is not installed.
+test-torch:
+	@if $(PYTHON) -c "import torch" > /dev/null 2>&1; then $(MAKE) --no-print-directory $(BUILD)/libperpo.so > /dev/null && \
+	  $(PYTHON) tests/torch_loss_test.py; \
+	else echo "torch: skipped (install python3-torch to test examples/torch_loss.py)"; fi
 
 # Built with OpenMP: 1 and 2 threads give bit-identical parameters and generations.
 $(BUILD)/omp_threads: tests/omp_threads.c perpo.h | $(BUILD)

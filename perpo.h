@@ -65,7 +65,7 @@
 #endif
 
 #define PERPO_VERSION_MAJOR 0
-#define PERPO_VERSION_MINOR 2
+#define PERPO_VERSION_MINOR 3
 
 #ifdef __cplusplus
 extern "C" {
@@ -83,7 +83,9 @@ typedef enum perpo_status {
     PERPO_ERR_OVERFLOW,   /* a size computation would overflow size_t */
     PERPO_ERR_IO,         /* open/read/write/rename failed */
     PERPO_ERR_FORMAT,     /* a file or text is malformed */
-    PERPO_ERR_NONFINITE   /* NaN or Inf in an input, loss or gradient */
+    PERPO_ERR_NONFINITE,  /* NaN or Inf in an input, loss or gradient */
+    PERPO_ERR_PEER        /* data-parallel training: another worker failed (its own call
+                             returns the reason), so this one stopped with it */
 } perpo_status;
 
 /* A short English explanation of a status; never NULL. */
@@ -312,6 +314,47 @@ typedef struct { float chosen, rejected, margin, accuracy; } perpo_pref_metrics;
 PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *logp,
     const float *ref_logp, const float *reward, perpo_pref_metrics *out);
 
+/* ---- Data parallelism: several processes train one model ------------------------------
+ * perpo.h has no transport of its own: its trainers call a reduction hook that you implement
+ * with the one you have (MPI_Allreduce, NCCL, sockets; examples/mpi_train.c uses MPI). Every
+ * worker holds the whole model, the same weights and the same trainer config except rank. At
+ * each step every worker computes the gradient of its share of the batch; the hook sums those
+ * gradients, the token and list counts and the step's metrics over the workers; then every
+ * worker divides by the global count, clips by the global norm and takes the same AdamW step.
+ * So world workers with batch_size B (lists_per_step L) train the same model as one process
+ * with world * B (world * L), up to the order of the float sums in the reduction.
+ *
+ * The hook sums buf[0..n) over all workers in place and must leave the same values on every
+ * worker: MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_FLOAT, MPI_SUM, comm) does (or, to be
+ * certain of identical bits, MPI_Reduce to one rank and MPI_Bcast). Every worker calls it the
+ * same number of times with the same n: twice on entry (a handshake: the workers must agree on
+ * the schedule, batch, seed and weights, and on the AdamW state when resuming, else every one
+ * returns PERPO_ERR_ARG before any step); in SFT once
+ * per micro-batch (its token count and summed loss) and once per step (a failure flag); in
+ * preference training once per step (the metrics); in both once per step on the gradients
+ * (perpo_model_num_params floats) and once per progress report, every log_every steps (a stop
+ * request by any worker's callback stops all). Return PERPO_OK, or an error that ends
+ * training with it.
+ * A worker that fails (bad data, NaN) still joins the next reduction with a failure flag, so
+ * every worker stops at the same step: it returns its error, the others PERPO_ERR_PEER.
+ * Progress reports carry the global loss, metrics and token counts, on every worker.
+ * Checkpoints are the caller's: the weights are the same on every worker, so one of them
+ * (rank 0) saves, and every worker loads that file to resume. */
+typedef perpo_status (*perpo_reduce_fn)(float *buf, size_t n, void *user);
+#define PERPO_MAX_WORLD 4096
+typedef struct perpo_parallel {
+    perpo_reduce_fn reduce; /* NULL: one process (rank 0, world 1), no call to anything */
+    void *user;             /* passed to reduce */
+    int rank, world;        /* this worker in [0, world); world in [1, PERPO_MAX_WORLD]. With
+                               reduce NULL: rank 0 and world 1 (or 0: a zeroed struct is one
+                               process) */
+} perpo_parallel;
+
+/* Worker rank's block of n items split over world workers: [*first, *first + *count), blocks
+   in rank order, sizes differing by at most one. PERPO_ERR_ARG for NULL outputs, world outside
+   [1, PERPO_MAX_WORLD] or rank outside [0, world). */
+PERPODEF perpo_status perpo_share(size_t n, int rank, int world, size_t *first, size_t *count);
+
 /* ---- Training: progress reports -------------------------------------------------------- */
 typedef struct perpo_progress {
     const char *phase;        /* "sft", "perpo", ... */
@@ -345,6 +388,11 @@ typedef struct perpo_train_config {
     int log_every;            /* call the progress callback every this many steps (>= 1) */
     int resume;               /* 0: fresh schedule (optimizer reset); 1: continue from the model's
                                  optimizer step, e.g. after loading a checkpoint saved mid-run */
+    perpo_parallel parallel;  /* data parallelism (see above); default: one process. With
+                                 world workers, batch_size is this worker's share: a micro-batch
+                                 is world * batch_size examples, worker r taking positions
+                                 [r * batch_size, (r + 1) * batch_size) of it; the loss is the
+                                 mean token cross-entropy over the whole micro-batch */
 } perpo_train_config;
 
 PERPODEF perpo_train_config perpo_train_default(void);
@@ -421,6 +469,8 @@ typedef struct perpo_pref_config {
     uint64_t seed;       /* order of the lists; any value */
     int log_every;       /* progress callback period, in steps (>= 1) */
     int resume;          /* 0 or 1, as in perpo_train_config */
+    perpo_parallel parallel; /* data parallelism (see above and perpo_pref_train); default: one
+                                process */
 } perpo_pref_config;
 
 /* Scores one sampled response of item `item` (higher is better), e.g. IoU with the true box. */
@@ -435,11 +485,20 @@ typedef struct perpo_pref_set {
 } perpo_pref_set;
 
 /* The first stage of PerPO: for every item (its image and prompt; the response is ignored),
-   samples n responses with sc and scores them with reward. Seeds derive from sc->seed, so the
-   same call gives the same lists. ref_logp is zeroed: call perpo_pref_reference next. */
+   samples n responses with sc and scores them with reward. Each item's responses come from a
+   random stream of its own, seeded by sc->seed and the item's index: the same call gives the
+   same lists, whatever max_batch is and however the items are split (below). ref_logp is
+   zeroed: call perpo_pref_reference next. */
 PERPODEF perpo_status perpo_pref_sample(perpo_model *model, const perpo_example *items, size_t n_items,
                                         int n, const perpo_sample_config *sc, perpo_reward_fn reward,
                                         void *user, perpo_pref_set *out);
+/* The same for items [first, first + count) of items only: list j holds exactly the responses
+   perpo_pref_sample gives item first + j, and reward sees that index. How data-parallel
+   workers sample their own block of prompts (perpo_share) without any exchange. PERPO_ERR_ARG
+   for an empty range (items must hold first + count examples). */
+PERPODEF perpo_status perpo_pref_sample_range(perpo_model *model, const perpo_example *items, size_t first,
+                                              size_t count, int n, const perpo_sample_config *sc,
+                                              perpo_reward_fn reward, void *user, perpo_pref_set *out);
 PERPODEF void perpo_pref_set_free(perpo_pref_set *set);
 /* Defaults of the paper's released code: beta 0.1, gamma 0.5, summed log-probs, no NLL term. */
 PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind);
@@ -450,7 +509,15 @@ PERPODEF perpo_status perpo_pref_reference(perpo_model *model, perpo_pref_list *
    returns how many remain. */
 PERPODEF size_t perpo_pref_filter(perpo_pref_list *lists, size_t n_lists, float min_margin);
 /* optim.total_steps optimizer steps of the chosen listwise objective over shuffled epochs of
-   the lists. Progress reports carry rewards/chosen, rejected, margins and accuracies. */
+   the lists. Progress reports carry rewards/chosen, rejected, margins and accuracies.
+   Data-parallel (pc->parallel.reduce set): lists is this worker's part of the preference set,
+   and the whole set is every worker's part concatenated in rank order, as perpo_share blocks of
+   prompts sampled with perpo_pref_sample_range, then perpo_pref_filter and perpo_pref_reference
+   on each worker give it (no exchange of lists). A part may be empty (lists NULL, n_lists 0),
+   the whole set may not. A micro-batch is world * lists_per_step positions of the shuffled
+   order of the whole set; each worker trains on those of its own lists, in forwards of at most
+   lists_per_step lists (so it runs none, one or several per micro-batch), and the gradients,
+   divided by the global list count, are summed by the hook. */
 PERPODEF perpo_status perpo_pref_train(perpo_model *model, const perpo_pref_list *lists, size_t n_lists,
                                        const perpo_pref_config *pc, perpo_progress_fn progress, void *user);
 
@@ -600,6 +667,7 @@ PERPODEF const char *perpo_status_string(perpo_status status) {
     case PERPO_ERR_IO: return "i/o error";
     case PERPO_ERR_FORMAT: return "malformed input";
     case PERPO_ERR_NONFINITE: return "non-finite value (NaN or Inf)";
+    case PERPO_ERR_PEER: return "another worker of the data-parallel run failed";
     }
     return "unknown status";
 }
@@ -2439,7 +2507,7 @@ typedef struct perpo__gen_seq {
 /* Reference path without the cache: re-runs perpo_forward over the whole text every token. */
 static perpo_status perpo__generate_nocache(perpo_model *m, const perpo_gen_request *req,
                                             const perpo_sample_config *sc, perpo__gen_seq *seq,
-                                            char *out, size_t out_cap) {
+                                            perpo__rng *streams, char *out, size_t out_cap) {
     size_t n = req->n_seq, T = m->T, s;
     int *tok, *tgt;
     perpo__rng rng;
@@ -2467,7 +2535,8 @@ static perpo_status perpo__generate_nocache(perpo_model *m, const perpo_gen_requ
             size_t at = seq[s].prompt_len + 1 + seq[s].len; /* text position that predicts next */
             int next;
             if (seq[s].done) continue;
-            next = perpo__sample_token(m, m->logits + (s * T + at) * m->V, sc, &rng);
+            next = perpo__sample_token(m, m->logits + (s * T + at) * m->V, sc,
+                                       streams ? &streams[req->image_of ? req->image_of[s] : s] : &rng);
             if (next == PERPO_TOK_EOS) { seq[s].done = 1; continue; }
             tok[s * T + at + 1] = next;
             if (seq[s].len + 1 < out_cap) out[s * out_cap + seq[s].len] = (char)next;
@@ -2493,8 +2562,8 @@ static size_t perpo__prefill(perpo_model *m, size_t n, size_t Lp, const size_t *
    the same length together), then decode all live sequences together, one token per step. */
 static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
                                    const perpo_sample_config *sc, perpo__gen_seq *seq,
-                                   size_t *slot, size_t *pos, size_t *root, size_t *shared, char *out,
-                                   size_t out_cap) {
+                                   size_t *slot, size_t *pos, size_t *root, size_t *shared,
+                                   perpo__rng *streams, char *out, size_t out_cap) {
     size_t n = req->n_seq, D = m->D, NP = m->NP, V = m->V, s, r, i, k, n_live, n_pend = 0, pend_Lp = 0;
     float *x;
     perpo__rng rng;
@@ -2533,7 +2602,8 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
         for (s = 0; s < n; s++) {
             int next;
             if (seq[s].done) continue;
-            next = perpo__sample_token(m, m->g_logits + s * V, sc, &rng);
+            next = perpo__sample_token(m, m->g_logits + s * V, sc,
+                                       streams ? &streams[req->image_of ? req->image_of[s] : s] : &rng);
             if (next == PERPO_TOK_EOS) { seq[s].done = 1; continue; }
             if (seq[s].len + 1 < out_cap) out[s * out_cap + seq[s].len] = (char)next;
             if (++seq[s].len >= seq[s].cap) { seq[s].done = 1; continue; }
@@ -2550,22 +2620,32 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
     }
 }
 
-PERPODEF perpo_status perpo_generate(perpo_model *m, const perpo_gen_request *req,
-                                     const perpo_sample_config *sc, char *out, size_t out_cap,
-                                     size_t *out_len) {
+/* perpo_generate, where img_seeds (n_img values) may give each image a random stream of its
+   own: sequence s then draws from the stream of its image, seeded with img_seeds[image],
+   so its text does not depend on the other images of the call (perpo_pref_sample). NULL: one
+   stream seeded with sc->seed for the whole call, in sequence order. */
+static perpo_status perpo__generate(perpo_model *m, const perpo_gen_request *req, const perpo_sample_config *sc,
+                                    const uint64_t *img_seeds, char *out, size_t out_cap, size_t *out_len) {
     size_t n, s, *slot, *pos, *root, *shared;
     perpo__gen_seq *seq;
+    perpo__rng *streams = NULL;
     perpo_status st = PERPO_OK;
     if (!m || perpo__check_sample(sc) != PERPO_OK) return PERPO_ERR_ARG;
     if ((st = perpo__check_request(m, req, sc, out, out_cap)) != PERPO_OK) return st;
     if ((st = perpo__params_finite(m)) != PERPO_OK) return st;
     n = req->n_seq;
-    seq = (perpo__gen_seq *)perpo__calloc(m->cfg.alloc_ctx, n, sizeof *seq + 4 * sizeof(size_t));
+    /* n <= max_batch and n_img <= max_batch (checked), so these sizes cannot overflow */
+    seq = (perpo__gen_seq *)perpo__calloc(m->cfg.alloc_ctx, 1, n * (sizeof *seq + 4 * sizeof(size_t)) +
+                                          (img_seeds ? req->n_img * sizeof(perpo__rng) : 0));
     if (!seq) return PERPO_ERR_NOMEM;
     slot = (size_t *)(seq + n);
     pos = slot + n;
     root = pos + n;      /* sequence s reads positions [0, shared[s]) of its cache from slot root[s] */
     shared = root + n;
+    if (img_seeds) {
+        streams = (perpo__rng *)(shared + n);
+        for (s = 0; s < req->n_img; s++) perpo__rng_seed(&streams[s], img_seeds[s]);
+    }
     memset(out, 0, n * out_cap);
     for (s = 0; s < n; s++) {
         size_t room;
@@ -2574,11 +2654,17 @@ PERPODEF perpo_status perpo_generate(perpo_model *m, const perpo_gen_request *re
         seq[s].cap = (size_t)sc->max_new_tokens < room ? (size_t)sc->max_new_tokens : room;
         seq[s].done = seq[s].cap == 0;
     }
-    if (sc->no_cache) st = perpo__generate_nocache(m, req, sc, seq, out, out_cap);
-    else perpo__generate_cached(m, req, sc, seq, slot, pos, root, shared, out, out_cap);
+    if (sc->no_cache) st = perpo__generate_nocache(m, req, sc, seq, streams, out, out_cap);
+    else perpo__generate_cached(m, req, sc, seq, slot, pos, root, shared, streams, out, out_cap);
     if (out_len) for (s = 0; s < n; s++) out_len[s] = seq[s].len < out_cap ? seq[s].len : out_cap - 1;
     PERPO_FREE(m->cfg.alloc_ctx, seq);
     return st;
+}
+
+PERPODEF perpo_status perpo_generate(perpo_model *m, const perpo_gen_request *req,
+                                     const perpo_sample_config *sc, char *out, size_t out_cap,
+                                     size_t *out_len) {
+    return perpo__generate(m, req, sc, NULL, out, out_cap, out_len);
 }
 
 /* ==========================================================================================
@@ -3280,10 +3366,149 @@ PERPODEF void perpo_optimizer_reset(perpo_model *m) {
     m->opt_step = 0;
 }
 
+/* ---- Data parallelism: what both trainers share ------------------------------------------ */
+PERPODEF perpo_status perpo_share(size_t n, int rank, int world, size_t *first, size_t *count) {
+    size_t w, k, q, r;
+    if (!first || !count || world < 1 || world > PERPO_MAX_WORLD || rank < 0 || rank >= world) return PERPO_ERR_ARG;
+    w = (size_t)world; k = (size_t)rank; q = n / w; r = n % w;
+    *first = q * k + (k < r ? k : r); /* <= n: no overflow */
+    *count = q + (k < r ? 1 : 0);
+    return PERPO_OK;
+}
+
+static perpo_parallel perpo__parallel_none(void) {
+    perpo_parallel p;
+    p.reduce = NULL; p.user = NULL; p.rank = 0; p.world = 1;
+    return p;
+}
+
+/* The ranges documented at perpo_parallel (a zeroed struct is one process too). */
+static int perpo__parallel_ok(const perpo_parallel *p) {
+    if (!p->reduce) return p->rank == 0 && (p->world == 0 || p->world == 1);
+    return p->world >= 1 && p->world <= PERPO_MAX_WORLD && p->rank >= 0 && p->rank < p->world;
+}
+
+/* FNV-1a over 32-bit words: a cheap fingerprint of what the workers must agree on. */
+static uint64_t perpo__hash_words(uint64_t h, const void *data, size_t n_words) {
+    const unsigned char *p = (const unsigned char *)data;
+    size_t i;
+    for (i = 0; i < n_words; i++) {
+        uint32_t w;
+        memcpy(&w, p + 4 * i, 4);
+        h = (h ^ w) * 0x100000001B3ull;
+    }
+    return h;
+}
+static uint64_t perpo__hash_optim(uint64_t h, const perpo_optim_config *oc) {
+    float f[7];
+    int v[2];
+    f[0] = oc->lr; f[1] = oc->min_lr; f[2] = oc->beta1; f[3] = oc->beta2; f[4] = oc->eps;
+    f[5] = oc->weight_decay; f[6] = oc->clip_norm;
+    v[0] = oc->warmup_steps; v[1] = oc->total_steps;
+    return perpo__hash_words(perpo__hash_words(h, f, 7), v, 2);
+}
+static void perpo__config_to_words(const perpo_config *c, int *v); /* section 7 */
+/* The architecture and weights, and with resume the AdamW moments and step: workers that start
+   from different weights (one forgot to load the checkpoint) are refused before any step. */
+static uint64_t perpo__hash_model(const perpo_model *m, int with_optimizer) {
+    int cfgv[15];
+    uint64_t h = 0xCBF29CE484222325ull;
+    perpo__config_to_words(&m->cfg, cfgv);
+    h = perpo__hash_words(h, cfgv, 15);
+    h = perpo__hash_words(h, m->params, m->n_params);
+    if (with_optimizer) {
+        h = perpo__hash_words(h, m->adam_m, m->n_params);
+        h = perpo__hash_words(h, m->adam_v, m->n_params);
+        h = perpo__hash_words(h, &m->opt_step, 1);
+    }
+    return h;
+}
+
+/* One reduction of a data-parallel trainer whose last float is this worker's failure flag:
+   every worker learns whether any failed, and all stop together (no one waits forever in the
+   next reduction). The failed worker returns its own status, the others PERPO_ERR_PEER. */
+static perpo_status perpo__collective(const perpo_parallel *par, float *buf, size_t n, perpo_status local) {
+    perpo_status st;
+    buf[n - 1] = local != PERPO_OK ? 1.0f : 0.0f;
+    if ((st = par->reduce(buf, n, par->user)) != PERPO_OK) return st;
+    if (!(buf[n - 1] == 0.0f)) return local != PERPO_OK ? local : PERPO_ERR_PEER; /* NaN counts as failed */
+    return PERPO_OK;
+}
+
+#define PERPO__HS_WORDS 10 /* 64-bit words that every worker of a trainer call must agree on */
+/* The entry of a data-parallel trainer. First every worker's status and world (a fixed-size
+   reduction), then a gather through the sum hook: each worker writes its block (a presence
+   mark, the words, its part size) as 16-bit pieces, exact in float, zeros elsewhere, so every
+   worker sees every block exactly and all take the same decision from the same numbers.
+   PERPO_ERR_ARG when the ranks are not 0..world-1 once each or the words differ; offset and
+   total (may be NULL) get the sum of the parts before this worker's and of all. */
+static perpo_status perpo__handshake(const perpo_parallel *par, void *ctx, perpo_status local,
+                                     const uint64_t *words, uint64_t part, size_t *offset, size_t *total) {
+    const size_t K = 1 + 4 * (PERPO__HS_WORDS + 1), W = (size_t)par->world;
+    float first[3], *buf = NULL;
+    size_t before = 0, all = 0;
+    perpo_status st;
+    size_t r, k;
+    if (local == PERPO_OK && !(buf = (float *)perpo__calloc(ctx, W * K, sizeof(float)))) local = PERPO_ERR_NOMEM;
+    first[0] = 1.0f; first[1] = (float)W;
+    if ((st = perpo__collective(par, first, 3, local)) != PERPO_OK) goto done;
+    if (!(first[0] == (float)W && first[1] == (float)W * (float)W)) { st = PERPO_ERR_ARG; goto done; }
+    {
+        float *mine = buf + (size_t)par->rank * K;
+        mine[0] = 1.0f;
+        for (k = 0; k <= PERPO__HS_WORDS; k++) {
+            uint64_t v = k < PERPO__HS_WORDS ? words[k] : part;
+            int q;
+            for (q = 0; q < 4; q++) mine[1 + 4 * k + (size_t)q] = (float)((v >> (16 * q)) & 0xFFFFu);
+        }
+    }
+    if ((st = par->reduce(buf, W * K, par->user)) != PERPO_OK) goto done;
+    for (r = 0; r < W && st == PERPO_OK; r++) {
+        const float *blk = buf + r * K;
+        uint64_t p = 0;
+        int q;
+        if (blk[0] != 1.0f) st = PERPO_ERR_ARG; /* a rank missing or taken twice */
+        for (k = 1; k < 1 + 4 * PERPO__HS_WORDS; k++)
+            if (blk[k] != buf[k]) st = PERPO_ERR_ARG; /* a word differs from rank 0's */
+        for (q = 0; q < 4; q++) {
+            float f = blk[1 + 4 * PERPO__HS_WORDS + (size_t)q];
+            if (!(f >= 0.0f && f <= 65535.0f)) { st = PERPO_ERR_ARG; break; }
+            p |= (uint64_t)f << (16 * q);
+        }
+        if (st == PERPO_OK && ((uint64_t)(size_t)p != p || !perpo__size_add(all, (size_t)p, &all)))
+            st = PERPO_ERR_OVERFLOW;
+        if (r + 1 == (size_t)par->rank) before = all;
+    }
+    if (st == PERPO_OK) {
+        if (offset) *offset = before;
+        if (total) *total = all;
+    }
+done:
+    PERPO_FREE(ctx, buf);
+    return st;
+}
+
+/* The last step's report, then a stop request: data-parallel, any worker's stops all. */
+static perpo_status perpo__report(const perpo_parallel *par, perpo_progress_fn progress, perpo_progress *p, void *user,
+                                  int *stop) {
+    float buf[2];
+    *stop = progress ? progress(p, user) != 0 : 0;
+    if (!par->reduce) return PERPO_OK;
+    buf[0] = (float)*stop;
+    *stop = 0;
+    {
+        perpo_status st = perpo__collective(par, buf, 2, PERPO_OK);
+        if (st != PERPO_OK) return st;
+    }
+    *stop = buf[0] != 0.0f;
+    return PERPO_OK;
+}
+
 PERPODEF perpo_train_config perpo_train_default(void) {
     perpo_train_config t;
     t.optim = perpo_optim_default();
     t.batch_size = 32; t.accum_steps = 1; t.seed = 1; t.log_every = 10; t.resume = 0;
+    t.parallel = perpo__parallel_none();
     return t;
 }
 
@@ -3328,21 +3553,38 @@ static perpo_status perpo__example_set_next(size_t g, size_t slot, perpo_example
     return PERPO_OK;
 }
 
+/* Positions of a run, (total_steps * accum_steps * per_microbatch) within size_t: the data
+   index of every step and the sequence counts below are computed without overflow. */
+static int perpo__positions_fit(int total_steps, int accum_steps, size_t per_microbatch) {
+    size_t x;
+    return perpo__size_mul((size_t)total_steps, (size_t)accum_steps, &x) && perpo__size_mul(x, per_microbatch, &x);
+}
+
+static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void *next_user,
+                                     const perpo_train_config *tc, perpo_progress_fn progress, void *user,
+                                     perpo_status local, uint64_t n_examples);
+
 PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, size_t n,
                                       const perpo_train_config *tc, perpo_progress_fn progress,
                                       void *user) {
     perpo__example_set set;
-    perpo_status st;
+    perpo_status st = PERPO_OK;
     size_t i;
-    if (!m || !ex || n == 0 || !perpo__check_train_config(m, tc)) return PERPO_ERR_ARG;
-    for (i = 0; i < n; i++) { /* reject bad examples before touching the model */
-        if (!ex[i].image || !ex[i].prompt || !ex[i].response) return PERPO_ERR_ARG;
-        if (strlen(ex[i].prompt) + strlen(ex[i].response) + 3 > m->T) return PERPO_ERR_ARG;
+    if (!m || !tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
+    if (!ex || n == 0 || !perpo__check_train_config(m, tc)) st = PERPO_ERR_ARG;
+    for (i = 0; st == PERPO_OK && i < n; i++) { /* reject bad examples before touching the model */
+        if (!ex[i].image || !ex[i].prompt || !ex[i].response) st = PERPO_ERR_ARG;
+        else if (strlen(ex[i].prompt) + strlen(ex[i].response) + 3 > m->T) st = PERPO_ERR_ARG;
     }
-    set.ex = ex; set.n = n; set.epoch = (size_t)-1; set.seed = tc->seed;
-    set.perm = (size_t *)perpo__calloc(m->cfg.alloc_ctx, n, sizeof(size_t));
-    if (!set.perm) return PERPO_ERR_NOMEM;
-    st = perpo_sft_train_stream(m, perpo__example_set_next, &set, tc, progress, user);
+    if (st != PERPO_OK && !tc->parallel.reduce) return st;
+    set.ex = ex; set.n = n; set.epoch = (size_t)-1; set.seed = tc->seed; set.perm = NULL;
+    if (st == PERPO_OK) {
+        set.perm = (size_t *)perpo__calloc(m->cfg.alloc_ctx, n, sizeof(size_t));
+        if (!set.perm) st = PERPO_ERR_NOMEM;
+        if (st != PERPO_OK && !tc->parallel.reduce) return st;
+    }
+    /* data-parallel workers with an error still join the handshake, to stop with the others */
+    st = perpo__sft_train(m, perpo__example_set_next, &set, tc, progress, user, st, (uint64_t)n);
     PERPO_FREE(m->cfg.alloc_ctx, set.perm);
     return st;
 }
@@ -3350,63 +3592,125 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, s
 PERPODEF perpo_status perpo_sft_train_stream(perpo_model *m, perpo_example_fn next, void *next_user,
                                              const perpo_train_config *tc, perpo_progress_fn progress,
                                              void *user) {
-    size_t B, T, b;
-    int *tok, *tgt, step, start;
-    const float **imgs;
-    float *logp, *dlogp;
+    if (!m || !tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
+    return perpo__sft_train(m, next, next_user, tc, progress, user, next ? PERPO_OK : PERPO_ERR_ARG, 0);
+}
+
+/* Both SFT entries. local: an error found by the caller (data-parallel workers still join the
+   handshake with it); n_examples: the size of a fixed set (0 for a stream), which the workers
+   must agree on. Without a reduction hook this is the single-process trainer of version 0.2,
+   operation for operation. */
+static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void *next_user,
+                                     const perpo_train_config *tc, perpo_progress_fn progress, void *user,
+                                     perpo_status local, uint64_t n_examples) {
+    const perpo_parallel *par = &tc->parallel;
+    size_t B = 0, T, b, R = 1, rank = 0;
+    int *tok = NULL, *tgt, step, start;
+    const float **imgs = NULL;
+    float *logp = NULL, *dlogp;
     double tokens = 0.0, t0 = perpo__now();
-    perpo_status st = PERPO_OK;
-    void *ctx;
-    if (!m || !next || !perpo__check_train_config(m, tc)) return PERPO_ERR_ARG;
-    B = (size_t)tc->batch_size; T = m->T; ctx = m->cfg.alloc_ctx;
-    /* everything a step needs is allocated here, once */
-    tok = (int *)perpo__calloc(ctx, 2 * B * T, sizeof(int));
-    imgs = (const float **)perpo__calloc(ctx, B, sizeof(float *));
-    logp = (float *)perpo__calloc(ctx, 2 * B, sizeof(float));
-    if (!tok || !imgs || !logp) { st = PERPO_ERR_NOMEM; goto done; }
+    perpo_status st = PERPO_OK, pending = PERPO_OK; /* pending: a data-parallel worker's own failure */
+    void *ctx = m->cfg.alloc_ctx;
+    if (par->reduce) { R = (size_t)par->world; rank = (size_t)par->rank; }
+    if (local == PERPO_OK && (!perpo__check_train_config(m, tc) ||
+                              !perpo__positions_fit(tc->optim.total_steps, tc->accum_steps, R * (size_t)tc->batch_size)))
+        local = PERPO_ERR_ARG;
+    if (local != PERPO_OK && !par->reduce) return local;
+    T = m->T;
+    if (local == PERPO_OK) { /* everything a step needs is allocated here, once */
+        B = (size_t)tc->batch_size;
+        tok = (int *)perpo__calloc(ctx, 2 * B * T, sizeof(int));
+        imgs = (const float **)perpo__calloc(ctx, B, sizeof(float *));
+        logp = (float *)perpo__calloc(ctx, 2 * B, sizeof(float));
+        if (!tok || !imgs || !logp) local = PERPO_ERR_NOMEM;
+    }
+    if (par->reduce) {
+        uint64_t w[PERPO__HS_WORDS];
+        memset(w, 0, sizeof w);
+        if (local == PERPO_OK) {
+            w[0] = R; w[1] = B; w[2] = (uint64_t)tc->accum_steps; w[3] = (uint64_t)tc->log_every;
+            w[4] = (uint64_t)tc->resume; w[5] = tc->resume ? (uint64_t)m->opt_step : 0u; w[6] = tc->seed;
+            w[7] = perpo__hash_optim(0xCBF29CE484222325ull, &tc->optim); w[8] = perpo__hash_model(m, tc->resume);
+            w[9] = n_examples;
+        }
+        if ((st = perpo__handshake(par, ctx, local, w, 0, NULL, NULL)) != PERPO_OK) goto done;
+    } else if (local != PERPO_OK) {
+        st = local;
+        goto done;
+    }
     tgt = tok + B * T;
     dlogp = logp + B;
     if (!tc->resume) perpo_optimizer_reset(m);
     start = m->opt_step;
     for (step = start; step < tc->optim.total_steps; step++) { /* resumes at opt_step */
         float loss = 0.0f, gnorm = 0.0f;
-        int a;
+        int a, stop = 0;
         perpo_zero_grad(m);
         for (a = 0; a < tc->accum_steps; a++) {
             perpo_batch batch;
             size_t count = 0, nt;
-            float ce;
-            for (b = 0; b < B; b++) {
-                size_t g = ((size_t)step * (size_t)tc->accum_steps + (size_t)a) * B + b;
+            float ce = 0.0f, count_all;
+            for (b = 0; pending == PERPO_OK && b < B; b++) {
+                /* this worker's share of micro-batch (step, a): positions [rank * B, rank * B + B) */
+                size_t g = (((size_t)step * (size_t)tc->accum_steps + (size_t)a) * R + rank) * B + b;
                 perpo_example e;
                 memset(&e, 0, sizeof e);
-                if ((st = next(g, b, &e, next_user)) != PERPO_OK) goto done;
-                if (!e.image || !e.prompt || !e.response ||
-                    perpo_text_encode(&m->cfg, e.prompt, strlen(e.prompt), e.response, strlen(e.response),
-                                      tok + b * T, tgt + b * T, &nt) != PERPO_OK) {
-                    st = PERPO_ERR_ARG;
+                if ((st = next(g, b, &e, next_user)) != PERPO_OK) pending = st;
+                else if (!e.image || !e.prompt || !e.response ||
+                         perpo_text_encode(&m->cfg, e.prompt, strlen(e.prompt), e.response, strlen(e.response),
+                                           tok + b * T, tgt + b * T, &nt) != PERPO_OK)
+                    pending = PERPO_ERR_ARG;
+                else {
+                    imgs[b] = e.image;
+                    count += nt;
+                }
+            }
+            if (pending == PERPO_OK) {
+                batch.n_seq = B; batch.n_img = B; batch.images = imgs; batch.image_of = NULL;
+                batch.tokens = tok; batch.targets = tgt;
+                pending = perpo_forward(m, &batch, logp, &ce);
+            }
+            if (par->reduce) { /* the micro-batch's token count and summed NLL over all workers */
+                float buf[3];
+                double nll = 0.0;
+                for (b = 0; pending == PERPO_OK && b < B; b++) nll -= (double)logp[b];
+                buf[0] = (float)count; buf[1] = (float)nll;
+                if ((st = perpo__collective(par, buf, 3, pending)) != PERPO_OK) goto done;
+                /* a sum of whole numbers is exact below 2^24 and at least 2^24 otherwise */
+                if (!(buf[0] >= 1.0f && buf[0] < 16777216.0f && buf[0] == floorf(buf[0]))) {
+                    st = PERPO_ERR_OVERFLOW;
                     goto done;
                 }
-                imgs[b] = e.image;
-                count += nt;
+                count_all = buf[0];
+                ce = buf[1] / buf[0];
+            } else {
+                if ((st = pending) != PERPO_OK) goto done;
+                count_all = (float)count;
             }
-            batch.n_seq = B; batch.n_img = B; batch.images = imgs; batch.image_of = NULL;
-            batch.tokens = tok; batch.targets = tgt;
-            if ((st = perpo_forward(m, &batch, logp, &ce)) != PERPO_OK) goto done;
-            for (b = 0; b < B; b++) dlogp[b] = -1.0f / (float)count; /* mean token cross-entropy */
-            if ((st = perpo_backward(m, dlogp)) != PERPO_OK) goto done;
+            /* mean token cross-entropy over the whole micro-batch */
+            for (b = 0; b < B; b++) dlogp[b] = -1.0f / count_all;
+            if ((st = perpo_backward(m, dlogp)) != PERPO_OK) {
+                if (!par->reduce) goto done;
+                pending = st; /* told to the others at the next reduction */
+            }
             loss += ce / (float)tc->accum_steps;
-            tokens += (double)count;
+            tokens += par->reduce ? (double)count_all : (double)count;
+        }
+        if (par->reduce) { /* the gradient sums over all workers: clipping sees the global norm */
+            float flag[1];
+            if ((st = perpo__collective(par, flag, 1, pending)) != PERPO_OK) goto done;
+            if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) goto done;
         }
         if ((st = perpo_optimizer_step(m, &tc->optim, 1.0f / (float)tc->accum_steps, &gnorm)) != PERPO_OK) goto done;
-        if (progress && ((step + 1) % tc->log_every == 0 || step + 1 == tc->optim.total_steps)) {
+        if ((step + 1) % tc->log_every == 0 || step + 1 == tc->optim.total_steps) {
             perpo_progress p;
             memset(&p, 0, sizeof p);
             p.phase = "sft"; p.step = step + 1; p.total_steps = tc->optim.total_steps;
             p.loss = loss; p.lr = perpo_lr_at(&tc->optim, m->opt_step - 1); p.grad_norm = gnorm;
             p.tokens = tokens; p.elapsed_s = perpo__now() - t0;
             p.eta_s = p.elapsed_s / (double)(step + 1 - start) * (double)(tc->optim.total_steps - step - 1);
-            if (progress(&p, user)) break;
+            if ((st = perpo__report(par, progress, &p, user, &stop)) != PERPO_OK) goto done;
+            if (stop) break;
         }
     }
 done:
@@ -3424,6 +3728,7 @@ PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind) {
     p.lists_per_step = 4; p.accum_steps = 1; p.nll_weight = 0.0f; p.mean_logp = 0; p.nll_on_truth = 0;
     p.seed = 1; p.log_every = 10;
     p.resume = 0;
+    p.parallel = perpo__parallel_none();
     return p;
 }
 
@@ -3433,28 +3738,46 @@ PERPODEF void perpo_pref_set_free(perpo_pref_set *set) {
     memset(set, 0, sizeof *set);
 }
 
+/* The random stream of item `item` in perpo_pref_sample: a function of the seed and the item's
+   index only, so a worker sampling its own block of items gets the lists one process gets. */
+static uint64_t perpo__item_seed(uint64_t seed, size_t item) {
+    uint64_t x = (uint64_t)item;
+    return seed ^ perpo__splitmix64(&x);
+}
+
 PERPODEF perpo_status perpo_pref_sample(perpo_model *m, const perpo_example *items, size_t n_items,
                                         int n, const perpo_sample_config *sc, perpo_reward_fn reward,
                                         void *user, perpo_pref_set *out) {
+    return perpo_pref_sample_range(m, items, 0, n_items, n, sc, reward, user, out);
+}
+
+PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_example *all, size_t first,
+                                              size_t n_items, int n, const perpo_sample_config *sc,
+                                              perpo_reward_fn reward, void *user, perpo_pref_set *out) {
     size_t i, k, N, T, per_call, bytes = 0, n_resp;
     size_t sz_lists, sz_ptrs, sz_floats, sz_text, sz_scratch;
     char *base, *text;
     const char **ptrs, **prompts;
     const float **imgs;
+    const perpo_example *items;
     size_t *image_of, *lens;
+    uint64_t *seeds;
     float *rewards, *ref;
     perpo_status st = PERPO_OK;
     if (!out) return PERPO_ERR_ARG;
     memset(out, 0, sizeof *out);
-    if (!m || !items || n_items == 0 || !sc || !reward || n < 1 || n > PERPO_MAX_LIST || (size_t)n > m->max_batch)
+    if (!m || !all || n_items == 0 || first > (size_t)-1 - n_items || !sc || !reward || n < 1 || n > PERPO_MAX_LIST ||
+        (size_t)n > m->max_batch)
         return PERPO_ERR_ARG;
+    items = all + first; /* item i below is all[first + i] */
     N = (size_t)n; T = m->T;
     for (i = 0; i < n_items; i++)
         if (!items[i].image || !items[i].prompt || strlen(items[i].prompt) + 4 > T) return PERPO_ERR_ARG;
-    /* one block: lists | response pointers | rewards, ref_logp | text | per-call scratch */
+    /* one block: lists | response pointers | rewards, ref_logp | per-call scratch | text */
     if (!perpo__size_mul(n_items, N, &n_resp) || !perpo__size_mul(n_items, sizeof(perpo_pref_list), &sz_lists) ||
         !perpo__size_mul(n_resp, sizeof(char *), &sz_ptrs) || !perpo__size_mul(n_resp, 2 * sizeof(float), &sz_floats) ||
-        !perpo__size_mul(n_resp, T, &sz_text) || !perpo__size_mul(m->max_batch, 2 * sizeof(void *) + 2 * sizeof(size_t), &sz_scratch))
+        !perpo__size_mul(n_resp, T, &sz_text) ||
+        !perpo__size_mul(m->max_batch, 2 * sizeof(void *) + 2 * sizeof(size_t) + sizeof(uint64_t), &sz_scratch))
         return PERPO_ERR_OVERFLOW;
     if (!perpo__size_add(bytes, sz_lists, &bytes) || !perpo__size_add(bytes, sz_ptrs, &bytes) ||
         !perpo__size_add(bytes, sz_floats, &bytes) || !perpo__size_add(bytes, sz_scratch, &bytes) ||
@@ -3470,20 +3793,20 @@ PERPODEF perpo_status perpo_pref_sample(perpo_model *m, const perpo_example *ite
     prompts = (const char **)(imgs + m->max_batch);
     image_of = (size_t *)(prompts + m->max_batch);
     lens = image_of + m->max_batch;
+    seeds = (uint64_t *)(lens + m->max_batch);
     text = base + sz_lists + sz_ptrs + sz_floats + sz_scratch;
     out->storage_ = base; out->alloc_ctx_ = m->cfg.alloc_ctx; out->n_lists = n_items;
-    per_call = m->max_batch / N; /* whole lists per perpo_generate call */
+    per_call = m->max_batch / N; /* whole lists per generation call */
     for (i = 0; i < n_items; i += per_call) {
         size_t count = n_items - i < per_call ? n_items - i : per_call, j;
         perpo_gen_request req;
-        perpo_sample_config call = *sc;
-        call.seed = sc->seed + 0x9E3779B97F4A7C15ull * (uint64_t)(i / per_call + 1);
         for (j = 0; j < count; j++) {
             imgs[j] = items[i + j].image;
+            seeds[j] = perpo__item_seed(sc->seed, first + i + j); /* one stream per list */
             for (k = 0; k < N; k++) { prompts[j * N + k] = items[i + j].prompt; image_of[j * N + k] = j; }
         }
         req.n_seq = count * N; req.n_img = count; req.images = imgs; req.image_of = image_of; req.prompts = prompts;
-        if ((st = perpo_generate(m, &req, &call, text + i * N * T, T, lens)) != PERPO_OK) break;
+        if ((st = perpo__generate(m, &req, sc, seeds, text + i * N * T, T, lens)) != PERPO_OK) break;
         for (j = 0; j < count; j++) {
             perpo_pref_list *l = &out->lists[i + j];
             l->image = items[i + j].image; l->prompt = items[i + j].prompt; l->n = n;
@@ -3492,7 +3815,7 @@ PERPODEF perpo_status perpo_pref_sample(perpo_model *m, const perpo_example *ite
                 size_t r = (i + j) * N + k;
                 float v;
                 ptrs[r] = text + r * T;
-                v = reward(ptrs[r], lens[j * N + k], i + j, user);
+                v = reward(ptrs[r], lens[j * N + k], first + i + j, user);
                 if (!isfinite(v)) { st = PERPO_ERR_NONFINITE; break; }
                 rewards[r] = v;
             }
@@ -3615,92 +3938,165 @@ PERPODEF perpo_status perpo_pref_reference(perpo_model *m, perpo_pref_list *list
     return st;
 }
 
+/* One forward and backward over the lists s->ls[0..count): each list's listwise loss (plus the
+   NLL term) and its gradient, scaled by scale (1 / (lists in the micro-batch x accumulation)),
+   metrics into p, counted target tokens into *tokens. */
+static perpo_status perpo__pref_chunk(perpo_model *m, const perpo_pref_config *pc, perpo__pref_scratch *s, size_t count,
+                                      int truth_row, double scale, perpo_progress *p, double *tokens) {
+    perpo_batch b;
+    perpo_status st;
+    size_t j, q = 0;
+    perpo__pref_batch(m, s->ls, count, truth_row, s->tok, s->tgt, s->imgs, s->image_of, s->n_tok, &b);
+    if ((st = perpo_forward(m, &b, s->logp, NULL)) != PERPO_OK) return st;
+    for (j = 0; j < count; j++) {
+        const perpo_pref_list *l = s->ls[j];
+        float lp[PERPO_MAX_LIST], ref[PERPO_MAX_LIST], grad[PERPO_MAX_LIST], loss;
+        perpo_pref_metrics pm;
+        int k, best = 0;
+        for (k = 0; k < l->n; k++) { /* s_k = log pi_theta - log pi_ref, summed or mean */
+            float div = pc->mean_logp ? (float)s->n_tok[q + (size_t)k] : 1.0f;
+            lp[k] = s->logp[q + (size_t)k] / div;
+            ref[k] = l->ref_logp[k] / div;
+            if (l->rewards[k] > l->rewards[best]) best = k;
+            *tokens += (double)s->n_tok[q + (size_t)k];
+        }
+        if ((st = perpo_listwise_loss(&pc->objective, l->n, lp, ref, l->rewards, &loss, grad)) != PERPO_OK) return st;
+        if ((st = perpo_preference_metrics(pc->objective.beta, l->n, lp, ref, l->rewards, &pm)) != PERPO_OK) return st;
+        for (k = 0; k < l->n; k++) {
+            float div = pc->mean_logp ? (float)s->n_tok[q + (size_t)k] : 1.0f;
+            s->dlogp[q + (size_t)k] = (float)(grad[k] * scale) / div;
+        }
+        if (pc->nll_weight > 0.0f) { /* optional NLL on the best response (or the truth), per token */
+            size_t r = q + (truth_row ? (size_t)l->n : (size_t)best);
+            float nt = (float)s->n_tok[r];
+            loss += pc->nll_weight * -s->logp[r] / nt;
+            if (truth_row) s->dlogp[r] = 0.0f; /* the truth row has no listwise gradient */
+            s->dlogp[r] += (float)(-pc->nll_weight / nt * scale);
+        }
+        p->loss += (float)(loss * scale);
+        p->reward_chosen += (float)(pm.chosen * scale);
+        p->reward_rejected += (float)(pm.rejected * scale);
+        p->reward_margin += (float)(pm.margin * scale);
+        p->reward_accuracy += (float)(pm.accuracy * scale);
+        p->logp_chosen += (float)(lp[best] * scale);
+        q += (size_t)l->n + (size_t)truth_row;
+    }
+    return perpo_backward(m, s->dlogp);
+}
+
+/* Without a reduction hook this is the single-process trainer of version 0.2, operation for
+   operation: every micro-batch is one chunk of at most lists_per_step lists. */
 PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *lists, size_t n_lists,
                                        const perpo_pref_config *pc, perpo_progress_fn progress, void *user) {
+    const perpo_parallel *par;
     perpo__pref_scratch s;
-    perpo_status st;
-    size_t epoch = (size_t)-1, j, max_n = 0, L;
+    perpo_status st = PERPO_OK, local = PERPO_OK, pending = PERPO_OK;
+    size_t epoch = (size_t)-1, j, max_n = 0, L = 0, R = 1, offset = 0, total = n_lists, Lg, *order = NULL;
     double tokens = 0.0, t0 = perpo__now();
-    int step, start, truth_row;
-    if (!m || !pc || pc->lists_per_step < 1 || pc->accum_steps < 1 || pc->accum_steps > PERPO_MAX_ACCUM ||
+    int step, start, truth_row = 0, have_scratch = 0;
+    void *ctx;
+    if (!m || !pc || !perpo__parallel_ok(&pc->parallel)) return PERPO_ERR_ARG;
+    par = &pc->parallel;
+    ctx = m->cfg.alloc_ctx;
+    if (par->reduce) R = (size_t)par->world;
+    if (pc->lists_per_step < 1 || pc->accum_steps < 1 || pc->accum_steps > PERPO_MAX_ACCUM ||
         pc->log_every < 1 || !(pc->nll_weight >= 0.0f && pc->nll_weight <= PERPO_MAX_NLL_WEIGHT) ||
         (pc->mean_logp != 0 && pc->mean_logp != 1) || (pc->resume != 0 && pc->resume != 1) ||
         (pc->nll_on_truth != 0 && pc->nll_on_truth != 1) ||
         perpo__objective_check(&pc->objective) != PERPO_OK || perpo_optim_validate(&pc->optim) != PERPO_OK)
-        return PERPO_ERR_ARG;
-    if ((st = perpo__check_lists(m, lists, n_lists)) != PERPO_OK) return st;
-    truth_row = pc->nll_on_truth && pc->nll_weight > 0.0f;
-    for (j = 0; j < n_lists; j++) {
-        if ((size_t)lists[j].n > max_n) max_n = (size_t)lists[j].n;
-        if (truth_row && !lists[j].truth) return PERPO_ERR_ARG;
+        local = PERPO_ERR_ARG;
+    else if (n_lists > 0 || !par->reduce) /* a worker's part may be empty, one process's set not */
+        local = perpo__check_lists(m, lists, n_lists);
+    if (local == PERPO_OK) {
+        truth_row = pc->nll_on_truth && pc->nll_weight > 0.0f;
+        for (j = 0; j < n_lists; j++) {
+            if ((size_t)lists[j].n > max_n) max_n = (size_t)lists[j].n;
+            if (truth_row && !lists[j].truth) local = PERPO_ERR_ARG;
+        }
+        L = (size_t)pc->lists_per_step;
+        if (L * (max_n + (size_t)truth_row) > m->max_batch ||
+            !perpo__positions_fit(pc->optim.total_steps, pc->accum_steps, R * L))
+            local = PERPO_ERR_ARG;
     }
-    L = (size_t)pc->lists_per_step;
-    if (L * (max_n + (size_t)truth_row) > m->max_batch) return PERPO_ERR_ARG;
-    if ((st = perpo__pref_scratch_alloc(m, &s, n_lists)) != PERPO_OK) return st;
+    if (local != PERPO_OK && !par->reduce) return local;
+    if (local == PERPO_OK) {
+        local = perpo__pref_scratch_alloc(m, &s, par->reduce ? 0 : n_lists);
+        have_scratch = local == PERPO_OK;
+        if (local != PERPO_OK && !par->reduce) return local;
+    }
+    if (par->reduce) {
+        uint64_t w[PERPO__HS_WORDS], h = 0xCBF29CE484222325ull;
+        memset(w, 0, sizeof w);
+        if (local == PERPO_OK) {
+            float f[4];
+            int v[4];
+            f[0] = pc->objective.beta; f[1] = pc->objective.gamma; f[2] = pc->objective.label_smoothing;
+            f[3] = pc->nll_weight;
+            v[0] = (int)pc->objective.kind; v[1] = pc->mean_logp; v[2] = pc->nll_on_truth; v[3] = pc->log_every;
+            h = perpo__hash_words(perpo__hash_words(perpo__hash_optim(h, &pc->optim), f, 4), v, 4);
+            w[0] = R; w[1] = L; w[2] = (uint64_t)pc->accum_steps; w[3] = h; w[4] = (uint64_t)pc->resume;
+            w[5] = pc->resume ? (uint64_t)m->opt_step : 0u; w[6] = pc->seed; w[7] = perpo__hash_model(m, pc->resume);
+        }
+        st = perpo__handshake(par, ctx, local, w, (uint64_t)n_lists, &offset, &total);
+        if (st == PERPO_OK && total == 0) st = PERPO_ERR_ARG; /* every worker sees the same total */
+        if (st != PERPO_OK) goto done;
+        /* the shuffled order of the whole set; an allocation failure stops all at the first step */
+        if (!(order = (size_t *)perpo__calloc(ctx, total, sizeof(size_t)))) pending = PERPO_ERR_NOMEM;
+        s.order = order;
+    }
     if (!pc->resume) perpo_optimizer_reset(m);
     start = m->opt_step;
+    Lg = R * L; /* positions per micro-batch over all workers */
     for (step = start; step < pc->optim.total_steps; step++) { /* resumes at opt_step */
         perpo_progress p;
         float gnorm = 0.0f;
-        int a;
+        double step_tokens = 0.0;
+        int a, stop = 0;
         memset(&p, 0, sizeof p);
         perpo_zero_grad(m);
-        for (a = 0; a < pc->accum_steps; a++) {
-            perpo_batch b;
-            size_t count = L < n_lists ? L : n_lists, q = 0;
-            double scale = 1.0 / ((double)count * (double)pc->accum_steps); /* mean over lists */
-            for (j = 0; j < count; j++) {
-                size_t g = ((size_t)step * (size_t)pc->accum_steps + (size_t)a) * L + j;
-                s.ls[j] = &lists[perpo__data_index(s.order, n_lists, pc->seed, g, &epoch)];
+        for (a = 0; a < pc->accum_steps && pending == PERPO_OK; a++) {
+            size_t count = Lg < total ? Lg : total, n_own = 0;
+            double scale = 1.0 / ((double)count * (double)pc->accum_steps); /* mean over all lists */
+            for (j = 0; j <= count && pending == PERPO_OK; j++) {
+                if (j < count) { /* position j of the micro-batch: train on it if the list is ours */
+                    size_t g = ((size_t)step * (size_t)pc->accum_steps + (size_t)a) * Lg + j;
+                    size_t idx = perpo__data_index(s.order, total, pc->seed, g, &epoch);
+                    if (idx < offset || idx - offset >= n_lists) continue; /* another worker's */
+                    s.ls[n_own++] = &lists[idx - offset];
+                }
+                if (n_own > 0 && (n_own == L || j == count)) { /* a full chunk, or the rest */
+                    pending = perpo__pref_chunk(m, pc, &s, n_own, truth_row, scale, &p,
+                                                par->reduce ? &step_tokens : &tokens);
+                    n_own = 0;
+                }
             }
-            perpo__pref_batch(m, s.ls, count, truth_row, s.tok, s.tgt, s.imgs, s.image_of, s.n_tok, &b);
-            if ((st = perpo_forward(m, &b, s.logp, NULL)) != PERPO_OK) goto done;
-            for (j = 0; j < count; j++) {
-                const perpo_pref_list *l = s.ls[j];
-                float lp[PERPO_MAX_LIST], ref[PERPO_MAX_LIST], grad[PERPO_MAX_LIST], loss;
-                perpo_pref_metrics pm;
-                int k, best = 0;
-                for (k = 0; k < l->n; k++) { /* s_k = log pi_theta - log pi_ref, summed or mean */
-                    float div = pc->mean_logp ? (float)s.n_tok[q + (size_t)k] : 1.0f;
-                    lp[k] = s.logp[q + (size_t)k] / div;
-                    ref[k] = l->ref_logp[k] / div;
-                    if (l->rewards[k] > l->rewards[best]) best = k;
-                    tokens += (double)s.n_tok[q + (size_t)k];
-                }
-                if ((st = perpo_listwise_loss(&pc->objective, l->n, lp, ref, l->rewards, &loss, grad)) != PERPO_OK) goto done;
-                if ((st = perpo_preference_metrics(pc->objective.beta, l->n, lp, ref, l->rewards, &pm)) != PERPO_OK) goto done;
-                for (k = 0; k < l->n; k++) {
-                    float div = pc->mean_logp ? (float)s.n_tok[q + (size_t)k] : 1.0f;
-                    s.dlogp[q + (size_t)k] = (float)(grad[k] * scale) / div;
-                }
-                if (pc->nll_weight > 0.0f) { /* optional NLL on the best response (or the truth), per token */
-                    size_t r = q + (truth_row ? (size_t)l->n : (size_t)best);
-                    float nt = (float)s.n_tok[r];
-                    loss += pc->nll_weight * -s.logp[r] / nt;
-                    if (truth_row) s.dlogp[r] = 0.0f; /* the truth row has no listwise gradient */
-                    s.dlogp[r] += (float)(-pc->nll_weight / nt * scale);
-                }
-                p.loss += (float)(loss * scale);
-                p.reward_chosen += (float)(pm.chosen * scale);
-                p.reward_rejected += (float)(pm.rejected * scale);
-                p.reward_margin += (float)(pm.margin * scale);
-                p.reward_accuracy += (float)(pm.accuracy * scale);
-                p.logp_chosen += (float)(lp[best] * scale);
-                q += (size_t)l->n + (size_t)truth_row;
+            if (pending != PERPO_OK && !par->reduce) {
+                st = pending;
+                goto done;
             }
-            if ((st = perpo_backward(m, s.dlogp)) != PERPO_OK) goto done;
+        }
+        if (par->reduce) { /* metrics and gradient sums over all workers, then the same step */
+            float buf[8];
+            buf[0] = p.loss; buf[1] = p.reward_chosen; buf[2] = p.reward_rejected; buf[3] = p.reward_margin;
+            buf[4] = p.reward_accuracy; buf[5] = p.logp_chosen; buf[6] = (float)step_tokens;
+            if ((st = perpo__collective(par, buf, 8, pending)) != PERPO_OK) goto done;
+            p.loss = buf[0]; p.reward_chosen = buf[1]; p.reward_rejected = buf[2]; p.reward_margin = buf[3];
+            p.reward_accuracy = buf[4]; p.logp_chosen = buf[5]; tokens += (double)buf[6];
+            if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) goto done;
         }
         if ((st = perpo_optimizer_step(m, &pc->optim, 1.0f, &gnorm)) != PERPO_OK) goto done;
-        if (progress && ((step + 1) % pc->log_every == 0 || step + 1 == pc->optim.total_steps)) {
+        if ((step + 1) % pc->log_every == 0 || step + 1 == pc->optim.total_steps) {
             p.phase = "pref"; p.step = step + 1; p.total_steps = pc->optim.total_steps;
             p.lr = perpo_lr_at(&pc->optim, m->opt_step - 1); p.grad_norm = gnorm;
             p.tokens = tokens; p.elapsed_s = perpo__now() - t0;
             p.eta_s = p.elapsed_s / (double)(step + 1 - start) * (double)(pc->optim.total_steps - step - 1);
-            if (progress(&p, user)) break;
+            if ((st = perpo__report(par, progress, &p, user, &stop)) != PERPO_OK) goto done;
+            if (stop) break;
         }
     }
 done:
-    perpo__pref_scratch_free(m, &s);
+    if (have_scratch) perpo__pref_scratch_free(m, &s);
+    PERPO_FREE(ctx, order);
     return st;
 }
 
@@ -4382,6 +4778,13 @@ PERPODEF void perpo_manifest_free(perpo_manifest *m) {
           truth to NULL in lists you build yourself). perpo_optim_validate and documented
           ranges for every config value; models track whether their weights are known finite;
           PERPO_SYNC durability hook. Fused products and attention, packed decoding weights.
+     0.3  Data parallelism: perpo_reduce_fn and perpo_parallel (the field `parallel` of
+          perpo_train_config and perpo_pref_config; defaults: one process, and a zeroed field
+          is one process too), perpo_share, perpo_pref_sample_range, PERPO_ERR_PEER,
+          PERPO_MAX_WORLD. perpo_pref_sample seeds each item's samples from (sc->seed, item
+          index) instead of one stream per generation call: the lists of a given seed differ
+          from 0.2's (same distribution), and no longer depend on max_batch. Without a hook the
+          trainers do what 0.2 did, bit for bit.
 
    LICENSE (MIT)
    Copyright (c) 2026 the perpo.h authors
