@@ -34,7 +34,7 @@ static void set_defaults(options *o) {
     o->max_batch = 32;
     o->seed = 1; o->test_seed = 555; o->seeds = 1;
     o->n_samples = 5; o->pref_steps = 100; o->rounds = 1; o->accum = 1; /* N = 5 as in the paper */
-    o->n_pref = 320; o->n_test = 300; o->bon_test = 300;
+    o->n_pref = 320; o->n_test = 1000; o->bon_test = 300;
     o->threads = 0; o->batch = 32; o->lists_per_step = 6; o->verbose = 1;
     /* the same preference settings as grounding.c (README, "What we learned") */
     o->beta = 1.0; o->gamma = 0.5; o->temperature = 1.0; o->top_p = 0.8; o->margin = 0.04;
