@@ -139,23 +139,21 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
 PERPODEF void perpo_model_free(perpo_model *model);
 PERPODEF const perpo_config *perpo_model_config(const perpo_model *model);
 /* Saves config and parameters (little-endian, CRC32-checked) via a temporary file + rename
-   (see "Checkpoints" in the implementation and PERPO_SYNC). PERPO_ERR_NONFINITE, writing
-   nothing, for a model with a non-finite parameter. PERPO_ERR_IO, leaving the previous file
-   intact and no "<path>.tmp", when path exists and is not a regular file or on any write, sync
-   or rename failure; except that when only the sync of the folder after the rename fails, the
-   new file is in place but a power cut may still undo the rename. */
-PERPODEF perpo_status perpo_model_save(const perpo_model *model, const char *path);
-/* The same, with PERPO_CKPT_OPTIMIZER in flags adding the AdamW moments and step: a model loaded
-   from it and trained with resume = 1 continues bit for bit as if never stopped. */
+   (see "Checkpoints" in the implementation and PERPO_SYNC); flags 0, or PERPO_CKPT_OPTIMIZER to
+   add the AdamW moments and step: a model loaded from it and trained with resume = 1 continues
+   bit for bit as if never stopped. PERPO_ERR_NONFINITE, writing nothing, for a model with a
+   non-finite parameter. PERPO_ERR_IO, leaving the previous file intact and no "<path>.tmp",
+   when path exists and is not a regular file or on any write, sync or rename failure; except
+   that when only the sync of the folder after the rename fails, the new file is in place but a
+   power cut may still undo the rename. */
 #define PERPO_CKPT_OPTIMIZER 1u
 PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *model, const char *path, unsigned flags);
-/* Creates a model from a checkpoint (with its optimizer state when saved); PERPO_ERR_IO when the
-   file cannot be read or is not a regular file, PERPO_ERR_FORMAT for anything malformed (size,
+/* Creates a model from a checkpoint (with its optimizer state when saved); alloc_ctx (may be
+   NULL) is what the loaded model passes to PERPO_MALLOC/FREE. PERPO_ERR_IO when the file
+   cannot be read or is not a regular file, PERPO_ERR_FORMAT for anything malformed (size,
    magic, version, config, CRC, non-finite values, a step counter beyond PERPO_MAX_STEPS, a
    negative AdamW second moment). */
-PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path);
-/* The same, with the allocator context the loaded model will pass to PERPO_MALLOC/FREE. */
-PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, void *alloc_ctx);
+PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void *alloc_ctx);
 
 /* Copies the parameters of src into dst and resets dst's optimizer: how the examples start DPO
    and PerPO from the same SFT weights. Every config field must match except max_batch and
@@ -231,12 +229,12 @@ PERPODEF float perpo_lr_at(const perpo_optim_config *oc, int step);
    the model has taken PERPO_MAX_STEPS steps. Refuses with PERPO_ERR_NONFINITE, changing
    nothing, a non-finite gradient and a step that would make any parameter or moment
    non-finite. grad_norm (may be NULL) gets the global norm before clipping. */
-PERPODEF perpo_status perpo_optimizer_step(perpo_model *model, const perpo_optim_config *oc,
-                                           float grad_scale, float *grad_norm);
+PERPODEF perpo_status perpo_optim_step(perpo_model *model, const perpo_optim_config *oc,
+                                       float grad_scale, float *grad_norm);
 /* Number of optimizer steps taken so far (drives the schedule and bias correction). */
-PERPODEF int perpo_optimizer_steps(const perpo_model *model);
+PERPODEF int perpo_optim_step_count(const perpo_model *model);
 /* Forget the AdamW moments and step count (e.g. before a new training phase). */
-PERPODEF void perpo_optimizer_reset(perpo_model *model);
+PERPODEF void perpo_optim_reset(perpo_model *model);
 
 /* ---- Rewards: grounding. Boxes are float[4] = x1, y1, x2, y2, normalized to [0,1]. ---- */
 
@@ -286,6 +284,9 @@ PERPODEF perpo_status perpo_ocr_score(const char *hyp, size_t nh, const char *re
 
 #define PERPO_MAX_LIST 256
 typedef enum { PERPO_OBJ_PERPO, PERPO_OBJ_DPO, PERPO_OBJ_LIPO, PERPO_OBJ_LISTMLE } perpo_objective;
+#define PERPO_OBJ_COUNT 4
+/* The objective's usual name: "PerPO", "DPO", "LiPO", "ListMLE"; "unknown" otherwise (never NULL). */
+PERPODEF const char *perpo_objective_name(perpo_objective kind);
 /* Ranges (invalid values, NaN included: PERPO_ERR_ARG):
  *   beta in (0, PERPO_MAX_BETA] scales log-ratios;
  *   gamma in [0, PERPO_MAX_GAMMA] is PerPO's reward-gap exponent (others ignore it);
@@ -380,7 +381,7 @@ typedef struct perpo_example {
 
 #define PERPO_MAX_ACCUM 65536 /* most micro-batches per optimizer step */
 /* Out-of-range fields make the trainer return PERPO_ERR_ARG before touching the model. */
-typedef struct perpo_train_config {
+typedef struct perpo_sft_config {
     perpo_optim_config optim; /* ranges at perpo_optim_config */
     int batch_size;           /* sequences per micro-batch, in [1, max_batch] */
     int accum_steps;          /* micro-batches per optimizer step, in [1, PERPO_MAX_ACCUM] */
@@ -393,13 +394,13 @@ typedef struct perpo_train_config {
                                  is world * batch_size examples, worker r taking positions
                                  [r * batch_size, (r + 1) * batch_size) of it; the loss is the
                                  mean token cross-entropy over the whole micro-batch */
-} perpo_train_config;
+} perpo_sft_config;
 
-PERPODEF perpo_train_config perpo_train_default(void);
+PERPODEF perpo_sft_config perpo_sft_default(void);
 /* Cross-entropy on the responses, AdamW, cosine schedule: optim.total_steps steps over
    shuffled epochs of the examples. */
 PERPODEF perpo_status perpo_sft_train(perpo_model *model, const perpo_example *examples, size_t n,
-                                      const perpo_train_config *tc, perpo_progress_fn progress,
+                                      const perpo_sft_config *tc, perpo_progress_fn progress,
                                       void *user);
 /* A stream of training examples instead of a fixed set (fresh data every step): the trainer asks
    for example `index` (0, 1, 2, ... over the whole run, accumulation included) into batch slot
@@ -410,7 +411,7 @@ typedef perpo_status (*perpo_example_fn)(size_t index, size_t slot, perpo_exampl
 /* perpo_sft_train over a stream. An example that does not fit max_text, or has a NULL field,
    stops training with PERPO_ERR_ARG (the steps already taken are kept). */
 PERPODEF perpo_status perpo_sft_train_stream(perpo_model *model, perpo_example_fn next, void *next_user,
-                                             const perpo_train_config *tc, perpo_progress_fn progress,
+                                             const perpo_sft_config *tc, perpo_progress_fn progress,
                                              void *user);
 
 /* ---- Sampling --------------------------------------------------------------------------- */
@@ -468,7 +469,7 @@ typedef struct perpo_pref_config {
                             one, and lists_per_step x (n + 1) sequences must fit in max_batch) */
     uint64_t seed;       /* order of the lists; any value */
     int log_every;       /* progress callback period, in steps (>= 1) */
-    int resume;          /* 0 or 1, as in perpo_train_config */
+    int resume;          /* 0 or 1, as in perpo_sft_config */
     perpo_parallel parallel; /* data parallelism (see above and perpo_pref_train); default: one
                                 process */
 } perpo_pref_config;
@@ -739,6 +740,11 @@ PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n) {
     return ~crc;
 }
 
+/* ASCII whitespace as C's isspace() in the "C" locale: space, TAB, LF, CR, VT, FF. */
+static int perpo__is_space(int c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
 static int perpo__all_finite(const float *x, size_t n) {
     size_t i;
     for (i = 0; i < n; i++) if (!isfinite(x[i])) return 0;
@@ -779,6 +785,73 @@ static perpo_status perpo__open_read(const char *path, FILE **out, const char **
     }
     if (c != EOF) ungetc(c, f);
     *out = f;
+    return PERPO_OK;
+}
+
+/* printf into err[0..cap) when err is given; always NUL-terminated, never more than one line. */
+#if defined(__GNUC__) || defined(__clang__)
+static void perpo__errf(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#endif
+static void perpo__errf(char *err, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    if (!err || cap == 0) return;
+    va_start(ap, fmt);
+    vsnprintf(err, cap, fmt, ap);
+    va_end(ap);
+}
+
+/* The start of every file loader: opens path (a regular file) for reading, positioned at its
+   start; *fsize gets the size a seekable file reports, else -1. On failure err (may be NULL)
+   gets why. */
+static perpo_status perpo__open_sized(const char *path, FILE **f, long *fsize, char *err, size_t cap) {
+    const char *why;
+    *fsize = -1;
+    if (perpo__open_read(path, f, &why) != PERPO_OK) {
+        if (why) perpo__errf(err, cap, "%s", why);
+        else perpo__errf(err, cap, "cannot open: %s", strerror(errno));
+        return PERPO_ERR_IO;
+    }
+    if (fseek(*f, 0, SEEK_END) == 0) *fsize = ftell(*f);
+    rewind(*f);
+    return PERPO_OK;
+}
+
+/* Reads f to its end (or to max + 1 bytes: one byte past max tells the caller the file is
+   longer) into one allocation of ctx, starting with room for first_cap bytes (in [1, max + 1])
+   and doubling; closes f. *out is the caller's to free with PERPO_FREE(ctx, ...). */
+static perpo_status perpo__read_to_end(FILE *f, void *ctx, size_t first_cap, size_t max, unsigned char **out,
+                                       size_t *len, char *err, size_t cap) {
+    size_t n = 0, room = first_cap;
+    unsigned char *buf = (unsigned char *)PERPO_MALLOC(ctx, room), *nb;
+    int rd_err;
+    *out = NULL;
+    *len = 0;
+    if (!buf) {
+        fclose(f);
+        perpo__errf(err, cap, "out of memory");
+        return PERPO_ERR_NOMEM;
+    }
+    for (;;) {
+        n += fread(buf + n, 1, room - n, f);
+        if (n < room || n > max) break;
+        room = room > max / 2 ? max + 1 : 2 * room;
+        if (!(nb = (unsigned char *)PERPO_REALLOC(ctx, buf, room))) {
+            PERPO_FREE(ctx, buf);
+            fclose(f);
+            perpo__errf(err, cap, "out of memory");
+            return PERPO_ERR_NOMEM;
+        }
+        buf = nb;
+    }
+    rd_err = ferror(f);
+    fclose(f);
+    if (rd_err) {
+        PERPO_FREE(ctx, buf);
+        perpo__errf(err, cap, "read error");
+        return PERPO_ERR_IO;
+    }
+    *out = buf;
+    *len = n;
     return PERPO_OK;
 }
 
@@ -1928,7 +2001,7 @@ PERPODEF perpo_status perpo_model_copy_params(perpo_model *dst, const perpo_mode
     memcpy(dst->params, src->params, src->n_params * sizeof(float));
     dst->params_version++;
     dst->params_known_finite = src->params_known_finite;
-    perpo_optimizer_reset(dst);
+    perpo_optim_reset(dst);
     dst->have_forward = 0;
     return PERPO_OK;
 }
@@ -2673,11 +2746,6 @@ PERPODEF perpo_status perpo_generate(perpo_model *m, const perpo_gen_request *re
 
 /* ---- Box parsing and IoU ---- */
 
-static int perpo__is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
 static int perpo__is_digit(char c) { return c >= '0' && c <= '9'; }
 
 /* One number: digits with an optional fraction ("12", "0.12"). The integer part must stay
@@ -2999,6 +3067,16 @@ PERPODEF perpo_status perpo_ocr_score(const char *hyp, size_t nh, const char *re
  * Every objective works on s_k = logp_k - ref_logp_k in double, returns the loss and ADDS
  * dL/ds_k into g (= dL/dlogp_k, the reference being constant). */
 
+PERPODEF const char *perpo_objective_name(perpo_objective kind) {
+    switch (kind) {
+    case PERPO_OBJ_PERPO: return "PerPO";
+    case PERPO_OBJ_DPO: return "DPO";
+    case PERPO_OBJ_LIPO: return "LiPO";
+    case PERPO_OBJ_LISTMLE: return "ListMLE";
+    }
+    return "unknown";
+}
+
 PERPODEF perpo_objective_config perpo_objective_default(perpo_objective kind)
 {
     perpo_objective_config c;
@@ -3283,8 +3361,8 @@ PERPODEF float perpo_lr_at(const perpo_optim_config *oc, int step) {
     return (float)(oc->min_lr + 0.5 * (oc->lr - oc->min_lr) * (1.0 + cos(3.141592653589793 * progress)));
 }
 
-PERPODEF perpo_status perpo_optimizer_step(perpo_model *m, const perpo_optim_config *oc,
-                                           float grad_scale, float *grad_norm) {
+PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config *oc,
+                                       float grad_scale, float *grad_norm) {
     double sumsq = 0.0, norm, bc1, bc2;
     float mult, lr, step_size, bc2_sqrt;
     size_t i, k;
@@ -3358,8 +3436,8 @@ PERPODEF perpo_status perpo_optimizer_step(perpo_model *m, const perpo_optim_con
     return PERPO_OK;
 }
 
-PERPODEF int perpo_optimizer_steps(const perpo_model *m) { return m ? m->opt_step : 0; }
-PERPODEF void perpo_optimizer_reset(perpo_model *m) {
+PERPODEF int perpo_optim_step_count(const perpo_model *m) { return m ? m->opt_step : 0; }
+PERPODEF void perpo_optim_reset(perpo_model *m) {
     if (!m) return;
     memset(m->adam_m, 0, m->n_params * sizeof(float));
     memset(m->adam_v, 0, m->n_params * sizeof(float));
@@ -3504,16 +3582,16 @@ static perpo_status perpo__report(const perpo_parallel *par, perpo_progress_fn p
     return PERPO_OK;
 }
 
-PERPODEF perpo_train_config perpo_train_default(void) {
-    perpo_train_config t;
+PERPODEF perpo_sft_config perpo_sft_default(void) {
+    perpo_sft_config t;
     t.optim = perpo_optim_default();
     t.batch_size = 32; t.accum_steps = 1; t.seed = 1; t.log_every = 10; t.resume = 0;
     t.parallel = perpo__parallel_none();
     return t;
 }
 
-/* The ranges documented at perpo_train_config. */
-static int perpo__check_train_config(const perpo_model *m, const perpo_train_config *tc) {
+/* The ranges documented at perpo_sft_config. */
+static int perpo__check_sft_config(const perpo_model *m, const perpo_sft_config *tc) {
     return tc && tc->batch_size >= 1 && (size_t)tc->batch_size <= m->max_batch && tc->accum_steps >= 1 &&
            tc->accum_steps <= PERPO_MAX_ACCUM && tc->log_every >= 1 && (tc->resume == 0 || tc->resume == 1) &&
            perpo_optim_validate(&tc->optim) == PERPO_OK;
@@ -3561,17 +3639,17 @@ static int perpo__positions_fit(int total_steps, int accum_steps, size_t per_mic
 }
 
 static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void *next_user,
-                                     const perpo_train_config *tc, perpo_progress_fn progress, void *user,
+                                     const perpo_sft_config *tc, perpo_progress_fn progress, void *user,
                                      perpo_status local, uint64_t n_examples);
 
 PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, size_t n,
-                                      const perpo_train_config *tc, perpo_progress_fn progress,
+                                      const perpo_sft_config *tc, perpo_progress_fn progress,
                                       void *user) {
     perpo__example_set set;
     perpo_status st = PERPO_OK;
     size_t i;
     if (!m || !tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
-    if (!ex || n == 0 || !perpo__check_train_config(m, tc)) st = PERPO_ERR_ARG;
+    if (!ex || n == 0 || !perpo__check_sft_config(m, tc)) st = PERPO_ERR_ARG;
     for (i = 0; st == PERPO_OK && i < n; i++) { /* reject bad examples before touching the model */
         if (!ex[i].image || !ex[i].prompt || !ex[i].response) st = PERPO_ERR_ARG;
         else if (strlen(ex[i].prompt) + strlen(ex[i].response) + 3 > m->T) st = PERPO_ERR_ARG;
@@ -3590,7 +3668,7 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, s
 }
 
 PERPODEF perpo_status perpo_sft_train_stream(perpo_model *m, perpo_example_fn next, void *next_user,
-                                             const perpo_train_config *tc, perpo_progress_fn progress,
+                                             const perpo_sft_config *tc, perpo_progress_fn progress,
                                              void *user) {
     if (!m || !tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
     return perpo__sft_train(m, next, next_user, tc, progress, user, next ? PERPO_OK : PERPO_ERR_ARG, 0);
@@ -3601,7 +3679,7 @@ PERPODEF perpo_status perpo_sft_train_stream(perpo_model *m, perpo_example_fn ne
    must agree on. Without a reduction hook this is the single-process trainer of version 0.2,
    operation for operation. */
 static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void *next_user,
-                                     const perpo_train_config *tc, perpo_progress_fn progress, void *user,
+                                     const perpo_sft_config *tc, perpo_progress_fn progress, void *user,
                                      perpo_status local, uint64_t n_examples) {
     const perpo_parallel *par = &tc->parallel;
     size_t B = 0, T, b, R = 1, rank = 0;
@@ -3612,7 +3690,7 @@ static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void
     perpo_status st = PERPO_OK, pending = PERPO_OK; /* pending: a data-parallel worker's own failure */
     void *ctx = m->cfg.alloc_ctx;
     if (par->reduce) { R = (size_t)par->world; rank = (size_t)par->rank; }
-    if (local == PERPO_OK && (!perpo__check_train_config(m, tc) ||
+    if (local == PERPO_OK && (!perpo__check_sft_config(m, tc) ||
                               !perpo__positions_fit(tc->optim.total_steps, tc->accum_steps, R * (size_t)tc->batch_size)))
         local = PERPO_ERR_ARG;
     if (local != PERPO_OK && !par->reduce) return local;
@@ -3640,7 +3718,7 @@ static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void
     }
     tgt = tok + B * T;
     dlogp = logp + B;
-    if (!tc->resume) perpo_optimizer_reset(m);
+    if (!tc->resume) perpo_optim_reset(m);
     start = m->opt_step;
     for (step = start; step < tc->optim.total_steps; step++) { /* resumes at opt_step */
         float loss = 0.0f, gnorm = 0.0f;
@@ -3701,7 +3779,7 @@ static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void
             if ((st = perpo__collective(par, flag, 1, pending)) != PERPO_OK) goto done;
             if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) goto done;
         }
-        if ((st = perpo_optimizer_step(m, &tc->optim, 1.0f / (float)tc->accum_steps, &gnorm)) != PERPO_OK) goto done;
+        if ((st = perpo_optim_step(m, &tc->optim, 1.0f / (float)tc->accum_steps, &gnorm)) != PERPO_OK) goto done;
         if ((step + 1) % tc->log_every == 0 || step + 1 == tc->optim.total_steps) {
             perpo_progress p;
             memset(&p, 0, sizeof p);
@@ -4044,7 +4122,7 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
         if (!(order = (size_t *)perpo__calloc(ctx, total, sizeof(size_t)))) pending = PERPO_ERR_NOMEM;
         s.order = order;
     }
-    if (!pc->resume) perpo_optimizer_reset(m);
+    if (!pc->resume) perpo_optim_reset(m);
     start = m->opt_step;
     Lg = R * L; /* positions per micro-batch over all workers */
     for (step = start; step < pc->optim.total_steps; step++) { /* resumes at opt_step */
@@ -4084,7 +4162,7 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
             p.reward_accuracy = buf[4]; p.logp_chosen = buf[5]; tokens += (double)buf[6];
             if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) goto done;
         }
-        if ((st = perpo_optimizer_step(m, &pc->optim, 1.0f, &gnorm)) != PERPO_OK) goto done;
+        if ((st = perpo_optim_step(m, &pc->optim, 1.0f, &gnorm)) != PERPO_OK) goto done;
         if ((step + 1) % pc->log_every == 0 || step + 1 == pc->optim.total_steps) {
             p.phase = "pref"; p.step = step + 1; p.total_steps = pc->optim.total_steps;
             p.lr = perpo_lr_at(&pc->optim, m->opt_step - 1); p.grad_norm = gnorm;
@@ -4281,15 +4359,7 @@ PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *pa
     return io.ok ? PERPO_OK : PERPO_ERR_IO;
 }
 
-PERPODEF perpo_status perpo_model_save(const perpo_model *m, const char *path) {
-    return perpo_checkpoint_save(m, path, 0);
-}
-
-PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path) {
-    return perpo_model_load_ex(out, path, NULL);
-}
-
-PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, void *alloc_ctx) {
+PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void *alloc_ctx) {
     unsigned char head[PERPO__CKPT_HEADER(PERPO__CKPT_NCFG)], word[4];
     int cfgv[PERPO__CKPT_NCFG], k, ncfg;
     perpo_config c;
@@ -4302,9 +4372,9 @@ PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, v
     perpo_status st;
     if (!out || !path) return PERPO_ERR_ARG;
     *out = NULL;
-    if (perpo__open_read(path, &io.f, NULL) != PERPO_OK) return PERPO_ERR_IO;
+    if (perpo__open_sized(path, &io.f, &fsize, NULL, 0) != PERPO_OK) return PERPO_ERR_IO;
     io.crc = 0; io.ok = 1;
-    if (fseek(io.f, 0, SEEK_END) != 0 || (fsize = ftell(io.f)) < 0 || fseek(io.f, 0, SEEK_SET) != 0) { fclose(io.f); return PERPO_ERR_IO; }
+    if (fsize < 0) { fclose(io.f); return PERPO_ERR_IO; }
     perpo__ckpt_read(&io, head, 16);
     version = io.ok ? perpo__get_u32(head + 8) : 0;
     if (!io.ok || memcmp(head, PERPO__CKPT_MAGIC, 8) != 0 || (version != 1 && version != PERPO__CKPT_VERSION)) {
@@ -4368,18 +4438,6 @@ PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, v
    8. Bring your own data: 8-bit PGM/PPM images and a TSV manifest (image, prompt, answer)
    ========================================================================================== */
 
-/* printf into err[0..cap) when err is given; always NUL-terminated, never more than one line. */
-#if defined(__GNUC__) || defined(__clang__)
-static void perpo__errf(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-#endif
-static void perpo__errf(char *err, size_t cap, const char *fmt, ...) {
-    va_list ap;
-    if (!err || cap == 0) return;
-    va_start(ap, fmt);
-    vsnprintf(err, cap, fmt, ap);
-    va_end(ap);
-}
-
 /* Writes "prefix: " into err and returns how many bytes of err it took (so a callee can write
  * its message right after). */
 static size_t perpo__err_prefix(char *err, size_t cap, const char *prefix) {
@@ -4399,15 +4457,11 @@ static const char *perpo__show_byte(unsigned char c, char buf[8]) {
 
 /* ---- PGM / PPM ---- */
 
-static int perpo__pnm_space(unsigned char c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
 /* Skips whitespace and '#' comments (to the next CR or LF). */
 static void perpo__pnm_skip(const unsigned char *d, size_t len, size_t *pos) {
     size_t i = *pos;
     while (i < len) {
-        if (perpo__pnm_space(d[i])) i++;
+        if (perpo__is_space(d[i])) i++;
         else if (d[i] == '#') { while (i < len && d[i] != '\n' && d[i] != '\r') i++; }
         else break;
     }
@@ -4470,13 +4524,13 @@ PERPODEF perpo_status perpo_image_parse_pnm(const unsigned char *d, size_t len, 
     if (len == 0) { perpo__errf(err, err_cap, "empty input"); return PERPO_ERR_FORMAT; }
     /* magic: "P5" or "P6", then whitespace or a comment */
     if (len < 2 || d[0] != 'P' || (d[1] != '5' && d[1] != '6')) {
-        if (len >= 2 && d[0] == 'P' && d[1] >= '1' && d[1] <= '7' && (len == 2 || perpo__pnm_space(d[2])))
+        if (len >= 2 && d[0] == 'P' && d[1] >= '1' && d[1] <= '7' && (len == 2 || perpo__is_space(d[2])))
             perpo__errf(err, err_cap, "unsupported format P%c (only binary PGM P5 and PPM P6)", d[1]);
         else
             perpo__errf(err, err_cap, "bad magic (not a binary PGM/PPM file)");
         return PERPO_ERR_FORMAT;
     }
-    if (len > 2 && !perpo__pnm_space(d[2]) && d[2] != '#') {
+    if (len > 2 && !perpo__is_space(d[2]) && d[2] != '#') {
         perpo__errf(err, err_cap, "bad magic (not a binary PGM/PPM file)");
         return PERPO_ERR_FORMAT;
     }
@@ -4505,7 +4559,7 @@ PERPODEF perpo_status perpo_image_parse_pnm(const unsigned char *d, size_t len, 
     if (pos < len && d[pos] == '#') /* as libnetpbm: the comment's line end delimits the raster */
         while (pos < len && d[pos] != '\n' && d[pos] != '\r') pos++;
     if (pos >= len) { perpo__errf(err, err_cap, "truncated header (nothing after maxval)"); return PERPO_ERR_FORMAT; }
-    if (!perpo__pnm_space(d[pos])) {
+    if (!perpo__is_space(d[pos])) {
         perpo__errf(err, err_cap, "no whitespace after maxval (found %s)", perpo__show_byte(d[pos], b));
         return PERPO_ERR_FORMAT;
     }
@@ -4553,9 +4607,7 @@ PERPODEF perpo_status perpo_image_load_pnm(const char *path, int want_w, int wan
     size_t bytes, cap, got, off;
     unsigned char *buf;
     perpo_status st;
-    const char *why;
     long fsize;
-    int rd_err;
     FILE *f;
     if (err && err_cap) err[0] = 0;
     if (!path) { perpo__errf(err, err_cap, "invalid arguments (path NULL)"); return PERPO_ERR_ARG; }
@@ -4568,31 +4620,11 @@ PERPODEF perpo_status perpo_image_load_pnm(const char *path, int want_w, int wan
         perpo__errf(err ? err + off : NULL, err_cap - off, "size %dx%d overflows", want_w, want_h);
         return PERPO_ERR_OVERFLOW;
     }
-    if (perpo__open_read(path, &f, &why) != PERPO_OK) {
-        if (why) perpo__errf(err ? err + off : NULL, err_cap - off, "%s", why);
-        else perpo__errf(err ? err + off : NULL, err_cap - off, "cannot open: %s", strerror(errno));
-        return PERPO_ERR_IO;
-    }
+    if ((st = perpo__open_sized(path, &f, &fsize, err ? err + off : NULL, err_cap - off)) != PERPO_OK) return st;
     /* a seekable file tells its size: allocate no more than it holds (+1 to see it grow) */
-    if (fseek(f, 0, SEEK_END) == 0 && (fsize = ftell(f)) >= 0 && (size_t)fsize < cap - 1 &&
-        fseek(f, 0, SEEK_SET) == 0)
-        cap = (size_t)fsize + 1;
-    else
-        rewind(f);
-    buf = (unsigned char *)PERPO_MALLOC(NULL, cap);
-    if (!buf) {
-        fclose(f);
-        perpo__errf(err ? err + off : NULL, err_cap - off, "out of memory");
-        return PERPO_ERR_NOMEM;
-    }
-    got = fread(buf, 1, cap, f);
-    rd_err = ferror(f);
-    fclose(f);
-    if (rd_err) {
-        PERPO_FREE(NULL, buf);
-        perpo__errf(err ? err + off : NULL, err_cap - off, "read error");
-        return PERPO_ERR_IO;
-    }
+    if ((st = perpo__read_to_end(f, NULL, fsize >= 0 && (size_t)fsize < cap - 1 ? (size_t)fsize + 1 : cap, cap - 1,
+                                 &buf, &got, err ? err + off : NULL, err_cap - off)) != PERPO_OK)
+        return st;
     st = perpo_image_parse_pnm(buf, got, want_w, want_h, channels, out, err ? err + off : NULL, err_cap - off);
     PERPO_FREE(NULL, buf);
     if (st == PERPO_OK && err && err_cap) err[0] = 0;
@@ -4694,23 +4726,17 @@ PERPODEF perpo_status perpo_manifest_parse(const char *text, size_t len, perpo_m
 
 PERPODEF perpo_status perpo_manifest_load(const char *path, perpo_manifest *out, char *err, size_t err_cap) {
     size_t cap = 65536, len = 0, off;
-    char *buf, *nb;
+    unsigned char *buf;
     perpo_status st;
-    const char *why;
     long fsize;
-    int rd_err;
     FILE *f;
     if (err && err_cap) err[0] = 0;
     if (out) { out->entries = NULL; out->n = 0; }
     if (!path || !out) { perpo__errf(err, err_cap, "invalid arguments"); return PERPO_ERR_ARG; }
     off = perpo__err_prefix(err, err_cap, path);
-    if (perpo__open_read(path, &f, &why) != PERPO_OK) {
-        if (why) perpo__errf(err ? err + off : NULL, err_cap - off, "%s", why);
-        else perpo__errf(err ? err + off : NULL, err_cap - off, "cannot open: %s", strerror(errno));
-        return PERPO_ERR_IO;
-    }
+    if ((st = perpo__open_sized(path, &f, &fsize, err ? err + off : NULL, err_cap - off)) != PERPO_OK) return st;
     /* a seekable file tells its size up front: refuse a huge one before reading it */
-    if (fseek(f, 0, SEEK_END) == 0 && (fsize = ftell(f)) >= 0) {
+    if (fsize >= 0) {
         if ((size_t)fsize > PERPO_MANIFEST_MAX_BYTES) {
             fclose(f);
             perpo__errf(err ? err + off : NULL, err_cap - off, "manifest is %ld bytes, over the 1 GiB limit", fsize);
@@ -4718,39 +4744,16 @@ PERPODEF perpo_status perpo_manifest_load(const char *path, perpo_manifest *out,
         }
         if ((size_t)fsize + 1 > cap) cap = (size_t)fsize + 1;
     }
-    rewind(f);
-    buf = (char *)PERPO_MALLOC(NULL, cap);
-    if (!buf) {
-        fclose(f);
-        perpo__errf(err ? err + off : NULL, err_cap - off, "out of memory");
-        return PERPO_ERR_NOMEM;
-    }
-    for (;;) { /* read to the end, growing (a file that grew): never past the limit + 1 */
-        len += fread(buf + len, 1, cap - len, f);
-        if (len < cap || len > PERPO_MANIFEST_MAX_BYTES) break;
-        cap = cap > PERPO_MANIFEST_MAX_BYTES / 2 ? PERPO_MANIFEST_MAX_BYTES + 1 : 2 * cap;
-        nb = (char *)PERPO_REALLOC(NULL, buf, cap);
-        if (!nb) {
-            PERPO_FREE(NULL, buf);
-            fclose(f);
-            perpo__errf(err ? err + off : NULL, err_cap - off, "out of memory");
-            return PERPO_ERR_NOMEM;
-        }
-        buf = nb;
-    }
-    rd_err = ferror(f);
-    fclose(f);
-    if (rd_err) {
-        PERPO_FREE(NULL, buf);
-        perpo__errf(err ? err + off : NULL, err_cap - off, "read error");
-        return PERPO_ERR_IO;
-    }
+    /* read to the end, growing (a file that grew): never past the limit + 1 */
+    if ((st = perpo__read_to_end(f, NULL, cap, PERPO_MANIFEST_MAX_BYTES, &buf, &len, err ? err + off : NULL,
+                                 err_cap - off)) != PERPO_OK)
+        return st;
     if (len > PERPO_MANIFEST_MAX_BYTES) {
         PERPO_FREE(NULL, buf);
         perpo__errf(err ? err + off : NULL, err_cap - off, "manifest is over the 1 GiB limit");
         return PERPO_ERR_FORMAT;
     }
-    st = perpo_manifest_parse(buf, len, out, err ? err + off : NULL, err_cap - off);
+    st = perpo_manifest_parse((const char *)buf, len, out, err ? err + off : NULL, err_cap - off);
     PERPO_FREE(NULL, buf);
     if (st == PERPO_OK && err && err_cap) err[0] = 0;
     return st;
@@ -4779,12 +4782,22 @@ PERPODEF void perpo_manifest_free(perpo_manifest *m) {
           ranges for every config value; models track whether their weights are known finite;
           PERPO_SYNC durability hook. Fused products and attention, packed decoding weights.
      0.3  Data parallelism: perpo_reduce_fn and perpo_parallel (the field `parallel` of
-          perpo_train_config and perpo_pref_config; defaults: one process, and a zeroed field
+          perpo_sft_config and perpo_pref_config; defaults: one process, and a zeroed field
           is one process too), perpo_share, perpo_pref_sample_range, PERPO_ERR_PEER,
           PERPO_MAX_WORLD. perpo_pref_sample seeds each item's samples from (sc->seed, item
           index) instead of one stream per generation call: the lists of a given seed differ
           from 0.2's (same distribution), and no longer depend on max_batch. Without a hook the
           trainers do what 0.2 did, bit for bit.
+          One name for each thing (no aliases; results unchanged):
+            perpo_model_save(m, path)           -> perpo_checkpoint_save(m, path, 0)
+            perpo_model_load(out, path)         -> perpo_model_load(out, path, NULL)
+            perpo_model_load_ex                 -> perpo_model_load
+            perpo_optimizer_step                -> perpo_optim_step
+            perpo_optimizer_steps               -> perpo_optim_step_count
+            perpo_optimizer_reset               -> perpo_optim_reset
+            perpo_train_config                  -> perpo_sft_config
+            perpo_train_default                 -> perpo_sft_default
+          New: perpo_objective_name, PERPO_OBJ_COUNT.
 
    LICENSE (MIT)
    Copyright (c) 2026 the perpo.h authors

@@ -9,7 +9,7 @@
  *   - the same call, repeated right away without a failure, succeeds (no half-updated state);
  *   - after cleanup no block is live, and every block was freed with the ctx it was
  *     allocated with.
- * Model allocations carry perpo_config.alloc_ctx; calls that pass ctx NULL (perpo_model_load,
+ * Model allocations carry perpo_config.alloc_ctx; calls that pass ctx NULL (perpo_model_load given NULL,
  * whose model gets a NULL alloc_ctx, the OCR metrics, the data loaders) are counted by a
  * file-static fallback that shares the same sequence of call numbers.
  * Prints one line per k, a summary, and "N passed, N failed" last; exits non-zero on failure.
@@ -116,7 +116,7 @@ static const char *const af_tsv = "alloc_fail_tmp.tsv";
 enum { ST_CREATE, ST_SFT, ST_SAVE, ST_LOAD, ST_GENERATE, ST_PREF_SAMPLE, ST_PREF_REFERENCE, ST_PREF_TRAIN,
        ST_OCR, ST_MANIFEST, ST_PNM, ST_COUNT };
 static const char *const af_stage_names[ST_COUNT] = {
-    "perpo_model_create", "perpo_sft_train", "perpo_model_save", "perpo_model_load", "perpo_generate",
+    "perpo_model_create", "perpo_sft_train", "perpo_checkpoint_save", "perpo_model_load", "perpo_generate",
     "perpo_pref_sample", "perpo_pref_reference", "perpo_pref_train", "perpo_ocr_score",
     "perpo_manifest_load", "perpo_image_load_pnm"};
 
@@ -150,14 +150,14 @@ static perpo_status af_stage(af_world *w, int stage) {
         break;
     }
     case ST_SFT: {
-        perpo_train_config tc = perpo_train_default();
+        perpo_sft_config tc = perpo_sft_default();
         tc.batch_size = 2; tc.optim.total_steps = 2; tc.optim.warmup_steps = 1; tc.log_every = 1;
         st = perpo_sft_train(w->model, w->ex, 2, &tc, NULL, NULL);
         break;
     }
-    case ST_SAVE: st = perpo_model_save(w->model, af_ckpt); break;
+    case ST_SAVE: st = perpo_checkpoint_save(w->model, af_ckpt, 0); break;
     case ST_LOAD:
-        st = perpo_model_load(&w->loaded, af_ckpt);
+        st = perpo_model_load(&w->loaded, af_ckpt, NULL);
         if (st != PERPO_OK && w->loaded) return PERPO_ERR_ARG; /* must stay NULL on error */
         break;
     case ST_GENERATE: {

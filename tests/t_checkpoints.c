@@ -60,7 +60,7 @@ static perpo_model *tc_load_with_record(perpo_test *t, const char *path, const c
     }
     free(record);
     CHECK(*recorded >= 0.0 && *n > 0);
-    CHECK_OK(perpo_model_load(&m, path));
+    CHECK_OK(perpo_model_load(&m, path, NULL));
     if (m && (*recorded < 0.0 || *n <= 0)) { perpo_model_free(m); m = NULL; }
     return m;
 }
