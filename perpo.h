@@ -358,7 +358,7 @@ PERPODEF perpo_status perpo_share(size_t n, int rank, int world, size_t *first, 
 
 /* ---- Training: progress reports -------------------------------------------------------- */
 typedef struct perpo_progress {
-    const char *phase;        /* "sft", "perpo", ... */
+    const char *phase;        /* "sft" (perpo_sft_train*) or "pref" (perpo_pref_train, any objective) */
     int step, total_steps;    /* 1-based step just finished */
     float loss, lr, grad_norm;
     double tokens;            /* target tokens processed so far in this phase */
@@ -4062,6 +4062,15 @@ static perpo_status perpo__pref_chunk(perpo_model *m, const perpo_pref_config *p
     return perpo_backward(m, s->dlogp);
 }
 
+/* The ranges documented at perpo_pref_config (those that do not depend on the lists). */
+static int perpo__check_pref_config(const perpo_pref_config *pc) {
+    return pc->lists_per_step >= 1 && pc->accum_steps >= 1 && pc->accum_steps <= PERPO_MAX_ACCUM &&
+           pc->log_every >= 1 && pc->nll_weight >= 0.0f && pc->nll_weight <= PERPO_MAX_NLL_WEIGHT &&
+           (pc->mean_logp == 0 || pc->mean_logp == 1) && (pc->resume == 0 || pc->resume == 1) &&
+           (pc->nll_on_truth == 0 || pc->nll_on_truth == 1) && perpo__objective_check(&pc->objective) == PERPO_OK &&
+           perpo_optim_validate(&pc->optim) == PERPO_OK;
+}
+
 /* Without a reduction hook this is the single-process trainer of version 0.2, operation for
    operation: every micro-batch is one chunk of at most lists_per_step lists. */
 PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *lists, size_t n_lists,
@@ -4077,12 +4086,7 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
     par = &pc->parallel;
     ctx = m->cfg.alloc_ctx;
     if (par->reduce) R = (size_t)par->world;
-    if (pc->lists_per_step < 1 || pc->accum_steps < 1 || pc->accum_steps > PERPO_MAX_ACCUM ||
-        pc->log_every < 1 || !(pc->nll_weight >= 0.0f && pc->nll_weight <= PERPO_MAX_NLL_WEIGHT) ||
-        (pc->mean_logp != 0 && pc->mean_logp != 1) || (pc->resume != 0 && pc->resume != 1) ||
-        (pc->nll_on_truth != 0 && pc->nll_on_truth != 1) ||
-        perpo__objective_check(&pc->objective) != PERPO_OK || perpo_optim_validate(&pc->optim) != PERPO_OK)
-        local = PERPO_ERR_ARG;
+    if (!perpo__check_pref_config(pc)) local = PERPO_ERR_ARG;
     else if (n_lists > 0 || !par->reduce) /* a worker's part may be empty, one process's set not */
         local = perpo__check_lists(m, lists, n_lists);
     if (local == PERPO_OK) {

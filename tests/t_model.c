@@ -296,11 +296,12 @@ static void test_model_finite_differences_opts(perpo_test *t) {
 }
 
 /* ---- SFT memorizes, greedy reproduces ----------------------------------------------------- */
-typedef struct sft_log { float last_loss; int calls; } sft_log;
+typedef struct sft_log { float last_loss; int calls, other_phase; } sft_log;
 static int sft_on_progress(const perpo_progress *p, void *user) {
     sft_log *l = (sft_log *)user;
     l->last_loss = p->loss;
     l->calls++;
+    l->other_phase += strcmp(p->phase, "sft") != 0; /* the phase perpo_progress documents */
     return 0;
 }
 static perpo_config memo_config(void) {
@@ -338,7 +339,7 @@ static void test_sft_memorizes(perpo_test *t) {
     const char *prompts[6];
     char out[6][32];
     size_t lens[6];
-    sft_log log = {0.0f, 0};
+    sft_log log = {0.0f, 0, 0};
     int i;
     memo_data(img, ex);
     CHECK_OK(perpo_model_create(&m, &c, 3));
@@ -346,7 +347,7 @@ static void test_sft_memorizes(perpo_test *t) {
     tc.batch_size = 6; tc.optim.lr = 3e-3f; tc.optim.min_lr = 3e-4f; tc.optim.warmup_steps = 10;
     tc.optim.total_steps = 150; tc.optim.weight_decay = 0.0f; tc.log_every = 25;
     CHECK_OK(perpo_sft_train(m, ex, 6, &tc, sft_on_progress, &log));
-    CHECK(log.calls == 6);
+    CHECK(log.calls == 6 && log.other_phase == 0);
     CHECK_MSG(log.last_loss < 0.05f, "SFT loss after 150 steps %.4f, bound 0.05", log.last_loss);
     fprintf(stderr, "    final SFT loss %.5f\n", log.last_loss);
     for (i = 0; i < 6; i++) { imgs[i] = img[i]; prompts[i] = "where?"; }
