@@ -99,27 +99,41 @@ PERPODEF const char *perpo_status_string(perpo_status status);
 #define PERPO_TOK_EOS 259
 #define PERPO_VOCAB   260
 
+/* Limits of perpo_config (generous: they keep every derived size product far from overflow). */
+#define PERPO_MAX_IMAGE_SIDE 4096 /* image_h, image_w */
+#define PERPO_MAX_CHANNELS 4
+#define PERPO_MAX_PATCH_SIDE 256  /* patch_h, patch_w */
+#define PERPO_MAX_PATCHES 4096    /* vision tokens per image */
+#define PERPO_MAX_D_MODEL 8192
+#define PERPO_MAX_LAYERS 64       /* n_vis_layers, n_dec_layers */
+#define PERPO_MAX_MLP_MULT 16
+#define PERPO_MIN_TEXT 4          /* max_text: BOS, SEP, EOS and one byte */
+#define PERPO_MAX_TEXT 4096
+#define PERPO_MAX_BATCH 65536     /* max_batch */
+
 typedef struct perpo_config {
     /* Ranges, as perpo_config_validate checks them (PERPO_ERR_ARG otherwise): */
-    int image_h, image_w, channels; /* input image, float [H][W][C] in [0,1]; H, W in [1, 4096],
-                                       channels in [1, 4] */
+    int image_h, image_w, channels; /* input image, float [H][W][C] in [0,1]; H, W in
+                                       [1, PERPO_MAX_IMAGE_SIDE], channels in [1, PERPO_MAX_CHANNELS] */
     int patch_h, patch_w;           /* non-overlapping patch_h x patch_w patches become vision
                                        tokens (6 x 8 fits one character cell of a page); each in
-                                       [1, 256], dividing image_h / image_w, at most 4096 patches */
+                                       [1, PERPO_MAX_PATCH_SIDE], dividing image_h / image_w, at
+                                       most PERPO_MAX_PATCHES patches */
     int pos_channels;               /* 1: the model appends x and y in [-1, 1] to every pixel
                                        (CoordConv); images stay `channels` wide. 0: off */
     int vis_sincos;                 /* 1: a fixed 2D sin-cos code of each patch's column and row
                                        is added to the learned vision positions (needs d_model
                                        % 4 == 0). 0: off */
-    int d_model;                    /* width of every token, [1, 8192] */
+    int d_model;                    /* width of every token, [1, PERPO_MAX_D_MODEL] */
     int n_heads;                    /* attention heads, >= 1, d_model % n_heads == 0 */
-    int n_vis_layers;               /* bidirectional blocks of the vision encoder, [0, 64] */
-    int n_dec_layers;               /* causal blocks of the language decoder, [1, 64] */
-    int mlp_mult;                   /* MLP hidden width = mlp_mult * d_model, mlp_mult in [1, 16] */
-    int max_text;                   /* text positions: BOS + prompt + SEP + response + EOS; [4, 4096] */
+    int n_vis_layers;               /* bidirectional blocks of the vision encoder, [0, PERPO_MAX_LAYERS] */
+    int n_dec_layers;               /* causal blocks of the language decoder, [1, PERPO_MAX_LAYERS] */
+    int mlp_mult;                   /* MLP hidden width = mlp_mult * d_model, in [1, PERPO_MAX_MLP_MULT] */
+    int max_text;                   /* text positions: BOS + prompt + SEP + response + EOS; in
+                                       [PERPO_MIN_TEXT, PERPO_MAX_TEXT] */
     int vocab;                      /* must be PERPO_VOCAB */
     int max_batch;                  /* most sequences (and images) per forward; sizes the arena;
-                                       [1, 65536] */
+                                       [1, PERPO_MAX_BATCH] */
     void *alloc_ctx;                /* passed to PERPO_MALLOC/FREE; not saved in checkpoints */
 } perpo_config;
 
@@ -1684,28 +1698,37 @@ PERPODEF perpo_config perpo_config_default(void) {
 
 PERPODEF perpo_status perpo_config_validate(const perpo_config *c) {
     if (!c) return PERPO_ERR_ARG;
-    /* generous caps: they keep every derived size product far from overflow */
-    if (c->image_h < 1 || c->image_h > 4096 || c->image_w < 1 || c->image_w > 4096) return PERPO_ERR_ARG;
-    if (c->channels < 1 || c->channels > 4) return PERPO_ERR_ARG;
-    if (c->patch_h < 1 || c->patch_h > 256 || c->patch_w < 1 || c->patch_w > 256) return PERPO_ERR_ARG;
+    if (c->image_h < 1 || c->image_h > PERPO_MAX_IMAGE_SIDE || c->image_w < 1 || c->image_w > PERPO_MAX_IMAGE_SIDE)
+        return PERPO_ERR_ARG;
+    if (c->channels < 1 || c->channels > PERPO_MAX_CHANNELS) return PERPO_ERR_ARG;
+    if (c->patch_h < 1 || c->patch_h > PERPO_MAX_PATCH_SIDE || c->patch_w < 1 || c->patch_w > PERPO_MAX_PATCH_SIDE)
+        return PERPO_ERR_ARG;
     if (c->image_h % c->patch_h || c->image_w % c->patch_w) return PERPO_ERR_ARG;
-    if ((c->image_h / c->patch_h) * (c->image_w / c->patch_w) > 4096) return PERPO_ERR_ARG;
+    if ((c->image_h / c->patch_h) * (c->image_w / c->patch_w) > PERPO_MAX_PATCHES) return PERPO_ERR_ARG;
     if ((c->pos_channels != 0 && c->pos_channels != 1) || (c->vis_sincos != 0 && c->vis_sincos != 1)) return PERPO_ERR_ARG;
     if (c->vis_sincos && c->d_model % 4) return PERPO_ERR_ARG;
-    if (c->d_model < 1 || c->d_model > 8192 || c->n_heads < 1 || c->d_model % c->n_heads) return PERPO_ERR_ARG;
-    if (c->n_vis_layers < 0 || c->n_vis_layers > 64 || c->n_dec_layers < 1 || c->n_dec_layers > 64) return PERPO_ERR_ARG;
-    if (c->mlp_mult < 1 || c->mlp_mult > 16) return PERPO_ERR_ARG;
-    if (c->max_text < 4 || c->max_text > 4096) return PERPO_ERR_ARG;
+    if (c->d_model < 1 || c->d_model > PERPO_MAX_D_MODEL || c->n_heads < 1 || c->d_model % c->n_heads) return PERPO_ERR_ARG;
+    if (c->n_vis_layers < 0 || c->n_vis_layers > PERPO_MAX_LAYERS || c->n_dec_layers < 1 ||
+        c->n_dec_layers > PERPO_MAX_LAYERS)
+        return PERPO_ERR_ARG;
+    if (c->mlp_mult < 1 || c->mlp_mult > PERPO_MAX_MLP_MULT) return PERPO_ERR_ARG;
+    if (c->max_text < PERPO_MIN_TEXT || c->max_text > PERPO_MAX_TEXT) return PERPO_ERR_ARG;
     if (c->vocab != PERPO_VOCAB) return PERPO_ERR_ARG;
-    if (c->max_batch < 1 || c->max_batch > 65536) return PERPO_ERR_ARG;
+    if (c->max_batch < 1 || c->max_batch > PERPO_MAX_BATCH) return PERPO_ERR_ARG;
     return PERPO_OK;
 }
 
+/* Appends a tensor to the table and returns its offset. With m->tensors NULL it only counts
+   (n_tensors, n_params): how sizes are known before anything is allocated. */
 static size_t perpo__add_tensor(perpo_model *m, const char *name, size_t rows, size_t cols) {
-    perpo__tensor *t = &m->tensors[m->n_tensors++];
-    t->name = name; t->rows = rows; t->cols = cols; t->offset = m->n_params;
+    size_t offset = m->n_params;
+    if (m->tensors) {
+        perpo__tensor *t = &m->tensors[m->n_tensors];
+        t->name = name; t->rows = rows; t->cols = cols; t->offset = offset;
+    }
+    m->n_tensors++;
     m->n_params += rows * (cols ? cols : 1); /* bounded by perpo_config_validate's caps */
-    return t->offset;
+    return offset;
 }
 static void perpo__add_block(perpo_model *m, perpo__block *b, int vision) {
     size_t D = m->D, M = m->M;
@@ -1722,14 +1745,17 @@ static void perpo__add_block(perpo_model *m, perpo__block *b, int vision) {
     b->fc2_w = perpo__add_tensor(m, vision ? "vis.fc2_w" : "dec.fc2_w", D, M);
     b->fc2_b = perpo__add_tensor(m, vision ? "vis.fc2_b" : "dec.fc2_b", D, 0);
 }
-/* The parameter table, in the order of the flat buffer (tests/ref/make_reference.py mirrors it). */
+/* The parameter table, in the order of the flat buffer (tests/ref/make_reference.py mirrors it):
+   the one description of the parameters. A dry run (m->tensors NULL, block offsets into a
+   scratch block) counts tensors and parameters. */
 static void perpo__build_tensor_table(perpo_model *m) {
+    perpo__block scratch;
     size_t l;
     m->n_tensors = 0; m->n_params = 0;
     m->patch_w = perpo__add_tensor(m, "patch_w", m->D, m->PPC);
     m->patch_b = perpo__add_tensor(m, "patch_b", m->D, 0);
     m->vis_pos = perpo__add_tensor(m, "vis_pos", m->NP, m->D);
-    for (l = 0; l < (size_t)m->cfg.n_vis_layers; l++) perpo__add_block(m, &m->vis[l], 1);
+    for (l = 0; l < (size_t)m->cfg.n_vis_layers; l++) perpo__add_block(m, m->tensors ? &m->vis[l] : &scratch, 1);
     m->vis_lnf_w = perpo__add_tensor(m, "vis_lnf_w", m->D, 0);
     m->vis_lnf_b = perpo__add_tensor(m, "vis_lnf_b", m->D, 0);
     m->proj1_w = perpo__add_tensor(m, "proj1_w", m->D, m->D);
@@ -1738,7 +1764,7 @@ static void perpo__build_tensor_table(perpo_model *m) {
     m->proj2_b = perpo__add_tensor(m, "proj2_b", m->D, 0);
     m->wte = perpo__add_tensor(m, "wte", m->V, m->D);
     m->dec_pos = perpo__add_tensor(m, "dec_pos", m->L, m->D);
-    for (l = 0; l < (size_t)m->cfg.n_dec_layers; l++) perpo__add_block(m, &m->dec[l], 0);
+    for (l = 0; l < (size_t)m->cfg.n_dec_layers; l++) perpo__add_block(m, m->tensors ? &m->dec[l] : &scratch, 0);
     m->lnf_w = perpo__add_tensor(m, "lnf_w", m->D, 0);
     m->lnf_b = perpo__add_tensor(m, "lnf_b", m->D, 0);
     m->head_w = perpo__add_tensor(m, "head_w", m->V, m->D);
@@ -1880,23 +1906,22 @@ static void perpo__derive_sizes(perpo_model *m, const perpo_config *cfg) {
     m->g_rows = m->max_batch > m->L ? m->max_batch : m->L;
 }
 
-/* Parameters of a validated config: the sum perpo__build_tensor_table makes, without a table. */
-static size_t perpo__count_params(const perpo_config *c) {
-    size_t D = (size_t)c->d_model, M = (size_t)c->mlp_mult * D, V = (size_t)c->vocab;
-    size_t NP = (size_t)(c->image_h / c->patch_h) * (size_t)(c->image_w / c->patch_w);
-    size_t PPC = (size_t)c->patch_h * (size_t)c->patch_w * (size_t)(c->channels + 2 * c->pos_channels);
-    size_t L = NP + (size_t)c->max_text;
-    size_t block = 4 * D + 3 * D * D + 3 * D + D * D + D + M * D + M + D * M + D; /* perpo__add_block */
-    return D * PPC + D + NP * D + (size_t)c->n_vis_layers * block + 2 * D + 2 * (D * D + D) + V * D + L * D +
-           (size_t)c->n_dec_layers * block + 2 * D + V * D; /* caps of perpo_config_validate: no overflow */
+/* Tensors and parameters of a validated config, by a dry run of perpo__build_tensor_table. */
+static void perpo__count_tensors(const perpo_config *cfg, size_t *n_tensors, size_t *n_params) {
+    perpo_model m;
+    memset(&m, 0, sizeof m);
+    perpo__derive_sizes(&m, cfg);
+    perpo__build_tensor_table(&m);
+    *n_tensors = m.n_tensors;
+    *n_params = m.n_params;
 }
 
 /* Floats of the activation arena of a validated config, by a dry run of the carving, without
    allocating; 0 when a size overflows. */
 static size_t perpo__arena_floats(const perpo_config *cfg) {
     perpo_model m;
-    float *vis_x[65], *dec_x[65];
-    perpo__block_acts vis_acts[65], dec_acts[64];
+    float *vis_x[PERPO_MAX_LAYERS + 1], *dec_x[PERPO_MAX_LAYERS + 1];
+    perpo__block_acts vis_acts[PERPO_MAX_LAYERS + 1], dec_acts[PERPO_MAX_LAYERS];
     perpo__carver c;
     memset(&m, 0, sizeof m);
     perpo__derive_sizes(&m, cfg);
@@ -1910,7 +1935,7 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
     perpo_model *m;
     perpo__carver c;
     void *ctx;
-    size_t LV, LD, n_tensors;
+    size_t LV, LD, n_tensors, n_params;
     perpo_status st;
     if (!out) return PERPO_ERR_ARG;
     *out = NULL;
@@ -1920,7 +1945,7 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
     if (!m) return PERPO_ERR_NOMEM;
     perpo__derive_sizes(m, cfg);
     LV = (size_t)cfg->n_vis_layers; LD = (size_t)cfg->n_dec_layers;
-    n_tensors = 3 + 12 * LV + 2 + 4 + 2 + 12 * LD + 2 + 1;
+    perpo__count_tensors(cfg, &n_tensors, &n_params);
     m->tensors = (perpo__tensor *)perpo__calloc(ctx, n_tensors, sizeof *m->tensors);
     m->vis = (perpo__block *)perpo__calloc(ctx, LV + 1, sizeof *m->vis);
     m->dec = (perpo__block *)perpo__calloc(ctx, LD, sizeof *m->dec);
@@ -1938,7 +1963,7 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
         return PERPO_ERR_NOMEM;
     }
     perpo__build_tensor_table(m);
-    PERPO_ASSERT(m->n_tensors == n_tensors);
+    PERPO_ASSERT(m->n_tensors == n_tensors && m->n_params == n_params);
     m->params = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
     m->grads = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
     m->adam_m = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
@@ -1988,6 +2013,16 @@ PERPODEF perpo_status perpo_model_tensor(const perpo_model *m, size_t i, const c
     if (cols) *cols = m->tensors[i].cols;
     return PERPO_OK;
 }
+/* Every field of perpo_config but alloc_ctx as ints, in the order of the checkpoint format
+   (section 7): what checkpoints store and data-parallel workers compare. */
+#define PERPO__CONFIG_WORDS 15
+static void perpo__config_to_words(const perpo_config *c, int *v) {
+    v[0] = c->image_h; v[1] = c->image_w; v[2] = c->channels; v[3] = c->patch_h; v[4] = c->patch_w;
+    v[5] = c->pos_channels; v[6] = c->vis_sincos; v[7] = c->d_model; v[8] = c->n_heads;
+    v[9] = c->n_vis_layers; v[10] = c->n_dec_layers; v[11] = c->mlp_mult; v[12] = c->max_text;
+    v[13] = c->vocab; v[14] = c->max_batch;
+}
+
 /* Same architecture: every config field but max_batch (it sizes only the arena) and alloc_ctx. */
 static int perpo__same_architecture(const perpo_config *a, const perpo_config *b) {
     return a->image_h == b->image_h && a->image_w == b->image_w && a->channels == b->channels &&
@@ -3485,14 +3520,13 @@ static uint64_t perpo__hash_optim(uint64_t h, const perpo_optim_config *oc) {
     v[0] = oc->warmup_steps; v[1] = oc->total_steps;
     return perpo__hash_words(perpo__hash_words(h, f, 7), v, 2);
 }
-static void perpo__config_to_words(const perpo_config *c, int *v); /* section 7 */
 /* The architecture and weights, and with resume the AdamW moments and step: workers that start
    from different weights (one forgot to load the checkpoint) are refused before any step. */
 static uint64_t perpo__hash_model(const perpo_model *m, int with_optimizer) {
-    int cfgv[15];
+    int cfgv[PERPO__CONFIG_WORDS];
     uint64_t h = 0xCBF29CE484222325ull;
     perpo__config_to_words(&m->cfg, cfgv);
-    h = perpo__hash_words(h, cfgv, 15);
+    h = perpo__hash_words(h, cfgv, PERPO__CONFIG_WORDS);
     h = perpo__hash_words(h, m->params, m->n_params);
     if (with_optimizer) {
         h = perpo__hash_words(h, m->adam_m, m->n_params);
@@ -4199,7 +4233,7 @@ done:
    ========================================================================================== */
 #define PERPO__CKPT_MAGIC "PERPOCKP"
 #define PERPO__CKPT_VERSION 2u
-#define PERPO__CKPT_NCFG 15    /* config words of version 2 */
+#define PERPO__CKPT_NCFG PERPO__CONFIG_WORDS /* config words of version 2 */
 #define PERPO__CKPT_NCFG_V1 12 /* and of version 1 */
 #define PERPO__CKPT_HEADER(ncfg) (8 + 4 + 4 + 4 * (ncfg) + 8)
 #ifndef PERPO_LOAD_MAX_ARENA_BYTES /* checkpoints whose activation arena would be larger are refused */
@@ -4212,13 +4246,7 @@ static void perpo__put_u32(unsigned char *p, uint32_t v) {
 static uint32_t perpo__get_u32(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
-/* The config as the checkpoint's words, in the order of the format above, and back. */
-static void perpo__config_to_words(const perpo_config *c, int *v) {
-    v[0] = c->image_h; v[1] = c->image_w; v[2] = c->channels; v[3] = c->patch_h; v[4] = c->patch_w;
-    v[5] = c->pos_channels; v[6] = c->vis_sincos; v[7] = c->d_model; v[8] = c->n_heads;
-    v[9] = c->n_vis_layers; v[10] = c->n_dec_layers; v[11] = c->mlp_mult; v[12] = c->max_text;
-    v[13] = c->vocab; v[14] = c->max_batch;
-}
+/* The config as the checkpoint's words (perpo__config_to_words, section 3) and back. */
 static void perpo__config_from_words(perpo_config *c, const int *v, uint32_t version) {
     int k, w[PERPO__CKPT_NCFG];
     if (version == 1) { /* image_h image_w channels patch, then d_model .. max_batch as in v2 */
@@ -4408,8 +4436,9 @@ PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void
        must not make the loader allocate gigabytes through max_batch/max_text: both are checked
        before anything is allocated. */
     {
-        size_t arena = perpo__arena_floats(&c);
-        if ((uint64_t)perpo__count_params(&c) != n_params || arena == 0 ||
+        size_t arena = perpo__arena_floats(&c), n_tensors, count;
+        perpo__count_tensors(&c, &n_tensors, &count);
+        if ((uint64_t)count != n_params || arena == 0 ||
             arena > (size_t)PERPO_LOAD_MAX_ARENA_BYTES / sizeof(float)) {
             fclose(io.f);
             return PERPO_ERR_FORMAT;
