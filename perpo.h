@@ -46,6 +46,34 @@
      optimizer moments live in flat buffers with one layout; activations live in one arena
      sized when the model is created, so a training step allocates nothing.
 
+   API MAP: every public function, by job, in the order you call them ([n]: its section)
+     A model [3]          perpo_config_default, (set fields), perpo_config_validate (optional:
+                          create checks too), perpo_model_create ... perpo_model_free
+     Supervised [6]       perpo_sft_default, perpo_sft_train (a fixed set of perpo_example) or
+                          perpo_sft_train_stream (a perpo_example_fn)
+     Answers [4]          perpo_sample_default, perpo_generate
+     Rewards [5]          boxes: perpo_grounding_reward (= perpo_parse_box + perpo_box_iou),
+                          perpo_box_giou; text: perpo_ocr_reward (1 minus
+                          perpo_normalized_edit_distance), perpo_edit_distance,
+                          perpo_word_scores, perpo_ocr_score
+     PerPO [7]            perpo_pref_sample (or perpo_pref_sample_range), perpo_pref_filter,
+                          perpo_pref_reference, perpo_model_copy_params (policy := SFT model),
+                          perpo_pref_default, perpo_pref_train, perpo_pref_set_free
+     The objective alone  perpo_objective_default, perpo_listwise_loss, perpo_preference_metrics,
+       [5]                perpo_objective_name
+     Checkpoints [8]      perpo_checkpoint_save, perpo_model_load
+     Several processes    perpo_share (blocks of prompts); the hook is perpo_parallel in the
+       [6]                trainers' configs
+     Your own data [9]    perpo_manifest_load (or perpo_manifest_parse), perpo_image_load_pnm (or
+                          perpo_image_parse_pnm) for each entry, perpo_manifest_free
+     Your own loop [3,6]  perpo_text_encode, perpo_zero_grad, perpo_forward, perpo_backward,
+                          perpo_optim_step; perpo_last_logits; perpo_optim_default,
+                          perpo_optim_validate, perpo_lr_at, perpo_optim_step_count,
+                          perpo_optim_reset
+     Inspecting [3]       perpo_model_config, perpo_model_num_params, perpo_model_params,
+                          perpo_model_grads, perpo_model_num_tensors, perpo_model_tensor
+     Utilities [1]        perpo_status_string, perpo_crc32
+
    LICENSE: MIT, see the end of this file.
 */
 #ifndef PERPO_H
@@ -72,8 +100,11 @@ extern "C" {
 #endif
 
 /* ==========================================================================================
-   PUBLIC API
+   PUBLIC API, in the order of the implementation's numbered sections (section 2, the tensor
+   kernels, has no public calls)
    ========================================================================================== */
+
+/* ==== 1. Status codes and utilities ======================================================= */
 
 /* ---- Status codes ----------------------------------------------------------------------- */
 typedef enum perpo_status {
@@ -90,6 +121,12 @@ typedef enum perpo_status {
 
 /* A short English explanation of a status; never NULL. */
 PERPODEF const char *perpo_status_string(perpo_status status);
+
+/* ---- Small utilities shared with the examples ------------------------------------------- */
+/* CRC-32 (IEEE 802.3, as zlib/PNG) continued from crc (start with 0). */
+PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n);
+
+/* ==== 3. The compact MLLM: configuration, lifetime, forward and backward ================== */
 
 /* ---- Model configuration ---------------------------------------------------------------- */
 /* Token ids: bytes 0..255 are themselves; four specials follow. */
@@ -152,23 +189,6 @@ typedef struct perpo_model perpo_model;
 PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *cfg, uint64_t seed);
 PERPODEF void perpo_model_free(perpo_model *model);
 PERPODEF const perpo_config *perpo_model_config(const perpo_model *model);
-/* Saves config and parameters (little-endian, CRC32-checked) via a temporary file + rename
-   (see "Checkpoints" in the implementation and PERPO_SYNC); flags 0, or PERPO_CKPT_OPTIMIZER to
-   add the AdamW moments and step: a model loaded from it and trained with resume = 1 continues
-   bit for bit as if never stopped. PERPO_ERR_NONFINITE, writing nothing, for a model with a
-   non-finite parameter. PERPO_ERR_IO, leaving the previous file intact and no "<path>.tmp",
-   when path exists and is not a regular file or on any write, sync or rename failure; except
-   that when only the sync of the folder after the rename fails, the new file is in place but a
-   power cut may still undo the rename. */
-#define PERPO_CKPT_OPTIMIZER 1u
-PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *model, const char *path, unsigned flags);
-/* Creates a model from a checkpoint (with its optimizer state when saved); alloc_ctx (may be
-   NULL) is what the loaded model passes to PERPO_MALLOC/FREE. PERPO_ERR_IO when the file
-   cannot be read or is not a regular file, PERPO_ERR_FORMAT for anything malformed (size,
-   magic, version, config, CRC, non-finite values, a step counter beyond PERPO_MAX_STEPS, a
-   negative AdamW second moment). */
-PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void *alloc_ctx);
-
 /* Copies the parameters of src into dst and resets dst's optimizer: how the examples start DPO
    and PerPO from the same SFT weights. Every config field must match except max_batch and
    alloc_ctx (PERPO_ERR_ARG otherwise). */
@@ -219,36 +239,36 @@ PERPODEF void perpo_zero_grad(perpo_model *model);
 /* Logits (n_seq, max_text, vocab) of the last forward; valid until the next call. */
 PERPODEF const float *perpo_last_logits(const perpo_model *model);
 
-/* ---- Optimizer -------------------------------------------------------------------------- */
-/* Every field has a range (checked by perpo_optim_validate; NaN is outside every range). */
-#define PERPO_MAX_STEPS (1 << 30) /* most steps of a schedule, and of a model's step counter */
-typedef struct perpo_optim_config {
-    float lr, min_lr;        /* peak and final learning rate of the cosine schedule:
-                                lr in (0, 1], min_lr in [0, lr] */
-    int warmup_steps;        /* linear warmup from lr/warmup to lr; in [0, total_steps] */
-    int total_steps;         /* schedule length; in [1, PERPO_MAX_STEPS] */
-    float beta1, beta2, eps; /* AdamW moments: beta1, beta2 in [0, 1); eps in (0, 1) */
-    float weight_decay;      /* decoupled, on matrices only (no biases, no LayerNorm); in [0, 1] */
-    float clip_norm;         /* global gradient norm clip, finite and >= 0; 0 disables */
-} perpo_optim_config;
+/* ==== 4. Sampling ========================================================================= */
+/* Out-of-range fields make generation return PERPO_ERR_ARG. */
+typedef struct perpo_sample_config {
+    float temperature;  /* in [0, 1000]; 0 = greedy */
+    int top_k;          /* keep the k most likely tokens, k in [0, PERPO_VOCAB]; 0 = off */
+    float top_p;        /* nucleus: smallest set with mass >= top_p, in [0, 1]; 1 = off */
+    int max_new_tokens; /* cap on response bytes (also capped by max_text), >= 0 */
+    uint64_t seed;      /* same seed, same model, same request -> same text; any value */
+    int no_cache;       /* 0 or 1; 1 = recompute the whole sequence per token (slow; for checking) */
+} perpo_sample_config;
 
-PERPODEF perpo_optim_config perpo_optim_default(void);
-/* PERPO_OK when every field of oc is in its range, else PERPO_ERR_ARG. */
-PERPODEF perpo_status perpo_optim_validate(const perpo_optim_config *oc);
-/* Learning rate at 0-based step: linear warmup, then cosine decay to min_lr. Steps below 0
-   count as 0 and steps past total_steps as total_steps; 0 for an invalid config. */
-PERPODEF float perpo_lr_at(const perpo_optim_config *oc, int step);
-/* One AdamW update from the accumulated gradients, scaled by grad_scale first (1/accum for
-   gradient accumulation; finite, > 0). PERPO_ERR_ARG for an invalid config or scale, or when
-   the model has taken PERPO_MAX_STEPS steps. Refuses with PERPO_ERR_NONFINITE, changing
-   nothing, a non-finite gradient and a step that would make any parameter or moment
-   non-finite. grad_norm (may be NULL) gets the global norm before clipping. */
-PERPODEF perpo_status perpo_optim_step(perpo_model *model, const perpo_optim_config *oc,
-                                       float grad_scale, float *grad_norm);
-/* Number of optimizer steps taken so far (drives the schedule and bias correction). */
-PERPODEF int perpo_optim_step_count(const perpo_model *model);
-/* Forget the AdamW moments and step count (e.g. before a new training phase). */
-PERPODEF void perpo_optim_reset(perpo_model *model);
+PERPODEF perpo_sample_config perpo_sample_default(void);
+
+/* n_seq responses; sequence b answers prompts[b] about images[image_of[b]]. Each image is
+   encoded once, and consecutive sequences with the same image and prompt share one prefill. */
+typedef struct perpo_gen_request {
+    size_t n_seq, n_img;
+    const float *const *images;
+    const size_t *image_of;     /* NULL means image_of[b] = b */
+    const char *const *prompts; /* n_seq NUL-terminated prompts */
+} perpo_gen_request;
+
+/* out holds n_seq strings of out_cap bytes each (NUL-terminated, truncated to fit); out_len
+   (may be NULL) gets each response's length. Stops at EOS, max_new_tokens or max_text.
+   PERPO_ERR_NONFINITE for a model with a non-finite parameter. */
+PERPODEF perpo_status perpo_generate(perpo_model *model, const perpo_gen_request *req,
+                                     const perpo_sample_config *sc, char *out, size_t out_cap,
+                                     size_t *out_len);
+
+/* ==== 5. Rewards and the listwise objectives ============================================== */
 
 /* ---- Rewards: grounding. Boxes are float[4] = x1, y1, x2, y2, normalized to [0,1]. ---- */
 
@@ -328,6 +348,39 @@ typedef struct { float chosen, rejected, margin, accuracy; } perpo_pref_metrics;
  * beta in (0, PERPO_MAX_BETA]. */
 PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *logp,
     const float *ref_logp, const float *reward, perpo_pref_metrics *out);
+
+/* ==== 6. Optimizer, data parallelism, progress reports and SFT ============================ */
+
+/* ---- Optimizer -------------------------------------------------------------------------- */
+/* Every field has a range (checked by perpo_optim_validate; NaN is outside every range). */
+#define PERPO_MAX_STEPS (1 << 30) /* most steps of a schedule, and of a model's step counter */
+typedef struct perpo_optim_config {
+    float lr, min_lr;        /* peak and final learning rate of the cosine schedule:
+                                lr in (0, 1], min_lr in [0, lr] */
+    int warmup_steps;        /* linear warmup from lr/warmup to lr; in [0, total_steps] */
+    int total_steps;         /* schedule length; in [1, PERPO_MAX_STEPS] */
+    float beta1, beta2, eps; /* AdamW moments: beta1, beta2 in [0, 1); eps in (0, 1) */
+    float weight_decay;      /* decoupled, on matrices only (no biases, no LayerNorm); in [0, 1] */
+    float clip_norm;         /* global gradient norm clip, finite and >= 0; 0 disables */
+} perpo_optim_config;
+
+PERPODEF perpo_optim_config perpo_optim_default(void);
+/* PERPO_OK when every field of oc is in its range, else PERPO_ERR_ARG. */
+PERPODEF perpo_status perpo_optim_validate(const perpo_optim_config *oc);
+/* Learning rate at 0-based step: linear warmup, then cosine decay to min_lr. Steps below 0
+   count as 0 and steps past total_steps as total_steps; 0 for an invalid config. */
+PERPODEF float perpo_lr_at(const perpo_optim_config *oc, int step);
+/* One AdamW update from the accumulated gradients, scaled by grad_scale first (1/accum for
+   gradient accumulation; finite, > 0). PERPO_ERR_ARG for an invalid config or scale, or when
+   the model has taken PERPO_MAX_STEPS steps. Refuses with PERPO_ERR_NONFINITE, changing
+   nothing, a non-finite gradient and a step that would make any parameter or moment
+   non-finite. grad_norm (may be NULL) gets the global norm before clipping. */
+PERPODEF perpo_status perpo_optim_step(perpo_model *model, const perpo_optim_config *oc,
+                                       float grad_scale, float *grad_norm);
+/* Number of optimizer steps taken so far (drives the schedule and bias correction). */
+PERPODEF int perpo_optim_step_count(const perpo_model *model);
+/* Forget the AdamW moments and step count (e.g. before a new training phase). */
+PERPODEF void perpo_optim_reset(perpo_model *model);
 
 /* ---- Data parallelism: several processes train one model ------------------------------
  * perpo.h has no transport of its own: its trainers call a reduction hook that you implement
@@ -428,36 +481,7 @@ PERPODEF perpo_status perpo_sft_train_stream(perpo_model *model, perpo_example_f
                                              const perpo_sft_config *tc, perpo_progress_fn progress,
                                              void *user);
 
-/* ---- Sampling --------------------------------------------------------------------------- */
-/* Out-of-range fields make generation return PERPO_ERR_ARG. */
-typedef struct perpo_sample_config {
-    float temperature;  /* in [0, 1000]; 0 = greedy */
-    int top_k;          /* keep the k most likely tokens, k in [0, PERPO_VOCAB]; 0 = off */
-    float top_p;        /* nucleus: smallest set with mass >= top_p, in [0, 1]; 1 = off */
-    int max_new_tokens; /* cap on response bytes (also capped by max_text), >= 0 */
-    uint64_t seed;      /* same seed, same model, same request -> same text; any value */
-    int no_cache;       /* 0 or 1; 1 = recompute the whole sequence per token (slow; for checking) */
-} perpo_sample_config;
-
-PERPODEF perpo_sample_config perpo_sample_default(void);
-
-/* n_seq responses; sequence b answers prompts[b] about images[image_of[b]]. Each image is
-   encoded once, and consecutive sequences with the same image and prompt share one prefill. */
-typedef struct perpo_gen_request {
-    size_t n_seq, n_img;
-    const float *const *images;
-    const size_t *image_of;     /* NULL means image_of[b] = b */
-    const char *const *prompts; /* n_seq NUL-terminated prompts */
-} perpo_gen_request;
-
-/* out holds n_seq strings of out_cap bytes each (NUL-terminated, truncated to fit); out_len
-   (may be NULL) gets each response's length. Stops at EOS, max_new_tokens or max_text.
-   PERPO_ERR_NONFINITE for a model with a non-finite parameter. */
-PERPODEF perpo_status perpo_generate(perpo_model *model, const perpo_gen_request *req,
-                                     const perpo_sample_config *sc, char *out, size_t out_cap,
-                                     size_t *out_len);
-
-/* ---- Preference training: PerPO and the baselines over lists of sampled responses ------- */
+/* ==== 7. Preference optimization: PerPO and the baselines over lists of sampled responses = */
 /* One prompt with n sampled responses and their task rewards. */
 typedef struct perpo_pref_list {
     const float *image;
@@ -536,8 +560,27 @@ PERPODEF size_t perpo_pref_filter(perpo_pref_list *lists, size_t n_lists, float 
 PERPODEF perpo_status perpo_pref_train(perpo_model *model, const perpo_pref_list *lists, size_t n_lists,
                                        const perpo_pref_config *pc, perpo_progress_fn progress, void *user);
 
-/* ---- Bring your own data ----------------------------------------------------------------
- * Images: binary PGM (P5) and PPM (P6) with maxval 1..255, as written by netpbm, ImageMagick
+/* ==== 8. Checkpoints ====================================================================== */
+/* Saves config and parameters (little-endian, CRC32-checked) via a temporary file + rename
+   (see "Checkpoints" in the implementation and PERPO_SYNC); flags 0, or PERPO_CKPT_OPTIMIZER to
+   add the AdamW moments and step: a model loaded from it and trained with resume = 1 continues
+   bit for bit as if never stopped. PERPO_ERR_NONFINITE, writing nothing, for a model with a
+   non-finite parameter. PERPO_ERR_IO, leaving the previous file intact and no "<path>.tmp",
+   when path exists and is not a regular file or on any write, sync or rename failure; except
+   that when only the sync of the folder after the rename fails, the new file is in place but a
+   power cut may still undo the rename. */
+#define PERPO_CKPT_OPTIMIZER 1u
+PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *model, const char *path, unsigned flags);
+/* Creates a model from a checkpoint (with its optimizer state when saved); alloc_ctx (may be
+   NULL) is what the loaded model passes to PERPO_MALLOC/FREE. PERPO_ERR_IO when the file
+   cannot be read or is not a regular file, PERPO_ERR_FORMAT for anything malformed (size,
+   magic, version, config, CRC, non-finite values, a step counter beyond PERPO_MAX_STEPS, a
+   negative AdamW second moment). */
+PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void *alloc_ctx);
+
+/* ==== 9. Bring your own data: images and manifests ======================================== */
+
+/* Images: binary PGM (P5) and PPM (P6) with maxval 1..255, as written by netpbm, ImageMagick
  * (`convert x.png -resize 64x64! x.ppm`), GIMP or Pillow. The header follows the netpbm spec:
  * magic, width, height, maxval as ASCII decimals separated by whitespace (space, TAB, CR, LF,
  * VT, FF) and '#' comments (to the next CR or LF), then exactly one whitespace byte and the
@@ -593,10 +636,6 @@ PERPODEF perpo_status perpo_manifest_load(const char *path, perpo_manifest *out,
                                           size_t err_cap);
 /* Frees what parse/load allocated and empties the manifest; NULL and empty are fine. */
 PERPODEF void perpo_manifest_free(perpo_manifest *m);
-
-/* ---- Small utilities shared with the examples ------------------------------------------- */
-/* CRC-32 (IEEE 802.3, as zlib/PNG) continued from crc (start with 0). */
-PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n);
 
 #ifdef __cplusplus
 }
@@ -2014,7 +2053,7 @@ PERPODEF perpo_status perpo_model_tensor(const perpo_model *m, size_t i, const c
     return PERPO_OK;
 }
 /* Every field of perpo_config but alloc_ctx as ints, in the order of the checkpoint format
-   (section 7): what checkpoints store and data-parallel workers compare. */
+   (section 8): what checkpoints store and data-parallel workers compare. */
 #define PERPO__CONFIG_WORDS 15
 static void perpo__config_to_words(const perpo_config *c, int *v) {
     v[0] = c->image_h; v[1] = c->image_w; v[2] = c->channels; v[3] = c->patch_h; v[4] = c->patch_w;
@@ -3162,7 +3201,7 @@ static void perpo__argsort_desc(const double *key, int n, int *idx)
     }
 }
 
-/* PerPO (PAPER.md, "The loss"): L = sum_{R_i > R_j} w_ij l(beta (s_i - s_j)) with
+/* PerPO (arXiv 2502.04371, its listwise loss): L = sum_{R_i > R_j} w_ij l(beta (s_i - s_j)) with
  * w_ij = |R_i - R_j|^gamma / sum_{R_k > R_l} |R_k - R_l|^gamma. Gaps are divided by the largest
  * gap first: the weights are unchanged (the factor cancels) and pow() can neither overflow nor
  * make every weight underflow, since the largest gap has weight 1 before normalizing. */
@@ -3361,7 +3400,7 @@ PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *l
 }
 
 /* ==========================================================================================
-   6. Optimizer (AdamW, cosine schedule, clipping) and the SFT trainer
+   6. Optimizer (AdamW, cosine schedule, clipping), data parallelism and the SFT trainer
    ========================================================================================== */
 
 PERPODEF perpo_optim_config perpo_optim_default(void) {
@@ -3830,7 +3869,12 @@ done:
     return st;
 }
 
-/* ---- Preference training ------------------------------------------------------------------- */
+/* ==========================================================================================
+   7. Preference optimization: lists of N samples scored by a task reward, reference
+      log-probs from the frozen SFT model, and the trainer of the listwise objectives
+      (section 5) over them
+   ========================================================================================== */
+
 PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind) {
     perpo_pref_config p;
     p.objective = perpo_objective_default(kind);
@@ -4217,7 +4261,7 @@ done:
 }
 
 /* ==========================================================================================
-   7. Checkpoints. Format v2, all little-endian:
+   8. Checkpoints. Format v2, all little-endian:
         "PERPOCKP"  u32 version = 2  u32 flags (bit 0: optimizer state follows the parameters)
         15 x u32 config (image_h image_w channels patch_h patch_w pos_channels vis_sincos
                          d_model n_heads n_vis_layers n_dec_layers mlp_mult max_text vocab
@@ -4468,7 +4512,7 @@ PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void
 }
 
 /* ==========================================================================================
-   8. Bring your own data: 8-bit PGM/PPM images and a TSV manifest (image, prompt, answer)
+   9. Bring your own data: 8-bit PGM/PPM images and a TSV manifest (image, prompt, answer)
    ========================================================================================== */
 
 /* Writes "prefix: " into err and returns how many bytes of err it took (so a callee can write
