@@ -289,18 +289,19 @@ PERPODEF float perpo_grounding_reward(const char *text, size_t len, const float 
                                       float img_w, float img_h);
 
 /* ---- OCR metrics. Strings are (pointer, length) byte strings: NULs and UTF-8 are plain
- * bytes. Memory is linear in the lengths. NULL is allowed only with length 0. ---- */
+ * bytes. Memory is linear in the lengths, allocated through alloc_ctx (may be NULL; see
+ * PERPO_MALLOC). NULL strings are allowed only with length 0. ---- */
 
 /* Byte-level Levenshtein distance, O(min(na, nb)) memory, O(na * nb) time after stripping the
  * common prefix and suffix. */
 PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *b, size_t nb,
-                                          size_t *dist);
+                                          size_t *dist, void *alloc_ctx);
 /* Edit distance / max(na, nb), in [0,1]; 0 when both are empty. */
 PERPODEF perpo_status perpo_normalized_edit_distance(const char *a, size_t na, const char *b,
-                                                     size_t nb, float *ned);
+                                                     size_t nb, float *ned, void *alloc_ctx);
 /* The PerPO dense-OCR reward: 1 - normalized edit distance of text against ref. */
 PERPODEF perpo_status perpo_ocr_reward(const char *text, size_t len, const char *ref, size_t nref,
-                                       float *reward);
+                                       float *reward, void *alloc_ctx);
 /* Word-level scores of hyp against ref. Words split on ASCII whitespace. precision/recall/f1 are
  * over word SETS (duplicates count once). bleu is BLEU-4 (clipped n-gram counts, uniform weights,
  * brevity penalty) with add-one smoothing for n >= 2 only (Lin & Och 2004; nltk "method2"):
@@ -308,11 +309,12 @@ PERPODEF perpo_status perpo_ocr_reward(const char *text, size_t len, const char 
  * would use 1/2). Both without words: all 1; exactly one without words: all 0.
  * Any output pointer may be NULL. */
 PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *ref, size_t nr,
-                                        float *precision, float *recall, float *f1, float *bleu);
+                                        float *precision, float *recall, float *f1, float *bleu,
+                                        void *alloc_ctx);
 typedef struct { float edit_distance, precision, recall, f1, bleu; } perpo_ocr_scores;
 /* All OCR metrics at once; edit_distance is the NORMALIZED one (lower is better). */
 PERPODEF perpo_status perpo_ocr_score(const char *hyp, size_t nh, const char *ref, size_t nr,
-                                      perpo_ocr_scores *out);
+                                      perpo_ocr_scores *out, void *alloc_ctx);
 
 /* ---- Listwise preference objectives over one list of n sampled responses. ---- */
 
@@ -599,10 +601,10 @@ PERPODEF perpo_status perpo_image_parse_pnm(const unsigned char *data, size_t le
                                             int want_h, int channels, float *out, char *err,
                                             size_t err_cap);
 /* From a file: PERPO_ERR_IO when it cannot be read or is not a regular file (a folder, a
- * device, a pipe); messages start with the path. Reads at most
- * the bytes a valid file of that size can have, into one allocation (ctx NULL). */
+ * device, a pipe); messages start with the path. Reads at most the bytes a valid file of that
+ * size can have, into one allocation through alloc_ctx (may be NULL), freed before returning. */
 PERPODEF perpo_status perpo_image_load_pnm(const char *path, int want_w, int want_h, int channels,
-                                           float *out, char *err, size_t err_cap);
+                                           float *out, char *err, size_t err_cap, void *alloc_ctx);
 
 /* Manifest: UTF-8 text, one example per line `image_path<TAB>prompt<TAB>answer`. Lines end in
  * LF or CRLF (the last one may have no end); a UTF-8 byte order mark at the start is skipped.
@@ -624,16 +626,18 @@ typedef struct perpo_manifest_entry {
 typedef struct perpo_manifest {
     perpo_manifest_entry *entries;
     size_t n;
+    void *alloc_ctx_; /* private: where the allocation came from */
 } perpo_manifest;
 
-/* Parses text[0..len) (no NUL needed). On success out owns a copy (free it with
- * perpo_manifest_free); zero entries is a success. On error out is empty. */
+/* Parses text[0..len) (no NUL needed). On success out owns a copy, allocated through alloc_ctx
+ * (may be NULL; free it with perpo_manifest_free); zero entries is a success. On error out is
+ * empty. */
 PERPODEF perpo_status perpo_manifest_parse(const char *text, size_t len, perpo_manifest *out,
-                                           char *err, size_t err_cap);
+                                           char *err, size_t err_cap, void *alloc_ctx);
 /* Reads and parses a file; PERPO_ERR_IO when it cannot be read or is not a regular file (a
  * folder, a device, a pipe); messages start with the path. */
 PERPODEF perpo_status perpo_manifest_load(const char *path, perpo_manifest *out, char *err,
-                                          size_t err_cap);
+                                          size_t err_cap, void *alloc_ctx);
 /* Frees what parse/load allocated and empties the manifest; NULL and empty are fine. */
 PERPODEF void perpo_manifest_free(perpo_manifest *m);
 
@@ -2939,7 +2943,7 @@ PERPODEF float perpo_grounding_reward(const char *text, size_t len, const float 
 /* ---- OCR: edit distance ---- */
 
 PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *b, size_t nb,
-                                          size_t *dist)
+                                          size_t *dist, void *alloc_ctx)
 {
     size_t *row, i, j;
     if (!dist || (!a && na) || (!b && nb)) return PERPO_ERR_ARG;
@@ -2950,7 +2954,7 @@ PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *
     if (na < nb) { const char *t = a; size_t n = na; a = b; na = nb; b = t; nb = n; }
     if (nb == 0) { *dist = na; return PERPO_OK; }
     if (nb >= SIZE_MAX / sizeof *row) return PERPO_ERR_OVERFLOW;
-    row = (size_t *)PERPO_MALLOC(NULL, (nb + 1) * sizeof *row);
+    row = (size_t *)PERPO_MALLOC(alloc_ctx, (nb + 1) * sizeof *row);
     if (!row) return PERPO_ERR_NOMEM;
     /* One DP row over the shorter string: row[j] = distance(a[0..i), b[0..j)). */
     for (j = 0; j <= nb; j++) row[j] = j;
@@ -2966,28 +2970,28 @@ PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *
         }
     }
     *dist = row[nb];
-    PERPO_FREE(NULL, row);
+    PERPO_FREE(alloc_ctx, row);
     return PERPO_OK;
 }
 
 PERPODEF perpo_status perpo_normalized_edit_distance(const char *a, size_t na, const char *b,
-                                                     size_t nb, float *ned)
+                                                     size_t nb, float *ned, void *alloc_ctx)
 {
     size_t d;
     perpo_status st;
     if (!ned) return PERPO_ERR_ARG;
-    if ((st = perpo_edit_distance(a, na, b, nb, &d)) != PERPO_OK) return st;
+    if ((st = perpo_edit_distance(a, na, b, nb, &d, alloc_ctx)) != PERPO_OK) return st;
     *ned = na || nb ? (float)((double)d / (double)(na > nb ? na : nb)) : 0.0f;
     return PERPO_OK;
 }
 
 PERPODEF perpo_status perpo_ocr_reward(const char *text, size_t len, const char *ref, size_t nref,
-                                       float *reward)
+                                       float *reward, void *alloc_ctx)
 {
     float ned;
     perpo_status st;
     if (!reward) return PERPO_ERR_ARG;
-    if ((st = perpo_normalized_edit_distance(text, len, ref, nref, &ned)) != PERPO_OK) return st;
+    if ((st = perpo_normalized_edit_distance(text, len, ref, nref, &ned, alloc_ctx)) != PERPO_OK) return st;
     *reward = 1.0f - ned;
     return PERPO_OK;
 }
@@ -3077,7 +3081,8 @@ static perpo__match perpo__match_grams(const perpo__gram *h, size_t nh, const pe
 }
 
 PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *ref, size_t nr,
-                                        float *precision, float *recall, float *f1, float *bleu)
+                                        float *precision, float *recall, float *f1, float *bleu,
+                                        void *alloc_ctx)
 {
     size_t th, tr, total, n;
     perpo__gram *gh, *gr;
@@ -3092,7 +3097,7 @@ PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *
         total = th + tr;
         if (total < th || total > SIZE_MAX / (sizeof(perpo__gram) + sizeof(perpo__word)))
             return PERPO_ERR_OVERFLOW;
-        gh = (perpo__gram *)PERPO_MALLOC(NULL, total * (sizeof(perpo__gram) + sizeof(perpo__word)));
+        gh = (perpo__gram *)PERPO_MALLOC(alloc_ctx, total * (sizeof(perpo__gram) + sizeof(perpo__word)));
         if (!gh) return PERPO_ERR_NOMEM;
         gr = gh + th;
         wh = (perpo__word *)(gr + tr);
@@ -3114,7 +3119,7 @@ PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *
             if (n == 4) /* geometric mean of p1..p4 times the brevity penalty */
                 b = exp(0.25 * log_p + (th > tr ? 0.0 : 1.0 - (double)tr / (double)th));
         }
-        PERPO_FREE(NULL, gh);
+        PERPO_FREE(alloc_ctx, gh);
     }
     if (precision) *precision = (float)p;
     if (recall) *recall = (float)r;
@@ -3124,13 +3129,13 @@ PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *
 }
 
 PERPODEF perpo_status perpo_ocr_score(const char *hyp, size_t nh, const char *ref, size_t nr,
-                                      perpo_ocr_scores *out)
+                                      perpo_ocr_scores *out, void *alloc_ctx)
 {
     perpo_ocr_scores s;
     perpo_status st;
     if (!out) return PERPO_ERR_ARG;
-    if ((st = perpo_normalized_edit_distance(hyp, nh, ref, nr, &s.edit_distance)) != PERPO_OK ||
-        (st = perpo_word_scores(hyp, nh, ref, nr, &s.precision, &s.recall, &s.f1, &s.bleu)) !=
+    if ((st = perpo_normalized_edit_distance(hyp, nh, ref, nr, &s.edit_distance, alloc_ctx)) != PERPO_OK ||
+        (st = perpo_word_scores(hyp, nh, ref, nr, &s.precision, &s.recall, &s.f1, &s.bleu, alloc_ctx)) !=
             PERPO_OK)
         return st;
     *out = s;
@@ -4680,7 +4685,7 @@ PERPODEF perpo_status perpo_image_parse_pnm(const unsigned char *d, size_t len, 
 }
 
 PERPODEF perpo_status perpo_image_load_pnm(const char *path, int want_w, int want_h, int channels,
-                                           float *out, char *err, size_t err_cap) {
+                                           float *out, char *err, size_t err_cap, void *alloc_ctx) {
     size_t bytes, cap, got, off;
     unsigned char *buf;
     perpo_status st;
@@ -4699,11 +4704,11 @@ PERPODEF perpo_status perpo_image_load_pnm(const char *path, int want_w, int wan
     }
     if ((st = perpo__open_sized(path, &f, &fsize, err ? err + off : NULL, err_cap - off)) != PERPO_OK) return st;
     /* a seekable file tells its size: allocate no more than it holds (+1 to see it grow) */
-    if ((st = perpo__read_to_end(f, NULL, fsize >= 0 && (size_t)fsize < cap - 1 ? (size_t)fsize + 1 : cap, cap - 1,
+    if ((st = perpo__read_to_end(f, alloc_ctx, fsize >= 0 && (size_t)fsize < cap - 1 ? (size_t)fsize + 1 : cap, cap - 1,
                                  &buf, &got, err ? err + off : NULL, err_cap - off)) != PERPO_OK)
         return st;
     st = perpo_image_parse_pnm(buf, got, want_w, want_h, channels, out, err ? err + off : NULL, err_cap - off);
-    PERPO_FREE(NULL, buf);
+    PERPO_FREE(alloc_ctx, buf);
     if (st == PERPO_OK && err && err_cap) err[0] = 0;
     return st;
 }
@@ -4772,13 +4777,13 @@ static perpo_status perpo__manifest_scan(char *text, const char *src, size_t len
 }
 
 PERPODEF perpo_status perpo_manifest_parse(const char *text, size_t len, perpo_manifest *out, char *err,
-                                           size_t err_cap) {
+                                           size_t err_cap, void *alloc_ctx) {
     size_t n = 0, head, total;
     perpo_status st;
     char *block;
     if (err && err_cap) err[0] = 0;
     if (!out || (!text && len)) { perpo__errf(err, err_cap, "invalid arguments"); return PERPO_ERR_ARG; }
-    out->entries = NULL; out->n = 0;
+    out->entries = NULL; out->n = 0; out->alloc_ctx_ = alloc_ctx;
     if (len > PERPO_MANIFEST_MAX_BYTES) {
         perpo__errf(err, err_cap, "manifest is %lu bytes, over the %lu-byte (1 GiB) limit", (unsigned long)len,
                     (unsigned long)PERPO_MANIFEST_MAX_BYTES);
@@ -4791,7 +4796,7 @@ PERPODEF perpo_status perpo_manifest_parse(const char *text, size_t len, perpo_m
         perpo__errf(err, err_cap, "manifest too large");
         return PERPO_ERR_OVERFLOW;
     }
-    block = (char *)PERPO_MALLOC(NULL, total);
+    block = (char *)PERPO_MALLOC(alloc_ctx, total);
     if (!block) { perpo__errf(err, err_cap, "out of memory"); return PERPO_ERR_NOMEM; }
     if (len) memcpy(block + head, text, len);
     block[head + len] = '\0';
@@ -4801,14 +4806,15 @@ PERPODEF perpo_status perpo_manifest_parse(const char *text, size_t len, perpo_m
     return PERPO_OK;
 }
 
-PERPODEF perpo_status perpo_manifest_load(const char *path, perpo_manifest *out, char *err, size_t err_cap) {
+PERPODEF perpo_status perpo_manifest_load(const char *path, perpo_manifest *out, char *err, size_t err_cap,
+                                          void *alloc_ctx) {
     size_t cap = 65536, len = 0, off;
     unsigned char *buf;
     perpo_status st;
     long fsize;
     FILE *f;
     if (err && err_cap) err[0] = 0;
-    if (out) { out->entries = NULL; out->n = 0; }
+    if (out) { out->entries = NULL; out->n = 0; out->alloc_ctx_ = alloc_ctx; }
     if (!path || !out) { perpo__errf(err, err_cap, "invalid arguments"); return PERPO_ERR_ARG; }
     off = perpo__err_prefix(err, err_cap, path);
     if ((st = perpo__open_sized(path, &f, &fsize, err ? err + off : NULL, err_cap - off)) != PERPO_OK) return st;
@@ -4822,23 +4828,23 @@ PERPODEF perpo_status perpo_manifest_load(const char *path, perpo_manifest *out,
         if ((size_t)fsize + 1 > cap) cap = (size_t)fsize + 1;
     }
     /* read to the end, growing (a file that grew): never past the limit + 1 */
-    if ((st = perpo__read_to_end(f, NULL, cap, PERPO_MANIFEST_MAX_BYTES, &buf, &len, err ? err + off : NULL,
+    if ((st = perpo__read_to_end(f, alloc_ctx, cap, PERPO_MANIFEST_MAX_BYTES, &buf, &len, err ? err + off : NULL,
                                  err_cap - off)) != PERPO_OK)
         return st;
     if (len > PERPO_MANIFEST_MAX_BYTES) {
-        PERPO_FREE(NULL, buf);
+        PERPO_FREE(alloc_ctx, buf);
         perpo__errf(err ? err + off : NULL, err_cap - off, "manifest is over the 1 GiB limit");
         return PERPO_ERR_FORMAT;
     }
-    st = perpo_manifest_parse((const char *)buf, len, out, err ? err + off : NULL, err_cap - off);
-    PERPO_FREE(NULL, buf);
+    st = perpo_manifest_parse((const char *)buf, len, out, err ? err + off : NULL, err_cap - off, alloc_ctx);
+    PERPO_FREE(alloc_ctx, buf);
     if (st == PERPO_OK && err && err_cap) err[0] = 0;
     return st;
 }
 
 PERPODEF void perpo_manifest_free(perpo_manifest *m) {
     if (!m) return;
-    PERPO_FREE(NULL, m->entries);
+    PERPO_FREE(m->alloc_ctx_, m->entries);
     m->entries = NULL;
     m->n = 0;
 }
@@ -4875,6 +4881,13 @@ PERPODEF void perpo_manifest_free(perpo_manifest *m) {
             perpo_train_config                  -> perpo_sft_config
             perpo_train_default                 -> perpo_sft_default
           New: perpo_objective_name, PERPO_OBJ_COUNT.
+          The calls that allocate take the allocator context as their last argument (pass NULL
+          for the old behaviour): perpo_edit_distance, perpo_normalized_edit_distance,
+          perpo_ocr_reward, perpo_word_scores, perpo_ocr_score, perpo_image_load_pnm,
+          perpo_manifest_parse, perpo_manifest_load (perpo_manifest keeps it for
+          perpo_manifest_free). Config limits are public macros: PERPO_MAX_IMAGE_SIDE,
+          PERPO_MAX_CHANNELS, PERPO_MAX_PATCH_SIDE, PERPO_MAX_PATCHES, PERPO_MAX_D_MODEL,
+          PERPO_MAX_LAYERS, PERPO_MAX_MLP_MULT, PERPO_MIN_TEXT, PERPO_MAX_TEXT, PERPO_MAX_BATCH.
 
    LICENSE (MIT)
    Copyright (c) 2026 the perpo.h authors

@@ -365,7 +365,7 @@ static int user_data_load(user_data *u, const char *dir, const char *name, int W
     perpo_status st;
     memset(u, 0, sizeof *u);
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    if ((st = perpo_manifest_load(path, &u->manifest, err, sizeof err)) != PERPO_OK) {
+    if ((st = perpo_manifest_load(path, &u->manifest, err, sizeof err, NULL)) != PERPO_OK) {
         fprintf(stderr, "error: %s (%s)\n", err[0] ? err : path, perpo_status_string(st));
         return -1;
     }
@@ -377,7 +377,7 @@ static int user_data_load(user_data *u, const char *dir, const char *name, int W
         char img_path[2048];
         if (e->image[0] == '/') snprintf(img_path, sizeof img_path, "%s", e->image);
         else snprintf(img_path, sizeof img_path, "%s/%s", dir, e->image);
-        if ((st = perpo_image_load_pnm(img_path, W, H, 3, u->images + i * floats, err, sizeof err)) != PERPO_OK) {
+        if ((st = perpo_image_load_pnm(img_path, W, H, 3, u->images + i * floats, err, sizeof err, NULL)) != PERPO_OK) {
             fprintf(stderr, "error: %s line %zu: %s\n", path, e->line, err);
             user_data_free(u);
             return -1;

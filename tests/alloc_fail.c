@@ -9,9 +9,10 @@
  *   - the same call, repeated right away without a failure, succeeds (no half-updated state);
  *   - after cleanup no block is live, and every block was freed with the ctx it was
  *     allocated with.
- * Model allocations carry perpo_config.alloc_ctx; calls that pass ctx NULL (perpo_model_load given NULL,
- * whose model gets a NULL alloc_ctx, the OCR metrics, the data loaders) are counted by a
- * file-static fallback that shares the same sequence of call numbers.
+ * Model allocations carry perpo_config.alloc_ctx, and every other call here (perpo_model_load,
+ * the OCR metrics, the data loaders) is given the same context; an allocation that still came
+ * with ctx NULL would be counted by a file-static fallback that shares the same sequence of
+ * call numbers, and fails the test.
  * Prints one line per k, a summary, and "N passed, N failed" last; exits non-zero on failure.
  *   cc -std=c99 -O1 -o build/alloc_fail tests/alloc_fail.c -lm && ./build/alloc_fail [-v] */
 #include <stddef.h>
@@ -157,7 +158,7 @@ static perpo_status af_stage(af_world *w, int stage) {
     }
     case ST_SAVE: st = perpo_checkpoint_save(w->model, af_ckpt, 0); break;
     case ST_LOAD:
-        st = perpo_model_load(&w->loaded, af_ckpt, NULL);
+        st = perpo_model_load(&w->loaded, af_ckpt, &af_model_ctx);
         if (st != PERPO_OK && w->loaded) return PERPO_ERR_ARG; /* must stay NULL on error */
         break;
     case ST_GENERATE: {
@@ -191,19 +192,19 @@ static perpo_status af_stage(af_world *w, int stage) {
     case ST_OCR: {
         perpo_ocr_scores s;
         static const char hyp[] = "the quick brown fox jumps", ref[] = "the quick red fox jumped";
-        st = perpo_ocr_score(hyp, sizeof hyp - 1, ref, sizeof ref - 1, &s);
+        st = perpo_ocr_score(hyp, sizeof hyp - 1, ref, sizeof ref - 1, &s, &af_model_ctx);
         break;
     }
 #if AF_HAVE_DATA
     case ST_MANIFEST: {
         char err[128];
-        st = perpo_manifest_load(af_tsv, &w->manifest, err, sizeof err);
+        st = perpo_manifest_load(af_tsv, &w->manifest, err, sizeof err, &af_model_ctx);
         if (st != PERPO_OK && (w->manifest.entries || w->manifest.n)) return PERPO_ERR_ARG;
         break;
     }
     case ST_PNM: {
         char err[128];
-        st = perpo_image_load_pnm(af_ppm, AF_W, AF_W, 3, w->pnm, err, sizeof err);
+        st = perpo_image_load_pnm(af_ppm, AF_W, AF_W, 3, w->pnm, err, sizeof err, &af_model_ctx);
         break;
     }
 #endif
@@ -329,8 +330,9 @@ int main(int argc, char **argv) {
     if (r.stage >= 0 || r.failed) { failed++; printf("alloc_fail: FAIL: the run with no injected failure did not succeed\n"); }
     printf("alloc_fail: failures landed in:");
     for (s = 0; s < ST_COUNT; s++) if (fails_per_stage[s]) printf(" %s x%ld", af_stage_names[s], fails_per_stage[s]);
-    printf("\nalloc_fail: calls with ctx NULL (no way to pass a context):");
+    printf("\nalloc_fail: calls with ctx NULL (every call here passes a context, so none):");
     for (s = 0; s < ST_COUNT; s++) if (null_calls_in[s]) printf(" %s x%ld", af_stage_names[s], null_calls_in[s]);
+    if (af_state.calls_by[1]) { failed++; printf("\nalloc_fail: FAIL: an allocation did not get the caller's context"); }
     printf("\n%ld passed, %ld failed\n", passed, failed);
     return failed ? 1 : 0;
 }

@@ -130,7 +130,7 @@ static void test_ocr_checkpoint_regression(perpo_test *t) {
         CHECK_OK(perpo_generate(m, &req, &sc, &out[0][0], sizeof out[0], lens));
         for (j = 0; j < cnt; j++) {
             perpo_ocr_scores s;
-            CHECK_OK(perpo_ocr_score(out[j], lens[j], text[j], strlen(text[j]), &s));
+            CHECK_OK(perpo_ocr_score(out[j], lens[j], text[j], strlen(text[j]), &s, NULL));
             ned += s.edit_distance;
         }
     }

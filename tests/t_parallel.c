@@ -53,7 +53,7 @@ static void tpar_make(tpar_data *d) {
 static float tpar_reward(const char *r, size_t len, size_t item, void *user) {
     const tpar_data *d = (const tpar_data *)user;
     float v = 0.0f;
-    perpo_ocr_reward(r, len, d->answer[item], strlen(d->answer[item]), &v);
+    perpo_ocr_reward(r, len, d->answer[item], strlen(d->answer[item]), &v, NULL);
     return v;
 }
 

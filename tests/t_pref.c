@@ -501,7 +501,7 @@ typedef struct to_data {
 static float to_reward(const char *r, size_t len, size_t item, void *user) {
     const to_data *d = (const to_data *)user;
     float v = 0.0f;
-    perpo_ocr_reward(r, len, d->text[item], strlen(d->text[item]), &v);
+    perpo_ocr_reward(r, len, d->text[item], strlen(d->text[item]), &v, NULL);
     return v;
 }
 

@@ -422,9 +422,9 @@ static void test_files_not_regular(perpo_test *t) {
     rmdir(dir);
     CHECK(mkdir(dir, 0700) == 0);
     CHECK(perpo_model_load(&l, dir, NULL) == PERPO_ERR_IO && l == NULL);
-    CHECK(perpo_manifest_load(dir, &man, err, sizeof err) == PERPO_ERR_IO && man.n == 0);
+    CHECK(perpo_manifest_load(dir, &man, err, sizeof err, NULL) == PERPO_ERR_IO && man.n == 0);
     CHECK_MSG(strstr(err, "not a regular file") != NULL, "err '%s'", err);
-    CHECK(perpo_image_load_pnm(dir, 4, 4, 1, img, err, sizeof err) == PERPO_ERR_IO);
+    CHECK(perpo_image_load_pnm(dir, 4, 4, 1, img, err, sizeof err, NULL) == PERPO_ERR_IO);
     CHECK_MSG(strstr(err, "not a regular file") != NULL, "err '%s'", err);
     /* saving onto an (empty) folder fails and leaves it there, with no .tmp */
     CHECK(perpo_checkpoint_save(m, dir, 0) == PERPO_ERR_IO);
@@ -434,7 +434,7 @@ static void test_files_not_regular(perpo_test *t) {
     /* a device: not a regular file either */
     if (stat("/dev/null", &st) == 0) {
         CHECK(perpo_model_load(&l, "/dev/null", NULL) == PERPO_ERR_IO && l == NULL);
-        CHECK(perpo_manifest_load("/dev/null", &man, err, sizeof err) == PERPO_ERR_IO);
+        CHECK(perpo_manifest_load("/dev/null", &man, err, sizeof err, NULL) == PERPO_ERR_IO);
     }
     perpo_model_free(m);
 #else
@@ -679,10 +679,10 @@ static void test_metric_properties(perpo_test *t) {
             for (i = 0; i < (int)n[k]; i++) s[k][i] = (char)("abc\0"[tr_below(&rs, 4)]);
         }
         if (it % 7 == 0) { memcpy(s[1], s[0], n[0]); n[1] = n[0]; }
-        if (perpo_edit_distance(s[0], n[0], s[1], n[1], &dab) || perpo_edit_distance(s[1], n[1], s[0], n[0], &dba) ||
-            perpo_edit_distance(s[1], n[1], s[2], n[2], &dbc) || perpo_edit_distance(s[0], n[0], s[2], n[2], &dac) ||
-            perpo_edit_distance(s[0], n[0], s[0], n[0], &daa) ||
-            perpo_normalized_edit_distance(s[0], n[0], s[1], n[1], &ned)) {
+        if (perpo_edit_distance(s[0], n[0], s[1], n[1], &dab, NULL) || perpo_edit_distance(s[1], n[1], s[0], n[0], &dba, NULL) ||
+            perpo_edit_distance(s[1], n[1], s[2], n[2], &dbc, NULL) || perpo_edit_distance(s[0], n[0], s[2], n[2], &dac, NULL) ||
+            perpo_edit_distance(s[0], n[0], s[0], n[0], &daa, NULL) ||
+            perpo_normalized_edit_distance(s[0], n[0], s[1], n[1], &ned, NULL)) {
             bad_ed++;
             continue;
         }
