@@ -3752,6 +3752,127 @@ PERPODEF perpo_status perpo_sft_train_stream(perpo_model *m, perpo_example_fn ne
     return perpo__sft_train(m, next, next_user, tc, progress, user, next ? PERPO_OK : PERPO_ERR_ARG, 0);
 }
 
+/* ---- The loop both trainers share --------------------------------------------------------- */
+/* What one trainer call brings to the loop: the gradient of one step, its optimizer settings
+   and how it reports. step_grads adds the gradient of optimizer step `step` (data-parallel:
+   summed over the workers) into the zeroed gradient buffer, the step's loss and metrics into p
+   and the target tokens it consumed into *tokens; an error ends training with it. */
+typedef struct perpo__trainer {
+    const char *phase;                /* perpo_progress.phase */
+    const perpo_optim_config *optim;
+    const perpo_parallel *par;
+    int log_every, resume;
+    float grad_scale;                 /* perpo_optim_step's scale: 1 / accumulated terms */
+    double t0;                        /* perpo__now() when the trainer was called */
+    perpo_status (*step_grads)(perpo_model *m, int step, perpo_progress *p, double *tokens, void *state);
+    void *state;
+} perpo__trainer;
+
+/* optim->total_steps optimizer steps from the model's step counter (0 unless resuming): zero
+   the gradients, accumulate one step's, take the AdamW step, report every log_every steps
+   with the wall-clock estimate of the time left. */
+static perpo_status perpo__train_loop(perpo_model *m, const perpo__trainer *tr, perpo_progress_fn progress,
+                                      void *user) {
+    double tokens = 0.0;
+    int step, start;
+    perpo_status st;
+    if (!tr->resume) perpo_optim_reset(m);
+    start = m->opt_step;
+    for (step = start; step < tr->optim->total_steps; step++) { /* resumes at opt_step */
+        perpo_progress p;
+        float gnorm = 0.0f;
+        int stop = 0;
+        memset(&p, 0, sizeof p);
+        perpo_zero_grad(m);
+        if ((st = tr->step_grads(m, step, &p, &tokens, tr->state)) != PERPO_OK) return st;
+        if ((st = perpo_optim_step(m, tr->optim, tr->grad_scale, &gnorm)) != PERPO_OK) return st;
+        if ((step + 1) % tr->log_every == 0 || step + 1 == tr->optim->total_steps) {
+            p.phase = tr->phase; p.step = step + 1; p.total_steps = tr->optim->total_steps;
+            p.lr = perpo_lr_at(tr->optim, m->opt_step - 1); p.grad_norm = gnorm;
+            p.tokens = tokens; p.elapsed_s = perpo__now() - tr->t0;
+            p.eta_s = p.elapsed_s / (double)(step + 1 - start) * (double)(tr->optim->total_steps - step - 1);
+            if ((st = perpo__report(tr->par, progress, &p, user, &stop)) != PERPO_OK) return st;
+            if (stop) break;
+        }
+    }
+    return PERPO_OK;
+}
+
+/* What an SFT step needs, allocated once per call. */
+typedef struct perpo__sft_state {
+    const perpo_sft_config *tc;
+    perpo_example_fn next;
+    void *next_user;
+    size_t B, T, R, rank;
+    int *tok, *tgt;
+    const float **imgs;
+    float *logp, *dlogp;
+    perpo_status pending; /* a data-parallel worker's own failure, told at the next reduction */
+} perpo__sft_state;
+
+/* One SFT step's gradient: accum_steps micro-batches of the mean token cross-entropy. */
+static perpo_status perpo__sft_step(perpo_model *m, int step, perpo_progress *p, double *tokens, void *state) {
+    perpo__sft_state *S = (perpo__sft_state *)state;
+    const perpo_sft_config *tc = S->tc;
+    const perpo_parallel *par = &tc->parallel;
+    size_t B = S->B, T = S->T, b;
+    perpo_status st;
+    int a;
+    for (a = 0; a < tc->accum_steps; a++) {
+        perpo_batch batch;
+        size_t count = 0, nt;
+        float ce = 0.0f, count_all;
+        for (b = 0; S->pending == PERPO_OK && b < B; b++) {
+            /* this worker's share of micro-batch (step, a): positions [rank * B, rank * B + B) */
+            size_t g = (((size_t)step * (size_t)tc->accum_steps + (size_t)a) * S->R + S->rank) * B + b;
+            perpo_example e;
+            memset(&e, 0, sizeof e);
+            if ((st = S->next(g, b, &e, S->next_user)) != PERPO_OK) S->pending = st;
+            else if (!e.image || !e.prompt || !e.response ||
+                     perpo_text_encode(&m->cfg, e.prompt, strlen(e.prompt), e.response, strlen(e.response),
+                                       S->tok + b * T, S->tgt + b * T, &nt) != PERPO_OK)
+                S->pending = PERPO_ERR_ARG;
+            else {
+                S->imgs[b] = e.image;
+                count += nt;
+            }
+        }
+        if (S->pending == PERPO_OK) {
+            batch.n_seq = B; batch.n_img = B; batch.images = S->imgs; batch.image_of = NULL;
+            batch.tokens = S->tok; batch.targets = S->tgt;
+            S->pending = perpo_forward(m, &batch, S->logp, &ce);
+        }
+        if (par->reduce) { /* the micro-batch's token count and summed NLL over all workers */
+            float buf[3];
+            double nll = 0.0;
+            for (b = 0; S->pending == PERPO_OK && b < B; b++) nll -= (double)S->logp[b];
+            buf[0] = (float)count; buf[1] = (float)nll;
+            if ((st = perpo__collective(par, buf, 3, S->pending)) != PERPO_OK) return st;
+            /* a sum of whole numbers is exact below 2^24 and at least 2^24 otherwise */
+            if (!(buf[0] >= 1.0f && buf[0] < 16777216.0f && buf[0] == floorf(buf[0]))) return PERPO_ERR_OVERFLOW;
+            count_all = buf[0];
+            ce = buf[1] / buf[0];
+        } else {
+            if ((st = S->pending) != PERPO_OK) return st;
+            count_all = (float)count;
+        }
+        /* mean token cross-entropy over the whole micro-batch */
+        for (b = 0; b < B; b++) S->dlogp[b] = -1.0f / count_all;
+        if ((st = perpo_backward(m, S->dlogp)) != PERPO_OK) {
+            if (!par->reduce) return st;
+            S->pending = st; /* told to the others at the next reduction */
+        }
+        p->loss += ce / (float)tc->accum_steps;
+        *tokens += par->reduce ? (double)count_all : (double)count;
+    }
+    if (par->reduce) { /* the gradient sums over all workers: clipping sees the global norm */
+        float flag[1];
+        if ((st = perpo__collective(par, flag, 1, S->pending)) != PERPO_OK) return st;
+        if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) return st;
+    }
+    return PERPO_OK;
+}
+
 /* Both SFT entries. local: an error found by the caller (data-parallel workers still join the
    handshake with it); n_examples: the size of a fixed set (0 for a stream), which the workers
    must agree on. Without a reduction hook this is the single-process trainer of version 0.2,
@@ -3760,31 +3881,31 @@ static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void
                                      const perpo_sft_config *tc, perpo_progress_fn progress, void *user,
                                      perpo_status local, uint64_t n_examples) {
     const perpo_parallel *par = &tc->parallel;
-    size_t B = 0, T, b, R = 1, rank = 0;
-    int *tok = NULL, *tgt, step, start;
-    const float **imgs = NULL;
-    float *logp = NULL, *dlogp;
-    double tokens = 0.0, t0 = perpo__now();
-    perpo_status st = PERPO_OK, pending = PERPO_OK; /* pending: a data-parallel worker's own failure */
+    perpo__sft_state S;
+    perpo__trainer tr;
+    double t0 = perpo__now();
+    perpo_status st = PERPO_OK;
     void *ctx = m->cfg.alloc_ctx;
-    if (par->reduce) { R = (size_t)par->world; rank = (size_t)par->rank; }
+    memset(&S, 0, sizeof S);
+    S.tc = tc; S.next = next; S.next_user = next_user; S.R = 1; S.pending = PERPO_OK;
+    if (par->reduce) { S.R = (size_t)par->world; S.rank = (size_t)par->rank; }
     if (local == PERPO_OK && (!perpo__check_sft_config(m, tc) ||
-                              !perpo__positions_fit(tc->optim.total_steps, tc->accum_steps, R * (size_t)tc->batch_size)))
+                              !perpo__positions_fit(tc->optim.total_steps, tc->accum_steps, S.R * (size_t)tc->batch_size)))
         local = PERPO_ERR_ARG;
     if (local != PERPO_OK && !par->reduce) return local;
-    T = m->T;
+    S.T = m->T;
     if (local == PERPO_OK) { /* everything a step needs is allocated here, once */
-        B = (size_t)tc->batch_size;
-        tok = (int *)perpo__calloc(ctx, 2 * B * T, sizeof(int));
-        imgs = (const float **)perpo__calloc(ctx, B, sizeof(float *));
-        logp = (float *)perpo__calloc(ctx, 2 * B, sizeof(float));
-        if (!tok || !imgs || !logp) local = PERPO_ERR_NOMEM;
+        S.B = (size_t)tc->batch_size;
+        S.tok = (int *)perpo__calloc(ctx, 2 * S.B * S.T, sizeof(int));
+        S.imgs = (const float **)perpo__calloc(ctx, S.B, sizeof(float *));
+        S.logp = (float *)perpo__calloc(ctx, 2 * S.B, sizeof(float));
+        if (!S.tok || !S.imgs || !S.logp) local = PERPO_ERR_NOMEM;
     }
     if (par->reduce) {
         uint64_t w[PERPO__HS_WORDS];
         memset(w, 0, sizeof w);
         if (local == PERPO_OK) {
-            w[0] = R; w[1] = B; w[2] = (uint64_t)tc->accum_steps; w[3] = (uint64_t)tc->log_every;
+            w[0] = S.R; w[1] = S.B; w[2] = (uint64_t)tc->accum_steps; w[3] = (uint64_t)tc->log_every;
             w[4] = (uint64_t)tc->resume; w[5] = tc->resume ? (uint64_t)m->opt_step : 0u; w[6] = tc->seed;
             w[7] = perpo__hash_optim(0xCBF29CE484222325ull, &tc->optim); w[8] = perpo__hash_model(m, tc->resume);
             w[9] = n_examples;
@@ -3794,83 +3915,13 @@ static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void
         st = local;
         goto done;
     }
-    tgt = tok + B * T;
-    dlogp = logp + B;
-    if (!tc->resume) perpo_optim_reset(m);
-    start = m->opt_step;
-    for (step = start; step < tc->optim.total_steps; step++) { /* resumes at opt_step */
-        float loss = 0.0f, gnorm = 0.0f;
-        int a, stop = 0;
-        perpo_zero_grad(m);
-        for (a = 0; a < tc->accum_steps; a++) {
-            perpo_batch batch;
-            size_t count = 0, nt;
-            float ce = 0.0f, count_all;
-            for (b = 0; pending == PERPO_OK && b < B; b++) {
-                /* this worker's share of micro-batch (step, a): positions [rank * B, rank * B + B) */
-                size_t g = (((size_t)step * (size_t)tc->accum_steps + (size_t)a) * R + rank) * B + b;
-                perpo_example e;
-                memset(&e, 0, sizeof e);
-                if ((st = next(g, b, &e, next_user)) != PERPO_OK) pending = st;
-                else if (!e.image || !e.prompt || !e.response ||
-                         perpo_text_encode(&m->cfg, e.prompt, strlen(e.prompt), e.response, strlen(e.response),
-                                           tok + b * T, tgt + b * T, &nt) != PERPO_OK)
-                    pending = PERPO_ERR_ARG;
-                else {
-                    imgs[b] = e.image;
-                    count += nt;
-                }
-            }
-            if (pending == PERPO_OK) {
-                batch.n_seq = B; batch.n_img = B; batch.images = imgs; batch.image_of = NULL;
-                batch.tokens = tok; batch.targets = tgt;
-                pending = perpo_forward(m, &batch, logp, &ce);
-            }
-            if (par->reduce) { /* the micro-batch's token count and summed NLL over all workers */
-                float buf[3];
-                double nll = 0.0;
-                for (b = 0; pending == PERPO_OK && b < B; b++) nll -= (double)logp[b];
-                buf[0] = (float)count; buf[1] = (float)nll;
-                if ((st = perpo__collective(par, buf, 3, pending)) != PERPO_OK) goto done;
-                /* a sum of whole numbers is exact below 2^24 and at least 2^24 otherwise */
-                if (!(buf[0] >= 1.0f && buf[0] < 16777216.0f && buf[0] == floorf(buf[0]))) {
-                    st = PERPO_ERR_OVERFLOW;
-                    goto done;
-                }
-                count_all = buf[0];
-                ce = buf[1] / buf[0];
-            } else {
-                if ((st = pending) != PERPO_OK) goto done;
-                count_all = (float)count;
-            }
-            /* mean token cross-entropy over the whole micro-batch */
-            for (b = 0; b < B; b++) dlogp[b] = -1.0f / count_all;
-            if ((st = perpo_backward(m, dlogp)) != PERPO_OK) {
-                if (!par->reduce) goto done;
-                pending = st; /* told to the others at the next reduction */
-            }
-            loss += ce / (float)tc->accum_steps;
-            tokens += par->reduce ? (double)count_all : (double)count;
-        }
-        if (par->reduce) { /* the gradient sums over all workers: clipping sees the global norm */
-            float flag[1];
-            if ((st = perpo__collective(par, flag, 1, pending)) != PERPO_OK) goto done;
-            if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) goto done;
-        }
-        if ((st = perpo_optim_step(m, &tc->optim, 1.0f / (float)tc->accum_steps, &gnorm)) != PERPO_OK) goto done;
-        if ((step + 1) % tc->log_every == 0 || step + 1 == tc->optim.total_steps) {
-            perpo_progress p;
-            memset(&p, 0, sizeof p);
-            p.phase = "sft"; p.step = step + 1; p.total_steps = tc->optim.total_steps;
-            p.loss = loss; p.lr = perpo_lr_at(&tc->optim, m->opt_step - 1); p.grad_norm = gnorm;
-            p.tokens = tokens; p.elapsed_s = perpo__now() - t0;
-            p.eta_s = p.elapsed_s / (double)(step + 1 - start) * (double)(tc->optim.total_steps - step - 1);
-            if ((st = perpo__report(par, progress, &p, user, &stop)) != PERPO_OK) goto done;
-            if (stop) break;
-        }
-    }
+    S.tgt = S.tok + S.B * S.T;
+    S.dlogp = S.logp + S.B;
+    tr.phase = "sft"; tr.optim = &tc->optim; tr.par = par; tr.log_every = tc->log_every; tr.resume = tc->resume;
+    tr.grad_scale = 1.0f / (float)tc->accum_steps; tr.t0 = t0; tr.step_grads = perpo__sft_step; tr.state = &S;
+    st = perpo__train_loop(m, &tr, progress, user);
 done:
-    PERPO_FREE(ctx, tok); PERPO_FREE(ctx, (void *)imgs); PERPO_FREE(ctx, logp);
+    PERPO_FREE(ctx, S.tok); PERPO_FREE(ctx, (void *)S.imgs); PERPO_FREE(ctx, S.logp);
     return st;
 }
 
@@ -4154,16 +4205,68 @@ static int perpo__check_pref_config(const perpo_pref_config *pc) {
            perpo_optim_validate(&pc->optim) == PERPO_OK;
 }
 
+/* What a preference step needs across the steps of one perpo_pref_train call. */
+typedef struct perpo__pref_state {
+    const perpo_pref_config *pc;
+    const perpo_pref_list *lists; /* this worker's part: positions [offset, offset + n_lists) */
+    size_t n_lists, offset, total, L, Lg, epoch;
+    int truth_row;
+    perpo__pref_scratch *s;
+    perpo_status pending;         /* a data-parallel worker's own failure, told at the next reduction */
+} perpo__pref_state;
+
+/* One preference step's gradient: accum_steps micro-batches of Lg positions of the shuffled
+   whole set, this worker's lists of each in chunks of at most L. */
+static perpo_status perpo__pref_step(perpo_model *m, int step, perpo_progress *p, double *tokens, void *state) {
+    perpo__pref_state *S = (perpo__pref_state *)state;
+    const perpo_pref_config *pc = S->pc;
+    const perpo_parallel *par = &pc->parallel;
+    double step_tokens = 0.0;
+    perpo_status st;
+    size_t j;
+    int a;
+    for (a = 0; a < pc->accum_steps && S->pending == PERPO_OK; a++) {
+        size_t count = S->Lg < S->total ? S->Lg : S->total, n_own = 0;
+        double scale = 1.0 / ((double)count * (double)pc->accum_steps); /* mean over all lists */
+        for (j = 0; j <= count && S->pending == PERPO_OK; j++) {
+            if (j < count) { /* position j of the micro-batch: train on it if the list is ours */
+                size_t g = ((size_t)step * (size_t)pc->accum_steps + (size_t)a) * S->Lg + j;
+                size_t idx = perpo__data_index(S->s->order, S->total, pc->seed, g, &S->epoch);
+                if (idx < S->offset || idx - S->offset >= S->n_lists) continue; /* another worker's */
+                S->s->ls[n_own++] = &S->lists[idx - S->offset];
+            }
+            if (n_own > 0 && (n_own == S->L || j == count)) { /* a full chunk, or the rest */
+                S->pending = perpo__pref_chunk(m, pc, S->s, n_own, S->truth_row, scale, p,
+                                               par->reduce ? &step_tokens : tokens);
+                n_own = 0;
+            }
+        }
+        if (S->pending != PERPO_OK && !par->reduce) return S->pending;
+    }
+    if (par->reduce) { /* metrics and gradient sums over all workers, then the same step */
+        float buf[8];
+        buf[0] = p->loss; buf[1] = p->reward_chosen; buf[2] = p->reward_rejected; buf[3] = p->reward_margin;
+        buf[4] = p->reward_accuracy; buf[5] = p->logp_chosen; buf[6] = (float)step_tokens;
+        if ((st = perpo__collective(par, buf, 8, S->pending)) != PERPO_OK) return st;
+        p->loss = buf[0]; p->reward_chosen = buf[1]; p->reward_rejected = buf[2]; p->reward_margin = buf[3];
+        p->reward_accuracy = buf[4]; p->logp_chosen = buf[5]; *tokens += (double)buf[6];
+        if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) return st;
+    }
+    return PERPO_OK;
+}
+
 /* Without a reduction hook this is the single-process trainer of version 0.2, operation for
    operation: every micro-batch is one chunk of at most lists_per_step lists. */
 PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *lists, size_t n_lists,
                                        const perpo_pref_config *pc, perpo_progress_fn progress, void *user) {
     const perpo_parallel *par;
     perpo__pref_scratch s;
+    perpo__pref_state S;
+    perpo__trainer tr;
     perpo_status st = PERPO_OK, local = PERPO_OK, pending = PERPO_OK;
-    size_t epoch = (size_t)-1, j, max_n = 0, L = 0, R = 1, offset = 0, total = n_lists, Lg, *order = NULL;
-    double tokens = 0.0, t0 = perpo__now();
-    int step, start, truth_row = 0, have_scratch = 0;
+    size_t j, max_n = 0, L = 0, R = 1, offset = 0, total = n_lists, *order = NULL;
+    double t0 = perpo__now();
+    int truth_row = 0, have_scratch = 0;
     void *ctx;
     if (!m || !pc || !perpo__parallel_ok(&pc->parallel)) return PERPO_ERR_ARG;
     par = &pc->parallel;
@@ -4209,56 +4312,12 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
         if (!(order = (size_t *)perpo__calloc(ctx, total, sizeof(size_t)))) pending = PERPO_ERR_NOMEM;
         s.order = order;
     }
-    if (!pc->resume) perpo_optim_reset(m);
-    start = m->opt_step;
-    Lg = R * L; /* positions per micro-batch over all workers */
-    for (step = start; step < pc->optim.total_steps; step++) { /* resumes at opt_step */
-        perpo_progress p;
-        float gnorm = 0.0f;
-        double step_tokens = 0.0;
-        int a, stop = 0;
-        memset(&p, 0, sizeof p);
-        perpo_zero_grad(m);
-        for (a = 0; a < pc->accum_steps && pending == PERPO_OK; a++) {
-            size_t count = Lg < total ? Lg : total, n_own = 0;
-            double scale = 1.0 / ((double)count * (double)pc->accum_steps); /* mean over all lists */
-            for (j = 0; j <= count && pending == PERPO_OK; j++) {
-                if (j < count) { /* position j of the micro-batch: train on it if the list is ours */
-                    size_t g = ((size_t)step * (size_t)pc->accum_steps + (size_t)a) * Lg + j;
-                    size_t idx = perpo__data_index(s.order, total, pc->seed, g, &epoch);
-                    if (idx < offset || idx - offset >= n_lists) continue; /* another worker's */
-                    s.ls[n_own++] = &lists[idx - offset];
-                }
-                if (n_own > 0 && (n_own == L || j == count)) { /* a full chunk, or the rest */
-                    pending = perpo__pref_chunk(m, pc, &s, n_own, truth_row, scale, &p,
-                                                par->reduce ? &step_tokens : &tokens);
-                    n_own = 0;
-                }
-            }
-            if (pending != PERPO_OK && !par->reduce) {
-                st = pending;
-                goto done;
-            }
-        }
-        if (par->reduce) { /* metrics and gradient sums over all workers, then the same step */
-            float buf[8];
-            buf[0] = p.loss; buf[1] = p.reward_chosen; buf[2] = p.reward_rejected; buf[3] = p.reward_margin;
-            buf[4] = p.reward_accuracy; buf[5] = p.logp_chosen; buf[6] = (float)step_tokens;
-            if ((st = perpo__collective(par, buf, 8, pending)) != PERPO_OK) goto done;
-            p.loss = buf[0]; p.reward_chosen = buf[1]; p.reward_rejected = buf[2]; p.reward_margin = buf[3];
-            p.reward_accuracy = buf[4]; p.logp_chosen = buf[5]; tokens += (double)buf[6];
-            if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) goto done;
-        }
-        if ((st = perpo_optim_step(m, &pc->optim, 1.0f, &gnorm)) != PERPO_OK) goto done;
-        if ((step + 1) % pc->log_every == 0 || step + 1 == pc->optim.total_steps) {
-            p.phase = "pref"; p.step = step + 1; p.total_steps = pc->optim.total_steps;
-            p.lr = perpo_lr_at(&pc->optim, m->opt_step - 1); p.grad_norm = gnorm;
-            p.tokens = tokens; p.elapsed_s = perpo__now() - t0;
-            p.eta_s = p.elapsed_s / (double)(step + 1 - start) * (double)(pc->optim.total_steps - step - 1);
-            if ((st = perpo__report(par, progress, &p, user, &stop)) != PERPO_OK) goto done;
-            if (stop) break;
-        }
-    }
+    S.pc = pc; S.lists = lists; S.n_lists = n_lists; S.offset = offset; S.total = total; S.L = L;
+    S.Lg = R * L; /* positions per micro-batch over all workers */
+    S.epoch = (size_t)-1; S.truth_row = truth_row; S.s = &s; S.pending = pending;
+    tr.phase = "pref"; tr.optim = &pc->optim; tr.par = par; tr.log_every = pc->log_every; tr.resume = pc->resume;
+    tr.grad_scale = 1.0f; tr.t0 = t0; tr.step_grads = perpo__pref_step; tr.state = &S;
+    st = perpo__train_loop(m, &tr, progress, user);
 done:
     if (have_scratch) perpo__pref_scratch_free(m, &s);
     PERPO_FREE(ctx, order);
