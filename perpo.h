@@ -44,7 +44,9 @@
      explains it. The library never prints, exits or aborts, and has no mutable global state.
      Sizes are size_t and every size product is overflow-checked. Parameters, gradients and
      optimizer moments live in flat buffers with one layout; activations live in one arena
-     sized when the model is created, so a training step allocates nothing.
+     sized when the model is created, so a training step allocates nothing. Every allocation
+     goes through PERPO_MALLOC with a context: a model's is perpo_config.alloc_ctx, and calls
+     that allocate without a model take alloc_ctx as their last argument (NULL is fine).
 
    API MAP: every public function, by job, in the order you call them ([n]: its section)
      A model [3]          perpo_config_default, (set fields), perpo_config_validate (optional:
