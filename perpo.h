@@ -44,7 +44,37 @@
      explains it. The library never prints, exits or aborts, and has no mutable global state.
      Sizes are size_t and every size product is overflow-checked. Parameters, gradients and
      optimizer moments live in flat buffers with one layout; activations live in one arena
-     sized when the model is created, so a training step allocates nothing.
+     sized when the model is created, so a training step allocates nothing. Every allocation
+     goes through PERPO_MALLOC with a context: a model's is perpo_config.alloc_ctx, and calls
+     that allocate without a model take alloc_ctx as their last argument (NULL is fine).
+
+   API MAP: every public function, by job, in the order you call them ([n]: its section)
+     A model [3]          perpo_config_default, (set fields), perpo_config_validate (optional:
+                          create checks too), perpo_model_create ... perpo_model_free
+     Supervised [6]       perpo_sft_default, perpo_sft_train (a fixed set of perpo_example) or
+                          perpo_sft_train_stream (a perpo_example_fn)
+     Answers [4]          perpo_sample_default, perpo_generate
+     Rewards [5]          boxes: perpo_grounding_reward (= perpo_parse_box + perpo_box_iou),
+                          perpo_box_giou; text: perpo_ocr_reward (1 minus
+                          perpo_normalized_edit_distance), perpo_edit_distance,
+                          perpo_word_scores, perpo_ocr_score
+     PerPO [7]            perpo_pref_sample (or perpo_pref_sample_range), perpo_pref_filter,
+                          perpo_pref_reference, perpo_model_copy_params (policy := SFT model),
+                          perpo_pref_default, perpo_pref_train, perpo_pref_set_free
+     The objective alone  perpo_objective_default, perpo_listwise_loss, perpo_preference_metrics,
+       [5]                perpo_objective_name
+     Checkpoints [8]      perpo_checkpoint_save, perpo_model_load
+     Several processes    perpo_share (blocks of prompts); the hook is perpo_parallel in the
+       [6]                trainers' configs
+     Your own data [9]    perpo_manifest_load (or perpo_manifest_parse), perpo_image_load_pnm (or
+                          perpo_image_parse_pnm) for each entry, perpo_manifest_free
+     Your own loop [3,6]  perpo_text_encode, perpo_zero_grad, perpo_forward, perpo_backward,
+                          perpo_optim_step; perpo_last_logits; perpo_optim_default,
+                          perpo_optim_validate, perpo_lr_at, perpo_optim_step_count,
+                          perpo_optim_reset
+     Inspecting [3]       perpo_model_config, perpo_model_num_params, perpo_model_params,
+                          perpo_model_grads, perpo_model_num_tensors, perpo_model_tensor
+     Utilities [1]        perpo_status_string, perpo_crc32
 
    LICENSE: MIT, see the end of this file.
 */
@@ -72,8 +102,11 @@ extern "C" {
 #endif
 
 /* ==========================================================================================
-   PUBLIC API
+   PUBLIC API, in the order of the implementation's numbered sections (section 2, the tensor
+   kernels, has no public calls)
    ========================================================================================== */
+
+/* ==== 1. Status codes and utilities ======================================================= */
 
 /* ---- Status codes ----------------------------------------------------------------------- */
 typedef enum perpo_status {
@@ -91,6 +124,12 @@ typedef enum perpo_status {
 /* A short English explanation of a status; never NULL. */
 PERPODEF const char *perpo_status_string(perpo_status status);
 
+/* ---- Small utilities shared with the examples ------------------------------------------- */
+/* CRC-32 (IEEE 802.3, as zlib/PNG) continued from crc (start with 0). */
+PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n);
+
+/* ==== 3. The compact MLLM: configuration, lifetime, forward and backward ================== */
+
 /* ---- Model configuration ---------------------------------------------------------------- */
 /* Token ids: bytes 0..255 are themselves; four specials follow. */
 #define PERPO_TOK_PAD 256
@@ -99,27 +138,41 @@ PERPODEF const char *perpo_status_string(perpo_status status);
 #define PERPO_TOK_EOS 259
 #define PERPO_VOCAB   260
 
+/* Limits of perpo_config (generous: they keep every derived size product far from overflow). */
+#define PERPO_MAX_IMAGE_SIDE 4096 /* image_h, image_w */
+#define PERPO_MAX_CHANNELS 4
+#define PERPO_MAX_PATCH_SIDE 256  /* patch_h, patch_w */
+#define PERPO_MAX_PATCHES 4096    /* vision tokens per image */
+#define PERPO_MAX_D_MODEL 8192
+#define PERPO_MAX_LAYERS 64       /* n_vis_layers, n_dec_layers */
+#define PERPO_MAX_MLP_MULT 16
+#define PERPO_MIN_TEXT 4          /* max_text: BOS, SEP, EOS and one byte */
+#define PERPO_MAX_TEXT 4096
+#define PERPO_MAX_BATCH 65536     /* max_batch */
+
 typedef struct perpo_config {
     /* Ranges, as perpo_config_validate checks them (PERPO_ERR_ARG otherwise): */
-    int image_h, image_w, channels; /* input image, float [H][W][C] in [0,1]; H, W in [1, 4096],
-                                       channels in [1, 4] */
+    int image_h, image_w, channels; /* input image, float [H][W][C] in [0,1]; H, W in
+                                       [1, PERPO_MAX_IMAGE_SIDE], channels in [1, PERPO_MAX_CHANNELS] */
     int patch_h, patch_w;           /* non-overlapping patch_h x patch_w patches become vision
                                        tokens (6 x 8 fits one character cell of a page); each in
-                                       [1, 256], dividing image_h / image_w, at most 4096 patches */
+                                       [1, PERPO_MAX_PATCH_SIDE], dividing image_h / image_w, at
+                                       most PERPO_MAX_PATCHES patches */
     int pos_channels;               /* 1: the model appends x and y in [-1, 1] to every pixel
                                        (CoordConv); images stay `channels` wide. 0: off */
     int vis_sincos;                 /* 1: a fixed 2D sin-cos code of each patch's column and row
                                        is added to the learned vision positions (needs d_model
                                        % 4 == 0). 0: off */
-    int d_model;                    /* width of every token, [1, 8192] */
+    int d_model;                    /* width of every token, [1, PERPO_MAX_D_MODEL] */
     int n_heads;                    /* attention heads, >= 1, d_model % n_heads == 0 */
-    int n_vis_layers;               /* bidirectional blocks of the vision encoder, [0, 64] */
-    int n_dec_layers;               /* causal blocks of the language decoder, [1, 64] */
-    int mlp_mult;                   /* MLP hidden width = mlp_mult * d_model, mlp_mult in [1, 16] */
-    int max_text;                   /* text positions: BOS + prompt + SEP + response + EOS; [4, 4096] */
+    int n_vis_layers;               /* bidirectional blocks of the vision encoder, [0, PERPO_MAX_LAYERS] */
+    int n_dec_layers;               /* causal blocks of the language decoder, [1, PERPO_MAX_LAYERS] */
+    int mlp_mult;                   /* MLP hidden width = mlp_mult * d_model, in [1, PERPO_MAX_MLP_MULT] */
+    int max_text;                   /* text positions: BOS + prompt + SEP + response + EOS; in
+                                       [PERPO_MIN_TEXT, PERPO_MAX_TEXT] */
     int vocab;                      /* must be PERPO_VOCAB */
     int max_batch;                  /* most sequences (and images) per forward; sizes the arena;
-                                       [1, 65536] */
+                                       [1, PERPO_MAX_BATCH] */
     void *alloc_ctx;                /* passed to PERPO_MALLOC/FREE; not saved in checkpoints */
 } perpo_config;
 
@@ -138,25 +191,6 @@ typedef struct perpo_model perpo_model;
 PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *cfg, uint64_t seed);
 PERPODEF void perpo_model_free(perpo_model *model);
 PERPODEF const perpo_config *perpo_model_config(const perpo_model *model);
-/* Saves config and parameters (little-endian, CRC32-checked) via a temporary file + rename
-   (see "Checkpoints" in the implementation and PERPO_SYNC). PERPO_ERR_NONFINITE, writing
-   nothing, for a model with a non-finite parameter. PERPO_ERR_IO, leaving the previous file
-   intact and no "<path>.tmp", when path exists and is not a regular file or on any write, sync
-   or rename failure; except that when only the sync of the folder after the rename fails, the
-   new file is in place but a power cut may still undo the rename. */
-PERPODEF perpo_status perpo_model_save(const perpo_model *model, const char *path);
-/* The same, with PERPO_CKPT_OPTIMIZER in flags adding the AdamW moments and step: a model loaded
-   from it and trained with resume = 1 continues bit for bit as if never stopped. */
-#define PERPO_CKPT_OPTIMIZER 1u
-PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *model, const char *path, unsigned flags);
-/* Creates a model from a checkpoint (with its optimizer state when saved); PERPO_ERR_IO when the
-   file cannot be read or is not a regular file, PERPO_ERR_FORMAT for anything malformed (size,
-   magic, version, config, CRC, non-finite values, a step counter beyond PERPO_MAX_STEPS, a
-   negative AdamW second moment). */
-PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path);
-/* The same, with the allocator context the loaded model will pass to PERPO_MALLOC/FREE. */
-PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, void *alloc_ctx);
-
 /* Copies the parameters of src into dst and resets dst's optimizer: how the examples start DPO
    and PerPO from the same SFT weights. Every config field must match except max_batch and
    alloc_ctx (PERPO_ERR_ARG otherwise). */
@@ -207,36 +241,36 @@ PERPODEF void perpo_zero_grad(perpo_model *model);
 /* Logits (n_seq, max_text, vocab) of the last forward; valid until the next call. */
 PERPODEF const float *perpo_last_logits(const perpo_model *model);
 
-/* ---- Optimizer -------------------------------------------------------------------------- */
-/* Every field has a range (checked by perpo_optim_validate; NaN is outside every range). */
-#define PERPO_MAX_STEPS (1 << 30) /* most steps of a schedule, and of a model's step counter */
-typedef struct perpo_optim_config {
-    float lr, min_lr;        /* peak and final learning rate of the cosine schedule:
-                                lr in (0, 1], min_lr in [0, lr] */
-    int warmup_steps;        /* linear warmup from lr/warmup to lr; in [0, total_steps] */
-    int total_steps;         /* schedule length; in [1, PERPO_MAX_STEPS] */
-    float beta1, beta2, eps; /* AdamW moments: beta1, beta2 in [0, 1); eps in (0, 1) */
-    float weight_decay;      /* decoupled, on matrices only (no biases, no LayerNorm); in [0, 1] */
-    float clip_norm;         /* global gradient norm clip, finite and >= 0; 0 disables */
-} perpo_optim_config;
+/* ==== 4. Sampling ========================================================================= */
+/* Out-of-range fields make generation return PERPO_ERR_ARG. */
+typedef struct perpo_sample_config {
+    float temperature;  /* in [0, 1000]; 0 = greedy */
+    int top_k;          /* keep the k most likely tokens, k in [0, PERPO_VOCAB]; 0 = off */
+    float top_p;        /* nucleus: smallest set with mass >= top_p, in [0, 1]; 1 = off */
+    int max_new_tokens; /* cap on response bytes (also capped by max_text), >= 0 */
+    uint64_t seed;      /* same seed, same model, same request -> same text; any value */
+    int no_cache;       /* 0 or 1; 1 = recompute the whole sequence per token (slow; for checking) */
+} perpo_sample_config;
 
-PERPODEF perpo_optim_config perpo_optim_default(void);
-/* PERPO_OK when every field of oc is in its range, else PERPO_ERR_ARG. */
-PERPODEF perpo_status perpo_optim_validate(const perpo_optim_config *oc);
-/* Learning rate at 0-based step: linear warmup, then cosine decay to min_lr. Steps below 0
-   count as 0 and steps past total_steps as total_steps; 0 for an invalid config. */
-PERPODEF float perpo_lr_at(const perpo_optim_config *oc, int step);
-/* One AdamW update from the accumulated gradients, scaled by grad_scale first (1/accum for
-   gradient accumulation; finite, > 0). PERPO_ERR_ARG for an invalid config or scale, or when
-   the model has taken PERPO_MAX_STEPS steps. Refuses with PERPO_ERR_NONFINITE, changing
-   nothing, a non-finite gradient and a step that would make any parameter or moment
-   non-finite. grad_norm (may be NULL) gets the global norm before clipping. */
-PERPODEF perpo_status perpo_optimizer_step(perpo_model *model, const perpo_optim_config *oc,
-                                           float grad_scale, float *grad_norm);
-/* Number of optimizer steps taken so far (drives the schedule and bias correction). */
-PERPODEF int perpo_optimizer_steps(const perpo_model *model);
-/* Forget the AdamW moments and step count (e.g. before a new training phase). */
-PERPODEF void perpo_optimizer_reset(perpo_model *model);
+PERPODEF perpo_sample_config perpo_sample_default(void);
+
+/* n_seq responses; sequence b answers prompts[b] about images[image_of[b]]. Each image is
+   encoded once, and consecutive sequences with the same image and prompt share one prefill. */
+typedef struct perpo_gen_request {
+    size_t n_seq, n_img;
+    const float *const *images;
+    const size_t *image_of;     /* NULL means image_of[b] = b */
+    const char *const *prompts; /* n_seq NUL-terminated prompts */
+} perpo_gen_request;
+
+/* out holds n_seq strings of out_cap bytes each (NUL-terminated, truncated to fit); out_len
+   (may be NULL) gets each response's length. Stops at EOS, max_new_tokens or max_text.
+   PERPO_ERR_NONFINITE for a model with a non-finite parameter. */
+PERPODEF perpo_status perpo_generate(perpo_model *model, const perpo_gen_request *req,
+                                     const perpo_sample_config *sc, char *out, size_t out_cap,
+                                     size_t *out_len);
+
+/* ==== 5. Rewards and the listwise objectives ============================================== */
 
 /* ---- Rewards: grounding. Boxes are float[4] = x1, y1, x2, y2, normalized to [0,1]. ---- */
 
@@ -257,18 +291,19 @@ PERPODEF float perpo_grounding_reward(const char *text, size_t len, const float 
                                       float img_w, float img_h);
 
 /* ---- OCR metrics. Strings are (pointer, length) byte strings: NULs and UTF-8 are plain
- * bytes. Memory is linear in the lengths. NULL is allowed only with length 0. ---- */
+ * bytes. Memory is linear in the lengths, allocated through alloc_ctx (may be NULL; see
+ * PERPO_MALLOC). NULL strings are allowed only with length 0. ---- */
 
 /* Byte-level Levenshtein distance, O(min(na, nb)) memory, O(na * nb) time after stripping the
  * common prefix and suffix. */
 PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *b, size_t nb,
-                                          size_t *dist);
+                                          size_t *dist, void *alloc_ctx);
 /* Edit distance / max(na, nb), in [0,1]; 0 when both are empty. */
 PERPODEF perpo_status perpo_normalized_edit_distance(const char *a, size_t na, const char *b,
-                                                     size_t nb, float *ned);
+                                                     size_t nb, float *ned, void *alloc_ctx);
 /* The PerPO dense-OCR reward: 1 - normalized edit distance of text against ref. */
 PERPODEF perpo_status perpo_ocr_reward(const char *text, size_t len, const char *ref, size_t nref,
-                                       float *reward);
+                                       float *reward, void *alloc_ctx);
 /* Word-level scores of hyp against ref. Words split on ASCII whitespace. precision/recall/f1 are
  * over word SETS (duplicates count once). bleu is BLEU-4 (clipped n-gram counts, uniform weights,
  * brevity penalty) with add-one smoothing for n >= 2 only (Lin & Och 2004; nltk "method2"):
@@ -276,16 +311,20 @@ PERPODEF perpo_status perpo_ocr_reward(const char *text, size_t len, const char 
  * would use 1/2). Both without words: all 1; exactly one without words: all 0.
  * Any output pointer may be NULL. */
 PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *ref, size_t nr,
-                                        float *precision, float *recall, float *f1, float *bleu);
+                                        float *precision, float *recall, float *f1, float *bleu,
+                                        void *alloc_ctx);
 typedef struct { float edit_distance, precision, recall, f1, bleu; } perpo_ocr_scores;
 /* All OCR metrics at once; edit_distance is the NORMALIZED one (lower is better). */
 PERPODEF perpo_status perpo_ocr_score(const char *hyp, size_t nh, const char *ref, size_t nr,
-                                      perpo_ocr_scores *out);
+                                      perpo_ocr_scores *out, void *alloc_ctx);
 
 /* ---- Listwise preference objectives over one list of n sampled responses. ---- */
 
 #define PERPO_MAX_LIST 256
 typedef enum { PERPO_OBJ_PERPO, PERPO_OBJ_DPO, PERPO_OBJ_LIPO, PERPO_OBJ_LISTMLE } perpo_objective;
+#define PERPO_OBJ_COUNT 4
+/* The objective's usual name: "PerPO", "DPO", "LiPO", "ListMLE"; "unknown" otherwise (never NULL). */
+PERPODEF const char *perpo_objective_name(perpo_objective kind);
 /* Ranges (invalid values, NaN included: PERPO_ERR_ARG):
  *   beta in (0, PERPO_MAX_BETA] scales log-ratios;
  *   gamma in [0, PERPO_MAX_GAMMA] is PerPO's reward-gap exponent (others ignore it);
@@ -313,6 +352,39 @@ typedef struct { float chosen, rejected, margin, accuracy; } perpo_pref_metrics;
  * beta in (0, PERPO_MAX_BETA]. */
 PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *logp,
     const float *ref_logp, const float *reward, perpo_pref_metrics *out);
+
+/* ==== 6. Optimizer, data parallelism, progress reports and SFT ============================ */
+
+/* ---- Optimizer -------------------------------------------------------------------------- */
+/* Every field has a range (checked by perpo_optim_validate; NaN is outside every range). */
+#define PERPO_MAX_STEPS (1 << 30) /* most steps of a schedule, and of a model's step counter */
+typedef struct perpo_optim_config {
+    float lr, min_lr;        /* peak and final learning rate of the cosine schedule:
+                                lr in (0, 1], min_lr in [0, lr] */
+    int warmup_steps;        /* linear warmup from lr/warmup to lr; in [0, total_steps] */
+    int total_steps;         /* schedule length; in [1, PERPO_MAX_STEPS] */
+    float beta1, beta2, eps; /* AdamW moments: beta1, beta2 in [0, 1); eps in (0, 1) */
+    float weight_decay;      /* decoupled, on matrices only (no biases, no LayerNorm); in [0, 1] */
+    float clip_norm;         /* global gradient norm clip, finite and >= 0; 0 disables */
+} perpo_optim_config;
+
+PERPODEF perpo_optim_config perpo_optim_default(void);
+/* PERPO_OK when every field of oc is in its range, else PERPO_ERR_ARG. */
+PERPODEF perpo_status perpo_optim_validate(const perpo_optim_config *oc);
+/* Learning rate at 0-based step: linear warmup, then cosine decay to min_lr. Steps below 0
+   count as 0 and steps past total_steps as total_steps; 0 for an invalid config. */
+PERPODEF float perpo_lr_at(const perpo_optim_config *oc, int step);
+/* One AdamW update from the accumulated gradients, scaled by grad_scale first (1/accum for
+   gradient accumulation; finite, > 0). PERPO_ERR_ARG for an invalid config or scale, or when
+   the model has taken PERPO_MAX_STEPS steps. Refuses with PERPO_ERR_NONFINITE, changing
+   nothing, a non-finite gradient and a step that would make any parameter or moment
+   non-finite. grad_norm (may be NULL) gets the global norm before clipping. */
+PERPODEF perpo_status perpo_optim_step(perpo_model *model, const perpo_optim_config *oc,
+                                       float grad_scale, float *grad_norm);
+/* Number of optimizer steps taken so far (drives the schedule and bias correction). */
+PERPODEF int perpo_optim_step_count(const perpo_model *model);
+/* Forget the AdamW moments and step count (e.g. before a new training phase). */
+PERPODEF void perpo_optim_reset(perpo_model *model);
 
 /* ---- Data parallelism: several processes train one model ------------------------------
  * perpo.h has no transport of its own: its trainers call a reduction hook that you implement
@@ -357,7 +429,7 @@ PERPODEF perpo_status perpo_share(size_t n, int rank, int world, size_t *first, 
 
 /* ---- Training: progress reports -------------------------------------------------------- */
 typedef struct perpo_progress {
-    const char *phase;        /* "sft", "perpo", ... */
+    const char *phase;        /* "sft" (perpo_sft_train*) or "pref" (perpo_pref_train, any objective) */
     int step, total_steps;    /* 1-based step just finished */
     float loss, lr, grad_norm;
     double tokens;            /* target tokens processed so far in this phase */
@@ -380,7 +452,7 @@ typedef struct perpo_example {
 
 #define PERPO_MAX_ACCUM 65536 /* most micro-batches per optimizer step */
 /* Out-of-range fields make the trainer return PERPO_ERR_ARG before touching the model. */
-typedef struct perpo_train_config {
+typedef struct perpo_sft_config {
     perpo_optim_config optim; /* ranges at perpo_optim_config */
     int batch_size;           /* sequences per micro-batch, in [1, max_batch] */
     int accum_steps;          /* micro-batches per optimizer step, in [1, PERPO_MAX_ACCUM] */
@@ -393,13 +465,13 @@ typedef struct perpo_train_config {
                                  is world * batch_size examples, worker r taking positions
                                  [r * batch_size, (r + 1) * batch_size) of it; the loss is the
                                  mean token cross-entropy over the whole micro-batch */
-} perpo_train_config;
+} perpo_sft_config;
 
-PERPODEF perpo_train_config perpo_train_default(void);
+PERPODEF perpo_sft_config perpo_sft_default(void);
 /* Cross-entropy on the responses, AdamW, cosine schedule: optim.total_steps steps over
    shuffled epochs of the examples. */
 PERPODEF perpo_status perpo_sft_train(perpo_model *model, const perpo_example *examples, size_t n,
-                                      const perpo_train_config *tc, perpo_progress_fn progress,
+                                      const perpo_sft_config *tc, perpo_progress_fn progress,
                                       void *user);
 /* A stream of training examples instead of a fixed set (fresh data every step): the trainer asks
    for example `index` (0, 1, 2, ... over the whole run, accumulation included) into batch slot
@@ -410,39 +482,10 @@ typedef perpo_status (*perpo_example_fn)(size_t index, size_t slot, perpo_exampl
 /* perpo_sft_train over a stream. An example that does not fit max_text, or has a NULL field,
    stops training with PERPO_ERR_ARG (the steps already taken are kept). */
 PERPODEF perpo_status perpo_sft_train_stream(perpo_model *model, perpo_example_fn next, void *next_user,
-                                             const perpo_train_config *tc, perpo_progress_fn progress,
+                                             const perpo_sft_config *tc, perpo_progress_fn progress,
                                              void *user);
 
-/* ---- Sampling --------------------------------------------------------------------------- */
-/* Out-of-range fields make generation return PERPO_ERR_ARG. */
-typedef struct perpo_sample_config {
-    float temperature;  /* in [0, 1000]; 0 = greedy */
-    int top_k;          /* keep the k most likely tokens, k in [0, PERPO_VOCAB]; 0 = off */
-    float top_p;        /* nucleus: smallest set with mass >= top_p, in [0, 1]; 1 = off */
-    int max_new_tokens; /* cap on response bytes (also capped by max_text), >= 0 */
-    uint64_t seed;      /* same seed, same model, same request -> same text; any value */
-    int no_cache;       /* 0 or 1; 1 = recompute the whole sequence per token (slow; for checking) */
-} perpo_sample_config;
-
-PERPODEF perpo_sample_config perpo_sample_default(void);
-
-/* n_seq responses; sequence b answers prompts[b] about images[image_of[b]]. Each image is
-   encoded once, and consecutive sequences with the same image and prompt share one prefill. */
-typedef struct perpo_gen_request {
-    size_t n_seq, n_img;
-    const float *const *images;
-    const size_t *image_of;     /* NULL means image_of[b] = b */
-    const char *const *prompts; /* n_seq NUL-terminated prompts */
-} perpo_gen_request;
-
-/* out holds n_seq strings of out_cap bytes each (NUL-terminated, truncated to fit); out_len
-   (may be NULL) gets each response's length. Stops at EOS, max_new_tokens or max_text.
-   PERPO_ERR_NONFINITE for a model with a non-finite parameter. */
-PERPODEF perpo_status perpo_generate(perpo_model *model, const perpo_gen_request *req,
-                                     const perpo_sample_config *sc, char *out, size_t out_cap,
-                                     size_t *out_len);
-
-/* ---- Preference training: PerPO and the baselines over lists of sampled responses ------- */
+/* ==== 7. Preference optimization: PerPO and the baselines over lists of sampled responses = */
 /* One prompt with n sampled responses and their task rewards. */
 typedef struct perpo_pref_list {
     const float *image;
@@ -468,7 +511,7 @@ typedef struct perpo_pref_config {
                             one, and lists_per_step x (n + 1) sequences must fit in max_batch) */
     uint64_t seed;       /* order of the lists; any value */
     int log_every;       /* progress callback period, in steps (>= 1) */
-    int resume;          /* 0 or 1, as in perpo_train_config */
+    int resume;          /* 0 or 1, as in perpo_sft_config */
     perpo_parallel parallel; /* data parallelism (see above and perpo_pref_train); default: one
                                 process */
 } perpo_pref_config;
@@ -521,8 +564,27 @@ PERPODEF size_t perpo_pref_filter(perpo_pref_list *lists, size_t n_lists, float 
 PERPODEF perpo_status perpo_pref_train(perpo_model *model, const perpo_pref_list *lists, size_t n_lists,
                                        const perpo_pref_config *pc, perpo_progress_fn progress, void *user);
 
-/* ---- Bring your own data ----------------------------------------------------------------
- * Images: binary PGM (P5) and PPM (P6) with maxval 1..255, as written by netpbm, ImageMagick
+/* ==== 8. Checkpoints ====================================================================== */
+/* Saves config and parameters (little-endian, CRC32-checked) via a temporary file + rename
+   (see "Checkpoints" in the implementation and PERPO_SYNC); flags 0, or PERPO_CKPT_OPTIMIZER to
+   add the AdamW moments and step: a model loaded from it and trained with resume = 1 continues
+   bit for bit as if never stopped. PERPO_ERR_NONFINITE, writing nothing, for a model with a
+   non-finite parameter. PERPO_ERR_IO, leaving the previous file intact and no "<path>.tmp",
+   when path exists and is not a regular file or on any write, sync or rename failure; except
+   that when only the sync of the folder after the rename fails, the new file is in place but a
+   power cut may still undo the rename. */
+#define PERPO_CKPT_OPTIMIZER 1u
+PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *model, const char *path, unsigned flags);
+/* Creates a model from a checkpoint (with its optimizer state when saved); alloc_ctx (may be
+   NULL) is what the loaded model passes to PERPO_MALLOC/FREE. PERPO_ERR_IO when the file
+   cannot be read or is not a regular file, PERPO_ERR_FORMAT for anything malformed (size,
+   magic, version, config, CRC, non-finite values, a step counter beyond PERPO_MAX_STEPS, a
+   negative AdamW second moment). */
+PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void *alloc_ctx);
+
+/* ==== 9. Bring your own data: images and manifests ======================================== */
+
+/* Images: binary PGM (P5) and PPM (P6) with maxval 1..255, as written by netpbm, ImageMagick
  * (`convert x.png -resize 64x64! x.ppm`), GIMP or Pillow. The header follows the netpbm spec:
  * magic, width, height, maxval as ASCII decimals separated by whitespace (space, TAB, CR, LF,
  * VT, FF) and '#' comments (to the next CR or LF), then exactly one whitespace byte and the
@@ -541,10 +603,10 @@ PERPODEF perpo_status perpo_image_parse_pnm(const unsigned char *data, size_t le
                                             int want_h, int channels, float *out, char *err,
                                             size_t err_cap);
 /* From a file: PERPO_ERR_IO when it cannot be read or is not a regular file (a folder, a
- * device, a pipe); messages start with the path. Reads at most
- * the bytes a valid file of that size can have, into one allocation (ctx NULL). */
+ * device, a pipe); messages start with the path. Reads at most the bytes a valid file of that
+ * size can have, into one allocation through alloc_ctx (may be NULL), freed before returning. */
 PERPODEF perpo_status perpo_image_load_pnm(const char *path, int want_w, int want_h, int channels,
-                                           float *out, char *err, size_t err_cap);
+                                           float *out, char *err, size_t err_cap, void *alloc_ctx);
 
 /* Manifest: UTF-8 text, one example per line `image_path<TAB>prompt<TAB>answer`. Lines end in
  * LF or CRLF (the last one may have no end); a UTF-8 byte order mark at the start is skipped.
@@ -566,22 +628,20 @@ typedef struct perpo_manifest_entry {
 typedef struct perpo_manifest {
     perpo_manifest_entry *entries;
     size_t n;
+    void *alloc_ctx_; /* private: where the allocation came from */
 } perpo_manifest;
 
-/* Parses text[0..len) (no NUL needed). On success out owns a copy (free it with
- * perpo_manifest_free); zero entries is a success. On error out is empty. */
+/* Parses text[0..len) (no NUL needed). On success out owns a copy, allocated through alloc_ctx
+ * (may be NULL; free it with perpo_manifest_free); zero entries is a success. On error out is
+ * empty. */
 PERPODEF perpo_status perpo_manifest_parse(const char *text, size_t len, perpo_manifest *out,
-                                           char *err, size_t err_cap);
+                                           char *err, size_t err_cap, void *alloc_ctx);
 /* Reads and parses a file; PERPO_ERR_IO when it cannot be read or is not a regular file (a
  * folder, a device, a pipe); messages start with the path. */
 PERPODEF perpo_status perpo_manifest_load(const char *path, perpo_manifest *out, char *err,
-                                          size_t err_cap);
+                                          size_t err_cap, void *alloc_ctx);
 /* Frees what parse/load allocated and empties the manifest; NULL and empty are fine. */
 PERPODEF void perpo_manifest_free(perpo_manifest *m);
-
-/* ---- Small utilities shared with the examples ------------------------------------------- */
-/* CRC-32 (IEEE 802.3, as zlib/PNG) continued from crc (start with 0). */
-PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n);
 
 #ifdef __cplusplus
 }
@@ -739,6 +799,11 @@ PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n) {
     return ~crc;
 }
 
+/* ASCII whitespace as C's isspace() in the "C" locale: space, TAB, LF, CR, VT, FF. */
+static int perpo__is_space(int c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
 static int perpo__all_finite(const float *x, size_t n) {
     size_t i;
     for (i = 0; i < n; i++) if (!isfinite(x[i])) return 0;
@@ -779,6 +844,73 @@ static perpo_status perpo__open_read(const char *path, FILE **out, const char **
     }
     if (c != EOF) ungetc(c, f);
     *out = f;
+    return PERPO_OK;
+}
+
+/* printf into err[0..cap) when err is given; always NUL-terminated, never more than one line. */
+#if defined(__GNUC__) || defined(__clang__)
+static void perpo__errf(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#endif
+static void perpo__errf(char *err, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    if (!err || cap == 0) return;
+    va_start(ap, fmt);
+    vsnprintf(err, cap, fmt, ap);
+    va_end(ap);
+}
+
+/* The start of every file loader: opens path (a regular file) for reading, positioned at its
+   start; *fsize gets the size a seekable file reports, else -1. On failure err (may be NULL)
+   gets why. */
+static perpo_status perpo__open_sized(const char *path, FILE **f, long *fsize, char *err, size_t cap) {
+    const char *why;
+    *fsize = -1;
+    if (perpo__open_read(path, f, &why) != PERPO_OK) {
+        if (why) perpo__errf(err, cap, "%s", why);
+        else perpo__errf(err, cap, "cannot open: %s", strerror(errno));
+        return PERPO_ERR_IO;
+    }
+    if (fseek(*f, 0, SEEK_END) == 0) *fsize = ftell(*f);
+    rewind(*f);
+    return PERPO_OK;
+}
+
+/* Reads f to its end (or to max + 1 bytes: one byte past max tells the caller the file is
+   longer) into one allocation of ctx, starting with room for first_cap bytes (in [1, max + 1])
+   and doubling; closes f. *out is the caller's to free with PERPO_FREE(ctx, ...). */
+static perpo_status perpo__read_to_end(FILE *f, void *ctx, size_t first_cap, size_t max, unsigned char **out,
+                                       size_t *len, char *err, size_t cap) {
+    size_t n = 0, room = first_cap;
+    unsigned char *buf = (unsigned char *)PERPO_MALLOC(ctx, room), *nb;
+    int rd_err;
+    *out = NULL;
+    *len = 0;
+    if (!buf) {
+        fclose(f);
+        perpo__errf(err, cap, "out of memory");
+        return PERPO_ERR_NOMEM;
+    }
+    for (;;) {
+        n += fread(buf + n, 1, room - n, f);
+        if (n < room || n > max) break;
+        room = room > max / 2 ? max + 1 : 2 * room;
+        if (!(nb = (unsigned char *)PERPO_REALLOC(ctx, buf, room))) {
+            PERPO_FREE(ctx, buf);
+            fclose(f);
+            perpo__errf(err, cap, "out of memory");
+            return PERPO_ERR_NOMEM;
+        }
+        buf = nb;
+    }
+    rd_err = ferror(f);
+    fclose(f);
+    if (rd_err) {
+        PERPO_FREE(ctx, buf);
+        perpo__errf(err, cap, "read error");
+        return PERPO_ERR_IO;
+    }
+    *out = buf;
+    *len = n;
     return PERPO_OK;
 }
 
@@ -1611,28 +1743,37 @@ PERPODEF perpo_config perpo_config_default(void) {
 
 PERPODEF perpo_status perpo_config_validate(const perpo_config *c) {
     if (!c) return PERPO_ERR_ARG;
-    /* generous caps: they keep every derived size product far from overflow */
-    if (c->image_h < 1 || c->image_h > 4096 || c->image_w < 1 || c->image_w > 4096) return PERPO_ERR_ARG;
-    if (c->channels < 1 || c->channels > 4) return PERPO_ERR_ARG;
-    if (c->patch_h < 1 || c->patch_h > 256 || c->patch_w < 1 || c->patch_w > 256) return PERPO_ERR_ARG;
+    if (c->image_h < 1 || c->image_h > PERPO_MAX_IMAGE_SIDE || c->image_w < 1 || c->image_w > PERPO_MAX_IMAGE_SIDE)
+        return PERPO_ERR_ARG;
+    if (c->channels < 1 || c->channels > PERPO_MAX_CHANNELS) return PERPO_ERR_ARG;
+    if (c->patch_h < 1 || c->patch_h > PERPO_MAX_PATCH_SIDE || c->patch_w < 1 || c->patch_w > PERPO_MAX_PATCH_SIDE)
+        return PERPO_ERR_ARG;
     if (c->image_h % c->patch_h || c->image_w % c->patch_w) return PERPO_ERR_ARG;
-    if ((c->image_h / c->patch_h) * (c->image_w / c->patch_w) > 4096) return PERPO_ERR_ARG;
+    if ((c->image_h / c->patch_h) * (c->image_w / c->patch_w) > PERPO_MAX_PATCHES) return PERPO_ERR_ARG;
     if ((c->pos_channels != 0 && c->pos_channels != 1) || (c->vis_sincos != 0 && c->vis_sincos != 1)) return PERPO_ERR_ARG;
     if (c->vis_sincos && c->d_model % 4) return PERPO_ERR_ARG;
-    if (c->d_model < 1 || c->d_model > 8192 || c->n_heads < 1 || c->d_model % c->n_heads) return PERPO_ERR_ARG;
-    if (c->n_vis_layers < 0 || c->n_vis_layers > 64 || c->n_dec_layers < 1 || c->n_dec_layers > 64) return PERPO_ERR_ARG;
-    if (c->mlp_mult < 1 || c->mlp_mult > 16) return PERPO_ERR_ARG;
-    if (c->max_text < 4 || c->max_text > 4096) return PERPO_ERR_ARG;
+    if (c->d_model < 1 || c->d_model > PERPO_MAX_D_MODEL || c->n_heads < 1 || c->d_model % c->n_heads) return PERPO_ERR_ARG;
+    if (c->n_vis_layers < 0 || c->n_vis_layers > PERPO_MAX_LAYERS || c->n_dec_layers < 1 ||
+        c->n_dec_layers > PERPO_MAX_LAYERS)
+        return PERPO_ERR_ARG;
+    if (c->mlp_mult < 1 || c->mlp_mult > PERPO_MAX_MLP_MULT) return PERPO_ERR_ARG;
+    if (c->max_text < PERPO_MIN_TEXT || c->max_text > PERPO_MAX_TEXT) return PERPO_ERR_ARG;
     if (c->vocab != PERPO_VOCAB) return PERPO_ERR_ARG;
-    if (c->max_batch < 1 || c->max_batch > 65536) return PERPO_ERR_ARG;
+    if (c->max_batch < 1 || c->max_batch > PERPO_MAX_BATCH) return PERPO_ERR_ARG;
     return PERPO_OK;
 }
 
+/* Appends a tensor to the table and returns its offset. With m->tensors NULL it only counts
+   (n_tensors, n_params): how sizes are known before anything is allocated. */
 static size_t perpo__add_tensor(perpo_model *m, const char *name, size_t rows, size_t cols) {
-    perpo__tensor *t = &m->tensors[m->n_tensors++];
-    t->name = name; t->rows = rows; t->cols = cols; t->offset = m->n_params;
+    size_t offset = m->n_params;
+    if (m->tensors) {
+        perpo__tensor *t = &m->tensors[m->n_tensors];
+        t->name = name; t->rows = rows; t->cols = cols; t->offset = offset;
+    }
+    m->n_tensors++;
     m->n_params += rows * (cols ? cols : 1); /* bounded by perpo_config_validate's caps */
-    return t->offset;
+    return offset;
 }
 static void perpo__add_block(perpo_model *m, perpo__block *b, int vision) {
     size_t D = m->D, M = m->M;
@@ -1649,14 +1790,17 @@ static void perpo__add_block(perpo_model *m, perpo__block *b, int vision) {
     b->fc2_w = perpo__add_tensor(m, vision ? "vis.fc2_w" : "dec.fc2_w", D, M);
     b->fc2_b = perpo__add_tensor(m, vision ? "vis.fc2_b" : "dec.fc2_b", D, 0);
 }
-/* The parameter table, in the order of the flat buffer (tests/ref/make_reference.py mirrors it). */
+/* The parameter table, in the order of the flat buffer (tests/ref/make_reference.py mirrors it):
+   the one description of the parameters. A dry run (m->tensors NULL, block offsets into a
+   scratch block) counts tensors and parameters. */
 static void perpo__build_tensor_table(perpo_model *m) {
+    perpo__block scratch;
     size_t l;
     m->n_tensors = 0; m->n_params = 0;
     m->patch_w = perpo__add_tensor(m, "patch_w", m->D, m->PPC);
     m->patch_b = perpo__add_tensor(m, "patch_b", m->D, 0);
     m->vis_pos = perpo__add_tensor(m, "vis_pos", m->NP, m->D);
-    for (l = 0; l < (size_t)m->cfg.n_vis_layers; l++) perpo__add_block(m, &m->vis[l], 1);
+    for (l = 0; l < (size_t)m->cfg.n_vis_layers; l++) perpo__add_block(m, m->tensors ? &m->vis[l] : &scratch, 1);
     m->vis_lnf_w = perpo__add_tensor(m, "vis_lnf_w", m->D, 0);
     m->vis_lnf_b = perpo__add_tensor(m, "vis_lnf_b", m->D, 0);
     m->proj1_w = perpo__add_tensor(m, "proj1_w", m->D, m->D);
@@ -1665,7 +1809,7 @@ static void perpo__build_tensor_table(perpo_model *m) {
     m->proj2_b = perpo__add_tensor(m, "proj2_b", m->D, 0);
     m->wte = perpo__add_tensor(m, "wte", m->V, m->D);
     m->dec_pos = perpo__add_tensor(m, "dec_pos", m->L, m->D);
-    for (l = 0; l < (size_t)m->cfg.n_dec_layers; l++) perpo__add_block(m, &m->dec[l], 0);
+    for (l = 0; l < (size_t)m->cfg.n_dec_layers; l++) perpo__add_block(m, m->tensors ? &m->dec[l] : &scratch, 0);
     m->lnf_w = perpo__add_tensor(m, "lnf_w", m->D, 0);
     m->lnf_b = perpo__add_tensor(m, "lnf_b", m->D, 0);
     m->head_w = perpo__add_tensor(m, "head_w", m->V, m->D);
@@ -1807,23 +1951,22 @@ static void perpo__derive_sizes(perpo_model *m, const perpo_config *cfg) {
     m->g_rows = m->max_batch > m->L ? m->max_batch : m->L;
 }
 
-/* Parameters of a validated config: the sum perpo__build_tensor_table makes, without a table. */
-static size_t perpo__count_params(const perpo_config *c) {
-    size_t D = (size_t)c->d_model, M = (size_t)c->mlp_mult * D, V = (size_t)c->vocab;
-    size_t NP = (size_t)(c->image_h / c->patch_h) * (size_t)(c->image_w / c->patch_w);
-    size_t PPC = (size_t)c->patch_h * (size_t)c->patch_w * (size_t)(c->channels + 2 * c->pos_channels);
-    size_t L = NP + (size_t)c->max_text;
-    size_t block = 4 * D + 3 * D * D + 3 * D + D * D + D + M * D + M + D * M + D; /* perpo__add_block */
-    return D * PPC + D + NP * D + (size_t)c->n_vis_layers * block + 2 * D + 2 * (D * D + D) + V * D + L * D +
-           (size_t)c->n_dec_layers * block + 2 * D + V * D; /* caps of perpo_config_validate: no overflow */
+/* Tensors and parameters of a validated config, by a dry run of perpo__build_tensor_table. */
+static void perpo__count_tensors(const perpo_config *cfg, size_t *n_tensors, size_t *n_params) {
+    perpo_model m;
+    memset(&m, 0, sizeof m);
+    perpo__derive_sizes(&m, cfg);
+    perpo__build_tensor_table(&m);
+    *n_tensors = m.n_tensors;
+    *n_params = m.n_params;
 }
 
 /* Floats of the activation arena of a validated config, by a dry run of the carving, without
    allocating; 0 when a size overflows. */
 static size_t perpo__arena_floats(const perpo_config *cfg) {
     perpo_model m;
-    float *vis_x[65], *dec_x[65];
-    perpo__block_acts vis_acts[65], dec_acts[64];
+    float *vis_x[PERPO_MAX_LAYERS + 1], *dec_x[PERPO_MAX_LAYERS + 1];
+    perpo__block_acts vis_acts[PERPO_MAX_LAYERS + 1], dec_acts[PERPO_MAX_LAYERS];
     perpo__carver c;
     memset(&m, 0, sizeof m);
     perpo__derive_sizes(&m, cfg);
@@ -1837,7 +1980,7 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
     perpo_model *m;
     perpo__carver c;
     void *ctx;
-    size_t LV, LD, n_tensors;
+    size_t LV, LD, n_tensors, n_params;
     perpo_status st;
     if (!out) return PERPO_ERR_ARG;
     *out = NULL;
@@ -1847,7 +1990,7 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
     if (!m) return PERPO_ERR_NOMEM;
     perpo__derive_sizes(m, cfg);
     LV = (size_t)cfg->n_vis_layers; LD = (size_t)cfg->n_dec_layers;
-    n_tensors = 3 + 12 * LV + 2 + 4 + 2 + 12 * LD + 2 + 1;
+    perpo__count_tensors(cfg, &n_tensors, &n_params);
     m->tensors = (perpo__tensor *)perpo__calloc(ctx, n_tensors, sizeof *m->tensors);
     m->vis = (perpo__block *)perpo__calloc(ctx, LV + 1, sizeof *m->vis);
     m->dec = (perpo__block *)perpo__calloc(ctx, LD, sizeof *m->dec);
@@ -1865,7 +2008,7 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
         return PERPO_ERR_NOMEM;
     }
     perpo__build_tensor_table(m);
-    PERPO_ASSERT(m->n_tensors == n_tensors);
+    PERPO_ASSERT(m->n_tensors == n_tensors && m->n_params == n_params);
     m->params = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
     m->grads = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
     m->adam_m = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
@@ -1915,6 +2058,16 @@ PERPODEF perpo_status perpo_model_tensor(const perpo_model *m, size_t i, const c
     if (cols) *cols = m->tensors[i].cols;
     return PERPO_OK;
 }
+/* Every field of perpo_config but alloc_ctx as ints, in the order of the checkpoint format
+   (section 8): what checkpoints store and data-parallel workers compare. */
+#define PERPO__CONFIG_WORDS 15
+static void perpo__config_to_words(const perpo_config *c, int *v) {
+    v[0] = c->image_h; v[1] = c->image_w; v[2] = c->channels; v[3] = c->patch_h; v[4] = c->patch_w;
+    v[5] = c->pos_channels; v[6] = c->vis_sincos; v[7] = c->d_model; v[8] = c->n_heads;
+    v[9] = c->n_vis_layers; v[10] = c->n_dec_layers; v[11] = c->mlp_mult; v[12] = c->max_text;
+    v[13] = c->vocab; v[14] = c->max_batch;
+}
+
 /* Same architecture: every config field but max_batch (it sizes only the arena) and alloc_ctx. */
 static int perpo__same_architecture(const perpo_config *a, const perpo_config *b) {
     return a->image_h == b->image_h && a->image_w == b->image_w && a->channels == b->channels &&
@@ -1928,7 +2081,7 @@ PERPODEF perpo_status perpo_model_copy_params(perpo_model *dst, const perpo_mode
     memcpy(dst->params, src->params, src->n_params * sizeof(float));
     dst->params_version++;
     dst->params_known_finite = src->params_known_finite;
-    perpo_optimizer_reset(dst);
+    perpo_optim_reset(dst);
     dst->have_forward = 0;
     return PERPO_OK;
 }
@@ -2673,11 +2826,6 @@ PERPODEF perpo_status perpo_generate(perpo_model *m, const perpo_gen_request *re
 
 /* ---- Box parsing and IoU ---- */
 
-static int perpo__is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
 static int perpo__is_digit(char c) { return c >= '0' && c <= '9'; }
 
 /* One number: digits with an optional fraction ("12", "0.12"). The integer part must stay
@@ -2797,7 +2945,7 @@ PERPODEF float perpo_grounding_reward(const char *text, size_t len, const float 
 /* ---- OCR: edit distance ---- */
 
 PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *b, size_t nb,
-                                          size_t *dist)
+                                          size_t *dist, void *alloc_ctx)
 {
     size_t *row, i, j;
     if (!dist || (!a && na) || (!b && nb)) return PERPO_ERR_ARG;
@@ -2808,7 +2956,7 @@ PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *
     if (na < nb) { const char *t = a; size_t n = na; a = b; na = nb; b = t; nb = n; }
     if (nb == 0) { *dist = na; return PERPO_OK; }
     if (nb >= SIZE_MAX / sizeof *row) return PERPO_ERR_OVERFLOW;
-    row = (size_t *)PERPO_MALLOC(NULL, (nb + 1) * sizeof *row);
+    row = (size_t *)PERPO_MALLOC(alloc_ctx, (nb + 1) * sizeof *row);
     if (!row) return PERPO_ERR_NOMEM;
     /* One DP row over the shorter string: row[j] = distance(a[0..i), b[0..j)). */
     for (j = 0; j <= nb; j++) row[j] = j;
@@ -2824,28 +2972,28 @@ PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *
         }
     }
     *dist = row[nb];
-    PERPO_FREE(NULL, row);
+    PERPO_FREE(alloc_ctx, row);
     return PERPO_OK;
 }
 
 PERPODEF perpo_status perpo_normalized_edit_distance(const char *a, size_t na, const char *b,
-                                                     size_t nb, float *ned)
+                                                     size_t nb, float *ned, void *alloc_ctx)
 {
     size_t d;
     perpo_status st;
     if (!ned) return PERPO_ERR_ARG;
-    if ((st = perpo_edit_distance(a, na, b, nb, &d)) != PERPO_OK) return st;
+    if ((st = perpo_edit_distance(a, na, b, nb, &d, alloc_ctx)) != PERPO_OK) return st;
     *ned = na || nb ? (float)((double)d / (double)(na > nb ? na : nb)) : 0.0f;
     return PERPO_OK;
 }
 
 PERPODEF perpo_status perpo_ocr_reward(const char *text, size_t len, const char *ref, size_t nref,
-                                       float *reward)
+                                       float *reward, void *alloc_ctx)
 {
     float ned;
     perpo_status st;
     if (!reward) return PERPO_ERR_ARG;
-    if ((st = perpo_normalized_edit_distance(text, len, ref, nref, &ned)) != PERPO_OK) return st;
+    if ((st = perpo_normalized_edit_distance(text, len, ref, nref, &ned, alloc_ctx)) != PERPO_OK) return st;
     *reward = 1.0f - ned;
     return PERPO_OK;
 }
@@ -2935,7 +3083,8 @@ static perpo__match perpo__match_grams(const perpo__gram *h, size_t nh, const pe
 }
 
 PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *ref, size_t nr,
-                                        float *precision, float *recall, float *f1, float *bleu)
+                                        float *precision, float *recall, float *f1, float *bleu,
+                                        void *alloc_ctx)
 {
     size_t th, tr, total, n;
     perpo__gram *gh, *gr;
@@ -2950,7 +3099,7 @@ PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *
         total = th + tr;
         if (total < th || total > SIZE_MAX / (sizeof(perpo__gram) + sizeof(perpo__word)))
             return PERPO_ERR_OVERFLOW;
-        gh = (perpo__gram *)PERPO_MALLOC(NULL, total * (sizeof(perpo__gram) + sizeof(perpo__word)));
+        gh = (perpo__gram *)PERPO_MALLOC(alloc_ctx, total * (sizeof(perpo__gram) + sizeof(perpo__word)));
         if (!gh) return PERPO_ERR_NOMEM;
         gr = gh + th;
         wh = (perpo__word *)(gr + tr);
@@ -2972,7 +3121,7 @@ PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *
             if (n == 4) /* geometric mean of p1..p4 times the brevity penalty */
                 b = exp(0.25 * log_p + (th > tr ? 0.0 : 1.0 - (double)tr / (double)th));
         }
-        PERPO_FREE(NULL, gh);
+        PERPO_FREE(alloc_ctx, gh);
     }
     if (precision) *precision = (float)p;
     if (recall) *recall = (float)r;
@@ -2982,13 +3131,13 @@ PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *
 }
 
 PERPODEF perpo_status perpo_ocr_score(const char *hyp, size_t nh, const char *ref, size_t nr,
-                                      perpo_ocr_scores *out)
+                                      perpo_ocr_scores *out, void *alloc_ctx)
 {
     perpo_ocr_scores s;
     perpo_status st;
     if (!out) return PERPO_ERR_ARG;
-    if ((st = perpo_normalized_edit_distance(hyp, nh, ref, nr, &s.edit_distance)) != PERPO_OK ||
-        (st = perpo_word_scores(hyp, nh, ref, nr, &s.precision, &s.recall, &s.f1, &s.bleu)) !=
+    if ((st = perpo_normalized_edit_distance(hyp, nh, ref, nr, &s.edit_distance, alloc_ctx)) != PERPO_OK ||
+        (st = perpo_word_scores(hyp, nh, ref, nr, &s.precision, &s.recall, &s.f1, &s.bleu, alloc_ctx)) !=
             PERPO_OK)
         return st;
     *out = s;
@@ -2998,6 +3147,16 @@ PERPODEF perpo_status perpo_ocr_score(const char *hyp, size_t nh, const char *re
 /* ---- Listwise objectives ----
  * Every objective works on s_k = logp_k - ref_logp_k in double, returns the loss and ADDS
  * dL/ds_k into g (= dL/dlogp_k, the reference being constant). */
+
+PERPODEF const char *perpo_objective_name(perpo_objective kind) {
+    switch (kind) {
+    case PERPO_OBJ_PERPO: return "PerPO";
+    case PERPO_OBJ_DPO: return "DPO";
+    case PERPO_OBJ_LIPO: return "LiPO";
+    case PERPO_OBJ_LISTMLE: return "ListMLE";
+    }
+    return "unknown";
+}
 
 PERPODEF perpo_objective_config perpo_objective_default(perpo_objective kind)
 {
@@ -3049,7 +3208,7 @@ static void perpo__argsort_desc(const double *key, int n, int *idx)
     }
 }
 
-/* PerPO (PAPER.md, "The loss"): L = sum_{R_i > R_j} w_ij l(beta (s_i - s_j)) with
+/* PerPO (arXiv 2502.04371, its listwise loss): L = sum_{R_i > R_j} w_ij l(beta (s_i - s_j)) with
  * w_ij = |R_i - R_j|^gamma / sum_{R_k > R_l} |R_k - R_l|^gamma. Gaps are divided by the largest
  * gap first: the weights are unchanged (the factor cancels) and pow() can neither overflow nor
  * make every weight underflow, since the largest gap has weight 1 before normalizing. */
@@ -3248,7 +3407,7 @@ PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *l
 }
 
 /* ==========================================================================================
-   6. Optimizer (AdamW, cosine schedule, clipping) and the SFT trainer
+   6. Optimizer (AdamW, cosine schedule, clipping), data parallelism and the SFT trainer
    ========================================================================================== */
 
 PERPODEF perpo_optim_config perpo_optim_default(void) {
@@ -3283,8 +3442,8 @@ PERPODEF float perpo_lr_at(const perpo_optim_config *oc, int step) {
     return (float)(oc->min_lr + 0.5 * (oc->lr - oc->min_lr) * (1.0 + cos(3.141592653589793 * progress)));
 }
 
-PERPODEF perpo_status perpo_optimizer_step(perpo_model *m, const perpo_optim_config *oc,
-                                           float grad_scale, float *grad_norm) {
+PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config *oc,
+                                       float grad_scale, float *grad_norm) {
     double sumsq = 0.0, norm, bc1, bc2;
     float mult, lr, step_size, bc2_sqrt;
     size_t i, k;
@@ -3358,8 +3517,8 @@ PERPODEF perpo_status perpo_optimizer_step(perpo_model *m, const perpo_optim_con
     return PERPO_OK;
 }
 
-PERPODEF int perpo_optimizer_steps(const perpo_model *m) { return m ? m->opt_step : 0; }
-PERPODEF void perpo_optimizer_reset(perpo_model *m) {
+PERPODEF int perpo_optim_step_count(const perpo_model *m) { return m ? m->opt_step : 0; }
+PERPODEF void perpo_optim_reset(perpo_model *m) {
     if (!m) return;
     memset(m->adam_m, 0, m->n_params * sizeof(float));
     memset(m->adam_v, 0, m->n_params * sizeof(float));
@@ -3407,14 +3566,13 @@ static uint64_t perpo__hash_optim(uint64_t h, const perpo_optim_config *oc) {
     v[0] = oc->warmup_steps; v[1] = oc->total_steps;
     return perpo__hash_words(perpo__hash_words(h, f, 7), v, 2);
 }
-static void perpo__config_to_words(const perpo_config *c, int *v); /* section 7 */
 /* The architecture and weights, and with resume the AdamW moments and step: workers that start
    from different weights (one forgot to load the checkpoint) are refused before any step. */
 static uint64_t perpo__hash_model(const perpo_model *m, int with_optimizer) {
-    int cfgv[15];
+    int cfgv[PERPO__CONFIG_WORDS];
     uint64_t h = 0xCBF29CE484222325ull;
     perpo__config_to_words(&m->cfg, cfgv);
-    h = perpo__hash_words(h, cfgv, 15);
+    h = perpo__hash_words(h, cfgv, PERPO__CONFIG_WORDS);
     h = perpo__hash_words(h, m->params, m->n_params);
     if (with_optimizer) {
         h = perpo__hash_words(h, m->adam_m, m->n_params);
@@ -3504,16 +3662,16 @@ static perpo_status perpo__report(const perpo_parallel *par, perpo_progress_fn p
     return PERPO_OK;
 }
 
-PERPODEF perpo_train_config perpo_train_default(void) {
-    perpo_train_config t;
+PERPODEF perpo_sft_config perpo_sft_default(void) {
+    perpo_sft_config t;
     t.optim = perpo_optim_default();
     t.batch_size = 32; t.accum_steps = 1; t.seed = 1; t.log_every = 10; t.resume = 0;
     t.parallel = perpo__parallel_none();
     return t;
 }
 
-/* The ranges documented at perpo_train_config. */
-static int perpo__check_train_config(const perpo_model *m, const perpo_train_config *tc) {
+/* The ranges documented at perpo_sft_config. */
+static int perpo__check_sft_config(const perpo_model *m, const perpo_sft_config *tc) {
     return tc && tc->batch_size >= 1 && (size_t)tc->batch_size <= m->max_batch && tc->accum_steps >= 1 &&
            tc->accum_steps <= PERPO_MAX_ACCUM && tc->log_every >= 1 && (tc->resume == 0 || tc->resume == 1) &&
            perpo_optim_validate(&tc->optim) == PERPO_OK;
@@ -3561,17 +3719,17 @@ static int perpo__positions_fit(int total_steps, int accum_steps, size_t per_mic
 }
 
 static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void *next_user,
-                                     const perpo_train_config *tc, perpo_progress_fn progress, void *user,
+                                     const perpo_sft_config *tc, perpo_progress_fn progress, void *user,
                                      perpo_status local, uint64_t n_examples);
 
 PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, size_t n,
-                                      const perpo_train_config *tc, perpo_progress_fn progress,
+                                      const perpo_sft_config *tc, perpo_progress_fn progress,
                                       void *user) {
     perpo__example_set set;
     perpo_status st = PERPO_OK;
     size_t i;
     if (!m || !tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
-    if (!ex || n == 0 || !perpo__check_train_config(m, tc)) st = PERPO_ERR_ARG;
+    if (!ex || n == 0 || !perpo__check_sft_config(m, tc)) st = PERPO_ERR_ARG;
     for (i = 0; st == PERPO_OK && i < n; i++) { /* reject bad examples before touching the model */
         if (!ex[i].image || !ex[i].prompt || !ex[i].response) st = PERPO_ERR_ARG;
         else if (strlen(ex[i].prompt) + strlen(ex[i].response) + 3 > m->T) st = PERPO_ERR_ARG;
@@ -3590,10 +3748,131 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, s
 }
 
 PERPODEF perpo_status perpo_sft_train_stream(perpo_model *m, perpo_example_fn next, void *next_user,
-                                             const perpo_train_config *tc, perpo_progress_fn progress,
+                                             const perpo_sft_config *tc, perpo_progress_fn progress,
                                              void *user) {
     if (!m || !tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
     return perpo__sft_train(m, next, next_user, tc, progress, user, next ? PERPO_OK : PERPO_ERR_ARG, 0);
+}
+
+/* ---- The loop both trainers share --------------------------------------------------------- */
+/* What one trainer call brings to the loop: the gradient of one step, its optimizer settings
+   and how it reports. step_grads adds the gradient of optimizer step `step` (data-parallel:
+   summed over the workers) into the zeroed gradient buffer, the step's loss and metrics into p
+   and the target tokens it consumed into *tokens; an error ends training with it. */
+typedef struct perpo__trainer {
+    const char *phase;                /* perpo_progress.phase */
+    const perpo_optim_config *optim;
+    const perpo_parallel *par;
+    int log_every, resume;
+    float grad_scale;                 /* perpo_optim_step's scale: 1 / accumulated terms */
+    double t0;                        /* perpo__now() when the trainer was called */
+    perpo_status (*step_grads)(perpo_model *m, int step, perpo_progress *p, double *tokens, void *state);
+    void *state;
+} perpo__trainer;
+
+/* optim->total_steps optimizer steps from the model's step counter (0 unless resuming): zero
+   the gradients, accumulate one step's, take the AdamW step, report every log_every steps
+   with the wall-clock estimate of the time left. */
+static perpo_status perpo__train_loop(perpo_model *m, const perpo__trainer *tr, perpo_progress_fn progress,
+                                      void *user) {
+    double tokens = 0.0;
+    int step, start;
+    perpo_status st;
+    if (!tr->resume) perpo_optim_reset(m);
+    start = m->opt_step;
+    for (step = start; step < tr->optim->total_steps; step++) { /* resumes at opt_step */
+        perpo_progress p;
+        float gnorm = 0.0f;
+        int stop = 0;
+        memset(&p, 0, sizeof p);
+        perpo_zero_grad(m);
+        if ((st = tr->step_grads(m, step, &p, &tokens, tr->state)) != PERPO_OK) return st;
+        if ((st = perpo_optim_step(m, tr->optim, tr->grad_scale, &gnorm)) != PERPO_OK) return st;
+        if ((step + 1) % tr->log_every == 0 || step + 1 == tr->optim->total_steps) {
+            p.phase = tr->phase; p.step = step + 1; p.total_steps = tr->optim->total_steps;
+            p.lr = perpo_lr_at(tr->optim, m->opt_step - 1); p.grad_norm = gnorm;
+            p.tokens = tokens; p.elapsed_s = perpo__now() - tr->t0;
+            p.eta_s = p.elapsed_s / (double)(step + 1 - start) * (double)(tr->optim->total_steps - step - 1);
+            if ((st = perpo__report(tr->par, progress, &p, user, &stop)) != PERPO_OK) return st;
+            if (stop) break;
+        }
+    }
+    return PERPO_OK;
+}
+
+/* What an SFT step needs, allocated once per call. */
+typedef struct perpo__sft_state {
+    const perpo_sft_config *tc;
+    perpo_example_fn next;
+    void *next_user;
+    size_t B, T, R, rank;
+    int *tok, *tgt;
+    const float **imgs;
+    float *logp, *dlogp;
+    perpo_status pending; /* a data-parallel worker's own failure, told at the next reduction */
+} perpo__sft_state;
+
+/* One SFT step's gradient: accum_steps micro-batches of the mean token cross-entropy. */
+static perpo_status perpo__sft_step(perpo_model *m, int step, perpo_progress *p, double *tokens, void *state) {
+    perpo__sft_state *S = (perpo__sft_state *)state;
+    const perpo_sft_config *tc = S->tc;
+    const perpo_parallel *par = &tc->parallel;
+    size_t B = S->B, T = S->T, b;
+    perpo_status st;
+    int a;
+    for (a = 0; a < tc->accum_steps; a++) {
+        perpo_batch batch;
+        size_t count = 0, nt;
+        float ce = 0.0f, count_all;
+        for (b = 0; S->pending == PERPO_OK && b < B; b++) {
+            /* this worker's share of micro-batch (step, a): positions [rank * B, rank * B + B) */
+            size_t g = (((size_t)step * (size_t)tc->accum_steps + (size_t)a) * S->R + S->rank) * B + b;
+            perpo_example e;
+            memset(&e, 0, sizeof e);
+            if ((st = S->next(g, b, &e, S->next_user)) != PERPO_OK) S->pending = st;
+            else if (!e.image || !e.prompt || !e.response ||
+                     perpo_text_encode(&m->cfg, e.prompt, strlen(e.prompt), e.response, strlen(e.response),
+                                       S->tok + b * T, S->tgt + b * T, &nt) != PERPO_OK)
+                S->pending = PERPO_ERR_ARG;
+            else {
+                S->imgs[b] = e.image;
+                count += nt;
+            }
+        }
+        if (S->pending == PERPO_OK) {
+            batch.n_seq = B; batch.n_img = B; batch.images = S->imgs; batch.image_of = NULL;
+            batch.tokens = S->tok; batch.targets = S->tgt;
+            S->pending = perpo_forward(m, &batch, S->logp, &ce);
+        }
+        if (par->reduce) { /* the micro-batch's token count and summed NLL over all workers */
+            float buf[3];
+            double nll = 0.0;
+            for (b = 0; S->pending == PERPO_OK && b < B; b++) nll -= (double)S->logp[b];
+            buf[0] = (float)count; buf[1] = (float)nll;
+            if ((st = perpo__collective(par, buf, 3, S->pending)) != PERPO_OK) return st;
+            /* a sum of whole numbers is exact below 2^24 and at least 2^24 otherwise */
+            if (!(buf[0] >= 1.0f && buf[0] < 16777216.0f && buf[0] == floorf(buf[0]))) return PERPO_ERR_OVERFLOW;
+            count_all = buf[0];
+            ce = buf[1] / buf[0];
+        } else {
+            if ((st = S->pending) != PERPO_OK) return st;
+            count_all = (float)count;
+        }
+        /* mean token cross-entropy over the whole micro-batch */
+        for (b = 0; b < B; b++) S->dlogp[b] = -1.0f / count_all;
+        if ((st = perpo_backward(m, S->dlogp)) != PERPO_OK) {
+            if (!par->reduce) return st;
+            S->pending = st; /* told to the others at the next reduction */
+        }
+        p->loss += ce / (float)tc->accum_steps;
+        *tokens += par->reduce ? (double)count_all : (double)count;
+    }
+    if (par->reduce) { /* the gradient sums over all workers: clipping sees the global norm */
+        float flag[1];
+        if ((st = perpo__collective(par, flag, 1, S->pending)) != PERPO_OK) return st;
+        if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) return st;
+    }
+    return PERPO_OK;
 }
 
 /* Both SFT entries. local: an error found by the caller (data-parallel workers still join the
@@ -3601,34 +3880,34 @@ PERPODEF perpo_status perpo_sft_train_stream(perpo_model *m, perpo_example_fn ne
    must agree on. Without a reduction hook this is the single-process trainer of version 0.2,
    operation for operation. */
 static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void *next_user,
-                                     const perpo_train_config *tc, perpo_progress_fn progress, void *user,
+                                     const perpo_sft_config *tc, perpo_progress_fn progress, void *user,
                                      perpo_status local, uint64_t n_examples) {
     const perpo_parallel *par = &tc->parallel;
-    size_t B = 0, T, b, R = 1, rank = 0;
-    int *tok = NULL, *tgt, step, start;
-    const float **imgs = NULL;
-    float *logp = NULL, *dlogp;
-    double tokens = 0.0, t0 = perpo__now();
-    perpo_status st = PERPO_OK, pending = PERPO_OK; /* pending: a data-parallel worker's own failure */
+    perpo__sft_state S;
+    perpo__trainer tr;
+    double t0 = perpo__now();
+    perpo_status st = PERPO_OK;
     void *ctx = m->cfg.alloc_ctx;
-    if (par->reduce) { R = (size_t)par->world; rank = (size_t)par->rank; }
-    if (local == PERPO_OK && (!perpo__check_train_config(m, tc) ||
-                              !perpo__positions_fit(tc->optim.total_steps, tc->accum_steps, R * (size_t)tc->batch_size)))
+    memset(&S, 0, sizeof S);
+    S.tc = tc; S.next = next; S.next_user = next_user; S.R = 1; S.pending = PERPO_OK;
+    if (par->reduce) { S.R = (size_t)par->world; S.rank = (size_t)par->rank; }
+    if (local == PERPO_OK && (!perpo__check_sft_config(m, tc) ||
+                              !perpo__positions_fit(tc->optim.total_steps, tc->accum_steps, S.R * (size_t)tc->batch_size)))
         local = PERPO_ERR_ARG;
     if (local != PERPO_OK && !par->reduce) return local;
-    T = m->T;
+    S.T = m->T;
     if (local == PERPO_OK) { /* everything a step needs is allocated here, once */
-        B = (size_t)tc->batch_size;
-        tok = (int *)perpo__calloc(ctx, 2 * B * T, sizeof(int));
-        imgs = (const float **)perpo__calloc(ctx, B, sizeof(float *));
-        logp = (float *)perpo__calloc(ctx, 2 * B, sizeof(float));
-        if (!tok || !imgs || !logp) local = PERPO_ERR_NOMEM;
+        S.B = (size_t)tc->batch_size;
+        S.tok = (int *)perpo__calloc(ctx, 2 * S.B * S.T, sizeof(int));
+        S.imgs = (const float **)perpo__calloc(ctx, S.B, sizeof(float *));
+        S.logp = (float *)perpo__calloc(ctx, 2 * S.B, sizeof(float));
+        if (!S.tok || !S.imgs || !S.logp) local = PERPO_ERR_NOMEM;
     }
     if (par->reduce) {
         uint64_t w[PERPO__HS_WORDS];
         memset(w, 0, sizeof w);
         if (local == PERPO_OK) {
-            w[0] = R; w[1] = B; w[2] = (uint64_t)tc->accum_steps; w[3] = (uint64_t)tc->log_every;
+            w[0] = S.R; w[1] = S.B; w[2] = (uint64_t)tc->accum_steps; w[3] = (uint64_t)tc->log_every;
             w[4] = (uint64_t)tc->resume; w[5] = tc->resume ? (uint64_t)m->opt_step : 0u; w[6] = tc->seed;
             w[7] = perpo__hash_optim(0xCBF29CE484222325ull, &tc->optim); w[8] = perpo__hash_model(m, tc->resume);
             w[9] = n_examples;
@@ -3638,87 +3917,22 @@ static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void
         st = local;
         goto done;
     }
-    tgt = tok + B * T;
-    dlogp = logp + B;
-    if (!tc->resume) perpo_optimizer_reset(m);
-    start = m->opt_step;
-    for (step = start; step < tc->optim.total_steps; step++) { /* resumes at opt_step */
-        float loss = 0.0f, gnorm = 0.0f;
-        int a, stop = 0;
-        perpo_zero_grad(m);
-        for (a = 0; a < tc->accum_steps; a++) {
-            perpo_batch batch;
-            size_t count = 0, nt;
-            float ce = 0.0f, count_all;
-            for (b = 0; pending == PERPO_OK && b < B; b++) {
-                /* this worker's share of micro-batch (step, a): positions [rank * B, rank * B + B) */
-                size_t g = (((size_t)step * (size_t)tc->accum_steps + (size_t)a) * R + rank) * B + b;
-                perpo_example e;
-                memset(&e, 0, sizeof e);
-                if ((st = next(g, b, &e, next_user)) != PERPO_OK) pending = st;
-                else if (!e.image || !e.prompt || !e.response ||
-                         perpo_text_encode(&m->cfg, e.prompt, strlen(e.prompt), e.response, strlen(e.response),
-                                           tok + b * T, tgt + b * T, &nt) != PERPO_OK)
-                    pending = PERPO_ERR_ARG;
-                else {
-                    imgs[b] = e.image;
-                    count += nt;
-                }
-            }
-            if (pending == PERPO_OK) {
-                batch.n_seq = B; batch.n_img = B; batch.images = imgs; batch.image_of = NULL;
-                batch.tokens = tok; batch.targets = tgt;
-                pending = perpo_forward(m, &batch, logp, &ce);
-            }
-            if (par->reduce) { /* the micro-batch's token count and summed NLL over all workers */
-                float buf[3];
-                double nll = 0.0;
-                for (b = 0; pending == PERPO_OK && b < B; b++) nll -= (double)logp[b];
-                buf[0] = (float)count; buf[1] = (float)nll;
-                if ((st = perpo__collective(par, buf, 3, pending)) != PERPO_OK) goto done;
-                /* a sum of whole numbers is exact below 2^24 and at least 2^24 otherwise */
-                if (!(buf[0] >= 1.0f && buf[0] < 16777216.0f && buf[0] == floorf(buf[0]))) {
-                    st = PERPO_ERR_OVERFLOW;
-                    goto done;
-                }
-                count_all = buf[0];
-                ce = buf[1] / buf[0];
-            } else {
-                if ((st = pending) != PERPO_OK) goto done;
-                count_all = (float)count;
-            }
-            /* mean token cross-entropy over the whole micro-batch */
-            for (b = 0; b < B; b++) dlogp[b] = -1.0f / count_all;
-            if ((st = perpo_backward(m, dlogp)) != PERPO_OK) {
-                if (!par->reduce) goto done;
-                pending = st; /* told to the others at the next reduction */
-            }
-            loss += ce / (float)tc->accum_steps;
-            tokens += par->reduce ? (double)count_all : (double)count;
-        }
-        if (par->reduce) { /* the gradient sums over all workers: clipping sees the global norm */
-            float flag[1];
-            if ((st = perpo__collective(par, flag, 1, pending)) != PERPO_OK) goto done;
-            if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) goto done;
-        }
-        if ((st = perpo_optimizer_step(m, &tc->optim, 1.0f / (float)tc->accum_steps, &gnorm)) != PERPO_OK) goto done;
-        if ((step + 1) % tc->log_every == 0 || step + 1 == tc->optim.total_steps) {
-            perpo_progress p;
-            memset(&p, 0, sizeof p);
-            p.phase = "sft"; p.step = step + 1; p.total_steps = tc->optim.total_steps;
-            p.loss = loss; p.lr = perpo_lr_at(&tc->optim, m->opt_step - 1); p.grad_norm = gnorm;
-            p.tokens = tokens; p.elapsed_s = perpo__now() - t0;
-            p.eta_s = p.elapsed_s / (double)(step + 1 - start) * (double)(tc->optim.total_steps - step - 1);
-            if ((st = perpo__report(par, progress, &p, user, &stop)) != PERPO_OK) goto done;
-            if (stop) break;
-        }
-    }
+    S.tgt = S.tok + S.B * S.T;
+    S.dlogp = S.logp + S.B;
+    tr.phase = "sft"; tr.optim = &tc->optim; tr.par = par; tr.log_every = tc->log_every; tr.resume = tc->resume;
+    tr.grad_scale = 1.0f / (float)tc->accum_steps; tr.t0 = t0; tr.step_grads = perpo__sft_step; tr.state = &S;
+    st = perpo__train_loop(m, &tr, progress, user);
 done:
-    PERPO_FREE(ctx, tok); PERPO_FREE(ctx, (void *)imgs); PERPO_FREE(ctx, logp);
+    PERPO_FREE(ctx, S.tok); PERPO_FREE(ctx, (void *)S.imgs); PERPO_FREE(ctx, S.logp);
     return st;
 }
 
-/* ---- Preference training ------------------------------------------------------------------- */
+/* ==========================================================================================
+   7. Preference optimization: lists of N samples scored by a task reward, reference
+      log-probs from the frozen SFT model, and the trainer of the listwise objectives
+      (section 5) over them
+   ========================================================================================== */
+
 PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind) {
     perpo_pref_config p;
     p.objective = perpo_objective_default(kind);
@@ -3984,27 +4198,83 @@ static perpo_status perpo__pref_chunk(perpo_model *m, const perpo_pref_config *p
     return perpo_backward(m, s->dlogp);
 }
 
+/* The ranges documented at perpo_pref_config (those that do not depend on the lists). */
+static int perpo__check_pref_config(const perpo_pref_config *pc) {
+    return pc->lists_per_step >= 1 && pc->accum_steps >= 1 && pc->accum_steps <= PERPO_MAX_ACCUM &&
+           pc->log_every >= 1 && pc->nll_weight >= 0.0f && pc->nll_weight <= PERPO_MAX_NLL_WEIGHT &&
+           (pc->mean_logp == 0 || pc->mean_logp == 1) && (pc->resume == 0 || pc->resume == 1) &&
+           (pc->nll_on_truth == 0 || pc->nll_on_truth == 1) && perpo__objective_check(&pc->objective) == PERPO_OK &&
+           perpo_optim_validate(&pc->optim) == PERPO_OK;
+}
+
+/* What a preference step needs across the steps of one perpo_pref_train call. */
+typedef struct perpo__pref_state {
+    const perpo_pref_config *pc;
+    const perpo_pref_list *lists; /* this worker's part: positions [offset, offset + n_lists) */
+    size_t n_lists, offset, total, L, Lg, epoch;
+    int truth_row;
+    perpo__pref_scratch *s;
+    perpo_status pending;         /* a data-parallel worker's own failure, told at the next reduction */
+} perpo__pref_state;
+
+/* One preference step's gradient: accum_steps micro-batches of Lg positions of the shuffled
+   whole set, this worker's lists of each in chunks of at most L. */
+static perpo_status perpo__pref_step(perpo_model *m, int step, perpo_progress *p, double *tokens, void *state) {
+    perpo__pref_state *S = (perpo__pref_state *)state;
+    const perpo_pref_config *pc = S->pc;
+    const perpo_parallel *par = &pc->parallel;
+    double step_tokens = 0.0;
+    perpo_status st;
+    size_t j;
+    int a;
+    for (a = 0; a < pc->accum_steps && S->pending == PERPO_OK; a++) {
+        size_t count = S->Lg < S->total ? S->Lg : S->total, n_own = 0;
+        double scale = 1.0 / ((double)count * (double)pc->accum_steps); /* mean over all lists */
+        for (j = 0; j <= count && S->pending == PERPO_OK; j++) {
+            if (j < count) { /* position j of the micro-batch: train on it if the list is ours */
+                size_t g = ((size_t)step * (size_t)pc->accum_steps + (size_t)a) * S->Lg + j;
+                size_t idx = perpo__data_index(S->s->order, S->total, pc->seed, g, &S->epoch);
+                if (idx < S->offset || idx - S->offset >= S->n_lists) continue; /* another worker's */
+                S->s->ls[n_own++] = &S->lists[idx - S->offset];
+            }
+            if (n_own > 0 && (n_own == S->L || j == count)) { /* a full chunk, or the rest */
+                S->pending = perpo__pref_chunk(m, pc, S->s, n_own, S->truth_row, scale, p,
+                                               par->reduce ? &step_tokens : tokens);
+                n_own = 0;
+            }
+        }
+        if (S->pending != PERPO_OK && !par->reduce) return S->pending;
+    }
+    if (par->reduce) { /* metrics and gradient sums over all workers, then the same step */
+        float buf[8];
+        buf[0] = p->loss; buf[1] = p->reward_chosen; buf[2] = p->reward_rejected; buf[3] = p->reward_margin;
+        buf[4] = p->reward_accuracy; buf[5] = p->logp_chosen; buf[6] = (float)step_tokens;
+        if ((st = perpo__collective(par, buf, 8, S->pending)) != PERPO_OK) return st;
+        p->loss = buf[0]; p->reward_chosen = buf[1]; p->reward_rejected = buf[2]; p->reward_margin = buf[3];
+        p->reward_accuracy = buf[4]; p->logp_chosen = buf[5]; *tokens += (double)buf[6];
+        if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) return st;
+    }
+    return PERPO_OK;
+}
+
 /* Without a reduction hook this is the single-process trainer of version 0.2, operation for
    operation: every micro-batch is one chunk of at most lists_per_step lists. */
 PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *lists, size_t n_lists,
                                        const perpo_pref_config *pc, perpo_progress_fn progress, void *user) {
     const perpo_parallel *par;
     perpo__pref_scratch s;
+    perpo__pref_state S;
+    perpo__trainer tr;
     perpo_status st = PERPO_OK, local = PERPO_OK, pending = PERPO_OK;
-    size_t epoch = (size_t)-1, j, max_n = 0, L = 0, R = 1, offset = 0, total = n_lists, Lg, *order = NULL;
-    double tokens = 0.0, t0 = perpo__now();
-    int step, start, truth_row = 0, have_scratch = 0;
+    size_t j, max_n = 0, L = 0, R = 1, offset = 0, total = n_lists, *order = NULL;
+    double t0 = perpo__now();
+    int truth_row = 0, have_scratch = 0;
     void *ctx;
     if (!m || !pc || !perpo__parallel_ok(&pc->parallel)) return PERPO_ERR_ARG;
     par = &pc->parallel;
     ctx = m->cfg.alloc_ctx;
     if (par->reduce) R = (size_t)par->world;
-    if (pc->lists_per_step < 1 || pc->accum_steps < 1 || pc->accum_steps > PERPO_MAX_ACCUM ||
-        pc->log_every < 1 || !(pc->nll_weight >= 0.0f && pc->nll_weight <= PERPO_MAX_NLL_WEIGHT) ||
-        (pc->mean_logp != 0 && pc->mean_logp != 1) || (pc->resume != 0 && pc->resume != 1) ||
-        (pc->nll_on_truth != 0 && pc->nll_on_truth != 1) ||
-        perpo__objective_check(&pc->objective) != PERPO_OK || perpo_optim_validate(&pc->optim) != PERPO_OK)
-        local = PERPO_ERR_ARG;
+    if (!perpo__check_pref_config(pc)) local = PERPO_ERR_ARG;
     else if (n_lists > 0 || !par->reduce) /* a worker's part may be empty, one process's set not */
         local = perpo__check_lists(m, lists, n_lists);
     if (local == PERPO_OK) {
@@ -4044,56 +4314,12 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
         if (!(order = (size_t *)perpo__calloc(ctx, total, sizeof(size_t)))) pending = PERPO_ERR_NOMEM;
         s.order = order;
     }
-    if (!pc->resume) perpo_optimizer_reset(m);
-    start = m->opt_step;
-    Lg = R * L; /* positions per micro-batch over all workers */
-    for (step = start; step < pc->optim.total_steps; step++) { /* resumes at opt_step */
-        perpo_progress p;
-        float gnorm = 0.0f;
-        double step_tokens = 0.0;
-        int a, stop = 0;
-        memset(&p, 0, sizeof p);
-        perpo_zero_grad(m);
-        for (a = 0; a < pc->accum_steps && pending == PERPO_OK; a++) {
-            size_t count = Lg < total ? Lg : total, n_own = 0;
-            double scale = 1.0 / ((double)count * (double)pc->accum_steps); /* mean over all lists */
-            for (j = 0; j <= count && pending == PERPO_OK; j++) {
-                if (j < count) { /* position j of the micro-batch: train on it if the list is ours */
-                    size_t g = ((size_t)step * (size_t)pc->accum_steps + (size_t)a) * Lg + j;
-                    size_t idx = perpo__data_index(s.order, total, pc->seed, g, &epoch);
-                    if (idx < offset || idx - offset >= n_lists) continue; /* another worker's */
-                    s.ls[n_own++] = &lists[idx - offset];
-                }
-                if (n_own > 0 && (n_own == L || j == count)) { /* a full chunk, or the rest */
-                    pending = perpo__pref_chunk(m, pc, &s, n_own, truth_row, scale, &p,
-                                                par->reduce ? &step_tokens : &tokens);
-                    n_own = 0;
-                }
-            }
-            if (pending != PERPO_OK && !par->reduce) {
-                st = pending;
-                goto done;
-            }
-        }
-        if (par->reduce) { /* metrics and gradient sums over all workers, then the same step */
-            float buf[8];
-            buf[0] = p.loss; buf[1] = p.reward_chosen; buf[2] = p.reward_rejected; buf[3] = p.reward_margin;
-            buf[4] = p.reward_accuracy; buf[5] = p.logp_chosen; buf[6] = (float)step_tokens;
-            if ((st = perpo__collective(par, buf, 8, pending)) != PERPO_OK) goto done;
-            p.loss = buf[0]; p.reward_chosen = buf[1]; p.reward_rejected = buf[2]; p.reward_margin = buf[3];
-            p.reward_accuracy = buf[4]; p.logp_chosen = buf[5]; tokens += (double)buf[6];
-            if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) goto done;
-        }
-        if ((st = perpo_optimizer_step(m, &pc->optim, 1.0f, &gnorm)) != PERPO_OK) goto done;
-        if ((step + 1) % pc->log_every == 0 || step + 1 == pc->optim.total_steps) {
-            p.phase = "pref"; p.step = step + 1; p.total_steps = pc->optim.total_steps;
-            p.lr = perpo_lr_at(&pc->optim, m->opt_step - 1); p.grad_norm = gnorm;
-            p.tokens = tokens; p.elapsed_s = perpo__now() - t0;
-            p.eta_s = p.elapsed_s / (double)(step + 1 - start) * (double)(pc->optim.total_steps - step - 1);
-            if ((st = perpo__report(par, progress, &p, user, &stop)) != PERPO_OK) goto done;
-            if (stop) break;
-        }
-    }
+    S.pc = pc; S.lists = lists; S.n_lists = n_lists; S.offset = offset; S.total = total; S.L = L;
+    S.Lg = R * L; /* positions per micro-batch over all workers */
+    S.epoch = (size_t)-1; S.truth_row = truth_row; S.s = &s; S.pending = pending;
+    tr.phase = "pref"; tr.optim = &pc->optim; tr.par = par; tr.log_every = pc->log_every; tr.resume = pc->resume;
+    tr.grad_scale = 1.0f; tr.t0 = t0; tr.step_grads = perpo__pref_step; tr.state = &S;
+    st = perpo__train_loop(m, &tr, progress, user);
 done:
     if (have_scratch) perpo__pref_scratch_free(m, &s);
     PERPO_FREE(ctx, order);
@@ -4101,7 +4327,7 @@ done:
 }
 
 /* ==========================================================================================
-   7. Checkpoints. Format v2, all little-endian:
+   8. Checkpoints. Format v2, all little-endian:
         "PERPOCKP"  u32 version = 2  u32 flags (bit 0: optimizer state follows the parameters)
         15 x u32 config (image_h image_w channels patch_h patch_w pos_channels vis_sincos
                          d_model n_heads n_vis_layers n_dec_layers mlp_mult max_text vocab
@@ -4117,7 +4343,7 @@ done:
    ========================================================================================== */
 #define PERPO__CKPT_MAGIC "PERPOCKP"
 #define PERPO__CKPT_VERSION 2u
-#define PERPO__CKPT_NCFG 15    /* config words of version 2 */
+#define PERPO__CKPT_NCFG PERPO__CONFIG_WORDS /* config words of version 2 */
 #define PERPO__CKPT_NCFG_V1 12 /* and of version 1 */
 #define PERPO__CKPT_HEADER(ncfg) (8 + 4 + 4 + 4 * (ncfg) + 8)
 #ifndef PERPO_LOAD_MAX_ARENA_BYTES /* checkpoints whose activation arena would be larger are refused */
@@ -4130,13 +4356,7 @@ static void perpo__put_u32(unsigned char *p, uint32_t v) {
 static uint32_t perpo__get_u32(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
-/* The config as the checkpoint's words, in the order of the format above, and back. */
-static void perpo__config_to_words(const perpo_config *c, int *v) {
-    v[0] = c->image_h; v[1] = c->image_w; v[2] = c->channels; v[3] = c->patch_h; v[4] = c->patch_w;
-    v[5] = c->pos_channels; v[6] = c->vis_sincos; v[7] = c->d_model; v[8] = c->n_heads;
-    v[9] = c->n_vis_layers; v[10] = c->n_dec_layers; v[11] = c->mlp_mult; v[12] = c->max_text;
-    v[13] = c->vocab; v[14] = c->max_batch;
-}
+/* The config as the checkpoint's words (perpo__config_to_words, section 3) and back. */
 static void perpo__config_from_words(perpo_config *c, const int *v, uint32_t version) {
     int k, w[PERPO__CKPT_NCFG];
     if (version == 1) { /* image_h image_w channels patch, then d_model .. max_batch as in v2 */
@@ -4281,15 +4501,7 @@ PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *pa
     return io.ok ? PERPO_OK : PERPO_ERR_IO;
 }
 
-PERPODEF perpo_status perpo_model_save(const perpo_model *m, const char *path) {
-    return perpo_checkpoint_save(m, path, 0);
-}
-
-PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path) {
-    return perpo_model_load_ex(out, path, NULL);
-}
-
-PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, void *alloc_ctx) {
+PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void *alloc_ctx) {
     unsigned char head[PERPO__CKPT_HEADER(PERPO__CKPT_NCFG)], word[4];
     int cfgv[PERPO__CKPT_NCFG], k, ncfg;
     perpo_config c;
@@ -4302,9 +4514,9 @@ PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, v
     perpo_status st;
     if (!out || !path) return PERPO_ERR_ARG;
     *out = NULL;
-    if (perpo__open_read(path, &io.f, NULL) != PERPO_OK) return PERPO_ERR_IO;
+    if (perpo__open_sized(path, &io.f, &fsize, NULL, 0) != PERPO_OK) return PERPO_ERR_IO;
     io.crc = 0; io.ok = 1;
-    if (fseek(io.f, 0, SEEK_END) != 0 || (fsize = ftell(io.f)) < 0 || fseek(io.f, 0, SEEK_SET) != 0) { fclose(io.f); return PERPO_ERR_IO; }
+    if (fsize < 0) { fclose(io.f); return PERPO_ERR_IO; }
     perpo__ckpt_read(&io, head, 16);
     version = io.ok ? perpo__get_u32(head + 8) : 0;
     if (!io.ok || memcmp(head, PERPO__CKPT_MAGIC, 8) != 0 || (version != 1 && version != PERPO__CKPT_VERSION)) {
@@ -4334,8 +4546,9 @@ PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, v
        must not make the loader allocate gigabytes through max_batch/max_text: both are checked
        before anything is allocated. */
     {
-        size_t arena = perpo__arena_floats(&c);
-        if ((uint64_t)perpo__count_params(&c) != n_params || arena == 0 ||
+        size_t arena = perpo__arena_floats(&c), n_tensors, count;
+        perpo__count_tensors(&c, &n_tensors, &count);
+        if ((uint64_t)count != n_params || arena == 0 ||
             arena > (size_t)PERPO_LOAD_MAX_ARENA_BYTES / sizeof(float)) {
             fclose(io.f);
             return PERPO_ERR_FORMAT;
@@ -4365,20 +4578,8 @@ PERPODEF perpo_status perpo_model_load_ex(perpo_model **out, const char *path, v
 }
 
 /* ==========================================================================================
-   8. Bring your own data: 8-bit PGM/PPM images and a TSV manifest (image, prompt, answer)
+   9. Bring your own data: 8-bit PGM/PPM images and a TSV manifest (image, prompt, answer)
    ========================================================================================== */
-
-/* printf into err[0..cap) when err is given; always NUL-terminated, never more than one line. */
-#if defined(__GNUC__) || defined(__clang__)
-static void perpo__errf(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-#endif
-static void perpo__errf(char *err, size_t cap, const char *fmt, ...) {
-    va_list ap;
-    if (!err || cap == 0) return;
-    va_start(ap, fmt);
-    vsnprintf(err, cap, fmt, ap);
-    va_end(ap);
-}
 
 /* Writes "prefix: " into err and returns how many bytes of err it took (so a callee can write
  * its message right after). */
@@ -4399,15 +4600,11 @@ static const char *perpo__show_byte(unsigned char c, char buf[8]) {
 
 /* ---- PGM / PPM ---- */
 
-static int perpo__pnm_space(unsigned char c) {
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
-}
-
 /* Skips whitespace and '#' comments (to the next CR or LF). */
 static void perpo__pnm_skip(const unsigned char *d, size_t len, size_t *pos) {
     size_t i = *pos;
     while (i < len) {
-        if (perpo__pnm_space(d[i])) i++;
+        if (perpo__is_space(d[i])) i++;
         else if (d[i] == '#') { while (i < len && d[i] != '\n' && d[i] != '\r') i++; }
         else break;
     }
@@ -4470,13 +4667,13 @@ PERPODEF perpo_status perpo_image_parse_pnm(const unsigned char *d, size_t len, 
     if (len == 0) { perpo__errf(err, err_cap, "empty input"); return PERPO_ERR_FORMAT; }
     /* magic: "P5" or "P6", then whitespace or a comment */
     if (len < 2 || d[0] != 'P' || (d[1] != '5' && d[1] != '6')) {
-        if (len >= 2 && d[0] == 'P' && d[1] >= '1' && d[1] <= '7' && (len == 2 || perpo__pnm_space(d[2])))
+        if (len >= 2 && d[0] == 'P' && d[1] >= '1' && d[1] <= '7' && (len == 2 || perpo__is_space(d[2])))
             perpo__errf(err, err_cap, "unsupported format P%c (only binary PGM P5 and PPM P6)", d[1]);
         else
             perpo__errf(err, err_cap, "bad magic (not a binary PGM/PPM file)");
         return PERPO_ERR_FORMAT;
     }
-    if (len > 2 && !perpo__pnm_space(d[2]) && d[2] != '#') {
+    if (len > 2 && !perpo__is_space(d[2]) && d[2] != '#') {
         perpo__errf(err, err_cap, "bad magic (not a binary PGM/PPM file)");
         return PERPO_ERR_FORMAT;
     }
@@ -4505,7 +4702,7 @@ PERPODEF perpo_status perpo_image_parse_pnm(const unsigned char *d, size_t len, 
     if (pos < len && d[pos] == '#') /* as libnetpbm: the comment's line end delimits the raster */
         while (pos < len && d[pos] != '\n' && d[pos] != '\r') pos++;
     if (pos >= len) { perpo__errf(err, err_cap, "truncated header (nothing after maxval)"); return PERPO_ERR_FORMAT; }
-    if (!perpo__pnm_space(d[pos])) {
+    if (!perpo__is_space(d[pos])) {
         perpo__errf(err, err_cap, "no whitespace after maxval (found %s)", perpo__show_byte(d[pos], b));
         return PERPO_ERR_FORMAT;
     }
@@ -4549,13 +4746,11 @@ PERPODEF perpo_status perpo_image_parse_pnm(const unsigned char *d, size_t len, 
 }
 
 PERPODEF perpo_status perpo_image_load_pnm(const char *path, int want_w, int want_h, int channels,
-                                           float *out, char *err, size_t err_cap) {
+                                           float *out, char *err, size_t err_cap, void *alloc_ctx) {
     size_t bytes, cap, got, off;
     unsigned char *buf;
     perpo_status st;
-    const char *why;
     long fsize;
-    int rd_err;
     FILE *f;
     if (err && err_cap) err[0] = 0;
     if (!path) { perpo__errf(err, err_cap, "invalid arguments (path NULL)"); return PERPO_ERR_ARG; }
@@ -4568,33 +4763,13 @@ PERPODEF perpo_status perpo_image_load_pnm(const char *path, int want_w, int wan
         perpo__errf(err ? err + off : NULL, err_cap - off, "size %dx%d overflows", want_w, want_h);
         return PERPO_ERR_OVERFLOW;
     }
-    if (perpo__open_read(path, &f, &why) != PERPO_OK) {
-        if (why) perpo__errf(err ? err + off : NULL, err_cap - off, "%s", why);
-        else perpo__errf(err ? err + off : NULL, err_cap - off, "cannot open: %s", strerror(errno));
-        return PERPO_ERR_IO;
-    }
+    if ((st = perpo__open_sized(path, &f, &fsize, err ? err + off : NULL, err_cap - off)) != PERPO_OK) return st;
     /* a seekable file tells its size: allocate no more than it holds (+1 to see it grow) */
-    if (fseek(f, 0, SEEK_END) == 0 && (fsize = ftell(f)) >= 0 && (size_t)fsize < cap - 1 &&
-        fseek(f, 0, SEEK_SET) == 0)
-        cap = (size_t)fsize + 1;
-    else
-        rewind(f);
-    buf = (unsigned char *)PERPO_MALLOC(NULL, cap);
-    if (!buf) {
-        fclose(f);
-        perpo__errf(err ? err + off : NULL, err_cap - off, "out of memory");
-        return PERPO_ERR_NOMEM;
-    }
-    got = fread(buf, 1, cap, f);
-    rd_err = ferror(f);
-    fclose(f);
-    if (rd_err) {
-        PERPO_FREE(NULL, buf);
-        perpo__errf(err ? err + off : NULL, err_cap - off, "read error");
-        return PERPO_ERR_IO;
-    }
+    if ((st = perpo__read_to_end(f, alloc_ctx, fsize >= 0 && (size_t)fsize < cap - 1 ? (size_t)fsize + 1 : cap, cap - 1,
+                                 &buf, &got, err ? err + off : NULL, err_cap - off)) != PERPO_OK)
+        return st;
     st = perpo_image_parse_pnm(buf, got, want_w, want_h, channels, out, err ? err + off : NULL, err_cap - off);
-    PERPO_FREE(NULL, buf);
+    PERPO_FREE(alloc_ctx, buf);
     if (st == PERPO_OK && err && err_cap) err[0] = 0;
     return st;
 }
@@ -4663,13 +4838,13 @@ static perpo_status perpo__manifest_scan(char *text, const char *src, size_t len
 }
 
 PERPODEF perpo_status perpo_manifest_parse(const char *text, size_t len, perpo_manifest *out, char *err,
-                                           size_t err_cap) {
+                                           size_t err_cap, void *alloc_ctx) {
     size_t n = 0, head, total;
     perpo_status st;
     char *block;
     if (err && err_cap) err[0] = 0;
     if (!out || (!text && len)) { perpo__errf(err, err_cap, "invalid arguments"); return PERPO_ERR_ARG; }
-    out->entries = NULL; out->n = 0;
+    out->entries = NULL; out->n = 0; out->alloc_ctx_ = alloc_ctx;
     if (len > PERPO_MANIFEST_MAX_BYTES) {
         perpo__errf(err, err_cap, "manifest is %lu bytes, over the %lu-byte (1 GiB) limit", (unsigned long)len,
                     (unsigned long)PERPO_MANIFEST_MAX_BYTES);
@@ -4682,7 +4857,7 @@ PERPODEF perpo_status perpo_manifest_parse(const char *text, size_t len, perpo_m
         perpo__errf(err, err_cap, "manifest too large");
         return PERPO_ERR_OVERFLOW;
     }
-    block = (char *)PERPO_MALLOC(NULL, total);
+    block = (char *)PERPO_MALLOC(alloc_ctx, total);
     if (!block) { perpo__errf(err, err_cap, "out of memory"); return PERPO_ERR_NOMEM; }
     if (len) memcpy(block + head, text, len);
     block[head + len] = '\0';
@@ -4692,25 +4867,20 @@ PERPODEF perpo_status perpo_manifest_parse(const char *text, size_t len, perpo_m
     return PERPO_OK;
 }
 
-PERPODEF perpo_status perpo_manifest_load(const char *path, perpo_manifest *out, char *err, size_t err_cap) {
+PERPODEF perpo_status perpo_manifest_load(const char *path, perpo_manifest *out, char *err, size_t err_cap,
+                                          void *alloc_ctx) {
     size_t cap = 65536, len = 0, off;
-    char *buf, *nb;
+    unsigned char *buf;
     perpo_status st;
-    const char *why;
     long fsize;
-    int rd_err;
     FILE *f;
     if (err && err_cap) err[0] = 0;
-    if (out) { out->entries = NULL; out->n = 0; }
+    if (out) { out->entries = NULL; out->n = 0; out->alloc_ctx_ = alloc_ctx; }
     if (!path || !out) { perpo__errf(err, err_cap, "invalid arguments"); return PERPO_ERR_ARG; }
     off = perpo__err_prefix(err, err_cap, path);
-    if (perpo__open_read(path, &f, &why) != PERPO_OK) {
-        if (why) perpo__errf(err ? err + off : NULL, err_cap - off, "%s", why);
-        else perpo__errf(err ? err + off : NULL, err_cap - off, "cannot open: %s", strerror(errno));
-        return PERPO_ERR_IO;
-    }
+    if ((st = perpo__open_sized(path, &f, &fsize, err ? err + off : NULL, err_cap - off)) != PERPO_OK) return st;
     /* a seekable file tells its size up front: refuse a huge one before reading it */
-    if (fseek(f, 0, SEEK_END) == 0 && (fsize = ftell(f)) >= 0) {
+    if (fsize >= 0) {
         if ((size_t)fsize > PERPO_MANIFEST_MAX_BYTES) {
             fclose(f);
             perpo__errf(err ? err + off : NULL, err_cap - off, "manifest is %ld bytes, over the 1 GiB limit", fsize);
@@ -4718,47 +4888,24 @@ PERPODEF perpo_status perpo_manifest_load(const char *path, perpo_manifest *out,
         }
         if ((size_t)fsize + 1 > cap) cap = (size_t)fsize + 1;
     }
-    rewind(f);
-    buf = (char *)PERPO_MALLOC(NULL, cap);
-    if (!buf) {
-        fclose(f);
-        perpo__errf(err ? err + off : NULL, err_cap - off, "out of memory");
-        return PERPO_ERR_NOMEM;
-    }
-    for (;;) { /* read to the end, growing (a file that grew): never past the limit + 1 */
-        len += fread(buf + len, 1, cap - len, f);
-        if (len < cap || len > PERPO_MANIFEST_MAX_BYTES) break;
-        cap = cap > PERPO_MANIFEST_MAX_BYTES / 2 ? PERPO_MANIFEST_MAX_BYTES + 1 : 2 * cap;
-        nb = (char *)PERPO_REALLOC(NULL, buf, cap);
-        if (!nb) {
-            PERPO_FREE(NULL, buf);
-            fclose(f);
-            perpo__errf(err ? err + off : NULL, err_cap - off, "out of memory");
-            return PERPO_ERR_NOMEM;
-        }
-        buf = nb;
-    }
-    rd_err = ferror(f);
-    fclose(f);
-    if (rd_err) {
-        PERPO_FREE(NULL, buf);
-        perpo__errf(err ? err + off : NULL, err_cap - off, "read error");
-        return PERPO_ERR_IO;
-    }
+    /* read to the end, growing (a file that grew): never past the limit + 1 */
+    if ((st = perpo__read_to_end(f, alloc_ctx, cap, PERPO_MANIFEST_MAX_BYTES, &buf, &len, err ? err + off : NULL,
+                                 err_cap - off)) != PERPO_OK)
+        return st;
     if (len > PERPO_MANIFEST_MAX_BYTES) {
-        PERPO_FREE(NULL, buf);
+        PERPO_FREE(alloc_ctx, buf);
         perpo__errf(err ? err + off : NULL, err_cap - off, "manifest is over the 1 GiB limit");
         return PERPO_ERR_FORMAT;
     }
-    st = perpo_manifest_parse(buf, len, out, err ? err + off : NULL, err_cap - off);
-    PERPO_FREE(NULL, buf);
+    st = perpo_manifest_parse((const char *)buf, len, out, err ? err + off : NULL, err_cap - off, alloc_ctx);
+    PERPO_FREE(alloc_ctx, buf);
     if (st == PERPO_OK && err && err_cap) err[0] = 0;
     return st;
 }
 
 PERPODEF void perpo_manifest_free(perpo_manifest *m) {
     if (!m) return;
-    PERPO_FREE(NULL, m->entries);
+    PERPO_FREE(m->alloc_ctx_, m->entries);
     m->entries = NULL;
     m->n = 0;
 }
@@ -4779,12 +4926,29 @@ PERPODEF void perpo_manifest_free(perpo_manifest *m) {
           ranges for every config value; models track whether their weights are known finite;
           PERPO_SYNC durability hook. Fused products and attention, packed decoding weights.
      0.3  Data parallelism: perpo_reduce_fn and perpo_parallel (the field `parallel` of
-          perpo_train_config and perpo_pref_config; defaults: one process, and a zeroed field
+          perpo_sft_config and perpo_pref_config; defaults: one process, and a zeroed field
           is one process too), perpo_share, perpo_pref_sample_range, PERPO_ERR_PEER,
           PERPO_MAX_WORLD. perpo_pref_sample seeds each item's samples from (sc->seed, item
           index) instead of one stream per generation call: the lists of a given seed differ
           from 0.2's (same distribution), and no longer depend on max_batch. Without a hook the
           trainers do what 0.2 did, bit for bit.
+          One name for each thing (no aliases; results unchanged):
+            perpo_model_save(m, path)           -> perpo_checkpoint_save(m, path, 0)
+            perpo_model_load(out, path)         -> perpo_model_load(out, path, NULL)
+            perpo_model_load_ex                 -> perpo_model_load
+            perpo_optimizer_step                -> perpo_optim_step
+            perpo_optimizer_steps               -> perpo_optim_step_count
+            perpo_optimizer_reset               -> perpo_optim_reset
+            perpo_train_config                  -> perpo_sft_config
+            perpo_train_default                 -> perpo_sft_default
+          New: perpo_objective_name, PERPO_OBJ_COUNT.
+          The calls that allocate take the allocator context as their last argument (pass NULL
+          for the old behaviour): perpo_edit_distance, perpo_normalized_edit_distance,
+          perpo_ocr_reward, perpo_word_scores, perpo_ocr_score, perpo_image_load_pnm,
+          perpo_manifest_parse, perpo_manifest_load (perpo_manifest keeps it for
+          perpo_manifest_free). Config limits are public macros: PERPO_MAX_IMAGE_SIDE,
+          PERPO_MAX_CHANNELS, PERPO_MAX_PATCH_SIDE, PERPO_MAX_PATCHES, PERPO_MAX_D_MODEL,
+          PERPO_MAX_LAYERS, PERPO_MAX_MLP_MULT, PERPO_MIN_TEXT, PERPO_MAX_TEXT, PERPO_MAX_BATCH.
 
    LICENSE (MIT)
    Copyright (c) 2026 the perpo.h authors

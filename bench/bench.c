@@ -274,7 +274,7 @@ static void bench_sft(perpo_model *m, const perpo_config *c) {
         for (b = 0; b < B; b++) dlogp[b] = -1.0f / (float)count;
         if ((st = perpo_backward(m, dlogp)) != PERPO_OK) die("backward", st);
         t2 = now_s();
-        if ((st = perpo_optimizer_step(m, &oc, 1.0f, NULL)) != PERPO_OK) die("optimizer", st);
+        if ((st = perpo_optim_step(m, &oc, 1.0f, NULL)) != PERPO_OK) die("optimizer", st);
         t3 = now_s();
         dt = t3 - t0;
         if (r < 0) { fprintf(stderr, "bench: sft warm-up step %.1f ms, loss %.3f\n", 1e3 * dt, ce); continue; }
@@ -349,7 +349,7 @@ static void bench_perpo(perpo_model *m, const perpo_config *c) {
             total += loss / (double)n_lists;
         }
         if ((st = perpo_backward(m, dlogp)) != PERPO_OK) die("backward", st);
-        if ((st = perpo_optimizer_step(m, &oc, 1.0f, NULL)) != PERPO_OK) die("optimizer", st);
+        if ((st = perpo_optim_step(m, &oc, 1.0f, NULL)) != PERPO_OK) die("optimizer", st);
         dt = now_s() - t0;
         if (r < 0) { fprintf(stderr, "bench: perpo warm-up step %.1f ms, loss %.4f\n", 1e3 * dt, total); continue; }
         ms[r] = 1e3 * dt;

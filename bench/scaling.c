@@ -71,7 +71,7 @@ static int measure(const row *r, int reps, double ms[3]) {
         perpo_zero_grad(m);
         perpo_backward(m, dl);
         t2 = now_s();
-        perpo_optimizer_step(m, &oc, 1.0f, NULL);
+        perpo_optim_step(m, &oc, 1.0f, NULL);
         t3 = now_s();
         if (k) { t_f[k - 1] = (float)(t1 - t0); t_f[reps + k - 1] = (float)(t2 - t1); t_f[2 * reps + k - 1] = (float)(t3 - t0); }
     }

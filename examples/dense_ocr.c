@@ -79,7 +79,7 @@ static int density_of(const char *answer) {
 
 static float ocr_reward(const char *response, size_t len, const char *answer) {
     float r = 0.0f;
-    return perpo_ocr_reward(response, len, answer, strlen(answer), &r) == PERPO_OK ? r : 0.0f;
+    return perpo_ocr_reward(response, len, answer, strlen(answer), &r, NULL) == PERPO_OK ? r : 0.0f;
 }
 
 /* Overall metrics, then the edit distance and F1 at each density. */
@@ -87,7 +87,7 @@ enum { M_NED, M_F1, M_PREC, M_REC, M_BLEU, M_NED_D0, M_F1_D0 = M_NED_D0 + N_DENS
 static void ocr_score(const char *response, size_t len, const char *answer, int group, double *sum, double *weight) {
     perpo_ocr_scores s;
     int k;
-    if (perpo_ocr_score(response, len, answer, strlen(answer), &s) != PERPO_OK) {
+    if (perpo_ocr_score(response, len, answer, strlen(answer), &s, NULL) != PERPO_OK) {
         s.edit_distance = 1.0f; s.f1 = s.precision = s.recall = s.bleu = 0.0f;
     }
     sum[M_NED] += s.edit_distance; sum[M_F1] += s.f1; sum[M_PREC] += s.precision; sum[M_REC] += s.recall;

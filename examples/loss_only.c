@@ -21,8 +21,6 @@ int main(void) {
     /* log-probs of each response from your model (policy) and from the frozen SFT copy */
     const float logp[5] = {-14.2f, -15.0f, -13.1f, -12.7f, -30.5f};
     const float ref_logp[5] = {-14.0f, -15.5f, -13.0f, -12.0f, -29.0f};
-    const char *names[4] = {"PerPO", "DPO", "LiPO", "ListMLE"};
-    const perpo_objective kinds[4] = {PERPO_OBJ_PERPO, PERPO_OBJ_DPO, PERPO_OBJ_LIPO, PERPO_OBJ_LISTMLE};
     float reward[5], loss, grad[5];
     perpo_pref_metrics pm;
     perpo_status st;
@@ -34,14 +32,15 @@ int main(void) {
         printf("%-24s %7.3f %8.2f %8.2f\n", responses[i], reward[i], logp[i], ref_logp[i]);
     }
     printf("\n%-8s %9s   dLoss/dlogp for each response\n", "loss", "value");
-    for (k = 0; k < 4; k++) {
-        perpo_objective_config oc = perpo_objective_default(kinds[k]); /* beta 0.1, gamma 0.5 */
+    for (k = 0; k < PERPO_OBJ_COUNT; k++) {
+        const char *name = perpo_objective_name((perpo_objective)k);
+        perpo_objective_config oc = perpo_objective_default((perpo_objective)k); /* beta 0.1, gamma 0.5 */
         st = perpo_listwise_loss(&oc, 5, logp, ref_logp, reward, &loss, grad);
         if (st != PERPO_OK) {
-            fprintf(stderr, "%s: %s\n", names[k], perpo_status_string(st));
+            fprintf(stderr, "%s: %s\n", name, perpo_status_string(st));
             return 1;
         }
-        printf("%-8s %9.5f  ", names[k], loss);
+        printf("%-8s %9.5f  ", name, loss);
         for (i = 0; i < 5; i++) printf(" %+.5f", grad[i]);
         printf("\n");
     }

@@ -74,7 +74,7 @@ static void save(run *r, const char *name) {
     if (r->rank != 0) return;
     snprintf(r->path, sizeof r->path, "%s/%s", r->out, name);
     if ((st = perpo_checkpoint_save(r->model, r->path, PERPO_CKPT_OPTIMIZER)) != PERPO_OK) fail(r, r->path, st);
-    if (r->verbose) printf("rank 0 saved %s (step %d)\n", r->path, perpo_optimizer_steps(r->model));
+    if (r->verbose) printf("rank 0 saved %s (step %d)\n", r->path, perpo_optim_step_count(r->model));
 }
 
 /* Every rank gets every report (the metrics are global); rank 0 prints and saves. */
@@ -163,8 +163,8 @@ static int compare(const char *a, const char *b, const char *base, double tol) {
     double worst = 0.0, d2 = 0.0, u2 = 0.0, rel = 0.0;
     size_t i, n;
     int rc = 1;
-    if ((st = perpo_model_load(&x, a)) != PERPO_OK || (st = perpo_model_load(&y, b)) != PERPO_OK ||
-        (base && (st = perpo_model_load(&z, base)) != PERPO_OK)) {
+    if ((st = perpo_model_load(&x, a, NULL)) != PERPO_OK || (st = perpo_model_load(&y, b, NULL)) != PERPO_OK ||
+        (base && (st = perpo_model_load(&z, base, NULL)) != PERPO_OK)) {
         fprintf(stderr, "compare: %s\n", perpo_status_string(st));
         goto done;
     }
@@ -262,7 +262,7 @@ int main(int argc, char **argv) {
 
     /* ---- The model: the same on every rank ---- */
     if (init) {
-        if ((st = perpo_model_load(&sft, init)) != PERPO_OK) {
+        if ((st = perpo_model_load(&sft, init, NULL)) != PERPO_OK) {
             if (r.rank == 0)
                 fprintf(stderr, "mpi_train: cannot load %s (%s): run `make pretrain`, pass --init PATH, or --scratch 1\n",
                         init, perpo_status_string(st));
@@ -286,7 +286,7 @@ int main(int argc, char **argv) {
 
     /* ---- SFT on fresh scenes: rank r renders and trains on its share of every batch ---- */
     if (sft_steps > 0) {
-        perpo_train_config tc = perpo_train_default();
+        perpo_sft_config tc = perpo_sft_default();
         if (scenes_alloc(&stream, r.img, 1000 + seed, (size_t)batch) != 0) fail(&r, "scenes", PERPO_ERR_NOMEM);
         tc.batch_size = batch; tc.accum_steps = accum; tc.seed = seed;
         tc.optim.lr = (float)ex_arg_double(argc, argv, "--sft-lr", scratch ? 1e-3 : 1e-4);

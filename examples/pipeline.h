@@ -39,16 +39,23 @@ typedef struct option_spec {
 /* ---- Objectives compared ---------------------------------------------------------------- */
 #define EX_MAX_OBJECTIVES 4
 static const perpo_objective ex_objective_kinds[EX_MAX_OBJECTIVES] = {PERPO_OBJ_DPO, PERPO_OBJ_PERPO, PERPO_OBJ_LIPO, PERPO_OBJ_LISTMLE};
-static const char *const ex_objective_names[EX_MAX_OBJECTIVES] = {"DPO", "PerPO", "LiPO", "ListMLE"};
-static const char *const ex_objective_flags[EX_MAX_OBJECTIVES] = {"dpo", "perpo", "lipo", "listmle"};
 
-/* Is name in the comma-separated list (or is the list "all")? */
-static int objective_wanted(const char *list, const char *name) {
-    size_t n = strlen(name);
+/* Is the word w[0..len) the objective's flag, its name in lower case ("perpo" for PerPO)? */
+static int objective_flag_is(const char *w, size_t len, perpo_objective kind) {
+    const char *name = perpo_objective_name(kind);
+    size_t i;
+    if (strlen(name) != len) return 0;
+    for (i = 0; i < len; i++)
+        if (w[i] != (name[i] >= 'A' && name[i] <= 'Z' ? name[i] - 'A' + 'a' : name[i])) return 0;
+    return 1;
+}
+
+/* Is the objective's flag in the comma-separated list (or is the list "all")? */
+static int objective_wanted(const char *list, perpo_objective kind) {
     if (strcmp(list, "all") == 0) return 1;
     while (*list) {
         size_t len = strcspn(list, ",");
-        if (len == n && strncmp(list, name, n) == 0) return 1;
+        if (objective_flag_is(list, len, kind)) return 1;
         list += len + (list[len] == ',');
     }
     return 0;
@@ -128,7 +135,7 @@ static int parse_options(int argc, char **argv, options *o) {
         while (strcmp(o->objective, "all") != 0 && *p) { /* every comma-separated name known */
             size_t len = strcspn(p, ","), k2;
             for (k2 = 0; k2 < EX_MAX_OBJECTIVES; k2++)
-                if (strlen(ex_objective_flags[k2]) == len && strncmp(p, ex_objective_flags[k2], len) == 0) break;
+                if (objective_flag_is(p, len, ex_objective_kinds[k2])) break;
             if (k2 == EX_MAX_OBJECTIVES) {
                 fprintf(stderr, "bad --objective \"%s\" (comma-separated dpo, perpo, lipo, listmle, or all)\n", o->objective);
                 return -1;
@@ -358,7 +365,7 @@ static int user_data_load(user_data *u, const char *dir, const char *name, int W
     perpo_status st;
     memset(u, 0, sizeof *u);
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    if ((st = perpo_manifest_load(path, &u->manifest, err, sizeof err)) != PERPO_OK) {
+    if ((st = perpo_manifest_load(path, &u->manifest, err, sizeof err, NULL)) != PERPO_OK) {
         fprintf(stderr, "error: %s (%s)\n", err[0] ? err : path, perpo_status_string(st));
         return -1;
     }
@@ -370,7 +377,7 @@ static int user_data_load(user_data *u, const char *dir, const char *name, int W
         char img_path[2048];
         if (e->image[0] == '/') snprintf(img_path, sizeof img_path, "%s", e->image);
         else snprintf(img_path, sizeof img_path, "%s/%s", dir, e->image);
-        if ((st = perpo_image_load_pnm(img_path, W, H, 3, u->images + i * floats, err, sizeof err)) != PERPO_OK) {
+        if ((st = perpo_image_load_pnm(img_path, W, H, 3, u->images + i * floats, err, sizeof err, NULL)) != PERPO_OK) {
             fprintf(stderr, "error: %s line %zu: %s\n", path, e->line, err);
             user_data_free(u);
             return -1;
@@ -702,7 +709,7 @@ static perpo_status train_objective(perpo_model *pol, perpo_model *sft, const ta
 static perpo_status train_control(perpo_model *pol, perpo_model *sft, const dataset *prefs, const perpo_pref_list *lists,
                                   size_t kept, const options *o, int seed, run_log *log) {
     perpo_pref_config pc = pref_config(o, PERPO_OBJ_PERPO, seed);
-    perpo_train_config tc = perpo_train_default();
+    perpo_sft_config tc = perpo_sft_default();
     perpo_example *ex;
     perpo_status st;
     size_t i, n = o->rounds > 1 ? (size_t)prefs->n : kept;
@@ -739,10 +746,10 @@ static int run_preference(const task *tk, const options *o, int seed, perpo_mode
     if (kept == 0) { fprintf(stderr, "error: no list has a reward margin >= %.2f; lower --margin\n", o->margin); goto done; }
     if ((st = perpo_model_create(&pol, perpo_model_config(sft), (uint64_t)seed)) != PERPO_OK) { fail("model", st); goto done; }
     for (k = -1; k < EX_MAX_OBJECTIVES; k++) { /* -1: the control */
-        if (k >= 0 && !objective_wanted(o->objective, ex_objective_flags[k])) continue;
+        if (k >= 0 && !objective_wanted(o->objective, ex_objective_kinds[k])) continue;
         mr = &r->m[r->n_methods];
-        snprintf(mr->name, sizeof mr->name, "%s", k < 0 ? "control (SFT continued)" : ex_objective_names[k]);
-        run_log_start(&log, k < 0 ? "control" : ex_objective_names[k], o->verbose, &mr->curve);
+        snprintf(mr->name, sizeof mr->name, "%s", k < 0 ? "control (SFT continued)" : perpo_objective_name(ex_objective_kinds[k]));
+        run_log_start(&log, k < 0 ? "control" : perpo_objective_name(ex_objective_kinds[k]), o->verbose, &mr->curve);
         t = log.t0;
         st = k < 0 ? train_control(pol, sft, prefs, set.lists, kept, o, seed, &log)
                    : train_objective(pol, sft, tk, prefs, o, seed, k, &set, kept, &log);
@@ -971,7 +978,7 @@ static const char *instruction_set(void) {
 
 static int pretrain(const task *task, const options *o, int argc, char **argv) {
     perpo_model *m = NULL;
-    perpo_train_config tc = perpo_train_default();
+    perpo_sft_config tc = perpo_sft_default();
     pretrain_stream stream;
     pretrain_log pl;
     curve *full = (curve *)calloc(1, sizeof *full);
@@ -989,8 +996,8 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
     snprintf(pl.partial, sizeof pl.partial, "%s.partial", ckpt);
     snprintf(pl.curve_path, sizeof pl.curve_path, "%s.curve", ckpt);
     snprintf(json_path, sizeof json_path, "%s.json", ckpt);
-    if (perpo_model_load(&m, pl.partial) == PERPO_OK) {
-        start = perpo_optimizer_steps(m);
+    if (perpo_model_load(&m, pl.partial, NULL) == PERPO_OK) {
+        start = perpo_optim_step_count(m);
         if (o->verbose) fprintf(stderr, "[pretrain] resuming %s at step %d\n", pl.partial, start);
     } else if ((st = perpo_model_create(&m, &task->cfg, (uint64_t)o->seed)) != PERPO_OK) {
         free(full); free(seconds);
@@ -1016,7 +1023,7 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
     if (st == PERPO_OK && pl.save_status != PERPO_OK) st = pl.save_status;
     if (st != PERPO_OK) { fail("pretraining", st); goto done; }
     t_train = pl.seconds_before + wall_seconds() - pl.log.t0;
-    if ((st = perpo_model_save(m, ckpt)) != PERPO_OK) { fail("saving the checkpoint", st); goto done; }
+    if ((st = perpo_checkpoint_save(m, ckpt, 0)) != PERPO_OK) { fail("saving the checkpoint", st); goto done; }
     printf("wrote %s (%d steps, %.0f s of training)\n", ckpt, o->sft_steps, t_train);
 
     /* the record: how it was made, what it scores */
@@ -1140,7 +1147,7 @@ static perpo_model *sft_model(const task *tk, const options *o, const dataset *t
     perpo_status st;
     if (o->from_scratch) {
         if ((st = perpo_model_create(&m, &tk->cfg, (uint64_t)o->seed)) != PERPO_OK) { fail("model", st); return NULL; }
-    } else if ((st = perpo_model_load(&m, o->sft_ckpt)) != PERPO_OK) {
+    } else if ((st = perpo_model_load(&m, o->sft_ckpt, NULL)) != PERPO_OK) {
         fprintf(stderr, "error: cannot load the SFT checkpoint %s (%s).\n"
                         "       Run `make pretrain` to train it (or pass --sft-checkpoint FILE).\n",
                 o->sft_ckpt, perpo_status_string(st));
@@ -1149,7 +1156,7 @@ static perpo_model *sft_model(const task *tk, const options *o, const dataset *t
         fprintf(stderr, "[sft] loaded %s\n", o->sft_ckpt);
     }
     if (train && (o->from_scratch || o->sft_steps > 0)) {
-        perpo_train_config tc = perpo_train_default();
+        perpo_sft_config tc = perpo_sft_default();
         run_log log;
         tc.batch_size = o->batch; tc.seed = (uint64_t)o->seed; tc.log_every = 50;
         tc.optim.lr = (float)o->sft_lr; tc.optim.min_lr = (float)o->sft_lr * 0.05f;

@@ -9,9 +9,10 @@
  *   - the same call, repeated right away without a failure, succeeds (no half-updated state);
  *   - after cleanup no block is live, and every block was freed with the ctx it was
  *     allocated with.
- * Model allocations carry perpo_config.alloc_ctx; calls that pass ctx NULL (perpo_model_load,
- * whose model gets a NULL alloc_ctx, the OCR metrics, the data loaders) are counted by a
- * file-static fallback that shares the same sequence of call numbers.
+ * Model allocations carry perpo_config.alloc_ctx, and every other call here (perpo_model_load,
+ * the OCR metrics, the data loaders) is given the same context; an allocation that still came
+ * with ctx NULL would be counted by a file-static fallback that shares the same sequence of
+ * call numbers, and fails the test.
  * Prints one line per k, a summary, and "N passed, N failed" last; exits non-zero on failure.
  *   cc -std=c99 -O1 -o build/alloc_fail tests/alloc_fail.c -lm && ./build/alloc_fail [-v] */
 #include <stddef.h>
@@ -116,7 +117,7 @@ static const char *const af_tsv = "alloc_fail_tmp.tsv";
 enum { ST_CREATE, ST_SFT, ST_SAVE, ST_LOAD, ST_GENERATE, ST_PREF_SAMPLE, ST_PREF_REFERENCE, ST_PREF_TRAIN,
        ST_OCR, ST_MANIFEST, ST_PNM, ST_COUNT };
 static const char *const af_stage_names[ST_COUNT] = {
-    "perpo_model_create", "perpo_sft_train", "perpo_model_save", "perpo_model_load", "perpo_generate",
+    "perpo_model_create", "perpo_sft_train", "perpo_checkpoint_save", "perpo_model_load", "perpo_generate",
     "perpo_pref_sample", "perpo_pref_reference", "perpo_pref_train", "perpo_ocr_score",
     "perpo_manifest_load", "perpo_image_load_pnm"};
 
@@ -150,14 +151,14 @@ static perpo_status af_stage(af_world *w, int stage) {
         break;
     }
     case ST_SFT: {
-        perpo_train_config tc = perpo_train_default();
+        perpo_sft_config tc = perpo_sft_default();
         tc.batch_size = 2; tc.optim.total_steps = 2; tc.optim.warmup_steps = 1; tc.log_every = 1;
         st = perpo_sft_train(w->model, w->ex, 2, &tc, NULL, NULL);
         break;
     }
-    case ST_SAVE: st = perpo_model_save(w->model, af_ckpt); break;
+    case ST_SAVE: st = perpo_checkpoint_save(w->model, af_ckpt, 0); break;
     case ST_LOAD:
-        st = perpo_model_load(&w->loaded, af_ckpt);
+        st = perpo_model_load(&w->loaded, af_ckpt, &af_model_ctx);
         if (st != PERPO_OK && w->loaded) return PERPO_ERR_ARG; /* must stay NULL on error */
         break;
     case ST_GENERATE: {
@@ -191,19 +192,19 @@ static perpo_status af_stage(af_world *w, int stage) {
     case ST_OCR: {
         perpo_ocr_scores s;
         static const char hyp[] = "the quick brown fox jumps", ref[] = "the quick red fox jumped";
-        st = perpo_ocr_score(hyp, sizeof hyp - 1, ref, sizeof ref - 1, &s);
+        st = perpo_ocr_score(hyp, sizeof hyp - 1, ref, sizeof ref - 1, &s, &af_model_ctx);
         break;
     }
 #if AF_HAVE_DATA
     case ST_MANIFEST: {
         char err[128];
-        st = perpo_manifest_load(af_tsv, &w->manifest, err, sizeof err);
+        st = perpo_manifest_load(af_tsv, &w->manifest, err, sizeof err, &af_model_ctx);
         if (st != PERPO_OK && (w->manifest.entries || w->manifest.n)) return PERPO_ERR_ARG;
         break;
     }
     case ST_PNM: {
         char err[128];
-        st = perpo_image_load_pnm(af_ppm, AF_W, AF_W, 3, w->pnm, err, sizeof err);
+        st = perpo_image_load_pnm(af_ppm, AF_W, AF_W, 3, w->pnm, err, sizeof err, &af_model_ctx);
         break;
     }
 #endif
@@ -329,8 +330,9 @@ int main(int argc, char **argv) {
     if (r.stage >= 0 || r.failed) { failed++; printf("alloc_fail: FAIL: the run with no injected failure did not succeed\n"); }
     printf("alloc_fail: failures landed in:");
     for (s = 0; s < ST_COUNT; s++) if (fails_per_stage[s]) printf(" %s x%ld", af_stage_names[s], fails_per_stage[s]);
-    printf("\nalloc_fail: calls with ctx NULL (no way to pass a context):");
+    printf("\nalloc_fail: calls with ctx NULL (every call here passes a context, so none):");
     for (s = 0; s < ST_COUNT; s++) if (null_calls_in[s]) printf(" %s x%ld", af_stage_names[s], null_calls_in[s]);
+    if (af_state.calls_by[1]) { failed++; printf("\nalloc_fail: FAIL: an allocation did not get the caller's context"); }
     printf("\n%ld passed, %ld failed\n", passed, failed);
     return failed ? 1 : 0;
 }

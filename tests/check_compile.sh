@@ -1,7 +1,8 @@
 #!/bin/sh
 # The header compiled as C99, C11 and C++ with gcc and clang (each when installed), in
 # PERPO_STATIC mode, with OpenMP, without the POSIX file calls (PERPO_NO_POSIX) and with a
-# user's PERPO_SYNC hook, all at -Wall -Wextra -Wpedantic -Werror.
+# user's PERPO_SYNC hook, all at -Wall -Wextra -Wpedantic -Werror; and that the API map at the top
+# of perpo.h names every public function.
 set -u
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -32,4 +33,12 @@ for cxx in g++ clang++; do
     command -v $cxx > /dev/null 2>&1 || { echo "compile skipped: $cxx not installed"; continue; }
     check "$cxx -x c++" $cxx -x c++ $W "$tmp/impl.c"
 done
+# The API map after CONVENTIONS names every public function.
+map=$(sed -n '/API MAP/,/LICENSE: MIT/p' perpo.h)
+missing=""
+for f in $(sed -n '/^#ifndef PERPO_H/,/^#endif \/\* PERPO_H/p' perpo.h | grep -o 'PERPODEF [^(]*(' | sed 's/($//' |
+           awk '{print $NF}' | tr -d '*' | grep '^perpo_'); do
+    printf '%s\n' "$map" | grep -qw "$f" || missing="$missing $f"
+done
+if [ -z "$missing" ]; then echo "API map: every public function listed"; else echo "API map FAILED: missing$missing"; fail=1; fi
 exit $fail

@@ -69,7 +69,7 @@ static void run(int threads, run_out *o) {
         if (perpo_forward(m, &b, logp, NULL) != PERPO_OK) return;
         for (s = 0; s < NSEQ; s++) dlogp[s] = step == STEPS - 1 ? (float)s / NSEQ - 0.4f : -1.0f / NSEQ;
         if (perpo_backward(m, dlogp) != PERPO_OK) return;
-        if (perpo_optimizer_step(m, &oc, 1.0f, NULL) != PERPO_OK) return;
+        if (perpo_optim_step(m, &oc, 1.0f, NULL) != PERPO_OK) return;
     }
     o->n_params = perpo_model_num_params(m);
     o->params = (float *)malloc(o->n_params * sizeof(float));

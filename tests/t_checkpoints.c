@@ -60,7 +60,7 @@ static perpo_model *tc_load_with_record(perpo_test *t, const char *path, const c
     }
     free(record);
     CHECK(*recorded >= 0.0 && *n > 0);
-    CHECK_OK(perpo_model_load(&m, path));
+    CHECK_OK(perpo_model_load(&m, path, NULL));
     if (m && (*recorded < 0.0 || *n <= 0)) { perpo_model_free(m); m = NULL; }
     return m;
 }
@@ -130,7 +130,7 @@ static void test_ocr_checkpoint_regression(perpo_test *t) {
         CHECK_OK(perpo_generate(m, &req, &sc, &out[0][0], sizeof out[0], lens));
         for (j = 0; j < cnt; j++) {
             perpo_ocr_scores s;
-            CHECK_OK(perpo_ocr_score(out[j], lens[j], text[j], strlen(text[j]), &s));
+            CHECK_OK(perpo_ocr_score(out[j], lens[j], text[j], strlen(text[j]), &s, NULL));
             ned += s.edit_distance;
         }
     }

@@ -54,7 +54,7 @@ static perpo_status cr_step(perpo_model *m, const float *img) {
     const perpo_config *c = perpo_model_config(m);
     perpo_optim_config oc = cr_optim();
     size_t T = (size_t)c->max_text, px = (size_t)(c->image_h * c->image_w * c->channels), b, count = 0, nt;
-    int tok[3 * 64], tgt[3 * 64], k = perpo_optimizer_steps(m);
+    int tok[3 * 64], tgt[3 * 64], k = perpo_optim_step_count(m);
     const float *imgs[3];
     float logp[3], dlogp[3];
     perpo_batch batch;
@@ -72,7 +72,7 @@ static perpo_status cr_step(perpo_model *m, const float *img) {
     if ((st = perpo_forward(m, &batch, logp, NULL)) != PERPO_OK) return st;
     for (b = 0; b < 3; b++) dlogp[b] = -1.0f / (float)count;
     if ((st = perpo_backward(m, dlogp)) != PERPO_OK) return st;
-    return perpo_optimizer_step(m, &oc, 1.0f, NULL);
+    return perpo_optim_step(m, &oc, 1.0f, NULL);
 }
 
 /* Trains to CR_STEPS from path (or from scratch when there is no file), saving every CR_EVERY
@@ -85,14 +85,14 @@ static int cr_train(const char *path, const float *img, int notify) {
     c.max_batch = 3;
     if (f) {
         fclose(f);
-        if (perpo_model_load(&m, path) != PERPO_OK) return 3; /* a checkpoint that does not load */
+        if (perpo_model_load(&m, path, NULL) != PERPO_OK) return 3; /* a checkpoint that does not load */
     } else if (perpo_model_create(&m, &c, 7) != PERPO_OK) {
         return 2;
     }
-    while (perpo_optimizer_steps(m) < CR_STEPS) {
+    while (perpo_optim_step_count(m) < CR_STEPS) {
         int k;
         if ((st = cr_step(m, img)) != PERPO_OK) { perpo_model_free(m); return 4; }
-        k = perpo_optimizer_steps(m);
+        k = perpo_optim_step_count(m);
         if (k % CR_EVERY == 0 || k == CR_STEPS) {
             if (notify >= 0 && write(notify, "s", 1) != 1) { perpo_model_free(m); return 6; }
             if (perpo_checkpoint_save(m, path, PERPO_CKPT_OPTIMIZER) != PERPO_OK) { perpo_model_free(m); return 5; }
@@ -168,13 +168,13 @@ static void test_crash_resume(perpo_test *t) {
             if (f) { /* whatever moment it died at, the checkpoint loads and has not gone back */
                 perpo_status st;
                 fclose(f);
-                st = perpo_model_load(&m, path);
+                st = perpo_model_load(&m, path, NULL);
                 loads++;
                 CHECK_MSG(st == PERPO_OK, "kill %d (kind %d): the checkpoint does not load (status %d)", kills, kind, (int)st);
                 if (m) {
-                    CHECK_MSG(perpo_optimizer_steps(m) >= last_step, "kill %d: step went back from %d to %d", kills,
-                              last_step, perpo_optimizer_steps(m));
-                    last_step = perpo_optimizer_steps(m);
+                    CHECK_MSG(perpo_optim_step_count(m) >= last_step, "kill %d: step went back from %d to %d", kills,
+                              last_step, perpo_optim_step_count(m));
+                    last_step = perpo_optim_step_count(m);
                 }
                 perpo_model_free(m);
                 if (st != PERPO_OK) failed = 1;

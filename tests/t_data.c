@@ -202,15 +202,15 @@ static void td_pnm_files(perpo_test *t) {
     for (i = 0; i < 36; i++) img[i] = (float)((i * 37) % 256) / 255.0f;
     /* the examples' writer and this reader agree exactly on 8-bit values */
     CHECK(ex_write_ppm(path, img, 4, 3) == 0);
-    CHECK_OK(perpo_image_load_pnm(path, 4, 3, 3, back, err, sizeof err));
+    CHECK_OK(perpo_image_load_pnm(path, 4, 3, 3, back, err, sizeof err, NULL));
     CHECK_MSG(err[0] == 0, "err '%s'", err);
     for (i = 0; i < 36; i++) CHECK_MSG(back[i] == img[i], "value %d: %g vs %g", i, back[i], img[i]);
     /* wrong size: the message names the file and both sizes */
-    CHECK(perpo_image_load_pnm(path, 3, 4, 3, back, err, sizeof err) == PERPO_ERR_FORMAT);
+    CHECK(perpo_image_load_pnm(path, 3, 4, 3, back, err, sizeof err, NULL) == PERPO_ERR_FORMAT);
     CHECK_MSG(strstr(err, path) == err && strstr(err, "image is 4x3, expected 3x4"), "err '%s'", err);
     /* trailing data, and a file much longer than any valid one of that size */
     CHECK(td_write(path2, TD_S("P5 2 1 255\n\1\2\n")));
-    CHECK(perpo_image_load_pnm(path2, 2, 1, 3, back, err, sizeof err) == PERPO_ERR_FORMAT);
+    CHECK(perpo_image_load_pnm(path2, 2, 1, 3, back, err, sizeof err, NULL) == PERPO_ERR_FORMAT);
     CHECK_MSG(strstr(err, "trailing data"), "err '%s'", err);
     {
         size_t big = 200000;
@@ -218,20 +218,20 @@ static void td_pnm_files(perpo_test *t) {
         if (b) {
             memcpy(b, "P5 2 1 255\n\1\2", 13);
             CHECK(td_write(path2, b, big));
-            CHECK(perpo_image_load_pnm(path2, 2, 1, 3, back, err, sizeof err) == PERPO_ERR_FORMAT);
+            CHECK(perpo_image_load_pnm(path2, 2, 1, 3, back, err, sizeof err, NULL) == PERPO_ERR_FORMAT);
             CHECK_MSG(strstr(err, "trailing data"), "err '%s'", err);
             free(b);
         }
     }
     CHECK(td_write(path2, TD_S("P5\n# grey\n2 1\n255\n\x00\xff")));
-    CHECK_OK(perpo_image_load_pnm(path2, 2, 1, 1, back, err, sizeof err));
+    CHECK_OK(perpo_image_load_pnm(path2, 2, 1, 1, back, err, sizeof err, NULL));
     CHECK(back[0] == 0.0f && back[1] == 1.0f);
     remove(path);
     remove(path2);
-    CHECK(perpo_image_load_pnm(path, 4, 3, 3, back, err, sizeof err) == PERPO_ERR_IO);
+    CHECK(perpo_image_load_pnm(path, 4, 3, 3, back, err, sizeof err, NULL) == PERPO_ERR_IO);
     CHECK_MSG(strstr(err, path) == err && strstr(err, "cannot open"), "err '%s'", err);
-    CHECK(perpo_image_load_pnm(NULL, 4, 3, 3, back, err, sizeof err) == PERPO_ERR_ARG);
-    CHECK(perpo_image_load_pnm(path, 0, 3, 3, back, err, sizeof err) == PERPO_ERR_ARG);
+    CHECK(perpo_image_load_pnm(NULL, 4, 3, 3, back, err, sizeof err, NULL) == PERPO_ERR_ARG);
+    CHECK(perpo_image_load_pnm(path, 0, 3, 3, back, err, sizeof err, NULL) == PERPO_ERR_ARG);
 }
 
 /* ---- manifest ---- */
@@ -248,7 +248,7 @@ static void td_manifest_valid(perpo_test *t) {
     perpo_manifest m;
     char err[128];
     memset(&m, 0xAB, sizeof m);
-    CHECK_OK(perpo_manifest_parse(text, sizeof text - 1, &m, err, sizeof err));
+    CHECK_OK(perpo_manifest_parse(text, sizeof text - 1, &m, err, sizeof err, NULL));
     CHECK_MSG(err[0] == 0, "err '%s'", err);
     CHECK(m.n == 3);
     if (m.n == 3) {
@@ -264,16 +264,16 @@ static void td_manifest_valid(perpo_test *t) {
     perpo_manifest_free(&m); /* twice is fine */
     perpo_manifest_free(NULL);
     /* empty text and comments only: zero entries, a success */
-    CHECK_OK(perpo_manifest_parse(NULL, 0, &m, err, sizeof err));
+    CHECK_OK(perpo_manifest_parse(NULL, 0, &m, err, sizeof err, NULL));
     CHECK(m.n == 0);
     perpo_manifest_free(&m);
-    CHECK_OK(perpo_manifest_parse(TD_S("# nothing\n\n"), &m, err, sizeof err));
+    CHECK_OK(perpo_manifest_parse(TD_S("# nothing\n\n"), &m, err, sizeof err, NULL));
     CHECK(m.n == 0);
     perpo_manifest_free(&m);
     /* the copy is the manifest's own: the source may go away */
     {
         char src[] = "x.ppm\tp\ta\n";
-        CHECK_OK(perpo_manifest_parse(src, strlen(src), &m, err, sizeof err));
+        CHECK_OK(perpo_manifest_parse(src, strlen(src), &m, err, sizeof err, NULL));
         memset(src, 'Q', sizeof src - 1);
         CHECK(m.n == 1 && strcmp(m.entries[0].image, "x.ppm") == 0 && strcmp(m.entries[0].answer, "a") == 0);
         perpo_manifest_free(&m);
@@ -306,7 +306,7 @@ static void td_manifest_malformed(perpo_test *t) {
         if (!copy) continue;
         memcpy(copy, td_tsv_bad[i].text, td_tsv_bad[i].len);
         m.entries = (perpo_manifest_entry *)(void *)&m; m.n = 99; /* must be emptied */
-        st = perpo_manifest_parse(copy, td_tsv_bad[i].len, &m, err, sizeof err);
+        st = perpo_manifest_parse(copy, td_tsv_bad[i].len, &m, err, sizeof err, NULL);
         free(copy);
         CHECK_MSG(st == PERPO_ERR_FORMAT, "case %d: status %d", (int)i, (int)st);
         CHECK_MSG(strstr(err, td_tsv_bad[i].msg) == err, "case %d: err '%s', want '%s'", (int)i, err, td_tsv_bad[i].msg);
@@ -321,21 +321,21 @@ static void td_manifest_malformed(perpo_test *t) {
             memcpy(b, "ok\tq\ta\n", 7); p = 7;
             memset(b + p, 'x', L); b[p] = 'i'; b[p + 1] = '\t'; b[p + 3] = '\t'; p += L;
             b[p++] = '\r'; b[p++] = '\n';
-            CHECK_OK(perpo_manifest_parse(b, p, &m, err, sizeof err));
+            CHECK_OK(perpo_manifest_parse(b, p, &m, err, sizeof err, NULL));
             CHECK(m.n == 2 && m.entries[1].line == 2 && strlen(m.entries[1].answer) == L - 4);
             perpo_manifest_free(&m);
             memset(b + p, 'y', L + 1); b[p + 1] = '\t'; b[p + 3] = '\t'; p += L + 1;
-            CHECK(perpo_manifest_parse(b, p, &m, err, sizeof err) == PERPO_ERR_FORMAT);
+            CHECK(perpo_manifest_parse(b, p, &m, err, sizeof err, NULL) == PERPO_ERR_FORMAT);
             CHECK_MSG(strcmp(err, "manifest line 3: longer than 65536 bytes") == 0, "err '%s'", err);
             CHECK(m.n == 0 && m.entries == NULL);
             free(b);
         }
     }
     /* over 1 GiB: refused from the length alone, before the text is read */
-    CHECK(perpo_manifest_parse("x", PERPO_MANIFEST_MAX_BYTES + 1, &m, err, sizeof err) == PERPO_ERR_FORMAT);
+    CHECK(perpo_manifest_parse("x", PERPO_MANIFEST_MAX_BYTES + 1, &m, err, sizeof err, NULL) == PERPO_ERR_FORMAT);
     CHECK_MSG(strstr(err, "1 GiB") != NULL, "err '%s'", err);
-    CHECK(perpo_manifest_parse(NULL, 3, &m, err, sizeof err) == PERPO_ERR_ARG);
-    CHECK(perpo_manifest_parse("x", 1, NULL, err, sizeof err) == PERPO_ERR_ARG);
+    CHECK(perpo_manifest_parse(NULL, 3, &m, err, sizeof err, NULL) == PERPO_ERR_ARG);
+    CHECK(perpo_manifest_parse("x", 1, NULL, err, sizeof err, NULL) == PERPO_ERR_ARG);
 }
 
 static void td_manifest_files(perpo_test *t) {
@@ -344,14 +344,14 @@ static void td_manifest_files(perpo_test *t) {
     char err[256];
     FILE *f;
     CHECK(td_write(path, TD_S("# train\r\nimgs/0.ppm\twhere?\tleft\r\nimgs/1.ppm\twhere?\tright\r\n")));
-    CHECK_OK(perpo_manifest_load(path, &m, err, sizeof err));
+    CHECK_OK(perpo_manifest_load(path, &m, err, sizeof err, NULL));
     CHECK(m.n == 2);
     if (m.n == 2)
         CHECK(strcmp(m.entries[1].image, "imgs/1.ppm") == 0 && strcmp(m.entries[1].answer, "right") == 0 &&
               m.entries[1].line == 3);
     perpo_manifest_free(&m);
     CHECK(td_write(path, TD_S("a\tb\tc\n\nbroken line\n")));
-    CHECK(perpo_manifest_load(path, &m, err, sizeof err) == PERPO_ERR_FORMAT && m.n == 0 && !m.entries);
+    CHECK(perpo_manifest_load(path, &m, err, sizeof err, NULL) == PERPO_ERR_FORMAT && m.n == 0 && !m.entries);
     CHECK_MSG(strstr(err, path) == err && strstr(err, ": manifest line 3: expected 3 tab-separated fields, found 1"),
               "err '%s'", err);
     /* over 1 GiB: refused from the file size, without reading it (the file is sparse) */
@@ -360,14 +360,14 @@ static void td_manifest_files(perpo_test *t) {
         int ok = fseek(f, (long)PERPO_MANIFEST_MAX_BYTES, SEEK_SET) == 0 && fputc('x', f) != EOF;
         ok = (fclose(f) == 0) && ok;
         if (ok) {
-            CHECK(perpo_manifest_load(path, &m, err, sizeof err) == PERPO_ERR_FORMAT && m.n == 0);
+            CHECK(perpo_manifest_load(path, &m, err, sizeof err, NULL) == PERPO_ERR_FORMAT && m.n == 0);
             CHECK_MSG(strstr(err, "over the 1 GiB limit") != NULL, "err '%s'", err);
         }
     }
     remove(path);
-    CHECK(perpo_manifest_load(path, &m, err, sizeof err) == PERPO_ERR_IO && m.n == 0 && !m.entries);
+    CHECK(perpo_manifest_load(path, &m, err, sizeof err, NULL) == PERPO_ERR_IO && m.n == 0 && !m.entries);
     CHECK_MSG(strstr(err, path) == err && strstr(err, "cannot open"), "err '%s'", err);
-    CHECK(perpo_manifest_load(NULL, &m, err, sizeof err) == PERPO_ERR_ARG);
+    CHECK(perpo_manifest_load(NULL, &m, err, sizeof err, NULL) == PERPO_ERR_ARG);
 }
 
 const perpo_test_case perpo_tests_data[] = {

@@ -178,7 +178,7 @@ static void check_reference_adamw(perpo_test *t, const char *path) {
         perpo_zero_grad(s.m);
         CHECK_OK(perpo_backward(s.m, dlogp));
         CHECK_NEAR(perpo_lr_at(&oc, (int)k), ref_get(&s.rf, "adam_lrs")->f[k], 0, 1e-6);
-        CHECK_OK(perpo_optimizer_step(s.m, &oc, 1.0f, &gn));
+        CHECK_OK(perpo_optim_step(s.m, &oc, 1.0f, &gn));
         CHECK_NEAR(ce, ref_get(&s.rf, "adam_losses")->f[k], 0, 1e-5);
         CHECK_NEAR(gn, ref_get(&s.rf, "adam_gnorms")->f[k], 0, 1e-4);
     }
@@ -296,11 +296,12 @@ static void test_model_finite_differences_opts(perpo_test *t) {
 }
 
 /* ---- SFT memorizes, greedy reproduces ----------------------------------------------------- */
-typedef struct sft_log { float last_loss; int calls; } sft_log;
+typedef struct sft_log { float last_loss; int calls, other_phase; } sft_log;
 static int sft_on_progress(const perpo_progress *p, void *user) {
     sft_log *l = (sft_log *)user;
     l->last_loss = p->loss;
     l->calls++;
+    l->other_phase += strcmp(p->phase, "sft") != 0; /* the phase perpo_progress documents */
     return 0;
 }
 static perpo_config memo_config(void) {
@@ -331,14 +332,14 @@ static void test_sft_memorizes(perpo_test *t) {
     perpo_model *m = NULL;
     static float img[6][16 * 16 * 3];
     perpo_example ex[6];
-    perpo_train_config tc = perpo_train_default();
+    perpo_sft_config tc = perpo_sft_default();
     perpo_sample_config sc = perpo_sample_default();
     perpo_gen_request req;
     const float *imgs[6];
     const char *prompts[6];
     char out[6][32];
     size_t lens[6];
-    sft_log log = {0.0f, 0};
+    sft_log log = {0.0f, 0, 0};
     int i;
     memo_data(img, ex);
     CHECK_OK(perpo_model_create(&m, &c, 3));
@@ -346,7 +347,7 @@ static void test_sft_memorizes(perpo_test *t) {
     tc.batch_size = 6; tc.optim.lr = 3e-3f; tc.optim.min_lr = 3e-4f; tc.optim.warmup_steps = 10;
     tc.optim.total_steps = 150; tc.optim.weight_decay = 0.0f; tc.log_every = 25;
     CHECK_OK(perpo_sft_train(m, ex, 6, &tc, sft_on_progress, &log));
-    CHECK(log.calls == 6);
+    CHECK(log.calls == 6 && log.other_phase == 0);
     CHECK_MSG(log.last_loss < 0.05f, "SFT loss after 150 steps %.4f, bound 0.05", log.last_loss);
     fprintf(stderr, "    final SFT loss %.5f\n", log.last_loss);
     for (i = 0; i < 6; i++) { imgs[i] = img[i]; prompts[i] = "where?"; }
@@ -407,7 +408,7 @@ static void train_20_steps(perpo_model **out, int *status) {
     perpo_config c = memo_config();
     static float img[6][16 * 16 * 3];
     perpo_example ex[6];
-    perpo_train_config tc = perpo_train_default();
+    perpo_sft_config tc = perpo_sft_default();
     memo_data(img, ex);
     *status = perpo_model_create(out, &c, 21);
     if (*status) return;
@@ -423,7 +424,7 @@ static void test_bit_identical_training(perpo_test *t) {
     CHECK_OK(sb);
     if (a && b) {
         CHECK(memcmp(perpo_model_params(a), perpo_model_params(b), perpo_model_num_params(a) * sizeof(float)) == 0);
-        CHECK(perpo_optimizer_steps(a) == 20);
+        CHECK(perpo_optim_step_count(a) == 20);
     }
     perpo_model_free(a);
     perpo_model_free(b);
@@ -482,7 +483,7 @@ static void test_sft_resume_exact(perpo_test *t) {
     perpo_config cfg = memo_config();
     static float img[6][16 * 16 * 3];
     perpo_example ex[6];
-    perpo_train_config tc = perpo_train_default();
+    perpo_sft_config tc = perpo_sft_default();
     const char *path = "tests_tmp_resume.ckpt";
     int st;
     memo_data(img, ex);
@@ -492,27 +493,27 @@ static void test_sft_resume_exact(perpo_test *t) {
     if (!a || !b) { perpo_model_free(a); perpo_model_free(b); return; }
     tc.batch_size = 4; tc.optim.total_steps = 20; tc.optim.warmup_steps = 5; tc.seed = 5; tc.log_every = 1;
     CHECK_OK(perpo_sft_train(b, ex, 6, &tc, stop_at_10, NULL));
-    CHECK(perpo_optimizer_steps(b) == 10);
+    CHECK(perpo_optim_step_count(b) == 10);
     CHECK_OK(perpo_checkpoint_save(b, path, PERPO_CKPT_OPTIMIZER));
     perpo_model_free(b);
-    CHECK_OK(perpo_model_load(&c, path));
+    CHECK_OK(perpo_model_load(&c, path, NULL));
     remove(path);
     if (!c) { perpo_model_free(a); return; }
-    CHECK(perpo_optimizer_steps(c) == 10);
+    CHECK(perpo_optim_step_count(c) == 10);
     tc.resume = 1;
     CHECK_OK(perpo_sft_train(c, ex, 6, &tc, NULL, NULL));
-    CHECK(perpo_optimizer_steps(c) == 20);
+    CHECK(perpo_optim_step_count(c) == 20);
     CHECK(memcmp(perpo_model_params(a), perpo_model_params(c), perpo_model_num_params(a) * sizeof(float)) == 0);
     /* without the optimizer state, the same continuation differs: the test can tell */
     perpo_model_free(c); c = NULL;
     CHECK_OK(perpo_model_create(&b, &cfg, 21));
     tc.resume = 0;
     CHECK_OK(perpo_sft_train(b, ex, 6, &tc, stop_at_10, NULL));
-    CHECK_OK(perpo_model_save(b, path));
-    CHECK_OK(perpo_model_load(&c, path));
+    CHECK_OK(perpo_checkpoint_save(b, path, 0));
+    CHECK_OK(perpo_model_load(&c, path, NULL));
     remove(path);
     if (c) {
-        CHECK(perpo_optimizer_steps(c) == 0);
+        CHECK(perpo_optim_step_count(c) == 0);
         tc.resume = 1;
         CHECK_OK(perpo_sft_train(c, ex, 6, &tc, NULL, NULL));
         CHECK(memcmp(perpo_model_params(a), perpo_model_params(c), perpo_model_num_params(a) * sizeof(float)) != 0);
@@ -528,8 +529,8 @@ static void test_checkpoint_roundtrip(perpo_test *t) {
     FILE *f;
     CHECK_OK(perpo_model_create(&m, &c, 8));
     if (!m) return;
-    CHECK_OK(perpo_model_save(m, path));
-    CHECK_OK(perpo_model_load(&l, path));
+    CHECK_OK(perpo_checkpoint_save(m, path, 0));
+    CHECK_OK(perpo_model_load(&l, path, NULL));
     if (l) {
         CHECK(perpo_model_num_params(l) == perpo_model_num_params(m));
         CHECK(memcmp(perpo_model_params(l), perpo_model_params(m), perpo_model_num_params(m) * sizeof(float)) == 0);
@@ -537,7 +538,7 @@ static void test_checkpoint_roundtrip(perpo_test *t) {
     }
     perpo_model_free(l); l = NULL;
     /* missing file, short file, flipped byte: errors, no model, no crash */
-    CHECK(perpo_model_load(&l, "no/such/file.ckpt") == PERPO_ERR_IO && l == NULL);
+    CHECK(perpo_model_load(&l, "no/such/file.ckpt", NULL) == PERPO_ERR_IO && l == NULL);
     f = fopen(path, "r+b"); /* flip byte 100: C needs a seek between a read and a write */
     CHECK(f != NULL);
     if (f) {
@@ -547,14 +548,14 @@ static void test_checkpoint_roundtrip(perpo_test *t) {
         fclose(f);
     }
     {
-        perpo_status st = perpo_model_load(&l, path);
+        perpo_status st = perpo_model_load(&l, path, NULL);
         CHECK(st == PERPO_ERR_FORMAT && l == NULL);
     }
     f = fopen(path, "wb");
     if (f) { fwrite("PERPOCKP", 1, 8, f); fclose(f); }
-    CHECK(perpo_model_load(&l, path) == PERPO_ERR_FORMAT && l == NULL);
+    CHECK(perpo_model_load(&l, path, NULL) == PERPO_ERR_FORMAT && l == NULL);
     remove(path);
-    CHECK(perpo_model_save(m, "no/such/dir/x.ckpt") == PERPO_ERR_IO);
+    CHECK(perpo_checkpoint_save(m, "no/such/dir/x.ckpt", 0) == PERPO_ERR_IO);
     perpo_model_free(m);
 }
 
@@ -578,7 +579,7 @@ static perpo_status ck_load_bytes(const unsigned char *b, size_t n) {
     if (!f) return PERPO_ERR_IO;
     fwrite(b, 1, n, f);
     fclose(f);
-    st = perpo_model_load(&m, path);
+    st = perpo_model_load(&m, path, NULL);
     remove(path);
     if (m) { perpo_model_free(m); return PERPO_OK; }
     return st;
@@ -599,7 +600,7 @@ static void test_sft_stream(perpo_test *t) {
     static float img[6][16 * 16 * 3];
     perpo_example ex[6];
     perpo_model *a = NULL, *b = NULL;
-    perpo_train_config tc = perpo_train_default();
+    perpo_sft_config tc = perpo_sft_default();
     stream_src src;
     size_t np;
     memo_data(img, ex);
@@ -617,11 +618,11 @@ static void test_sft_stream(perpo_test *t) {
     /* the stream's error stops training with it, after the steps before it */
     memset(&src, 0, sizeof src); src.ex = ex; src.n = 6; src.fail_at = 10;
     CHECK(perpo_sft_train_stream(b, stream_next, &src, &tc, NULL, NULL) == PERPO_ERR_IO);
-    CHECK(perpo_optimizer_steps(b) == 2);
+    CHECK(perpo_optim_step_count(b) == 2);
     /* an example that does not fit: PERPO_ERR_ARG, the steps before it kept */
     memset(&src, 0, sizeof src); src.ex = ex; src.n = 6; src.fail_at = (size_t)-1; src.oversize = 1;
     CHECK(perpo_sft_train_stream(b, stream_next, &src, &tc, NULL, NULL) == PERPO_ERR_ARG);
-    CHECK(perpo_optimizer_steps(b) == 2);
+    CHECK(perpo_optim_step_count(b) == 2);
     CHECK(perpo_sft_train_stream(b, NULL, &src, &tc, NULL, NULL) == PERPO_ERR_ARG);
     perpo_model_free(a);
     perpo_model_free(b);
@@ -676,8 +677,8 @@ static void test_checkpoint_config_versions(perpo_test *t) {
     c.patch_h = 2; c.patch_w = 4; c.pos_channels = 1; c.vis_sincos = 1;
     CHECK_OK(perpo_model_create(&m, &c, 21));
     if (!m) return;
-    CHECK_OK(perpo_model_save(m, path));
-    CHECK_OK(perpo_model_load(&l, path));
+    CHECK_OK(perpo_checkpoint_save(m, path, 0));
+    CHECK_OK(perpo_model_load(&l, path, NULL));
     if (l) {
         const perpo_config *lc = perpo_model_config(l);
         float lp_m, lp_l;
@@ -713,7 +714,7 @@ static void test_checkpoint_config_versions(perpo_test *t) {
     /* a version-1 file (12 config words, one square patch size) of a plain model */
     CHECK_OK(perpo_model_create(&m, &plain, 22));
     if (!m) return;
-    CHECK_OK(perpo_model_save(m, path));
+    CHECK_OK(perpo_checkpoint_save(m, path, 0));
     v2 = ck_read(path, &n);
     np = perpo_model_num_params(m);
     CHECK(v2 && n == 16 + 4 * 15 + 8 + 4 * np + 4);
@@ -728,7 +729,7 @@ static void test_checkpoint_config_versions(perpo_test *t) {
         put_u32_le(v1 + n1 - 4, perpo_crc32(0, v1, n1 - 4));
         f = fopen(path, "wb");
         if (f) { fwrite(v1, 1, n1, f); fclose(f); }
-        CHECK_OK(perpo_model_load(&l, path));
+        CHECK_OK(perpo_model_load(&l, path, NULL));
         if (l) {
             const perpo_config *lc = perpo_model_config(l);
             CHECK(lc->patch_h == 4 && lc->patch_w == 4 && lc->pos_channels == 0 && lc->vis_sincos == 0 &&
@@ -756,7 +757,7 @@ static void test_checkpoint_corruption(perpo_test *t) {
     CHECK_OK(perpo_model_create(&m, &c, 8));
     if (!m) return;
     perpo_model_grads(m)[0] = 1.0f;
-    CHECK_OK(perpo_optimizer_step(m, &(perpo_optim_config){1e-3f, 1e-4f, 1, 10, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f}, 1.0f, NULL));
+    CHECK_OK(perpo_optim_step(m, &(perpo_optim_config){1e-3f, 1e-4f, 1, 10, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f}, 1.0f, NULL));
     CHECK_OK(perpo_checkpoint_save(m, path, PERPO_CKPT_OPTIMIZER));
     perpo_model_free(m);
     good = ck_read(path, &n);
@@ -851,9 +852,9 @@ static void test_nonfinite_step_refused(perpo_test *t) {
     memcpy(before, perpo_model_params(m), n * sizeof(float));
     perpo_zero_grad(m);
     perpo_model_grads(m)[17] = INFINITY;
-    CHECK(perpo_optimizer_step(m, &oc, 1.0f, &gn) == PERPO_ERR_NONFINITE);
+    CHECK(perpo_optim_step(m, &oc, 1.0f, &gn) == PERPO_ERR_NONFINITE);
     CHECK(memcmp(before, perpo_model_params(m), n * sizeof(float)) == 0);
-    CHECK(perpo_optimizer_steps(m) == 0);
+    CHECK(perpo_optim_step_count(m) == 0);
     free(before);
     perpo_model_free(m);
 }

@@ -53,7 +53,7 @@ static void tpar_make(tpar_data *d) {
 static float tpar_reward(const char *r, size_t len, size_t item, void *user) {
     const tpar_data *d = (const tpar_data *)user;
     float v = 0.0f;
-    perpo_ocr_reward(r, len, d->answer[item], strlen(d->answer[item]), &v);
+    perpo_ocr_reward(r, len, d->answer[item], strlen(d->answer[item]), &v, NULL);
     return v;
 }
 
@@ -213,8 +213,8 @@ static perpo_status tpar_next(size_t index, size_t slot, perpo_example *out, voi
 }
 static int tpar_stop_at(const perpo_progress *p, void *user) { return p->step == *(const int *)user; }
 
-static perpo_train_config tpar_sft_config(int batch, int steps, int accum) {
-    perpo_train_config tc = perpo_train_default();
+static perpo_sft_config tpar_sft_config(int batch, int steps, int accum) {
+    perpo_sft_config tc = perpo_sft_default();
     tc.batch_size = batch; tc.accum_steps = accum; tc.optim.lr = 3e-3f; tc.optim.min_lr = 3e-4f;
     tc.optim.warmup_steps = 3; tc.optim.total_steps = steps; tc.optim.clip_norm = 0.5f; tc.seed = 5;
     tc.log_every = 1;
@@ -225,7 +225,7 @@ static void tpar_sft(int rank, perpo_parallel *par, void *arg, tpar_out *out) {
     const tpar_sft_job *j = (const tpar_sft_job *)arg;
     perpo_config c = tpar_config();
     perpo_model *m = NULL;
-    perpo_train_config tc = tpar_sft_config(j->batch, j->steps, j->accum);
+    perpo_sft_config tc = tpar_sft_config(j->batch, j->steps, j->accum);
     tpar_stream stream;
     int stop = j->rank1_stop_at;
     out->status = (int)perpo_model_create(&m, &c, rank == 1 && j->rank1_seed ? (uint64_t)j->rank1_seed : 1u);
@@ -240,7 +240,7 @@ static void tpar_sft(int rank, perpo_parallel *par, void *arg, tpar_out *out) {
         out->status = (int)perpo_sft_train_stream(m, tpar_next, &stream, &tc, NULL, NULL);
     else
         out->status = (int)perpo_sft_train(m, j->d->ex, TPAR_N, &tc, rank == 1 && stop ? tpar_stop_at : NULL, &stop);
-    out->steps = perpo_optimizer_steps(m);
+    out->steps = perpo_optim_step_count(m);
     out->hash = tpar_hash(perpo_model_params(m), perpo_model_num_params(m));
     if (rank == 0 && j->params) memcpy(j->params, perpo_model_params(m), perpo_model_num_params(m) * sizeof(float));
     perpo_model_free(m);
@@ -305,14 +305,14 @@ static void tpar_pref(int rank, perpo_parallel *par, void *arg, tpar_out *out) {
         if (rank == 0) out->status = (int)perpo_checkpoint_save(m, j->ckpt, PERPO_CKPT_OPTIMIZER);
         barrier[0] = (float)out->status;
         if (par->reduce(barrier, 1, par->user) != PERPO_OK || barrier[0] != 0.0f) { out->status = -2; goto done; }
-        if ((out->status = (int)perpo_model_load(&r, j->ckpt)) != PERPO_OK) goto done;
+        if ((out->status = (int)perpo_model_load(&r, j->ckpt, NULL)) != PERPO_OK) goto done;
         perpo_model_free(m);
         m = r;
         pc.resume = 1;
         out->status = (int)perpo_pref_train(m, set.lists, kept, &pc, NULL, NULL);
     }
 done:
-    out->steps = perpo_optimizer_steps(m);
+    out->steps = perpo_optim_step_count(m);
     out->hash = tpar_hash(perpo_model_params(m), perpo_model_num_params(m));
     if (rank == 0 && j->params) memcpy(j->params, perpo_model_params(m), perpo_model_num_params(m) * sizeof(float));
     perpo_pref_set_free(&set);
@@ -327,7 +327,7 @@ static void test_parallel_world_of_one(perpo_test *t) {
     static tpar_data d;
     perpo_config c = tpar_config();
     perpo_model *a = NULL, *b = NULL, *sampler = NULL;
-    perpo_train_config tc = tpar_sft_config(6, 6, 2);
+    perpo_sft_config tc = tpar_sft_config(6, 6, 2);
     perpo_pref_config pc = tpar_pref_config(3, 6);
     perpo_pref_set set;
     size_t kept = 0, n;
@@ -524,7 +524,7 @@ static void test_parallel_pref_two_workers(perpo_test *t) {
     static tpar_data d;
     perpo_config c = tpar_config();
     perpo_model *sft = NULL;
-    perpo_train_config tc = tpar_sft_config(8, 40, 1);
+    perpo_sft_config tc = tpar_sft_config(8, 40, 1);
     tpar_pref_job j;
     tpar_out one[2], two[2], half[2], resumed[2], nan_run[2];
     float *p1 = NULL, *p2 = NULL, *ph = NULL;

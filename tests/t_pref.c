@@ -177,7 +177,7 @@ static void test_perpo_raises_reward(perpo_test *t) {
     static tp_data d;
     perpo_config c = perpo_config_default();
     perpo_model *m = NULL, *pol = NULL;
-    perpo_train_config tc = perpo_train_default();
+    perpo_sft_config tc = perpo_sft_default();
     perpo_sample_config sc = perpo_sample_default();
     perpo_pref_set set;
     double before, after, sampled_before;
@@ -253,7 +253,7 @@ static void test_perpo_fixes_greedy_answers(perpo_test *t) {
     perpo_example ex[2 * TP_MIXED];
     perpo_config c = perpo_config_default();
     perpo_model *m = NULL, *pol = NULL;
-    perpo_train_config tc = perpo_train_default();
+    perpo_sft_config tc = perpo_sft_default();
     perpo_sample_config sc = perpo_sample_default();
     perpo_pref_set set;
     double before;
@@ -456,16 +456,16 @@ static void test_pref_resume_exact(perpo_test *t) {
     CHECK_OK(perpo_model_copy_params(a, base));
     CHECK_OK(perpo_pref_train(a, set.lists, set.n_lists, &pc, NULL, NULL));
     CHECK_OK(perpo_pref_train(base, set.lists, set.n_lists, &pc, tp_stop_at_10, NULL));
-    CHECK(perpo_optimizer_steps(base) == 10); /* the first run really stopped half way */
+    CHECK(perpo_optim_step_count(base) == 10); /* the first run really stopped half way */
     CHECK(memcmp(perpo_model_params(a), perpo_model_params(base), perpo_model_num_params(a) * sizeof(float)) != 0);
     CHECK_OK(perpo_checkpoint_save(base, path, PERPO_CKPT_OPTIMIZER));
-    CHECK_OK(perpo_model_load(&b, path));
+    CHECK_OK(perpo_model_load(&b, path, NULL));
     remove(path);
     if (b) {
-        CHECK(perpo_optimizer_steps(b) == 10);
+        CHECK(perpo_optim_step_count(b) == 10);
         pc.resume = 1;
         CHECK_OK(perpo_pref_train(b, set.lists, set.n_lists, &pc, NULL, NULL));
-        CHECK(perpo_optimizer_steps(b) == 20);
+        CHECK(perpo_optim_step_count(b) == 20);
         CHECK(memcmp(perpo_model_params(a), perpo_model_params(b), perpo_model_num_params(a) * sizeof(float)) == 0);
     }
     perpo_pref_set_free(&set);
@@ -501,7 +501,7 @@ typedef struct to_data {
 static float to_reward(const char *r, size_t len, size_t item, void *user) {
     const to_data *d = (const to_data *)user;
     float v = 0.0f;
-    perpo_ocr_reward(r, len, d->text[item], strlen(d->text[item]), &v);
+    perpo_ocr_reward(r, len, d->text[item], strlen(d->text[item]), &v, NULL);
     return v;
 }
 
@@ -539,7 +539,7 @@ static void test_perpo_fixes_greedy_transcriptions(perpo_test *t) {
     static to_data d;
     perpo_config c = perpo_config_default();
     perpo_model *m = NULL, *pol = NULL;
-    perpo_train_config tc = perpo_train_default();
+    perpo_sft_config tc = perpo_sft_default();
     perpo_sample_config sc = perpo_sample_default();
     perpo_pref_set set;
     double before;

@@ -35,7 +35,7 @@ static void tr_one_step(perpo_test *t, perpo_model *m) {
     perpo_optim_config oc = perpo_optim_default();
     size_t i, n = perpo_model_num_params(m);
     for (i = 0; i < n; i++) perpo_model_grads(m)[i] = (float)((int)(i % 7) - 3) * 1e-3f;
-    CHECK_OK(perpo_optimizer_step(m, &oc, 1.0f, NULL));
+    CHECK_OK(perpo_optim_step(m, &oc, 1.0f, NULL));
 }
 static unsigned char *tr_read(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
@@ -86,7 +86,7 @@ static perpo_status tr_load_bytes(const unsigned char *b, size_t n, perpo_model 
     perpo_model *m = NULL;
     perpo_status st;
     if (!tr_write(path, b, n)) return PERPO_ERR_IO;
-    st = perpo_model_load(&m, path);
+    st = perpo_model_load(&m, path, NULL);
     remove(path);
     if (out) *out = m;
     else perpo_model_free(m);
@@ -117,12 +117,12 @@ static void test_schedule_extremes(perpo_test *t) {
             }
             if (m && !ok) {
                 perpo_zero_grad(m);
-                refused += perpo_optimizer_step(m, &oc, 1.0f, NULL) == PERPO_ERR_ARG;
+                refused += perpo_optim_step(m, &oc, 1.0f, NULL) == PERPO_ERR_ARG;
             }
         }
     CHECK(valid > 10);
     CHECK_MSG(refused == nv * nv - valid, "%d of %d invalid schedules stepped", nv * nv - valid - refused, nv * nv - valid);
-    if (m) CHECK(perpo_optimizer_steps(m) == 0);
+    if (m) CHECK(perpo_optim_step_count(m) == 0);
     perpo_model_free(m);
 }
 
@@ -156,10 +156,10 @@ static void test_checkpoint_step_counter(perpo_test *t) {
     CHECK_OK(tr_load_bytes(b, n, &l));
     if (l) {
         perpo_optim_config oc = perpo_optim_default();
-        CHECK(perpo_optimizer_steps(l) == PERPO_MAX_STEPS);
+        CHECK(perpo_optim_step_count(l) == PERPO_MAX_STEPS);
         perpo_zero_grad(l);
-        CHECK(perpo_optimizer_step(l, &oc, 1.0f, NULL) == PERPO_ERR_ARG);
-        CHECK(perpo_optimizer_steps(l) == PERPO_MAX_STEPS);
+        CHECK(perpo_optim_step(l, &oc, 1.0f, NULL) == PERPO_ERR_ARG);
+        CHECK(perpo_optim_step_count(l) == PERPO_MAX_STEPS);
         perpo_model_free(l);
     }
     free(b);
@@ -189,24 +189,24 @@ static void test_bad_optimizer_values_refused(perpo_test *t) {
     for (i = 0; i < nc; i++) {
         for (k = 0; k < n; k++) perpo_model_grads(m)[k] = 1e-3f;
         CHECK_MSG(perpo_optim_validate(&cases[i].oc) == PERPO_ERR_ARG, "%s validates", cases[i].what);
-        CHECK_MSG(perpo_optimizer_step(m, &cases[i].oc, 1.0f, NULL) == PERPO_ERR_ARG, "%s: step taken", cases[i].what);
+        CHECK_MSG(perpo_optim_step(m, &cases[i].oc, 1.0f, NULL) == PERPO_ERR_ARG, "%s: step taken", cases[i].what);
     }
-    CHECK(memcmp(before, perpo_model_params(m), n * sizeof(float)) == 0 && perpo_optimizer_steps(m) == 0);
+    CHECK(memcmp(before, perpo_model_params(m), n * sizeof(float)) == 0 && perpo_optim_step_count(m) == 0);
     /* a valid config, but a gradient scale so large that the update overflows: refused whole */
     {
         perpo_optim_config oc = perpo_optim_default();
         oc.clip_norm = 0.0f;
         for (k = 0; k < n; k++) perpo_model_grads(m)[k] = 1e-3f;
         perpo_model_grads(m)[n / 2] = 3e38f;
-        CHECK(perpo_optimizer_step(m, &oc, 1e30f, NULL) == PERPO_ERR_NONFINITE);
-        CHECK(perpo_optimizer_step(m, &oc, INFINITY, NULL) == PERPO_ERR_ARG);
-        CHECK(memcmp(before, perpo_model_params(m), n * sizeof(float)) == 0 && perpo_optimizer_steps(m) == 0);
+        CHECK(perpo_optim_step(m, &oc, 1e30f, NULL) == PERPO_ERR_NONFINITE);
+        CHECK(perpo_optim_step(m, &oc, INFINITY, NULL) == PERPO_ERR_ARG);
+        CHECK(memcmp(before, perpo_model_params(m), n * sizeof(float)) == 0 && perpo_optim_step_count(m) == 0);
         for (k = 0; k < n; k++) perpo_model_grads(m)[k] = 1e-3f;
-        CHECK_OK(perpo_optimizer_step(m, &oc, 1.0f, NULL)); /* and an ordinary step still works */
+        CHECK_OK(perpo_optim_step(m, &oc, 1.0f, NULL)); /* and an ordinary step still works */
     }
     /* the trainers check the same ranges before touching the model */
     {
-        perpo_train_config tc = perpo_train_default();
+        perpo_sft_config tc = perpo_sft_default();
         perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
         perpo_example ex;
         static float img[8 * 8 * 3];
@@ -216,9 +216,9 @@ static void test_bad_optimizer_values_refused(perpo_test *t) {
         ex.image = img; ex.prompt = "p"; ex.response = "ab";
         tc.batch_size = 2; tc.optim.weight_decay = NAN;
         CHECK(perpo_sft_train(m, &ex, 1, &tc, NULL, NULL) == PERPO_ERR_ARG);
-        tc = perpo_train_default(); tc.batch_size = 2; tc.resume = 2;
+        tc = perpo_sft_default(); tc.batch_size = 2; tc.resume = 2;
         CHECK(perpo_sft_train(m, &ex, 1, &tc, NULL, NULL) == PERPO_ERR_ARG);
-        tc = perpo_train_default(); tc.batch_size = 2; tc.accum_steps = PERPO_MAX_ACCUM + 1;
+        tc = perpo_sft_default(); tc.batch_size = 2; tc.accum_steps = PERPO_MAX_ACCUM + 1;
         CHECK(perpo_sft_train(m, &ex, 1, &tc, NULL, NULL) == PERPO_ERR_ARG);
         l.image = img; l.prompt = "p"; l.n = 2; l.responses = resp; l.rewards = rw; l.ref_logp = ref;
         pc.lists_per_step = 1;
@@ -260,7 +260,7 @@ static void test_nonfinite_model_refused(perpo_test *t) {
     CHECK(perpo_generate(m, &req, &sc, out, sizeof out, &len) == PERPO_ERR_NONFINITE);
     sc.no_cache = 1;
     CHECK(perpo_generate(m, &req, &sc, out, sizeof out, &len) == PERPO_ERR_NONFINITE);
-    CHECK(perpo_model_save(m, path) == PERPO_ERR_NONFINITE);
+    CHECK(perpo_checkpoint_save(m, path, 0) == PERPO_ERR_NONFINITE);
     perpo_model_params(m)[5] = INFINITY;
     CHECK(perpo_checkpoint_save(m, path, PERPO_CKPT_OPTIMIZER) == PERPO_ERR_NONFINITE);
     f = fopen("tests_tmp_rel_nonfinite.ckpt.tmp", "rb");
@@ -314,7 +314,7 @@ static void test_checkpoint_arena_limit(perpo_test *t) {
     uint32_t huge = 1;
     if (!m) return;
     big = *perpo_model_config(m);
-    CHECK_OK(perpo_model_save(m, path));
+    CHECK_OK(perpo_checkpoint_save(m, path, 0));
     perpo_model_free(m);
     b = tr_read(path, &n);
     remove(path);
@@ -421,20 +421,20 @@ static void test_files_not_regular(perpo_test *t) {
     if (!m) return;
     rmdir(dir);
     CHECK(mkdir(dir, 0700) == 0);
-    CHECK(perpo_model_load(&l, dir) == PERPO_ERR_IO && l == NULL);
-    CHECK(perpo_manifest_load(dir, &man, err, sizeof err) == PERPO_ERR_IO && man.n == 0);
+    CHECK(perpo_model_load(&l, dir, NULL) == PERPO_ERR_IO && l == NULL);
+    CHECK(perpo_manifest_load(dir, &man, err, sizeof err, NULL) == PERPO_ERR_IO && man.n == 0);
     CHECK_MSG(strstr(err, "not a regular file") != NULL, "err '%s'", err);
-    CHECK(perpo_image_load_pnm(dir, 4, 4, 1, img, err, sizeof err) == PERPO_ERR_IO);
+    CHECK(perpo_image_load_pnm(dir, 4, 4, 1, img, err, sizeof err, NULL) == PERPO_ERR_IO);
     CHECK_MSG(strstr(err, "not a regular file") != NULL, "err '%s'", err);
     /* saving onto an (empty) folder fails and leaves it there, with no .tmp */
-    CHECK(perpo_model_save(m, dir) == PERPO_ERR_IO);
+    CHECK(perpo_checkpoint_save(m, dir, 0) == PERPO_ERR_IO);
     CHECK(stat(dir, &st) == 0 && S_ISDIR(st.st_mode));
     CHECK(stat("tests_tmp_rel_dir.tmp", &st) != 0);
     CHECK(rmdir(dir) == 0);
     /* a device: not a regular file either */
     if (stat("/dev/null", &st) == 0) {
-        CHECK(perpo_model_load(&l, "/dev/null") == PERPO_ERR_IO && l == NULL);
-        CHECK(perpo_manifest_load("/dev/null", &man, err, sizeof err) == PERPO_ERR_IO);
+        CHECK(perpo_model_load(&l, "/dev/null", NULL) == PERPO_ERR_IO && l == NULL);
+        CHECK(perpo_manifest_load("/dev/null", &man, err, sizeof err, NULL) == PERPO_ERR_IO);
     }
     perpo_model_free(m);
 #else
@@ -463,8 +463,8 @@ static void test_failed_save_keeps_old(perpo_test *t) {
     f = fopen(tmp, "rb");
     CHECK_MSG(f == NULL, "%s left behind", tmp);
     if (f) fclose(f);
-    CHECK_OK(perpo_model_load(&l, path));
-    if (l) CHECK(perpo_optimizer_steps(l) == 0);
+    CHECK_OK(perpo_model_load(&l, path, NULL));
+    if (l) CHECK(perpo_optim_step_count(l) == 0);
     perpo_model_free(l);
     free(after);
 #ifdef TR_POSIX
@@ -486,16 +486,16 @@ static void test_failed_save_keeps_old(perpo_test *t) {
     tr_sync_fail_at = 2;
     CHECK(perpo_checkpoint_save(m, path, PERPO_CKPT_OPTIMIZER) == PERPO_ERR_IO);
     CHECK(tr_sync_fail_at == 0);
-    CHECK_OK(perpo_model_load(&l, path));
-    if (l) CHECK(perpo_optimizer_steps(l) == 1);
+    CHECK_OK(perpo_model_load(&l, path, NULL));
+    if (l) CHECK(perpo_optim_step_count(l) == 1);
     perpo_model_free(l);
     l = NULL;
     f = fopen(tmp, "rb");
     CHECK(f == NULL);
     if (f) fclose(f);
     CHECK_OK(perpo_checkpoint_save(m, path, PERPO_CKPT_OPTIMIZER)); /* and then it saves */
-    CHECK_OK(perpo_model_load(&l, path));
-    if (l) CHECK(perpo_optimizer_steps(l) == 1);
+    CHECK_OK(perpo_model_load(&l, path, NULL));
+    if (l) CHECK(perpo_optim_step_count(l) == 1);
     perpo_model_free(l);
     free(before);
     remove(path);
@@ -679,10 +679,10 @@ static void test_metric_properties(perpo_test *t) {
             for (i = 0; i < (int)n[k]; i++) s[k][i] = (char)("abc\0"[tr_below(&rs, 4)]);
         }
         if (it % 7 == 0) { memcpy(s[1], s[0], n[0]); n[1] = n[0]; }
-        if (perpo_edit_distance(s[0], n[0], s[1], n[1], &dab) || perpo_edit_distance(s[1], n[1], s[0], n[0], &dba) ||
-            perpo_edit_distance(s[1], n[1], s[2], n[2], &dbc) || perpo_edit_distance(s[0], n[0], s[2], n[2], &dac) ||
-            perpo_edit_distance(s[0], n[0], s[0], n[0], &daa) ||
-            perpo_normalized_edit_distance(s[0], n[0], s[1], n[1], &ned)) {
+        if (perpo_edit_distance(s[0], n[0], s[1], n[1], &dab, NULL) || perpo_edit_distance(s[1], n[1], s[0], n[0], &dba, NULL) ||
+            perpo_edit_distance(s[1], n[1], s[2], n[2], &dbc, NULL) || perpo_edit_distance(s[0], n[0], s[2], n[2], &dac, NULL) ||
+            perpo_edit_distance(s[0], n[0], s[0], n[0], &daa, NULL) ||
+            perpo_normalized_edit_distance(s[0], n[0], s[1], n[1], &ned, NULL)) {
             bad_ed++;
             continue;
         }

@@ -239,29 +239,29 @@ static void test_levenshtein_classic(perpo_test *t)
     size_t i, d;
     for (i = 0; i < sizeof c / sizeof c[0]; i++) {
         d = 12345;
-        CHECK_OK(perpo_edit_distance(c[i].a, c[i].na, c[i].b, c[i].nb, &d));
+        CHECK_OK(perpo_edit_distance(c[i].a, c[i].na, c[i].b, c[i].nb, &d, NULL));
         CHECK_MSG(d == c[i].d, "case %u: distance %u, expected %u", (unsigned)i, (unsigned)d,
                   (unsigned)c[i].d);
     }
-    CHECK_OK(perpo_edit_distance(NULL, 0, "abc", 3, &d));
+    CHECK_OK(perpo_edit_distance(NULL, 0, "abc", 3, &d, NULL));
     CHECK(d == 3);
-    CHECK(perpo_edit_distance(NULL, 1, "abc", 3, &d) == PERPO_ERR_ARG);
-    CHECK(perpo_edit_distance("abc", 3, "abc", 3, NULL) == PERPO_ERR_ARG);
+    CHECK(perpo_edit_distance(NULL, 1, "abc", 3, &d, NULL) == PERPO_ERR_ARG);
+    CHECK(perpo_edit_distance("abc", 3, "abc", 3, NULL, NULL) == PERPO_ERR_ARG);
 }
 
 static void test_normalized_edit_distance(perpo_test *t)
 {
     float ned = -1, r = -1;
-    CHECK_OK(perpo_normalized_edit_distance(S("kitten"), S("sitting"), &ned));
+    CHECK_OK(perpo_normalized_edit_distance(S("kitten"), S("sitting"), &ned, NULL));
     CHECK_NEAR(ned, 3.0 / 7.0, 1e-7, 0);
-    CHECK_OK(perpo_normalized_edit_distance(S(""), S(""), &ned));
+    CHECK_OK(perpo_normalized_edit_distance(S(""), S(""), &ned, NULL));
     CHECK(ned == 0.0f);
-    CHECK_OK(perpo_normalized_edit_distance(S(""), S("xyz"), &ned));
+    CHECK_OK(perpo_normalized_edit_distance(S(""), S("xyz"), &ned, NULL));
     CHECK(ned == 1.0f);
-    CHECK_OK(perpo_ocr_reward(S("flaw"), S("lawn"), &r)); /* 1 - 2/4 */
+    CHECK_OK(perpo_ocr_reward(S("flaw"), S("lawn"), &r, NULL)); /* 1 - 2/4 */
     CHECK_NEAR(r, 0.5, 1e-7, 0);
-    CHECK(perpo_normalized_edit_distance(S("a"), S("b"), NULL) == PERPO_ERR_ARG);
-    CHECK(perpo_ocr_reward(S("a"), S("b"), NULL) == PERPO_ERR_ARG);
+    CHECK(perpo_normalized_edit_distance(S("a"), S("b"), NULL, NULL) == PERPO_ERR_ARG);
+    CHECK(perpo_ocr_reward(S("a"), S("b"), NULL, NULL) == PERPO_ERR_ARG);
 }
 
 /* ---- Word-level metrics ---- */
@@ -270,38 +270,38 @@ static void test_word_prf(perpo_test *t)
 {
     float p = -1, r = -1, f = -1, b = -1;
     /* sets {a,b,c,d} vs {a,b,e}: 2 common, P = 2/4, R = 2/3, F1 = 2PR/(P+R) = 4/7 */
-    CHECK_OK(perpo_word_scores(S("a b c d"), S("a b e"), &p, &r, &f, NULL));
+    CHECK_OK(perpo_word_scores(S("a b c d"), S("a b e"), &p, &r, &f, NULL, NULL));
     CHECK_NEAR(p, 0.5, 1e-7, 0);
     CHECK_NEAR(r, 2.0 / 3.0, 1e-7, 0);
     CHECK_NEAR(f, 4.0 / 7.0, 1e-7, 0);
     /* duplicates count once: {a,b} vs {a,b,c}: P = 1, R = 2/3, F1 = 0.8 */
-    CHECK_OK(perpo_word_scores(S("a a b"), S(" a\tb b\n c "), &p, &r, &f, NULL));
+    CHECK_OK(perpo_word_scores(S("a a b"), S(" a\tb b\n c "), &p, &r, &f, NULL, NULL));
     CHECK_NEAR(p, 1.0, 1e-7, 0);
     CHECK_NEAR(r, 2.0 / 3.0, 1e-7, 0);
     CHECK_NEAR(f, 0.8, 1e-7, 0);
     /* nothing in common */
-    CHECK_OK(perpo_word_scores(S("a b"), S("c d"), &p, &r, &f, &b));
+    CHECK_OK(perpo_word_scores(S("a b"), S("c d"), &p, &r, &f, &b, NULL));
     CHECK(p == 0.0f && r == 0.0f && f == 0.0f && b == 0.0f);
     /* words are byte strings: NUL and UTF-8 are part of a word, case matters */
     CHECK_OK(perpo_word_scores(S("a\0b \xc3\xa9t\xc3\xa9 Word"), S("a\0b \xc3\xa9t\xc3\xa9 word"),
-                               &p, &r, &f, NULL));
+                               &p, &r, &f, NULL, NULL));
     CHECK_NEAR(p, 2.0 / 3.0, 1e-7, 0);
-    CHECK_OK(perpo_word_scores(S("a\0b"), S("a"), &p, NULL, NULL, NULL));
+    CHECK_OK(perpo_word_scores(S("a\0b"), S("a"), &p, NULL, NULL, NULL, NULL));
     CHECK(p == 0.0f);
 }
 
 static void test_word_empty_conventions(perpo_test *t)
 {
     float p = -1, r = -1, f = -1, b = -1;
-    CHECK_OK(perpo_word_scores(S(""), S(" \t\n"), &p, &r, &f, &b)); /* both without words */
+    CHECK_OK(perpo_word_scores(S(""), S(" \t\n"), &p, &r, &f, &b, NULL)); /* both without words */
     CHECK(p == 1.0f && r == 1.0f && f == 1.0f && b == 1.0f);
-    CHECK_OK(perpo_word_scores(NULL, 0, NULL, 0, &p, &r, &f, &b));
+    CHECK_OK(perpo_word_scores(NULL, 0, NULL, 0, &p, &r, &f, &b, NULL));
     CHECK(p == 1.0f && r == 1.0f && f == 1.0f && b == 1.0f);
-    CHECK_OK(perpo_word_scores(S(""), S("a b"), &p, &r, &f, &b));
+    CHECK_OK(perpo_word_scores(S(""), S("a b"), &p, &r, &f, &b, NULL));
     CHECK(p == 0.0f && r == 0.0f && f == 0.0f && b == 0.0f);
-    CHECK_OK(perpo_word_scores(S("a b"), S("  "), &p, &r, &f, &b));
+    CHECK_OK(perpo_word_scores(S("a b"), S("  "), &p, &r, &f, &b, NULL));
     CHECK(p == 0.0f && r == 0.0f && f == 0.0f && b == 0.0f);
-    CHECK(perpo_word_scores(NULL, 3, S("a"), &p, &r, &f, &b) == PERPO_ERR_ARG);
+    CHECK(perpo_word_scores(NULL, 3, S("a"), &p, &r, &f, &b, NULL) == PERPO_ERR_ARG);
 }
 
 static void test_bleu_hand(perpo_test *t)
@@ -314,32 +314,32 @@ static void test_bleu_hand(perpo_test *t)
      *   4-grams: none of 3                                    p4 = (0+1)/(3+1) = 1/4
      *   BLEU = (5/6 * 4/6 * 2/5 * 1/4)^(1/4) = (1/18)^(1/4) = 0.48549... */
     CHECK_OK(perpo_word_scores(S("the cat sat on the mat"), S("the cat is on the mat"), NULL, NULL,
-                               NULL, &b));
+                               NULL, &b, NULL));
     CHECK_NEAR(b, pow(1.0 / 18.0, 0.25), 1e-6, 0);
     /* clipping: "the" x4 vs ref "the cat": p1 = 1/4, p2 = (0+1)/(3+1), p3 = (0+1)/(2+1),
      * p4 = (0+1)/(1+1); c = 4 > r = 2 so BP = 1; BLEU = (1/96)^(1/4) */
-    CHECK_OK(perpo_word_scores(S("the the the the"), S("the cat"), NULL, NULL, NULL, &b));
+    CHECK_OK(perpo_word_scores(S("the the the the"), S("the cat"), NULL, NULL, NULL, &b, NULL));
     CHECK_NEAR(b, pow(1.0 / 96.0, 0.25), 1e-6, 0);
     /* brevity: 2 of 6 words, all n-gram precisions 1 (pn = 1/1 when too short): BP = e^(1-6/2) */
-    CHECK_OK(perpo_word_scores(S("the cat"), S("the cat sat on the mat"), NULL, NULL, NULL, &b));
+    CHECK_OK(perpo_word_scores(S("the cat"), S("the cat sat on the mat"), NULL, NULL, NULL, &b, NULL));
     CHECK_NEAR(b, exp(-2.0), 1e-6, 0);
     CHECK_OK(perpo_word_scores(S("the cat sat on the mat"), S("the cat sat on the mat"), NULL, NULL,
-                               NULL, &b));
+                               NULL, &b, NULL));
     CHECK_NEAR(b, 1.0, 1e-6, 0);
-    CHECK_OK(perpo_word_scores(S("hello"), S("hello"), NULL, NULL, NULL, &b));
+    CHECK_OK(perpo_word_scores(S("hello"), S("hello"), NULL, NULL, NULL, &b, NULL));
     CHECK_NEAR(b, 1.0, 1e-6, 0);
 }
 
 static void test_ocr_score_struct(perpo_test *t)
 {
     perpo_ocr_scores s = {-1.0f, -1.0f, -1.0f, -1.0f, -1.0f};
-    CHECK_OK(perpo_ocr_score(S("a b c d"), S("a b e"), &s));
+    CHECK_OK(perpo_ocr_score(S("a b c d"), S("a b e"), &s, NULL));
     CHECK_NEAR(s.edit_distance, 3.0 / 7.0, 1e-7, 0); /* "c d" -> "e": 1 substitution, 2 deletions */
     CHECK_NEAR(s.precision, 0.5, 1e-7, 0);
     CHECK_NEAR(s.recall, 2.0 / 3.0, 1e-7, 0);
     CHECK_NEAR(s.f1, 4.0 / 7.0, 1e-7, 0);
     CHECK(s.bleu > 0.0f && s.bleu < 1.0f);
-    CHECK(perpo_ocr_score(S("a"), S("a"), NULL) == PERPO_ERR_ARG);
+    CHECK(perpo_ocr_score(S("a"), S("a"), NULL, NULL) == PERPO_ERR_ARG);
 }
 
 /* 100 kB strings: linear memory, prefix/suffix stripping, no overflow. */
@@ -359,19 +359,19 @@ static void test_ocr_long(perpo_test *t)
     memcpy(b, a, n);
     b[50000] = '#';
     memmove(b + 70000, b + 70001, n - 70001);
-    CHECK_OK(perpo_edit_distance(a, n, b, n - 1, &d));
+    CHECK_OK(perpo_edit_distance(a, n, b, n - 1, &d, NULL));
     CHECK(d == 2);
-    CHECK_OK(perpo_word_scores(a, n, a, n, &p, &r, &f, &bl));
+    CHECK_OK(perpo_word_scores(a, n, a, n, &p, &r, &f, &bl, NULL));
     CHECK(p == 1.0f && r == 1.0f && f == 1.0f);
     CHECK_NEAR(bl, 1.0, 1e-6, 0);
-    CHECK_OK(perpo_word_scores(a, n, b, n - 1, &p, &r, &f, &bl));
+    CHECK_OK(perpo_word_scores(a, n, b, n - 1, &p, &r, &f, &bl, NULL));
     CHECK(p > 0.99f && r > 0.99f && bl > 0.99f && bl < 1.0f);
     /* full DP over 100000 x 300: 300 substitutions + 99700 deletions */
     memset(a, 'x', n);
     memset(b, 'y', 300);
-    CHECK_OK(perpo_edit_distance(a, n, b, 300, &d));
+    CHECK_OK(perpo_edit_distance(a, n, b, 300, &d, NULL));
     CHECK(d == n);
-    CHECK_OK(perpo_edit_distance(b, 300, a, n, &d));
+    CHECK_OK(perpo_edit_distance(b, 300, a, n, &d, NULL));
     CHECK(d == n);
     free(a);
     free(b);

@@ -15,7 +15,7 @@ static char fz_path[64], fz_path2[80];
 
 static void fz_check(const char *path, const uint8_t *data, size_t size) {
     perpo_model *m = (perpo_model *)(void *)&m; /* must come back NULL on error */
-    perpo_status st = perpo_model_load(&m, path);
+    perpo_status st = perpo_model_load(&m, path, NULL);
     unsigned flags;
     int step_top;
     if (st != PERPO_OK) {

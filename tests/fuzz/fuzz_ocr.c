@@ -17,18 +17,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     perpo_ocr_scores s, self;
     float rw;
     if (size > 8192) return 0; /* O(nh * nr) time: keep executions fast */
-    if (perpo_ocr_score(hyp, nh, ref, nr, &s) != PERPO_OK) __builtin_trap();
+    if (perpo_ocr_score(hyp, nh, ref, nr, &s, NULL) != PERPO_OK) __builtin_trap();
     if (!fz_in01(s.edit_distance) || !fz_in01(s.precision) || !fz_in01(s.recall) || !fz_in01(s.f1) ||
         !fz_in01(s.bleu))
         __builtin_trap();
-    if (perpo_edit_distance(hyp, nh, ref, nr, &d1) != PERPO_OK || perpo_edit_distance(ref, nr, hyp, nh, &d2) != PERPO_OK)
+    if (perpo_edit_distance(hyp, nh, ref, nr, &d1, NULL) != PERPO_OK || perpo_edit_distance(ref, nr, hyp, nh, &d2, NULL) != PERPO_OK)
         __builtin_trap();
     lo = nh > nr ? nh - nr : nr - nh;
     hi = nh > nr ? nh : nr;
     if (d1 != d2 || d1 < lo || d1 > hi) __builtin_trap();
     if ((d1 == 0) != (nh == nr && (nh == 0 || memcmp(hyp, ref, nh) == 0))) __builtin_trap();
-    if (perpo_ocr_reward(hyp, nh, ref, nr, &rw) != PERPO_OK || rw != 1.0f - s.edit_distance) __builtin_trap();
-    if (perpo_ocr_score(hyp, nh, hyp, nh, &self) != PERPO_OK) __builtin_trap();
+    if (perpo_ocr_reward(hyp, nh, ref, nr, &rw, NULL) != PERPO_OK || rw != 1.0f - s.edit_distance) __builtin_trap();
+    if (perpo_ocr_score(hyp, nh, hyp, nh, &self, NULL) != PERPO_OK) __builtin_trap();
     if (self.edit_distance != 0.0f || self.precision != 1.0f || self.recall != 1.0f || self.f1 != 1.0f)
         __builtin_trap();
     if (fabsf(self.bleu - 1.0f) > 1e-6f) __builtin_trap();

@@ -15,7 +15,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     perpo_manifest m;
     char err[160];
     size_t i, last = 0;
-    perpo_status st = perpo_manifest_parse((const char *)data, size, &m, err, sizeof err);
+    perpo_status st = perpo_manifest_parse((const char *)data, size, &m, err, sizeof err, NULL);
     if (st == PERPO_OK) {
         if (err[0] || (m.n && !m.entries)) __builtin_trap();
         for (i = 0; i < m.n; i++) {
