@@ -81,6 +81,13 @@ test-examples: $(BUILD)/grounding $(BUILD)/dense_ocr
 	  grep -q '"regression"' $(BUILD)/tiny_$$t/sft.ckpt.json && \
 	  echo "example $$t: tiny pretraining and demo ran, results.json complete" || { echo "example $$t failed"; cat $(BUILD)/tiny_$$t/*.out; exit 1; }; \
 	done
+	@# --data: 6 + 6 user pages (multi-line transcriptions written with \n) read by the committed OCR reader
+	@$(CC) $(WARN) -O1 -o $(BUILD)/write_pages tests/write_pages.c $(LIBS)
+	@rm -rf $(BUILD)/tiny_data && mkdir -p $(BUILD)/tiny_data/pages && ./$(BUILD)/write_pages $(BUILD)/tiny_data/pages 6 && \
+	  ./$(BUILD)/dense_ocr --data $(BUILD)/tiny_data/pages --sft-steps 2 $(TINY_RUN) --out $(BUILD)/tiny_data > $(BUILD)/tiny_data/run.out && \
+	  grep -m1 '"edit_distance":' $(BUILD)/tiny_data/results.json | awk -F': ' '{ exit !($$2 + 0 < 0.3) }' && \
+	  echo "example dense_ocr --data: 6 user pages fine-tuned on, 6 read back (SFT edit distance below 0.3)" \
+	  || { echo "example dense_ocr --data failed"; cat $(BUILD)/tiny_data/run.out; exit 1; }
 
 test-unit: $(BUILD)/run_tests
 	./$(BUILD)/run_tests

@@ -166,6 +166,7 @@ int main(int argc, char **argv) {
     tk.main_metric = M_NED; tk.higher_is_better = 0;
     tk.make = page_make; tk.reward = ocr_reward; tk.score = ocr_score; tk.check_answer = ocr_check;
     tk.group_of = density_of; tk.picture = write_picture;
+    tk.answer_escapes = 1; /* --data transcriptions write their line breaks as \n */
     tk.group_metric = M_NED_D0; tk.n_groups = N_DENSITY; /* the paper's Figure 5 */
     tk.group_axis = "text density"; tk.group_ylabel = "edit distance"; /* 0: one short line ... 3: a full page */
     return experiment_main(&tk, &o, argc, argv);

@@ -426,6 +426,9 @@ typedef struct task {
        n_groups = 0: none. */
     int group_metric, n_groups;
     const char *group_axis, *group_ylabel;
+    /* --data: 1 if answers may span lines, written in the TSV as the two characters \n (and a
+       backslash as \\), since a manifest field cannot hold a line break */
+    int answer_escapes;
 } task;
 
 /* ---- Data: images, prompts, answers (synthetic splits or --data) ------------------------- */
@@ -476,6 +479,16 @@ static int dataset_make(dataset *d, const task *tk, const perpo_config *cfg, uin
     }
     return 0;
 }
+/* In place: the two characters \n become a line break and \\ a backslash (--data answers of
+   a task with answer_escapes). */
+static void unescape_lines(char *s) {
+    char *w = s;
+    for (; *s; s++) {
+        if (s[0] == '\\' && (s[1] == 'n' || s[1] == '\\')) { *w++ = s[1] == 'n' ? '\n' : '\\'; s++; }
+        else *w++ = *s;
+    }
+    *w = 0;
+}
 /* DIR/NAME (--data): image paths, prompts and answers; images of the model's size. */
 static int dataset_load(dataset *d, const task *tk, const perpo_config *cfg, const char *dir, const char *name) {
     user_data u;
@@ -485,20 +498,25 @@ static int dataset_load(dataset *d, const task *tk, const perpo_config *cfg, con
     memcpy(d->images, u.images, u.manifest.n * d->image_floats * sizeof(float));
     for (i = 0; i < d->n; i++) {
         const perpo_manifest_entry *e = &u.manifest.entries[i];
+        char *answer = d->answer + (size_t)i * d->cap;
         size_t lp = strlen(e->prompt), la = strlen(e->answer);
         const char *why;
+        if (la < d->cap) {
+            memcpy(answer, e->answer, la + 1);
+            if (tk->answer_escapes) unescape_lines(answer);
+            la = strlen(answer);
+        }
         if (lp + la + 3 > (size_t)cfg->max_text) {
             fprintf(stderr, "error: %s/%s line %zu: prompt and answer are %zu bytes, at most %d fit\n", dir, name,
                     e->line, lp + la, cfg->max_text - 3);
             break;
         }
-        if ((why = tk->check_answer(e->answer)) != NULL) {
+        if ((why = tk->check_answer(answer)) != NULL) {
             fprintf(stderr, "error: %s/%s line %zu: the answer \"%s\" %s\n", dir, name, e->line, e->answer, why);
             break;
         }
         memcpy(d->prompt + (size_t)i * d->cap, e->prompt, lp + 1);
-        memcpy(d->answer + (size_t)i * d->cap, e->answer, la + 1);
-        d->group[i] = tk->group_of ? tk->group_of(e->answer) : 0;
+        d->group[i] = tk->group_of ? tk->group_of(answer) : 0;
         dataset_link(d, i);
     }
     user_data_free(&u);
