@@ -2402,58 +2402,38 @@ static void perpo__dec_gemm(int par, size_t M, size_t N, size_t K, const float *
     }
 }
 
-/* sc[t] (t < n) = sum over j < hd of q[j] * Kt[j*ldk + t], each a multiply-add chain over j in
-   order (as the tile computes a score); accumulates in registers, 64 keys at a time. */
-static void perpo__scores(float *PERPO__RESTRICT sc, const float *PERPO__RESTRICT q, const float *PERPO__RESTRICT Kt,
-                          size_t ldk, size_t hd, size_t n) {
-    size_t t, j;
+/* out[i] (i < w) = start + sum over k < n of c[k] * M[k*ld + i], each a multiply-add chain over
+   k in order; start is 0 (from_zero) or out[i]. In registers, 64 columns at a time. The two
+   products of cached attention: scores (c = q, M = the keys, transposed) and weighted values
+   (c = the probabilities, M = the values). */
+static void perpo__combine_rows(float *PERPO__RESTRICT out, const float *PERPO__RESTRICT c,
+                                const float *PERPO__RESTRICT M, size_t ld, size_t n, size_t w, int from_zero) {
+    size_t k, i;
 #ifdef __AVX512F__
-    for (t = 0; t < n; t += 64) {
-        __mmask16 k0 = perpo__mask16(n - t), k1 = n - t > 16 ? perpo__mask16(n - t - 16) : 0;
-        __mmask16 k2 = n - t > 32 ? perpo__mask16(n - t - 32) : 0, k3 = n - t > 48 ? perpo__mask16(n - t - 48) : 0;
+    for (i = 0; i < w; i += 64) {
+        __mmask16 k0 = perpo__mask16(w - i), k1 = w - i > 16 ? perpo__mask16(w - i - 16) : 0;
+        __mmask16 k2 = w - i > 32 ? perpo__mask16(w - i - 32) : 0, k3 = w - i > 48 ? perpo__mask16(w - i - 48) : 0;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (j = 0; j < hd; j++) {
-            const float *kr = Kt + j * ldk + t;
-            __m512 qj = _mm512_set1_ps(q[j]);
-            a0 = _mm512_fmadd_ps(qj, _mm512_maskz_loadu_ps(k0, kr), a0);
-            a1 = _mm512_fmadd_ps(qj, _mm512_maskz_loadu_ps(k1, kr + 16), a1);
-            a2 = _mm512_fmadd_ps(qj, _mm512_maskz_loadu_ps(k2, kr + 32), a2);
-            a3 = _mm512_fmadd_ps(qj, _mm512_maskz_loadu_ps(k3, kr + 48), a3);
+        if (!from_zero) {
+            a0 = _mm512_maskz_loadu_ps(k0, out + i); a1 = _mm512_maskz_loadu_ps(k1, out + i + 16);
+            a2 = _mm512_maskz_loadu_ps(k2, out + i + 32); a3 = _mm512_maskz_loadu_ps(k3, out + i + 48);
         }
-        _mm512_mask_storeu_ps(sc + t, k0, a0); _mm512_mask_storeu_ps(sc + t + 16, k1, a1);
-        _mm512_mask_storeu_ps(sc + t + 32, k2, a2); _mm512_mask_storeu_ps(sc + t + 48, k3, a3);
+        for (k = 0; k < n; k++) {
+            const float *r = M + k * ld + i;
+            __m512 ck = _mm512_set1_ps(c[k]);
+            a0 = _mm512_fmadd_ps(ck, _mm512_maskz_loadu_ps(k0, r), a0);
+            a1 = _mm512_fmadd_ps(ck, _mm512_maskz_loadu_ps(k1, r + 16), a1);
+            a2 = _mm512_fmadd_ps(ck, _mm512_maskz_loadu_ps(k2, r + 32), a2);
+            a3 = _mm512_fmadd_ps(ck, _mm512_maskz_loadu_ps(k3, r + 48), a3);
+        }
+        _mm512_mask_storeu_ps(out + i, k0, a0); _mm512_mask_storeu_ps(out + i + 16, k1, a1);
+        _mm512_mask_storeu_ps(out + i + 32, k2, a2); _mm512_mask_storeu_ps(out + i + 48, k3, a3);
     }
 #else
-    for (t = 0; t < n; t++) sc[t] = 0.0f;
-    for (j = 0; j < hd; j++)
-        for (t = 0; t < n; t++) sc[t] += q[j] * Kt[j * ldk + t];
-#endif
-}
-/* o[i] (i < hd) += sum over t < n of p[t] * V[t*hd + i], a chain over t in order (o holds the
-   start value); in registers, 64 columns at a time. */
-static void perpo__pv(float *PERPO__RESTRICT o, const float *PERPO__RESTRICT p, const float *PERPO__RESTRICT V,
-                      size_t hd, size_t n) {
-    size_t t, i;
-#ifdef __AVX512F__
-    for (i = 0; i < hd; i += 64) {
-        __mmask16 k0 = perpo__mask16(hd - i), k1 = hd - i > 16 ? perpo__mask16(hd - i - 16) : 0;
-        __mmask16 k2 = hd - i > 32 ? perpo__mask16(hd - i - 32) : 0, k3 = hd - i > 48 ? perpo__mask16(hd - i - 48) : 0;
-        __m512 a0 = _mm512_maskz_loadu_ps(k0, o + i), a1 = _mm512_maskz_loadu_ps(k1, o + i + 16);
-        __m512 a2 = _mm512_maskz_loadu_ps(k2, o + i + 32), a3 = _mm512_maskz_loadu_ps(k3, o + i + 48);
-        for (t = 0; t < n; t++) {
-            const float *v = V + t * hd + i;
-            __m512 pt = _mm512_set1_ps(p[t]);
-            a0 = _mm512_fmadd_ps(pt, _mm512_maskz_loadu_ps(k0, v), a0);
-            a1 = _mm512_fmadd_ps(pt, _mm512_maskz_loadu_ps(k1, v + 16), a1);
-            a2 = _mm512_fmadd_ps(pt, _mm512_maskz_loadu_ps(k2, v + 32), a2);
-            a3 = _mm512_fmadd_ps(pt, _mm512_maskz_loadu_ps(k3, v + 48), a3);
-        }
-        _mm512_mask_storeu_ps(o + i, k0, a0); _mm512_mask_storeu_ps(o + i + 16, k1, a1);
-        _mm512_mask_storeu_ps(o + i + 32, k2, a2); _mm512_mask_storeu_ps(o + i + 48, k3, a3);
-    }
-#else
-    for (t = 0; t < n; t++)
-        for (i = 0; i < hd; i++) o[i] += p[t] * V[t * hd + i];
+    if (from_zero)
+        for (i = 0; i < w; i++) out[i] = 0.0f;
+    for (k = 0; k < n; k++)
+        for (i = 0; i < w; i++) out[i] += c[k] * M[k * ld + i];
 #endif
 }
 
@@ -2509,12 +2489,12 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
             for (h = 0; h < H; h++) {
                 const float *q = qkv + (size_t)rr * 3 * D + h * hd;
                 float *o = atty + (size_t)rr * D + h * hd;
-                perpo__scores(sc, q, Kr + h * hd * L, L, hd, sh);
-                perpo__scores(sc + sh, q, Kt + h * hd * L + sh, L, hd, n_keys - sh);
+                perpo__combine_rows(sc, q, Kr + h * hd * L, L, hd, sh, 1);
+                perpo__combine_rows(sc + sh, q, Kt + h * hd * L + sh, L, hd, n_keys - sh, 1);
                 perpo__softmax_scaled(sc, n_keys, scale);
                 for (j = 0; j < hd; j++) o[j] = 0.0f;
-                perpo__pv(o, sc, Vr + h * L * hd, hd, sh);
-                perpo__pv(o, sc + sh, Vs + (h * L + sh) * hd, hd, n_keys - sh);
+                perpo__combine_rows(o, sc, Vr + h * L * hd, hd, sh, hd, 0);
+                perpo__combine_rows(o, sc + sh, Vs + (h * L + sh) * hd, hd, n_keys - sh, hd, 0);
             }
         }
         e.bias = P + p->attn_b; e.res = xr; e.ldr = D; /* x + atty W^T + b */
