@@ -35,7 +35,7 @@ endif
 PYTHON   ?= /usr/bin/python3
 TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) examples/common.h
 
-.PHONY: pretrain pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-alloc test-blas test-portable test-omp test-mpi test-torch test-sanitize soak fuzz demo demo-ocr bench bench-compare bench-scaling shared clean
+.PHONY: format pretrain pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-alloc test-blas test-portable test-omp test-mpi test-torch test-sanitize soak fuzz demo demo-ocr bench bench-compare bench-scaling shared clean
 
 all: $(EXAMPLES) $(BUILD)/run_tests
 
@@ -210,6 +210,11 @@ bench-scaling: $(BUILD)/scaling
 
 bench-compare: $(BUILD)/bench $(if $(HAVE_OPENBLAS),$(BUILD)/bench_cblas)
 	BENCH=$(BUILD)/bench BENCH_CBLAS=$(if $(HAVE_OPENBLAS),$(BUILD)/bench_cblas) /usr/bin/python3 bench/compare.py $(COMPARE_ARGS)
+
+# Reformat every C source with the committed .clang-format (one style, issue 13).
+FORMAT_SRC = perpo.h $(wildcard examples/*.h examples/*.c tests/*.h tests/*.c bench/*.c)
+format:
+	clang-format -i $(FORMAT_SRC)
 
 clean:
 	rm -rf $(BUILD)

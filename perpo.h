@@ -111,13 +111,13 @@ extern "C" {
 /* ---- Status codes ----------------------------------------------------------------------- */
 typedef enum perpo_status {
     PERPO_OK = 0,
-    PERPO_ERR_ARG,        /* invalid argument (NULL, size out of range, inconsistent config) */
-    PERPO_ERR_NOMEM,      /* an allocation failed */
-    PERPO_ERR_OVERFLOW,   /* a size computation would overflow size_t */
-    PERPO_ERR_IO,         /* open/read/write/rename failed */
-    PERPO_ERR_FORMAT,     /* a file or text is malformed */
-    PERPO_ERR_NONFINITE,  /* NaN or Inf in an input, loss or gradient */
-    PERPO_ERR_PEER        /* data-parallel training: another worker failed (its own call
+    PERPO_ERR_ARG,       /* invalid argument (NULL, size out of range, inconsistent config) */
+    PERPO_ERR_NOMEM,     /* an allocation failed */
+    PERPO_ERR_OVERFLOW,  /* a size computation would overflow size_t */
+    PERPO_ERR_IO,        /* open/read/write/rename failed */
+    PERPO_ERR_FORMAT,    /* a file or text is malformed */
+    PERPO_ERR_NONFINITE, /* NaN or Inf in an input, loss or gradient */
+    PERPO_ERR_PEER       /* data-parallel training: another worker failed (its own call
                              returns the reason), so this one stopped with it */
 } perpo_status;
 
@@ -140,15 +140,15 @@ PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n);
 
 /* Limits of perpo_config (generous: they keep every derived size product far from overflow). */
 #define PERPO_MAX_IMAGE_SIDE 4096 /* image_h, image_w */
-#define PERPO_MAX_CHANNELS 4
+#define PERPO_MAX_CHANNELS   4
 #define PERPO_MAX_PATCH_SIDE 256  /* patch_h, patch_w */
-#define PERPO_MAX_PATCHES 4096    /* vision tokens per image */
-#define PERPO_MAX_D_MODEL 8192
-#define PERPO_MAX_LAYERS 64       /* n_vis_layers, n_dec_layers */
-#define PERPO_MAX_MLP_MULT 16
-#define PERPO_MIN_TEXT 4          /* max_text: BOS, SEP, EOS and one byte */
-#define PERPO_MAX_TEXT 4096
-#define PERPO_MAX_BATCH 65536     /* max_batch */
+#define PERPO_MAX_PATCHES    4096 /* vision tokens per image */
+#define PERPO_MAX_D_MODEL    8192
+#define PERPO_MAX_LAYERS     64 /* n_vis_layers, n_dec_layers */
+#define PERPO_MAX_MLP_MULT   16
+#define PERPO_MIN_TEXT       4 /* max_text: BOS, SEP, EOS and one byte */
+#define PERPO_MAX_TEXT       4096
+#define PERPO_MAX_BATCH      65536 /* max_batch */
 
 typedef struct perpo_config {
     /* Ranges, as perpo_config_validate checks them (PERPO_ERR_ARG otherwise): */
@@ -165,15 +165,15 @@ typedef struct perpo_config {
                                        % 4 == 0). 0: off */
     int d_model;                    /* width of every token, [1, PERPO_MAX_D_MODEL] */
     int n_heads;                    /* attention heads, >= 1, d_model % n_heads == 0 */
-    int n_vis_layers;               /* bidirectional blocks of the vision encoder, [0, PERPO_MAX_LAYERS] */
-    int n_dec_layers;               /* causal blocks of the language decoder, [1, PERPO_MAX_LAYERS] */
-    int mlp_mult;                   /* MLP hidden width = mlp_mult * d_model, in [1, PERPO_MAX_MLP_MULT] */
-    int max_text;                   /* text positions: BOS + prompt + SEP + response + EOS; in
+    int n_vis_layers; /* bidirectional blocks of the vision encoder, [0, PERPO_MAX_LAYERS] */
+    int n_dec_layers; /* causal blocks of the language decoder, [1, PERPO_MAX_LAYERS] */
+    int mlp_mult;     /* MLP hidden width = mlp_mult * d_model, in [1, PERPO_MAX_MLP_MULT] */
+    int max_text;     /* text positions: BOS + prompt + SEP + response + EOS; in
                                        [PERPO_MIN_TEXT, PERPO_MAX_TEXT] */
-    int vocab;                      /* must be PERPO_VOCAB */
-    int max_batch;                  /* most sequences (and images) per forward; sizes the arena;
+    int vocab;        /* must be PERPO_VOCAB */
+    int max_batch;    /* most sequences (and images) per forward; sizes the arena;
                                        [1, PERPO_MAX_BATCH] */
-    void *alloc_ctx;                /* passed to PERPO_MALLOC/FREE; not saved in checkpoints */
+    void *alloc_ctx;  /* passed to PERPO_MALLOC/FREE; not saved in checkpoints */
 } perpo_config;
 
 /* 64x64 RGB, 8x8 patches, width 128, 4 heads, 2 vision + 4 decoder blocks, 48 text positions,
@@ -224,15 +224,16 @@ typedef struct perpo_batch {
 /* Builds one text row: tokens = BOS prompt SEP response EOS PAD..., targets = the response
    bytes and EOS at the positions that predict them, -1 elsewhere. PERPO_ERR_ARG if it does
    not fit in max_text. n_targets (may be NULL) gets the number of counted targets. */
-PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *prompt, size_t prompt_len,
-                                        const char *response, size_t response_len,
-                                        int *tokens, int *targets, size_t *n_targets);
+PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *prompt,
+                                        size_t prompt_len, const char *response,
+                                        size_t response_len, int *tokens, int *targets,
+                                        size_t *n_targets);
 
 /* Runs the model and keeps what backward needs. logp (n_seq, may be NULL) gets each sequence's
    summed response log-probability; mean_ce (may be NULL) the mean token cross-entropy over all
    counted targets of the batch. */
-PERPODEF perpo_status perpo_forward(perpo_model *model, const perpo_batch *batch,
-                                    float *logp, float *mean_ce);
+PERPODEF perpo_status perpo_forward(perpo_model *model, const perpo_batch *batch, float *logp,
+                                    float *mean_ce);
 /* Adds dLoss/dparams into the gradient buffer, given dlogp[b] = dLoss/dlogp[b] for every
    sequence of the last forward. SFT passes -1/n_targets for each; preference objectives pass
    the gradient of their listwise loss. */
@@ -249,7 +250,7 @@ typedef struct perpo_sample_config {
     float top_p;        /* nucleus: smallest set with mass >= top_p, in [0, 1]; 1 = off */
     int max_new_tokens; /* cap on response bytes (also capped by max_text), >= 0 */
     uint64_t seed;      /* same seed, same model, same request -> same text; any value */
-    int no_cache;       /* 0 or 1; 1 = recompute the whole sequence per token (slow; for checking) */
+    int no_cache; /* 0 or 1; 1 = recompute the whole sequence per token (slow; for checking) */
 } perpo_sample_config;
 
 PERPODEF perpo_sample_config perpo_sample_default(void);
@@ -287,8 +288,8 @@ PERPODEF float perpo_box_iou(const float a[4], const float b[4]);
 PERPODEF float perpo_box_giou(const float a[4], const float b[4]);
 /* The PerPO grounding reward: IoU of the first box parsed from text with gt (normalized);
  * 0 when no box parses. */
-PERPODEF float perpo_grounding_reward(const char *text, size_t len, const float gt[4],
-                                      float img_w, float img_h);
+PERPODEF float perpo_grounding_reward(const char *text, size_t len, const float gt[4], float img_w,
+                                      float img_h);
 
 /* ---- OCR metrics. Strings are (pointer, length) byte strings: NULs and UTF-8 are plain
  * bytes. Memory is linear in the lengths, allocated through alloc_ctx (may be NULL; see
@@ -313,7 +314,9 @@ PERPODEF perpo_status perpo_ocr_reward(const char *text, size_t len, const char 
 PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *ref, size_t nr,
                                         float *precision, float *recall, float *f1, float *bleu,
                                         void *alloc_ctx);
-typedef struct { float edit_distance, precision, recall, f1, bleu; } perpo_ocr_scores;
+typedef struct {
+    float edit_distance, precision, recall, f1, bleu;
+} perpo_ocr_scores;
 /* All OCR metrics at once; edit_distance is the NORMALIZED one (lower is better). */
 PERPODEF perpo_status perpo_ocr_score(const char *hyp, size_t nh, const char *ref, size_t nr,
                                       perpo_ocr_scores *out, void *alloc_ctx);
@@ -329,10 +332,13 @@ PERPODEF const char *perpo_objective_name(perpo_objective kind);
  *   beta in (0, PERPO_MAX_BETA] scales log-ratios;
  *   gamma in [0, PERPO_MAX_GAMMA] is PerPO's reward-gap exponent (others ignore it);
  *   label_smoothing in [0, 0.5] is cDPO's eps (PERPO, DPO, LIPO; LISTMLE ignores it). */
-#define PERPO_MAX_BETA 1000.0f
-#define PERPO_MAX_GAMMA 100.0f
+#define PERPO_MAX_BETA       1000.0f
+#define PERPO_MAX_GAMMA      100.0f
 #define PERPO_MAX_NLL_WEIGHT 1000.0f
-typedef struct { perpo_objective kind; float beta, gamma, label_smoothing; } perpo_objective_config;
+typedef struct {
+    perpo_objective kind;
+    float beta, gamma, label_smoothing;
+} perpo_objective_config;
 
 /* beta 0.1, gamma 0.5, label_smoothing 0 (the released PerPO defaults). */
 PERPODEF perpo_objective_config perpo_objective_default(perpo_objective kind);
@@ -342,16 +348,20 @@ PERPODEF perpo_objective_config perpo_objective_default(perpo_objective kind);
  * result beyond float range: PERPO_ERR_NONFINITE. On error the outputs are untouched. A list
  * whose rewards are all equal (or n == 1) has loss 0 and gradient 0. No allocation. */
 PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int n,
-    const float *logp, const float *ref_logp, const float *reward,
-    float *loss, float *dloss_dlogp /* may be NULL */);
+                                          const float *logp, const float *ref_logp,
+                                          const float *reward, float *loss,
+                                          float *dloss_dlogp /* may be NULL */);
 
 /* What preference trainers log per list: rewards/chosen, /rejected, /margins, /accuracies. */
-typedef struct { float chosen, rejected, margin, accuracy; } perpo_pref_metrics;
+typedef struct {
+    float chosen, rejected, margin, accuracy;
+} perpo_pref_metrics;
 /* chosen/rejected = beta * s of the first best/worst-reward response (s = logp - ref_logp),
  * margin = chosen - rejected, accuracy = share of pairs R_i > R_j with s_i > s_j (0 if none).
  * beta in (0, PERPO_MAX_BETA]. */
 PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *logp,
-    const float *ref_logp, const float *reward, perpo_pref_metrics *out);
+                                               const float *ref_logp, const float *reward,
+                                               perpo_pref_metrics *out);
 
 /* ==== 6. Optimizer, data parallelism, progress reports and SFT ============================ */
 
@@ -429,25 +439,25 @@ PERPODEF perpo_status perpo_share(size_t n, int rank, int world, size_t *first, 
 
 /* ---- Training: progress reports -------------------------------------------------------- */
 typedef struct perpo_progress {
-    const char *phase;        /* "sft" (perpo_sft_train*) or "pref" (perpo_pref_train, any objective) */
-    int step, total_steps;    /* 1-based step just finished */
+    const char *phase; /* "sft" (perpo_sft_train*) or "pref" (perpo_pref_train, any objective) */
+    int step, total_steps; /* 1-based step just finished */
     float loss, lr, grad_norm;
-    double tokens;            /* target tokens processed so far in this phase */
-    double elapsed_s, eta_s;  /* wall clock when the build has it (C11 timespec_get), else CPU */
+    double tokens;           /* target tokens processed so far in this phase */
+    double elapsed_s, eta_s; /* wall clock when the build has it (C11 timespec_get), else CPU */
     /* preference phases only, averaged over the lists of the step (names as in TRL):
        rewards/chosen and rewards/rejected are beta * (logp - ref_logp) of the best and worst
        response, margins their difference, accuracies the fraction of pairs ranked right */
     float reward_chosen, reward_rejected, reward_margin, reward_accuracy;
-    float logp_chosen;        /* policy log-prob of the best response */
+    float logp_chosen; /* policy log-prob of the best response */
 } perpo_progress;
 /* Return non-zero to stop training early (the trainer then returns PERPO_OK). */
 typedef int (*perpo_progress_fn)(const perpo_progress *p, void *user);
 
 /* ---- SFT -------------------------------------------------------------------------------- */
 typedef struct perpo_example {
-    const float *image;       /* image_h*image_w*channels floats */
-    const char *prompt;       /* NUL-terminated */
-    const char *response;     /* NUL-terminated; the text the model learns to answer */
+    const float *image;   /* image_h*image_w*channels floats */
+    const char *prompt;   /* NUL-terminated */
+    const char *response; /* NUL-terminated; the text the model learns to answer */
 } perpo_example;
 
 #define PERPO_MAX_ACCUM 65536 /* most micro-batches per optimizer step */
@@ -481,20 +491,20 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *model, const perpo_example *e
 typedef perpo_status (*perpo_example_fn)(size_t index, size_t slot, perpo_example *out, void *user);
 /* perpo_sft_train over a stream. An example that does not fit max_text, or has a NULL field,
    stops training with PERPO_ERR_ARG (the steps already taken are kept). */
-PERPODEF perpo_status perpo_sft_train_stream(perpo_model *model, perpo_example_fn next, void *next_user,
-                                             const perpo_sft_config *tc, perpo_progress_fn progress,
-                                             void *user);
+PERPODEF perpo_status perpo_sft_train_stream(perpo_model *model, perpo_example_fn next,
+                                             void *next_user, const perpo_sft_config *tc,
+                                             perpo_progress_fn progress, void *user);
 
 /* ==== 7. Preference optimization: PerPO and the baselines over lists of sampled responses = */
 /* One prompt with n sampled responses and their task rewards. */
 typedef struct perpo_pref_list {
     const float *image;
-    const char *prompt;            /* NUL-terminated */
-    int n;                         /* responses, 2 .. PERPO_MAX_LIST */
-    const char *const *responses;  /* n NUL-terminated responses */
-    const float *rewards;          /* n task rewards, any order */
-    float *ref_logp;               /* n summed log-probs under the frozen SFT model (see below) */
-    const char *truth;             /* the true response where it is known, else NULL: what the
+    const char *prompt;           /* NUL-terminated */
+    int n;                        /* responses, 2 .. PERPO_MAX_LIST */
+    const char *const *responses; /* n NUL-terminated responses */
+    const float *rewards;         /* n task rewards, any order */
+    float *ref_logp;              /* n summed log-probs under the frozen SFT model (see below) */
+    const char *truth;            /* the true response where it is known, else NULL: what the
                                       NLL term trains on with nll_on_truth */
 } perpo_pref_list;
 
@@ -502,16 +512,16 @@ typedef struct perpo_pref_list {
 typedef struct perpo_pref_config {
     perpo_objective_config objective; /* ranges at perpo_objective_config */
     perpo_optim_config optim;         /* ranges at perpo_optim_config */
-    int lists_per_step;  /* lists per micro-batch, >= 1; all their responses must fit in max_batch */
-    int accum_steps;     /* micro-batches per optimizer step, in [1, PERPO_MAX_ACCUM] */
-    float nll_weight;    /* adds nll_weight * token NLL of each list's best response; in
+    int lists_per_step; /* lists per micro-batch, >= 1; all their responses must fit in max_batch */
+    int accum_steps;    /* micro-batches per optimizer step, in [1, PERPO_MAX_ACCUM] */
+    float nll_weight;   /* adds nll_weight * token NLL of each list's best response; in
                             [0, PERPO_MAX_NLL_WEIGHT]; 0 = off */
-    int mean_logp;       /* 0 or 1; 1: s_k uses mean per-token log-probs instead of sums */
-    int nll_on_truth;    /* 0 or 1; 1: the NLL term is on each list's truth (every list needs
+    int mean_logp;      /* 0 or 1; 1: s_k uses mean per-token log-probs instead of sums */
+    int nll_on_truth;   /* 0 or 1; 1: the NLL term is on each list's truth (every list needs
                             one, and lists_per_step x (n + 1) sequences must fit in max_batch) */
-    uint64_t seed;       /* order of the lists; any value */
-    int log_every;       /* progress callback period, in steps (>= 1) */
-    int resume;          /* 0 or 1, as in perpo_sft_config */
+    uint64_t seed;      /* order of the lists; any value */
+    int log_every;      /* progress callback period, in steps (>= 1) */
+    int resume;         /* 0 or 1, as in perpo_sft_config */
     perpo_parallel parallel; /* data parallelism (see above and perpo_pref_train); default: one
                                 process */
 } perpo_pref_config;
@@ -523,8 +533,8 @@ typedef float (*perpo_reward_fn)(const char *response, size_t len, size_t item, 
 typedef struct perpo_pref_set {
     perpo_pref_list *lists;
     size_t n_lists;
-    void *storage_;      /* private */
-    void *alloc_ctx_;    /* private */
+    void *storage_;   /* private */
+    void *alloc_ctx_; /* private */
 } perpo_pref_set;
 
 /* The first stage of PerPO: for every item (its image and prompt; the response is ignored),
@@ -532,22 +542,24 @@ typedef struct perpo_pref_set {
    random stream of its own, seeded by sc->seed and the item's index: the same call gives the
    same lists, whatever max_batch is and however the items are split (below). ref_logp is
    zeroed: call perpo_pref_reference next. */
-PERPODEF perpo_status perpo_pref_sample(perpo_model *model, const perpo_example *items, size_t n_items,
-                                        int n, const perpo_sample_config *sc, perpo_reward_fn reward,
-                                        void *user, perpo_pref_set *out);
+PERPODEF perpo_status perpo_pref_sample(perpo_model *model, const perpo_example *items,
+                                        size_t n_items, int n, const perpo_sample_config *sc,
+                                        perpo_reward_fn reward, void *user, perpo_pref_set *out);
 /* The same for items [first, first + count) of items only: list j holds exactly the responses
    perpo_pref_sample gives item first + j, and reward sees that index. How data-parallel
    workers sample their own block of prompts (perpo_share) without any exchange. PERPO_ERR_ARG
    for an empty range (items must hold first + count examples). */
-PERPODEF perpo_status perpo_pref_sample_range(perpo_model *model, const perpo_example *items, size_t first,
-                                              size_t count, int n, const perpo_sample_config *sc,
-                                              perpo_reward_fn reward, void *user, perpo_pref_set *out);
+PERPODEF perpo_status perpo_pref_sample_range(perpo_model *model, const perpo_example *items,
+                                              size_t first, size_t count, int n,
+                                              const perpo_sample_config *sc, perpo_reward_fn reward,
+                                              void *user, perpo_pref_set *out);
 PERPODEF void perpo_pref_set_free(perpo_pref_set *set);
 /* Defaults of the paper's released code: beta 0.1, gamma 0.5, summed log-probs, no NLL term. */
 PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind);
 /* Fills every list's ref_logp with summed response log-probs under model (the frozen SFT
    weights): computed once, before preference training starts. */
-PERPODEF perpo_status perpo_pref_reference(perpo_model *model, perpo_pref_list *lists, size_t n_lists);
+PERPODEF perpo_status perpo_pref_reference(perpo_model *model, perpo_pref_list *lists,
+                                           size_t n_lists);
 /* Keeps the lists whose best-minus-worst reward is at least min_margin (in place, order kept);
    returns how many remain. */
 PERPODEF size_t perpo_pref_filter(perpo_pref_list *lists, size_t n_lists, float min_margin);
@@ -561,8 +573,9 @@ PERPODEF size_t perpo_pref_filter(perpo_pref_list *lists, size_t n_lists, float 
    order of the whole set; each worker trains on those of its own lists, in forwards of at most
    lists_per_step lists (so it runs none, one or several per micro-batch), and the gradients,
    divided by the global list count, are summed by the hook. */
-PERPODEF perpo_status perpo_pref_train(perpo_model *model, const perpo_pref_list *lists, size_t n_lists,
-                                       const perpo_pref_config *pc, perpo_progress_fn progress, void *user);
+PERPODEF perpo_status perpo_pref_train(perpo_model *model, const perpo_pref_list *lists,
+                                       size_t n_lists, const perpo_pref_config *pc,
+                                       perpo_progress_fn progress, void *user);
 
 /* ==== 8. Checkpoints ====================================================================== */
 /* Saves config and parameters (little-endian, CRC32-checked) via a temporary file + rename
@@ -574,7 +587,8 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *model, const perpo_pref_list
    that when only the sync of the folder after the rename fails, the new file is in place but a
    power cut may still undo the rename. */
 #define PERPO_CKPT_OPTIMIZER 1u
-PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *model, const char *path, unsigned flags);
+PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *model, const char *path,
+                                            unsigned flags);
 /* Creates a model from a checkpoint (with its optimizer state when saved); alloc_ctx (may be
    NULL) is what the loaded model passes to PERPO_MALLOC/FREE. PERPO_ERR_IO when the file
    cannot be read or is not a regular file, PERPO_ERR_FORMAT for anything malformed (size,
@@ -616,7 +630,7 @@ PERPODEF perpo_status perpo_image_load_pnm(const char *path, int want_w, int wan
  * CR inside a line, a line over PERPO_MANIFEST_MAX_LINE bytes; and a text over
  * PERPO_MANIFEST_MAX_BYTES. Fields are taken as they are (no trimming, no quoting); paths are
  * returned as written, relative ones are the caller's to resolve. */
-#define PERPO_MANIFEST_MAX_LINE 65536              /* bytes of one line, without its end */
+#define PERPO_MANIFEST_MAX_LINE  65536             /* bytes of one line, without its end */
 #define PERPO_MANIFEST_MAX_BYTES ((size_t)1 << 30) /* 1 GiB */
 
 typedef struct perpo_manifest_entry {
@@ -666,7 +680,8 @@ PERPODEF void perpo_manifest_free(perpo_manifest *m);
 
 /* POSIX, where the platform has it: stat() tells a regular file from a folder or device, and
    fsync() makes a checkpoint durable. glibc declares both even under -std=c99. */
-#if !defined(PERPO_NO_POSIX) && (defined(__unix__) || defined(__unix) || (defined(__APPLE__) && defined(__MACH__)))
+#if !defined(PERPO_NO_POSIX) &&                                                                    \
+    (defined(__unix__) || defined(__unix) || (defined(__APPLE__) && defined(__MACH__)))
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -680,9 +695,9 @@ PERPODEF void perpo_manifest_free(perpo_manifest *m);
 
 #if defined(PERPO_MALLOC) && defined(PERPO_REALLOC) && defined(PERPO_FREE)
 #elif !defined(PERPO_MALLOC) && !defined(PERPO_REALLOC) && !defined(PERPO_FREE)
-#define PERPO_MALLOC(ctx, size) ((void)(ctx), malloc(size))
+#define PERPO_MALLOC(ctx, size)     ((void)(ctx), malloc(size))
 #define PERPO_REALLOC(ctx, p, size) ((void)(ctx), realloc((p), (size)))
-#define PERPO_FREE(ctx, p) ((void)(ctx), free(p))
+#define PERPO_FREE(ctx, p)          ((void)(ctx), free(p))
 #else
 #error "perpo.h: define all of PERPO_MALLOC, PERPO_REALLOC and PERPO_FREE, or none"
 #endif
@@ -702,7 +717,7 @@ PERPODEF void perpo_manifest_free(perpo_manifest *m);
 #ifdef _OPENMP
 #include <omp.h>
 #define PERPO__PRAGMA(x) _Pragma(#x)
-#define PERPO__OMP(x) PERPO__PRAGMA(omp x)
+#define PERPO__OMP(x)    PERPO__PRAGMA(omp x)
 #else
 #define PERPO__OMP(x)
 #endif
@@ -745,7 +760,9 @@ static int perpo__size_add(size_t a, size_t b, size_t *out) {
 }
 
 /* xoshiro256** seeded through splitmix64: small, fast, and the state lives in its owner. */
-typedef struct perpo__rng { uint64_t s[4]; } perpo__rng;
+typedef struct perpo__rng {
+    uint64_t s[4];
+} perpo__rng;
 
 static uint64_t perpo__splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
@@ -760,13 +777,22 @@ static void perpo__rng_seed(perpo__rng *r, uint64_t seed) {
 static uint64_t perpo__rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 static uint64_t perpo__rng_u64(perpo__rng *r) {
     uint64_t *s = r->s, out = perpo__rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0]; s[3] ^= s[1]; s[1] ^= s[2]; s[0] ^= s[3]; s[2] ^= t; s[3] = perpo__rotl(s[3], 45);
+    s[2] ^= s[0];
+    s[3] ^= s[1];
+    s[1] ^= s[2];
+    s[0] ^= s[3];
+    s[2] ^= t;
+    s[3] = perpo__rotl(s[3], 45);
     return out;
 }
 /* Uniform in [0, 1) with 53 random bits. */
-static double perpo__rng_uniform(perpo__rng *r) { return (double)(perpo__rng_u64(r) >> 11) * (1.0 / 9007199254740992.0); }
+static double perpo__rng_uniform(perpo__rng *r) {
+    return (double)(perpo__rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
+}
 /* Uniform integer in [0, n) without modulo bias worth noticing (n << 2^64). */
-static size_t perpo__rng_below(perpo__rng *r, size_t n) { return (size_t)(perpo__rng_uniform(r) * (double)n) % n; }
+static size_t perpo__rng_below(perpo__rng *r, size_t n) {
+    return (size_t)(perpo__rng_uniform(r) * (double)n) % n;
+}
 static double perpo__rng_normal(perpo__rng *r) {
     double u1 = perpo__rng_uniform(r), u2 = perpo__rng_uniform(r);
     if (u1 < 1e-300) u1 = 1e-300;
@@ -781,7 +807,8 @@ static double perpo__now(void) {
 #else
 #if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L && defined(TIME_UTC)
     struct timespec ts;
-    if (timespec_get(&ts, TIME_UTC) == TIME_UTC) return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    if (timespec_get(&ts, TIME_UTC) == TIME_UTC)
+        return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 #endif
     return (double)clock() / (double)CLOCKS_PER_SEC;
 #endif
@@ -806,7 +833,8 @@ static int perpo__is_space(int c) {
 
 static int perpo__all_finite(const float *x, size_t n) {
     size_t i;
-    for (i = 0; i < n; i++) if (!isfinite(x[i])) return 0;
+    for (i = 0; i < n; i++)
+        if (!isfinite(x[i])) return 0;
     return 1;
 }
 
@@ -849,7 +877,8 @@ static perpo_status perpo__open_read(const char *path, FILE **out, const char **
 
 /* printf into err[0..cap) when err is given; always NUL-terminated, never more than one line. */
 #if defined(__GNUC__) || defined(__clang__)
-static void perpo__errf(char *err, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void perpo__errf(char *err, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 #endif
 static void perpo__errf(char *err, size_t cap, const char *fmt, ...) {
     va_list ap;
@@ -862,12 +891,15 @@ static void perpo__errf(char *err, size_t cap, const char *fmt, ...) {
 /* The start of every file loader: opens path (a regular file) for reading, positioned at its
    start; *fsize gets the size a seekable file reports, else -1. On failure err (may be NULL)
    gets why. */
-static perpo_status perpo__open_sized(const char *path, FILE **f, long *fsize, char *err, size_t cap) {
+static perpo_status perpo__open_sized(const char *path, FILE **f, long *fsize, char *err,
+                                      size_t cap) {
     const char *why;
     *fsize = -1;
     if (perpo__open_read(path, f, &why) != PERPO_OK) {
-        if (why) perpo__errf(err, cap, "%s", why);
-        else perpo__errf(err, cap, "cannot open: %s", strerror(errno));
+        if (why)
+            perpo__errf(err, cap, "%s", why);
+        else
+            perpo__errf(err, cap, "cannot open: %s", strerror(errno));
         return PERPO_ERR_IO;
     }
     if (fseek(*f, 0, SEEK_END) == 0) *fsize = ftell(*f);
@@ -878,8 +910,8 @@ static perpo_status perpo__open_sized(const char *path, FILE **f, long *fsize, c
 /* Reads f to its end (or to max + 1 bytes: one byte past max tells the caller the file is
    longer) into one allocation of ctx, starting with room for first_cap bytes (in [1, max + 1])
    and doubling; closes f. *out is the caller's to free with PERPO_FREE(ctx, ...). */
-static perpo_status perpo__read_to_end(FILE *f, void *ctx, size_t first_cap, size_t max, unsigned char **out,
-                                       size_t *len, char *err, size_t cap) {
+static perpo_status perpo__read_to_end(FILE *f, void *ctx, size_t first_cap, size_t max,
+                                       unsigned char **out, size_t *len, char *err, size_t cap) {
     size_t n = 0, room = first_cap;
     unsigned char *buf = (unsigned char *)PERPO_MALLOC(ctx, room), *nb;
     int rd_err;
@@ -960,26 +992,26 @@ static PERPO__MAYBE_UNUSED int perpo__sync_default(const char *path, int is_dir)
 #if defined(__AVX512F__)
 /* 8 rows x two 16-float vectors: 16 accumulators of the 32 registers, enough to keep both FMA
    units busy; taller tiles measured no faster and waste more work when M is small. */
-#define PERPO__MR 8
-#define PERPO__NR 32
-#define PERPO__VLEN 16
-#define PERPO__VEC __m512
-#define PERPO__VLOAD _mm512_loadu_ps
-#define PERPO__VSTORE _mm512_storeu_ps
-#define PERPO__VZERO _mm512_setzero_ps
-#define PERPO__VSET1 _mm512_set1_ps
-#define PERPO__VFMA _mm512_fmadd_ps
+#define PERPO__MR      8
+#define PERPO__NR      32
+#define PERPO__VLEN    16
+#define PERPO__VEC     __m512
+#define PERPO__VLOAD   _mm512_loadu_ps
+#define PERPO__VSTORE  _mm512_storeu_ps
+#define PERPO__VZERO   _mm512_setzero_ps
+#define PERPO__VSET1   _mm512_set1_ps
+#define PERPO__VFMA    _mm512_fmadd_ps
 #define PERPO__ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 #elif defined(__AVX2__) && defined(__FMA__)
-#define PERPO__MR 6 /* 6 rows x two 8-float vectors: 12 accumulators of the 16 registers */
-#define PERPO__NR 16
-#define PERPO__VLEN 8
-#define PERPO__VEC __m256
-#define PERPO__VLOAD _mm256_loadu_ps
-#define PERPO__VSTORE _mm256_storeu_ps
-#define PERPO__VZERO _mm256_setzero_ps
-#define PERPO__VSET1 _mm256_set1_ps
-#define PERPO__VFMA _mm256_fmadd_ps
+#define PERPO__MR      6 /* 6 rows x two 8-float vectors: 12 accumulators of the 16 registers */
+#define PERPO__NR      16
+#define PERPO__VLEN    8
+#define PERPO__VEC     __m256
+#define PERPO__VLOAD   _mm256_loadu_ps
+#define PERPO__VSTORE  _mm256_storeu_ps
+#define PERPO__VZERO   _mm256_setzero_ps
+#define PERPO__VSET1   _mm256_set1_ps
+#define PERPO__VFMA    _mm256_fmadd_ps
 #define PERPO__ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5)
 #else /* portable C: a 6 x 16 array tile that compilers vectorize */
 #define PERPO__MR 6
@@ -999,17 +1031,17 @@ static size_t perpo__gemm_ws_floats(size_t n_max) {
    zero). */
 #ifdef PERPO__VEC
 /* Written out row by row: compilers keep the accumulators in registers only when unrolled. */
-#define PERPO__TILE_LOAD(i)                                                                 \
-    PERPO__VEC c##i##0 = load ? PERPO__VLOAD(c + i * ldc) : PERPO__VZERO();                \
+#define PERPO__TILE_LOAD(i)                                                                        \
+    PERPO__VEC c##i##0 = load ? PERPO__VLOAD(c + i * ldc) : PERPO__VZERO();                        \
     PERPO__VEC c##i##1 = load ? PERPO__VLOAD(c + i * ldc + PERPO__VLEN) : PERPO__VZERO();
-#define PERPO__TILE_FMA(i)                                                                  \
-    {                                                                                       \
-        PERPO__VEC ai = PERPO__VSET1(a[i * sai]);                                           \
-        c##i##0 = PERPO__VFMA(ai, b0, c##i##0);                                             \
-        c##i##1 = PERPO__VFMA(ai, b1, c##i##1);                                             \
+#define PERPO__TILE_FMA(i)                                                                         \
+    {                                                                                              \
+        PERPO__VEC ai = PERPO__VSET1(a[i * sai]);                                                  \
+        c##i##0 = PERPO__VFMA(ai, b0, c##i##0);                                                    \
+        c##i##1 = PERPO__VFMA(ai, b1, c##i##1);                                                    \
     }
-#define PERPO__TILE_STORE(i)                                                                \
-    PERPO__VSTORE(c + i * ldc, c##i##0);                                                    \
+#define PERPO__TILE_STORE(i)                                                                       \
+    PERPO__VSTORE(c + i * ldc, c##i##0);                                                           \
     PERPO__VSTORE(c + i * ldc + PERPO__VLEN, c##i##1);
 static void perpo__gemm_tile(size_t kc, size_t mr, const float *a, size_t sai, size_t sak,
                              const float *b, float *c, size_t ldc, int load) {
@@ -1129,15 +1161,20 @@ static float perpo__dgelu1(float x) {
  * equal to glibc's expf for all 2^32 floats), so vectorizing changes no result. Other builds run
  * the scalar code. */
 #ifdef PERPO__VEXP
-static const unsigned long long perpo__exp2_tab[32] = { /* bits of 2^(i/32) - (i << 47) */
-    0x3ff0000000000000ull, 0x3fefd9b0d3158574ull, 0x3fefb5586cf9890full, 0x3fef9301d0125b51ull,
-    0x3fef72b83c7d517bull, 0x3fef54873168b9aaull, 0x3fef387a6e756238ull, 0x3fef1e9df51fdee1ull,
-    0x3fef06fe0a31b715ull, 0x3feef1a7373aa9cbull, 0x3feedea64c123422ull, 0x3feece086061892dull,
-    0x3feebfdad5362a27ull, 0x3feeb42b569d4f82ull, 0x3feeab07dd485429ull, 0x3feea47eb03a5585ull,
-    0x3feea09e667f3bcdull, 0x3fee9f75e8ec5f74ull, 0x3feea11473eb0187ull, 0x3feea589994cce13ull,
-    0x3feeace5422aa0dbull, 0x3feeb737b0cdc5e5ull, 0x3feec49182a3f090ull, 0x3feed503b23e255dull,
-    0x3feee89f995ad3adull, 0x3feeff76f2fb5e47ull, 0x3fef199bdd85529cull, 0x3fef3720dcef9069ull,
-    0x3fef5818dcfba487ull, 0x3fef7c97337b9b5full, 0x3fefa4afa2a490daull, 0x3fefd0765b6e4540ull};
+static const unsigned long long
+    perpo__exp2_tab[32] = { /* bits of 2^(i/32) - (i << 47) */
+                            0x3ff0000000000000ull, 0x3fefd9b0d3158574ull, 0x3fefb5586cf9890full,
+                            0x3fef9301d0125b51ull, 0x3fef72b83c7d517bull, 0x3fef54873168b9aaull,
+                            0x3fef387a6e756238ull, 0x3fef1e9df51fdee1ull, 0x3fef06fe0a31b715ull,
+                            0x3feef1a7373aa9cbull, 0x3feedea64c123422ull, 0x3feece086061892dull,
+                            0x3feebfdad5362a27ull, 0x3feeb42b569d4f82ull, 0x3feeab07dd485429ull,
+                            0x3feea47eb03a5585ull, 0x3feea09e667f3bcdull, 0x3fee9f75e8ec5f74ull,
+                            0x3feea11473eb0187ull, 0x3feea589994cce13ull, 0x3feeace5422aa0dbull,
+                            0x3feeb737b0cdc5e5ull, 0x3feec49182a3f090ull, 0x3feed503b23e255dull,
+                            0x3feee89f995ad3adull, 0x3feeff76f2fb5e47ull, 0x3fef199bdd85529cull,
+                            0x3fef3720dcef9069ull, 0x3fef5818dcfba487ull, 0x3fef7c97337b9b5full,
+                            0x3fefa4afa2a490daull, 0x3fefd0765b6e4540ull
+    };
 static __m256 perpo__exp8(__m256 xf) { /* the main path: finite x with e^x in float range */
     const __m512d shift = _mm512_set1_pd(0x1.8p+52);
     __m512d xd = _mm512_cvtps_pd(xf), z, kd, r, s, y, p;
@@ -1147,9 +1184,11 @@ static __m256 perpo__exp8(__m256 xf) { /* the main path: finite x with e^x in fl
     ki = _mm512_castpd_si512(kd);
     kd = _mm512_sub_pd(kd, shift);
     r = _mm512_sub_pd(z, kd);
-    t = _mm512_i64gather_epi64(_mm512_and_si512(ki, _mm512_set1_epi64(31)), (const void *)perpo__exp2_tab, 8);
+    t = _mm512_i64gather_epi64(_mm512_and_si512(ki, _mm512_set1_epi64(31)),
+                               (const void *)perpo__exp2_tab, 8);
     s = _mm512_castsi512_pd(_mm512_add_epi64(t, _mm512_slli_epi64(ki, 47))); /* 2^(k/32) */
-    p = _mm512_fmadd_pd(_mm512_set1_pd(0x1.c6af84b912394p-5 / 32 / 32 / 32), r, _mm512_set1_pd(0x1.ebfce50fac4f3p-3 / 32 / 32));
+    p = _mm512_fmadd_pd(_mm512_set1_pd(0x1.c6af84b912394p-5 / 32 / 32 / 32), r,
+                        _mm512_set1_pd(0x1.ebfce50fac4f3p-3 / 32 / 32));
     y = _mm512_fmadd_pd(_mm512_set1_pd(0x1.62e42ff0c52d6p-1 / 32), r, _mm512_set1_pd(1.0));
     y = _mm512_fmadd_pd(p, _mm512_mul_pd(r, r), y);
     return _mm512_cvtpd_ps(_mm512_mul_pd(y, s));
@@ -1157,15 +1196,19 @@ static __m256 perpo__exp8(__m256 xf) { /* the main path: finite x with e^x in fl
 static __m512 perpo__exp16(__m512 x) {
     __m256 lo = perpo__exp8(_mm512_castps512_ps256(x));
     __m256 hi = perpo__exp8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
-    __m512 r = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
-    r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(0x1.62e42ep6f), _CMP_GT_OQ), r, _mm512_set1_ps(INFINITY));
-    r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-0x1.9fe368p6f), _CMP_LT_OQ), r, _mm512_setzero_ps());
+    __m512 r = _mm512_castpd_ps(
+        _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
+    r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(0x1.62e42ep6f), _CMP_GT_OQ), r,
+                             _mm512_set1_ps(INFINITY));
+    r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-0x1.9fe368p6f), _CMP_LT_OQ), r,
+                             _mm512_setzero_ps());
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), r, _mm512_add_ps(x, x));
 }
 /* e^u for GELU: u = -2 sqrt(2/pi) (x + 0.044715 x^3), rounded as the scalar code rounds it */
 static __m512 perpo__gelu_e16(__m512 x) {
     __m512 c = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(PERPO__GELU_C), x), x);
-    return perpo__exp16(_mm512_mul_ps(_mm512_set1_ps(-2.0f * PERPO__GELU_S), _mm512_fmadd_ps(c, x, x)));
+    return perpo__exp16(
+        _mm512_mul_ps(_mm512_set1_ps(-2.0f * PERPO__GELU_S), _mm512_fmadd_ps(c, x, x)));
 }
 #endif
 /* y[0..n) = GELU(x[0..n)); y may be x. */
@@ -1175,7 +1218,8 @@ static void perpo__gelu_n(float *y, const float *x, size_t n) {
     for (i = 0; i < n; i += 16) {
         __mmask16 k = perpo__mask16(n - i);
         __m512 v = _mm512_maskz_loadu_ps(k, x + i);
-        _mm512_mask_storeu_ps(y + i, k, _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), perpo__gelu_e16(v))));
+        _mm512_mask_storeu_ps(
+            y + i, k, _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), perpo__gelu_e16(v))));
     }
 #else
     for (i = 0; i < n; i++) y[i] = perpo__gelu1(x[i]);
@@ -1189,10 +1233,13 @@ static void perpo__dgelu_mul_n(float *d, const float *x, size_t n) {
         __mmask16 k = perpo__mask16(n - i);
         __m512 v = _mm512_maskz_loadu_ps(k, x + i), one = _mm512_set1_ps(1.0f);
         __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, perpo__gelu_e16(v)));
-        __m512 du = _mm512_mul_ps(_mm512_set1_ps(PERPO__GELU_S),
-                                  _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(3.0f * PERPO__GELU_C), v), v, one));
-        __m512 a = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(2.0f), v), s), _mm512_sub_ps(one, s));
-        _mm512_mask_storeu_ps(d + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, d + i), _mm512_fmadd_ps(a, du, s)));
+        __m512 du = _mm512_mul_ps(
+            _mm512_set1_ps(PERPO__GELU_S),
+            _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(3.0f * PERPO__GELU_C), v), v, one));
+        __m512 a = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(2.0f), v), s),
+                                 _mm512_sub_ps(one, s));
+        _mm512_mask_storeu_ps(
+            d + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, d + i), _mm512_fmadd_ps(a, du, s)));
     }
 #else
     for (i = 0; i < n; i++) d[i] *= perpo__dgelu1(x[i]);
@@ -1214,7 +1261,8 @@ static void perpo__softmax_scaled(float *p, size_t n, float scale) {
     m = _mm512_set1_ps(mx);
     for (i = 0; i < n; i += 16) {
         __mmask16 k = perpo__mask16(n - i);
-        _mm512_mask_storeu_ps(p + i, k, perpo__exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + i), m)));
+        _mm512_mask_storeu_ps(p + i, k,
+                              perpo__exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + i), m)));
     }
     for (i = 0; i < n; i++) sum += p[i];
     m = _mm512_set1_ps(sum);
@@ -1227,7 +1275,10 @@ static void perpo__softmax_scaled(float *p, size_t n, float scale) {
         p[i] *= scale;
         if (p[i] > mx) mx = p[i];
     }
-    for (i = 0; i < n; i++) { p[i] = expf(p[i] - mx); sum += p[i]; }
+    for (i = 0; i < n; i++) {
+        p[i] = expf(p[i] - mx);
+        sum += p[i];
+    }
     for (i = 0; i < n; i++) p[i] /= sum;
 #endif
 }
@@ -1275,25 +1326,28 @@ static size_t perpo__gemm_packed_floats(size_t N, size_t K) {
 #ifndef PERPO_USE_CBLAS /* (CBLAS builds pack nothing themselves) */
 /* Packs B (as perpo__gemm reads it, tb: stored (N,K)) once, for products that reuse it (weights
    while decoding): K-block k0 at dst + k0*Np (Np = N rounded up to NR), its panel jp at jp*kc*NR. */
-static void perpo__gemm_prepack(float *dst, int tb, size_t N, size_t K, const float *B, size_t ldb) {
+static void perpo__gemm_prepack(float *dst, int tb, size_t N, size_t K, const float *B,
+                                size_t ldb) {
     size_t sbj = tb ? ldb : 1, sbk = tb ? 1 : ldb, np = (N + PERPO__NR - 1) / PERPO__NR, k0, jp;
     for (k0 = 0; k0 < K; k0 += PERPO__KC) {
         size_t kc = K - k0 < PERPO__KC ? K - k0 : PERPO__KC;
         for (jp = 0; jp < np; jp++)
-            perpo__gemm_pack(dst + k0 * np * PERPO__NR + jp * kc * PERPO__NR, PERPO__NR, B, sbj, sbk, N,
-                             jp * PERPO__NR, k0, kc);
+            perpo__gemm_pack(dst + k0 * np * PERPO__NR + jp * kc * PERPO__NR, PERPO__NR, B, sbj,
+                             sbk, N, jp * PERPO__NR, k0, kc);
     }
 }
 
 /* The column panels [jp0, jp1) of C, all rows, on one thread. B panels are packed into ws at
    jp*KC*NR (a slot per panel, so threads with different panels never share a slot and need
    no barrier), or read from bpk (perpo__gemm_prepack). */
-static void perpo__gemm_cols(int ta, int tb, size_t M, size_t N, size_t K, const float *A, size_t lda,
-                             const float *B, size_t ldb, int accumulate, float *C, size_t ldc,
-                             float *ws, const float *bpk, const perpo__epi *epi, size_t jp0, size_t jp1) {
+static void perpo__gemm_cols(int ta, int tb, size_t M, size_t N, size_t K, const float *A,
+                             size_t lda, const float *B, size_t ldb, int accumulate, float *C,
+                             size_t ldc, float *ws, const float *bpk, const perpo__epi *epi,
+                             size_t jp0, size_t jp1) {
     size_t sai = ta ? 1 : lda, sak = ta ? lda : 1; /* A(i,k) = A[i*sai + k*sak] */
     size_t sbj = tb ? ldb : 1, sbk = tb ? 1 : ldb; /* B(k,j) = B[k*sbk + j*sbj] */
-    size_t np = (N + PERPO__NR - 1) / PERPO__NR, mp = (M + PERPO__MR - 1) / PERPO__MR, k0, ip, jp, r;
+    size_t np = (N + PERPO__NR - 1) / PERPO__NR, mp = (M + PERPO__MR - 1) / PERPO__MR, k0, ip, jp,
+           r;
     float a[PERPO__KC * PERPO__MR], tile[PERPO__MR * PERPO__NR];
     for (k0 = 0; k0 < K; k0 += PERPO__KC) {
         size_t kc = K - k0 < PERPO__KC ? K - k0 : PERPO__KC;
@@ -1302,14 +1356,17 @@ static void perpo__gemm_cols(int ta, int tb, size_t M, size_t N, size_t K, const
         size_t bstride = bpk ? kc * PERPO__NR : PERPO__KC * PERPO__NR;
         if (!bpk)
             for (jp = jp0; jp < jp1; jp++)
-                perpo__gemm_pack(ws + jp * bstride, PERPO__NR, B, sbj, sbk, N, jp * PERPO__NR, k0, kc);
+                perpo__gemm_pack(ws + jp * bstride, PERPO__NR, B, sbj, sbk, N, jp * PERPO__NR, k0,
+                                 kc);
         for (ip = 0; ip < mp; ip++) {
             size_t i = ip * PERPO__MR, mr = M - i < PERPO__MR ? M - i : PERPO__MR;
             const float *ap = A + i * sai + k0 * sak;
             size_t si = sai, sk = sak;
             if (mr < PERPO__MR) { /* a partial panel is padded with zero rows */
                 perpo__gemm_pack(a, PERPO__MR, A, sai, sak, M, i, k0, kc);
-                ap = a; si = 1; sk = PERPO__MR;
+                ap = a;
+                si = 1;
+                sk = PERPO__MR;
             }
             for (jp = jp0; jp < jp1; jp++) {
                 size_t j = jp * PERPO__NR, nr = N - j < PERPO__NR ? N - j : PERPO__NR;
@@ -1319,10 +1376,13 @@ static void perpo__gemm_cols(int ta, int tb, size_t M, size_t N, size_t K, const
                    elements get exactly the instructions of a full tile's */
                 if (edge) {
                     memset(tile, 0, sizeof tile);
-                    for (r = 0; load && r < mr; r++) memcpy(tile + r * PERPO__NR, c + r * ldc, nr * sizeof(float));
+                    for (r = 0; load && r < mr; r++)
+                        memcpy(tile + r * PERPO__NR, c + r * ldc, nr * sizeof(float));
                 }
-                perpo__gemm_tile(kc, mr, ap, si, sk, bp + jp * bstride, edge ? tile : c, edge ? PERPO__NR : ldc, load);
-                for (r = 0; edge && r < mr; r++) memcpy(c + r * ldc, tile + r * PERPO__NR, nr * sizeof(float));
+                perpo__gemm_tile(kc, mr, ap, si, sk, bp + jp * bstride, edge ? tile : c,
+                                 edge ? PERPO__NR : ldc, load);
+                for (r = 0; edge && r < mr; r++)
+                    memcpy(c + r * ldc, tile + r * PERPO__NR, nr * sizeof(float));
                 if (last && epi) perpo__epi_apply(epi, c, ldc, i, j, mr, nr);
             }
         }
@@ -1336,19 +1396,20 @@ static void perpo__gemm_cols(int ta, int tb, size_t M, size_t N, size_t K, const
    product takes no barrier, and several independent products (the two of a linear backward)
    can follow each other in one region. With more threads than column panels the extra threads
    idle. How the work is split never changes a value (see the top of this section). */
-static void perpo__gemm_team(int ta, int tb, size_t M, size_t N, size_t K, const float *A, size_t lda,
-                             const float *B, size_t ldb, int accumulate, float *C, size_t ldc,
-                             float *ws, const float *bpk, const perpo__epi *epi) {
+static void perpo__gemm_team(int ta, int tb, size_t M, size_t N, size_t K, const float *A,
+                             size_t lda, const float *B, size_t ldb, int accumulate, float *C,
+                             size_t ldc, float *ws, const float *bpk, const perpo__epi *epi) {
     size_t lo, hi;
     if (M == 0 || N == 0) return;
 #ifdef PERPO_USE_CBLAS
-    (void)ws; (void)bpk;
+    (void)ws;
+    (void)bpk;
     perpo__team_range(1, &lo, &hi);
     if (lo == hi) return; /* one thread calls the library (which has its own threads) */
     if (K > 0)
         cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                    (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B, (int)ldb, accumulate ? 1.0f : 0.0f,
-                    C, (int)ldc);
+                    (int)M, (int)N, (int)K, 1.0f, A, (int)lda, B, (int)ldb,
+                    accumulate ? 1.0f : 0.0f, C, (int)ldc);
     else if (!accumulate)
         for (lo = 0; lo < M; lo++) memset(C + lo * ldc, 0, N * sizeof(float));
     if (epi) perpo__epi_apply(epi, C, ldc, 0, 0, M, N);
@@ -1357,7 +1418,8 @@ static void perpo__gemm_team(int ta, int tb, size_t M, size_t N, size_t K, const
     if (lo == hi) return;
     if (K == 0) {
         size_t i, j0 = lo * PERPO__NR, j1 = hi * PERPO__NR < N ? hi * PERPO__NR : N;
-        for (i = 0; i < M && !accumulate; i++) memset(C + i * ldc + j0, 0, (j1 - j0) * sizeof(float));
+        for (i = 0; i < M && !accumulate; i++)
+            memset(C + i * ldc + j0, 0, (j1 - j0) * sizeof(float));
         if (epi) perpo__epi_apply(epi, C + j0, ldc, 0, j0, M, j1 - j0);
         return;
     }
@@ -1372,12 +1434,12 @@ static void perpo__gemm_team(int ta, int tb, size_t M, size_t N, size_t K, const
 static void perpo__gemm_ex(int ta, int tb, size_t M, size_t N, size_t K, const float *A, size_t lda,
                            const float *B, size_t ldb, int accumulate, float *C, size_t ldc,
                            float *ws, const float *bpk, const perpo__epi *epi) {
-    PERPO__OMP(parallel if(PERPO__GEMM_PAR(M, N, K)))
+    PERPO__OMP(parallel if (PERPO__GEMM_PAR(M, N, K)))
     perpo__gemm_team(ta, tb, M, N, K, A, lda, B, ldb, accumulate, C, ldc, ws, bpk, epi);
 }
-static void perpo__gemm(int ta, int tb, size_t M, size_t N, size_t K,
-                        const float *A, size_t lda, const float *B, size_t ldb,
-                        int accumulate, float *C, size_t ldc, float *ws) {
+static void perpo__gemm(int ta, int tb, size_t M, size_t N, size_t K, const float *A, size_t lda,
+                        const float *B, size_t ldb, int accumulate, float *C, size_t ldc,
+                        float *ws) {
     perpo__gemm_ex(ta, tb, M, N, K, A, lda, B, ldb, accumulate, C, ldc, ws, NULL, NULL);
 }
 
@@ -1404,8 +1466,8 @@ static void perpo__colsum_team(float *db, const float *dout, size_t N, size_t OC
    GELU' of the layer below), dW (OC,C) += dout^T . inp, db (OC) += column sums of dout. The
    three are independent: no barrier between them (each thread reuses its own ws slots). */
 static void perpo__linear_backward_team(float *dinp, int dinp_acc, const perpo__epi *epi, float *dW,
-                                        float *db, const float *dout, const float *inp, const float *W,
-                                        size_t N, size_t C, size_t OC, float *ws) {
+                                        float *db, const float *dout, const float *inp,
+                                        const float *W, size_t N, size_t C, size_t OC, float *ws) {
     if (dinp) perpo__gemm_team(0, 0, N, C, OC, dout, OC, W, C, dinp_acc, dinp, C, ws, NULL, epi);
     perpo__gemm_team(1, 0, OC, C, N, dout, OC, inp, C, 1, dW, C, ws, NULL, NULL);
     if (db) perpo__colsum_team(db, dout, N, OC);
@@ -1415,7 +1477,7 @@ static void perpo__linear_backward_team(float *dinp, int dinp_acc, const perpo__
 static void perpo__linear_backward(float *dinp, float *dW, float *db, const float *dout,
                                    const float *inp, const float *W, size_t N, size_t C, size_t OC,
                                    float *ws) {
-    PERPO__OMP(parallel if(PERPO__GEMM_PAR(N, C, OC)))
+    PERPO__OMP(parallel if (PERPO__GEMM_PAR(N, C, OC)))
     perpo__linear_backward_team(dinp, 1, NULL, dW, db, dout, inp, W, N, C, OC, ws);
 }
 
@@ -1430,7 +1492,10 @@ static void perpo__layernorm_rows(float *out, float *mean, float *rstd, const fl
         size_t i;
         for (i = 0; i < D; i++) m += x[i];
         m /= (float)D;
-        for (i = 0; i < D; i++) { float d = x[i] - m; v += d * d; }
+        for (i = 0; i < D; i++) {
+            float d = x[i] - m;
+            v += d * d;
+        }
         v /= (float)D;
         s = 1.0f / sqrtf(v + 1e-5f);
         for (i = 0; i < D; i++) y[i] = (x[i] - m) * s * w[i] + b[i];
@@ -1440,7 +1505,7 @@ static void perpo__layernorm_rows(float *out, float *mean, float *rstd, const fl
 }
 static void perpo__layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                                      const float *w, const float *b, size_t N, size_t D) {
-    PERPO__OMP(parallel if(N * D >= PERPO__PAR_MIN))
+    PERPO__OMP(parallel if (N * D >= PERPO__PAR_MIN))
     {
         size_t lo, hi;
         perpo__team_range(N, &lo, &hi);
@@ -1482,14 +1547,15 @@ static void perpo__layernorm_backward_team(float *dinp, float *dw, float *db, co
 static void perpo__layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
                                       const float *inp, const float *w, const float *mean,
                                       const float *rstd, size_t N, size_t D) {
-    PERPO__OMP(parallel if(N * D >= PERPO__PAR_MIN))
+    PERPO__OMP(parallel if (N * D >= PERPO__PAR_MIN))
     perpo__layernorm_backward_team(dinp, dw, db, dout, inp, w, mean, rstd, N, D);
 }
 
 static void perpo__gelu_forward(float *out, const float *inp, size_t n) {
     long i;
     PERPO__OMP(parallel for schedule(static) if(n >= PERPO__PAR_MIN))
-    for (i = 0; i < (long)n; i += 1024) perpo__gelu_n(out + i, inp + i, n - (size_t)i < 1024 ? n - (size_t)i : 1024);
+    for (i = 0; i < (long)n; i += 1024)
+        perpo__gelu_n(out + i, inp + i, n - (size_t)i < 1024 ? n - (size_t)i : 1024);
 }
 /* dinp = dout * gelu'(inp); dinp may alias dout. */
 static void perpo__gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
@@ -1497,7 +1563,8 @@ static void perpo__gelu_backward(float *dinp, const float *inp, const float *dou
     PERPO__OMP(parallel for schedule(static) if(n >= PERPO__PAR_MIN))
     for (i = 0; i < (long)n; i += 1024) {
         size_t j, c = n - (size_t)i < 1024 ? n - (size_t)i : 1024;
-        if (dinp != dout) for (j = 0; j < c; j++) dinp[(size_t)i + j] = dout[(size_t)i + j];
+        if (dinp != dout)
+            for (j = 0; j < c; j++) dinp[(size_t)i + j] = dout[(size_t)i + j];
         perpo__dgelu_mul_n(dinp + i, inp + i, c);
     }
 }
@@ -1512,7 +1579,8 @@ static void perpo__gelu_backward(float *dinp, const float *inp, const float *dou
 static void perpo__gemm_head(size_t M, size_t N, size_t K, const float *A, size_t sai, size_t sak,
                              const float *B, size_t sbk, size_t sbj, int accumulate, float *C,
                              size_t ldc, int tri) {
-    size_t np = (N + PERPO__NR - 1) / PERPO__NR, mp = (M + PERPO__MR - 1) / PERPO__MR, jp, k0, ip, r;
+    size_t np = (N + PERPO__NR - 1) / PERPO__NR, mp = (M + PERPO__MR - 1) / PERPO__MR, jp, k0, ip,
+           r;
     float bp[PERPO__KC * PERPO__NR], a[PERPO__KC * PERPO__MR], tile[PERPO__MR * PERPO__NR];
     for (jp = 0; jp < np; jp++) {
         size_t j = jp * PERPO__NR, nr = N - j < PERPO__NR ? N - j : PERPO__NR;
@@ -1521,7 +1589,8 @@ static void perpo__gemm_head(size_t M, size_t N, size_t K, const float *A, size_
             perpo__gemm_pack(bp, PERPO__NR, B, sbj, sbk, N, j, k0, kc);
             for (ip = 0; ip < mp; ip++) {
                 size_t i = ip * PERPO__MR, mr = M - i < PERPO__MR ? M - i : PERPO__MR;
-                size_t klo = tri == 3 ? i : 0, khi = tri == 2 && i + PERPO__MR < K ? i + PERPO__MR : K;
+                size_t klo = tri == 3 ? i : 0,
+                       khi = tri == 2 && i + PERPO__MR < K ? i + PERPO__MR : K;
                 size_t ks = k0 > klo ? k0 : klo, ke = k0 + kc < khi ? k0 + kc : khi;
                 float *c = C + i * ldc + j;
                 int load = accumulate || ks > klo, edge = mr < PERPO__MR || nr < PERPO__NR;
@@ -1530,15 +1599,19 @@ static void perpo__gemm_head(size_t M, size_t N, size_t K, const float *A, size_
                 if ((tri == 1 && j > i + PERPO__MR - 1) || ks >= ke) continue;
                 if (mr < PERPO__MR) {
                     perpo__gemm_pack(a, PERPO__MR, A, sai, sak, M, i, ks, ke - ks);
-                    ap = a; si = 1; sk = PERPO__MR;
+                    ap = a;
+                    si = 1;
+                    sk = PERPO__MR;
                 }
                 if (edge) {
                     memset(tile, 0, sizeof tile);
-                    for (r = 0; load && r < mr; r++) memcpy(tile + r * PERPO__NR, c + r * ldc, nr * sizeof(float));
+                    for (r = 0; load && r < mr; r++)
+                        memcpy(tile + r * PERPO__NR, c + r * ldc, nr * sizeof(float));
                 }
-                perpo__gemm_tile(ke - ks, mr, ap, si, sk, bp + (ks - k0) * PERPO__NR, edge ? tile : c,
-                                 edge ? PERPO__NR : ldc, load);
-                for (r = 0; edge && r < mr; r++) memcpy(c + r * ldc, tile + r * PERPO__NR, nr * sizeof(float));
+                perpo__gemm_tile(ke - ks, mr, ap, si, sk, bp + (ks - k0) * PERPO__NR,
+                                 edge ? tile : c, edge ? PERPO__NR : ldc, load);
+                for (r = 0; edge && r < mr; r++)
+                    memcpy(c + r * ldc, tile + r * PERPO__NR, nr * sizeof(float));
             }
         }
     }
@@ -1567,7 +1640,8 @@ static void perpo__attention_forward(float *out, float *att, const float *qkv, s
             perpo__softmax_scaled(p, n, scale);
             for (t2 = n; t2 < T; t2++) p[t2] = 0.0f;
         }
-        perpo__gemm_head(T, hd, T, S, T, 1, q + 2 * D, 3 * D, 1, 0, out + b * T * D + h * hd, D, causal ? 2 : 0);
+        perpo__gemm_head(T, hd, T, S, T, 1, q + 2 * D, 3 * D, 1, 0, out + b * T * D + h * hd, D,
+                         causal ? 2 : 0);
     }
 }
 /* Floats of attention workspace: a (T,T) matrix per (sequence, head), and at least the
@@ -1614,7 +1688,8 @@ static float perpo__logsumexp(const float *x, size_t n) {
     float mx = -INFINITY;
     double s = 0.0;
     size_t i;
-    for (i = 0; i < n; i++) if (x[i] > mx) mx = x[i];
+    for (i = 0; i < n; i++)
+        if (x[i] > mx) mx = x[i];
     for (i = 0; i < n; i++) s += exp((double)(x[i] - mx));
     return mx + (float)log(s);
 }
@@ -1678,7 +1753,7 @@ typedef struct perpo__block_acts {
     float *atty;                      /* (N,D) attention output before the projection */
     float *mid;                       /* (N,D) residual stream after attention */
     float *ln2, *ln2_mean, *ln2_rstd;
-    float *fch, *fcg;                 /* (N,M) MLP hidden before / after GELU */
+    float *fch, *fcg; /* (N,M) MLP hidden before / after GELU */
 } perpo__block_acts;
 
 struct perpo_model {
@@ -1699,24 +1774,24 @@ struct perpo_model {
     /* activation arena */
     float *arena;
     size_t arena_floats;
-    float *patches;                      /* (maxB*NP, PPC) */
-    float *vis_sincos;                   /* (NP, D) fixed 2D sin-cos code, when cfg.vis_sincos */
-    float **vis_x;                       /* LV+1 residual streams (maxB*NP, D) */
+    float *patches;    /* (maxB*NP, PPC) */
+    float *vis_sincos; /* (NP, D) fixed 2D sin-cos code, when cfg.vis_sincos */
+    float **vis_x;     /* LV+1 residual streams (maxB*NP, D) */
     perpo__block_acts *vis_acts;
     float *vis_lnf, *vis_lnf_mean, *vis_lnf_rstd, *proj_h, *proj_g, *img_tok;
-    float **dec_x;                       /* LD+1 residual streams (maxB*L, D) */
+    float **dec_x; /* LD+1 residual streams (maxB*L, D) */
     perpo__block_acts *dec_acts;
     float *txt, *lnf, *lnf_mean, *lnf_rstd; /* final stream's text rows (maxB*T, D) and their LN */
-    float *logits, *lse, *dlogits;       /* (maxB*T, V), (maxB*T), (maxB*T, V) */
+    float *logits, *lse, *dlogits;          /* (maxB*T, V), (maxB*T), (maxB*T, V) */
     float *d_res, *d_tmp, *d_atty, *d_qkv, *d_fc, *d_img; /* backward scratch */
-    float *att_ws;                       /* attention: transposed keys/values per head */
+    float *att_ws; /* attention: transposed keys/values per head */
     float *gemm_ws;
     /* generation: KV cache per decoder layer (maxB, L, D) and per-row scratch */
     float *kcache, *vcache;
-    float *wpack;                        /* decoder and head weights packed for decoding */
+    float *wpack;                                /* decoder and head weights packed for decoding */
     unsigned long params_version, wpack_version; /* bumped by whatever may change params */
     int wpack_ok;
-    size_t g_rows;                       /* max(maxB, L) */
+    size_t g_rows; /* max(maxB, L) */
     float *g_x, *g_ln, *g_mean, *g_rstd, *g_qkv, *g_atty, *g_tmp, *g_fch, *g_scores, *g_logits;
     /* the batch of the last forward, kept for backward */
     int *tokens, *targets;
@@ -1730,29 +1805,49 @@ struct perpo_model {
     int params_known_finite;
 };
 
-typedef struct perpo__token_score { float score; int token; } perpo__token_score;
+typedef struct perpo__token_score {
+    float score;
+    int token;
+} perpo__token_score;
 
 PERPODEF perpo_config perpo_config_default(void) {
     perpo_config c;
     memset(&c, 0, sizeof c);
-    c.image_h = 64; c.image_w = 64; c.channels = 3; c.patch_h = 8; c.patch_w = 8;
-    c.d_model = 128; c.n_heads = 4; c.n_vis_layers = 2; c.n_dec_layers = 4; c.mlp_mult = 4;
-    c.max_text = 48; c.vocab = PERPO_VOCAB; c.max_batch = 32;
+    c.image_h = 64;
+    c.image_w = 64;
+    c.channels = 3;
+    c.patch_h = 8;
+    c.patch_w = 8;
+    c.d_model = 128;
+    c.n_heads = 4;
+    c.n_vis_layers = 2;
+    c.n_dec_layers = 4;
+    c.mlp_mult = 4;
+    c.max_text = 48;
+    c.vocab = PERPO_VOCAB;
+    c.max_batch = 32;
     return c;
 }
 
 PERPODEF perpo_status perpo_config_validate(const perpo_config *c) {
     if (!c) return PERPO_ERR_ARG;
-    if (c->image_h < 1 || c->image_h > PERPO_MAX_IMAGE_SIDE || c->image_w < 1 || c->image_w > PERPO_MAX_IMAGE_SIDE)
+    if (c->image_h < 1 || c->image_h > PERPO_MAX_IMAGE_SIDE || c->image_w < 1 ||
+        c->image_w > PERPO_MAX_IMAGE_SIDE)
         return PERPO_ERR_ARG;
     if (c->channels < 1 || c->channels > PERPO_MAX_CHANNELS) return PERPO_ERR_ARG;
-    if (c->patch_h < 1 || c->patch_h > PERPO_MAX_PATCH_SIDE || c->patch_w < 1 || c->patch_w > PERPO_MAX_PATCH_SIDE)
+    if (c->patch_h < 1 || c->patch_h > PERPO_MAX_PATCH_SIDE || c->patch_w < 1 ||
+        c->patch_w > PERPO_MAX_PATCH_SIDE)
         return PERPO_ERR_ARG;
     if (c->image_h % c->patch_h || c->image_w % c->patch_w) return PERPO_ERR_ARG;
-    if ((c->image_h / c->patch_h) * (c->image_w / c->patch_w) > PERPO_MAX_PATCHES) return PERPO_ERR_ARG;
-    if ((c->pos_channels != 0 && c->pos_channels != 1) || (c->vis_sincos != 0 && c->vis_sincos != 1)) return PERPO_ERR_ARG;
+    if ((c->image_h / c->patch_h) * (c->image_w / c->patch_w) > PERPO_MAX_PATCHES)
+        return PERPO_ERR_ARG;
+    if ((c->pos_channels != 0 && c->pos_channels != 1) ||
+        (c->vis_sincos != 0 && c->vis_sincos != 1))
+        return PERPO_ERR_ARG;
     if (c->vis_sincos && c->d_model % 4) return PERPO_ERR_ARG;
-    if (c->d_model < 1 || c->d_model > PERPO_MAX_D_MODEL || c->n_heads < 1 || c->d_model % c->n_heads) return PERPO_ERR_ARG;
+    if (c->d_model < 1 || c->d_model > PERPO_MAX_D_MODEL || c->n_heads < 1 ||
+        c->d_model % c->n_heads)
+        return PERPO_ERR_ARG;
     if (c->n_vis_layers < 0 || c->n_vis_layers > PERPO_MAX_LAYERS || c->n_dec_layers < 1 ||
         c->n_dec_layers > PERPO_MAX_LAYERS)
         return PERPO_ERR_ARG;
@@ -1769,7 +1864,10 @@ static size_t perpo__add_tensor(perpo_model *m, const char *name, size_t rows, s
     size_t offset = m->n_params;
     if (m->tensors) {
         perpo__tensor *t = &m->tensors[m->n_tensors];
-        t->name = name; t->rows = rows; t->cols = cols; t->offset = offset;
+        t->name = name;
+        t->rows = rows;
+        t->cols = cols;
+        t->offset = offset;
     }
     m->n_tensors++;
     m->n_params += rows * (cols ? cols : 1); /* bounded by perpo_config_validate's caps */
@@ -1796,11 +1894,13 @@ static void perpo__add_block(perpo_model *m, perpo__block *b, int vision) {
 static void perpo__build_tensor_table(perpo_model *m) {
     perpo__block scratch;
     size_t l;
-    m->n_tensors = 0; m->n_params = 0;
+    m->n_tensors = 0;
+    m->n_params = 0;
     m->patch_w = perpo__add_tensor(m, "patch_w", m->D, m->PPC);
     m->patch_b = perpo__add_tensor(m, "patch_b", m->D, 0);
     m->vis_pos = perpo__add_tensor(m, "vis_pos", m->NP, m->D);
-    for (l = 0; l < (size_t)m->cfg.n_vis_layers; l++) perpo__add_block(m, m->tensors ? &m->vis[l] : &scratch, 1);
+    for (l = 0; l < (size_t)m->cfg.n_vis_layers; l++)
+        perpo__add_block(m, m->tensors ? &m->vis[l] : &scratch, 1);
     m->vis_lnf_w = perpo__add_tensor(m, "vis_lnf_w", m->D, 0);
     m->vis_lnf_b = perpo__add_tensor(m, "vis_lnf_b", m->D, 0);
     m->proj1_w = perpo__add_tensor(m, "proj1_w", m->D, m->D);
@@ -1809,7 +1909,8 @@ static void perpo__build_tensor_table(perpo_model *m) {
     m->proj2_b = perpo__add_tensor(m, "proj2_b", m->D, 0);
     m->wte = perpo__add_tensor(m, "wte", m->V, m->D);
     m->dec_pos = perpo__add_tensor(m, "dec_pos", m->L, m->D);
-    for (l = 0; l < (size_t)m->cfg.n_dec_layers; l++) perpo__add_block(m, m->tensors ? &m->dec[l] : &scratch, 0);
+    for (l = 0; l < (size_t)m->cfg.n_dec_layers; l++)
+        perpo__add_block(m, m->tensors ? &m->dec[l] : &scratch, 0);
     m->lnf_w = perpo__add_tensor(m, "lnf_w", m->D, 0);
     m->lnf_b = perpo__add_tensor(m, "lnf_b", m->D, 0);
     m->head_w = perpo__add_tensor(m, "head_w", m->V, m->D);
@@ -1832,11 +1933,16 @@ static size_t perpo__wpack_floats(const perpo_model *m) {
     (void)m;
     return 0;
 #else
-    return (size_t)m->cfg.n_dec_layers * perpo__wpack_layer_floats(m) + perpo__gemm_packed_floats(m->V, m->D);
+    return (size_t)m->cfg.n_dec_layers * perpo__wpack_layer_floats(m) +
+           perpo__gemm_packed_floats(m->V, m->D);
 #endif
 }
 /* Arena carving: run once with base == NULL to size, once more to hand out pointers. */
-typedef struct perpo__carver { float *base; size_t used; int ok; } perpo__carver;
+typedef struct perpo__carver {
+    float *base;
+    size_t used;
+    int ok;
+} perpo__carver;
 static float *perpo__carve(perpo__carver *c, size_t a, size_t b) {
     size_t n, start = c->used;
     if (!c->ok || !perpo__size_mul(a, b, &n) || !perpo__size_add(start, n, &c->used) ||
@@ -1849,12 +1955,18 @@ static float *perpo__carve(perpo__carver *c, size_t a, size_t b) {
 }
 static void perpo__carve_block(perpo__carver *c, perpo__block_acts *a, size_t N, size_t B, size_t T,
                                size_t D, size_t H, size_t M) {
-    a->ln1 = perpo__carve(c, N, D); a->ln1_mean = perpo__carve(c, N, 1); a->ln1_rstd = perpo__carve(c, N, 1);
+    a->ln1 = perpo__carve(c, N, D);
+    a->ln1_mean = perpo__carve(c, N, 1);
+    a->ln1_rstd = perpo__carve(c, N, 1);
     a->qkv = perpo__carve(c, N, 3 * D);
     a->att = perpo__carve(c, B * H, T * T); /* caps of perpo_config_validate bound B*H and T*T */
-    a->atty = perpo__carve(c, N, D); a->mid = perpo__carve(c, N, D);
-    a->ln2 = perpo__carve(c, N, D); a->ln2_mean = perpo__carve(c, N, 1); a->ln2_rstd = perpo__carve(c, N, 1);
-    a->fch = perpo__carve(c, N, M); a->fcg = perpo__carve(c, N, M);
+    a->atty = perpo__carve(c, N, D);
+    a->mid = perpo__carve(c, N, D);
+    a->ln2 = perpo__carve(c, N, D);
+    a->ln2_mean = perpo__carve(c, N, 1);
+    a->ln2_rstd = perpo__carve(c, N, 1);
+    a->fch = perpo__carve(c, N, M);
+    a->fcg = perpo__carve(c, N, M);
 }
 static void perpo__layout_arena(perpo_model *m, perpo__carver *c) {
     size_t B = m->max_batch, D = m->D, Nv = B * m->NP, Nd = B * m->L, Nt = B * m->T, l;
@@ -1867,35 +1979,62 @@ static void perpo__layout_arena(perpo_model *m, perpo__carver *c) {
     m->vis_sincos = perpo__carve(c, m->cfg.vis_sincos ? m->NP : 1, D);
     for (l = 0; l <= LV; l++) m->vis_x[l] = perpo__carve(c, Nv, D);
     for (l = 0; l < LV; l++) perpo__carve_block(c, &m->vis_acts[l], Nv, B, m->NP, D, m->H, m->M);
-    m->vis_lnf = perpo__carve(c, Nv, D); m->vis_lnf_mean = perpo__carve(c, Nv, 1);
+    m->vis_lnf = perpo__carve(c, Nv, D);
+    m->vis_lnf_mean = perpo__carve(c, Nv, 1);
     m->vis_lnf_rstd = perpo__carve(c, Nv, 1);
-    m->proj_h = perpo__carve(c, Nv, D); m->proj_g = perpo__carve(c, Nv, D); m->img_tok = perpo__carve(c, Nv, D);
+    m->proj_h = perpo__carve(c, Nv, D);
+    m->proj_g = perpo__carve(c, Nv, D);
+    m->img_tok = perpo__carve(c, Nv, D);
     for (l = 0; l <= LD; l++) m->dec_x[l] = perpo__carve(c, Nd, D);
     for (l = 0; l < LD; l++) perpo__carve_block(c, &m->dec_acts[l], Nd, B, m->L, D, m->H, m->M);
-    m->txt = perpo__carve(c, Nt, D); m->lnf = perpo__carve(c, Nt, D);
-    m->lnf_mean = perpo__carve(c, Nt, 1); m->lnf_rstd = perpo__carve(c, Nt, 1);
-    m->logits = perpo__carve(c, Nt, m->V); m->lse = perpo__carve(c, Nt, 1); m->dlogits = perpo__carve(c, Nt, m->V);
+    m->txt = perpo__carve(c, Nt, D);
+    m->lnf = perpo__carve(c, Nt, D);
+    m->lnf_mean = perpo__carve(c, Nt, 1);
+    m->lnf_rstd = perpo__carve(c, Nt, 1);
+    m->logits = perpo__carve(c, Nt, m->V);
+    m->lse = perpo__carve(c, Nt, 1);
+    m->dlogits = perpo__carve(c, Nt, m->V);
     /* backward scratch is sized for the decoder, the larger of the two stacks */
-    m->d_res = perpo__carve(c, Nd, D); m->d_tmp = perpo__carve(c, Nd, D); m->d_atty = perpo__carve(c, Nd, D);
-    m->d_qkv = perpo__carve(c, Nd, 3 * D); m->d_fc = perpo__carve(c, Nd, m->M);
-    m->att_ws = perpo__carve(c, B * m->H, perpo__attention_ws_per_head(m->L, D / m->H)); m->d_img = perpo__carve(c, Nv, D);
+    m->d_res = perpo__carve(c, Nd, D);
+    m->d_tmp = perpo__carve(c, Nd, D);
+    m->d_atty = perpo__carve(c, Nd, D);
+    m->d_qkv = perpo__carve(c, Nd, 3 * D);
+    m->d_fc = perpo__carve(c, Nd, m->M);
+    m->att_ws = perpo__carve(c, B * m->H, perpo__attention_ws_per_head(m->L, D / m->H));
+    m->d_img = perpo__carve(c, Nv, D);
     m->gemm_ws = perpo__carve(c, perpo__gemm_ws_floats(n_max), 1);
-    m->kcache = perpo__carve(c, LD * B, m->L * D); m->vcache = perpo__carve(c, LD * B, m->L * D);
+    m->kcache = perpo__carve(c, LD * B, m->L * D);
+    m->vcache = perpo__carve(c, LD * B, m->L * D);
     m->wpack = perpo__carve(c, perpo__wpack_floats(m), 1);
-    m->g_x = perpo__carve(c, R, D); m->g_ln = perpo__carve(c, R, D);
-    m->g_mean = perpo__carve(c, R, 1); m->g_rstd = perpo__carve(c, R, 1);
-    m->g_qkv = perpo__carve(c, R, 3 * D); m->g_atty = perpo__carve(c, R, D); m->g_tmp = perpo__carve(c, R, D);
-    m->g_fch = perpo__carve(c, R, m->M); m->g_scores = perpo__carve(c, R * m->H, m->L);
+    m->g_x = perpo__carve(c, R, D);
+    m->g_ln = perpo__carve(c, R, D);
+    m->g_mean = perpo__carve(c, R, 1);
+    m->g_rstd = perpo__carve(c, R, 1);
+    m->g_qkv = perpo__carve(c, R, 3 * D);
+    m->g_atty = perpo__carve(c, R, D);
+    m->g_tmp = perpo__carve(c, R, D);
+    m->g_fch = perpo__carve(c, R, m->M);
+    m->g_scores = perpo__carve(c, R * m->H, m->L);
     m->g_logits = perpo__carve(c, B, m->V);
 }
 
 static void perpo__free_parts(perpo_model *m) {
     void *ctx = m->cfg.alloc_ctx;
-    PERPO_FREE(ctx, m->tensors); PERPO_FREE(ctx, m->vis); PERPO_FREE(ctx, m->dec);
-    PERPO_FREE(ctx, m->params); PERPO_FREE(ctx, m->grads); PERPO_FREE(ctx, m->adam_m); PERPO_FREE(ctx, m->adam_v);
-    PERPO_FREE(ctx, m->arena); PERPO_FREE(ctx, m->vis_x); PERPO_FREE(ctx, m->dec_x);
-    PERPO_FREE(ctx, m->vis_acts); PERPO_FREE(ctx, m->dec_acts);
-    PERPO_FREE(ctx, m->tokens); PERPO_FREE(ctx, m->targets); PERPO_FREE(ctx, m->image_of);
+    PERPO_FREE(ctx, m->tensors);
+    PERPO_FREE(ctx, m->vis);
+    PERPO_FREE(ctx, m->dec);
+    PERPO_FREE(ctx, m->params);
+    PERPO_FREE(ctx, m->grads);
+    PERPO_FREE(ctx, m->adam_m);
+    PERPO_FREE(ctx, m->adam_v);
+    PERPO_FREE(ctx, m->arena);
+    PERPO_FREE(ctx, m->vis_x);
+    PERPO_FREE(ctx, m->dec_x);
+    PERPO_FREE(ctx, m->vis_acts);
+    PERPO_FREE(ctx, m->dec_acts);
+    PERPO_FREE(ctx, m->tokens);
+    PERPO_FREE(ctx, m->targets);
+    PERPO_FREE(ctx, m->image_of);
     PERPO_FREE(ctx, m->sort_buf);
 }
 
@@ -1943,9 +2082,14 @@ static void perpo__init_params(perpo_model *m, uint64_t seed) {
 static void perpo__derive_sizes(perpo_model *m, const perpo_config *cfg) {
     m->cfg = *cfg;
     m->NP = (size_t)(cfg->image_h / cfg->patch_h) * (size_t)(cfg->image_w / cfg->patch_w);
-    m->T = (size_t)cfg->max_text; m->L = m->NP + m->T; m->D = (size_t)cfg->d_model;
-    m->H = (size_t)cfg->n_heads; m->M = (size_t)cfg->mlp_mult * m->D; m->V = (size_t)cfg->vocab;
-    m->PPC = (size_t)cfg->patch_h * (size_t)cfg->patch_w * (size_t)(cfg->channels + 2 * cfg->pos_channels);
+    m->T = (size_t)cfg->max_text;
+    m->L = m->NP + m->T;
+    m->D = (size_t)cfg->d_model;
+    m->H = (size_t)cfg->n_heads;
+    m->M = (size_t)cfg->mlp_mult * m->D;
+    m->V = (size_t)cfg->vocab;
+    m->PPC = (size_t)cfg->patch_h * (size_t)cfg->patch_w *
+             (size_t)(cfg->channels + 2 * cfg->pos_channels);
     m->image_floats = (size_t)cfg->image_h * (size_t)cfg->image_w * (size_t)cfg->channels;
     m->max_batch = (size_t)cfg->max_batch;
     m->g_rows = m->max_batch > m->L ? m->max_batch : m->L;
@@ -1970,13 +2114,19 @@ static size_t perpo__arena_floats(const perpo_config *cfg) {
     perpo__carver c;
     memset(&m, 0, sizeof m);
     perpo__derive_sizes(&m, cfg);
-    m.vis_x = vis_x; m.dec_x = dec_x; m.vis_acts = vis_acts; m.dec_acts = dec_acts;
-    c.base = NULL; c.used = 0; c.ok = 1;
+    m.vis_x = vis_x;
+    m.dec_x = dec_x;
+    m.vis_acts = vis_acts;
+    m.dec_acts = dec_acts;
+    c.base = NULL;
+    c.used = 0;
+    c.ok = 1;
     perpo__layout_arena(&m, &c);
     return c.ok ? c.used : 0;
 }
 
-PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *cfg, uint64_t seed) {
+PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *cfg,
+                                         uint64_t seed) {
     perpo_model *m;
     perpo__carver c;
     void *ctx;
@@ -1989,7 +2139,8 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
     m = (perpo_model *)perpo__calloc(ctx, 1, sizeof *m);
     if (!m) return PERPO_ERR_NOMEM;
     perpo__derive_sizes(m, cfg);
-    LV = (size_t)cfg->n_vis_layers; LD = (size_t)cfg->n_dec_layers;
+    LV = (size_t)cfg->n_vis_layers;
+    LD = (size_t)cfg->n_dec_layers;
     perpo__count_tensors(cfg, &n_tensors, &n_params);
     m->tensors = (perpo__tensor *)perpo__calloc(ctx, n_tensors, sizeof *m->tensors);
     m->vis = (perpo__block *)perpo__calloc(ctx, LV + 1, sizeof *m->vis);
@@ -2002,8 +2153,8 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
     m->tokens = (int *)perpo__calloc(ctx, m->max_batch * m->T, sizeof(int));
     m->targets = (int *)perpo__calloc(ctx, m->max_batch * m->T, sizeof(int));
     m->image_of = (size_t *)perpo__calloc(ctx, m->max_batch, sizeof(size_t));
-    if (!m->tensors || !m->vis || !m->dec || !m->vis_x || !m->dec_x || !m->vis_acts || !m->dec_acts ||
-        !m->sort_buf || !m->tokens || !m->targets || !m->image_of) {
+    if (!m->tensors || !m->vis || !m->dec || !m->vis_x || !m->dec_x || !m->vis_acts ||
+        !m->dec_acts || !m->sort_buf || !m->tokens || !m->targets || !m->image_of) {
         perpo_model_free(m);
         return PERPO_ERR_NOMEM;
     }
@@ -2017,7 +2168,9 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
         perpo_model_free(m);
         return PERPO_ERR_NOMEM;
     }
-    c.base = NULL; c.used = 0; c.ok = 1;
+    c.base = NULL;
+    c.used = 0;
+    c.ok = 1;
     perpo__layout_arena(m, &c);
     if (!c.ok) {
         perpo_model_free(m);
@@ -2029,10 +2182,13 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
         perpo_model_free(m);
         return PERPO_ERR_NOMEM;
     }
-    c.base = m->arena; c.used = 0; c.ok = 1;
+    c.base = m->arena;
+    c.used = 0;
+    c.ok = 1;
     perpo__layout_arena(m, &c);
     if (cfg->vis_sincos)
-        perpo__sincos_2d(m->vis_sincos, (size_t)(cfg->image_w / cfg->patch_w), (size_t)(cfg->image_h / cfg->patch_h), m->D);
+        perpo__sincos_2d(m->vis_sincos, (size_t)(cfg->image_w / cfg->patch_w),
+                         (size_t)(cfg->image_h / cfg->patch_h), m->D);
     perpo__init_params(m, seed);
     m->params_known_finite = 1; /* the initialisation is finite */
     *out = m;
@@ -2043,7 +2199,7 @@ PERPODEF const perpo_config *perpo_model_config(const perpo_model *m) { return m
 PERPODEF size_t perpo_model_num_params(const perpo_model *m) { return m ? m->n_params : 0; }
 PERPODEF float *perpo_model_params(perpo_model *m) {
     if (!m) return NULL;
-    m->params_version++; /* the caller may write: weights packed for decoding are stale */
+    m->params_version++;        /* the caller may write: weights packed for decoding are stale */
     m->params_known_finite = 0; /* the caller may write anything through it */
     return m->params;
 }
@@ -2062,17 +2218,29 @@ PERPODEF perpo_status perpo_model_tensor(const perpo_model *m, size_t i, const c
    (section 8): what checkpoints store and data-parallel workers compare. */
 #define PERPO__CONFIG_WORDS 15
 static void perpo__config_to_words(const perpo_config *c, int *v) {
-    v[0] = c->image_h; v[1] = c->image_w; v[2] = c->channels; v[3] = c->patch_h; v[4] = c->patch_w;
-    v[5] = c->pos_channels; v[6] = c->vis_sincos; v[7] = c->d_model; v[8] = c->n_heads;
-    v[9] = c->n_vis_layers; v[10] = c->n_dec_layers; v[11] = c->mlp_mult; v[12] = c->max_text;
-    v[13] = c->vocab; v[14] = c->max_batch;
+    v[0] = c->image_h;
+    v[1] = c->image_w;
+    v[2] = c->channels;
+    v[3] = c->patch_h;
+    v[4] = c->patch_w;
+    v[5] = c->pos_channels;
+    v[6] = c->vis_sincos;
+    v[7] = c->d_model;
+    v[8] = c->n_heads;
+    v[9] = c->n_vis_layers;
+    v[10] = c->n_dec_layers;
+    v[11] = c->mlp_mult;
+    v[12] = c->max_text;
+    v[13] = c->vocab;
+    v[14] = c->max_batch;
 }
 
 /* Same architecture: every config field but max_batch (it sizes only the arena) and alloc_ctx. */
 static int perpo__same_architecture(const perpo_config *a, const perpo_config *b) {
     return a->image_h == b->image_h && a->image_w == b->image_w && a->channels == b->channels &&
-           a->patch_h == b->patch_h && a->patch_w == b->patch_w && a->pos_channels == b->pos_channels &&
-           a->vis_sincos == b->vis_sincos && a->d_model == b->d_model && a->n_heads == b->n_heads &&
+           a->patch_h == b->patch_h && a->patch_w == b->patch_w &&
+           a->pos_channels == b->pos_channels && a->vis_sincos == b->vis_sincos &&
+           a->d_model == b->d_model && a->n_heads == b->n_heads &&
            a->n_vis_layers == b->n_vis_layers && a->n_dec_layers == b->n_dec_layers &&
            a->mlp_mult == b->mlp_mult && a->max_text == b->max_text && a->vocab == b->vocab;
 }
@@ -2102,14 +2270,23 @@ static void perpo__block_forward(perpo_model *m, const perpo__block *p, perpo__b
     memset(&e, 0, sizeof e);
     perpo__layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, P + p->ln1_w, P + p->ln1_b, N, D);
     e.bias = P + p->qkv_b; /* qkv = LN1(x) W^T + b */
-    perpo__gemm_ex(0, 1, N, 3 * D, D, a->ln1, D, P + p->qkv_w, D, 0, a->qkv, 3 * D, m->gemm_ws, NULL, &e);
+    perpo__gemm_ex(0, 1, N, 3 * D, D, a->ln1, D, P + p->qkv_w, D, 0, a->qkv, 3 * D, m->gemm_ws,
+                   NULL, &e);
     perpo__attention_forward(a->atty, a->att, a->qkv, B, T, D, m->H, causal, m->att_ws);
-    e.bias = P + p->attn_b; e.res = x; e.ldr = D; /* mid = atty W^T + b + x */
+    e.bias = P + p->attn_b;
+    e.res = x;
+    e.ldr = D; /* mid = atty W^T + b + x */
     perpo__gemm_ex(0, 1, N, D, D, a->atty, D, P + p->attn_w, D, 0, a->mid, D, m->gemm_ws, NULL, &e);
-    perpo__layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, P + p->ln2_w, P + p->ln2_b, N, D);
-    e.bias = P + p->fc_b; e.res = NULL; e.gel = a->fcg; e.ldg = M; /* fch = LN2 W^T + b, fcg = GELU(fch) */
+    perpo__layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, P + p->ln2_w, P + p->ln2_b,
+                             N, D);
+    e.bias = P + p->fc_b;
+    e.res = NULL;
+    e.gel = a->fcg;
+    e.ldg = M; /* fch = LN2 W^T + b, fcg = GELU(fch) */
     perpo__gemm_ex(0, 1, N, M, D, a->ln2, D, P + p->fc_w, D, 0, a->fch, M, m->gemm_ws, NULL, &e);
-    e.bias = P + p->fc2_b; e.gel = NULL; e.res = a->mid; /* out = fcg W^T + b + mid */
+    e.bias = P + p->fc2_b;
+    e.gel = NULL;
+    e.res = a->mid; /* out = fcg W^T + b + mid */
     perpo__gemm_ex(0, 1, N, D, M, a->fcg, M, P + p->fc2_w, M, 0, out, D, m->gemm_ws, NULL, &e);
 }
 /* dres: on entry dL/d(out), on return dL/dx. Parameter gradients are added into m->grads.
@@ -2121,24 +2298,30 @@ static void perpo__block_backward(perpo_model *m, const perpo__block *p, const p
     size_t N = B * T, D = m->D, M = m->M;
     perpo__epi e;
     memset(&e, 0, sizeof e);
-    e.dgel = a->fch; e.ldd = M; /* d_fc = (dres fc2_w) * GELU'(fch) */
-    PERPO__OMP(parallel if(PERPO__GEMM_PAR(N, D, D)))
-    perpo__linear_backward_team(m->d_fc, 0, &e, G + p->fc2_w, G + p->fc2_b, dres, a->fcg, P + p->fc2_w, N, M, D, m->gemm_ws);
-    PERPO__OMP(parallel if(PERPO__GEMM_PAR(N, D, D)))
-    perpo__linear_backward_team(m->d_tmp, 0, NULL, G + p->fc_w, G + p->fc_b, m->d_fc, a->ln2, P + p->fc_w, N, D, M, m->gemm_ws);
+    e.dgel = a->fch;
+    e.ldd = M; /* d_fc = (dres fc2_w) * GELU'(fch) */
+    PERPO__OMP(parallel if (PERPO__GEMM_PAR(N, D, D)))
+    perpo__linear_backward_team(m->d_fc, 0, &e, G + p->fc2_w, G + p->fc2_b, dres, a->fcg,
+                                P + p->fc2_w, N, M, D, m->gemm_ws);
+    PERPO__OMP(parallel if (PERPO__GEMM_PAR(N, D, D)))
+    perpo__linear_backward_team(m->d_tmp, 0, NULL, G + p->fc_w, G + p->fc_b, m->d_fc, a->ln2,
+                                P + p->fc_w, N, D, M, m->gemm_ws);
     perpo__layernorm_backward(dres, G + p->ln2_w, G + p->ln2_b, m->d_tmp, a->mid, P + p->ln2_w,
                               a->ln2_mean, a->ln2_rstd, N, D); /* dres is now dL/dmid */
     /* attention branch */
-    PERPO__OMP(parallel if(PERPO__GEMM_PAR(N, D, D)))
+    PERPO__OMP(parallel if (PERPO__GEMM_PAR(N, D, D)))
     {
         size_t lo, hi;
-        perpo__linear_backward_team(m->d_atty, 0, NULL, G + p->attn_w, G + p->attn_b, dres, a->atty, P + p->attn_w, N, D, D, m->gemm_ws);
+        perpo__linear_backward_team(m->d_atty, 0, NULL, G + p->attn_w, G + p->attn_b, dres, a->atty,
+                                    P + p->attn_w, N, D, D, m->gemm_ws);
         perpo__team_range(N, &lo, &hi);
         if (hi > lo) memset(m->d_qkv + lo * 3 * D, 0, (hi - lo) * 3 * D * sizeof(float));
     }
-    perpo__attention_backward(m->d_qkv, m->d_atty, a->att, a->qkv, B, T, D, m->H, causal, m->att_ws);
-    PERPO__OMP(parallel if(PERPO__GEMM_PAR(N, D, D)))
-    perpo__linear_backward_team(m->d_tmp, 0, NULL, G + p->qkv_w, G + p->qkv_b, m->d_qkv, a->ln1, P + p->qkv_w, N, D, 3 * D, m->gemm_ws);
+    perpo__attention_backward(m->d_qkv, m->d_atty, a->att, a->qkv, B, T, D, m->H, causal,
+                              m->att_ws);
+    PERPO__OMP(parallel if (PERPO__GEMM_PAR(N, D, D)))
+    perpo__linear_backward_team(m->d_tmp, 0, NULL, G + p->qkv_w, G + p->qkv_b, m->d_qkv, a->ln1,
+                                P + p->qkv_w, N, D, 3 * D, m->gemm_ws);
     perpo__layernorm_backward(dres, G + p->ln1_w, G + p->ln1_b, m->d_tmp, x, P + p->ln1_w,
                               a->ln1_mean, a->ln1_rstd, N, D);
 }
@@ -2147,20 +2330,25 @@ static void perpo__block_backward(perpo_model *m, const perpo__block *p, const p
 static void perpo__encode_images(perpo_model *m, const float *const *images, size_t n_img) {
     const float *P = m->params;
     size_t D = m->D, NP = m->NP, Nv = n_img * NP, i, r, l, LV = (size_t)m->cfg.n_vis_layers;
-    for (i = 0; i < n_img; i++)
-        perpo__patchify(m->patches + i * NP * m->PPC, images[i], &m->cfg);
-    perpo__linear_forward(m->vis_x[0], m->patches, P + m->patch_w, P + m->patch_b, Nv, m->PPC, D, m->gemm_ws);
+    for (i = 0; i < n_img; i++) perpo__patchify(m->patches + i * NP * m->PPC, images[i], &m->cfg);
+    perpo__linear_forward(m->vis_x[0], m->patches, P + m->patch_w, P + m->patch_b, Nv, m->PPC, D,
+                          m->gemm_ws);
     for (i = 0; i < n_img; i++)
         for (r = 0; r < NP; r++) {
             perpo__add_inplace(m->vis_x[0] + (i * NP + r) * D, P + m->vis_pos + r * D, D);
-            if (m->cfg.vis_sincos) perpo__add_inplace(m->vis_x[0] + (i * NP + r) * D, m->vis_sincos + r * D, D);
+            if (m->cfg.vis_sincos)
+                perpo__add_inplace(m->vis_x[0] + (i * NP + r) * D, m->vis_sincos + r * D, D);
         }
-    for (l = 0; l < LV; l++) perpo__block_forward(m, &m->vis[l], &m->vis_acts[l], m->vis_x[l], m->vis_x[l + 1], n_img, NP, 0);
+    for (l = 0; l < LV; l++)
+        perpo__block_forward(m, &m->vis[l], &m->vis_acts[l], m->vis_x[l], m->vis_x[l + 1], n_img,
+                             NP, 0);
     perpo__layernorm_forward(m->vis_lnf, m->vis_lnf_mean, m->vis_lnf_rstd, m->vis_x[LV],
                              P + m->vis_lnf_w, P + m->vis_lnf_b, Nv, D);
-    perpo__linear_forward(m->proj_h, m->vis_lnf, P + m->proj1_w, P + m->proj1_b, Nv, D, D, m->gemm_ws);
+    perpo__linear_forward(m->proj_h, m->vis_lnf, P + m->proj1_w, P + m->proj1_b, Nv, D, D,
+                          m->gemm_ws);
     perpo__gelu_forward(m->proj_g, m->proj_h, Nv * D);
-    perpo__linear_forward(m->img_tok, m->proj_g, P + m->proj2_w, P + m->proj2_b, Nv, D, D, m->gemm_ws);
+    perpo__linear_forward(m->img_tok, m->proj_g, P + m->proj2_w, P + m->proj2_b, Nv, D, D,
+                          m->gemm_ws);
 }
 
 /* Decoder input row: image token or token embedding, plus the learned position. */
@@ -2171,7 +2359,8 @@ static void perpo__embed_image_row(const perpo_model *m, float *dst, size_t img,
 }
 static void perpo__embed_token_row(const perpo_model *m, float *dst, int tok, size_t t) {
     size_t i, D = m->D;
-    const float *e = m->params + m->wte + (size_t)tok * D, *pos = m->params + m->dec_pos + (m->NP + t) * D;
+    const float *e = m->params + m->wte + (size_t)tok * D,
+                *pos = m->params + m->dec_pos + (m->NP + t) * D;
     for (i = 0; i < D; i++) dst[i] = e[i] + pos[i];
 }
 
@@ -2181,16 +2370,20 @@ static perpo_status perpo__check_batch(const perpo_model *m, const perpo_batch *
         !b->images || !b->tokens || !b->targets)
         return PERPO_ERR_ARG;
     if (!b->image_of && b->n_img != b->n_seq) return PERPO_ERR_ARG;
-    for (i = 0; i < b->n_img; i++) if (!b->images[i]) return PERPO_ERR_ARG;
-    for (i = 0; i < b->n_seq; i++) if (b->image_of && b->image_of[i] >= b->n_img) return PERPO_ERR_ARG;
+    for (i = 0; i < b->n_img; i++)
+        if (!b->images[i]) return PERPO_ERR_ARG;
+    for (i = 0; i < b->n_seq; i++)
+        if (b->image_of && b->image_of[i] >= b->n_img) return PERPO_ERR_ARG;
     n = b->n_seq * m->T;
     for (i = 0; i < n; i++)
-        if (b->tokens[i] < 0 || (size_t)b->tokens[i] >= m->V || b->targets[i] < -1 || b->targets[i] >= (int)m->V)
+        if (b->tokens[i] < 0 || (size_t)b->tokens[i] >= m->V || b->targets[i] < -1 ||
+            b->targets[i] >= (int)m->V)
             return PERPO_ERR_ARG;
     return PERPO_OK;
 }
 
-PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, float *logp, float *mean_ce) {
+PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, float *logp,
+                                    float *mean_ce) {
     size_t B, T, D, L, NP, V, b, t, r, l, LD;
     double total = 0.0;
     size_t count = 0;
@@ -2198,9 +2391,16 @@ PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, fl
     perpo_status st;
     if (!m) return PERPO_ERR_ARG;
     if ((st = perpo__check_batch(m, batch)) != PERPO_OK) return st;
-    B = batch->n_seq; T = m->T; D = m->D; L = m->L; NP = m->NP; V = m->V; LD = (size_t)m->cfg.n_dec_layers;
+    B = batch->n_seq;
+    T = m->T;
+    D = m->D;
+    L = m->L;
+    NP = m->NP;
+    V = m->V;
+    LD = (size_t)m->cfg.n_dec_layers;
     m->have_forward = 0;
-    m->n_seq = B; m->n_img = batch->n_img;
+    m->n_seq = B;
+    m->n_img = batch->n_img;
     memcpy(m->tokens, batch->tokens, B * T * sizeof(int));
     memcpy(m->targets, batch->targets, B * T * sizeof(int));
     for (b = 0; b < B; b++) m->image_of[b] = batch->image_of ? batch->image_of[b] : b;
@@ -2214,18 +2414,23 @@ PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, fl
         for (bb = 0; bb < (long)B; bb++) {
             float *x = m->dec_x[0] + (size_t)bb * L * D;
             for (r = 0; r < NP; r++) perpo__embed_image_row(m, x + r * D, m->image_of[bb], r);
-            for (t = 0; t < T; t++) perpo__embed_token_row(m, x + (NP + t) * D, m->tokens[(size_t)bb * T + t], t);
+            for (t = 0; t < T; t++)
+                perpo__embed_token_row(m, x + (NP + t) * D, m->tokens[(size_t)bb * T + t], t);
         }
     }
-    for (l = 0; l < LD; l++) perpo__block_forward(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->dec_x[l + 1], B, L, 1);
-    for (b = 0; b < B; b++) memcpy(m->txt + b * T * D, m->dec_x[LD] + (b * L + NP) * D, T * D * sizeof(float));
+    for (l = 0; l < LD; l++)
+        perpo__block_forward(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->dec_x[l + 1], B, L, 1);
+    for (b = 0; b < B; b++)
+        memcpy(m->txt + b * T * D, m->dec_x[LD] + (b * L + NP) * D, T * D * sizeof(float));
     perpo__layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, m->txt, m->params + m->lnf_w,
                              m->params + m->lnf_b, B * T, D);
-    perpo__gemm(0, 1, B * T, V, D, m->lnf, D, m->params + m->head_w, D, 0, m->logits, V, m->gemm_ws); /* untied head, no bias */
+    perpo__gemm(0, 1, B * T, V, D, m->lnf, D, m->params + m->head_w, D, 0, m->logits, V,
+                m->gemm_ws); /* untied head, no bias */
     {
         long row;
         PERPO__OMP(parallel for schedule(static) if(B * T * V >= PERPO__PAR_MIN))
-        for (row = 0; row < (long)(B * T); row++) m->lse[row] = perpo__logsumexp(m->logits + (size_t)row * V, V);
+        for (row = 0; row < (long)(B * T); row++)
+            m->lse[row] = perpo__logsumexp(m->logits + (size_t)row * V, V);
     }
     for (b = 0; b < B; b++) {
         double lp = 0.0;
@@ -2252,9 +2457,17 @@ PERPODEF perpo_status perpo_backward(perpo_model *m, const float *dlogp) {
     const float *P;
     if (!m || !dlogp) return PERPO_ERR_ARG;
     if (!m->have_forward) return PERPO_ERR_ARG;
-    B = m->n_seq; T = m->T; D = m->D; L = m->L; NP = m->NP; V = m->V; Nv = m->n_img * NP;
-    LD = (size_t)m->cfg.n_dec_layers; LV = (size_t)m->cfg.n_vis_layers;
-    G = m->grads; P = m->params;
+    B = m->n_seq;
+    T = m->T;
+    D = m->D;
+    L = m->L;
+    NP = m->NP;
+    V = m->V;
+    Nv = m->n_img * NP;
+    LD = (size_t)m->cfg.n_dec_layers;
+    LV = (size_t)m->cfg.n_vis_layers;
+    G = m->grads;
+    P = m->params;
     if (!perpo__all_finite(dlogp, B)) return PERPO_ERR_NONFINITE;
     /* d logp_b / d logits at a counted position = onehot(target) - softmax */
     {
@@ -2265,64 +2478,81 @@ PERPODEF perpo_status perpo_backward(perpo_model *m, const float *dlogp) {
             const float *z = m->logits + row * V;
             float *dz = m->dlogits + row * V, g = dlogp[row / T], lse = m->lse[row];
             int tgt = m->targets[row];
-            if (tgt < 0) { memset(dz, 0, V * sizeof(float)); continue; }
+            if (tgt < 0) {
+                memset(dz, 0, V * sizeof(float));
+                continue;
+            }
             for (v = 0; v < V; v++) dz[v] = -g * expf(z[v] - lse);
             dz[tgt] += g;
         }
     }
     /* head and final LayerNorm (text rows only) */
     memset(m->d_atty, 0, B * T * D * sizeof(float));
-    perpo__linear_backward(m->d_atty, G + m->head_w, NULL, m->dlogits, m->lnf, P + m->head_w, B * T, D, V, m->gemm_ws);
+    perpo__linear_backward(m->d_atty, G + m->head_w, NULL, m->dlogits, m->lnf, P + m->head_w, B * T,
+                           D, V, m->gemm_ws);
     memset(m->d_tmp, 0, B * T * D * sizeof(float));
     perpo__layernorm_backward(m->d_tmp, G + m->lnf_w, G + m->lnf_b, m->d_atty, m->txt, P + m->lnf_w,
                               m->lnf_mean, m->lnf_rstd, B * T, D);
     memset(m->d_res, 0, B * L * D * sizeof(float));
-    for (b = 0; b < B; b++) memcpy(m->d_res + (b * L + NP) * D, m->d_tmp + b * T * D, T * D * sizeof(float));
+    for (b = 0; b < B; b++)
+        memcpy(m->d_res + (b * L + NP) * D, m->d_tmp + b * T * D, T * D * sizeof(float));
     /* decoder blocks, last to first */
-    for (l = LD; l-- > 0;) perpo__block_backward(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->d_res, B, L, 1);
+    for (l = LD; l-- > 0;)
+        perpo__block_backward(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->d_res, B, L, 1);
     /* embeddings: positions, token table, and the image tokens each sequence read */
     memset(m->d_img, 0, Nv * D * sizeof(float));
-    PERPO__OMP(parallel private(b, r, t) if(B * L * D >= PERPO__PAR_MIN))
+    PERPO__OMP(parallel private(b, r, t) if (B * L * D >= PERPO__PAR_MIN))
     { /* the team splits the D columns; every column is summed in the same order */
         size_t lo, hi;
         perpo__team_range(D, &lo, &hi);
         for (b = 0; b < B && hi > lo; b++) {
             const float *d = m->d_res + b * L * D + lo;
             for (r = 0; r < NP; r++) {
-                perpo__add_inplace(m->d_img + (m->image_of[b] * NP + r) * D + lo, d + r * D, hi - lo);
+                perpo__add_inplace(m->d_img + (m->image_of[b] * NP + r) * D + lo, d + r * D,
+                                   hi - lo);
                 perpo__add_inplace(G + m->dec_pos + r * D + lo, d + r * D, hi - lo);
             }
             for (t = 0; t < T; t++) {
-                perpo__add_inplace(G + m->wte + (size_t)m->tokens[b * T + t] * D + lo, d + (NP + t) * D, hi - lo);
+                perpo__add_inplace(G + m->wte + (size_t)m->tokens[b * T + t] * D + lo,
+                                   d + (NP + t) * D, hi - lo);
                 perpo__add_inplace(G + m->dec_pos + (NP + t) * D + lo, d + (NP + t) * D, hi - lo);
             }
         }
     }
     /* projector: img_tok = proj2(GELU(proj1(LN(x)))) */
     memset(m->d_atty, 0, Nv * D * sizeof(float));
-    perpo__linear_backward(m->d_atty, G + m->proj2_w, G + m->proj2_b, m->d_img, m->proj_g, P + m->proj2_w, Nv, D, D, m->gemm_ws);
+    perpo__linear_backward(m->d_atty, G + m->proj2_w, G + m->proj2_b, m->d_img, m->proj_g,
+                           P + m->proj2_w, Nv, D, D, m->gemm_ws);
     perpo__gelu_backward(m->d_atty, m->proj_h, m->d_atty, Nv * D);
     memset(m->d_tmp, 0, Nv * D * sizeof(float));
-    perpo__linear_backward(m->d_tmp, G + m->proj1_w, G + m->proj1_b, m->d_atty, m->vis_lnf, P + m->proj1_w, Nv, D, D, m->gemm_ws);
+    perpo__linear_backward(m->d_tmp, G + m->proj1_w, G + m->proj1_b, m->d_atty, m->vis_lnf,
+                           P + m->proj1_w, Nv, D, D, m->gemm_ws);
     memset(m->d_res, 0, Nv * D * sizeof(float));
     perpo__layernorm_backward(m->d_res, G + m->vis_lnf_w, G + m->vis_lnf_b, m->d_tmp, m->vis_x[LV],
                               P + m->vis_lnf_w, m->vis_lnf_mean, m->vis_lnf_rstd, Nv, D);
     /* vision blocks, then the patch embedding (its input is data: no input gradient) */
-    for (l = LV; l-- > 0;) perpo__block_backward(m, &m->vis[l], &m->vis_acts[l], m->vis_x[l], m->d_res, m->n_img, NP, 0);
+    for (l = LV; l-- > 0;)
+        perpo__block_backward(m, &m->vis[l], &m->vis_acts[l], m->vis_x[l], m->d_res, m->n_img, NP,
+                              0);
     for (b = 0; b < m->n_img; b++)
-        for (r = 0; r < NP; r++) perpo__add_inplace(G + m->vis_pos + r * D, m->d_res + (b * NP + r) * D, D);
-    perpo__linear_backward(NULL, G + m->patch_w, G + m->patch_b, m->d_res, m->patches, P + m->patch_w, Nv, m->PPC, D, m->gemm_ws);
+        for (r = 0; r < NP; r++)
+            perpo__add_inplace(G + m->vis_pos + r * D, m->d_res + (b * NP + r) * D, D);
+    perpo__linear_backward(NULL, G + m->patch_w, G + m->patch_b, m->d_res, m->patches,
+                           P + m->patch_w, Nv, m->PPC, D, m->gemm_ws);
     return PERPO_OK;
 }
 
-PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *prompt, size_t prompt_len,
-                                        const char *response, size_t response_len,
-                                        int *tokens, int *targets, size_t *n_targets) {
+PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *prompt,
+                                        size_t prompt_len, const char *response,
+                                        size_t response_len, int *tokens, int *targets,
+                                        size_t *n_targets) {
     size_t T, i, n, pos = 0;
-    if (!cfg || !tokens || !targets || (prompt_len && !prompt) || (response_len && !response)) return PERPO_ERR_ARG;
+    if (!cfg || !tokens || !targets || (prompt_len && !prompt) || (response_len && !response))
+        return PERPO_ERR_ARG;
     if (cfg->max_text < 4) return PERPO_ERR_ARG;
     T = (size_t)cfg->max_text;
-    if (prompt_len > T || response_len > T || prompt_len + response_len + 3 > T) return PERPO_ERR_ARG;
+    if (prompt_len > T || response_len > T || prompt_len + response_len + 3 > T)
+        return PERPO_ERR_ARG;
     tokens[pos++] = PERPO_TOK_BOS;
     for (i = 0; i < prompt_len; i++) tokens[pos++] = (unsigned char)prompt[i];
     tokens[pos++] = PERPO_TOK_SEP;
@@ -2345,7 +2575,11 @@ PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *pro
 PERPODEF perpo_sample_config perpo_sample_default(void) {
     perpo_sample_config s;
     memset(&s, 0, sizeof s);
-    s.temperature = 0.0f; s.top_k = 0; s.top_p = 1.0f; s.max_new_tokens = 1 << 20; s.seed = 1;
+    s.temperature = 0.0f;
+    s.top_k = 0;
+    s.top_p = 1.0f;
+    s.max_new_tokens = 1 << 20;
+    s.seed = 1;
     return s;
 }
 
@@ -2373,7 +2607,10 @@ static void perpo__wpack_refresh(perpo_model *m) {
         size_t l = (size_t)j / 4;
         int w = j % 4;
         float *dst = (float *)perpo__wpack_at(m, l, l == LD ? 0 : w);
-        if (l == LD) { if (w == 0) perpo__gemm_prepack(dst, 1, m->V, D, P + m->head_w, D); continue; }
+        if (l == LD) {
+            if (w == 0) perpo__gemm_prepack(dst, 1, m->V, D, P + m->head_w, D);
+            continue;
+        }
         if (w == 0) perpo__gemm_prepack(dst, 1, 3 * D, D, P + m->dec[l].qkv_w, D);
         if (w == 1) perpo__gemm_prepack(dst, 1, D, D, P + m->dec[l].attn_w, D);
         if (w == 2) perpo__gemm_prepack(dst, 1, M, D, P + m->dec[l].fc_w, D);
@@ -2389,15 +2626,19 @@ static void perpo__wpack_refresh(perpo_model *m) {
    calling thread. */
 static void perpo__dec_gemm(int par, size_t M, size_t N, size_t K, const float *A, const float *W,
                             const float *packed, float *C, float *ws, const perpo__epi *e) {
-    if (par) perpo__gemm_ex(0, 1, M, N, K, A, K, W, K, 0, C, N, ws, packed, e);
+    if (par)
+        perpo__gemm_ex(0, 1, M, N, K, A, K, W, K, 0, C, N, ws, packed, e);
     else {
 #ifdef PERPO_USE_CBLAS
         (void)packed;
-        if (M > 0) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A, (int)K,
-                               W, (int)K, 0.0f, C, (int)N);
+        if (M > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A,
+                        (int)K, W, (int)K, 0.0f, C, (int)N);
         if (e && M > 0) perpo__epi_apply(e, C, N, 0, 0, M, N);
 #else
-        if (M > 0) perpo__gemm_cols(0, 1, M, N, K, A, K, W, K, 0, C, N, ws, packed, e, 0, (N + PERPO__NR - 1) / PERPO__NR);
+        if (M > 0)
+            perpo__gemm_cols(0, 1, M, N, K, A, K, W, K, 0, C, N, ws, packed, e, 0,
+                             (N + PERPO__NR - 1) / PERPO__NR);
 #endif
     }
 }
@@ -2407,16 +2648,20 @@ static void perpo__dec_gemm(int par, size_t M, size_t N, size_t K, const float *
    products of cached attention: scores (c = q, M = the keys, transposed) and weighted values
    (c = the probabilities, M = the values). */
 static void perpo__combine_rows(float *PERPO__RESTRICT out, const float *PERPO__RESTRICT c,
-                                const float *PERPO__RESTRICT M, size_t ld, size_t n, size_t w, int from_zero) {
+                                const float *PERPO__RESTRICT M, size_t ld, size_t n, size_t w,
+                                int from_zero) {
     size_t k, i;
 #ifdef __AVX512F__
     for (i = 0; i < w; i += 64) {
         __mmask16 k0 = perpo__mask16(w - i), k1 = w - i > 16 ? perpo__mask16(w - i - 16) : 0;
-        __mmask16 k2 = w - i > 32 ? perpo__mask16(w - i - 32) : 0, k3 = w - i > 48 ? perpo__mask16(w - i - 48) : 0;
+        __mmask16 k2 = w - i > 32 ? perpo__mask16(w - i - 32) : 0,
+                  k3 = w - i > 48 ? perpo__mask16(w - i - 48) : 0;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         if (!from_zero) {
-            a0 = _mm512_maskz_loadu_ps(k0, out + i); a1 = _mm512_maskz_loadu_ps(k1, out + i + 16);
-            a2 = _mm512_maskz_loadu_ps(k2, out + i + 32); a3 = _mm512_maskz_loadu_ps(k3, out + i + 48);
+            a0 = _mm512_maskz_loadu_ps(k0, out + i);
+            a1 = _mm512_maskz_loadu_ps(k1, out + i + 16);
+            a2 = _mm512_maskz_loadu_ps(k2, out + i + 32);
+            a3 = _mm512_maskz_loadu_ps(k3, out + i + 48);
         }
         for (k = 0; k < n; k++) {
             const float *r = M + k * ld + i;
@@ -2426,8 +2671,10 @@ static void perpo__combine_rows(float *PERPO__RESTRICT out, const float *PERPO__
             a2 = _mm512_fmadd_ps(ck, _mm512_maskz_loadu_ps(k2, r + 32), a2);
             a3 = _mm512_fmadd_ps(ck, _mm512_maskz_loadu_ps(k3, r + 48), a3);
         }
-        _mm512_mask_storeu_ps(out + i, k0, a0); _mm512_mask_storeu_ps(out + i + 16, k1, a1);
-        _mm512_mask_storeu_ps(out + i + 32, k2, a2); _mm512_mask_storeu_ps(out + i + 48, k3, a3);
+        _mm512_mask_storeu_ps(out + i, k0, a0);
+        _mm512_mask_storeu_ps(out + i + 16, k1, a1);
+        _mm512_mask_storeu_ps(out + i + 32, k2, a2);
+        _mm512_mask_storeu_ps(out + i + 48, k3, a3);
     }
 #else
     if (from_zero)
@@ -2446,25 +2693,31 @@ static void perpo__combine_rows(float *PERPO__RESTRICT out, const float *PERPO__
    over contiguous keys, and values as (head, L, hd). Sequence s (a slot) reads its first
    shared[s] positions from slot root[s] (a prefill it shares; root, shared may be NULL). */
 typedef struct perpo__dec_bufs { /* per-row scratch of decoding, indexed by row */
-    float *ln, *mean, *rstd, *qkv, *atty, *tmp, *fch, *scores; /* (R,D) (R) (R) (R,3D) (R,D) (R,D) (R,M) (R,L) */
+    float *ln, *mean, *rstd, *qkv, *atty, *tmp, *fch,
+        *scores; /* (R,D) (R) (R) (R,3D) (R,D) (R,D) (R,M) (R,L) */
 } perpo__dec_bufs;
-static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t r0, size_t r1, size_t Lr,
-                               const size_t *slot, const size_t *pos, const size_t *root, const size_t *shared,
-                               float *x, float *logits, int par) {
+static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t r0, size_t r1,
+                               size_t Lr, const size_t *slot, const size_t *pos, const size_t *root,
+                               const size_t *shared, float *x, float *logits, int par) {
     const float *P = m->params;
-    size_t D = m->D, H = m->H, hd = D / H, M = m->M, L = m->L, R = r1 - r0, l, i, LD = (size_t)m->cfg.n_dec_layers;
+    size_t D = m->D, H = m->H, hd = D / H, M = m->M, L = m->L, R = r1 - r0, l, i,
+           LD = (size_t)m->cfg.n_dec_layers;
     size_t s0 = r0 / Lr, s1 = r1 / Lr, s;
     float scale = 1.0f / sqrtf((float)hd);
-    float *xr = x + r0 * D, *ln = bf->ln + r0 * D, *qkv = bf->qkv + r0 * 3 * D, *atty = bf->atty + r0 * D;
-    float *tmp = bf->tmp + r0 * D, *fch = bf->fch + r0 * M, *mean = bf->mean + r0, *rstd = bf->rstd + r0;
+    float *xr = x + r0 * D, *ln = bf->ln + r0 * D, *qkv = bf->qkv + r0 * 3 * D,
+          *atty = bf->atty + r0 * D;
+    float *tmp = bf->tmp + r0 * D, *fch = bf->fch + r0 * M, *mean = bf->mean + r0,
+          *rstd = bf->rstd + r0;
     float *ws = par ? m->gemm_ws : NULL;
     perpo__epi e;
     long rr;
     for (l = 0; l < LD; l++) {
         const perpo__block *p = &m->dec[l];
         float *K = m->kcache + l * m->max_batch * L * D, *Vc = m->vcache + l * m->max_batch * L * D;
-        if (par) perpo__layernorm_forward(ln, mean, rstd, xr, P + p->ln1_w, P + p->ln1_b, R, D);
-        else perpo__layernorm_rows(ln, mean, rstd, xr, P + p->ln1_w, P + p->ln1_b, 0, R, D);
+        if (par)
+            perpo__layernorm_forward(ln, mean, rstd, xr, P + p->ln1_w, P + p->ln1_b, R, D);
+        else
+            perpo__layernorm_rows(ln, mean, rstd, xr, P + p->ln1_w, P + p->ln1_b, 0, R, D);
         memset(&e, 0, sizeof e);
         e.bias = P + p->qkv_b;
         perpo__dec_gemm(par, R, 3 * D, D, ln, P + p->qkv_w, perpo__wpack_at(m, l, 0), qkv, ws, &e);
@@ -2497,28 +2750,39 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
                 perpo__combine_rows(o, sc + sh, Vs + (h * L + sh) * hd, hd, n_keys - sh, hd, 0);
             }
         }
-        e.bias = P + p->attn_b; e.res = xr; e.ldr = D; /* x + atty W^T + b */
+        e.bias = P + p->attn_b;
+        e.res = xr;
+        e.ldr = D; /* x + atty W^T + b */
         perpo__dec_gemm(par, R, D, D, atty, P + p->attn_w, perpo__wpack_at(m, l, 1), tmp, ws, &e);
         memcpy(xr, tmp, R * D * sizeof(float));
-        if (par) perpo__layernorm_forward(ln, mean, rstd, xr, P + p->ln2_w, P + p->ln2_b, R, D);
-        else perpo__layernorm_rows(ln, mean, rstd, xr, P + p->ln2_w, P + p->ln2_b, 0, R, D);
-        e.bias = P + p->fc_b; e.res = NULL; e.gel = fch; e.ldg = M; /* GELU in place */
+        if (par)
+            perpo__layernorm_forward(ln, mean, rstd, xr, P + p->ln2_w, P + p->ln2_b, R, D);
+        else
+            perpo__layernorm_rows(ln, mean, rstd, xr, P + p->ln2_w, P + p->ln2_b, 0, R, D);
+        e.bias = P + p->fc_b;
+        e.res = NULL;
+        e.gel = fch;
+        e.ldg = M; /* GELU in place */
         perpo__dec_gemm(par, R, M, D, ln, P + p->fc_w, perpo__wpack_at(m, l, 2), fch, ws, &e);
-        e.bias = P + p->fc2_b; e.gel = NULL; e.res = xr;
+        e.bias = P + p->fc2_b;
+        e.gel = NULL;
+        e.res = xr;
         perpo__dec_gemm(par, R, D, M, fch, P + p->fc2_w, perpo__wpack_at(m, l, 3), tmp, ws, &e);
         memcpy(xr, tmp, R * D * sizeof(float));
     }
-    for (s = s0; s < s1; s++) memcpy(m->g_tmp + s * D, x + (s * Lr + Lr - 1) * D, D * sizeof(float));
-    perpo__layernorm_rows(m->g_ln, m->g_mean, m->g_rstd, m->g_tmp, P + m->lnf_w, P + m->lnf_b, s0, s1, D);
-    perpo__dec_gemm(par, s1 - s0, m->V, D, m->g_ln + s0 * D, P + m->head_w, perpo__wpack_at(m, LD, 0),
-                    logits + s0 * m->V, ws, NULL);
+    for (s = s0; s < s1; s++)
+        memcpy(m->g_tmp + s * D, x + (s * Lr + Lr - 1) * D, D * sizeof(float));
+    perpo__layernorm_rows(m->g_ln, m->g_mean, m->g_rstd, m->g_tmp, P + m->lnf_w, P + m->lnf_b, s0,
+                          s1, D);
+    perpo__dec_gemm(par, s1 - s0, m->V, D, m->g_ln + s0 * D, P + m->head_w,
+                    perpo__wpack_at(m, LD, 0), logits + s0 * m->V, ws, NULL);
 }
 
 /* The ranges documented at perpo_sample_config; NaN fails every comparison. */
 static perpo_status perpo__check_sample(const perpo_sample_config *sc) {
     if (!sc || !(sc->temperature >= 0.0f && sc->temperature <= 1000.0f) || sc->top_k < 0 ||
-        sc->top_k > PERPO_VOCAB || !(sc->top_p >= 0.0f && sc->top_p <= 1.0f) || sc->max_new_tokens < 0 ||
-        (sc->no_cache != 0 && sc->no_cache != 1))
+        sc->top_k > PERPO_VOCAB || !(sc->top_p >= 0.0f && sc->top_p <= 1.0f) ||
+        sc->max_new_tokens < 0 || (sc->no_cache != 0 && sc->no_cache != 1))
         return PERPO_ERR_ARG;
     return PERPO_OK;
 }
@@ -2537,24 +2801,37 @@ static perpo_status perpo__params_finite(const perpo_model *m) {
    sequences over the threads, one parallel region for the whole step; a prefill splits each
    kernel. */
 static void perpo__decode_cached(perpo_model *m, size_t n, size_t Lr, const size_t *slot,
-                                 const size_t *pos, const size_t *root, const size_t *shared, float *x,
-                                 float *logits) {
+                                 const size_t *pos, const size_t *root, const size_t *shared,
+                                 float *x, float *logits) {
     size_t work = n * (size_t)m->cfg.n_dec_layers * m->D * (4 * m->D + 2 * m->M);
     perpo__dec_bufs bf;
     if (Lr == 1) { /* token step: n <= max_batch rows of the generation scratch */
-        bf.ln = m->g_ln; bf.mean = m->g_mean; bf.rstd = m->g_rstd; bf.qkv = m->g_qkv;
-        bf.atty = m->g_atty; bf.tmp = m->g_tmp; bf.fch = m->g_fch; bf.scores = m->g_scores;
+        bf.ln = m->g_ln;
+        bf.mean = m->g_mean;
+        bf.rstd = m->g_rstd;
+        bf.qkv = m->g_qkv;
+        bf.atty = m->g_atty;
+        bf.tmp = m->g_tmp;
+        bf.fch = m->g_fch;
+        bf.scores = m->g_scores;
     } else { /* prefill: up to max_batch * L rows, in the first decoder block's training buffers */
         perpo__block_acts *a = &m->dec_acts[0];
-        bf.ln = a->ln1; bf.mean = a->ln1_mean; bf.rstd = a->ln1_rstd; bf.qkv = a->qkv;
-        bf.atty = a->atty; bf.tmp = a->mid; bf.fch = a->fch; bf.scores = a->att;
+        bf.ln = a->ln1;
+        bf.mean = a->ln1_mean;
+        bf.rstd = a->ln1_rstd;
+        bf.qkv = a->qkv;
+        bf.atty = a->atty;
+        bf.tmp = a->mid;
+        bf.fch = a->fch;
+        bf.scores = a->att;
     }
     if (Lr == 1 && n > 1) {
-        PERPO__OMP(parallel if(work >= 64 * PERPO__PAR_MIN))
+        PERPO__OMP(parallel if (work >= 64 * PERPO__PAR_MIN))
         {
             size_t lo, hi;
             perpo__team_range(n, &lo, &hi);
-            if (hi > lo) perpo__decode_span(m, &bf, lo, hi, 1, slot, pos, root, shared, x, logits, 0);
+            if (hi > lo)
+                perpo__decode_span(m, &bf, lo, hi, 1, slot, pos, root, shared, x, logits, 0);
         }
     } else {
         (void)work;
@@ -2569,18 +2846,22 @@ static int perpo__score_desc(const void *a, const void *b) {
 }
 
 /* Next token from one row of logits. Only bytes and EOS can be produced. */
-static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_sample_config *sc, perpo__rng *rng) {
+static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_sample_config *sc,
+                               perpo__rng *rng) {
     perpo__token_score *cand = m->sort_buf;
     size_t n = 0, keep, i;
     double total = 0.0, u, acc = 0.0, top;
     int tok;
     for (tok = 0; tok < (int)m->V; tok++) {
         if (tok > 255 && tok != PERPO_TOK_EOS) continue;
-        cand[n].score = logits[tok]; cand[n].token = tok; n++;
+        cand[n].score = logits[tok];
+        cand[n].token = tok;
+        n++;
     }
     if (sc->temperature <= 0.0f) { /* greedy: first maximum */
         size_t best = 0;
-        for (i = 1; i < n; i++) if (cand[i].score > cand[best].score) best = i;
+        for (i = 1; i < n; i++)
+            if (cand[i].score > cand[best].score) best = i;
         return cand[best].token;
     }
     keep = (sc->top_k > 0 && (size_t)sc->top_k < n) ? (size_t)sc->top_k : n;
@@ -2588,7 +2869,8 @@ static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_
         qsort(cand, n, sizeof *cand, perpo__score_desc); /* truncation needs the order */
         top = cand[0].score;
     } else {
-        for (i = 1, top = cand[0].score; i < n; i++) if (cand[i].score > top) top = cand[i].score;
+        for (i = 1, top = cand[0].score; i < n; i++)
+            if (cand[i].score > top) top = cand[i].score;
     }
     for (i = 0; i < keep; i++) { /* softmax over the kept tokens, at the temperature */
         cand[i].score = (float)exp(((double)cand[i].score - top) / (double)sc->temperature);
@@ -2598,7 +2880,10 @@ static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_
         double mass = 0.0;
         for (i = 0; i < keep; i++) {
             mass += cand[i].score;
-            if (mass >= sc->top_p * total) { keep = i + 1; break; }
+            if (mass >= sc->top_p * total) {
+                keep = i + 1;
+                break;
+            }
         }
         total = 0.0;
         for (i = 0; i < keep; i++) total += cand[i].score;
@@ -2612,20 +2897,23 @@ static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_
 }
 
 static perpo_status perpo__check_request(const perpo_model *m, const perpo_gen_request *req,
-                                         const perpo_sample_config *sc, const char *out, size_t out_cap) {
+                                         const perpo_sample_config *sc, const char *out,
+                                         size_t out_cap) {
     size_t i;
     if (!req || !sc || !out || out_cap < 1 || req->n_seq < 1 || req->n_seq > m->max_batch ||
         req->n_img < 1 || req->n_img > m->max_batch || !req->images || !req->prompts)
         return PERPO_ERR_ARG;
     if (!req->image_of && req->n_img != req->n_seq) return PERPO_ERR_ARG;
-    if (!(sc->temperature >= 0.0f) || !(sc->top_p >= 0.0f) || sc->top_k < 0 || sc->max_new_tokens < 0)
+    if (!(sc->temperature >= 0.0f) || !(sc->top_p >= 0.0f) || sc->top_k < 0 ||
+        sc->max_new_tokens < 0)
         return PERPO_ERR_ARG;
     for (i = 0; i < req->n_img; i++) {
         if (!req->images[i]) return PERPO_ERR_ARG;
         if (!perpo__all_finite(req->images[i], m->image_floats)) return PERPO_ERR_NONFINITE;
     }
     for (i = 0; i < req->n_seq; i++) {
-        if (!req->prompts[i] || (req->image_of && req->image_of[i] >= req->n_img)) return PERPO_ERR_ARG;
+        if (!req->prompts[i] || (req->image_of && req->image_of[i] >= req->n_img))
+            return PERPO_ERR_ARG;
         if (strlen(req->prompts[i]) + 4 > m->T) return PERPO_ERR_ARG; /* BOS SEP, >= 1 byte, EOS */
     }
     return PERPO_OK;
@@ -2650,16 +2938,23 @@ static perpo_status perpo__generate_nocache(perpo_model *m, const perpo_gen_requ
     if (!tok) return PERPO_ERR_NOMEM;
     tgt = tok + n * T;
     for (s = 0; s < n; s++) {
-        perpo_text_encode(&m->cfg, req->prompts[s], seq[s].prompt_len, "", 0, tok + s * T, tgt + s * T, NULL);
-        tok[s * T + seq[s].prompt_len + 2] = PERPO_TOK_PAD; /* drop the EOS: the text ends after SEP */
+        perpo_text_encode(&m->cfg, req->prompts[s], seq[s].prompt_len, "", 0, tok + s * T,
+                          tgt + s * T, NULL);
+        tok[s * T + seq[s].prompt_len + 2] =
+            PERPO_TOK_PAD; /* drop the EOS: the text ends after SEP */
     }
     for (s = 0; s < n * T; s++) tgt[s] = -1;
     perpo__rng_seed(&rng, sc->seed);
-    b.n_seq = n; b.n_img = req->n_img; b.images = req->images; b.image_of = req->image_of;
-    b.tokens = tok; b.targets = tgt;
+    b.n_seq = n;
+    b.n_img = req->n_img;
+    b.images = req->images;
+    b.image_of = req->image_of;
+    b.tokens = tok;
+    b.targets = tgt;
     for (;;) {
         int active = 0;
-        for (s = 0; s < n; s++) if (!seq[s].done) active = 1;
+        for (s = 0; s < n; s++)
+            if (!seq[s].done) active = 1;
         if (!active) break;
         st = perpo_forward(m, &b, NULL, NULL);
         if (st != PERPO_OK && st != PERPO_ERR_NONFINITE) break;
@@ -2669,8 +2964,12 @@ static perpo_status perpo__generate_nocache(perpo_model *m, const perpo_gen_requ
             int next;
             if (seq[s].done) continue;
             next = perpo__sample_token(m, m->logits + (s * T + at) * m->V, sc,
-                                       streams ? &streams[req->image_of ? req->image_of[s] : s] : &rng);
-            if (next == PERPO_TOK_EOS) { seq[s].done = 1; continue; }
+                                       streams ? &streams[req->image_of ? req->image_of[s] : s]
+                                               : &rng);
+            if (next == PERPO_TOK_EOS) {
+                seq[s].done = 1;
+                continue;
+            }
             tok[s * T + at + 1] = next;
             if (seq[s].len + 1 < out_cap) out[s * out_cap + seq[s].len] = (char)next;
             if (++seq[s].len >= seq[s].cap) seq[s].done = 1;
@@ -2694,10 +2993,11 @@ static size_t perpo__prefill(perpo_model *m, size_t n, size_t Lp, const size_t *
 /* Cached path: encode images once, prefill each distinct (image, prompt) (consecutive ones of
    the same length together), then decode all live sequences together, one token per step. */
 static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
-                                   const perpo_sample_config *sc, perpo__gen_seq *seq,
-                                   size_t *slot, size_t *pos, size_t *root, size_t *shared,
-                                   perpo__rng *streams, char *out, size_t out_cap) {
-    size_t n = req->n_seq, D = m->D, NP = m->NP, V = m->V, s, r, i, k, n_live, n_pend = 0, pend_Lp = 0;
+                                   const perpo_sample_config *sc, perpo__gen_seq *seq, size_t *slot,
+                                   size_t *pos, size_t *root, size_t *shared, perpo__rng *streams,
+                                   char *out, size_t out_cap) {
+    size_t n = req->n_seq, D = m->D, NP = m->NP, V = m->V, s, r, i, k, n_live, n_pend = 0,
+           pend_Lp = 0;
     float *x;
     perpo__rng rng;
     m->have_forward = 0; /* the vision encoder reuses the training activations */
@@ -2708,7 +3008,8 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
         size_t prev = s > 0 ? (req->image_of ? req->image_of[s - 1] : s - 1) : (size_t)-1;
         if (prev == img && strcmp(req->prompts[s], req->prompts[s - 1]) == 0) {
             /* same image and prompt as the previous sequence: read its prefill, copy its logits */
-            if (n_pend > 0) n_pend = perpo__prefill(m, n_pend, pend_Lp, slot, pos); /* (s - 1 among them) */
+            if (n_pend > 0)
+                n_pend = perpo__prefill(m, n_pend, pend_Lp, slot, pos); /* (s - 1 among them) */
             root[s] = root[s - 1];
             shared[s] = Lp;
             memcpy(m->g_logits + s * V, m->g_logits + (s - 1) * V, V * sizeof(float));
@@ -2722,7 +3023,9 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
         x = m->dec_x[0] + n_pend * Lp * D;
         for (r = 0; r < NP; r++) perpo__embed_image_row(m, x + r * D, img, r);
         perpo__embed_token_row(m, x + NP * D, PERPO_TOK_BOS, 0);
-        for (i = 0; i < pl; i++) perpo__embed_token_row(m, x + (NP + 1 + i) * D, (unsigned char)req->prompts[s][i], 1 + i);
+        for (i = 0; i < pl; i++)
+            perpo__embed_token_row(m, x + (NP + 1 + i) * D, (unsigned char)req->prompts[s][i],
+                                   1 + i);
         perpo__embed_token_row(m, x + (NP + 1 + pl) * D, PERPO_TOK_SEP, 1 + pl);
         slot[n_pend] = s;
         n_pend++;
@@ -2736,10 +3039,17 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
             int next;
             if (seq[s].done) continue;
             next = perpo__sample_token(m, m->g_logits + s * V, sc,
-                                       streams ? &streams[req->image_of ? req->image_of[s] : s] : &rng);
-            if (next == PERPO_TOK_EOS) { seq[s].done = 1; continue; }
+                                       streams ? &streams[req->image_of ? req->image_of[s] : s]
+                                               : &rng);
+            if (next == PERPO_TOK_EOS) {
+                seq[s].done = 1;
+                continue;
+            }
             if (seq[s].len + 1 < out_cap) out[s * out_cap + seq[s].len] = (char)next;
-            if (++seq[s].len >= seq[s].cap) { seq[s].done = 1; continue; }
+            if (++seq[s].len >= seq[s].cap) {
+                seq[s].done = 1;
+                continue;
+            }
             slot[n_live] = s;
             pos[n_live] = NP + seq[s].prompt_len + 1 + seq[s].len; /* where the new token sits */
             perpo__embed_token_row(m, m->g_x + n_live * D, next, pos[n_live] - NP);
@@ -2749,7 +3059,8 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
         perpo__decode_cached(m, n_live, 1, slot, pos, root, shared, m->g_x, m->g_logits);
         /* row k belongs to sequence slot[k] >= k: move rows into place, last first */
         for (k = n_live; k-- > 0;)
-            if (slot[k] != k) memcpy(m->g_logits + slot[k] * V, m->g_logits + k * V, V * sizeof(float));
+            if (slot[k] != k)
+                memcpy(m->g_logits + slot[k] * V, m->g_logits + k * V, V * sizeof(float));
     }
 }
 
@@ -2757,8 +3068,9 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
    own: sequence s then draws from the stream of its image, seeded with img_seeds[image],
    so its text does not depend on the other images of the call (perpo_pref_sample). NULL: one
    stream seeded with sc->seed for the whole call, in sequence order. */
-static perpo_status perpo__generate(perpo_model *m, const perpo_gen_request *req, const perpo_sample_config *sc,
-                                    const uint64_t *img_seeds, char *out, size_t out_cap, size_t *out_len) {
+static perpo_status perpo__generate(perpo_model *m, const perpo_gen_request *req,
+                                    const perpo_sample_config *sc, const uint64_t *img_seeds,
+                                    char *out, size_t out_cap, size_t *out_len) {
     size_t n, s, *slot, *pos, *root, *shared;
     perpo__gen_seq *seq;
     perpo__rng *streams = NULL;
@@ -2768,12 +3080,13 @@ static perpo_status perpo__generate(perpo_model *m, const perpo_gen_request *req
     if ((st = perpo__params_finite(m)) != PERPO_OK) return st;
     n = req->n_seq;
     /* n <= max_batch and n_img <= max_batch (checked), so these sizes cannot overflow */
-    seq = (perpo__gen_seq *)perpo__calloc(m->cfg.alloc_ctx, 1, n * (sizeof *seq + 4 * sizeof(size_t)) +
-                                          (img_seeds ? req->n_img * sizeof(perpo__rng) : 0));
+    seq = (perpo__gen_seq *)perpo__calloc(m->cfg.alloc_ctx, 1,
+                                          n * (sizeof *seq + 4 * sizeof(size_t)) +
+                                              (img_seeds ? req->n_img * sizeof(perpo__rng) : 0));
     if (!seq) return PERPO_ERR_NOMEM;
     slot = (size_t *)(seq + n);
     pos = slot + n;
-    root = pos + n;      /* sequence s reads positions [0, shared[s]) of its cache from slot root[s] */
+    root = pos + n; /* sequence s reads positions [0, shared[s]) of its cache from slot root[s] */
     shared = root + n;
     if (img_seeds) {
         streams = (perpo__rng *)(shared + n);
@@ -2787,9 +3100,12 @@ static perpo_status perpo__generate(perpo_model *m, const perpo_gen_request *req
         seq[s].cap = (size_t)sc->max_new_tokens < room ? (size_t)sc->max_new_tokens : room;
         seq[s].done = seq[s].cap == 0;
     }
-    if (sc->no_cache) st = perpo__generate_nocache(m, req, sc, seq, streams, out, out_cap);
-    else perpo__generate_cached(m, req, sc, seq, slot, pos, root, shared, streams, out, out_cap);
-    if (out_len) for (s = 0; s < n; s++) out_len[s] = seq[s].len < out_cap ? seq[s].len : out_cap - 1;
+    if (sc->no_cache)
+        st = perpo__generate_nocache(m, req, sc, seq, streams, out, out_cap);
+    else
+        perpo__generate_cached(m, req, sc, seq, slot, pos, root, shared, streams, out, out_cap);
+    if (out_len)
+        for (s = 0; s < n; s++) out_len[s] = seq[s].len < out_cap ? seq[s].len : out_cap - 1;
     PERPO_FREE(m->cfg.alloc_ctx, seq);
     return st;
 }
@@ -2811,8 +3127,7 @@ static int perpo__is_digit(char c) { return c >= '0' && c <= '9'; }
 /* One number: digits with an optional fraction ("12", "0.12"). The integer part must stay
  * below 1e7 (no image is that large) and at most 8 fraction digits are used, so the mantissa
  * (< 2^53) and the power of ten are exact and the one division below rounds correctly. */
-static int perpo__parse_num(const char *s, size_t len, size_t *pos, double *v, int *has_frac)
-{
+static int perpo__parse_num(const char *s, size_t len, size_t *pos, double *v, int *has_frac) {
     size_t i = *pos, start;
     double m = 0.0, scale = 1.0;
     for (start = i; i < len && perpo__is_digit(s[i]); i++)
@@ -2821,7 +3136,10 @@ static int perpo__parse_num(const char *s, size_t len, size_t *pos, double *v, i
     *has_frac = 0;
     if (i < len && s[i] == '.') {
         for (start = ++i; i < len && perpo__is_digit(s[i]); i++)
-            if (i - start < 8) { m = m * 10.0 + (s[i] - '0'); scale *= 10.0; }
+            if (i - start < 8) {
+                m = m * 10.0 + (s[i] - '0');
+                scale *= 10.0;
+            }
         if (i == start) return 0;
         *has_frac = 1;
     }
@@ -2833,8 +3151,7 @@ static int perpo__parse_num(const char *s, size_t len, size_t *pos, double *v, i
 /* Tries "[ n , n , n , n ]" starting at the '[' at text[i]; writes box only on success. The
  * grammar has no '[', so an attempt stops before the next '[': all attempts together are O(len). */
 static int perpo__parse_box_at(const char *s, size_t len, size_t i, float img_w, float img_h,
-                               float box[4])
-{
+                               float box[4]) {
     double v[4];
     int k, frac, any_frac = 0;
     for (i++, k = 0; k < 4; k++) {
@@ -2851,15 +3168,17 @@ static int perpo__parse_box_at(const char *s, size_t len, size_t i, float img_w,
     } else {
         if (!(img_w > 0.0f && img_h > 0.0f && isfinite(img_w) && isfinite(img_h))) return 0;
         if (v[0] > img_w || v[2] > img_w || v[1] > img_h || v[3] > img_h) return 0;
-        v[0] /= img_w; v[2] /= img_w; v[1] /= img_h; v[3] /= img_h;
+        v[0] /= img_w;
+        v[2] /= img_w;
+        v[1] /= img_h;
+        v[3] /= img_h;
     }
     if (v[2] < v[0] || v[3] < v[1]) return 0;
     for (k = 0; k < 4; k++) box[k] = (float)v[k];
     return 1;
 }
 
-PERPODEF int perpo_parse_box(const char *text, size_t len, float img_w, float img_h, float box[4])
-{
+PERPODEF int perpo_parse_box(const char *text, size_t len, float img_w, float img_h, float box[4]) {
     size_t i;
     if (!box) return 0;
     box[0] = box[1] = box[2] = box[3] = 0.0f;
@@ -2869,22 +3188,19 @@ PERPODEF int perpo_parse_box(const char *text, size_t len, float img_w, float im
     return 0;
 }
 
-static int perpo__box_valid(const float b[4])
-{
+static int perpo__box_valid(const float b[4]) {
     return b && isfinite(b[0]) && isfinite(b[1]) && isfinite(b[2]) && isfinite(b[3]) &&
            b[2] >= b[0] && b[3] >= b[1];
 }
 
 /* Areas in double: a product of two floats near FLT_MAX would overflow in float. */
-static double perpo__box_area(const float b[4])
-{
+static double perpo__box_area(const float b[4]) {
     return ((double)b[2] - b[0]) * ((double)b[3] - b[1]);
 }
 
 /* Intersection and union areas of two valid boxes; c (if not NULL) gets the enclosing box area. */
 static void perpo__box_overlap(const float a[4], const float b[4], double *inter, double *uni,
-                               double *c)
-{
+                               double *c) {
     double iw = (double)(a[2] < b[2] ? a[2] : b[2]) - (a[0] > b[0] ? a[0] : b[0]);
     double ih = (double)(a[3] < b[3] ? a[3] : b[3]) - (a[1] > b[1] ? a[1] : b[1]);
     *inter = iw > 0.0 && ih > 0.0 ? iw * ih : 0.0;
@@ -2894,8 +3210,7 @@ static void perpo__box_overlap(const float a[4], const float b[4], double *inter
              ((double)(a[3] > b[3] ? a[3] : b[3]) - (a[1] < b[1] ? a[1] : b[1]));
 }
 
-PERPODEF float perpo_box_iou(const float a[4], const float b[4])
-{
+PERPODEF float perpo_box_iou(const float a[4], const float b[4]) {
     double inter, uni, iou;
     if (!perpo__box_valid(a) || !perpo__box_valid(b)) return 0.0f;
     perpo__box_overlap(a, b, &inter, &uni, NULL);
@@ -2904,8 +3219,7 @@ PERPODEF float perpo_box_iou(const float a[4], const float b[4])
     return (float)(iou < 1.0 ? iou : 1.0); /* rounding could nudge it past 1 */
 }
 
-PERPODEF float perpo_box_giou(const float a[4], const float b[4])
-{
+PERPODEF float perpo_box_giou(const float a[4], const float b[4]) {
     double inter, uni, c, giou;
     if (!perpo__box_valid(a) || !perpo__box_valid(b)) return -1.0f;
     perpo__box_overlap(a, b, &inter, &uni, &c);
@@ -2914,9 +3228,8 @@ PERPODEF float perpo_box_giou(const float a[4], const float b[4])
     return (float)(giou < -1.0 ? -1.0 : giou > 1.0 ? 1.0 : giou);
 }
 
-PERPODEF float perpo_grounding_reward(const char *text, size_t len, const float gt[4],
-                                      float img_w, float img_h)
-{
+PERPODEF float perpo_grounding_reward(const char *text, size_t len, const float gt[4], float img_w,
+                                      float img_h) {
     float box[4];
     if (!perpo_parse_box(text, len, img_w, img_h, box)) return 0.0f;
     return perpo_box_iou(box, gt);
@@ -2925,16 +3238,33 @@ PERPODEF float perpo_grounding_reward(const char *text, size_t len, const float 
 /* ---- OCR: edit distance ---- */
 
 PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *b, size_t nb,
-                                          size_t *dist, void *alloc_ctx)
-{
+                                          size_t *dist, void *alloc_ctx) {
     size_t *row, i, j;
     if (!dist || (!a && na) || (!b && nb)) return PERPO_ERR_ARG;
     /* A shared prefix or suffix never changes the distance; stripping it makes long, nearly
      * equal strings (the common case for a good OCR model) cheap. */
-    while (na && nb && a[0] == b[0]) { a++; b++; na--; nb--; }
-    while (na && nb && a[na - 1] == b[nb - 1]) { na--; nb--; }
-    if (na < nb) { const char *t = a; size_t n = na; a = b; na = nb; b = t; nb = n; }
-    if (nb == 0) { *dist = na; return PERPO_OK; }
+    while (na && nb && a[0] == b[0]) {
+        a++;
+        b++;
+        na--;
+        nb--;
+    }
+    while (na && nb && a[na - 1] == b[nb - 1]) {
+        na--;
+        nb--;
+    }
+    if (na < nb) {
+        const char *t = a;
+        size_t n = na;
+        a = b;
+        na = nb;
+        b = t;
+        nb = n;
+    }
+    if (nb == 0) {
+        *dist = na;
+        return PERPO_OK;
+    }
     if (nb >= SIZE_MAX / sizeof *row) return PERPO_ERR_OVERFLOW;
     row = (size_t *)PERPO_MALLOC(alloc_ctx, (nb + 1) * sizeof *row);
     if (!row) return PERPO_ERR_NOMEM;
@@ -2957,8 +3287,7 @@ PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *
 }
 
 PERPODEF perpo_status perpo_normalized_edit_distance(const char *a, size_t na, const char *b,
-                                                     size_t nb, float *ned, void *alloc_ctx)
-{
+                                                     size_t nb, float *ned, void *alloc_ctx) {
     size_t d;
     perpo_status st;
     if (!ned) return PERPO_ERR_ARG;
@@ -2968,12 +3297,12 @@ PERPODEF perpo_status perpo_normalized_edit_distance(const char *a, size_t na, c
 }
 
 PERPODEF perpo_status perpo_ocr_reward(const char *text, size_t len, const char *ref, size_t nref,
-                                       float *reward, void *alloc_ctx)
-{
+                                       float *reward, void *alloc_ctx) {
     float ned;
     perpo_status st;
     if (!reward) return PERPO_ERR_ARG;
-    if ((st = perpo_normalized_edit_distance(text, len, ref, nref, &ned, alloc_ctx)) != PERPO_OK) return st;
+    if ((st = perpo_normalized_edit_distance(text, len, ref, nref, &ned, alloc_ctx)) != PERPO_OK)
+        return st;
     *reward = 1.0f - ned;
     return PERPO_OK;
 }
@@ -2982,15 +3311,22 @@ PERPODEF perpo_status perpo_ocr_reward(const char *text, size_t len, const char 
  * Words and n-grams are hashed, sorted by (hash, content) and matched by a merge walk: memory is
  * linear in the number of words and exact equality (not the hash) decides matches. */
 
-typedef struct { const char *p; size_t len; uint64_t h; } perpo__word;
-typedef struct { uint64_t h; const perpo__word *w; size_t n; } perpo__gram; /* words w[0..n) */
+typedef struct {
+    const char *p;
+    size_t len;
+    uint64_t h;
+} perpo__word;
+typedef struct {
+    uint64_t h;
+    const perpo__word *w;
+    size_t n;
+} perpo__gram; /* words w[0..n) */
 
 #define PERPO__FNV_BASIS UINT64_C(14695981039346656037)
 #define PERPO__FNV_PRIME UINT64_C(1099511628211)
 
 /* Splits on ASCII whitespace; with out == NULL only counts. */
-static size_t perpo__split_words(const char *s, size_t len, perpo__word *out)
-{
+static size_t perpo__split_words(const char *s, size_t len, perpo__word *out) {
     size_t i = 0, n = 0, start;
     while (i < len) {
         while (i < len && perpo__is_space(s[i])) i++;
@@ -3000,7 +3336,9 @@ static size_t perpo__split_words(const char *s, size_t len, perpo__word *out)
             uint64_t h = PERPO__FNV_BASIS;
             size_t k;
             for (k = start; k < i; k++) h = (h ^ (unsigned char)s[k]) * PERPO__FNV_PRIME;
-            out[n].p = s + start; out[n].len = i - start; out[n].h = h;
+            out[n].p = s + start;
+            out[n].len = i - start;
+            out[n].h = h;
         }
         n++;
     }
@@ -3008,8 +3346,7 @@ static size_t perpo__split_words(const char *s, size_t len, perpo__word *out)
 }
 
 /* Total order on n-grams of equal n: hash first (fast), then word by word (exact). */
-static int perpo__gram_cmp(const void *x, const void *y)
-{
+static int perpo__gram_cmp(const void *x, const void *y) {
     const perpo__gram *a = (const perpo__gram *)x, *b = (const perpo__gram *)y;
     size_t k;
     if (a->h != b->h) return a->h < b->h ? -1 : 1;
@@ -3023,13 +3360,14 @@ static int perpo__gram_cmp(const void *x, const void *y)
 }
 
 /* Writes the nw - n + 1 n-grams of w into g, sorted; returns their count. */
-static size_t perpo__make_grams(const perpo__word *w, size_t nw, size_t n, perpo__gram *g)
-{
+static size_t perpo__make_grams(const perpo__word *w, size_t nw, size_t n, perpo__gram *g) {
     size_t i, k, m = nw >= n ? nw - n + 1 : 0;
     for (i = 0; i < m; i++) {
         uint64_t h = PERPO__FNV_BASIS;
         for (k = 0; k < n; k++) h = (h ^ w[i + k].h) * PERPO__FNV_PRIME;
-        g[i].h = h; g[i].w = w + i; g[i].n = n;
+        g[i].h = h;
+        g[i].w = w + i;
+        g[i].n = n;
     }
     if (m > 1) qsort(g, m, sizeof *g, perpo__gram_cmp);
     return m;
@@ -3037,25 +3375,31 @@ static size_t perpo__make_grams(const perpo__word *w, size_t nw, size_t n, perpo
 
 /* Merge walk of two sorted n-gram lists: BLEU's clipped matches (sum over distinct n-grams of
  * min(count in hyp, count in ref)), the distinct counts of each side and of their intersection. */
-typedef struct { size_t clipped, distinct_h, distinct_r, common; } perpo__match;
+typedef struct {
+    size_t clipped, distinct_h, distinct_r, common;
+} perpo__match;
 
 static perpo__match perpo__match_grams(const perpo__gram *h, size_t nh, const perpo__gram *r,
-                                       size_t nr)
-{
-    perpo__match m = {0, 0, 0, 0};
+                                       size_t nr) {
+    perpo__match m = { 0, 0, 0, 0 };
     size_t i = 0, j = 0;
     while (i < nh || j < nr) {
         int c = i == nh ? 1 : j == nr ? -1 : perpo__gram_cmp(h + i, r + j);
         size_t ci = 0, cj = 0;
         if (c <= 0) {
-            do ci++; while (i + ci < nh && perpo__gram_cmp(h + i, h + i + ci) == 0);
+            do ci++;
+            while (i + ci < nh && perpo__gram_cmp(h + i, h + i + ci) == 0);
             m.distinct_h++;
         }
         if (c >= 0) {
-            do cj++; while (j + cj < nr && perpo__gram_cmp(r + j, r + j + cj) == 0);
+            do cj++;
+            while (j + cj < nr && perpo__gram_cmp(r + j, r + j + cj) == 0);
             m.distinct_r++;
         }
-        if (c == 0) { m.common++; m.clipped += ci < cj ? ci : cj; }
+        if (c == 0) {
+            m.common++;
+            m.clipped += ci < cj ? ci : cj;
+        }
         i += ci;
         j += cj;
     }
@@ -3064,8 +3408,7 @@ static perpo__match perpo__match_grams(const perpo__gram *h, size_t nh, const pe
 
 PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *ref, size_t nr,
                                         float *precision, float *recall, float *f1, float *bleu,
-                                        void *alloc_ctx)
-{
+                                        void *alloc_ctx) {
     size_t th, tr, total, n;
     perpo__gram *gh, *gr;
     perpo__word *wh, *wr;
@@ -3079,7 +3422,8 @@ PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *
         total = th + tr;
         if (total < th || total > SIZE_MAX / (sizeof(perpo__gram) + sizeof(perpo__word)))
             return PERPO_ERR_OVERFLOW;
-        gh = (perpo__gram *)PERPO_MALLOC(alloc_ctx, total * (sizeof(perpo__gram) + sizeof(perpo__word)));
+        gh = (perpo__gram *)PERPO_MALLOC(alloc_ctx,
+                                         total * (sizeof(perpo__gram) + sizeof(perpo__word)));
         if (!gh) return PERPO_ERR_NOMEM;
         gr = gh + th;
         wh = (perpo__word *)(gr + tr);
@@ -3111,14 +3455,14 @@ PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *
 }
 
 PERPODEF perpo_status perpo_ocr_score(const char *hyp, size_t nh, const char *ref, size_t nr,
-                                      perpo_ocr_scores *out, void *alloc_ctx)
-{
+                                      perpo_ocr_scores *out, void *alloc_ctx) {
     perpo_ocr_scores s;
     perpo_status st;
     if (!out) return PERPO_ERR_ARG;
-    if ((st = perpo_normalized_edit_distance(hyp, nh, ref, nr, &s.edit_distance, alloc_ctx)) != PERPO_OK ||
-        (st = perpo_word_scores(hyp, nh, ref, nr, &s.precision, &s.recall, &s.f1, &s.bleu, alloc_ctx)) !=
-            PERPO_OK)
+    if ((st = perpo_normalized_edit_distance(hyp, nh, ref, nr, &s.edit_distance, alloc_ctx)) !=
+            PERPO_OK ||
+        (st = perpo_word_scores(hyp, nh, ref, nr, &s.precision, &s.recall, &s.f1, &s.bleu,
+                                alloc_ctx)) != PERPO_OK)
         return st;
     *out = s;
     return PERPO_OK;
@@ -3138,8 +3482,7 @@ PERPODEF const char *perpo_objective_name(perpo_objective kind) {
     return "unknown";
 }
 
-PERPODEF perpo_objective_config perpo_objective_default(perpo_objective kind)
-{
+PERPODEF perpo_objective_config perpo_objective_default(perpo_objective kind) {
     perpo_objective_config c;
     c.kind = kind;
     c.beta = 0.1f;
@@ -3150,10 +3493,10 @@ PERPODEF perpo_objective_config perpo_objective_default(perpo_objective kind)
 
 /* log(1 + e^x) without overflow; -log sigmoid(x) = softplus(-x). */
 /* The ranges documented at perpo_objective_config; NaN fails every comparison. */
-static perpo_status perpo__objective_check(const perpo_objective_config *c)
-{
+static perpo_status perpo__objective_check(const perpo_objective_config *c) {
     if (!c || (int)c->kind < (int)PERPO_OBJ_PERPO || (int)c->kind > (int)PERPO_OBJ_LISTMLE ||
-        !(c->beta > 0.0f && c->beta <= PERPO_MAX_BETA) || !(c->gamma >= 0.0f && c->gamma <= PERPO_MAX_GAMMA) ||
+        !(c->beta > 0.0f && c->beta <= PERPO_MAX_BETA) ||
+        !(c->gamma >= 0.0f && c->gamma <= PERPO_MAX_GAMMA) ||
         !(c->label_smoothing >= 0.0f && c->label_smoothing <= 0.5f))
         return PERPO_ERR_ARG;
     return PERPO_OK;
@@ -3161,8 +3504,7 @@ static perpo_status perpo__objective_check(const perpo_objective_config *c)
 
 static double perpo__softplus(double x) { return x > 0.0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
 
-static double perpo__sigmoid(double x)
-{
+static double perpo__sigmoid(double x) {
     double e;
     if (x >= 0.0) return 1.0 / (1.0 + exp(-x));
     e = exp(x);
@@ -3171,16 +3513,14 @@ static double perpo__sigmoid(double x)
 
 /* Pair loss l(x) = -(1-eps) log sigma(x) - eps log sigma(-x), x = margin of the preferred
  * response (DPO's loss; eps > 0 is cDPO's label smoothing). Also gives dl/dx. */
-static double perpo__pair_loss(double x, double eps, double *dl_dx)
-{
+static double perpo__pair_loss(double x, double eps, double *dl_dx) {
     *dl_dx = -(1.0 - eps) * perpo__sigmoid(-x) + eps * perpo__sigmoid(x);
     return (1.0 - eps) * perpo__softplus(-x) + eps * perpo__softplus(x);
 }
 
 /* Indices sorted by key, descending; equal keys keep the lower index first (stable insertion
  * sort, fine for n <= PERPO_MAX_LIST). */
-static void perpo__argsort_desc(const double *key, int n, int *idx)
-{
+static void perpo__argsort_desc(const double *key, int n, int *idx) {
     int i, j;
     for (i = 0; i < n; i++) {
         for (j = i; j > 0 && key[idx[j - 1]] < key[i]; j--) idx[j] = idx[j - 1];
@@ -3192,9 +3532,8 @@ static void perpo__argsort_desc(const double *key, int n, int *idx)
  * w_ij = |R_i - R_j|^gamma / sum_{R_k > R_l} |R_k - R_l|^gamma. Gaps are divided by the largest
  * gap first: the weights are unchanged (the factor cancels) and pow() can neither overflow nor
  * make every weight underflow, since the largest gap has weight 1 before normalizing. */
-static double perpo__loss_perpo(int n, const double *s, const double *R, double beta,
-                                double gamma, double eps, double *g)
-{
+static double perpo__loss_perpo(int n, const double *s, const double *R, double beta, double gamma,
+                                double eps, double *g) {
     double rmax = R[0], rmin = R[0], span, wsum = 0.0, L = 0.0, d;
     int i, j;
     for (i = 1; i < n; i++) {
@@ -3218,8 +3557,7 @@ static double perpo__loss_perpo(int n, const double *s, const double *R, double 
 
 /* DPO on the list's extremes: first best-reward response vs first worst-reward response. */
 static double perpo__loss_dpo(int n, const double *s, const double *R, double beta, double eps,
-                              double *g)
-{
+                              double *g) {
     int k, best = 0, worst = 0;
     double L, d;
     for (k = 1; k < n; k++) {
@@ -3242,20 +3580,20 @@ static double perpo__loss_dpo(int n, const double *s, const double *R, double be
  * normalization) and, for R_i > R_j, G_i - G_j = 2^(R_i-Rmax) (1 - 2^-(R_i-R_j)) with
  * -expm1(-(R_i-R_j) ln 2): positive for any gap, however small, where 2^a - 2^b would round
  * to 0 below gaps of about 1e-16, and never Inf - Inf however large. */
-static double perpo__lipo_delta(const double *R, const double *rel, const double *inv_d, int i, int j)
-{
+static double perpo__lipo_delta(const double *R, const double *rel, const double *inv_d, int i,
+                                int j) {
     return rel[i] * -expm1(-(R[i] - R[j]) * 0.6931471805599453) * fabs(inv_d[i] - inv_d[j]);
 }
 static double perpo__loss_lipo(int n, const double *s, const double *R, double beta, double eps,
-                               double *g)
-{
+                               double *g) {
     double rel[PERPO_MAX_LIST], inv_d[PERPO_MAX_LIST], rmax = R[0], dsum = 0.0, L = 0.0, d;
     int order[PERPO_MAX_LIST], i, j;
-    for (i = 1; i < n; i++) if (R[i] > rmax) rmax = R[i];
+    for (i = 1; i < n; i++)
+        if (R[i] > rmax) rmax = R[i];
     perpo__argsort_desc(s, n, order);
     for (i = 0; i < n; i++) {
         inv_d[order[i]] = 1.0 / log2(2.0 + i); /* tau = i + 1 */
-        rel[i] = exp2(R[i] - rmax);             /* G_i / 2^Rmax, in (0, 1] or 0 far below */
+        rel[i] = exp2(R[i] - rmax);            /* G_i / 2^Rmax, in (0, 1] or 0 far below */
     }
     for (i = 0; i < n; i++)
         for (j = 0; j < n; j++)
@@ -3280,8 +3618,7 @@ static double perpo__loss_lipo(int n, const double *s, const double *R, double b
  * softplus(x_m), x_m = beta (s_a_m - s_pi(m)) + log T_m, built from the back. Step m picks
  * pi(m) with probability sigmoid(-x_m); its gradient is softmax - onehot. Label smoothing
  * has no meaning here and is ignored. */
-static double perpo__loss_listmle(int n, const double *s, const double *R, double beta, double *g)
-{
+static double perpo__loss_listmle(int n, const double *s, const double *R, double beta, double *g) {
     double x[PERPO_MAX_LIST], tsum[PERPO_MAX_LIST], T = 1.0, L = 0.0;
     int pi[PERPO_MAX_LIST], arg[PERPO_MAX_LIST], a, k, m;
     perpo__argsort_desc(R, n, pi);
@@ -3310,8 +3647,7 @@ static double perpo__loss_listmle(int n, const double *s, const double *R, doubl
 
 /* Shared input checks; fills R (as double) and s = logp - ref_logp. */
 static perpo_status perpo__list_inputs(int n, const float *logp, const float *ref_logp,
-                                       const float *reward, double *s, double *R)
-{
+                                       const float *reward, double *s, double *R) {
     int k;
     if (n < 1 || n > PERPO_MAX_LIST || !logp || !ref_logp || !reward) return PERPO_ERR_ARG;
     for (k = 0; k < n; k++) {
@@ -3324,9 +3660,8 @@ static perpo_status perpo__list_inputs(int n, const float *logp, const float *re
 }
 
 PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int n,
-    const float *logp, const float *ref_logp, const float *reward,
-    float *loss, float *dloss_dlogp)
-{
+                                          const float *logp, const float *ref_logp,
+                                          const float *reward, float *loss, float *dloss_dlogp) {
     double s[PERPO_MAX_LIST], R[PERPO_MAX_LIST], g[PERPO_MAX_LIST], L = 0.0;
     double beta, gamma, eps;
     int k, all_equal = 1;
@@ -3334,7 +3669,9 @@ PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int
     if (!cfg || !loss || (int)cfg->kind < (int)PERPO_OBJ_PERPO ||
         (int)cfg->kind > (int)PERPO_OBJ_LISTMLE)
         return PERPO_ERR_ARG;
-    beta = cfg->beta; gamma = cfg->gamma; eps = cfg->label_smoothing;
+    beta = cfg->beta;
+    gamma = cfg->gamma;
+    eps = cfg->label_smoothing;
     if (perpo__objective_check(cfg) != PERPO_OK) return PERPO_ERR_ARG;
     if ((st = perpo__list_inputs(n, logp, ref_logp, reward, s, R)) != PERPO_OK) return st;
     for (k = 0; k < n; k++) {
@@ -3360,8 +3697,8 @@ PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int
 }
 
 PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *logp,
-    const float *ref_logp, const float *reward, perpo_pref_metrics *out)
-{
+                                               const float *ref_logp, const float *reward,
+                                               perpo_pref_metrics *out) {
     double s[PERPO_MAX_LIST], R[PERPO_MAX_LIST], chosen, rejected;
     int i, j, best = 0, worst = 0;
     long pairs = 0, right = 0;
@@ -3372,7 +3709,10 @@ PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *l
         if (R[i] > R[best]) best = i;
         if (R[i] < R[worst]) worst = i;
         for (j = 0; j < n; j++)
-            if (R[i] > R[j]) { pairs++; right += s[i] > s[j]; }
+            if (R[i] > R[j]) {
+                pairs++;
+                right += s[i] > s[j];
+            }
     }
     chosen = beta * s[best];
     rejected = beta * s[worst];
@@ -3392,18 +3732,27 @@ PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *l
 
 PERPODEF perpo_optim_config perpo_optim_default(void) {
     perpo_optim_config o;
-    o.lr = 1e-3f; o.min_lr = 1e-4f; o.warmup_steps = 20; o.total_steps = 1000;
-    o.beta1 = 0.9f; o.beta2 = 0.95f; o.eps = 1e-8f; o.weight_decay = 0.1f; o.clip_norm = 1.0f;
+    o.lr = 1e-3f;
+    o.min_lr = 1e-4f;
+    o.warmup_steps = 20;
+    o.total_steps = 1000;
+    o.beta1 = 0.9f;
+    o.beta2 = 0.95f;
+    o.eps = 1e-8f;
+    o.weight_decay = 0.1f;
+    o.clip_norm = 1.0f;
     return o;
 }
 
 PERPODEF perpo_status perpo_optim_validate(const perpo_optim_config *oc) {
     /* written so that NaN fails every comparison */
-    if (!oc || !(oc->lr > 0.0f && oc->lr <= 1.0f) || !(oc->min_lr >= 0.0f && oc->min_lr <= oc->lr) ||
-        !(oc->beta1 >= 0.0f && oc->beta1 < 1.0f) || !(oc->beta2 >= 0.0f && oc->beta2 < 1.0f) ||
-        !(oc->eps > 0.0f && oc->eps < 1.0f) || !(oc->weight_decay >= 0.0f && oc->weight_decay <= 1.0f) ||
+    if (!oc || !(oc->lr > 0.0f && oc->lr <= 1.0f) ||
+        !(oc->min_lr >= 0.0f && oc->min_lr <= oc->lr) || !(oc->beta1 >= 0.0f && oc->beta1 < 1.0f) ||
+        !(oc->beta2 >= 0.0f && oc->beta2 < 1.0f) || !(oc->eps > 0.0f && oc->eps < 1.0f) ||
+        !(oc->weight_decay >= 0.0f && oc->weight_decay <= 1.0f) ||
         !(oc->clip_norm >= 0.0f && oc->clip_norm <= FLT_MAX) || oc->total_steps < 1 ||
-        oc->total_steps > PERPO_MAX_STEPS || oc->warmup_steps < 0 || oc->warmup_steps > oc->total_steps)
+        oc->total_steps > PERPO_MAX_STEPS || oc->warmup_steps < 0 ||
+        oc->warmup_steps > oc->total_steps)
         return PERPO_ERR_ARG;
     return PERPO_OK;
 }
@@ -3419,7 +3768,8 @@ PERPODEF float perpo_lr_at(const perpo_optim_config *oc, int step) {
     if (s < warm) return (float)((double)oc->lr * (s + 1.0) / warm);
     progress = (s - warm) / (total - warm > 1.0 ? total - warm : 1.0);
     if (progress > 1.0) progress = 1.0;
-    return (float)(oc->min_lr + 0.5 * (oc->lr - oc->min_lr) * (1.0 + cos(3.141592653589793 * progress)));
+    return (float)(oc->min_lr +
+                   0.5 * (oc->lr - oc->min_lr) * (1.0 + cos(3.141592653589793 * progress)));
 }
 
 PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config *oc,
@@ -3428,8 +3778,9 @@ PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config 
     float mult, lr, step_size, bc2_sqrt;
     size_t i, k;
     int t, pass;
-    if (!m || perpo_optim_validate(oc) != PERPO_OK || !(grad_scale > 0.0f && grad_scale <= FLT_MAX) ||
-        m->opt_step < 0 || m->opt_step >= PERPO_MAX_STEPS)
+    if (!m || perpo_optim_validate(oc) != PERPO_OK ||
+        !(grad_scale > 0.0f && grad_scale <= FLT_MAX) || m->opt_step < 0 ||
+        m->opt_step >= PERPO_MAX_STEPS)
         return PERPO_ERR_ARG;
     { /* sum of squares in 64 fixed chunks, added in order: the same for any thread count */
         double part[64];
@@ -3450,7 +3801,8 @@ PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config 
     if (grad_norm) *grad_norm = (float)norm;
     if (!isfinite(norm)) return PERPO_ERR_NONFINITE; /* refuse the step, change nothing */
     mult = grad_scale;
-    if (oc->clip_norm > 0.0f && norm > oc->clip_norm) mult *= (float)(oc->clip_norm / (norm + 1e-6));
+    if (oc->clip_norm > 0.0f && norm > oc->clip_norm)
+        mult *= (float)(oc->clip_norm / (norm + 1e-6));
     t = m->opt_step + 1;
     lr = perpo_lr_at(oc, m->opt_step);
     bc1 = 1.0 - pow((double)oc->beta1, (double)t);
@@ -3464,12 +3816,13 @@ PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config 
        split over the team without a barrier. */
     for (pass = 0; pass < 2; pass++) {
         int finite = 1;
-        PERPO__OMP(parallel private(k, i) reduction(&:finite) if(m->n_params >= PERPO__PAR_MIN))
+        PERPO__OMP(parallel private(k, i) reduction(& : finite) if (m->n_params >= PERPO__PAR_MIN))
         for (k = 0; k < m->n_tensors; k++) {
             const perpo__tensor *tn = &m->tensors[k];
             size_t n = tn->rows * (tn->cols ? tn->cols : 1), o = tn->offset, lo, hi;
             float decay = tn->cols ? 1.0f - lr * oc->weight_decay : 1.0f; /* matrices only */
-            float *PERPO__RESTRICT pm = m->adam_m, *PERPO__RESTRICT pv = m->adam_v, *PERPO__RESTRICT pp = m->params;
+            float *PERPO__RESTRICT pm = m->adam_m, *PERPO__RESTRICT pv = m->adam_v,
+                                   *PERPO__RESTRICT pp = m->params;
             const float *PERPO__RESTRICT pg = m->grads;
             perpo__team_range(n, &lo, &hi);
             for (i = o + lo; i < o + hi; i++) {
@@ -3508,8 +3861,12 @@ PERPODEF void perpo_optim_reset(perpo_model *m) {
 /* ---- Data parallelism: what both trainers share ------------------------------------------ */
 PERPODEF perpo_status perpo_share(size_t n, int rank, int world, size_t *first, size_t *count) {
     size_t w, k, q, r;
-    if (!first || !count || world < 1 || world > PERPO_MAX_WORLD || rank < 0 || rank >= world) return PERPO_ERR_ARG;
-    w = (size_t)world; k = (size_t)rank; q = n / w; r = n % w;
+    if (!first || !count || world < 1 || world > PERPO_MAX_WORLD || rank < 0 || rank >= world)
+        return PERPO_ERR_ARG;
+    w = (size_t)world;
+    k = (size_t)rank;
+    q = n / w;
+    r = n % w;
     *first = q * k + (k < r ? k : r); /* <= n: no overflow */
     *count = q + (k < r ? 1 : 0);
     return PERPO_OK;
@@ -3517,7 +3874,10 @@ PERPODEF perpo_status perpo_share(size_t n, int rank, int world, size_t *first, 
 
 static perpo_parallel perpo__parallel_none(void) {
     perpo_parallel p;
-    p.reduce = NULL; p.user = NULL; p.rank = 0; p.world = 1;
+    p.reduce = NULL;
+    p.user = NULL;
+    p.rank = 0;
+    p.world = 1;
     return p;
 }
 
@@ -3541,9 +3901,15 @@ static uint64_t perpo__hash_words(uint64_t h, const void *data, size_t n_words) 
 static uint64_t perpo__hash_optim(uint64_t h, const perpo_optim_config *oc) {
     float f[7];
     int v[2];
-    f[0] = oc->lr; f[1] = oc->min_lr; f[2] = oc->beta1; f[3] = oc->beta2; f[4] = oc->eps;
-    f[5] = oc->weight_decay; f[6] = oc->clip_norm;
-    v[0] = oc->warmup_steps; v[1] = oc->total_steps;
+    f[0] = oc->lr;
+    f[1] = oc->min_lr;
+    f[2] = oc->beta1;
+    f[3] = oc->beta2;
+    f[4] = oc->eps;
+    f[5] = oc->weight_decay;
+    f[6] = oc->clip_norm;
+    v[0] = oc->warmup_steps;
+    v[1] = oc->total_steps;
     return perpo__hash_words(perpo__hash_words(h, f, 7), v, 2);
 }
 /* The architecture and weights, and with resume the AdamW moments and step: workers that start
@@ -3565,11 +3931,13 @@ static uint64_t perpo__hash_model(const perpo_model *m, int with_optimizer) {
 /* One reduction of a data-parallel trainer whose last float is this worker's failure flag:
    every worker learns whether any failed, and all stop together (no one waits forever in the
    next reduction). The failed worker returns its own status, the others PERPO_ERR_PEER. */
-static perpo_status perpo__collective(const perpo_parallel *par, float *buf, size_t n, perpo_status local) {
+static perpo_status perpo__collective(const perpo_parallel *par, float *buf, size_t n,
+                                      perpo_status local) {
     perpo_status st;
     buf[n - 1] = local != PERPO_OK ? 1.0f : 0.0f;
     if ((st = par->reduce(buf, n, par->user)) != PERPO_OK) return st;
-    if (!(buf[n - 1] == 0.0f)) return local != PERPO_OK ? local : PERPO_ERR_PEER; /* NaN counts as failed */
+    if (!(buf[n - 1] == 0.0f))
+        return local != PERPO_OK ? local : PERPO_ERR_PEER; /* NaN counts as failed */
     return PERPO_OK;
 }
 
@@ -3581,23 +3949,30 @@ static perpo_status perpo__collective(const perpo_parallel *par, float *buf, siz
    PERPO_ERR_ARG when the ranks are not 0..world-1 once each or the words differ; offset and
    total (may be NULL) get the sum of the parts before this worker's and of all. */
 static perpo_status perpo__handshake(const perpo_parallel *par, void *ctx, perpo_status local,
-                                     const uint64_t *words, uint64_t part, size_t *offset, size_t *total) {
+                                     const uint64_t *words, uint64_t part, size_t *offset,
+                                     size_t *total) {
     const size_t K = 1 + 4 * (PERPO__HS_WORDS + 1), W = (size_t)par->world;
     float first[3], *buf = NULL;
     size_t before = 0, all = 0;
     perpo_status st;
     size_t r, k;
-    if (local == PERPO_OK && !(buf = (float *)perpo__calloc(ctx, W * K, sizeof(float)))) local = PERPO_ERR_NOMEM;
-    first[0] = 1.0f; first[1] = (float)W;
+    if (local == PERPO_OK && !(buf = (float *)perpo__calloc(ctx, W * K, sizeof(float))))
+        local = PERPO_ERR_NOMEM;
+    first[0] = 1.0f;
+    first[1] = (float)W;
     if ((st = perpo__collective(par, first, 3, local)) != PERPO_OK) goto done;
-    if (!(first[0] == (float)W && first[1] == (float)W * (float)W)) { st = PERPO_ERR_ARG; goto done; }
+    if (!(first[0] == (float)W && first[1] == (float)W * (float)W)) {
+        st = PERPO_ERR_ARG;
+        goto done;
+    }
     {
         float *mine = buf + (size_t)par->rank * K;
         mine[0] = 1.0f;
         for (k = 0; k <= PERPO__HS_WORDS; k++) {
             uint64_t v = k < PERPO__HS_WORDS ? words[k] : part;
             int q;
-            for (q = 0; q < 4; q++) mine[1 + 4 * k + (size_t)q] = (float)((v >> (16 * q)) & 0xFFFFu);
+            for (q = 0; q < 4; q++)
+                mine[1 + 4 * k + (size_t)q] = (float)((v >> (16 * q)) & 0xFFFFu);
         }
     }
     if ((st = par->reduce(buf, W * K, par->user)) != PERPO_OK) goto done;
@@ -3610,7 +3985,10 @@ static perpo_status perpo__handshake(const perpo_parallel *par, void *ctx, perpo
             if (blk[k] != buf[k]) st = PERPO_ERR_ARG; /* a word differs from rank 0's */
         for (q = 0; q < 4; q++) {
             float f = blk[1 + 4 * PERPO__HS_WORDS + (size_t)q];
-            if (!(f >= 0.0f && f <= 65535.0f)) { st = PERPO_ERR_ARG; break; }
+            if (!(f >= 0.0f && f <= 65535.0f)) {
+                st = PERPO_ERR_ARG;
+                break;
+            }
             p |= (uint64_t)f << (16 * q);
         }
         if (st == PERPO_OK && ((uint64_t)(size_t)p != p || !perpo__size_add(all, (size_t)p, &all)))
@@ -3627,8 +4005,8 @@ done:
 }
 
 /* The last step's report, then a stop request: data-parallel, any worker's stops all. */
-static perpo_status perpo__report(const perpo_parallel *par, perpo_progress_fn progress, perpo_progress *p, void *user,
-                                  int *stop) {
+static perpo_status perpo__report(const perpo_parallel *par, perpo_progress_fn progress,
+                                  perpo_progress *p, void *user, int *stop) {
     float buf[2];
     *stop = progress ? progress(p, user) != 0 : 0;
     if (!par->reduce) return PERPO_OK;
@@ -3645,16 +4023,20 @@ static perpo_status perpo__report(const perpo_parallel *par, perpo_progress_fn p
 PERPODEF perpo_sft_config perpo_sft_default(void) {
     perpo_sft_config t;
     t.optim = perpo_optim_default();
-    t.batch_size = 32; t.accum_steps = 1; t.seed = 1; t.log_every = 10; t.resume = 0;
+    t.batch_size = 32;
+    t.accum_steps = 1;
+    t.seed = 1;
+    t.log_every = 10;
+    t.resume = 0;
     t.parallel = perpo__parallel_none();
     return t;
 }
 
 /* The ranges documented at perpo_sft_config. */
 static int perpo__check_sft_config(const perpo_model *m, const perpo_sft_config *tc) {
-    return tc && tc->batch_size >= 1 && (size_t)tc->batch_size <= m->max_batch && tc->accum_steps >= 1 &&
-           tc->accum_steps <= PERPO_MAX_ACCUM && tc->log_every >= 1 && (tc->resume == 0 || tc->resume == 1) &&
-           perpo_optim_validate(&tc->optim) == PERPO_OK;
+    return tc && tc->batch_size >= 1 && (size_t)tc->batch_size <= m->max_batch &&
+           tc->accum_steps >= 1 && tc->accum_steps <= PERPO_MAX_ACCUM && tc->log_every >= 1 &&
+           (tc->resume == 0 || tc->resume == 1) && perpo_optim_validate(&tc->optim) == PERPO_OK;
 }
 
 /* Which item a trainer uses at global position g (0-based, counting every sequence or list it
@@ -3695,12 +4077,13 @@ static perpo_status perpo__example_set_next(size_t g, size_t slot, perpo_example
    index of every step and the sequence counts below are computed without overflow. */
 static int perpo__positions_fit(int total_steps, int accum_steps, size_t per_microbatch) {
     size_t x;
-    return perpo__size_mul((size_t)total_steps, (size_t)accum_steps, &x) && perpo__size_mul(x, per_microbatch, &x);
+    return perpo__size_mul((size_t)total_steps, (size_t)accum_steps, &x) &&
+           perpo__size_mul(x, per_microbatch, &x);
 }
 
 static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void *next_user,
-                                     const perpo_sft_config *tc, perpo_progress_fn progress, void *user,
-                                     perpo_status local, uint64_t n_examples);
+                                     const perpo_sft_config *tc, perpo_progress_fn progress,
+                                     void *user, perpo_status local, uint64_t n_examples);
 
 PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, size_t n,
                                       const perpo_sft_config *tc, perpo_progress_fn progress,
@@ -3711,11 +4094,17 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, s
     if (!m || !tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
     if (!ex || n == 0 || !perpo__check_sft_config(m, tc)) st = PERPO_ERR_ARG;
     for (i = 0; st == PERPO_OK && i < n; i++) { /* reject bad examples before touching the model */
-        if (!ex[i].image || !ex[i].prompt || !ex[i].response) st = PERPO_ERR_ARG;
-        else if (strlen(ex[i].prompt) + strlen(ex[i].response) + 3 > m->T) st = PERPO_ERR_ARG;
+        if (!ex[i].image || !ex[i].prompt || !ex[i].response)
+            st = PERPO_ERR_ARG;
+        else if (strlen(ex[i].prompt) + strlen(ex[i].response) + 3 > m->T)
+            st = PERPO_ERR_ARG;
     }
     if (st != PERPO_OK && !tc->parallel.reduce) return st;
-    set.ex = ex; set.n = n; set.epoch = (size_t)-1; set.seed = tc->seed; set.perm = NULL;
+    set.ex = ex;
+    set.n = n;
+    set.epoch = (size_t)-1;
+    set.seed = tc->seed;
+    set.perm = NULL;
     if (st == PERPO_OK) {
         set.perm = (size_t *)perpo__calloc(m->cfg.alloc_ctx, n, sizeof(size_t));
         if (!set.perm) st = PERPO_ERR_NOMEM;
@@ -3731,7 +4120,8 @@ PERPODEF perpo_status perpo_sft_train_stream(perpo_model *m, perpo_example_fn ne
                                              const perpo_sft_config *tc, perpo_progress_fn progress,
                                              void *user) {
     if (!m || !tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
-    return perpo__sft_train(m, next, next_user, tc, progress, user, next ? PERPO_OK : PERPO_ERR_ARG, 0);
+    return perpo__sft_train(m, next, next_user, tc, progress, user, next ? PERPO_OK : PERPO_ERR_ARG,
+                            0);
 }
 
 /* ---- The loop both trainers share --------------------------------------------------------- */
@@ -3740,21 +4130,22 @@ PERPODEF perpo_status perpo_sft_train_stream(perpo_model *m, perpo_example_fn ne
    summed over the workers) into the zeroed gradient buffer, the step's loss and metrics into p
    and the target tokens it consumed into *tokens; an error ends training with it. */
 typedef struct perpo__trainer {
-    const char *phase;                /* perpo_progress.phase */
+    const char *phase; /* perpo_progress.phase */
     const perpo_optim_config *optim;
     const perpo_parallel *par;
     int log_every, resume;
-    float grad_scale;                 /* perpo_optim_step's scale: 1 / accumulated terms */
-    double t0;                        /* perpo__now() when the trainer was called */
-    perpo_status (*step_grads)(perpo_model *m, int step, perpo_progress *p, double *tokens, void *state);
+    float grad_scale; /* perpo_optim_step's scale: 1 / accumulated terms */
+    double t0;        /* perpo__now() when the trainer was called */
+    perpo_status (*step_grads)(perpo_model *m, int step, perpo_progress *p, double *tokens,
+                               void *state);
     void *state;
 } perpo__trainer;
 
 /* optim->total_steps optimizer steps from the model's step counter (0 unless resuming): zero
    the gradients, accumulate one step's, take the AdamW step, report every log_every steps
    with the wall-clock estimate of the time left. */
-static perpo_status perpo__train_loop(perpo_model *m, const perpo__trainer *tr, perpo_progress_fn progress,
-                                      void *user) {
+static perpo_status perpo__train_loop(perpo_model *m, const perpo__trainer *tr,
+                                      perpo_progress_fn progress, void *user) {
     double tokens = 0.0;
     int step, start;
     perpo_status st;
@@ -3769,10 +4160,15 @@ static perpo_status perpo__train_loop(perpo_model *m, const perpo__trainer *tr, 
         if ((st = tr->step_grads(m, step, &p, &tokens, tr->state)) != PERPO_OK) return st;
         if ((st = perpo_optim_step(m, tr->optim, tr->grad_scale, &gnorm)) != PERPO_OK) return st;
         if ((step + 1) % tr->log_every == 0 || step + 1 == tr->optim->total_steps) {
-            p.phase = tr->phase; p.step = step + 1; p.total_steps = tr->optim->total_steps;
-            p.lr = perpo_lr_at(tr->optim, m->opt_step - 1); p.grad_norm = gnorm;
-            p.tokens = tokens; p.elapsed_s = perpo__now() - tr->t0;
-            p.eta_s = p.elapsed_s / (double)(step + 1 - start) * (double)(tr->optim->total_steps - step - 1);
+            p.phase = tr->phase;
+            p.step = step + 1;
+            p.total_steps = tr->optim->total_steps;
+            p.lr = perpo_lr_at(tr->optim, m->opt_step - 1);
+            p.grad_norm = gnorm;
+            p.tokens = tokens;
+            p.elapsed_s = perpo__now() - tr->t0;
+            p.eta_s = p.elapsed_s / (double)(step + 1 - start) *
+                      (double)(tr->optim->total_steps - step - 1);
             if ((st = perpo__report(tr->par, progress, &p, user, &stop)) != PERPO_OK) return st;
             if (stop) break;
         }
@@ -3793,7 +4189,8 @@ typedef struct perpo__sft_state {
 } perpo__sft_state;
 
 /* One SFT step's gradient: accum_steps micro-batches of the mean token cross-entropy. */
-static perpo_status perpo__sft_step(perpo_model *m, int step, perpo_progress *p, double *tokens, void *state) {
+static perpo_status perpo__sft_step(perpo_model *m, int step, perpo_progress *p, double *tokens,
+                                    void *state) {
     perpo__sft_state *S = (perpo__sft_state *)state;
     const perpo_sft_config *tc = S->tc;
     const perpo_parallel *par = &tc->parallel;
@@ -3806,13 +4203,16 @@ static perpo_status perpo__sft_step(perpo_model *m, int step, perpo_progress *p,
         float ce = 0.0f, count_all;
         for (b = 0; S->pending == PERPO_OK && b < B; b++) {
             /* this worker's share of micro-batch (step, a): positions [rank * B, rank * B + B) */
-            size_t g = (((size_t)step * (size_t)tc->accum_steps + (size_t)a) * S->R + S->rank) * B + b;
+            size_t g =
+                (((size_t)step * (size_t)tc->accum_steps + (size_t)a) * S->R + S->rank) * B + b;
             perpo_example e;
             memset(&e, 0, sizeof e);
-            if ((st = S->next(g, b, &e, S->next_user)) != PERPO_OK) S->pending = st;
+            if ((st = S->next(g, b, &e, S->next_user)) != PERPO_OK)
+                S->pending = st;
             else if (!e.image || !e.prompt || !e.response ||
-                     perpo_text_encode(&m->cfg, e.prompt, strlen(e.prompt), e.response, strlen(e.response),
-                                       S->tok + b * T, S->tgt + b * T, &nt) != PERPO_OK)
+                     perpo_text_encode(&m->cfg, e.prompt, strlen(e.prompt), e.response,
+                                       strlen(e.response), S->tok + b * T, S->tgt + b * T,
+                                       &nt) != PERPO_OK)
                 S->pending = PERPO_ERR_ARG;
             else {
                 S->imgs[b] = e.image;
@@ -3820,18 +4220,24 @@ static perpo_status perpo__sft_step(perpo_model *m, int step, perpo_progress *p,
             }
         }
         if (S->pending == PERPO_OK) {
-            batch.n_seq = B; batch.n_img = B; batch.images = S->imgs; batch.image_of = NULL;
-            batch.tokens = S->tok; batch.targets = S->tgt;
+            batch.n_seq = B;
+            batch.n_img = B;
+            batch.images = S->imgs;
+            batch.image_of = NULL;
+            batch.tokens = S->tok;
+            batch.targets = S->tgt;
             S->pending = perpo_forward(m, &batch, S->logp, &ce);
         }
         if (par->reduce) { /* the micro-batch's token count and summed NLL over all workers */
             float buf[3];
             double nll = 0.0;
             for (b = 0; S->pending == PERPO_OK && b < B; b++) nll -= (double)S->logp[b];
-            buf[0] = (float)count; buf[1] = (float)nll;
+            buf[0] = (float)count;
+            buf[1] = (float)nll;
             if ((st = perpo__collective(par, buf, 3, S->pending)) != PERPO_OK) return st;
             /* a sum of whole numbers is exact below 2^24 and at least 2^24 otherwise */
-            if (!(buf[0] >= 1.0f && buf[0] < 16777216.0f && buf[0] == floorf(buf[0]))) return PERPO_ERR_OVERFLOW;
+            if (!(buf[0] >= 1.0f && buf[0] < 16777216.0f && buf[0] == floorf(buf[0])))
+                return PERPO_ERR_OVERFLOW;
             count_all = buf[0];
             ce = buf[1] / buf[0];
         } else {
@@ -3860,8 +4266,8 @@ static perpo_status perpo__sft_step(perpo_model *m, int step, perpo_progress *p,
    must agree on. Without a reduction hook this is the single-process trainer of version 0.2,
    operation for operation. */
 static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void *next_user,
-                                     const perpo_sft_config *tc, perpo_progress_fn progress, void *user,
-                                     perpo_status local, uint64_t n_examples) {
+                                     const perpo_sft_config *tc, perpo_progress_fn progress,
+                                     void *user, perpo_status local, uint64_t n_examples) {
     const perpo_parallel *par = &tc->parallel;
     perpo__sft_state S;
     perpo__trainer tr;
@@ -3869,10 +4275,18 @@ static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void
     perpo_status st = PERPO_OK;
     void *ctx = m->cfg.alloc_ctx;
     memset(&S, 0, sizeof S);
-    S.tc = tc; S.next = next; S.next_user = next_user; S.R = 1; S.pending = PERPO_OK;
-    if (par->reduce) { S.R = (size_t)par->world; S.rank = (size_t)par->rank; }
+    S.tc = tc;
+    S.next = next;
+    S.next_user = next_user;
+    S.R = 1;
+    S.pending = PERPO_OK;
+    if (par->reduce) {
+        S.R = (size_t)par->world;
+        S.rank = (size_t)par->rank;
+    }
     if (local == PERPO_OK && (!perpo__check_sft_config(m, tc) ||
-                              !perpo__positions_fit(tc->optim.total_steps, tc->accum_steps, S.R * (size_t)tc->batch_size)))
+                              !perpo__positions_fit(tc->optim.total_steps, tc->accum_steps,
+                                                    S.R * (size_t)tc->batch_size)))
         local = PERPO_ERR_ARG;
     if (local != PERPO_OK && !par->reduce) return local;
     S.T = m->T;
@@ -3887,9 +4301,15 @@ static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void
         uint64_t w[PERPO__HS_WORDS];
         memset(w, 0, sizeof w);
         if (local == PERPO_OK) {
-            w[0] = S.R; w[1] = S.B; w[2] = (uint64_t)tc->accum_steps; w[3] = (uint64_t)tc->log_every;
-            w[4] = (uint64_t)tc->resume; w[5] = tc->resume ? (uint64_t)m->opt_step : 0u; w[6] = tc->seed;
-            w[7] = perpo__hash_optim(0xCBF29CE484222325ull, &tc->optim); w[8] = perpo__hash_model(m, tc->resume);
+            w[0] = S.R;
+            w[1] = S.B;
+            w[2] = (uint64_t)tc->accum_steps;
+            w[3] = (uint64_t)tc->log_every;
+            w[4] = (uint64_t)tc->resume;
+            w[5] = tc->resume ? (uint64_t)m->opt_step : 0u;
+            w[6] = tc->seed;
+            w[7] = perpo__hash_optim(0xCBF29CE484222325ull, &tc->optim);
+            w[8] = perpo__hash_model(m, tc->resume);
             w[9] = n_examples;
         }
         if ((st = perpo__handshake(par, ctx, local, w, 0, NULL, NULL)) != PERPO_OK) goto done;
@@ -3899,11 +4319,20 @@ static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void
     }
     S.tgt = S.tok + S.B * S.T;
     S.dlogp = S.logp + S.B;
-    tr.phase = "sft"; tr.optim = &tc->optim; tr.par = par; tr.log_every = tc->log_every; tr.resume = tc->resume;
-    tr.grad_scale = 1.0f / (float)tc->accum_steps; tr.t0 = t0; tr.step_grads = perpo__sft_step; tr.state = &S;
+    tr.phase = "sft";
+    tr.optim = &tc->optim;
+    tr.par = par;
+    tr.log_every = tc->log_every;
+    tr.resume = tc->resume;
+    tr.grad_scale = 1.0f / (float)tc->accum_steps;
+    tr.t0 = t0;
+    tr.step_grads = perpo__sft_step;
+    tr.state = &S;
     st = perpo__train_loop(m, &tr, progress, user);
 done:
-    PERPO_FREE(ctx, S.tok); PERPO_FREE(ctx, (void *)S.imgs); PERPO_FREE(ctx, S.logp);
+    PERPO_FREE(ctx, S.tok);
+    PERPO_FREE(ctx, (void *)S.imgs);
+    PERPO_FREE(ctx, S.logp);
     return st;
 }
 
@@ -3917,10 +4346,18 @@ PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind) {
     perpo_pref_config p;
     p.objective = perpo_objective_default(kind);
     p.optim = perpo_optim_default();
-    p.optim.lr = 1e-4f; p.optim.min_lr = 1e-5f; p.optim.warmup_steps = 10; p.optim.total_steps = 200;
+    p.optim.lr = 1e-4f;
+    p.optim.min_lr = 1e-5f;
+    p.optim.warmup_steps = 10;
+    p.optim.total_steps = 200;
     p.optim.weight_decay = 0.0f;
-    p.lists_per_step = 4; p.accum_steps = 1; p.nll_weight = 0.0f; p.mean_logp = 0; p.nll_on_truth = 0;
-    p.seed = 1; p.log_every = 10;
+    p.lists_per_step = 4;
+    p.accum_steps = 1;
+    p.nll_weight = 0.0f;
+    p.mean_logp = 0;
+    p.nll_on_truth = 0;
+    p.seed = 1;
+    p.log_every = 10;
     p.resume = 0;
     p.parallel = perpo__parallel_none();
     return p;
@@ -3940,14 +4377,15 @@ static uint64_t perpo__item_seed(uint64_t seed, size_t item) {
 }
 
 PERPODEF perpo_status perpo_pref_sample(perpo_model *m, const perpo_example *items, size_t n_items,
-                                        int n, const perpo_sample_config *sc, perpo_reward_fn reward,
-                                        void *user, perpo_pref_set *out) {
+                                        int n, const perpo_sample_config *sc,
+                                        perpo_reward_fn reward, void *user, perpo_pref_set *out) {
     return perpo_pref_sample_range(m, items, 0, n_items, n, sc, reward, user, out);
 }
 
-PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_example *all, size_t first,
-                                              size_t n_items, int n, const perpo_sample_config *sc,
-                                              perpo_reward_fn reward, void *user, perpo_pref_set *out) {
+PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_example *all,
+                                              size_t first, size_t n_items, int n,
+                                              const perpo_sample_config *sc, perpo_reward_fn reward,
+                                              void *user, perpo_pref_set *out) {
     size_t i, k, N, T, per_call, bytes = 0, n_resp;
     size_t sz_lists, sz_ptrs, sz_floats, sz_text, sz_scratch;
     char *base, *text;
@@ -3960,18 +4398,23 @@ PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_exampl
     perpo_status st = PERPO_OK;
     if (!out) return PERPO_ERR_ARG;
     memset(out, 0, sizeof *out);
-    if (!m || !all || n_items == 0 || first > (size_t)-1 - n_items || !sc || !reward || n < 1 || n > PERPO_MAX_LIST ||
-        (size_t)n > m->max_batch)
+    if (!m || !all || n_items == 0 || first > (size_t)-1 - n_items || !sc || !reward || n < 1 ||
+        n > PERPO_MAX_LIST || (size_t)n > m->max_batch)
         return PERPO_ERR_ARG;
     items = all + first; /* item i below is all[first + i] */
-    N = (size_t)n; T = m->T;
+    N = (size_t)n;
+    T = m->T;
     for (i = 0; i < n_items; i++)
-        if (!items[i].image || !items[i].prompt || strlen(items[i].prompt) + 4 > T) return PERPO_ERR_ARG;
+        if (!items[i].image || !items[i].prompt || strlen(items[i].prompt) + 4 > T)
+            return PERPO_ERR_ARG;
     /* one block: lists | response pointers | rewards, ref_logp | per-call scratch | text */
-    if (!perpo__size_mul(n_items, N, &n_resp) || !perpo__size_mul(n_items, sizeof(perpo_pref_list), &sz_lists) ||
-        !perpo__size_mul(n_resp, sizeof(char *), &sz_ptrs) || !perpo__size_mul(n_resp, 2 * sizeof(float), &sz_floats) ||
+    if (!perpo__size_mul(n_items, N, &n_resp) ||
+        !perpo__size_mul(n_items, sizeof(perpo_pref_list), &sz_lists) ||
+        !perpo__size_mul(n_resp, sizeof(char *), &sz_ptrs) ||
+        !perpo__size_mul(n_resp, 2 * sizeof(float), &sz_floats) ||
         !perpo__size_mul(n_resp, T, &sz_text) ||
-        !perpo__size_mul(m->max_batch, 2 * sizeof(void *) + 2 * sizeof(size_t) + sizeof(uint64_t), &sz_scratch))
+        !perpo__size_mul(m->max_batch, 2 * sizeof(void *) + 2 * sizeof(size_t) + sizeof(uint64_t),
+                         &sz_scratch))
         return PERPO_ERR_OVERFLOW;
     if (!perpo__size_add(bytes, sz_lists, &bytes) || !perpo__size_add(bytes, sz_ptrs, &bytes) ||
         !perpo__size_add(bytes, sz_floats, &bytes) || !perpo__size_add(bytes, sz_scratch, &bytes) ||
@@ -3989,7 +4432,9 @@ PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_exampl
     lens = image_of + m->max_batch;
     seeds = (uint64_t *)(lens + m->max_batch);
     text = base + sz_lists + sz_ptrs + sz_floats + sz_scratch;
-    out->storage_ = base; out->alloc_ctx_ = m->cfg.alloc_ctx; out->n_lists = n_items;
+    out->storage_ = base;
+    out->alloc_ctx_ = m->cfg.alloc_ctx;
+    out->n_lists = n_items;
     per_call = m->max_batch / N; /* whole lists per generation call */
     for (i = 0; i < n_items; i += per_call) {
         size_t count = n_items - i < per_call ? n_items - i : per_call, j;
@@ -3997,20 +4442,35 @@ PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_exampl
         for (j = 0; j < count; j++) {
             imgs[j] = items[i + j].image;
             seeds[j] = perpo__item_seed(sc->seed, first + i + j); /* one stream per list */
-            for (k = 0; k < N; k++) { prompts[j * N + k] = items[i + j].prompt; image_of[j * N + k] = j; }
+            for (k = 0; k < N; k++) {
+                prompts[j * N + k] = items[i + j].prompt;
+                image_of[j * N + k] = j;
+            }
         }
-        req.n_seq = count * N; req.n_img = count; req.images = imgs; req.image_of = image_of; req.prompts = prompts;
-        if ((st = perpo__generate(m, &req, sc, seeds, text + i * N * T, T, lens)) != PERPO_OK) break;
+        req.n_seq = count * N;
+        req.n_img = count;
+        req.images = imgs;
+        req.image_of = image_of;
+        req.prompts = prompts;
+        if ((st = perpo__generate(m, &req, sc, seeds, text + i * N * T, T, lens)) != PERPO_OK)
+            break;
         for (j = 0; j < count; j++) {
             perpo_pref_list *l = &out->lists[i + j];
-            l->image = items[i + j].image; l->prompt = items[i + j].prompt; l->n = n;
-            l->responses = ptrs + (i + j) * N; l->rewards = rewards + (i + j) * N; l->ref_logp = ref + (i + j) * N;
+            l->image = items[i + j].image;
+            l->prompt = items[i + j].prompt;
+            l->n = n;
+            l->responses = ptrs + (i + j) * N;
+            l->rewards = rewards + (i + j) * N;
+            l->ref_logp = ref + (i + j) * N;
             for (k = 0; k < N; k++) {
                 size_t r = (i + j) * N + k;
                 float v;
                 ptrs[r] = text + r * T;
                 v = reward(ptrs[r], lens[j * N + k], first + i + j, user);
-                if (!isfinite(v)) { st = PERPO_ERR_NONFINITE; break; }
+                if (!isfinite(v)) {
+                    st = PERPO_ERR_NONFINITE;
+                    break;
+                }
                 rewards[r] = v;
             }
         }
@@ -4035,7 +4495,8 @@ PERPODEF size_t perpo_pref_filter(perpo_pref_list *lists, size_t n_lists, float 
     return kept;
 }
 
-static perpo_status perpo__check_lists(const perpo_model *m, const perpo_pref_list *lists, size_t n_lists) {
+static perpo_status perpo__check_lists(const perpo_model *m, const perpo_pref_list *lists,
+                                       size_t n_lists) {
     size_t i;
     int k;
     if (!lists || n_lists == 0) return PERPO_ERR_ARG;
@@ -4045,7 +4506,8 @@ static perpo_status perpo__check_lists(const perpo_model *m, const perpo_pref_li
             l->n > PERPO_MAX_LIST || (size_t)l->n > m->max_batch)
             return PERPO_ERR_ARG;
         for (k = 0; k < l->n; k++) {
-            if (!l->responses[k] || strlen(l->prompt) + strlen(l->responses[k]) + 3 > m->T) return PERPO_ERR_ARG;
+            if (!l->responses[k] || strlen(l->prompt) + strlen(l->responses[k]) + 3 > m->T)
+                return PERPO_ERR_ARG;
             if (!isfinite(l->rewards[k])) return PERPO_ERR_NONFINITE;
         }
         if (l->truth && strlen(l->prompt) + strlen(l->truth) + 3 > m->T) return PERPO_ERR_ARG;
@@ -4055,20 +4517,26 @@ static perpo_status perpo__check_lists(const perpo_model *m, const perpo_pref_li
 
 /* Encodes lists [first, first+count) as one batch (sequence k of list j sees image j);
    n_tok (per sequence) gets the counted targets. */
-static void perpo__pref_batch(perpo_model *m, const perpo_pref_list *const *ls, size_t count, int with_truth,
-                              int *tok, int *tgt, const float **imgs, size_t *image_of, size_t *n_tok, perpo_batch *b) {
+static void perpo__pref_batch(perpo_model *m, const perpo_pref_list *const *ls, size_t count,
+                              int with_truth, int *tok, int *tgt, const float **imgs,
+                              size_t *image_of, size_t *n_tok, perpo_batch *b) {
     size_t j, s = 0, T = m->T;
     int k;
     for (j = 0; j < count; j++) {
         imgs[j] = ls[j]->image;
         for (k = 0; k < ls[j]->n + with_truth; k++, s++) { /* the truth, if asked, comes last */
             const char *r = k < ls[j]->n ? ls[j]->responses[k] : ls[j]->truth;
-            perpo_text_encode(&m->cfg, ls[j]->prompt, strlen(ls[j]->prompt), r, strlen(r), tok + s * T, tgt + s * T,
-                              &n_tok[s]);
+            perpo_text_encode(&m->cfg, ls[j]->prompt, strlen(ls[j]->prompt), r, strlen(r),
+                              tok + s * T, tgt + s * T, &n_tok[s]);
             image_of[s] = j;
         }
     }
-    b->n_seq = s; b->n_img = count; b->images = imgs; b->image_of = image_of; b->tokens = tok; b->targets = tgt;
+    b->n_seq = s;
+    b->n_img = count;
+    b->images = imgs;
+    b->image_of = image_of;
+    b->tokens = tok;
+    b->targets = tgt;
 }
 
 /* Scratch of the preference functions, allocated once per call. */
@@ -4082,10 +4550,14 @@ typedef struct perpo__pref_scratch {
 
 static void perpo__pref_scratch_free(perpo_model *m, perpo__pref_scratch *s) {
     void *ctx = m->cfg.alloc_ctx;
-    PERPO_FREE(ctx, s->tok); PERPO_FREE(ctx, (void *)s->imgs); PERPO_FREE(ctx, (void *)s->ls);
-    PERPO_FREE(ctx, s->image_of); PERPO_FREE(ctx, s->logp);
+    PERPO_FREE(ctx, s->tok);
+    PERPO_FREE(ctx, (void *)s->imgs);
+    PERPO_FREE(ctx, (void *)s->ls);
+    PERPO_FREE(ctx, s->image_of);
+    PERPO_FREE(ctx, s->logp);
 }
-static perpo_status perpo__pref_scratch_alloc(perpo_model *m, perpo__pref_scratch *s, size_t n_lists) {
+static perpo_status perpo__pref_scratch_alloc(perpo_model *m, perpo__pref_scratch *s,
+                                              size_t n_lists) {
     void *ctx = m->cfg.alloc_ctx;
     size_t B = m->max_batch;
     memset(s, 0, sizeof *s);
@@ -4135,12 +4607,14 @@ PERPODEF perpo_status perpo_pref_reference(perpo_model *m, perpo_pref_list *list
 /* One forward and backward over the lists s->ls[0..count): each list's listwise loss (plus the
    NLL term) and its gradient, scaled by scale (1 / (lists in the micro-batch x accumulation)),
    metrics into p, counted target tokens into *tokens. */
-static perpo_status perpo__pref_chunk(perpo_model *m, const perpo_pref_config *pc, perpo__pref_scratch *s, size_t count,
-                                      int truth_row, double scale, perpo_progress *p, double *tokens) {
+static perpo_status perpo__pref_chunk(perpo_model *m, const perpo_pref_config *pc,
+                                      perpo__pref_scratch *s, size_t count, int truth_row,
+                                      double scale, perpo_progress *p, double *tokens) {
     perpo_batch b;
     perpo_status st;
     size_t j, q = 0;
-    perpo__pref_batch(m, s->ls, count, truth_row, s->tok, s->tgt, s->imgs, s->image_of, s->n_tok, &b);
+    perpo__pref_batch(m, s->ls, count, truth_row, s->tok, s->tgt, s->imgs, s->image_of, s->n_tok,
+                      &b);
     if ((st = perpo_forward(m, &b, s->logp, NULL)) != PERPO_OK) return st;
     for (j = 0; j < count; j++) {
         const perpo_pref_list *l = s->ls[j];
@@ -4154,13 +4628,18 @@ static perpo_status perpo__pref_chunk(perpo_model *m, const perpo_pref_config *p
             if (l->rewards[k] > l->rewards[best]) best = k;
             *tokens += (double)s->n_tok[q + (size_t)k];
         }
-        if ((st = perpo_listwise_loss(&pc->objective, l->n, lp, ref, l->rewards, &loss, grad)) != PERPO_OK) return st;
-        if ((st = perpo_preference_metrics(pc->objective.beta, l->n, lp, ref, l->rewards, &pm)) != PERPO_OK) return st;
+        if ((st = perpo_listwise_loss(&pc->objective, l->n, lp, ref, l->rewards, &loss, grad)) !=
+            PERPO_OK)
+            return st;
+        if ((st = perpo_preference_metrics(pc->objective.beta, l->n, lp, ref, l->rewards, &pm)) !=
+            PERPO_OK)
+            return st;
         for (k = 0; k < l->n; k++) {
             float div = pc->mean_logp ? (float)s->n_tok[q + (size_t)k] : 1.0f;
             s->dlogp[q + (size_t)k] = (float)(grad[k] * scale) / div;
         }
-        if (pc->nll_weight > 0.0f) { /* optional NLL on the best response (or the truth), per token */
+        if (pc->nll_weight >
+            0.0f) { /* optional NLL on the best response (or the truth), per token */
             size_t r = q + (truth_row ? (size_t)l->n : (size_t)best);
             float nt = (float)s->n_tok[r];
             loss += pc->nll_weight * -s->logp[r] / nt;
@@ -4183,7 +4662,8 @@ static int perpo__check_pref_config(const perpo_pref_config *pc) {
     return pc->lists_per_step >= 1 && pc->accum_steps >= 1 && pc->accum_steps <= PERPO_MAX_ACCUM &&
            pc->log_every >= 1 && pc->nll_weight >= 0.0f && pc->nll_weight <= PERPO_MAX_NLL_WEIGHT &&
            (pc->mean_logp == 0 || pc->mean_logp == 1) && (pc->resume == 0 || pc->resume == 1) &&
-           (pc->nll_on_truth == 0 || pc->nll_on_truth == 1) && perpo__objective_check(&pc->objective) == PERPO_OK &&
+           (pc->nll_on_truth == 0 || pc->nll_on_truth == 1) &&
+           perpo__objective_check(&pc->objective) == PERPO_OK &&
            perpo_optim_validate(&pc->optim) == PERPO_OK;
 }
 
@@ -4194,12 +4674,13 @@ typedef struct perpo__pref_state {
     size_t n_lists, offset, total, L, Lg, epoch;
     int truth_row;
     perpo__pref_scratch *s;
-    perpo_status pending;         /* a data-parallel worker's own failure, told at the next reduction */
+    perpo_status pending; /* a data-parallel worker's own failure, told at the next reduction */
 } perpo__pref_state;
 
 /* One preference step's gradient: accum_steps micro-batches of Lg positions of the shuffled
    whole set, this worker's lists of each in chunks of at most L. */
-static perpo_status perpo__pref_step(perpo_model *m, int step, perpo_progress *p, double *tokens, void *state) {
+static perpo_status perpo__pref_step(perpo_model *m, int step, perpo_progress *p, double *tokens,
+                                     void *state) {
     perpo__pref_state *S = (perpo__pref_state *)state;
     const perpo_pref_config *pc = S->pc;
     const perpo_parallel *par = &pc->parallel;
@@ -4214,7 +4695,8 @@ static perpo_status perpo__pref_step(perpo_model *m, int step, perpo_progress *p
             if (j < count) { /* position j of the micro-batch: train on it if the list is ours */
                 size_t g = ((size_t)step * (size_t)pc->accum_steps + (size_t)a) * S->Lg + j;
                 size_t idx = perpo__data_index(S->s->order, S->total, pc->seed, g, &S->epoch);
-                if (idx < S->offset || idx - S->offset >= S->n_lists) continue; /* another worker's */
+                if (idx < S->offset || idx - S->offset >= S->n_lists)
+                    continue; /* another worker's */
                 S->s->ls[n_own++] = &S->lists[idx - S->offset];
             }
             if (n_own > 0 && (n_own == S->L || j == count)) { /* a full chunk, or the rest */
@@ -4227,11 +4709,21 @@ static perpo_status perpo__pref_step(perpo_model *m, int step, perpo_progress *p
     }
     if (par->reduce) { /* metrics and gradient sums over all workers, then the same step */
         float buf[8];
-        buf[0] = p->loss; buf[1] = p->reward_chosen; buf[2] = p->reward_rejected; buf[3] = p->reward_margin;
-        buf[4] = p->reward_accuracy; buf[5] = p->logp_chosen; buf[6] = (float)step_tokens;
+        buf[0] = p->loss;
+        buf[1] = p->reward_chosen;
+        buf[2] = p->reward_rejected;
+        buf[3] = p->reward_margin;
+        buf[4] = p->reward_accuracy;
+        buf[5] = p->logp_chosen;
+        buf[6] = (float)step_tokens;
         if ((st = perpo__collective(par, buf, 8, S->pending)) != PERPO_OK) return st;
-        p->loss = buf[0]; p->reward_chosen = buf[1]; p->reward_rejected = buf[2]; p->reward_margin = buf[3];
-        p->reward_accuracy = buf[4]; p->logp_chosen = buf[5]; *tokens += (double)buf[6];
+        p->loss = buf[0];
+        p->reward_chosen = buf[1];
+        p->reward_rejected = buf[2];
+        p->reward_margin = buf[3];
+        p->reward_accuracy = buf[4];
+        p->logp_chosen = buf[5];
+        *tokens += (double)buf[6];
         if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) return st;
     }
     return PERPO_OK;
@@ -4240,7 +4732,8 @@ static perpo_status perpo__pref_step(perpo_model *m, int step, perpo_progress *p
 /* Without a reduction hook this is the single-process trainer of version 0.2, operation for
    operation: every micro-batch is one chunk of at most lists_per_step lists. */
 PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *lists, size_t n_lists,
-                                       const perpo_pref_config *pc, perpo_progress_fn progress, void *user) {
+                                       const perpo_pref_config *pc, perpo_progress_fn progress,
+                                       void *user) {
     const perpo_parallel *par;
     perpo__pref_scratch s;
     perpo__pref_state S;
@@ -4254,7 +4747,8 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
     par = &pc->parallel;
     ctx = m->cfg.alloc_ctx;
     if (par->reduce) R = (size_t)par->world;
-    if (!perpo__check_pref_config(pc)) local = PERPO_ERR_ARG;
+    if (!perpo__check_pref_config(pc))
+        local = PERPO_ERR_ARG;
     else if (n_lists > 0 || !par->reduce) /* a worker's part may be empty, one process's set not */
         local = perpo__check_lists(m, lists, n_lists);
     if (local == PERPO_OK) {
@@ -4280,25 +4774,52 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
         if (local == PERPO_OK) {
             float f[4];
             int v[4];
-            f[0] = pc->objective.beta; f[1] = pc->objective.gamma; f[2] = pc->objective.label_smoothing;
+            f[0] = pc->objective.beta;
+            f[1] = pc->objective.gamma;
+            f[2] = pc->objective.label_smoothing;
             f[3] = pc->nll_weight;
-            v[0] = (int)pc->objective.kind; v[1] = pc->mean_logp; v[2] = pc->nll_on_truth; v[3] = pc->log_every;
+            v[0] = (int)pc->objective.kind;
+            v[1] = pc->mean_logp;
+            v[2] = pc->nll_on_truth;
+            v[3] = pc->log_every;
             h = perpo__hash_words(perpo__hash_words(perpo__hash_optim(h, &pc->optim), f, 4), v, 4);
-            w[0] = R; w[1] = L; w[2] = (uint64_t)pc->accum_steps; w[3] = h; w[4] = (uint64_t)pc->resume;
-            w[5] = pc->resume ? (uint64_t)m->opt_step : 0u; w[6] = pc->seed; w[7] = perpo__hash_model(m, pc->resume);
+            w[0] = R;
+            w[1] = L;
+            w[2] = (uint64_t)pc->accum_steps;
+            w[3] = h;
+            w[4] = (uint64_t)pc->resume;
+            w[5] = pc->resume ? (uint64_t)m->opt_step : 0u;
+            w[6] = pc->seed;
+            w[7] = perpo__hash_model(m, pc->resume);
         }
         st = perpo__handshake(par, ctx, local, w, (uint64_t)n_lists, &offset, &total);
         if (st == PERPO_OK && total == 0) st = PERPO_ERR_ARG; /* every worker sees the same total */
         if (st != PERPO_OK) goto done;
         /* the shuffled order of the whole set; an allocation failure stops all at the first step */
-        if (!(order = (size_t *)perpo__calloc(ctx, total, sizeof(size_t)))) pending = PERPO_ERR_NOMEM;
+        if (!(order = (size_t *)perpo__calloc(ctx, total, sizeof(size_t))))
+            pending = PERPO_ERR_NOMEM;
         s.order = order;
     }
-    S.pc = pc; S.lists = lists; S.n_lists = n_lists; S.offset = offset; S.total = total; S.L = L;
+    S.pc = pc;
+    S.lists = lists;
+    S.n_lists = n_lists;
+    S.offset = offset;
+    S.total = total;
+    S.L = L;
     S.Lg = R * L; /* positions per micro-batch over all workers */
-    S.epoch = (size_t)-1; S.truth_row = truth_row; S.s = &s; S.pending = pending;
-    tr.phase = "pref"; tr.optim = &pc->optim; tr.par = par; tr.log_every = pc->log_every; tr.resume = pc->resume;
-    tr.grad_scale = 1.0f; tr.t0 = t0; tr.step_grads = perpo__pref_step; tr.state = &S;
+    S.epoch = (size_t)-1;
+    S.truth_row = truth_row;
+    S.s = &s;
+    S.pending = pending;
+    tr.phase = "pref";
+    tr.optim = &pc->optim;
+    tr.par = par;
+    tr.log_every = pc->log_every;
+    tr.resume = pc->resume;
+    tr.grad_scale = 1.0f;
+    tr.t0 = t0;
+    tr.step_grads = perpo__pref_step;
+    tr.state = &S;
     st = perpo__train_loop(m, &tr, progress, user);
 done:
     if (have_scratch) perpo__pref_scratch_free(m, &s);
@@ -4321,17 +4842,20 @@ done:
       Version 1 files still load: their 12 config words are image_h image_w channels patch
       d_model ... max_batch (square patches, no position channels, no sin-cos code).
    ========================================================================================== */
-#define PERPO__CKPT_MAGIC "PERPOCKP"
-#define PERPO__CKPT_VERSION 2u
-#define PERPO__CKPT_NCFG PERPO__CONFIG_WORDS /* config words of version 2 */
-#define PERPO__CKPT_NCFG_V1 12 /* and of version 1 */
+#define PERPO__CKPT_MAGIC        "PERPOCKP"
+#define PERPO__CKPT_VERSION      2u
+#define PERPO__CKPT_NCFG         PERPO__CONFIG_WORDS /* config words of version 2 */
+#define PERPO__CKPT_NCFG_V1      12                  /* and of version 1 */
 #define PERPO__CKPT_HEADER(ncfg) (8 + 4 + 4 + 4 * (ncfg) + 8)
 #ifndef PERPO_LOAD_MAX_ARENA_BYTES /* checkpoints whose activation arena would be larger are refused */
 #define PERPO_LOAD_MAX_ARENA_BYTES ((size_t)1 << 30)
 #endif
 
 static void perpo__put_u32(unsigned char *p, uint32_t v) {
-    p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); p[2] = (unsigned char)(v >> 16); p[3] = (unsigned char)(v >> 24);
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
 }
 static uint32_t perpo__get_u32(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
@@ -4340,28 +4864,48 @@ static uint32_t perpo__get_u32(const unsigned char *p) {
 static void perpo__config_from_words(perpo_config *c, const int *v, uint32_t version) {
     int k, w[PERPO__CKPT_NCFG];
     if (version == 1) { /* image_h image_w channels patch, then d_model .. max_batch as in v2 */
-        w[0] = v[0]; w[1] = v[1]; w[2] = v[2]; w[3] = w[4] = v[3]; w[5] = w[6] = 0;
+        w[0] = v[0];
+        w[1] = v[1];
+        w[2] = v[2];
+        w[3] = w[4] = v[3];
+        w[5] = w[6] = 0;
         for (k = 4; k < PERPO__CKPT_NCFG_V1; k++) w[k + 3] = v[k];
     } else {
         for (k = 0; k < PERPO__CKPT_NCFG; k++) w[k] = v[k];
     }
     memset(c, 0, sizeof *c);
-    c->image_h = w[0]; c->image_w = w[1]; c->channels = w[2]; c->patch_h = w[3]; c->patch_w = w[4];
-    c->pos_channels = w[5]; c->vis_sincos = w[6]; c->d_model = w[7]; c->n_heads = w[8];
-    c->n_vis_layers = w[9]; c->n_dec_layers = w[10]; c->mlp_mult = w[11]; c->max_text = w[12];
-    c->vocab = w[13]; c->max_batch = w[14];
+    c->image_h = w[0];
+    c->image_w = w[1];
+    c->channels = w[2];
+    c->patch_h = w[3];
+    c->patch_w = w[4];
+    c->pos_channels = w[5];
+    c->vis_sincos = w[6];
+    c->d_model = w[7];
+    c->n_heads = w[8];
+    c->n_vis_layers = w[9];
+    c->n_dec_layers = w[10];
+    c->mlp_mult = w[11];
+    c->max_text = w[12];
+    c->vocab = w[13];
+    c->max_batch = w[14];
 }
 
 /* AdamW second moments are averages of squares: a negative one is malformed (its square root
    would make the next step NaN). */
 static int perpo__all_nonneg(const float *x, size_t n) {
     size_t i;
-    for (i = 0; i < n; i++) if (!(x[i] >= 0.0f)) return 0;
+    for (i = 0; i < n; i++)
+        if (!(x[i] >= 0.0f)) return 0;
     return 1;
 }
 
 /* A file written or read through a small buffer, with a running CRC. */
-typedef struct perpo__ckpt_io { FILE *f; uint32_t crc; int ok; } perpo__ckpt_io;
+typedef struct perpo__ckpt_io {
+    FILE *f;
+    uint32_t crc;
+    int ok;
+} perpo__ckpt_io;
 
 static void perpo__ckpt_write(perpo__ckpt_io *io, const void *data, size_t n) {
     if (!io->ok) return;
@@ -4376,7 +4920,10 @@ static void perpo__ckpt_write_floats(perpo__ckpt_io *io, const float *x, size_t 
         memcpy(&u, &x[i], 4);
         perpo__put_u32(buf + used, u);
         used += 4;
-        if (used == sizeof buf || i + 1 == n) { perpo__ckpt_write(io, buf, used); used = 0; }
+        if (used == sizeof buf || i + 1 == n) {
+            perpo__ckpt_write(io, buf, used);
+            used = 0;
+        }
     }
 }
 static void perpo__ckpt_read(perpo__ckpt_io *io, void *data, size_t n) {
@@ -4437,7 +4984,8 @@ static int perpo__ckpt_commit(char *tmp, const char *path) {
     return PERPO_SYNC(tmp, 1) == 0;
 }
 
-PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *path, unsigned flags) {
+PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *path,
+                                            unsigned flags) {
     unsigned char head[PERPO__CKPT_HEADER(PERPO__CKPT_NCFG)], word[4];
     int cfgv[PERPO__CKPT_NCFG], k;
     perpo__ckpt_io io;
@@ -4446,7 +4994,7 @@ PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *pa
     perpo_status st;
     if (!m || !path || (flags & ~(unsigned)PERPO_CKPT_OPTIMIZER)) return PERPO_ERR_ARG;
     if ((st = perpo__params_finite(m)) != PERPO_OK) return st; /* it could not be loaded */
-    if (perpo__not_regular(path)) return PERPO_ERR_IO;      /* never replace a folder or device */
+    if (perpo__not_regular(path)) return PERPO_ERR_IO; /* never replace a folder or device */
     plen = strlen(path);
     tmp = (char *)PERPO_MALLOC(m->cfg.alloc_ctx, plen + 5);
     if (!tmp) return PERPO_ERR_NOMEM;
@@ -4462,7 +5010,10 @@ PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *pa
     io.f = fopen(tmp, "wb");
     io.crc = 0;
     io.ok = io.f != NULL;
-    if (!io.f) { PERPO_FREE(m->cfg.alloc_ctx, tmp); return PERPO_ERR_IO; }
+    if (!io.f) {
+        PERPO_FREE(m->cfg.alloc_ctx, tmp);
+        return PERPO_ERR_IO;
+    }
     perpo__ckpt_write(&io, head, sizeof head);
     perpo__ckpt_write_floats(&io, m->params, m->n_params);
     if (flags & PERPO_CKPT_OPTIMIZER) {
@@ -4475,8 +5026,10 @@ PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *pa
     perpo__ckpt_write(&io, word, 4);
     io.ok = (fflush(io.f) == 0) && io.ok;
     io.ok = (fclose(io.f) == 0) && io.ok;
-    if (!io.ok) remove(tmp);
-    else io.ok = perpo__ckpt_commit(tmp, path); /* removes tmp itself on failure */
+    if (!io.ok)
+        remove(tmp);
+    else
+        io.ok = perpo__ckpt_commit(tmp, path); /* removes tmp itself on failure */
     PERPO_FREE(m->cfg.alloc_ctx, tmp);
     return io.ok ? PERPO_OK : PERPO_ERR_IO;
 }
@@ -4495,18 +5048,26 @@ PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void
     if (!out || !path) return PERPO_ERR_ARG;
     *out = NULL;
     if (perpo__open_sized(path, &io.f, &fsize, NULL, 0) != PERPO_OK) return PERPO_ERR_IO;
-    io.crc = 0; io.ok = 1;
-    if (fsize < 0) { fclose(io.f); return PERPO_ERR_IO; }
+    io.crc = 0;
+    io.ok = 1;
+    if (fsize < 0) {
+        fclose(io.f);
+        return PERPO_ERR_IO;
+    }
     perpo__ckpt_read(&io, head, 16);
     version = io.ok ? perpo__get_u32(head + 8) : 0;
-    if (!io.ok || memcmp(head, PERPO__CKPT_MAGIC, 8) != 0 || (version != 1 && version != PERPO__CKPT_VERSION)) {
+    if (!io.ok || memcmp(head, PERPO__CKPT_MAGIC, 8) != 0 ||
+        (version != 1 && version != PERPO__CKPT_VERSION)) {
         fclose(io.f);
         return PERPO_ERR_FORMAT;
     }
     ncfg = version == 1 ? PERPO__CKPT_NCFG_V1 : PERPO__CKPT_NCFG;
     head_len = PERPO__CKPT_HEADER(ncfg);
     perpo__ckpt_read(&io, head + 16, head_len - 16);
-    if (!io.ok) { fclose(io.f); return PERPO_ERR_FORMAT; }
+    if (!io.ok) {
+        fclose(io.f);
+        return PERPO_ERR_FORMAT;
+    }
     flags = perpo__get_u32(head + 12);
     for (k = 0; k < ncfg; k++) {
         uint32_t v = perpo__get_u32(head + 16 + 4 * k);
@@ -4514,9 +5075,11 @@ PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void
     }
     perpo__config_from_words(&c, cfgv, version);
     c.alloc_ctx = alloc_ctx;
-    n_params = (uint64_t)perpo__get_u32(head + 16 + 4 * ncfg) | ((uint64_t)perpo__get_u32(head + 20 + 4 * ncfg) << 32);
+    n_params = (uint64_t)perpo__get_u32(head + 16 + 4 * ncfg) |
+               ((uint64_t)perpo__get_u32(head + 20 + 4 * ncfg) << 32);
     /* the exact size follows from the header: check it before allocating anything */
-    expect = (uint64_t)head_len + 4 + 4 * n_params + ((flags & PERPO_CKPT_OPTIMIZER) ? 4 + 8 * n_params : 0);
+    expect = (uint64_t)head_len + 4 + 4 * n_params +
+             ((flags & PERPO_CKPT_OPTIMIZER) ? 4 + 8 * n_params : 0);
     if ((flags & ~(uint32_t)PERPO_CKPT_OPTIMIZER) || perpo_config_validate(&c) != PERPO_OK ||
         n_params > ((uint64_t)1 << 40) || (uint64_t)fsize != expect) {
         fclose(io.f);
@@ -4534,13 +5097,21 @@ PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void
             return PERPO_ERR_FORMAT;
         }
     }
-    if ((st = perpo_model_create(&m, &c, 0)) != PERPO_OK) { fclose(io.f); return st; }
-    if ((uint64_t)m->n_params != n_params) { perpo_model_free(m); fclose(io.f); return PERPO_ERR_FORMAT; }
+    if ((st = perpo_model_create(&m, &c, 0)) != PERPO_OK) {
+        fclose(io.f);
+        return st;
+    }
+    if ((uint64_t)m->n_params != n_params) {
+        perpo_model_free(m);
+        fclose(io.f);
+        return PERPO_ERR_FORMAT;
+    }
     perpo__ckpt_read_floats(&io, m->params, m->n_params);
     if (flags & PERPO_CKPT_OPTIMIZER) {
         perpo__ckpt_read(&io, word, 4);
         /* a step counter beyond PERPO_MAX_STEPS is malformed: -1 is refused below */
-        m->opt_step = perpo__get_u32(word) <= (uint32_t)PERPO_MAX_STEPS ? (int)perpo__get_u32(word) : -1;
+        m->opt_step =
+            perpo__get_u32(word) <= (uint32_t)PERPO_MAX_STEPS ? (int)perpo__get_u32(word) : -1;
         perpo__ckpt_read_floats(&io, m->adam_m, m->n_params);
         perpo__ckpt_read_floats(&io, m->adam_v, m->n_params);
     }
@@ -4573,8 +5144,13 @@ static size_t perpo__err_prefix(char *err, size_t cap, const char *prefix) {
 
 /* A byte shown in a message: the character when printable ASCII, else \xNN. */
 static const char *perpo__show_byte(unsigned char c, char buf[8]) {
-    if (c >= 0x21 && c < 0x7f) { buf[0] = '\''; buf[1] = (char)c; buf[2] = '\''; buf[3] = 0; }
-    else snprintf(buf, 8, "\\x%02X", (unsigned)c);
+    if (c >= 0x21 && c < 0x7f) {
+        buf[0] = '\'';
+        buf[1] = (char)c;
+        buf[2] = '\'';
+        buf[3] = 0;
+    } else
+        snprintf(buf, 8, "\\x%02X", (unsigned)c);
     return buf;
 }
 
@@ -4584,9 +5160,12 @@ static const char *perpo__show_byte(unsigned char c, char buf[8]) {
 static void perpo__pnm_skip(const unsigned char *d, size_t len, size_t *pos) {
     size_t i = *pos;
     while (i < len) {
-        if (perpo__is_space(d[i])) i++;
-        else if (d[i] == '#') { while (i < len && d[i] != '\n' && d[i] != '\r') i++; }
-        else break;
+        if (perpo__is_space(d[i]))
+            i++;
+        else if (d[i] == '#') {
+            while (i < len && d[i] != '\n' && d[i] != '\r') i++;
+        } else
+            break;
     }
     *pos = i;
 }
@@ -4594,16 +5173,20 @@ static void perpo__pnm_skip(const unsigned char *d, size_t len, size_t *pos) {
 #define PERPO__PNM_MAX_VALUE 2147483647ul /* a width, height or maxval above this is refused */
 
 /* One header field: whitespace/comments, then decimal digits. The caller's message names it. */
-static perpo_status perpo__pnm_field(const unsigned char *d, size_t len, size_t *pos, const char *what,
-                                     unsigned long *v, char *err, size_t cap) {
+static perpo_status perpo__pnm_field(const unsigned char *d, size_t len, size_t *pos,
+                                     const char *what, unsigned long *v, char *err, size_t cap) {
     size_t i;
     unsigned long x = 0;
     char b[8];
     perpo__pnm_skip(d, len, pos);
     i = *pos;
-    if (i >= len) { perpo__errf(err, cap, "truncated header (no %s)", what); return PERPO_ERR_FORMAT; }
+    if (i >= len) {
+        perpo__errf(err, cap, "truncated header (no %s)", what);
+        return PERPO_ERR_FORMAT;
+    }
     if (d[i] < '0' || d[i] > '9') {
-        perpo__errf(err, cap, "%s: expected a decimal number, found %s", what, perpo__show_byte(d[i], b));
+        perpo__errf(err, cap, "%s: expected a decimal number, found %s", what,
+                    perpo__show_byte(d[i], b));
         return PERPO_ERR_FORMAT;
     }
     for (; i < len && d[i] >= '0' && d[i] <= '9'; i++) {
@@ -4627,28 +5210,39 @@ static perpo_status perpo__pnm_args(int want_w, int want_h, int channels, const 
                     channels, out ? "set" : "NULL");
         return PERPO_ERR_ARG;
     }
-    if (!perpo__size_mul((size_t)want_w, (size_t)want_h, bytes) || !perpo__size_mul(*bytes, 3, bytes)) {
+    if (!perpo__size_mul((size_t)want_w, (size_t)want_h, bytes) ||
+        !perpo__size_mul(*bytes, 3, bytes)) {
         perpo__errf(err, cap, "size %dx%d overflows", want_w, want_h);
         return PERPO_ERR_OVERFLOW;
     }
     return PERPO_OK;
 }
 
-PERPODEF perpo_status perpo_image_parse_pnm(const unsigned char *d, size_t len, int want_w, int want_h,
-                                            int channels, float *out, char *err, size_t err_cap) {
+PERPODEF perpo_status perpo_image_parse_pnm(const unsigned char *d, size_t len, int want_w,
+                                            int want_h, int channels, float *out, char *err,
+                                            size_t err_cap) {
     unsigned long w, h, maxval;
     size_t pos, need, npix, i, bytes;
     int planes;
     char b[8];
     perpo_status st;
     if (err && err_cap) err[0] = 0;
-    if ((st = perpo__pnm_args(want_w, want_h, channels, out, &bytes, err, err_cap)) != PERPO_OK) return st;
-    if (!d && len) { perpo__errf(err, err_cap, "invalid arguments (data NULL)"); return PERPO_ERR_ARG; }
-    if (len == 0) { perpo__errf(err, err_cap, "empty input"); return PERPO_ERR_FORMAT; }
+    if ((st = perpo__pnm_args(want_w, want_h, channels, out, &bytes, err, err_cap)) != PERPO_OK)
+        return st;
+    if (!d && len) {
+        perpo__errf(err, err_cap, "invalid arguments (data NULL)");
+        return PERPO_ERR_ARG;
+    }
+    if (len == 0) {
+        perpo__errf(err, err_cap, "empty input");
+        return PERPO_ERR_FORMAT;
+    }
     /* magic: "P5" or "P6", then whitespace or a comment */
     if (len < 2 || d[0] != 'P' || (d[1] != '5' && d[1] != '6')) {
-        if (len >= 2 && d[0] == 'P' && d[1] >= '1' && d[1] <= '7' && (len == 2 || perpo__is_space(d[2])))
-            perpo__errf(err, err_cap, "unsupported format P%c (only binary PGM P5 and PPM P6)", d[1]);
+        if (len >= 2 && d[0] == 'P' && d[1] >= '1' && d[1] <= '7' &&
+            (len == 2 || perpo__is_space(d[2])))
+            perpo__errf(err, err_cap, "unsupported format P%c (only binary PGM P5 and PPM P6)",
+                        d[1]);
         else
             perpo__errf(err, err_cap, "bad magic (not a binary PGM/PPM file)");
         return PERPO_ERR_FORMAT;
@@ -4664,26 +5258,39 @@ PERPODEF perpo_status perpo_image_parse_pnm(const unsigned char *d, size_t len, 
     }
     pos = 2;
     if ((st = perpo__pnm_field(d, len, &pos, "width", &w, err, err_cap)) != PERPO_OK) return st;
-    if (w == 0) { perpo__errf(err, err_cap, "width 0"); return PERPO_ERR_FORMAT; }
+    if (w == 0) {
+        perpo__errf(err, err_cap, "width 0");
+        return PERPO_ERR_FORMAT;
+    }
     if ((st = perpo__pnm_field(d, len, &pos, "height", &h, err, err_cap)) != PERPO_OK) return st;
-    if (h == 0) { perpo__errf(err, err_cap, "height 0"); return PERPO_ERR_FORMAT; }
+    if (h == 0) {
+        perpo__errf(err, err_cap, "height 0");
+        return PERPO_ERR_FORMAT;
+    }
     if (w != (unsigned long)want_w || h != (unsigned long)want_h) {
         perpo__errf(err, err_cap, "image is %lux%lu, expected %dx%d", w, h, want_w, want_h);
         return PERPO_ERR_FORMAT;
     }
-    if ((st = perpo__pnm_field(d, len, &pos, "maxval", &maxval, err, err_cap)) != PERPO_OK) return st;
+    if ((st = perpo__pnm_field(d, len, &pos, "maxval", &maxval, err, err_cap)) != PERPO_OK)
+        return st;
     if (maxval == 0 || maxval > 255) {
         if (maxval > 255 && maxval <= 65535)
-            perpo__errf(err, err_cap, "maxval %lu: 16-bit samples are not supported (maxval must be 1..255)", maxval);
+            perpo__errf(err, err_cap,
+                        "maxval %lu: 16-bit samples are not supported (maxval must be 1..255)",
+                        maxval);
         else
             perpo__errf(err, err_cap, "maxval %lu (must be 1..255)", maxval);
         return PERPO_ERR_FORMAT;
     }
     if (pos < len && d[pos] == '#') /* as libnetpbm: the comment's line end delimits the raster */
         while (pos < len && d[pos] != '\n' && d[pos] != '\r') pos++;
-    if (pos >= len) { perpo__errf(err, err_cap, "truncated header (nothing after maxval)"); return PERPO_ERR_FORMAT; }
+    if (pos >= len) {
+        perpo__errf(err, err_cap, "truncated header (nothing after maxval)");
+        return PERPO_ERR_FORMAT;
+    }
     if (!perpo__is_space(d[pos])) {
-        perpo__errf(err, err_cap, "no whitespace after maxval (found %s)", perpo__show_byte(d[pos], b));
+        perpo__errf(err, err_cap, "no whitespace after maxval (found %s)",
+                    perpo__show_byte(d[pos], b));
         return PERPO_ERR_FORMAT;
     }
     pos++; /* exactly one whitespace byte, then the raster */
@@ -4694,8 +5301,8 @@ PERPODEF perpo_status perpo_image_parse_pnm(const unsigned char *d, size_t len, 
     npix = bytes / 3; /* w * h, known not to overflow */
     need = npix * (size_t)planes;
     if (len - pos < need) {
-        perpo__errf(err, err_cap, "truncated pixel data (need %lu bytes, have %lu)", (unsigned long)need,
-                    (unsigned long)(len - pos));
+        perpo__errf(err, err_cap, "truncated pixel data (need %lu bytes, have %lu)",
+                    (unsigned long)need, (unsigned long)(len - pos));
         return PERPO_ERR_FORMAT;
     }
     if (len - pos > need) {
@@ -4707,8 +5314,8 @@ PERPODEF perpo_status perpo_image_parse_pnm(const unsigned char *d, size_t len, 
     if (maxval < 255) /* validate everything before writing anything */
         for (i = 0; i < need; i++)
             if (d[i] > maxval) {
-                perpo__errf(err, err_cap, "sample %u at pixel %lu exceeds maxval %lu", (unsigned)d[i],
-                            (unsigned long)(i / (size_t)planes), maxval);
+                perpo__errf(err, err_cap, "sample %u at pixel %lu exceeds maxval %lu",
+                            (unsigned)d[i], (unsigned long)(i / (size_t)planes), maxval);
                 return PERPO_ERR_FORMAT;
             }
     for (i = 0; i < npix; i++) {
@@ -4733,9 +5340,13 @@ PERPODEF perpo_status perpo_image_load_pnm(const char *path, int want_w, int wan
     long fsize;
     FILE *f;
     if (err && err_cap) err[0] = 0;
-    if (!path) { perpo__errf(err, err_cap, "invalid arguments (path NULL)"); return PERPO_ERR_ARG; }
+    if (!path) {
+        perpo__errf(err, err_cap, "invalid arguments (path NULL)");
+        return PERPO_ERR_ARG;
+    }
     off = perpo__err_prefix(err, err_cap, path);
-    if ((st = perpo__pnm_args(want_w, want_h, channels, out, &bytes, err ? err + off : NULL, err_cap - off)) != PERPO_OK)
+    if ((st = perpo__pnm_args(want_w, want_h, channels, out, &bytes, err ? err + off : NULL,
+                              err_cap - off)) != PERPO_OK)
         return st;
     /* the largest valid file: the longest header and a 3-plane raster; one byte more tells a
        longer file, which is malformed whatever it holds */
@@ -4743,12 +5354,16 @@ PERPODEF perpo_status perpo_image_load_pnm(const char *path, int want_w, int wan
         perpo__errf(err ? err + off : NULL, err_cap - off, "size %dx%d overflows", want_w, want_h);
         return PERPO_ERR_OVERFLOW;
     }
-    if ((st = perpo__open_sized(path, &f, &fsize, err ? err + off : NULL, err_cap - off)) != PERPO_OK) return st;
-    /* a seekable file tells its size: allocate no more than it holds (+1 to see it grow) */
-    if ((st = perpo__read_to_end(f, alloc_ctx, fsize >= 0 && (size_t)fsize < cap - 1 ? (size_t)fsize + 1 : cap, cap - 1,
-                                 &buf, &got, err ? err + off : NULL, err_cap - off)) != PERPO_OK)
+    if ((st = perpo__open_sized(path, &f, &fsize, err ? err + off : NULL, err_cap - off)) !=
+        PERPO_OK)
         return st;
-    st = perpo_image_parse_pnm(buf, got, want_w, want_h, channels, out, err ? err + off : NULL, err_cap - off);
+    /* a seekable file tells its size: allocate no more than it holds (+1 to see it grow) */
+    if ((st = perpo__read_to_end(
+             f, alloc_ctx, fsize >= 0 && (size_t)fsize < cap - 1 ? (size_t)fsize + 1 : cap, cap - 1,
+             &buf, &got, err ? err + off : NULL, err_cap - off)) != PERPO_OK)
+        return st;
+    st = perpo_image_parse_pnm(buf, got, want_w, want_h, channels, out, err ? err + off : NULL,
+                               err_cap - off);
     PERPO_FREE(alloc_ctx, buf);
     if (st == PERPO_OK && err && err_cap) err[0] = 0;
     return st;
@@ -4758,10 +5373,12 @@ PERPODEF perpo_status perpo_image_load_pnm(const char *path, int want_w, int wan
 
 /* One pass over the lines of text[0..len): validates every line and, when ents is not NULL,
    fills ents and cuts the fields of (writable) text with NULs. Returns the entry count in *n. */
-static perpo_status perpo__manifest_scan(char *text, const char *src, size_t len, perpo_manifest_entry *ents,
-                                         size_t *n, char *err, size_t cap) {
+static perpo_status perpo__manifest_scan(char *text, const char *src, size_t len,
+                                         perpo_manifest_entry *ents, size_t *n, char *err,
+                                         size_t cap) {
     size_t pos = 0, line = 0, count = 0;
-    if (len >= 3 && (unsigned char)src[0] == 0xEF && (unsigned char)src[1] == 0xBB && (unsigned char)src[2] == 0xBF)
+    if (len >= 3 && (unsigned char)src[0] == 0xEF && (unsigned char)src[1] == 0xBB &&
+        (unsigned char)src[2] == 0xBF)
         pos = 3; /* UTF-8 byte order mark */
     while (pos < len) {
         size_t start = pos, end, i, tabs = 0, t1 = 0, t2 = 0;
@@ -4779,15 +5396,21 @@ static perpo_status perpo__manifest_scan(char *text, const char *src, size_t len
         if (end > start && src[start] == '#') continue; /* comment */
         for (i = start; i < end; i++) {
             char c = src[i];
-            if (c == '\t') { if (++tabs == 1) t1 = i; else if (tabs == 2) t2 = i; }
-            else if (c != ' ') blank = 0;
+            if (c == '\t') {
+                if (++tabs == 1)
+                    t1 = i;
+                else if (tabs == 2)
+                    t2 = i;
+            } else if (c != ' ')
+                blank = 0;
             if (c == '\0') {
-                perpo__errf(err, cap, "manifest line %lu: NUL byte at column %lu", (unsigned long)line,
-                            (unsigned long)(i - start + 1));
+                perpo__errf(err, cap, "manifest line %lu: NUL byte at column %lu",
+                            (unsigned long)line, (unsigned long)(i - start + 1));
                 return PERPO_ERR_FORMAT;
             }
             if (c == '\r') {
-                perpo__errf(err, cap, "manifest line %lu: carriage return inside the line (column %lu)",
+                perpo__errf(err, cap,
+                            "manifest line %lu: carriage return inside the line (column %lu)",
                             (unsigned long)line, (unsigned long)(i - start + 1));
                 return PERPO_ERR_FORMAT;
             }
@@ -4808,8 +5431,12 @@ static perpo_status perpo__manifest_scan(char *text, const char *src, size_t len
         }
         if (ents) {
             perpo_manifest_entry *e = &ents[count];
-            text[t1] = text[t2] = text[end] = '\0'; /* text has one byte past len for the last end */
-            e->image = text + start; e->prompt = text + t1 + 1; e->answer = text + t2 + 1; e->line = line;
+            text[t1] = text[t2] = text[end] =
+                '\0'; /* text has one byte past len for the last end */
+            e->image = text + start;
+            e->prompt = text + t1 + 1;
+            e->answer = text + t2 + 1;
+            e->line = line;
         }
         count++;
     }
@@ -4817,67 +5444,87 @@ static perpo_status perpo__manifest_scan(char *text, const char *src, size_t len
     return PERPO_OK;
 }
 
-PERPODEF perpo_status perpo_manifest_parse(const char *text, size_t len, perpo_manifest *out, char *err,
-                                           size_t err_cap, void *alloc_ctx) {
+PERPODEF perpo_status perpo_manifest_parse(const char *text, size_t len, perpo_manifest *out,
+                                           char *err, size_t err_cap, void *alloc_ctx) {
     size_t n = 0, head, total;
     perpo_status st;
     char *block;
     if (err && err_cap) err[0] = 0;
-    if (!out || (!text && len)) { perpo__errf(err, err_cap, "invalid arguments"); return PERPO_ERR_ARG; }
-    out->entries = NULL; out->n = 0; out->alloc_ctx_ = alloc_ctx;
+    if (!out || (!text && len)) {
+        perpo__errf(err, err_cap, "invalid arguments");
+        return PERPO_ERR_ARG;
+    }
+    out->entries = NULL;
+    out->n = 0;
+    out->alloc_ctx_ = alloc_ctx;
     if (len > PERPO_MANIFEST_MAX_BYTES) {
-        perpo__errf(err, err_cap, "manifest is %lu bytes, over the %lu-byte (1 GiB) limit", (unsigned long)len,
-                    (unsigned long)PERPO_MANIFEST_MAX_BYTES);
+        perpo__errf(err, err_cap, "manifest is %lu bytes, over the %lu-byte (1 GiB) limit",
+                    (unsigned long)len, (unsigned long)PERPO_MANIFEST_MAX_BYTES);
         return PERPO_ERR_FORMAT;
     }
     if ((st = perpo__manifest_scan(NULL, text, len, NULL, &n, err, err_cap)) != PERPO_OK) return st;
     /* one block: the entries, then a copy of the text with one spare byte */
-    if (!perpo__size_mul(n, sizeof(perpo_manifest_entry), &head) || !perpo__size_add(head, len, &total) ||
-        !perpo__size_add(total, 1, &total)) {
+    if (!perpo__size_mul(n, sizeof(perpo_manifest_entry), &head) ||
+        !perpo__size_add(head, len, &total) || !perpo__size_add(total, 1, &total)) {
         perpo__errf(err, err_cap, "manifest too large");
         return PERPO_ERR_OVERFLOW;
     }
     block = (char *)PERPO_MALLOC(alloc_ctx, total);
-    if (!block) { perpo__errf(err, err_cap, "out of memory"); return PERPO_ERR_NOMEM; }
+    if (!block) {
+        perpo__errf(err, err_cap, "out of memory");
+        return PERPO_ERR_NOMEM;
+    }
     if (len) memcpy(block + head, text, len);
     block[head + len] = '\0';
-    perpo__manifest_scan(block + head, text, len, (perpo_manifest_entry *)(void *)block, &n, NULL, 0);
+    perpo__manifest_scan(block + head, text, len, (perpo_manifest_entry *)(void *)block, &n, NULL,
+                         0);
     out->entries = (perpo_manifest_entry *)(void *)block;
     out->n = n;
     return PERPO_OK;
 }
 
-PERPODEF perpo_status perpo_manifest_load(const char *path, perpo_manifest *out, char *err, size_t err_cap,
-                                          void *alloc_ctx) {
+PERPODEF perpo_status perpo_manifest_load(const char *path, perpo_manifest *out, char *err,
+                                          size_t err_cap, void *alloc_ctx) {
     size_t cap = 65536, len = 0, off;
     unsigned char *buf;
     perpo_status st;
     long fsize;
     FILE *f;
     if (err && err_cap) err[0] = 0;
-    if (out) { out->entries = NULL; out->n = 0; out->alloc_ctx_ = alloc_ctx; }
-    if (!path || !out) { perpo__errf(err, err_cap, "invalid arguments"); return PERPO_ERR_ARG; }
+    if (out) {
+        out->entries = NULL;
+        out->n = 0;
+        out->alloc_ctx_ = alloc_ctx;
+    }
+    if (!path || !out) {
+        perpo__errf(err, err_cap, "invalid arguments");
+        return PERPO_ERR_ARG;
+    }
     off = perpo__err_prefix(err, err_cap, path);
-    if ((st = perpo__open_sized(path, &f, &fsize, err ? err + off : NULL, err_cap - off)) != PERPO_OK) return st;
+    if ((st = perpo__open_sized(path, &f, &fsize, err ? err + off : NULL, err_cap - off)) !=
+        PERPO_OK)
+        return st;
     /* a seekable file tells its size up front: refuse a huge one before reading it */
     if (fsize >= 0) {
         if ((size_t)fsize > PERPO_MANIFEST_MAX_BYTES) {
             fclose(f);
-            perpo__errf(err ? err + off : NULL, err_cap - off, "manifest is %ld bytes, over the 1 GiB limit", fsize);
+            perpo__errf(err ? err + off : NULL, err_cap - off,
+                        "manifest is %ld bytes, over the 1 GiB limit", fsize);
             return PERPO_ERR_FORMAT;
         }
         if ((size_t)fsize + 1 > cap) cap = (size_t)fsize + 1;
     }
     /* read to the end, growing (a file that grew): never past the limit + 1 */
-    if ((st = perpo__read_to_end(f, alloc_ctx, cap, PERPO_MANIFEST_MAX_BYTES, &buf, &len, err ? err + off : NULL,
-                                 err_cap - off)) != PERPO_OK)
+    if ((st = perpo__read_to_end(f, alloc_ctx, cap, PERPO_MANIFEST_MAX_BYTES, &buf, &len,
+                                 err ? err + off : NULL, err_cap - off)) != PERPO_OK)
         return st;
     if (len > PERPO_MANIFEST_MAX_BYTES) {
         PERPO_FREE(alloc_ctx, buf);
         perpo__errf(err ? err + off : NULL, err_cap - off, "manifest is over the 1 GiB limit");
         return PERPO_ERR_FORMAT;
     }
-    st = perpo_manifest_parse((const char *)buf, len, out, err ? err + off : NULL, err_cap - off, alloc_ctx);
+    st = perpo_manifest_parse((const char *)buf, len, out, err ? err + off : NULL, err_cap - off,
+                              alloc_ctx);
     PERPO_FREE(alloc_ctx, buf);
     if (st == PERPO_OK && err && err_cap) err[0] = 0;
     return st;

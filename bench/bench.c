@@ -37,8 +37,9 @@
  * C (M,N) = [C +] op(A) . op(B); ta: A stored (K,M); tb: B stored (N,K). In a
  * -DPERPO_USE_CBLAS build perpo__gemm is cblas_sgemm. Adjust here if the signature changes. */
 static size_t bench_gemm_ws(size_t n_max) { return perpo__gemm_ws_floats(n_max); }
-static void bench_gemm_call(int ta, int tb, size_t M, size_t N, size_t K, const float *A, size_t lda,
-                            const float *B, size_t ldb, int accumulate, float *C, size_t ldc, float *ws) {
+static void bench_gemm_call(int ta, int tb, size_t M, size_t N, size_t K, const float *A,
+                            size_t lda, const float *B, size_t ldb, int accumulate, float *C,
+                            size_t ldc, float *ws) {
     perpo__gemm(ta, tb, M, N, K, A, lda, B, ldb, accumulate, C, ldc, ws);
 }
 
@@ -78,11 +79,15 @@ static void emit(const char *name, const double *v, int n, const char *unit, con
     double med, mn, mx;
     stats(v, n, &med, &mn, &mx);
     const char *wait = getenv("OMP_WAIT_POLICY");
-    printf("{\"name\":\"%s\",\"value\":%.6g,\"unit\":\"%s\",\"min\":%.6g,\"max\":%.6g,\"rounds\":%d,"
-           "\"config\":{\"threads\":%d,\"batch\":%d,\"build\":\"%s\",\"omp_wait_policy\":\"%s\"%s%s}}\n",
-           name, med, unit, mn, mx, n, g_opt.threads, g_opt.batch, BENCH_BUILD,
-           wait && wait[0] && strlen(wait) < 16 && !strchr(wait, '"') && !strchr(wait, '\\') ? wait : "default",
-           extra[0] ? "," : "", extra);
+    printf(
+        "{\"name\":\"%s\",\"value\":%.6g,\"unit\":\"%s\",\"min\":%.6g,\"max\":%.6g,\"rounds\":%d,"
+        "\"config\":{\"threads\":%d,\"batch\":%d,\"build\":\"%s\",\"omp_wait_policy\":\"%s\"%s%s}}"
+        "\n",
+        name, med, unit, mn, mx, n, g_opt.threads, g_opt.batch, BENCH_BUILD,
+        wait && wait[0] && strlen(wait) < 16 && !strchr(wait, '"') && !strchr(wait, '\\')
+            ? wait
+            : "default",
+        extra[0] ? "," : "", extra);
     fflush(stdout);
 }
 
@@ -107,14 +112,21 @@ static void die(const char *what, perpo_status st) {
 /* Deterministic filler (no dependence on libc rand). */
 static uint64_t g_seed = 0x2545F4914F6CDD1Dull;
 static float frand(void) {
-    g_seed ^= g_seed << 13; g_seed ^= g_seed >> 7; g_seed ^= g_seed << 17;
+    g_seed ^= g_seed << 13;
+    g_seed ^= g_seed >> 7;
+    g_seed ^= g_seed << 17;
     return (float)((g_seed >> 40) & 0xFFFFFF) / 16777216.0f;
 }
 
 #include "profile.h" /* kernel replay: where a step's time goes */
 
 /* ---- GEMM on the model's shapes ------------------------------------------------------------ */
-typedef struct { const char *what; int ta, tb; size_t M, N, K; int acc; } gemm_shape;
+typedef struct {
+    const char *what;
+    int ta, tb;
+    size_t M, N, K;
+    int acc;
+} gemm_shape;
 
 static void bench_gemm(const perpo_config *c) {
     size_t NP = (size_t)(c->image_h / c->patch_h) * (size_t)(c->image_w / c->patch_w);
@@ -122,21 +134,21 @@ static void bench_gemm(const perpo_config *c) {
     size_t Nd = B * (NP + (size_t)c->max_text), Nt = B * (size_t)c->max_text, V = (size_t)c->vocab;
     gemm_shape shapes[] = {
         /* forward of a linear layer: x (rows, in) . W^T, W (out, in) */
-        {"dec.qkv.fwd", 0, 1, Nd, 3 * D, D, 0},
-        {"dec.attn_proj.fwd", 0, 1, Nd, D, D, 0},
-        {"dec.fc.fwd", 0, 1, Nd, Mh, D, 0},
-        {"dec.fc2.fwd", 0, 1, Nd, D, Mh, 0},
-        {"head.fwd", 0, 1, Nt, V, D, 0},
+        { "dec.qkv.fwd", 0, 1, Nd, 3 * D, D, 0 },
+        { "dec.attn_proj.fwd", 0, 1, Nd, D, D, 0 },
+        { "dec.fc.fwd", 0, 1, Nd, Mh, D, 0 },
+        { "dec.fc2.fwd", 0, 1, Nd, D, Mh, 0 },
+        { "head.fwd", 0, 1, Nt, V, D, 0 },
         /* backward, input gradient: dx += dout . W */
-        {"dec.qkv.dx", 0, 0, Nd, D, 3 * D, 1},
-        {"dec.fc2.dx", 0, 0, Nd, Mh, D, 1},
+        { "dec.qkv.dx", 0, 0, Nd, D, 3 * D, 1 },
+        { "dec.fc2.dx", 0, 0, Nd, Mh, D, 1 },
         /* backward, weight gradient: dW += dout^T . x */
-        {"dec.qkv.dW", 1, 0, 3 * D, D, Nd, 1},
-        {"dec.fc.dW", 1, 0, Mh, D, Nd, 1},
-        {"dec.fc2.dW", 1, 0, D, Mh, Nd, 1},
-        {"head.dW", 1, 0, V, D, Nt, 1},
+        { "dec.qkv.dW", 1, 0, 3 * D, D, Nd, 1 },
+        { "dec.fc.dW", 1, 0, Mh, D, Nd, 1 },
+        { "dec.fc2.dW", 1, 0, D, Mh, Nd, 1 },
+        { "head.dW", 1, 0, V, D, Nt, 1 },
         /* a large square product: the machine's FP32 peak proxy (with CBLAS) */
-        {"square", 0, 0, 1024, 1024, 1024, 0},
+        { "square", 0, 0, 1024, 1024, 1024, 0 },
     };
     size_t ns = sizeof shapes / sizeof shapes[0], s, maxA = 0, maxB = 0, maxC = 0, maxN = 0, i;
     float *A, *Bm, *C, *ws;
@@ -177,7 +189,8 @@ static void bench_gemm(const perpo_config *c) {
                 ref += a * b;
                 mag += fabs(a * b);
             }
-            if (fabs(C[pi * ldc + pj] - ref) > 1e-4 * mag + 1e-6) err = fabs(C[pi * ldc + pj] - ref);
+            if (fabs(C[pi * ldc + pj] - ref) > 1e-4 * mag + 1e-6)
+                err = fabs(C[pi * ldc + pj] - ref);
         }
         if (err > 0.0) {
             fprintf(stderr, "bench: gemm %s gives a wrong result (error %g)\n", g->what, err);
@@ -189,31 +202,38 @@ static void bench_gemm(const perpo_config *c) {
         for (r = 0; r < g_opt.rounds; r++) {
             t0 = now_s();
             for (k = 0; k < reps; k++)
-                bench_gemm_call(g->ta, g->tb, g->M, g->N, g->K, A, lda, Bm, ldb, g->acc, C, ldc, ws);
+                bench_gemm_call(g->ta, g->tb, g->M, g->N, g->K, A, lda, Bm, ldb, g->acc, C, ldc,
+                                ws);
             t1 = now_s();
             rate[r] = flops * reps / (t1 - t0) / 1e9;
             if (rate[r] > g_best_gemm) g_best_gemm = rate[r];
         }
         snprintf(extra, sizeof extra,
-                 "\"shape\":\"%zux%zux%zu\",\"op\":\"%s\",\"ta\":%d,\"tb\":%d,\"accumulate\":%d,\"gemm\":\"%s\"",
+                 "\"shape\":\"%zux%zux%zu\",\"op\":\"%s\",\"ta\":%d,\"tb\":%d,\"accumulate\":%d,"
+                 "\"gemm\":\"%s\"",
                  g->M, g->N, g->K, g->what, g->ta, g->tb, g->acc, BENCH_GEMM_KIND);
         emit("gemm_gflops", rate, g_opt.rounds, "GFLOP/s", extra);
     }
-    free(A); free(Bm); free(C); free(ws);
+    free(A);
+    free(Bm);
+    free(C);
+    free(ws);
 }
 
 /* ---- Model FLOPs of one training step (bench/README.md states the formula) ----------------- */
 /* Forward FLOPs for n_seq sequences over n_img images, matmuls and attention only. */
-static double model_forward_flops(const perpo_config *c, double n_seq, double n_img, double *patch_part) {
+static double model_forward_flops(const perpo_config *c, double n_seq, double n_img,
+                                  double *patch_part) {
     double NP = (double)(c->image_h / c->patch_h) * (double)(c->image_w / c->patch_w);
     double T = c->max_text, L = NP + T, D = c->d_model, M = (double)c->mlp_mult * D, V = c->vocab;
     double PPC = (double)c->patch_h * c->patch_w * (c->channels + 2 * c->pos_channels);
     double Rv = n_img * NP, Rd = n_seq * L;
     double block = 2.0 * D * (3.0 * D + D + 2.0 * M); /* per row: qkv, out proj, fc, fc2 */
     double patch = 2.0 * Rv * PPC * D;
-    double vis = c->n_vis_layers * (Rv * block + 4.0 * n_img * NP * NP * D);      /* QK^T + PV, full */
+    double vis = c->n_vis_layers * (Rv * block + 4.0 * n_img * NP * NP * D); /* QK^T + PV, full */
     double proj = 2.0 * 2.0 * Rv * D * D;
-    double dec = c->n_dec_layers * (Rd * block + 2.0 * n_seq * D * L * (L + 1.0)); /* causal: L(L+1)/2 pairs */
+    double dec = c->n_dec_layers *
+                 (Rd * block + 2.0 * n_seq * D * L * (L + 1.0)); /* causal: L(L+1)/2 pairs */
     double head = 2.0 * n_seq * T * D * V;
     *patch_part = patch;
     return patch + vis + proj + dec + head;
@@ -225,9 +245,9 @@ static double model_step_flops(const perpo_config *c, double n_seq, double n_img
 }
 
 /* ---- Shared test data ----------------------------------------------------------------------- */
-#define PROMPT_TRAIN "where is the red square?"         /* 24 bytes */
-#define RESPONSE_TRAIN "[0.12,0.34,0.56,0.78]"          /* 21 bytes: 1+24+1+21+1 = 48 */
-#define PROMPT_GEN "box?"                               /* 4 bytes: room for 41 new tokens */
+#define PROMPT_TRAIN   "where is the red square?" /* 24 bytes */
+#define RESPONSE_TRAIN "[0.12,0.34,0.56,0.78]"    /* 21 bytes: 1+24+1+21+1 = 48 */
+#define PROMPT_GEN     "box?"                     /* 4 bytes: room for 41 new tokens */
 #define GEN_NEW_TOKENS 40
 
 static float *make_images(const perpo_config *c, size_t n) {
@@ -240,7 +260,8 @@ static float *make_images(const perpo_config *c, size_t n) {
 
 /* ---- SFT step: forward + backward + AdamW over batch sequences, one image each ------------ */
 static void bench_sft(perpo_model *m, const perpo_config *c) {
-    size_t B = (size_t)g_opt.batch, T = (size_t)c->max_text, per = (size_t)(c->image_h * c->image_w * c->channels);
+    size_t B = (size_t)g_opt.batch, T = (size_t)c->max_text,
+           per = (size_t)(c->image_h * c->image_w * c->channels);
     size_t b, count = 0, nt;
     float *img = make_images(c, B), *logp, *dlogp;
     const float **imgs = (const float **)malloc(B * sizeof *imgs);
@@ -248,7 +269,8 @@ static void bench_sft(perpo_model *m, const perpo_config *c) {
     perpo_optim_config oc = perpo_optim_default();
     perpo_batch batch;
     perpo_status st;
-    double ms[256], gf[256], fw[256], bw[256], op[256], flops = model_step_flops(c, (double)B, (double)B);
+    double ms[256], gf[256], fw[256], bw[256], op[256],
+        flops = model_step_flops(c, (double)B, (double)B);
     char extra[256];
     logp = (float *)malloc(2 * B * sizeof(float));
     if (!imgs || !tok || !logp) die("sft buffers", PERPO_ERR_NOMEM);
@@ -257,14 +279,19 @@ static void bench_sft(perpo_model *m, const perpo_config *c) {
         char resp[32];
         imgs[b] = img + b * per;
         snprintf(resp, sizeof resp, "[0.%02d,0.34,0.56,0.78]", (int)(b % 100)); /* 21 bytes */
-        if ((st = perpo_text_encode(c, PROMPT_TRAIN, strlen(PROMPT_TRAIN), resp, strlen(resp), tok + b * T,
-                                    tok + B * T + b * T, &nt)) != PERPO_OK)
+        if ((st = perpo_text_encode(c, PROMPT_TRAIN, strlen(PROMPT_TRAIN), resp, strlen(resp),
+                                    tok + b * T, tok + B * T + b * T, &nt)) != PERPO_OK)
             die("text encode", st);
         count += nt;
     }
-    batch.n_seq = B; batch.n_img = B; batch.images = imgs; batch.image_of = NULL;
-    batch.tokens = tok; batch.targets = tok + B * T;
-    oc.total_steps = 100000; oc.warmup_steps = 1;
+    batch.n_seq = B;
+    batch.n_img = B;
+    batch.images = imgs;
+    batch.image_of = NULL;
+    batch.tokens = tok;
+    batch.targets = tok + B * T;
+    oc.total_steps = 100000;
+    oc.warmup_steps = 1;
     for (r = -1; r < g_opt.rounds; r++) { /* r = -1: warm-up */
         double t0 = now_s(), dt, t1, t2, t3;
         float ce;
@@ -277,13 +304,19 @@ static void bench_sft(perpo_model *m, const perpo_config *c) {
         if ((st = perpo_optim_step(m, &oc, 1.0f, NULL)) != PERPO_OK) die("optimizer", st);
         t3 = now_s();
         dt = t3 - t0;
-        if (r < 0) { fprintf(stderr, "bench: sft warm-up step %.1f ms, loss %.3f\n", 1e3 * dt, ce); continue; }
+        if (r < 0) {
+            fprintf(stderr, "bench: sft warm-up step %.1f ms, loss %.3f\n", 1e3 * dt, ce);
+            continue;
+        }
         ms[r] = 1e3 * dt;
-        fw[r] = 1e3 * (t1 - t0); bw[r] = 1e3 * (t2 - t1); op[r] = 1e3 * (t3 - t2);
+        fw[r] = 1e3 * (t1 - t0);
+        bw[r] = 1e3 * (t2 - t1);
+        op[r] = 1e3 * (t3 - t2);
         gf[r] = flops / dt / 1e9;
     }
-    snprintf(extra, sizeof extra, "\"images\":%zu,\"image_tokens\":%d,\"text_positions\":%zu,\"step_gflop\":%.4g",
-             B, (c->image_h / c->patch_h) * (c->image_w / c->patch_w), T - 1, flops / 1e9);
+    snprintf(extra, sizeof extra,
+             "\"images\":%zu,\"image_tokens\":%d,\"text_positions\":%zu,\"step_gflop\":%.4g", B,
+             (c->image_h / c->patch_h) * (c->image_w / c->patch_w), T - 1, flops / 1e9);
     emit("sft_step_ms", ms, g_opt.rounds, "ms", extra);
     emit("sft_step_gflops", gf, g_opt.rounds, "GFLOP/s", extra);
     /* where the step's time goes: forward (zero_grad included), backward, optimizer */
@@ -302,7 +335,10 @@ static void bench_sft(perpo_model *m, const perpo_config *c) {
             emit("sft_step_fraction_of_best_gemm", frac, 1, "ratio", extra);
         }
     }
-    free(img); free(imgs); free(tok); free(logp);
+    free(img);
+    free(imgs);
+    free(tok);
+    free(logp);
 }
 
 /* ---- PerPO step: lists x n responses, forward + listwise loss + backward + AdamW ---------- */
@@ -324,42 +360,58 @@ static void bench_perpo(perpo_model *m, const perpo_config *c) {
     for (j = 0; j < n_lists; j++) imgs[j] = img + j * per;
     for (b = 0; b < B; b++) {
         char resp[32];
-        snprintf(resp, sizeof resp, "[0.%02d,0.%02d,0.56,0.78]", (int)(b % 8) * 11, (int)(b / 8) % 100);
-        if ((st = perpo_text_encode(c, PROMPT_TRAIN, strlen(PROMPT_TRAIN), resp, strlen(resp), tok + b * T,
-                                    tok + B * T + b * T, NULL)) != PERPO_OK)
+        snprintf(resp, sizeof resp, "[0.%02d,0.%02d,0.56,0.78]", (int)(b % 8) * 11,
+                 (int)(b / 8) % 100);
+        if ((st = perpo_text_encode(c, PROMPT_TRAIN, strlen(PROMPT_TRAIN), resp, strlen(resp),
+                                    tok + b * T, tok + B * T + b * T, NULL)) != PERPO_OK)
             die("text encode", st);
         image_of[b] = b / N_RESP;
         reward[b] = (float)(b % N_RESP) / (float)N_RESP; /* distinct rewards within a list */
     }
-    batch.n_seq = B; batch.n_img = n_lists; batch.images = imgs; batch.image_of = image_of;
-    batch.tokens = tok; batch.targets = tok + B * T;
+    batch.n_seq = B;
+    batch.n_img = n_lists;
+    batch.images = imgs;
+    batch.image_of = image_of;
+    batch.tokens = tok;
+    batch.targets = tok + B * T;
     /* reference log-probs: computed once, as perpo_pref_reference does, outside the timing */
     if ((st = perpo_forward(m, &batch, ref, NULL)) != PERPO_OK) die("reference forward", st);
-    oc.total_steps = 100000; oc.warmup_steps = 1; oc.lr = 1e-5f; oc.min_lr = 1e-6f; /* min_lr <= lr */
+    oc.total_steps = 100000;
+    oc.warmup_steps = 1;
+    oc.lr = 1e-5f;
+    oc.min_lr = 1e-6f; /* min_lr <= lr */
     for (r = -1; r < g_opt.rounds; r++) {
         double t0 = now_s(), dt, total = 0.0;
         perpo_zero_grad(m);
         if ((st = perpo_forward(m, &batch, logp, NULL)) != PERPO_OK) die("forward", st);
         for (j = 0; j < n_lists; j++) {
             float loss;
-            if ((st = perpo_listwise_loss(&obj, N_RESP, logp + j * N_RESP, ref + j * N_RESP, reward + j * N_RESP,
-                                          &loss, dlogp + j * N_RESP)) != PERPO_OK)
+            if ((st = perpo_listwise_loss(&obj, N_RESP, logp + j * N_RESP, ref + j * N_RESP,
+                                          reward + j * N_RESP, &loss, dlogp + j * N_RESP)) !=
+                PERPO_OK)
                 die("listwise loss", st);
-            for (k = 0; k < N_RESP; k++) dlogp[j * N_RESP + (size_t)k] /= (float)n_lists; /* mean over lists */
+            for (k = 0; k < N_RESP; k++)
+                dlogp[j * N_RESP + (size_t)k] /= (float)n_lists; /* mean over lists */
             total += loss / (double)n_lists;
         }
         if ((st = perpo_backward(m, dlogp)) != PERPO_OK) die("backward", st);
         if ((st = perpo_optim_step(m, &oc, 1.0f, NULL)) != PERPO_OK) die("optimizer", st);
         dt = now_s() - t0;
-        if (r < 0) { fprintf(stderr, "bench: perpo warm-up step %.1f ms, loss %.4f\n", 1e3 * dt, total); continue; }
+        if (r < 0) {
+            fprintf(stderr, "bench: perpo warm-up step %.1f ms, loss %.4f\n", 1e3 * dt, total);
+            continue;
+        }
         ms[r] = 1e3 * dt;
         gf[r] = flops / dt / 1e9;
     }
-    snprintf(extra, sizeof extra, "\"lists\":%zu,\"responses\":%d,\"images\":%zu,\"objective\":\"perpo\",\"step_gflop\":%.4g",
-             n_lists, N_RESP, n_lists, flops / 1e9);
+    snprintf(
+        extra, sizeof extra,
+        "\"lists\":%zu,\"responses\":%d,\"images\":%zu,\"objective\":\"perpo\",\"step_gflop\":%.4g",
+        n_lists, N_RESP, n_lists, flops / 1e9);
     emit("perpo_step_ms", ms, g_opt.rounds, "ms", extra);
     emit("perpo_step_gflops", gf, g_opt.rounds, "GFLOP/s", extra);
-    free(img); free(tok);
+    free(img);
+    free(tok);
 }
 
 /* ---- Generation ------------------------------------------------------------------------------ *
@@ -394,8 +446,15 @@ static void bench_generate(perpo_model *m, const perpo_config *c) {
     char extra[256];
     int r;
     if (!out) die("generate buffers", PERPO_ERR_NOMEM);
-    for (s = 0; s < NSEQ; s++) { imgs[s] = img + s * per; prompts[s] = PROMPT_GEN; }
-    req.n_seq = NSEQ; req.n_img = NSEQ; req.images = imgs; req.image_of = NULL; req.prompts = prompts;
+    for (s = 0; s < NSEQ; s++) {
+        imgs[s] = img + s * per;
+        prompts[s] = PROMPT_GEN;
+    }
+    req.n_seq = NSEQ;
+    req.n_img = NSEQ;
+    req.images = imgs;
+    req.image_of = NULL;
+    req.prompts = prompts;
     sc.max_new_tokens = GEN_NEW_TOKENS; /* greedy (temperature 0) */
     for (r = -1; r < g_opt.rounds; r++) {
         double t0 = now_s(), dt;
@@ -405,11 +464,15 @@ static void bench_generate(perpo_model *m, const perpo_config *c) {
         if (r >= 0) tps[r] = (double)total / dt;
     }
     if (total != NSEQ * GEN_NEW_TOKENS)
-        fprintf(stderr, "bench: note: greedy generation produced %zu tokens, not %d\n", total, NSEQ * GEN_NEW_TOKENS);
-    snprintf(extra, sizeof extra, "\"seqs\":%d,\"images\":%d,\"new_tokens\":%d,\"tokens_generated\":%zu,\"prompt\":\"%s\",\"kv_cache\":true",
+        fprintf(stderr, "bench: note: greedy generation produced %zu tokens, not %d\n", total,
+                NSEQ * GEN_NEW_TOKENS);
+    snprintf(extra, sizeof extra,
+             "\"seqs\":%d,\"images\":%d,\"new_tokens\":%d,\"tokens_generated\":%zu,\"prompt\":\"%"
+             "s\",\"kv_cache\":true",
              NSEQ, NSEQ, GEN_NEW_TOKENS, total, PROMPT_GEN);
     emit("generate_tokens_per_s", tps, g_opt.rounds, "tokens/s", extra);
-    free(img); free(out);
+    free(img);
+    free(out);
 }
 
 static void bench_sample(perpo_model *m, const perpo_config *c) {
@@ -427,28 +490,43 @@ static void bench_sample(perpo_model *m, const perpo_config *c) {
     int r;
     if (!out) die("sample buffers", PERPO_ERR_NOMEM);
     imgs[0] = img;
-    for (s = 0; s < NSEQ; s++) { prompts[s] = PROMPT_GEN; image_of[s] = 0; }
-    req.n_seq = NSEQ; req.n_img = 1; req.images = imgs; req.image_of = image_of; req.prompts = prompts;
-    sc.temperature = 1.0f; sc.max_new_tokens = GEN_NEW_TOKENS;
+    for (s = 0; s < NSEQ; s++) {
+        prompts[s] = PROMPT_GEN;
+        image_of[s] = 0;
+    }
+    req.n_seq = NSEQ;
+    req.n_img = 1;
+    req.images = imgs;
+    req.image_of = image_of;
+    req.prompts = prompts;
+    sc.temperature = 1.0f;
+    sc.max_new_tokens = GEN_NEW_TOKENS;
     for (r = -1; r < g_opt.rounds; r++) {
         double t0 = now_s(), dt;
         sc.seed = (uint64_t)(r + 2);
         if ((st = perpo_generate(m, &req, &sc, out, cap, len)) != PERPO_OK) die("generate", st);
         dt = now_s() - t0;
         for (total = 0, s = 0; s < NSEQ; s++) total += len[s];
-        if (r >= 0) { ms[r] = 1e3 * dt; sum += total; }
+        if (r >= 0) {
+            ms[r] = 1e3 * dt;
+            sum += total;
+        }
     }
-    snprintf(extra, sizeof extra, "\"n\":%d,\"images\":1,\"temperature\":1,\"max_new_tokens\":%d,\"tokens_per_call\":%.1f,\"prompt\":\"%s\"",
+    snprintf(extra, sizeof extra,
+             "\"n\":%d,\"images\":1,\"temperature\":1,\"max_new_tokens\":%d,\"tokens_per_call\":%."
+             "1f,\"prompt\":\"%s\"",
              NSEQ, GEN_NEW_TOKENS, (double)sum / g_opt.rounds, PROMPT_GEN);
     emit("sample_n8_ms", ms, g_opt.rounds, "ms", extra);
-    free(img); free(out);
+    free(img);
+    free(out);
 }
 
 static void usage(void) {
     fprintf(stderr,
             "usage: bench [--threads K] [--rounds R] [--quick] [--only LIST]\n"
             "  --threads K  OpenMP (and OpenBLAS) threads; default: the runtime's default\n"
-            "  --rounds R   timed repetitions of each measurement (median, min, max); default 5, 3 with --quick\n"
+            "  --rounds R   timed repetitions of each measurement (median, min, max); default 5, 3 "
+            "with --quick\n"
             "  --quick      fewer rounds and shorter GEMM rounds\n"
             "  --only LIST  comma-separated subset of gemm,sft,profile,perpo,generate,sample\n"
             "Prints one JSON object per line on stdout; progress notes go to stderr.\n");
@@ -463,12 +541,18 @@ int main(int argc, char **argv) {
     int i, rounds = 0;
     memset(&g_opt, 0, sizeof g_opt);
     for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc) g_opt.threads = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc) rounds = atoi(argv[++i]);
-        else if (strcmp(argv[i], "--quick") == 0) g_opt.quick = 1;
+        if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
+            g_opt.threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--rounds") == 0 && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--quick") == 0)
+            g_opt.quick = 1;
         else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
             strncpy(g_opt.only, argv[++i], sizeof g_opt.only - 1);
-        } else { usage(); return strcmp(argv[i], "--help") == 0 ? 0 : 2; }
+        } else {
+            usage();
+            return strcmp(argv[i], "--help") == 0 ? 0 : 2;
+        }
     }
     g_opt.rounds = rounds > 0 ? rounds : (g_opt.quick ? 3 : 5);
     if (g_opt.rounds > 256) g_opt.rounds = 256;
@@ -483,16 +567,18 @@ int main(int argc, char **argv) {
 #endif
     g_opt.batch = cfg.max_batch; /* 32 */
     if (wanted("gemm")) bench_gemm(&cfg);
-    if (wanted("sft") || wanted("perpo") || wanted("generate") || wanted("sample") || wanted("profile")) {
+    if (wanted("sft") || wanted("perpo") || wanted("generate") || wanted("sample") ||
+        wanted("profile")) {
         if ((st = perpo_model_create(&m, &cfg, 42)) != PERPO_OK) die("model create", st);
-        fprintf(stderr, "bench: %zu parameters, build %s, %d threads\n", perpo_model_num_params(m), BENCH_BUILD, g_opt.threads);
+        fprintf(stderr, "bench: %zu parameters, build %s, %d threads\n", perpo_model_num_params(m),
+                BENCH_BUILD, g_opt.threads);
         if (wanted("sft")) bench_sft(m, &cfg);
         if (wanted("perpo")) bench_perpo(m, &cfg);
         suppress_eos(m);
         if (wanted("generate")) bench_generate(m, &cfg);
         if (wanted("sample")) bench_sample(m, &cfg);
     }
-    getrusage(RUSAGE_SELF, &ru); /* before the profile's own buffers */
+    getrusage(RUSAGE_SELF, &ru);            /* before the profile's own buffers */
     rss[0] = (double)ru.ru_maxrss / 1024.0; /* Linux: kilobytes */
     if (m && wanted("profile")) bench_profile(m, (size_t)g_opt.batch, g_sft_ms, g_best_gemm);
     perpo_model_free(m);

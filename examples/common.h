@@ -131,55 +131,69 @@ EX_FN unsigned char ex_float_to_u8(float v) {
  * last, so none of its pixels is hidden. Supported sizes: 32 <= W,H <= 1024.
  * ==================================================================================== */
 
-enum { EX_KIND_SQUARE, EX_KIND_CIRCLE, EX_KIND_TRIANGLE, EX_KIND_CROSS, EX_KIND_RING, EX_NUM_KINDS };
 enum {
-    EX_COLOR_RED, EX_COLOR_GREEN, EX_COLOR_BLUE, EX_COLOR_YELLOW, EX_COLOR_WHITE,
-    EX_COLOR_PURPLE, EX_COLOR_CYAN, EX_NUM_COLORS
+    EX_KIND_SQUARE,
+    EX_KIND_CIRCLE,
+    EX_KIND_TRIANGLE,
+    EX_KIND_CROSS,
+    EX_KIND_RING,
+    EX_NUM_KINDS
+};
+enum {
+    EX_COLOR_RED,
+    EX_COLOR_GREEN,
+    EX_COLOR_BLUE,
+    EX_COLOR_YELLOW,
+    EX_COLOR_WHITE,
+    EX_COLOR_PURPLE,
+    EX_COLOR_CYAN,
+    EX_NUM_COLORS
 };
 
 #define EX_SCENE_MAX_OBJECTS 4
-#define EX_SCENE_MIN_SIZE 32
-#define EX_SCENE_MAX_SIZE 1024
+#define EX_SCENE_MIN_SIZE    32
+#define EX_SCENE_MAX_SIZE    1024
 
 typedef struct ex_object {
-    int kind, color;          /* EX_KIND_*, EX_COLOR_* */
-    int x, y, w, h;           /* placement rectangle in pixels; the shape is inscribed in it */
-    int px0, py0, px1, py1;   /* tight pixel box of the shape, inclusive corners */
-    float rgb[3];             /* colour used: the named colour with a small jitter */
+    int kind, color;        /* EX_KIND_*, EX_COLOR_* */
+    int x, y, w, h;         /* placement rectangle in pixels; the shape is inscribed in it */
+    int px0, py0, px1, py1; /* tight pixel box of the shape, inclusive corners */
+    float rgb[3];           /* colour used: the named colour with a small jitter */
 } ex_object;
 
 typedef struct ex_scene {
     int W, H;
-    int n_objects;            /* 2..4 */
-    int target;               /* index into obj[] */
+    int n_objects; /* 2..4 */
+    int target;    /* index into obj[] */
     ex_object obj[EX_SCENE_MAX_OBJECTS];
-    float bg[3];              /* background colour */
-    float noise;              /* std of the per-pixel Gaussian noise */
-    uint64_t noise_seed;      /* rendering is a pure function of the scene */
-    float box[4];             /* target's tight box, normalized x1,y1,x2,y2 */
+    float bg[3];         /* background colour */
+    float noise;         /* std of the per-pixel Gaussian noise */
+    uint64_t noise_seed; /* rendering is a pure function of the scene */
+    float box[4];        /* target's tight box, normalized x1,y1,x2,y2 */
 } ex_scene;
 
 EX_FN const char *ex_kind_name(int kind) {
-    static const char *const names[EX_NUM_KINDS] = {"square", "circle", "triangle", "cross", "ring"};
+    static const char *const names[EX_NUM_KINDS] = { "square", "circle", "triangle", "cross",
+                                                     "ring" };
     return (kind >= 0 && kind < EX_NUM_KINDS) ? names[kind] : "?";
 }
 
 EX_FN const char *ex_color_name(int color) {
-    static const char *const names[EX_NUM_COLORS] = {"red", "green", "blue", "yellow",
-                                                     "white", "purple", "cyan"};
+    static const char *const names[EX_NUM_COLORS] = { "red",   "green",  "blue", "yellow",
+                                                      "white", "purple", "cyan" };
     return (color >= 0 && color < EX_NUM_COLORS) ? names[color] : "?";
 }
 
 /* The nominal colour (before jitter). Chosen far apart, and far from the dark background. */
 EX_FN void ex_color_rgb(int color, float rgb[3]) {
     static const float table[EX_NUM_COLORS][3] = {
-        {0.92f, 0.16f, 0.12f}, /* red */
-        {0.16f, 0.78f, 0.22f}, /* green */
-        {0.24f, 0.42f, 1.00f}, /* blue */
-        {0.96f, 0.88f, 0.14f}, /* yellow */
-        {0.95f, 0.95f, 0.95f}, /* white */
-        {0.76f, 0.26f, 0.92f}, /* purple */
-        {0.12f, 0.86f, 0.90f}, /* cyan */
+        { 0.92f, 0.16f, 0.12f }, /* red */
+        { 0.16f, 0.78f, 0.22f }, /* green */
+        { 0.24f, 0.42f, 1.00f }, /* blue */
+        { 0.96f, 0.88f, 0.14f }, /* yellow */
+        { 0.95f, 0.95f, 0.95f }, /* white */
+        { 0.76f, 0.26f, 0.92f }, /* purple */
+        { 0.12f, 0.86f, 0.90f }, /* cyan */
     };
     int i;
     if (color < 0 || color >= EX_NUM_COLORS) color = EX_COLOR_WHITE;
@@ -193,8 +207,7 @@ EX_FN int ex_object_contains(const ex_object *o, int px, int py) {
     long x0 = 2L * o->x, y0 = 2L * o->y, w2 = 2L * o->w, h2 = 2L * o->h;
     if (X < x0 || X > x0 + w2 || Y < y0 || Y > y0 + h2) return 0;
     switch (o->kind) {
-    case EX_KIND_SQUARE:
-        return 1;
+    case EX_KIND_SQUARE: return 1;
     case EX_KIND_CIRCLE:
     case EX_KIND_RING: {
         long dx = X - (x0 + o->w), dy = Y - (y0 + o->h); /* centre = 2x + w */
@@ -220,15 +233,17 @@ EX_FN int ex_object_contains(const ex_object *o, int px, int py) {
         hy = o->y + (o->h - th) / 2;
         return (px >= vx && px < vx + tw) || (py >= hy && py < hy + th);
     }
-    default:
-        return 0;
+    default: return 0;
     }
 }
 
 /* Computes the tight pixel box of o from its mask. Returns 0 if the mask is empty. */
 EX_FN int ex__object_tight_box(ex_object *o) {
     int px, py, any = 0;
-    o->px0 = o->x + o->w; o->py0 = o->y + o->h; o->px1 = o->x - 1; o->py1 = o->y - 1;
+    o->px0 = o->x + o->w;
+    o->py0 = o->y + o->h;
+    o->px1 = o->x - 1;
+    o->py1 = o->y - 1;
     for (py = o->y; py < o->y + o->h; py++)
         for (px = o->x; px < o->x + o->w; px++)
             if (ex_object_contains(o, px, py)) {
@@ -280,12 +295,15 @@ EX_FN int ex__scene_place(ex_rng *r, ex_scene *s, int n_placed, int kind, int co
         for (i = 0; i < n_placed && ok; i++) {
             long a0 = ex__box_area(o), a1 = ex__box_area(&s->obj[i]);
             long amin = a0 < a1 ? a0 : a1;
-            if (attempt < 200) ok = ex__box_inter(o, &s->obj[i], 2) == 0; /* 2 px of air */
-            else ok = 20 * ex__box_inter(o, &s->obj[i], 0) <= amin;     /* <= 5% overlap */
+            if (attempt < 200)
+                ok = ex__box_inter(o, &s->obj[i], 2) == 0; /* 2 px of air */
+            else
+                ok = 20 * ex__box_inter(o, &s->obj[i], 0) <= amin; /* <= 5% overlap */
         }
         if (!ok) continue;
         ex_color_rgb(color, o->rgb);
-        for (k = 0; k < 3; k++) o->rgb[k] = ex__clamp01(o->rgb[k] + 0.1f * (ex_rng_float(r) - 0.5f));
+        for (k = 0; k < 3; k++)
+            o->rgb[k] = ex__clamp01(o->rgb[k] + 0.1f * (ex_rng_float(r) - 0.5f));
         return 0;
     }
     return 1;
@@ -313,9 +331,13 @@ EX_FN int ex_scene_generate(ex_rng *r, int W, int H, ex_scene *out) {
         int mode = i == 1 ? (n == 2 ? ex_rng_int(r, 0, 1) : 0) : (i == 2 ? 1 : 2);
         int other_kind = (tk + ex_rng_int(r, 1, EX_NUM_KINDS - 1)) % EX_NUM_KINDS;
         int other_color = (tc + ex_rng_int(r, 1, EX_NUM_COLORS - 1)) % EX_NUM_COLORS;
-        if (mode == 0) { kinds[i] = other_kind; colors[i] = tc; }
-        else if (mode == 1) { kinds[i] = tk; colors[i] = other_color; }
-        else {
+        if (mode == 0) {
+            kinds[i] = other_kind;
+            colors[i] = tc;
+        } else if (mode == 1) {
+            kinds[i] = tk;
+            colors[i] = other_color;
+        } else {
             kinds[i] = ex_rng_int(r, 0, EX_NUM_KINDS - 1);
             colors[i] = ex_rng_int(r, 0, EX_NUM_COLORS - 1);
             if (kinds[i] == tk && colors[i] == tc) kinds[i] = other_kind;
@@ -332,8 +354,10 @@ EX_FN int ex_scene_generate(ex_rng *r, int W, int H, ex_scene *out) {
         ex_object tmp = out->obj[i];
         out->obj[i] = out->obj[j];
         out->obj[j] = tmp;
-        if (out->target == i) out->target = j;
-        else if (out->target == j) out->target = i;
+        if (out->target == i)
+            out->target = j;
+        else if (out->target == j)
+            out->target = i;
     }
     base = 0.04f + 0.14f * ex_rng_float(r);
     for (k = 0; k < 3; k++) out->bg[k] = ex__clamp01(base + 0.06f * (ex_rng_float(r) - 0.5f));
@@ -424,107 +448,771 @@ EX_FN int ex_scene_answer(const ex_scene *s, char *buf, size_t cap) {
 
 #define EX_GLYPH_W 5
 #define EX_GLYPH_H 7
-#define EX_CELL_W 6
-#define EX_CELL_H 8
+#define EX_CELL_W  6
+#define EX_CELL_H  8
 
 /* The 35-character pattern of character c (row-major); anything unprintable maps to '?'. */
 EX_FN const char *ex_glyph_art(int c) {
     static const char *const font[95] = {
-        /*  32 ' ' */ "....." "....." "....." "....." "....." "....." ".....",
-        /*  33 '!' */ "..#.." "..#.." "..#.." "..#.." "..#.." "....." "..#..",
-        /*  34 '"' */ ".#.#." ".#.#." ".#.#." "....." "....." "....." ".....",
-        /*  35 '#' */ ".#.#." ".#.#." "#####" ".#.#." "#####" ".#.#." ".#.#.",
-        /*  36 '$' */ "..#.." ".####" "#.#.." ".###." "..#.#" "####." "..#..",
-        /*  37 '%' */ "##..." "##..#" "...#." "..#.." ".#..." "#..##" "...##",
-        /*  38 '&' */ ".##.." "#..#." "#.#.." ".#..." "#.#.#" "#..#." ".##.#",
-        /*  39 ''' */ "..#.." "..#.." ".#..." "....." "....." "....." ".....",
-        /*  40 '(' */ "...#." "..#.." ".#..." ".#..." ".#..." "..#.." "...#.",
-        /*  41 ')' */ ".#..." "..#.." "...#." "...#." "...#." "..#.." ".#...",
-        /*  42 '*' */ "....." "..#.." "#.#.#" ".###." "#.#.#" "..#.." ".....",
-        /*  43 '+' */ "....." "..#.." "..#.." "#####" "..#.." "..#.." ".....",
-        /*  44 ',' */ "....." "....." "....." "....." "..##." "..#.." ".#...",
-        /*  45 '-' */ "....." "....." "....." "#####" "....." "....." ".....",
-        /*  46 '.' */ "....." "....." "....." "....." "....." ".##.." ".##..",
-        /*  47 '/' */ "....." "....#" "...#." "..#.." ".#..." "#...." ".....",
-        /*  48 '0' */ ".###." "#...#" "#..##" "#.#.#" "##..#" "#...#" ".###.",
-        /*  49 '1' */ "..#.." ".##.." "..#.." "..#.." "..#.." "..#.." ".###.",
-        /*  50 '2' */ ".###." "#...#" "....#" "...#." "..#.." ".#..." "#####",
-        /*  51 '3' */ "#####" "...#." "..#.." "...#." "....#" "#...#" ".###.",
-        /*  52 '4' */ "...#." "..##." ".#.#." "#..#." "#####" "...#." "...#.",
-        /*  53 '5' */ "#####" "#...." "####." "....#" "....#" "#...#" ".###.",
-        /*  54 '6' */ "..##." ".#..." "#...." "####." "#...#" "#...#" ".###.",
-        /*  55 '7' */ "#####" "....#" "...#." "..#.." ".#..." ".#..." ".#...",
-        /*  56 '8' */ ".###." "#...#" "#...#" ".###." "#...#" "#...#" ".###.",
-        /*  57 '9' */ ".###." "#...#" "#...#" ".####" "....#" "...#." ".##..",
-        /*  58 ':' */ "....." ".##.." ".##.." "....." ".##.." ".##.." ".....",
-        /*  59 ';' */ "....." ".##.." ".##.." "....." ".##.." "..#.." ".#...",
-        /*  60 '<' */ "...#." "..#.." ".#..." "#...." ".#..." "..#.." "...#.",
-        /*  61 '=' */ "....." "....." "#####" "....." "#####" "....." ".....",
-        /*  62 '>' */ ".#..." "..#.." "...#." "....#" "...#." "..#.." ".#...",
-        /*  63 '?' */ ".###." "#...#" "....#" "...#." "..#.." "....." "..#..",
-        /*  64 '@' */ ".###." "#...#" "#.###" "#.#.#" "#.###" "#...." ".###.",
-        /*  65 'A' */ ".###." "#...#" "#...#" "#####" "#...#" "#...#" "#...#",
-        /*  66 'B' */ "####." "#...#" "#...#" "####." "#...#" "#...#" "####.",
-        /*  67 'C' */ ".###." "#...#" "#...." "#...." "#...." "#...#" ".###.",
-        /*  68 'D' */ "###.." "#..#." "#...#" "#...#" "#...#" "#..#." "###..",
-        /*  69 'E' */ "#####" "#...." "#...." "####." "#...." "#...." "#####",
-        /*  70 'F' */ "#####" "#...." "#...." "####." "#...." "#...." "#....",
-        /*  71 'G' */ ".###." "#...#" "#...." "#.###" "#...#" "#...#" ".####",
-        /*  72 'H' */ "#...#" "#...#" "#...#" "#####" "#...#" "#...#" "#...#",
-        /*  73 'I' */ ".###." "..#.." "..#.." "..#.." "..#.." "..#.." ".###.",
-        /*  74 'J' */ "..###" "...#." "...#." "...#." "...#." "#..#." ".##..",
-        /*  75 'K' */ "#...#" "#..#." "#.#.." "##..." "#.#.." "#..#." "#...#",
-        /*  76 'L' */ "#...." "#...." "#...." "#...." "#...." "#...." "#####",
-        /*  77 'M' */ "#...#" "##.##" "#.#.#" "#.#.#" "#...#" "#...#" "#...#",
-        /*  78 'N' */ "#...#" "#...#" "##..#" "#.#.#" "#..##" "#...#" "#...#",
-        /*  79 'O' */ ".###." "#...#" "#...#" "#...#" "#...#" "#...#" ".###.",
-        /*  80 'P' */ "####." "#...#" "#...#" "####." "#...." "#...." "#....",
-        /*  81 'Q' */ ".###." "#...#" "#...#" "#...#" "#.#.#" "#..#." ".##.#",
-        /*  82 'R' */ "####." "#...#" "#...#" "####." "#.#.." "#..#." "#...#",
-        /*  83 'S' */ ".####" "#...." "#...." ".###." "....#" "....#" "####.",
-        /*  84 'T' */ "#####" "..#.." "..#.." "..#.." "..#.." "..#.." "..#..",
-        /*  85 'U' */ "#...#" "#...#" "#...#" "#...#" "#...#" "#...#" ".###.",
-        /*  86 'V' */ "#...#" "#...#" "#...#" "#...#" "#...#" ".#.#." "..#..",
-        /*  87 'W' */ "#...#" "#...#" "#...#" "#.#.#" "#.#.#" "#.#.#" ".#.#.",
-        /*  88 'X' */ "#...#" "#...#" ".#.#." "..#.." ".#.#." "#...#" "#...#",
-        /*  89 'Y' */ "#...#" "#...#" ".#.#." "..#.." "..#.." "..#.." "..#..",
-        /*  90 'Z' */ "#####" "....#" "...#." "..#.." ".#..." "#...." "#####",
-        /*  91 '[' */ ".###." ".#..." ".#..." ".#..." ".#..." ".#..." ".###.",
-        /*  92 back */ "....." "#...." ".#..." "..#.." "...#." "....#" ".....",
-        /*  93 ']' */ ".###." "...#." "...#." "...#." "...#." "...#." ".###.",
-        /*  94 '^' */ "..#.." ".#.#." "#...#" "....." "....." "....." ".....",
-        /*  95 '_' */ "....." "....." "....." "....." "....." "....." "#####",
-        /*  96 '`' */ ".#..." "..#.." "...#." "....." "....." "....." ".....",
-        /*  97 'a' */ "....." "....." ".###." "....#" ".####" "#...#" ".####",
-        /*  98 'b' */ "#...." "#...." "#.##." "##..#" "#...#" "#...#" "####.",
-        /*  99 'c' */ "....." "....." ".###." "#...." "#...." "#...#" ".###.",
-        /* 100 'd' */ "....#" "....#" ".##.#" "#..##" "#...#" "#...#" ".####",
-        /* 101 'e' */ "....." "....." ".###." "#...#" "#####" "#...." ".###.",
-        /* 102 'f' */ "..##." ".#..#" ".#..." "###.." ".#..." ".#..." ".#...",
-        /* 103 'g' */ "....." "....." ".####" "#...#" ".####" "....#" ".###.",
-        /* 104 'h' */ "#...." "#...." "#.##." "##..#" "#...#" "#...#" "#...#",
-        /* 105 'i' */ "..#.." "....." ".##.." "..#.." "..#.." "..#.." ".###.",
-        /* 106 'j' */ "...#." "....." "..##." "...#." "...#." "#..#." ".##..",
-        /* 107 'k' */ "#...." "#...." "#..#." "#.#.." "##..." "#.#.." "#..#.",
-        /* 108 'l' */ ".##.." "..#.." "..#.." "..#.." "..#.." "..#.." "..##.",
-        /* 109 'm' */ "....." "....." "##.#." "#.#.#" "#.#.#" "#.#.#" "#.#.#",
-        /* 110 'n' */ "....." "....." "#.##." "##..#" "#...#" "#...#" "#...#",
-        /* 111 'o' */ "....." "....." ".###." "#...#" "#...#" "#...#" ".###.",
-        /* 112 'p' */ "....." "....." "####." "#...#" "####." "#...." "#....",
-        /* 113 'q' */ "....." "....." ".####" "#...#" ".####" "....#" "....#",
-        /* 114 'r' */ "....." "....." "#.##." "##..#" "#...." "#...." "#....",
-        /* 115 's' */ "....." "....." ".####" "#...." ".###." "....#" "####.",
-        /* 116 't' */ ".#..." ".#..." "###.." ".#..." ".#..." ".#..#" "..##.",
-        /* 117 'u' */ "....." "....." "#...#" "#...#" "#...#" "#..##" ".##.#",
-        /* 118 'v' */ "....." "....." "#...#" "#...#" "#...#" ".#.#." "..#..",
-        /* 119 'w' */ "....." "....." "#...#" "#...#" "#.#.#" "#.#.#" ".#.#.",
-        /* 120 'x' */ "....." "....." "#...#" ".#.#." "..#.." ".#.#." "#...#",
-        /* 121 'y' */ "....." "....." "#...#" "#...#" ".####" "....#" ".###.",
-        /* 122 'z' */ "....." "....." "#####" "...#." "..#.." ".#..." "#####",
-        /* 123 '{' */ "...##" "..#.." "..#.." ".#..." "..#.." "..#.." "...##",
-        /* 124 '|' */ "..#.." "..#.." "..#.." "..#.." "..#.." "..#.." "..#..",
-        /* 125 '}' */ "##..." "..#.." "..#.." "...#." "..#.." "..#.." "##...",
-        /* 126 '~' */ "....." "....." ".#..." "#.#.#" "...#." "....." ".....",
+        /*  32 ' ' */ "....."
+                      "....."
+                      "....."
+                      "....."
+                      "....."
+                      "....."
+                      ".....",
+        /*  33 '!' */
+        "..#.."
+        "..#.."
+        "..#.."
+        "..#.."
+        "..#.."
+        "....."
+        "..#..",
+        /*  34 '"' */
+        ".#.#."
+        ".#.#."
+        ".#.#."
+        "....."
+        "....."
+        "....."
+        ".....",
+        /*  35 '#' */
+        ".#.#."
+        ".#.#."
+        "#####"
+        ".#.#."
+        "#####"
+        ".#.#."
+        ".#.#.",
+        /*  36 '$' */
+        "..#.."
+        ".####"
+        "#.#.."
+        ".###."
+        "..#.#"
+        "####."
+        "..#..",
+        /*  37 '%' */
+        "##..."
+        "##..#"
+        "...#."
+        "..#.."
+        ".#..."
+        "#..##"
+        "...##",
+        /*  38 '&' */
+        ".##.."
+        "#..#."
+        "#.#.."
+        ".#..."
+        "#.#.#"
+        "#..#."
+        ".##.#",
+        /*  39 ''' */
+        "..#.."
+        "..#.."
+        ".#..."
+        "....."
+        "....."
+        "....."
+        ".....",
+        /*  40 '(' */
+        "...#."
+        "..#.."
+        ".#..."
+        ".#..."
+        ".#..."
+        "..#.."
+        "...#.",
+        /*  41 ')' */
+        ".#..."
+        "..#.."
+        "...#."
+        "...#."
+        "...#."
+        "..#.."
+        ".#...",
+        /*  42 '*' */
+        "....."
+        "..#.."
+        "#.#.#"
+        ".###."
+        "#.#.#"
+        "..#.."
+        ".....",
+        /*  43 '+' */
+        "....."
+        "..#.."
+        "..#.."
+        "#####"
+        "..#.."
+        "..#.."
+        ".....",
+        /*  44 ',' */
+        "....."
+        "....."
+        "....."
+        "....."
+        "..##."
+        "..#.."
+        ".#...",
+        /*  45 '-' */
+        "....."
+        "....."
+        "....."
+        "#####"
+        "....."
+        "....."
+        ".....",
+        /*  46 '.' */
+        "....."
+        "....."
+        "....."
+        "....."
+        "....."
+        ".##.."
+        ".##..",
+        /*  47 '/' */
+        "....."
+        "....#"
+        "...#."
+        "..#.."
+        ".#..."
+        "#...."
+        ".....",
+        /*  48 '0' */
+        ".###."
+        "#...#"
+        "#..##"
+        "#.#.#"
+        "##..#"
+        "#...#"
+        ".###.",
+        /*  49 '1' */
+        "..#.."
+        ".##.."
+        "..#.."
+        "..#.."
+        "..#.."
+        "..#.."
+        ".###.",
+        /*  50 '2' */
+        ".###."
+        "#...#"
+        "....#"
+        "...#."
+        "..#.."
+        ".#..."
+        "#####",
+        /*  51 '3' */
+        "#####"
+        "...#."
+        "..#.."
+        "...#."
+        "....#"
+        "#...#"
+        ".###.",
+        /*  52 '4' */
+        "...#."
+        "..##."
+        ".#.#."
+        "#..#."
+        "#####"
+        "...#."
+        "...#.",
+        /*  53 '5' */
+        "#####"
+        "#...."
+        "####."
+        "....#"
+        "....#"
+        "#...#"
+        ".###.",
+        /*  54 '6' */
+        "..##."
+        ".#..."
+        "#...."
+        "####."
+        "#...#"
+        "#...#"
+        ".###.",
+        /*  55 '7' */
+        "#####"
+        "....#"
+        "...#."
+        "..#.."
+        ".#..."
+        ".#..."
+        ".#...",
+        /*  56 '8' */
+        ".###."
+        "#...#"
+        "#...#"
+        ".###."
+        "#...#"
+        "#...#"
+        ".###.",
+        /*  57 '9' */
+        ".###."
+        "#...#"
+        "#...#"
+        ".####"
+        "....#"
+        "...#."
+        ".##..",
+        /*  58 ':' */
+        "....."
+        ".##.."
+        ".##.."
+        "....."
+        ".##.."
+        ".##.."
+        ".....",
+        /*  59 ';' */
+        "....."
+        ".##.."
+        ".##.."
+        "....."
+        ".##.."
+        "..#.."
+        ".#...",
+        /*  60 '<' */
+        "...#."
+        "..#.."
+        ".#..."
+        "#...."
+        ".#..."
+        "..#.."
+        "...#.",
+        /*  61 '=' */
+        "....."
+        "....."
+        "#####"
+        "....."
+        "#####"
+        "....."
+        ".....",
+        /*  62 '>' */
+        ".#..."
+        "..#.."
+        "...#."
+        "....#"
+        "...#."
+        "..#.."
+        ".#...",
+        /*  63 '?' */
+        ".###."
+        "#...#"
+        "....#"
+        "...#."
+        "..#.."
+        "....."
+        "..#..",
+        /*  64 '@' */
+        ".###."
+        "#...#"
+        "#.###"
+        "#.#.#"
+        "#.###"
+        "#...."
+        ".###.",
+        /*  65 'A' */
+        ".###."
+        "#...#"
+        "#...#"
+        "#####"
+        "#...#"
+        "#...#"
+        "#...#",
+        /*  66 'B' */
+        "####."
+        "#...#"
+        "#...#"
+        "####."
+        "#...#"
+        "#...#"
+        "####.",
+        /*  67 'C' */
+        ".###."
+        "#...#"
+        "#...."
+        "#...."
+        "#...."
+        "#...#"
+        ".###.",
+        /*  68 'D' */
+        "###.."
+        "#..#."
+        "#...#"
+        "#...#"
+        "#...#"
+        "#..#."
+        "###..",
+        /*  69 'E' */
+        "#####"
+        "#...."
+        "#...."
+        "####."
+        "#...."
+        "#...."
+        "#####",
+        /*  70 'F' */
+        "#####"
+        "#...."
+        "#...."
+        "####."
+        "#...."
+        "#...."
+        "#....",
+        /*  71 'G' */
+        ".###."
+        "#...#"
+        "#...."
+        "#.###"
+        "#...#"
+        "#...#"
+        ".####",
+        /*  72 'H' */
+        "#...#"
+        "#...#"
+        "#...#"
+        "#####"
+        "#...#"
+        "#...#"
+        "#...#",
+        /*  73 'I' */
+        ".###."
+        "..#.."
+        "..#.."
+        "..#.."
+        "..#.."
+        "..#.."
+        ".###.",
+        /*  74 'J' */
+        "..###"
+        "...#."
+        "...#."
+        "...#."
+        "...#."
+        "#..#."
+        ".##..",
+        /*  75 'K' */
+        "#...#"
+        "#..#."
+        "#.#.."
+        "##..."
+        "#.#.."
+        "#..#."
+        "#...#",
+        /*  76 'L' */
+        "#...."
+        "#...."
+        "#...."
+        "#...."
+        "#...."
+        "#...."
+        "#####",
+        /*  77 'M' */
+        "#...#"
+        "##.##"
+        "#.#.#"
+        "#.#.#"
+        "#...#"
+        "#...#"
+        "#...#",
+        /*  78 'N' */
+        "#...#"
+        "#...#"
+        "##..#"
+        "#.#.#"
+        "#..##"
+        "#...#"
+        "#...#",
+        /*  79 'O' */
+        ".###."
+        "#...#"
+        "#...#"
+        "#...#"
+        "#...#"
+        "#...#"
+        ".###.",
+        /*  80 'P' */
+        "####."
+        "#...#"
+        "#...#"
+        "####."
+        "#...."
+        "#...."
+        "#....",
+        /*  81 'Q' */
+        ".###."
+        "#...#"
+        "#...#"
+        "#...#"
+        "#.#.#"
+        "#..#."
+        ".##.#",
+        /*  82 'R' */
+        "####."
+        "#...#"
+        "#...#"
+        "####."
+        "#.#.."
+        "#..#."
+        "#...#",
+        /*  83 'S' */
+        ".####"
+        "#...."
+        "#...."
+        ".###."
+        "....#"
+        "....#"
+        "####.",
+        /*  84 'T' */
+        "#####"
+        "..#.."
+        "..#.."
+        "..#.."
+        "..#.."
+        "..#.."
+        "..#..",
+        /*  85 'U' */
+        "#...#"
+        "#...#"
+        "#...#"
+        "#...#"
+        "#...#"
+        "#...#"
+        ".###.",
+        /*  86 'V' */
+        "#...#"
+        "#...#"
+        "#...#"
+        "#...#"
+        "#...#"
+        ".#.#."
+        "..#..",
+        /*  87 'W' */
+        "#...#"
+        "#...#"
+        "#...#"
+        "#.#.#"
+        "#.#.#"
+        "#.#.#"
+        ".#.#.",
+        /*  88 'X' */
+        "#...#"
+        "#...#"
+        ".#.#."
+        "..#.."
+        ".#.#."
+        "#...#"
+        "#...#",
+        /*  89 'Y' */
+        "#...#"
+        "#...#"
+        ".#.#."
+        "..#.."
+        "..#.."
+        "..#.."
+        "..#..",
+        /*  90 'Z' */
+        "#####"
+        "....#"
+        "...#."
+        "..#.."
+        ".#..."
+        "#...."
+        "#####",
+        /*  91 '[' */
+        ".###."
+        ".#..."
+        ".#..."
+        ".#..."
+        ".#..."
+        ".#..."
+        ".###.",
+        /*  92 back */
+        "....."
+        "#...."
+        ".#..."
+        "..#.."
+        "...#."
+        "....#"
+        ".....",
+        /*  93 ']' */
+        ".###."
+        "...#."
+        "...#."
+        "...#."
+        "...#."
+        "...#."
+        ".###.",
+        /*  94 '^' */
+        "..#.."
+        ".#.#."
+        "#...#"
+        "....."
+        "....."
+        "....."
+        ".....",
+        /*  95 '_' */
+        "....."
+        "....."
+        "....."
+        "....."
+        "....."
+        "....."
+        "#####",
+        /*  96 '`' */
+        ".#..."
+        "..#.."
+        "...#."
+        "....."
+        "....."
+        "....."
+        ".....",
+        /*  97 'a' */
+        "....."
+        "....."
+        ".###."
+        "....#"
+        ".####"
+        "#...#"
+        ".####",
+        /*  98 'b' */
+        "#...."
+        "#...."
+        "#.##."
+        "##..#"
+        "#...#"
+        "#...#"
+        "####.",
+        /*  99 'c' */
+        "....."
+        "....."
+        ".###."
+        "#...."
+        "#...."
+        "#...#"
+        ".###.",
+        /* 100 'd' */
+        "....#"
+        "....#"
+        ".##.#"
+        "#..##"
+        "#...#"
+        "#...#"
+        ".####",
+        /* 101 'e' */
+        "....."
+        "....."
+        ".###."
+        "#...#"
+        "#####"
+        "#...."
+        ".###.",
+        /* 102 'f' */
+        "..##."
+        ".#..#"
+        ".#..."
+        "###.."
+        ".#..."
+        ".#..."
+        ".#...",
+        /* 103 'g' */
+        "....."
+        "....."
+        ".####"
+        "#...#"
+        ".####"
+        "....#"
+        ".###.",
+        /* 104 'h' */
+        "#...."
+        "#...."
+        "#.##."
+        "##..#"
+        "#...#"
+        "#...#"
+        "#...#",
+        /* 105 'i' */
+        "..#.."
+        "....."
+        ".##.."
+        "..#.."
+        "..#.."
+        "..#.."
+        ".###.",
+        /* 106 'j' */
+        "...#."
+        "....."
+        "..##."
+        "...#."
+        "...#."
+        "#..#."
+        ".##..",
+        /* 107 'k' */
+        "#...."
+        "#...."
+        "#..#."
+        "#.#.."
+        "##..."
+        "#.#.."
+        "#..#.",
+        /* 108 'l' */
+        ".##.."
+        "..#.."
+        "..#.."
+        "..#.."
+        "..#.."
+        "..#.."
+        "..##.",
+        /* 109 'm' */
+        "....."
+        "....."
+        "##.#."
+        "#.#.#"
+        "#.#.#"
+        "#.#.#"
+        "#.#.#",
+        /* 110 'n' */
+        "....."
+        "....."
+        "#.##."
+        "##..#"
+        "#...#"
+        "#...#"
+        "#...#",
+        /* 111 'o' */
+        "....."
+        "....."
+        ".###."
+        "#...#"
+        "#...#"
+        "#...#"
+        ".###.",
+        /* 112 'p' */
+        "....."
+        "....."
+        "####."
+        "#...#"
+        "####."
+        "#...."
+        "#....",
+        /* 113 'q' */
+        "....."
+        "....."
+        ".####"
+        "#...#"
+        ".####"
+        "....#"
+        "....#",
+        /* 114 'r' */
+        "....."
+        "....."
+        "#.##."
+        "##..#"
+        "#...."
+        "#...."
+        "#....",
+        /* 115 's' */
+        "....."
+        "....."
+        ".####"
+        "#...."
+        ".###."
+        "....#"
+        "####.",
+        /* 116 't' */
+        ".#..."
+        ".#..."
+        "###.."
+        ".#..."
+        ".#..."
+        ".#..#"
+        "..##.",
+        /* 117 'u' */
+        "....."
+        "....."
+        "#...#"
+        "#...#"
+        "#...#"
+        "#..##"
+        ".##.#",
+        /* 118 'v' */
+        "....."
+        "....."
+        "#...#"
+        "#...#"
+        "#...#"
+        ".#.#."
+        "..#..",
+        /* 119 'w' */
+        "....."
+        "....."
+        "#...#"
+        "#...#"
+        "#.#.#"
+        "#.#.#"
+        ".#.#.",
+        /* 120 'x' */
+        "....."
+        "....."
+        "#...#"
+        ".#.#."
+        "..#.."
+        ".#.#."
+        "#...#",
+        /* 121 'y' */
+        "....."
+        "....."
+        "#...#"
+        "#...#"
+        ".####"
+        "....#"
+        ".###.",
+        /* 122 'z' */
+        "....."
+        "....."
+        "#####"
+        "...#."
+        "..#.."
+        ".#..."
+        "#####",
+        /* 123 '{' */
+        "...##"
+        "..#.."
+        "..#.."
+        ".#..."
+        "..#.."
+        "..#.."
+        "...##",
+        /* 124 '|' */
+        "..#.."
+        "..#.."
+        "..#.."
+        "..#.."
+        "..#.."
+        "..#.."
+        "..#..",
+        /* 125 '}' */
+        "##..."
+        "..#.."
+        "..#.."
+        "...#."
+        "..#.."
+        "..#.."
+        "##...",
+        /* 126 '~' */
+        "....."
+        "....."
+        ".#..."
+        "#.#.#"
+        "...#."
+        "....."
+        ".....",
     };
     if (c < 32 || c > 126) c = '?';
     return font[c - 32];
@@ -561,7 +1249,8 @@ EX_FN void ex__fill_block(float *img, int W, int H, int x, int y, int size, cons
 }
 
 /* Draws one character with its top-left corner at (x,y), each font pixel scale x scale. */
-EX_FN void ex_draw_char(float *img, int W, int H, int x, int y, int c, const float rgb[3], int scale) {
+EX_FN void ex_draw_char(float *img, int W, int H, int x, int y, int c, const float rgb[3],
+                        int scale) {
     const char *art = ex_glyph_art(c);
     int gx, gy;
     if (scale < 1) scale = 1;
@@ -602,8 +1291,10 @@ EX_FN int ex_text_width(const char *s, int scale) {
     int col = 0, best = 0;
     if (scale < 1) scale = 1;
     for (; s && *s; s++) {
-        if (*s == '\n') col = 0;
-        else if (++col > best) best = col;
+        if (*s == '\n')
+            col = 0;
+        else if (++col > best)
+            best = col;
     }
     return best > 0 ? (best * EX_CELL_W - 1) * scale : 0;
 }
@@ -635,32 +1326,32 @@ EX_FN int ex_text_width(const char *s, int scale) {
  * ex_page_generate_ex takes another cap (1..EX_PAGE_TEXT_CAP-1; 0 = the default).
  * ==================================================================================== */
 
-#define EX_PAGE_MIN_SIZE 48
-#define EX_PAGE_MAX_SIZE 256
-#define EX_PAGE_TEXT_CAP 2048
-#define EX_PAGE_MAX_LINES 32
+#define EX_PAGE_MIN_SIZE    48
+#define EX_PAGE_MAX_SIZE    256
+#define EX_PAGE_TEXT_CAP    2048
+#define EX_PAGE_MAX_LINES   32
 #define EX_PAGE_MAX_DENSITY 3
 
 typedef struct ex_page {
     int W, H, density;
-    int cols, rows;                    /* character grid */
-    int ox, oy;                        /* pixel position of the grid's top-left cell */
-    int first_row;                     /* grid row of the first text line */
+    int cols, rows; /* character grid */
+    int ox, oy;     /* pixel position of the grid's top-left cell */
+    int first_row;  /* grid row of the first text line */
     int n_lines;
     int line_start[EX_PAGE_MAX_LINES]; /* offset of each line in text[] */
     int line_len[EX_PAGE_MAX_LINES];
-    int line_dx[EX_PAGE_MAX_LINES];    /* per-line shift in pixels, 0..1 */
-    int line_dy[EX_PAGE_MAX_LINES];    /* 0..1, the same for all lines */
+    int line_dx[EX_PAGE_MAX_LINES]; /* per-line shift in pixels, 0..1 */
+    int line_dy[EX_PAGE_MAX_LINES]; /* 0..1, the same for all lines */
     float paper[3], ink[3];
-    float noise;                       /* std of the per-pixel noise */
+    float noise; /* std of the per-pixel noise */
     uint64_t noise_seed;
-    int len;                           /* strlen(text) */
-    char text[EX_PAGE_TEXT_CAP];       /* ground-truth transcription */
+    int len;                     /* strlen(text) */
+    char text[EX_PAGE_TEXT_CAP]; /* ground-truth transcription */
 } ex_page;
 
 /* Default transcription cap of a density (see above). */
 EX_FN int ex_page_default_max_chars(int density) {
-    static const int caps[EX_PAGE_MAX_DENSITY + 1] = {12, 24, 56, 88};
+    static const int caps[EX_PAGE_MAX_DENSITY + 1] = { 12, 24, 56, 88 };
     if (density < 0) density = 0;
     if (density > EX_PAGE_MAX_DENSITY) density = EX_PAGE_MAX_DENSITY;
     return caps[density];
@@ -669,24 +1360,27 @@ EX_FN int ex_page_default_max_chars(int density) {
 /* A random token of at most max_len characters into buf; returns its length. */
 EX_FN int ex__page_token(ex_rng *r, int max_len, char *buf) {
     static const char *const words[] = {
-        "the", "cat", "map", "red", "box", "sun", "ink", "pen", "cup", "key", "hat", "egg",
-        "owl", "ice", "jam", "fox", "zip", "sky", "bus", "log", "net", "oak", "row", "dew",
-        "data", "line", "page", "text", "read", "word", "code", "file", "note", "blue",
-        "tree", "road", "fish", "bird", "milk", "rain", "star", "moon", "door", "lamp",
-        "book", "quiz", "gold", "wave", "hill", "kite", "yarn", "vase", "jump", "grid",
-        "oval", "zero", "dune", "wolf", "lucky", "plant", "river", "stone", "paper", "apple",
-        "quick", "brown", "light", "north", "south", "table", "chair", "green", "seven",
-        "eight", "cloud", "vivid", "zebra", "jelly", "mango", "pixel", "badge", "yellow",
-        "window", "garden", "silver", "rocket", "forest", "bridge", "violet", "winter",
-        "orange", "puzzle", "anchor", "jungle", "harbor", "oxygen", "fizzy",
-        "to", "of", "in", "on", "at", "by", "up", "we", "is", "go", "no", "ox",
+        "the",    "cat",    "map",    "red",    "box",    "sun",    "ink",    "pen",    "cup",
+        "key",    "hat",    "egg",    "owl",    "ice",    "jam",    "fox",    "zip",    "sky",
+        "bus",    "log",    "net",    "oak",    "row",    "dew",    "data",   "line",   "page",
+        "text",   "read",   "word",   "code",   "file",   "note",   "blue",   "tree",   "road",
+        "fish",   "bird",   "milk",   "rain",   "star",   "moon",   "door",   "lamp",   "book",
+        "quiz",   "gold",   "wave",   "hill",   "kite",   "yarn",   "vase",   "jump",   "grid",
+        "oval",   "zero",   "dune",   "wolf",   "lucky",  "plant",  "river",  "stone",  "paper",
+        "apple",  "quick",  "brown",  "light",  "north",  "south",  "table",  "chair",  "green",
+        "seven",  "eight",  "cloud",  "vivid",  "zebra",  "jelly",  "mango",  "pixel",  "badge",
+        "yellow", "window", "garden", "silver", "rocket", "forest", "bridge", "violet", "winter",
+        "orange", "puzzle", "anchor", "jungle", "harbor", "oxygen", "fizzy",  "to",     "of",
+        "in",     "on",     "at",     "by",     "up",     "we",     "is",     "go",     "no",
+        "ox",
     };
     const int n_words = (int)(sizeof words / sizeof words[0]);
     int tries, len, i;
     if (max_len < 1) return 0;
     if (ex_rng_int(r, 0, 9) == 0) { /* a number, no leading zero */
         len = ex_rng_int(r, 1, max_len < 4 ? max_len : 4);
-        for (i = 0; i < len; i++) buf[i] = (char)('0' + ex_rng_int(r, i == 0 && len > 1 ? 1 : 0, 9));
+        for (i = 0; i < len; i++)
+            buf[i] = (char)('0' + ex_rng_int(r, i == 0 && len > 1 ? 1 : 0, 9));
         buf[len] = '\0';
         return len;
     }
@@ -724,10 +1418,27 @@ EX_FN int ex_page_generate_ex(ex_rng *r, int W, int H, int density, int max_char
     p->oy = (H - p->rows * EX_CELL_H) / 2;
     word_len_max = 6;
     switch (density) {
-    case 0: nl = 1; wmin = 1; wmax = 2; word_len_max = 4; break;
-    case 1: nl = 2; wmin = 1; wmax = 2; break;
-    case 2: nl = p->rows / 2 + 1; wmin = 1; wmax = 3; break;
-    default: nl = p->rows; wmin = p->cols; wmax = p->cols; break; /* fill */
+    case 0:
+        nl = 1;
+        wmin = 1;
+        wmax = 2;
+        word_len_max = 4;
+        break;
+    case 1:
+        nl = 2;
+        wmin = 1;
+        wmax = 2;
+        break;
+    case 2:
+        nl = p->rows / 2 + 1;
+        wmin = 1;
+        wmax = 3;
+        break;
+    default:
+        nl = p->rows;
+        wmin = p->cols;
+        wmax = p->cols;
+        break; /* fill */
     }
     if (nl > p->rows) nl = p->rows;
     p->first_row = density == EX_PAGE_MAX_DENSITY ? 0 : ex_rng_int(r, 0, p->rows - nl);
@@ -747,8 +1458,10 @@ EX_FN int ex_page_generate_ex(ex_rng *r, int W, int H, int density, int max_char
                 if (lim < 1) break;
                 L = ex__page_token(r, lim, tok);
                 if (L < 1) break;
-                if (line_len == 0 && sep) p->text[p->len++] = '\n';
-                else if (line_len > 0) p->text[p->len++] = ' ';
+                if (line_len == 0 && sep)
+                    p->text[p->len++] = '\n';
+                else if (line_len > 0)
+                    p->text[p->len++] = ' ';
                 memcpy(p->text + p->len, tok, (size_t)L);
                 p->len += L;
                 line_len += (line_len > 0 ? 1 : 0) + L;
@@ -782,7 +1495,8 @@ EX_FN int ex_page_generate(ex_rng *r, int W, int H, int density, ex_page *out) {
 EX_FN int ex_page_from_index(uint64_t seed_base, uint64_t index, int W, int H, int density,
                              ex_page *out) {
     ex_rng r;
-    ex_rng_seed(&r, ex_hash64(seed_base ^ (0x5851F42D4C957F2Dull * (uint64_t)(density + 1)), index));
+    ex_rng_seed(&r,
+                ex_hash64(seed_base ^ (0x5851F42D4C957F2Dull * (uint64_t)(density + 1)), index));
     return ex_page_generate(&r, W, H, density, out);
 }
 
@@ -869,7 +1583,7 @@ EX_FN void ex__put_be32(unsigned char *p, uint32_t v) {
  * (uncompressed) deflate blocks. Returns a malloc'd buffer (free() it) and its length in
  * *out_len, or NULL on bad arguments / out of memory. */
 EX_FN unsigned char *ex_png_encode(const float *img, int W, int H, size_t *out_len) {
-    static const unsigned char sig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
+    static const unsigned char sig[8] = { 137, 80, 78, 71, 13, 10, 26, 10 };
     size_t row, raw_len, n_blocks, z_len, total, i, pos, off;
     unsigned char *png, *raw, *z;
     int x, y;
@@ -975,12 +1689,21 @@ EX_FN void ex_upscale(const float *img, int W, int H, int factor, float *out) {
 
 /* Outline of a normalized box [x1,y1,x2,y2] (the pixels it covers), `thickness` pixels
  * drawn inwards, clipped to the image. Reversed corners are swapped; NaN draws nothing. */
-EX_FN void ex_draw_rect(float *img, int W, int H, const float box[4], const float rgb[3], int thickness) {
+EX_FN void ex_draw_rect(float *img, int W, int H, const float box[4], const float rgb[3],
+                        int thickness) {
     double fx0 = box[0], fy0 = box[1], fx1 = box[2], fy1 = box[3], t;
     int x0, y0, x1, y1, x, y;
     if (!(fx0 == fx0 && fy0 == fy0 && fx1 == fx1 && fy1 == fy1)) return;
-    if (fx0 > fx1) { t = fx0; fx0 = fx1; fx1 = t; }
-    if (fy0 > fy1) { t = fy0; fy0 = fy1; fy1 = t; }
+    if (fx0 > fx1) {
+        t = fx0;
+        fx0 = fx1;
+        fx1 = t;
+    }
+    if (fy0 > fy1) {
+        t = fy0;
+        fy0 = fy1;
+        fy1 = t;
+    }
     if (fx1 < 0 || fy1 < 0 || fx0 > 1 || fy0 > 1) return;
     if (fx0 < 0) fx0 = 0;
     if (fy0 < 0) fy0 = 0;
@@ -997,7 +1720,8 @@ EX_FN void ex_draw_rect(float *img, int W, int H, const float box[4], const floa
     if (y1 >= H) y1 = H - 1;
     for (y = y0; y <= y1; y++)
         for (x = x0; x <= x1; x++) {
-            if (x - x0 < thickness || x1 - x < thickness || y - y0 < thickness || y1 - y < thickness) {
+            if (x - x0 < thickness || x1 - x < thickness || y - y0 < thickness ||
+                y1 - y < thickness) {
                 float *p = img + ((size_t)y * (size_t)W + (size_t)x) * 3;
                 p[0] = rgb[0];
                 p[1] = rgb[1];
@@ -1009,13 +1733,13 @@ EX_FN void ex_draw_rect(float *img, int W, int H, const float box[4], const floa
 /* Layout of an image grid: tiles left to right, top to bottom, each zoomed, with
  * label_lines lines of text under it ('\n' separates lines; text is clipped to the tile). */
 typedef struct ex_grid {
-    int cols;          /* tiles per row */
-    int margin;        /* pixels around and between tiles */
-    int zoom;          /* nearest-neighbour zoom of each tile */
-    int label_lines;   /* text lines reserved under each tile (0: no labels) */
-    int label_scale;   /* font scale of the labels */
-    float bg[3];       /* canvas colour */
-    float fg[3];       /* label colour */
+    int cols;        /* tiles per row */
+    int margin;      /* pixels around and between tiles */
+    int zoom;        /* nearest-neighbour zoom of each tile */
+    int label_lines; /* text lines reserved under each tile (0: no labels) */
+    int label_scale; /* font scale of the labels */
+    float bg[3];     /* canvas colour */
+    float fg[3];     /* label colour */
 } ex_grid;
 
 EX_FN ex_grid ex_grid_default(void) {
@@ -1075,7 +1799,8 @@ EX_FN int ex_grid_compose(const ex_grid *opts, int n, const float *const *imgs, 
                 for (x = 0; x < W * g.zoom; x++)
                     for (c = 0; c < 3; c++)
                         out[((size_t)(ty + y) * (size_t)OW + (size_t)(tx + x)) * 3 + (size_t)c] =
-                            imgs[i][((size_t)(y / g.zoom) * (size_t)W + (size_t)(x / g.zoom)) * 3 + (size_t)c];
+                            imgs[i][((size_t)(y / g.zoom) * (size_t)W + (size_t)(x / g.zoom)) * 3 +
+                                    (size_t)c];
         if (labels && labels[i] && g.label_lines > 0) {
             int max_cols = (W * g.zoom + g.label_scale) / (EX_CELL_W * g.label_scale);
             ex__draw_text_limited(out, OW, OH, tx, ty + H * g.zoom + 2, labels[i], g.fg,
@@ -1111,10 +1836,10 @@ EX_FN int ex_grid_write_png(const char *path, const ex_grid *opts, int n, const 
 typedef struct ex_plot_panel {
     const char *title, *xlabel, *ylabel;
     int n_series;
-    const char *const *names;  /* n_series legend entries (NULL: "series k") */
-    const float *const *xs;    /* n_series arrays, or NULL */
-    const float *const *ys;    /* n_series arrays */
-    const int *counts;         /* points per series */
+    const char *const *names; /* n_series legend entries (NULL: "series k") */
+    const float *const *xs;   /* n_series arrays, or NULL */
+    const float *const *ys;   /* n_series arrays */
+    const int *counts;        /* points per series */
 } ex_plot_panel;
 
 EX_FN void ex__xml_text(FILE *f, const char *s) {
@@ -1144,7 +1869,10 @@ EX_FN double ex__nice_step(double range, int target) {
 /* Axis range [lo,hi] snapped to the step, from the data range (NaN: nothing seen). */
 EX_FN void ex__axis_range(double mn, double mx, double *lo, double *hi, double *step) {
     double pad;
-    if (!(mn <= mx)) { mn = 0; mx = 1; }
+    if (!(mn <= mx)) {
+        mn = 0;
+        mx = 1;
+    }
     if (mx - mn <= 1e-12 * (fabs(mn) + fabs(mx)) || mx == mn) {
         pad = fabs(mn) > 0 ? 0.1 * fabs(mn) : 1.0;
         mn -= pad;
@@ -1172,8 +1900,8 @@ EX_FN void ex__tick_label(char *buf, size_t cap, double v, double step) {
 #define EX_PANEL_H 340
 
 EX_FN void ex__svg_panel(FILE *f, const ex_plot_panel *p, int ox, int oy) {
-    static const char *const colors[8] = {"#2565ae", "#e0601b", "#2e9b48", "#c8293c",
-                                          "#7b4fc9", "#12939a", "#b58a00", "#5f6670"};
+    static const char *const colors[8] = { "#2565ae", "#e0601b", "#2e9b48", "#c8293c",
+                                           "#7b4fc9", "#12939a", "#b58a00", "#5f6670" };
     const int L = 72, T = 36, PW = 330, PH = 240; /* plot area inside the panel */
     double xmn = NAN, xmx = NAN, ymn = NAN, ymx = NAN, xlo, xhi, xst, ylo, yhi, yst, v;
     int s, i, first;
@@ -1196,8 +1924,10 @@ EX_FN void ex__svg_panel(FILE *f, const ex_plot_panel *p, int ox, int oy) {
     ex__axis_range(ymn, ymx, &ylo, &yhi, &yst);
     fprintf(f, "<g transform=\"translate(%d,%d)\">\n", ox, oy);
     if (p->title) {
-        fprintf(f, "<text x=\"%d\" y=\"22\" text-anchor=\"middle\" font-size=\"15\" "
-                   "font-weight=\"bold\">", L + PW / 2);
+        fprintf(f,
+                "<text x=\"%d\" y=\"22\" text-anchor=\"middle\" font-size=\"15\" "
+                "font-weight=\"bold\">",
+                L + PW / 2);
         ex__xml_text(f, p->title);
         fputs("</text>\n", f);
     }
@@ -1205,24 +1935,25 @@ EX_FN void ex__svg_panel(FILE *f, const ex_plot_panel *p, int ox, int oy) {
     for (v = xlo; v <= xhi + 0.5 * xst; v += xst) {
         double px = L + (v - xlo) / (xhi - xlo) * PW;
         ex__tick_label(buf, sizeof buf, v, xst);
-        fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#e6e6e6\"/>\n", px, T,
-                px, T + PH);
+        fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#e6e6e6\"/>\n", px,
+                T, px, T + PH);
         fprintf(f, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"#333\"/>\n", px,
                 T + PH, px, T + PH + 5);
-        fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"11\">%s</text>\n", px,
-                T + PH + 18, buf);
+        fprintf(f, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\" font-size=\"11\">%s</text>\n",
+                px, T + PH + 18, buf);
     }
     for (v = ylo; v <= yhi + 0.5 * yst; v += yst) {
         double py = T + PH - (v - ylo) / (yhi - ylo) * PH;
         ex__tick_label(buf, sizeof buf, v, yst);
-        fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#e6e6e6\"/>\n", L, py,
-                L + PW, py);
-        fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#333\"/>\n", L - 5, py,
-                L, py);
-        fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\" font-size=\"11\">%s</text>\n", L - 8,
-                py + 4, buf);
+        fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#e6e6e6\"/>\n", L,
+                py, L + PW, py);
+        fprintf(f, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#333\"/>\n", L - 5,
+                py, L, py);
+        fprintf(f, "<text x=\"%d\" y=\"%.1f\" text-anchor=\"end\" font-size=\"11\">%s</text>\n",
+                L - 8, py + 4, buf);
     }
-    fprintf(f, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#333\"/>\n",
+    fprintf(f,
+            "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"none\" stroke=\"#333\"/>\n",
             L, T, PW, PH);
     if (p->xlabel) {
         fprintf(f, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" font-size=\"13\">", L + PW / 2,
@@ -1231,8 +1962,10 @@ EX_FN void ex__svg_panel(FILE *f, const ex_plot_panel *p, int ox, int oy) {
         fputs("</text>\n", f);
     }
     if (p->ylabel) {
-        fprintf(f, "<text transform=\"translate(%d,%d) rotate(-90)\" text-anchor=\"middle\" "
-                   "font-size=\"13\">", 18, T + PH / 2);
+        fprintf(f,
+                "<text transform=\"translate(%d,%d) rotate(-90)\" text-anchor=\"middle\" "
+                "font-size=\"13\">",
+                18, T + PH / 2);
         ex__xml_text(f, p->ylabel);
         fputs("</text>\n", f);
     }
@@ -1244,12 +1977,17 @@ EX_FN void ex__svg_panel(FILE *f, const ex_plot_panel *p, int ox, int oy) {
         const char *col = colors[s % 8];
         const char *dash = s >= 8 ? " stroke-dasharray=\"6,3\"" : "";
         if (ys && n > 0) {
-            fprintf(f, "<path fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s "
-                       "stroke-linejoin=\"round\" d=\"", col, dash);
+            fprintf(f,
+                    "<path fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s "
+                    "stroke-linejoin=\"round\" d=\"",
+                    col, dash);
             first = 1;
             for (i = 0; i < n; i++) {
                 double x = xs ? xs[i] : i, y = ys[i];
-                if (!isfinite(x) || !isfinite(y)) { first = 1; continue; }
+                if (!isfinite(x) || !isfinite(y)) {
+                    first = 1;
+                    continue;
+                }
                 fprintf(f, "%s%.2f %.2f", first ? (i ? " M" : "M") : " L",
                         L + (x - xlo) / (xhi - xlo) * PW, T + PH - (y - ylo) / (yhi - ylo) * PH);
                 first = 0;
@@ -1260,32 +1998,41 @@ EX_FN void ex__svg_panel(FILE *f, const ex_plot_panel *p, int ox, int oy) {
                     double x = xs ? xs[i] : i, y = ys[i];
                     if (!isfinite(x) || !isfinite(y)) continue;
                     fprintf(f, "<circle cx=\"%.2f\" cy=\"%.2f\" r=\"3\" fill=\"%s\"/>\n",
-                            L + (x - xlo) / (xhi - xlo) * PW, T + PH - (y - ylo) / (yhi - ylo) * PH, col);
+                            L + (x - xlo) / (xhi - xlo) * PW, T + PH - (y - ylo) / (yhi - ylo) * PH,
+                            col);
                 }
         }
         /* legend entry */
-        fprintf(f, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"2\"%s/>\n",
-                L + PW + 14, ly, L + PW + 38, ly, col, dash);
+        fprintf(
+            f,
+            "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"2\"%s/>\n",
+            L + PW + 14, ly, L + PW + 38, ly, col, dash);
         fprintf(f, "<text x=\"%d\" y=\"%d\" font-size=\"12\">", L + PW + 44, ly + 4);
-        if (p->names && p->names[s]) ex__xml_text(f, p->names[s]);
-        else fprintf(f, "series %d", s + 1);
+        if (p->names && p->names[s])
+            ex__xml_text(f, p->names[s]);
+        else
+            fprintf(f, "series %d", s + 1);
         fputs("</text>\n", f);
     }
     fputs("</g>\n", f);
 }
 
 /* Writes panels side by side to an open stream. Returns 0, or nonzero on error. */
-EX_FN int ex_svg_plot_panels_file(FILE *f, const char *title, int n_panels, const ex_plot_panel *panels) {
+EX_FN int ex_svg_plot_panels_file(FILE *f, const char *title, int n_panels,
+                                  const ex_plot_panel *panels) {
     int i, top = title ? 30 : 0;
     if (!f || n_panels < 1 || !panels) return 1;
-    fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-               "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
-               "viewBox=\"0 0 %d %d\" font-family=\"Helvetica, Arial, sans-serif\">\n",
+    fprintf(f,
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+            "viewBox=\"0 0 %d %d\" font-family=\"Helvetica, Arial, sans-serif\">\n",
             n_panels * EX_PANEL_W, EX_PANEL_H + top, n_panels * EX_PANEL_W, EX_PANEL_H + top);
     fputs("<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n", f);
     if (title) {
-        fprintf(f, "<text x=\"%d\" y=\"22\" text-anchor=\"middle\" font-size=\"17\" "
-                   "font-weight=\"bold\">", n_panels * EX_PANEL_W / 2);
+        fprintf(f,
+                "<text x=\"%d\" y=\"22\" text-anchor=\"middle\" font-size=\"17\" "
+                "font-weight=\"bold\">",
+                n_panels * EX_PANEL_W / 2);
         ex__xml_text(f, title);
         fputs("</text>\n", f);
     }
@@ -1294,7 +2041,8 @@ EX_FN int ex_svg_plot_panels_file(FILE *f, const char *title, int n_panels, cons
     return ferror(f) ? 2 : 0;
 }
 
-EX_FN int ex_svg_plot_panels(const char *path, const char *title, int n_panels, const ex_plot_panel *panels) {
+EX_FN int ex_svg_plot_panels(const char *path, const char *title, int n_panels,
+                             const ex_plot_panel *panels) {
     FILE *f;
     int err;
     if (!path) return 1;
@@ -1339,8 +2087,8 @@ typedef struct ex_json {
     int depth;
     int after_key;
     int err;
-    int count[EX_JSON_MAX_DEPTH];     /* values written at each depth */
-    char kind[EX_JSON_MAX_DEPTH];     /* '{' or '[' */
+    int count[EX_JSON_MAX_DEPTH]; /* values written at each depth */
+    char kind[EX_JSON_MAX_DEPTH]; /* '{' or '[' */
     char multiline[EX_JSON_MAX_DEPTH];
 } ex_json;
 
@@ -1374,8 +2122,10 @@ EX_FN int ex__json_pre(ex_json *j, int container) {
     }
     if (j->count[d] > 0) fputc(',', j->f);
     if (container) j->multiline[d] = 1;
-    if (j->multiline[d]) ex__json_newline(j, d);
-    else if (j->count[d] > 0) fputc(' ', j->f);
+    if (j->multiline[d])
+        ex__json_newline(j, d);
+    else if (j->count[d] > 0)
+        fputc(' ', j->f);
     j->count[d]++;
     return 0;
 }
@@ -1393,8 +2143,10 @@ EX_FN void ex__json_str(FILE *f, const char *s) {
         case '\b': fputs("\\b", f); break;
         case '\f': fputs("\\f", f); break;
         default:
-            if (c < 0x20) fprintf(f, "\\u%04x", (unsigned)c);
-            else fputc((int)c, f);
+            if (c < 0x20)
+                fprintf(f, "\\u%04x", (unsigned)c);
+            else
+                fputc((int)c, f);
         }
     }
     fputc('"', f);
@@ -1450,14 +2202,18 @@ EX_FN void ex_json_null(ex_json *j) {
 
 EX_FN void ex_json_string(ex_json *j, const char *s) {
     if (ex__json_pre(j, 0)) return;
-    if (s) ex__json_str(j->f, s);
-    else fputs("null", j->f);
+    if (s)
+        ex__json_str(j->f, s);
+    else
+        fputs("null", j->f);
 }
 
 EX_FN void ex_json_number(ex_json *j, double v) {
     if (ex__json_pre(j, 0)) return;
-    if (isfinite(v)) fprintf(j->f, "%.6g", v);
-    else fputs("null", j->f);
+    if (isfinite(v))
+        fprintf(j->f, "%.6g", v);
+    else
+        fputs("null", j->f);
 }
 
 EX_FN void ex_json_int(ex_json *j, long long v) {
@@ -1468,10 +2224,22 @@ EX_FN void ex_json_bool(ex_json *j, int v) {
     if (!ex__json_pre(j, 0)) fputs(v ? "true" : "false", j->f);
 }
 
-EX_FN void ex_json_kv_string(ex_json *j, const char *k, const char *s) { ex_json_key(j, k); ex_json_string(j, s); }
-EX_FN void ex_json_kv_number(ex_json *j, const char *k, double v) { ex_json_key(j, k); ex_json_number(j, v); }
-EX_FN void ex_json_kv_int(ex_json *j, const char *k, long long v) { ex_json_key(j, k); ex_json_int(j, v); }
-EX_FN void ex_json_kv_bool(ex_json *j, const char *k, int v) { ex_json_key(j, k); ex_json_bool(j, v); }
+EX_FN void ex_json_kv_string(ex_json *j, const char *k, const char *s) {
+    ex_json_key(j, k);
+    ex_json_string(j, s);
+}
+EX_FN void ex_json_kv_number(ex_json *j, const char *k, double v) {
+    ex_json_key(j, k);
+    ex_json_number(j, v);
+}
+EX_FN void ex_json_kv_int(ex_json *j, const char *k, long long v) {
+    ex_json_key(j, k);
+    ex_json_int(j, v);
+}
+EX_FN void ex_json_kv_bool(ex_json *j, const char *k, int v) {
+    ex_json_key(j, k);
+    ex_json_bool(j, v);
+}
 
 /* An array of n floats as the value of key k (k == NULL: a plain value, e.g. inside an array). */
 EX_FN void ex_json_kv_floats(ex_json *j, const char *k, const float *v, int n) {
@@ -1508,8 +2276,10 @@ EX_FN const char *ex_arg_str(int argc, char *const *argv, const char *name, cons
     const char *found = def, *v;
     int i;
     for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], name) == 0 && i + 1 < argc) found = argv[++i];
-        else if ((v = ex__arg_value(argv[i], name)) != NULL) found = v;
+        if (strcmp(argv[i], name) == 0 && i + 1 < argc)
+            found = argv[++i];
+        else if ((v = ex__arg_value(argv[i], name)) != NULL)
+            found = v;
     }
     return found;
 }

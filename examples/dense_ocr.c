@@ -18,41 +18,69 @@
 #include "common.h"
 #include "pipeline.h"
 
-#define IMG_W 60      /* pages are IMG_W x IMG_H RGB: 10 x 8 character cells of 6 x 8 pixels, */
-#define IMG_H 64      /* no margin, so each 6 x 8 patch of the model sees one character */
-#define N_DENSITY 4   /* densities 0..3; page i of a split has density i % 4 */
-#define MAX_CHARS 88  /* the densest page's transcription (common.h's default cap; a full page
+#define IMG_W     60 /* pages are IMG_W x IMG_H RGB: 10 x 8 character cells of 6 x 8 pixels, */
+#define IMG_H     64 /* no margin, so each 6 x 8 patch of the model sees one character */
+#define N_DENSITY 4  /* densities 0..3; page i of a split has density i % 4 */
+#define MAX_CHARS                                                                                  \
+    88              /* the densest page's transcription (common.h's default cap; a full page
                          holds at most 87 with its newlines) */
-#define MAX_TEXT 94   /* BOS + prompt + SEP + 88 characters + EOS */
+#define MAX_TEXT 94 /* BOS + prompt + SEP + 88 characters + EOS */
 #define TEXT_CAP 96
-#define PROMPT "read"
+#define PROMPT   "read"
 
 static void set_defaults(options *o) {
-    o->description = "PerPO on synthetic dense OCR: from the pretrained SFT model, the control (SFT continued),\n"
-                     "DPO and PerPO on the same sampled lists (reward 1 - normalized edit distance), evaluated on\n"
+    o->description = "PerPO on synthetic dense OCR: from the pretrained SFT model, the control "
+                     "(SFT continued),\n"
+                     "DPO and PerPO on the same sampled lists (reward 1 - normalized edit "
+                     "distance), evaluated on\n"
                      "held-out pages.";
     o->max_batch = 32;
-    o->seed = 1; o->test_seed = 555; o->seeds = 1;
-    o->n_samples = 5; o->pref_steps = 100; o->rounds = 1; o->accum = 1; /* N = 5 as in the paper */
-    o->n_pref = 320; o->n_test = 1000; o->bon_test = 300;
-    o->threads = 0; o->batch = 32; o->lists_per_step = 6; o->verbose = 1;
+    o->seed = 1;
+    o->test_seed = 555;
+    o->seeds = 1;
+    o->n_samples = 5;
+    o->pref_steps = 100;
+    o->rounds = 1;
+    o->accum = 1; /* N = 5 as in the paper */
+    o->n_pref = 320;
+    o->n_test = 1000;
+    o->bon_test = 300;
+    o->threads = 0;
+    o->batch = 32;
+    o->lists_per_step = 6;
+    o->verbose = 1;
     /* the paper's objective (beta 0.1, summed log-probs, no NLL term) at the learning rate that
        did least harm in the search on tuning seed 1002 (README, "What we learned";
        examples/results/dense_ocr_search.jsonl): from a reader this good, every larger step of
        DPO or PerPO raised the edit distance */
-    o->beta = 0.1; o->gamma = 0.5; o->temperature = 1.0; o->top_p = 0.8; o->margin = 0.04;
-    o->nll = 0.0; o->mean_logp = 0;
+    o->beta = 0.1;
+    o->gamma = 0.5;
+    o->temperature = 1.0;
+    o->top_p = 0.8;
+    o->margin = 0.04;
+    o->nll = 0.0;
+    o->mean_logp = 0;
     o->pref_lr = 1e-6;
-    o->objective = "dpo,perpo"; o->out = "results/dense_ocr"; o->data = NULL;
+    o->objective = "dpo,perpo";
+    o->out = "results/dense_ocr";
+    o->data = NULL;
     o->sft_ckpt = "examples/models/dense_ocr_sft.ckpt";
-    o->sft_steps = 300; o->sft_lr = 1e-4; o->from_scratch = 0;
-    o->pretrain = 0; o->n_val = 1000; o->val_seed = 556; o->save_every = 250; o->sft_warmup = 100;
+    o->sft_steps = 300;
+    o->sft_lr = 1e-4;
+    o->from_scratch = 0;
+    o->pretrain = 0;
+    o->n_val = 1000;
+    o->val_seed = 556;
+    o->save_every = 250;
+    o->sft_warmup = 100;
 }
 
 static perpo_config model_config(void) {
     perpo_config c = perpo_config_default(); /* width 128, 2 vision + 4 decoder blocks */
-    c.image_h = IMG_H; c.image_w = IMG_W;
-    c.patch_h = 8; c.patch_w = 6; /* one character cell per patch: 80 vision tokens */
+    c.image_h = IMG_H;
+    c.image_w = IMG_W;
+    c.patch_h = 8;
+    c.patch_w = 6; /* one character cell per patch: 80 vision tokens */
     c.max_text = MAX_TEXT;
     c.max_batch = 32;
     c.pos_channels = 1;
@@ -62,10 +90,12 @@ static perpo_config model_config(void) {
 
 /* ---- Data, reward, metrics ------------------------------------------------------------------ */
 /* Page `index` of a split has density index % 4. */
-static int page_make(uint64_t base, uint64_t index, float *image, char *prompt, char *answer, int *group) {
+static int page_make(uint64_t base, uint64_t index, float *image, char *prompt, char *answer,
+                     int *group) {
     ex_page page;
     int density = (int)(index % N_DENSITY);
-    if (ex_page_from_index(base, index, IMG_W, IMG_H, density, &page) != 0 || page.len > MAX_CHARS) return -1;
+    if (ex_page_from_index(base, index, IMG_W, IMG_H, density, &page) != 0 || page.len > MAX_CHARS)
+        return -1;
     ex_page_render(&page, image);
     memcpy(answer, page.text, (size_t)page.len + 1);
     snprintf(prompt, TEXT_CAP, "%s", PROMPT);
@@ -86,19 +116,35 @@ static float ocr_reward(const char *response, size_t len, const char *answer) {
 }
 
 /* Overall metrics, then the edit distance and F1 at each density. */
-enum { M_NED, M_F1, M_PREC, M_REC, M_BLEU, M_NED_D0, M_F1_D0 = M_NED_D0 + N_DENSITY, N_METRICS = M_F1_D0 + N_DENSITY };
-static void ocr_score(const char *response, size_t len, const char *answer, int group, double *sum, double *weight) {
+enum {
+    M_NED,
+    M_F1,
+    M_PREC,
+    M_REC,
+    M_BLEU,
+    M_NED_D0,
+    M_F1_D0 = M_NED_D0 + N_DENSITY,
+    N_METRICS = M_F1_D0 + N_DENSITY
+};
+static void ocr_score(const char *response, size_t len, const char *answer, int group, double *sum,
+                      double *weight) {
     perpo_ocr_scores s;
     int k;
     if (perpo_ocr_score(response, len, answer, strlen(answer), &s, NULL) != PERPO_OK) {
-        s.edit_distance = 1.0f; s.f1 = s.precision = s.recall = s.bleu = 0.0f;
+        s.edit_distance = 1.0f;
+        s.f1 = s.precision = s.recall = s.bleu = 0.0f;
     }
-    sum[M_NED] += s.edit_distance; sum[M_F1] += s.f1; sum[M_PREC] += s.precision; sum[M_REC] += s.recall;
+    sum[M_NED] += s.edit_distance;
+    sum[M_F1] += s.f1;
+    sum[M_PREC] += s.precision;
+    sum[M_REC] += s.recall;
     sum[M_BLEU] += s.bleu;
     for (k = M_NED; k <= M_BLEU; k++) weight[k] += 1;
     if (group >= 0 && group < N_DENSITY) {
-        sum[M_NED_D0 + group] += s.edit_distance; weight[M_NED_D0 + group] += 1;
-        sum[M_F1_D0 + group] += s.f1; weight[M_F1_D0 + group] += 1;
+        sum[M_NED_D0 + group] += s.edit_distance;
+        weight[M_NED_D0 + group] += 1;
+        sum[M_F1_D0 + group] += s.f1;
+        weight[M_F1_D0 + group] += 1;
     }
 }
 
@@ -107,9 +153,11 @@ static const char *ocr_check(const char *answer) {
 }
 
 /* Test pages (zoomed) with the true, SFT and PerPO transcriptions under each. */
-static int write_picture(const char *path, const dataset *test, const char *sft_text, const char *perpo_text) {
+static int write_picture(const char *path, const dataset *test, const char *sft_text,
+                         const char *perpo_text) {
     enum { N_SHOW = 8, ZOOM = 3 };
-    static float page[IMG_W * ZOOM * IMG_H * ZOOM * 3], tiles[N_SHOW][2 * IMG_W * ZOOM * IMG_H * ZOOM * 3];
+    static float page[IMG_W * ZOOM * IMG_H * ZOOM * 3],
+        tiles[N_SHOW][2 * IMG_W * ZOOM * IMG_H * ZOOM * 3];
     static char labels[N_SHOW][3 * (TEXT_CAP + 8)];
     const float *ptr[N_SHOW];
     const char *lab[N_SHOW];
@@ -123,7 +171,8 @@ static int write_picture(const char *path, const dataset *test, const char *sft_
         snprintf(t[1], TEXT_CAP, "%s", sft_text + (size_t)i * test->cap);
         snprintf(t[2], TEXT_CAP, "%s", perpo_text ? perpo_text + (size_t)i * test->cap : "");
         for (k = 0; k < 3; k++)
-            for (c = 0; t[k][c]; c++) if (t[k][c] == '\n') t[k][c] = '|';
+            for (c = 0; t[k][c]; c++)
+                if (t[k][c] == '\n') t[k][c] = '|';
         snprintf(labels[i], sizeof labels[i], "true: %s\nSFT:  %s\nPerPO:%s", t[0], t[1], t[2]);
         { /* the page on the left half of a tile twice as wide, so the labels have room */
             int y;
@@ -137,37 +186,58 @@ static int write_picture(const char *path, const dataset *test, const char *sft_
         ptr[i] = tiles[i];
         lab[i] = labels[i];
     }
-    g.cols = 2; g.zoom = 1; g.label_lines = 3; g.label_scale = 1; g.margin = 10;
+    g.cols = 2;
+    g.zoom = 1;
+    g.label_lines = 3;
+    g.label_scale = 1;
+    g.margin = 10;
     return ex_grid_write_png(path, &g, n, ptr, IMG_W * ZOOM * 2, IMG_H * ZOOM, lab) == 0 ? 0 : 1;
 }
 
 int main(int argc, char **argv) {
-    static const char *ned_key[N_DENSITY] = {"edit_distance_d0", "edit_distance_d1", "edit_distance_d2", "edit_distance_d3"};
-    static const char *ned_head[N_DENSITY] = {"ED d0", "ED d1", "ED d2", "ED d3"};
-    static const char *f1_key[N_DENSITY] = {"f1_d0", "f1_d1", "f1_d2", "f1_d3"};
+    static const char *ned_key[N_DENSITY] = { "edit_distance_d0", "edit_distance_d1",
+                                              "edit_distance_d2", "edit_distance_d3" };
+    static const char *ned_head[N_DENSITY] = { "ED d0", "ED d1", "ED d2", "ED d3" };
+    static const char *f1_key[N_DENSITY] = { "f1_d0", "f1_d1", "f1_d2", "f1_d3" };
     options o;
     task tk;
     int k;
     memset(&o, 0, sizeof o);
     memset(&tk, 0, sizeof tk);
     set_defaults(&o);
-    tk.name = "dense_ocr"; tk.title = "PerPO on synthetic dense OCR (edit distance: lower is better; ED dK: at density K)";
-    tk.cfg = model_config(); tk.text_cap = TEXT_CAP; tk.n_metrics = N_METRICS;
-    tk.metric_key[M_NED] = "edit_distance"; tk.metric_head[M_NED] = "edit dist";
-    tk.metric_key[M_F1] = "f1"; tk.metric_head[M_F1] = "F1";
-    tk.metric_key[M_PREC] = "precision"; tk.metric_head[M_PREC] = "precision";
-    tk.metric_key[M_REC] = "recall"; tk.metric_head[M_REC] = "recall";
-    tk.metric_key[M_BLEU] = "bleu"; tk.metric_head[M_BLEU] = "BLEU";
+    tk.name = "dense_ocr";
+    tk.title = "PerPO on synthetic dense OCR (edit distance: lower is better; ED dK: at density K)";
+    tk.cfg = model_config();
+    tk.text_cap = TEXT_CAP;
+    tk.n_metrics = N_METRICS;
+    tk.metric_key[M_NED] = "edit_distance";
+    tk.metric_head[M_NED] = "edit dist";
+    tk.metric_key[M_F1] = "f1";
+    tk.metric_head[M_F1] = "F1";
+    tk.metric_key[M_PREC] = "precision";
+    tk.metric_head[M_PREC] = "precision";
+    tk.metric_key[M_REC] = "recall";
+    tk.metric_head[M_REC] = "recall";
+    tk.metric_key[M_BLEU] = "bleu";
+    tk.metric_head[M_BLEU] = "BLEU";
     for (k = 0; k < N_DENSITY; k++) {
-        tk.metric_key[M_NED_D0 + k] = ned_key[k]; tk.metric_head[M_NED_D0 + k] = ned_head[k];
+        tk.metric_key[M_NED_D0 + k] = ned_key[k];
+        tk.metric_head[M_NED_D0 + k] = ned_head[k];
         tk.metric_key[M_F1_D0 + k] = f1_key[k];
     }
     for (k = 0; k < N_METRICS; k++) tk.metric_scale[k] = 1;
-    tk.main_metric = M_NED; tk.higher_is_better = 0;
-    tk.make = page_make; tk.reward = ocr_reward; tk.score = ocr_score; tk.check_answer = ocr_check;
-    tk.group_of = density_of; tk.picture = write_picture;
+    tk.main_metric = M_NED;
+    tk.higher_is_better = 0;
+    tk.make = page_make;
+    tk.reward = ocr_reward;
+    tk.score = ocr_score;
+    tk.check_answer = ocr_check;
+    tk.group_of = density_of;
+    tk.picture = write_picture;
     tk.answer_escapes = 1; /* --data transcriptions write their line breaks as \n */
-    tk.group_metric = M_NED_D0; tk.n_groups = N_DENSITY; /* the paper's Figure 5 */
-    tk.group_axis = "text density"; tk.group_ylabel = "edit distance"; /* 0: one short line ... 3: a full page */
+    tk.group_metric = M_NED_D0;
+    tk.n_groups = N_DENSITY; /* the paper's Figure 5 */
+    tk.group_axis = "text density";
+    tk.group_ylabel = "edit distance"; /* 0: one short line ... 3: a full page */
     return experiment_main(&tk, &o, argc, argv);
 }

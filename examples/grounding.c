@@ -19,29 +19,53 @@
 #include "common.h"
 #include "pipeline.h"
 
-#define IMG 64      /* scenes are IMG x IMG RGB */
+#define IMG      64 /* scenes are IMG x IMG RGB */
 #define TEXT_CAP 48 /* > perpo_config.max_text */
 
 /* ---- Options ------------------------------------------------------------------------------ */
 static void set_defaults(options *o) {
-    o->description = "PerPO on synthetic object grounding: from the pretrained SFT model, the control\n"
-                     "(SFT continued), DPO and PerPO on the same sampled lists, evaluated on held-out scenes.";
+    o->description =
+        "PerPO on synthetic object grounding: from the pretrained SFT model, the control\n"
+        "(SFT continued), DPO and PerPO on the same sampled lists, evaluated on held-out scenes.";
     o->max_batch = 32;
-    o->seed = 1; o->test_seed = 777; o->seeds = 1;
-    o->n_samples = 8; o->pref_steps = 100; o->rounds = 1; o->accum = 1;
-    o->n_pref = 512; o->n_test = 2000; o->bon_test = 500;
-    o->threads = 0; o->batch = 32; o->lists_per_step = 4; o->verbose = 1;
+    o->seed = 1;
+    o->test_seed = 777;
+    o->seeds = 1;
+    o->n_samples = 8;
+    o->pref_steps = 100;
+    o->rounds = 1;
+    o->accum = 1;
+    o->n_pref = 512;
+    o->n_test = 2000;
+    o->bon_test = 500;
+    o->threads = 0;
+    o->batch = 32;
+    o->lists_per_step = 4;
+    o->verbose = 1;
     /* the paper's recipe (beta 0.1, gamma 0.5, summed log-probs, no NLL term) at lr 1e-5: the
        best PerPO of the recipes searched on validation scenes (README, "What we learned"), none
        of which beat SFT beyond noise; lr 1e-4 to 3e-4 pulls every method 1.5-4 points below */
-    o->beta = 0.1; o->gamma = 0.5; o->temperature = 1.0; o->top_p = 0.8; o->margin = 0.3;
-    o->nll = 0.0; o->mean_logp = 0;
+    o->beta = 0.1;
+    o->gamma = 0.5;
+    o->temperature = 1.0;
+    o->top_p = 0.8;
+    o->margin = 0.3;
+    o->nll = 0.0;
+    o->mean_logp = 0;
     o->pref_lr = 1e-5;
-    o->objective = "dpo,perpo"; o->out = "results/grounding"; o->data = NULL;
+    o->objective = "dpo,perpo";
+    o->out = "results/grounding";
+    o->data = NULL;
     o->sft_ckpt = "examples/models/grounding_sft.ckpt";
     /* --data fine-tunes the checkpoint for sft_steps; --pretrain trains from scratch (make pretrain) */
-    o->sft_steps = 300; o->sft_lr = 1e-4; o->from_scratch = 0;
-    o->pretrain = 0; o->n_val = 2000; o->val_seed = 555; o->save_every = 250; o->sft_warmup = 200;
+    o->sft_steps = 300;
+    o->sft_lr = 1e-4;
+    o->from_scratch = 0;
+    o->pretrain = 0;
+    o->n_val = 2000;
+    o->val_seed = 555;
+    o->save_every = 250;
+    o->sft_warmup = 200;
 }
 
 /* ---- The model ---------------------------------------------------------------------------- */
@@ -49,13 +73,14 @@ static perpo_config model_config(void) {
     perpo_config c = perpo_config_default(); /* 64x64, 8x8 patches, width 128, 2+4 blocks */
     c.max_text = 40;                         /* BOS + "yellow triangle" + SEP + box + EOS fits */
     c.max_batch = 32;
-    c.pos_channels = 1;                      /* x/y channels and the sin-cos code: the vision */
-    c.vis_sincos = 1;                        /* encoder learns where things are 2-3x sooner */
+    c.pos_channels = 1; /* x/y channels and the sin-cos code: the vision */
+    c.vis_sincos = 1;   /* encoder learns where things are 2-3x sooner */
     return c;
 }
 
 /* ---- Data, reward, metrics ------------------------------------------------------------------ */
-static int scene_make(uint64_t base, uint64_t index, float *image, char *prompt, char *answer, int *group) {
+static int scene_make(uint64_t base, uint64_t index, float *image, char *prompt, char *answer,
+                      int *group) {
     ex_scene s;
     if (ex_scene_from_index(base, index, IMG, IMG, &s) != 0) return -1;
     ex_scene_render(&s, image);
@@ -73,46 +98,62 @@ static float iou_reward(const char *response, size_t len, const char *answer) {
 }
 
 enum { M_ACC, M_IOU, M_FAIL, N_METRICS };
-static void box_score(const char *response, size_t len, const char *answer, int group, double *sum, double *weight) {
+static void box_score(const char *response, size_t len, const char *answer, int group, double *sum,
+                      double *weight) {
     float box[4];
     int parsed = perpo_parse_box(response, len, (float)IMG, (float)IMG, box);
     double iou = iou_reward(response, len, answer);
     (void)group;
-    sum[M_ACC] += iou >= 0.5; sum[M_IOU] += iou; sum[M_FAIL] += !parsed;
-    weight[M_ACC] += 1; weight[M_IOU] += 1; weight[M_FAIL] += 1;
+    sum[M_ACC] += iou >= 0.5;
+    sum[M_IOU] += iou;
+    sum[M_FAIL] += !parsed;
+    weight[M_ACC] += 1;
+    weight[M_IOU] += 1;
+    weight[M_FAIL] += 1;
 }
 
 static const char *box_check(const char *answer) {
     float box[4];
-    return perpo_parse_box(answer, strlen(answer), (float)IMG, (float)IMG, box) ? NULL : "holds no box [x1,y1,x2,y2]";
+    return perpo_parse_box(answer, strlen(answer), (float)IMG, (float)IMG, box)
+               ? NULL
+               : "holds no box [x1,y1,x2,y2]";
 }
 
 /* A grid of test scenes, zoomed, with the true (green), SFT (red) and PerPO (yellow) boxes. */
-static int write_picture(const char *path, const dataset *test, const char *sft_text, const char *perpo_text) {
+static int write_picture(const char *path, const dataset *test, const char *sft_text,
+                         const char *perpo_text) {
     enum { N_SHOW = 16, ZOOM = 4 };
     static float tiles[N_SHOW][IMG * ZOOM * IMG * ZOOM * 3];
     const float *ptr[N_SHOW];
     char labels[N_SHOW][48];
     const char *lab[N_SHOW];
-    const float green[3] = {0.1f, 1.0f, 0.2f}, red[3] = {1.0f, 0.15f, 0.1f}, yellow[3] = {1.0f, 0.9f, 0.1f};
+    const float green[3] = { 0.1f, 1.0f, 0.2f }, red[3] = { 1.0f, 0.15f, 0.1f },
+                yellow[3] = { 1.0f, 0.9f, 0.1f };
     ex_grid g = ex_grid_default();
     int i, n = test->n < N_SHOW ? test->n : N_SHOW;
     for (i = 0; i < n; i++) {
         float b[4];
         const char *st = sft_text + (size_t)i * test->cap, *ans = ds_answer(test, i);
         ex_upscale(test->examples[i].image, IMG, IMG, ZOOM, tiles[i]);
-        if (perpo_parse_box(ans, strlen(ans), (float)IMG, (float)IMG, b)) ex_draw_rect(tiles[i], IMG * ZOOM, IMG * ZOOM, b, green, 2);
-        if (perpo_parse_box(st, strlen(st), (float)IMG, (float)IMG, b)) ex_draw_rect(tiles[i], IMG * ZOOM, IMG * ZOOM, b, red, 1);
+        if (perpo_parse_box(ans, strlen(ans), (float)IMG, (float)IMG, b))
+            ex_draw_rect(tiles[i], IMG * ZOOM, IMG * ZOOM, b, green, 2);
+        if (perpo_parse_box(st, strlen(st), (float)IMG, (float)IMG, b))
+            ex_draw_rect(tiles[i], IMG * ZOOM, IMG * ZOOM, b, red, 1);
         if (perpo_text) {
             const char *pt = perpo_text + (size_t)i * test->cap;
-            if (perpo_parse_box(pt, strlen(pt), (float)IMG, (float)IMG, b)) ex_draw_rect(tiles[i], IMG * ZOOM, IMG * ZOOM, b, yellow, 1);
+            if (perpo_parse_box(pt, strlen(pt), (float)IMG, (float)IMG, b))
+                ex_draw_rect(tiles[i], IMG * ZOOM, IMG * ZOOM, b, yellow, 1);
         }
         snprintf(labels[i], sizeof labels[i], "%s", ds_prompt(test, i));
         ptr[i] = tiles[i];
         lab[i] = labels[i];
     }
-    g.cols = 4; g.zoom = 1; g.label_lines = 1; g.label_scale = 2;
-    g.bg[0] = g.bg[1] = g.bg[2] = 0.12f; g.fg[0] = g.fg[1] = g.fg[2] = 0.95f;
+    g.cols = 4;
+    g.zoom = 1;
+    g.label_lines = 1;
+    g.label_scale = 2;
+    g.bg[0] = g.bg[1] = g.bg[2] = 0.12f;
+    g.fg[0] = g.fg[1] = g.fg[2] = 0.95f;
     return ex_grid_write_png(path, &g, n, ptr, IMG * ZOOM, IMG * ZOOM, lab);
 }
 
@@ -122,13 +163,26 @@ int main(int argc, char **argv) {
     memset(&o, 0, sizeof o);
     memset(&tk, 0, sizeof tk);
     set_defaults(&o);
-    tk.name = "grounding"; tk.title = "PerPO on synthetic grounding"; tk.cfg = model_config(); tk.text_cap = TEXT_CAP;
+    tk.name = "grounding";
+    tk.title = "PerPO on synthetic grounding";
+    tk.cfg = model_config();
+    tk.text_cap = TEXT_CAP;
     tk.n_metrics = N_METRICS;
-    tk.metric_key[M_ACC] = "acc_at_0.5"; tk.metric_head[M_ACC] = "Acc@0.5"; tk.metric_scale[M_ACC] = 100;
-    tk.metric_key[M_IOU] = "mean_iou"; tk.metric_head[M_IOU] = "mean IoU"; tk.metric_scale[M_IOU] = 1;
-    tk.metric_key[M_FAIL] = "parse_failure_rate"; tk.metric_head[M_FAIL] = "parse fail %"; tk.metric_scale[M_FAIL] = 100;
-    tk.main_metric = M_ACC; tk.higher_is_better = 1;
-    tk.make = scene_make; tk.reward = iou_reward; tk.score = box_score; tk.check_answer = box_check;
+    tk.metric_key[M_ACC] = "acc_at_0.5";
+    tk.metric_head[M_ACC] = "Acc@0.5";
+    tk.metric_scale[M_ACC] = 100;
+    tk.metric_key[M_IOU] = "mean_iou";
+    tk.metric_head[M_IOU] = "mean IoU";
+    tk.metric_scale[M_IOU] = 1;
+    tk.metric_key[M_FAIL] = "parse_failure_rate";
+    tk.metric_head[M_FAIL] = "parse fail %";
+    tk.metric_scale[M_FAIL] = 100;
+    tk.main_metric = M_ACC;
+    tk.higher_is_better = 1;
+    tk.make = scene_make;
+    tk.reward = iou_reward;
+    tk.score = box_score;
+    tk.check_answer = box_check;
     tk.picture = write_picture;
     return experiment_main(&tk, &o, argc, argv);
 }

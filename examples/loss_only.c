@@ -15,12 +15,13 @@
 #include <string.h>
 
 int main(void) {
-    const char *responses[5] = {"[0.10,0.20,0.50,0.60]", "[0.12,0.18,0.52,0.61]", "[0.30,0.30,0.70,0.80]",
-                                "[0.60,0.60,0.90,0.90]", "I cannot see it"};
-    const float truth[4] = {0.11f, 0.19f, 0.51f, 0.60f};
+    const char *responses[5] = { "[0.10,0.20,0.50,0.60]", "[0.12,0.18,0.52,0.61]",
+                                 "[0.30,0.30,0.70,0.80]", "[0.60,0.60,0.90,0.90]",
+                                 "I cannot see it" };
+    const float truth[4] = { 0.11f, 0.19f, 0.51f, 0.60f };
     /* log-probs of each response from your model (policy) and from the frozen SFT copy */
-    const float logp[5] = {-14.2f, -15.0f, -13.1f, -12.7f, -30.5f};
-    const float ref_logp[5] = {-14.0f, -15.5f, -13.0f, -12.0f, -29.0f};
+    const float logp[5] = { -14.2f, -15.0f, -13.1f, -12.7f, -30.5f };
+    const float ref_logp[5] = { -14.0f, -15.5f, -13.0f, -12.0f, -29.0f };
     float reward[5], loss, grad[5];
     perpo_pref_metrics pm;
     perpo_status st;
@@ -34,7 +35,8 @@ int main(void) {
     printf("\n%-8s %9s   dLoss/dlogp for each response\n", "loss", "value");
     for (k = 0; k < PERPO_OBJ_COUNT; k++) {
         const char *name = perpo_objective_name((perpo_objective)k);
-        perpo_objective_config oc = perpo_objective_default((perpo_objective)k); /* beta 0.1, gamma 0.5 */
+        perpo_objective_config oc =
+            perpo_objective_default((perpo_objective)k); /* beta 0.1, gamma 0.5 */
         st = perpo_listwise_loss(&oc, 5, logp, ref_logp, reward, &loss, grad);
         if (st != PERPO_OK) {
             fprintf(stderr, "%s: %s\n", name, perpo_status_string(st));
@@ -46,7 +48,8 @@ int main(void) {
     }
     st = perpo_preference_metrics(0.1f, 5, logp, ref_logp, reward, &pm);
     if (st != PERPO_OK) return 1;
-    printf("\nrewards/chosen %+.4f  rewards/rejected %+.4f  rewards/margins %+.4f  rewards/accuracies %.2f\n",
+    printf("\nrewards/chosen %+.4f  rewards/rejected %+.4f  rewards/margins %+.4f  "
+           "rewards/accuracies %.2f\n",
            pm.chosen, pm.rejected, pm.margin, pm.accuracy);
     return 0;
 }

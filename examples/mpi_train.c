@@ -47,7 +47,8 @@ static perpo_status mpi_sum(float *buf, size_t n, void *user) {
     MPI_Comm comm = *(MPI_Comm *)user;
     while (n > 0) { /* MPI counts are int */
         int k = n > (size_t)INT_MAX ? INT_MAX : (int)n;
-        if (MPI_Allreduce(MPI_IN_PLACE, buf, k, MPI_FLOAT, MPI_SUM, comm) != MPI_SUCCESS) return PERPO_ERR_IO;
+        if (MPI_Allreduce(MPI_IN_PLACE, buf, k, MPI_FLOAT, MPI_SUM, comm) != MPI_SUCCESS)
+            return PERPO_ERR_IO;
         buf += k;
         n -= (size_t)k;
     }
@@ -73,16 +74,19 @@ static void save(run *r, const char *name) {
     perpo_status st;
     if (r->rank != 0) return;
     snprintf(r->path, sizeof r->path, "%s/%s", r->out, name);
-    if ((st = perpo_checkpoint_save(r->model, r->path, PERPO_CKPT_OPTIMIZER)) != PERPO_OK) fail(r, r->path, st);
-    if (r->verbose) printf("rank 0 saved %s (step %d)\n", r->path, perpo_optim_step_count(r->model));
+    if ((st = perpo_checkpoint_save(r->model, r->path, PERPO_CKPT_OPTIMIZER)) != PERPO_OK)
+        fail(r, r->path, st);
+    if (r->verbose)
+        printf("rank 0 saved %s (step %d)\n", r->path, perpo_optim_step_count(r->model));
 }
 
 /* Every rank gets every report (the metrics are global); rank 0 prints and saves. */
 static int on_progress(const perpo_progress *p, void *user) {
     run *r = (run *)user;
     if (r->rank == 0 && r->verbose)
-        printf("%s step %d/%d loss %.4f lr %.2e grad_norm %.3f%s%.3f %.1f s\n", p->phase, p->step, p->total_steps,
-               p->loss, p->lr, p->grad_norm, p->reward_accuracy != 0.0f ? " rewards/accuracies " : " tokens/step ",
+        printf("%s step %d/%d loss %.4f lr %.2e grad_norm %.3f%s%.3f %.1f s\n", p->phase, p->step,
+               p->total_steps, p->loss, p->lr, p->grad_norm,
+               p->reward_accuracy != 0.0f ? " rewards/accuracies " : " tokens/step ",
                p->reward_accuracy != 0.0f ? p->reward_accuracy : p->tokens / p->step, p->elapsed_s);
     if (r->save_every > 0 && p->step % r->save_every == 0 && p->step < p->total_steps) {
         char name[64];
@@ -97,7 +101,7 @@ static int on_progress(const perpo_progress *p, void *user) {
 typedef struct scenes {
     int img;
     uint64_t base;
-    float *images;                 /* slots x img*img*3 */
+    float *images; /* slots x img*img*3 */
     char (*prompt)[TEXT_CAP], (*answer)[TEXT_CAP];
 } scenes;
 
@@ -111,13 +115,18 @@ static int scene_at(scenes *s, uint64_t index, size_t slot) {
 }
 
 static int scenes_alloc(scenes *s, int img, uint64_t base, size_t slots) {
-    s->img = img; s->base = base;
+    s->img = img;
+    s->base = base;
     s->images = (float *)calloc(slots * (size_t)img * (size_t)img * 3, sizeof(float));
     s->prompt = (char(*)[TEXT_CAP])calloc(slots, TEXT_CAP);
     s->answer = (char(*)[TEXT_CAP])calloc(slots, TEXT_CAP);
     return s->images && s->prompt && s->answer ? 0 : -1;
 }
-static void scenes_free(scenes *s) { free(s->images); free(s->prompt); free(s->answer); }
+static void scenes_free(scenes *s) {
+    free(s->images);
+    free(s->prompt);
+    free(s->answer);
+}
 
 /* SFT stream: example `index` is fresh scene `index`, rendered into batch slot `slot`. */
 static perpo_status scene_next(size_t index, size_t slot, perpo_example *out, void *user) {
@@ -133,7 +142,9 @@ static perpo_status scene_next(size_t index, size_t slot, perpo_example *out, vo
 static float iou_reward(const char *response, size_t len, size_t item, void *user) {
     const scenes *s = (const scenes *)user;
     float truth[4];
-    if (!perpo_parse_box(s->answer[item], strlen(s->answer[item]), (float)s->img, (float)s->img, truth)) return 0.0f;
+    if (!perpo_parse_box(s->answer[item], strlen(s->answer[item]), (float)s->img, (float)s->img,
+                         truth))
+        return 0.0f;
     return perpo_grounding_reward(response, len, truth, (float)s->img, (float)s->img);
 }
 
@@ -163,7 +174,8 @@ static int compare(const char *a, const char *b, const char *base, double tol) {
     double worst = 0.0, d2 = 0.0, u2 = 0.0, rel = 0.0;
     size_t i, n;
     int rc = 1;
-    if ((st = perpo_model_load(&x, a, NULL)) != PERPO_OK || (st = perpo_model_load(&y, b, NULL)) != PERPO_OK ||
+    if ((st = perpo_model_load(&x, a, NULL)) != PERPO_OK ||
+        (st = perpo_model_load(&y, b, NULL)) != PERPO_OK ||
         (base && (st = perpo_model_load(&z, base, NULL)) != PERPO_OK)) {
         fprintf(stderr, "compare: %s\n", perpo_status_string(st));
         goto done;
@@ -182,11 +194,14 @@ static int compare(const char *a, const char *b, const char *base, double tol) {
     }
     if (z) {
         rel = u2 > 0.0 ? sqrt(d2 / u2) : (d2 > 0.0 ? INFINITY : 0.0);
-        printf("compare: %zu parameters, ||A - B|| / ||A - base|| = %.3g (tolerance %g), max |A - B| %.3g, "
-               "||A - base|| %.3g\n", n, rel, tol, worst, sqrt(u2));
+        printf("compare: %zu parameters, ||A - B|| / ||A - base|| = %.3g (tolerance %g), max |A - "
+               "B| %.3g, "
+               "||A - base|| %.3g\n",
+               n, rel, tol, worst, sqrt(u2));
         rc = rel <= tol ? 0 : 1;
     } else {
-        printf("compare: %zu parameters, max |A - B| %.3g (tolerance %g), ||A - B|| %.3g\n", n, worst, tol, sqrt(d2));
+        printf("compare: %zu parameters, max |A - B| %.3g (tolerance %g), ||A - B|| %.3g\n", n,
+               worst, tol, sqrt(d2));
         rc = worst <= tol ? 0 : 1;
     }
 done:
@@ -244,10 +259,12 @@ int main(int argc, char **argv) {
     seed = (uint64_t)ex_arg_long(argc, argv, "--seed", 1);
     scratch = ex_arg_int(argc, argv, "--scratch", 0);
     init = scratch ? NULL : ex_arg_str(argc, argv, "--init", "examples/models/grounding_sft.ckpt");
-    if (batch < 1 || accum < 1 || sft_steps < 0 || n < 2 || lists < 1 || pref_steps < 0 || n_prompts < 1 ||
-        r.img < 8 || r.img % 8 != 0) {
-        if (r.rank == 0) fprintf(stderr, "mpi_train: --batch, --accum, --lists >= 1, --n >= 2, --prompts >= 1, "
-                                         "--image a multiple of 8; steps >= 0 (see the top of examples/mpi_train.c)\n");
+    if (batch < 1 || accum < 1 || sft_steps < 0 || n < 2 || lists < 1 || pref_steps < 0 ||
+        n_prompts < 1 || r.img < 8 || r.img % 8 != 0) {
+        if (r.rank == 0)
+            fprintf(stderr,
+                    "mpi_train: --batch, --accum, --lists >= 1, --n >= 2, --prompts >= 1, "
+                    "--image a multiple of 8; steps >= 0 (see the top of examples/mpi_train.c)\n");
         MPI_Finalize();
         return 2;
     }
@@ -258,13 +275,18 @@ int main(int argc, char **argv) {
     threads = 1;
 #endif
     if (r.rank == 0) mkdir(r.out, 0777); /* an existing folder is fine; a failed save says why */
-    par.reduce = mpi_sum; par.user = &r.comm; par.rank = r.rank; par.world = r.world;
+    par.reduce = mpi_sum;
+    par.user = &r.comm;
+    par.rank = r.rank;
+    par.world = r.world;
 
     /* ---- The model: the same on every rank ---- */
     if (init) {
         if ((st = perpo_model_load(&sft, init, NULL)) != PERPO_OK) {
             if (r.rank == 0)
-                fprintf(stderr, "mpi_train: cannot load %s (%s): run `make pretrain`, pass --init PATH, or --scratch 1\n",
+                fprintf(stderr,
+                        "mpi_train: cannot load %s (%s): run `make pretrain`, pass --init PATH, or "
+                        "--scratch 1\n",
                         init, perpo_status_string(st));
             MPI_Finalize(); /* every rank fails the same way here */
             return 1;
@@ -272,31 +294,44 @@ int main(int argc, char **argv) {
         cfg = *perpo_model_config(sft);
         r.img = cfg.image_w;
     } else {
-        cfg.image_h = cfg.image_w = r.img; cfg.patch_h = cfg.patch_w = 8;
-        cfg.d_model = ex_arg_int(argc, argv, "--width", 64); cfg.n_heads = 4;
-        cfg.n_vis_layers = 1; cfg.n_dec_layers = 2; cfg.max_text = 40;
-        cfg.pos_channels = 1; cfg.vis_sincos = 1;
+        cfg.image_h = cfg.image_w = r.img;
+        cfg.patch_h = cfg.patch_w = 8;
+        cfg.d_model = ex_arg_int(argc, argv, "--width", 64);
+        cfg.n_heads = 4;
+        cfg.n_vis_layers = 1;
+        cfg.n_dec_layers = 2;
+        cfg.max_text = 40;
+        cfg.pos_channels = 1;
+        cfg.vis_sincos = 1;
         cfg.max_batch = 32;
         if ((st = perpo_model_create(&sft, &cfg, seed)) != PERPO_OK) fail(&r, "create", st);
     }
     if (r.rank == 0)
-        printf("mpi_train: %d ranks x %d OpenMP threads; %zu parameters, %dx%d scenes; SFT %d steps of %d x %d x %d, "
-               "PerPO %d steps of %d x %d lists of %d\n", r.world, threads, perpo_model_num_params(sft), r.img, r.img,
-               sft_steps, r.world, batch, accum, pref_steps, r.world, lists, n);
+        printf("mpi_train: %d ranks x %d OpenMP threads; %zu parameters, %dx%d scenes; SFT %d "
+               "steps of %d x %d x %d, "
+               "PerPO %d steps of %d x %d lists of %d\n",
+               r.world, threads, perpo_model_num_params(sft), r.img, r.img, sft_steps, r.world,
+               batch, accum, pref_steps, r.world, lists, n);
 
     /* ---- SFT on fresh scenes: rank r renders and trains on its share of every batch ---- */
     if (sft_steps > 0) {
         perpo_sft_config tc = perpo_sft_default();
-        if (scenes_alloc(&stream, r.img, 1000 + seed, (size_t)batch) != 0) fail(&r, "scenes", PERPO_ERR_NOMEM);
-        tc.batch_size = batch; tc.accum_steps = accum; tc.seed = seed;
+        if (scenes_alloc(&stream, r.img, 1000 + seed, (size_t)batch) != 0)
+            fail(&r, "scenes", PERPO_ERR_NOMEM);
+        tc.batch_size = batch;
+        tc.accum_steps = accum;
+        tc.seed = seed;
         tc.optim.lr = (float)ex_arg_double(argc, argv, "--sft-lr", scratch ? 1e-3 : 1e-4);
         tc.optim.min_lr = tc.optim.lr * 0.1f;
-        tc.optim.total_steps = sft_steps; tc.optim.warmup_steps = sft_steps < 20 ? sft_steps / 4 : 20;
+        tc.optim.total_steps = sft_steps;
+        tc.optim.warmup_steps = sft_steps < 20 ? sft_steps / 4 : 20;
         tc.log_every = sft_steps < 10 ? 1 : sft_steps / 10;
         tc.parallel = par;
         r.model = sft;
         t0 = MPI_Wtime();
-        if ((st = perpo_sft_train_stream(sft, scene_next, &stream, &tc, on_progress, &r)) != PERPO_OK) fail(&r, "SFT", st);
+        if ((st = perpo_sft_train_stream(sft, scene_next, &stream, &tc, on_progress, &r)) !=
+            PERPO_OK)
+            fail(&r, "SFT", st);
         t_sft = MPI_Wtime() - t0;
         save(&r, "sft.ckpt");
     }
@@ -307,31 +342,42 @@ int main(int argc, char **argv) {
         perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
         perpo_example *items = (perpo_example *)calloc(n_prompts, sizeof *items);
         unsigned long long k_mine, k_all = 0;
-        if (!items || scenes_alloc(&prompts, r.img, 2000 + seed, n_prompts) != 0) fail(&r, "prompts", PERPO_ERR_NOMEM);
-        for (i = 0; i < n_prompts; i++) { /* every rank knows every prompt; it samples only its block */
+        if (!items || scenes_alloc(&prompts, r.img, 2000 + seed, n_prompts) != 0)
+            fail(&r, "prompts", PERPO_ERR_NOMEM);
+        for (i = 0; i < n_prompts;
+             i++) { /* every rank knows every prompt; it samples only its block */
             if (scene_at(&prompts, (uint64_t)i, i) != 0) fail(&r, "scene", PERPO_ERR_ARG);
             items[i].image = prompts.images + i * (size_t)r.img * (size_t)r.img * 3;
             items[i].prompt = prompts.prompt[i];
             items[i].response = prompts.answer[i];
         }
-        if ((st = perpo_share(n_prompts, r.rank, r.world, &first, &count)) != PERPO_OK) fail(&r, "share", st);
-        sc.temperature = 1.0f; sc.top_p = 0.8f; sc.seed = seed + 7;
+        if ((st = perpo_share(n_prompts, r.rank, r.world, &first, &count)) != PERPO_OK)
+            fail(&r, "share", st);
+        sc.temperature = 1.0f;
+        sc.top_p = 0.8f;
+        sc.seed = seed + 7;
         t0 = MPI_Wtime();
         if (count > 0) {
-            if ((st = perpo_pref_sample_range(sft, items, first, count, n, &sc, iou_reward, &prompts, &set)) != PERPO_OK)
+            if ((st = perpo_pref_sample_range(sft, items, first, count, n, &sc, iou_reward,
+                                              &prompts, &set)) != PERPO_OK)
                 fail(&r, "sample", st);
-            kept = perpo_pref_filter(set.lists, set.n_lists, (float)ex_arg_double(argc, argv, "--margin", 0.3));
-            if (kept > 0 && (st = perpo_pref_reference(sft, set.lists, kept)) != PERPO_OK) fail(&r, "reference", st);
+            kept = perpo_pref_filter(set.lists, set.n_lists,
+                                     (float)ex_arg_double(argc, argv, "--margin", 0.3));
+            if (kept > 0 && (st = perpo_pref_reference(sft, set.lists, kept)) != PERPO_OK)
+                fail(&r, "reference", st);
         }
         t_sample = MPI_Wtime() - t0;
         k_mine = (unsigned long long)kept;
         MPI_Allreduce(&k_mine, &k_all, 1, MPI_UNSIGNED_LONG_LONG, MPI_SUM, r.comm);
         total_kept = (size_t)k_all;
         if (r.rank == 0)
-            printf("PerPO data: %zu prompts x %d samples, %zu lists kept over all ranks (rank 0 holds %zu)\n", n_prompts, n,
-                   total_kept, kept);
+            printf("PerPO data: %zu prompts x %d samples, %zu lists kept over all ranks (rank 0 "
+                   "holds %zu)\n",
+                   n_prompts, n, total_kept, kept);
         if (total_kept == 0) { /* every rank knows: all skip together */
-            if (r.rank == 0) printf("PerPO skipped: no list has a reward margin of --margin (a model that finds no box?)\n");
+            if (r.rank == 0)
+                printf("PerPO skipped: no list has a reward margin of --margin (a model that finds "
+                       "no box?)\n");
             pref_steps = 0;
             free(items);
             goto end;
@@ -339,12 +385,15 @@ int main(int argc, char **argv) {
         if ((st = perpo_model_create(&policy, &cfg, seed)) != PERPO_OK ||
             (st = perpo_model_copy_params(policy, sft)) != PERPO_OK)
             fail(&r, "policy", st);
-        pc.lists_per_step = lists; pc.optim.total_steps = pref_steps;
-        pc.optim.lr = (float)ex_arg_double(argc, argv, "--pref-lr", 1e-5); pc.optim.min_lr = pc.optim.lr * 0.1f;
+        pc.lists_per_step = lists;
+        pc.optim.total_steps = pref_steps;
+        pc.optim.lr = (float)ex_arg_double(argc, argv, "--pref-lr", 1e-5);
+        pc.optim.min_lr = pc.optim.lr * 0.1f;
         pc.optim.warmup_steps = pref_steps < 10 ? pref_steps / 4 : 5;
         pc.objective.beta = (float)ex_arg_double(argc, argv, "--beta", 0.1);
         pc.nll_weight = (float)ex_arg_double(argc, argv, "--nll", 0.0);
-        pc.seed = seed; pc.log_every = pref_steps < 10 ? 1 : pref_steps / 10;
+        pc.seed = seed;
+        pc.log_every = pref_steps < 10 ? 1 : pref_steps / 10;
         pc.parallel = par;
         r.model = policy;
         t0 = MPI_Wtime();
@@ -363,13 +412,17 @@ end:
     MPI_Gather(&my_hash, 1, MPI_UNSIGNED_LONG_LONG, hashes, 1, MPI_UNSIGNED_LONG_LONG, 0, r.comm);
     if (r.rank == 0) {
         for (i = 1; i < (size_t)r.world; i++) all_same &= hashes[i] == hashes[0];
-        printf("ranks bit-identical: %s (parameter hash %016llx)\n", all_same ? "yes" : "NO", hashes[0]);
-        printf("time: SFT %.2f s (%.1f ms/step), sampling %.2f s, PerPO %.2f s (%.1f ms/step) on %d ranks\n", t_sft,
-               sft_steps ? 1000.0 * t_sft / sft_steps : 0.0, t_sample, t_pref, pref_steps ? 1000.0 * t_pref / pref_steps : 0.0,
-               r.world);
-        printf("{\"ranks\": %d, \"threads\": %d, \"sft_steps\": %d, \"sft_s\": %.3f, \"sample_s\": %.3f, \"pref_steps\": %d, "
-               "\"pref_s\": %.3f, \"lists_kept\": %zu, \"bit_identical\": %s}\n", r.world, threads, sft_steps, t_sft, t_sample,
-               pref_steps, t_pref, total_kept, all_same ? "true" : "false");
+        printf("ranks bit-identical: %s (parameter hash %016llx)\n", all_same ? "yes" : "NO",
+               hashes[0]);
+        printf("time: SFT %.2f s (%.1f ms/step), sampling %.2f s, PerPO %.2f s (%.1f ms/step) on "
+               "%d ranks\n",
+               t_sft, sft_steps ? 1000.0 * t_sft / sft_steps : 0.0, t_sample, t_pref,
+               pref_steps ? 1000.0 * t_pref / pref_steps : 0.0, r.world);
+        printf("{\"ranks\": %d, \"threads\": %d, \"sft_steps\": %d, \"sft_s\": %.3f, \"sample_s\": "
+               "%.3f, \"pref_steps\": %d, "
+               "\"pref_s\": %.3f, \"lists_kept\": %zu, \"bit_identical\": %s}\n",
+               r.world, threads, sft_steps, t_sft, t_sample, pref_steps, t_pref, total_kept,
+               all_same ? "true" : "false");
     }
     free(hashes);
     perpo_pref_set_free(&set);

@@ -24,7 +24,8 @@ typedef struct options {
     const char *description; /* first lines of --help */
     int seed, test_seed, seeds, n_samples, sft_steps, pref_steps, n_pref, n_test;
     int threads, batch, lists_per_step, verbose, mean_logp, max_batch;
-    int pretrain, n_val, val_seed, save_every, sft_warmup, rounds, bon_test, from_scratch, accum, nll_truth;
+    int pretrain, n_val, val_seed, save_every, sft_warmup, rounds, bon_test, from_scratch, accum,
+        nll_truth;
     double beta, gamma, temperature, top_p, margin, sft_lr, pref_lr, nll;
     const char *objective, *out, *sft_ckpt, *data;
 } options;
@@ -38,7 +39,9 @@ typedef struct option_spec {
 
 /* ---- Objectives compared ---------------------------------------------------------------- */
 #define EX_MAX_OBJECTIVES 4
-static const perpo_objective ex_objective_kinds[EX_MAX_OBJECTIVES] = {PERPO_OBJ_DPO, PERPO_OBJ_PERPO, PERPO_OBJ_LIPO, PERPO_OBJ_LISTMLE};
+static const perpo_objective ex_objective_kinds[EX_MAX_OBJECTIVES] = {
+    PERPO_OBJ_DPO, PERPO_OBJ_PERPO, PERPO_OBJ_LIPO, PERPO_OBJ_LISTMLE
+};
 
 /* Is the word w[0..len) the objective's flag, its name in lower case ("perpo" for PerPO)? */
 static int objective_flag_is(const char *w, size_t len, perpo_objective kind) {
@@ -63,41 +66,76 @@ static int objective_wanted(const char *list, perpo_objective kind) {
 
 static int parse_options(int argc, char **argv, options *o) {
     option_spec spec[] = {
-        {"--seed", "seed of the training data, the model and the samples", 'i', &o->seed, 0, 2e9},
-        {"--test-seed", "seed of the held-out test examples", 'i', &o->test_seed, 0, 2e9},
-        {"--seeds", "run this many seeds (seed, seed+1, ...) and report mean and std", 'i', &o->seeds, 1, 100},
-        {"--n", "responses sampled per training prompt (list size N)", 'i', &o->n_samples, 2, 32},
-        {"--beta", "beta of the preference objectives", 'd', &o->beta, 1e-6, 1000},
-        {"--gamma", "PerPO's reward-gap exponent (0 = LiPO-style uniform weights)", 'd', &o->gamma, 0, 100},
-        {"--temperature", "sampling temperature for the lists and Best-of-N", 'd', &o->temperature, 0.01, 10},
-        {"--top-p", "nucleus sampling for the lists and Best-of-N (1 = off)", 'd', &o->top_p, 0.01, 1},
-        {"--nll", "weight of the NLL term on each list's best answer (0 = off, as the paper)", 'd', &o->nll, 0, 100},
-        {"--mean-logp", "1: per-token mean log-probs in the objectives, 0: sums (as the paper)", 'i', &o->mean_logp, 0, 1},
-        {"--margin", "keep lists whose best-minus-worst reward is at least this", 'd', &o->margin, 0, 1},
-        {"--sft-steps", "SFT steps: of pretraining, or of fine-tuning on --data (0 = none)", 'i', &o->sft_steps, 0, 1e7},
-        {"--pref-steps", "preference optimizer steps, the same for every objective", 'i', &o->pref_steps, 1, 1e7},
-        {"--sft-lr", "SFT peak learning rate", 'd', &o->sft_lr, 1e-9, 1},
-        {"--pref-lr", "preference peak learning rate", 'd', &o->pref_lr, 1e-9, 1},
-        {"--pref-prompts", "training prompts sampled for preference lists", 'i', &o->n_pref, 1, 1e7},
-        {"--test", "held-out test examples", 'i', &o->n_test, 1, 1e7},
-        {"--batch", "SFT sequences per step", 'i', &o->batch, 1, 32},
-        {"--lists", "lists per preference step (lists x N <= 32)", 'i', &o->lists_per_step, 1, 32},
-        {"--objective", "comma-separated: dpo,perpo,lipo,listmle (or all)", 's', &o->objective, 0, 0},
-        {"--threads", "OpenMP threads (0 = the runtime's default)", 'i', &o->threads, 0, 256},
-        {"--verbose", "0 quiet, 1 progress on stderr", 'i', &o->verbose, 0, 2},
-        {"--out", "output folder for results.json, the picture and the curves", 's', &o->out, 0, 0},
-        {"--data", "a folder with train.tsv and test.tsv (image path, prompt, answer; 8-bit PPM/PGM images) to use instead of the built-in synthetic data", 's', &o->data, 0, 0},
-        {"--sft-checkpoint", "the pretrained SFT model the preference stage starts from (make pretrain writes it)", 's', &o->sft_ckpt, 0, 0},
-        {"--nll-truth", "1: the NLL term trains on each list's true answer instead of its best sample (needs --lists x (--n + 1) <= 32)", 'i', &o->nll_truth, 0, 1},
-        {"--accum", "preference micro-batches (of --lists lists) per optimizer step", 'i', &o->accum, 1, 1024},
-        {"--rounds", "iterative PerPO: lists sampled again from the current policy this many times (1 = once, from SFT)", 'i', &o->rounds, 1, 100},
-        {"--bon-test", "test examples the Best-of-N oracle row is measured on", 'i', &o->bon_test, 1, 1e7},
-        {"--from-scratch", "1: with --data, train a new model on it instead of fine-tuning the checkpoint", 'i', &o->from_scratch, 0, 1},
-        {"--pretrain", "1: SFT from scratch on fresh examples into --sft-checkpoint (make pretrain), resuming its .partial file", 'i', &o->pretrain, 0, 1},
-        {"--sft-warmup", "SFT warmup steps (pretraining)", 'i', &o->sft_warmup, 0, 1e7},
-        {"--save-every", "pretraining: save the resumable .partial checkpoint every this many steps (at the next 50-step report)", 'i', &o->save_every, 50, 1e7},
-        {"--val", "validation examples scored after pretraining", 'i', &o->n_val, 1, 1e7},
-        {"--val-seed", "seed of the validation split (never the test seed)", 'i', &o->val_seed, 0, 2e9},
+        { "--seed", "seed of the training data, the model and the samples", 'i', &o->seed, 0, 2e9 },
+        { "--test-seed", "seed of the held-out test examples", 'i', &o->test_seed, 0, 2e9 },
+        { "--seeds", "run this many seeds (seed, seed+1, ...) and report mean and std", 'i',
+          &o->seeds, 1, 100 },
+        { "--n", "responses sampled per training prompt (list size N)", 'i', &o->n_samples, 2, 32 },
+        { "--beta", "beta of the preference objectives", 'd', &o->beta, 1e-6, 1000 },
+        { "--gamma", "PerPO's reward-gap exponent (0 = LiPO-style uniform weights)", 'd', &o->gamma,
+          0, 100 },
+        { "--temperature", "sampling temperature for the lists and Best-of-N", 'd', &o->temperature,
+          0.01, 10 },
+        { "--top-p", "nucleus sampling for the lists and Best-of-N (1 = off)", 'd', &o->top_p, 0.01,
+          1 },
+        { "--nll", "weight of the NLL term on each list's best answer (0 = off, as the paper)", 'd',
+          &o->nll, 0, 100 },
+        { "--mean-logp", "1: per-token mean log-probs in the objectives, 0: sums (as the paper)",
+          'i', &o->mean_logp, 0, 1 },
+        { "--margin", "keep lists whose best-minus-worst reward is at least this", 'd', &o->margin,
+          0, 1 },
+        { "--sft-steps", "SFT steps: of pretraining, or of fine-tuning on --data (0 = none)", 'i',
+          &o->sft_steps, 0, 1e7 },
+        { "--pref-steps", "preference optimizer steps, the same for every objective", 'i',
+          &o->pref_steps, 1, 1e7 },
+        { "--sft-lr", "SFT peak learning rate", 'd', &o->sft_lr, 1e-9, 1 },
+        { "--pref-lr", "preference peak learning rate", 'd', &o->pref_lr, 1e-9, 1 },
+        { "--pref-prompts", "training prompts sampled for preference lists", 'i', &o->n_pref, 1,
+          1e7 },
+        { "--test", "held-out test examples", 'i', &o->n_test, 1, 1e7 },
+        { "--batch", "SFT sequences per step", 'i', &o->batch, 1, 32 },
+        { "--lists", "lists per preference step (lists x N <= 32)", 'i', &o->lists_per_step, 1,
+          32 },
+        { "--objective", "comma-separated: dpo,perpo,lipo,listmle (or all)", 's', &o->objective, 0,
+          0 },
+        { "--threads", "OpenMP threads (0 = the runtime's default)", 'i', &o->threads, 0, 256 },
+        { "--verbose", "0 quiet, 1 progress on stderr", 'i', &o->verbose, 0, 2 },
+        { "--out", "output folder for results.json, the picture and the curves", 's', &o->out, 0,
+          0 },
+        { "--data",
+          "a folder with train.tsv and test.tsv (image path, prompt, answer; 8-bit PPM/PGM images) "
+          "to use instead of the built-in synthetic data",
+          's', &o->data, 0, 0 },
+        { "--sft-checkpoint",
+          "the pretrained SFT model the preference stage starts from (make pretrain writes it)",
+          's', &o->sft_ckpt, 0, 0 },
+        { "--nll-truth",
+          "1: the NLL term trains on each list's true answer instead of its best sample (needs "
+          "--lists x (--n + 1) <= 32)",
+          'i', &o->nll_truth, 0, 1 },
+        { "--accum", "preference micro-batches (of --lists lists) per optimizer step", 'i',
+          &o->accum, 1, 1024 },
+        { "--rounds",
+          "iterative PerPO: lists sampled again from the current policy this many times (1 = once, "
+          "from SFT)",
+          'i', &o->rounds, 1, 100 },
+        { "--bon-test", "test examples the Best-of-N oracle row is measured on", 'i', &o->bon_test,
+          1, 1e7 },
+        { "--from-scratch",
+          "1: with --data, train a new model on it instead of fine-tuning the checkpoint", 'i',
+          &o->from_scratch, 0, 1 },
+        { "--pretrain",
+          "1: SFT from scratch on fresh examples into --sft-checkpoint (make pretrain), resuming "
+          "its .partial file",
+          'i', &o->pretrain, 0, 1 },
+        { "--sft-warmup", "SFT warmup steps (pretraining)", 'i', &o->sft_warmup, 0, 1e7 },
+        { "--save-every",
+          "pretraining: save the resumable .partial checkpoint every this many steps (at the next "
+          "50-step report)",
+          'i', &o->save_every, 50, 1e7 },
+        { "--val", "validation examples scored after pretraining", 'i', &o->n_val, 1, 1e7 },
+        { "--val-seed", "seed of the validation split (never the test seed)", 'i', &o->val_seed, 0,
+          2e9 },
     };
     size_t n = sizeof spec / sizeof spec[0], k;
     int i;
@@ -110,11 +148,20 @@ static int parse_options(int argc, char **argv, options *o) {
             return 1;
         }
         for (k = 0; k < n; k++)
-            if (strlen(spec[k].name) == name_len && strncmp(arg, spec[k].name, name_len) == 0) break;
-        if (k == n) { fprintf(stderr, "unknown option %s (see --help)\n", arg); return -1; }
-        if (eq) val = eq + 1;
-        else if (i + 1 < argc) val = argv[++i];
-        else { fprintf(stderr, "option %s needs a value\n", arg); return -1; }
+            if (strlen(spec[k].name) == name_len && strncmp(arg, spec[k].name, name_len) == 0)
+                break;
+        if (k == n) {
+            fprintf(stderr, "unknown option %s (see --help)\n", arg);
+            return -1;
+        }
+        if (eq)
+            val = eq + 1;
+        else if (i + 1 < argc)
+            val = argv[++i];
+        else {
+            fprintf(stderr, "option %s needs a value\n", arg);
+            return -1;
+        }
         if (spec[k].kind == 's') {
             *(const char **)spec[k].dst = val;
         } else {
@@ -122,12 +169,15 @@ static int parse_options(int argc, char **argv, options *o) {
             double v = strtod(val, &end);
             if (*val == '\0' || *end != '\0' || !(v >= spec[k].lo && v <= spec[k].hi) ||
                 (spec[k].kind == 'i' && v != floor(v))) {
-                fprintf(stderr, "bad value \"%s\" for %s (expected %s in [%g, %g])\n", val, spec[k].name,
-                        spec[k].kind == 'i' ? "an integer" : "a number", spec[k].lo, spec[k].hi);
+                fprintf(stderr, "bad value \"%s\" for %s (expected %s in [%g, %g])\n", val,
+                        spec[k].name, spec[k].kind == 'i' ? "an integer" : "a number", spec[k].lo,
+                        spec[k].hi);
                 return -1;
             }
-            if (spec[k].kind == 'i') *(int *)spec[k].dst = (int)v;
-            else *(double *)spec[k].dst = v;
+            if (spec[k].kind == 'i')
+                *(int *)spec[k].dst = (int)v;
+            else
+                *(double *)spec[k].dst = v;
         }
     }
     {
@@ -137,15 +187,19 @@ static int parse_options(int argc, char **argv, options *o) {
             for (k2 = 0; k2 < EX_MAX_OBJECTIVES; k2++)
                 if (objective_flag_is(p, len, ex_objective_kinds[k2])) break;
             if (k2 == EX_MAX_OBJECTIVES) {
-                fprintf(stderr, "bad --objective \"%s\" (comma-separated dpo, perpo, lipo, listmle, or all)\n", o->objective);
+                fprintf(
+                    stderr,
+                    "bad --objective \"%s\" (comma-separated dpo, perpo, lipo, listmle, or all)\n",
+                    o->objective);
                 return -1;
             }
             p += len + (p[len] == ',');
         }
     }
     if (o->lists_per_step * (o->n_samples + o->nll_truth) > o->max_batch) {
-        fprintf(stderr, "--lists x --n%s must be at most %d (the model's batch), got %d x %d\n", o->nll_truth ? " (+1 for the truth)" : "",
-                o->max_batch, o->lists_per_step, o->n_samples + o->nll_truth);
+        fprintf(stderr, "--lists x --n%s must be at most %d (the model's batch), got %d x %d\n",
+                o->nll_truth ? " (+1 for the truth)" : "", o->max_batch, o->lists_per_step,
+                o->n_samples + o->nll_truth);
         return -1;
     }
     return 0;
@@ -168,40 +222,53 @@ typedef struct run_log {
     const char *label;
     int verbose;
     double t0;
-    curve *c;                /* where the curve goes, or NULL */
+    curve *c; /* where the curve goes, or NULL */
 } run_log;
 
 /* A log that starts now. */
 static void run_log_start(run_log *l, const char *label, int verbose, curve *c) {
-    l->label = label; l->verbose = verbose; l->t0 = wall_seconds(); l->c = c;
+    l->label = label;
+    l->verbose = verbose;
+    l->t0 = wall_seconds();
+    l->c = c;
 }
 
 static void fmt_duration(double s, char *buf, size_t cap) {
     if (s < 0) s = 0;
-    if (s < 60) snprintf(buf, cap, "%.0fs", s);
-    else snprintf(buf, cap, "%dm%02ds", (int)(s / 60), (int)s % 60);
+    if (s < 60)
+        snprintf(buf, cap, "%.0fs", s);
+    else
+        snprintf(buf, cap, "%dm%02ds", (int)(s / 60), (int)s % 60);
 }
 
 static int on_progress(const perpo_progress *p, void *user) {
     run_log *l = (run_log *)user;
-    double el = wall_seconds() - l->t0, eta = p->eta_s; /* the trainer's: right for resumed runs too */
+    double el = wall_seconds() - l->t0,
+           eta = p->eta_s; /* the trainer's: right for resumed runs too */
     char e1[32], e2[32];
     if (l->c && l->c->n < CURVE_MAX) {
         curve *c = l->c;
-        c->step[c->n] = (float)p->step; c->loss[c->n] = p->loss;
-        c->acc[c->n] = p->reward_accuracy; c->margin[c->n] = p->reward_margin;
+        c->step[c->n] = (float)p->step;
+        c->loss[c->n] = p->loss;
+        c->acc[c->n] = p->reward_accuracy;
+        c->margin[c->n] = p->reward_margin;
         c->n++;
     }
     if (l->verbose) {
         fmt_duration(el, e1, sizeof e1);
         fmt_duration(eta, e2, sizeof e2);
         if (strcmp(p->phase, "sft") == 0)
-            fprintf(stderr, "[%s] step %5d/%d  loss %.4f  lr %.2e  |g| %.3f  %6.0f tok/s  %s elapsed, eta %s\n",
-                    l->label, p->step, p->total_steps, p->loss, p->lr, p->grad_norm, p->tokens / (el > 0 ? el : 1), e1, e2);
+            fprintf(
+                stderr,
+                "[%s] step %5d/%d  loss %.4f  lr %.2e  |g| %.3f  %6.0f tok/s  %s elapsed, eta %s\n",
+                l->label, p->step, p->total_steps, p->loss, p->lr, p->grad_norm,
+                p->tokens / (el > 0 ? el : 1), e1, e2);
         else
-            fprintf(stderr, "[%s] step %4d/%d  loss %.4f  rewards/chosen %+.3f rejected %+.3f margins %+.3f accuracies %.2f  %s elapsed, eta %s\n",
-                    l->label, p->step, p->total_steps, p->loss, p->reward_chosen, p->reward_rejected,
-                    p->reward_margin, p->reward_accuracy, e1, e2);
+            fprintf(stderr,
+                    "[%s] step %4d/%d  loss %.4f  rewards/chosen %+.3f rejected %+.3f margins "
+                    "%+.3f accuracies %.2f  %s elapsed, eta %s\n",
+                    l->label, p->step, p->total_steps, p->loss, p->reward_chosen,
+                    p->reward_rejected, p->reward_margin, p->reward_accuracy, e1, e2);
     }
     return 0;
 }
@@ -209,11 +276,18 @@ static int on_progress(const perpo_progress *p, void *user) {
 /* The preference configuration the options describe, for one objective. */
 static perpo_pref_config pref_config(const options *o, perpo_objective kind, int seed) {
     perpo_pref_config pc = perpo_pref_default(kind);
-    pc.objective.beta = (float)o->beta; pc.objective.gamma = (float)o->gamma;
-    pc.lists_per_step = o->lists_per_step; pc.accum_steps = o->accum; pc.seed = (uint64_t)seed;
-    pc.nll_weight = (float)o->nll; pc.mean_logp = o->mean_logp; pc.nll_on_truth = o->nll_truth;
-    pc.optim.lr = (float)o->pref_lr; pc.optim.min_lr = (float)o->pref_lr * 0.1f;
-    pc.optim.warmup_steps = o->pref_steps / 10 + 1; pc.optim.total_steps = o->pref_steps;
+    pc.objective.beta = (float)o->beta;
+    pc.objective.gamma = (float)o->gamma;
+    pc.lists_per_step = o->lists_per_step;
+    pc.accum_steps = o->accum;
+    pc.seed = (uint64_t)seed;
+    pc.nll_weight = (float)o->nll;
+    pc.mean_logp = o->mean_logp;
+    pc.nll_on_truth = o->nll_truth;
+    pc.optim.lr = (float)o->pref_lr;
+    pc.optim.min_lr = (float)o->pref_lr * 0.1f;
+    pc.optim.warmup_steps = o->pref_steps / 10 + 1;
+    pc.optim.total_steps = o->pref_steps;
     pc.log_every = 10;
     return pc;
 }
@@ -225,7 +299,10 @@ static int make_dirs(const char *dir) {
     if (ex_mkdir(dir) == 0 || errno == EEXIST) return 0;
     snprintf(parent, sizeof parent, "%s", dir);
     slash = strrchr(parent, '/');
-    if (slash) { *slash = 0; ex_mkdir(parent); }
+    if (slash) {
+        *slash = 0;
+        ex_mkdir(parent);
+    }
     return ex_mkdir(dir) == 0 || errno == EEXIST ? 0 : -1;
 }
 
@@ -246,16 +323,30 @@ static int fail(const char *what, perpo_status st) {
 static void json_options(ex_json *j, const options *o) {
     ex_json_key(j, "flags");
     ex_json_object_begin(j);
-    ex_json_kv_int(j, "seed", o->seed); ex_json_kv_int(j, "test_seed", o->test_seed); ex_json_kv_int(j, "seeds", o->seeds);
-    ex_json_kv_int(j, "n", o->n_samples); ex_json_kv_number(j, "beta", o->beta); ex_json_kv_number(j, "gamma", o->gamma);
-    ex_json_kv_number(j, "temperature", o->temperature); ex_json_kv_number(j, "top_p", o->top_p);
-    ex_json_kv_number(j, "margin", o->margin); ex_json_kv_number(j, "nll", o->nll); ex_json_kv_int(j, "mean_logp", o->mean_logp);
+    ex_json_kv_int(j, "seed", o->seed);
+    ex_json_kv_int(j, "test_seed", o->test_seed);
+    ex_json_kv_int(j, "seeds", o->seeds);
+    ex_json_kv_int(j, "n", o->n_samples);
+    ex_json_kv_number(j, "beta", o->beta);
+    ex_json_kv_number(j, "gamma", o->gamma);
+    ex_json_kv_number(j, "temperature", o->temperature);
+    ex_json_kv_number(j, "top_p", o->top_p);
+    ex_json_kv_number(j, "margin", o->margin);
+    ex_json_kv_number(j, "nll", o->nll);
+    ex_json_kv_int(j, "mean_logp", o->mean_logp);
     ex_json_kv_int(j, "nll_truth", o->nll_truth);
-    ex_json_kv_int(j, "sft_steps", o->sft_steps); ex_json_kv_int(j, "pref_steps", o->pref_steps);
-    ex_json_kv_number(j, "sft_lr", o->sft_lr); ex_json_kv_number(j, "pref_lr", o->pref_lr);
-    ex_json_kv_int(j, "pref_prompts", o->n_pref); ex_json_kv_int(j, "test", o->n_test); ex_json_kv_int(j, "rounds", o->rounds);
-    ex_json_kv_int(j, "batch", o->batch); ex_json_kv_int(j, "lists", o->lists_per_step); ex_json_kv_int(j, "accum", o->accum);
-    ex_json_kv_string(j, "objective", o->objective); ex_json_kv_int(j, "threads", o->threads);
+    ex_json_kv_int(j, "sft_steps", o->sft_steps);
+    ex_json_kv_int(j, "pref_steps", o->pref_steps);
+    ex_json_kv_number(j, "sft_lr", o->sft_lr);
+    ex_json_kv_number(j, "pref_lr", o->pref_lr);
+    ex_json_kv_int(j, "pref_prompts", o->n_pref);
+    ex_json_kv_int(j, "test", o->n_test);
+    ex_json_kv_int(j, "rounds", o->rounds);
+    ex_json_kv_int(j, "batch", o->batch);
+    ex_json_kv_int(j, "lists", o->lists_per_step);
+    ex_json_kv_int(j, "accum", o->accum);
+    ex_json_kv_string(j, "objective", o->objective);
+    ex_json_kv_int(j, "threads", o->threads);
     if (o->data) ex_json_kv_string(j, "data", o->data);
     if (o->sft_ckpt) ex_json_kv_string(j, "sft_checkpoint", o->sft_ckpt);
     ex_json_object_end(j);
@@ -263,24 +354,48 @@ static void json_options(ex_json *j, const options *o) {
 
 /* Four panels: the SFT loss, then each preference run's loss, rewards/accuracies and
    rewards/margins against the step. */
-static int write_curves(const char *path, const char *title, const curve *sft, int n, const char *const *names,
-                        const curve *const *runs) {
-    const float *xs[EX_MAX_OBJECTIVES], *loss[EX_MAX_OBJECTIVES], *acc[EX_MAX_OBJECTIVES], *mar[EX_MAX_OBJECTIVES];
+static int write_curves(const char *path, const char *title, const curve *sft, int n,
+                        const char *const *names, const curve *const *runs) {
+    const float *xs[EX_MAX_OBJECTIVES], *loss[EX_MAX_OBJECTIVES], *acc[EX_MAX_OBJECTIVES],
+        *mar[EX_MAX_OBJECTIVES];
     const float *sx[1], *sy[1];
     int counts[EX_MAX_OBJECTIVES], sc[1], k;
     ex_plot_panel p[4];
-    const char *sft_name[1] = {"SFT"};
+    const char *sft_name[1] = { "SFT" };
     for (k = 0; k < n && k < EX_MAX_OBJECTIVES; k++) {
-        xs[k] = runs[k]->step; loss[k] = runs[k]->loss; acc[k] = runs[k]->acc; mar[k] = runs[k]->margin;
+        xs[k] = runs[k]->step;
+        loss[k] = runs[k]->loss;
+        acc[k] = runs[k]->acc;
+        mar[k] = runs[k]->margin;
         counts[k] = runs[k]->n;
     }
-    sx[0] = sft->step; sy[0] = sft->loss; sc[0] = sft->n;
-    p[0].title = "SFT"; p[0].xlabel = "step"; p[0].ylabel = "token cross-entropy"; p[0].n_series = 1;
-    p[0].names = sft_name; p[0].xs = sx; p[0].ys = sy; p[0].counts = sc;
-    p[1].title = "preference loss"; p[1].xlabel = "step"; p[1].ylabel = "loss"; p[1].n_series = k;
-    p[1].names = names; p[1].xs = xs; p[1].ys = loss; p[1].counts = counts;
-    p[2] = p[1]; p[2].title = "rewards/accuracies"; p[2].ylabel = "pairs ranked right"; p[2].ys = acc;
-    p[3] = p[1]; p[3].title = "rewards/margins"; p[3].ylabel = "beta (s_best - s_worst)"; p[3].ys = mar;
+    sx[0] = sft->step;
+    sy[0] = sft->loss;
+    sc[0] = sft->n;
+    p[0].title = "SFT";
+    p[0].xlabel = "step";
+    p[0].ylabel = "token cross-entropy";
+    p[0].n_series = 1;
+    p[0].names = sft_name;
+    p[0].xs = sx;
+    p[0].ys = sy;
+    p[0].counts = sc;
+    p[1].title = "preference loss";
+    p[1].xlabel = "step";
+    p[1].ylabel = "loss";
+    p[1].n_series = k;
+    p[1].names = names;
+    p[1].xs = xs;
+    p[1].ys = loss;
+    p[1].counts = counts;
+    p[2] = p[1];
+    p[2].title = "rewards/accuracies";
+    p[2].ylabel = "pairs ranked right";
+    p[2].ys = acc;
+    p[3] = p[1];
+    p[3].title = "rewards/margins";
+    p[3].ylabel = "beta (s_best - s_worst)";
+    p[3].ys = mar;
     return ex_svg_plot_panels(path, title, n ? 4 : 1, p);
 }
 
@@ -292,7 +407,10 @@ static int experiment_start(int argc, char **argv, options *o) {
 #ifdef _OPENMP
     if (o->threads > 0) omp_set_num_threads(o->threads);
 #endif
-    if (make_dirs(o->out) != 0) { fprintf(stderr, "error: cannot create %s\n", o->out); return -1; }
+    if (make_dirs(o->out) != 0) {
+        fprintf(stderr, "error: cannot create %s\n", o->out);
+        return -1;
+    }
     return 0;
 }
 
@@ -303,7 +421,10 @@ static FILE *results_begin(ex_json *j, const options *o, const char *task, char 
     FILE *f;
     snprintf(path, cap, "%s/results.json", o->out);
     f = fopen(path, "w");
-    if (!f) { fprintf(stderr, "error: cannot write %s\n", path); return NULL; }
+    if (!f) {
+        fprintf(stderr, "error: cannot write %s\n", path);
+        return NULL;
+    }
     ex_json_init(j, f);
     ex_json_object_begin(j);
     ex_json_kv_string(j, "task", task);
@@ -313,7 +434,8 @@ static FILE *results_begin(ex_json *j, const options *o, const char *task, char 
     return f;
 }
 /* One run's common fields, then opens its "methods" array. */
-static void results_run_begin(ex_json *j, int seed, size_t sampled, size_t kept, double mean_reward, double seconds) {
+static void results_run_begin(ex_json *j, int seed, size_t sampled, size_t kept, double mean_reward,
+                              double seconds) {
     ex_json_object_begin(j);
     ex_json_kv_int(j, "seed", seed);
     ex_json_kv_int(j, "lists_sampled", (long long)sampled);
@@ -331,18 +453,23 @@ static void results_run_end(ex_json *j) {
 static int results_end(ex_json *j, FILE *f, const char *path) {
     ex_json_array_end(j);
     ex_json_object_end(j);
-    if (ex_json_finish(j) != 0 || fclose(f) != 0) { fprintf(stderr, "error: writing %s failed\n", path); return -1; }
+    if (ex_json_finish(j) != 0 || fclose(f) != 0) {
+        fprintf(stderr, "error: writing %s failed\n", path);
+        return -1;
+    }
     printf("wrote %s\n", path);
     return 0;
 }
 
 /* DIR/training_curves.svg from the first seed's curves. */
-static void curves_output(const options *o, const char *title, const curve *sft, int n, const char *const *names,
-                          const curve *const *runs) {
+static void curves_output(const options *o, const char *title, const curve *sft, int n,
+                          const char *const *names, const curve *const *runs) {
     char path[1024];
     snprintf(path, sizeof path, "%s/training_curves.svg", o->out);
-    if (write_curves(path, title, sft, n, names, runs) != 0) fprintf(stderr, "warning: cannot write %s\n", path);
-    else printf("wrote %s\n", path);
+    if (write_curves(path, title, sft, n, names, runs) != 0)
+        fprintf(stderr, "warning: cannot write %s\n", path);
+    else
+        printf("wrote %s\n", path);
 }
 
 /* ---- Bring your own data: DIR/NAME.tsv lists image, prompt and answer per line ---------- */
@@ -369,15 +496,24 @@ static int user_data_load(user_data *u, const char *dir, const char *name, int W
         fprintf(stderr, "error: %s (%s)\n", err[0] ? err : path, perpo_status_string(st));
         return -1;
     }
-    if (u->manifest.n == 0) { fprintf(stderr, "error: %s has no examples\n", path); return -1; }
+    if (u->manifest.n == 0) {
+        fprintf(stderr, "error: %s has no examples\n", path);
+        return -1;
+    }
     u->images = (float *)malloc(u->manifest.n * floats * sizeof(float));
-    if (!u->images) { fprintf(stderr, "error: out of memory for %zu images\n", u->manifest.n); return -1; }
+    if (!u->images) {
+        fprintf(stderr, "error: out of memory for %zu images\n", u->manifest.n);
+        return -1;
+    }
     for (i = 0; i < u->manifest.n; i++) {
         const perpo_manifest_entry *e = &u->manifest.entries[i];
         char img_path[2048];
-        if (e->image[0] == '/') snprintf(img_path, sizeof img_path, "%s", e->image);
-        else snprintf(img_path, sizeof img_path, "%s/%s", dir, e->image);
-        if ((st = perpo_image_load_pnm(img_path, W, H, 3, u->images + i * floats, err, sizeof err, NULL)) != PERPO_OK) {
+        if (e->image[0] == '/')
+            snprintf(img_path, sizeof img_path, "%s", e->image);
+        else
+            snprintf(img_path, sizeof img_path, "%s/%s", dir, e->image);
+        if ((st = perpo_image_load_pnm(img_path, W, H, 3, u->images + i * floats, err, sizeof err,
+                                       NULL)) != PERPO_OK) {
             fprintf(stderr, "error: %s line %zu: %s\n", path, e->line, err);
             user_data_free(u);
             return -1;
@@ -399,10 +535,10 @@ static int user_data_load(user_data *u, const char *dir, const char *name, int W
 typedef struct dataset dataset;
 
 typedef struct task {
-    const char *name;             /* results.json's "task"; examples/models/NAME_sft.ckpt */
-    const char *title;            /* heading of the table */
-    perpo_config cfg;             /* the model trained from scratch (a checkpoint has its own) */
-    size_t text_cap;              /* bytes of a prompt, answer or response buffer (> max_text) */
+    const char *name;  /* results.json's "task"; examples/models/NAME_sft.ckpt */
+    const char *title; /* heading of the table */
+    perpo_config cfg;  /* the model trained from scratch (a checkpoint has its own) */
+    size_t text_cap;   /* bytes of a prompt, answer or response buffer (> max_text) */
     int n_metrics;
     const char *metric_key[EX_MAX_METRICS];  /* results.json keys, e.g. "acc_at_0.5" */
     const char *metric_head[EX_MAX_METRICS]; /* table column, NULL: only in results.json */
@@ -410,16 +546,19 @@ typedef struct task {
     int main_metric, higher_is_better;       /* the metric the summary line compares */
     /* Example `index` of the split with seed base `base`: image, prompt and answer (text_cap
        bytes each) and a group (e.g. OCR text density) that score() may use. 0 on success. */
-    int (*make)(uint64_t base, uint64_t index, float *image, char *prompt, char *answer, int *group);
+    int (*make)(uint64_t base, uint64_t index, float *image, char *prompt, char *answer,
+                int *group);
     /* The task reward of a response against the true answer (IoU, 1 - edit distance). */
     float (*reward)(const char *response, size_t len, const char *answer);
     /* Adds one item's metrics: sum[k] += value * w and weight[k] += w (w = 0: not counted). */
-    void (*score)(const char *response, size_t len, const char *answer, int group, double *sum, double *weight);
+    void (*score)(const char *response, size_t len, const char *answer, int group, double *sum,
+                  double *weight);
     /* --data: NULL if the answer suits the task, else why not; and its group (NULL: 0). */
     const char *(*check_answer)(const char *answer);
     int (*group_of)(const char *answer);
     /* The picture of the first test items with the SFT and PerPO answers; 0 on success. */
-    int (*picture)(const char *path, const dataset *test, const char *sft_text, const char *perpo_text);
+    int (*picture)(const char *path, const dataset *test, const char *sft_text,
+                   const char *perpo_text);
     /* Optional figure of one metric per group (the paper's Figure 5: edit distance at each text
        density): metrics group_metric .. group_metric + n_groups - 1 hold groups 0 .. n_groups - 1,
        plotted against group_axis for every method (mean over seeds) into DIR/NAME_by_group.svg.
@@ -435,29 +574,37 @@ typedef struct task {
 struct dataset {
     int n;
     size_t image_floats, cap;
-    float *images;            /* n images */
-    char *prompt, *answer;    /* n strings of cap bytes each */
+    float *images;         /* n images */
+    char *prompt, *answer; /* n strings of cap bytes each */
     int *group;
-    perpo_example *examples;  /* image + prompt + answer, as the trainers take them */
+    perpo_example *examples; /* image + prompt + answer, as the trainers take them */
 };
 
 EX_FN const char *ds_prompt(const dataset *d, int i) { return d->prompt + (size_t)i * d->cap; }
 EX_FN const char *ds_answer(const dataset *d, int i) { return d->answer + (size_t)i * d->cap; }
 
 static void dataset_free(dataset *d) {
-    free(d->images); free(d->prompt); free(d->answer); free(d->group); free(d->examples);
+    free(d->images);
+    free(d->prompt);
+    free(d->answer);
+    free(d->group);
+    free(d->examples);
     memset(d, 0, sizeof *d);
 }
 static int dataset_alloc(dataset *d, const task *tk, const perpo_config *cfg, int n) {
     memset(d, 0, sizeof *d);
-    d->n = n; d->cap = tk->text_cap;
+    d->n = n;
+    d->cap = tk->text_cap;
     d->image_floats = (size_t)cfg->image_h * (size_t)cfg->image_w * (size_t)cfg->channels;
     d->images = (float *)malloc((size_t)n * d->image_floats * sizeof(float));
     d->prompt = (char *)calloc((size_t)n, d->cap);
     d->answer = (char *)calloc((size_t)n, d->cap);
     d->group = (int *)calloc((size_t)n, sizeof(int));
     d->examples = (perpo_example *)calloc((size_t)n, sizeof *d->examples);
-    if (!d->images || !d->prompt || !d->answer || !d->group || !d->examples) { dataset_free(d); return -1; }
+    if (!d->images || !d->prompt || !d->answer || !d->group || !d->examples) {
+        dataset_free(d);
+        return -1;
+    }
     return 0;
 }
 static void dataset_link(dataset *d, int i) {
@@ -466,13 +613,15 @@ static void dataset_link(dataset *d, int i) {
     d->examples[i].response = d->answer + (size_t)i * d->cap;
 }
 /* Items first .. first+n-1 of the synthetic split with seed base `base`. */
-static int dataset_make(dataset *d, const task *tk, const perpo_config *cfg, uint64_t base, uint64_t first, int n) {
+static int dataset_make(dataset *d, const task *tk, const perpo_config *cfg, uint64_t base,
+                        uint64_t first, int n) {
     int i;
     if (dataset_alloc(d, tk, cfg, n) != 0) return -1;
     for (i = 0; i < n; i++) {
         dataset_link(d, i);
-        if (tk->make(base, first + (uint64_t)i, d->images + (size_t)i * d->image_floats, d->prompt + (size_t)i * d->cap,
-                     d->answer + (size_t)i * d->cap, &d->group[i]) != 0) {
+        if (tk->make(base, first + (uint64_t)i, d->images + (size_t)i * d->image_floats,
+                     d->prompt + (size_t)i * d->cap, d->answer + (size_t)i * d->cap,
+                     &d->group[i]) != 0) {
             dataset_free(d);
             return -1;
         }
@@ -484,17 +633,24 @@ static int dataset_make(dataset *d, const task *tk, const perpo_config *cfg, uin
 static void unescape_lines(char *s) {
     char *w = s;
     for (; *s; s++) {
-        if (s[0] == '\\' && (s[1] == 'n' || s[1] == '\\')) { *w++ = s[1] == 'n' ? '\n' : '\\'; s++; }
-        else *w++ = *s;
+        if (s[0] == '\\' && (s[1] == 'n' || s[1] == '\\')) {
+            *w++ = s[1] == 'n' ? '\n' : '\\';
+            s++;
+        } else
+            *w++ = *s;
     }
     *w = 0;
 }
 /* DIR/NAME (--data): image paths, prompts and answers; images of the model's size. */
-static int dataset_load(dataset *d, const task *tk, const perpo_config *cfg, const char *dir, const char *name) {
+static int dataset_load(dataset *d, const task *tk, const perpo_config *cfg, const char *dir,
+                        const char *name) {
     user_data u;
     int i;
     if (user_data_load(&u, dir, name, cfg->image_w, cfg->image_h) != 0) return -1;
-    if (dataset_alloc(d, tk, cfg, (int)u.manifest.n) != 0) { user_data_free(&u); return -1; }
+    if (dataset_alloc(d, tk, cfg, (int)u.manifest.n) != 0) {
+        user_data_free(&u);
+        return -1;
+    }
     memcpy(d->images, u.images, u.manifest.n * d->image_floats * sizeof(float));
     for (i = 0; i < d->n; i++) {
         const perpo_manifest_entry *e = &u.manifest.entries[i];
@@ -507,12 +663,14 @@ static int dataset_load(dataset *d, const task *tk, const perpo_config *cfg, con
             la = strlen(answer);
         }
         if (lp + la + 3 > (size_t)cfg->max_text) {
-            fprintf(stderr, "error: %s/%s line %zu: prompt and answer are %zu bytes, at most %d fit\n", dir, name,
-                    e->line, lp + la, cfg->max_text - 3);
+            fprintf(stderr,
+                    "error: %s/%s line %zu: prompt and answer are %zu bytes, at most %d fit\n", dir,
+                    name, e->line, lp + la, cfg->max_text - 3);
             break;
         }
         if ((why = tk->check_answer(answer)) != NULL) {
-            fprintf(stderr, "error: %s/%s line %zu: the answer \"%s\" %s\n", dir, name, e->line, e->answer, why);
+            fprintf(stderr, "error: %s/%s line %zu: the answer \"%s\" %s\n", dir, name, e->line,
+                    e->answer, why);
             break;
         }
         memcpy(d->prompt + (size_t)i * d->cap, e->prompt, lp + 1);
@@ -520,12 +678,17 @@ static int dataset_load(dataset *d, const task *tk, const perpo_config *cfg, con
         dataset_link(d, i);
     }
     user_data_free(&u);
-    if (i < d->n) { dataset_free(d); return -1; }
+    if (i < d->n) {
+        dataset_free(d);
+        return -1;
+    }
     return 0;
 }
 
 /* ---- Evaluation ------------------------------------------------------------------------- */
-typedef struct scores { double v[EX_MAX_METRICS]; } scores;
+typedef struct scores {
+    double v[EX_MAX_METRICS];
+} scores;
 
 static void scores_finish(const task *tk, const double *sum, const double *weight, scores *out) {
     int k;
@@ -533,10 +696,11 @@ static void scores_finish(const task *tk, const double *sum, const double *weigh
 }
 
 /* Greedy answers for every item of d; responses (may be NULL) gets them (n x d->cap). */
-static perpo_status evaluate(perpo_model *m, const task *tk, const dataset *d, scores *out, char *responses) {
+static perpo_status evaluate(perpo_model *m, const task *tk, const dataset *d, scores *out,
+                             char *responses) {
     perpo_sample_config sc = perpo_sample_default();
     size_t B = (size_t)perpo_model_config(m)->max_batch, i, j, cap = d->cap;
-    double sum[EX_MAX_METRICS] = {0}, weight[EX_MAX_METRICS] = {0};
+    double sum[EX_MAX_METRICS] = { 0 }, weight[EX_MAX_METRICS] = { 0 };
     char *text = (char *)malloc(B * cap);
     size_t *lens = (size_t *)malloc(B * sizeof(size_t));
     const float **imgs = (const float **)malloc(B * sizeof(float *));
@@ -546,43 +710,64 @@ static perpo_status evaluate(perpo_model *m, const task *tk, const dataset *d, s
     for (i = 0; st == PERPO_OK && i < (size_t)d->n; i += B) {
         size_t cnt = (size_t)d->n - i < B ? (size_t)d->n - i : B;
         perpo_gen_request req;
-        for (j = 0; j < cnt; j++) { imgs[j] = d->examples[i + j].image; prompts[j] = d->examples[i + j].prompt; }
-        req.n_seq = cnt; req.n_img = cnt; req.images = imgs; req.image_of = NULL; req.prompts = prompts;
+        for (j = 0; j < cnt; j++) {
+            imgs[j] = d->examples[i + j].image;
+            prompts[j] = d->examples[i + j].prompt;
+        }
+        req.n_seq = cnt;
+        req.n_img = cnt;
+        req.images = imgs;
+        req.image_of = NULL;
+        req.prompts = prompts;
         if ((st = perpo_generate(m, &req, &sc, text, cap, lens)) != PERPO_OK) break;
         for (j = 0; j < cnt; j++) {
-            tk->score(text + j * cap, lens[j], ds_answer(d, (int)(i + j)), d->group[i + j], sum, weight);
+            tk->score(text + j * cap, lens[j], ds_answer(d, (int)(i + j)), d->group[i + j], sum,
+                      weight);
             if (responses) memcpy(responses + (i + j) * cap, text + j * cap, cap);
         }
     }
     if (st == PERPO_OK) scores_finish(tk, sum, weight, out);
-    free(text); free(lens); free((void *)imgs); free((void *)prompts);
+    free(text);
+    free(lens);
+    free((void *)imgs);
+    free((void *)prompts);
     return st;
 }
 
 /* Reward callback of perpo_pref_sample: the task reward against item's true answer. */
-typedef struct reward_ctx { const task *tk; const dataset *d; } reward_ctx;
+typedef struct reward_ctx {
+    const task *tk;
+    const dataset *d;
+} reward_ctx;
 static float task_reward(const char *response, size_t len, size_t item, void *user) {
     const reward_ctx *r = (const reward_ctx *)user;
     return r->tk->reward(response, len, ds_answer(r->d, (int)item));
 }
 
 /* Best-of-N with the oracle reward: each item's highest-reward sample, scored. */
-static perpo_status best_of_n(perpo_model *m, const task *tk, const dataset *d, const options *o, uint64_t seed,
-                              scores *out) {
+static perpo_status best_of_n(perpo_model *m, const task *tk, const dataset *d, const options *o,
+                              uint64_t seed, scores *out) {
     perpo_sample_config sc = perpo_sample_default();
     perpo_pref_set set;
     reward_ctx rc;
-    double sum[EX_MAX_METRICS] = {0}, weight[EX_MAX_METRICS] = {0};
+    double sum[EX_MAX_METRICS] = { 0 }, weight[EX_MAX_METRICS] = { 0 };
     perpo_status st;
     size_t i;
     int k;
-    sc.temperature = (float)o->temperature; sc.top_p = (float)o->top_p; sc.seed = seed;
-    rc.tk = tk; rc.d = d;
-    if ((st = perpo_pref_sample(m, d->examples, (size_t)d->n, o->n_samples, &sc, task_reward, &rc, &set)) != PERPO_OK) return st;
+    sc.temperature = (float)o->temperature;
+    sc.top_p = (float)o->top_p;
+    sc.seed = seed;
+    rc.tk = tk;
+    rc.d = d;
+    if ((st = perpo_pref_sample(m, d->examples, (size_t)d->n, o->n_samples, &sc, task_reward, &rc,
+                                &set)) != PERPO_OK)
+        return st;
     for (i = 0; i < set.n_lists; i++) {
         int best = 0;
-        for (k = 1; k < o->n_samples; k++) if (set.lists[i].rewards[k] > set.lists[i].rewards[best]) best = k;
-        tk->score(set.lists[i].responses[best], strlen(set.lists[i].responses[best]), ds_answer(d, (int)i), d->group[i], sum, weight);
+        for (k = 1; k < o->n_samples; k++)
+            if (set.lists[i].rewards[k] > set.lists[i].rewards[best]) best = k;
+        tk->score(set.lists[i].responses[best], strlen(set.lists[i].responses[best]),
+                  ds_answer(d, (int)i), d->group[i], sum, weight);
     }
     scores_finish(tk, sum, weight, out);
     perpo_pref_set_free(&set);
@@ -602,7 +787,7 @@ typedef struct run_result {
     int n_methods, perpo_index;      /* perpo_index: -1 without a PerPO run */
     size_t lists_sampled, lists_kept;
     double mean_list_reward, total_s;
-    char *sft_text, *perpo_text;     /* greedy answers on the test set */
+    char *sft_text, *perpo_text; /* greedy answers on the test set */
 } run_result;
 
 /* Which item of prefs a sampled list belongs to (its image is that item's). */
@@ -612,8 +797,9 @@ static size_t list_item(const dataset *prefs, const perpo_pref_list *l) {
 
 /* Lists sampled from `policy` for items [first, first+n) of prefs, scored, filtered by the
    margin, with reference log-probs from the frozen `ref` model. */
-static perpo_status sample_lists(perpo_model *policy, perpo_model *ref, const task *tk, const dataset *prefs, size_t first,
-                                 size_t n, const options *o, uint64_t seed, perpo_pref_set *set, size_t *kept,
+static perpo_status sample_lists(perpo_model *policy, perpo_model *ref, const task *tk,
+                                 const dataset *prefs, size_t first, size_t n, const options *o,
+                                 uint64_t seed, perpo_pref_set *set, size_t *kept,
                                  double *mean_reward) {
     perpo_sample_config sc = perpo_sample_default();
     reward_ctx rc;
@@ -621,16 +807,25 @@ static perpo_status sample_lists(perpo_model *policy, perpo_model *ref, const ta
     perpo_status st;
     size_t i;
     int k;
-    view.n = (int)n; view.examples = prefs->examples + first; view.answer = prefs->answer + first * prefs->cap;
+    view.n = (int)n;
+    view.examples = prefs->examples + first;
+    view.answer = prefs->answer + first * prefs->cap;
     view.group = prefs->group + first;
-    rc.tk = tk; rc.d = &view;
-    sc.temperature = (float)o->temperature; sc.top_p = (float)o->top_p; sc.seed = seed;
-    if ((st = perpo_pref_sample(policy, view.examples, n, o->n_samples, &sc, task_reward, &rc, set)) != PERPO_OK) return st;
+    rc.tk = tk;
+    rc.d = &view;
+    sc.temperature = (float)o->temperature;
+    sc.top_p = (float)o->top_p;
+    sc.seed = seed;
+    if ((st = perpo_pref_sample(policy, view.examples, n, o->n_samples, &sc, task_reward, &rc,
+                                set)) != PERPO_OK)
+        return st;
     *mean_reward = 0.0;
     for (i = 0; i < set->n_lists; i++)
-        for (k = 0; k < o->n_samples; k++) *mean_reward += set->lists[i].rewards[k] / ((double)set->n_lists * o->n_samples);
+        for (k = 0; k < o->n_samples; k++)
+            *mean_reward += set->lists[i].rewards[k] / ((double)set->n_lists * o->n_samples);
     *kept = perpo_pref_filter(set->lists, set->n_lists, (float)o->margin);
-    for (i = 0; i < *kept; i++) set->lists[i].truth = prefs->examples[list_item(prefs, &set->lists[i])].response;
+    for (i = 0; i < *kept; i++)
+        set->lists[i].truth = prefs->examples[list_item(prefs, &set->lists[i])].response;
     if (*kept == 0) return PERPO_OK;
     return perpo_pref_reference(ref, set->lists, *kept);
 }
@@ -643,7 +838,10 @@ typedef struct pair_lists {
     float *reward, *ref;
 } pair_lists;
 static void pair_lists_free(pair_lists *p) {
-    free(p->lists); free((void *)p->resp); free(p->reward); free(p->ref);
+    free(p->lists);
+    free((void *)p->resp);
+    free(p->reward);
+    free(p->ref);
     memset(p, 0, sizeof *p);
 }
 static int pair_lists_make(pair_lists *p, const perpo_pref_list *l, size_t n) {
@@ -652,28 +850,37 @@ static int pair_lists_make(pair_lists *p, const perpo_pref_list *l, size_t n) {
     p->resp = (const char **)calloc(2 * n, sizeof(char *));
     p->reward = (float *)calloc(2 * n, sizeof(float));
     p->ref = (float *)calloc(2 * n, sizeof(float));
-    if (!p->lists || !p->resp || !p->reward || !p->ref) { pair_lists_free(p); return -1; }
+    if (!p->lists || !p->resp || !p->reward || !p->ref) {
+        pair_lists_free(p);
+        return -1;
+    }
     for (i = 0; i < n; i++) {
         int k, best = 0, worst = 0, pick[2];
         for (k = 1; k < l[i].n; k++) {
             if (l[i].rewards[k] > l[i].rewards[best]) best = k;
             if (l[i].rewards[k] < l[i].rewards[worst]) worst = k;
         }
-        pick[0] = best; pick[1] = worst;
+        pick[0] = best;
+        pick[1] = worst;
         for (k = 0; k < 2; k++) {
             p->resp[2 * i + k] = l[i].responses[pick[k]];
             p->reward[2 * i + k] = l[i].rewards[pick[k]];
             p->ref[2 * i + k] = l[i].ref_logp[pick[k]];
         }
         p->lists[i] = l[i];
-        p->lists[i].n = 2; p->lists[i].responses = p->resp + 2 * i;
-        p->lists[i].rewards = p->reward + 2 * i; p->lists[i].ref_logp = p->ref + 2 * i;
+        p->lists[i].n = 2;
+        p->lists[i].responses = p->resp + 2 * i;
+        p->lists[i].rewards = p->reward + 2 * i;
+        p->lists[i].ref_logp = p->ref + 2 * i;
     }
     return 0;
 }
 
 /* Progress of one round of a longer schedule: reports every 10 steps, stops at `until`. */
-typedef struct round_log { run_log *log; int until; } round_log;
+typedef struct round_log {
+    run_log *log;
+    int until;
+} round_log;
 static int round_progress(const perpo_progress *p, void *user) {
     round_log *r = (round_log *)user;
     if (p->step % 10 == 0 || p->step == p->total_steps) on_progress(p, r->log);
@@ -683,9 +890,9 @@ static int round_progress(const perpo_progress *p, void *user) {
 /* One objective from the SFT weights: `rounds` rounds of lists (round 0's are `first`,
    sampled from the SFT model; later ones from the current policy on the next prompts), each
    trained for its share of the steps of one cosine schedule. */
-static perpo_status train_objective(perpo_model *pol, perpo_model *sft, const task *tk, const dataset *prefs,
-                                    const options *o, int seed, int k, const perpo_pref_set *first, size_t first_kept,
-                                    run_log *log) {
+static perpo_status train_objective(perpo_model *pol, perpo_model *sft, const task *tk,
+                                    const dataset *prefs, const options *o, int seed, int k,
+                                    const perpo_pref_set *first, size_t first_kept, run_log *log) {
     perpo_pref_config pc = pref_config(o, ex_objective_kinds[k], seed);
     perpo_status st = PERPO_OK;
     int r;
@@ -702,18 +909,23 @@ static perpo_status train_objective(perpo_model *pol, perpo_model *sft, const ta
         memset(&pairs, 0, sizeof pairs);
         if (r > 0) { /* iterative: lists sampled again from the current policy */
             st = sample_lists(pol, sft, tk, prefs, (size_t)r * per, per, o,
-                              (uint64_t)seed * 1000003u + 17u + 7919u * (uint64_t)r, &set, &kept, &mean);
+                              (uint64_t)seed * 1000003u + 17u + 7919u * (uint64_t)r, &set, &kept,
+                              &mean);
             lists = set.lists;
         }
         if (st == PERPO_OK && kept == 0) {
-            fprintf(stderr, "warning: round %d: no list has a reward margin >= %.2f\n", r + 1, o->margin);
+            fprintf(stderr, "warning: round %d: no list has a reward margin >= %.2f\n", r + 1,
+                    o->margin);
         } else if (st == PERPO_OK) {
             if (ex_objective_kinds[k] == PERPO_OBJ_DPO) {
-                if (pair_lists_make(&pairs, lists, kept) != 0) st = PERPO_ERR_NOMEM;
-                else lists = pairs.lists;
+                if (pair_lists_make(&pairs, lists, kept) != 0)
+                    st = PERPO_ERR_NOMEM;
+                else
+                    lists = pairs.lists;
             }
             pc.resume = r > 0;
-            rl.log = log; rl.until = (int)((long long)o->pref_steps * (r + 1) / o->rounds);
+            rl.log = log;
+            rl.until = (int)((long long)o->pref_steps * (r + 1) / o->rounds);
             if (st == PERPO_OK) st = perpo_pref_train(pol, lists, kept, &pc, round_progress, &rl);
         }
         pair_lists_free(&pairs);
@@ -724,8 +936,9 @@ static perpo_status train_objective(perpo_model *pol, perpo_model *sft, const ta
 
 /* The control: SFT continued on the true answers of the same prompts, with the preference
    runs' steps, examples per step (one per list) and schedule. */
-static perpo_status train_control(perpo_model *pol, perpo_model *sft, const dataset *prefs, const perpo_pref_list *lists,
-                                  size_t kept, const options *o, int seed, run_log *log) {
+static perpo_status train_control(perpo_model *pol, perpo_model *sft, const dataset *prefs,
+                                  const perpo_pref_list *lists, size_t kept, const options *o,
+                                  int seed, run_log *log) {
     perpo_pref_config pc = pref_config(o, PERPO_OBJ_PERPO, seed);
     perpo_sft_config tc = perpo_sft_default();
     perpo_example *ex;
@@ -733,8 +946,12 @@ static perpo_status train_control(perpo_model *pol, perpo_model *sft, const data
     size_t i, n = o->rounds > 1 ? (size_t)prefs->n : kept;
     if ((st = perpo_model_copy_params(pol, sft)) != PERPO_OK) return st;
     if (!(ex = (perpo_example *)calloc(n, sizeof *ex))) return PERPO_ERR_NOMEM;
-    for (i = 0; i < n; i++) ex[i] = prefs->examples[o->rounds > 1 ? i : list_item(prefs, &lists[i])];
-    tc.optim = pc.optim; tc.batch_size = o->lists_per_step; tc.accum_steps = o->accum; tc.seed = (uint64_t)seed;
+    for (i = 0; i < n; i++)
+        ex[i] = prefs->examples[o->rounds > 1 ? i : list_item(prefs, &lists[i])];
+    tc.optim = pc.optim;
+    tc.batch_size = o->lists_per_step;
+    tc.accum_steps = o->accum;
+    tc.seed = (uint64_t)seed;
     tc.log_every = 10;
     st = perpo_sft_train(pol, ex, n, &tc, on_progress, log);
     free(ex);
@@ -743,8 +960,9 @@ static perpo_status train_control(perpo_model *pol, perpo_model *sft, const data
 
 /* One preference stage from `sft`: round-0 lists, the control, every wanted objective. Fills
    r->m from index first_method on (SFT and Best-of-N are the caller's). */
-static int run_preference(const task *tk, const options *o, int seed, perpo_model *sft, const dataset *test,
-                          const dataset *prefs, run_result *r, int first_method) {
+static int run_preference(const task *tk, const options *o, int seed, perpo_model *sft,
+                          const dataset *test, const dataset *prefs, run_result *r,
+                          int first_method) {
     perpo_model *pol = NULL;
     perpo_pref_set set;
     perpo_status st;
@@ -754,33 +972,54 @@ static int run_preference(const task *tk, const options *o, int seed, perpo_mode
     int k, ret = 1;
     method_result *mr;
     memset(&set, 0, sizeof set);
-    r->n_methods = first_method; r->perpo_index = -1;
+    r->n_methods = first_method;
+    r->perpo_index = -1;
     t = wall_seconds();
-    if ((st = sample_lists(sft, sft, tk, prefs, 0, per, o, (uint64_t)seed * 1000003u + 17u, &set, &kept,
-                           &r->mean_list_reward)) != PERPO_OK) { fail("sampling", st); goto done; }
-    r->lists_sampled = set.n_lists; r->lists_kept = kept;
-    if (o->verbose) fprintf(stderr, "[lists] %zu prompts x %d samples, mean reward %.3f, %zu lists with margin >= %.2f (%.0fs)\n",
-                            set.n_lists, o->n_samples, r->mean_list_reward, kept, o->margin, wall_seconds() - t);
-    if (kept == 0) { fprintf(stderr, "error: no list has a reward margin >= %.2f; lower --margin\n", o->margin); goto done; }
-    if ((st = perpo_model_create(&pol, perpo_model_config(sft), (uint64_t)seed)) != PERPO_OK) { fail("model", st); goto done; }
+    if ((st = sample_lists(sft, sft, tk, prefs, 0, per, o, (uint64_t)seed * 1000003u + 17u, &set,
+                           &kept, &r->mean_list_reward)) != PERPO_OK) {
+        fail("sampling", st);
+        goto done;
+    }
+    r->lists_sampled = set.n_lists;
+    r->lists_kept = kept;
+    if (o->verbose)
+        fprintf(stderr,
+                "[lists] %zu prompts x %d samples, mean reward %.3f, %zu lists with margin >= %.2f "
+                "(%.0fs)\n",
+                set.n_lists, o->n_samples, r->mean_list_reward, kept, o->margin,
+                wall_seconds() - t);
+    if (kept == 0) {
+        fprintf(stderr, "error: no list has a reward margin >= %.2f; lower --margin\n", o->margin);
+        goto done;
+    }
+    if ((st = perpo_model_create(&pol, perpo_model_config(sft), (uint64_t)seed)) != PERPO_OK) {
+        fail("model", st);
+        goto done;
+    }
     for (k = -1; k < EX_MAX_OBJECTIVES; k++) { /* -1: the control */
         if (k >= 0 && !objective_wanted(o->objective, ex_objective_kinds[k])) continue;
         mr = &r->m[r->n_methods];
-        snprintf(mr->name, sizeof mr->name, "%s", k < 0 ? "control (SFT continued)" : perpo_objective_name(ex_objective_kinds[k]));
-        run_log_start(&log, k < 0 ? "control" : perpo_objective_name(ex_objective_kinds[k]), o->verbose, &mr->curve);
+        snprintf(mr->name, sizeof mr->name, "%s",
+                 k < 0 ? "control (SFT continued)" : perpo_objective_name(ex_objective_kinds[k]));
+        run_log_start(&log, k < 0 ? "control" : perpo_objective_name(ex_objective_kinds[k]),
+                      o->verbose, &mr->curve);
         t = log.t0;
         st = k < 0 ? train_control(pol, sft, prefs, set.lists, kept, o, seed, &log)
                    : train_objective(pol, sft, tk, prefs, o, seed, k, &set, kept, &log);
-        if (st != PERPO_OK) { fail(mr->name, st); goto done; }
+        if (st != PERPO_OK) {
+            fail(mr->name, st);
+            goto done;
+        }
         mr->train_s = wall_seconds() - t;
         if (k >= 0 && ex_objective_kinds[k] == PERPO_OBJ_PERPO) r->perpo_index = r->n_methods;
-        if ((st = evaluate(pol, tk, test, &mr->s, r->perpo_index == r->n_methods ? r->perpo_text : NULL)) != PERPO_OK) {
+        if ((st = evaluate(pol, tk, test, &mr->s,
+                           r->perpo_index == r->n_methods ? r->perpo_text : NULL)) != PERPO_OK) {
             fail("evaluation", st);
             goto done;
         }
         if (o->verbose)
-            fprintf(stderr, "[%s] test %s %.4g (%.0fs of training)\n", log.label, tk->metric_key[tk->main_metric],
-                    mr->s.v[tk->main_metric], mr->train_s);
+            fprintf(stderr, "[%s] test %s %.4g (%.0fs of training)\n", log.label,
+                    tk->metric_key[tk->main_metric], mr->s.v[tk->main_metric], mr->train_s);
         r->n_methods++;
     }
     ret = 0;
@@ -799,10 +1038,11 @@ static int table_width(const task *tk, int k, int seeds) {
 static void print_table(const task *tk, const options *o, const run_result *runs) {
     int i, k, s, n = o->seeds;
     char cell[64];
-    printf("\n%s: %d held-out examples (test seed %d), N = %d, %d preference seed%s\n\n", tk->title, o->n_test,
-           o->test_seed, o->n_samples, n, n > 1 ? "s (mean ± sd)" : "");
+    printf("\n%s: %d held-out examples (test seed %d), N = %d, %d preference seed%s\n\n", tk->title,
+           o->n_test, o->test_seed, o->n_samples, n, n > 1 ? "s (mean ± sd)" : "");
     printf("| %-24s |", "method");
-    for (k = 0; k < tk->n_metrics; k++) if (tk->metric_head[k]) printf(" %-*s |", table_width(tk, k, n), tk->metric_head[k]);
+    for (k = 0; k < tk->n_metrics; k++)
+        if (tk->metric_head[k]) printf(" %-*s |", table_width(tk, k, n), tk->metric_head[k]);
     printf("\n|--------------------------|");
     for (k = 0; k < tk->n_metrics; k++)
         if (tk->metric_head[k]) {
@@ -818,8 +1058,11 @@ static void print_table(const task *tk, const options *o, const run_result *runs
             if (!tk->metric_head[k]) continue;
             for (s = 0; s < n; s++) v[s] = runs[s].m[i].s.v[k] * tk->metric_scale[k];
             mean_std(v, n, &mean, &sd);
-            if (n > 1) snprintf(cell, sizeof cell, tk->metric_scale[k] == 100 ? "%.1f ± %.1f" : "%.3f ± %.3f", mean, sd);
-            else snprintf(cell, sizeof cell, tk->metric_scale[k] == 100 ? "%.1f" : "%.3f", mean);
+            if (n > 1)
+                snprintf(cell, sizeof cell,
+                         tk->metric_scale[k] == 100 ? "%.1f ± %.1f" : "%.3f ± %.3f", mean, sd);
+            else
+                snprintf(cell, sizeof cell, tk->metric_scale[k] == 100 ? "%.1f" : "%.3f", mean);
             printf(" %-*s |", table_width(tk, k, n) + (n > 1 ? 1 : 0), cell); /* ± is 2 bytes */
         }
         printf("\n");
@@ -827,18 +1070,21 @@ static void print_table(const task *tk, const options *o, const run_result *runs
     /* paired differences over the seeds: PerPO against each other row */
     if (runs[0].perpo_index >= 0) {
         int p = runs[0].perpo_index, mm = tk->main_metric;
-        printf("\nPerPO minus each method, %s, paired over the seeds:", tk->metric_head[mm] ? tk->metric_head[mm] : tk->metric_key[mm]);
+        printf("\nPerPO minus each method, %s, paired over the seeds:",
+               tk->metric_head[mm] ? tk->metric_head[mm] : tk->metric_key[mm]);
         for (i = 0; i < runs[0].n_methods - 1; i++) { /* the last row is Best-of-N */
             double v[100], mean, sd;
             if (i == p) continue;
-            for (s = 0; s < n; s++) v[s] = (runs[s].m[p].s.v[mm] - runs[s].m[i].s.v[mm]) * tk->metric_scale[mm];
+            for (s = 0; s < n; s++)
+                v[s] = (runs[s].m[p].s.v[mm] - runs[s].m[i].s.v[mm]) * tk->metric_scale[mm];
             mean_std(v, n, &mean, &sd);
             printf("%s %s %+.2f", i ? "," : "", runs[0].m[i].name, mean);
             if (n > 1) printf(" ± %.2f", sd);
         }
         printf("\n");
     }
-    printf("lists: %zu sampled, %zu kept (margin >= %.2f); preference stage: %.0fs for the first seed\n",
+    printf("lists: %zu sampled, %zu kept (margin >= %.2f); preference stage: %.0fs for the first "
+           "seed\n",
            runs[0].lists_sampled, runs[0].lists_kept, o->margin, runs[0].total_s);
 }
 
@@ -849,12 +1095,13 @@ static int write_results(const task *tk, const options *o, const run_result *run
     int s, i, k;
     if (!(f = results_begin(&j, o, tk->name, path, sizeof path))) return -1;
     for (s = 0; s < o->seeds; s++) {
-        results_run_begin(&j, o->seed + s, runs[s].lists_sampled, runs[s].lists_kept, runs[s].mean_list_reward,
-                          runs[s].total_s);
+        results_run_begin(&j, o->seed + s, runs[s].lists_sampled, runs[s].lists_kept,
+                          runs[s].mean_list_reward, runs[s].total_s);
         for (i = 0; i < runs[s].n_methods; i++) {
             ex_json_object_begin(&j);
             ex_json_kv_string(&j, "method", runs[s].m[i].name);
-            for (k = 0; k < tk->n_metrics; k++) ex_json_kv_number(&j, tk->metric_key[k], runs[s].m[i].s.v[k]);
+            for (k = 0; k < tk->n_metrics; k++)
+                ex_json_kv_number(&j, tk->metric_key[k], runs[s].m[i].s.v[k]);
             ex_json_kv_number(&j, "train_seconds", runs[s].m[i].train_s);
             ex_json_object_end(&j);
         }
@@ -872,14 +1119,20 @@ static void read_pretrain_curve(const char *ckpt, curve *c) {
     c->n = 0;
     snprintf(path, sizeof path, "%s.json", ckpt);
     if (!(f = fopen(path, "rb"))) return;
-    fseek(f, 0, SEEK_END); n = ftell(f); fseek(f, 0, SEEK_SET);
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
     buf = n > 0 ? (char *)malloc((size_t)n + 1) : NULL;
     if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
         buf[n] = 0;
         p = strstr(buf, "\"loss_curve\"");
         while (p && c->n < CURVE_MAX && (p = strchr(p + 1, '[')) != NULL) {
             float step, loss;
-            if (sscanf(p, "[%f, %f]", &step, &loss) == 2) { c->step[c->n] = step; c->loss[c->n] = loss; c->n++; }
+            if (sscanf(p, "[%f, %f]", &step, &loss) == 2) {
+                c->step[c->n] = step;
+                c->loss[c->n] = loss;
+                c->n++;
+            }
         }
     }
     free(buf);
@@ -911,7 +1164,9 @@ static void read_pretrain_curve(const char *ckpt, curve *c) {
 /* Seed bases of the splits: training examples of a seed, and a validation split that no
    training run and no test set draws from. */
 static uint64_t split_train_base(int seed) { return ex_hash64((uint64_t)seed, 0x7072657472ull); }
-static uint64_t split_val_base(int val_seed) { return ex_hash64((uint64_t)val_seed, 0x76616c6964ull); }
+static uint64_t split_val_base(int val_seed) {
+    return ex_hash64((uint64_t)val_seed, 0x76616c6964ull);
+}
 
 #define EX_REGRESSION_N 200 /* validation examples the checkpoint's regression test scores */
 
@@ -928,8 +1183,11 @@ static perpo_status pretrain_next(size_t index, size_t slot, perpo_example *out,
     float *img = s->images + slot * s->image_floats;
     char *prompt = s->text + slot * 2 * s->task->text_cap, *answer = prompt + s->task->text_cap;
     int group;
-    if (s->task->make(s->base, (uint64_t)index, img, prompt, answer, &group) != 0) return PERPO_ERR_ARG;
-    out->image = img; out->prompt = prompt; out->response = answer;
+    if (s->task->make(s->base, (uint64_t)index, img, prompt, answer, &group) != 0)
+        return PERPO_ERR_ARG;
+    out->image = img;
+    out->prompt = prompt;
+    out->response = answer;
     return PERPO_OK;
 }
 
@@ -938,7 +1196,7 @@ typedef struct pretrain_log {
     perpo_model *model;
     char partial[1024], curve_path[1024];
     int save_every, saved_at; /* saved_at: the step of the last .partial (or of the resume) */
-    double seconds_before; /* training time of the runs this one resumed */
+    double seconds_before;    /* training time of the runs this one resumed */
     perpo_status save_status;
 } pretrain_log;
 
@@ -947,7 +1205,8 @@ static int pretrain_progress(const perpo_progress *p, void *user) {
     FILE *f = fopen(l->curve_path, "a");
     on_progress(p, &l->log);
     if (f) {
-        fprintf(f, "%d %.6g %.1f\n", p->step, (double)p->loss, l->seconds_before + wall_seconds() - l->log.t0);
+        fprintf(f, "%d %.6g %.1f\n", p->step, (double)p->loss,
+                l->seconds_before + wall_seconds() - l->log.t0);
         fclose(f);
     }
     /* reports come every 50 steps: save at the first one past each multiple of save_every */
@@ -970,7 +1229,9 @@ static double pretrain_curve_load(const char *path, int upto, curve *c, float *s
     if (f) {
         while (c->n < CURVE_MAX && fscanf(f, "%d %f %f", &step, &loss, &secs) == 3)
             if (step <= upto) {
-                c->step[c->n] = (float)step; c->loss[c->n] = loss; seconds[c->n] = secs;
+                c->step[c->n] = (float)step;
+                c->loss[c->n] = loss;
+                seconds[c->n] = secs;
                 last = secs;
                 c->n++;
             }
@@ -978,7 +1239,8 @@ static double pretrain_curve_load(const char *path, int upto, curve *c, float *s
     }
     if ((f = fopen(path, "w")) != NULL) {
         int i;
-        for (i = 0; i < c->n; i++) fprintf(f, "%d %.6g %.1f\n", (int)c->step[i], (double)c->loss[i], (double)seconds[i]);
+        for (i = 0; i < c->n; i++)
+            fprintf(f, "%d %.6g %.1f\n", (int)c->step[i], (double)c->loss[i], (double)seconds[i]);
         fclose(f);
     }
     return last;
@@ -1010,7 +1272,11 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
     int start = 0, i, rc = 1;
     memset(&stream, 0, sizeof stream);
     memset(&pl, 0, sizeof pl);
-    if (!full || !seconds) { free(full); free(seconds); return fail("pretraining buffers", PERPO_ERR_NOMEM); }
+    if (!full || !seconds) {
+        free(full);
+        free(seconds);
+        return fail("pretraining buffers", PERPO_ERR_NOMEM);
+    }
     snprintf(pl.partial, sizeof pl.partial, "%s.partial", ckpt);
     snprintf(pl.curve_path, sizeof pl.curve_path, "%s.curve", ckpt);
     snprintf(json_path, sizeof json_path, "%s.json", ckpt);
@@ -1018,35 +1284,59 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
         start = perpo_optim_step_count(m);
         if (o->verbose) fprintf(stderr, "[pretrain] resuming %s at step %d\n", pl.partial, start);
     } else if ((st = perpo_model_create(&m, &task->cfg, (uint64_t)o->seed)) != PERPO_OK) {
-        free(full); free(seconds);
+        free(full);
+        free(seconds);
         return fail("model", st);
     }
     pl.seconds_before = pretrain_curve_load(pl.curve_path, start, full, seconds);
-    tc.batch_size = o->batch; tc.seed = (uint64_t)o->seed; tc.log_every = 50; tc.resume = start > 0;
-    tc.optim.lr = (float)o->sft_lr; tc.optim.min_lr = (float)o->sft_lr * 0.05f;
+    tc.batch_size = o->batch;
+    tc.seed = (uint64_t)o->seed;
+    tc.log_every = 50;
+    tc.resume = start > 0;
+    tc.optim.lr = (float)o->sft_lr;
+    tc.optim.min_lr = (float)o->sft_lr * 0.05f;
     tc.optim.warmup_steps = o->sft_warmup < o->sft_steps ? o->sft_warmup : o->sft_steps / 10;
     tc.optim.total_steps = o->sft_steps;
-    stream.task = task; stream.base = split_train_base(o->seed);
-    stream.image_floats = (size_t)task->cfg.image_h * (size_t)task->cfg.image_w * (size_t)task->cfg.channels;
+    stream.task = task;
+    stream.base = split_train_base(o->seed);
+    stream.image_floats =
+        (size_t)task->cfg.image_h * (size_t)task->cfg.image_w * (size_t)task->cfg.channels;
     stream.images = (float *)malloc((size_t)o->batch * stream.image_floats * sizeof(float));
     stream.text = (char *)calloc((size_t)o->batch * 2, task->text_cap);
-    if (!stream.images || !stream.text) { fail("pretraining buffers", PERPO_ERR_NOMEM); goto done; }
+    if (!stream.images || !stream.text) {
+        fail("pretraining buffers", PERPO_ERR_NOMEM);
+        goto done;
+    }
     run_log_start(&pl.log, "pretrain", o->verbose, NULL);
-    pl.model = m; pl.save_every = o->save_every; pl.saved_at = start; pl.save_status = PERPO_OK;
+    pl.model = m;
+    pl.save_every = o->save_every;
+    pl.saved_at = start;
+    pl.save_status = PERPO_OK;
     if (o->verbose)
-        fprintf(stderr, "[pretrain] %s: %d steps of %d fresh examples, lr %.2g (warmup %d, cosine to %.2g), saving %s every %d steps\n",
-                task->name, o->sft_steps, o->batch, o->sft_lr, tc.optim.warmup_steps, (double)tc.optim.min_lr, pl.partial,
-                o->save_every);
+        fprintf(stderr,
+                "[pretrain] %s: %d steps of %d fresh examples, lr %.2g (warmup %d, cosine to "
+                "%.2g), saving %s every %d steps\n",
+                task->name, o->sft_steps, o->batch, o->sft_lr, tc.optim.warmup_steps,
+                (double)tc.optim.min_lr, pl.partial, o->save_every);
     st = perpo_sft_train_stream(m, pretrain_next, &stream, &tc, pretrain_progress, &pl);
     if (st == PERPO_OK && pl.save_status != PERPO_OK) st = pl.save_status;
-    if (st != PERPO_OK) { fail("pretraining", st); goto done; }
+    if (st != PERPO_OK) {
+        fail("pretraining", st);
+        goto done;
+    }
     t_train = pl.seconds_before + wall_seconds() - pl.log.t0;
-    if ((st = perpo_checkpoint_save(m, ckpt, 0)) != PERPO_OK) { fail("saving the checkpoint", st); goto done; }
+    if ((st = perpo_checkpoint_save(m, ckpt, 0)) != PERPO_OK) {
+        fail("saving the checkpoint", st);
+        goto done;
+    }
     printf("wrote %s (%d steps, %.0f s of training)\n", ckpt, o->sft_steps, t_train);
 
     /* the record: how it was made, what it scores */
     pretrain_curve_load(pl.curve_path, o->sft_steps, full, seconds);
-    if (!(f = fopen(json_path, "w"))) { fprintf(stderr, "error: cannot write %s\n", json_path); goto done; }
+    if (!(f = fopen(json_path, "w"))) {
+        fprintf(stderr, "error: cannot write %s\n", json_path);
+        goto done;
+    }
     ex_json_init(&j, f);
     ex_json_object_begin(&j);
     ex_json_kv_string(&j, "task", task->name);
@@ -1070,13 +1360,20 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
     ex_json_object_begin(&j);
     {
         const perpo_config *c = perpo_model_config(m);
-        ex_json_kv_int(&j, "image_h", c->image_h); ex_json_kv_int(&j, "image_w", c->image_w);
-        ex_json_kv_int(&j, "channels", c->channels); ex_json_kv_int(&j, "patch_h", c->patch_h);
-        ex_json_kv_int(&j, "patch_w", c->patch_w); ex_json_kv_int(&j, "pos_channels", c->pos_channels);
-        ex_json_kv_int(&j, "vis_sincos", c->vis_sincos); ex_json_kv_int(&j, "d_model", c->d_model);
-        ex_json_kv_int(&j, "n_heads", c->n_heads); ex_json_kv_int(&j, "n_vis_layers", c->n_vis_layers);
-        ex_json_kv_int(&j, "n_dec_layers", c->n_dec_layers); ex_json_kv_int(&j, "mlp_mult", c->mlp_mult);
-        ex_json_kv_int(&j, "max_text", c->max_text); ex_json_kv_int(&j, "max_batch", c->max_batch);
+        ex_json_kv_int(&j, "image_h", c->image_h);
+        ex_json_kv_int(&j, "image_w", c->image_w);
+        ex_json_kv_int(&j, "channels", c->channels);
+        ex_json_kv_int(&j, "patch_h", c->patch_h);
+        ex_json_kv_int(&j, "patch_w", c->patch_w);
+        ex_json_kv_int(&j, "pos_channels", c->pos_channels);
+        ex_json_kv_int(&j, "vis_sincos", c->vis_sincos);
+        ex_json_kv_int(&j, "d_model", c->d_model);
+        ex_json_kv_int(&j, "n_heads", c->n_heads);
+        ex_json_kv_int(&j, "n_vis_layers", c->n_vis_layers);
+        ex_json_kv_int(&j, "n_dec_layers", c->n_dec_layers);
+        ex_json_kv_int(&j, "mlp_mult", c->mlp_mult);
+        ex_json_kv_int(&j, "max_text", c->max_text);
+        ex_json_kv_int(&j, "max_batch", c->max_batch);
     }
     ex_json_object_end(&j);
     ex_json_key(&j, "validation");
@@ -1088,7 +1385,8 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
         dataset val;
         scores sc;
         int k;
-        if (dataset_make(&val, task, perpo_model_config(m), split_val_base(o->val_seed), 0, o->n_val) != 0 ||
+        if (dataset_make(&val, task, perpo_model_config(m), split_val_base(o->val_seed), 0,
+                         o->n_val) != 0 ||
             evaluate(m, task, &val, &sc, NULL) != PERPO_OK) {
             fprintf(stderr, "error: validation failed\n");
             dataset_free(&val);
@@ -1122,8 +1420,8 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
             size_t used = strlen(line);
             ex_json_kv_number(&j, task->metric_key[k], sc.v[k]);
             if (task->metric_head[k])
-                snprintf(line + used, sizeof line - used, "%s%s %.4g", used ? ", " : "", task->metric_head[k],
-                         sc.v[k] * task->metric_scale[k]);
+                snprintf(line + used, sizeof line - used, "%s%s %.4g", used ? ", " : "",
+                         task->metric_head[k], sc.v[k] * task->metric_scale[k]);
         }
     }
     ex_json_kv_number(&j, "seconds", wall_seconds() - t_val);
@@ -1138,8 +1436,12 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
     }
     ex_json_array_end(&j);
     ex_json_object_end(&j);
-    if (ex_json_finish(&j) != 0 || fclose(f) != 0) { fprintf(stderr, "error: writing %s failed\n", json_path); goto done; }
-    printf("validation (%d examples, seed %d): %s\nwrote %s\n", o->n_val, o->val_seed, line, json_path);
+    if (ex_json_finish(&j) != 0 || fclose(f) != 0) {
+        fprintf(stderr, "error: writing %s failed\n", json_path);
+        goto done;
+    }
+    printf("validation (%d examples, seed %d): %s\nwrote %s\n", o->n_val, o->val_seed, line,
+           json_path);
     remove(pl.partial);
     remove(pl.curve_path);
     rc = 0;
@@ -1152,10 +1454,11 @@ done:
     return rc;
 }
 
-
 /* ---- The program: every experiment's main() ----------------------------------------------- */
 static uint64_t split_pref_base(int seed) { return ex_hash64((uint64_t)seed, 0x70726566ull); }
-static uint64_t split_test_base(int test_seed) { return ex_hash64((uint64_t)test_seed, 0x74657374ull); }
+static uint64_t split_test_base(int test_seed) {
+    return ex_hash64((uint64_t)test_seed, 0x74657374ull);
+}
 
 /* The SFT model the preference stage starts from: the pretrained checkpoint (never a silent
    retrain when it is missing or damaged), fine-tuned on --data's examples for --sft-steps when
@@ -1164,10 +1467,14 @@ static perpo_model *sft_model(const task *tk, const options *o, const dataset *t
     perpo_model *m = NULL;
     perpo_status st;
     if (o->from_scratch) {
-        if ((st = perpo_model_create(&m, &tk->cfg, (uint64_t)o->seed)) != PERPO_OK) { fail("model", st); return NULL; }
+        if ((st = perpo_model_create(&m, &tk->cfg, (uint64_t)o->seed)) != PERPO_OK) {
+            fail("model", st);
+            return NULL;
+        }
     } else if ((st = perpo_model_load(&m, o->sft_ckpt, NULL)) != PERPO_OK) {
-        fprintf(stderr, "error: cannot load the SFT checkpoint %s (%s).\n"
-                        "       Run `make pretrain` to train it (or pass --sft-checkpoint FILE).\n",
+        fprintf(stderr,
+                "error: cannot load the SFT checkpoint %s (%s).\n"
+                "       Run `make pretrain` to train it (or pass --sft-checkpoint FILE).\n",
                 o->sft_ckpt, perpo_status_string(st));
         return NULL;
     } else if (o->verbose) {
@@ -1176,11 +1483,16 @@ static perpo_model *sft_model(const task *tk, const options *o, const dataset *t
     if (train && (o->from_scratch || o->sft_steps > 0)) {
         perpo_sft_config tc = perpo_sft_default();
         run_log log;
-        tc.batch_size = o->batch; tc.seed = (uint64_t)o->seed; tc.log_every = 50;
-        tc.optim.lr = (float)o->sft_lr; tc.optim.min_lr = (float)o->sft_lr * 0.05f;
-        tc.optim.warmup_steps = o->sft_steps / 20 + 1; tc.optim.total_steps = o->sft_steps;
+        tc.batch_size = o->batch;
+        tc.seed = (uint64_t)o->seed;
+        tc.log_every = 50;
+        tc.optim.lr = (float)o->sft_lr;
+        tc.optim.min_lr = (float)o->sft_lr * 0.05f;
+        tc.optim.warmup_steps = o->sft_steps / 20 + 1;
+        tc.optim.total_steps = o->sft_steps;
         run_log_start(&log, "sft", o->verbose, NULL);
-        if ((st = perpo_sft_train(m, train->examples, (size_t)train->n, &tc, on_progress, &log)) != PERPO_OK) {
+        if ((st = perpo_sft_train(m, train->examples, (size_t)train->n, &tc, on_progress, &log)) !=
+            PERPO_OK) {
             fail("SFT on --data", st);
             perpo_model_free(m);
             return NULL;
@@ -1205,14 +1517,18 @@ static void group_figure(const task *tk, const options *o, const run_result *run
             xs[k][g] = (float)g;
             ys[k][g] = (float)(sum / o->seeds);
         }
-        px[k] = xs[k]; py[k] = ys[k]; names[k] = runs[0].m[k].name; counts[k] = tk->n_groups;
+        px[k] = xs[k];
+        py[k] = ys[k];
+        names[k] = runs[0].m[k].name;
+        counts[k] = tk->n_groups;
     }
     snprintf(path, sizeof path, "%s/%s_by_group.svg", o->out, tk->name);
-    snprintf(title, sizeof title, "%s by %s (%d test items, mean of %d seed%s)", tk->group_ylabel, tk->group_axis, o->n_test,
-             o->seeds, o->seeds > 1 ? "s" : "");
+    snprintf(title, sizeof title, "%s by %s (%d test items, mean of %d seed%s)", tk->group_ylabel,
+             tk->group_axis, o->n_test, o->seeds, o->seeds > 1 ? "s" : "");
     if (ex_svg_plot(path, title, tk->group_axis, tk->group_ylabel, n, names, px, py, counts) != 0)
         fprintf(stderr, "warning: cannot write %s\n", path);
-    else printf("wrote %s\n", path);
+    else
+        printf("wrote %s\n", path);
 }
 
 static int experiment_main(const task *tk, options *o, int argc, char **argv) {
@@ -1231,26 +1547,38 @@ static int experiment_main(const task *tk, options *o, int argc, char **argv) {
     if (o->data && dataset_load(&train, tk, &tk->cfg, o->data, "train.tsv") != 0) return 1;
     if (!(sft = sft_model(tk, o, o->data ? &train : NULL))) goto done;
     if (o->data ? dataset_load(&test, tk, perpo_model_config(sft), o->data, "test.tsv") != 0
-                : dataset_make(&test, tk, perpo_model_config(sft), split_test_base(o->test_seed), 0, o->n_test) != 0) {
+                : dataset_make(&test, tk, perpo_model_config(sft), split_test_base(o->test_seed), 0,
+                               o->n_test) != 0) {
         fprintf(stderr, "error: test data\n");
         goto done;
     }
     o->n_test = test.n;
     runs = (run_result *)calloc((size_t)o->seeds, sizeof *runs);
     pre = (curve *)calloc(1, sizeof *pre);
-    if (!runs || !pre) { fail("results", PERPO_ERR_NOMEM); goto done; }
+    if (!runs || !pre) {
+        fail("results", PERPO_ERR_NOMEM);
+        goto done;
+    }
     for (s = 0; s < o->seeds; s++) {
         runs[s].sft_text = (char *)calloc((size_t)test.n, test.cap);
         runs[s].perpo_text = (char *)calloc((size_t)test.n, test.cap);
-        if (!runs[s].sft_text || !runs[s].perpo_text) { fail("results", PERPO_ERR_NOMEM); goto done; }
+        if (!runs[s].sft_text || !runs[s].perpo_text) {
+            fail("results", PERPO_ERR_NOMEM);
+            goto done;
+        }
     }
 
     /* the SFT model and the Best-of-N oracle do not depend on the preference seed */
     memset(&sft_row, 0, sizeof sft_row);
     memset(&bon_row, 0, sizeof bon_row);
     snprintf(sft_row.name, sizeof sft_row.name, "SFT");
-    if (evaluate(sft, tk, &test, &sft_row.s, runs[0].sft_text) != PERPO_OK) { fprintf(stderr, "error: evaluating SFT\n"); goto done; }
-    if (o->verbose) fprintf(stderr, "[sft] test %s %.4g\n", tk->metric_key[tk->main_metric], sft_row.s.v[tk->main_metric]);
+    if (evaluate(sft, tk, &test, &sft_row.s, runs[0].sft_text) != PERPO_OK) {
+        fprintf(stderr, "error: evaluating SFT\n");
+        goto done;
+    }
+    if (o->verbose)
+        fprintf(stderr, "[sft] test %s %.4g\n", tk->metric_key[tk->main_metric],
+                sft_row.s.v[tk->main_metric]);
     n_bon = o->bon_test < test.n ? o->bon_test : test.n;
     snprintf(bon_row.name, sizeof bon_row.name, "Best-of-%d (oracle)*", o->n_samples);
     {
@@ -1261,15 +1589,19 @@ static int experiment_main(const task *tk, options *o, int argc, char **argv) {
             goto done;
         }
     }
-    if (o->verbose) fprintf(stderr, "[best-of-%d] %s %.4g on %d test items\n", o->n_samples, tk->metric_key[tk->main_metric],
-                            bon_row.s.v[tk->main_metric], n_bon);
+    if (o->verbose)
+        fprintf(stderr, "[best-of-%d] %s %.4g on %d test items\n", o->n_samples,
+                tk->metric_key[tk->main_metric], bon_row.s.v[tk->main_metric], n_bon);
 
     for (s = 0; s < o->seeds; s++) {
         dataset prefs;
         int seed = o->seed + s, ok;
-        if (o->verbose) fprintf(stderr, "=== preference seed %d (%d of %d) ===\n", seed, s + 1, o->seeds);
-        if (o->data) prefs = train;
-        else if (dataset_make(&prefs, tk, perpo_model_config(sft), split_pref_base(seed), 0, o->n_pref) != 0) {
+        if (o->verbose)
+            fprintf(stderr, "=== preference seed %d (%d of %d) ===\n", seed, s + 1, o->seeds);
+        if (o->data)
+            prefs = train;
+        else if (dataset_make(&prefs, tk, perpo_model_config(sft), split_pref_base(seed), 0,
+                              o->n_pref) != 0) {
             fail("preference prompts", PERPO_ERR_NOMEM);
             goto done;
         }
@@ -1282,14 +1614,17 @@ static int experiment_main(const task *tk, options *o, int argc, char **argv) {
         runs[s].m[runs[s].n_methods++] = bon_row;
     }
     print_table(tk, o, runs);
-    printf("* Best-of-%d: the highest-reward of %d samples of the SFT model, on the first %d test items\n", o->n_samples,
-           o->n_samples, n_bon);
+    printf("* Best-of-%d: the highest-reward of %d samples of the SFT model, on the first %d test "
+           "items\n",
+           o->n_samples, o->n_samples, n_bon);
     if (write_results(tk, o, runs) != 0) goto done;
     group_figure(tk, o, runs);
     snprintf(path, sizeof path, "%s/%s_examples.png", o->out, tk->name);
-    if (tk->picture(path, &test, runs[0].sft_text, runs[0].perpo_index >= 0 ? runs[0].perpo_text : NULL) != 0)
+    if (tk->picture(path, &test, runs[0].sft_text,
+                    runs[0].perpo_index >= 0 ? runs[0].perpo_text : NULL) != 0)
         fprintf(stderr, "warning: cannot write %s\n", path);
-    else printf("wrote %s\n", path);
+    else
+        printf("wrote %s\n", path);
     {
         const char *names[EX_MAX_METHODS];
         const curve *curves[EX_MAX_METHODS];
@@ -1305,7 +1640,10 @@ static int experiment_main(const task *tk, options *o, int argc, char **argv) {
     rc = 0;
 done:
     if (runs)
-        for (s = 0; s < o->seeds; s++) { free(runs[s].sft_text); free(runs[s].perpo_text); }
+        for (s = 0; s < o->seeds; s++) {
+            free(runs[s].sft_text);
+            free(runs[s].perpo_text);
+        }
     free(runs);
     free(pre);
     dataset_free(&test);

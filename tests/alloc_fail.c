@@ -22,27 +22,34 @@
 
 /* ---- the counting allocator ---------------------------------------------------------------- */
 typedef struct af_counts {
-    long calls;       /* allocation calls (malloc, and realloc) so far in this run */
-    long fail_at;     /* the call number that fails; <= 0: none */
-    long failed;      /* failures injected */
-    long live[2];     /* blocks alive: [0] through a context, [1] through ctx NULL */
-    long calls_by[2]; /* calls: [0] through a context, [1] through ctx NULL */
-    long bad_free;    /* frees of unknown blocks or with another ctx than the allocation's */
-    const char *stage; /* what the run is doing, for the report */
+    long calls;             /* allocation calls (malloc, and realloc) so far in this run */
+    long fail_at;           /* the call number that fails; <= 0: none */
+    long failed;            /* failures injected */
+    long live[2];           /* blocks alive: [0] through a context, [1] through ctx NULL */
+    long calls_by[2];       /* calls: [0] through a context, [1] through ctx NULL */
+    long bad_free;          /* frees of unknown blocks or with another ctx than the allocation's */
+    const char *stage;      /* what the run is doing, for the report */
     long null_calls_in[16]; /* ctx NULL calls per stage index */
     int stage_index;
 } af_counts;
 
-typedef struct af_ctx { af_counts *counts; const char *name; } af_ctx;
+typedef struct af_ctx {
+    af_counts *counts;
+    const char *name;
+} af_ctx;
 
-static af_counts af_state;                   /* one run's counters */
-static af_ctx af_model_ctx = {&af_state, "perpo_config.alloc_ctx"};
-static af_ctx af_null_fallback = {&af_state, "ctx NULL"}; /* where no ctx reaches */
+static af_counts af_state; /* one run's counters */
+static af_ctx af_model_ctx = { &af_state, "perpo_config.alloc_ctx" };
+static af_ctx af_null_fallback = { &af_state, "ctx NULL" }; /* where no ctx reaches */
 
 /* Every block carries a header: its size, the ctx it was allocated with, a magic. 32 bytes keep
    the user pointer as aligned as malloc's. */
-typedef struct af_header { size_t size; void *owner; unsigned long magic; } af_header;
-#define AF_HDR 32
+typedef struct af_header {
+    size_t size;
+    void *owner;
+    unsigned long magic;
+} af_header;
+#define AF_HDR   32
 #define AF_MAGIC 0xA110CA7EUL
 typedef char af_header_fits[sizeof(af_header) <= AF_HDR ? 1 : -1];
 
@@ -53,7 +60,10 @@ static int af_should_fail(af_ctx *c, int null_ctx) {
     s->calls++;
     s->calls_by[null_ctx]++;
     if (null_ctx && s->stage_index >= 0 && s->stage_index < 16) s->null_calls_in[s->stage_index]++;
-    if (s->calls == s->fail_at) { s->failed++; return 1; }
+    if (s->calls == s->fail_at) {
+        s->failed++;
+        return 1;
+    }
     return 0;
 }
 
@@ -64,7 +74,9 @@ static void *af_malloc(void *ctx, size_t n) {
     if (n > (size_t)-1 - AF_HDR) return NULL;
     h = (af_header *)malloc(AF_HDR + (n ? n : 1));
     if (!h) return NULL;
-    h->size = n; h->owner = ctx; h->magic = AF_MAGIC;
+    h->size = n;
+    h->owner = ctx;
+    h->magic = AF_MAGIC;
     c->counts->live[ctx == NULL]++;
     return (char *)h + AF_HDR;
 }
@@ -74,7 +86,10 @@ static void af_free(void *ctx, void *p) {
     af_header *h;
     if (!p) return;
     h = (af_header *)(void *)((char *)p - AF_HDR);
-    if (h->magic != AF_MAGIC || h->owner != ctx) { c->counts->bad_free++; return; } /* leak it: safer */
+    if (h->magic != AF_MAGIC || h->owner != ctx) {
+        c->counts->bad_free++;
+        return;
+    } /* leak it: safer */
     h->magic = 0;
     c->counts->live[ctx == NULL]--;
     free(h);
@@ -85,7 +100,10 @@ static void *af_realloc(void *ctx, void *p, size_t n) {
     af_header *h, *nh;
     if (!p) return af_malloc(ctx, n);
     h = (af_header *)(void *)((char *)p - AF_HDR);
-    if (h->magic != AF_MAGIC || h->owner != ctx) { c->counts->bad_free++; return NULL; }
+    if (h->magic != AF_MAGIC || h->owner != ctx) {
+        c->counts->bad_free++;
+        return NULL;
+    }
     if (af_should_fail(c, ctx == NULL)) return NULL; /* the old block stays valid */
     if (n > (size_t)-1 - AF_HDR) return NULL;
     nh = (af_header *)realloc(h, AF_HDR + (n ? n : 1));
@@ -94,9 +112,9 @@ static void *af_realloc(void *ctx, void *p, size_t n) {
     return (char *)nh + AF_HDR;
 }
 
-#define PERPO_MALLOC(ctx, n) af_malloc((ctx), (n))
+#define PERPO_MALLOC(ctx, n)     af_malloc((ctx), (n))
 #define PERPO_REALLOC(ctx, p, n) af_realloc((ctx), (p), (n))
-#define PERPO_FREE(ctx, p) af_free((ctx), (p))
+#define PERPO_FREE(ctx, p)       af_free((ctx), (p))
 #define PERPO_IMPLEMENTATION
 #include "../perpo.h"
 
@@ -108,18 +126,31 @@ static void *af_realloc(void *ctx, void *p, size_t n) {
 #endif
 
 /* ---- the scenario ---------------------------------------------------------------------------- */
-#define AF_W 8
+#define AF_W   8
 #define AF_PIX (AF_W * AF_W * 3)
 static const char *const af_ckpt = "alloc_fail_tmp.ckpt";
 static const char *const af_ppm = "alloc_fail_tmp.ppm";
 static const char *const af_tsv = "alloc_fail_tmp.tsv";
 
-enum { ST_CREATE, ST_SFT, ST_SAVE, ST_LOAD, ST_GENERATE, ST_PREF_SAMPLE, ST_PREF_REFERENCE, ST_PREF_TRAIN,
-       ST_OCR, ST_MANIFEST, ST_PNM, ST_COUNT };
+enum {
+    ST_CREATE,
+    ST_SFT,
+    ST_SAVE,
+    ST_LOAD,
+    ST_GENERATE,
+    ST_PREF_SAMPLE,
+    ST_PREF_REFERENCE,
+    ST_PREF_TRAIN,
+    ST_OCR,
+    ST_MANIFEST,
+    ST_PNM,
+    ST_COUNT
+};
 static const char *const af_stage_names[ST_COUNT] = {
-    "perpo_model_create", "perpo_sft_train", "perpo_checkpoint_save", "perpo_model_load", "perpo_generate",
-    "perpo_pref_sample", "perpo_pref_reference", "perpo_pref_train", "perpo_ocr_score",
-    "perpo_manifest_load", "perpo_image_load_pnm"};
+    "perpo_model_create", "perpo_sft_train",     "perpo_checkpoint_save", "perpo_model_load",
+    "perpo_generate",     "perpo_pref_sample",   "perpo_pref_reference",  "perpo_pref_train",
+    "perpo_ocr_score",    "perpo_manifest_load", "perpo_image_load_pnm"
+};
 
 typedef struct af_world {
     float img[2][AF_PIX];
@@ -133,7 +164,8 @@ typedef struct af_world {
 } af_world;
 
 static float af_reward(const char *r, size_t len, size_t item, void *user) {
-    (void)r; (void)user;
+    (void)r;
+    (void)user;
     return (float)((len + item) % 3) * 0.5f;
 }
 
@@ -142,17 +174,32 @@ static perpo_status af_stage(af_world *w, int stage) {
     switch (stage) {
     case ST_CREATE: {
         perpo_config c = perpo_config_default();
-        c.image_h = c.image_w = AF_W; c.channels = 3; c.patch_h = c.patch_w = 4; c.d_model = 8; c.n_heads = 2;
-        c.n_vis_layers = 1; c.n_dec_layers = 1; c.mlp_mult = 1; c.max_text = 16; c.max_batch = 4;
+        c.image_h = c.image_w = AF_W;
+        c.channels = 3;
+        c.patch_h = c.patch_w = 4;
+        c.d_model = 8;
+        c.n_heads = 2;
+        c.n_vis_layers = 1;
+        c.n_dec_layers = 1;
+        c.mlp_mult = 1;
+        c.max_text = 16;
+        c.max_batch = 4;
         c.alloc_ctx = &af_model_ctx;
         st = perpo_model_create(&w->model, &c, 7);
         if (st == PERPO_OK && !w->model) st = PERPO_ERR_ARG;
-        if (st != PERPO_OK && w->model) { perpo_model_free(w->model); w->model = NULL; return PERPO_ERR_ARG; }
+        if (st != PERPO_OK && w->model) {
+            perpo_model_free(w->model);
+            w->model = NULL;
+            return PERPO_ERR_ARG;
+        }
         break;
     }
     case ST_SFT: {
         perpo_sft_config tc = perpo_sft_default();
-        tc.batch_size = 2; tc.optim.total_steps = 2; tc.optim.warmup_steps = 1; tc.log_every = 1;
+        tc.batch_size = 2;
+        tc.optim.total_steps = 2;
+        tc.optim.warmup_steps = 1;
+        tc.log_every = 1;
         st = perpo_sft_train(w->model, w->ex, 2, &tc, NULL, NULL);
         break;
     }
@@ -163,28 +210,39 @@ static perpo_status af_stage(af_world *w, int stage) {
         break;
     case ST_GENERATE: {
         const float *images[1];
-        const char *prompts[1] = {"where?"};
-        perpo_gen_request req = {1, 1, NULL, NULL, NULL};
+        const char *prompts[1] = { "where?" };
+        perpo_gen_request req = { 1, 1, NULL, NULL, NULL };
         perpo_sample_config sc = perpo_sample_default();
         char out[32];
         images[0] = w->img[0];
-        req.images = images; req.prompts = prompts;
+        req.images = images;
+        req.prompts = prompts;
         sc.max_new_tokens = 4;
         st = perpo_generate(w->loaded, &req, &sc, out, sizeof out, NULL);
-        if (st == PERPO_OK) { sc.no_cache = 1; st = perpo_generate(w->loaded, &req, &sc, out, sizeof out, NULL); }
+        if (st == PERPO_OK) {
+            sc.no_cache = 1;
+            st = perpo_generate(w->loaded, &req, &sc, out, sizeof out, NULL);
+        }
         break;
     }
     case ST_PREF_SAMPLE: {
         perpo_sample_config sc = perpo_sample_default();
-        sc.temperature = 1.0f; sc.max_new_tokens = 5; sc.seed = 3;
+        sc.temperature = 1.0f;
+        sc.max_new_tokens = 5;
+        sc.seed = 3;
         st = perpo_pref_sample(w->model, w->ex, 2, 2, &sc, af_reward, NULL, &w->set);
         if (st != PERPO_OK && (w->set.lists || w->set.n_lists)) return PERPO_ERR_ARG;
         break;
     }
-    case ST_PREF_REFERENCE: st = perpo_pref_reference(w->model, w->set.lists, w->set.n_lists); break;
+    case ST_PREF_REFERENCE:
+        st = perpo_pref_reference(w->model, w->set.lists, w->set.n_lists);
+        break;
     case ST_PREF_TRAIN: {
         perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
-        pc.lists_per_step = 2; pc.optim.total_steps = 2; pc.optim.warmup_steps = 1; pc.log_every = 1;
+        pc.lists_per_step = 2;
+        pc.optim.total_steps = 2;
+        pc.optim.warmup_steps = 1;
+        pc.log_every = 1;
         pc.nll_weight = 0.1f;
         st = perpo_pref_train(w->model, w->set.lists, w->set.n_lists, &pc, NULL, NULL);
         break;
@@ -215,8 +273,10 @@ static perpo_status af_stage(af_world *w, int stage) {
 
 static void af_cleanup(af_world *w) {
     perpo_pref_set_free(&w->set);
-    perpo_model_free(w->loaded); w->loaded = NULL;
-    perpo_model_free(w->model); w->model = NULL;
+    perpo_model_free(w->loaded);
+    w->loaded = NULL;
+    perpo_model_free(w->model);
+    w->model = NULL;
 #if AF_HAVE_DATA
     perpo_manifest_free(&w->manifest);
 #endif
@@ -225,9 +285,9 @@ static void af_cleanup(af_world *w) {
 
 typedef struct af_result {
     long calls, failed, leaked, bad_free;
-    int stage;            /* stage that failed, or -1 */
+    int stage; /* stage that failed, or -1 */
     perpo_status st, retry;
-    const char *problem;  /* NULL when this k passed */
+    const char *problem; /* NULL when this k passed */
 } af_result;
 
 static af_result af_run(af_world *w, long k, long *null_calls_in) {
@@ -235,7 +295,10 @@ static af_result af_run(af_world *w, long k, long *null_calls_in) {
     int s;
     memset(&af_state, 0, sizeof af_state);
     af_state.fail_at = k;
-    r.stage = -1; r.st = PERPO_OK; r.retry = PERPO_OK; r.problem = NULL;
+    r.stage = -1;
+    r.st = PERPO_OK;
+    r.retry = PERPO_OK;
+    r.problem = NULL;
     for (s = 0; s < ST_COUNT; s++) {
         perpo_status st;
         if (!AF_HAVE_DATA && (s == ST_MANIFEST || s == ST_PNM)) continue;
@@ -243,25 +306,32 @@ static af_result af_run(af_world *w, long k, long *null_calls_in) {
         af_state.stage_index = s;
         st = af_stage(w, s);
         if (st != PERPO_OK) {
-            r.stage = s; r.st = st;
-            if (st != PERPO_ERR_NOMEM) r.problem = "a status other than PERPO_ERR_NOMEM";
-            else if (!af_state.failed) r.problem = "PERPO_ERR_NOMEM without an injected failure";
+            r.stage = s;
+            r.st = st;
+            if (st != PERPO_ERR_NOMEM)
+                r.problem = "a status other than PERPO_ERR_NOMEM";
+            else if (!af_state.failed)
+                r.problem = "PERPO_ERR_NOMEM without an injected failure";
             af_state.fail_at = 0; /* the same call again, nothing failing: must succeed */
             r.retry = af_stage(w, s);
             if (!r.problem && r.retry != PERPO_OK) r.problem = "the repeated call failed";
             break;
         }
     }
-    if (r.stage < 0 && af_state.failed) r.problem = "an injected failure was swallowed (every call returned OK)";
+    if (r.stage < 0 && af_state.failed)
+        r.problem = "an injected failure was swallowed (every call returned OK)";
     af_state.stage = "cleanup";
     af_state.stage_index = -1;
     af_cleanup(w);
-    r.calls = af_state.calls; r.failed = af_state.failed;
+    r.calls = af_state.calls;
+    r.failed = af_state.failed;
     r.leaked = af_state.live[0] + af_state.live[1];
     r.bad_free = af_state.bad_free;
-    if (!r.problem && r.bad_free) r.problem = "a block was freed with another ctx than its own (or twice)";
+    if (!r.problem && r.bad_free)
+        r.problem = "a block was freed with another ctx than its own (or twice)";
     if (!r.problem && r.leaked) r.problem = "blocks leaked";
-    if (null_calls_in) for (s = 0; s < ST_COUNT; s++) null_calls_in[s] = af_state.null_calls_in[s];
+    if (null_calls_in)
+        for (s = 0; s < ST_COUNT; s++) null_calls_in[s] = af_state.null_calls_in[s];
     return r;
 }
 
@@ -277,8 +347,12 @@ int main(int argc, char **argv) {
         w.img[0][i] = (float)(i % 7) / 7.0f;
         w.img[1][i] = (float)(i % 5) / 5.0f;
     }
-    w.ex[0].image = w.img[0]; w.ex[0].prompt = "where?"; w.ex[0].response = "left";
-    w.ex[1].image = w.img[1]; w.ex[1].prompt = "where?"; w.ex[1].response = "right";
+    w.ex[0].image = w.img[0];
+    w.ex[0].prompt = "where?";
+    w.ex[0].response = "left";
+    w.ex[1].image = w.img[1];
+    w.ex[1].prompt = "where?";
+    w.ex[1].response = "right";
 #if AF_HAVE_DATA
     {
         FILE *f = fopen(af_ppm, "wb");
@@ -291,28 +365,39 @@ int main(int argc, char **argv) {
         f = ok ? fopen(af_tsv, "wb") : NULL;
         ok = f != NULL;
         if (f) {
-            ok = fputs("# image\tprompt\tanswer\r\na.ppm\twhere?\tleft\r\nb.ppm\twhere?\tright\n", f) >= 0;
+            ok = fputs("# image\tprompt\tanswer\r\na.ppm\twhere?\tleft\r\nb.ppm\twhere?\tright\n",
+                       f) >= 0;
             ok = (fclose(f) == 0) && ok;
         }
-        if (!ok) { printf("cannot write %s or %s\n0 passed, 1 failed\n", af_ppm, af_tsv); return 1; }
+        if (!ok) {
+            printf("cannot write %s or %s\n0 passed, 1 failed\n", af_ppm, af_tsv);
+            return 1;
+        }
     }
 #endif
-    {   /* the allocator itself: counts, realloc keeps the block, frees balance */
+    { /* the allocator itself: counts, realloc keeps the block, frees balance */
         char *p, *q;
         memset(&af_state, 0, sizeof af_state);
         p = (char *)af_malloc(NULL, 10);
         if (p) memcpy(p, "123456789", 10);
         q = (char *)af_realloc(NULL, p, 100000);
-        if (!p || !q || strcmp(q, "123456789") != 0 || af_state.live[1] != 1 || af_state.calls != 2) {
+        if (!p || !q || strcmp(q, "123456789") != 0 || af_state.live[1] != 1 ||
+            af_state.calls != 2) {
             printf("alloc_fail: the counting allocator is broken\n0 passed, 1 failed\n");
             return 1;
         }
         af_free(NULL, q);
-        if (af_state.live[1] != 0 || af_state.bad_free) { printf("alloc_fail: free is broken\n0 passed, 1 failed\n"); return 1; }
+        if (af_state.live[1] != 0 || af_state.bad_free) {
+            printf("alloc_fail: free is broken\n0 passed, 1 failed\n");
+            return 1;
+        }
     }
     for (k = 1; k <= max_k; k++) {
         r = af_run(&w, k, null_calls_in);
-        if (r.problem) failed++; else passed++;
+        if (r.problem)
+            failed++;
+        else
+            passed++;
         if (r.stage >= 0) fails_per_stage[r.stage]++;
         if (r.problem || verbose)
             printf("k=%-4ld %s: %s, retry %s, %ld leaked%s%s\n", k,
@@ -324,15 +409,25 @@ int main(int argc, char **argv) {
     }
     remove(af_ppm);
     remove(af_tsv);
-    printf("alloc_fail: %ld allocation calls in a full run (%ld through perpo_config.alloc_ctx, %ld with ctx NULL)\n",
+    printf("alloc_fail: %ld allocation calls in a full run (%ld through perpo_config.alloc_ctx, "
+           "%ld with ctx NULL)\n",
            r.calls, af_state.calls_by[0], af_state.calls_by[1]);
-    printf("alloc_fail: the full run %s\n", r.problem ? r.problem : (r.stage < 0 ? "succeeded, nothing leaked" : "failed"));
-    if (r.stage >= 0 || r.failed) { failed++; printf("alloc_fail: FAIL: the run with no injected failure did not succeed\n"); }
+    printf("alloc_fail: the full run %s\n",
+           r.problem ? r.problem : (r.stage < 0 ? "succeeded, nothing leaked" : "failed"));
+    if (r.stage >= 0 || r.failed) {
+        failed++;
+        printf("alloc_fail: FAIL: the run with no injected failure did not succeed\n");
+    }
     printf("alloc_fail: failures landed in:");
-    for (s = 0; s < ST_COUNT; s++) if (fails_per_stage[s]) printf(" %s x%ld", af_stage_names[s], fails_per_stage[s]);
+    for (s = 0; s < ST_COUNT; s++)
+        if (fails_per_stage[s]) printf(" %s x%ld", af_stage_names[s], fails_per_stage[s]);
     printf("\nalloc_fail: calls with ctx NULL (every call here passes a context, so none):");
-    for (s = 0; s < ST_COUNT; s++) if (null_calls_in[s]) printf(" %s x%ld", af_stage_names[s], null_calls_in[s]);
-    if (af_state.calls_by[1]) { failed++; printf("\nalloc_fail: FAIL: an allocation did not get the caller's context"); }
+    for (s = 0; s < ST_COUNT; s++)
+        if (null_calls_in[s]) printf(" %s x%ld", af_stage_names[s], null_calls_in[s]);
+    if (af_state.calls_by[1]) {
+        failed++;
+        printf("\nalloc_fail: FAIL: an allocation did not get the caller's context");
+    }
     printf("\n%ld passed, %ld failed\n", passed, failed);
     return failed ? 1 : 0;
 }

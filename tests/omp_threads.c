@@ -13,13 +13,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define NSEQ 8
+#define NSEQ  8
 #define STEPS 3
 
 static int g_pass, g_fail;
 static void check(int ok, const char *what) {
     printf("%s %s\n", ok ? "ok  " : "FAIL", what);
-    if (ok) g_pass++; else g_fail++;
+    if (ok)
+        g_pass++;
+    else
+        g_fail++;
 }
 
 typedef struct run_out {
@@ -30,7 +33,9 @@ typedef struct run_out {
 } run_out;
 
 static void run(int threads, run_out *o) {
-    static const char *answers[NSEQ] = {"[1,2,3,4]", "cat", "a long answer here", "x", "[10,20,30,40]", "hello world", "42", "zz"};
+    static const char *answers[NSEQ] = {
+        "[1,2,3,4]", "cat", "a long answer here", "x", "[10,20,30,40]", "hello world", "42", "zz"
+    };
     perpo_config c = perpo_config_default();
     perpo_model *m = NULL;
     perpo_optim_config oc = perpo_optim_default();
@@ -54,20 +59,29 @@ static void run(int threads, run_out *o) {
     if (!img || !tok) return;
     tgt = tok + NSEQ * T;
     for (i = 0; i < NSEQ * per; i++) { /* xorshift: the same pixels in every run */
-        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
         img[i] = (float)(x % 1000) / 1000.0f;
     }
     for (s = 0; s < NSEQ; s++) {
         imgs[s] = img + s * per;
         prompts[s] = "box?";
-        perpo_text_encode(&c, "box?", 4, answers[s], strlen(answers[s]), tok + s * T, tgt + s * T, NULL);
+        perpo_text_encode(&c, "box?", 4, answers[s], strlen(answers[s]), tok + s * T, tgt + s * T,
+                          NULL);
     }
-    b.n_seq = NSEQ; b.n_img = NSEQ; b.images = imgs; b.image_of = NULL; b.tokens = tok; b.targets = tgt;
+    b.n_seq = NSEQ;
+    b.n_img = NSEQ;
+    b.images = imgs;
+    b.image_of = NULL;
+    b.tokens = tok;
+    b.targets = tgt;
     oc.warmup_steps = 1;
     for (step = 0; step < STEPS; step++) {
         perpo_zero_grad(m);
         if (perpo_forward(m, &b, logp, NULL) != PERPO_OK) return;
-        for (s = 0; s < NSEQ; s++) dlogp[s] = step == STEPS - 1 ? (float)s / NSEQ - 0.4f : -1.0f / NSEQ;
+        for (s = 0; s < NSEQ; s++)
+            dlogp[s] = step == STEPS - 1 ? (float)s / NSEQ - 0.4f : -1.0f / NSEQ;
         if (perpo_backward(m, dlogp) != PERPO_OK) return;
         if (perpo_optim_step(m, &oc, 1.0f, NULL) != PERPO_OK) return;
     }
@@ -75,13 +89,19 @@ static void run(int threads, run_out *o) {
     o->params = (float *)malloc(o->n_params * sizeof(float));
     if (!o->params) return;
     memcpy(o->params, perpo_model_params(m), o->n_params * sizeof(float));
-    req.n_seq = NSEQ; req.n_img = NSEQ; req.images = imgs; req.image_of = NULL; req.prompts = prompts;
+    req.n_seq = NSEQ;
+    req.n_img = NSEQ;
+    req.images = imgs;
+    req.image_of = NULL;
+    req.prompts = prompts;
     sc.max_new_tokens = 30;
     memset(o->text, 0, sizeof o->text);
     if (perpo_generate(m, &req, &sc, o->text[0], 64, NULL) != PERPO_OK) return;
-    sc.temperature = 1.0f; sc.seed = 3;
+    sc.temperature = 1.0f;
+    sc.seed = 3;
     if (perpo_generate(m, &req, &sc, o->text[1], 64, NULL) != PERPO_OK) return;
-    free(img); free(tok);
+    free(img);
+    free(tok);
     perpo_model_free(m);
     o->ok = 1;
 }
@@ -92,10 +112,13 @@ int main(void) {
     run(2, &b);
     check(a.ok && b.ok, "both runs completed (3 SFT steps, a weighted backward, generation)");
     if (a.ok && b.ok) {
-        check(a.n_params == b.n_params && memcmp(a.params, b.params, a.n_params * sizeof(float)) == 0,
+        check(a.n_params == b.n_params &&
+                  memcmp(a.params, b.params, a.n_params * sizeof(float)) == 0,
               "parameters after the steps: 1 and 2 threads bit-identical");
-        check(memcmp(a.text[0], b.text[0], sizeof a.text[0]) == 0, "greedy generation: 1 and 2 threads identical");
-        check(memcmp(a.text[1], b.text[1], sizeof a.text[1]) == 0, "sampled generation: 1 and 2 threads identical");
+        check(memcmp(a.text[0], b.text[0], sizeof a.text[0]) == 0,
+              "greedy generation: 1 and 2 threads identical");
+        check(memcmp(a.text[1], b.text[1], sizeof a.text[1]) == 0,
+              "sampled generation: 1 and 2 threads identical");
     }
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;

@@ -6,11 +6,11 @@
  * hence some slack (1.5 points of Acc@0.5; 0.02 of mean edit distance); a kernel change that
  * breaks a trained model lands far outside it. */
 
-#define TC_CKPT "examples/models/grounding_sft.ckpt"
-#define TC_W 64
+#define TC_CKPT     "examples/models/grounding_sft.ckpt"
+#define TC_W        64
 #define TC_OCR_CKPT "examples/models/dense_ocr_sft.ckpt"
-#define TC_OCR_W 60 /* examples/dense_ocr.c: 60x64 pages, density = index % 4, prompt "read" */
-#define TC_OCR_H 64
+#define TC_OCR_W    60 /* examples/dense_ocr.c: 60x64 pages, density = index % 4, prompt "read" */
+#define TC_OCR_H    64
 
 /* The number after "key": in text (the first one after from), or -1 when it is missing. */
 static double tc_json_number(const char *text, const char *from, const char *key) {
@@ -31,9 +31,14 @@ static char *tc_read_text(const char *path) {
     char *buf;
     long n;
     if (!f) return NULL;
-    fseek(f, 0, SEEK_END); n = ftell(f); fseek(f, 0, SEEK_SET);
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
     buf = n > 0 ? (char *)malloc((size_t)n + 1) : NULL;
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); buf = NULL; }
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
     if (buf) buf[n] = 0;
     fclose(f);
     return buf;
@@ -41,8 +46,8 @@ static char *tc_read_text(const char *path) {
 
 /* The checkpoint at path and its record's "regression" entry: the value of `key`, the number
    of examples and the split's seed base. Returns the model, or NULL (with a failed check). */
-static perpo_model *tc_load_with_record(perpo_test *t, const char *path, const char *key, double *recorded, int *n,
-                                        uint64_t *base) {
+static perpo_model *tc_load_with_record(perpo_test *t, const char *path, const char *key,
+                                        double *recorded, int *n, uint64_t *base) {
     perpo_model *m = NULL;
     char json[256];
     char *record;
@@ -61,7 +66,10 @@ static perpo_model *tc_load_with_record(perpo_test *t, const char *path, const c
     free(record);
     CHECK(*recorded >= 0.0 && *n > 0);
     CHECK_OK(perpo_model_load(&m, path, NULL));
-    if (m && (*recorded < 0.0 || *n <= 0)) { perpo_model_free(m); m = NULL; }
+    if (m && (*recorded < 0.0 || *n <= 0)) {
+        perpo_model_free(m);
+        m = NULL;
+    }
     return m;
 }
 
@@ -88,15 +96,23 @@ static void test_grounding_checkpoint_regression(perpo_test *t) {
             ex_scene_render(&s, img[j]);
             ex_scene_prompt(&s, prompt[j], sizeof prompt[j]);
             memcpy(box[j], s.box, sizeof s.box);
-            imgs[j] = img[j]; prompts[j] = prompt[j];
+            imgs[j] = img[j];
+            prompts[j] = prompt[j];
         }
-        req.n_seq = (size_t)cnt; req.n_img = (size_t)cnt; req.images = imgs; req.image_of = NULL; req.prompts = prompts;
+        req.n_seq = (size_t)cnt;
+        req.n_img = (size_t)cnt;
+        req.images = imgs;
+        req.image_of = NULL;
+        req.prompts = prompts;
         CHECK_OK(perpo_generate(m, &req, &sc, &out[0][0], sizeof out[0], lens));
-        for (j = 0; j < cnt; j++) hits += perpo_grounding_reward(out[j], lens[j], box[j], TC_W, TC_W) >= 0.5f;
+        for (j = 0; j < cnt; j++)
+            hits += perpo_grounding_reward(out[j], lens[j], box[j], TC_W, TC_W) >= 0.5f;
     }
-    fprintf(stderr, "    greedy Acc@0.5 on %d validation scenes: %.1f%% (recorded %.1f%%)\n", n, 100.0 * hits / n, 100.0 * recorded);
-    CHECK_MSG(fabs((double)hits / n - recorded) <= 0.015, "the checkpoint scores %.1f%%, its record says %.1f%%",
-              100.0 * hits / n, 100.0 * recorded);
+    fprintf(stderr, "    greedy Acc@0.5 on %d validation scenes: %.1f%% (recorded %.1f%%)\n", n,
+            100.0 * hits / n, 100.0 * recorded);
+    CHECK_MSG(fabs((double)hits / n - recorded) <= 0.015,
+              "the checkpoint scores %.1f%%, its record says %.1f%%", 100.0 * hits / n,
+              100.0 * recorded);
     perpo_model_free(m);
 }
 
@@ -119,14 +135,20 @@ static void test_ocr_checkpoint_regression(perpo_test *t) {
         perpo_sample_config sc = perpo_sample_default();
         for (j = 0; j < cnt; j++) {
             ex_page p;
-            CHECK_OK(ex_page_from_index(base, (uint64_t)(i + j), TC_OCR_W, TC_OCR_H, (i + j) % 4, &p));
+            CHECK_OK(
+                ex_page_from_index(base, (uint64_t)(i + j), TC_OCR_W, TC_OCR_H, (i + j) % 4, &p));
             ex_page_render(&p, img[j]);
             CHECK(p.len < (int)sizeof text[j]);
             memcpy(text[j], p.text, sizeof text[j] - 1);
             text[j][sizeof text[j] - 1] = 0;
-            imgs[j] = img[j]; prompts[j] = "read";
+            imgs[j] = img[j];
+            prompts[j] = "read";
         }
-        req.n_seq = (size_t)cnt; req.n_img = (size_t)cnt; req.images = imgs; req.image_of = NULL; req.prompts = prompts;
+        req.n_seq = (size_t)cnt;
+        req.n_img = (size_t)cnt;
+        req.images = imgs;
+        req.image_of = NULL;
+        req.prompts = prompts;
         CHECK_OK(perpo_generate(m, &req, &sc, &out[0][0], sizeof out[0], lens));
         for (j = 0; j < cnt; j++) {
             perpo_ocr_scores s;
@@ -135,13 +157,17 @@ static void test_ocr_checkpoint_regression(perpo_test *t) {
         }
     }
     ned /= n;
-    fprintf(stderr, "    greedy edit distance on %d validation pages: %.4f (recorded %.4f)\n", n, ned, recorded);
-    CHECK_MSG(fabs(ned - recorded) <= 0.02, "the checkpoint's edit distance is %.4f, its record says %.4f", ned, recorded);
+    fprintf(stderr, "    greedy edit distance on %d validation pages: %.4f (recorded %.4f)\n", n,
+            ned, recorded);
+    CHECK_MSG(fabs(ned - recorded) <= 0.02,
+              "the checkpoint's edit distance is %.4f, its record says %.4f", ned, recorded);
     perpo_model_free(m);
 }
 
 const perpo_test_case perpo_tests_checkpoints[] = {
-    {"the committed grounding checkpoint scores what its record says (200 validation scenes)",
-     test_grounding_checkpoint_regression},
-    {"the committed dense-OCR checkpoint scores what its record says (200 validation pages)", test_ocr_checkpoint_regression},
-    {NULL, NULL}};
+    { "the committed grounding checkpoint scores what its record says (200 validation scenes)",
+      test_grounding_checkpoint_regression },
+    { "the committed dense-OCR checkpoint scores what its record says (200 validation pages)",
+      test_ocr_checkpoint_regression },
+    { NULL, NULL }
+};

@@ -41,11 +41,14 @@ static int perpo_test_sync_hook(const char *path, int is_dir) {
 }
 
 #ifdef CR_POSIX
-static const char *cr_answers[4] = {"ab", "cd", "e", "fgh"};
+static const char *cr_answers[4] = { "ab", "cd", "e", "fgh" };
 
 static perpo_optim_config cr_optim(void) {
     perpo_optim_config oc = perpo_optim_default();
-    oc.lr = 1e-2f; oc.min_lr = 1e-3f; oc.warmup_steps = 5; oc.total_steps = CR_STEPS;
+    oc.lr = 1e-2f;
+    oc.min_lr = 1e-3f;
+    oc.warmup_steps = 5;
+    oc.total_steps = CR_STEPS;
     return oc;
 }
 
@@ -53,7 +56,8 @@ static perpo_optim_config cr_optim(void) {
 static perpo_status cr_step(perpo_model *m, const float *img) {
     const perpo_config *c = perpo_model_config(m);
     perpo_optim_config oc = cr_optim();
-    size_t T = (size_t)c->max_text, px = (size_t)(c->image_h * c->image_w * c->channels), b, count = 0, nt;
+    size_t T = (size_t)c->max_text, px = (size_t)(c->image_h * c->image_w * c->channels), b,
+           count = 0, nt;
     int tok[3 * 64], tgt[3 * 64], k = perpo_optim_step_count(m);
     const float *imgs[3];
     float logp[3], dlogp[3];
@@ -63,11 +67,17 @@ static perpo_status cr_step(perpo_model *m, const float *img) {
     for (b = 0; b < 3; b++) {
         size_t e = ((size_t)k * 3 + b) % 4;
         imgs[b] = img + e * px;
-        if ((st = perpo_text_encode(c, "q", 1, cr_answers[e], strlen(cr_answers[e]), tok + b * T, tgt + b * T, &nt)))
+        if ((st = perpo_text_encode(c, "q", 1, cr_answers[e], strlen(cr_answers[e]), tok + b * T,
+                                    tgt + b * T, &nt)))
             return st;
         count += nt;
     }
-    batch.n_seq = 3; batch.n_img = 3; batch.images = imgs; batch.image_of = NULL; batch.tokens = tok; batch.targets = tgt;
+    batch.n_seq = 3;
+    batch.n_img = 3;
+    batch.images = imgs;
+    batch.image_of = NULL;
+    batch.tokens = tok;
+    batch.targets = tgt;
     perpo_zero_grad(m);
     if ((st = perpo_forward(m, &batch, logp, NULL)) != PERPO_OK) return st;
     for (b = 0; b < 3; b++) dlogp[b] = -1.0f / (float)count;
@@ -85,17 +95,27 @@ static int cr_train(const char *path, const float *img, int notify) {
     c.max_batch = 3;
     if (f) {
         fclose(f);
-        if (perpo_model_load(&m, path, NULL) != PERPO_OK) return 3; /* a checkpoint that does not load */
+        if (perpo_model_load(&m, path, NULL) != PERPO_OK)
+            return 3; /* a checkpoint that does not load */
     } else if (perpo_model_create(&m, &c, 7) != PERPO_OK) {
         return 2;
     }
     while (perpo_optim_step_count(m) < CR_STEPS) {
         int k;
-        if ((st = cr_step(m, img)) != PERPO_OK) { perpo_model_free(m); return 4; }
+        if ((st = cr_step(m, img)) != PERPO_OK) {
+            perpo_model_free(m);
+            return 4;
+        }
         k = perpo_optim_step_count(m);
         if (k % CR_EVERY == 0 || k == CR_STEPS) {
-            if (notify >= 0 && write(notify, "s", 1) != 1) { perpo_model_free(m); return 6; }
-            if (perpo_checkpoint_save(m, path, PERPO_CKPT_OPTIMIZER) != PERPO_OK) { perpo_model_free(m); return 5; }
+            if (notify >= 0 && write(notify, "s", 1) != 1) {
+                perpo_model_free(m);
+                return 6;
+            }
+            if (perpo_checkpoint_save(m, path, PERPO_CKPT_OPTIMIZER) != PERPO_OK) {
+                perpo_model_free(m);
+                return 5;
+            }
         }
     }
     perpo_model_free(m);
@@ -113,33 +133,49 @@ static void test_crash_resume(perpo_test *t) {
     const char *path = "tests_tmp_crash.ckpt", *ref_path = "tests_tmp_crash_ref.ckpt";
     const char *env = getenv("PERPO_CRASH_KILLS");
     int want = env && atoi(env) > 0 ? atoi(env) : CR_KILLS;
-    int kills = 0, runs = 0, loads = 0, by_kind[4] = {0, 0, 0, 0}, failed = 0, last_step = 0;
+    int kills = 0, runs = 0, loads = 0, by_kind[4] = { 0, 0, 0, 0 }, failed = 0, last_step = 0;
     uint64_t rs = 2026;
     static float img[4 * 16 * 16 * 4];
     unsigned char *ref = NULL;
     size_t nref = 0, i;
     perpo_config c = small_config();
-    if ((size_t)(c.image_h * c.image_w * c.channels) * 4 > sizeof img / sizeof img[0]) { CHECK(0); return; }
+    if ((size_t)(c.image_h * c.image_w * c.channels) * 4 > sizeof img / sizeof img[0]) {
+        CHECK(0);
+        return;
+    }
     for (i = 0; i < sizeof img / sizeof img[0]; i++) img[i] = (float)((i * 37) % 101) / 100.0f;
     /* the uninterrupted run, in this process */
     remove(ref_path);
     CHECK(cr_train(ref_path, img, -1) == 0);
     ref = tr_read(ref_path, &nref);
     remove(ref_path);
-    if (!ref || nref == 0) { CHECK(0); free(ref); return; }
+    if (!ref || nref == 0) {
+        CHECK(0);
+        free(ref);
+        return;
+    }
     remove(path);
     fflush(stdout);
     fflush(stderr);
     while (!failed) {
-        int fds[2], status, kind = kills < want ? (int)(tr_rng(&rs) % 3) : 3, k = 1 + (int)(tr_rng(&rs) % 3);
+        int fds[2], status, kind = kills < want ? (int)(tr_rng(&rs) % 3) : 3,
+                            k = 1 + (int)(tr_rng(&rs) % 3);
         long delay = 0;
         pid_t pid;
         char buf[64];
         if (kind == 1) delay = (long)(tr_rng(&rs) % 2000);
         if (kind == 2) delay = (long)(tr_rng(&rs) % 30000);
-        if (pipe(fds) != 0) { CHECK(0); break; }
+        if (pipe(fds) != 0) {
+            CHECK(0);
+            break;
+        }
         pid = fork();
-        if (pid < 0) { CHECK(0); close(fds[0]); close(fds[1]); break; }
+        if (pid < 0) {
+            CHECK(0);
+            close(fds[0]);
+            close(fds[1]);
+            break;
+        }
         if (pid == 0) {
             close(fds[0]);
             cr_kill_at_sync = kind == 0 ? 1 + (int)(tr_rng(&rs) % 6) : 0;
@@ -159,7 +195,10 @@ static void test_crash_resume(perpo_test *t) {
         }
         while (read(fds[0], buf, sizeof buf) > 0) {} /* until the child is gone */
         close(fds[0]);
-        if (waitpid(pid, &status, 0) != pid) { CHECK(0); break; }
+        if (waitpid(pid, &status, 0) != pid) {
+            CHECK(0);
+            break;
+        }
         if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) {
             perpo_model *m = NULL;
             FILE *f = fopen(path, "rb");
@@ -170,10 +209,13 @@ static void test_crash_resume(perpo_test *t) {
                 fclose(f);
                 st = perpo_model_load(&m, path, NULL);
                 loads++;
-                CHECK_MSG(st == PERPO_OK, "kill %d (kind %d): the checkpoint does not load (status %d)", kills, kind, (int)st);
+                CHECK_MSG(st == PERPO_OK,
+                          "kill %d (kind %d): the checkpoint does not load (status %d)", kills,
+                          kind, (int)st);
                 if (m) {
-                    CHECK_MSG(perpo_optim_step_count(m) >= last_step, "kill %d: step went back from %d to %d", kills,
-                              last_step, perpo_optim_step_count(m));
+                    CHECK_MSG(perpo_optim_step_count(m) >= last_step,
+                              "kill %d: step went back from %d to %d", kills, last_step,
+                              perpo_optim_step_count(m));
                     last_step = perpo_optim_step_count(m);
                 }
                 perpo_model_free(m);
@@ -185,7 +227,8 @@ static void test_crash_resume(perpo_test *t) {
             runs++;
             got = tr_read(path, &ngot);
             CHECK_MSG(got && ngot == nref && memcmp(got, ref, nref) == 0,
-                      "run %d, after %d kills: final checkpoint differs from the uninterrupted run", runs, kills);
+                      "run %d, after %d kills: final checkpoint differs from the uninterrupted run",
+                      runs, kills);
             if (!(got && ngot == nref && memcmp(got, ref, nref) == 0)) failed = 1;
             free(got);
             remove(path);
@@ -204,9 +247,11 @@ static void test_crash_resume(perpo_test *t) {
     }
     remove(path);
     free(ref);
-    fprintf(stderr, "    %d SIGKILLs (%d inside a save by the sync hook, %d after a save began, %d at random), "
-                    "%d checkpoints loaded after a kill, %d runs finished bit-identical\n",
-            kills, by_kind[0], by_kind[1], by_kind[2], loads, runs);
+    fprintf(
+        stderr,
+        "    %d SIGKILLs (%d inside a save by the sync hook, %d after a save began, %d at random), "
+        "%d checkpoints loaded after a kill, %d runs finished bit-identical\n",
+        kills, by_kind[0], by_kind[1], by_kind[2], loads, runs);
     CHECK(kills >= want && runs >= 1 && by_kind[0] > 0);
 }
 #else
@@ -217,5 +262,8 @@ static void test_crash_resume(perpo_test *t) {
 #endif
 
 const perpo_test_case perpo_tests_crash[] = {
-    {"crash: SIGKILL at seeded moments (some inside a save), resumed: no checkpoint lost, bit-identical end", test_crash_resume},
-    {NULL, NULL}};
+    { "crash: SIGKILL at seeded moments (some inside a save), resumed: no checkpoint lost, "
+      "bit-identical end",
+      test_crash_resume },
+    { NULL, NULL }
+};

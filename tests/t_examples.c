@@ -64,15 +64,24 @@ static unsigned char *tex_inflate_stored(const unsigned char *z, size_t n, size_
     if (!out) return NULL;
     while (!final) {
         unsigned blen, nlen;
-        if (pos + 5 > n || ((z[pos] >> 1) & 3) != 0) { free(out); return NULL; }
+        if (pos + 5 > n || ((z[pos] >> 1) & 3) != 0) {
+            free(out);
+            return NULL;
+        }
         final = z[pos] & 1;
         blen = z[pos + 1] | ((unsigned)z[pos + 2] << 8);
         nlen = z[pos + 3] | ((unsigned)z[pos + 4] << 8);
         pos += 5;
-        if ((blen ^ 0xFFFFu) != nlen || pos + blen > n) { free(out); return NULL; }
+        if ((blen ^ 0xFFFFu) != nlen || pos + blen > n) {
+            free(out);
+            return NULL;
+        }
         while (len + blen > cap) {
             unsigned char *bigger = (unsigned char *)realloc(out, cap * 2);
-            if (!bigger) { free(out); return NULL; }
+            if (!bigger) {
+                free(out);
+                return NULL;
+            }
             out = bigger;
             cap *= 2;
         }
@@ -80,12 +89,18 @@ static unsigned char *tex_inflate_stored(const unsigned char *z, size_t n, size_
         len += blen;
         pos += blen;
     }
-    if (pos + 4 != n) { free(out); return NULL; }
+    if (pos + 4 != n) {
+        free(out);
+        return NULL;
+    }
     for (i = 0; i < len; i++) {
         a = (a + out[i]) % 65521u;
         b = (b + a) % 65521u;
     }
-    if (((b << 16) | a) != tex_be32(z + pos)) { free(out); return NULL; }
+    if (((b << 16) | a) != tex_be32(z + pos)) {
+        free(out);
+        return NULL;
+    }
     *out_n = len;
     return out;
 }
@@ -129,7 +144,7 @@ static unsigned char *tex_read_file(const char *path, size_t *n) {
 
 static void tex_rng_basics(perpo_test *t) {
     ex_rng a, b;
-    int i, hist[5] = {0, 0, 0, 0, 0};
+    int i, hist[5] = { 0, 0, 0, 0, 0 };
     double sum = 0, sum2 = 0;
     ex_rng_seed(&a, 42);
     ex_rng_seed(&b, 42);
@@ -187,8 +202,8 @@ static void tex_scene_determinism(perpo_test *t) {
 }
 
 static void tex_scene_target_unique(perpo_test *t) {
-    int i, k, m, counts[EX_SCENE_MAX_OBJECTS + 1] = {0};
-    int kind_seen[EX_NUM_KINDS] = {0}, color_seen[EX_NUM_COLORS] = {0};
+    int i, k, m, counts[EX_SCENE_MAX_OBJECTS + 1] = { 0 };
+    int kind_seen[EX_NUM_KINDS] = { 0 }, color_seen[EX_NUM_COLORS] = { 0 };
     for (i = 0; i < 1000; i++) {
         ex_scene s;
         char prompt[64], cname[32], kname[32];
@@ -208,9 +223,12 @@ static void tex_scene_target_unique(perpo_test *t) {
         if (kd >= 0) kind_seen[kd]++;
         for (k = 0; k < s.n_objects; k++) {
             const ex_object *o = &s.obj[k];
-            if (o->color == c && o->kind == kd) matches++;
-            else if (o->color == c) same_color++;
-            else if (o->kind == kd) same_kind++;
+            if (o->color == c && o->kind == kd)
+                matches++;
+            else if (o->color == c)
+                same_color++;
+            else if (o->kind == kd)
+                same_kind++;
             /* sizes and placement */
             CHECK(o->px0 >= 0 && o->py0 >= 0 && o->px1 < TEX_W && o->py1 < TEX_H);
             CHECK(o->px1 - o->px0 + 1 >= 6 && o->px1 - o->px0 + 1 <= 28);
@@ -219,8 +237,10 @@ static void tex_scene_target_unique(perpo_test *t) {
         CHECK_MSG(matches == 1, "scene %d: %d objects match '%s'", i, matches, prompt);
         CHECK(s.obj[s.target].color == c && s.obj[s.target].kind == kd);
         /* distractors make both words necessary */
-        if (s.n_objects >= 3) CHECK(same_color >= 1 && same_kind >= 1);
-        else CHECK(same_color + same_kind == 1);
+        if (s.n_objects >= 3)
+            CHECK(same_color >= 1 && same_kind >= 1);
+        else
+            CHECK(same_color + same_kind == 1);
     }
     for (i = 2; i <= EX_SCENE_MAX_OBJECTS; i++) CHECK(counts[i] > 200);
     for (i = 0; i < EX_NUM_KINDS; i++) CHECK(kind_seen[i] > 100);
@@ -243,7 +263,10 @@ static void tex_box_format_roundtrip(perpo_test *t) {
         CHECK(sscanf(buf, "[%f,%f,%f,%f]", &p[0], &p[1], &p[2], &p[3]) == 4);
         for (k = 0; k < 4; k++) CHECK_NEAR(p[k], b[k], 0.005 + 1e-6, 0);
     }
-    b[0] = 0.12f; b[1] = 0.05f; b[2] = 0.40f; b[3] = 0.33f;
+    b[0] = 0.12f;
+    b[1] = 0.05f;
+    b[2] = 0.40f;
+    b[3] = 0.33f;
     ex_format_box(b, buf, sizeof buf);
     CHECK(strcmp(buf, "[0.12,0.05,0.40,0.33]") == 0);
     /* the scene answer is its box */
@@ -258,7 +281,8 @@ static void tex_box_format_roundtrip(perpo_test *t) {
 }
 
 static int tex_near_color(const float *px, const float rgb[3], float tol) {
-    return fabsf(px[0] - rgb[0]) <= tol && fabsf(px[1] - rgb[1]) <= tol && fabsf(px[2] - rgb[2]) <= tol;
+    return fabsf(px[0] - rgb[0]) <= tol && fabsf(px[1] - rgb[1]) <= tol &&
+           fabsf(px[2] - rgb[2]) <= tol;
 }
 
 static void tex_scene_target_pixels_in_box(perpo_test *t) {
@@ -292,13 +316,14 @@ static void tex_scene_target_pixels_in_box(perpo_test *t) {
                 }
         CHECK_MSG(outside == 0, "scene %d: %d target-coloured pixels outside the box", i, outside);
         CHECK_MSG(minx == bx0 && maxx == bx1 && miny == by0 && maxy == by1,
-                  "scene %d: colour extent %d,%d-%d,%d vs box %d,%d-%d,%d", i, minx, miny, maxx, maxy,
-                  bx0, by0, bx1, by1);
+                  "scene %d: colour extent %d,%d-%d,%d vs box %d,%d-%d,%d", i, minx, miny, maxx,
+                  maxy, bx0, by0, bx1, by1);
         /* in the full scene the target is drawn last: its whole mask shows its colour */
         ex_scene_render(&s, img);
         for (y = by0; y <= by1; y++)
             for (x = bx0; x <= bx1; x++)
-                if (ex_object_contains(o, x, y)) CHECK(tex_near_color(img + (y * TEX_W + x) * 3, o->rgb, 0.3f));
+                if (ex_object_contains(o, x, y))
+                    CHECK(tex_near_color(img + (y * TEX_W + x) * 3, o->rgb, 0.3f));
     }
 }
 
@@ -326,13 +351,15 @@ static void tex_font_glyphs(perpo_test *t) {
         CHECK(strlen(art) == EX_GLYPH_W * EX_GLYPH_H);
         CHECK(strspn(art, "#.") == EX_GLYPH_W * EX_GLYPH_H);
         n = ex_glyph_rows(c, rows[c - 32]);
-        if (c == ' ') CHECK(n == 0);
-        else CHECK_MSG(n > 0, "glyph %d ('%c') is empty", c, c);
+        if (c == ' ')
+            CHECK(n == 0);
+        else
+            CHECK_MSG(n > 0, "glyph %d ('%c') is empty", c, c);
     }
     for (c = 33; c <= 126; c++)
         for (d = c + 1; d <= 126; d++)
-            CHECK_MSG(memcmp(rows[c - 32], rows[d - 32], EX_GLYPH_H) != 0, "glyphs '%c' and '%c' are equal",
-                      c, d);
+            CHECK_MSG(memcmp(rows[c - 32], rows[d - 32], EX_GLYPH_H) != 0,
+                      "glyphs '%c' and '%c' are equal", c, d);
     /* unprintable characters fall back to '?' */
     CHECK(ex_glyph_art(7) == ex_glyph_art('?'));
     CHECK(ex_glyph_art(200) == ex_glyph_art('?'));
@@ -340,7 +367,7 @@ static void tex_font_glyphs(perpo_test *t) {
 
 static void tex_draw_text(perpo_test *t) {
     static float img[40 * 20 * 3];
-    const float ink[3] = {1, 0, 0};
+    const float ink[3] = { 1, 0, 0 };
     unsigned char rows[EX_GLYPH_H];
     int x, y, ok = 1;
     memset(img, 0, sizeof img);
@@ -397,8 +424,11 @@ static int tex_page_lines_ok(perpo_test *t, const ex_page *p) {
         CHECK_MSG((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == ' ' || c == '\n',
                   "bad character %d in '%s'", c, s);
         if (i > 0 && (c == ' ' || c == '\n')) CHECK(s[i - 1] != ' ' && s[i - 1] != '\n');
-        if (c == '\n') { lines++; col = 0; }
-        else CHECK_MSG(++col <= p->cols, "line longer than %d columns in '%s'", p->cols, s);
+        if (c == '\n') {
+            lines++;
+            col = 0;
+        } else
+            CHECK_MSG(++col <= p->cols, "line longer than %d columns in '%s'", p->cols, s);
     }
     CHECK(lines == p->n_lines);
     CHECK(p->first_row >= 0 && p->first_row + p->n_lines <= p->rows);
@@ -408,9 +438,9 @@ static int tex_page_lines_ok(perpo_test *t, const ex_page *p) {
 static void tex_page_length_bounds(perpo_test *t) {
     /* 64x64: 10 columns x 8 rows (measured over these 500 pages: lengths 1-9, 4-21, 21-53,
        79-87; means 5.3, 13.3, 40.4, 84.5) */
-    static const int min_len[4] = {1, 3, 15, 75}, max_len[4] = {10, 21, 56, 87};
-    static const double min_mean[4] = {3, 8, 30, 80}, max_mean[4] = {8, 18, 48, 87};
-    static const int min_lines[4] = {1, 2, 5, 8}, max_lines[4] = {1, 2, 5, 8};
+    static const int min_len[4] = { 1, 3, 15, 75 }, max_len[4] = { 10, 21, 56, 87 };
+    static const double min_mean[4] = { 3, 8, 30, 80 }, max_mean[4] = { 8, 18, 48, 87 };
+    static const int min_lines[4] = { 1, 2, 5, 8 }, max_lines[4] = { 1, 2, 5, 8 };
     int d, i;
     for (d = 0; d <= EX_PAGE_MAX_DENSITY; d++) {
         int lo = 1 << 30, hi = 0;
@@ -421,8 +451,8 @@ static void tex_page_length_bounds(perpo_test *t) {
             CHECK_OK(ex_page_from_index(42, (uint64_t)i, TEX_W, TEX_H, d, &p));
             CHECK(p.cols == 10 && p.rows == 8 && p.ox == 2 && p.oy == 0);
             lines = tex_page_lines_ok(t, &p);
-            CHECK_MSG(lines >= min_lines[d] && lines <= max_lines[d], "density %d: %d lines in '%s'", d,
-                      lines, p.text);
+            CHECK_MSG(lines >= min_lines[d] && lines <= max_lines[d],
+                      "density %d: %d lines in '%s'", d, lines, p.text);
             CHECK(p.len <= ex_page_default_max_chars(d));
             if (p.len < lo) lo = p.len;
             if (p.len > hi) hi = p.len;
@@ -431,7 +461,8 @@ static void tex_page_length_bounds(perpo_test *t) {
         mean /= 500;
         CHECK_MSG(lo >= min_len[d], "density %d: shortest %d", d, lo);
         CHECK_MSG(hi <= max_len[d], "density %d: longest %d", d, hi);
-        CHECK_MSG(mean >= min_mean[d] && mean <= max_mean[d], "density %d: mean length %g", d, mean);
+        CHECK_MSG(mean >= min_mean[d] && mean <= max_mean[d], "density %d: mean length %g", d,
+                  mean);
     }
     /* a custom cap and a bigger page */
     for (i = 0; i < 200; i++) {
@@ -463,7 +494,8 @@ static void tex_page_ink_where_text_is(perpo_test *t) {
                 if (v > 0.5f) continue;
                 dark++;
                 for (li = 0; li < p.n_lines; li++) {
-                    int x0 = p.ox + p.line_dx[li], y0 = p.oy + (p.first_row + li) * 8 + p.line_dy[li];
+                    int x0 = p.ox + p.line_dx[li],
+                        y0 = p.oy + (p.first_row + li) * 8 + p.line_dy[li];
                     if (x >= x0 && x < x0 + p.line_len[li] * 6 && y >= y0 && y < y0 + 7) inside = 1;
                 }
                 if (!inside) dark_outside++;
@@ -494,16 +526,19 @@ static void tex_page_cells_align(perpo_test *t) {
                     misplaced++;
             }
         CHECK(dark > 3 * p.len / 2);
-        CHECK_MSG(misplaced == 0, "page %d: %d ink pixels outside their character's cell", i, misplaced);
+        CHECK_MSG(misplaced == 0, "page %d: %d ink pixels outside their character's cell", i,
+                  misplaced);
     }
 }
 
 /* ---- image writers ---- */
 
 static void tex_png_writer(perpo_test *t) {
-    static const int sizes[3][2] = {{1, 1}, {7, 5}, {150, 160}}; /* the last needs 2 blocks */
+    static const int sizes[3][2] = { { 1, 1 },
+                                     { 7, 5 },
+                                     { 150, 160 } }; /* the last needs 2 blocks */
     static float img[150 * 160 * 3];
-    static const unsigned char sig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
+    static const unsigned char sig[8] = { 137, 80, 78, 71, 13, 10, 26, 10 };
     int si;
     for (si = 0; si < 3; si++) {
         int W = sizes[si][0], H = sizes[si][1], x, y, c, bad = 0, saw_ihdr = 0, saw_iend = 0;
@@ -519,14 +554,18 @@ static void tex_png_writer(perpo_test *t) {
         while (pos + 12 <= len && zbuf) {
             uint32_t n = tex_be32(png + pos);
             const unsigned char *type = png + pos + 4;
-            if (pos + 12 + n > len) { bad = 1; break; }
-            CHECK_MSG(tex_be32(png + pos + 8 + n) == tex_crc32_bitwise(type, 4 + (size_t)n), "bad CRC of %.4s",
-                      (const char *)type);
+            if (pos + 12 + n > len) {
+                bad = 1;
+                break;
+            }
+            CHECK_MSG(tex_be32(png + pos + 8 + n) == tex_crc32_bitwise(type, 4 + (size_t)n),
+                      "bad CRC of %.4s", (const char *)type);
             if (memcmp(type, "IHDR", 4) == 0) {
                 saw_ihdr = 1;
                 CHECK(pos == 8 && n == 13);
                 CHECK(tex_be32(type + 4) == (uint32_t)W && tex_be32(type + 8) == (uint32_t)H);
-                CHECK(type[12] == 8 && type[13] == 2 && type[14] == 0 && type[15] == 0 && type[16] == 0);
+                CHECK(type[12] == 8 && type[13] == 2 && type[14] == 0 && type[15] == 0 &&
+                      type[16] == 0);
             } else if (memcmp(type, "IDAT", 4) == 0) {
                 memcpy(zbuf + zlen, type + 4, n);
                 zlen += n;
@@ -559,7 +598,7 @@ static void tex_png_writer(perpo_test *t) {
         free(zbuf);
         free(png);
     }
-    {   /* the file writer writes the same bytes */
+    { /* the file writer writes the same bytes */
         const char *path = "perpo_t_examples_tmp.png";
         size_t len = 0, flen = 0;
         unsigned char *png, *file;
@@ -603,9 +642,12 @@ static void tex_checksums(perpo_test *t) {
     CHECK(ex_adler32(1, s, 9) == 0x091E01DEu);
     CHECK(ex_crc32(ex_crc32(0, s, 4), s + 4, 5) == 0xCBF43926u);
     for (i = 0; i < sizeof big; i++) big[i] = 255;
-    {   /* long input exercises the deferred modulo */
+    { /* long input exercises the deferred modulo */
         uint32_t a = 1, b = 0;
-        for (i = 0; i < sizeof big; i++) { a = (a + big[i]) % 65521u; b = (b + a) % 65521u; }
+        for (i = 0; i < sizeof big; i++) {
+            a = (a + big[i]) % 65521u;
+            b = (b + a) % 65521u;
+        }
         CHECK(ex_adler32(1, big, sizeof big) == ((b << 16) | a));
         CHECK(ex_crc32(0, big, sizeof big) == tex_crc32_bitwise(big, sizeof big));
     }
@@ -613,11 +655,11 @@ static void tex_checksums(perpo_test *t) {
 
 static void tex_upscale_rect_grid(perpo_test *t) {
     static float img[4 * 3 * 3], up[12 * 9 * 3], canvas[200 * 200 * 3];
-    const float green[3] = {0, 1, 0};
-    const float box[4] = {0.25f, 0.0f, 0.75f, 2.0f / 3.0f};
-    const float nanbox[4] = {NAN, 0, 1, 1};
+    const float green[3] = { 0, 1, 0 };
+    const float box[4] = { 0.25f, 0.0f, 0.75f, 2.0f / 3.0f };
+    const float nanbox[4] = { NAN, 0, 1, 1 };
     const float *tiles[3];
-    const char *labels[3] = {"first", NULL, "a very long label\nsecond line\nthird"};
+    const char *labels[3] = { "first", NULL, "a very long label\nsecond line\nthird" };
     int x, y, c, ok = 1, OW = 0, OH = 0;
     ex_grid g = ex_grid_default();
     tex_random_image(img, 4, 3, 4);
@@ -659,11 +701,11 @@ static void tex_upscale_rect_grid(perpo_test *t) {
 /* ---- SVG and JSON ---- */
 
 static void tex_svg_plot(perpo_test *t) {
-    const float x0[4] = {0, 10, 20, 30}, y0[4] = {2.5f, 1.5f, NAN, 0.7f};
-    const float y1[3] = {0.1f, 0.4f, 0.45f};
-    const float *xs[2] = {x0, NULL}, *ys[2] = {y0, y1};
-    const char *names[2] = {"PerPO <ours>", "DPO & co"};
-    const int counts[2] = {4, 3};
+    const float x0[4] = { 0, 10, 20, 30 }, y0[4] = { 2.5f, 1.5f, NAN, 0.7f };
+    const float y1[3] = { 0.1f, 0.4f, 0.45f };
+    const float *xs[2] = { x0, NULL }, *ys[2] = { y0, y1 };
+    const char *names[2] = { "PerPO <ours>", "DPO & co" };
+    const int counts[2] = { 4, 3 };
     ex_plot_panel panels[2];
     const char *path = "perpo_t_examples_tmp.svg";
     unsigned char *file;
@@ -679,8 +721,13 @@ static void tex_svg_plot(perpo_test *t) {
         CHECK(strstr((char *)file, "nan") == NULL && strstr((char *)file, "inf") == NULL);
         free(file);
     }
-    panels[0].title = "loss"; panels[0].xlabel = "step"; panels[0].ylabel = "loss";
-    panels[0].n_series = 1; panels[0].names = names; panels[0].xs = xs; panels[0].ys = ys;
+    panels[0].title = "loss";
+    panels[0].xlabel = "step";
+    panels[0].ylabel = "loss";
+    panels[0].n_series = 1;
+    panels[0].names = names;
+    panels[0].xs = xs;
+    panels[0].ys = ys;
     panels[0].counts = counts;
     panels[1] = panels[0];
     panels[1].title = "empty";
@@ -695,7 +742,7 @@ static void tex_json_writer(perpo_test *t) {
     ex_json j;
     char buf[1024];
     size_t n;
-    const float arr[3] = {1.5f, NAN, 2.0f};
+    const float arr[3] = { 1.5f, NAN, 2.0f };
     CHECK(f != NULL);
     if (!f) return;
     ex_json_init(&j, f);
@@ -747,7 +794,7 @@ static void tex_json_writer(perpo_test *t) {
 static void tex_args(perpo_test *t) {
     char a0[] = "prog", a1[] = "--steps", a2[] = "300", a3[] = "--lr=0.001", a4[] = "--quick",
          a5[] = "--out=dir", a6[] = "--steps=x";
-    char *argv[] = {a0, a1, a2, a3, a4, a5, a6};
+    char *argv[] = { a0, a1, a2, a3, a4, a5, a6 };
     CHECK(ex_arg_int(3, argv, "--steps", 5) == 300);
     CHECK(ex_arg_int(7, argv, "--steps", 5) == 5); /* last one wins and is not a number */
     CHECK_NEAR(ex_arg_double(7, argv, "--lr", 1.0), 0.001, 1e-12, 0);
@@ -759,26 +806,26 @@ static void tex_args(perpo_test *t) {
 
 extern const perpo_test_case perpo_tests_examples[];
 const perpo_test_case perpo_tests_examples[] = {
-    {"examples_rng_basics", tex_rng_basics},
-    {"examples_scene_determinism", tex_scene_determinism},
-    {"examples_scene_target_unique", tex_scene_target_unique},
-    {"examples_box_format_roundtrip", tex_box_format_roundtrip},
-    {"examples_scene_target_pixels_in_box", tex_scene_target_pixels_in_box},
-    {"examples_scene_other_sizes", tex_scene_other_sizes},
-    {"examples_font_glyphs", tex_font_glyphs},
-    {"examples_draw_text", tex_draw_text},
-    {"examples_page_determinism", tex_page_determinism},
-    {"examples_page_length_bounds", tex_page_length_bounds},
-    {"examples_page_ink_where_text_is", tex_page_ink_where_text_is},
-    {"examples_page_cells_align", tex_page_cells_align},
-    {"examples_png_writer", tex_png_writer},
-    {"examples_ppm_writer", tex_ppm_writer},
-    {"examples_checksums", tex_checksums},
-    {"examples_upscale_rect_grid", tex_upscale_rect_grid},
-    {"examples_svg_plot", tex_svg_plot},
-    {"examples_json_writer", tex_json_writer},
-    {"examples_args", tex_args},
-    {NULL, NULL},
+    { "examples_rng_basics", tex_rng_basics },
+    { "examples_scene_determinism", tex_scene_determinism },
+    { "examples_scene_target_unique", tex_scene_target_unique },
+    { "examples_box_format_roundtrip", tex_box_format_roundtrip },
+    { "examples_scene_target_pixels_in_box", tex_scene_target_pixels_in_box },
+    { "examples_scene_other_sizes", tex_scene_other_sizes },
+    { "examples_font_glyphs", tex_font_glyphs },
+    { "examples_draw_text", tex_draw_text },
+    { "examples_page_determinism", tex_page_determinism },
+    { "examples_page_length_bounds", tex_page_length_bounds },
+    { "examples_page_ink_where_text_is", tex_page_ink_where_text_is },
+    { "examples_page_cells_align", tex_page_cells_align },
+    { "examples_png_writer", tex_png_writer },
+    { "examples_ppm_writer", tex_ppm_writer },
+    { "examples_checksums", tex_checksums },
+    { "examples_upscale_rect_grid", tex_upscale_rect_grid },
+    { "examples_svg_plot", tex_svg_plot },
+    { "examples_json_writer", tex_json_writer },
+    { "examples_args", tex_args },
+    { NULL, NULL },
 };
 
 #undef TEX_W

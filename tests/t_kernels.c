@@ -7,7 +7,9 @@
  * kernels compute in float32: rounding in the forward (about 1e-6 relative of losses of order
  * 1, divided by 2*eps) plus the O(eps^2) truncation of the central difference stay below that. */
 
-typedef struct kx_rng { uint64_t s; } kx_rng;
+typedef struct kx_rng {
+    uint64_t s;
+} kx_rng;
 static float kx_uniform(kx_rng *r) { /* in [-1, 1) */
     r->s = r->s * 6364136223846793005ull + 1442695040888963407ull;
     return (float)((r->s >> 40) * (1.0 / 8388608.0)) - 1.0f;
@@ -23,17 +25,19 @@ static double kx_dot(const float *a, const float *b, size_t n) {
     return s;
 }
 
-#define KX_EPS 1e-2f
-#define KX_RTOL 1e-2  /* of the tensor's largest |gradient| */
+#define KX_EPS   1e-2f
+#define KX_RTOL  1e-2 /* of the tensor's largest |gradient| */
 #define KX_FLOOR 1e-5
 
 /* Compares an analytic gradient (n values) with central differences of loss_fn over x. */
 typedef double (*kx_loss_fn)(void *ctx);
-static int kx_check(perpo_test *t, const char *what, float *x, const float *grad, size_t n, kx_loss_fn f, void *ctx) {
+static int kx_check(perpo_test *t, const char *what, float *x, const float *grad, size_t n,
+                    kx_loss_fn f, void *ctx) {
     size_t i;
     int bad = 0;
     double scale = 0.0;
-    for (i = 0; i < n; i++) if (fabs(grad[i]) > scale) scale = fabs(grad[i]);
+    for (i = 0; i < n; i++)
+        if (fabs(grad[i]) > scale) scale = fabs(grad[i]);
     if (!(scale > 0.0)) { /* an all-zero gradient checks nothing: every kernel here has signal */
         fprintf(stderr, "  FAIL %s: the analytic gradient is all zero\n", what);
         t->failures++;
@@ -42,12 +46,16 @@ static int kx_check(perpo_test *t, const char *what, float *x, const float *grad
     for (i = 0; i < n; i++) {
         float keep = x[i];
         double lp, lm, fd;
-        x[i] = keep + KX_EPS; lp = f(ctx);
-        x[i] = keep - KX_EPS; lm = f(ctx);
+        x[i] = keep + KX_EPS;
+        lp = f(ctx);
+        x[i] = keep - KX_EPS;
+        lm = f(ctx);
         x[i] = keep;
         fd = (lp - lm) / ((double)(keep + KX_EPS) - (double)(keep - KX_EPS));
         if (!(fabs(fd - grad[i]) <= KX_FLOOR + KX_RTOL * scale)) {
-            if (bad < 3) fprintf(stderr, "  FAIL %s[%zu]: analytic %.6g, finite difference %.6g\n", what, i, grad[i], fd);
+            if (bad < 3)
+                fprintf(stderr, "  FAIL %s[%zu]: analytic %.6g, finite difference %.6g\n", what, i,
+                        grad[i], fd);
             bad++;
         }
     }
@@ -56,7 +64,10 @@ static int kx_check(perpo_test *t, const char *what, float *x, const float *grad
 }
 
 /* ---- linear ---- */
-typedef struct { size_t N, C, OC; float *x, *W, *b, *out, *w, *ws; } kx_linear;
+typedef struct {
+    size_t N, C, OC;
+    float *x, *W, *b, *out, *w, *ws;
+} kx_linear;
 static double kx_linear_loss(void *p) {
     kx_linear *k = (kx_linear *)p;
     perpo__linear_forward(k->out, k->x, k->W, k->b, k->N, k->C, k->OC, k->ws);
@@ -65,13 +76,26 @@ static double kx_linear_loss(void *p) {
 static void test_linear_grad(perpo_test *t) {
     /* sizes that exercise full and edge tiles of the matrix product (MR = 6, NR = 16) */
     kx_linear k;
-    kx_rng r = {1};
-    float x[7 * 19], W[21 * 19], b[21], out[7 * 21], w[7 * 21], *ws = (float *)malloc(perpo__gemm_ws_floats(21) * sizeof(float));
+    kx_rng r = { 1 };
+    float x[7 * 19], W[21 * 19], b[21], out[7 * 21], w[7 * 21],
+        *ws = (float *)malloc(perpo__gemm_ws_floats(21) * sizeof(float));
     float dx[7 * 19], dW[21 * 19], db[21];
-    k.N = 7; k.C = 19; k.OC = 21; k.x = x; k.W = W; k.b = b; k.out = out; k.w = w; k.ws = ws;
-    kx_fill(&r, x, sizeof x / 4, 1.0f); kx_fill(&r, W, sizeof W / 4, 0.5f);
-    kx_fill(&r, b, 21, 0.5f); kx_fill(&r, w, sizeof w / 4, 1.0f);
-    memset(dx, 0, sizeof dx); memset(dW, 0, sizeof dW); memset(db, 0, sizeof db);
+    k.N = 7;
+    k.C = 19;
+    k.OC = 21;
+    k.x = x;
+    k.W = W;
+    k.b = b;
+    k.out = out;
+    k.w = w;
+    k.ws = ws;
+    kx_fill(&r, x, sizeof x / 4, 1.0f);
+    kx_fill(&r, W, sizeof W / 4, 0.5f);
+    kx_fill(&r, b, 21, 0.5f);
+    kx_fill(&r, w, sizeof w / 4, 1.0f);
+    memset(dx, 0, sizeof dx);
+    memset(dW, 0, sizeof dW);
+    memset(db, 0, sizeof db);
     perpo__linear_backward(dx, dW, db, w, x, W, 7, 19, 21, ws);
     kx_check(t, "linear dx", x, dx, 7 * 19, kx_linear_loss, &k);
     kx_check(t, "linear dW", W, dW, 21 * 19, kx_linear_loss, &k);
@@ -84,7 +108,7 @@ static void test_linear_grad(perpo_test *t) {
 static void test_gemm_matches_naive(perpo_test *t) {
     static float A[300 * 37], B[300 * 45], C[37 * 45], R[37 * 45];
     float *ws = (float *)malloc(perpo__gemm_ws_floats(45) * sizeof(float));
-    kx_rng r = {7};
+    kx_rng r = { 7 };
     size_t M = 37, N = 45, K = 300, i, j, k;
     int ta, tb, acc;
     double worst = 0.0;
@@ -98,7 +122,8 @@ static void test_gemm_matches_naive(perpo_test *t) {
                     for (j = 0; j < N; j++) {
                         double s = acc ? R[i * N + j] : 0.0;
                         for (k = 0; k < K; k++)
-                            s += (double)(ta ? A[k * M + i] : A[i * K + k]) * (double)(tb ? B[j * K + k] : B[k * N + j]);
+                            s += (double)(ta ? A[k * M + i] : A[i * K + k]) *
+                                 (double)(tb ? B[j * K + k] : B[k * N + j]);
                         R[i * N + j] = (float)s;
                     }
                 perpo__gemm(ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, acc, C, N, ws);
@@ -107,12 +132,16 @@ static void test_gemm_matches_naive(perpo_test *t) {
                     if (e > worst) worst = e;
                 }
             }
-    CHECK_MSG(worst < 1e-4, "gemm max abs error %.3g (sums of 300 products of values in [-1,1])", worst);
+    CHECK_MSG(worst < 1e-4, "gemm max abs error %.3g (sums of 300 products of values in [-1,1])",
+              worst);
     free(ws);
 }
 
 /* ---- layernorm ---- */
-typedef struct { size_t N, D; float *x, *g, *b, *out, *mean, *rstd, *w; } kx_ln;
+typedef struct {
+    size_t N, D;
+    float *x, *g, *b, *out, *mean, *rstd, *w;
+} kx_ln;
 static double kx_ln_loss(void *p) {
     kx_ln *k = (kx_ln *)p;
     perpo__layernorm_forward(k->out, k->mean, k->rstd, k->x, k->g, k->b, k->N, k->D);
@@ -120,11 +149,24 @@ static double kx_ln_loss(void *p) {
 }
 static void test_layernorm_grad(perpo_test *t) {
     kx_ln k;
-    kx_rng r = {2};
+    kx_rng r = { 2 };
     float x[5 * 12], g[12], b[12], out[60], mean[5], rstd[5], w[60], dx[60], dg[12], db[12];
-    k.N = 5; k.D = 12; k.x = x; k.g = g; k.b = b; k.out = out; k.mean = mean; k.rstd = rstd; k.w = w;
-    kx_fill(&r, x, 60, 2.0f); kx_fill(&r, g, 12, 1.0f); kx_fill(&r, b, 12, 1.0f); kx_fill(&r, w, 60, 1.0f);
-    memset(dx, 0, sizeof dx); memset(dg, 0, sizeof dg); memset(db, 0, sizeof db);
+    k.N = 5;
+    k.D = 12;
+    k.x = x;
+    k.g = g;
+    k.b = b;
+    k.out = out;
+    k.mean = mean;
+    k.rstd = rstd;
+    k.w = w;
+    kx_fill(&r, x, 60, 2.0f);
+    kx_fill(&r, g, 12, 1.0f);
+    kx_fill(&r, b, 12, 1.0f);
+    kx_fill(&r, w, 60, 1.0f);
+    memset(dx, 0, sizeof dx);
+    memset(dg, 0, sizeof dg);
+    memset(db, 0, sizeof db);
     kx_ln_loss(&k);
     perpo__layernorm_backward(dx, dg, db, w, x, g, mean, rstd, 5, 12);
     kx_check(t, "layernorm dx", x, dx, 60, kx_ln_loss, &k);
@@ -135,7 +177,10 @@ static void test_layernorm_grad(perpo_test *t) {
         float one[12], zero[12], o2[60];
         size_t i;
         double m = 0.0, v = 0.0;
-        for (i = 0; i < 12; i++) { one[i] = 1.0f; zero[i] = 0.0f; }
+        for (i = 0; i < 12; i++) {
+            one[i] = 1.0f;
+            zero[i] = 0.0f;
+        }
         perpo__layernorm_forward(o2, mean, rstd, x, one, zero, 5, 12);
         for (i = 0; i < 12; i++) m += o2[i];
         m /= 12;
@@ -147,7 +192,10 @@ static void test_layernorm_grad(perpo_test *t) {
 }
 
 /* ---- GELU ---- */
-typedef struct { size_t n; float *x, *out, *w; } kx_gelu;
+typedef struct {
+    size_t n;
+    float *x, *out, *w;
+} kx_gelu;
 static double kx_gelu_loss(void *p) {
     kx_gelu *k = (kx_gelu *)p;
     perpo__gelu_forward(k->out, k->x, k->n);
@@ -155,24 +203,35 @@ static double kx_gelu_loss(void *p) {
 }
 static void test_gelu(perpo_test *t) {
     kx_gelu k;
-    kx_rng r = {3};
+    kx_rng r = { 3 };
     float x[40], out[40], w[40], dx[40], y;
-    k.n = 40; k.x = x; k.out = out; k.w = w;
-    kx_fill(&r, x, 40, 4.0f); kx_fill(&r, w, 40, 1.0f);
+    k.n = 40;
+    k.x = x;
+    k.out = out;
+    k.w = w;
+    kx_fill(&r, x, 40, 4.0f);
+    kx_fill(&r, w, 40, 1.0f);
     perpo__gelu_backward(dx, x, w, 40);
     kx_check(t, "gelu dx", x, dx, 40, kx_gelu_loss, &k);
     /* values of the tanh approximation, computed by hand: gelu(1) = 0.841192, gelu(-1) = -0.158808 */
-    x[0] = 1.0f; x[1] = -1.0f; x[2] = 0.0f;
+    x[0] = 1.0f;
+    x[1] = -1.0f;
+    x[2] = 0.0f;
     perpo__gelu_forward(out, x, 3);
     CHECK_NEAR(out[0], 0.8411920f, 1e-6, 0);
     CHECK_NEAR(out[1], -0.1588080f, 1e-6, 0);
     CHECK_NEAR(out[2], 0.0f, 0, 0);
-    x[0] = 30.0f; perpo__gelu_forward(&y, x, 1);
+    x[0] = 30.0f;
+    perpo__gelu_forward(&y, x, 1);
     CHECK_NEAR(y, 30.0f, 0, 1e-6);
 }
 
 /* ---- attention ---- */
-typedef struct { size_t B, T, D, H; int causal; float *qkv, *att, *out, *w, *ws; } kx_att;
+typedef struct {
+    size_t B, T, D, H;
+    int causal;
+    float *qkv, *att, *out, *w, *ws;
+} kx_att;
 static double kx_att_loss(void *p) {
     kx_att *k = (kx_att *)p;
     perpo__attention_forward(k->out, k->att, k->qkv, k->B, k->T, k->D, k->H, k->causal, k->ws);
@@ -182,15 +241,27 @@ static void test_attention_grad(perpo_test *t) {
     int causal;
     for (causal = 0; causal < 2; causal++) {
         kx_att k;
-        kx_rng r = {4};
-        float qkv[2 * 5 * 3 * 8], att[2 * 2 * 5 * 5], out[2 * 5 * 8], w[2 * 5 * 8], dqkv[2 * 5 * 24], ws[2 * 2 * 9 * 5];
+        kx_rng r = { 4 };
+        float qkv[2 * 5 * 3 * 8], att[2 * 2 * 5 * 5], out[2 * 5 * 8], w[2 * 5 * 8],
+            dqkv[2 * 5 * 24], ws[2 * 2 * 9 * 5];
         size_t i, q;
-        k.B = 2; k.T = 5; k.D = 8; k.H = 2; k.causal = causal; k.qkv = qkv; k.att = att; k.out = out; k.w = w; k.ws = ws;
-        kx_fill(&r, qkv, sizeof qkv / 4, 1.5f); kx_fill(&r, w, sizeof w / 4, 1.0f);
+        k.B = 2;
+        k.T = 5;
+        k.D = 8;
+        k.H = 2;
+        k.causal = causal;
+        k.qkv = qkv;
+        k.att = att;
+        k.out = out;
+        k.w = w;
+        k.ws = ws;
+        kx_fill(&r, qkv, sizeof qkv / 4, 1.5f);
+        kx_fill(&r, w, sizeof w / 4, 1.0f);
         kx_att_loss(&k);
         memset(dqkv, 0, sizeof dqkv);
         perpo__attention_backward(dqkv, w, att, qkv, 2, 5, 8, 2, causal, k.ws);
-        kx_check(t, causal ? "causal attention dqkv" : "attention dqkv", qkv, dqkv, sizeof qkv / 4, kx_att_loss, &k);
+        kx_check(t, causal ? "causal attention dqkv" : "attention dqkv", qkv, dqkv, sizeof qkv / 4,
+                 kx_att_loss, &k);
         /* probabilities: rows sum to 1, and causal rows put no mass on the future */
         for (i = 0; i < 2 * 2 * 5; i++) {
             double s = 0.0;
@@ -204,7 +275,7 @@ static void test_attention_grad(perpo_test *t) {
 
 /* ---- log-softmax: the stable logsumexp ---- */
 static void test_logsumexp(perpo_test *t) {
-    float z[4] = {1.0f, 2.0f, 3.0f, 4.0f}, big[3] = {1000.0f, 1000.0f, -1000.0f};
+    float z[4] = { 1.0f, 2.0f, 3.0f, 4.0f }, big[3] = { 1000.0f, 1000.0f, -1000.0f };
     CHECK_NEAR(perpo__logsumexp(z, 4), 4.4401897f, 1e-6, 0); /* log(e+e^2+e^3+e^4) */
     CHECK_NEAR(perpo__logsumexp(big, 3), 1000.0f + 0.6931472f, 1e-4, 0);
 }
@@ -215,7 +286,9 @@ static void test_patchify(perpo_test *t) {
     perpo_config c = perpo_config_default();
     size_t i;
     for (i = 0; i < 32; i++) img[i] = (float)i;
-    c.image_h = c.image_w = 4; c.channels = 2; c.patch_h = c.patch_w = 2;
+    c.image_h = c.image_w = 4;
+    c.channels = 2;
+    c.patch_h = c.patch_w = 2;
     perpo__patchify(out, img, &c);
     /* patch 1 (top right) starts at pixel (0,2): img[(0*4+2)*2] = 4, then (0,2,c1)=5, (0,3,c0)=6 */
     CHECK(out[8] == 4.0f && out[9] == 5.0f && out[10] == 6.0f && out[12] == 12.0f);
@@ -230,7 +303,12 @@ static void test_patchify_rect_pos(perpo_test *t) {
     perpo_config c = perpo_config_default();
     size_t i;
     for (i = 0; i < 24; i++) img[i] = (float)i;
-    c.image_h = 4; c.image_w = 6; c.channels = 1; c.patch_h = 2; c.patch_w = 3; c.pos_channels = 1;
+    c.image_h = 4;
+    c.image_w = 6;
+    c.channels = 1;
+    c.patch_h = 2;
+    c.patch_w = 3;
+    c.pos_channels = 1;
     perpo__patchify(out, img, &c);
     /* patch 0, pixel (0,0): value 0, x = -1, y = -1; pixel (1,2) is the 6th of the patch */
     CHECK(out[0] == 0.0f && out[1] == -1.0f && out[2] == -1.0f);
@@ -254,13 +332,14 @@ static void test_sincos_2d(perpo_test *t) {
 }
 
 const perpo_test_case perpo_tests_kernels[] = {
-    {"gemm matches a naive product (all transposes, accumulate)", test_gemm_matches_naive},
-    {"linear backward = finite differences", test_linear_grad},
-    {"layernorm backward = finite differences", test_layernorm_grad},
-    {"gelu values and backward", test_gelu},
-    {"attention backward (bidirectional, causal) = finite differences", test_attention_grad},
-    {"logsumexp is stable", test_logsumexp},
-    {"patchify layout", test_patchify},
-    {"patchify: non-square patches with x/y position channels", test_patchify_rect_pos},
-    {"2D sin-cos vision positions", test_sincos_2d},
-    {NULL, NULL}};
+    { "gemm matches a naive product (all transposes, accumulate)", test_gemm_matches_naive },
+    { "linear backward = finite differences", test_linear_grad },
+    { "layernorm backward = finite differences", test_layernorm_grad },
+    { "gelu values and backward", test_gelu },
+    { "attention backward (bidirectional, causal) = finite differences", test_attention_grad },
+    { "logsumexp is stable", test_logsumexp },
+    { "patchify layout", test_patchify },
+    { "patchify: non-square patches with x/y position channels", test_patchify_rect_pos },
+    { "2D sin-cos vision positions", test_sincos_2d },
+    { NULL, NULL }
+};

@@ -3,11 +3,10 @@
 #include "test.h"
 #include "ref/listwise_ref.h"
 
-static const perpo_objective all_kinds[4] = {PERPO_OBJ_PERPO, PERPO_OBJ_DPO, PERPO_OBJ_LIPO,
-                                             PERPO_OBJ_LISTMLE};
+static const perpo_objective all_kinds[4] = { PERPO_OBJ_PERPO, PERPO_OBJ_DPO, PERPO_OBJ_LIPO,
+                                              PERPO_OBJ_LISTMLE };
 
-static perpo_objective_config config(perpo_objective kind, float beta, float gamma, float eps)
-{
+static perpo_objective_config config(perpo_objective kind, float beta, float gamma, float eps) {
     perpo_objective_config c = perpo_objective_default(kind);
     c.beta = beta;
     c.gamma = gamma;
@@ -16,15 +15,13 @@ static perpo_objective_config config(perpo_objective kind, float beta, float gam
 }
 
 /* The pair loss l(x) = -(1-eps) log sigmoid(x) - eps log sigmoid(-x), written directly. */
-static double pair_loss(double x, double eps)
-{
+static double pair_loss(double x, double eps) {
     return -(1.0 - eps) * log(1.0 / (1.0 + exp(-x))) - eps * log(1.0 / (1.0 + exp(x)));
 }
 
 /* Against tests/ref/listwise_ref.h (PyTorch float64 autograd). The C code computes in double
  * and rounds to float, so |got - ref| <= 1e-6 + 1e-5 |ref| for the loss and every gradient. */
-static void test_reference(perpo_test *t)
-{
+static void test_reference(perpo_test *t) {
     size_t c;
     int k;
     for (c = 0; c < sizeof perpo_ref_lw_cases / sizeof perpo_ref_lw_cases[0]; c++) {
@@ -55,12 +52,11 @@ static void test_reference(perpo_test *t)
 /* Central finite differences in logp. Inputs are floats, so h is the step actually taken
  * after rounding. s = (1.5, -2.25, 1.75, -3.75, -2.5, 2.5) has gaps >= 0.25 >> h = 1e-2, so
  * LiPO's ranks stay fixed within +-h; the error is ~1e-5; tolerance 2e-4 + 1e-3 |g|. */
-static void test_finite_differences(perpo_test *t)
-{
-    static const float logp[6] = {-12.5f, -20.25f, -8.0f, -15.75f, -30.5f, -11.0f};
-    static const float ref[6] = {-14.0f, -18.0f, -9.75f, -12.0f, -28.0f, -13.5f};
-    static const float reward[6] = {0.3f, 0.9f, 0.1f, 0.55f, 0.7f, 0.3f}; /* one tie */
-    static const float betas[2] = {0.1f, 1.0f};
+static void test_finite_differences(perpo_test *t) {
+    static const float logp[6] = { -12.5f, -20.25f, -8.0f, -15.75f, -30.5f, -11.0f };
+    static const float ref[6] = { -14.0f, -18.0f, -9.75f, -12.0f, -28.0f, -13.5f };
+    static const float reward[6] = { 0.3f, 0.9f, 0.1f, 0.55f, 0.7f, 0.3f }; /* one tie */
+    static const float betas[2] = { 0.1f, 1.0f };
     int kind, b, k;
     for (kind = 0; kind < 4; kind++)
         for (b = 0; b < 2; b++) {
@@ -79,8 +75,8 @@ static void test_finite_differences(perpo_test *t)
                 lp[k] = logp[k];
                 h = up - down;
                 CHECK_MSG(fabs((hi - lo) / h - g[k]) <= 2e-4 + 1e-3 * fabs(g[k]),
-                          "kind %d beta %g: d/dlogp[%d] fd %.6g vs analytic %.6g", kind,
-                          betas[b], k, (hi - lo) / h, g[k]);
+                          "kind %d beta %g: d/dlogp[%d] fd %.6g vs analytic %.6g", kind, betas[b],
+                          k, (hi - lo) / h, g[k]);
             }
         }
 }
@@ -88,9 +84,8 @@ static void test_finite_differences(perpo_test *t)
 /* PerPO on a hand-worked list: R = (1, 0, 0.5), s = 0, gamma = 1. Gaps 1, 0.5, 0.5 give
  * weights 1/2, 1/4, 1/4; every pair loss is log 2 and dl/dx = -1/2 at x = 0, so
  * dL/ds = beta * (-(1/2 + 1/4), +(1/2 + 1/4), -1/4 + 1/4) / 2. */
-static void test_perpo_hand(perpo_test *t)
-{
-    const float lp[3] = {-5, -5, -5}, ref[3] = {-5, -5, -5}, r[3] = {1.0f, 0.0f, 0.5f};
+static void test_perpo_hand(perpo_test *t) {
+    const float lp[3] = { -5, -5, -5 }, ref[3] = { -5, -5, -5 }, r[3] = { 1.0f, 0.0f, 0.5f };
     perpo_objective_config cfg = config(PERPO_OBJ_PERPO, 0.1f, 1.0f, 0.0f);
     float loss, g[3];
     CHECK_OK(perpo_listwise_loss(&cfg, 3, lp, ref, r, &loss, g));
@@ -104,9 +99,9 @@ static void test_perpo_hand(perpo_test *t)
     CHECK_NEAR(loss, log(2.0), 1e-7, 0);
     /* gamma = 0: uniform weights over pairs with distinct rewards */
     {
-        const float s_lp[4] = {1.0f, -0.5f, 2.0f, 0.25f}, zero[4] = {0, 0, 0, 0};
-        const float rr[4] = {0.2f, 0.8f, 0.2f, 0.5f}; /* pairs: (1,0) (1,2) (1,3) (3,0) (3,2) */
-        const int wi[5] = {1, 1, 1, 3, 3}, lj[5] = {0, 2, 3, 0, 2};
+        const float s_lp[4] = { 1.0f, -0.5f, 2.0f, 0.25f }, zero[4] = { 0, 0, 0, 0 };
+        const float rr[4] = { 0.2f, 0.8f, 0.2f, 0.5f }; /* pairs: (1,0) (1,2) (1,3) (3,0) (3,2) */
+        const int wi[5] = { 1, 1, 1, 3, 3 }, lj[5] = { 0, 2, 3, 0, 2 };
         double want = 0.0;
         int p;
         cfg = config(PERPO_OBJ_PERPO, 1.0f, 0.0f, 0.1f);
@@ -117,9 +112,8 @@ static void test_perpo_hand(perpo_test *t)
 }
 
 /* ListMLE with n = 2 is softplus(z_worse - z_better); label smoothing is ignored. */
-static void test_listmle_hand(perpo_test *t)
-{
-    const float lp[2] = {-3.0f, -1.0f}, ref[2] = {-2.0f, -2.5f}, r[2] = {0.0f, 1.0f};
+static void test_listmle_hand(perpo_test *t) {
+    const float lp[2] = { -3.0f, -1.0f }, ref[2] = { -2.0f, -2.5f }, r[2] = { 0.0f, 1.0f };
     perpo_objective_config cfg = config(PERPO_OBJ_LISTMLE, 0.5f, 0.5f, 0.0f);
     float loss, loss_eps, g[2];
     double z0 = 0.5 * (-1.0), z1 = 0.5 * 1.5, sig = 1.0 / (1.0 + exp(-(z0 - z1)));
@@ -133,11 +127,10 @@ static void test_listmle_hand(perpo_test *t)
 }
 
 /* With two responses DPO, PerPO (any gamma) and LiPO are the same single pair loss. */
-static void test_dpo_equals_perpo_n2(perpo_test *t)
-{
-    static const float gammas[4] = {0.0f, 0.5f, 1.0f, 2.0f}, epss[2] = {0.0f, 0.1f};
-    const float lp[2] = {-7.5f, -4.0f}, ref[2] = {-6.0f, -6.5f};
-    const float r_a[2] = {0.9f, 0.1f}, r_b[2] = {0.25f, 0.75f};
+static void test_dpo_equals_perpo_n2(perpo_test *t) {
+    static const float gammas[4] = { 0.0f, 0.5f, 1.0f, 2.0f }, epss[2] = { 0.0f, 0.1f };
+    const float lp[2] = { -7.5f, -4.0f }, ref[2] = { -6.0f, -6.5f };
+    const float r_a[2] = { 0.9f, 0.1f }, r_b[2] = { 0.25f, 0.75f };
     int gi, ei, o;
     for (o = 0; o < 2; o++)
         for (gi = 0; gi < 4; gi++)
@@ -166,15 +159,15 @@ static void test_dpo_equals_perpo_n2(perpo_test *t)
 }
 
 /* Tied rewards: equal pairs carry no weight; DPO takes the first best / first worst. */
-static void test_ties(perpo_test *t)
-{
-    const float lp[4] = {-3.0f, -1.0f, -2.0f, -4.0f}, ref[4] = {0, 0, 0, 0};
-    const float r[4] = {0.5f, 0.5f, 0.2f, 0.2f};
+static void test_ties(perpo_test *t) {
+    const float lp[4] = { -3.0f, -1.0f, -2.0f, -4.0f }, ref[4] = { 0, 0, 0, 0 };
+    const float r[4] = { 0.5f, 0.5f, 0.2f, 0.2f };
     perpo_objective_config cfg = config(PERPO_OBJ_PERPO, 1.0f, 0.5f, 0.0f);
     float loss, g[4];
     /* four pairs (0,2) (0,3) (1,2) (1,3), all with gap 0.3: uniform weights 1/4 */
     double want = (pair_loss(-3 + 2, 0) + pair_loss(-3 + 4, 0) + pair_loss(-1 + 2, 0) +
-                   pair_loss(-1 + 4, 0)) / 4.0;
+                   pair_loss(-1 + 4, 0)) /
+                  4.0;
     CHECK_OK(perpo_listwise_loss(&cfg, 4, lp, ref, r, &loss, g));
     CHECK_NEAR(loss, want, 1e-7, 1e-6);
     cfg = config(PERPO_OBJ_DPO, 1.0f, 0.5f, 0.0f);
@@ -185,14 +178,13 @@ static void test_ties(perpo_test *t)
 }
 
 /* All-equal rewards and n == 1: loss 0 and gradient 0 exactly, whatever the logits. */
-static void test_no_preference(perpo_test *t)
-{
-    const float lp[7] = {-1, -50, 3, -1e6f, 1e30f, -2, 0}, ref[7] = {0, 1, 2, 3, 4, 5, 6};
-    const float r[7] = {0.4f, 0.4f, 0.4f, 0.4f, 0.4f, 0.4f, 0.4f};
+static void test_no_preference(perpo_test *t) {
+    const float lp[7] = { -1, -50, 3, -1e6f, 1e30f, -2, 0 }, ref[7] = { 0, 1, 2, 3, 4, 5, 6 };
+    const float r[7] = { 0.4f, 0.4f, 0.4f, 0.4f, 0.4f, 0.4f, 0.4f };
     int kind, k;
     for (kind = 0; kind < 4; kind++) {
         perpo_objective_config cfg = config(all_kinds[kind], 1.0f, 0.5f, 0.1f);
-        float loss = 123.0f, g[7] = {9, 9, 9, 9, 9, 9, 9};
+        float loss = 123.0f, g[7] = { 9, 9, 9, 9, 9, 9, 9 };
         CHECK_OK(perpo_listwise_loss(&cfg, 7, lp, ref, r, &loss, g));
         CHECK(loss == 0.0f);
         for (k = 0; k < 7; k++) CHECK(g[k] == 0.0f);
@@ -204,8 +196,7 @@ static void test_no_preference(perpo_test *t)
 }
 
 /* Sizes: PERPO_MAX_LIST is accepted, one more is not; outputs untouched on error. */
-static void test_sizes(perpo_test *t)
-{
+static void test_sizes(perpo_test *t) {
     static float lp[PERPO_MAX_LIST + 1], ref[PERPO_MAX_LIST + 1], r[PERPO_MAX_LIST + 1];
     static float g[PERPO_MAX_LIST + 1];
     int kind, k;
@@ -230,9 +221,8 @@ static void test_sizes(perpo_test *t)
     }
 }
 
-static void test_bad_arguments(perpo_test *t)
-{
-    const float lp[3] = {-1, -2, -3}, ref[3] = {-1, -1, -1}, r[3] = {0.1f, 0.5f, 0.9f};
+static void test_bad_arguments(perpo_test *t) {
+    const float lp[3] = { -1, -2, -3 }, ref[3] = { -1, -1, -1 }, r[3] = { 0.1f, 0.5f, 0.9f };
     perpo_objective_config ok = perpo_objective_default(PERPO_OBJ_PERPO), cfg;
     float loss = -1.0f;
     CHECK(ok.kind == PERPO_OBJ_PERPO && ok.beta == 0.1f && ok.gamma == 0.5f &&
@@ -242,38 +232,45 @@ static void test_bad_arguments(perpo_test *t)
     CHECK(perpo_listwise_loss(&ok, 3, lp, NULL, r, &loss, NULL) == PERPO_ERR_ARG);
     CHECK(perpo_listwise_loss(&ok, 3, lp, ref, NULL, &loss, NULL) == PERPO_ERR_ARG);
     CHECK(perpo_listwise_loss(&ok, 3, lp, ref, r, NULL, NULL) == PERPO_ERR_ARG);
-    cfg = ok; cfg.beta = 0.0f;
+    cfg = ok;
+    cfg.beta = 0.0f;
     CHECK(perpo_listwise_loss(&cfg, 3, lp, ref, r, &loss, NULL) == PERPO_ERR_ARG);
-    cfg = ok; cfg.beta = -0.1f;
+    cfg = ok;
+    cfg.beta = -0.1f;
     CHECK(perpo_listwise_loss(&cfg, 3, lp, ref, r, &loss, NULL) == PERPO_ERR_ARG);
-    cfg = ok; cfg.beta = NAN;
+    cfg = ok;
+    cfg.beta = NAN;
     CHECK(perpo_listwise_loss(&cfg, 3, lp, ref, r, &loss, NULL) == PERPO_ERR_ARG);
-    cfg = ok; cfg.gamma = -1.0f;
+    cfg = ok;
+    cfg.gamma = -1.0f;
     CHECK(perpo_listwise_loss(&cfg, 3, lp, ref, r, &loss, NULL) == PERPO_ERR_ARG);
-    cfg = ok; cfg.gamma = INFINITY;
+    cfg = ok;
+    cfg.gamma = INFINITY;
     CHECK(perpo_listwise_loss(&cfg, 3, lp, ref, r, &loss, NULL) == PERPO_ERR_ARG);
-    cfg = ok; cfg.label_smoothing = 0.6f;
+    cfg = ok;
+    cfg.label_smoothing = 0.6f;
     CHECK(perpo_listwise_loss(&cfg, 3, lp, ref, r, &loss, NULL) == PERPO_ERR_ARG);
-    cfg = ok; cfg.label_smoothing = -0.1f;
+    cfg = ok;
+    cfg.label_smoothing = -0.1f;
     CHECK(perpo_listwise_loss(&cfg, 3, lp, ref, r, &loss, NULL) == PERPO_ERR_ARG);
 #ifndef __cplusplus /* in C++ an enum value outside 0..3 is itself undefined behaviour */
-    cfg = ok; cfg.kind = (perpo_objective)7;
+    cfg = ok;
+    cfg.kind = (perpo_objective)7;
     CHECK(perpo_listwise_loss(&cfg, 3, lp, ref, r, &loss, NULL) == PERPO_ERR_ARG);
 #endif
     CHECK(loss == -1.0f);
 }
 
-static void test_nonfinite_inputs(perpo_test *t)
-{
-    const float bad[3] = {NAN, INFINITY, -INFINITY};
+static void test_nonfinite_inputs(perpo_test *t) {
+    const float bad[3] = { NAN, INFINITY, -INFINITY };
     int kind, which, b, pos;
     for (kind = 0; kind < 4; kind++)
         for (which = 0; which < 3; which++)
             for (b = 0; b < 3; b++)
                 for (pos = 0; pos < 3; pos++) {
-                    float in[3][3] = {{-1, -2, -3}, {-1, -1, -1}, {0.1f, 0.5f, 0.9f}};
+                    float in[3][3] = { { -1, -2, -3 }, { -1, -1, -1 }, { 0.1f, 0.5f, 0.9f } };
                     perpo_objective_config cfg = perpo_objective_default(all_kinds[kind]);
-                    float loss = -1.0f, g[3] = {5, 5, 5};
+                    float loss = -1.0f, g[3] = { 5, 5, 5 };
                     perpo_pref_metrics m;
                     in[which][pos] = bad[b];
                     CHECK(perpo_listwise_loss(&cfg, 3, in[0], in[1], in[2], &loss, g) ==
@@ -286,25 +283,24 @@ static void test_nonfinite_inputs(perpo_test *t)
 
 /* Log-ratios of +-1e30 and gaps of 1e6: finite loss and gradient, in both rankings. A loss
  * beyond float range is reported, not returned as Inf. */
-static void test_extreme_logits(perpo_test *t)
-{
-    const float big[4] = {1e30f, -1e30f, 0.0f, 1e6f}, gap[4] = {-1e6f, 0.0f, -2e6f, 5e5f};
-    const float zero[4] = {0, 0, 0, 0}, up[4] = {0.9f, 0.1f, 0.5f, 0.7f};
-    const float down[4] = {0.1f, 0.9f, 0.5f, 0.3f};
-    const float *lps[2] = {big, gap}, *rs[2] = {up, down};
+static void test_extreme_logits(perpo_test *t) {
+    const float big[4] = { 1e30f, -1e30f, 0.0f, 1e6f }, gap[4] = { -1e6f, 0.0f, -2e6f, 5e5f };
+    const float zero[4] = { 0, 0, 0, 0 }, up[4] = { 0.9f, 0.1f, 0.5f, 0.7f };
+    const float down[4] = { 0.1f, 0.9f, 0.5f, 0.3f };
+    const float *lps[2] = { big, gap }, *rs[2] = { up, down };
     int kind, a, b, k;
     for (kind = 0; kind < 4; kind++)
         for (a = 0; a < 2; a++)
             for (b = 0; b < 2; b++) {
                 perpo_objective_config cfg = config(all_kinds[kind], 1.0f, 0.5f, 0.1f);
-                float loss = NAN, g[4] = {NAN, NAN, NAN, NAN};
+                float loss = NAN, g[4] = { NAN, NAN, NAN, NAN };
                 CHECK_OK(perpo_listwise_loss(&cfg, 4, lps[a], zero, rs[b], &loss, g));
                 CHECK(isfinite(loss) && loss >= 0.0f);
                 for (k = 0; k < 4; k++) CHECK(isfinite(g[k]));
             }
     {
         /* s gap of 1.2e39 exceeds float: PERPO_ERR_NONFINITE, outputs untouched */
-        const float lp[2] = {-3e38f, 3e38f}, ref[2] = {3e38f, -3e38f}, r[2] = {1.0f, 0.0f};
+        const float lp[2] = { -3e38f, 3e38f }, ref[2] = { 3e38f, -3e38f }, r[2] = { 1.0f, 0.0f };
         perpo_objective_config cfg = config(PERPO_OBJ_DPO, 1.0f, 0.5f, 0.0f);
         float loss = -1.0f;
         CHECK(perpo_listwise_loss(&cfg, 2, lp, ref, r, &loss, NULL) == PERPO_ERR_NONFINITE);
@@ -313,14 +309,17 @@ static void test_extreme_logits(perpo_test *t)
 }
 
 /* Rewards may come in any order: permuting the list permutes the gradient, same loss. */
-static void test_permutation(perpo_test *t)
-{
-    const float lp[5] = {-3.5f, -1.25f, -8.0f, -2.0f, -5.5f}, ref[5] = {-4, -2, -6, -3, -5};
-    const float r[5] = {0.2f, 0.9f, 0.4f, 0.6f, 0.1f};
-    static const int perm[5] = {3, 0, 4, 1, 2};
+static void test_permutation(perpo_test *t) {
+    const float lp[5] = { -3.5f, -1.25f, -8.0f, -2.0f, -5.5f }, ref[5] = { -4, -2, -6, -3, -5 };
+    const float r[5] = { 0.2f, 0.9f, 0.4f, 0.6f, 0.1f };
+    static const int perm[5] = { 3, 0, 4, 1, 2 };
     float plp[5], pref[5], pr[5];
     int kind, k;
-    for (k = 0; k < 5; k++) { plp[k] = lp[perm[k]]; pref[k] = ref[perm[k]]; pr[k] = r[perm[k]]; }
+    for (k = 0; k < 5; k++) {
+        plp[k] = lp[perm[k]];
+        pref[k] = ref[perm[k]];
+        pr[k] = r[perm[k]];
+    }
     for (kind = 0; kind < 4; kind++) {
         perpo_objective_config cfg = config(all_kinds[kind], 1.0f, 0.5f, 0.1f);
         float l1, l2, g1[5], g2[5];
@@ -332,12 +331,12 @@ static void test_permutation(perpo_test *t)
 }
 
 /* rewards/chosen, /rejected, /margins, /accuracies worked by hand. */
-static void test_preference_metrics(perpo_test *t)
-{
+static void test_preference_metrics(perpo_test *t) {
     /* s = (1, 0, -1), R = (0.2, 0.9, 0.5): best is 1, worst is 0. Pairs R_i > R_j:
      * (1,0) s 0 > 1 no, (1,2) 0 > -1 yes, (2,0) -1 > 1 no -> accuracy 1/3. */
-    const float lp[3] = {-1, -2, -3}, ref[3] = {-2, -2, -2}, r[3] = {0.2f, 0.9f, 0.5f};
-    const float rt[4] = {0.5f, 0.5f, 0.1f, 0.5f}, lpt[4] = {-1, -4, -2, -3}, zt[4] = {0, 0, 0, 0};
+    const float lp[3] = { -1, -2, -3 }, ref[3] = { -2, -2, -2 }, r[3] = { 0.2f, 0.9f, 0.5f };
+    const float rt[4] = { 0.5f, 0.5f, 0.1f, 0.5f }, lpt[4] = { -1, -4, -2, -3 },
+                zt[4] = { 0, 0, 0, 0 };
     perpo_pref_metrics m;
     CHECK_OK(perpo_preference_metrics(0.5f, 3, lp, ref, r, &m));
     CHECK_NEAR(m.chosen, 0.0, 1e-7, 0);
@@ -366,18 +365,18 @@ static void test_preference_metrics(perpo_test *t)
 
 extern const perpo_test_case perpo_tests_objectives[];
 const perpo_test_case perpo_tests_objectives[] = {
-    {"reference_pytorch", test_reference},
-    {"finite_differences", test_finite_differences},
-    {"perpo_hand", test_perpo_hand},
-    {"listmle_hand", test_listmle_hand},
-    {"dpo_equals_perpo_n2", test_dpo_equals_perpo_n2},
-    {"ties", test_ties},
-    {"no_preference", test_no_preference},
-    {"sizes", test_sizes},
-    {"bad_arguments", test_bad_arguments},
-    {"nonfinite_inputs", test_nonfinite_inputs},
-    {"extreme_logits", test_extreme_logits},
-    {"permutation", test_permutation},
-    {"preference_metrics", test_preference_metrics},
-    {NULL, NULL},
+    { "reference_pytorch", test_reference },
+    { "finite_differences", test_finite_differences },
+    { "perpo_hand", test_perpo_hand },
+    { "listmle_hand", test_listmle_hand },
+    { "dpo_equals_perpo_n2", test_dpo_equals_perpo_n2 },
+    { "ties", test_ties },
+    { "no_preference", test_no_preference },
+    { "sizes", test_sizes },
+    { "bad_arguments", test_bad_arguments },
+    { "nonfinite_inputs", test_nonfinite_inputs },
+    { "extreme_logits", test_extreme_logits },
+    { "permutation", test_permutation },
+    { "preference_metrics", test_preference_metrics },
+    { NULL, NULL },
 };

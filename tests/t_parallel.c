@@ -25,9 +25,9 @@
 #define TPAR_POSIX 1
 #endif
 
-#define TPAR_W 32
-#define TPAR_N 24          /* scenes: SFT examples and preference prompts */
-#define TPAR_TOL 1e-4      /* parameters of 2 workers vs 1 process after 20 steps, max |diff| */
+#define TPAR_W          32
+#define TPAR_N          24   /* scenes: SFT examples and preference prompts */
+#define TPAR_TOL        1e-4 /* parameters of 2 workers vs 1 process after 20 steps, max |diff| */
 #define TPAR_TIMEOUT_MS 300000
 
 typedef struct tpar_data {
@@ -44,7 +44,9 @@ static void tpar_make(tpar_data *d) {
         ex_scene_render(&s, d->img[i]);
         ex_scene_prompt(&s, d->prompt[i], sizeof d->prompt[i]);
         ex_scene_answer(&s, d->answer[i], sizeof d->answer[i]);
-        d->ex[i].image = d->img[i]; d->ex[i].prompt = d->prompt[i]; d->ex[i].response = d->answer[i];
+        d->ex[i].image = d->img[i];
+        d->ex[i].prompt = d->prompt[i];
+        d->ex[i].response = d->answer[i];
     }
 }
 
@@ -59,8 +61,14 @@ static float tpar_reward(const char *r, size_t len, size_t item, void *user) {
 
 static perpo_config tpar_config(void) {
     perpo_config c = perpo_config_default();
-    c.image_h = c.image_w = TPAR_W; c.patch_h = c.patch_w = 8; c.d_model = 32; c.n_heads = 2;
-    c.n_vis_layers = 1; c.n_dec_layers = 1; c.max_text = 40; c.max_batch = 16;
+    c.image_h = c.image_w = TPAR_W;
+    c.patch_h = c.patch_w = 8;
+    c.d_model = 32;
+    c.n_heads = 2;
+    c.n_vis_layers = 1;
+    c.n_dec_layers = 1;
+    c.max_text = 40;
+    c.max_batch = 16;
     return c;
 }
 
@@ -87,7 +95,8 @@ static double tpar_max_diff(const float *a, const float *b, size_t n) {
 
 /* A world of one: the hook has nothing to add; it counts its calls. */
 static perpo_status tpar_reduce_one(float *buf, size_t n, void *user) {
-    (void)buf; (void)n;
+    (void)buf;
+    (void)n;
     ++*(long *)user;
     return PERPO_OK;
 }
@@ -96,7 +105,7 @@ static perpo_status tpar_reduce_one(float *buf, size_t n, void *user) {
 #ifdef TPAR_POSIX
 typedef struct tpar_link {
     int rd, wr, rank;
-    float *other;      /* the other worker's buffer */
+    float *other; /* the other worker's buffer */
     size_t cap;
     long calls;
 } tpar_link;
@@ -107,7 +116,9 @@ static int tpar_io(int fd, void *p, size_t n, int writing) {
     while (n > 0) {
         struct pollfd pfd;
         ssize_t k;
-        pfd.fd = fd; pfd.events = writing ? POLLOUT : POLLIN; pfd.revents = 0;
+        pfd.fd = fd;
+        pfd.events = writing ? POLLOUT : POLLIN;
+        pfd.revents = 0;
         if (poll(&pfd, 1, TPAR_TIMEOUT_MS) != 1) return 0;
         k = writing ? write(fd, c, n) : read(fd, c, n);
         if (k <= 0) return 0;
@@ -132,8 +143,8 @@ static perpo_status tpar_reduce_pipe(float *buf, size_t n, void *user) {
              tpar_io(l->rd, l->other, n * sizeof(float), 0);
     else
         ok = tpar_io(l->rd, &other_len, sizeof other_len, 0) && other_len == len &&
-             tpar_io(l->rd, l->other, n * sizeof(float), 0) && tpar_io(l->wr, &len, sizeof len, 1) &&
-             tpar_io(l->wr, buf, n * sizeof(float), 1);
+             tpar_io(l->rd, l->other, n * sizeof(float), 0) &&
+             tpar_io(l->wr, &len, sizeof len, 1) && tpar_io(l->wr, buf, n * sizeof(float), 1);
     if (!ok) return PERPO_ERR_IO;
     for (i = 0; i < n; i++) buf[i] = l->rank == 0 ? buf[i] + l->other[i] : l->other[i] + buf[i];
     return PERPO_OK;
@@ -141,8 +152,8 @@ static perpo_status tpar_reduce_pipe(float *buf, size_t n, void *user) {
 
 typedef struct tpar_out {
     int status, steps;
-    uint64_t hash;     /* of the final parameters */
-    long calls;        /* of the hook */
+    uint64_t hash; /* of the final parameters */
+    long calls;    /* of the hook */
 } tpar_out;
 typedef void (*tpar_job)(int rank, perpo_parallel *par, void *arg, tpar_out *out);
 
@@ -166,23 +177,38 @@ static int tpar_run2(tpar_job job, void *arg, tpar_out out[2]) {
     if (pid == 0) { /* rank 1 */
         tpar_out o;
         memset(&o, 0, sizeof o);
-        close(to1[1]); close(to0[0]); close(res[0]);
-        l.rd = to1[0]; l.wr = to0[1]; l.rank = 1;
-        par.reduce = tpar_reduce_pipe; par.user = &l; par.rank = 1; par.world = 2;
+        close(to1[1]);
+        close(to0[0]);
+        close(res[0]);
+        l.rd = to1[0];
+        l.wr = to0[1];
+        l.rank = 1;
+        par.reduce = tpar_reduce_pipe;
+        par.user = &l;
+        par.rank = 1;
+        par.world = 2;
         if (l.other) job(1, &par, arg, &o);
         o.calls = l.calls;
         close(l.wr); /* rank 0, if still waiting, sees the end instead of hanging */
         ok = tpar_io(res[1], &o, sizeof o, 1);
         _exit(ok && l.other ? 0 : 1);
     }
-    close(to1[0]); close(to0[1]); close(res[1]);
-    l.rd = to0[0]; l.wr = to1[1]; l.rank = 0;
-    par.reduce = tpar_reduce_pipe; par.user = &l; par.rank = 0; par.world = 2;
+    close(to1[0]);
+    close(to0[1]);
+    close(res[1]);
+    l.rd = to0[0];
+    l.wr = to1[1];
+    l.rank = 0;
+    par.reduce = tpar_reduce_pipe;
+    par.user = &l;
+    par.rank = 0;
+    par.world = 2;
     if (l.other) job(0, &par, arg, &out[0]);
     out[0].calls = l.calls;
     close(l.wr);
     ok = tpar_io(res[0], &out[1], sizeof out[1], 0);
-    close(l.rd); close(res[0]);
+    close(l.rd);
+    close(res[0]);
     if (!ok) kill(pid, SIGKILL);
     waitpid(pid, &wstatus, 0);
     free(l.other);
@@ -194,16 +220,19 @@ static int tpar_run2(tpar_job job, void *arg, tpar_out out[2]) {
 typedef struct tpar_sft_job {
     const tpar_data *d;
     int batch, steps, accum;
-    int rank1_steps;      /* rank 1's total_steps when not 0: a disagreement */
-    long rank1_fail_at;   /* rank 1's stream fails from this example index on; -1: never */
-    int rank1_stop_at;    /* rank 1's progress callback asks to stop after this step; 0: never */
-    int rank1_seed;       /* rank 1's weights from another seed when not 0 */
-    int rank1_world;      /* rank 1 claims this world when not 0 */
-    int rank1_rank;       /* rank 1 claims this rank when >= 0 */
-    float *params;        /* rank 0 copies its final parameters here (may be NULL) */
+    int rank1_steps;    /* rank 1's total_steps when not 0: a disagreement */
+    long rank1_fail_at; /* rank 1's stream fails from this example index on; -1: never */
+    int rank1_stop_at;  /* rank 1's progress callback asks to stop after this step; 0: never */
+    int rank1_seed;     /* rank 1's weights from another seed when not 0 */
+    int rank1_world;    /* rank 1 claims this world when not 0 */
+    int rank1_rank;     /* rank 1 claims this rank when >= 0 */
+    float *params;      /* rank 0 copies its final parameters here (may be NULL) */
 } tpar_sft_job;
 
-typedef struct tpar_stream { const tpar_data *d; long fail_at; } tpar_stream;
+typedef struct tpar_stream {
+    const tpar_data *d;
+    long fail_at;
+} tpar_stream;
 static perpo_status tpar_next(size_t index, size_t slot, perpo_example *out, void *user) {
     const tpar_stream *s = (const tpar_stream *)user;
     (void)slot;
@@ -211,12 +240,20 @@ static perpo_status tpar_next(size_t index, size_t slot, perpo_example *out, voi
     *out = s->d->ex[(index * 7) % TPAR_N];
     return PERPO_OK;
 }
-static int tpar_stop_at(const perpo_progress *p, void *user) { return p->step == *(const int *)user; }
+static int tpar_stop_at(const perpo_progress *p, void *user) {
+    return p->step == *(const int *)user;
+}
 
 static perpo_sft_config tpar_sft_config(int batch, int steps, int accum) {
     perpo_sft_config tc = perpo_sft_default();
-    tc.batch_size = batch; tc.accum_steps = accum; tc.optim.lr = 3e-3f; tc.optim.min_lr = 3e-4f;
-    tc.optim.warmup_steps = 3; tc.optim.total_steps = steps; tc.optim.clip_norm = 0.5f; tc.seed = 5;
+    tc.batch_size = batch;
+    tc.accum_steps = accum;
+    tc.optim.lr = 3e-3f;
+    tc.optim.min_lr = 3e-4f;
+    tc.optim.warmup_steps = 3;
+    tc.optim.total_steps = steps;
+    tc.optim.clip_norm = 0.5f;
+    tc.seed = 5;
     tc.log_every = 1;
     return tc;
 }
@@ -228,7 +265,8 @@ static void tpar_sft(int rank, perpo_parallel *par, void *arg, tpar_out *out) {
     perpo_sft_config tc = tpar_sft_config(j->batch, j->steps, j->accum);
     tpar_stream stream;
     int stop = j->rank1_stop_at;
-    out->status = (int)perpo_model_create(&m, &c, rank == 1 && j->rank1_seed ? (uint64_t)j->rank1_seed : 1u);
+    out->status =
+        (int)perpo_model_create(&m, &c, rank == 1 && j->rank1_seed ? (uint64_t)j->rank1_seed : 1u);
     if (!m) return;
     if (par) tc.parallel = *par;
     if (rank == 1 && j->rank1_steps) tc.optim.total_steps = j->rank1_steps;
@@ -239,41 +277,55 @@ static void tpar_sft(int rank, perpo_parallel *par, void *arg, tpar_out *out) {
     if (j->rank1_fail_at >= 0) /* both over the stream; rank 1's fails */
         out->status = (int)perpo_sft_train_stream(m, tpar_next, &stream, &tc, NULL, NULL);
     else
-        out->status = (int)perpo_sft_train(m, j->d->ex, TPAR_N, &tc, rank == 1 && stop ? tpar_stop_at : NULL, &stop);
+        out->status = (int)perpo_sft_train(m, j->d->ex, TPAR_N, &tc,
+                                           rank == 1 && stop ? tpar_stop_at : NULL, &stop);
     out->steps = perpo_optim_step_count(m);
     out->hash = tpar_hash(perpo_model_params(m), perpo_model_num_params(m));
-    if (rank == 0 && j->params) memcpy(j->params, perpo_model_params(m), perpo_model_num_params(m) * sizeof(float));
+    if (rank == 0 && j->params)
+        memcpy(j->params, perpo_model_params(m), perpo_model_num_params(m) * sizeof(float));
     perpo_model_free(m);
 }
 
 /* ---- Preference training ----------------------------------------------------------------- */
 typedef struct tpar_pref_job {
     const tpar_data *d;
-    const perpo_model *sft;  /* the starting weights and the sampler (the child has its copy) */
+    const perpo_model *sft; /* the starting weights and the sampler (the child has its copy) */
     int lists, steps;
-    int rank1_nan;           /* rank 1 puts a NaN reward into its first list */
-    int rank1_stop_at;       /* rank 1 stops the run after this step; rank 0 saves, both resume */
+    int rank1_nan;     /* rank 1 puts a NaN reward into its first list */
+    int rank1_stop_at; /* rank 1 stops the run after this step; rank 0 saves, both resume */
     const char *ckpt;
     float *params;
 } tpar_pref_job;
 
 static perpo_pref_config tpar_pref_config(int lists, int steps) {
     perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
-    pc.lists_per_step = lists; pc.accum_steps = 2; pc.optim.total_steps = steps; pc.optim.warmup_steps = 3;
-    pc.optim.lr = 1e-3f; pc.optim.min_lr = 1e-4f; pc.optim.clip_norm = 0.5f; pc.nll_weight = 0.5f; pc.mean_logp = 1;
-    pc.objective.beta = 1.0f; pc.seed = 7; pc.log_every = 1;
+    pc.lists_per_step = lists;
+    pc.accum_steps = 2;
+    pc.optim.total_steps = steps;
+    pc.optim.warmup_steps = 3;
+    pc.optim.lr = 1e-3f;
+    pc.optim.min_lr = 1e-4f;
+    pc.optim.clip_norm = 0.5f;
+    pc.nll_weight = 0.5f;
+    pc.mean_logp = 1;
+    pc.objective.beta = 1.0f;
+    pc.seed = 7;
+    pc.log_every = 1;
     return pc;
 }
 
 /* This worker's lists: its perpo_share block of the prompts, sampled, filtered, referenced. */
-static perpo_status tpar_lists(perpo_model *m, const tpar_data *d, int rank, int world, perpo_pref_set *set,
-                               size_t *kept) {
+static perpo_status tpar_lists(perpo_model *m, const tpar_data *d, int rank, int world,
+                               perpo_pref_set *set, size_t *kept) {
     perpo_sample_config sc = perpo_sample_default();
     size_t first, count;
     perpo_status st;
-    sc.temperature = 1.0f; sc.top_p = 0.9f; sc.seed = 21;
+    sc.temperature = 1.0f;
+    sc.top_p = 0.9f;
+    sc.seed = 21;
     if ((st = perpo_share(TPAR_N, rank, world, &first, &count)) != PERPO_OK) return st;
-    if ((st = perpo_pref_sample_range(m, d->ex, first, count, 4, &sc, tpar_reward, (void *)d, set)) != PERPO_OK)
+    if ((st = perpo_pref_sample_range(m, d->ex, first, count, 4, &sc, tpar_reward, (void *)d,
+                                      set)) != PERPO_OK)
         return st;
     *kept = perpo_pref_filter(set->lists, set->n_lists, 0.05f);
     return *kept ? perpo_pref_reference(m, set->lists, *kept) : PERPO_OK;
@@ -298,13 +350,18 @@ static void tpar_pref(int rank, perpo_parallel *par, void *arg, tpar_out *out) {
         goto done;
     if (par) pc.parallel = *par;
     if (rank == 1 && j->rank1_nan && kept > 0) ((float *)set.lists[0].rewards)[1] = NAN;
-    out->status = (int)perpo_pref_train(m, set.lists, kept, &pc, rank == 1 && stop ? tpar_stop_at : NULL, &stop);
-    if (out->status == PERPO_OK && j->ckpt && stop) { /* stopped: rank 0 saves, both reload and resume */
+    out->status = (int)perpo_pref_train(m, set.lists, kept, &pc,
+                                        rank == 1 && stop ? tpar_stop_at : NULL, &stop);
+    if (out->status == PERPO_OK && j->ckpt &&
+        stop) { /* stopped: rank 0 saves, both reload and resume */
         perpo_model *r = NULL;
-        float barrier[1] = {0.0f};
+        float barrier[1] = { 0.0f };
         if (rank == 0) out->status = (int)perpo_checkpoint_save(m, j->ckpt, PERPO_CKPT_OPTIMIZER);
         barrier[0] = (float)out->status;
-        if (par->reduce(barrier, 1, par->user) != PERPO_OK || barrier[0] != 0.0f) { out->status = -2; goto done; }
+        if (par->reduce(barrier, 1, par->user) != PERPO_OK || barrier[0] != 0.0f) {
+            out->status = -2;
+            goto done;
+        }
         if ((out->status = (int)perpo_model_load(&r, j->ckpt, NULL)) != PERPO_OK) goto done;
         perpo_model_free(m);
         m = r;
@@ -314,7 +371,8 @@ static void tpar_pref(int rank, perpo_parallel *par, void *arg, tpar_out *out) {
 done:
     out->steps = perpo_optim_step_count(m);
     out->hash = tpar_hash(perpo_model_params(m), perpo_model_num_params(m));
-    if (rank == 0 && j->params) memcpy(j->params, perpo_model_params(m), perpo_model_num_params(m) * sizeof(float));
+    if (rank == 0 && j->params)
+        memcpy(j->params, perpo_model_params(m), perpo_model_num_params(m) * sizeof(float));
     perpo_pref_set_free(&set);
     perpo_model_free(sampler);
     perpo_model_free(m);
@@ -341,7 +399,8 @@ static void test_parallel_world_of_one(perpo_test *t) {
     n = perpo_model_num_params(a);
     tc.log_every = 3;
     CHECK_OK(perpo_sft_train(a, d.ex, TPAR_N, &tc, NULL, NULL));
-    tc.parallel.reduce = tpar_reduce_one; tc.parallel.user = &calls;
+    tc.parallel.reduce = tpar_reduce_one;
+    tc.parallel.user = &calls;
     CHECK_OK(perpo_sft_train(b, d.ex, TPAR_N, &tc, NULL, NULL));
     CHECK(memcmp(perpo_model_params(a), perpo_model_params(b), n * sizeof(float)) == 0);
     /* entry: 2; each step: 2 counts (accumulation 2), 1 failure flag, 1 gradient; 2 reports */
@@ -354,25 +413,33 @@ static void test_parallel_world_of_one(perpo_test *t) {
         CHECK_OK(perpo_model_copy_params(b, a));
         CHECK_OK(perpo_pref_train(a, set.lists, kept, &pc, NULL, NULL));
         calls = 0;
-        pc.parallel.reduce = tpar_reduce_one; pc.parallel.user = &calls;
+        pc.parallel.reduce = tpar_reduce_one;
+        pc.parallel.user = &calls;
         CHECK_OK(perpo_pref_train(b, set.lists, kept, &pc, NULL, NULL));
         CHECK(memcmp(perpo_model_params(a), perpo_model_params(b), n * sizeof(float)) == 0);
         /* entry: 2; each step: 1 metrics, 1 gradient; 2 reports */
-        CHECK_MSG(calls == 2 + 6 * 2 + 2, "preference training called the hook %ld times, expected 16", calls);
+        CHECK_MSG(calls == 2 + 6 * 2 + 2,
+                  "preference training called the hook %ld times, expected 16", calls);
     }
     /* the parallel fields are checked */
-    tc.parallel.reduce = NULL; tc.parallel.world = 2;
-    CHECK(perpo_sft_train(b, d.ex, TPAR_N, &tc, NULL, NULL) == PERPO_ERR_ARG); /* no hook, 2 workers */
-    tc.parallel.reduce = tpar_reduce_one; tc.parallel.world = 2; tc.parallel.rank = 2;
+    tc.parallel.reduce = NULL;
+    tc.parallel.world = 2;
+    CHECK(perpo_sft_train(b, d.ex, TPAR_N, &tc, NULL, NULL) ==
+          PERPO_ERR_ARG); /* no hook, 2 workers */
+    tc.parallel.reduce = tpar_reduce_one;
+    tc.parallel.world = 2;
+    tc.parallel.rank = 2;
     CHECK(perpo_sft_train(b, d.ex, TPAR_N, &tc, NULL, NULL) == PERPO_ERR_ARG);
-    tc.parallel.rank = 0; tc.parallel.world = PERPO_MAX_WORLD + 1;
+    tc.parallel.rank = 0;
+    tc.parallel.world = PERPO_MAX_WORLD + 1;
     CHECK(perpo_sft_train(b, d.ex, TPAR_N, &tc, NULL, NULL) == PERPO_ERR_ARG);
     tc.parallel.world = 1; /* the hook alone catches a world that is not what it claims: */
-    pc.parallel.world = 2; pc.parallel.rank = 1; /* a "world of 2" where only this worker answers */
+    pc.parallel.world = 2;
+    pc.parallel.rank = 1; /* a "world of 2" where only this worker answers */
     calls = 0;
     CHECK(perpo_pref_train(b, set.lists, kept, &pc, NULL, NULL) == PERPO_ERR_ARG);
     CHECK(calls == 1); /* refused at the first reduction of the handshake */
-    { /* perpo_share: contiguous blocks in rank order, sizes within one */
+    {                  /* perpo_share: contiguous blocks in rank order, sizes within one */
         size_t first = 0, count = 0, next = 0;
         int r;
         for (r = 0; r < 5; r++) {
@@ -390,7 +457,9 @@ static void test_parallel_world_of_one(perpo_test *t) {
     }
 done:
     perpo_pref_set_free(&set);
-    perpo_model_free(a); perpo_model_free(b); perpo_model_free(sampler);
+    perpo_model_free(a);
+    perpo_model_free(b);
+    perpo_model_free(sampler);
 }
 
 /* Each prompt's samples come from its own stream: a block of the prompts gives exactly the lists
@@ -408,12 +477,15 @@ static void test_parallel_sampling_split(perpo_test *t) {
     memset(part, 0, sizeof part);
     CHECK_OK(perpo_model_create(&m, &c, 5));
     if (!m) return;
-    sc.temperature = 1.0f; sc.seed = 3;
+    sc.temperature = 1.0f;
+    sc.seed = 3;
     CHECK_OK(perpo_pref_sample(m, d.ex, TPAR_N, 4, &sc, tpar_reward, &d, &all));
     CHECK_OK(perpo_pref_reference(m, all.lists, all.n_lists));
-    for (r = 0; r < 5; r++) { /* blocks of 5, 5, 5, 5, 4 prompts: not those of the 4 lists per call */
+    for (r = 0; r < 5;
+         r++) { /* blocks of 5, 5, 5, 5, 4 prompts: not those of the 4 lists per call */
         CHECK_OK(perpo_share(TPAR_N, (int)r, 5, &first[r], &count[r]));
-        CHECK_OK(perpo_pref_sample_range(m, d.ex, first[r], count[r], 4, &sc, tpar_reward, &d, &part[r]));
+        CHECK_OK(perpo_pref_sample_range(m, d.ex, first[r], count[r], 4, &sc, tpar_reward, &d,
+                                         &part[r]));
         CHECK(part[r].n_lists == count[r]);
         if (part[r].n_lists != count[r] || all.n_lists != TPAR_N) continue;
         CHECK_OK(perpo_pref_reference(m, part[r].lists, part[r].n_lists));
@@ -421,8 +493,9 @@ static void test_parallel_sampling_split(perpo_test *t) {
             const perpo_pref_list *x = &all.lists[first[r] + i], *y = &part[r].lists[i];
             CHECK(x->image == y->image && x->prompt == y->prompt);
             for (k = 0; k < 4; k++) {
-                CHECK_MSG(strcmp(x->responses[k], y->responses[k]) == 0, "prompt %zu sample %d: \"%s\" vs \"%s\"",
-                          first[r] + i, k, x->responses[k], y->responses[k]);
+                CHECK_MSG(strcmp(x->responses[k], y->responses[k]) == 0,
+                          "prompt %zu sample %d: \"%s\" vs \"%s\"", first[r] + i, k,
+                          x->responses[k], y->responses[k]);
                 CHECK(memcmp(&x->rewards[k], &y->rewards[k], sizeof(float)) == 0);
                 CHECK(memcmp(&x->ref_logp[k], &y->ref_logp[k], sizeof(float)) == 0);
             }
@@ -430,11 +503,14 @@ static void test_parallel_sampling_split(perpo_test *t) {
     }
     /* the streams really are per prompt: samples of one prompt differ from sample to sample */
     for (i = 0; i < all.n_lists; i++)
-        for (k = 1; k < 4; k++) differ += strcmp(all.lists[i].responses[k], all.lists[i].responses[0]) != 0;
+        for (k = 1; k < 4; k++)
+            differ += strcmp(all.lists[i].responses[k], all.lists[i].responses[0]) != 0;
     CHECK_MSG(differ > 24, "only %zu of 72 samples differ from their list's first", differ);
     /* a range outside size_t, an empty range */
-    CHECK(perpo_pref_sample_range(m, d.ex, (size_t)-1, 2, 4, &sc, tpar_reward, &d, &part[0]) == PERPO_ERR_ARG);
-    CHECK(perpo_pref_sample_range(m, d.ex, 3, 0, 4, &sc, tpar_reward, &d, &part[0]) == PERPO_ERR_ARG);
+    CHECK(perpo_pref_sample_range(m, d.ex, (size_t)-1, 2, 4, &sc, tpar_reward, &d, &part[0]) ==
+          PERPO_ERR_ARG);
+    CHECK(perpo_pref_sample_range(m, d.ex, 3, 0, 4, &sc, tpar_reward, &d, &part[0]) ==
+          PERPO_ERR_ARG);
     for (w = 0; w < 5; w++) perpo_pref_set_free(&part[w]);
     perpo_pref_set_free(&all);
     perpo_model_free(m);
@@ -460,28 +536,44 @@ static void test_parallel_sft_two_workers(perpo_test *t) {
     p1 = (float *)malloc(n * sizeof(float));
     p2 = (float *)malloc(n * sizeof(float));
     ph = (float *)malloc(n * sizeof(float));
-    if (!p1 || !p2 || !ph) { CHECK(0); goto done; }
+    if (!p1 || !p2 || !ph) {
+        CHECK(0);
+        goto done;
+    }
     memset(&j, 0, sizeof j);
-    j.d = &d; j.steps = 20; j.accum = 2; j.rank1_fail_at = -1; j.rank1_rank = -1;
-    j.batch = 8; j.params = p1;
+    j.d = &d;
+    j.steps = 20;
+    j.accum = 2;
+    j.rank1_fail_at = -1;
+    j.rank1_rank = -1;
+    j.batch = 8;
+    j.params = p1;
     tpar_sft(0, NULL, &j, &one[0]);
     CHECK_OK(one[0].status);
-    j.batch = 4; j.params = p2;
+    j.batch = 4;
+    j.params = p2;
     CHECK(tpar_run2(tpar_sft, &j, two) == 0);
-    CHECK_OK(two[0].status); CHECK_OK(two[1].status);
+    CHECK_OK(two[0].status);
+    CHECK_OK(two[1].status);
     CHECK(two[0].steps == 20 && two[1].steps == 20);
     CHECK_MSG(two[0].hash == two[1].hash, "the two workers ended with different parameters");
     j.params = ph; /* control: one process with only one worker's batch */
     tpar_sft(0, NULL, &j, &half[0]);
     diff = tpar_max_diff(p1, p2, n);
     diff_half = tpar_max_diff(p1, ph, n);
-    fprintf(stderr, "    SFT, 20 steps: 2 workers x batch 4 vs 1 process x batch 8: max |param diff| %.3g (tolerance %g); "
-            "1 process x batch 4: %.3g\n", diff, TPAR_TOL, diff_half);
+    fprintf(stderr,
+            "    SFT, 20 steps: 2 workers x batch 4 vs 1 process x batch 8: max |param diff| %.3g "
+            "(tolerance %g); "
+            "1 process x batch 4: %.3g\n",
+            diff, TPAR_TOL, diff_half);
     CHECK_MSG(diff <= TPAR_TOL, "2 workers differ from 1 process by %.3g", diff);
-    CHECK_MSG(diff_half > 100 * TPAR_TOL, "half the batch lands within %.3g: the check cannot tell", diff_half);
+    CHECK_MSG(diff_half > 100 * TPAR_TOL, "half the batch lands within %.3g: the check cannot tell",
+              diff_half);
     CHECK(two[0].calls == two[1].calls && two[0].calls == 2 + 20 * 4 + 20);
 done:
-    free(p1); free(p2); free(ph);
+    free(p1);
+    free(p2);
+    free(ph);
 }
 
 /* Disagreements are refused by both workers; a failure on one stops both at the same step. */
@@ -491,28 +583,43 @@ static void test_parallel_sft_failures(perpo_test *t) {
     tpar_out o[2];
     tpar_make(&d);
     memset(&j, 0, sizeof j);
-    j.d = &d; j.steps = 8; j.accum = 1; j.batch = 4; j.rank1_fail_at = -1; j.rank1_rank = -1;
+    j.d = &d;
+    j.steps = 8;
+    j.accum = 1;
+    j.batch = 4;
+    j.rank1_fail_at = -1;
+    j.rank1_rank = -1;
     j.rank1_steps = 9; /* different schedules */
     CHECK(tpar_run2(tpar_sft, &j, o) == 0);
-    CHECK(o[0].status == PERPO_ERR_ARG && o[1].status == PERPO_ERR_ARG && o[0].steps == 0 && o[1].steps == 0);
-    j.rank1_steps = 0; j.rank1_seed = 2; /* different weights */
+    CHECK(o[0].status == PERPO_ERR_ARG && o[1].status == PERPO_ERR_ARG && o[0].steps == 0 &&
+          o[1].steps == 0);
+    j.rank1_steps = 0;
+    j.rank1_seed = 2; /* different weights */
     CHECK(tpar_run2(tpar_sft, &j, o) == 0);
-    CHECK(o[0].status == PERPO_ERR_ARG && o[1].status == PERPO_ERR_ARG && o[0].steps == 0 && o[1].steps == 0);
-    j.rank1_seed = 0; j.rank1_rank = 0; /* two workers claim rank 0 */
+    CHECK(o[0].status == PERPO_ERR_ARG && o[1].status == PERPO_ERR_ARG && o[0].steps == 0 &&
+          o[1].steps == 0);
+    j.rank1_seed = 0;
+    j.rank1_rank = 0; /* two workers claim rank 0 */
     CHECK(tpar_run2(tpar_sft, &j, o) == 0);
     CHECK(o[0].status == PERPO_ERR_ARG && o[1].status == PERPO_ERR_ARG);
-    j.rank1_rank = -1; j.rank1_world = 3; /* a world of 3 with 2 workers */
+    j.rank1_rank = -1;
+    j.rank1_world = 3; /* a world of 3 with 2 workers */
     CHECK(tpar_run2(tpar_sft, &j, o) == 0);
     CHECK(o[0].status == PERPO_ERR_ARG && o[1].status == PERPO_ERR_ARG);
     /* rank 1's examples of step s (0-based) are indices 8s + 4 .. 8s + 7: its stream fails in
        step 3, after 3 steps */
-    j.rank1_world = 0; j.rank1_fail_at = 8 * 3 + 4 + 2;
+    j.rank1_world = 0;
+    j.rank1_fail_at = 8 * 3 + 4 + 2;
     CHECK(tpar_run2(tpar_sft, &j, o) == 0);
-    CHECK_MSG(o[1].status == PERPO_ERR_IO && o[0].status == PERPO_ERR_PEER, "statuses %d, %d", o[0].status, o[1].status);
-    CHECK_MSG(o[0].steps == 3 && o[1].steps == 3 && o[0].hash == o[1].hash, "steps %d, %d", o[0].steps, o[1].steps);
-    j.rank1_fail_at = -1; j.rank1_stop_at = 5; /* rank 1's callback stops the run */
+    CHECK_MSG(o[1].status == PERPO_ERR_IO && o[0].status == PERPO_ERR_PEER, "statuses %d, %d",
+              o[0].status, o[1].status);
+    CHECK_MSG(o[0].steps == 3 && o[1].steps == 3 && o[0].hash == o[1].hash, "steps %d, %d",
+              o[0].steps, o[1].steps);
+    j.rank1_fail_at = -1;
+    j.rank1_stop_at = 5; /* rank 1's callback stops the run */
     CHECK(tpar_run2(tpar_sft, &j, o) == 0);
-    CHECK_OK(o[0].status); CHECK_OK(o[1].status);
+    CHECK_OK(o[0].status);
+    CHECK_OK(o[1].status);
     CHECK(o[0].steps == 5 && o[1].steps == 5 && o[0].hash == o[1].hash);
 }
 
@@ -535,51 +642,78 @@ static void test_parallel_pref_two_workers(perpo_test *t) {
     CHECK_OK(perpo_model_create(&sft, &c, 99));
     if (!sft) return;
     n = perpo_model_num_params(sft);
-    CHECK_OK(perpo_sft_train(sft, d.ex, TPAR_N, &tc, NULL, NULL)); /* a model whose samples vary in reward */
+    CHECK_OK(perpo_sft_train(sft, d.ex, TPAR_N, &tc, NULL,
+                             NULL)); /* a model whose samples vary in reward */
     p1 = (float *)malloc(n * sizeof(float));
     p2 = (float *)malloc(n * sizeof(float));
     ph = (float *)malloc(n * sizeof(float));
-    if (!p1 || !p2 || !ph) { CHECK(0); goto done; }
+    if (!p1 || !p2 || !ph) {
+        CHECK(0);
+        goto done;
+    }
     memset(&j, 0, sizeof j);
-    j.d = &d; j.sft = sft; j.steps = 20;
-    j.lists = 4; j.params = p1;
+    j.d = &d;
+    j.sft = sft;
+    j.steps = 20;
+    j.lists = 4;
+    j.params = p1;
     tpar_pref(0, NULL, &j, &one[0]);
     CHECK_OK(one[0].status);
-    j.lists = 2; j.params = p2;
+    j.lists = 2;
+    j.params = p2;
     CHECK(tpar_run2(tpar_pref, &j, two) == 0);
-    CHECK_OK(two[0].status); CHECK_OK(two[1].status);
+    CHECK_OK(two[0].status);
+    CHECK_OK(two[1].status);
     CHECK(two[0].steps == 20 && two[1].steps == 20 && two[0].hash == two[1].hash);
     j.params = ph;
     tpar_pref(0, NULL, &j, &half[0]);
     diff = tpar_max_diff(p1, p2, n);
     diff_half = tpar_max_diff(p1, ph, n);
-    fprintf(stderr, "    PerPO, 20 steps: 2 workers x 2 lists vs 1 process x 4 lists: max |param diff| %.3g (tolerance %g); "
-            "1 process x 2 lists: %.3g\n", diff, TPAR_TOL, diff_half);
+    fprintf(stderr,
+            "    PerPO, 20 steps: 2 workers x 2 lists vs 1 process x 4 lists: max |param diff| "
+            "%.3g (tolerance %g); "
+            "1 process x 2 lists: %.3g\n",
+            diff, TPAR_TOL, diff_half);
     CHECK_MSG(diff <= TPAR_TOL, "2 workers differ from 1 process by %.3g", diff);
-    CHECK_MSG(diff_half > 100 * TPAR_TOL, "half the lists land within %.3g: the check cannot tell", diff_half);
-    j.params = NULL; j.rank1_stop_at = 10; j.ckpt = path;
+    CHECK_MSG(diff_half > 100 * TPAR_TOL, "half the lists land within %.3g: the check cannot tell",
+              diff_half);
+    j.params = NULL;
+    j.rank1_stop_at = 10;
+    j.ckpt = path;
     CHECK(tpar_run2(tpar_pref, &j, resumed) == 0);
     remove(path);
-    CHECK_OK(resumed[0].status); CHECK_OK(resumed[1].status);
-    CHECK_MSG(resumed[0].steps == 20 && resumed[0].hash == two[0].hash && resumed[1].hash == two[0].hash,
+    CHECK_OK(resumed[0].status);
+    CHECK_OK(resumed[1].status);
+    CHECK_MSG(resumed[0].steps == 20 && resumed[0].hash == two[0].hash &&
+                  resumed[1].hash == two[0].hash,
               "stopped at 10, saved, resumed: not the uninterrupted run's parameters");
-    j.rank1_stop_at = 0; j.ckpt = NULL; j.rank1_nan = 1;
+    j.rank1_stop_at = 0;
+    j.ckpt = NULL;
+    j.rank1_nan = 1;
     CHECK(tpar_run2(tpar_pref, &j, nan_run) == 0);
-    CHECK_MSG(nan_run[1].status == PERPO_ERR_NONFINITE && nan_run[0].status == PERPO_ERR_PEER, "statuses %d, %d",
-              nan_run[0].status, nan_run[1].status);
+    CHECK_MSG(nan_run[1].status == PERPO_ERR_NONFINITE && nan_run[0].status == PERPO_ERR_PEER,
+              "statuses %d, %d", nan_run[0].status, nan_run[1].status);
     CHECK(nan_run[0].steps == 0 && nan_run[1].steps == 0);
 done:
-    free(p1); free(p2); free(ph);
+    free(p1);
+    free(p2);
+    free(ph);
     perpo_model_free(sft);
 }
 #endif
 
 const perpo_test_case perpo_tests_parallel[] = {
-    {"data-parallel: a hook in a world of one changes no bit; the hook's calls", test_parallel_world_of_one},
-    {"data-parallel: a block of the prompts samples exactly the whole set's lists", test_parallel_sampling_split},
+    { "data-parallel: a hook in a world of one changes no bit; the hook's calls",
+      test_parallel_world_of_one },
+    { "data-parallel: a block of the prompts samples exactly the whole set's lists",
+      test_parallel_sampling_split },
 #ifdef TPAR_POSIX
-    {"data-parallel: 2 workers x batch 4 = 1 process x batch 8 (SFT)", test_parallel_sft_two_workers},
-    {"data-parallel: disagreeing workers refused; a failure or stop on one stops both", test_parallel_sft_failures},
-    {"data-parallel: 2 workers x 2 lists = 1 process x 4 lists (PerPO); stop, save, resume", test_parallel_pref_two_workers},
+    { "data-parallel: 2 workers x batch 4 = 1 process x batch 8 (SFT)",
+      test_parallel_sft_two_workers },
+    { "data-parallel: disagreeing workers refused; a failure or stop on one stops both",
+      test_parallel_sft_failures },
+    { "data-parallel: 2 workers x 2 lists = 1 process x 4 lists (PerPO); stop, save, resume",
+      test_parallel_pref_two_workers },
 #endif
-    {NULL, NULL}};
+    { NULL, NULL }
+};

@@ -43,7 +43,10 @@ static unsigned char *tr_read(const char *path, size_t *n) {
     long sz;
     *n = 0;
     if (!f) return NULL;
-    if (fseek(f, 0, SEEK_END) != 0 || (sz = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) { fclose(f); return NULL; }
+    if (fseek(f, 0, SEEK_END) != 0 || (sz = ftell(f)) < 0 || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        return NULL;
+    }
     b = (unsigned char *)malloc((size_t)sz + 1);
     if (b && fread(b, 1, (size_t)sz, f) == (size_t)sz) *n = (size_t)sz;
     fclose(f);
@@ -60,17 +63,24 @@ static uint32_t tr_u32(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 static void tr_put_u32(unsigned char *p, uint32_t v) {
-    p[0] = (unsigned char)v; p[1] = (unsigned char)(v >> 8); p[2] = (unsigned char)(v >> 16); p[3] = (unsigned char)(v >> 24);
+    p[0] = (unsigned char)v;
+    p[1] = (unsigned char)(v >> 8);
+    p[2] = (unsigned char)(v >> 16);
+    p[3] = (unsigned char)(v >> 24);
 }
 static void tr_put_f32(unsigned char *p, float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
     tr_put_u32(p, u);
 }
-static void tr_fix_crc(unsigned char *b, size_t n) { tr_put_u32(b + n - 4, perpo_crc32(0, b, n - 4)); }
+static void tr_fix_crc(unsigned char *b, size_t n) {
+    tr_put_u32(b + n - 4, perpo_crc32(0, b, n - 4));
+}
 
 /* The tail of a checkpoint saved with PERPO_CKPT_OPTIMIZER: ... params | step | m | v | CRC. */
-typedef struct { size_t params, step, adam_m, adam_v, crc; } tr_tail;
+typedef struct {
+    size_t params, step, adam_m, adam_v, crc;
+} tr_tail;
 static tr_tail tr_layout(size_t n, size_t np) {
     tr_tail l;
     l.crc = n - 4;
@@ -88,15 +98,19 @@ static perpo_status tr_load_bytes(const unsigned char *b, size_t n, perpo_model 
     if (!tr_write(path, b, n)) return PERPO_ERR_IO;
     st = perpo_model_load(&m, path, NULL);
     remove(path);
-    if (out) *out = m;
-    else perpo_model_free(m);
+    if (out)
+        *out = m;
+    else
+        perpo_model_free(m);
     return st;
 }
 
 /* ---- finding: signed overflow in the schedule and the step counter ------------------------ */
 static void test_schedule_extremes(perpo_test *t) {
-    static const int v[] = {INT_MIN, INT_MIN + 1, -1000, -1, 0, 1, 7, 1000, PERPO_MAX_STEPS,
-                            PERPO_MAX_STEPS + 1, INT_MAX - 1, INT_MAX};
+    static const int v[] = {
+        INT_MIN,         INT_MIN + 1,         -1000,       -1,     0, 1, 7, 1000,
+        PERPO_MAX_STEPS, PERPO_MAX_STEPS + 1, INT_MAX - 1, INT_MAX
+    };
     const int nv = (int)(sizeof v / sizeof v[0]);
     int a, b, c, valid = 0, refused = 0;
     perpo_model *m = tr_model(t, 3);
@@ -107,13 +121,18 @@ static void test_schedule_extremes(perpo_test *t) {
             oc.warmup_steps = v[a];
             oc.total_steps = v[b];
             ok = v[b] >= 1 && v[b] <= PERPO_MAX_STEPS && v[a] >= 0 && v[a] <= v[b];
-            CHECK_MSG((perpo_optim_validate(&oc) == PERPO_OK) == ok, "warmup %d total %d", v[a], v[b]);
+            CHECK_MSG((perpo_optim_validate(&oc) == PERPO_OK) == ok, "warmup %d total %d", v[a],
+                      v[b]);
             valid += ok;
             for (c = 0; c < nv; c++) { /* every step: finite, in [min_lr, lr] when valid, else 0 */
                 float lr = perpo_lr_at(&oc, v[c]);
-                if (ok) CHECK_MSG(lr >= 0.0f && lr <= oc.lr && (v[c] < v[a] || lr >= oc.min_lr * (1 - 1e-6f)),
-                                  "lr_at(warmup %d, total %d, step %d) = %g", v[a], v[b], v[c], lr);
-                else CHECK_MSG(lr == 0.0f, "lr_at(warmup %d, total %d) = %g for an invalid config", v[a], v[b], lr);
+                if (ok)
+                    CHECK_MSG(lr >= 0.0f && lr <= oc.lr &&
+                                  (v[c] < v[a] || lr >= oc.min_lr * (1 - 1e-6f)),
+                              "lr_at(warmup %d, total %d, step %d) = %g", v[a], v[b], v[c], lr);
+                else
+                    CHECK_MSG(lr == 0.0f, "lr_at(warmup %d, total %d) = %g for an invalid config",
+                              v[a], v[b], lr);
             }
             if (m && !ok) {
                 perpo_zero_grad(m);
@@ -121,7 +140,8 @@ static void test_schedule_extremes(perpo_test *t) {
             }
         }
     CHECK(valid > 10);
-    CHECK_MSG(refused == nv * nv - valid, "%d of %d invalid schedules stepped", nv * nv - valid - refused, nv * nv - valid);
+    CHECK_MSG(refused == nv * nv - valid, "%d of %d invalid schedules stepped",
+              nv * nv - valid - refused, nv * nv - valid);
     if (m) CHECK(perpo_optim_step_count(m) == 0);
     perpo_model_free(m);
 }
@@ -130,7 +150,8 @@ static void test_schedule_extremes(perpo_test *t) {
    but cannot step (the counter would leave its range). */
 static void test_checkpoint_step_counter(perpo_test *t) {
     const char *path = "tests_tmp_rel_step.ckpt";
-    static const uint32_t bad[] = {(uint32_t)PERPO_MAX_STEPS + 1, 0x7FFFFFFFu, 0x80000000u, 0xFFFFFFFFu};
+    static const uint32_t bad[] = { (uint32_t)PERPO_MAX_STEPS + 1, 0x7FFFFFFFu, 0x80000000u,
+                                    0xFFFFFFFFu };
     perpo_model *m = tr_model(t, 3), *l = NULL;
     unsigned char *b;
     size_t n, np, i;
@@ -142,14 +163,19 @@ static void test_checkpoint_step_counter(perpo_test *t) {
     perpo_model_free(m);
     b = tr_read(path, &n);
     remove(path);
-    if (!b || n < 12 * np + 8) { CHECK(0); free(b); return; }
+    if (!b || n < 12 * np + 8) {
+        CHECK(0);
+        free(b);
+        return;
+    }
     tl = tr_layout(n, np);
     CHECK_MSG(tr_u32(b + tl.step) == 1 && tr_u32(b + tl.crc) == perpo_crc32(0, b, n - 4),
               "checkpoint tail layout changed: step %u", (unsigned)tr_u32(b + tl.step));
     for (i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         tr_put_u32(b + tl.step, bad[i]);
         tr_fix_crc(b, n);
-        CHECK_MSG(tr_load_bytes(b, n, NULL) == PERPO_ERR_FORMAT, "step counter %u loaded", (unsigned)bad[i]);
+        CHECK_MSG(tr_load_bytes(b, n, NULL) == PERPO_ERR_FORMAT, "step counter %u loaded",
+                  (unsigned)bad[i]);
     }
     tr_put_u32(b + tl.step, (uint32_t)PERPO_MAX_STEPS);
     tr_fix_crc(b, n);
@@ -170,28 +196,56 @@ static void test_bad_optimizer_values_refused(perpo_test *t) {
     perpo_model *m = tr_model(t, 3);
     float *before;
     size_t n, k;
-    struct { const char *what; perpo_optim_config oc; } cases[24];
+    struct {
+        const char *what;
+        perpo_optim_config oc;
+    } cases[24];
     int nc = 0, i;
     if (!m) return;
-#define TR_CASE(field, value) do { cases[nc].what = #field " = " #value; \
-    cases[nc].oc = perpo_optim_default(); cases[nc].oc.field = value; nc++; } while (0)
-    TR_CASE(min_lr, NAN); TR_CASE(min_lr, INFINITY); TR_CASE(min_lr, -1e-4f); TR_CASE(min_lr, 2e-3f);
-    TR_CASE(weight_decay, NAN); TR_CASE(weight_decay, INFINITY); TR_CASE(weight_decay, -0.1f);
-    TR_CASE(weight_decay, 1.5f); TR_CASE(lr, INFINITY); TR_CASE(lr, 1e30f); TR_CASE(lr, 2.0f);
-    TR_CASE(lr, 0.0f); TR_CASE(lr, NAN); TR_CASE(beta1, 1.0f); TR_CASE(beta2, -0.5f);
-    TR_CASE(eps, 0.0f); TR_CASE(eps, INFINITY); TR_CASE(eps, 1.0f); TR_CASE(clip_norm, -1.0f);
-    TR_CASE(clip_norm, NAN); TR_CASE(clip_norm, INFINITY); TR_CASE(warmup_steps, -1);
-    TR_CASE(total_steps, 0); TR_CASE(total_steps, PERPO_MAX_STEPS + 1);
+#define TR_CASE(field, value)                                                                      \
+    do {                                                                                           \
+        cases[nc].what = #field " = " #value;                                                      \
+        cases[nc].oc = perpo_optim_default();                                                      \
+        cases[nc].oc.field = value;                                                                \
+        nc++;                                                                                      \
+    } while (0)
+    TR_CASE(min_lr, NAN);
+    TR_CASE(min_lr, INFINITY);
+    TR_CASE(min_lr, -1e-4f);
+    TR_CASE(min_lr, 2e-3f);
+    TR_CASE(weight_decay, NAN);
+    TR_CASE(weight_decay, INFINITY);
+    TR_CASE(weight_decay, -0.1f);
+    TR_CASE(weight_decay, 1.5f);
+    TR_CASE(lr, INFINITY);
+    TR_CASE(lr, 1e30f);
+    TR_CASE(lr, 2.0f);
+    TR_CASE(lr, 0.0f);
+    TR_CASE(lr, NAN);
+    TR_CASE(beta1, 1.0f);
+    TR_CASE(beta2, -0.5f);
+    TR_CASE(eps, 0.0f);
+    TR_CASE(eps, INFINITY);
+    TR_CASE(eps, 1.0f);
+    TR_CASE(clip_norm, -1.0f);
+    TR_CASE(clip_norm, NAN);
+    TR_CASE(clip_norm, INFINITY);
+    TR_CASE(warmup_steps, -1);
+    TR_CASE(total_steps, 0);
+    TR_CASE(total_steps, PERPO_MAX_STEPS + 1);
 #undef TR_CASE
     n = perpo_model_num_params(m);
     before = (float *)malloc(n * sizeof(float));
     memcpy(before, perpo_model_params(m), n * sizeof(float));
     for (i = 0; i < nc; i++) {
         for (k = 0; k < n; k++) perpo_model_grads(m)[k] = 1e-3f;
-        CHECK_MSG(perpo_optim_validate(&cases[i].oc) == PERPO_ERR_ARG, "%s validates", cases[i].what);
-        CHECK_MSG(perpo_optim_step(m, &cases[i].oc, 1.0f, NULL) == PERPO_ERR_ARG, "%s: step taken", cases[i].what);
+        CHECK_MSG(perpo_optim_validate(&cases[i].oc) == PERPO_ERR_ARG, "%s validates",
+                  cases[i].what);
+        CHECK_MSG(perpo_optim_step(m, &cases[i].oc, 1.0f, NULL) == PERPO_ERR_ARG, "%s: step taken",
+                  cases[i].what);
     }
-    CHECK(memcmp(before, perpo_model_params(m), n * sizeof(float)) == 0 && perpo_optim_step_count(m) == 0);
+    CHECK(memcmp(before, perpo_model_params(m), n * sizeof(float)) == 0 &&
+          perpo_optim_step_count(m) == 0);
     /* a valid config, but a gradient scale so large that the update overflows: refused whole */
     {
         perpo_optim_config oc = perpo_optim_default();
@@ -200,7 +254,8 @@ static void test_bad_optimizer_values_refused(perpo_test *t) {
         perpo_model_grads(m)[n / 2] = 3e38f;
         CHECK(perpo_optim_step(m, &oc, 1e30f, NULL) == PERPO_ERR_NONFINITE);
         CHECK(perpo_optim_step(m, &oc, INFINITY, NULL) == PERPO_ERR_ARG);
-        CHECK(memcmp(before, perpo_model_params(m), n * sizeof(float)) == 0 && perpo_optim_step_count(m) == 0);
+        CHECK(memcmp(before, perpo_model_params(m), n * sizeof(float)) == 0 &&
+              perpo_optim_step_count(m) == 0);
         for (k = 0; k < n; k++) perpo_model_grads(m)[k] = 1e-3f;
         CHECK_OK(perpo_optim_step(m, &oc, 1.0f, NULL)); /* and an ordinary step still works */
     }
@@ -211,26 +266,46 @@ static void test_bad_optimizer_values_refused(perpo_test *t) {
         perpo_example ex;
         static float img[8 * 8 * 3];
         perpo_pref_list l;
-        const char *resp[2] = {"a", "b"};
-        float rw[2] = {1.0f, 0.0f}, ref[2] = {-1.0f, -1.0f};
-        ex.image = img; ex.prompt = "p"; ex.response = "ab";
-        tc.batch_size = 2; tc.optim.weight_decay = NAN;
+        const char *resp[2] = { "a", "b" };
+        float rw[2] = { 1.0f, 0.0f }, ref[2] = { -1.0f, -1.0f };
+        ex.image = img;
+        ex.prompt = "p";
+        ex.response = "ab";
+        tc.batch_size = 2;
+        tc.optim.weight_decay = NAN;
         CHECK(perpo_sft_train(m, &ex, 1, &tc, NULL, NULL) == PERPO_ERR_ARG);
-        tc = perpo_sft_default(); tc.batch_size = 2; tc.resume = 2;
+        tc = perpo_sft_default();
+        tc.batch_size = 2;
+        tc.resume = 2;
         CHECK(perpo_sft_train(m, &ex, 1, &tc, NULL, NULL) == PERPO_ERR_ARG);
-        tc = perpo_sft_default(); tc.batch_size = 2; tc.accum_steps = PERPO_MAX_ACCUM + 1;
+        tc = perpo_sft_default();
+        tc.batch_size = 2;
+        tc.accum_steps = PERPO_MAX_ACCUM + 1;
         CHECK(perpo_sft_train(m, &ex, 1, &tc, NULL, NULL) == PERPO_ERR_ARG);
-        l.image = img; l.prompt = "p"; l.n = 2; l.responses = resp; l.rewards = rw; l.ref_logp = ref;
+        l.image = img;
+        l.prompt = "p";
+        l.n = 2;
+        l.responses = resp;
+        l.rewards = rw;
+        l.ref_logp = ref;
         pc.lists_per_step = 1;
         pc.optim.min_lr = NAN;
         CHECK(perpo_pref_train(m, &l, 1, &pc, NULL, NULL) == PERPO_ERR_ARG);
-        pc = perpo_pref_default(PERPO_OBJ_PERPO); pc.lists_per_step = 1; pc.nll_weight = INFINITY;
+        pc = perpo_pref_default(PERPO_OBJ_PERPO);
+        pc.lists_per_step = 1;
+        pc.nll_weight = INFINITY;
         CHECK(perpo_pref_train(m, &l, 1, &pc, NULL, NULL) == PERPO_ERR_ARG);
-        pc = perpo_pref_default(PERPO_OBJ_PERPO); pc.lists_per_step = 1; pc.objective.beta = 1e30f;
+        pc = perpo_pref_default(PERPO_OBJ_PERPO);
+        pc.lists_per_step = 1;
+        pc.objective.beta = 1e30f;
         CHECK(perpo_pref_train(m, &l, 1, &pc, NULL, NULL) == PERPO_ERR_ARG);
-        pc = perpo_pref_default(PERPO_OBJ_PERPO); pc.lists_per_step = 1; pc.objective.gamma = NAN;
+        pc = perpo_pref_default(PERPO_OBJ_PERPO);
+        pc.lists_per_step = 1;
+        pc.objective.gamma = NAN;
         CHECK(perpo_pref_train(m, &l, 1, &pc, NULL, NULL) == PERPO_ERR_ARG);
-        pc = perpo_pref_default(PERPO_OBJ_PERPO); pc.lists_per_step = 1; pc.mean_logp = 3;
+        pc = perpo_pref_default(PERPO_OBJ_PERPO);
+        pc.lists_per_step = 1;
+        pc.mean_logp = 3;
         CHECK(perpo_pref_train(m, &l, 1, &pc, NULL, NULL) == PERPO_ERR_ARG);
     }
     free(before);
@@ -243,8 +318,8 @@ static void test_nonfinite_model_refused(perpo_test *t) {
     const char *path = "tests_tmp_rel_nonfinite.ckpt";
     perpo_model *m = tr_model(t, 3);
     static float img[8 * 8 * 3];
-    const float *imgs[1] = {img};
-    const char *prompts[1] = {"a"};
+    const float *imgs[1] = { img };
+    const char *prompts[1] = { "a" };
     perpo_gen_request req;
     perpo_sample_config sc = perpo_sample_default();
     char out[16];
@@ -253,7 +328,11 @@ static void test_nonfinite_model_refused(perpo_test *t) {
     tr_tail tl;
     FILE *f;
     if (!m) return;
-    req.n_seq = 1; req.n_img = 1; req.images = imgs; req.image_of = NULL; req.prompts = prompts;
+    req.n_seq = 1;
+    req.n_img = 1;
+    req.images = imgs;
+    req.image_of = NULL;
+    req.prompts = prompts;
     CHECK_OK(perpo_generate(m, &req, &sc, out, sizeof out, &len));
     CHECK_OK(perpo_checkpoint_save(m, path, PERPO_CKPT_OPTIMIZER));
     perpo_model_params(m)[5] = NAN;
@@ -270,23 +349,36 @@ static void test_nonfinite_model_refused(perpo_test *t) {
     CHECK_OK(perpo_generate(m, &req, &sc, out, sizeof out, &len));
     sc.temperature = NAN;
     CHECK(perpo_generate(m, &req, &sc, out, sizeof out, &len) == PERPO_ERR_ARG);
-    sc = perpo_sample_default(); sc.top_p = 1.5f;
+    sc = perpo_sample_default();
+    sc.top_p = 1.5f;
     CHECK(perpo_generate(m, &req, &sc, out, sizeof out, &len) == PERPO_ERR_ARG);
-    sc = perpo_sample_default(); sc.top_k = PERPO_VOCAB + 1;
+    sc = perpo_sample_default();
+    sc.top_k = PERPO_VOCAB + 1;
     CHECK(perpo_generate(m, &req, &sc, out, sizeof out, &len) == PERPO_ERR_ARG);
     np = perpo_model_num_params(m);
     perpo_model_free(m);
     /* the saved (good) checkpoint, then crafted with valid CRCs */
     b = tr_read(path, &n);
     remove(path);
-    if (!b || n < 12 * np + 8) { CHECK(0); free(b); return; }
+    if (!b || n < 12 * np + 8) {
+        CHECK(0);
+        free(b);
+        return;
+    }
     tl = tr_layout(n, np);
     CHECK_OK(tr_load_bytes(b, n, NULL));
     {
-        static const struct { const char *what; int region; size_t at; float v; } c[] = {
-            {"NaN weight", 0, 3, NAN}, {"Inf weight", 0, 0, INFINITY}, {"-Inf first moment", 1, 7, -INFINITY},
-            {"NaN second moment", 2, 1, NAN}, {"negative second moment", 2, 11, -1e-6f},
-            {"negative second moment (last)", 2, (size_t)-1, -1.0f}};
+        static const struct {
+            const char *what;
+            int region;
+            size_t at;
+            float v;
+        } c[] = { { "NaN weight", 0, 3, NAN },
+                  { "Inf weight", 0, 0, INFINITY },
+                  { "-Inf first moment", 1, 7, -INFINITY },
+                  { "NaN second moment", 2, 1, NAN },
+                  { "negative second moment", 2, 11, -1e-6f },
+                  { "negative second moment (last)", 2, (size_t)-1, -1.0f } };
         size_t i;
         for (i = 0; i < sizeof c / sizeof c[0]; i++) {
             unsigned char *x = (unsigned char *)malloc(n);
@@ -295,7 +387,8 @@ static void test_nonfinite_model_refused(perpo_test *t) {
             memcpy(x, b, n);
             tr_put_f32(x + base + 4 * at, c[i].v);
             tr_fix_crc(x, n);
-            CHECK_MSG(tr_load_bytes(x, n, NULL) == PERPO_ERR_FORMAT, "%s behind a valid CRC loaded", c[i].what);
+            CHECK_MSG(tr_load_bytes(x, n, NULL) == PERPO_ERR_FORMAT, "%s behind a valid CRC loaded",
+                      c[i].what);
             free(x);
         }
     }
@@ -318,9 +411,16 @@ static void test_checkpoint_arena_limit(perpo_test *t) {
     perpo_model_free(m);
     b = tr_read(path, &n);
     remove(path);
-    if (!b || n < 200) { CHECK(0); free(b); return; }
+    if (!b || n < 200) {
+        CHECK(0);
+        free(b);
+        return;
+    }
     for (i = 8; i + 4 <= 256 && i + 4 <= n; i += 4)
-        if (tr_u32(b + i) == (uint32_t)marker) { found++; at = i; }
+        if (tr_u32(b + i) == (uint32_t)marker) {
+            found++;
+            at = i;
+        }
     CHECK_MSG(found == 1, "max_batch %d found %u times in the header", marker, (unsigned)found);
     /* the smallest power of two whose arena is over the limit, as long as the config is valid */
     do {
@@ -328,11 +428,13 @@ static void test_checkpoint_arena_limit(perpo_test *t) {
         big.max_batch = (int)huge;
     } while (perpo_config_validate(&big) == PERPO_OK &&
              perpo__arena_floats(&big) <= (size_t)PERPO_LOAD_MAX_ARENA_BYTES / sizeof(float));
-    CHECK_MSG(perpo_config_validate(&big) == PERPO_OK, "no valid max_batch reaches the arena limit");
+    CHECK_MSG(perpo_config_validate(&big) == PERPO_OK,
+              "no valid max_batch reaches the arena limit");
     if (found == 1 && perpo_config_validate(&big) == PERPO_OK) {
         tr_put_u32(b + at, huge);
         tr_fix_crc(b, n);
-        CHECK_MSG(tr_load_bytes(b, n, NULL) == PERPO_ERR_FORMAT, "arena of max_batch %u loaded", (unsigned)huge);
+        CHECK_MSG(tr_load_bytes(b, n, NULL) == PERPO_ERR_FORMAT, "arena of max_batch %u loaded",
+                  (unsigned)huge);
         tr_put_u32(b + at, 4); /* and a small one loads: only the arena was wrong */
         tr_fix_crc(b, n);
         CHECK_OK(tr_load_bytes(b, n, NULL));
@@ -343,8 +445,9 @@ static void test_checkpoint_arena_limit(perpo_test *t) {
 /* ---- finding: numerics at finite extremes ------------------------------------------------- */
 static void test_objectives_extreme_shift(perpo_test *t) {
     /* s = logp - ref with ref = -2^50: every s is shifted by exactly 2^50 (multiples of 1/4) */
-    const float lp[5] = {-3.5f, -1.25f, -8.0f, -2.0f, -5.5f}, r[5] = {0.2f, 0.9f, 0.4f, 0.6f, 0.1f};
-    const float zero[5] = {0, 0, 0, 0, 0};
+    const float lp[5] = { -3.5f, -1.25f, -8.0f, -2.0f, -5.5f },
+                r[5] = { 0.2f, 0.9f, 0.4f, 0.6f, 0.1f };
+    const float zero[5] = { 0, 0, 0, 0, 0 };
     float shifted_ref[5], big_lp[5];
     int kind, k, e;
     for (e = 20; e <= 50; e += 5) { /* s + 2^e stays exact in double up to 2^50 */
@@ -357,9 +460,11 @@ static void test_objectives_extreme_shift(perpo_test *t) {
             cfg.label_smoothing = kind == PERPO_OBJ_LISTMLE ? 0.0f : 0.1f;
             CHECK_OK(perpo_listwise_loss(&cfg, 5, lp, zero, r, &l1, g1));
             CHECK_OK(perpo_listwise_loss(&cfg, 5, lp, shifted_ref, r, &l2, g2));
-            CHECK_MSG(l1 == l2 && l1 > 0.0f, "kind %d shift 2^%d: loss %.9g, unshifted %.9g", kind, e, l2, l1);
+            CHECK_MSG(l1 == l2 && l1 > 0.0f, "kind %d shift 2^%d: loss %.9g, unshifted %.9g", kind,
+                      e, l2, l1);
             for (k = 0; k < 5; k++)
-                CHECK_MSG(g1[k] == g2[k], "kind %d shift 2^%d: grad[%d] %.9g, unshifted %.9g", kind, e, k, g2[k], g1[k]);
+                CHECK_MSG(g1[k] == g2[k], "kind %d shift 2^%d: grad[%d] %.9g, unshifted %.9g", kind,
+                          e, k, g2[k], g1[k]);
         }
     }
     /* log-prob differences of 1e15 in magnitude: ListMLE's terms are softplus of them */
@@ -372,11 +477,12 @@ static void test_objectives_extreme_shift(perpo_test *t) {
         /* reward order 1, 3, 2, 0, 4 has s = (-1.25, -2, -8, -3.5, -5.5) x 1e14: the definition
            in double is accurate here (relative error ~1e-16 of a loss of 4.5e14) */
         {
-            static const int pi[5] = {1, 3, 2, 0, 4};
+            static const int pi[5] = { 1, 3, 2, 0, 4 };
             int m, l;
             for (m = 0; m < 4; m++) {
                 double hi = -INFINITY, sum = 0.0;
-                for (l = m; l < 5; l++) if ((double)big_lp[pi[l]] > hi) hi = big_lp[pi[l]];
+                for (l = m; l < 5; l++)
+                    if ((double)big_lp[pi[l]] > hi) hi = big_lp[pi[l]];
                 for (l = m; l < 5; l++) sum += exp((double)big_lp[pi[l]] - hi);
                 want += hi + log(sum) - (double)big_lp[pi[m]];
             }
@@ -389,20 +495,21 @@ static void test_objectives_extreme_shift(perpo_test *t) {
 }
 
 static void test_lipo_tiny_reward_gaps(perpo_test *t) {
-    const float lp[2] = {-1.0f, -2.5f}, ref[2] = {-1.5f, -1.5f};
-    static const float gaps[] = {1e-20f, 1e-30f, 1e-38f, 1e-45f, 1e-10f, 1.0f};
+    const float lp[2] = { -1.0f, -2.5f }, ref[2] = { -1.5f, -1.5f };
+    static const float gaps[] = { 1e-20f, 1e-30f, 1e-38f, 1e-45f, 1e-10f, 1.0f };
     size_t i;
     for (i = 0; i < sizeof gaps / sizeof gaps[0]; i++) {
-        float r[2] = {gaps[i], 0.0f}, lo[3], go[3][2];
+        float r[2] = { gaps[i], 0.0f }, lo[3], go[3][2];
         int kind;
         for (kind = 0; kind < 3; kind++) { /* PerPO, DPO, LiPO: one pair, weight 1: the pair loss */
             perpo_objective_config cfg = perpo_objective_default((perpo_objective)kind);
             cfg.beta = 0.5f;
             CHECK_OK(perpo_listwise_loss(&cfg, 2, lp, ref, r, &lo[kind], go[kind]));
         }
-        CHECK_MSG(lo[2] == lo[0] && lo[1] == lo[0] && go[2][0] == go[0][0] && go[2][1] == go[0][1] && lo[0] > 0.0f,
-                  "reward gap %g: PerPO %.9g, DPO %.9g, LiPO %.9g (grad %.9g, %.9g)", gaps[i], lo[0], lo[1], lo[2],
-                  go[2][0], go[2][1]);
+        CHECK_MSG(lo[2] == lo[0] && lo[1] == lo[0] && go[2][0] == go[0][0] &&
+                      go[2][1] == go[0][1] && lo[0] > 0.0f,
+                  "reward gap %g: PerPO %.9g, DPO %.9g, LiPO %.9g (grad %.9g, %.9g)", gaps[i],
+                  lo[0], lo[1], lo[2], go[2][0], go[2][1]);
     }
 }
 
@@ -503,12 +610,16 @@ static void test_failed_save_keeps_old(perpo_test *t) {
 }
 
 /* ---- property tests: objectives ------------------------------------------------------------ */
-static long double tr_softplus(long double x) { return x > 0 ? x + log1pl(expl(-x)) : log1pl(expl(x)); }
-static long double tr_pair(long double x, long double eps) { return (1 - eps) * tr_softplus(-x) + eps * tr_softplus(x); }
+static long double tr_softplus(long double x) {
+    return x > 0 ? x + log1pl(expl(-x)) : log1pl(expl(x));
+}
+static long double tr_pair(long double x, long double eps) {
+    return (1 - eps) * tr_softplus(-x) + eps * tr_softplus(x);
+}
 
 /* Each objective from its definition, in long double, straight from the formulas. */
-static long double tr_reference(const perpo_objective_config *c, int n, const float *lp, const float *ref,
-                                const float *r) {
+static long double tr_reference(const perpo_objective_config *c, int n, const float *lp,
+                                const float *ref, const float *r) {
     long double s[PERPO_MAX_LIST], beta = c->beta, eps = c->label_smoothing, L = 0;
     int i, j, k, all_equal = 1;
     for (k = 0; k < n; k++) {
@@ -518,13 +629,20 @@ static long double tr_reference(const perpo_objective_config *c, int n, const fl
     if (all_equal) return 0;
     if (c->kind == PERPO_OBJ_PERPO) {
         long double wsum = 0;
-        for (i = 0; i < n; i++) for (j = 0; j < n; j++) if (r[i] > r[j]) wsum += powl((long double)r[i] - r[j], c->gamma);
         for (i = 0; i < n; i++)
             for (j = 0; j < n; j++)
-                if (r[i] > r[j]) L += powl((long double)r[i] - r[j], c->gamma) / wsum * tr_pair(beta * (s[i] - s[j]), eps);
+                if (r[i] > r[j]) wsum += powl((long double)r[i] - r[j], c->gamma);
+        for (i = 0; i < n; i++)
+            for (j = 0; j < n; j++)
+                if (r[i] > r[j])
+                    L += powl((long double)r[i] - r[j], c->gamma) / wsum *
+                         tr_pair(beta * (s[i] - s[j]), eps);
     } else if (c->kind == PERPO_OBJ_DPO) {
         int b = 0, w = 0;
-        for (k = 1; k < n; k++) { if (r[k] > r[b]) b = k; if (r[k] < r[w]) w = k; }
+        for (k = 1; k < n; k++) {
+            if (r[k] > r[b]) b = k;
+            if (r[k] < r[w]) w = k;
+        }
         L = tr_pair(beta * (s[b] - s[w]), eps);
     } else if (c->kind == PERPO_OBJ_LIPO) {
         long double dsum = 0, inv_d[PERPO_MAX_LIST], G[PERPO_MAX_LIST];
@@ -534,10 +652,14 @@ static long double tr_reference(const perpo_objective_config *c, int n, const fl
             inv_d[i] = 1 / log2l(1 + (long double)tau);
             G[i] = exp2l(r[i]) - 1;
         }
-        for (i = 0; i < n; i++) for (j = 0; j < n; j++) if (r[i] > r[j]) dsum += (G[i] - G[j]) * fabsl(inv_d[i] - inv_d[j]);
         for (i = 0; i < n; i++)
             for (j = 0; j < n; j++)
-                if (r[i] > r[j]) L += (G[i] - G[j]) * fabsl(inv_d[i] - inv_d[j]) / dsum * tr_pair(beta * (s[i] - s[j]), eps);
+                if (r[i] > r[j]) dsum += (G[i] - G[j]) * fabsl(inv_d[i] - inv_d[j]);
+        for (i = 0; i < n; i++)
+            for (j = 0; j < n; j++)
+                if (r[i] > r[j])
+                    L += (G[i] - G[j]) * fabsl(inv_d[i] - inv_d[j]) / dsum *
+                         tr_pair(beta * (s[i] - s[j]), eps);
     } else {
         int pi[PERPO_MAX_LIST], m;
         for (i = 0; i < n; i++) { /* reward order, ties by index: stable insertion */
@@ -546,7 +668,8 @@ static long double tr_reference(const perpo_objective_config *c, int n, const fl
         }
         for (m = 0; m < n - 1; m++) {
             long double hi = -INFINITY, sum = 0;
-            for (k = m; k < n; k++) if (beta * s[pi[k]] > hi) hi = beta * s[pi[k]];
+            for (k = m; k < n; k++)
+                if (beta * s[pi[k]] > hi) hi = beta * s[pi[k]];
             for (k = m; k < n; k++) sum += expl(beta * s[pi[k]] - hi);
             L += hi + logl(sum) - beta * s[pi[m]];
         }
@@ -564,7 +687,8 @@ static int tr_random_list(uint64_t *rs, float *lp, float *ref, float *r, int dis
         for (k = 0; k < n; k++) {
             lp[k] = (float)(-tr_below(rs, 1024)) / 16.0f;
             ref[k] = (float)(-tr_below(rs, 1024)) / 16.0f;
-            r[k] = distinct_r ? (float)tr_below(rs, 1 << 20) / (float)(1 << 20) : (float)tr_below(rs, 4) / 4.0f;
+            r[k] = distinct_r ? (float)tr_below(rs, 1 << 20) / (float)(1 << 20)
+                              : (float)tr_below(rs, 4) / 4.0f;
         }
         for (k = 0; k < n; k++)
             for (j = 0; j < k; j++) {
@@ -576,18 +700,25 @@ static int tr_random_list(uint64_t *rs, float *lp, float *ref, float *r, int dis
 }
 
 static void test_objective_properties(perpo_test *t) {
-    static const float betas[3] = {0.1f, 1.0f, 3.0f}, gammas[3] = {0.0f, 0.5f, 2.0f};
+    static const float betas[3] = { 0.1f, 1.0f, 3.0f }, gammas[3] = { 0.0f, 0.5f, 2.0f };
     uint64_t rs = 12;
-    int it, fails[4][5] = {{0}}, kind, lists = 0;
+    int it, fails[4][5] = { { 0 } }, kind, lists = 0;
     for (it = 0; it < 3000; it++) {
-        float lp[16], ref[16], r[16], plp[16], pref[16], pr[16], slp[16], loss, ploss, sloss, g[16], pg[16], sg[16];
+        float lp[16], ref[16], r[16], plp[16], pref[16], pr[16], slp[16], loss, ploss, sloss, g[16],
+            pg[16], sg[16];
         int perm[16], n, k, distinct = it % 3 != 0, shift = tr_below(&rs, 1 << 10) - (1 << 9);
         n = tr_random_list(&rs, lp, ref, r, distinct);
         lists++;
         for (k = 0; k < n; k++) perm[k] = k;
-        for (k = n - 1; k > 0; k--) { int j = tr_below(&rs, k + 1), x = perm[k]; perm[k] = perm[j]; perm[j] = x; }
+        for (k = n - 1; k > 0; k--) {
+            int j = tr_below(&rs, k + 1), x = perm[k];
+            perm[k] = perm[j];
+            perm[j] = x;
+        }
         for (k = 0; k < n; k++) {
-            plp[k] = lp[perm[k]]; pref[k] = ref[perm[k]]; pr[k] = r[perm[k]];
+            plp[k] = lp[perm[k]];
+            pref[k] = ref[perm[k]];
+            pr[k] = r[perm[k]];
             slp[k] = lp[k] + (float)shift; /* exact: on the 1/16 grid and below 2^20 */
         }
         for (kind = 0; kind < 4; kind++) {
@@ -596,26 +727,34 @@ static void test_objective_properties(perpo_test *t) {
             c.beta = betas[tr_below(&rs, 3)];
             c.gamma = gammas[tr_below(&rs, 3)];
             c.label_smoothing = tr_below(&rs, 2) ? 0.0f : 0.2f;
-            if (perpo_listwise_loss(&c, n, lp, ref, r, &loss, g) != PERPO_OK) { fails[kind][0]++; continue; }
+            if (perpo_listwise_loss(&c, n, lp, ref, r, &loss, g) != PERPO_OK) {
+                fails[kind][0]++;
+                continue;
+            }
             /* 1. the definition in long double */
             want = tr_reference(&c, n, lp, ref, r);
             if (!(fabsl((long double)loss - want) <= 1e-6L + 1e-6L * fabsl(want))) {
                 if (fails[kind][1]++ < 3)
-                    fprintf(stderr, "  kind %d n %d: loss %.9g, definition %.12Lg\n", kind, n, loss, want);
+                    fprintf(stderr, "  kind %d n %d: loss %.9g, definition %.12Lg\n", kind, n, loss,
+                            want);
             }
             /* 2. shift invariance: bit for bit (every objective sees differences of s only) */
             if (perpo_listwise_loss(&c, n, slp, ref, r, &sloss, sg) != PERPO_OK || sloss != loss ||
                 memcmp(sg, g, (size_t)n * sizeof(float)) != 0) {
                 if (fails[kind][2]++ < 3)
-                    fprintf(stderr, "  kind %d n %d shift %d: loss %.9g vs %.9g\n", kind, n, shift, sloss, loss);
+                    fprintf(stderr, "  kind %d n %d shift %d: loss %.9g vs %.9g\n", kind, n, shift,
+                            sloss, loss);
             }
             /* 3. permutation: same loss, permuted gradient (PerPO and the others with distinct
                rewards; DPO, LiPO and ListMLE break reward ties by position) */
             if (distinct || kind == PERPO_OBJ_PERPO) {
                 int bad = perpo_listwise_loss(&c, n, plp, pref, pr, &ploss, pg) != PERPO_OK ||
                           !(fabsf(ploss - loss) <= 1e-6f * (1.0f + fabsf(loss)));
-                for (k = 0; k < n && !bad; k++) bad = !(fabsf(pg[k] - g[perm[k]]) <= 1e-6f * (1.0f + fabsf(g[perm[k]])));
-                if (bad && fails[kind][3]++ < 3) fprintf(stderr, "  kind %d n %d: permuted loss %.9g vs %.9g\n", kind, n, ploss, loss);
+                for (k = 0; k < n && !bad; k++)
+                    bad = !(fabsf(pg[k] - g[perm[k]]) <= 1e-6f * (1.0f + fabsf(g[perm[k]])));
+                if (bad && fails[kind][3]++ < 3)
+                    fprintf(stderr, "  kind %d n %d: permuted loss %.9g vs %.9g\n", kind, n, ploss,
+                            loss);
             }
             /* 4. gradient = central differences of the long double definition */
             for (k = 0; k < n; k++) {
@@ -625,19 +764,24 @@ static void test_objective_properties(perpo_test *t) {
                 memcpy(lpd, lp, sizeof lpd);
                 lpu[k] = lp[k] + 1.0f / 1024.0f; /* exact on the grid, far below every gap of 0.1 */
                 lpd[k] = lp[k] - 1.0f / 1024.0f;
-                fd = (tr_reference(&c, n, lpu, ref, r) - tr_reference(&c, n, lpd, ref, r)) / (2.0L / 1024.0L);
+                fd = (tr_reference(&c, n, lpu, ref, r) - tr_reference(&c, n, lpd, ref, r)) /
+                     (2.0L / 1024.0L);
                 if (!(fabsl((long double)g[k] - fd) <= 2e-5L + 1e-4L * fabsl(fd))) {
                     if (fails[kind][4]++ < 3)
-                        fprintf(stderr, "  kind %d n %d: grad[%d] %.9g, finite differences %.9Lg\n", kind, n, k, g[k], fd);
+                        fprintf(stderr, "  kind %d n %d: grad[%d] %.9g, finite differences %.9Lg\n",
+                                kind, n, k, g[k], fd);
                 }
             }
         }
     }
     for (kind = 0; kind < 4; kind++)
-        CHECK_MSG(fails[kind][0] + fails[kind][1] + fails[kind][2] + fails[kind][3] + fails[kind][4] == 0,
-                  "kind %d over %d lists: %d errors, %d from the definition, %d not shift-invariant, %d not "
-                  "permutation-invariant, %d gradients off", kind, lists, fails[kind][0], fails[kind][1], fails[kind][2],
-                  fails[kind][3], fails[kind][4]);
+        CHECK_MSG(
+            fails[kind][0] + fails[kind][1] + fails[kind][2] + fails[kind][3] + fails[kind][4] == 0,
+            "kind %d over %d lists: %d errors, %d from the definition, %d not shift-invariant, %d "
+            "not "
+            "permutation-invariant, %d gradients off",
+            kind, lists, fails[kind][0], fails[kind][1], fails[kind][2], fails[kind][3],
+            fails[kind][4]);
 }
 
 /* ---- property tests: metrics --------------------------------------------------------------- */
@@ -652,20 +796,27 @@ static void test_metric_properties(perpo_test *t) {
             float x1 = (float)tr_below(&rs, 65) / 64.0f, x2 = (float)tr_below(&rs, 65) / 64.0f;
             float y1 = (float)tr_below(&rs, 65) / 64.0f, y2 = (float)tr_below(&rs, 65) / 64.0f;
             float *box = k ? b : a;
-            box[0] = x1 < x2 ? x1 : x2; box[2] = x1 < x2 ? x2 : x1;
-            box[1] = y1 < y2 ? y1 : y2; box[3] = y1 < y2 ? y2 : y1;
+            box[0] = x1 < x2 ? x1 : x2;
+            box[2] = x1 < x2 ? x2 : x1;
+            box[1] = y1 < y2 ? y1 : y2;
+            box[3] = y1 < y2 ? y2 : y1;
         }
         if (it % 10 == 0) memcpy(b, a, sizeof a);
-        ia = perpo_box_iou(a, a); ib = perpo_box_iou(b, b);
-        iab = perpo_box_iou(a, b); iba = perpo_box_iou(b, a);
-        ga = perpo_box_giou(a, a); gab = perpo_box_giou(a, b); gba = perpo_box_giou(b, a);
+        ia = perpo_box_iou(a, a);
+        ib = perpo_box_iou(b, b);
+        iab = perpo_box_iou(a, b);
+        iba = perpo_box_iou(b, a);
+        ga = perpo_box_giou(a, a);
+        gab = perpo_box_giou(a, b);
+        gba = perpo_box_giou(b, a);
         {
             int pos_a = a[2] > a[0] && a[3] > a[1];
             int pos_b = b[2] > b[0] && b[3] > b[1];
             if (iab != iba || !(iab >= 0.0f && iab <= 1.0f) || ia != (pos_a ? 1.0f : 0.0f) ||
                 ib != (pos_b ? 1.0f : 0.0f) || (memcmp(a, b, sizeof a) == 0 && iab != ia))
                 bad_iou++;
-            if (gab != gba || !(gab >= -1.0f && gab <= 1.0f) || gab > iab + 1e-6f || (pos_a && ga != 1.0f))
+            if (gab != gba || !(gab >= -1.0f && gab <= 1.0f) || gab > iab + 1e-6f ||
+                (pos_a && ga != 1.0f))
                 bad_giou++;
         }
     }
@@ -678,16 +829,22 @@ static void test_metric_properties(perpo_test *t) {
             n[k] = (size_t)tr_below(&rs, 24);
             for (i = 0; i < (int)n[k]; i++) s[k][i] = (char)("abc\0"[tr_below(&rs, 4)]);
         }
-        if (it % 7 == 0) { memcpy(s[1], s[0], n[0]); n[1] = n[0]; }
-        if (perpo_edit_distance(s[0], n[0], s[1], n[1], &dab, NULL) || perpo_edit_distance(s[1], n[1], s[0], n[0], &dba, NULL) ||
-            perpo_edit_distance(s[1], n[1], s[2], n[2], &dbc, NULL) || perpo_edit_distance(s[0], n[0], s[2], n[2], &dac, NULL) ||
+        if (it % 7 == 0) {
+            memcpy(s[1], s[0], n[0]);
+            n[1] = n[0];
+        }
+        if (perpo_edit_distance(s[0], n[0], s[1], n[1], &dab, NULL) ||
+            perpo_edit_distance(s[1], n[1], s[0], n[0], &dba, NULL) ||
+            perpo_edit_distance(s[1], n[1], s[2], n[2], &dbc, NULL) ||
+            perpo_edit_distance(s[0], n[0], s[2], n[2], &dac, NULL) ||
             perpo_edit_distance(s[0], n[0], s[0], n[0], &daa, NULL) ||
             perpo_normalized_edit_distance(s[0], n[0], s[1], n[1], &ned, NULL)) {
             bad_ed++;
             continue;
         }
-        if (dab != dba || daa != 0 || (dab == 0) != (n[0] == n[1] && memcmp(s[0], s[1], n[0]) == 0) ||
-            dac > dab + dbc || dab < (n[0] > n[1] ? n[0] - n[1] : n[1] - n[0]) || dab > (n[0] > n[1] ? n[0] : n[1]) ||
+        if (dab != dba || daa != 0 ||
+            (dab == 0) != (n[0] == n[1] && memcmp(s[0], s[1], n[0]) == 0) || dac > dab + dbc ||
+            dab < (n[0] > n[1] ? n[0] - n[1] : n[1] - n[0]) || dab > (n[0] > n[1] ? n[0] : n[1]) ||
             !(ned >= 0.0f && ned <= 1.0f) ||
             (n[0] + n[1] > 0 && ned != (float)dab / (float)(n[0] > n[1] ? n[0] : n[1])))
             bad_ed++;
@@ -698,15 +855,27 @@ static void test_metric_properties(perpo_test *t) {
 }
 
 const perpo_test_case perpo_tests_reliability[] = {
-    {"schedule: extreme warmup/total/step are refused or finite, never overflow", test_schedule_extremes},
-    {"checkpoint: a step counter beyond 2^30 behind a valid CRC is malformed", test_checkpoint_step_counter},
-    {"optimizer: NaN/Inf/out-of-range values refused; an overflowing step changes nothing", test_bad_optimizer_values_refused},
-    {"non-finite weights: generate and save refuse; NaN/negative moments behind a valid CRC", test_nonfinite_model_refused},
-    {"checkpoint: an arena over the load limit behind a valid CRC is malformed", test_checkpoint_arena_limit},
-    {"objectives: exact under shifts of 2^20..2^50 and log-ratio gaps of 1e15", test_objectives_extreme_shift},
-    {"objectives: LiPO keeps reward gaps down to 1e-45 like PerPO and DPO", test_lipo_tiny_reward_gaps},
-    {"files: folders and devices are IO errors; saving onto a folder keeps it", test_files_not_regular},
-    {"files: a failed save keeps the old checkpoint and leaves no .tmp", test_failed_save_keeps_old},
-    {"property: 3000 random lists x 4 objectives = definition, shift, permutation, gradient", test_objective_properties},
-    {"property: IoU/GIoU and edit distance symmetry, identity, bounds, triangle", test_metric_properties},
-    {NULL, NULL}};
+    { "schedule: extreme warmup/total/step are refused or finite, never overflow",
+      test_schedule_extremes },
+    { "checkpoint: a step counter beyond 2^30 behind a valid CRC is malformed",
+      test_checkpoint_step_counter },
+    { "optimizer: NaN/Inf/out-of-range values refused; an overflowing step changes nothing",
+      test_bad_optimizer_values_refused },
+    { "non-finite weights: generate and save refuse; NaN/negative moments behind a valid CRC",
+      test_nonfinite_model_refused },
+    { "checkpoint: an arena over the load limit behind a valid CRC is malformed",
+      test_checkpoint_arena_limit },
+    { "objectives: exact under shifts of 2^20..2^50 and log-ratio gaps of 1e15",
+      test_objectives_extreme_shift },
+    { "objectives: LiPO keeps reward gaps down to 1e-45 like PerPO and DPO",
+      test_lipo_tiny_reward_gaps },
+    { "files: folders and devices are IO errors; saving onto a folder keeps it",
+      test_files_not_regular },
+    { "files: a failed save keeps the old checkpoint and leaves no .tmp",
+      test_failed_save_keeps_old },
+    { "property: 3000 random lists x 4 objectives = definition, shift, permutation, gradient",
+      test_objective_properties },
+    { "property: IoU/GIoU and edit distance symmetry, identity, bounds, triangle",
+      test_metric_properties },
+    { NULL, NULL }
+};

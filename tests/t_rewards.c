@@ -6,8 +6,7 @@
 /* ---- Box parser ---- */
 
 /* Deterministic test randomness (64-bit LCG, top bits). */
-static unsigned lcg(uint64_t *state)
-{
+static unsigned lcg(uint64_t *state) {
     *state = *state * UINT64_C(6364136223846793005) + UINT64_C(1442695040888963407);
     return (unsigned)(*state >> 33);
 }
@@ -24,74 +23,76 @@ typedef struct {
 
 static const box_case box_cases[] = {
     /* well-formed */
-    {S("[0.12,0.05,0.40,0.33]"), 640, 480, 1, {0.12f, 0.05f, 0.40f, 0.33f}},
-    {S("The box is [ 0.1 , 0.2 , 0.3 , 0.4 ] ."), 1, 1, 1, {0.1f, 0.2f, 0.3f, 0.4f}},
-    {S("[ 0.1\t,\n0.2 ,\r0.3,0.4 ]"), 1, 1, 1, {0.1f, 0.2f, 0.3f, 0.4f}},
-    {S("[10,20,30,40]"), 100, 200, 1, {0.1f, 0.1f, 0.3f, 0.2f}},
-    {S("[10,20,100,100]"), 100, 100, 1, {0.1f, 0.2f, 1.0f, 1.0f}}, /* on the image border */
-    {S("[0, 0.5, 1, 1]"), 1, 1, 1, {0.0f, 0.5f, 1.0f, 1.0f}},      /* any '.' => normalized */
-    {S("[1.0,1.0,1.0,1.0]"), 1, 1, 1, {1.0f, 1.0f, 1.0f, 1.0f}},
-    {S("[0,0,0,0]"), 64, 64, 1, {0, 0, 0, 0}},                    /* degenerate but valid */
-    {S("[0.10000000000000000000000000001,0.2,0.3,0.4]"), 1, 1, 1, {0.1f, 0.2f, 0.3f, 0.4f}},
-    {S("[000000000000000000000000012,0,20,20]"), 40, 40, 1, {0.3f, 0.0f, 0.5f, 0.5f}},
-    {S("\xe6\xa1\x86: [0.1,0.2,0.3,0.4]"), 1, 1, 1, {0.1f, 0.2f, 0.3f, 0.4f}}, /* UTF-8 */
-    {S("ab\0[0.1,0.2,0.3,0.4]"), 1, 1, 1, {0.1f, 0.2f, 0.3f, 0.4f}}, /* NUL is a plain byte */
+    { S("[0.12,0.05,0.40,0.33]"), 640, 480, 1, { 0.12f, 0.05f, 0.40f, 0.33f } },
+    { S("The box is [ 0.1 , 0.2 , 0.3 , 0.4 ] ."), 1, 1, 1, { 0.1f, 0.2f, 0.3f, 0.4f } },
+    { S("[ 0.1\t,\n0.2 ,\r0.3,0.4 ]"), 1, 1, 1, { 0.1f, 0.2f, 0.3f, 0.4f } },
+    { S("[10,20,30,40]"), 100, 200, 1, { 0.1f, 0.1f, 0.3f, 0.2f } },
+    { S("[10,20,100,100]"), 100, 100, 1, { 0.1f, 0.2f, 1.0f, 1.0f } }, /* on the image border */
+    { S("[0, 0.5, 1, 1]"), 1, 1, 1, { 0.0f, 0.5f, 1.0f, 1.0f } },      /* any '.' => normalized */
+    { S("[1.0,1.0,1.0,1.0]"), 1, 1, 1, { 1.0f, 1.0f, 1.0f, 1.0f } },
+    { S("[0,0,0,0]"), 64, 64, 1, { 0, 0, 0, 0 } }, /* degenerate but valid */
+    { S("[0.10000000000000000000000000001,0.2,0.3,0.4]"), 1, 1, 1, { 0.1f, 0.2f, 0.3f, 0.4f } },
+    { S("[000000000000000000000000012,0,20,20]"), 40, 40, 1, { 0.3f, 0.0f, 0.5f, 0.5f } },
+    { S("\xe6\xa1\x86: [0.1,0.2,0.3,0.4]"), 1, 1, 1, { 0.1f, 0.2f, 0.3f, 0.4f } }, /* UTF-8 */
+    { S("ab\0[0.1,0.2,0.3,0.4]"), 1, 1, 1, { 0.1f, 0.2f, 0.3f, 0.4f } }, /* NUL is a plain byte */
     /* first box wins; malformed or invalid brackets before it are skipped */
-    {S("[0.1,0.2,0.3,0.4] [0.5,0.5,0.6,0.6]"), 1, 1, 1, {0.1f, 0.2f, 0.3f, 0.4f}},
-    {S("[image] [0.1,0.2,0.3,0.4]"), 1, 1, 1, {0.1f, 0.2f, 0.3f, 0.4f}},
-    {S("[0.9,0.2,0.3,0.4] then [0.1,0.2,0.3,0.4]"), 1, 1, 1, {0.1f, 0.2f, 0.3f, 0.4f}},
-    {S("[[0.1,0.2,0.3,0.4]]"), 1, 1, 1, {0.1f, 0.2f, 0.3f, 0.4f}},
-    {S("[0.1,0.2,[0.5,0.6,0.7,0.8]"), 1, 1, 1, {0.5f, 0.6f, 0.7f, 0.8f}},
+    { S("[0.1,0.2,0.3,0.4] [0.5,0.5,0.6,0.6]"), 1, 1, 1, { 0.1f, 0.2f, 0.3f, 0.4f } },
+    { S("[image] [0.1,0.2,0.3,0.4]"), 1, 1, 1, { 0.1f, 0.2f, 0.3f, 0.4f } },
+    { S("[0.9,0.2,0.3,0.4] then [0.1,0.2,0.3,0.4]"), 1, 1, 1, { 0.1f, 0.2f, 0.3f, 0.4f } },
+    { S("[[0.1,0.2,0.3,0.4]]"), 1, 1, 1, { 0.1f, 0.2f, 0.3f, 0.4f } },
+    { S("[0.1,0.2,[0.5,0.6,0.7,0.8]"), 1, 1, 1, { 0.5f, 0.6f, 0.7f, 0.8f } },
     /* no box */
-    {S(""), 1, 1, 0, {0}},
-    {S("no box here"), 1, 1, 0, {0}},
-    {S("["), 1, 1, 0, {0}},
-    {S("]"), 1, 1, 0, {0}},
-    {S("[ ]"), 1, 1, 0, {0}},
-    {S("[0.1,0.2,0.3]"), 1, 1, 0, {0}},
-    {S("[0.1,0.2,0.3,0.4,0.5]"), 1, 1, 0, {0}},
-    {S("[0.1,0.2,0.3,0.4"), 1, 1, 0, {0}},
-    {S("[0.1,0.2,0.3,0.4)"), 1, 1, 0, {0}},
-    {S("[nan,0.2,0.3,0.4]"), 1, 1, 0, {0}},
-    {S("[inf,0,1,1]"), 10, 10, 0, {0}},
-    {S("[0.1,0.2,NaN,0.4]"), 1, 1, 0, {0}},
-    {S("[1e999,0,1,1]"), 10, 10, 0, {0}},
-    {S("[1e-1,0.2,0.3,0.4]"), 1, 1, 0, {0}},
-    {S("[-0.1,0.2,0.3,0.4]"), 1, 1, 0, {0}},
-    {S("[-0,0,1,1]"), 10, 10, 0, {0}},
-    {S("[+0.1,0.2,0.3,0.4]"), 1, 1, 0, {0}},
-    {S("[0x10,0,1,1]"), 100, 100, 0, {0}},
-    {S("[.5,0.2,0.6,0.4]"), 1, 1, 0, {0}},
-    {S("[1.,0,2,2]"), 10, 10, 0, {0}},
-    {S("[0.1.2,0.2,0.3,0.4]"), 1, 1, 0, {0}},
-    {S("[0.5,0.2,0.3,0.4]"), 1, 1, 0, {0}}, /* x2 < x1 */
-    {S("[0.1,0.5,0.3,0.4]"), 1, 1, 0, {0}}, /* y2 < y1 */
-    {S("[0.1,0.2,1.5,0.4]"), 1, 1, 0, {0}}, /* decimal beyond 1 */
-    {S("[1.0000001,0,1,1]"), 1, 1, 0, {0}},
-    {S("[10,20,300,40]"), 100, 100, 0, {0}}, /* outside the image */
-    {S("[10,20,30,101]"), 100, 100, 0, {0}},
-    {S("[0,0,99999999999999999999999,1]"), 1e30f, 1e30f, 0, {0}}, /* huge, even if in image */
-    {S("[0,0,10000000,10]"), 2e7f, 20, 0, {0}},                    /* integer part >= 1e7 */
-    {S("[0,0,9999999,10]"), 2e7f, 20, 1, {0, 0, 0.49999995f, 0.5f}},
-    {S("[1,2,3,4]"), 0, 10, 0, {0}},                              /* no image size for pixels */
-    {S("[0.1,,0.3,0.4]"), 1, 1, 0, {0}},
-    {S("[,0.1,0.2,0.3,0.4]"), 1, 1, 0, {0}},
-    {S("[0.1 0.2 0.3 0.4]"), 1, 1, 0, {0}},
-    {S("[0.1;0.2;0.3;0.4]"), 1, 1, 0, {0}},
-    {S("[0.1,0.2,0.3,0.4\0]"), 1, 1, 0, {0}},
-    {S("[0.1,0.2,0.3,0.4 ,]"), 1, 1, 0, {0}},
+    { S(""), 1, 1, 0, { 0 } },
+    { S("no box here"), 1, 1, 0, { 0 } },
+    { S("["), 1, 1, 0, { 0 } },
+    { S("]"), 1, 1, 0, { 0 } },
+    { S("[ ]"), 1, 1, 0, { 0 } },
+    { S("[0.1,0.2,0.3]"), 1, 1, 0, { 0 } },
+    { S("[0.1,0.2,0.3,0.4,0.5]"), 1, 1, 0, { 0 } },
+    { S("[0.1,0.2,0.3,0.4"), 1, 1, 0, { 0 } },
+    { S("[0.1,0.2,0.3,0.4)"), 1, 1, 0, { 0 } },
+    { S("[nan,0.2,0.3,0.4]"), 1, 1, 0, { 0 } },
+    { S("[inf,0,1,1]"), 10, 10, 0, { 0 } },
+    { S("[0.1,0.2,NaN,0.4]"), 1, 1, 0, { 0 } },
+    { S("[1e999,0,1,1]"), 10, 10, 0, { 0 } },
+    { S("[1e-1,0.2,0.3,0.4]"), 1, 1, 0, { 0 } },
+    { S("[-0.1,0.2,0.3,0.4]"), 1, 1, 0, { 0 } },
+    { S("[-0,0,1,1]"), 10, 10, 0, { 0 } },
+    { S("[+0.1,0.2,0.3,0.4]"), 1, 1, 0, { 0 } },
+    { S("[0x10,0,1,1]"), 100, 100, 0, { 0 } },
+    { S("[.5,0.2,0.6,0.4]"), 1, 1, 0, { 0 } },
+    { S("[1.,0,2,2]"), 10, 10, 0, { 0 } },
+    { S("[0.1.2,0.2,0.3,0.4]"), 1, 1, 0, { 0 } },
+    { S("[0.5,0.2,0.3,0.4]"), 1, 1, 0, { 0 } }, /* x2 < x1 */
+    { S("[0.1,0.5,0.3,0.4]"), 1, 1, 0, { 0 } }, /* y2 < y1 */
+    { S("[0.1,0.2,1.5,0.4]"), 1, 1, 0, { 0 } }, /* decimal beyond 1 */
+    { S("[1.0000001,0,1,1]"), 1, 1, 0, { 0 } },
+    { S("[10,20,300,40]"), 100, 100, 0, { 0 } }, /* outside the image */
+    { S("[10,20,30,101]"), 100, 100, 0, { 0 } },
+    { S("[0,0,99999999999999999999999,1]"), 1e30f, 1e30f, 0, { 0 } }, /* huge, even if in image */
+    { S("[0,0,10000000,10]"), 2e7f, 20, 0, { 0 } },                   /* integer part >= 1e7 */
+    { S("[0,0,9999999,10]"), 2e7f, 20, 1, { 0, 0, 0.49999995f, 0.5f } },
+    { S("[1,2,3,4]"), 0, 10, 0, { 0 } }, /* no image size for pixels */
+    { S("[0.1,,0.3,0.4]"), 1, 1, 0, { 0 } },
+    { S("[,0.1,0.2,0.3,0.4]"), 1, 1, 0, { 0 } },
+    { S("[0.1 0.2 0.3 0.4]"), 1, 1, 0, { 0 } },
+    { S("[0.1;0.2;0.3;0.4]"), 1, 1, 0, { 0 } },
+    { S("[0.1,0.2,0.3,0.4\0]"), 1, 1, 0, { 0 } },
+    { S("[0.1,0.2,0.3,0.4 ,]"), 1, 1, 0, { 0 } },
 };
 
-static void test_parse_box_table(perpo_test *t)
-{
+static void test_parse_box_table(perpo_test *t) {
     size_t c, k;
     for (c = 0; c < sizeof box_cases / sizeof box_cases[0]; c++) {
         const box_case *bc = &box_cases[c];
         /* exact-size heap copy: ASan flags any read past len */
         char *buf = (char *)malloc(bc->len ? bc->len : 1);
-        float box[4] = {9, 9, 9, 9};
+        float box[4] = { 9, 9, 9, 9 };
         int ok;
-        if (!buf) { CHECK(buf != NULL); return; }
+        if (!buf) {
+            CHECK(buf != NULL);
+            return;
+        }
         memcpy(buf, bc->text, bc->len);
         ok = perpo_parse_box(buf, bc->len, bc->w, bc->h, box);
         CHECK_MSG(ok == bc->ok, "case %u \"%s\": got %d", (unsigned)c, bc->text, ok);
@@ -102,8 +103,7 @@ static void test_parse_box_table(perpo_test *t)
     }
 }
 
-static void test_parse_box_len_is_authoritative(perpo_test *t)
-{
+static void test_parse_box_len_is_authoritative(perpo_test *t) {
     static const char txt[] = "[0.1,0.2,0.3,0.4]";
     float box[4];
     CHECK(perpo_parse_box(txt, sizeof txt - 1, 1, 1, box) == 1);
@@ -116,13 +116,12 @@ static void test_parse_box_len_is_authoritative(perpo_test *t)
 /* Random near-boxes: four numbers (x1,y1 from lo, x2,y2 from hi; good and bad forms), random
  * separators, sometimes a byte mutation or two and a truncation. An accepted box must be finite,
  * ordered and inside [0,1]; a rejected one must come back zeroed. */
-static void test_parse_box_fuzz(perpo_test *t)
-{
-    static const char *const lo[] = {"0", "0.1", "0.25", "0.5", "12", "0", "1e5", "-1", ".5",
-                                     "nan", ""};
-    static const char *const hi[] = {"1", "0.5", "0.75", "0.999999999", "480", "100", "1e5",
-                                     "-1", "1.", "inf", ""};
-    static const char *const seps[] = {",", " , ", ", ", ",", ";"};
+static void test_parse_box_fuzz(perpo_test *t) {
+    static const char *const lo[] = { "0",   "0.1", "0.25", "0.5", "12", "0",
+                                      "1e5", "-1",  ".5",   "nan", "" };
+    static const char *const hi[] = { "1",   "0.5", "0.75", "0.999999999", "480", "100",
+                                      "1e5", "-1",  "1.",   "inf",         "" };
+    static const char *const seps[] = { ",", " , ", ", ", ",", ";" };
     static const char noise[] = "[]0123456789.,- e\0";
     uint64_t rng = 12345;
     int it, accepted = 0, rejected = 0;
@@ -159,13 +158,12 @@ static void test_parse_box_fuzz(perpo_test *t)
 
 /* ---- IoU / GIoU ---- */
 
-static void test_iou_giou_hand(perpo_test *t)
-{
-    const float a[4] = {0, 0, 2, 2}, b[4] = {1, 1, 3, 3};       /* I = 1, U = 7, C = 9 */
-    const float c[4] = {0, 0, 1, 1}, d[4] = {2, 0, 3, 1};       /* disjoint: U = 2, C = 3 */
-    const float big[4] = {0, 0, 4, 4}, in[4] = {1, 1, 2, 2};    /* nested: I = 1, U = C = 16 */
-    const float e[4] = {1, 0, 2, 1};                            /* touches c: U = C = 2 */
-    const float f1[4] = {0.1f, 0.1f, 0.5f, 0.5f}, f2[4] = {0.3f, 0.3f, 0.7f, 0.7f};
+static void test_iou_giou_hand(perpo_test *t) {
+    const float a[4] = { 0, 0, 2, 2 }, b[4] = { 1, 1, 3, 3 };    /* I = 1, U = 7, C = 9 */
+    const float c[4] = { 0, 0, 1, 1 }, d[4] = { 2, 0, 3, 1 };    /* disjoint: U = 2, C = 3 */
+    const float big[4] = { 0, 0, 4, 4 }, in[4] = { 1, 1, 2, 2 }; /* nested: I = 1, U = C = 16 */
+    const float e[4] = { 1, 0, 2, 1 };                           /* touches c: U = C = 2 */
+    const float f1[4] = { 0.1f, 0.1f, 0.5f, 0.5f }, f2[4] = { 0.3f, 0.3f, 0.7f, 0.7f };
     CHECK_NEAR(perpo_box_iou(a, b), 1.0 / 7.0, 1e-7, 0);
     CHECK_NEAR(perpo_box_giou(a, b), 1.0 / 7.0 - 2.0 / 9.0, 1e-7, 0);
     CHECK_NEAR(perpo_box_iou(b, a), 1.0 / 7.0, 1e-7, 0);
@@ -181,19 +179,18 @@ static void test_iou_giou_hand(perpo_test *t)
     CHECK_NEAR(perpo_box_iou(f1, f2), 1.0 / 7.0, 1e-6, 0);
 }
 
-static void test_iou_degenerate(perpo_test *t)
-{
-    const float ok[4] = {0, 0, 1, 1}, pt[4] = {0.5f, 0.5f, 0.5f, 0.5f};
-    const float inv[4] = {1, 0, 0, 1}, huge[4] = {-3e38f, -3e38f, 3e38f, 3e38f};
-    float bad[4] = {0, 0, 1, 1};
-    CHECK(perpo_box_iou(pt, pt) == 0.0f);          /* empty union */
+static void test_iou_degenerate(perpo_test *t) {
+    const float ok[4] = { 0, 0, 1, 1 }, pt[4] = { 0.5f, 0.5f, 0.5f, 0.5f };
+    const float inv[4] = { 1, 0, 0, 1 }, huge[4] = { -3e38f, -3e38f, 3e38f, 3e38f };
+    float bad[4] = { 0, 0, 1, 1 };
+    CHECK(perpo_box_iou(pt, pt) == 0.0f); /* empty union */
     CHECK(perpo_box_giou(pt, pt) == -1.0f);
     CHECK(perpo_box_iou(ok, pt) == 0.0f);
     CHECK_NEAR(perpo_box_giou(ok, pt), 0.0, 0, 0); /* pt inside ok: C = U = 1 */
     CHECK(perpo_box_iou(ok, inv) == 0.0f);
     CHECK(perpo_box_giou(ok, inv) == -1.0f);
-    CHECK(perpo_box_iou(huge, huge) == 1.0f);      /* areas would overflow in float */
-    CHECK(perpo_box_iou(huge, ok) == 0.0f);        /* 1 / 3.6e77 underflows float: 0, not NaN */
+    CHECK(perpo_box_iou(huge, huge) == 1.0f); /* areas would overflow in float */
+    CHECK(perpo_box_iou(huge, ok) == 0.0f);   /* 1 / 3.6e77 underflows float: 0, not NaN */
     bad[2] = NAN;
     CHECK(perpo_box_iou(ok, bad) == 0.0f);
     CHECK(perpo_box_giou(bad, ok) == -1.0f);
@@ -202,15 +199,14 @@ static void test_iou_degenerate(perpo_test *t)
     CHECK(perpo_box_giou(ok, bad) == -1.0f);
 }
 
-static void test_grounding_reward(perpo_test *t)
-{
-    const float gt[4] = {0.12f, 0.05f, 0.40f, 0.33f}, half[4] = {0.12f, 0.05f, 0.26f, 0.33f};
+static void test_grounding_reward(perpo_test *t) {
+    const float gt[4] = { 0.12f, 0.05f, 0.40f, 0.33f }, half[4] = { 0.12f, 0.05f, 0.26f, 0.33f };
     CHECK_NEAR(perpo_grounding_reward(S("[0.12,0.05,0.40,0.33]"), gt, 640, 480), 1.0, 1e-6, 0);
-    CHECK_NEAR(perpo_grounding_reward(S("box: [0.12, 0.05, 0.26, 0.33]"), gt, 640, 480), 0.5,
-               1e-5, 0);
+    CHECK_NEAR(perpo_grounding_reward(S("box: [0.12, 0.05, 0.26, 0.33]"), gt, 640, 480), 0.5, 1e-5,
+               0);
     /* pixels: 64x64 image, [16,8,32,40] = [0.25,0.125,0.5,0.625] */
     {
-        const float g2[4] = {0.25f, 0.125f, 0.5f, 0.625f};
+        const float g2[4] = { 0.25f, 0.125f, 0.5f, 0.625f };
         CHECK_NEAR(perpo_grounding_reward(S("[16,8,32,40]"), g2, 64, 64), 1.0, 1e-6, 0);
     }
     CHECK(perpo_grounding_reward(S("I cannot see it"), gt, 640, 480) == 0.0f);
@@ -221,20 +217,33 @@ static void test_grounding_reward(perpo_test *t)
 
 /* ---- Edit distance ---- */
 
-static void test_levenshtein_classic(perpo_test *t)
-{
-    static const struct { const char *a; size_t na; const char *b; size_t nb; size_t d; } c[] = {
-        {S("kitten"), S("sitting"), 3},   {S("sitting"), S("kitten"), 3},
-        {S("flaw"), S("lawn"), 2},        {S("saturday"), S("sunday"), 3},
-        {S("intention"), S("execution"), 5}, {S("gumbo"), S("gambol"), 2},
-        {S(""), S(""), 0},                {S(""), S("abc"), 3},
-        {S("abc"), S(""), 3},             {S("abc"), S("abc"), 0},
-        {S("abc"), S("cba"), 2},          {S("a"), S("b"), 1},
-        {S("ab"), S("ba"), 2},            {S("abcdef"), S("azced"), 3},
-        {S("a\0b"), S("a\0c"), 1},        {S("a\0b"), S("ab"), 1},   /* NULs are bytes */
-        {S("\0\0\0"), S(""), 3},
-        {S("caf\xc3\xa9"), S("cafe"), 2}, /* byte level: UTF-8 e-acute is 2 bytes */
-        {S("\xff\xfe"), S("\xfe\xff"), 2},
+static void test_levenshtein_classic(perpo_test *t) {
+    static const struct {
+        const char *a;
+        size_t na;
+        const char *b;
+        size_t nb;
+        size_t d;
+    } c[] = {
+        { S("kitten"), S("sitting"), 3 },
+        { S("sitting"), S("kitten"), 3 },
+        { S("flaw"), S("lawn"), 2 },
+        { S("saturday"), S("sunday"), 3 },
+        { S("intention"), S("execution"), 5 },
+        { S("gumbo"), S("gambol"), 2 },
+        { S(""), S(""), 0 },
+        { S(""), S("abc"), 3 },
+        { S("abc"), S(""), 3 },
+        { S("abc"), S("abc"), 0 },
+        { S("abc"), S("cba"), 2 },
+        { S("a"), S("b"), 1 },
+        { S("ab"), S("ba"), 2 },
+        { S("abcdef"), S("azced"), 3 },
+        { S("a\0b"), S("a\0c"), 1 },
+        { S("a\0b"), S("ab"), 1 }, /* NULs are bytes */
+        { S("\0\0\0"), S(""), 3 },
+        { S("caf\xc3\xa9"), S("cafe"), 2 }, /* byte level: UTF-8 e-acute is 2 bytes */
+        { S("\xff\xfe"), S("\xfe\xff"), 2 },
     };
     size_t i, d;
     for (i = 0; i < sizeof c / sizeof c[0]; i++) {
@@ -249,8 +258,7 @@ static void test_levenshtein_classic(perpo_test *t)
     CHECK(perpo_edit_distance("abc", 3, "abc", 3, NULL, NULL) == PERPO_ERR_ARG);
 }
 
-static void test_normalized_edit_distance(perpo_test *t)
-{
+static void test_normalized_edit_distance(perpo_test *t) {
     float ned = -1, r = -1;
     CHECK_OK(perpo_normalized_edit_distance(S("kitten"), S("sitting"), &ned, NULL));
     CHECK_NEAR(ned, 3.0 / 7.0, 1e-7, 0);
@@ -266,8 +274,7 @@ static void test_normalized_edit_distance(perpo_test *t)
 
 /* ---- Word-level metrics ---- */
 
-static void test_word_prf(perpo_test *t)
-{
+static void test_word_prf(perpo_test *t) {
     float p = -1, r = -1, f = -1, b = -1;
     /* sets {a,b,c,d} vs {a,b,e}: 2 common, P = 2/4, R = 2/3, F1 = 2PR/(P+R) = 4/7 */
     CHECK_OK(perpo_word_scores(S("a b c d"), S("a b e"), &p, &r, &f, NULL, NULL));
@@ -290,8 +297,7 @@ static void test_word_prf(perpo_test *t)
     CHECK(p == 0.0f);
 }
 
-static void test_word_empty_conventions(perpo_test *t)
-{
+static void test_word_empty_conventions(perpo_test *t) {
     float p = -1, r = -1, f = -1, b = -1;
     CHECK_OK(perpo_word_scores(S(""), S(" \t\n"), &p, &r, &f, &b, NULL)); /* both without words */
     CHECK(p == 1.0f && r == 1.0f && f == 1.0f && b == 1.0f);
@@ -304,8 +310,7 @@ static void test_word_empty_conventions(perpo_test *t)
     CHECK(perpo_word_scores(NULL, 3, S("a"), &p, &r, &f, &b, NULL) == PERPO_ERR_ARG);
 }
 
-static void test_bleu_hand(perpo_test *t)
-{
+static void test_bleu_hand(perpo_test *t) {
     float b = -1;
     /* hyp "the cat sat on the mat" vs ref "the cat is on the mat" (6 words each, BP = 1):
      *   1-grams: the x2, cat, on, mat match (clipped)         p1 = 5/6
@@ -321,7 +326,8 @@ static void test_bleu_hand(perpo_test *t)
     CHECK_OK(perpo_word_scores(S("the the the the"), S("the cat"), NULL, NULL, NULL, &b, NULL));
     CHECK_NEAR(b, pow(1.0 / 96.0, 0.25), 1e-6, 0);
     /* brevity: 2 of 6 words, all n-gram precisions 1 (pn = 1/1 when too short): BP = e^(1-6/2) */
-    CHECK_OK(perpo_word_scores(S("the cat"), S("the cat sat on the mat"), NULL, NULL, NULL, &b, NULL));
+    CHECK_OK(
+        perpo_word_scores(S("the cat"), S("the cat sat on the mat"), NULL, NULL, NULL, &b, NULL));
     CHECK_NEAR(b, exp(-2.0), 1e-6, 0);
     CHECK_OK(perpo_word_scores(S("the cat sat on the mat"), S("the cat sat on the mat"), NULL, NULL,
                                NULL, &b, NULL));
@@ -330,9 +336,8 @@ static void test_bleu_hand(perpo_test *t)
     CHECK_NEAR(b, 1.0, 1e-6, 0);
 }
 
-static void test_ocr_score_struct(perpo_test *t)
-{
-    perpo_ocr_scores s = {-1.0f, -1.0f, -1.0f, -1.0f, -1.0f};
+static void test_ocr_score_struct(perpo_test *t) {
+    perpo_ocr_scores s = { -1.0f, -1.0f, -1.0f, -1.0f, -1.0f };
     CHECK_OK(perpo_ocr_score(S("a b c d"), S("a b e"), &s, NULL));
     CHECK_NEAR(s.edit_distance, 3.0 / 7.0, 1e-7, 0); /* "c d" -> "e": 1 substitution, 2 deletions */
     CHECK_NEAR(s.precision, 0.5, 1e-7, 0);
@@ -343,14 +348,18 @@ static void test_ocr_score_struct(perpo_test *t)
 }
 
 /* 100 kB strings: linear memory, prefix/suffix stripping, no overflow. */
-static void test_ocr_long(perpo_test *t)
-{
+static void test_ocr_long(perpo_test *t) {
     const size_t n = 100000;
     char *a = (char *)malloc(n), *b = (char *)malloc(n);
     size_t i, d = 0;
     uint64_t rng = 7;
     float p = 0, r = 0, f = 0, bl = 0;
-    if (!a || !b) { CHECK(a && b); free(a); free(b); return; }
+    if (!a || !b) {
+        CHECK(a && b);
+        free(a);
+        free(b);
+        return;
+    }
     for (i = 0; i < n; i++) { /* lowercase words of 1..8 letters */
         unsigned u = lcg(&rng);
         a[i] = u % 5 == 0 ? ' ' : (char)('a' + (u >> 8) % 26);
@@ -379,18 +388,18 @@ static void test_ocr_long(perpo_test *t)
 
 extern const perpo_test_case perpo_tests_rewards[];
 const perpo_test_case perpo_tests_rewards[] = {
-    {"parse_box_table", test_parse_box_table},
-    {"parse_box_len_is_authoritative", test_parse_box_len_is_authoritative},
-    {"parse_box_fuzz", test_parse_box_fuzz},
-    {"iou_giou_hand", test_iou_giou_hand},
-    {"iou_degenerate", test_iou_degenerate},
-    {"grounding_reward", test_grounding_reward},
-    {"levenshtein_classic", test_levenshtein_classic},
-    {"normalized_edit_distance", test_normalized_edit_distance},
-    {"word_prf", test_word_prf},
-    {"word_empty_conventions", test_word_empty_conventions},
-    {"bleu_hand", test_bleu_hand},
-    {"ocr_score_struct", test_ocr_score_struct},
-    {"ocr_long", test_ocr_long},
-    {NULL, NULL},
+    { "parse_box_table", test_parse_box_table },
+    { "parse_box_len_is_authoritative", test_parse_box_len_is_authoritative },
+    { "parse_box_fuzz", test_parse_box_fuzz },
+    { "iou_giou_hand", test_iou_giou_hand },
+    { "iou_degenerate", test_iou_degenerate },
+    { "grounding_reward", test_grounding_reward },
+    { "levenshtein_classic", test_levenshtein_classic },
+    { "normalized_edit_distance", test_normalized_edit_distance },
+    { "word_prf", test_word_prf },
+    { "word_empty_conventions", test_word_empty_conventions },
+    { "bleu_hand", test_bleu_hand },
+    { "ocr_score_struct", test_ocr_score_struct },
+    { "ocr_long", test_ocr_long },
+    { NULL, NULL },
 };
