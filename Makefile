@@ -147,8 +147,7 @@ test-alloc: $(BUILD)/alloc_fail
 # The whole suite and the allocation test under AddressSanitizer + UndefinedBehaviorSanitizer.
 # The OCR pipeline test trains for 400 steps and takes over 15 minutes under the sanitizers;
 # the grounding pipeline tests run the same library code, so it is skipped there.
-# data-parallel: LeakSanitizer reports 2040 bytes at exit after those tests (forked workers); skipped here until found
-SAN_SKIP ?= "-dense OCR" "-data-parallel"
+SAN_SKIP ?= "-dense OCR"
 SAN := -g -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 $(BUILD)/run_tests_san: $(TEST_SRC) perpo.h | $(BUILD)
 	$(CC) $(WARN) $(SAN) -o $@ tests/main.c $(LIBS)

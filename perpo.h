@@ -541,7 +541,8 @@ typedef struct perpo_pref_set {
    samples n responses with sc and scores them with reward. Each item's responses come from a
    random stream of its own, seeded by sc->seed and the item's index: the same call gives the
    same lists, whatever max_batch is and however the items are split (below). ref_logp is
-   zeroed: call perpo_pref_reference next. */
+   zeroed: call perpo_pref_reference next. *out is overwritten (free a set it held first) and
+   holds nothing when the call fails. */
 PERPODEF perpo_status perpo_pref_sample(perpo_model *model, const perpo_example *items,
                                         size_t n_items, int n, const perpo_sample_config *sc,
                                         perpo_reward_fn reward, void *user, perpo_pref_set *out);

@@ -506,7 +506,8 @@ static void test_parallel_sampling_split(perpo_test *t) {
         for (k = 1; k < 4; k++)
             differ += strcmp(all.lists[i].responses[k], all.lists[i].responses[0]) != 0;
     CHECK_MSG(differ > 24, "only %zu of 72 samples differ from their list's first", differ);
-    /* a range outside size_t, an empty range */
+    /* a range outside size_t, an empty range (into a freed set: out is overwritten, not freed) */
+    perpo_pref_set_free(&part[0]);
     CHECK(perpo_pref_sample_range(m, d.ex, (size_t)-1, 2, 4, &sc, tpar_reward, &d, &part[0]) ==
           PERPO_ERR_ARG);
     CHECK(perpo_pref_sample_range(m, d.ex, 3, 0, 4, &sc, tpar_reward, &d, &part[0]) ==
