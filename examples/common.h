@@ -13,7 +13,7 @@
  *   5. Images         PPM and PNG writers, upscaling, rectangles, labelled image grids
  *   6. Plots          SVG line plots, one or several panels side by side
  *   7. JSON           a small streaming writer for results.json
- *   8. Command line   --name value / --name=value lookups
+ *   8. Command line   a table of options: --name value / --name=value, --help
  *
  * Images are float arrays [H][W][3], row-major, channel fastest, values in [0,1].
  * Boxes are normalized [x1,y1,x2,y2]; a tight pixel box with inclusive pixel corners
@@ -2260,58 +2260,68 @@ EX_FN int ex_json_finish(ex_json *j) {
 }
 
 /* ======================================================================================
- * 8. Command line: "--name value" or "--name=value"; the last occurrence wins.
+ * 8. Command line: a table of options, "--name value" or "--name=value"
+ *
+ * Each entry names an option, says what it is for (printed by --help), its kind and where its
+ * value goes: 'i' an int, 'd' a double (both within [lo, hi]), 's' a string (argv's own).
+ * Options not given keep what the destination held; given twice, the last one wins.
  * ==================================================================================== */
 
-/* If arg is name followed by '=', the text after the '='; else NULL. */
-EX_FN const char *ex__arg_value(const char *arg, const char *name) {
-    while (*name && *arg == *name) {
-        arg++;
-        name++;
-    }
-    return (*name == '\0' && *arg == '=') ? arg + 1 : NULL;
-}
+typedef struct ex_option {
+    const char *name, *help;
+    char kind; /* 'i' int, 'd' double, 's' string */
+    void *dst;
+    double lo, hi;
+} ex_option;
 
-EX_FN const char *ex_arg_str(int argc, char *const *argv, const char *name, const char *def) {
-    const char *found = def, *v;
+/* Parses argv[1..argc) against the n options of spec. Returns 0, or 1 after printing the
+ * usage line, description and options for --help or -h, or -1 after printing what is wrong
+ * (an unknown option, a missing value, a value that is not a number or out of range). */
+EX_FN int ex_options_parse(int argc, char **argv, const ex_option *spec, size_t n,
+                           const char *description) {
+    size_t k;
     int i;
     for (i = 1; i < argc; i++) {
-        if (strcmp(argv[i], name) == 0 && i + 1 < argc)
-            found = argv[++i];
-        else if ((v = ex__arg_value(argv[i], name)) != NULL)
-            found = v;
+        const char *arg = argv[i], *val = NULL, *eq = strchr(arg, '=');
+        size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            printf("usage: %s [options]\n\n%s\n\n", argv[0], description);
+            for (k = 0; k < n; k++) printf("  %-15s %s\n", spec[k].name, spec[k].help);
+            return 1;
+        }
+        for (k = 0; k < n; k++)
+            if (strlen(spec[k].name) == name_len && strncmp(arg, spec[k].name, name_len) == 0)
+                break;
+        if (k == n) {
+            fprintf(stderr, "unknown option %s (see --help)\n", arg);
+            return -1;
+        }
+        if (eq)
+            val = eq + 1;
+        else if (i + 1 < argc)
+            val = argv[++i];
+        else {
+            fprintf(stderr, "option %s needs a value\n", arg);
+            return -1;
+        }
+        if (spec[k].kind == 's') {
+            *(const char **)spec[k].dst = val;
+        } else {
+            char *end;
+            double v = strtod(val, &end);
+            if (*val == '\0' || *end != '\0' || !(v >= spec[k].lo && v <= spec[k].hi) ||
+                (spec[k].kind == 'i' && v != floor(v))) {
+                fprintf(stderr, "bad value \"%s\" for %s (expected %s in [%g, %g])\n", val,
+                        spec[k].name, spec[k].kind == 'i' ? "an integer" : "a number", spec[k].lo,
+                        spec[k].hi);
+                return -1;
+            }
+            if (spec[k].kind == 'i')
+                *(int *)spec[k].dst = (int)v;
+            else
+                *(double *)spec[k].dst = v;
+        }
     }
-    return found;
-}
-
-EX_FN long ex_arg_long(int argc, char *const *argv, const char *name, long def) {
-    const char *s = ex_arg_str(argc, argv, name, NULL);
-    char *end;
-    long v;
-    if (!s || !*s) return def;
-    v = strtol(s, &end, 0);
-    return *end ? def : v;
-}
-
-EX_FN int ex_arg_int(int argc, char *const *argv, const char *name, int def) {
-    long v = ex_arg_long(argc, argv, name, def);
-    return (v > 2147483647L || v < -2147483647L) ? def : (int)v;
-}
-
-EX_FN double ex_arg_double(int argc, char *const *argv, const char *name, double def) {
-    const char *s = ex_arg_str(argc, argv, name, NULL);
-    char *end;
-    double v;
-    if (!s || !*s) return def;
-    v = strtod(s, &end);
-    return *end ? def : v;
-}
-
-/* 1 if the bare flag (e.g. "--quick") is present. */
-EX_FN int ex_arg_flag(int argc, char *const *argv, const char *name) {
-    int i;
-    for (i = 1; i < argc; i++)
-        if (strcmp(argv[i], name) == 0) return 1;
     return 0;
 }
 

@@ -30,13 +30,6 @@ typedef struct options {
     const char *objective, *out, *sft_ckpt, *data;
 } options;
 
-typedef struct option_spec {
-    const char *name, *help;
-    char kind; /* 'i' int, 'd' double, 's' string */
-    void *dst;
-    double lo, hi;
-} option_spec;
-
 /* ---- Objectives compared ---------------------------------------------------------------- */
 #define EX_MAX_OBJECTIVES 4
 static const perpo_objective ex_objective_kinds[EX_MAX_OBJECTIVES] = {
@@ -65,7 +58,7 @@ static int objective_wanted(const char *list, perpo_objective kind) {
 }
 
 static int parse_options(int argc, char **argv, options *o) {
-    option_spec spec[] = {
+    ex_option spec[] = {
         { "--seed", "seed of the training data, the model and the samples", 'i', &o->seed, 0, 2e9 },
         { "--test-seed", "seed of the held-out test examples", 'i', &o->test_seed, 0, 2e9 },
         { "--seeds", "run this many seeds (seed, seed+1, ...) and report mean and std", 'i',
@@ -137,49 +130,8 @@ static int parse_options(int argc, char **argv, options *o) {
         { "--val-seed", "seed of the validation split (never the test seed)", 'i', &o->val_seed, 0,
           2e9 },
     };
-    size_t n = sizeof spec / sizeof spec[0], k;
-    int i;
-    for (i = 1; i < argc; i++) {
-        const char *arg = argv[i], *val = NULL, *eq = strchr(arg, '=');
-        size_t name_len = eq ? (size_t)(eq - arg) : strlen(arg);
-        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            printf("usage: %s [options]\n\n%s\n\n", argv[0], o->description);
-            for (k = 0; k < n; k++) printf("  %-15s %s\n", spec[k].name, spec[k].help);
-            return 1;
-        }
-        for (k = 0; k < n; k++)
-            if (strlen(spec[k].name) == name_len && strncmp(arg, spec[k].name, name_len) == 0)
-                break;
-        if (k == n) {
-            fprintf(stderr, "unknown option %s (see --help)\n", arg);
-            return -1;
-        }
-        if (eq)
-            val = eq + 1;
-        else if (i + 1 < argc)
-            val = argv[++i];
-        else {
-            fprintf(stderr, "option %s needs a value\n", arg);
-            return -1;
-        }
-        if (spec[k].kind == 's') {
-            *(const char **)spec[k].dst = val;
-        } else {
-            char *end;
-            double v = strtod(val, &end);
-            if (*val == '\0' || *end != '\0' || !(v >= spec[k].lo && v <= spec[k].hi) ||
-                (spec[k].kind == 'i' && v != floor(v))) {
-                fprintf(stderr, "bad value \"%s\" for %s (expected %s in [%g, %g])\n", val,
-                        spec[k].name, spec[k].kind == 'i' ? "an integer" : "a number", spec[k].lo,
-                        spec[k].hi);
-                return -1;
-            }
-            if (spec[k].kind == 'i')
-                *(int *)spec[k].dst = (int)v;
-            else
-                *(double *)spec[k].dst = v;
-        }
-    }
+    int rc = ex_options_parse(argc, argv, spec, sizeof spec / sizeof spec[0], o->description);
+    if (rc) return rc;
     {
         const char *p = o->objective;
         while (strcmp(o->objective, "all") != 0 && *p) { /* every comma-separated name known */
