@@ -1,5 +1,5 @@
-/* Tests of examples/common.h: synthetic scenes and pages, the bitmap font, the image, plot
- * and JSON writers. Independent of perpo.h. */
+/* Tests of examples/common.h and the headers it includes: synthetic scenes and pages, the
+ * bitmap font, the image, plot and JSON writers, the option table. Independent of perpo.h. */
 #include "test.h"
 #include "../examples/common.h"
 
@@ -34,7 +34,7 @@ static double tex_box_iou(const ex_object *a, const ex_object *b) {
     return inter / (aa + ab - inter);
 }
 
-/* Bitwise CRC-32, independent of the table version in common.h. */
+/* Bitwise CRC-32, independent of the table version in examples/image.h. */
 static uint32_t tex_crc32_bitwise(const unsigned char *p, size_t n) {
     uint32_t c = 0xFFFFFFFFu;
     size_t i;
