@@ -156,13 +156,20 @@ static const char *ocr_check(const char *answer) {
 static int write_picture(const char *path, const dataset *test, const char *sft_text,
                          const char *perpo_text) {
     enum { N_SHOW = 8, ZOOM = 3 };
-    static float page[IMG_W * ZOOM * IMG_H * ZOOM * 3],
-        tiles[N_SHOW][2 * IMG_W * ZOOM * IMG_H * ZOOM * 3];
-    static char labels[N_SHOW][3 * (TEXT_CAP + 8)];
+    const size_t page_floats = (size_t)IMG_W * ZOOM * IMG_H * ZOOM * 3; /* a zoomed page */
+    float *page, *tiles; /* tiles: n of 2 * page_floats, the page and room for its labels */
+    char labels[N_SHOW][3 * (TEXT_CAP + 8)];
     const float *ptr[N_SHOW];
     const char *lab[N_SHOW];
     ex_grid g = ex_grid_default();
-    int i, n = test->n < N_SHOW ? test->n : N_SHOW;
+    int i, n = test->n < N_SHOW ? test->n : N_SHOW, rc;
+    page = (float *)malloc(page_floats * sizeof(float));
+    tiles = (float *)malloc((size_t)n * 2 * page_floats * sizeof(float));
+    if (!page || !tiles) {
+        free(page);
+        free(tiles);
+        return 1;
+    }
     for (i = 0; i < n; i++) { /* one line each: newlines of the transcriptions shown as '|' */
         char t[3][TEXT_CAP];
         int k;
@@ -178,12 +185,12 @@ static int write_picture(const char *path, const dataset *test, const char *sft_
             int y;
             ex_upscale(test->examples[i].image, IMG_W, IMG_H, ZOOM, page);
             for (y = 0; y < IMG_H * ZOOM; y++) {
-                float *row = tiles[i] + (size_t)y * 2 * IMG_W * ZOOM * 3;
+                float *row = tiles + (size_t)i * 2 * page_floats + (size_t)y * 2 * IMG_W * ZOOM * 3;
                 memcpy(row, page + (size_t)y * IMG_W * ZOOM * 3, IMG_W * ZOOM * 3 * sizeof(float));
                 for (k = IMG_W * ZOOM * 3; k < 2 * IMG_W * ZOOM * 3; k++) row[k] = 1.0f;
             }
         }
-        ptr[i] = tiles[i];
+        ptr[i] = tiles + (size_t)i * 2 * page_floats;
         lab[i] = labels[i];
     }
     g.cols = 2;
@@ -191,14 +198,17 @@ static int write_picture(const char *path, const dataset *test, const char *sft_
     g.label_lines = 3;
     g.label_scale = 1;
     g.margin = 10;
-    return ex_grid_write_png(path, &g, n, ptr, IMG_W * ZOOM * 2, IMG_H * ZOOM, lab) == 0 ? 0 : 1;
+    rc = ex_grid_write_png(path, &g, n, ptr, IMG_W * ZOOM * 2, IMG_H * ZOOM, lab) == 0 ? 0 : 1;
+    free(page);
+    free(tiles);
+    return rc;
 }
 
 int main(int argc, char **argv) {
-    static const char *ned_key[N_DENSITY] = { "edit_distance_d0", "edit_distance_d1",
-                                              "edit_distance_d2", "edit_distance_d3" };
-    static const char *ned_head[N_DENSITY] = { "ED d0", "ED d1", "ED d2", "ED d3" };
-    static const char *f1_key[N_DENSITY] = { "f1_d0", "f1_d1", "f1_d2", "f1_d3" };
+    static const char *const ned_key[N_DENSITY] = { "edit_distance_d0", "edit_distance_d1",
+                                                    "edit_distance_d2", "edit_distance_d3" };
+    static const char *const ned_head[N_DENSITY] = { "ED d0", "ED d1", "ED d2", "ED d3" };
+    static const char *const f1_key[N_DENSITY] = { "f1_d0", "f1_d1", "f1_d2", "f1_d3" };
     options o;
     task tk;
     int k;

@@ -123,29 +123,32 @@ static const char *box_check(const char *answer) {
 static int write_picture(const char *path, const dataset *test, const char *sft_text,
                          const char *perpo_text) {
     enum { N_SHOW = 16, ZOOM = 4 };
-    static float tiles[N_SHOW][IMG * ZOOM * IMG * ZOOM * 3];
+    const size_t tile = (size_t)IMG * ZOOM * IMG * ZOOM * 3; /* floats of a zoomed scene */
+    float *tiles;
     const float *ptr[N_SHOW];
     char labels[N_SHOW][48];
     const char *lab[N_SHOW];
     const float green[3] = { 0.1f, 1.0f, 0.2f }, red[3] = { 1.0f, 0.15f, 0.1f },
                 yellow[3] = { 1.0f, 0.9f, 0.1f };
     ex_grid g = ex_grid_default();
-    int i, n = test->n < N_SHOW ? test->n : N_SHOW;
+    int i, n = test->n < N_SHOW ? test->n : N_SHOW, rc;
+    if (!(tiles = (float *)malloc((size_t)n * tile * sizeof(float)))) return 1;
     for (i = 0; i < n; i++) {
+        float *im = tiles + (size_t)i * tile;
         float b[4];
         const char *st = sft_text + (size_t)i * test->cap, *ans = ds_answer(test, i);
-        ex_upscale(test->examples[i].image, IMG, IMG, ZOOM, tiles[i]);
+        ex_upscale(test->examples[i].image, IMG, IMG, ZOOM, im);
         if (perpo_parse_box(ans, strlen(ans), (float)IMG, (float)IMG, b))
-            ex_draw_rect(tiles[i], IMG * ZOOM, IMG * ZOOM, b, green, 2);
+            ex_draw_rect(im, IMG * ZOOM, IMG * ZOOM, b, green, 2);
         if (perpo_parse_box(st, strlen(st), (float)IMG, (float)IMG, b))
-            ex_draw_rect(tiles[i], IMG * ZOOM, IMG * ZOOM, b, red, 1);
+            ex_draw_rect(im, IMG * ZOOM, IMG * ZOOM, b, red, 1);
         if (perpo_text) {
             const char *pt = perpo_text + (size_t)i * test->cap;
             if (perpo_parse_box(pt, strlen(pt), (float)IMG, (float)IMG, b))
-                ex_draw_rect(tiles[i], IMG * ZOOM, IMG * ZOOM, b, yellow, 1);
+                ex_draw_rect(im, IMG * ZOOM, IMG * ZOOM, b, yellow, 1);
         }
         snprintf(labels[i], sizeof labels[i], "%s", ds_prompt(test, i));
-        ptr[i] = tiles[i];
+        ptr[i] = im;
         lab[i] = labels[i];
     }
     g.cols = 4;
@@ -154,7 +157,9 @@ static int write_picture(const char *path, const dataset *test, const char *sft_
     g.label_scale = 2;
     g.bg[0] = g.bg[1] = g.bg[2] = 0.12f;
     g.fg[0] = g.fg[1] = g.fg[2] = 0.95f;
-    return ex_grid_write_png(path, &g, n, ptr, IMG * ZOOM, IMG * ZOOM, lab);
+    rc = ex_grid_write_png(path, &g, n, ptr, IMG * ZOOM, IMG * ZOOM, lab);
+    free(tiles);
+    return rc;
 }
 
 int main(int argc, char **argv) {
