@@ -33,7 +33,9 @@ ifeq ($(HAVE_MPI),1)
   EXAMPLES += $(BUILD)/mpi_train
 endif
 PYTHON   ?= /usr/bin/python3
-TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) examples/common.h
+# The example helpers: common.h and the headers it includes, one per concern.
+EX_COMMON := examples/common.h examples/synth.h examples/font.h examples/image.h examples/report.h examples/cmdline.h
+TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) $(EX_COMMON)
 
 .PHONY: format pretrain pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-alloc test-blas test-portable test-omp test-mpi test-torch test-sanitize soak fuzz demo demo-ocr bench bench-compare bench-scaling shared clean
 
@@ -46,7 +48,7 @@ $(BUILD):
 $(BUILD)/run_tests: $(TEST_SRC) perpo.h | $(BUILD)
 	$(CC) $(WARN) $(OPT) -o $@ tests/main.c $(LIBS)
 
-$(BUILD)/%: examples/%.c examples/common.h examples/pipeline.h perpo.h | $(BUILD)
+$(BUILD)/%: examples/%.c $(EX_COMMON) examples/pipeline.h perpo.h | $(BUILD)
 	$(CC) $(WARN) $(OPT) $(OMP) $(EX_DEFS) -o $@ $< $(LIBS)
 
 test: test-compile test-readme test-alloc test-blas test-portable test-omp test-examples test-mpi test-torch test-unit
@@ -108,7 +110,7 @@ test-portable: | $(BUILD)
 	@grep -Eq '^portable build: [1-9][0-9]* passed, 0 failed$$' $(BUILD)/portable.out
 
 # Data-parallel SFT and PerPO over MPI (the trainers' reduction hook is MPI_Allreduce).
-$(BUILD)/mpi_train: examples/mpi_train.c examples/common.h perpo.h | $(BUILD)
+$(BUILD)/mpi_train: examples/mpi_train.c $(EX_COMMON) perpo.h | $(BUILD)
 	$(MPICC) $(WARN) $(OPT) $(OMP) -o $@ $< $(LIBS)
 
 # 2 MPI ranks against 1 process with the same total batch (tests/mpi_check.sh says what it

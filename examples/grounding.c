@@ -24,47 +24,25 @@
 
 /* ---- Options ------------------------------------------------------------------------------ */
 static void set_defaults(options *o) {
+    options_default(o);
     o->description =
         "PerPO on synthetic object grounding: from the pretrained SFT model, the control\n"
         "(SFT continued), DPO and PerPO on the same sampled lists, evaluated on held-out scenes.";
-    o->max_batch = 32;
-    o->seed = 1;
     o->test_seed = 777;
-    o->seeds = 1;
     o->n_samples = 8;
-    o->pref_steps = 100;
-    o->rounds = 1;
-    o->accum = 1;
     o->n_pref = 512;
     o->n_test = 2000;
     o->bon_test = 500;
-    o->threads = 0;
-    o->batch = 32;
     o->lists_per_step = 4;
-    o->verbose = 1;
+    o->margin = 0.3;
     /* the paper's recipe (beta 0.1, gamma 0.5, summed log-probs, no NLL term) at lr 1e-5: the
        best PerPO of the recipes searched on validation scenes (README, "What we learned"), none
        of which beat SFT beyond noise; lr 1e-4 to 3e-4 pulls every method 1.5-4 points below */
-    o->beta = 0.1;
-    o->gamma = 0.5;
-    o->temperature = 1.0;
-    o->top_p = 0.8;
-    o->margin = 0.3;
-    o->nll = 0.0;
-    o->mean_logp = 0;
     o->pref_lr = 1e-5;
-    o->objective = "dpo,perpo";
     o->out = "results/grounding";
-    o->data = NULL;
     o->sft_ckpt = "examples/models/grounding_sft.ckpt";
-    /* --data fine-tunes the checkpoint for sft_steps; --pretrain trains from scratch (make pretrain) */
-    o->sft_steps = 300;
-    o->sft_lr = 1e-4;
-    o->from_scratch = 0;
-    o->pretrain = 0;
     o->n_val = 2000;
     o->val_seed = 555;
-    o->save_every = 250;
     o->sft_warmup = 200;
 }
 
@@ -123,29 +101,32 @@ static const char *box_check(const char *answer) {
 static int write_picture(const char *path, const dataset *test, const char *sft_text,
                          const char *perpo_text) {
     enum { N_SHOW = 16, ZOOM = 4 };
-    static float tiles[N_SHOW][IMG * ZOOM * IMG * ZOOM * 3];
+    const size_t tile = (size_t)IMG * ZOOM * IMG * ZOOM * 3; /* floats of a zoomed scene */
+    float *tiles;
     const float *ptr[N_SHOW];
     char labels[N_SHOW][48];
     const char *lab[N_SHOW];
     const float green[3] = { 0.1f, 1.0f, 0.2f }, red[3] = { 1.0f, 0.15f, 0.1f },
                 yellow[3] = { 1.0f, 0.9f, 0.1f };
     ex_grid g = ex_grid_default();
-    int i, n = test->n < N_SHOW ? test->n : N_SHOW;
+    int i, n = test->n < N_SHOW ? test->n : N_SHOW, rc;
+    if (!(tiles = (float *)malloc((size_t)n * tile * sizeof(float)))) return 1;
     for (i = 0; i < n; i++) {
+        float *im = tiles + (size_t)i * tile;
         float b[4];
         const char *st = sft_text + (size_t)i * test->cap, *ans = ds_answer(test, i);
-        ex_upscale(test->examples[i].image, IMG, IMG, ZOOM, tiles[i]);
+        ex_upscale(test->examples[i].image, IMG, IMG, ZOOM, im);
         if (perpo_parse_box(ans, strlen(ans), (float)IMG, (float)IMG, b))
-            ex_draw_rect(tiles[i], IMG * ZOOM, IMG * ZOOM, b, green, 2);
+            ex_draw_rect(im, IMG * ZOOM, IMG * ZOOM, b, green, 2);
         if (perpo_parse_box(st, strlen(st), (float)IMG, (float)IMG, b))
-            ex_draw_rect(tiles[i], IMG * ZOOM, IMG * ZOOM, b, red, 1);
+            ex_draw_rect(im, IMG * ZOOM, IMG * ZOOM, b, red, 1);
         if (perpo_text) {
             const char *pt = perpo_text + (size_t)i * test->cap;
             if (perpo_parse_box(pt, strlen(pt), (float)IMG, (float)IMG, b))
-                ex_draw_rect(tiles[i], IMG * ZOOM, IMG * ZOOM, b, yellow, 1);
+                ex_draw_rect(im, IMG * ZOOM, IMG * ZOOM, b, yellow, 1);
         }
         snprintf(labels[i], sizeof labels[i], "%s", ds_prompt(test, i));
-        ptr[i] = tiles[i];
+        ptr[i] = im;
         lab[i] = labels[i];
     }
     g.cols = 4;
@@ -154,13 +135,14 @@ static int write_picture(const char *path, const dataset *test, const char *sft_
     g.label_scale = 2;
     g.bg[0] = g.bg[1] = g.bg[2] = 0.12f;
     g.fg[0] = g.fg[1] = g.fg[2] = 0.95f;
-    return ex_grid_write_png(path, &g, n, ptr, IMG * ZOOM, IMG * ZOOM, lab);
+    rc = ex_grid_write_png(path, &g, n, ptr, IMG * ZOOM, IMG * ZOOM, lab);
+    free(tiles);
+    return rc;
 }
 
 int main(int argc, char **argv) {
     options o;
     task tk;
-    memset(&o, 0, sizeof o);
     memset(&tk, 0, sizeof tk);
     set_defaults(&o);
     tk.name = "grounding";

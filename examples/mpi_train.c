@@ -24,7 +24,8 @@
  * --sft-steps 50 --sft-lr 1e-4 (1e-3 with --scratch) --prompts 64 --n 8 --margin 0.3
  * --lists 2 --pref-steps 40 --pref-lr 1e-5 --beta 0.1 --nll 0 --seed 1 --threads T (OpenMP
  * threads per rank) --out DIR (checkpoints, written by rank 0 alone: sft.ckpt, perpo.ckpt, and
- * <phase>.partial every --save-every steps; default results/mpi) --verbose 1.
+ * <phase>.partial every --save-every steps; default results/mpi) --verbose 1; --help lists
+ * them.
  */
 #define _POSIX_C_SOURCE 200809L /* mkdir; the library itself is plain C99 */
 #define PERPO_IMPLEMENTATION
@@ -222,19 +223,29 @@ int main(int argc, char **argv) {
     size_t first = 0, count = 0, kept = 0, total_kept = 0, n_prompts, i;
     double t0, t_sft = 0.0, t_sample = 0.0, t_pref = 0.0;
     unsigned long long my_hash, *hashes = NULL;
-    int batch, accum, sft_steps, n, lists, pref_steps, threads, scratch, all_same = 1;
-    const char *init;
+    int all_same = 1;
+    int batch = 8, accum = 1, sft_steps = 50, n = 8, lists = 2, pref_steps = 40, threads = 0;
+    int scratch = 0, width = 64, prompts_arg = 64, seed_arg = 1;
+    double sft_lr = -1.0, pref_lr = 1e-5, margin = 0.3, beta = 0.1, nll = 0.0;
+    const char *init = "examples/models/grounding_sft.ckpt";
     uint64_t seed;
 
-    if (ex_arg_str(argc, argv, "--compare", NULL)) {
-        const char *a = ex_arg_str(argc, argv, "--compare", NULL);
-        int k;
-        for (k = 1; k + 2 < argc; k++) /* the second path follows the first */
-            if (strcmp(argv[k], "--compare") == 0)
-                return compare(a, argv[k + 2], ex_arg_str(argc, argv, "--base", NULL),
-                               ex_arg_double(argc, argv, "--tol", 1e-4));
-        fprintf(stderr, "usage: mpi_train --compare A.ckpt B.ckpt [--base C.ckpt] [--tol T]\n");
-        return 2;
+    if (argc >= 2 && strcmp(argv[1], "--compare") == 0) {
+        const char *base = NULL;
+        double tol = 1e-4;
+        const ex_option spec[] = {
+            { "--base", "the checkpoint both started from (relative distance)", 's', &base, 0, 0 },
+            { "--tol", "the largest distance that passes", 'd', &tol, 0, 1e30 },
+        };
+        if (argc < 4) {
+            fprintf(stderr, "usage: mpi_train --compare A.ckpt B.ckpt [--base C.ckpt] [--tol T]\n");
+            return 2;
+        } /* the options after the two paths: argv[3] stands in for the program name */
+        if (ex_options_parse(argc - 3, argv + 3, spec, sizeof spec / sizeof spec[0],
+                             "mpi_train --compare A.ckpt B.ckpt: how far apart two checkpoints' "
+                             "parameters are") != 0)
+            return 2; /* also after --help: no comparison was made */
+        return compare(argv[2], argv[3], base, tol);
     }
     memset(&r, 0, sizeof r);
     memset(&set, 0, sizeof set);
@@ -244,21 +255,50 @@ int main(int argc, char **argv) {
     r.comm = MPI_COMM_WORLD;
     MPI_Comm_rank(r.comm, &r.rank);
     MPI_Comm_size(r.comm, &r.world);
-    r.verbose = ex_arg_int(argc, argv, "--verbose", 1);
-    r.save_every = ex_arg_int(argc, argv, "--save-every", 0);
-    r.out = ex_arg_str(argc, argv, "--out", "results/mpi");
-    r.img = ex_arg_int(argc, argv, "--image", 32);
-    batch = ex_arg_int(argc, argv, "--batch", 8);
-    accum = ex_arg_int(argc, argv, "--accum", 1);
-    sft_steps = ex_arg_int(argc, argv, "--sft-steps", 50);
-    n_prompts = (size_t)ex_arg_long(argc, argv, "--prompts", 64);
-    n = ex_arg_int(argc, argv, "--n", 8);
-    lists = ex_arg_int(argc, argv, "--lists", 2);
-    pref_steps = ex_arg_int(argc, argv, "--pref-steps", 40);
-    threads = ex_arg_int(argc, argv, "--threads", 0);
-    seed = (uint64_t)ex_arg_long(argc, argv, "--seed", 1);
-    scratch = ex_arg_int(argc, argv, "--scratch", 0);
-    init = scratch ? NULL : ex_arg_str(argc, argv, "--init", "examples/models/grounding_sft.ckpt");
+    r.verbose = 1;
+    r.out = "results/mpi";
+    r.img = 32;
+    {
+        const ex_option spec[] = {
+            { "--batch", "SFT scenes per step and rank", 'i', &batch, -2e9, 2e9 },
+            { "--accum", "SFT micro-batches per optimizer step", 'i', &accum, -2e9, 2e9 },
+            { "--sft-steps", "SFT steps (0 = none)", 'i', &sft_steps, -2e9, 2e9 },
+            { "--sft-lr", "SFT peak learning rate (default 1e-4, 1e-3 with --scratch)", 'd',
+              &sft_lr, 0, 1e30 },
+            { "--prompts", "preference prompts over all ranks", 'i', &prompts_arg, -2e9, 2e9 },
+            { "--n", "responses sampled per prompt (list size)", 'i', &n, -2e9, 2e9 },
+            { "--margin", "keep lists whose best-minus-worst reward is at least this", 'd', &margin,
+              -1e30, 1e30 },
+            { "--lists", "lists per preference step and rank", 'i', &lists, -2e9, 2e9 },
+            { "--pref-steps", "PerPO steps (0 = none)", 'i', &pref_steps, -2e9, 2e9 },
+            { "--pref-lr", "PerPO peak learning rate", 'd', &pref_lr, -1e30, 1e30 },
+            { "--beta", "beta of the objective", 'd', &beta, -1e30, 1e30 },
+            { "--nll", "weight of the NLL term on each list's best answer", 'd', &nll, -1e30,
+              1e30 },
+            { "--seed", "seed of the model, the data and the samples", 'i', &seed_arg, -2e9, 2e9 },
+            { "--threads", "OpenMP threads per rank (0 = the runtime's default)", 'i', &threads,
+              -2e9, 2e9 },
+            { "--init", "the SFT checkpoint to start from", 's', &init, 0, 0 },
+            { "--scratch", "1: a new model instead of --init", 'i', &scratch, -2e9, 2e9 },
+            { "--image", "scene size with --scratch (a multiple of 8)", 'i', &r.img, -2e9, 2e9 },
+            { "--width", "model width with --scratch", 'i', &width, -2e9, 2e9 },
+            { "--out", "checkpoint folder (rank 0 writes it)", 's', &r.out, 0, 0 },
+            { "--save-every", "save <phase>.partial every this many steps (0 = never)", 'i',
+              &r.save_every, -2e9, 2e9 },
+            { "--verbose", "0 quiet, 1 progress", 'i', &r.verbose, -2e9, 2e9 },
+        };
+        int rc = ex_options_parse(argc, argv, spec, sizeof spec / sizeof spec[0],
+                                  "Grounding SFT and PerPO, data-parallel over MPI (see the top "
+                                  "of examples/mpi_train.c).");
+        if (rc != 0) {
+            MPI_Finalize();
+            return rc > 0 ? 0 : 2;
+        }
+    }
+    if (scratch) init = NULL;
+    if (sft_lr < 0) sft_lr = scratch ? 1e-3 : 1e-4;
+    n_prompts = (size_t)prompts_arg;
+    seed = (uint64_t)(long)seed_arg;
     if (batch < 1 || accum < 1 || sft_steps < 0 || n < 2 || lists < 1 || pref_steps < 0 ||
         n_prompts < 1 || r.img < 8 || r.img % 8 != 0) {
         if (r.rank == 0)
@@ -296,7 +336,7 @@ int main(int argc, char **argv) {
     } else {
         cfg.image_h = cfg.image_w = r.img;
         cfg.patch_h = cfg.patch_w = 8;
-        cfg.d_model = ex_arg_int(argc, argv, "--width", 64);
+        cfg.d_model = width;
         cfg.n_heads = 4;
         cfg.n_vis_layers = 1;
         cfg.n_dec_layers = 2;
@@ -321,7 +361,7 @@ int main(int argc, char **argv) {
         tc.batch_size = batch;
         tc.accum_steps = accum;
         tc.seed = seed;
-        tc.optim.lr = (float)ex_arg_double(argc, argv, "--sft-lr", scratch ? 1e-3 : 1e-4);
+        tc.optim.lr = (float)sft_lr;
         tc.optim.min_lr = tc.optim.lr * 0.1f;
         tc.optim.total_steps = sft_steps;
         tc.optim.warmup_steps = sft_steps < 20 ? sft_steps / 4 : 20;
@@ -361,8 +401,7 @@ int main(int argc, char **argv) {
             if ((st = perpo_pref_sample_range(sft, items, first, count, n, &sc, iou_reward,
                                               &prompts, &set)) != PERPO_OK)
                 fail(&r, "sample", st);
-            kept = perpo_pref_filter(set.lists, set.n_lists,
-                                     (float)ex_arg_double(argc, argv, "--margin", 0.3));
+            kept = perpo_pref_filter(set.lists, set.n_lists, (float)margin);
             if (kept > 0 && (st = perpo_pref_reference(sft, set.lists, kept)) != PERPO_OK)
                 fail(&r, "reference", st);
         }
@@ -387,11 +426,11 @@ int main(int argc, char **argv) {
             fail(&r, "policy", st);
         pc.lists_per_step = lists;
         pc.optim.total_steps = pref_steps;
-        pc.optim.lr = (float)ex_arg_double(argc, argv, "--pref-lr", 1e-5);
+        pc.optim.lr = (float)pref_lr;
         pc.optim.min_lr = pc.optim.lr * 0.1f;
         pc.optim.warmup_steps = pref_steps < 10 ? pref_steps / 4 : 5;
-        pc.objective.beta = (float)ex_arg_double(argc, argv, "--beta", 0.1);
-        pc.nll_weight = (float)ex_arg_double(argc, argv, "--nll", 0.0);
+        pc.objective.beta = (float)beta;
+        pc.nll_weight = (float)nll;
         pc.seed = seed;
         pc.log_every = pref_steps < 10 ? 1 : pref_steps / 10;
         pc.parallel = par;

@@ -1,5 +1,5 @@
-/* Tests of examples/common.h: synthetic scenes and pages, the bitmap font, the image, plot
- * and JSON writers. Independent of perpo.h. */
+/* Tests of examples/common.h and the headers it includes: synthetic scenes and pages, the
+ * bitmap font, the image, plot and JSON writers, the option table. Independent of perpo.h. */
 #include "test.h"
 #include "../examples/common.h"
 
@@ -34,7 +34,7 @@ static double tex_box_iou(const ex_object *a, const ex_object *b) {
     return inter / (aa + ab - inter);
 }
 
-/* Bitwise CRC-32, independent of the table version in common.h. */
+/* Bitwise CRC-32, independent of the table version in examples/image.h. */
 static uint32_t tex_crc32_bitwise(const unsigned char *p, size_t n) {
     uint32_t c = 0xFFFFFFFFu;
     size_t i;
@@ -791,17 +791,29 @@ static void tex_json_writer(perpo_test *t) {
     }
 }
 
-static void tex_args(perpo_test *t) {
-    char a0[] = "prog", a1[] = "--steps", a2[] = "300", a3[] = "--lr=0.001", a4[] = "--quick",
-         a5[] = "--out=dir", a6[] = "--steps=x";
-    char *argv[] = { a0, a1, a2, a3, a4, a5, a6 };
-    CHECK(ex_arg_int(3, argv, "--steps", 5) == 300);
-    CHECK(ex_arg_int(7, argv, "--steps", 5) == 5); /* last one wins and is not a number */
-    CHECK_NEAR(ex_arg_double(7, argv, "--lr", 1.0), 0.001, 1e-12, 0);
-    CHECK(ex_arg_flag(7, argv, "--quick") == 1);
-    CHECK(ex_arg_flag(7, argv, "--slow") == 0);
-    CHECK(strcmp(ex_arg_str(7, argv, "--out", "x"), "dir") == 0);
-    CHECK(strcmp(ex_arg_str(7, argv, "--missing", "def"), "def") == 0);
+static void tex_options(perpo_test *t) {
+    char a0[] = "prog", a1[] = "--steps", a2[] = "300", a3[] = "--lr=0.001", a4[] = "--out=dir",
+         a5[] = "--steps=7", a6[] = "--steps", a7[] = "x", a8[] = "5000", a9[] = "--quick";
+    char *argv[] = { a0, a1, a2, a3, a4, a5, a6, a7 };
+    char *no_value[] = { a0, a6 }, *too_big[] = { a0, a6, a8 }, *unknown[] = { a0, a9 };
+    int steps = 5;
+    double lr = 1.0;
+    const char *out = "x";
+    const ex_option spec[] = {
+        { "--steps", "steps", 'i', &steps, 0, 1000 },
+        { "--lr", "learning rate", 'd', &lr, 0, 1 },
+        { "--out", "folder", 's', &out, 0, 0 },
+    };
+    const size_t n = sizeof spec / sizeof spec[0];
+    CHECK(ex_options_parse(1, argv, spec, n, "") == 0 && steps == 5 && lr == 1.0); /* defaults */
+    CHECK(ex_options_parse(3, argv, spec, n, "") == 0 && steps == 300);
+    CHECK(ex_options_parse(6, argv, spec, n, "") == 0 && steps == 7); /* the last one wins */
+    CHECK_NEAR(lr, 0.001, 1e-12, 0);
+    CHECK(strcmp(out, "dir") == 0);
+    CHECK(ex_options_parse(8, argv, spec, n, "") == -1 && steps == 7); /* not a number */
+    CHECK(ex_options_parse(2, no_value, spec, n, "") == -1);
+    CHECK(ex_options_parse(3, too_big, spec, n, "") == -1 && steps == 7);
+    CHECK(ex_options_parse(2, unknown, spec, n, "") == -1);
 }
 
 extern const perpo_test_case perpo_tests_examples[];
@@ -824,7 +836,7 @@ const perpo_test_case perpo_tests_examples[] = {
     { "examples_upscale_rect_grid", tex_upscale_rect_grid },
     { "examples_svg_plot", tex_svg_plot },
     { "examples_json_writer", tex_json_writer },
-    { "examples_args", tex_args },
+    { "examples_options", tex_options },
     { NULL, NULL },
 };
 
