@@ -22,9 +22,10 @@ typedef struct ex_option {
 
 /* Parses argv[1..argc) against the n options of spec. Returns 0, or 1 after printing the
  * usage line, description and options for --help or -h, or -1 after printing what is wrong
- * (an unknown option, a missing value, a value that is not a number or out of range). */
+ * (an unknown option, a missing value, a value that is not a number or out of range) to err
+ * (stderr in the programs). */
 EX_FN int ex_options_parse(int argc, char **argv, const ex_option *spec, size_t n,
-                           const char *description) {
+                           const char *description, FILE *err) {
     size_t k;
     int i;
     for (i = 1; i < argc; i++) {
@@ -39,7 +40,7 @@ EX_FN int ex_options_parse(int argc, char **argv, const ex_option *spec, size_t 
             if (strlen(spec[k].name) == name_len && strncmp(arg, spec[k].name, name_len) == 0)
                 break;
         if (k == n) {
-            fprintf(stderr, "unknown option %s (see --help)\n", arg);
+            fprintf(err, "unknown option %s (see --help)\n", arg);
             return -1;
         }
         if (eq)
@@ -47,7 +48,7 @@ EX_FN int ex_options_parse(int argc, char **argv, const ex_option *spec, size_t 
         else if (i + 1 < argc)
             val = argv[++i];
         else {
-            fprintf(stderr, "option %s needs a value\n", arg);
+            fprintf(err, "option %s needs a value\n", arg);
             return -1;
         }
         if (spec[k].kind == 's') {
@@ -57,7 +58,7 @@ EX_FN int ex_options_parse(int argc, char **argv, const ex_option *spec, size_t 
             double v = strtod(val, &end);
             if (*val == '\0' || *end != '\0' || !(v >= spec[k].lo && v <= spec[k].hi) ||
                 (spec[k].kind == 'i' && v != floor(v))) {
-                fprintf(stderr, "bad value \"%s\" for %s (expected %s in [%g, %g])\n", val,
+                fprintf(err, "bad value \"%s\" for %s (expected %s in [%g, %g])\n", val,
                         spec[k].name, spec[k].kind == 'i' ? "an integer" : "a number", spec[k].lo,
                         spec[k].hi);
                 return -1;

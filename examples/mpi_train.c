@@ -243,7 +243,8 @@ int main(int argc, char **argv) {
         } /* the options after the two paths: argv[3] stands in for the program name */
         if (ex_options_parse(argc - 3, argv + 3, spec, sizeof spec / sizeof spec[0],
                              "mpi_train --compare A.ckpt B.ckpt: how far apart two checkpoints' "
-                             "parameters are") != 0)
+                             "parameters are",
+                             stderr) != 0)
             return 2; /* also after --help: no comparison was made */
         return compare(argv[2], argv[3], base, tol);
     }
@@ -289,7 +290,8 @@ int main(int argc, char **argv) {
         };
         int rc = ex_options_parse(argc, argv, spec, sizeof spec / sizeof spec[0],
                                   "Grounding SFT and PerPO, data-parallel over MPI (see the top "
-                                  "of examples/mpi_train.c).");
+                                  "of examples/mpi_train.c).",
+                                  stderr);
         if (rc != 0) {
             MPI_Finalize();
             return rc > 0 ? 0 : 2;

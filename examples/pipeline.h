@@ -161,7 +161,8 @@ static int parse_options(int argc, char **argv, options *o) {
         { "--val-seed", "seed of the validation split (never the test seed)", 'i', &o->val_seed, 0,
           2e9 },
     };
-    int rc = ex_options_parse(argc, argv, spec, sizeof spec / sizeof spec[0], o->description);
+    int rc =
+        ex_options_parse(argc, argv, spec, sizeof spec / sizeof spec[0], o->description, stderr);
     if (rc) return rc;
     {
         const char *p = o->objective;
@@ -762,7 +763,7 @@ typedef struct method_result {
     char name[48];
     scores s;
     double train_s;
-    curve curve;
+    curve loss_curve;
 } method_result;
 
 typedef struct run_result {
@@ -985,7 +986,7 @@ static int run_preference(const task *tk, const options *o, int seed, perpo_mode
         snprintf(mr->name, sizeof mr->name, "%s",
                  k < 0 ? "control (SFT continued)" : perpo_objective_name(ex_objective_kinds[k]));
         run_log_start(&log, k < 0 ? "control" : perpo_objective_name(ex_objective_kinds[k]),
-                      o->verbose, &mr->curve);
+                      o->verbose, &mr->loss_curve);
         t = log.t0;
         st = k < 0 ? train_control(pol, sft, prefs, set.lists, kept, o, seed, &log)
                    : train_objective(pol, sft, tk, prefs, o, seed, k, &set, kept, &log);
@@ -1154,7 +1155,7 @@ static uint64_t split_val_base(int val_seed) {
 #define EX_REGRESSION_N 200 /* validation examples the checkpoint's regression test scores */
 
 typedef struct pretrain_stream {
-    const task *task;
+    const task *def;
     uint64_t base;
     size_t image_floats;
     float *images; /* one image per batch slot */
@@ -1164,9 +1165,9 @@ typedef struct pretrain_stream {
 static perpo_status pretrain_next(size_t index, size_t slot, perpo_example *out, void *user) {
     pretrain_stream *s = (pretrain_stream *)user;
     float *img = s->images + slot * s->image_floats;
-    char *prompt = s->text + slot * 2 * s->task->text_cap, *answer = prompt + s->task->text_cap;
+    char *prompt = s->text + slot * 2 * s->def->text_cap, *answer = prompt + s->def->text_cap;
     int group;
-    if (s->task->make(s->base, (uint64_t)index, img, prompt, answer, &group) != 0)
+    if (s->def->make(s->base, (uint64_t)index, img, prompt, answer, &group) != 0)
         return PERPO_ERR_ARG;
     out->image = img;
     out->prompt = prompt;
@@ -1280,7 +1281,7 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
     tc.optim.min_lr = (float)o->sft_lr * 0.05f;
     tc.optim.warmup_steps = o->sft_warmup < o->sft_steps ? o->sft_warmup : o->sft_steps / 10;
     tc.optim.total_steps = o->sft_steps;
-    stream.task = task;
+    stream.def = task;
     stream.base = split_train_base(o->seed);
     stream.image_floats =
         (size_t)task->cfg.image_h * (size_t)task->cfg.image_w * (size_t)task->cfg.channels;
@@ -1614,7 +1615,7 @@ static int experiment_main(const task *tk, options *o, int argc, char **argv) {
         int k, n = 0;
         for (k = 2; k < runs[0].n_methods - 1 && n < EX_MAX_OBJECTIVES; k++, n++) {
             names[n] = runs[0].m[k].name;
-            curves[n] = &runs[0].m[k].curve;
+            curves[n] = &runs[0].m[k].loss_curve;
         }
         read_pretrain_curve(o->sft_ckpt, pre);
         snprintf(path, sizeof path, "%s: training curves", tk->title);

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The header compiled as C99, C11 and C++ with gcc and clang (each when installed), in
 # PERPO_STATIC mode, with OpenMP, without the POSIX file calls (PERPO_NO_POSIX) and with a
-# user's PERPO_SYNC hook, all at -Wall -Wextra -Wpedantic -Werror; and that the API map at the top
+# user's PERPO_SYNC hook, and the examples as C++, all at -Wall -Wextra -Wpedantic -Werror; and that the API map at the top
 # of perpo.h names every public function.
 set -u
 tmp=$(mktemp -d)
@@ -32,6 +32,9 @@ done
 for cxx in g++ clang++; do
     command -v $cxx > /dev/null 2>&1 || { echo "compile skipped: $cxx not installed"; continue; }
     check "$cxx -x c++" $cxx -x c++ $W "$tmp/impl.c"
+    for ex in examples/grounding.c examples/dense_ocr.c examples/loss_only.c; do
+        check "$cxx -x c++ $ex" $cxx -x c++ -fopenmp $W "$ex"
+    done
 done
 # The API map after CONVENTIONS names every public function.
 map=$(sed -n '/API MAP/,/LICENSE: MIT/p' perpo.h)

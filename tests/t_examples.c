@@ -805,15 +805,26 @@ static void tex_options(perpo_test *t) {
         { "--out", "folder", 's', &out, 0, 0 },
     };
     const size_t n = sizeof spec / sizeof spec[0];
-    CHECK(ex_options_parse(1, argv, spec, n, "") == 0 && steps == 5 && lr == 1.0); /* defaults */
-    CHECK(ex_options_parse(3, argv, spec, n, "") == 0 && steps == 300);
-    CHECK(ex_options_parse(6, argv, spec, n, "") == 0 && steps == 7); /* the last one wins */
+    char msg[256];
+    FILE *err = tmpfile();
+    CHECK(err != NULL);
+    if (!err) return;
+    CHECK(ex_options_parse(1, argv, spec, n, "", err) == 0 && steps == 5 &&
+          lr == 1.0); /* defaults */
+    CHECK(ex_options_parse(3, argv, spec, n, "", err) == 0 && steps == 300);
+    CHECK(ex_options_parse(6, argv, spec, n, "", err) == 0 && steps == 7); /* the last one wins */
     CHECK_NEAR(lr, 0.001, 1e-12, 0);
     CHECK(strcmp(out, "dir") == 0);
-    CHECK(ex_options_parse(8, argv, spec, n, "") == -1 && steps == 7); /* not a number */
-    CHECK(ex_options_parse(2, no_value, spec, n, "") == -1);
-    CHECK(ex_options_parse(3, too_big, spec, n, "") == -1 && steps == 7);
-    CHECK(ex_options_parse(2, unknown, spec, n, "") == -1);
+    CHECK(ex_options_parse(8, argv, spec, n, "", err) == -1 && steps == 7); /* not a number */
+    CHECK(ex_options_parse(2, no_value, spec, n, "", err) == -1);
+    CHECK(ex_options_parse(3, too_big, spec, n, "", err) == -1 && steps == 7);
+    CHECK(ex_options_parse(2, unknown, spec, n, "", err) == -1);
+    rewind(err); /* each failure said what was wrong, in this order */
+    CHECK(fgets(msg, sizeof msg, err) && strstr(msg, "bad value \"x\" for --steps"));
+    CHECK(fgets(msg, sizeof msg, err) && strstr(msg, "option --steps needs a value"));
+    CHECK(fgets(msg, sizeof msg, err) && strstr(msg, "bad value \"5000\" for --steps"));
+    CHECK(fgets(msg, sizeof msg, err) && strstr(msg, "unknown option --quick"));
+    fclose(err);
 }
 
 extern const perpo_test_case perpo_tests_examples[];
