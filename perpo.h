@@ -19,7 +19,7 @@
          perpo_model *model = NULL;
          perpo_status st = perpo_model_create(&model, &cfg, 42);
          if (st != PERPO_OK) { fprintf(stderr, "%s\n", perpo_status_string(st)); return 1; }
-         ... perpo_sft_train(model, examples, n_examples, &train_cfg, on_progress, NULL);
+         ... perpo_sft_train(model, examples, n_examples, &sft_cfg, on_progress, NULL);
          ... perpo_generate(model, &request, &sample_cfg, out, sizeof out, out_len);
          perpo_model_free(model);
 
@@ -36,6 +36,10 @@
                              it (POSIX: Linux, macOS, the BSDs), nothing elsewhere (Windows)
      PERPO_NO_POSIX          do not include <sys/stat.h>, <fcntl.h>, <unistd.h> even on POSIX
                              systems (no regular-file check by stat(), no default fsync)
+     PERPO_LOAD_MAX_ARENA_BYTES  perpo_model_load refuses (PERPO_ERR_FORMAT) a checkpoint whose
+                             activation arena would exceed this many bytes; default 1 GiB
+     PERPO_NO_VECTOR_EXP     AVX-512 builds: GELU and softmax on libm's expf instead of the
+                             vector exp (the same results, slower)
      Build with -fopenmp to spread kernels over cores. Results are bit-identical from run to
      run for a given build and thread count.
 
@@ -68,9 +72,9 @@
        [6]                trainers' configs
      Your own data [9]    perpo_manifest_load (or perpo_manifest_parse), perpo_image_load_pnm (or
                           perpo_image_parse_pnm) for each entry, perpo_manifest_free
-     Your own loop [3,6]  perpo_text_encode, perpo_zero_grad, perpo_forward, perpo_backward,
-                          perpo_optim_step; perpo_last_logits; perpo_optim_default,
-                          perpo_optim_validate, perpo_lr_at, perpo_optim_step_count,
+     Your own loop [3,6]  perpo_optim_default (perpo_optim_validate); per step: perpo_zero_grad,
+                          perpo_text_encode, perpo_forward, perpo_backward, perpo_optim_step;
+                          also perpo_last_logits, perpo_lr_at, perpo_optim_step_count,
                           perpo_optim_reset
      Inspecting [3]       perpo_model_config, perpo_model_num_params, perpo_model_params,
                           perpo_model_grads, perpo_model_num_tensors, perpo_model_tensor
@@ -253,6 +257,8 @@ typedef struct perpo_sample_config {
     int no_cache; /* 0 or 1; 1 = recompute the whole sequence per token (slow; for checking) */
 } perpo_sample_config;
 
+/* Greedy (temperature 0), no top-k or top-p, seed 1, max_new_tokens unbounded (max_text caps
+   the answer). */
 PERPODEF perpo_sample_config perpo_sample_default(void);
 
 /* n_seq responses; sequence b answers prompts[b] about images[image_of[b]]. Each image is
@@ -331,10 +337,12 @@ PERPODEF const char *perpo_objective_name(perpo_objective kind);
 /* Ranges (invalid values, NaN included: PERPO_ERR_ARG):
  *   beta in (0, PERPO_MAX_BETA] scales log-ratios;
  *   gamma in [0, PERPO_MAX_GAMMA] is PerPO's reward-gap exponent (others ignore it);
- *   label_smoothing in [0, 0.5] is cDPO's eps (PERPO, DPO, LIPO; LISTMLE ignores it). */
-#define PERPO_MAX_BETA       1000.0f
-#define PERPO_MAX_GAMMA      100.0f
-#define PERPO_MAX_NLL_WEIGHT 1000.0f
+ *   label_smoothing in [0, PERPO_MAX_LABEL_SMOOTHING] is cDPO's eps (PERPO, DPO, LIPO; LISTMLE
+ *   ignores it). */
+#define PERPO_MAX_BETA            1000.0f
+#define PERPO_MAX_GAMMA           100.0f
+#define PERPO_MAX_LABEL_SMOOTHING 0.5f
+#define PERPO_MAX_NLL_WEIGHT      1000.0f
 typedef struct {
     perpo_objective kind;
     float beta, gamma, label_smoothing;
@@ -378,6 +386,8 @@ typedef struct perpo_optim_config {
     float clip_norm;         /* global gradient norm clip, finite and >= 0; 0 disables */
 } perpo_optim_config;
 
+/* lr 1e-3 down to 1e-4 over 1,000 steps after 20 of warmup, betas 0.9 / 0.95, eps 1e-8, weight
+   decay 0.1, clipping at norm 1. */
 PERPODEF perpo_optim_config perpo_optim_default(void);
 /* PERPO_OK when every field of oc is in its range, else PERPO_ERR_ARG. */
 PERPODEF perpo_status perpo_optim_validate(const perpo_optim_config *oc);
@@ -443,7 +453,7 @@ typedef struct perpo_progress {
     int step, total_steps; /* 1-based step just finished */
     float loss, lr, grad_norm;
     double tokens;           /* target tokens processed so far in this phase */
-    double elapsed_s, eta_s; /* wall clock when the build has it (C11 timespec_get), else CPU */
+    double elapsed_s, eta_s; /* wall clock (omp_get_wtime or C11 timespec_get), else CPU time */
     /* preference phases only, averaged over the lists of the step (names as in TRL):
        rewards/chosen and rewards/rejected are beta * (logp - ref_logp) of the best and worst
        response, margins their difference, accuracies the fraction of pairs ranked right */
@@ -477,6 +487,8 @@ typedef struct perpo_sft_config {
                                  mean token cross-entropy over the whole micro-batch */
 } perpo_sft_config;
 
+/* perpo_optim_default's schedule, batches of 32, no accumulation, seed 1, a report every 10
+   steps, a fresh start (no resume), one process. */
 PERPODEF perpo_sft_config perpo_sft_default(void);
 /* Cross-entropy on the responses, AdamW, cosine schedule: optim.total_steps steps over
    shuffled epochs of the examples. */
@@ -499,32 +511,14 @@ PERPODEF perpo_status perpo_sft_train_stream(perpo_model *model, perpo_example_f
 /* One prompt with n sampled responses and their task rewards. */
 typedef struct perpo_pref_list {
     const float *image;
-    const char *prompt;           /* NUL-terminated */
-    int n;                        /* responses, 2 .. PERPO_MAX_LIST */
+    const char *prompt; /* NUL-terminated */
+    int n; /* responses, 1 .. PERPO_MAX_LIST (a list of one has no pair: only its NLL term) */
     const char *const *responses; /* n NUL-terminated responses */
     const float *rewards;         /* n task rewards, any order */
     float *ref_logp;              /* n summed log-probs under the frozen SFT model (see below) */
     const char *truth;            /* the true response where it is known, else NULL: what the
                                       NLL term trains on with nll_on_truth */
 } perpo_pref_list;
-
-/* Out-of-range fields make perpo_pref_train return PERPO_ERR_ARG before touching the model. */
-typedef struct perpo_pref_config {
-    perpo_objective_config objective; /* ranges at perpo_objective_config */
-    perpo_optim_config optim;         /* ranges at perpo_optim_config */
-    int lists_per_step; /* lists per micro-batch, >= 1; all their responses must fit in max_batch */
-    int accum_steps;    /* micro-batches per optimizer step, in [1, PERPO_MAX_ACCUM] */
-    float nll_weight;   /* adds nll_weight * token NLL of each list's best response; in
-                            [0, PERPO_MAX_NLL_WEIGHT]; 0 = off */
-    int mean_logp;      /* 0 or 1; 1: s_k uses mean per-token log-probs instead of sums */
-    int nll_on_truth;   /* 0 or 1; 1: the NLL term is on each list's truth (every list needs
-                            one, and lists_per_step x (n + 1) sequences must fit in max_batch) */
-    uint64_t seed;      /* order of the lists; any value */
-    int log_every;      /* progress callback period, in steps (>= 1) */
-    int resume;         /* 0 or 1, as in perpo_sft_config */
-    perpo_parallel parallel; /* data parallelism (see above and perpo_pref_train); default: one
-                                process */
-} perpo_pref_config;
 
 /* Scores one sampled response of item `item` (higher is better), e.g. IoU with the true box. */
 typedef float (*perpo_reward_fn)(const char *response, size_t len, size_t item, void *user);
@@ -554,16 +548,35 @@ PERPODEF perpo_status perpo_pref_sample_range(perpo_model *model, const perpo_ex
                                               size_t first, size_t count, int n,
                                               const perpo_sample_config *sc, perpo_reward_fn reward,
                                               void *user, perpo_pref_set *out);
-PERPODEF void perpo_pref_set_free(perpo_pref_set *set);
-/* Defaults of the paper's released code: beta 0.1, gamma 0.5, summed log-probs, no NLL term. */
-PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind);
+/* Keeps the lists of at least 2 responses whose best-minus-worst reward is at least min_margin
+   (in place, order kept); returns how many remain. */
+PERPODEF size_t perpo_pref_filter(perpo_pref_list *lists, size_t n_lists, float min_margin);
 /* Fills every list's ref_logp with summed response log-probs under model (the frozen SFT
    weights): computed once, before preference training starts. */
 PERPODEF perpo_status perpo_pref_reference(perpo_model *model, perpo_pref_list *lists,
                                            size_t n_lists);
-/* Keeps the lists whose best-minus-worst reward is at least min_margin (in place, order kept);
-   returns how many remain. */
-PERPODEF size_t perpo_pref_filter(perpo_pref_list *lists, size_t n_lists, float min_margin);
+/* Out-of-range fields make perpo_pref_train return PERPO_ERR_ARG before touching the model. */
+typedef struct perpo_pref_config {
+    perpo_objective_config objective; /* ranges at perpo_objective_config */
+    perpo_optim_config optim;         /* ranges at perpo_optim_config */
+    int lists_per_step; /* lists per micro-batch, >= 1; all their responses must fit in max_batch */
+    int accum_steps;    /* micro-batches per optimizer step, in [1, PERPO_MAX_ACCUM] */
+    float nll_weight;   /* adds nll_weight * token NLL of each list's best response; in
+                            [0, PERPO_MAX_NLL_WEIGHT]; 0 = off */
+    int mean_logp;      /* 0 or 1; 1: s_k uses mean per-token log-probs instead of sums */
+    int nll_on_truth;   /* 0 or 1; 1: the NLL term is on each list's truth (every list needs
+                            one, and lists_per_step x (n + 1) sequences must fit in max_batch) */
+    uint64_t seed;      /* order of the lists; any value */
+    int log_every;      /* progress callback period, in steps (>= 1) */
+    int resume;         /* 0 or 1, as in perpo_sft_config */
+    perpo_parallel parallel; /* data parallelism (see above and perpo_pref_train); default: one
+                                process */
+} perpo_pref_config;
+
+/* The objective as the paper's released code sets it: beta 0.1, gamma 0.5, summed log-probs, no
+   NLL term. Training: AdamW lr 1e-4 down to 1e-5 over 200 steps after 10 of warmup, no weight
+   decay, 4 lists per step, no accumulation, seed 1, a report every 10 steps, one process. */
+PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind);
 /* optim.total_steps optimizer steps of the chosen listwise objective over shuffled epochs of
    the lists. Progress reports carry rewards/chosen, rejected, margins and accuracies.
    Data-parallel (pc->parallel.reduce set): lists is this worker's part of the preference set,
@@ -577,6 +590,8 @@ PERPODEF size_t perpo_pref_filter(perpo_pref_list *lists, size_t n_lists, float 
 PERPODEF perpo_status perpo_pref_train(perpo_model *model, const perpo_pref_list *lists,
                                        size_t n_lists, const perpo_pref_config *pc,
                                        perpo_progress_fn progress, void *user);
+/* Frees the lists and their text; the set is left empty. */
+PERPODEF void perpo_pref_set_free(perpo_pref_set *set);
 
 /* ==== 8. Checkpoints ====================================================================== */
 /* Saves config and parameters (little-endian, CRC32-checked) via a temporary file + rename
@@ -594,7 +609,7 @@ PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *model, const char
    NULL) is what the loaded model passes to PERPO_MALLOC/FREE. PERPO_ERR_IO when the file
    cannot be read or is not a regular file, PERPO_ERR_FORMAT for anything malformed (size,
    magic, version, config, CRC, non-finite values, a step counter beyond PERPO_MAX_STEPS, a
-   negative AdamW second moment). */
+   negative AdamW second moment, an activation arena over PERPO_LOAD_MAX_ARENA_BYTES). */
 PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void *alloc_ctx);
 
 /* ==== 9. Bring your own data: images and manifests ======================================== */
@@ -731,7 +746,8 @@ extern "C" {
 #endif
 
 /* ==========================================================================================
-   1. Utilities: status strings, checked sizes, RNG, clock, CRC32
+   1. Utilities: status strings, checked sizes, RNG, clock, CRC32, character classes, file
+      opening and reading, error messages, the durability hook
    ========================================================================================== */
 
 PERPODEF const char *perpo_status_string(perpo_status status) {
@@ -831,6 +847,13 @@ PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n) {
 static int perpo__is_space(int c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
+/* An ASCII decimal digit (isdigit() in the "C" locale). */
+static int perpo__is_digit(int c) { return c >= '0' && c <= '9'; }
+
+/* FNV-1a, the 64-bit fingerprint of word n-grams (BLEU) and of what data-parallel workers must
+   agree on: h = (h ^ next) * PRIME from h = BASIS. */
+#define PERPO__FNV_BASIS UINT64_C(14695981039346656037)
+#define PERPO__FNV_PRIME UINT64_C(1099511628211)
 
 static int perpo__all_finite(const float *x, size_t n) {
     size_t i;
@@ -852,30 +875,6 @@ static int perpo__not_regular(const char *path) {
 #endif
 }
 
-/* Opens a regular file for reading, positioned at its start. PERPO_ERR_IO when it cannot be
-   opened, is not a regular file, or its first read fails (a folder opens on some systems and
-   only fails there); *why (may be NULL) gets a reason, errno is kept for fopen failures. */
-static perpo_status perpo__open_read(const char *path, FILE **out, const char **why) {
-    FILE *f;
-    int c;
-    *out = NULL;
-    if (why) *why = NULL;
-    if (perpo__not_regular(path)) {
-        if (why) *why = "not a regular file";
-        return PERPO_ERR_IO;
-    }
-    if (!(f = fopen(path, "rb"))) return PERPO_ERR_IO;
-    c = getc(f);
-    if (c == EOF && ferror(f)) {
-        fclose(f);
-        if (why) *why = "read error (not a regular file?)";
-        return PERPO_ERR_IO;
-    }
-    if (c != EOF) ungetc(c, f);
-    *out = f;
-    return PERPO_OK;
-}
-
 /* printf into err[0..cap) when err is given; always NUL-terminated, never more than one line. */
 #if defined(__GNUC__) || defined(__clang__)
 static void perpo__errf(char *err, size_t cap, const char *fmt, ...)
@@ -889,18 +888,28 @@ static void perpo__errf(char *err, size_t cap, const char *fmt, ...) {
     va_end(ap);
 }
 
-/* The start of every file loader: opens path (a regular file) for reading, positioned at its
-   start; *fsize gets the size a seekable file reports, else -1. On failure err (may be NULL)
-   gets why. */
+/* The start of every file loader: opens path for reading, positioned at its start; *fsize gets
+   the size a seekable file reports, else -1. PERPO_ERR_IO when it cannot be opened, is not a
+   regular file, or its first read fails (a folder opens on some systems and only fails there);
+   err (may be NULL) then gets why. */
 static perpo_status perpo__open_sized(const char *path, FILE **f, long *fsize, char *err,
                                       size_t cap) {
-    const char *why;
+    int c;
+    *f = NULL;
     *fsize = -1;
-    if (perpo__open_read(path, f, &why) != PERPO_OK) {
-        if (why)
-            perpo__errf(err, cap, "%s", why);
-        else
-            perpo__errf(err, cap, "cannot open: %s", strerror(errno));
+    if (perpo__not_regular(path)) {
+        perpo__errf(err, cap, "not a regular file");
+        return PERPO_ERR_IO;
+    }
+    if (!(*f = fopen(path, "rb"))) {
+        perpo__errf(err, cap, "cannot open: %s", strerror(errno));
+        return PERPO_ERR_IO;
+    }
+    c = getc(*f);
+    if (c == EOF && ferror(*f)) {
+        fclose(*f);
+        *f = NULL;
+        perpo__errf(err, cap, "read error (not a regular file?)");
         return PERPO_ERR_IO;
     }
     if (fseek(*f, 0, SEEK_END) == 0) *fsize = ftell(*f);
@@ -3123,8 +3132,6 @@ PERPODEF perpo_status perpo_generate(perpo_model *m, const perpo_gen_request *re
 
 /* ---- Box parsing and IoU ---- */
 
-static int perpo__is_digit(char c) { return c >= '0' && c <= '9'; }
-
 /* One number: digits with an optional fraction ("12", "0.12"). The integer part must stay
  * below 1e7 (no image is that large) and at most 8 fraction digits are used, so the mantissa
  * (< 2^53) and the power of ten are exact and the one division below rounds correctly. */
@@ -3323,9 +3330,6 @@ typedef struct {
     size_t n;
 } perpo__gram; /* words w[0..n) */
 
-#define PERPO__FNV_BASIS UINT64_C(14695981039346656037)
-#define PERPO__FNV_PRIME UINT64_C(1099511628211)
-
 /* Splits on ASCII whitespace; with out == NULL only counts. */
 static size_t perpo__split_words(const char *s, size_t len, perpo__word *out) {
     size_t i = 0, n = 0, start;
@@ -3492,17 +3496,17 @@ PERPODEF perpo_objective_config perpo_objective_default(perpo_objective kind) {
     return c;
 }
 
-/* log(1 + e^x) without overflow; -log sigmoid(x) = softplus(-x). */
 /* The ranges documented at perpo_objective_config; NaN fails every comparison. */
 static perpo_status perpo__objective_check(const perpo_objective_config *c) {
-    if (!c || (int)c->kind < (int)PERPO_OBJ_PERPO || (int)c->kind > (int)PERPO_OBJ_LISTMLE ||
+    if (!c || (int)c->kind < 0 || (int)c->kind >= PERPO_OBJ_COUNT ||
         !(c->beta > 0.0f && c->beta <= PERPO_MAX_BETA) ||
         !(c->gamma >= 0.0f && c->gamma <= PERPO_MAX_GAMMA) ||
-        !(c->label_smoothing >= 0.0f && c->label_smoothing <= 0.5f))
+        !(c->label_smoothing >= 0.0f && c->label_smoothing <= PERPO_MAX_LABEL_SMOOTHING))
         return PERPO_ERR_ARG;
     return PERPO_OK;
 }
 
+/* log(1 + e^x) without overflow; -log sigmoid(x) = softplus(-x). */
 static double perpo__softplus(double x) { return x > 0.0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
 
 static double perpo__sigmoid(double x) {
@@ -3667,13 +3671,10 @@ PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int
     double beta, gamma, eps;
     int k, all_equal = 1;
     perpo_status st;
-    if (!cfg || !loss || (int)cfg->kind < (int)PERPO_OBJ_PERPO ||
-        (int)cfg->kind > (int)PERPO_OBJ_LISTMLE)
-        return PERPO_ERR_ARG;
+    if (!cfg || !loss || perpo__objective_check(cfg) != PERPO_OK) return PERPO_ERR_ARG;
     beta = cfg->beta;
     gamma = cfg->gamma;
     eps = cfg->label_smoothing;
-    if (perpo__objective_check(cfg) != PERPO_OK) return PERPO_ERR_ARG;
     if ((st = perpo__list_inputs(n, logp, ref_logp, reward, s, R)) != PERPO_OK) return st;
     for (k = 0; k < n; k++) {
         g[k] = 0.0;
@@ -3895,7 +3896,7 @@ static uint64_t perpo__hash_words(uint64_t h, const void *data, size_t n_words) 
     for (i = 0; i < n_words; i++) {
         uint32_t w;
         memcpy(&w, p + 4 * i, 4);
-        h = (h ^ w) * 0x100000001B3ull;
+        h = (h ^ w) * PERPO__FNV_PRIME;
     }
     return h;
 }
@@ -3917,7 +3918,7 @@ static uint64_t perpo__hash_optim(uint64_t h, const perpo_optim_config *oc) {
    from different weights (one forgot to load the checkpoint) are refused before any step. */
 static uint64_t perpo__hash_model(const perpo_model *m, int with_optimizer) {
     int cfgv[PERPO__CONFIG_WORDS];
-    uint64_t h = 0xCBF29CE484222325ull;
+    uint64_t h = PERPO__FNV_BASIS;
     perpo__config_to_words(&m->cfg, cfgv);
     h = perpo__hash_words(h, cfgv, PERPO__CONFIG_WORDS);
     h = perpo__hash_words(h, m->params, m->n_params);
@@ -4021,6 +4022,59 @@ static perpo_status perpo__report(const perpo_parallel *par, perpo_progress_fn p
     return PERPO_OK;
 }
 
+/* ---- The loop both trainers share --------------------------------------------------------- */
+/* What one trainer call brings to the loop: the gradient of one step, its optimizer settings
+   and how it reports. step_grads adds the gradient of optimizer step `step` (data-parallel:
+   summed over the workers) into the zeroed gradient buffer, the step's loss and metrics into p
+   and the target tokens it consumed into *tokens; an error ends training with it. */
+typedef struct perpo__trainer {
+    const char *phase; /* perpo_progress.phase */
+    const perpo_optim_config *optim;
+    const perpo_parallel *par;
+    int log_every, resume;
+    float grad_scale; /* perpo_optim_step's scale: 1 / accumulated terms */
+    double t0;        /* perpo__now() when the trainer was called */
+    perpo_status (*step_grads)(perpo_model *m, int step, perpo_progress *p, double *tokens,
+                               void *state);
+    void *state;
+} perpo__trainer;
+
+/* optim->total_steps optimizer steps from the model's step counter (0 unless resuming): zero
+   the gradients, accumulate one step's, take the AdamW step, report every log_every steps
+   with the wall-clock estimate of the time left. */
+static perpo_status perpo__train_loop(perpo_model *m, const perpo__trainer *tr,
+                                      perpo_progress_fn progress, void *user) {
+    double tokens = 0.0;
+    int step, start;
+    perpo_status st;
+    if (!tr->resume) perpo_optim_reset(m);
+    start = m->opt_step;
+    for (step = start; step < tr->optim->total_steps; step++) { /* resumes at opt_step */
+        perpo_progress p;
+        float gnorm = 0.0f;
+        int stop = 0;
+        memset(&p, 0, sizeof p);
+        perpo_zero_grad(m);
+        if ((st = tr->step_grads(m, step, &p, &tokens, tr->state)) != PERPO_OK) return st;
+        if ((st = perpo_optim_step(m, tr->optim, tr->grad_scale, &gnorm)) != PERPO_OK) return st;
+        if ((step + 1) % tr->log_every == 0 || step + 1 == tr->optim->total_steps) {
+            p.phase = tr->phase;
+            p.step = step + 1;
+            p.total_steps = tr->optim->total_steps;
+            p.lr = perpo_lr_at(tr->optim, m->opt_step - 1);
+            p.grad_norm = gnorm;
+            p.tokens = tokens;
+            p.elapsed_s = perpo__now() - tr->t0;
+            p.eta_s = p.elapsed_s / (double)(step + 1 - start) *
+                      (double)(tr->optim->total_steps - step - 1);
+            if ((st = perpo__report(tr->par, progress, &p, user, &stop)) != PERPO_OK) return st;
+            if (stop) break;
+        }
+    }
+    return PERPO_OK;
+}
+
+/* ---- SFT: cross-entropy on the responses ------------------------------------------------ */
 PERPODEF perpo_sft_config perpo_sft_default(void) {
     perpo_sft_config t;
     t.optim = perpo_optim_default();
@@ -4080,101 +4134,6 @@ static int perpo__positions_fit(int total_steps, int accum_steps, size_t per_mic
     size_t x;
     return perpo__size_mul((size_t)total_steps, (size_t)accum_steps, &x) &&
            perpo__size_mul(x, per_microbatch, &x);
-}
-
-static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void *next_user,
-                                     const perpo_sft_config *tc, perpo_progress_fn progress,
-                                     void *user, perpo_status local, uint64_t n_examples);
-
-PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, size_t n,
-                                      const perpo_sft_config *tc, perpo_progress_fn progress,
-                                      void *user) {
-    perpo__example_set set;
-    perpo_status st = PERPO_OK;
-    size_t i;
-    if (!m || !tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
-    if (!ex || n == 0 || !perpo__check_sft_config(m, tc)) st = PERPO_ERR_ARG;
-    for (i = 0; st == PERPO_OK && i < n; i++) { /* reject bad examples before touching the model */
-        if (!ex[i].image || !ex[i].prompt || !ex[i].response)
-            st = PERPO_ERR_ARG;
-        else if (strlen(ex[i].prompt) + strlen(ex[i].response) + 3 > m->T)
-            st = PERPO_ERR_ARG;
-    }
-    if (st != PERPO_OK && !tc->parallel.reduce) return st;
-    set.ex = ex;
-    set.n = n;
-    set.epoch = (size_t)-1;
-    set.seed = tc->seed;
-    set.perm = NULL;
-    if (st == PERPO_OK) {
-        set.perm = (size_t *)perpo__calloc(m->cfg.alloc_ctx, n, sizeof(size_t));
-        if (!set.perm) st = PERPO_ERR_NOMEM;
-        if (st != PERPO_OK && !tc->parallel.reduce) return st;
-    }
-    /* data-parallel workers with an error still join the handshake, to stop with the others */
-    st = perpo__sft_train(m, perpo__example_set_next, &set, tc, progress, user, st, (uint64_t)n);
-    PERPO_FREE(m->cfg.alloc_ctx, set.perm);
-    return st;
-}
-
-PERPODEF perpo_status perpo_sft_train_stream(perpo_model *m, perpo_example_fn next, void *next_user,
-                                             const perpo_sft_config *tc, perpo_progress_fn progress,
-                                             void *user) {
-    if (!m || !tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
-    return perpo__sft_train(m, next, next_user, tc, progress, user, next ? PERPO_OK : PERPO_ERR_ARG,
-                            0);
-}
-
-/* ---- The loop both trainers share --------------------------------------------------------- */
-/* What one trainer call brings to the loop: the gradient of one step, its optimizer settings
-   and how it reports. step_grads adds the gradient of optimizer step `step` (data-parallel:
-   summed over the workers) into the zeroed gradient buffer, the step's loss and metrics into p
-   and the target tokens it consumed into *tokens; an error ends training with it. */
-typedef struct perpo__trainer {
-    const char *phase; /* perpo_progress.phase */
-    const perpo_optim_config *optim;
-    const perpo_parallel *par;
-    int log_every, resume;
-    float grad_scale; /* perpo_optim_step's scale: 1 / accumulated terms */
-    double t0;        /* perpo__now() when the trainer was called */
-    perpo_status (*step_grads)(perpo_model *m, int step, perpo_progress *p, double *tokens,
-                               void *state);
-    void *state;
-} perpo__trainer;
-
-/* optim->total_steps optimizer steps from the model's step counter (0 unless resuming): zero
-   the gradients, accumulate one step's, take the AdamW step, report every log_every steps
-   with the wall-clock estimate of the time left. */
-static perpo_status perpo__train_loop(perpo_model *m, const perpo__trainer *tr,
-                                      perpo_progress_fn progress, void *user) {
-    double tokens = 0.0;
-    int step, start;
-    perpo_status st;
-    if (!tr->resume) perpo_optim_reset(m);
-    start = m->opt_step;
-    for (step = start; step < tr->optim->total_steps; step++) { /* resumes at opt_step */
-        perpo_progress p;
-        float gnorm = 0.0f;
-        int stop = 0;
-        memset(&p, 0, sizeof p);
-        perpo_zero_grad(m);
-        if ((st = tr->step_grads(m, step, &p, &tokens, tr->state)) != PERPO_OK) return st;
-        if ((st = perpo_optim_step(m, tr->optim, tr->grad_scale, &gnorm)) != PERPO_OK) return st;
-        if ((step + 1) % tr->log_every == 0 || step + 1 == tr->optim->total_steps) {
-            p.phase = tr->phase;
-            p.step = step + 1;
-            p.total_steps = tr->optim->total_steps;
-            p.lr = perpo_lr_at(tr->optim, m->opt_step - 1);
-            p.grad_norm = gnorm;
-            p.tokens = tokens;
-            p.elapsed_s = perpo__now() - tr->t0;
-            p.eta_s = p.elapsed_s / (double)(step + 1 - start) *
-                      (double)(tr->optim->total_steps - step - 1);
-            if ((st = perpo__report(tr->par, progress, &p, user, &stop)) != PERPO_OK) return st;
-            if (stop) break;
-        }
-    }
-    return PERPO_OK;
 }
 
 /* What an SFT step needs, allocated once per call. */
@@ -4264,8 +4223,7 @@ static perpo_status perpo__sft_step(perpo_model *m, int step, perpo_progress *p,
 
 /* Both SFT entries. local: an error found by the caller (data-parallel workers still join the
    handshake with it); n_examples: the size of a fixed set (0 for a stream), which the workers
-   must agree on. Without a reduction hook this is the single-process trainer of version 0.2,
-   operation for operation. */
+   must agree on. Without a reduction hook: one process, batch_size sequences per micro-batch. */
 static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void *next_user,
                                      const perpo_sft_config *tc, perpo_progress_fn progress,
                                      void *user, perpo_status local, uint64_t n_examples) {
@@ -4309,7 +4267,7 @@ static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void
             w[4] = (uint64_t)tc->resume;
             w[5] = tc->resume ? (uint64_t)m->opt_step : 0u;
             w[6] = tc->seed;
-            w[7] = perpo__hash_optim(0xCBF29CE484222325ull, &tc->optim);
+            w[7] = perpo__hash_optim(PERPO__FNV_BASIS, &tc->optim);
             w[8] = perpo__hash_model(m, tc->resume);
             w[9] = n_examples;
         }
@@ -4337,38 +4295,50 @@ done:
     return st;
 }
 
+PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, size_t n,
+                                      const perpo_sft_config *tc, perpo_progress_fn progress,
+                                      void *user) {
+    perpo__example_set set;
+    perpo_status st = PERPO_OK;
+    size_t i;
+    if (!m || !tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
+    if (!ex || n == 0 || !perpo__check_sft_config(m, tc)) st = PERPO_ERR_ARG;
+    for (i = 0; st == PERPO_OK && i < n; i++) { /* reject bad examples before touching the model */
+        if (!ex[i].image || !ex[i].prompt || !ex[i].response)
+            st = PERPO_ERR_ARG;
+        else if (strlen(ex[i].prompt) + strlen(ex[i].response) + 3 > m->T)
+            st = PERPO_ERR_ARG;
+    }
+    if (st != PERPO_OK && !tc->parallel.reduce) return st;
+    set.ex = ex;
+    set.n = n;
+    set.epoch = (size_t)-1;
+    set.seed = tc->seed;
+    set.perm = NULL;
+    if (st == PERPO_OK) {
+        set.perm = (size_t *)perpo__calloc(m->cfg.alloc_ctx, n, sizeof(size_t));
+        if (!set.perm) st = PERPO_ERR_NOMEM;
+        if (st != PERPO_OK && !tc->parallel.reduce) return st;
+    }
+    /* data-parallel workers with an error still join the handshake, to stop with the others */
+    st = perpo__sft_train(m, perpo__example_set_next, &set, tc, progress, user, st, (uint64_t)n);
+    PERPO_FREE(m->cfg.alloc_ctx, set.perm);
+    return st;
+}
+
+PERPODEF perpo_status perpo_sft_train_stream(perpo_model *m, perpo_example_fn next, void *next_user,
+                                             const perpo_sft_config *tc, perpo_progress_fn progress,
+                                             void *user) {
+    if (!m || !tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
+    return perpo__sft_train(m, next, next_user, tc, progress, user, next ? PERPO_OK : PERPO_ERR_ARG,
+                            0);
+}
+
 /* ==========================================================================================
    7. Preference optimization: lists of N samples scored by a task reward, reference
       log-probs from the frozen SFT model, and the trainer of the listwise objectives
       (section 5) over them
    ========================================================================================== */
-
-PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind) {
-    perpo_pref_config p;
-    p.objective = perpo_objective_default(kind);
-    p.optim = perpo_optim_default();
-    p.optim.lr = 1e-4f;
-    p.optim.min_lr = 1e-5f;
-    p.optim.warmup_steps = 10;
-    p.optim.total_steps = 200;
-    p.optim.weight_decay = 0.0f;
-    p.lists_per_step = 4;
-    p.accum_steps = 1;
-    p.nll_weight = 0.0f;
-    p.mean_logp = 0;
-    p.nll_on_truth = 0;
-    p.seed = 1;
-    p.log_every = 10;
-    p.resume = 0;
-    p.parallel = perpo__parallel_none();
-    return p;
-}
-
-PERPODEF void perpo_pref_set_free(perpo_pref_set *set) {
-    if (!set) return;
-    PERPO_FREE(set->alloc_ctx_, set->storage_);
-    memset(set, 0, sizeof *set);
-}
 
 /* The random stream of item `item` in perpo_pref_sample: a function of the seed and the item's
    index only, so a worker sampling its own block of items gets the lists one process gets. */
@@ -4383,8 +4353,8 @@ PERPODEF perpo_status perpo_pref_sample(perpo_model *m, const perpo_example *ite
     return perpo_pref_sample_range(m, items, 0, n_items, n, sc, reward, user, out);
 }
 
-PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_example *all,
-                                              size_t first, size_t n_items, int n,
+PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_example *items,
+                                              size_t first, size_t count, int n,
                                               const perpo_sample_config *sc, perpo_reward_fn reward,
                                               void *user, perpo_pref_set *out) {
     size_t i, k, N, T, per_call, bytes = 0, n_resp;
@@ -4392,25 +4362,25 @@ PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_exampl
     char *base, *text;
     const char **ptrs, **prompts;
     const float **imgs;
-    const perpo_example *items;
+    const perpo_example *part;
     size_t *image_of, *lens;
     uint64_t *seeds;
     float *rewards, *ref;
     perpo_status st = PERPO_OK;
     if (!out) return PERPO_ERR_ARG;
     memset(out, 0, sizeof *out);
-    if (!m || !all || n_items == 0 || first > (size_t)-1 - n_items || !sc || !reward || n < 1 ||
+    if (!m || !items || count == 0 || first > (size_t)-1 - count || !sc || !reward || n < 1 ||
         n > PERPO_MAX_LIST || (size_t)n > m->max_batch)
         return PERPO_ERR_ARG;
-    items = all + first; /* item i below is all[first + i] */
+    part = items + first; /* part[i] is items[first + i] */
     N = (size_t)n;
     T = m->T;
-    for (i = 0; i < n_items; i++)
-        if (!items[i].image || !items[i].prompt || strlen(items[i].prompt) + 4 > T)
+    for (i = 0; i < count; i++)
+        if (!part[i].image || !part[i].prompt || strlen(part[i].prompt) + 4 > T)
             return PERPO_ERR_ARG;
     /* one block: lists | response pointers | rewards, ref_logp | per-call scratch | text */
-    if (!perpo__size_mul(n_items, N, &n_resp) ||
-        !perpo__size_mul(n_items, sizeof(perpo_pref_list), &sz_lists) ||
+    if (!perpo__size_mul(count, N, &n_resp) ||
+        !perpo__size_mul(count, sizeof(perpo_pref_list), &sz_lists) ||
         !perpo__size_mul(n_resp, sizeof(char *), &sz_ptrs) ||
         !perpo__size_mul(n_resp, 2 * sizeof(float), &sz_floats) ||
         !perpo__size_mul(n_resp, T, &sz_text) ||
@@ -4435,30 +4405,30 @@ PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_exampl
     text = base + sz_lists + sz_ptrs + sz_floats + sz_scratch;
     out->storage_ = base;
     out->alloc_ctx_ = m->cfg.alloc_ctx;
-    out->n_lists = n_items;
+    out->n_lists = count;
     per_call = m->max_batch / N; /* whole lists per generation call */
-    for (i = 0; i < n_items; i += per_call) {
-        size_t count = n_items - i < per_call ? n_items - i : per_call, j;
+    for (i = 0; i < count; i += per_call) {
+        size_t chunk = count - i < per_call ? count - i : per_call, j;
         perpo_gen_request req;
-        for (j = 0; j < count; j++) {
-            imgs[j] = items[i + j].image;
+        for (j = 0; j < chunk; j++) {
+            imgs[j] = part[i + j].image;
             seeds[j] = perpo__item_seed(sc->seed, first + i + j); /* one stream per list */
             for (k = 0; k < N; k++) {
-                prompts[j * N + k] = items[i + j].prompt;
+                prompts[j * N + k] = part[i + j].prompt;
                 image_of[j * N + k] = j;
             }
         }
-        req.n_seq = count * N;
-        req.n_img = count;
+        req.n_seq = chunk * N;
+        req.n_img = chunk;
         req.images = imgs;
         req.image_of = image_of;
         req.prompts = prompts;
         if ((st = perpo__generate(m, &req, sc, seeds, text + i * N * T, T, lens)) != PERPO_OK)
             break;
-        for (j = 0; j < count; j++) {
+        for (j = 0; j < chunk; j++) {
             perpo_pref_list *l = &out->lists[i + j];
-            l->image = items[i + j].image;
-            l->prompt = items[i + j].prompt;
+            l->image = part[i + j].image;
+            l->prompt = part[i + j].prompt;
             l->n = n;
             l->responses = ptrs + (i + j) * N;
             l->rewards = rewards + (i + j) * N;
@@ -4516,8 +4486,9 @@ static perpo_status perpo__check_lists(const perpo_model *m, const perpo_pref_li
     return PERPO_OK;
 }
 
-/* Encodes lists [first, first+count) as one batch (sequence k of list j sees image j);
-   n_tok (per sequence) gets the counted targets. */
+/* Encodes the lists ls[0..count) as one batch (sequence k of list j sees image j; with
+   with_truth, each list's truth follows its responses); n_tok (per sequence) gets the counted
+   targets. */
 static void perpo__pref_batch(perpo_model *m, const perpo_pref_list *const *ls, size_t count,
                               int with_truth, int *tok, int *tgt, const float **imgs,
                               size_t *image_of, size_t *n_tok, perpo_batch *b) {
@@ -4603,6 +4574,27 @@ PERPODEF perpo_status perpo_pref_reference(perpo_model *m, perpo_pref_list *list
     }
     perpo__pref_scratch_free(m, &s);
     return st;
+}
+
+PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind) {
+    perpo_pref_config p;
+    p.objective = perpo_objective_default(kind);
+    p.optim = perpo_optim_default();
+    p.optim.lr = 1e-4f;
+    p.optim.min_lr = 1e-5f;
+    p.optim.warmup_steps = 10;
+    p.optim.total_steps = 200;
+    p.optim.weight_decay = 0.0f;
+    p.lists_per_step = 4;
+    p.accum_steps = 1;
+    p.nll_weight = 0.0f;
+    p.mean_logp = 0;
+    p.nll_on_truth = 0;
+    p.seed = 1;
+    p.log_every = 10;
+    p.resume = 0;
+    p.parallel = perpo__parallel_none();
+    return p;
 }
 
 /* One forward and backward over the lists s->ls[0..count): each list's listwise loss (plus the
@@ -4730,8 +4722,8 @@ static perpo_status perpo__pref_step(perpo_model *m, int step, perpo_progress *p
     return PERPO_OK;
 }
 
-/* Without a reduction hook this is the single-process trainer of version 0.2, operation for
-   operation: every micro-batch is one chunk of at most lists_per_step lists. */
+/* Without a reduction hook: one process, every micro-batch one chunk of at most lists_per_step
+   lists. */
 PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *lists, size_t n_lists,
                                        const perpo_pref_config *pc, perpo_progress_fn progress,
                                        void *user) {
@@ -4770,7 +4762,7 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
         if (local != PERPO_OK && !par->reduce) return local;
     }
     if (par->reduce) {
-        uint64_t w[PERPO__HS_WORDS], h = 0xCBF29CE484222325ull;
+        uint64_t w[PERPO__HS_WORDS], h = PERPO__FNV_BASIS;
         memset(w, 0, sizeof w);
         if (local == PERPO_OK) {
             float f[4];
@@ -4826,6 +4818,12 @@ done:
     if (have_scratch) perpo__pref_scratch_free(m, &s);
     PERPO_FREE(ctx, order);
     return st;
+}
+
+PERPODEF void perpo_pref_set_free(perpo_pref_set *set) {
+    if (!set) return;
+    PERPO_FREE(set->alloc_ctx_, set->storage_);
+    memset(set, 0, sizeof *set);
 }
 
 /* ==========================================================================================
@@ -5185,12 +5183,12 @@ static perpo_status perpo__pnm_field(const unsigned char *d, size_t len, size_t 
         perpo__errf(err, cap, "truncated header (no %s)", what);
         return PERPO_ERR_FORMAT;
     }
-    if (d[i] < '0' || d[i] > '9') {
+    if (!perpo__is_digit(d[i])) {
         perpo__errf(err, cap, "%s: expected a decimal number, found %s", what,
                     perpo__show_byte(d[i], b));
         return PERPO_ERR_FORMAT;
     }
-    for (; i < len && d[i] >= '0' && d[i] <= '9'; i++) {
+    for (; i < len && perpo__is_digit(d[i]); i++) {
         unsigned long digit = (unsigned long)(d[i] - '0');
         if (x > (PERPO__PNM_MAX_VALUE - digit) / 10) {
             perpo__errf(err, cap, "%s too large (over %lu)", what, PERPO__PNM_MAX_VALUE);
