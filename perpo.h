@@ -1327,7 +1327,7 @@ static void perpo__epi_apply(const perpo__epi *e, float *c, size_t ldc, size_t i
 }
 
 /* Floats of a B prepacked by perpo__gemm_prepack: every K-block's panels, as a product packs them. */
-static size_t perpo__gemm_packed_floats(size_t N, size_t K) {
+static PERPO__MAYBE_UNUSED size_t perpo__gemm_packed_floats(size_t N, size_t K) {
     return K * ((N + PERPO__NR - 1) / PERPO__NR) * PERPO__NR;
 }
 #ifndef PERPO_USE_CBLAS /* (CBLAS builds pack nothing themselves) */
@@ -1433,6 +1433,42 @@ static void perpo__gemm_team(int ta, int tb, size_t M, size_t N, size_t K, const
         return;
     }
     perpo__gemm_cols(ta, tb, M, N, K, A, lda, B, ldb, accumulate, C, ldc, ws, bpk, epi, lo, hi);
+#endif
+}
+
+/* Rows [lo, hi) of n for this thread (all of them outside a region), in whole MR-row panels
+   of the products, so that a row split keeps their tiles full: the split of the forward's row
+   kernels (perpo__gemm_rows and the LayerNorm, embedding and element-wise passes), the same
+   for each over the same n, so that one reads only what its own thread wrote. */
+static void perpo__team_rows(size_t n, size_t *lo, size_t *hi) {
+    size_t a, b;
+    perpo__team_range((n + PERPO__MR - 1) / PERPO__MR, &a, &b);
+    *lo = a * PERPO__MR < n ? a * PERPO__MR : n;
+    *hi = b * PERPO__MR < n ? b * PERPO__MR : n;
+}
+/* Rows [lo, hi) of C (M,N) = A (M,K) . W^T [+ epilogue], W stored (N,K) and prepacked into bpk
+   (perpo__gemm_prepack; NULL in CBLAS builds): the thread's own rows of a product, for which it
+   reads only its own rows of A and needs no workspace and no barrier. The epilogue's row-indexed
+   arrays are those of the whole product. */
+static void perpo__gemm_rows(size_t lo, size_t hi, size_t N, size_t K, const float *A,
+                             const float *W, const float *bpk, float *C, const perpo__epi *epi) {
+    perpo__epi e;
+    if (hi <= lo || N == 0) return;
+    memset(&e, 0, sizeof e);
+    if (epi) {
+        e = *epi;
+        if (e.res) e.res += lo * e.ldr;
+        if (e.gel) e.gel += lo * e.ldg;
+        if (e.dgel) e.dgel += lo * e.ldd;
+    }
+#ifdef PERPO_USE_CBLAS
+    (void)bpk;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(hi - lo), (int)N, (int)K, 1.0f,
+                A + lo * K, (int)K, W, (int)K, 0.0f, C + lo * N, (int)N);
+    if (epi) perpo__epi_apply(&e, C + lo * N, N, 0, 0, hi - lo, N);
+#else
+    perpo__gemm_cols(0, 1, hi - lo, N, K, A + lo * K, K, W, K, 0, C + lo * N, N, NULL, bpk,
+                     epi ? &e : NULL, 0, (N + PERPO__NR - 1) / PERPO__NR);
 #endif
 }
 
@@ -1956,26 +1992,74 @@ static void perpo__build_tensor_table(perpo_model *m) {
     m->head_w = perpo__add_tensor(m, "head_w", m->V, m->D);
 }
 
-/* Weights of the decoder and head packed for the products of decoding (perpo__gemm_prepack):
-   packed once per perpo_generate call and reused by the prefill and every token, and across
-   calls while the parameters have not changed (m->params_version). CBLAS builds pack nothing. */
-static size_t perpo__wpack_layer_floats(const perpo_model *m) {
+/* Weights packed (perpo__gemm_prepack) for products that every thread reads whole: the
+   forward's, where each thread computes its own rows, and decoding's. Matrix j of the list: 4 per
+   decoder layer (qkv, attention out, fc, fc2), the head, 4 per vision layer, the patch embedding
+   and the projector's two. Packed again when the parameters have changed (m->params_version):
+   by the next forward or perpo_generate after an optimizer step, a load or a write through the
+   public accessors. CBLAS builds pack nothing. */
+static size_t perpo__wpack_count(const perpo_model *m) {
+    return 4 * (size_t)(m->cfg.n_dec_layers + m->cfg.n_vis_layers) + 4;
+}
+/* Matrix j's shape: (N,K) as it multiplies, stored (N,K). */
+static PERPO__MAYBE_UNUSED void perpo__wpack_shape(const perpo_model *m, size_t j, size_t *N,
+                                                   size_t *K) {
+    size_t LD = (size_t)m->cfg.n_dec_layers, LV = (size_t)m->cfg.n_vis_layers, D = m->D, w;
+    *K = D;
+    if (j < 4 * LD)
+        w = j % 4;
+    else if (j == 4 * LD) { /* the head */
+        *N = m->V;
+        return;
+    } else if (j - 4 * LD - 1 < 4 * LV)
+        w = (j - 4 * LD - 1) % 4;
+    else { /* patch embedding (K = PPC), projector */
+        *N = D;
+        if (j == 4 * (LD + LV) + 1) *K = m->PPC;
+        return;
+    }
+    *N = w == 0 ? 3 * D : w == 2 ? m->M : D;
+    if (w == 3) *K = m->M;
+}
+/* Matrix j's offset in the parameters. */
+static PERPO__MAYBE_UNUSED size_t perpo__wpack_src(const perpo_model *m, size_t j) {
+    size_t LD = (size_t)m->cfg.n_dec_layers, LV = (size_t)m->cfg.n_vis_layers;
+    const perpo__block *b;
+    if (j < 4 * LD)
+        b = &m->dec[j / 4];
+    else if (j == 4 * LD)
+        return m->head_w;
+    else if (j - 4 * LD - 1 < 4 * LV) {
+        b = &m->vis[(j - 4 * LD - 1) / 4];
+        j -= 4 * LD + 1;
+    } else {
+        j -= 4 * (LD + LV) + 1;
+        return j == 0 ? m->patch_w : j == 1 ? m->proj1_w : m->proj2_w;
+    }
+    switch (j % 4) {
+    case 0: return b->qkv_w;
+    case 1: return b->attn_w;
+    case 2: return b->fc_w;
+    default: return b->fc2_w;
+    }
+}
+/* Floats of the packed matrices before matrix j (all of them: j = perpo__wpack_count). */
+static size_t perpo__wpack_offset(const perpo_model *m, size_t j) {
 #ifdef PERPO_USE_CBLAS
     (void)m;
+    (void)j;
     return 0;
 #else
-    return perpo__gemm_packed_floats(3 * m->D, m->D) + perpo__gemm_packed_floats(m->D, m->D) +
-           perpo__gemm_packed_floats(m->M, m->D) + perpo__gemm_packed_floats(m->D, m->M);
+    size_t i, n = 0, N, K;
+    for (i = 0; i < j; i++) {
+        perpo__wpack_shape(m, i, &N, &K);
+        n += perpo__gemm_packed_floats(N, K);
+    }
+    return n;
 #endif
 }
 static size_t perpo__wpack_floats(const perpo_model *m) {
-#ifdef PERPO_USE_CBLAS
-    (void)m;
-    return 0;
-#else
-    return (size_t)m->cfg.n_dec_layers * perpo__wpack_layer_floats(m) +
-           perpo__gemm_packed_floats(m->V, m->D);
-#endif
+    return perpo__wpack_offset(m, perpo__wpack_count(m));
 }
 /* Arena carving: run once with base == NULL to size, once more to hand out pointers. */
 typedef struct perpo__carver {
@@ -2300,50 +2384,97 @@ PERPODEF const float *perpo_last_logits(const perpo_model *m) {
     return m && m->have_forward ? m->logits : NULL;
 }
 
+/* Packed matrix j, or NULL when nothing is packed. */
+static const float *perpo__wpack_get(const perpo_model *m, size_t j) {
+#ifdef PERPO_USE_CBLAS
+    (void)m;
+    (void)j;
+    return NULL;
+#else
+    return m->wpack && m->wpack_ok ? m->wpack + perpo__wpack_offset(m, j) : NULL;
+#endif
+}
+/* The packed weight w of decoder layer l (w: 0 qkv, 1 attention out, 2 fc, 3 fc2; l = LD: the
+   head), or NULL when nothing is packed. */
+static const float *perpo__wpack_at(const perpo_model *m, size_t l, int w) {
+    return perpo__wpack_get(m, l == (size_t)m->cfg.n_dec_layers ? 4 * l : 4 * l + (size_t)w);
+}
+/* The same for vision layer l (l = n_vis_layers: w 0 the patch embedding, 1 and 2 the projector). */
+static const float *perpo__wpack_vis(const perpo_model *m, size_t l, int w) {
+    return perpo__wpack_get(m, 4 * ((size_t)m->cfg.n_dec_layers + l) + 1 + (size_t)w);
+}
+/* Whether the packed weights are stale; if so, marks them valid from here on: the caller runs
+   perpo__wpack_refresh_team (and a barrier) before anything reads them. */
+static int perpo__wpack_stale(perpo_model *m) {
+#ifndef PERPO_USE_CBLAS
+    if (m->wpack_ok && m->wpack_version == m->params_version) return 0;
+    m->wpack_ok = 1; /* perpo__wpack_get hands out slots from here on */
+    m->wpack_version = m->params_version;
+    return 1;
+#else
+    (void)m;
+    return 0;
+#endif
+}
+/* One thread's share of packing the weights (the team splits the matrices). */
+static void perpo__wpack_refresh_team(perpo_model *m) {
+#ifndef PERPO_USE_CBLAS
+    size_t j, lo, hi, N, K;
+    perpo__team_range(perpo__wpack_count(m), &lo, &hi);
+    for (j = lo; j < hi; j++) {
+        perpo__wpack_shape(m, j, &N, &K);
+        perpo__gemm_prepack((float *)perpo__wpack_get(m, j), 1, N, K,
+                            m->params + perpo__wpack_src(m, j), K);
+    }
+#else
+    (void)m;
+#endif
+}
+
 /* ---- Forward and backward of one pre-LN transformer block --------------------------------- *
  * out = mid + MLP(LN2(mid)),  mid = x + Attn(LN1(x)).  x, out: (B*T, D). Team functions (see
  * perpo__team_range): one thread's share, inside the parallel region of a whole forward or
- * backward. Kernels split rows, columns of a product, or (sequence, head) pairs, so a barrier
- * follows each kernel whose output the next reads across threads; each ends with one, so its
- * output is complete when it returns. */
+ * backward.
+ * Forward: each thread runs the row-wise kernels and the products over its own rows
+ * (perpo__team_rows, products through the packed weights pk: qkv, attention out, fc, fc2), so
+ * the only barriers are around attention, which reads whole sequences. On return the thread's
+ * own rows of out are done (a reader of other rows needs a barrier first). */
 static void perpo__block_forward_team(perpo_model *m, const perpo__block *p, perpo__block_acts *a,
-                                      const float *x, float *out, size_t B, size_t T, int causal) {
+                                      const float *x, float *out, size_t B, size_t T, int causal,
+                                      const float *const *pk) {
     const float *P = m->params;
-    size_t N = B * T, D = m->D, M = m->M;
+    size_t N = B * T, D = m->D, M = m->M, lo, hi;
     perpo__epi e;
     memset(&e, 0, sizeof e);
-    perpo__layernorm_forward_team(a->ln1, a->ln1_mean, a->ln1_rstd, x, P + p->ln1_w, P + p->ln1_b,
-                                  N, D);
-    PERPO__OMP(barrier)
+    perpo__team_rows(N, &lo, &hi);
+    perpo__layernorm_rows(a->ln1, a->ln1_mean, a->ln1_rstd, x, P + p->ln1_w, P + p->ln1_b, lo, hi,
+                          D);
     e.bias = P + p->qkv_b; /* qkv = LN1(x) W^T + b */
-    perpo__gemm_team(0, 1, N, 3 * D, D, a->ln1, D, P + p->qkv_w, D, 0, a->qkv, 3 * D, m->gemm_ws,
-                     NULL, &e);
+    perpo__gemm_rows(lo, hi, 3 * D, D, a->ln1, P + p->qkv_w, pk[0], a->qkv, &e);
     PERPO__OMP(barrier)
     perpo__attention_forward_team(a->atty, a->att, a->qkv, B, T, D, m->H, causal);
     PERPO__OMP(barrier)
     e.bias = P + p->attn_b;
     e.res = x;
     e.ldr = D; /* mid = atty W^T + b + x */
-    perpo__gemm_team(0, 1, N, D, D, a->atty, D, P + p->attn_w, D, 0, a->mid, D, m->gemm_ws, NULL,
-                     &e);
-    PERPO__OMP(barrier)
-    perpo__layernorm_forward_team(a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, P + p->ln2_w,
-                                  P + p->ln2_b, N, D);
-    PERPO__OMP(barrier)
+    perpo__gemm_rows(lo, hi, D, D, a->atty, P + p->attn_w, pk[1], a->mid, &e);
+    perpo__layernorm_rows(a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, P + p->ln2_w, P + p->ln2_b, lo,
+                          hi, D);
     e.bias = P + p->fc_b;
     e.res = NULL;
     e.gel = a->fcg;
     e.ldg = M; /* fch = LN2 W^T + b, fcg = GELU(fch) */
-    perpo__gemm_team(0, 1, N, M, D, a->ln2, D, P + p->fc_w, D, 0, a->fch, M, m->gemm_ws, NULL, &e);
-    PERPO__OMP(barrier)
+    perpo__gemm_rows(lo, hi, M, D, a->ln2, P + p->fc_w, pk[2], a->fch, &e);
     e.bias = P + p->fc2_b;
     e.gel = NULL;
     e.res = a->mid; /* out = fcg W^T + b + mid */
-    perpo__gemm_team(0, 1, N, D, M, a->fcg, M, P + p->fc2_w, M, 0, out, D, m->gemm_ws, NULL, &e);
-    PERPO__OMP(barrier)
+    perpo__gemm_rows(lo, hi, D, M, a->fcg, P + p->fc2_w, pk[3], out, &e);
 }
-/* dres: on entry dL/d(out), on return dL/dx. Parameter gradients are added into m->grads. Each
-   linear backward runs its two products and bias sums with no barrier between them. */
+/* Backward: dres on entry dL/d(out), on return dL/dx; parameter gradients are added into
+   m->grads. The weight gradients sum over every row, so the products split columns (each linear
+   backward runs its two products and bias sums with no barrier between them) and a barrier
+   follows each kernel whose output the next reads across threads, the last one included: dres
+   is complete on return. */
 static void perpo__block_backward_team(perpo_model *m, const perpo__block *p,
                                        const perpo__block_acts *a, const float *x, float *dres,
                                        size_t B, size_t T, int causal) {
@@ -2380,34 +2511,44 @@ static void perpo__block_backward_team(perpo_model *m, const perpo__block *p,
     PERPO__OMP(barrier)
 }
 
-/* Vision encoder and projector: n_img images -> img_tok (n_img*NP, D). One thread's share;
-   img_tok is complete when it returns. */
+/* Vision encoder and projector: n_img images -> img_tok (n_img*NP, D). One thread's share,
+   rows split as in perpo__block_forward_team; img_tok is complete when it returns. Reads the
+   packed weights: the caller refreshes them first (perpo__wpack_stale). */
 static void perpo__encode_images_team(perpo_model *m, const float *const *images, size_t n_img) {
     const float *P = m->params;
     size_t D = m->D, NP = m->NP, Nv = n_img * NP, i, l, lo, hi, LV = (size_t)m->cfg.n_vis_layers;
+    perpo__epi e;
+    memset(&e, 0, sizeof e);
     perpo__team_range(n_img, &lo, &hi);
     for (i = lo; i < hi; i++) perpo__patchify(m->patches + i * NP * m->PPC, images[i], &m->cfg);
     PERPO__OMP(barrier)
-    perpo__linear_forward_team(m->vis_x[0], NULL, m->patches, P + m->patch_w, P + m->patch_b, Nv,
-                               m->PPC, D, m->gemm_ws);
-    PERPO__OMP(barrier)
-    perpo__team_range(Nv, &lo, &hi); /* rows, as the LayerNorm that reads them next: no barrier */
+    perpo__team_rows(Nv, &lo, &hi); /* from here on each thread's own rows, up to the blocks */
+    e.bias = P + m->patch_b;
+    perpo__gemm_rows(lo, hi, D, m->PPC, m->patches, P + m->patch_w, perpo__wpack_vis(m, LV, 0),
+                     m->vis_x[0], &e);
     for (i = lo; i < hi; i++) {
         perpo__add_inplace(m->vis_x[0] + i * D, P + m->vis_pos + (i % NP) * D, D);
         if (m->cfg.vis_sincos)
             perpo__add_inplace(m->vis_x[0] + i * D, m->vis_sincos + (i % NP) * D, D);
     }
-    for (l = 0; l < LV; l++)
+    for (l = 0; l < LV; l++) {
+        const float *pk[4];
+        int w;
+        for (w = 0; w < 4; w++) pk[w] = perpo__wpack_vis(m, l, w);
         perpo__block_forward_team(m, &m->vis[l], &m->vis_acts[l], m->vis_x[l], m->vis_x[l + 1],
-                                  n_img, NP, 0);
-    perpo__layernorm_forward_team(m->vis_lnf, m->vis_lnf_mean, m->vis_lnf_rstd, m->vis_x[LV],
-                                  P + m->vis_lnf_w, P + m->vis_lnf_b, Nv, D);
-    PERPO__OMP(barrier)
-    perpo__linear_forward_team(m->proj_h, m->proj_g, m->vis_lnf, P + m->proj1_w, P + m->proj1_b, Nv,
-                               D, D, m->gemm_ws); /* and proj_g = GELU(proj_h) */
-    PERPO__OMP(barrier)
-    perpo__linear_forward_team(m->img_tok, NULL, m->proj_g, P + m->proj2_w, P + m->proj2_b, Nv, D,
-                               D, m->gemm_ws);
+                                  n_img, NP, 0, pk);
+    }
+    perpo__layernorm_rows(m->vis_lnf, m->vis_lnf_mean, m->vis_lnf_rstd, m->vis_x[LV],
+                          P + m->vis_lnf_w, P + m->vis_lnf_b, lo, hi, D);
+    e.bias = P + m->proj1_b;
+    e.gel = m->proj_g;
+    e.ldg = D; /* proj_h = LN W^T + b, proj_g = GELU(proj_h) */
+    perpo__gemm_rows(lo, hi, D, D, m->vis_lnf, P + m->proj1_w, perpo__wpack_vis(m, LV, 1),
+                     m->proj_h, &e);
+    e.bias = P + m->proj2_b;
+    e.gel = NULL;
+    perpo__gemm_rows(lo, hi, D, D, m->proj_g, P + m->proj2_w, perpo__wpack_vis(m, LV, 2),
+                     m->img_tok, &e);
     PERPO__OMP(barrier)
 }
 /* Whether a forward or backward over these rows (image and decoder rows) takes a team. */
@@ -2445,32 +2586,38 @@ static perpo_status perpo__check_batch(const perpo_model *m, const perpo_batch *
 }
 
 /* The whole forward of the batch in m (tokens, image_of, n_seq) up to the logits and their
-   log-sum-exp, one thread's share: the one parallel region of perpo_forward. */
+   log-sum-exp, one thread's share: the one parallel region of perpo_forward. The team packs the
+   weights first, every time: as the products did before, each for itself, since the parameters
+   may have been written through a pointer from perpo_model_params after the last packing. */
 static void perpo__forward_team(perpo_model *m, const float *const *images, size_t n_img) {
-    size_t B = m->n_seq, T = m->T, D = m->D, L = m->L, NP = m->NP, V = m->V, r, t, l, lo, hi,
+    size_t B = m->n_seq, T = m->T, D = m->D, L = m->L, NP = m->NP, V = m->V, r, l, lo, hi,
            LD = (size_t)m->cfg.n_dec_layers;
+    perpo__wpack_refresh_team(m);
+    PERPO__OMP(barrier)
     perpo__encode_images_team(m, images, n_img);
-    perpo__team_range(B, &lo, &hi);
-    for (; lo < hi; lo++) {
-        float *x = m->dec_x[0] + lo * L * D;
-        for (r = 0; r < NP; r++) perpo__embed_image_row(m, x + r * D, m->image_of[lo], r);
-        for (t = 0; t < T; t++)
-            perpo__embed_token_row(m, x + (NP + t) * D, m->tokens[lo * T + t], t);
+    perpo__team_rows(B * L, &lo, &hi); /* decoder input rows, as the first block splits them */
+    for (r = lo; r < hi; r++) {
+        size_t b = r / L, t = r % L;
+        if (t < NP)
+            perpo__embed_image_row(m, m->dec_x[0] + r * D, m->image_of[b], t);
+        else
+            perpo__embed_token_row(m, m->dec_x[0] + r * D, m->tokens[b * T + t - NP], t - NP);
+    }
+    for (l = 0; l < LD; l++) {
+        const float *pk[4];
+        int w;
+        for (w = 0; w < 4; w++) pk[w] = perpo__wpack_at(m, l, w);
+        perpo__block_forward_team(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->dec_x[l + 1], B,
+                                  L, 1, pk);
     }
     PERPO__OMP(barrier)
-    for (l = 0; l < LD; l++)
-        perpo__block_forward_team(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->dec_x[l + 1], B,
-                                  L, 1);
-    perpo__team_range(B * T, &lo, &hi); /* the text rows, then their final LayerNorm */
+    perpo__team_rows(B * T, &lo, &hi); /* the text rows, their final LayerNorm, the head */
     for (r = lo; r < hi; r++)
         memcpy(m->txt + r * D, m->dec_x[LD] + ((r / T) * L + NP + r % T) * D, D * sizeof(float));
     perpo__layernorm_rows(m->lnf, m->lnf_mean, m->lnf_rstd, m->txt, m->params + m->lnf_w,
                           m->params + m->lnf_b, lo, hi, D);
-    PERPO__OMP(barrier)
-    perpo__gemm_team(0, 1, B * T, V, D, m->lnf, D, m->params + m->head_w, D, 0, m->logits, V,
-                     m->gemm_ws, NULL, NULL); /* untied head, no bias */
-    PERPO__OMP(barrier)
-    perpo__team_range(B * T, &lo, &hi);
+    perpo__gemm_rows(lo, hi, V, D, m->lnf, m->params + m->head_w, perpo__wpack_at(m, LD, 0),
+                     m->logits, NULL); /* untied head, no bias */
     for (r = lo; r < hi; r++) m->lse[r] = perpo__logsumexp(m->logits + r * V, V);
 }
 
@@ -2495,6 +2642,7 @@ PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, fl
     for (b = 0; b < batch->n_img; b++)
         if (!perpo__all_finite(batch->images[b], m->image_floats)) return PERPO_ERR_NONFINITE;
 
+    (void)perpo__wpack_stale(m); /* (the forward packs them whether stale or not) */
     PERPO__OMP(parallel if (PERPO__STEP_PAR(m, B * m->L + batch->n_img * m->NP)))
     perpo__forward_team(m, batch->images, batch->n_img);
     for (b = 0; b < B; b++) {
@@ -2652,74 +2800,14 @@ PERPODEF perpo_sample_config perpo_sample_default(void) {
     return s;
 }
 
-/* The packed (N,K) weight w of decoder layer l (w: 0 qkv, 1 attention out, 2 fc, 3 fc2; l = LD:
-   the head), or NULL when nothing is packed. */
-static const float *perpo__wpack_at(const perpo_model *m, size_t l, int w) {
-    const float *p = m->wpack;
-    size_t D = m->D, M = m->M;
-    if (!p || !m->wpack_ok) return NULL;
-    p += l * perpo__wpack_layer_floats(m);
-    if (w > 0) p += perpo__gemm_packed_floats(3 * D, D);
-    if (w > 1) p += perpo__gemm_packed_floats(D, D);
-    if (w > 2) p += perpo__gemm_packed_floats(M, D);
-    return p;
-}
-/* Whether the packed weights are stale; if so, marks them valid from here on: the caller runs
-   perpo__wpack_refresh_team before anything reads them. */
-static int perpo__wpack_stale(perpo_model *m) {
-#ifndef PERPO_USE_CBLAS
-    if (m->wpack_ok && m->wpack_version == m->params_version) return 0;
-    m->wpack_ok = 1; /* perpo__wpack_at hands out slots from here on */
-    m->wpack_version = m->params_version;
-    return 1;
-#else
-    (void)m;
-    return 0;
-#endif
-}
-/* One thread's share of packing the weights (the team splits the matrices). */
-static void perpo__wpack_refresh_team(perpo_model *m) {
-#ifndef PERPO_USE_CBLAS
-    const float *P = m->params;
-    size_t D = m->D, M = m->M, LD = (size_t)m->cfg.n_dec_layers, j, lo, hi;
-    perpo__team_range(4 * LD + 1, &lo, &hi);
-    for (j = lo; j < hi; j++) {
-        size_t l = j / 4;
-        int w = (int)(j % 4);
-        float *dst = (float *)perpo__wpack_at(m, l, l == LD ? 0 : w);
-        if (l == LD) {
-            if (w == 0) perpo__gemm_prepack(dst, 1, m->V, D, P + m->head_w, D);
-            continue;
-        }
-        if (w == 0) perpo__gemm_prepack(dst, 1, 3 * D, D, P + m->dec[l].qkv_w, D);
-        if (w == 1) perpo__gemm_prepack(dst, 1, D, D, P + m->dec[l].attn_w, D);
-        if (w == 2) perpo__gemm_prepack(dst, 1, M, D, P + m->dec[l].fc_w, D);
-        if (w == 3) perpo__gemm_prepack(dst, 1, D, M, P + m->dec[l].fc2_w, M);
-    }
-#else
-    (void)m;
-#endif
-}
-
 /* A product of decoding: one thread's share of it (par: inside a region the whole team runs
    through), or all of it on the calling thread. */
 static void perpo__dec_gemm(int par, size_t M, size_t N, size_t K, const float *A, const float *W,
                             const float *packed, float *C, float *ws, const perpo__epi *e) {
     if (par)
         perpo__gemm_team(0, 1, M, N, K, A, K, W, K, 0, C, N, ws, packed, e);
-    else {
-#ifdef PERPO_USE_CBLAS
-        (void)packed;
-        if (M > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A,
-                        (int)K, W, (int)K, 0.0f, C, (int)N);
-        if (e && M > 0) perpo__epi_apply(e, C, N, 0, 0, M, N);
-#else
-        if (M > 0)
-            perpo__gemm_cols(0, 1, M, N, K, A, K, W, K, 0, C, N, ws, packed, e, 0,
-                             (N + PERPO__NR - 1) / PERPO__NR);
-#endif
-    }
+    else
+        perpo__gemm_rows(0, M, N, K, A, W, packed, C, e);
 }
 
 /* out[i] (i < w) = start + sum over k < n of c[k] * M[k*ld + i], each a multiply-add chain over
@@ -3104,7 +3192,10 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
         int stale = perpo__wpack_stale(m);
         PERPO__OMP(parallel if (PERPO__STEP_PAR(m, req->n_img * NP)))
         {
-            if (stale) perpo__wpack_refresh_team(m);
+            if (stale) {
+                perpo__wpack_refresh_team(m);
+                PERPO__OMP(barrier)
+            }
             perpo__encode_images_team(m, req->images, req->n_img);
         }
     }
