@@ -1446,11 +1446,11 @@ static void perpo__team_rows(size_t n, size_t *lo, size_t *hi) {
     *lo = a * PERPO__MR < n ? a * PERPO__MR : n;
     *hi = b * PERPO__MR < n ? b * PERPO__MR : n;
 }
-/* Rows [lo, hi) of C (M,N) = A (M,K) . W^T [+ epilogue], W stored (N,K) and prepacked into bpk
-   (perpo__gemm_prepack; NULL in CBLAS builds): the thread's own rows of a product, for which it
-   reads only its own rows of A and needs no workspace and no barrier. The epilogue's row-indexed
-   arrays are those of the whole product. */
-static void perpo__gemm_rows(size_t lo, size_t hi, size_t N, size_t K, const float *A,
+/* Rows [lo, hi) of C (M,N) = A (M,K) . op(W) [+ epilogue], W stored (N,K) (tb: op(W) = W^T) or
+   (K,N) (tb 0: op(W) = W) and prepacked as such into bpk (perpo__gemm_prepack; NULL in CBLAS
+   builds): the thread's own rows of a product, for which it reads only its own rows of A and
+   needs no workspace and no barrier. The epilogue's row-indexed arrays are the whole product's. */
+static void perpo__gemm_rows(size_t lo, size_t hi, int tb, size_t N, size_t K, const float *A,
                              const float *W, const float *bpk, float *C, const perpo__epi *epi) {
     perpo__epi e;
     if (hi <= lo || N == 0) return;
@@ -1463,12 +1463,13 @@ static void perpo__gemm_rows(size_t lo, size_t hi, size_t N, size_t K, const flo
     }
 #ifdef PERPO_USE_CBLAS
     (void)bpk;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(hi - lo), (int)N, (int)K, 1.0f,
-                A + lo * K, (int)K, W, (int)K, 0.0f, C + lo * N, (int)N);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)(hi - lo), (int)N,
+                (int)K, 1.0f, A + lo * K, (int)K, W, tb ? (int)K : (int)N, 0.0f, C + lo * N,
+                (int)N);
     if (epi) perpo__epi_apply(&e, C + lo * N, N, 0, 0, hi - lo, N);
 #else
-    perpo__gemm_cols(0, 1, hi - lo, N, K, A + lo * K, K, W, K, 0, C + lo * N, N, NULL, bpk,
-                     epi ? &e : NULL, 0, (N + PERPO__NR - 1) / PERPO__NR);
+    perpo__gemm_cols(0, tb, hi - lo, N, K, A + lo * K, K, W, tb ? K : N, 0, C + lo * N, N, NULL,
+                     bpk, epi ? &e : NULL, 0, (N + PERPO__NR - 1) / PERPO__NR);
 #endif
 }
 
@@ -1573,12 +1574,11 @@ static PERPO__MAYBE_UNUSED void perpo__layernorm_forward(float *out, float *mean
     PERPO__OMP(parallel if (N * D >= PERPO__PAR_MIN))
     perpo__layernorm_forward_team(out, mean, rstd, inp, w, b, N, D);
 }
-/* One thread's share: rows of dinp, and columns of dw, db (each summed over rows in order). */
-static void perpo__layernorm_backward_team(float *dinp, float *dw, float *db, const float *dout,
-                                           const float *inp, const float *w, const float *mean,
-                                           const float *rstd, size_t N, size_t D) {
-    size_t lo, hi, r, i;
-    perpo__team_range(N, &lo, &hi);
+/* Rows [lo, hi) of dinp (added into). */
+static void perpo__layernorm_backward_rows(float *dinp, const float *dout, const float *inp,
+                                           const float *w, const float *mean, const float *rstd,
+                                           size_t lo, size_t hi, size_t D) {
+    size_t r, i;
     for (r = lo; r < hi; r++) {
         const float *x = inp + r * D, *dy = dout + r * D;
         float *dx = dinp + r * D, m = mean[r], s = rstd[r];
@@ -1595,6 +1595,12 @@ static void perpo__layernorm_backward_team(float *dinp, float *dw, float *db, co
             dx[i] += s * (dy[i] * w[i] - mean_dn - xh * mean_dn_xh);
         }
     }
+}
+/* One thread's share of dw, db (added into): columns, each summed over the N rows in order. */
+static void perpo__layernorm_backward_cols_team(float *dw, float *db, const float *dout,
+                                                const float *inp, const float *mean,
+                                                const float *rstd, size_t N, size_t D) {
+    size_t lo, hi, r, i;
     perpo__team_range(D, &lo, &hi);
     for (r = 0; r < N; r++) {
         const float *PERPO__RESTRICT x = inp + r * D, *PERPO__RESTRICT dy = dout + r * D;
@@ -1604,6 +1610,15 @@ static void perpo__layernorm_backward_team(float *dinp, float *dw, float *db, co
             gb[i] += dy[i];
         }
     }
+}
+/* One thread's share: rows of dinp, and columns of dw, db. */
+static void perpo__layernorm_backward_team(float *dinp, float *dw, float *db, const float *dout,
+                                           const float *inp, const float *w, const float *mean,
+                                           const float *rstd, size_t N, size_t D) {
+    size_t lo, hi;
+    perpo__team_range(N, &lo, &hi);
+    perpo__layernorm_backward_rows(dinp, dout, inp, w, mean, rstd, lo, hi, D);
+    perpo__layernorm_backward_cols_team(dw, db, dout, inp, mean, rstd, N, D);
 }
 static PERPO__MAYBE_UNUSED void perpo__layernorm_backward(float *dinp, float *dw, float *db,
                                                           const float *dout, const float *inp,
@@ -1723,7 +1738,7 @@ static size_t perpo__attention_ws_per_head(size_t T, size_t hd) {
    dP = dY V^T; dS = P (dP - rowsum(dP P)) scale; dV += P^T dY; dQ += dS K; dK += dS^T Q. */
 static void perpo__attention_backward_team(float *dqkv, const float *dout, const float *att,
                                            const float *qkv, size_t B, size_t T, size_t D, size_t H,
-                                           int causal, float *ws) {
+                                           int causal, float *ws, int zero) {
     size_t hd = D / H, per = perpo__attention_ws_per_head(T, hd), bh, lo, hi;
     float scale = 1.0f / sqrtf((float)hd);
     perpo__team_range(B * H, &lo, &hi); /* (sequence, head) pairs */
@@ -1732,6 +1747,8 @@ static void perpo__attention_backward_team(float *dqkv, const float *dout, const
         const float *q = qkv + b * T * 3 * D + h * hd, *P = att + bh * T * T;
         const float *dy = dout + b * T * D + h * hd;
         float *dS = ws + bh * per, *dq = dqkv + b * T * 3 * D + h * hd;
+        for (t = 0; zero && t < T; t++) /* zero: set (the head's q, k, v columns) instead of add */
+            for (t2 = 0; t2 < 3; t2++) memset(dq + t * 3 * D + t2 * D, 0, hd * sizeof(float));
         perpo__gemm_head(T, T, hd, dy, D, 1, q + 2 * D, 1, 3 * D, 0, dS, T, causal ? 1 : 0);
         for (t = 0; t < T; t++) {
             const float *p = P + t * T;
@@ -1751,7 +1768,7 @@ static PERPO__MAYBE_UNUSED void perpo__attention_backward(float *dqkv, const flo
                                                           size_t B, size_t T, size_t D, size_t H,
                                                           int causal, float *ws) {
     PERPO__OMP(parallel if (B * T * T * D >= PERPO__PAR_MIN))
-    perpo__attention_backward_team(dqkv, dout, att, qkv, B, T, D, H, causal, ws);
+    perpo__attention_backward_team(dqkv, dout, att, qkv, B, T, D, H, causal, ws, 0);
 }
 
 /* ---- Residual add and log-softmax --------------------------------------------------------- */
@@ -1860,11 +1877,14 @@ struct perpo_model {
     float *txt, *lnf, *lnf_mean, *lnf_rstd; /* final stream's text rows (maxB*T, D) and their LN */
     float *logits, *lse, *dlogits;          /* (maxB*T, V), (maxB*T), (maxB*T, V) */
     float *d_res, *d_tmp, *d_atty, *d_qkv, *d_fc, *d_img; /* backward scratch */
-    float *att_ws; /* attention: transposed keys/values per head */
-    float *gemm_ws;
+    float *d_mid, *d_tmp2; /* (of a block's backward: dL/dmid, LN1's input gradient) */
+    float *att_ws;         /* attention: transposed keys/values per head */
+    float *gemm_ws; /* 3 areas of ws_area floats: products that follow each other unsynchronized */
+    size_t ws_area;
     /* generation: KV cache per decoder layer (maxB, L, D) and per-row scratch */
     float *kcache, *vcache;
-    float *wpack;                                /* decoder and head weights packed for decoding */
+    float *wpack; /* weights packed for the forward and decoding (perpo__wpack_get) */
+    float *bpack; /* the same for backward's input gradients (perpo__bpack_get) */
     unsigned long params_version, wpack_version; /* bumped by whatever may change params */
     int wpack_ok;
     size_t g_rows; /* max(maxB, L) */
@@ -2061,6 +2081,23 @@ static size_t perpo__wpack_offset(const perpo_model *m, size_t j) {
 static size_t perpo__wpack_floats(const perpo_model *m) {
     return perpo__wpack_offset(m, perpo__wpack_count(m));
 }
+/* The same matrices packed for backward's input gradients, dinp = dout . W: W as stored, (K,N) in
+   the list's terms. The patch embedding's slot is empty (its input is data). */
+#define PERPO__PATCH_J(m) (4 * (size_t)((m)->cfg.n_dec_layers + (m)->cfg.n_vis_layers) + 1)
+static size_t perpo__bpack_offset(const perpo_model *m, size_t j) {
+#ifdef PERPO_USE_CBLAS
+    (void)m;
+    (void)j;
+    return 0;
+#else
+    size_t i, n = 0, N, K;
+    for (i = 0; i < j; i++) {
+        perpo__wpack_shape(m, i, &N, &K);
+        if (i != PERPO__PATCH_J(m)) n += perpo__gemm_packed_floats(K, N);
+    }
+    return n;
+#endif
+}
 /* Arena carving: run once with base == NULL to size, once more to hand out pointers. */
 typedef struct perpo__carver {
     float *base;
@@ -2126,7 +2163,11 @@ static void perpo__layout_arena(perpo_model *m, perpo__carver *c) {
     m->d_fc = perpo__carve(c, Nd, m->M);
     m->att_ws = perpo__carve(c, B * m->H, perpo__attention_ws_per_head(m->L, D / m->H));
     m->d_img = perpo__carve(c, Nv, D);
-    m->gemm_ws = perpo__carve(c, perpo__gemm_ws_floats(n_max), 1);
+    m->ws_area = (perpo__gemm_ws_floats(n_max) + 15) & ~(size_t)15;
+    m->gemm_ws = perpo__carve(c, m->ws_area, 3);
+    m->d_mid = perpo__carve(c, Nd, D);
+    m->d_tmp2 = perpo__carve(c, Nd, D);
+    m->bpack = perpo__carve(c, perpo__bpack_offset(m, perpo__wpack_count(m)), 1);
     m->kcache = perpo__carve(c, LD * B, m->L * D);
     m->vcache = perpo__carve(c, LD * B, m->L * D);
     m->wpack = perpo__carve(c, perpo__wpack_floats(m), 1);
@@ -2384,6 +2425,31 @@ PERPODEF const float *perpo_last_logits(const perpo_model *m) {
     return m && m->have_forward ? m->logits : NULL;
 }
 
+/* Backward's packed matrix j (perpo__bpack_offset), or NULL in CBLAS builds. */
+static const float *perpo__bpack_get(const perpo_model *m, size_t j) {
+#ifdef PERPO_USE_CBLAS
+    (void)m;
+    (void)j;
+    return NULL;
+#else
+    return m->bpack + perpo__bpack_offset(m, j);
+#endif
+}
+/* One thread's share of packing them (every backward: the parameters may have changed). */
+static void perpo__bpack_refresh_team(perpo_model *m) {
+#ifndef PERPO_USE_CBLAS
+    size_t j, lo, hi, N, K;
+    perpo__team_range(perpo__wpack_count(m), &lo, &hi);
+    for (j = lo; j < hi; j++) {
+        if (j == PERPO__PATCH_J(m)) continue;
+        perpo__wpack_shape(m, j, &N, &K);
+        perpo__gemm_prepack((float *)perpo__bpack_get(m, j), 0, K, N,
+                            m->params + perpo__wpack_src(m, j), K);
+    }
+#else
+    (void)m;
+#endif
+}
 /* Packed matrix j, or NULL when nothing is packed. */
 static const float *perpo__wpack_get(const perpo_model *m, size_t j) {
 #ifdef PERPO_USE_CBLAS
@@ -2450,65 +2516,92 @@ static void perpo__block_forward_team(perpo_model *m, const perpo__block *p, per
     perpo__layernorm_rows(a->ln1, a->ln1_mean, a->ln1_rstd, x, P + p->ln1_w, P + p->ln1_b, lo, hi,
                           D);
     e.bias = P + p->qkv_b; /* qkv = LN1(x) W^T + b */
-    perpo__gemm_rows(lo, hi, 3 * D, D, a->ln1, P + p->qkv_w, pk[0], a->qkv, &e);
+    perpo__gemm_rows(lo, hi, 1, 3 * D, D, a->ln1, P + p->qkv_w, pk[0], a->qkv, &e);
     PERPO__OMP(barrier)
     perpo__attention_forward_team(a->atty, a->att, a->qkv, B, T, D, m->H, causal);
     PERPO__OMP(barrier)
     e.bias = P + p->attn_b;
     e.res = x;
     e.ldr = D; /* mid = atty W^T + b + x */
-    perpo__gemm_rows(lo, hi, D, D, a->atty, P + p->attn_w, pk[1], a->mid, &e);
+    perpo__gemm_rows(lo, hi, 1, D, D, a->atty, P + p->attn_w, pk[1], a->mid, &e);
     perpo__layernorm_rows(a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, P + p->ln2_w, P + p->ln2_b, lo,
                           hi, D);
     e.bias = P + p->fc_b;
     e.res = NULL;
     e.gel = a->fcg;
     e.ldg = M; /* fch = LN2 W^T + b, fcg = GELU(fch) */
-    perpo__gemm_rows(lo, hi, M, D, a->ln2, P + p->fc_w, pk[2], a->fch, &e);
+    perpo__gemm_rows(lo, hi, 1, M, D, a->ln2, P + p->fc_w, pk[2], a->fch, &e);
     e.bias = P + p->fc2_b;
     e.gel = NULL;
     e.res = a->mid; /* out = fcg W^T + b + mid */
-    perpo__gemm_rows(lo, hi, D, M, a->fcg, P + p->fc2_w, pk[3], out, &e);
+    perpo__gemm_rows(lo, hi, 1, D, M, a->fcg, P + p->fc2_w, pk[3], out, &e);
 }
-/* Backward: dres on entry dL/d(out), on return dL/dx; parameter gradients are added into
-   m->grads. The weight gradients sum over every row, so the products split columns (each linear
-   backward runs its two products and bias sums with no barrier between them) and a barrier
-   follows each kernel whose output the next reads across threads, the last one included: dres
-   is complete on return. */
+/* A LayerNorm's weight gradients that wait for a barrier: they sum over every row of dout. */
+typedef struct perpo__ln_pending {
+    float *dw, *db;
+    const float *dout, *inp, *mean, *rstd;
+    size_t N;
+} perpo__ln_pending;
+static void perpo__ln_pending_run(perpo__ln_pending *pd, size_t D) {
+    if (pd->dw)
+        perpo__layernorm_backward_cols_team(pd->dw, pd->db, pd->dout, pd->inp, pd->mean, pd->rstd,
+                                            pd->N, D);
+    pd->dw = NULL;
+}
+/* Backward: dres on entry dL/d(out), on return dL/dx (each thread's own rows: a reader of other
+   rows needs a barrier first); parameter gradients are added into m->grads. Two barriers:
+   each thread takes its own rows of dres down to the attention output's gradient (the input
+   gradients, through the packed weights bk: qkv, attention out, fc, fc2), then the team splits
+   the columns of the weight gradients of those (which sum over every row) and the (sequence,
+   head) pairs of attention; then rows again down to dL/dx, and the columns of qkv's weight
+   gradient. LN1's weight gradients need every row of their input: they go to *pend, which the
+   next block (or the caller, after a barrier) runs. Products that follow each other without a
+   barrier use separate workspace areas. */
 static void perpo__block_backward_team(perpo_model *m, const perpo__block *p,
                                        const perpo__block_acts *a, const float *x, float *dres,
-                                       size_t B, size_t T, int causal) {
+                                       size_t B, size_t T, int causal, const float *const *bk,
+                                       perpo__ln_pending *pend) {
     const float *P = m->params;
-    float *G = m->grads;
+    float *G = m->grads, *ws0 = m->gemm_ws, *ws1 = ws0 + m->ws_area, *ws2 = ws1 + m->ws_area;
     size_t N = B * T, D = m->D, M = m->M, lo, hi;
     perpo__epi e;
     memset(&e, 0, sizeof e);
+    perpo__team_rows(N, &lo, &hi);
     e.dgel = a->fch;
     e.ldd = M; /* d_fc = (dres fc2_w) * GELU'(fch) */
-    perpo__linear_backward_team(m->d_fc, 0, &e, G + p->fc2_w, G + p->fc2_b, dres, a->fcg,
-                                P + p->fc2_w, N, M, D, m->gemm_ws);
+    perpo__gemm_rows(lo, hi, 0, M, D, dres, P + p->fc2_w, bk[3], m->d_fc, &e);
+    perpo__gemm_rows(lo, hi, 0, D, M, m->d_fc, P + p->fc_w, bk[2], m->d_tmp, NULL);
+    memcpy(m->d_mid + lo * D, dres + lo * D, (hi - lo) * D * sizeof(float));
+    perpo__layernorm_backward_rows(m->d_mid, m->d_tmp, a->mid, P + p->ln2_w, a->ln2_mean,
+                                   a->ln2_rstd, lo, hi, D); /* d_mid = dL/dmid */
+    perpo__gemm_rows(lo, hi, 0, D, D, m->d_mid, P + p->attn_w, bk[1], m->d_atty, NULL);
     PERPO__OMP(barrier)
-    perpo__linear_backward_team(m->d_tmp, 0, NULL, G + p->fc_w, G + p->fc_b, m->d_fc, a->ln2,
-                                P + p->fc_w, N, D, M, m->gemm_ws);
-    PERPO__OMP(barrier)
-    perpo__layernorm_backward_team(dres, G + p->ln2_w, G + p->ln2_b, m->d_tmp, a->mid, P + p->ln2_w,
-                                   a->ln2_mean, a->ln2_rstd, N, D); /* dres is now dL/dmid */
-    PERPO__OMP(barrier)
-    /* attention branch */
-    perpo__linear_backward_team(m->d_atty, 0, NULL, G + p->attn_w, G + p->attn_b, dres, a->atty,
-                                P + p->attn_w, N, D, D, m->gemm_ws);
-    perpo__team_range(N, &lo, &hi);
-    if (hi > lo) memset(m->d_qkv + lo * 3 * D, 0, (hi - lo) * 3 * D * sizeof(float));
-    PERPO__OMP(barrier)
+    perpo__ln_pending_run(pend, D);
+    perpo__gemm_team(1, 0, D, M, N, dres, D, a->fcg, M, 1, G + p->fc2_w, M, ws0, NULL, NULL);
+    perpo__colsum_team(G + p->fc2_b, dres, N, D);
+    perpo__gemm_team(1, 0, M, D, N, m->d_fc, M, a->ln2, D, 1, G + p->fc_w, D, ws1, NULL, NULL);
+    perpo__colsum_team(G + p->fc_b, m->d_fc, N, M);
+    perpo__layernorm_backward_cols_team(G + p->ln2_w, G + p->ln2_b, m->d_tmp, a->mid, a->ln2_mean,
+                                        a->ln2_rstd, N, D);
+    perpo__gemm_team(1, 0, D, D, N, m->d_mid, D, a->atty, D, 1, G + p->attn_w, D, ws2, NULL, NULL);
+    perpo__colsum_team(G + p->attn_b, m->d_mid, N, D);
     perpo__attention_backward_team(m->d_qkv, m->d_atty, a->att, a->qkv, B, T, D, m->H, causal,
-                                   m->att_ws);
+                                   m->att_ws, 1);
     PERPO__OMP(barrier)
-    perpo__linear_backward_team(m->d_tmp, 0, NULL, G + p->qkv_w, G + p->qkv_b, m->d_qkv, a->ln1,
-                                P + p->qkv_w, N, D, 3 * D, m->gemm_ws);
-    PERPO__OMP(barrier)
-    perpo__layernorm_backward_team(dres, G + p->ln1_w, G + p->ln1_b, m->d_tmp, x, P + p->ln1_w,
-                                   a->ln1_mean, a->ln1_rstd, N, D);
-    PERPO__OMP(barrier)
+    perpo__gemm_rows(lo, hi, 0, D, 3 * D, m->d_qkv, P + p->qkv_w, bk[0], m->d_tmp2, NULL);
+    memcpy(dres + lo * D, m->d_mid + lo * D, (hi - lo) * D * sizeof(float));
+    perpo__layernorm_backward_rows(dres, m->d_tmp2, x, P + p->ln1_w, a->ln1_mean, a->ln1_rstd, lo,
+                                   hi, D);
+    perpo__gemm_team(1, 0, 3 * D, D, N, m->d_qkv, 3 * D, a->ln1, D, 1, G + p->qkv_w, D, ws0, NULL,
+                     NULL);
+    perpo__colsum_team(G + p->qkv_b, m->d_qkv, N, 3 * D);
+    pend->dw = G + p->ln1_w;
+    pend->db = G + p->ln1_b;
+    pend->dout = m->d_tmp2;
+    pend->inp = x;
+    pend->mean = a->ln1_mean;
+    pend->rstd = a->ln1_rstd;
+    pend->N = N;
 }
 
 /* Vision encoder and projector: n_img images -> img_tok (n_img*NP, D). One thread's share,
@@ -2524,7 +2617,7 @@ static void perpo__encode_images_team(perpo_model *m, const float *const *images
     PERPO__OMP(barrier)
     perpo__team_rows(Nv, &lo, &hi); /* from here on each thread's own rows, up to the blocks */
     e.bias = P + m->patch_b;
-    perpo__gemm_rows(lo, hi, D, m->PPC, m->patches, P + m->patch_w, perpo__wpack_vis(m, LV, 0),
+    perpo__gemm_rows(lo, hi, 1, D, m->PPC, m->patches, P + m->patch_w, perpo__wpack_vis(m, LV, 0),
                      m->vis_x[0], &e);
     for (i = lo; i < hi; i++) {
         perpo__add_inplace(m->vis_x[0] + i * D, P + m->vis_pos + (i % NP) * D, D);
@@ -2543,11 +2636,11 @@ static void perpo__encode_images_team(perpo_model *m, const float *const *images
     e.bias = P + m->proj1_b;
     e.gel = m->proj_g;
     e.ldg = D; /* proj_h = LN W^T + b, proj_g = GELU(proj_h) */
-    perpo__gemm_rows(lo, hi, D, D, m->vis_lnf, P + m->proj1_w, perpo__wpack_vis(m, LV, 1),
+    perpo__gemm_rows(lo, hi, 1, D, D, m->vis_lnf, P + m->proj1_w, perpo__wpack_vis(m, LV, 1),
                      m->proj_h, &e);
     e.bias = P + m->proj2_b;
     e.gel = NULL;
-    perpo__gemm_rows(lo, hi, D, D, m->proj_g, P + m->proj2_w, perpo__wpack_vis(m, LV, 2),
+    perpo__gemm_rows(lo, hi, 1, D, D, m->proj_g, P + m->proj2_w, perpo__wpack_vis(m, LV, 2),
                      m->img_tok, &e);
     PERPO__OMP(barrier)
 }
@@ -2616,7 +2709,7 @@ static void perpo__forward_team(perpo_model *m, const float *const *images, size
         memcpy(m->txt + r * D, m->dec_x[LD] + ((r / T) * L + NP + r % T) * D, D * sizeof(float));
     perpo__layernorm_rows(m->lnf, m->lnf_mean, m->lnf_rstd, m->txt, m->params + m->lnf_w,
                           m->params + m->lnf_b, lo, hi, D);
-    perpo__gemm_rows(lo, hi, V, D, m->lnf, m->params + m->head_w, perpo__wpack_at(m, LD, 0),
+    perpo__gemm_rows(lo, hi, 1, V, D, m->lnf, m->params + m->head_w, perpo__wpack_at(m, LD, 0),
                      m->logits, NULL); /* untied head, no bias */
     for (r = lo; r < hi; r++) m->lse[r] = perpo__logsumexp(m->logits + r * V, V);
 }
@@ -2673,6 +2766,9 @@ static void perpo__backward_team(perpo_model *m, const float *dlogp) {
     float *G = m->grads;
     const float *P = m->params;
     perpo__epi e;
+    perpo__ln_pending pend;
+    pend.dw = NULL;
+    perpo__bpack_refresh_team(m); /* (read after the next barrier) */
     /* d logp_b / d logits at a counted position = onehot(target) - softmax */
     perpo__team_range(B * T, &lo, &hi);
     for (r = lo; r < hi; r++) {
@@ -2703,8 +2799,15 @@ static void perpo__backward_team(perpo_model *m, const float *dlogp) {
     }
     PERPO__OMP(barrier)
     /* decoder blocks, last to first */
-    for (l = LD; l-- > 0;)
-        perpo__block_backward_team(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->d_res, B, L, 1);
+    for (l = LD; l-- > 0;) {
+        const float *bk[4];
+        int w;
+        for (w = 0; w < 4; w++) bk[w] = perpo__bpack_get(m, 4 * l + (size_t)w);
+        perpo__block_backward_team(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->d_res, B, L, 1,
+                                   bk, &pend);
+    }
+    PERPO__OMP(barrier)
+    perpo__ln_pending_run(&pend, D);
     /* embeddings: positions, token table, and the image tokens each sequence read. The team
        splits the D columns (d_img's too, zeroed here); every column is summed in the same order */
     perpo__team_range(D, &lo, &hi);
@@ -2740,9 +2843,15 @@ static void perpo__backward_team(perpo_model *m, const float *dlogp) {
     PERPO__OMP(barrier)
     /* vision blocks, then the positions (columns split) and the patch embedding (its input is
        data: no input gradient); both only read d_res */
-    for (l = LV; l-- > 0;)
+    for (l = LV; l-- > 0;) {
+        const float *bk[4];
+        int w;
+        for (w = 0; w < 4; w++) bk[w] = perpo__bpack_get(m, 4 * (LD + l) + 1 + (size_t)w);
         perpo__block_backward_team(m, &m->vis[l], &m->vis_acts[l], m->vis_x[l], m->d_res, m->n_img,
-                                   NP, 0);
+                                   NP, 0, bk, &pend);
+    }
+    PERPO__OMP(barrier)
+    perpo__ln_pending_run(&pend, D);
     perpo__team_range(D, &lo, &hi);
     for (r = 0; r < Nv && hi > lo; r++)
         perpo__add_inplace(G + m->vis_pos + (r % NP) * D + lo, m->d_res + r * D + lo, hi - lo);
@@ -2807,7 +2916,7 @@ static void perpo__dec_gemm(int par, size_t M, size_t N, size_t K, const float *
     if (par)
         perpo__gemm_team(0, 1, M, N, K, A, K, W, K, 0, C, N, ws, packed, e);
     else
-        perpo__gemm_rows(0, M, N, K, A, W, packed, C, e);
+        perpo__gemm_rows(0, M, 1, N, K, A, W, packed, C, e);
 }
 
 /* out[i] (i < w) = start + sum over k < n of c[k] * M[k*ld + i], each a multiply-add chain over
