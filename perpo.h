@@ -1125,7 +1125,14 @@ static void perpo__gemm_pack(float *dst, size_t w, const float *X, size_t sr, si
 
 /* One thread's share [lo, hi) of n items inside a parallel region (all of it outside one). The
    split never changes a result: every kernel below gives each output element to one thread,
-   which sums it in a fixed order. */
+   which sums it in a fixed order.
+   Team functions (the _team suffix) are one thread's share of a kernel: called by every thread
+   of a parallel region, they split the work by thread number and never wait. A training step or
+   a prefill opens one region and runs its kernels as team functions, with a barrier
+   (PERPO__OMP(barrier)) only where a kernel reads what another thread wrote, because entering a
+   region costs a wake-up of every thread, which under OMP_WAIT_POLICY=passive (or on a busy
+   machine) costs more than a small kernel. Called outside a region, a team function does all the
+   work on the calling thread and a barrier does nothing. */
 static void perpo__team_range(size_t n, size_t *lo, size_t *hi) {
     size_t nt = 1, t = 0;
 #ifdef _OPENMP
@@ -1330,7 +1337,7 @@ static void perpo__epi_apply(const perpo__epi *e, float *c, size_t ldc, size_t i
 }
 
 /* Floats of a B prepacked by perpo__gemm_prepack: every K-block's panels, as a product packs them. */
-static size_t perpo__gemm_packed_floats(size_t N, size_t K) {
+static PERPO__MAYBE_UNUSED size_t perpo__gemm_packed_floats(size_t N, size_t K) {
     return K * ((N + PERPO__NR - 1) / PERPO__NR) * PERPO__NR;
 }
 #ifndef PERPO_USE_CBLAS /* (CBLAS builds pack nothing themselves) */
@@ -1405,7 +1412,9 @@ static void perpo__gemm_cols(int ta, int tb, size_t M, size_t N, size_t K, const
    Threads split the column panels of C: each packs its own B panels and runs its tiles, so a
    product takes no barrier, and several independent products (the two of a linear backward)
    can follow each other in one region. With more threads than column panels the extra threads
-   idle. How the work is split never changes a value (see the top of this section). */
+   idle. How the work is split never changes a value (see the top of this section). A thread's
+   slots in ws follow from N: two products of different N in a row need a barrier between them
+   (as they have anyway when one reads what the other wrote). */
 static void perpo__gemm_team(int ta, int tb, size_t M, size_t N, size_t K, const float *A,
                              size_t lda, const float *B, size_t ldb, int accumulate, float *C,
                              size_t ldc, float *ws, const float *bpk, const perpo__epi *epi) {
@@ -1437,6 +1446,43 @@ static void perpo__gemm_team(int ta, int tb, size_t M, size_t N, size_t K, const
 #endif
 }
 
+/* Rows [lo, hi) of n for this thread (all of them outside a region), in whole MR-row panels
+   of the products, so that a row split keeps their tiles full: the split of the forward's row
+   kernels (perpo__gemm_rows and the LayerNorm, embedding and element-wise passes), the same
+   for each over the same n, so that one reads only what its own thread wrote. */
+static void perpo__team_rows(size_t n, size_t *lo, size_t *hi) {
+    size_t a, b;
+    perpo__team_range((n + PERPO__MR - 1) / PERPO__MR, &a, &b);
+    *lo = a * PERPO__MR < n ? a * PERPO__MR : n;
+    *hi = b * PERPO__MR < n ? b * PERPO__MR : n;
+}
+/* Rows [lo, hi) of C (M,N) = A (M,K) . op(W) [+ epilogue], W stored (N,K) (tb: op(W) = W^T) or
+   (K,N) (tb 0: op(W) = W) and prepacked as such into bpk (perpo__gemm_prepack; NULL in CBLAS
+   builds): the thread's own rows of a product, for which it reads only its own rows of A and
+   needs no workspace and no barrier. The epilogue's row-indexed arrays are the whole product's. */
+static void perpo__gemm_rows(size_t lo, size_t hi, int tb, size_t N, size_t K, const float *A,
+                             const float *W, const float *bpk, float *C, const perpo__epi *epi) {
+    perpo__epi e;
+    if (hi <= lo || N == 0) return;
+    memset(&e, 0, sizeof e);
+    if (epi) {
+        e = *epi;
+        if (e.res) e.res += lo * e.ldr;
+        if (e.gel) e.gel += lo * e.ldg;
+        if (e.dgel) e.dgel += lo * e.ldd;
+    }
+#ifdef PERPO_USE_CBLAS
+    (void)bpk;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)(hi - lo), (int)N,
+                (int)K, 1.0f, A + lo * K, (int)K, W, tb ? (int)K : (int)N, 0.0f, C + lo * N,
+                (int)N);
+    if (epi) perpo__epi_apply(&e, C + lo * N, N, 0, 0, hi - lo, N);
+#else
+    perpo__gemm_cols(0, tb, hi - lo, N, K, A + lo * K, K, W, tb ? K : N, 0, C + lo * N, N, NULL,
+                     bpk, epi ? &e : NULL, 0, (N + PERPO__NR - 1) / PERPO__NR);
+#endif
+}
+
 /* C (M,N) = [C +] op(A) (M,K) . op(B) (K,N). ta: A is stored (K,M); tb: B is stored (N,K).
    The built-in path copies ("packs") a K-block of B into NR-wide panels and of A into MR-tall
    panels, so that an MR x NR register tile reads both contiguously. ws: perpo__gemm_ws_floats(N). */
@@ -1447,19 +1493,28 @@ static void perpo__gemm_ex(int ta, int tb, size_t M, size_t N, size_t K, const f
     PERPO__OMP(parallel if (PERPO__GEMM_PAR(M, N, K)))
     perpo__gemm_team(ta, tb, M, N, K, A, lda, B, ldb, accumulate, C, ldc, ws, bpk, epi);
 }
-static void perpo__gemm(int ta, int tb, size_t M, size_t N, size_t K, const float *A, size_t lda,
-                        const float *B, size_t ldb, int accumulate, float *C, size_t ldc,
-                        float *ws) {
+static PERPO__MAYBE_UNUSED void perpo__gemm(int ta, int tb, size_t M, size_t N, size_t K,
+                                            const float *A, size_t lda, const float *B, size_t ldb,
+                                            int accumulate, float *C, size_t ldc, float *ws) {
     perpo__gemm_ex(ta, tb, M, N, K, A, lda, B, ldb, accumulate, C, ldc, ws, NULL, NULL);
 }
 
-/* Linear layer, PyTorch layout. out (N,OC) = inp (N,C) . W^T + b;  W: (OC,C), b: (OC) or NULL */
-static void perpo__linear_forward(float *out, const float *inp, const float *W, const float *b,
-                                  size_t N, size_t C, size_t OC, float *ws) {
+/* Linear layer, PyTorch layout. out (N,OC) = inp (N,C) . W^T + b;  W: (OC,C), b: (OC) or NULL.
+   One thread's share; gel: also GELU(out) into gel (N,OC), NULL for none. */
+static void perpo__linear_forward_team(float *out, float *gel, const float *inp, const float *W,
+                                       const float *b, size_t N, size_t C, size_t OC, float *ws) {
     perpo__epi e;
     memset(&e, 0, sizeof e);
     e.bias = b;
-    perpo__gemm_ex(0, 1, N, OC, C, inp, C, W, C, 0, out, OC, ws, NULL, b ? &e : NULL);
+    e.gel = gel;
+    e.ldg = OC;
+    perpo__gemm_team(0, 1, N, OC, C, inp, C, W, C, 0, out, OC, ws, NULL, b || gel ? &e : NULL);
+}
+static PERPO__MAYBE_UNUSED void perpo__linear_forward(float *out, const float *inp, const float *W,
+                                                      const float *b, size_t N, size_t C, size_t OC,
+                                                      float *ws) {
+    PERPO__OMP(parallel if (PERPO__GEMM_PAR(N, OC, C)))
+    perpo__linear_forward_team(out, NULL, inp, W, b, N, C, OC, ws);
 }
 /* Column sums: db (OC) += sum over rows of dout (N,OC), each column in row order, the team
    splitting the columns. */
@@ -1484,9 +1539,10 @@ static void perpo__linear_backward_team(float *dinp, int dinp_acc, const perpo__
 }
 /* dinp (N,C) += dout . W;  dW (OC,C) += dout^T . inp;  db (OC) += column sums of dout.
    dinp may be NULL (the input is data, e.g. image patches). */
-static void perpo__linear_backward(float *dinp, float *dW, float *db, const float *dout,
-                                   const float *inp, const float *W, size_t N, size_t C, size_t OC,
-                                   float *ws) {
+static PERPO__MAYBE_UNUSED void perpo__linear_backward(float *dinp, float *dW, float *db,
+                                                       const float *dout, const float *inp,
+                                                       const float *W, size_t N, size_t C,
+                                                       size_t OC, float *ws) {
     PERPO__OMP(parallel if (PERPO__GEMM_PAR(N, C, OC)))
     perpo__linear_backward_team(dinp, 1, NULL, dW, db, dout, inp, W, N, C, OC, ws);
 }
@@ -1513,21 +1569,26 @@ static void perpo__layernorm_rows(float *out, float *mean, float *rstd, const fl
         rstd[r] = s;
     }
 }
-static void perpo__layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-                                     const float *w, const float *b, size_t N, size_t D) {
-    PERPO__OMP(parallel if (N * D >= PERPO__PAR_MIN))
-    {
-        size_t lo, hi;
-        perpo__team_range(N, &lo, &hi);
-        perpo__layernorm_rows(out, mean, rstd, inp, w, b, lo, hi, D);
-    }
-}
-/* One thread's share: rows of dinp, and columns of dw, db (each summed over rows in order). */
-static void perpo__layernorm_backward_team(float *dinp, float *dw, float *db, const float *dout,
-                                           const float *inp, const float *w, const float *mean,
-                                           const float *rstd, size_t N, size_t D) {
-    size_t lo, hi, r, i;
+/* One thread's share: rows split with perpo__team_range(N), like every row-wise kernel here, so
+   a row-wise kernel over the same N that reads only its own rows needs no barrier before it. */
+static void perpo__layernorm_forward_team(float *out, float *mean, float *rstd, const float *inp,
+                                          const float *w, const float *b, size_t N, size_t D) {
+    size_t lo, hi;
     perpo__team_range(N, &lo, &hi);
+    perpo__layernorm_rows(out, mean, rstd, inp, w, b, lo, hi, D);
+}
+/* The kernels' own parallel regions, for callers outside one (tests, bench/profile.h). */
+static PERPO__MAYBE_UNUSED void perpo__layernorm_forward(float *out, float *mean, float *rstd,
+                                                         const float *inp, const float *w,
+                                                         const float *b, size_t N, size_t D) {
+    PERPO__OMP(parallel if (N * D >= PERPO__PAR_MIN))
+    perpo__layernorm_forward_team(out, mean, rstd, inp, w, b, N, D);
+}
+/* Rows [lo, hi) of dinp (added into). */
+static void perpo__layernorm_backward_rows(float *dinp, const float *dout, const float *inp,
+                                           const float *w, const float *mean, const float *rstd,
+                                           size_t lo, size_t hi, size_t D) {
+    size_t r, i;
     for (r = lo; r < hi; r++) {
         const float *x = inp + r * D, *dy = dout + r * D;
         float *dx = dinp + r * D, m = mean[r], s = rstd[r];
@@ -1544,6 +1605,12 @@ static void perpo__layernorm_backward_team(float *dinp, float *dw, float *db, co
             dx[i] += s * (dy[i] * w[i] - mean_dn - xh * mean_dn_xh);
         }
     }
+}
+/* One thread's share of dw, db (added into): columns, each summed over the N rows in order. */
+static void perpo__layernorm_backward_cols_team(float *dw, float *db, const float *dout,
+                                                const float *inp, const float *mean,
+                                                const float *rstd, size_t N, size_t D) {
+    size_t lo, hi, r, i;
     perpo__team_range(D, &lo, &hi);
     for (r = 0; r < N; r++) {
         const float *PERPO__RESTRICT x = inp + r * D, *PERPO__RESTRICT dy = dout + r * D;
@@ -1554,21 +1621,34 @@ static void perpo__layernorm_backward_team(float *dinp, float *dw, float *db, co
         }
     }
 }
-static void perpo__layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
-                                      const float *inp, const float *w, const float *mean,
-                                      const float *rstd, size_t N, size_t D) {
+/* One thread's share: rows of dinp, and columns of dw, db. */
+static void perpo__layernorm_backward_team(float *dinp, float *dw, float *db, const float *dout,
+                                           const float *inp, const float *w, const float *mean,
+                                           const float *rstd, size_t N, size_t D) {
+    size_t lo, hi;
+    perpo__team_range(N, &lo, &hi);
+    perpo__layernorm_backward_rows(dinp, dout, inp, w, mean, rstd, lo, hi, D);
+    perpo__layernorm_backward_cols_team(dw, db, dout, inp, mean, rstd, N, D);
+}
+static PERPO__MAYBE_UNUSED void perpo__layernorm_backward(float *dinp, float *dw, float *db,
+                                                          const float *dout, const float *inp,
+                                                          const float *w, const float *mean,
+                                                          const float *rstd, size_t N, size_t D) {
     PERPO__OMP(parallel if (N * D >= PERPO__PAR_MIN))
     perpo__layernorm_backward_team(dinp, dw, db, dout, inp, w, mean, rstd, N, D);
 }
 
-static void perpo__gelu_forward(float *out, const float *inp, size_t n) {
+/* Separate GELU passes, for tests and bench/profile.h: the model runs GELU and its backward in
+   the epilogues of the products next to them (perpo__epi), which gives the same values. */
+static PERPO__MAYBE_UNUSED void perpo__gelu_forward(float *out, const float *inp, size_t n) {
     long i;
     PERPO__OMP(parallel for schedule(static) if(n >= PERPO__PAR_MIN))
     for (i = 0; i < (long)n; i += 1024)
         perpo__gelu_n(out + i, inp + i, n - (size_t)i < 1024 ? n - (size_t)i : 1024);
 }
 /* dinp = dout * gelu'(inp); dinp may alias dout. */
-static void perpo__gelu_backward(float *dinp, const float *inp, const float *dout, size_t n) {
+static PERPO__MAYBE_UNUSED void perpo__gelu_backward(float *dinp, const float *inp,
+                                                     const float *dout, size_t n) {
     long i;
     PERPO__OMP(parallel for schedule(static) if(n >= PERPO__PAR_MIN))
     for (i = 0; i < (long)n; i += 1024) {
@@ -1632,17 +1712,15 @@ static void perpo__gemm_head(size_t M, size_t N, size_t K, const float *A, size_
  * Per (sequence, head): S = Q K^T, softmax, O = P V. Each score is a multiply-add chain over the
  * head dimension in order, and each output one over the keys in order, exactly as the KV-cache
  * path computes them. ws is not used (kept for the signature of the backward pass). */
-static void perpo__attention_forward(float *out, float *att, const float *qkv, size_t B, size_t T,
-                                     size_t D, size_t H, int causal, float *ws) {
-    size_t hd = D / H;
+static void perpo__attention_forward_team(float *out, float *att, const float *qkv, size_t B,
+                                          size_t T, size_t D, size_t H, int causal) {
+    size_t hd = D / H, bh, lo, hi;
     float scale = 1.0f / sqrtf((float)hd);
-    long bh;
-    (void)ws;
-    PERPO__OMP(parallel for schedule(static) if(B * T * T * D >= PERPO__PAR_MIN))
-    for (bh = 0; bh < (long)(B * H); bh++) {
-        size_t b = (size_t)bh / H, h = (size_t)bh % H, t, t2;
+    perpo__team_range(B * H, &lo, &hi); /* (sequence, head) pairs */
+    for (bh = lo; bh < hi; bh++) {
+        size_t b = bh / H, h = bh % H, t, t2;
         const float *q = qkv + b * T * 3 * D + h * hd;
-        float *S = att + (size_t)bh * T * T;
+        float *S = att + bh * T * T;
         perpo__gemm_head(T, T, hd, q, 3 * D, 1, q + D, 1, 3 * D, 0, S, T, causal ? 1 : 0);
         for (t = 0; t < T; t++) {
             float *p = S + t * T;
@@ -1654,6 +1732,13 @@ static void perpo__attention_forward(float *out, float *att, const float *qkv, s
                          causal ? 2 : 0);
     }
 }
+static PERPO__MAYBE_UNUSED void perpo__attention_forward(float *out, float *att, const float *qkv,
+                                                         size_t B, size_t T, size_t D, size_t H,
+                                                         int causal, float *ws) {
+    (void)ws;
+    PERPO__OMP(parallel if (B * T * T * D >= PERPO__PAR_MIN))
+    perpo__attention_forward_team(out, att, qkv, B, T, D, H, causal);
+}
 /* Floats of attention workspace: a (T,T) matrix per (sequence, head), and at least the
    B*H*(2*hd+1)*T floats earlier versions asked for. */
 static size_t perpo__attention_ws_per_head(size_t T, size_t hd) {
@@ -1661,18 +1746,19 @@ static size_t perpo__attention_ws_per_head(size_t T, size_t hd) {
 }
 /* dqkv (B,T,3D) += gradient from dout (B,T,D). ws: B*H*perpo__attention_ws_per_head floats.
    dP = dY V^T; dS = P (dP - rowsum(dP P)) scale; dV += P^T dY; dQ += dS K; dK += dS^T Q. */
-static void perpo__attention_backward(float *dqkv, const float *dout, const float *att,
-                                      const float *qkv, size_t B, size_t T, size_t D, size_t H,
-                                      int causal, float *ws) {
-    size_t hd = D / H, per = perpo__attention_ws_per_head(T, hd);
+static void perpo__attention_backward_team(float *dqkv, const float *dout, const float *att,
+                                           const float *qkv, size_t B, size_t T, size_t D, size_t H,
+                                           int causal, float *ws, int zero) {
+    size_t hd = D / H, per = perpo__attention_ws_per_head(T, hd), bh, lo, hi;
     float scale = 1.0f / sqrtf((float)hd);
-    long bh;
-    PERPO__OMP(parallel for schedule(static) if(B * T * T * D >= PERPO__PAR_MIN))
-    for (bh = 0; bh < (long)(B * H); bh++) {
-        size_t b = (size_t)bh / H, h = (size_t)bh % H, t, t2;
-        const float *q = qkv + b * T * 3 * D + h * hd, *P = att + (size_t)bh * T * T;
+    perpo__team_range(B * H, &lo, &hi); /* (sequence, head) pairs */
+    for (bh = lo; bh < hi; bh++) {
+        size_t b = bh / H, h = bh % H, t, t2;
+        const float *q = qkv + b * T * 3 * D + h * hd, *P = att + bh * T * T;
         const float *dy = dout + b * T * D + h * hd;
-        float *dS = ws + (size_t)bh * per, *dq = dqkv + b * T * 3 * D + h * hd;
+        float *dS = ws + bh * per, *dq = dqkv + b * T * 3 * D + h * hd;
+        for (t = 0; zero && t < T; t++) /* zero: set (the head's q, k, v columns) instead of add */
+            for (t2 = 0; t2 < 3; t2++) memset(dq + t * 3 * D + t2 * D, 0, hd * sizeof(float));
         perpo__gemm_head(T, T, hd, dy, D, 1, q + 2 * D, 1, 3 * D, 0, dS, T, causal ? 1 : 0);
         for (t = 0; t < T; t++) {
             const float *p = P + t * T;
@@ -1686,6 +1772,13 @@ static void perpo__attention_backward(float *dqkv, const float *dout, const floa
         perpo__gemm_head(T, hd, T, dS, T, 1, q + D, 3 * D, 1, 1, dq, 3 * D, causal ? 2 : 0);
         perpo__gemm_head(T, hd, T, dS, 1, T, q, 3 * D, 1, 1, dq + D, 3 * D, causal ? 3 : 0);
     }
+}
+static PERPO__MAYBE_UNUSED void perpo__attention_backward(float *dqkv, const float *dout,
+                                                          const float *att, const float *qkv,
+                                                          size_t B, size_t T, size_t D, size_t H,
+                                                          int causal, float *ws) {
+    PERPO__OMP(parallel if (B * T * T * D >= PERPO__PAR_MIN))
+    perpo__attention_backward_team(dqkv, dout, att, qkv, B, T, D, H, causal, ws, 0);
 }
 
 /* ---- Residual add and log-softmax --------------------------------------------------------- */
@@ -1794,11 +1887,14 @@ struct perpo_model {
     float *txt, *lnf, *lnf_mean, *lnf_rstd; /* final stream's text rows (maxB*T, D) and their LN */
     float *logits, *lse, *dlogits;          /* (maxB*T, V), (maxB*T), (maxB*T, V) */
     float *d_res, *d_tmp, *d_atty, *d_qkv, *d_fc, *d_img; /* backward scratch */
-    float *att_ws; /* attention: transposed keys/values per head */
-    float *gemm_ws;
+    float *d_mid, *d_tmp2; /* (of a block's backward: dL/dmid, LN1's input gradient) */
+    float *att_ws;         /* attention: transposed keys/values per head */
+    float *gemm_ws; /* 3 areas of ws_area floats: products that follow each other unsynchronized */
+    size_t ws_area;
     /* generation: KV cache per decoder layer (maxB, L, D) and per-row scratch */
     float *kcache, *vcache;
-    float *wpack;                                /* decoder and head weights packed for decoding */
+    float *wpack; /* weights packed for the forward and decoding (perpo__wpack_get) */
+    float *bpack; /* the same for backward's input gradients (perpo__bpack_get) */
     unsigned long params_version, wpack_version; /* bumped by whatever may change params */
     int wpack_ok;
     size_t g_rows; /* max(maxB, L) */
@@ -1926,25 +2022,90 @@ static void perpo__build_tensor_table(perpo_model *m) {
     m->head_w = perpo__add_tensor(m, "head_w", m->V, m->D);
 }
 
-/* Weights of the decoder and head packed for the products of decoding (perpo__gemm_prepack):
-   packed once per perpo_generate call and reused by the prefill and every token, and across
-   calls while the parameters have not changed (m->params_version). CBLAS builds pack nothing. */
-static size_t perpo__wpack_layer_floats(const perpo_model *m) {
+/* Weights packed (perpo__gemm_prepack) for products that every thread reads whole: the
+   forward's, where each thread computes its own rows, and decoding's. Matrix j of the list: 4 per
+   decoder layer (qkv, attention out, fc, fc2), the head, 4 per vision layer, the patch embedding
+   and the projector's two. Packed again when the parameters have changed (m->params_version):
+   by the next forward or perpo_generate after an optimizer step, a load or a write through the
+   public accessors. CBLAS builds pack nothing. */
+static size_t perpo__wpack_count(const perpo_model *m) {
+    return 4 * (size_t)(m->cfg.n_dec_layers + m->cfg.n_vis_layers) + 4;
+}
+/* Matrix j's shape: (N,K) as it multiplies, stored (N,K). */
+static PERPO__MAYBE_UNUSED void perpo__wpack_shape(const perpo_model *m, size_t j, size_t *N,
+                                                   size_t *K) {
+    size_t LD = (size_t)m->cfg.n_dec_layers, LV = (size_t)m->cfg.n_vis_layers, D = m->D, w;
+    *K = D;
+    if (j < 4 * LD)
+        w = j % 4;
+    else if (j == 4 * LD) { /* the head */
+        *N = m->V;
+        return;
+    } else if (j - 4 * LD - 1 < 4 * LV)
+        w = (j - 4 * LD - 1) % 4;
+    else { /* patch embedding (K = PPC), projector */
+        *N = D;
+        if (j == 4 * (LD + LV) + 1) *K = m->PPC;
+        return;
+    }
+    *N = w == 0 ? 3 * D : w == 2 ? m->M : D;
+    if (w == 3) *K = m->M;
+}
+/* Matrix j's offset in the parameters. */
+static PERPO__MAYBE_UNUSED size_t perpo__wpack_src(const perpo_model *m, size_t j) {
+    size_t LD = (size_t)m->cfg.n_dec_layers, LV = (size_t)m->cfg.n_vis_layers;
+    const perpo__block *b;
+    if (j < 4 * LD)
+        b = &m->dec[j / 4];
+    else if (j == 4 * LD)
+        return m->head_w;
+    else if (j - 4 * LD - 1 < 4 * LV) {
+        b = &m->vis[(j - 4 * LD - 1) / 4];
+        j -= 4 * LD + 1;
+    } else {
+        j -= 4 * (LD + LV) + 1;
+        return j == 0 ? m->patch_w : j == 1 ? m->proj1_w : m->proj2_w;
+    }
+    switch (j % 4) {
+    case 0: return b->qkv_w;
+    case 1: return b->attn_w;
+    case 2: return b->fc_w;
+    default: return b->fc2_w;
+    }
+}
+/* Floats of the packed matrices before matrix j (all of them: j = perpo__wpack_count). */
+static size_t perpo__wpack_offset(const perpo_model *m, size_t j) {
 #ifdef PERPO_USE_CBLAS
     (void)m;
+    (void)j;
     return 0;
 #else
-    return perpo__gemm_packed_floats(3 * m->D, m->D) + perpo__gemm_packed_floats(m->D, m->D) +
-           perpo__gemm_packed_floats(m->M, m->D) + perpo__gemm_packed_floats(m->D, m->M);
+    size_t i, n = 0, N, K;
+    for (i = 0; i < j; i++) {
+        perpo__wpack_shape(m, i, &N, &K);
+        n += perpo__gemm_packed_floats(N, K);
+    }
+    return n;
 #endif
 }
 static size_t perpo__wpack_floats(const perpo_model *m) {
+    return perpo__wpack_offset(m, perpo__wpack_count(m));
+}
+/* The same matrices packed for backward's input gradients, dinp = dout . W: W as stored, (K,N) in
+   the list's terms. The patch embedding's slot is empty (its input is data). */
+#define PERPO__PATCH_J(m) (4 * (size_t)((m)->cfg.n_dec_layers + (m)->cfg.n_vis_layers) + 1)
+static size_t perpo__bpack_offset(const perpo_model *m, size_t j) {
 #ifdef PERPO_USE_CBLAS
     (void)m;
+    (void)j;
     return 0;
 #else
-    return (size_t)m->cfg.n_dec_layers * perpo__wpack_layer_floats(m) +
-           perpo__gemm_packed_floats(m->V, m->D);
+    size_t i, n = 0, N, K;
+    for (i = 0; i < j; i++) {
+        perpo__wpack_shape(m, i, &N, &K);
+        if (i != PERPO__PATCH_J(m)) n += perpo__gemm_packed_floats(K, N);
+    }
+    return n;
 #endif
 }
 /* Arena carving: run once with base == NULL to size, once more to hand out pointers. */
@@ -2012,7 +2173,11 @@ static void perpo__layout_arena(perpo_model *m, perpo__carver *c) {
     m->d_fc = perpo__carve(c, Nd, m->M);
     m->att_ws = perpo__carve(c, B * m->H, perpo__attention_ws_per_head(m->L, D / m->H));
     m->d_img = perpo__carve(c, Nv, D);
-    m->gemm_ws = perpo__carve(c, perpo__gemm_ws_floats(n_max), 1);
+    m->ws_area = (perpo__gemm_ws_floats(n_max) + 15) & ~(size_t)15;
+    m->gemm_ws = perpo__carve(c, m->ws_area, 3);
+    m->d_mid = perpo__carve(c, Nd, D);
+    m->d_tmp2 = perpo__carve(c, Nd, D);
+    m->bpack = perpo__carve(c, perpo__bpack_offset(m, perpo__wpack_count(m)), 1);
     m->kcache = perpo__carve(c, LD * B, m->L * D);
     m->vcache = perpo__carve(c, LD * B, m->L * D);
     m->wpack = perpo__carve(c, perpo__wpack_floats(m), 1);
@@ -2270,96 +2435,227 @@ PERPODEF const float *perpo_last_logits(const perpo_model *m) {
     return m && m->have_forward ? m->logits : NULL;
 }
 
+/* Backward's packed matrix j (perpo__bpack_offset), or NULL in CBLAS builds. */
+static const float *perpo__bpack_get(const perpo_model *m, size_t j) {
+#ifdef PERPO_USE_CBLAS
+    (void)m;
+    (void)j;
+    return NULL;
+#else
+    return m->bpack + perpo__bpack_offset(m, j);
+#endif
+}
+/* One thread's share of packing them (every backward: the parameters may have changed). */
+static void perpo__bpack_refresh_team(perpo_model *m) {
+#ifndef PERPO_USE_CBLAS
+    size_t j, lo, hi, N, K;
+    perpo__team_range(perpo__wpack_count(m), &lo, &hi);
+    for (j = lo; j < hi; j++) {
+        if (j == PERPO__PATCH_J(m)) continue;
+        perpo__wpack_shape(m, j, &N, &K);
+        perpo__gemm_prepack((float *)perpo__bpack_get(m, j), 0, K, N,
+                            m->params + perpo__wpack_src(m, j), K);
+    }
+#else
+    (void)m;
+#endif
+}
+/* Packed matrix j, or NULL when nothing is packed. */
+static const float *perpo__wpack_get(const perpo_model *m, size_t j) {
+#ifdef PERPO_USE_CBLAS
+    (void)m;
+    (void)j;
+    return NULL;
+#else
+    return m->wpack && m->wpack_ok ? m->wpack + perpo__wpack_offset(m, j) : NULL;
+#endif
+}
+/* The packed weight w of decoder layer l (w: 0 qkv, 1 attention out, 2 fc, 3 fc2; l = LD: the
+   head), or NULL when nothing is packed. */
+static const float *perpo__wpack_at(const perpo_model *m, size_t l, int w) {
+    return perpo__wpack_get(m, l == (size_t)m->cfg.n_dec_layers ? 4 * l : 4 * l + (size_t)w);
+}
+/* The same for vision layer l (l = n_vis_layers: w 0 the patch embedding, 1 and 2 the projector). */
+static const float *perpo__wpack_vis(const perpo_model *m, size_t l, int w) {
+    return perpo__wpack_get(m, 4 * ((size_t)m->cfg.n_dec_layers + l) + 1 + (size_t)w);
+}
+/* Whether the packed weights are stale; if so, marks them valid from here on: the caller runs
+   perpo__wpack_refresh_team (and a barrier) before anything reads them. */
+static int perpo__wpack_stale(perpo_model *m) {
+#ifndef PERPO_USE_CBLAS
+    if (m->wpack_ok && m->wpack_version == m->params_version) return 0;
+    m->wpack_ok = 1; /* perpo__wpack_get hands out slots from here on */
+    m->wpack_version = m->params_version;
+    return 1;
+#else
+    (void)m;
+    return 0;
+#endif
+}
+/* One thread's share of packing the weights (the team splits the matrices). */
+static void perpo__wpack_refresh_team(perpo_model *m) {
+#ifndef PERPO_USE_CBLAS
+    size_t j, lo, hi, N, K;
+    perpo__team_range(perpo__wpack_count(m), &lo, &hi);
+    for (j = lo; j < hi; j++) {
+        perpo__wpack_shape(m, j, &N, &K);
+        perpo__gemm_prepack((float *)perpo__wpack_get(m, j), 1, N, K,
+                            m->params + perpo__wpack_src(m, j), K);
+    }
+#else
+    (void)m;
+#endif
+}
+
 /* ---- Forward and backward of one pre-LN transformer block --------------------------------- *
- * out = mid + MLP(LN2(mid)),  mid = x + Attn(LN1(x)).  x, out: (B*T, D). */
-static void perpo__block_forward(perpo_model *m, const perpo__block *p, perpo__block_acts *a,
-                                 const float *x, float *out, size_t B, size_t T, int causal) {
+ * out = mid + MLP(LN2(mid)),  mid = x + Attn(LN1(x)).  x, out: (B*T, D). Team functions (see
+ * perpo__team_range): one thread's share, inside the parallel region of a whole forward or
+ * backward.
+ * Forward: each thread runs the row-wise kernels and the products over its own rows
+ * (perpo__team_rows, products through the packed weights pk: qkv, attention out, fc, fc2), so
+ * the only barriers are around attention, which reads whole sequences. On return the thread's
+ * own rows of out are done (a reader of other rows needs a barrier first). */
+static void perpo__block_forward_team(perpo_model *m, const perpo__block *p, perpo__block_acts *a,
+                                      const float *x, float *out, size_t B, size_t T, int causal,
+                                      const float *const *pk) {
     const float *P = m->params;
-    size_t N = B * T, D = m->D, M = m->M;
+    size_t N = B * T, D = m->D, M = m->M, lo, hi;
     perpo__epi e;
     memset(&e, 0, sizeof e);
-    perpo__layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, P + p->ln1_w, P + p->ln1_b, N, D);
+    perpo__team_rows(N, &lo, &hi);
+    perpo__layernorm_rows(a->ln1, a->ln1_mean, a->ln1_rstd, x, P + p->ln1_w, P + p->ln1_b, lo, hi,
+                          D);
     e.bias = P + p->qkv_b; /* qkv = LN1(x) W^T + b */
-    perpo__gemm_ex(0, 1, N, 3 * D, D, a->ln1, D, P + p->qkv_w, D, 0, a->qkv, 3 * D, m->gemm_ws,
-                   NULL, &e);
-    perpo__attention_forward(a->atty, a->att, a->qkv, B, T, D, m->H, causal, m->att_ws);
+    perpo__gemm_rows(lo, hi, 1, 3 * D, D, a->ln1, P + p->qkv_w, pk[0], a->qkv, &e);
+    PERPO__OMP(barrier)
+    perpo__attention_forward_team(a->atty, a->att, a->qkv, B, T, D, m->H, causal);
+    PERPO__OMP(barrier)
     e.bias = P + p->attn_b;
     e.res = x;
     e.ldr = D; /* mid = atty W^T + b + x */
-    perpo__gemm_ex(0, 1, N, D, D, a->atty, D, P + p->attn_w, D, 0, a->mid, D, m->gemm_ws, NULL, &e);
-    perpo__layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, P + p->ln2_w, P + p->ln2_b,
-                             N, D);
+    perpo__gemm_rows(lo, hi, 1, D, D, a->atty, P + p->attn_w, pk[1], a->mid, &e);
+    perpo__layernorm_rows(a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, P + p->ln2_w, P + p->ln2_b, lo,
+                          hi, D);
     e.bias = P + p->fc_b;
     e.res = NULL;
     e.gel = a->fcg;
     e.ldg = M; /* fch = LN2 W^T + b, fcg = GELU(fch) */
-    perpo__gemm_ex(0, 1, N, M, D, a->ln2, D, P + p->fc_w, D, 0, a->fch, M, m->gemm_ws, NULL, &e);
+    perpo__gemm_rows(lo, hi, 1, M, D, a->ln2, P + p->fc_w, pk[2], a->fch, &e);
     e.bias = P + p->fc2_b;
     e.gel = NULL;
     e.res = a->mid; /* out = fcg W^T + b + mid */
-    perpo__gemm_ex(0, 1, N, D, M, a->fcg, M, P + p->fc2_w, M, 0, out, D, m->gemm_ws, NULL, &e);
+    perpo__gemm_rows(lo, hi, 1, D, M, a->fcg, P + p->fc2_w, pk[3], out, &e);
 }
-/* dres: on entry dL/d(out), on return dL/dx. Parameter gradients are added into m->grads.
-   Seven parallel regions: each linear backward runs its two products and bias sums in one. */
-static void perpo__block_backward(perpo_model *m, const perpo__block *p, const perpo__block_acts *a,
-                                  const float *x, float *dres, size_t B, size_t T, int causal) {
+/* A LayerNorm's weight gradients that wait for a barrier: they sum over every row of dout. */
+typedef struct perpo__ln_pending {
+    float *dw, *db;
+    const float *dout, *inp, *mean, *rstd;
+    size_t N;
+} perpo__ln_pending;
+static void perpo__ln_pending_run(perpo__ln_pending *pd, size_t D) {
+    if (pd->dw)
+        perpo__layernorm_backward_cols_team(pd->dw, pd->db, pd->dout, pd->inp, pd->mean, pd->rstd,
+                                            pd->N, D);
+    pd->dw = NULL;
+}
+/* Backward: dres on entry dL/d(out), on return dL/dx (each thread's own rows: a reader of other
+   rows needs a barrier first); parameter gradients are added into m->grads. Two barriers:
+   each thread takes its own rows of dres down to the attention output's gradient (the input
+   gradients, through the packed weights bk: qkv, attention out, fc, fc2), then the team splits
+   the columns of the weight gradients of those (which sum over every row) and the (sequence,
+   head) pairs of attention; then rows again down to dL/dx, and the columns of qkv's weight
+   gradient. LN1's weight gradients need every row of their input: they go to *pend, which the
+   next block (or the caller, after a barrier) runs. Products that follow each other without a
+   barrier use separate workspace areas. */
+static void perpo__block_backward_team(perpo_model *m, const perpo__block *p,
+                                       const perpo__block_acts *a, const float *x, float *dres,
+                                       size_t B, size_t T, int causal, const float *const *bk,
+                                       perpo__ln_pending *pend) {
     const float *P = m->params;
-    float *G = m->grads;
-    size_t N = B * T, D = m->D, M = m->M;
+    float *G = m->grads, *ws0 = m->gemm_ws, *ws1 = ws0 + m->ws_area, *ws2 = ws1 + m->ws_area;
+    size_t N = B * T, D = m->D, M = m->M, lo, hi;
     perpo__epi e;
     memset(&e, 0, sizeof e);
+    perpo__team_rows(N, &lo, &hi);
     e.dgel = a->fch;
     e.ldd = M; /* d_fc = (dres fc2_w) * GELU'(fch) */
-    PERPO__OMP(parallel if (PERPO__GEMM_PAR(N, D, D)))
-    perpo__linear_backward_team(m->d_fc, 0, &e, G + p->fc2_w, G + p->fc2_b, dres, a->fcg,
-                                P + p->fc2_w, N, M, D, m->gemm_ws);
-    PERPO__OMP(parallel if (PERPO__GEMM_PAR(N, D, D)))
-    perpo__linear_backward_team(m->d_tmp, 0, NULL, G + p->fc_w, G + p->fc_b, m->d_fc, a->ln2,
-                                P + p->fc_w, N, D, M, m->gemm_ws);
-    perpo__layernorm_backward(dres, G + p->ln2_w, G + p->ln2_b, m->d_tmp, a->mid, P + p->ln2_w,
-                              a->ln2_mean, a->ln2_rstd, N, D); /* dres is now dL/dmid */
-    /* attention branch */
-    PERPO__OMP(parallel if (PERPO__GEMM_PAR(N, D, D)))
-    {
-        size_t lo, hi;
-        perpo__linear_backward_team(m->d_atty, 0, NULL, G + p->attn_w, G + p->attn_b, dres, a->atty,
-                                    P + p->attn_w, N, D, D, m->gemm_ws);
-        perpo__team_range(N, &lo, &hi);
-        if (hi > lo) memset(m->d_qkv + lo * 3 * D, 0, (hi - lo) * 3 * D * sizeof(float));
-    }
-    perpo__attention_backward(m->d_qkv, m->d_atty, a->att, a->qkv, B, T, D, m->H, causal,
-                              m->att_ws);
-    PERPO__OMP(parallel if (PERPO__GEMM_PAR(N, D, D)))
-    perpo__linear_backward_team(m->d_tmp, 0, NULL, G + p->qkv_w, G + p->qkv_b, m->d_qkv, a->ln1,
-                                P + p->qkv_w, N, D, 3 * D, m->gemm_ws);
-    perpo__layernorm_backward(dres, G + p->ln1_w, G + p->ln1_b, m->d_tmp, x, P + p->ln1_w,
-                              a->ln1_mean, a->ln1_rstd, N, D);
+    perpo__gemm_rows(lo, hi, 0, M, D, dres, P + p->fc2_w, bk[3], m->d_fc, &e);
+    perpo__gemm_rows(lo, hi, 0, D, M, m->d_fc, P + p->fc_w, bk[2], m->d_tmp, NULL);
+    memcpy(m->d_mid + lo * D, dres + lo * D, (hi - lo) * D * sizeof(float));
+    perpo__layernorm_backward_rows(m->d_mid, m->d_tmp, a->mid, P + p->ln2_w, a->ln2_mean,
+                                   a->ln2_rstd, lo, hi, D); /* d_mid = dL/dmid */
+    perpo__gemm_rows(lo, hi, 0, D, D, m->d_mid, P + p->attn_w, bk[1], m->d_atty, NULL);
+    PERPO__OMP(barrier)
+    perpo__ln_pending_run(pend, D);
+    perpo__gemm_team(1, 0, D, M, N, dres, D, a->fcg, M, 1, G + p->fc2_w, M, ws0, NULL, NULL);
+    perpo__colsum_team(G + p->fc2_b, dres, N, D);
+    perpo__gemm_team(1, 0, M, D, N, m->d_fc, M, a->ln2, D, 1, G + p->fc_w, D, ws1, NULL, NULL);
+    perpo__colsum_team(G + p->fc_b, m->d_fc, N, M);
+    perpo__layernorm_backward_cols_team(G + p->ln2_w, G + p->ln2_b, m->d_tmp, a->mid, a->ln2_mean,
+                                        a->ln2_rstd, N, D);
+    perpo__gemm_team(1, 0, D, D, N, m->d_mid, D, a->atty, D, 1, G + p->attn_w, D, ws2, NULL, NULL);
+    perpo__colsum_team(G + p->attn_b, m->d_mid, N, D);
+    perpo__attention_backward_team(m->d_qkv, m->d_atty, a->att, a->qkv, B, T, D, m->H, causal,
+                                   m->att_ws, 1);
+    PERPO__OMP(barrier)
+    perpo__gemm_rows(lo, hi, 0, D, 3 * D, m->d_qkv, P + p->qkv_w, bk[0], m->d_tmp2, NULL);
+    memcpy(dres + lo * D, m->d_mid + lo * D, (hi - lo) * D * sizeof(float));
+    perpo__layernorm_backward_rows(dres, m->d_tmp2, x, P + p->ln1_w, a->ln1_mean, a->ln1_rstd, lo,
+                                   hi, D);
+    perpo__gemm_team(1, 0, 3 * D, D, N, m->d_qkv, 3 * D, a->ln1, D, 1, G + p->qkv_w, D, ws0, NULL,
+                     NULL);
+    perpo__colsum_team(G + p->qkv_b, m->d_qkv, N, 3 * D);
+    pend->dw = G + p->ln1_w;
+    pend->db = G + p->ln1_b;
+    pend->dout = m->d_tmp2;
+    pend->inp = x;
+    pend->mean = a->ln1_mean;
+    pend->rstd = a->ln1_rstd;
+    pend->N = N;
 }
 
-/* Vision encoder and projector: n_img images -> img_tok (n_img*NP, D). */
-static void perpo__encode_images(perpo_model *m, const float *const *images, size_t n_img) {
+/* Vision encoder and projector: n_img images -> img_tok (n_img*NP, D). One thread's share,
+   rows split as in perpo__block_forward_team; img_tok is complete when it returns. Reads the
+   packed weights: the caller refreshes them first (perpo__wpack_stale). */
+static void perpo__encode_images_team(perpo_model *m, const float *const *images, size_t n_img) {
     const float *P = m->params;
-    size_t D = m->D, NP = m->NP, Nv = n_img * NP, i, r, l, LV = (size_t)m->cfg.n_vis_layers;
-    for (i = 0; i < n_img; i++) perpo__patchify(m->patches + i * NP * m->PPC, images[i], &m->cfg);
-    perpo__linear_forward(m->vis_x[0], m->patches, P + m->patch_w, P + m->patch_b, Nv, m->PPC, D,
-                          m->gemm_ws);
-    for (i = 0; i < n_img; i++)
-        for (r = 0; r < NP; r++) {
-            perpo__add_inplace(m->vis_x[0] + (i * NP + r) * D, P + m->vis_pos + r * D, D);
-            if (m->cfg.vis_sincos)
-                perpo__add_inplace(m->vis_x[0] + (i * NP + r) * D, m->vis_sincos + r * D, D);
-        }
-    for (l = 0; l < LV; l++)
-        perpo__block_forward(m, &m->vis[l], &m->vis_acts[l], m->vis_x[l], m->vis_x[l + 1], n_img,
-                             NP, 0);
-    perpo__layernorm_forward(m->vis_lnf, m->vis_lnf_mean, m->vis_lnf_rstd, m->vis_x[LV],
-                             P + m->vis_lnf_w, P + m->vis_lnf_b, Nv, D);
-    perpo__linear_forward(m->proj_h, m->vis_lnf, P + m->proj1_w, P + m->proj1_b, Nv, D, D,
-                          m->gemm_ws);
-    perpo__gelu_forward(m->proj_g, m->proj_h, Nv * D);
-    perpo__linear_forward(m->img_tok, m->proj_g, P + m->proj2_w, P + m->proj2_b, Nv, D, D,
-                          m->gemm_ws);
+    size_t D = m->D, NP = m->NP, Nv = n_img * NP, i, l, lo, hi, LV = (size_t)m->cfg.n_vis_layers;
+    perpo__epi e;
+    memset(&e, 0, sizeof e);
+    perpo__team_range(n_img, &lo, &hi);
+    for (i = lo; i < hi; i++) perpo__patchify(m->patches + i * NP * m->PPC, images[i], &m->cfg);
+    PERPO__OMP(barrier)
+    perpo__team_rows(Nv, &lo, &hi); /* from here on each thread's own rows, up to the blocks */
+    e.bias = P + m->patch_b;
+    perpo__gemm_rows(lo, hi, 1, D, m->PPC, m->patches, P + m->patch_w, perpo__wpack_vis(m, LV, 0),
+                     m->vis_x[0], &e);
+    for (i = lo; i < hi; i++) {
+        perpo__add_inplace(m->vis_x[0] + i * D, P + m->vis_pos + (i % NP) * D, D);
+        if (m->cfg.vis_sincos)
+            perpo__add_inplace(m->vis_x[0] + i * D, m->vis_sincos + (i % NP) * D, D);
+    }
+    for (l = 0; l < LV; l++) {
+        const float *pk[4];
+        int w;
+        for (w = 0; w < 4; w++) pk[w] = perpo__wpack_vis(m, l, w);
+        perpo__block_forward_team(m, &m->vis[l], &m->vis_acts[l], m->vis_x[l], m->vis_x[l + 1],
+                                  n_img, NP, 0, pk);
+    }
+    perpo__layernorm_rows(m->vis_lnf, m->vis_lnf_mean, m->vis_lnf_rstd, m->vis_x[LV],
+                          P + m->vis_lnf_w, P + m->vis_lnf_b, lo, hi, D);
+    e.bias = P + m->proj1_b;
+    e.gel = m->proj_g;
+    e.ldg = D; /* proj_h = LN W^T + b, proj_g = GELU(proj_h) */
+    perpo__gemm_rows(lo, hi, 1, D, D, m->vis_lnf, P + m->proj1_w, perpo__wpack_vis(m, LV, 1),
+                     m->proj_h, &e);
+    e.bias = P + m->proj2_b;
+    e.gel = NULL;
+    perpo__gemm_rows(lo, hi, 1, D, D, m->proj_g, P + m->proj2_w, perpo__wpack_vis(m, LV, 2),
+                     m->img_tok, &e);
+    PERPO__OMP(barrier)
 }
+/* Whether a forward or backward over these rows (image and decoder rows) takes a team. */
+#define PERPO__STEP_PAR(m, rows) PERPO__GEMM_PAR((rows), (m)->D, (m)->D)
 
 /* Decoder input row: image token or token embedding, plus the learned position. */
 static void perpo__embed_image_row(const perpo_model *m, float *dst, size_t img, size_t r) {
@@ -2392,9 +2688,45 @@ static perpo_status perpo__check_batch(const perpo_model *m, const perpo_batch *
     return PERPO_OK;
 }
 
+/* The whole forward of the batch in m (tokens, image_of, n_seq) up to the logits and their
+   log-sum-exp, one thread's share: the one parallel region of perpo_forward. The team packs the
+   weights first, every time: as the products did before, each for itself, since the parameters
+   may have been written through a pointer from perpo_model_params after the last packing. */
+static void perpo__forward_team(perpo_model *m, const float *const *images, size_t n_img) {
+    size_t B = m->n_seq, T = m->T, D = m->D, L = m->L, NP = m->NP, V = m->V, r, l, lo, hi,
+           LD = (size_t)m->cfg.n_dec_layers;
+    perpo__wpack_refresh_team(m);
+    PERPO__OMP(barrier)
+    perpo__encode_images_team(m, images, n_img);
+    perpo__team_rows(B * L, &lo, &hi); /* decoder input rows, as the first block splits them */
+    for (r = lo; r < hi; r++) {
+        size_t b = r / L, t = r % L;
+        if (t < NP)
+            perpo__embed_image_row(m, m->dec_x[0] + r * D, m->image_of[b], t);
+        else
+            perpo__embed_token_row(m, m->dec_x[0] + r * D, m->tokens[b * T + t - NP], t - NP);
+    }
+    for (l = 0; l < LD; l++) {
+        const float *pk[4];
+        int w;
+        for (w = 0; w < 4; w++) pk[w] = perpo__wpack_at(m, l, w);
+        perpo__block_forward_team(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->dec_x[l + 1], B,
+                                  L, 1, pk);
+    }
+    PERPO__OMP(barrier)
+    perpo__team_rows(B * T, &lo, &hi); /* the text rows, their final LayerNorm, the head */
+    for (r = lo; r < hi; r++)
+        memcpy(m->txt + r * D, m->dec_x[LD] + ((r / T) * L + NP + r % T) * D, D * sizeof(float));
+    perpo__layernorm_rows(m->lnf, m->lnf_mean, m->lnf_rstd, m->txt, m->params + m->lnf_w,
+                          m->params + m->lnf_b, lo, hi, D);
+    perpo__gemm_rows(lo, hi, 1, V, D, m->lnf, m->params + m->head_w, perpo__wpack_at(m, LD, 0),
+                     m->logits, NULL); /* untied head, no bias */
+    for (r = lo; r < hi; r++) m->lse[r] = perpo__logsumexp(m->logits + r * V, V);
+}
+
 PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, float *logp,
                                     float *mean_ce) {
-    size_t B, T, D, L, NP, V, b, t, r, l, LD;
+    size_t B, T, V, b, t;
     double total = 0.0;
     size_t count = 0;
     int finite = 1;
@@ -2403,11 +2735,7 @@ PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, fl
     if ((st = perpo__check_batch(m, batch)) != PERPO_OK) return st;
     B = batch->n_seq;
     T = m->T;
-    D = m->D;
-    L = m->L;
-    NP = m->NP;
     V = m->V;
-    LD = (size_t)m->cfg.n_dec_layers;
     m->have_forward = 0;
     m->n_seq = B;
     m->n_img = batch->n_img;
@@ -2417,31 +2745,9 @@ PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, fl
     for (b = 0; b < batch->n_img; b++)
         if (!perpo__all_finite(batch->images[b], m->image_floats)) return PERPO_ERR_NONFINITE;
 
-    perpo__encode_images(m, batch->images, batch->n_img);
-    {
-        long bb;
-        PERPO__OMP(parallel for schedule(static) private(r, t) if(B * L * D >= PERPO__PAR_MIN))
-        for (bb = 0; bb < (long)B; bb++) {
-            float *x = m->dec_x[0] + (size_t)bb * L * D;
-            for (r = 0; r < NP; r++) perpo__embed_image_row(m, x + r * D, m->image_of[bb], r);
-            for (t = 0; t < T; t++)
-                perpo__embed_token_row(m, x + (NP + t) * D, m->tokens[(size_t)bb * T + t], t);
-        }
-    }
-    for (l = 0; l < LD; l++)
-        perpo__block_forward(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->dec_x[l + 1], B, L, 1);
-    for (b = 0; b < B; b++)
-        memcpy(m->txt + b * T * D, m->dec_x[LD] + (b * L + NP) * D, T * D * sizeof(float));
-    perpo__layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, m->txt, m->params + m->lnf_w,
-                             m->params + m->lnf_b, B * T, D);
-    perpo__gemm(0, 1, B * T, V, D, m->lnf, D, m->params + m->head_w, D, 0, m->logits, V,
-                m->gemm_ws); /* untied head, no bias */
-    {
-        long row;
-        PERPO__OMP(parallel for schedule(static) if(B * T * V >= PERPO__PAR_MIN))
-        for (row = 0; row < (long)(B * T); row++)
-            m->lse[row] = perpo__logsumexp(m->logits + (size_t)row * V, V);
-    }
+    (void)perpo__wpack_stale(m); /* (the forward packs them whether stale or not) */
+    PERPO__OMP(parallel if (PERPO__STEP_PAR(m, B * m->L + batch->n_img * m->NP)))
+    perpo__forward_team(m, batch->images, batch->n_img);
     for (b = 0; b < B; b++) {
         double lp = 0.0;
         for (t = 0; t < T; t++) {
@@ -2461,94 +2767,114 @@ PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, fl
     return finite ? PERPO_OK : PERPO_ERR_NONFINITE;
 }
 
+/* The whole backward of the last forward, one thread's share: the one parallel region of
+   perpo_backward. */
+static void perpo__backward_team(perpo_model *m, const float *dlogp) {
+    size_t B = m->n_seq, T = m->T, D = m->D, L = m->L, NP = m->NP, V = m->V, Nv = m->n_img * NP,
+           LD = (size_t)m->cfg.n_dec_layers, LV = (size_t)m->cfg.n_vis_layers, b, r, t, v, l, lo,
+           hi;
+    float *G = m->grads;
+    const float *P = m->params;
+    perpo__epi e;
+    perpo__ln_pending pend;
+    pend.dw = NULL;
+    perpo__bpack_refresh_team(m); /* (read after the next barrier) */
+    /* d logp_b / d logits at a counted position = onehot(target) - softmax */
+    perpo__team_range(B * T, &lo, &hi);
+    for (r = lo; r < hi; r++) {
+        const float *z = m->logits + r * V;
+        float *dz = m->dlogits + r * V, g = dlogp[r / T], lse = m->lse[r];
+        int tgt = m->targets[r];
+        if (tgt < 0) {
+            memset(dz, 0, V * sizeof(float));
+            continue;
+        }
+        for (v = 0; v < V; v++) dz[v] = -g * expf(z[v] - lse);
+        dz[tgt] += g;
+    }
+    PERPO__OMP(barrier)
+    /* head and final LayerNorm (text rows only) */
+    perpo__linear_backward_team(m->d_atty, 0, NULL, G + m->head_w, NULL, m->dlogits, m->lnf,
+                                P + m->head_w, B * T, D, V, m->gemm_ws);
+    PERPO__OMP(barrier)
+    perpo__team_range(B * T, &lo, &hi); /* the rows the LayerNorm backward adds into */
+    if (hi > lo) memset(m->d_tmp + lo * D, 0, (hi - lo) * D * sizeof(float));
+    perpo__layernorm_backward_team(m->d_tmp, G + m->lnf_w, G + m->lnf_b, m->d_atty, m->txt,
+                                   P + m->lnf_w, m->lnf_mean, m->lnf_rstd, B * T, D);
+    PERPO__OMP(barrier)
+    perpo__team_range(B, &lo, &hi);
+    for (b = lo; b < hi; b++) {
+        memset(m->d_res + b * L * D, 0, NP * D * sizeof(float));
+        memcpy(m->d_res + (b * L + NP) * D, m->d_tmp + b * T * D, T * D * sizeof(float));
+    }
+    PERPO__OMP(barrier)
+    /* decoder blocks, last to first */
+    for (l = LD; l-- > 0;) {
+        const float *bk[4];
+        int w;
+        for (w = 0; w < 4; w++) bk[w] = perpo__bpack_get(m, 4 * l + (size_t)w);
+        perpo__block_backward_team(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->d_res, B, L, 1,
+                                   bk, &pend);
+    }
+    PERPO__OMP(barrier)
+    perpo__ln_pending_run(&pend, D);
+    /* embeddings: positions, token table, and the image tokens each sequence read. The team
+       splits the D columns (d_img's too, zeroed here); every column is summed in the same order */
+    perpo__team_range(D, &lo, &hi);
+    for (r = 0; r < Nv && hi > lo; r++) memset(m->d_img + r * D + lo, 0, (hi - lo) * sizeof(float));
+    for (b = 0; b < B && hi > lo; b++) {
+        const float *d = m->d_res + b * L * D + lo;
+        for (r = 0; r < NP; r++) {
+            perpo__add_inplace(m->d_img + (m->image_of[b] * NP + r) * D + lo, d + r * D, hi - lo);
+            perpo__add_inplace(G + m->dec_pos + r * D + lo, d + r * D, hi - lo);
+        }
+        for (t = 0; t < T; t++) {
+            perpo__add_inplace(G + m->wte + (size_t)m->tokens[b * T + t] * D + lo, d + (NP + t) * D,
+                               hi - lo);
+            perpo__add_inplace(G + m->dec_pos + (NP + t) * D + lo, d + (NP + t) * D, hi - lo);
+        }
+    }
+    PERPO__OMP(barrier)
+    /* projector: img_tok = proj2(GELU(proj1(LN(x)))); GELU's backward in proj2's epilogue */
+    memset(&e, 0, sizeof e);
+    e.dgel = m->proj_h;
+    e.ldd = D;
+    perpo__linear_backward_team(m->d_atty, 0, &e, G + m->proj2_w, G + m->proj2_b, m->d_img,
+                                m->proj_g, P + m->proj2_w, Nv, D, D, m->gemm_ws);
+    PERPO__OMP(barrier)
+    perpo__linear_backward_team(m->d_tmp, 0, NULL, G + m->proj1_w, G + m->proj1_b, m->d_atty,
+                                m->vis_lnf, P + m->proj1_w, Nv, D, D, m->gemm_ws);
+    PERPO__OMP(barrier)
+    perpo__team_range(Nv, &lo, &hi); /* the rows the LayerNorm backward adds into */
+    if (hi > lo) memset(m->d_res + lo * D, 0, (hi - lo) * D * sizeof(float));
+    perpo__layernorm_backward_team(m->d_res, G + m->vis_lnf_w, G + m->vis_lnf_b, m->d_tmp,
+                                   m->vis_x[LV], P + m->vis_lnf_w, m->vis_lnf_mean, m->vis_lnf_rstd,
+                                   Nv, D);
+    PERPO__OMP(barrier)
+    /* vision blocks, then the positions (columns split) and the patch embedding (its input is
+       data: no input gradient); both only read d_res */
+    for (l = LV; l-- > 0;) {
+        const float *bk[4];
+        int w;
+        for (w = 0; w < 4; w++) bk[w] = perpo__bpack_get(m, 4 * (LD + l) + 1 + (size_t)w);
+        perpo__block_backward_team(m, &m->vis[l], &m->vis_acts[l], m->vis_x[l], m->d_res, m->n_img,
+                                   NP, 0, bk, &pend);
+    }
+    PERPO__OMP(barrier)
+    perpo__ln_pending_run(&pend, D);
+    perpo__team_range(D, &lo, &hi);
+    for (r = 0; r < Nv && hi > lo; r++)
+        perpo__add_inplace(G + m->vis_pos + (r % NP) * D + lo, m->d_res + r * D + lo, hi - lo);
+    perpo__linear_backward_team(NULL, 0, NULL, G + m->patch_w, G + m->patch_b, m->d_res, m->patches,
+                                P + m->patch_w, Nv, m->PPC, D, m->gemm_ws);
+}
+
 PERPODEF perpo_status perpo_backward(perpo_model *m, const float *dlogp) {
-    size_t B, T, D, L, NP, V, Nv, b, t, r, l, v, LD, LV;
-    float *G;
-    const float *P;
     if (!m || !dlogp) return PERPO_ERR_ARG;
     if (!m->have_forward) return PERPO_ERR_ARG;
-    B = m->n_seq;
-    T = m->T;
-    D = m->D;
-    L = m->L;
-    NP = m->NP;
-    V = m->V;
-    Nv = m->n_img * NP;
-    LD = (size_t)m->cfg.n_dec_layers;
-    LV = (size_t)m->cfg.n_vis_layers;
-    G = m->grads;
-    P = m->params;
-    if (!perpo__all_finite(dlogp, B)) return PERPO_ERR_NONFINITE;
-    /* d logp_b / d logits at a counted position = onehot(target) - softmax */
-    {
-        long rw;
-        PERPO__OMP(parallel for schedule(static) private(v) if(B * T * V >= PERPO__PAR_MIN))
-        for (rw = 0; rw < (long)(B * T); rw++) {
-            size_t row = (size_t)rw;
-            const float *z = m->logits + row * V;
-            float *dz = m->dlogits + row * V, g = dlogp[row / T], lse = m->lse[row];
-            int tgt = m->targets[row];
-            if (tgt < 0) {
-                memset(dz, 0, V * sizeof(float));
-                continue;
-            }
-            for (v = 0; v < V; v++) dz[v] = -g * expf(z[v] - lse);
-            dz[tgt] += g;
-        }
-    }
-    /* head and final LayerNorm (text rows only) */
-    memset(m->d_atty, 0, B * T * D * sizeof(float));
-    perpo__linear_backward(m->d_atty, G + m->head_w, NULL, m->dlogits, m->lnf, P + m->head_w, B * T,
-                           D, V, m->gemm_ws);
-    memset(m->d_tmp, 0, B * T * D * sizeof(float));
-    perpo__layernorm_backward(m->d_tmp, G + m->lnf_w, G + m->lnf_b, m->d_atty, m->txt, P + m->lnf_w,
-                              m->lnf_mean, m->lnf_rstd, B * T, D);
-    memset(m->d_res, 0, B * L * D * sizeof(float));
-    for (b = 0; b < B; b++)
-        memcpy(m->d_res + (b * L + NP) * D, m->d_tmp + b * T * D, T * D * sizeof(float));
-    /* decoder blocks, last to first */
-    for (l = LD; l-- > 0;)
-        perpo__block_backward(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->d_res, B, L, 1);
-    /* embeddings: positions, token table, and the image tokens each sequence read */
-    memset(m->d_img, 0, Nv * D * sizeof(float));
-    PERPO__OMP(parallel private(b, r, t) if (B * L * D >= PERPO__PAR_MIN))
-    { /* the team splits the D columns; every column is summed in the same order */
-        size_t lo, hi;
-        perpo__team_range(D, &lo, &hi);
-        for (b = 0; b < B && hi > lo; b++) {
-            const float *d = m->d_res + b * L * D + lo;
-            for (r = 0; r < NP; r++) {
-                perpo__add_inplace(m->d_img + (m->image_of[b] * NP + r) * D + lo, d + r * D,
-                                   hi - lo);
-                perpo__add_inplace(G + m->dec_pos + r * D + lo, d + r * D, hi - lo);
-            }
-            for (t = 0; t < T; t++) {
-                perpo__add_inplace(G + m->wte + (size_t)m->tokens[b * T + t] * D + lo,
-                                   d + (NP + t) * D, hi - lo);
-                perpo__add_inplace(G + m->dec_pos + (NP + t) * D + lo, d + (NP + t) * D, hi - lo);
-            }
-        }
-    }
-    /* projector: img_tok = proj2(GELU(proj1(LN(x)))) */
-    memset(m->d_atty, 0, Nv * D * sizeof(float));
-    perpo__linear_backward(m->d_atty, G + m->proj2_w, G + m->proj2_b, m->d_img, m->proj_g,
-                           P + m->proj2_w, Nv, D, D, m->gemm_ws);
-    perpo__gelu_backward(m->d_atty, m->proj_h, m->d_atty, Nv * D);
-    memset(m->d_tmp, 0, Nv * D * sizeof(float));
-    perpo__linear_backward(m->d_tmp, G + m->proj1_w, G + m->proj1_b, m->d_atty, m->vis_lnf,
-                           P + m->proj1_w, Nv, D, D, m->gemm_ws);
-    memset(m->d_res, 0, Nv * D * sizeof(float));
-    perpo__layernorm_backward(m->d_res, G + m->vis_lnf_w, G + m->vis_lnf_b, m->d_tmp, m->vis_x[LV],
-                              P + m->vis_lnf_w, m->vis_lnf_mean, m->vis_lnf_rstd, Nv, D);
-    /* vision blocks, then the patch embedding (its input is data: no input gradient) */
-    for (l = LV; l-- > 0;)
-        perpo__block_backward(m, &m->vis[l], &m->vis_acts[l], m->vis_x[l], m->d_res, m->n_img, NP,
-                              0);
-    for (b = 0; b < m->n_img; b++)
-        for (r = 0; r < NP; r++)
-            perpo__add_inplace(G + m->vis_pos + r * D, m->d_res + (b * NP + r) * D, D);
-    perpo__linear_backward(NULL, G + m->patch_w, G + m->patch_b, m->d_res, m->patches,
-                           P + m->patch_w, Nv, m->PPC, D, m->gemm_ws);
+    if (!perpo__all_finite(dlogp, m->n_seq)) return PERPO_ERR_NONFINITE;
+    PERPO__OMP(parallel if (PERPO__STEP_PAR(m, m->n_seq * m->L + m->n_img * m->NP)))
+    perpo__backward_team(m, dlogp);
     return PERPO_OK;
 }
 
@@ -2593,64 +2919,14 @@ PERPODEF perpo_sample_config perpo_sample_default(void) {
     return s;
 }
 
-/* The packed (N,K) weight w of decoder layer l (w: 0 qkv, 1 attention out, 2 fc, 3 fc2; l = LD:
-   the head), or NULL when nothing is packed. */
-static const float *perpo__wpack_at(const perpo_model *m, size_t l, int w) {
-    const float *p = m->wpack;
-    size_t D = m->D, M = m->M;
-    if (!p || !m->wpack_ok) return NULL;
-    p += l * perpo__wpack_layer_floats(m);
-    if (w > 0) p += perpo__gemm_packed_floats(3 * D, D);
-    if (w > 1) p += perpo__gemm_packed_floats(D, D);
-    if (w > 2) p += perpo__gemm_packed_floats(M, D);
-    return p;
-}
-static void perpo__wpack_refresh(perpo_model *m) {
-#ifndef PERPO_USE_CBLAS
-    const float *P = m->params;
-    size_t D = m->D, M = m->M, LD = (size_t)m->cfg.n_dec_layers;
-    long j;
-    if (m->wpack_ok && m->wpack_version == m->params_version) return;
-    m->wpack_ok = 1; /* perpo__wpack_at hands out slots from here on */
-    PERPO__OMP(parallel for schedule(dynamic) if(LD * D * D >= PERPO__PAR_MIN))
-    for (j = 0; j < (long)(4 * LD + 1); j++) {
-        size_t l = (size_t)j / 4;
-        int w = j % 4;
-        float *dst = (float *)perpo__wpack_at(m, l, l == LD ? 0 : w);
-        if (l == LD) {
-            if (w == 0) perpo__gemm_prepack(dst, 1, m->V, D, P + m->head_w, D);
-            continue;
-        }
-        if (w == 0) perpo__gemm_prepack(dst, 1, 3 * D, D, P + m->dec[l].qkv_w, D);
-        if (w == 1) perpo__gemm_prepack(dst, 1, D, D, P + m->dec[l].attn_w, D);
-        if (w == 2) perpo__gemm_prepack(dst, 1, M, D, P + m->dec[l].fc_w, D);
-        if (w == 3) perpo__gemm_prepack(dst, 1, D, M, P + m->dec[l].fc2_w, M);
-    }
-    m->wpack_version = m->params_version;
-#else
-    (void)m;
-#endif
-}
-
-/* A product of decoding: split over the team in its own parallel region (par), or all on the
-   calling thread. */
+/* A product of decoding: one thread's share of it (par: inside a region the whole team runs
+   through), or all of it on the calling thread. */
 static void perpo__dec_gemm(int par, size_t M, size_t N, size_t K, const float *A, const float *W,
                             const float *packed, float *C, float *ws, const perpo__epi *e) {
     if (par)
-        perpo__gemm_ex(0, 1, M, N, K, A, K, W, K, 0, C, N, ws, packed, e);
-    else {
-#ifdef PERPO_USE_CBLAS
-        (void)packed;
-        if (M > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A,
-                        (int)K, W, (int)K, 0.0f, C, (int)N);
-        if (e && M > 0) perpo__epi_apply(e, C, N, 0, 0, M, N);
-#else
-        if (M > 0)
-            perpo__gemm_cols(0, 1, M, N, K, A, K, W, K, 0, C, N, ws, packed, e, 0,
-                             (N + PERPO__NR - 1) / PERPO__NR);
-#endif
-    }
+        perpo__gemm_team(0, 1, M, N, K, A, K, W, K, 0, C, N, ws, packed, e);
+    else
+        perpo__gemm_rows(0, M, 1, N, K, A, W, packed, C, e);
 }
 
 /* out[i] (i < w) = start + sum over k < n of c[k] * M[k*ld + i], each a multiply-add chain over
@@ -2697,20 +2973,31 @@ static void perpo__combine_rows(float *PERPO__RESTRICT out, const float *PERPO__
 /* Decoder over rows [r0, r1) of x: n sequences x Lr new rows each (row g belongs to sequence
    g / Lr, at position pos[s] + g % Lr, cache slot slot[s]). Layer by layer: K/V go to the cache,
    each row attends to everything before it. Then the final LayerNorm and the head on each
-   sequence's last row, into logits (n, V). par: kernels split over the team in parallel regions
-   (a prefill); else everything runs on the calling thread (one thread's sequences of a token
-   step). The cache keeps keys transposed per head, (head, hd, L), so a row's scores are axpys
-   over contiguous keys, and values as (head, L, hd). Sequence s (a slot) reads its first
-   shared[s] positions from slot root[s] (a prefill it shares; root, shared may be NULL). */
+   sequence's last row, into logits (n, V). par: one thread's share, called by the whole team of
+   the prefill's parallel region (rows, product columns and rows again, with a barrier where a
+   kernel reads another thread's output); else everything runs on the calling thread (one
+   thread's sequences of a token step). The cache keeps keys transposed per head, (head, hd, L),
+   so a row's scores are axpys over contiguous keys, and values as (head, L, hd). Sequence s (a
+   slot) reads its first shared[s] positions from slot root[s] (a prefill it shares; root, shared
+   may be NULL). */
 typedef struct perpo__dec_bufs { /* per-row scratch of decoding, indexed by row */
     float *ln, *mean, *rstd, *qkv, *atty, *tmp, *fch,
         *scores; /* (R,D) (R) (R) (R,3D) (R,D) (R,D) (R,M) (R,L) */
 } perpo__dec_bufs;
+/* [lo, hi) of n items: this thread's share when par, else all of them. */
+static void perpo__span_range(int par, size_t n, size_t *lo, size_t *hi) {
+    if (par)
+        perpo__team_range(n, lo, hi);
+    else {
+        *lo = 0;
+        *hi = n;
+    }
+}
 static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t r0, size_t r1,
                                size_t Lr, const size_t *slot, const size_t *pos, const size_t *root,
                                const size_t *shared, float *x, float *logits, int par) {
     const float *P = m->params;
-    size_t D = m->D, H = m->H, hd = D / H, M = m->M, L = m->L, R = r1 - r0, l, i,
+    size_t D = m->D, H = m->H, hd = D / H, M = m->M, L = m->L, R = r1 - r0, l, i, lo, hi,
            LD = (size_t)m->cfg.n_dec_layers;
     size_t s0 = r0 / Lr, s1 = r1 / Lr, s;
     float scale = 1.0f / sqrtf((float)hd);
@@ -2720,18 +3007,17 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
           *rstd = bf->rstd + r0;
     float *ws = par ? m->gemm_ws : NULL;
     perpo__epi e;
-    long rr;
+    perpo__span_range(par, R, &lo, &hi); /* rows of the row-wise kernels */
     for (l = 0; l < LD; l++) {
         const perpo__block *p = &m->dec[l];
         float *K = m->kcache + l * m->max_batch * L * D, *Vc = m->vcache + l * m->max_batch * L * D;
-        if (par)
-            perpo__layernorm_forward(ln, mean, rstd, xr, P + p->ln1_w, P + p->ln1_b, R, D);
-        else
-            perpo__layernorm_rows(ln, mean, rstd, xr, P + p->ln1_w, P + p->ln1_b, 0, R, D);
+        perpo__layernorm_rows(ln, mean, rstd, xr, P + p->ln1_w, P + p->ln1_b, lo, hi, D);
+        if (par) { PERPO__OMP(barrier) }
         memset(&e, 0, sizeof e);
         e.bias = P + p->qkv_b;
         perpo__dec_gemm(par, R, 3 * D, D, ln, P + p->qkv_w, perpo__wpack_at(m, l, 0), qkv, ws, &e);
-        for (i = 0; i < R; i++) {
+        if (par) { PERPO__OMP(barrier) }
+        for (i = lo; i < hi; i++) {
             size_t g = r0 + i, t = pos[g / Lr] + g % Lr, h, j;
             float *Kt = K + slot[g / Lr] * L * D, *Vs = Vc + slot[g / Lr] * L * D;
             const float *q = qkv + i * 3 * D;
@@ -2741,17 +3027,19 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
                     Vs[(h * L + t) * hd + j] = q[2 * D + h * hd + j];
                 }
         }
-        PERPO__OMP(parallel for schedule(static) if(par && R * L * D >= PERPO__PAR_MIN))
-        for (rr = 0; rr < (long)R; rr++) {
-            size_t g = r0 + (size_t)rr, sq = g / Lr, n_keys = pos[sq] + g % Lr + 1, h, j;
+        if (par) { /* a row reads the keys and values of the rows before it */
+            PERPO__OMP(barrier)
+        }
+        for (i = lo; i < hi; i++) {
+            size_t g = r0 + i, sq = g / Lr, n_keys = pos[sq] + g % Lr + 1, h, j;
             size_t own = slot[sq], src = root ? root[own] : own, sh = shared ? shared[own] : 0;
             const float *Kt = K + own * L * D, *Vs = Vc + own * L * D;
             const float *Kr = K + src * L * D, *Vr = Vc + src * L * D; /* shared prefix: [0, sh) */
             float *sc = bf->scores + g * L;
             if (sh > n_keys) sh = n_keys;
             for (h = 0; h < H; h++) {
-                const float *q = qkv + (size_t)rr * 3 * D + h * hd;
-                float *o = atty + (size_t)rr * D + h * hd;
+                const float *q = qkv + i * 3 * D + h * hd;
+                float *o = atty + i * D + h * hd;
                 perpo__combine_rows(sc, q, Kr + h * hd * L, L, hd, sh, 1);
                 perpo__combine_rows(sc + sh, q, Kt + h * hd * L + sh, L, hd, n_keys - sh, 1);
                 perpo__softmax_scaled(sc, n_keys, scale);
@@ -2760,30 +3048,37 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
                 perpo__combine_rows(o, sc + sh, Vs + (h * L + sh) * hd, hd, n_keys - sh, hd, 0);
             }
         }
+        if (par) { PERPO__OMP(barrier) }
         e.bias = P + p->attn_b;
         e.res = xr;
         e.ldr = D; /* x + atty W^T + b */
         perpo__dec_gemm(par, R, D, D, atty, P + p->attn_w, perpo__wpack_at(m, l, 1), tmp, ws, &e);
-        memcpy(xr, tmp, R * D * sizeof(float));
-        if (par)
-            perpo__layernorm_forward(ln, mean, rstd, xr, P + p->ln2_w, P + p->ln2_b, R, D);
-        else
-            perpo__layernorm_rows(ln, mean, rstd, xr, P + p->ln2_w, P + p->ln2_b, 0, R, D);
+        if (par) { PERPO__OMP(barrier) }
+        memcpy(xr + lo * D, tmp + lo * D, (hi - lo) * D * sizeof(float));
+        perpo__layernorm_rows(ln, mean, rstd, xr, P + p->ln2_w, P + p->ln2_b, lo, hi, D);
+        if (par) { PERPO__OMP(barrier) }
         e.bias = P + p->fc_b;
         e.res = NULL;
         e.gel = fch;
         e.ldg = M; /* GELU in place */
         perpo__dec_gemm(par, R, M, D, ln, P + p->fc_w, perpo__wpack_at(m, l, 2), fch, ws, &e);
+        if (par) { PERPO__OMP(barrier) }
         e.bias = P + p->fc2_b;
         e.gel = NULL;
         e.res = xr;
         perpo__dec_gemm(par, R, D, M, fch, P + p->fc2_w, perpo__wpack_at(m, l, 3), tmp, ws, &e);
-        memcpy(xr, tmp, R * D * sizeof(float));
+        if (par) { PERPO__OMP(barrier) }
+        memcpy(xr + lo * D, tmp + lo * D, (hi - lo) * D * sizeof(float));
     }
-    for (s = s0; s < s1; s++)
+    if (par) { /* a sequence's last row may be another thread's */
+        PERPO__OMP(barrier)
+    }
+    perpo__span_range(par, s1 - s0, &lo, &hi);
+    for (s = s0 + lo; s < s0 + hi; s++)
         memcpy(m->g_tmp + s * D, x + (s * Lr + Lr - 1) * D, D * sizeof(float));
-    perpo__layernorm_rows(m->g_ln, m->g_mean, m->g_rstd, m->g_tmp, P + m->lnf_w, P + m->lnf_b, s0,
-                          s1, D);
+    perpo__layernorm_rows(m->g_ln, m->g_mean, m->g_rstd, m->g_tmp, P + m->lnf_w, P + m->lnf_b,
+                          s0 + lo, s0 + hi, D);
+    if (par) { PERPO__OMP(barrier) }
     perpo__dec_gemm(par, s1 - s0, m->V, D, m->g_ln + s0 * D, P + m->head_w,
                     perpo__wpack_at(m, LD, 0), logits + s0 * m->V, ws, NULL);
 }
@@ -2809,12 +3104,13 @@ static perpo_status perpo__params_finite(const perpo_model *m) {
    each sequence's last row go to logits (n, V). Same kernels, same order of operations as
    the training forward, so the two agree bit for bit. A token step (Lr = 1) splits the
    sequences over the threads, one parallel region for the whole step; a prefill splits each
-   kernel. */
+   kernel, also in one region. */
 static void perpo__decode_cached(perpo_model *m, size_t n, size_t Lr, const size_t *slot,
                                  const size_t *pos, const size_t *root, const size_t *shared,
                                  float *x, float *logits) {
     size_t work = n * (size_t)m->cfg.n_dec_layers * m->D * (4 * m->D + 2 * m->M);
     perpo__dec_bufs bf;
+    (void)work;    /* (only the parallel regions' conditions read it) */
     if (Lr == 1) { /* token step: n <= max_batch rows of the generation scratch */
         bf.ln = m->g_ln;
         bf.mean = m->g_mean;
@@ -2844,7 +3140,7 @@ static void perpo__decode_cached(perpo_model *m, size_t n, size_t Lr, const size
                 perpo__decode_span(m, &bf, lo, hi, 1, slot, pos, root, shared, x, logits, 0);
         }
     } else {
-        (void)work;
+        PERPO__OMP(parallel if (work * Lr >= 64 * PERPO__PAR_MIN))
         perpo__decode_span(m, &bf, 0, n * Lr, Lr, slot, pos, root, shared, x, logits, 1);
     }
 }
@@ -3011,8 +3307,17 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
     float *x;
     perpo__rng rng;
     m->have_forward = 0; /* the vision encoder reuses the training activations */
-    perpo__wpack_refresh(m);
-    perpo__encode_images(m, req->images, req->n_img);
+    {                    /* one region: pack the decoding weights if stale, and encode the images */
+        int stale = perpo__wpack_stale(m);
+        PERPO__OMP(parallel if (PERPO__STEP_PAR(m, req->n_img * NP)))
+        {
+            if (stale) {
+                perpo__wpack_refresh_team(m);
+                PERPO__OMP(barrier)
+            }
+            perpo__encode_images_team(m, req->images, req->n_img);
+        }
+    }
     for (s = 0; s < n; s++) {
         size_t img = req->image_of ? req->image_of[s] : s, pl = seq[s].prompt_len, Lp = NP + pl + 2;
         size_t prev = s > 0 ? (req->image_of ? req->image_of[s - 1] : s - 1) : (size_t)-1;
@@ -3774,35 +4079,44 @@ PERPODEF float perpo_lr_at(const perpo_optim_config *oc, int step) {
                    0.5 * (oc->lr - oc->min_lr) * (1.0 + cos(3.141592653589793 * progress)));
 }
 
-PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config *oc,
-                                       float grad_scale, float *grad_norm) {
-    double sumsq = 0.0, norm, bc1, bc2;
+/* The shared state of one AdamW step's parallel region. */
+typedef struct perpo__adamw {
+    double part[64];  /* sums of squares of the gradient in 64 fixed chunks */
+    int finite[2];    /* pass 0: every new value finite; pass 1: the same, as written */
+    float grad_scale; /* in */
+} perpo__adamw;
+/* The gradient norm from the chunks' sums, added in order. */
+static double perpo__adamw_norm(const perpo__adamw *st) {
+    double sumsq = 0.0;
+    int c;
+    for (c = 0; c < 64; c++) sumsq += st->part[c];
+    return sqrt(sumsq);
+}
+/* One thread's share of an AdamW step: the gradient norm (64 chunks, summed in order, the same
+   for any thread count), then pass 0, which computes every new value and only checks it (a
+   finite gradient can still overflow: a huge grad_scale without clipping, params near FLT_MAX),
+   then pass 1, which writes the same values, only if pass 0 found them all finite. Each
+   tensor's elements split over the team. Every thread computes the same norm and factors from
+   the shared sums, so all take the same branches to the same barriers. */
+static void perpo__adamw_team(perpo_model *m, const perpo_optim_config *oc, perpo__adamw *st) {
+    size_t c, lo, hi, i, k;
+    double norm, bc1, bc2;
     float mult, lr, step_size, bc2_sqrt;
-    size_t i, k;
     int t, pass;
-    if (!m || perpo_optim_validate(oc) != PERPO_OK ||
-        !(grad_scale > 0.0f && grad_scale <= FLT_MAX) || m->opt_step < 0 ||
-        m->opt_step >= PERPO_MAX_STEPS)
-        return PERPO_ERR_ARG;
-    { /* sum of squares in 64 fixed chunks, added in order: the same for any thread count */
-        double part[64];
-        long c;
-        PERPO__OMP(parallel for schedule(static) if(m->n_params >= PERPO__PAR_MIN))
-        for (c = 0; c < 64; c++) {
-            size_t j, lo = m->n_params * (size_t)c / 64, hi = m->n_params * (size_t)(c + 1) / 64;
-            double acc = 0.0;
-            for (j = lo; j < hi; j++) {
-                double g = (double)m->grads[j] * grad_scale;
-                acc += g * g;
-            }
-            part[c] = acc;
+    perpo__team_range(64, &lo, &hi);
+    for (c = lo; c < hi; c++) {
+        size_t j, a = m->n_params * c / 64, b = m->n_params * (c + 1) / 64;
+        double acc = 0.0;
+        for (j = a; j < b; j++) {
+            double g = (double)m->grads[j] * st->grad_scale;
+            acc += g * g;
         }
-        for (c = 0; c < 64; c++) sumsq += part[c];
+        st->part[c] = acc;
     }
-    norm = sqrt(sumsq);
-    if (grad_norm) *grad_norm = (float)norm;
-    if (!isfinite(norm)) return PERPO_ERR_NONFINITE; /* refuse the step, change nothing */
-    mult = grad_scale;
+    PERPO__OMP(barrier)
+    norm = perpo__adamw_norm(st);
+    if (!isfinite(norm)) return; /* refuse the step, change nothing */
+    mult = st->grad_scale;
     if (oc->clip_norm > 0.0f && norm > oc->clip_norm)
         mult *= (float)(oc->clip_norm / (norm + 1e-6));
     t = m->opt_step + 1;
@@ -3811,17 +4125,11 @@ PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config 
     bc2 = 1.0 - pow((double)oc->beta2, (double)t);
     step_size = (float)(lr / bc1);
     bc2_sqrt = (float)sqrt(bc2);
-    /* Pass 0 computes every new value and only checks it: a finite gradient can still
-       overflow (a huge grad_scale without clipping, params near FLT_MAX), and a step that
-       would leave a non-finite parameter or moment is refused before anything changes.
-       Pass 1 writes the same values. Each pass is one parallel region; each tensor's elements
-       split over the team without a barrier. */
     for (pass = 0; pass < 2; pass++) {
         int finite = 1;
-        PERPO__OMP(parallel private(k, i) reduction(& : finite) if (m->n_params >= PERPO__PAR_MIN))
         for (k = 0; k < m->n_tensors; k++) {
             const perpo__tensor *tn = &m->tensors[k];
-            size_t n = tn->rows * (tn->cols ? tn->cols : 1), o = tn->offset, lo, hi;
+            size_t n = tn->rows * (tn->cols ? tn->cols : 1), o = tn->offset;
             float decay = tn->cols ? 1.0f - lr * oc->weight_decay : 1.0f; /* matrices only */
             float *PERPO__RESTRICT pm = m->adam_m, *PERPO__RESTRICT pv = m->adam_v,
                                    *PERPO__RESTRICT pp = m->params;
@@ -3841,13 +4149,41 @@ PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config 
             }
         }
         if (!finite) {
-            if (!pass) return PERPO_ERR_NONFINITE; /* nothing changed */
-            m->params_known_finite = 0; /* pass 1 disagreed with pass 0: never expected */
-            return PERPO_ERR_NONFINITE;
+            PERPO__OMP(atomic write)
+            st->finite[pass] = 0;
+        }
+        PERPO__OMP(barrier)
+        if (pass == 0) {
+            int ok;
+            PERPO__OMP(atomic read)
+            ok = st->finite[0];
+            if (!ok) break; /* (every thread reads it after the barrier: the same value) */
         }
     }
+}
+
+PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config *oc,
+                                       float grad_scale, float *grad_norm) {
+    perpo__adamw st;
+    double norm;
+    if (!m || perpo_optim_validate(oc) != PERPO_OK ||
+        !(grad_scale > 0.0f && grad_scale <= FLT_MAX) || m->opt_step < 0 ||
+        m->opt_step >= PERPO_MAX_STEPS)
+        return PERPO_ERR_ARG;
+    memset(&st, 0, sizeof st);
+    st.grad_scale = grad_scale;
+    st.finite[0] = st.finite[1] = 1;
+    PERPO__OMP(parallel if (m->n_params >= PERPO__PAR_MIN)) /* the step's one region */
+    perpo__adamw_team(m, oc, &st);
+    norm = perpo__adamw_norm(&st);
+    if (grad_norm) *grad_norm = (float)norm;
+    if (!isfinite(norm) || !st.finite[0]) return PERPO_ERR_NONFINITE; /* nothing changed */
+    if (!st.finite[1]) {
+        m->params_known_finite = 0; /* pass 1 disagreed with pass 0: never expected */
+        return PERPO_ERR_NONFINITE;
+    }
     m->params_known_finite = 1;
-    m->opt_step = t;
+    m->opt_step++;
     m->params_version++;
     return PERPO_OK;
 }
