@@ -3098,6 +3098,17 @@ static perpo_status perpo__params_finite(const perpo_model *m) {
     return PERPO_ERR_NONFINITE;
 }
 
+/* The scratch of token steps: rows of the generation buffers, one per sequence. */
+static void perpo__token_bufs(perpo_model *m, perpo__dec_bufs *bf) {
+    bf->ln = m->g_ln;
+    bf->mean = m->g_mean;
+    bf->rstd = m->g_rstd;
+    bf->qkv = m->g_qkv;
+    bf->atty = m->g_atty;
+    bf->tmp = m->g_tmp;
+    bf->fch = m->g_fch;
+    bf->scores = m->g_scores;
+}
 /* Runs the decoder with the KV cache over n sequences x Lr new rows each. x (n*Lr, D) holds the
    input rows (embedding + position) and is overwritten. Sequence s writes K/V at positions
    pos[s] .. pos[s]+Lr-1 of cache slot slot[s] and attends to everything before. The logits of
@@ -3110,17 +3121,10 @@ static void perpo__decode_cached(perpo_model *m, size_t n, size_t Lr, const size
                                  float *x, float *logits) {
     size_t work = n * (size_t)m->cfg.n_dec_layers * m->D * (4 * m->D + 2 * m->M);
     perpo__dec_bufs bf;
-    (void)work;    /* (only the parallel regions' conditions read it) */
-    if (Lr == 1) { /* token step: n <= max_batch rows of the generation scratch */
-        bf.ln = m->g_ln;
-        bf.mean = m->g_mean;
-        bf.rstd = m->g_rstd;
-        bf.qkv = m->g_qkv;
-        bf.atty = m->g_atty;
-        bf.tmp = m->g_tmp;
-        bf.fch = m->g_fch;
-        bf.scores = m->g_scores;
-    } else { /* prefill: up to max_batch * L rows, in the first decoder block's training buffers */
+    (void)work;  /* (only the parallel regions' conditions read it) */
+    if (Lr == 1) /* token step: n <= max_batch rows of the generation scratch */
+        perpo__token_bufs(m, &bf);
+    else { /* prefill: up to max_batch * L rows, in the first decoder block's training buffers */
         perpo__block_acts *a = &m->dec_acts[0];
         bf.ln = a->ln1;
         bf.mean = a->ln1_mean;
@@ -3296,6 +3300,55 @@ static size_t perpo__prefill(perpo_model *m, size_t n, size_t Lp, const size_t *
     return 0;
 }
 
+/* The greedy choice perpo__sample_token makes (temperature 0): the first highest logit among the
+   bytes and EOS, in token order; without its candidate buffer, so threads can choose at once. */
+static int perpo__greedy_token(const perpo_model *m, const float *logits) {
+    int tok, best = 0;
+    for (tok = 1; tok < (int)m->V; tok++)
+        if ((tok <= 255 || tok == PERPO_TOK_EOS) && logits[tok] > logits[best]) best = tok;
+    return best;
+}
+/* Greedy token steps after the prefill, one thread's share: greedy decoding draws no random
+   numbers, so nothing ties one sequence's steps to another's and each thread runs its own
+   sequences (perpo__team_range of n) to their end: one parallel region and no barrier for every
+   token of the call. The same kernels on the same rows as perpo__decode_cached's token steps
+   (rows [lo, lo + live) of the scratch, slot and pos), so the same values. */
+static void perpo__greedy_team(perpo_model *m, perpo__gen_seq *seq, size_t n, size_t *slot,
+                               size_t *pos, const size_t *root, const size_t *shared, char *out,
+                               size_t out_cap) {
+    size_t D = m->D, NP = m->NP, V = m->V, lo, hi, s, k, live;
+    perpo__dec_bufs bf;
+    perpo__token_bufs(m, &bf);
+    perpo__team_range(n, &lo, &hi);
+    for (;;) {
+        live = 0;
+        for (s = lo; s < hi; s++) {
+            int next;
+            if (seq[s].done) continue;
+            next = perpo__greedy_token(m, m->g_logits + s * V);
+            if (next == PERPO_TOK_EOS) {
+                seq[s].done = 1;
+                continue;
+            }
+            if (seq[s].len + 1 < out_cap) out[s * out_cap + seq[s].len] = (char)next;
+            if (++seq[s].len >= seq[s].cap) {
+                seq[s].done = 1;
+                continue;
+            }
+            k = lo + live++;
+            slot[k] = s;
+            pos[k] = NP + seq[s].prompt_len + 1 + seq[s].len; /* where the new token sits */
+            perpo__embed_token_row(m, m->g_x + k * D, next, pos[k] - NP);
+        }
+        if (!live) break;
+        perpo__decode_span(m, &bf, lo, lo + live, 1, slot, pos, root, shared, m->g_x, m->g_logits,
+                           0);
+        for (k = lo + live; k-- > lo;) /* row k belongs to sequence slot[k] >= k */
+            if (slot[k] != k)
+                memcpy(m->g_logits + slot[k] * V, m->g_logits + k * V, V * sizeof(float));
+    }
+}
+
 /* Cached path: encode images once, prefill each distinct (image, prompt) (consecutive ones of
    the same length together), then decode all live sequences together, one token per step. */
 static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
@@ -3346,6 +3399,13 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
         n_pend++;
     }
     if (n_pend > 0) n_pend = perpo__prefill(m, n_pend, pend_Lp, slot, pos);
+    if (sc->temperature <= 0.0f) { /* greedy: every token step in one region */
+        size_t work = n * (size_t)m->cfg.n_dec_layers * D * (4 * D + 2 * m->M);
+        (void)work;
+        PERPO__OMP(parallel if (n > 1 && work >= 64 * PERPO__PAR_MIN))
+        perpo__greedy_team(m, seq, n, slot, pos, root, shared, out, out_cap);
+        return;
+    }
     perpo__rng_seed(&rng, sc->seed);
     for (;;) {
         /* sample for every live sequence (in order, so the RNG stream matches the no-cache path) */
