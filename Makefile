@@ -213,7 +213,7 @@ bench-compare: $(BUILD)/bench $(if $(HAVE_OPENBLAS),$(BUILD)/bench_cblas)
 	BENCH=$(BUILD)/bench BENCH_CBLAS=$(if $(HAVE_OPENBLAS),$(BUILD)/bench_cblas) /usr/bin/python3 bench/compare.py $(COMPARE_ARGS)
 
 # Reformat every C source with the committed .clang-format (one style, issue 13).
-FORMAT_SRC = perpo.h $(wildcard examples/*.h examples/*.c tests/*.h tests/*.c bench/*.c)
+FORMAT_SRC = perpo.h $(wildcard examples/*.h examples/*.c tests/*.h tests/*.c bench/*.h bench/*.c)
 format:
 	clang-format -i $(FORMAT_SRC)
 

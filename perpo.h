@@ -247,9 +247,10 @@ PERPODEF void perpo_zero_grad(perpo_model *model);
 PERPODEF const float *perpo_last_logits(const perpo_model *model);
 
 /* ==== 4. Sampling ========================================================================= */
+#define PERPO_MAX_TEMPERATURE 1000.0f
 /* Out-of-range fields make generation return PERPO_ERR_ARG. */
 typedef struct perpo_sample_config {
-    float temperature;  /* in [0, 1000]; 0 = greedy */
+    float temperature;  /* in [0, PERPO_MAX_TEMPERATURE]; 0 = greedy */
     int top_k;          /* keep the k most likely tokens, k in [0, PERPO_VOCAB]; 0 = off */
     float top_p;        /* nucleus: smallest set with mass >= top_p, in [0, 1]; 1 = off */
     int max_new_tokens; /* cap on response bytes (also capped by max_text), >= 0 */
@@ -1711,7 +1712,7 @@ static void perpo__gemm_head(size_t M, size_t N, size_t K, const float *A, size_
  * att: (B,H,T,T) softmax probabilities kept for backward (zero above the diagonal if causal).
  * Per (sequence, head): S = Q K^T, softmax, O = P V. Each score is a multiply-add chain over the
  * head dimension in order, and each output one over the keys in order, exactly as the KV-cache
- * path computes them. ws is not used (kept for the signature of the backward pass). */
+ * path computes them. */
 static void perpo__attention_forward_team(float *out, float *att, const float *qkv, size_t B,
                                           size_t T, size_t D, size_t H, int causal) {
     size_t hd = D / H, bh, lo, hi;
@@ -1734,22 +1735,18 @@ static void perpo__attention_forward_team(float *out, float *att, const float *q
 }
 static PERPO__MAYBE_UNUSED void perpo__attention_forward(float *out, float *att, const float *qkv,
                                                          size_t B, size_t T, size_t D, size_t H,
-                                                         int causal, float *ws) {
-    (void)ws;
+                                                         int causal) {
     PERPO__OMP(parallel if (B * T * T * D >= PERPO__PAR_MIN))
     perpo__attention_forward_team(out, att, qkv, B, T, D, H, causal);
 }
-/* Floats of attention workspace: a (T,T) matrix per (sequence, head), and at least the
-   B*H*(2*hd+1)*T floats earlier versions asked for. */
-static size_t perpo__attention_ws_per_head(size_t T, size_t hd) {
-    return (2 * hd + 1 > T ? 2 * hd + 1 : T) * T;
-}
+/* Floats of attention-backward workspace per (sequence, head): one (T,T) matrix, dS. */
+static size_t perpo__attention_ws_per_head(size_t T) { return T * T; }
 /* dqkv (B,T,3D) += gradient from dout (B,T,D). ws: B*H*perpo__attention_ws_per_head floats.
    dP = dY V^T; dS = P (dP - rowsum(dP P)) scale; dV += P^T dY; dQ += dS K; dK += dS^T Q. */
 static void perpo__attention_backward_team(float *dqkv, const float *dout, const float *att,
                                            const float *qkv, size_t B, size_t T, size_t D, size_t H,
                                            int causal, float *ws, int zero) {
-    size_t hd = D / H, per = perpo__attention_ws_per_head(T, hd), bh, lo, hi;
+    size_t hd = D / H, per = perpo__attention_ws_per_head(T), bh, lo, hi;
     float scale = 1.0f / sqrtf((float)hd);
     perpo__team_range(B * H, &lo, &hi); /* (sequence, head) pairs */
     for (bh = lo; bh < hi; bh++) {
@@ -1797,7 +1794,8 @@ static float perpo__logsumexp(const float *x, size_t n) {
     return mx + (float)log(s);
 }
 
-/* ---- Patchify: image (H,W,C) -> (NP, P*P*C) rows, patches row-major, pixels (dy,dx,c) --- */
+/* ---- Patchify: image (H,W,C) -> (NP, patch_h*patch_w*(C [+2])) rows, patches row-major,
+   pixels (dy,dx,c [,x,y]): with pos_channels each pixel also carries its x and y ---------- */
 static void perpo__patchify(float *out, const float *img, const perpo_config *cfg) {
     size_t H = (size_t)cfg->image_h, W = (size_t)cfg->image_w, C = (size_t)cfg->channels;
     size_t PH = (size_t)cfg->patch_h, PW = (size_t)cfg->patch_w, py, px, dy, dx, c;
@@ -1831,7 +1829,8 @@ static void perpo__sincos_2d(float *out, size_t cols, size_t rows, size_t D) {
 }
 
 /* ==========================================================================================
-   3. The compact MLLM (LLaVA-shaped). Image -> P x P patches -> linear embedding + position ->
+   3. The compact MLLM (LLaVA-shaped). Image -> patch_h x patch_w patches (optional x/y position
+      channels) -> linear embedding + learned position (+ optional 2D sin-cos code) ->
       bidirectional blocks (vision encoder) -> LayerNorm -> 2-layer GELU MLP projector (as
       LLaVA-1.5) -> image tokens. Decoder: pre-LN causal blocks over [image tokens ; text
       tokens] + learned positions -> LayerNorm -> untied head on the text positions.
@@ -1869,6 +1868,8 @@ struct perpo_model {
     /* parameters, gradients, AdamW moments: same layout, described by the tensor table */
     perpo__tensor *tensors;
     size_t n_tensors, n_params;
+    /* offsets into params of the tensors of these names (patch_w: the patch embedding's weight,
+       not cfg.patch_w) */
     size_t patch_w, patch_b, vis_pos, vis_lnf_w, vis_lnf_b, proj1_w, proj1_b, proj2_w, proj2_b;
     size_t wte, dec_pos, lnf_w, lnf_b, head_w;
     perpo__block *vis, *dec;
@@ -1888,7 +1889,7 @@ struct perpo_model {
     float *logits, *lse, *dlogits;          /* (maxB*T, V), (maxB*T), (maxB*T, V) */
     float *d_res, *d_tmp, *d_atty, *d_qkv, *d_fc, *d_img; /* backward scratch */
     float *d_mid, *d_tmp2; /* (of a block's backward: dL/dmid, LN1's input gradient) */
-    float *att_ws;         /* attention: transposed keys/values per head */
+    float *att_ws;         /* attention backward: dS, a (T,T) matrix per (sequence, head) */
     float *gemm_ws; /* 3 areas of ws_area floats: products that follow each other unsynchronized */
     size_t ws_area;
     /* generation: KV cache per decoder layer (maxB, L, D) and per-row scratch */
@@ -2171,7 +2172,7 @@ static void perpo__layout_arena(perpo_model *m, perpo__carver *c) {
     m->d_atty = perpo__carve(c, Nd, D);
     m->d_qkv = perpo__carve(c, Nd, 3 * D);
     m->d_fc = perpo__carve(c, Nd, m->M);
-    m->att_ws = perpo__carve(c, B * m->H, perpo__attention_ws_per_head(m->L, D / m->H));
+    m->att_ws = perpo__carve(c, B * m->H, perpo__attention_ws_per_head(m->L));
     m->d_img = perpo__carve(c, Nv, D);
     m->ws_area = (perpo__gemm_ws_floats(n_max) + 15) & ~(size_t)15;
     m->gemm_ws = perpo__carve(c, m->ws_area, 3);
@@ -2505,6 +2506,37 @@ static void perpo__wpack_refresh_team(perpo_model *m) {
 #else
     (void)m;
 #endif
+}
+
+/* ---- Text: one sequence's tokens, BOS prompt SEP response EOS ---------------------------- */
+/* 1 when BOS prompt SEP response EOS fits in T text positions (a prompt alone: response_len 1,
+   room for at least one generated byte). */
+static int perpo__text_fits(size_t T, size_t prompt_len, size_t response_len) {
+    return prompt_len <= T && response_len <= T && prompt_len + response_len + 3 <= T;
+}
+
+PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *prompt,
+                                        size_t prompt_len, const char *response,
+                                        size_t response_len, int *tokens, int *targets,
+                                        size_t *n_targets) {
+    size_t T, i, n, pos = 0;
+    if (!cfg || !tokens || !targets || (prompt_len && !prompt) || (response_len && !response))
+        return PERPO_ERR_ARG;
+    if (cfg->max_text < PERPO_MIN_TEXT) return PERPO_ERR_ARG;
+    T = (size_t)cfg->max_text;
+    if (!perpo__text_fits(T, prompt_len, response_len)) return PERPO_ERR_ARG;
+    tokens[pos++] = PERPO_TOK_BOS;
+    for (i = 0; i < prompt_len; i++) tokens[pos++] = (unsigned char)prompt[i];
+    tokens[pos++] = PERPO_TOK_SEP;
+    for (i = 0; i < response_len; i++) tokens[pos++] = (unsigned char)response[i];
+    tokens[pos++] = PERPO_TOK_EOS;
+    n = pos;
+    for (; pos < T; pos++) tokens[pos] = PERPO_TOK_PAD;
+    /* position t predicts token t+1: targets run from SEP's position to the one before EOS */
+    for (i = 0; i < T; i++) targets[i] = -1;
+    for (i = prompt_len + 1; i + 1 < n; i++) targets[i] = tokens[i + 1];
+    if (n_targets) *n_targets = response_len + 1;
+    return PERPO_OK;
 }
 
 /* ---- Forward and backward of one pre-LN transformer block --------------------------------- *
@@ -2878,31 +2910,6 @@ PERPODEF perpo_status perpo_backward(perpo_model *m, const float *dlogp) {
     return PERPO_OK;
 }
 
-PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *prompt,
-                                        size_t prompt_len, const char *response,
-                                        size_t response_len, int *tokens, int *targets,
-                                        size_t *n_targets) {
-    size_t T, i, n, pos = 0;
-    if (!cfg || !tokens || !targets || (prompt_len && !prompt) || (response_len && !response))
-        return PERPO_ERR_ARG;
-    if (cfg->max_text < 4) return PERPO_ERR_ARG;
-    T = (size_t)cfg->max_text;
-    if (prompt_len > T || response_len > T || prompt_len + response_len + 3 > T)
-        return PERPO_ERR_ARG;
-    tokens[pos++] = PERPO_TOK_BOS;
-    for (i = 0; i < prompt_len; i++) tokens[pos++] = (unsigned char)prompt[i];
-    tokens[pos++] = PERPO_TOK_SEP;
-    for (i = 0; i < response_len; i++) tokens[pos++] = (unsigned char)response[i];
-    tokens[pos++] = PERPO_TOK_EOS;
-    n = pos;
-    for (; pos < T; pos++) tokens[pos] = PERPO_TOK_PAD;
-    /* position t predicts token t+1: targets run from SEP's position to the one before EOS */
-    for (i = 0; i < T; i++) targets[i] = -1;
-    for (i = prompt_len + 1; i + 1 < n; i++) targets[i] = tokens[i + 1];
-    if (n_targets) *n_targets = response_len + 1;
-    return PERPO_OK;
-}
-
 /* ==========================================================================================
    4. Sampling: greedy, temperature, top-k, top-p, with a KV cache. The image is encoded once
       per request and sequences that share an image and prompt share one prefill.
@@ -3085,8 +3092,8 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
 
 /* The ranges documented at perpo_sample_config; NaN fails every comparison. */
 static perpo_status perpo__check_sample(const perpo_sample_config *sc) {
-    if (!sc || !(sc->temperature >= 0.0f && sc->temperature <= 1000.0f) || sc->top_k < 0 ||
-        sc->top_k > PERPO_VOCAB || !(sc->top_p >= 0.0f && sc->top_p <= 1.0f) ||
+    if (!sc || !(sc->temperature >= 0.0f && sc->temperature <= PERPO_MAX_TEMPERATURE) ||
+        sc->top_k < 0 || sc->top_k > PERPO_VOCAB || !(sc->top_p >= 0.0f && sc->top_p <= 1.0f) ||
         sc->max_new_tokens < 0 || (sc->no_cache != 0 && sc->no_cache != 1))
         return PERPO_ERR_ARG;
     return PERPO_OK;
@@ -3206,17 +3213,14 @@ static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_
     return cand[keep - 1].token;
 }
 
+/* The request's own checks (perpo__check_sample has checked the sampling settings). */
 static perpo_status perpo__check_request(const perpo_model *m, const perpo_gen_request *req,
-                                         const perpo_sample_config *sc, const char *out,
-                                         size_t out_cap) {
+                                         const char *out, size_t out_cap) {
     size_t i;
-    if (!req || !sc || !out || out_cap < 1 || req->n_seq < 1 || req->n_seq > m->max_batch ||
+    if (!req || !out || out_cap < 1 || req->n_seq < 1 || req->n_seq > m->max_batch ||
         req->n_img < 1 || req->n_img > m->max_batch || !req->images || !req->prompts)
         return PERPO_ERR_ARG;
     if (!req->image_of && req->n_img != req->n_seq) return PERPO_ERR_ARG;
-    if (!(sc->temperature >= 0.0f) || !(sc->top_p >= 0.0f) || sc->top_k < 0 ||
-        sc->max_new_tokens < 0)
-        return PERPO_ERR_ARG;
     for (i = 0; i < req->n_img; i++) {
         if (!req->images[i]) return PERPO_ERR_ARG;
         if (!perpo__all_finite(req->images[i], m->image_floats)) return PERPO_ERR_NONFINITE;
@@ -3224,7 +3228,7 @@ static perpo_status perpo__check_request(const perpo_model *m, const perpo_gen_r
     for (i = 0; i < req->n_seq; i++) {
         if (!req->prompts[i] || (req->image_of && req->image_of[i] >= req->n_img))
             return PERPO_ERR_ARG;
-        if (strlen(req->prompts[i]) + 4 > m->T) return PERPO_ERR_ARG; /* BOS SEP, >= 1 byte, EOS */
+        if (!perpo__text_fits(m->T, strlen(req->prompts[i]), 1)) return PERPO_ERR_ARG;
     }
     return PERPO_OK;
 }
@@ -3451,7 +3455,7 @@ static perpo_status perpo__generate(perpo_model *m, const perpo_gen_request *req
     perpo__rng *streams = NULL;
     perpo_status st = PERPO_OK;
     if (!m || perpo__check_sample(sc) != PERPO_OK) return PERPO_ERR_ARG;
-    if ((st = perpo__check_request(m, req, sc, out, out_cap)) != PERPO_OK) return st;
+    if ((st = perpo__check_request(m, req, out, out_cap)) != PERPO_OK) return st;
     if ((st = perpo__params_finite(m)) != PERPO_OK) return st;
     n = req->n_seq;
     /* n <= max_batch and n_img <= max_batch (checked), so these sizes cannot overflow */
@@ -4702,7 +4706,7 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, s
     for (i = 0; st == PERPO_OK && i < n; i++) { /* reject bad examples before touching the model */
         if (!ex[i].image || !ex[i].prompt || !ex[i].response)
             st = PERPO_ERR_ARG;
-        else if (strlen(ex[i].prompt) + strlen(ex[i].response) + 3 > m->T)
+        else if (!perpo__text_fits(m->T, strlen(ex[i].prompt), strlen(ex[i].response)))
             st = PERPO_ERR_ARG;
     }
     if (st != PERPO_OK && !tc->parallel.reduce) return st;
@@ -4772,7 +4776,7 @@ PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_exampl
     N = (size_t)n;
     T = m->T;
     for (i = 0; i < count; i++)
-        if (!part[i].image || !part[i].prompt || strlen(part[i].prompt) + 4 > T)
+        if (!part[i].image || !part[i].prompt || !perpo__text_fits(T, strlen(part[i].prompt), 1))
             return PERPO_ERR_ARG;
     /* one block: lists | response pointers | rewards, ref_logp | per-call scratch | text */
     if (!perpo__size_mul(count, N, &n_resp) ||
@@ -4873,11 +4877,13 @@ static perpo_status perpo__check_lists(const perpo_model *m, const perpo_pref_li
             l->n > PERPO_MAX_LIST || (size_t)l->n > m->max_batch)
             return PERPO_ERR_ARG;
         for (k = 0; k < l->n; k++) {
-            if (!l->responses[k] || strlen(l->prompt) + strlen(l->responses[k]) + 3 > m->T)
+            if (!l->responses[k] ||
+                !perpo__text_fits(m->T, strlen(l->prompt), strlen(l->responses[k])))
                 return PERPO_ERR_ARG;
             if (!isfinite(l->rewards[k])) return PERPO_ERR_NONFINITE;
         }
-        if (l->truth && strlen(l->prompt) + strlen(l->truth) + 3 > m->T) return PERPO_ERR_ARG;
+        if (l->truth && !perpo__text_fits(m->T, strlen(l->prompt), strlen(l->truth)))
+            return PERPO_ERR_ARG;
     }
     return PERPO_OK;
 }
@@ -5970,7 +5976,10 @@ PERPODEF void perpo_manifest_free(perpo_manifest *m) {
           perpo_manifest_parse, perpo_manifest_load (perpo_manifest keeps it for
           perpo_manifest_free). Config limits are public macros: PERPO_MAX_IMAGE_SIDE,
           PERPO_MAX_CHANNELS, PERPO_MAX_PATCH_SIDE, PERPO_MAX_PATCHES, PERPO_MAX_D_MODEL,
-          PERPO_MAX_LAYERS, PERPO_MAX_MLP_MULT, PERPO_MIN_TEXT, PERPO_MAX_TEXT, PERPO_MAX_BATCH.
+          PERPO_MAX_LAYERS, PERPO_MAX_MLP_MULT, PERPO_MIN_TEXT, PERPO_MAX_TEXT, PERPO_MAX_BATCH,
+          PERPO_MAX_TEMPERATURE, PERPO_MAX_LABEL_SMOOTHING. A training step enters 3 OpenMP
+          parallel regions instead of about 100, and greedy decoding one per call (same results,
+          bit for bit).
 
    LICENSE (MIT)
    Copyright (c) 2026 the perpo.h authors
