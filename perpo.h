@@ -2446,21 +2446,6 @@ static const float *perpo__bpack_get(const perpo_model *m, size_t j) {
     return m->bpack + perpo__bpack_offset(m, j);
 #endif
 }
-/* One thread's share of packing them (every backward: the parameters may have changed). */
-static void perpo__bpack_refresh_team(perpo_model *m) {
-#ifndef PERPO_USE_CBLAS
-    size_t j, lo, hi, N, K;
-    perpo__team_range(perpo__wpack_count(m), &lo, &hi);
-    for (j = lo; j < hi; j++) {
-        if (j == PERPO__PATCH_J(m)) continue;
-        perpo__wpack_shape(m, j, &N, &K);
-        perpo__gemm_prepack((float *)perpo__bpack_get(m, j), 0, K, N,
-                            m->params + perpo__wpack_src(m, j), K);
-    }
-#else
-    (void)m;
-#endif
-}
 /* Packed matrix j, or NULL when nothing is packed. */
 static const float *perpo__wpack_get(const perpo_model *m, size_t j) {
 #ifdef PERPO_USE_CBLAS
@@ -2481,7 +2466,7 @@ static const float *perpo__wpack_vis(const perpo_model *m, size_t l, int w) {
     return perpo__wpack_get(m, 4 * ((size_t)m->cfg.n_dec_layers + l) + 1 + (size_t)w);
 }
 /* Whether the packed weights are stale; if so, marks them valid from here on: the caller runs
-   perpo__wpack_refresh_team (and a barrier) before anything reads them. */
+   perpo__pack_weights_team (and a barrier) before anything reads them. */
 static int perpo__wpack_stale(perpo_model *m) {
 #ifndef PERPO_USE_CBLAS
     if (m->wpack_ok && m->wpack_version == m->params_version) return 0;
@@ -2493,18 +2478,25 @@ static int perpo__wpack_stale(perpo_model *m) {
     return 0;
 #endif
 }
-/* One thread's share of packing the weights (the team splits the matrices). */
-static void perpo__wpack_refresh_team(perpo_model *m) {
+/* One thread's share of packing the weights (the team splits the matrices): for the forward
+   and decoding (x W^T) into wpack, after perpo__wpack_stale said so; or for the backward's input
+   gradients (dout W) into bpack, every backward (the parameters may have changed), all but the
+   patch embedding, which has no input gradient. */
+static void perpo__pack_weights_team(perpo_model *m, int for_backward) {
 #ifndef PERPO_USE_CBLAS
     size_t j, lo, hi, N, K;
     perpo__team_range(perpo__wpack_count(m), &lo, &hi);
     for (j = lo; j < hi; j++) {
+        const float *src = m->params + perpo__wpack_src(m, j);
         perpo__wpack_shape(m, j, &N, &K);
-        perpo__gemm_prepack((float *)perpo__wpack_get(m, j), 1, N, K,
-                            m->params + perpo__wpack_src(m, j), K);
+        if (!for_backward)
+            perpo__gemm_prepack((float *)perpo__wpack_get(m, j), 1, N, K, src, K);
+        else if (j != PERPO__PATCH_J(m))
+            perpo__gemm_prepack((float *)perpo__bpack_get(m, j), 0, K, N, src, K);
     }
 #else
     (void)m;
+    (void)for_backward;
 #endif
 }
 
@@ -2727,7 +2719,7 @@ static perpo_status perpo__check_batch(const perpo_model *m, const perpo_batch *
 static void perpo__forward_team(perpo_model *m, const float *const *images, size_t n_img) {
     size_t B = m->n_seq, T = m->T, D = m->D, L = m->L, NP = m->NP, V = m->V, r, l, lo, hi,
            LD = (size_t)m->cfg.n_dec_layers;
-    perpo__wpack_refresh_team(m);
+    perpo__pack_weights_team(m, 0);
     PERPO__OMP(barrier)
     perpo__encode_images_team(m, images, n_img);
     perpo__team_rows(B * L, &lo, &hi); /* decoder input rows, as the first block splits them */
@@ -2810,7 +2802,7 @@ static void perpo__backward_team(perpo_model *m, const float *dlogp) {
     perpo__epi e;
     perpo__ln_pending pend;
     pend.dw = NULL;
-    perpo__bpack_refresh_team(m); /* (read after the next barrier) */
+    perpo__pack_weights_team(m, 1); /* (read after the next barrier) */
     /* d logp_b / d logits at a counted position = onehot(target) - softmax */
     perpo__team_range(B * T, &lo, &hi);
     for (r = lo; r < hi; r++) {
@@ -3369,7 +3361,7 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
         PERPO__OMP(parallel if (PERPO__STEP_PAR(m, req->n_img * NP)))
         {
             if (stale) {
-                perpo__wpack_refresh_team(m);
+                perpo__pack_weights_team(m, 0);
                 PERPO__OMP(barrier)
             }
             perpo__encode_images_team(m, req->images, req->n_img);
