@@ -1128,7 +1128,9 @@ static void perpo__gemm_pack(float *dst, size_t w, const float *X, size_t sr, si
    split never changes a result: every kernel below gives each output element to one thread,
    which sums it in a fixed order.
    Team functions (the _team suffix) are one thread's share of a kernel: called by every thread
-   of a parallel region, they split the work by thread number and never wait. A training step or
+   of a parallel region, they split the work by thread number; the kernels' own team functions
+   never wait, and the model's (a block, a forward, a backward, an AdamW step) hold the barriers
+   between their kernels. A training step or
    a prefill opens one region and runs its kernels as team functions, with a barrier
    (PERPO__OMP(barrier)) only where a kernel reads what another thread wrote, because entering a
    region costs a wake-up of every thread, which under OMP_WAIT_POLICY=passive (or on a busy
@@ -1570,8 +1572,8 @@ static void perpo__layernorm_rows(float *out, float *mean, float *rstd, const fl
         rstd[r] = s;
     }
 }
-/* One thread's share: rows split with perpo__team_range(N), like every row-wise kernel here, so
-   a row-wise kernel over the same N that reads only its own rows needs no barrier before it. */
+/* One thread's share: rows split with perpo__team_range(N). The model's own row-wise passes
+   split rows by perpo__team_rows (whole MR panels) instead, so they need a barrier after this. */
 static void perpo__layernorm_forward_team(float *out, float *mean, float *rstd, const float *inp,
                                           const float *w, const float *b, size_t N, size_t D) {
     size_t lo, hi;
@@ -2026,9 +2028,10 @@ static void perpo__build_tensor_table(perpo_model *m) {
 /* Weights packed (perpo__gemm_prepack) for products that every thread reads whole: the
    forward's, where each thread computes its own rows, and decoding's. Matrix j of the list: 4 per
    decoder layer (qkv, attention out, fc, fc2), the head, 4 per vision layer, the patch embedding
-   and the projector's two. Packed again when the parameters have changed (m->params_version):
-   by the next forward or perpo_generate after an optimizer step, a load or a write through the
-   public accessors. CBLAS builds pack nothing. */
+   and the projector's two. Every forward packs them again (its callers may have written through
+   perpo_model_params without calling it again); perpo_generate packs them again only when the
+   parameters have changed (m->params_version: an optimizer step, a copy, a call of
+   perpo_model_params). CBLAS builds pack nothing. */
 static size_t perpo__wpack_count(const perpo_model *m) {
     return 4 * (size_t)(m->cfg.n_dec_layers + m->cfg.n_vis_layers) + 4;
 }
@@ -2093,8 +2096,12 @@ static size_t perpo__wpack_floats(const perpo_model *m) {
     return perpo__wpack_offset(m, perpo__wpack_count(m));
 }
 /* The same matrices packed for backward's input gradients, dinp = dout . W: W as stored, (K,N) in
-   the list's terms. The patch embedding's slot is empty (its input is data). */
+   the list's terms; only the blocks' (the head and the projector pack theirs as they go, and the
+   patch embedding's input is data). */
 #define PERPO__PATCH_J(m) (4 * (size_t)((m)->cfg.n_dec_layers + (m)->cfg.n_vis_layers) + 1)
+static PERPO__MAYBE_UNUSED int perpo__bpack_used(const perpo_model *m, size_t j) {
+    return j != 4 * (size_t)m->cfg.n_dec_layers && j < PERPO__PATCH_J(m);
+}
 static size_t perpo__bpack_offset(const perpo_model *m, size_t j) {
 #ifdef PERPO_USE_CBLAS
     (void)m;
@@ -2104,7 +2111,7 @@ static size_t perpo__bpack_offset(const perpo_model *m, size_t j) {
     size_t i, n = 0, N, K;
     for (i = 0; i < j; i++) {
         perpo__wpack_shape(m, i, &N, &K);
-        if (i != PERPO__PATCH_J(m)) n += perpo__gemm_packed_floats(K, N);
+        if (perpo__bpack_used(m, i)) n += perpo__gemm_packed_floats(K, N);
     }
     return n;
 #endif
@@ -2480,8 +2487,8 @@ static int perpo__wpack_stale(perpo_model *m) {
 }
 /* One thread's share of packing the weights (the team splits the matrices): for the forward
    and decoding (x W^T) into wpack, after perpo__wpack_stale said so; or for the backward's input
-   gradients (dout W) into bpack, every backward (the parameters may have changed), all but the
-   patch embedding, which has no input gradient. */
+   gradients (dout W) into bpack, every backward (the parameters may have changed), the blocks'
+   matrices only (perpo__bpack_used). */
 static void perpo__pack_weights_team(perpo_model *m, int for_backward) {
 #ifndef PERPO_USE_CBLAS
     size_t j, lo, hi, N, K;
@@ -2491,7 +2498,7 @@ static void perpo__pack_weights_team(perpo_model *m, int for_backward) {
         perpo__wpack_shape(m, j, &N, &K);
         if (!for_backward)
             perpo__gemm_prepack((float *)perpo__wpack_get(m, j), 1, N, K, src, K);
-        else if (j != PERPO__PATCH_J(m))
+        else if (perpo__bpack_used(m, j))
             perpo__gemm_prepack((float *)perpo__bpack_get(m, j), 0, K, N, src, K);
     }
 #else
@@ -3112,9 +3119,9 @@ static void perpo__token_bufs(perpo_model *m, perpo__dec_bufs *bf) {
    input rows (embedding + position) and is overwritten. Sequence s writes K/V at positions
    pos[s] .. pos[s]+Lr-1 of cache slot slot[s] and attends to everything before. The logits of
    each sequence's last row go to logits (n, V). Same kernels, same order of operations as
-   the training forward, so the two agree bit for bit. A token step (Lr = 1) splits the
-   sequences over the threads, one parallel region for the whole step; a prefill splits each
-   kernel, also in one region. */
+   the training forward, so the two agree bit for bit. A token step (Lr = 1; sampled decoding,
+   greedy decoding has its own loop below) splits the sequences over the threads, one parallel
+   region for the whole step; a prefill splits each kernel, also in one region. */
 static void perpo__decode_cached(perpo_model *m, size_t n, size_t Lr, const size_t *slot,
                                  const size_t *pos, const size_t *root, const size_t *shared,
                                  float *x, float *logits) {
@@ -3154,6 +3161,14 @@ static int perpo__score_desc(const void *a, const void *b) {
     return x->token - y->token; /* ties: lower token first, so sorting is deterministic */
 }
 
+/* The greedy choice (temperature 0): the first highest logit among the bytes and EOS, in token
+   order; it needs no candidate buffer, so threads can choose at once. */
+static int perpo__greedy_token(const perpo_model *m, const float *logits) {
+    int tok, best = 0;
+    for (tok = 1; tok < (int)m->V; tok++)
+        if ((tok <= 255 || tok == PERPO_TOK_EOS) && logits[tok] > logits[best]) best = tok;
+    return best;
+}
 /* Next token from one row of logits. Only bytes and EOS can be produced. */
 static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_sample_config *sc,
                                perpo__rng *rng) {
@@ -3161,17 +3176,12 @@ static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_
     size_t n = 0, keep, i;
     double total = 0.0, u, acc = 0.0, top;
     int tok;
+    if (sc->temperature <= 0.0f) return perpo__greedy_token(m, logits);
     for (tok = 0; tok < (int)m->V; tok++) {
         if (tok > 255 && tok != PERPO_TOK_EOS) continue;
         cand[n].score = logits[tok];
         cand[n].token = tok;
         n++;
-    }
-    if (sc->temperature <= 0.0f) { /* greedy: first maximum */
-        size_t best = 0;
-        for (i = 1; i < n; i++)
-            if (cand[i].score > cand[best].score) best = i;
-        return cand[best].token;
     }
     keep = (sc->top_k > 0 && (size_t)sc->top_k < n) ? (size_t)sc->top_k : n;
     if (keep < n || (sc->top_p > 0.0f && sc->top_p < 1.0f)) {
@@ -3296,14 +3306,6 @@ static size_t perpo__prefill(perpo_model *m, size_t n, size_t Lp, const size_t *
     return 0;
 }
 
-/* The greedy choice perpo__sample_token makes (temperature 0): the first highest logit among the
-   bytes and EOS, in token order; without its candidate buffer, so threads can choose at once. */
-static int perpo__greedy_token(const perpo_model *m, const float *logits) {
-    int tok, best = 0;
-    for (tok = 1; tok < (int)m->V; tok++)
-        if ((tok <= 255 || tok == PERPO_TOK_EOS) && logits[tok] > logits[best]) best = tok;
-    return best;
-}
 /* Greedy token steps after the prefill, one thread's share: greedy decoding draws no random
    numbers, so nothing ties one sequence's steps to another's and each thread runs its own
    sequences (perpo__team_range of n) to their end: one parallel region and no barrier for every
@@ -3346,7 +3348,8 @@ static void perpo__greedy_team(perpo_model *m, perpo__gen_seq *seq, size_t n, si
 }
 
 /* Cached path: encode images once, prefill each distinct (image, prompt) (consecutive ones of
-   the same length together), then decode all live sequences together, one token per step. */
+   the same length together), then decode: greedy, each thread its own sequences to their end;
+   sampled, all live sequences together, one token per step (the draws follow sequence order). */
 static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
                                    const perpo_sample_config *sc, perpo__gen_seq *seq, size_t *slot,
                                    size_t *pos, size_t *root, size_t *shared, perpo__rng *streams,
@@ -4234,13 +4237,13 @@ PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config 
     norm = perpo__adamw_norm(&st);
     if (grad_norm) *grad_norm = (float)norm;
     if (!isfinite(norm) || !st.finite[0]) return PERPO_ERR_NONFINITE; /* nothing changed */
+    m->params_version++; /* pass 1 wrote the parameters, whatever follows */
     if (!st.finite[1]) {
         m->params_known_finite = 0; /* pass 1 disagreed with pass 0: never expected */
         return PERPO_ERR_NONFINITE;
     }
     m->params_known_finite = 1;
     m->opt_step++;
-    m->params_version++;
     return PERPO_OK;
 }
 

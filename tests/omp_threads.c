@@ -1,8 +1,10 @@
-/* Thread-count independence: perpo.h built with OpenMP must give bit-identical results with 1
- * and with 2 threads. Trains a default-size model (batch 8, large enough that every kernel takes
+/* Thread-count independence: perpo.h built with OpenMP must give bit-identical results with 1,
+ * 2 and 3 threads (3: uneven splits, on 2 cores oversubscribed). Trains a default-size model (batch 8, large enough that every kernel takes
  * its parallel path) for a few SFT steps, plus one preference-style backward with per-sequence
  * weights, once per thread count from the same seed, and compares every parameter bit for bit;
- * then greedy and sampled generation (KV cache; token steps split sequences over threads).
+ * then greedy and sampled generation (KV cache; token steps split sequences over threads), also
+ * with sequences that share an image and prompt (one prefill read by sequences on other
+ * threads).
  * Prints "N passed, N failed" last; exits non-zero on failure.
  *   cc -std=c99 -O2 -march=native -fopenmp -o build/omp_threads tests/omp_threads.c -lm */
 #define PERPO_IMPLEMENTATION
@@ -28,7 +30,7 @@ static void check(int ok, const char *what) {
 typedef struct run_out {
     float *params;
     size_t n_params;
-    char text[2][NSEQ * 64];
+    char text[4][NSEQ * 64]; /* greedy, sampled; both again with shared prefixes */
     int ok;
 } run_out;
 
@@ -43,6 +45,7 @@ static void run(int threads, run_out *o) {
     float *img, dlogp[NSEQ], logp[NSEQ];
     const float *imgs[NSEQ];
     const char *prompts[NSEQ];
+    size_t shared_of[NSEQ] = { 0, 0, 0, 1, 1, 2, 2, 2 }; /* 3 images, each with one prompt */
     int *tok, *tgt, step;
     uint64_t x = 12345;
     perpo_batch b;
@@ -100,6 +103,12 @@ static void run(int threads, run_out *o) {
     sc.temperature = 1.0f;
     sc.seed = 3;
     if (perpo_generate(m, &req, &sc, o->text[1], 64, NULL) != PERPO_OK) return;
+    req.n_img = 3;
+    req.image_of = shared_of;
+    sc.temperature = 0.0f;
+    if (perpo_generate(m, &req, &sc, o->text[2], 64, NULL) != PERPO_OK) return;
+    sc.temperature = 1.0f;
+    if (perpo_generate(m, &req, &sc, o->text[3], 64, NULL) != PERPO_OK) return;
     free(img);
     free(tok);
     perpo_model_free(m);
@@ -107,19 +116,30 @@ static void run(int threads, run_out *o) {
 }
 
 int main(void) {
-    run_out a, b;
-    run(1, &a);
-    run(2, &b);
-    check(a.ok && b.ok, "both runs completed (3 SFT steps, a weighted backward, generation)");
-    if (a.ok && b.ok) {
-        check(a.n_params == b.n_params &&
-                  memcmp(a.params, b.params, a.n_params * sizeof(float)) == 0,
-              "parameters after the steps: 1 and 2 threads bit-identical");
-        check(memcmp(a.text[0], b.text[0], sizeof a.text[0]) == 0,
-              "greedy generation: 1 and 2 threads identical");
-        check(memcmp(a.text[1], b.text[1], sizeof a.text[1]) == 0,
-              "sampled generation: 1 and 2 threads identical");
+    static const char *what[4] = { "greedy generation", "sampled generation",
+                                   "greedy generation, shared prefixes",
+                                   "sampled generation, shared prefixes" };
+    run_out r[3];
+    int t, k;
+    char msg[128];
+    for (t = 0; t < 3; t++) run(t + 1, &r[t]);
+    check(r[0].ok && r[1].ok && r[2].ok,
+          "runs with 1, 2, 3 threads completed (3 SFT steps, a weighted backward, generation)");
+    for (t = 1; t < 3 && r[0].ok && r[1].ok && r[2].ok; t++) {
+        snprintf(msg, sizeof msg, "parameters after the steps: 1 and %d threads bit-identical",
+                 t + 1);
+        check(r[0].n_params == r[t].n_params &&
+                  memcmp(r[0].params, r[t].params, r[0].n_params * sizeof(float)) == 0,
+              msg);
+        for (k = 0; k < 4; k++) {
+            snprintf(msg, sizeof msg, "%s: 1 and %d threads identical", what[k], t + 1);
+            check(memcmp(r[0].text[k], r[t].text[k], sizeof r[0].text[k]) == 0, msg);
+        }
     }
+    /* the shared-prefix requests really share: sequences 0-2 have one image and prompt, so
+       greedy gives them one answer */
+    check(r[0].ok && strcmp(r[0].text[2], r[0].text[2] + 64) == 0,
+          "shared prefixes: greedy sequences of one image and prompt agree");
     printf("%d passed, %d failed\n", g_pass, g_fail);
     return g_fail ? 1 : 0;
 }
