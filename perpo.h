@@ -3306,6 +3306,33 @@ static size_t perpo__prefill(perpo_model *m, size_t n, size_t Lp, const size_t *
     return 0;
 }
 
+/* One decoding step's bookkeeping for sequence s after it chose token next: EOS or a full answer
+   ends it; otherwise the byte is written to its answer, and row k of the scratch gets the token's
+   embedding at the position it takes (slot[k] = s). Returns 1 when the sequence goes on. */
+static int perpo__gen_append(perpo_model *m, perpo__gen_seq *seq, size_t s, int next, char *out,
+                             size_t out_cap, size_t k, size_t *slot, size_t *pos) {
+    if (next == PERPO_TOK_EOS) {
+        seq[s].done = 1;
+        return 0;
+    }
+    if (seq[s].len + 1 < out_cap) out[s * out_cap + seq[s].len] = (char)next;
+    if (++seq[s].len >= seq[s].cap) {
+        seq[s].done = 1;
+        return 0;
+    }
+    slot[k] = s;
+    pos[k] = m->NP + seq[s].prompt_len + 1 + seq[s].len; /* where the new token sits */
+    perpo__embed_token_row(m, m->g_x + k * m->D, next, pos[k] - m->NP);
+    return 1;
+}
+/* After a token step over rows [lo, hi): row k's logits belong to sequence slot[k] >= k; moves
+   them into place, last first. */
+static void perpo__gen_logits_home(perpo_model *m, size_t lo, size_t hi, const size_t *slot) {
+    size_t k, V = m->V;
+    for (k = hi; k-- > lo;)
+        if (slot[k] != k) memcpy(m->g_logits + slot[k] * V, m->g_logits + k * V, V * sizeof(float));
+}
+
 /* Greedy token steps after the prefill, one thread's share: greedy decoding draws no random
    numbers, so nothing ties one sequence's steps to another's and each thread runs its own
    sequences (perpo__team_range of n) to their end: one parallel region and no barrier for every
@@ -3314,36 +3341,21 @@ static size_t perpo__prefill(perpo_model *m, size_t n, size_t Lp, const size_t *
 static void perpo__greedy_team(perpo_model *m, perpo__gen_seq *seq, size_t n, size_t *slot,
                                size_t *pos, const size_t *root, const size_t *shared, char *out,
                                size_t out_cap) {
-    size_t D = m->D, NP = m->NP, V = m->V, lo, hi, s, k, live;
+    size_t lo, hi, s, live;
     perpo__dec_bufs bf;
     perpo__token_bufs(m, &bf);
     perpo__team_range(n, &lo, &hi);
     for (;;) {
         live = 0;
-        for (s = lo; s < hi; s++) {
-            int next;
-            if (seq[s].done) continue;
-            next = perpo__greedy_token(m, m->g_logits + s * V);
-            if (next == PERPO_TOK_EOS) {
-                seq[s].done = 1;
-                continue;
-            }
-            if (seq[s].len + 1 < out_cap) out[s * out_cap + seq[s].len] = (char)next;
-            if (++seq[s].len >= seq[s].cap) {
-                seq[s].done = 1;
-                continue;
-            }
-            k = lo + live++;
-            slot[k] = s;
-            pos[k] = NP + seq[s].prompt_len + 1 + seq[s].len; /* where the new token sits */
-            perpo__embed_token_row(m, m->g_x + k * D, next, pos[k] - NP);
-        }
+        for (s = lo; s < hi; s++)
+            if (!seq[s].done &&
+                perpo__gen_append(m, seq, s, perpo__greedy_token(m, m->g_logits + s * m->V), out,
+                                  out_cap, lo + live, slot, pos))
+                live++;
         if (!live) break;
         perpo__decode_span(m, &bf, lo, lo + live, 1, slot, pos, root, shared, m->g_x, m->g_logits,
                            0);
-        for (k = lo + live; k-- > lo;) /* row k belongs to sequence slot[k] >= k */
-            if (slot[k] != k)
-                memcpy(m->g_logits + slot[k] * V, m->g_logits + k * V, V * sizeof(float));
+        perpo__gen_logits_home(m, lo, lo + live, slot);
     }
 }
 
@@ -3354,8 +3366,7 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
                                    const perpo_sample_config *sc, perpo__gen_seq *seq, size_t *slot,
                                    size_t *pos, size_t *root, size_t *shared, perpo__rng *streams,
                                    char *out, size_t out_cap) {
-    size_t n = req->n_seq, D = m->D, NP = m->NP, V = m->V, s, r, i, k, n_live, n_pend = 0,
-           pend_Lp = 0;
+    size_t n = req->n_seq, D = m->D, NP = m->NP, V = m->V, s, r, i, n_live, n_pend = 0, pend_Lp = 0;
     float *x;
     perpo__rng rng;
     m->have_forward = 0; /* the vision encoder reuses the training activations */
@@ -3415,26 +3426,11 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
             next = perpo__sample_token(m, m->g_logits + s * V, sc,
                                        streams ? &streams[req->image_of ? req->image_of[s] : s]
                                                : &rng);
-            if (next == PERPO_TOK_EOS) {
-                seq[s].done = 1;
-                continue;
-            }
-            if (seq[s].len + 1 < out_cap) out[s * out_cap + seq[s].len] = (char)next;
-            if (++seq[s].len >= seq[s].cap) {
-                seq[s].done = 1;
-                continue;
-            }
-            slot[n_live] = s;
-            pos[n_live] = NP + seq[s].prompt_len + 1 + seq[s].len; /* where the new token sits */
-            perpo__embed_token_row(m, m->g_x + n_live * D, next, pos[n_live] - NP);
-            n_live++;
+            if (perpo__gen_append(m, seq, s, next, out, out_cap, n_live, slot, pos)) n_live++;
         }
         if (!n_live) break;
         perpo__decode_cached(m, n_live, 1, slot, pos, root, shared, m->g_x, m->g_logits);
-        /* row k belongs to sequence slot[k] >= k: move rows into place, last first */
-        for (k = n_live; k-- > 0;)
-            if (slot[k] != k)
-                memcpy(m->g_logits + slot[k] * V, m->g_logits + k * V, V * sizeof(float));
+        perpo__gen_logits_home(m, 0, n_live, slot);
     }
 }
 
