@@ -33,11 +33,13 @@ ifeq ($(HAVE_MPI),1)
   EXAMPLES += $(BUILD)/mpi_train
 endif
 PYTHON   ?= /usr/bin/python3
+# PERPO_USE_BF16 (bfloat16 products) is tested and benchmarked where the CPU has AVX512_BF16.
+HAVE_BF16 := $(shell grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null && echo 1)
 # The example helpers: common.h and the headers it includes, one per concern.
 EX_COMMON := examples/common.h examples/synth.h examples/font.h examples/image.h examples/report.h examples/cmdline.h
 TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) $(EX_COMMON)
 
-.PHONY: format pretrain pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-alloc test-blas test-portable test-omp test-mpi test-torch test-sanitize soak fuzz demo demo-ocr bench bench-compare bench-scaling shared clean
+.PHONY: format pretrain pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-alloc test-blas test-portable test-bf16 test-omp test-mpi test-torch test-sanitize soak fuzz demo demo-ocr bench bench-compare bench-scaling shared clean
 
 all: $(EXAMPLES) $(BUILD)/run_tests
 
@@ -51,7 +53,7 @@ $(BUILD)/run_tests: $(TEST_SRC) perpo.h | $(BUILD)
 $(BUILD)/%: examples/%.c $(EX_COMMON) examples/pipeline.h perpo.h | $(BUILD)
 	$(CC) $(WARN) $(OPT) $(OMP) $(EX_DEFS) -o $@ $< $(LIBS)
 
-test: test-compile test-readme test-alloc test-blas test-portable test-omp test-examples test-mpi test-torch test-unit
+test: test-compile test-readme test-alloc test-blas test-portable test-bf16 test-omp test-examples test-mpi test-torch test-unit
 
 test-compile:
 	@sh tests/check_compile.sh
@@ -108,6 +110,21 @@ test-portable: | $(BUILD)
 	@$(CC) $(WARN) -O2 -o $(BUILD)/run_tests_portable tests/main.c $(LIBS)
 	@./$(BUILD)/run_tests_portable gemm PyTorch finite cache 2>&1 | tail -1 | sed 's/^/portable build: /' | tee $(BUILD)/portable.out
 	@grep -Eq '^portable build: [1-9][0-9]* passed, 0 failed$$' $(BUILD)/portable.out
+
+# The bfloat16 products (PERPO_USE_BF16), where this CPU has AVX512_BF16: the products against
+# their definition bit for bit, the KV cache against recomputation, same seed -> same bits,
+# exact resume, and 1, 2 and 3 threads bit-identical. (The PyTorch and finite-difference tests
+# hold float32 tolerances: they are for the float32 build.)
+BF16_TESTS := bfloat16 "KV cache" "same seed" memorizes "stopped, saved"
+test-bf16: | $(BUILD)
+	@if [ "$(HAVE_BF16)" = 1 ]; then \
+	  $(CC) $(WARN) $(OPT) -march=native -DPERPO_USE_BF16 -o $(BUILD)/run_tests_bf16 tests/main.c $(LIBS) && \
+	  ./$(BUILD)/run_tests_bf16 $(BF16_TESTS) 2>&1 | tail -1 | sed 's/^/bfloat16 build: /' | tee $(BUILD)/bf16.out && \
+	  grep -Eq '^bfloat16 build: [1-9][0-9]* passed, 0 failed$$' $(BUILD)/bf16.out && \
+	  $(CC) $(WARN) $(OPT) -march=native -DPERPO_USE_BF16 -fopenmp -o $(BUILD)/omp_threads_bf16 tests/omp_threads.c $(LIBS) && \
+	  ./$(BUILD)/omp_threads_bf16 2>&1 | tail -1 | sed 's/^/bfloat16 build, 1-3 threads: /' | tee $(BUILD)/bf16_omp.out && \
+	  grep -Eq 'threads: [1-9][0-9]* passed, 0 failed$$' $(BUILD)/bf16_omp.out; \
+	else echo "bfloat16 build: skipped (this CPU has no AVX512_BF16)"; fi
 
 # Data-parallel SFT and PerPO over MPI (the trainers' reduction hook is MPI_Allreduce).
 $(BUILD)/mpi_train: examples/mpi_train.c $(EX_COMMON) perpo.h | $(BUILD)
@@ -200,6 +217,10 @@ $(BUILD)/bench: bench/bench.c perpo.h | $(BUILD)
 $(BUILD)/bench_cblas: bench/bench.c perpo.h | $(BUILD)
 	$(CC) $(WARN) $(OPT) $(OMP) -DPERPO_USE_CBLAS $(shell pkg-config --cflags openblas) -o $@ bench/bench.c $(shell pkg-config --libs openblas) -lm
 
+# The bfloat16 products (PERPO_USE_BF16), where this CPU has AVX512_BF16: bench-compare runs them too.
+$(BUILD)/bench_bf16: bench/bench.c perpo.h | $(BUILD)
+	$(CC) $(WARN) $(OPT) -march=native $(OMP) -DPERPO_USE_BF16 -o $@ bench/bench.c $(LIBS)
+
 bench: $(BUILD)/bench
 	./$(BUILD)/bench $(BENCH_ARGS)
 
@@ -209,8 +230,8 @@ $(BUILD)/scaling: bench/scaling.c perpo.h | $(BUILD)
 bench-scaling: $(BUILD)/scaling
 	./$(BUILD)/scaling $(SCALING_ARGS)
 
-bench-compare: $(BUILD)/bench $(if $(HAVE_OPENBLAS),$(BUILD)/bench_cblas)
-	BENCH=$(BUILD)/bench BENCH_CBLAS=$(if $(HAVE_OPENBLAS),$(BUILD)/bench_cblas) /usr/bin/python3 bench/compare.py $(COMPARE_ARGS)
+bench-compare: $(BUILD)/bench $(if $(HAVE_OPENBLAS),$(BUILD)/bench_cblas) $(if $(HAVE_BF16),$(BUILD)/bench_bf16)
+	BENCH=$(BUILD)/bench BENCH_CBLAS=$(if $(HAVE_OPENBLAS),$(BUILD)/bench_cblas) BENCH_BF16=$(if $(HAVE_BF16),$(BUILD)/bench_bf16) /usr/bin/python3 bench/compare.py $(COMPARE_ARGS)
 
 # Reformat every C source with the committed .clang-format (one style, issue 13).
 FORMAT_SRC = perpo.h $(wildcard examples/*.h examples/*.c tests/*.h tests/*.c bench/*.h bench/*.c)

@@ -40,6 +40,12 @@
                              activation arena would exceed this many bytes; default 1 GiB
      PERPO_NO_VECTOR_EXP     AVX-512 builds: GELU and softmax on libm's expf instead of the
                              vector exp (the same results, slower)
+     PERPO_USE_BF16          the built-in matrix products of the linear layers (forward,
+                             both gradients, decoding) round their two inputs to bfloat16 and
+                             sum in float32 (AVX512_BF16: twice the multiply-adds per cycle);
+                             weights, gradients, optimizer state and attention stay float32.
+                             Needs a CPU with AVX512_BF16 and -march=native (or -mavx512bf16
+                             -mavx512bw); results differ from the float32 build's
      Build with -fopenmp to spread kernels over cores. Results are bit-identical from run to
      run for a given build and thread count.
 
@@ -730,6 +736,14 @@ PERPODEF void perpo_manifest_free(perpo_manifest *m);
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
 #include <immintrin.h> /* the matrix product's register tile; portable C otherwise */
 #endif
+#ifdef PERPO_USE_BF16
+#if !defined(__AVX512BF16__) || !defined(__AVX512BW__)
+#error "PERPO_USE_BF16 needs AVX512_BF16 and AVX512BW: -march=native on a CPU that has them"
+#endif
+#ifdef PERPO_USE_CBLAS
+#error "PERPO_USE_BF16 is a built-in product path: it excludes PERPO_USE_CBLAS"
+#endif
+#endif
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -1151,6 +1165,83 @@ static __mmask16 perpo__mask16(size_t left) { /* lanes [0, min(left, 16)) */
     return left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1u);
 }
 #endif
+#ifdef PERPO_USE_BF16
+/* ---- bfloat16 products (PERPO_USE_BF16) --------------------------------------------------- *
+ * The same blocking and tiles as above, on 32-bit words that each hold a pair of bfloat16
+ * values of one row of A or one column of B: element k (even) in the low half, k + 1 in the
+ * high half. Both inputs are rounded to bfloat16 as they are packed (round to nearest even;
+ * the conversion reads subnormal inputs as zero); an odd K-block's last pair has a zero high
+ * half. The tile's vdpbf16ps adds the pair's two products, each exact in float32, to the
+ * float32 accumulator as two roundings: k + 1 first, then k. So an element of C is still one
+ * chain over k in an order that depends only on K, and what the top of this section promises
+ * (no dependence on M, N, the tile position or the thread count) holds for these products too. */
+#define PERPO__KP (PERPO__KC / 2) /* pairs in a K-block */
+
+/* Packs X(r, k) = X[r*sr + k*sk], r in [r0, r0+w), k in [k0, k0+kc), as bfloat16 pairs: the
+   word of row r and pair p at dst[p*w + r - r0] (ld 0: a pair's rows adjacent, as a tile reads
+   B) or at dst[(r - r0)*ld + p] (ld > 0: a row's pairs adjacent; only when sk is 1), zero words
+   for rows r >= rows. One of sr, sk is 1. */
+static void perpo__gemm_pack_bf16(uint32_t *dst, size_t w, const float *X, size_t sr, size_t sk,
+                                  size_t rows, size_t r0, size_t k0, size_t kc, size_t ld) {
+    size_t kp = (kc + 1) / 2, n = rows - r0 < w ? rows - r0 : w, r, p, k;
+    const float *x = X + r0 * sr + k0 * sk;
+    if (sr == 1 && sk != 1) { /* rows adjacent: a pair's two rows of X, 16 rows at a time */
+        const __m512i inter =
+            _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                             22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+        PERPO_ASSERT(ld == 0);
+        for (p = 0; p < kp; p++)
+            for (r = 0; r < w; r += 16) {
+                __mmask16 in = r < n ? perpo__mask16(n - r) : 0, out = perpo__mask16(w - r);
+                __m512 even = _mm512_maskz_loadu_ps(in, x + 2 * p * sk + r), odd;
+                odd = 2 * p + 1 < kc ? _mm512_maskz_loadu_ps(in, x + (2 * p + 1) * sk + r)
+                                     : _mm512_setzero_ps();
+                _mm512_mask_storeu_epi32(
+                    dst + p * w + r, out,
+                    _mm512_permutexvar_epi16(inter, (__m512i)_mm512_cvtne2ps_pbh(odd, even)));
+            }
+        return;
+    }
+    for (r = 0; r < w; r++) /* k adjacent: a row's pairs are its bfloat16 values in order */
+        for (k = 0; k < kc; k += 32) {
+            uint32_t words[16];
+            size_t left = kc - k, q, nq = (left < 32 ? left + 1 : 32) / 2;
+            __m512 lo = _mm512_setzero_ps(), hi = lo;
+            if (r < n) {
+                lo = _mm512_maskz_loadu_ps(perpo__mask16(left), x + r * sr + k);
+                if (left > 16)
+                    hi = _mm512_maskz_loadu_ps(perpo__mask16(left - 16), x + r * sr + k + 16);
+            }
+            if (ld > 0) {
+                _mm512_mask_storeu_epi32(dst + r * ld + k / 2, perpo__mask16(nq),
+                                         (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+                continue;
+            }
+            _mm512_storeu_si512(words, (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+            for (q = 0; q < nq; q++) dst[(k / 2 + q) * w + r] = words[q];
+        }
+}
+
+/* The tile on pairs: c (MR x NR, row stride ldc) = [c +] a . b over kp pairs, a(i,p) =
+   a[i*sai + p*sak], b: NR words per pair (perpo__gemm_pack_bf16 with ld 0). */
+#define PERPO__TILE_DOT_BF16(i)                                                                    \
+    {                                                                                              \
+        __m512bh ai = (__m512bh)_mm512_set1_epi32((int)a[i * sai]);                                \
+        c##i##0 = _mm512_dpbf16_ps(c##i##0, ai, b0);                                               \
+        c##i##1 = _mm512_dpbf16_ps(c##i##1, ai, b1);                                               \
+    }
+static void perpo__gemm_tile_bf16(size_t kp, const uint32_t *a, size_t sai, size_t sak,
+                                  const uint32_t *b, float *c, size_t ldc, int load) {
+    size_t p;
+    PERPO__ROWS(PERPO__TILE_LOAD)
+    for (p = 0; p < kp; p++, a += sak, b += PERPO__NR) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(b), b1 = (__m512bh)_mm512_loadu_si512(b + 16);
+        PERPO__ROWS(PERPO__TILE_DOT_BF16)
+    }
+    PERPO__ROWS(PERPO__TILE_STORE)
+}
+#endif
+
 /* GELU and softmax run on a vector exp in AVX-512 builds (see below); PERPO_NO_VECTOR_EXP
    keeps them on libm's expf (the same results, slower). */
 #if defined(__AVX512F__) && !defined(PERPO_NO_VECTOR_EXP)
@@ -1196,10 +1287,12 @@ static const unsigned long long
                             0x3fefa4afa2a490daull, 0x3fefd0765b6e4540ull
     };
 static __m256 perpo__exp8(__m256 xf) { /* the main path: finite x with e^x in float range */
-    const __m512d shift = _mm512_set1_pd(0x1.8p+52);
+    /* (the constants are written in decimal, each the exact double or float it stands for:
+       C++ before C++17 has no hexadecimal floating literals) */
+    const __m512d shift = _mm512_set1_pd(6755399441055744.0);
     __m512d xd = _mm512_cvtps_pd(xf), z, kd, r, s, y, p;
     __m512i ki, t;
-    z = _mm512_mul_pd(_mm512_set1_pd(0x1.71547652b82fep+0 * 32), xd);
+    z = _mm512_mul_pd(_mm512_set1_pd(1.4426950408889634 * 32), xd);
     kd = _mm512_add_pd(z, shift); /* round z to an integer k, which lands in kd's low bits */
     ki = _mm512_castpd_si512(kd);
     kd = _mm512_sub_pd(kd, shift);
@@ -1207,9 +1300,9 @@ static __m256 perpo__exp8(__m256 xf) { /* the main path: finite x with e^x in fl
     t = _mm512_i64gather_epi64(_mm512_and_si512(ki, _mm512_set1_epi64(31)),
                                (const void *)perpo__exp2_tab, 8);
     s = _mm512_castsi512_pd(_mm512_add_epi64(t, _mm512_slli_epi64(ki, 47))); /* 2^(k/32) */
-    p = _mm512_fmadd_pd(_mm512_set1_pd(0x1.c6af84b912394p-5 / 32 / 32 / 32), r,
-                        _mm512_set1_pd(0x1.ebfce50fac4f3p-3 / 32 / 32));
-    y = _mm512_fmadd_pd(_mm512_set1_pd(0x1.62e42ff0c52d6p-1 / 32), r, _mm512_set1_pd(1.0));
+    p = _mm512_fmadd_pd(_mm512_set1_pd(0.05550361559341535 / 32 / 32 / 32), r,
+                        _mm512_set1_pd(0.2402284522445722 / 32 / 32));
+    y = _mm512_fmadd_pd(_mm512_set1_pd(0.6931471806916203 / 32), r, _mm512_set1_pd(1.0));
     y = _mm512_fmadd_pd(p, _mm512_mul_pd(r, r), y);
     return _mm512_cvtpd_ps(_mm512_mul_pd(y, s));
 }
@@ -1218,9 +1311,9 @@ static __m512 perpo__exp16(__m512 x) {
     __m256 hi = perpo__exp8(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
     __m512 r = _mm512_castpd_ps(
         _mm512_insertf64x4(_mm512_castpd256_pd512(_mm256_castps_pd(lo)), _mm256_castps_pd(hi), 1));
-    r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(0x1.62e42ep6f), _CMP_GT_OQ), r,
+    r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(88.7228317f), _CMP_GT_OQ), r,
                              _mm512_set1_ps(INFINITY));
-    r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-0x1.9fe368p6f), _CMP_LT_OQ), r,
+    r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-103.972076f), _CMP_LT_OQ), r,
                              _mm512_setzero_ps());
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), r, _mm512_add_ps(x, x));
 }
@@ -1351,9 +1444,15 @@ static void perpo__gemm_prepack(float *dst, int tb, size_t N, size_t K, const fl
     size_t sbj = tb ? ldb : 1, sbk = tb ? 1 : ldb, np = (N + PERPO__NR - 1) / PERPO__NR, k0, jp;
     for (k0 = 0; k0 < K; k0 += PERPO__KC) {
         size_t kc = K - k0 < PERPO__KC ? K - k0 : PERPO__KC;
-        for (jp = 0; jp < np; jp++)
-            perpo__gemm_pack(dst + k0 * np * PERPO__NR + jp * kc * PERPO__NR, PERPO__NR, B, sbj,
-                             sbk, N, jp * PERPO__NR, k0, kc);
+        for (jp = 0; jp < np; jp++) {
+            float *panel = dst + k0 * np * PERPO__NR + jp * kc * PERPO__NR;
+#ifdef PERPO_USE_BF16 /* (half of the panel's room) */
+            perpo__gemm_pack_bf16((uint32_t *)panel, PERPO__NR, B, sbj, sbk, N, jp * PERPO__NR, k0,
+                                  kc, 0);
+#else
+            perpo__gemm_pack(panel, PERPO__NR, B, sbj, sbk, N, jp * PERPO__NR, k0, kc);
+#endif
+        }
     }
 }
 
@@ -1368,7 +1467,12 @@ static void perpo__gemm_cols(int ta, int tb, size_t M, size_t N, size_t K, const
     size_t sbj = tb ? ldb : 1, sbk = tb ? 1 : ldb; /* B(k,j) = B[k*sbk + j*sbj] */
     size_t np = (N + PERPO__NR - 1) / PERPO__NR, mp = (M + PERPO__MR - 1) / PERPO__MR, k0, ip, jp,
            r;
-    float a[PERPO__KC * PERPO__MR], tile[PERPO__MR * PERPO__NR];
+#ifdef PERPO_USE_BF16
+    uint32_t a[PERPO__KP * PERPO__MR];
+#else
+    float a[PERPO__KC * PERPO__MR];
+#endif
+    float tile[PERPO__MR * PERPO__NR];
     for (k0 = 0; k0 < K; k0 += PERPO__KC) {
         size_t kc = K - k0 < PERPO__KC ? K - k0 : PERPO__KC;
         int load = accumulate || k0 > 0, last = k0 + kc == K;
@@ -1376,10 +1480,20 @@ static void perpo__gemm_cols(int ta, int tb, size_t M, size_t N, size_t K, const
         size_t bstride = bpk ? kc * PERPO__NR : PERPO__KC * PERPO__NR;
         if (!bpk)
             for (jp = jp0; jp < jp1; jp++)
+#ifdef PERPO_USE_BF16
+                perpo__gemm_pack_bf16((uint32_t *)(ws + jp * bstride), PERPO__NR, B, sbj, sbk, N,
+                                      jp * PERPO__NR, k0, kc, 0);
+#else
                 perpo__gemm_pack(ws + jp * bstride, PERPO__NR, B, sbj, sbk, N, jp * PERPO__NR, k0,
                                  kc);
+#endif
         for (ip = 0; ip < mp; ip++) {
             size_t i = ip * PERPO__MR, mr = M - i < PERPO__MR ? M - i : PERPO__MR;
+#ifdef PERPO_USE_BF16 /* every A panel is packed as pairs: a row's pairs adjacent when they are in A */
+            const uint32_t *ap = a;
+            size_t si = ta ? 1 : PERPO__KP, sk = ta ? PERPO__MR : 1;
+            perpo__gemm_pack_bf16(a, PERPO__MR, A, sai, sak, M, i, k0, kc, ta ? 0 : PERPO__KP);
+#else
             const float *ap = A + i * sai + k0 * sak;
             size_t si = sai, sk = sak;
             if (mr < PERPO__MR) { /* a partial panel is padded with zero rows */
@@ -1388,6 +1502,7 @@ static void perpo__gemm_cols(int ta, int tb, size_t M, size_t N, size_t K, const
                 si = 1;
                 sk = PERPO__MR;
             }
+#endif
             for (jp = jp0; jp < jp1; jp++) {
                 size_t j = jp * PERPO__NR, nr = N - j < PERPO__NR ? N - j : PERPO__NR;
                 float *c = C + i * ldc + j;
@@ -1399,8 +1514,14 @@ static void perpo__gemm_cols(int ta, int tb, size_t M, size_t N, size_t K, const
                     for (r = 0; load && r < mr; r++)
                         memcpy(tile + r * PERPO__NR, c + r * ldc, nr * sizeof(float));
                 }
+#ifdef PERPO_USE_BF16
+                perpo__gemm_tile_bf16((kc + 1) / 2, ap, si, sk,
+                                      (const uint32_t *)(bp + jp * bstride), edge ? tile : c,
+                                      edge ? PERPO__NR : ldc, load);
+#else
                 perpo__gemm_tile(kc, mr, ap, si, sk, bp + jp * bstride, edge ? tile : c,
                                  edge ? PERPO__NR : ldc, load);
+#endif
                 for (r = 0; edge && r < mr; r++)
                     memcpy(c + r * ldc, tile + r * PERPO__NR, nr * sizeof(float));
                 if (last && epi) perpo__epi_apply(epi, c, ldc, i, j, mr, nr);

@@ -23,6 +23,8 @@
 
 #ifdef PERPO_USE_CBLAS
 #define BENCH_GEMM_KIND "cblas"
+#elif defined(PERPO_USE_BF16)
+#define BENCH_GEMM_KIND "builtin-bf16"
 #else
 #define BENCH_GEMM_KIND "builtin"
 #endif
@@ -32,6 +34,12 @@
 #define BENCH_OMP_KIND "serial"
 #endif
 #define BENCH_BUILD BENCH_GEMM_KIND "+" BENCH_OMP_KIND
+/* A product's allowed error relative to the sum of |a*b|: bfloat16 inputs carry 2^-9 each */
+#ifdef PERPO_USE_BF16
+#define BENCH_GEMM_TOL 8e-3
+#else
+#define BENCH_GEMM_TOL 1e-4
+#endif
 
 /* ---- The only use of perpo.h internals: its matrix product and the workspace it needs.
  * C (M,N) = [C +] op(A) . op(B); ta: A stored (K,M); tb: B stored (N,K). In a
@@ -189,7 +197,7 @@ static void bench_gemm(const perpo_config *c) {
                 ref += a * b;
                 mag += fabs(a * b);
             }
-            if (fabs(C[pi * ldc + pj] - ref) > 1e-4 * mag + 1e-6)
+            if (fabs(C[pi * ldc + pj] - ref) > BENCH_GEMM_TOL * mag + 1e-6)
                 err = fabs(C[pi * ldc + pj] - ref);
         }
         if (err > 0.0) {

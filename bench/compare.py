@@ -13,6 +13,8 @@ over the outer rounds of the per-round ratio and its spread (min..max over round
 
 plus built-in GEMM vs OpenBLAS per shape, and the SFT step's fraction of the machine's FP32
 peak proxy (sft_step_gflops / OpenBLAS sgemm 1024^3 GFLOP/s at the same thread count).
+BENCH_BF16 names a build with -DPERPO_USE_BF16 (`make bench-compare` makes one where the CPU
+has AVX512_BF16); each round then runs it too, and its columns follow PyTorch's.
 Raw JSON lines of every run go to build/bench-compare.jsonl.
 """
 import argparse
@@ -96,6 +98,7 @@ def main():
             build(bench_cblas, ["-DPERPO_USE_CBLAS"] + cflags, libs)
         else:
             print("note: OpenBLAS not found by pkg-config: no CBLAS comparison", file=sys.stderr)
+    bench_bf16 = os.environ.get("BENCH_BF16") or None
     have_torch = subprocess.run([PY, "-c", "import torch"], stderr=subprocess.DEVNULL).returncode == 0
     if not have_torch:
         print("note: %s cannot import torch (apt-get install python3-torch): perpo.h only" % PY, file=sys.stderr)
@@ -117,6 +120,8 @@ def main():
             res["torch"] = run([PY, os.path.join(HERE, "torch_reference.py")] + common, env)
         if bench_cblas:
             res["cblas"] = run([bench_cblas] + common + ["--only", "gemm"], env)
+        if bench_bf16:
+            res["bf16"] = run([bench_bf16] + common + ["--only", "gemm,sft,perpo,generate,sample"], env)
         rounds.append(res)
 
     def series(side, key):
@@ -135,7 +140,10 @@ def main():
     print("perpo.h vs PyTorch eager: %d threads, %d rounds (%s runs), OMP_WAIT_POLICY=%s"
           % (a.threads, a.rounds, mode, a.wait_policy))
     print("values are medians over rounds; ratio > 1 means perpo.h is faster (or smaller)")
-    print("%-22s %-9s %10s %10s %9s  %s" % ("metric", "unit", "perpo.h", "torch", "ratio", "[min..max]"))
+    head = "%-22s %-9s %10s %10s %9s  %-14s" % ("metric", "unit", "perpo.h", "torch", "ratio", "[min..max]")
+    if bench_bf16:
+        head += " %10s %9s  %s" % ("bf16", "ratio", "[min..max]")
+    print(head.rstrip())
     for name, higher in METRICS:
         key = (name, "")
         pv = series("perpo", key)
@@ -145,10 +153,14 @@ def main():
         tv = series("torch", key)
         rs = ratio_series("perpo", "torch", key, higher)
         line = "%-22s %-9s %10s %10s" % (name, unit, fmt(summary(pv)[0]), fmt(summary(tv)[0]) if tv else "-")
-        if rs:
-            m, lo, hi = summary(rs)
-            line += " %8.2fx  [%.2f..%.2f]" % (m, lo, hi)
-        print(line)
+        line += " %8.2fx  %-14s" % (summary(rs)[0], "[%.2f..%.2f]" % summary(rs)[1:]) if rs else " %9s  %-14s" % ("-", "")
+        bv = series("bf16", key)
+        bs = ratio_series("bf16", "torch", key, higher)
+        if bv:
+            line += " %10s" % fmt(summary(bv)[0])
+            if bs:
+                line += " %8.2fx  [%.2f..%.2f]" % summary(bs)
+        print(line.rstrip())
 
     split = [("sft_forward_ms", "forward"), ("sft_backward_ms", "backward"), ("sft_optimizer_ms", "optimizer"),
              ("profile_products_ms", "products (replayed)"), ("profile_attention_ms", "attention (replayed)"),
@@ -171,8 +183,9 @@ def main():
     if gemm_keys:
         print()
         print("GEMM GFLOP/s (median over rounds); ratios: built-in / other, > 1 means built-in is faster")
-        print("%-16s %-18s %9s %9s %9s  %-20s %s" % ("shape MxNxK", "op", "builtin", "openblas", "torch",
-                                                    "builtin/openblas", "builtin/torch"))
+        print("%-16s %-18s %9s %9s %9s  %-20s %-20s %s" % ("shape MxNxK", "op", "builtin", "openblas", "torch",
+                                                          "builtin/openblas", "builtin/torch",
+                                                          "bf16" if bench_bf16 else ""))
         for key in gemm_keys:
             op, shape = key[1], rounds[0]["perpo"][key]["config"].get("shape", "")
             b = series("perpo", key)
@@ -181,9 +194,11 @@ def main():
             ro = ratio_series("perpo", "cblas", key, True)
             rt = ratio_series("perpo", "torch", key, True)
             cell = lambda rs: ("%.2fx [%.2f..%.2f]" % summary(rs)) if rs else "-"
-            print("%-16s %-18s %9s %9s %9s  %-20s %s" % (shape, op, fmt(summary(b)[0]),
-                                                        fmt(summary(o)[0]) if o else "-",
-                                                        fmt(summary(t)[0]) if t else "-", cell(ro), cell(rt)))
+            bf = series("bf16", key)
+            print(("%-16s %-18s %9s %9s %9s  %-20s %-20s %s" % (shape, op, fmt(summary(b)[0]),
+                                                               fmt(summary(o)[0]) if o else "-",
+                                                               fmt(summary(t)[0]) if t else "-", cell(ro), cell(rt),
+                                                               fmt(summary(bf)[0]) if bf else "")).rstrip())
 
     peak_key = ("gemm_gflops", "square")
     sft_key = ("sft_step_gflops", "")

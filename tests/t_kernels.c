@@ -137,6 +137,89 @@ static void test_gemm_matches_naive(perpo_test *t) {
     free(ws);
 }
 
+#ifdef PERPO_USE_BF16
+/* x rounded to bfloat16 as the packing rounds it: to nearest even, subnormals read as zero. */
+static float kx_bf16(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if (fabsf(x) < FLT_MIN)
+        u &= 0x80000000u;
+    else
+        u += 0x7FFFu + ((u >> 16) & 1u);
+    u &= 0xFFFF0000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+/* The bfloat16 products against their definition, bit for bit: each C(i,j) is [C +] the chain
+ * over pairs (k, k+1) of (acc + a[k+1] b[k+1]) + a[k] b[k] on the rounded inputs, every
+ * product exact. All transposes, accumulation, odd K, K over two K-blocks, edge tiles, subnormal
+ * inputs; then the prepacked-weight path the forward and decoding use. */
+static void test_gemm_bf16_exact(perpo_test *t) {
+    static const size_t shapes[][3] = {
+        { 1, 1, 1 }, { 9, 33, 7 }, { 8, 32, 256 }, { 37, 45, 513 }, { 3, 70, 300 }
+    };
+    kx_rng r = { 11 };
+    size_t sh, i, j, k, bad = 0, total = 0;
+    int ta, tb, acc, pre;
+    for (sh = 0; sh < sizeof shapes / sizeof shapes[0]; sh++)
+        for (pre = 0; pre < 2; pre++)
+            for (ta = 0; ta < 2 - pre; ta++)
+                for (tb = pre; tb < 2; tb++)
+                    for (acc = 0; acc < 2 - pre; acc++) {
+                        size_t M = shapes[sh][0], N = shapes[sh][1], K = shapes[sh][2];
+                        size_t lda = ta ? M : K, ldb = tb ? K : N;
+                        float *A = (float *)malloc(M * K * sizeof(float));
+                        float *B = (float *)malloc(N * K * sizeof(float));
+                        float *C = (float *)malloc(M * N * sizeof(float));
+                        float *R = (float *)malloc(M * N * sizeof(float));
+                        float *ws = (float *)malloc(
+                            (perpo__gemm_ws_floats(N) + perpo__gemm_packed_floats(N, K)) *
+                            sizeof(float));
+                        if (!A || !B || !C || !R || !ws) {
+                            CHECK(!"out of memory");
+                            return;
+                        }
+                        kx_fill(&r, A, M * K, 1.0f);
+                        kx_fill(&r, B, K * N, 3.0f);
+                        A[0] = 1e-39f; /* subnormal: read as zero */
+                        B[K * N - 1] = -3e-39f;
+                        for (i = 0; i < M * N; i++) C[i] = R[i] = (float)i * 0.01f - 1.0f;
+                        if (pre) {
+                            float *bpk = ws + perpo__gemm_ws_floats(N);
+                            perpo__gemm_prepack(bpk, tb, N, K, B, ldb);
+                            perpo__gemm_rows(0, M, tb, N, K, A, B, bpk, C, NULL);
+                        } else
+                            perpo__gemm(ta, tb, M, N, K, A, lda, B, ldb, acc, C, N, ws);
+                        for (i = 0; i < M; i++)
+                            for (j = 0; j < N; j++) {
+                                volatile float s = acc ? R[i * N + j] : 0.0f;
+                                for (k = 0; k < K; k += 2) {
+                                    float a0 = kx_bf16(ta ? A[k * lda + i] : A[i * lda + k]);
+                                    float b0 = kx_bf16(tb ? B[j * ldb + k] : B[k * ldb + j]);
+                                    float a1 = 0.0f, b1 = 0.0f;
+                                    if (k + 1 < K) {
+                                        a1 =
+                                            kx_bf16(ta ? A[(k + 1) * lda + i] : A[i * lda + k + 1]);
+                                        b1 =
+                                            kx_bf16(tb ? B[j * ldb + k + 1] : B[(k + 1) * ldb + j]);
+                                    }
+                                    s = s + a1 * b1; /* (volatile: each sum rounds to float) */
+                                    s = s + a0 * b0;
+                                }
+                                total++;
+                                bad += memcmp((const void *)&s, &C[i * N + j], sizeof(float)) != 0;
+                            }
+                        free(A);
+                        free(B);
+                        free(C);
+                        free(R);
+                        free(ws);
+                    }
+    CHECK_MSG(bad == 0, "%zu of %zu bfloat16 product elements differ from their definition", bad,
+              total);
+}
+#endif
+
 /* ---- layernorm ---- */
 typedef struct {
     size_t N, D;
@@ -333,6 +416,9 @@ static void test_sincos_2d(perpo_test *t) {
 
 const perpo_test_case perpo_tests_kernels[] = {
     { "gemm matches a naive product (all transposes, accumulate)", test_gemm_matches_naive },
+#ifdef PERPO_USE_BF16
+    { "bfloat16 products = their definition, bit for bit", test_gemm_bf16_exact },
+#endif
     { "linear backward = finite differences", test_linear_grad },
     { "layernorm backward = finite differences", test_layernorm_grad },
     { "gelu values and backward", test_gelu },
