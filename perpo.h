@@ -6091,7 +6091,8 @@ PERPODEF void perpo_manifest_free(perpo_manifest *m) {
           PERPO_MAX_LAYERS, PERPO_MAX_MLP_MULT, PERPO_MIN_TEXT, PERPO_MAX_TEXT, PERPO_MAX_BATCH,
           PERPO_MAX_TEMPERATURE, PERPO_MAX_LABEL_SMOOTHING. A training step enters 3 OpenMP
           parallel regions instead of about 100, and greedy decoding one per call (same results,
-          bit for bit).
+          bit for bit). PERPO_USE_BF16: bfloat16 products of the linear layers on CPUs with
+          AVX512_BF16 (an option; the default float32 results are unchanged).
 
    LICENSE (MIT)
    Copyright (c) 2026 the perpo.h authors
