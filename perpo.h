@@ -1327,11 +1327,13 @@ static void perpo__epi_apply(const perpo__epi *e, float *c, size_t ldc, size_t i
         if (e->bias) {
             const float *PERPO__RESTRICT b = e->bias + j0;
             float *PERPO__RESTRICT y = cr;
+            PERPO__OMP(simd)
             for (j = 0; j < nr; j++) y[j] += b[j];
         }
         if (e->res) {
             const float *PERPO__RESTRICT x = e->res + (i0 + r) * e->ldr + j0;
             float *PERPO__RESTRICT y = cr;
+            PERPO__OMP(simd)
             for (j = 0; j < nr; j++) y[j] += x[j];
         }
         if (e->gel) perpo__gelu_n(e->gel + (i0 + r) * e->ldg + j0, cr, nr); /* may be in place */
@@ -1527,6 +1529,7 @@ static void perpo__colsum_team(float *db, const float *dout, size_t N, size_t OC
     for (i = 0; i < N; i++) {
         const float *PERPO__RESTRICT d = dout + i * OC;
         float *PERPO__RESTRICT s = db;
+        PERPO__OMP(simd)
         for (o = lo; o < hi; o++) s[o] += d[o];
     }
 }
