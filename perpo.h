@@ -1195,6 +1195,14 @@ static const unsigned long long
                             0x3fef3720dcef9069ull, 0x3fef5818dcfba487ull, 0x3fef7c97337b9b5full,
                             0x3fefa4afa2a490daull, 0x3fefd0765b6e4540ull
     };
+/* perpo__exp2_tab[k & 31] per lane: two-table permutes (a gather is several times slower) */
+static __m512i perpo__exp2_lookup(__m512i k) {
+    const __m512i *tab = (const __m512i *)(const void *)perpo__exp2_tab;
+    __m512i lo = _mm512_permutex2var_epi64(_mm512_loadu_si512(tab), k, _mm512_loadu_si512(tab + 1));
+    __m512i hi = _mm512_permutex2var_epi64(_mm512_loadu_si512(tab + 2), k,
+                                           _mm512_loadu_si512(tab + 3));
+    return _mm512_mask_blend_epi64(_mm512_test_epi64_mask(k, _mm512_set1_epi64(16)), lo, hi);
+}
 static __m256 perpo__exp8(__m256 xf) { /* the main path: finite x with e^x in float range */
     const __m512d shift = _mm512_set1_pd(0x1.8p+52);
     __m512d xd = _mm512_cvtps_pd(xf), z, kd, r, s, y, p;
@@ -1204,8 +1212,7 @@ static __m256 perpo__exp8(__m256 xf) { /* the main path: finite x with e^x in fl
     ki = _mm512_castpd_si512(kd);
     kd = _mm512_sub_pd(kd, shift);
     r = _mm512_sub_pd(z, kd);
-    t = _mm512_i64gather_epi64(_mm512_and_si512(ki, _mm512_set1_epi64(31)),
-                               (const void *)perpo__exp2_tab, 8);
+    t = perpo__exp2_lookup(ki);
     s = _mm512_castsi512_pd(_mm512_add_epi64(t, _mm512_slli_epi64(ki, 47))); /* 2^(k/32) */
     p = _mm512_fmadd_pd(_mm512_set1_pd(0x1.c6af84b912394p-5 / 32 / 32 / 32), r,
                         _mm512_set1_pd(0x1.ebfce50fac4f3p-3 / 32 / 32));
