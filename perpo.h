@@ -1238,15 +1238,29 @@ static __m512 perpo__gelu_e16(__m512 x) {
         _mm512_mul_ps(_mm512_set1_ps(-2.0f * PERPO__GELU_S), _mm512_fmadd_ps(c, x, x)));
 }
 #endif
+#ifdef PERPO__VEXP
+/* GELU and GELU' of 16 lanes, the scalar formulas' operations in their order */
+static __m512 perpo__gelu16(__m512 x) {
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), perpo__gelu_e16(x)));
+}
+static __m512 perpo__dgelu16(__m512 x) {
+    __m512 one = _mm512_set1_ps(1.0f);
+    __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, perpo__gelu_e16(x)));
+    __m512 du = _mm512_mul_ps(
+        _mm512_set1_ps(PERPO__GELU_S),
+        _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(3.0f * PERPO__GELU_C), x), x, one));
+    __m512 a = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(2.0f), x), s),
+                             _mm512_sub_ps(one, s));
+    return _mm512_fmadd_ps(a, du, s);
+}
+#endif
 /* y[0..n) = GELU(x[0..n)); y may be x. */
 static void perpo__gelu_n(float *y, const float *x, size_t n) {
     size_t i;
 #ifdef PERPO__VEXP
     for (i = 0; i < n; i += 16) {
         __mmask16 k = perpo__mask16(n - i);
-        __m512 v = _mm512_maskz_loadu_ps(k, x + i);
-        _mm512_mask_storeu_ps(
-            y + i, k, _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), perpo__gelu_e16(v))));
+        _mm512_mask_storeu_ps(y + i, k, perpo__gelu16(_mm512_maskz_loadu_ps(k, x + i)));
     }
 #else
     for (i = 0; i < n; i++) y[i] = perpo__gelu1(x[i]);
@@ -1258,15 +1272,9 @@ static void perpo__dgelu_mul_n(float *d, const float *x, size_t n) {
 #ifdef PERPO__VEXP
     for (i = 0; i < n; i += 16) {
         __mmask16 k = perpo__mask16(n - i);
-        __m512 v = _mm512_maskz_loadu_ps(k, x + i), one = _mm512_set1_ps(1.0f);
-        __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, perpo__gelu_e16(v)));
-        __m512 du = _mm512_mul_ps(
-            _mm512_set1_ps(PERPO__GELU_S),
-            _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(3.0f * PERPO__GELU_C), v), v, one));
-        __m512 a = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(2.0f), v), s),
-                                 _mm512_sub_ps(one, s));
-        _mm512_mask_storeu_ps(
-            d + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, d + i), _mm512_fmadd_ps(a, du, s)));
+        _mm512_mask_storeu_ps(d + i, k,
+                              _mm512_mul_ps(_mm512_maskz_loadu_ps(k, d + i),
+                                            perpo__dgelu16(_mm512_maskz_loadu_ps(k, x + i))));
     }
 #else
     for (i = 0; i < n; i++) d[i] *= perpo__dgelu1(x[i]);
@@ -1318,9 +1326,10 @@ static float perpo__dot(const float *a, const float *b, size_t n) {
 }
 
 /* What a product does to each element of C after its last K-block, while the tile is still in
-   cache: c += bias[j], then c += res[i*ldr + j], then gel[i*ldg + j] = GELU(c) or
-   c *= GELU'(dgel[i*ldd + j]). That is the order of the separate passes it replaces (bias, GELU,
-   residual add; GELU backward), so no value changes. */
+   cache: c += bias[j], then c += res[i*ldr + j], then gel[i*ldg + j] = GELU(c) (gel may be C
+   itself) or c *= GELU'(dgel[i*ldd + j]) (a forward's or a backward's: never both). That is the
+   order of the separate passes it replaces (bias, GELU, residual add; GELU backward), so no
+   value changes. */
 typedef struct perpo__epi {
     const float *bias, *res, *dgel;
     float *gel;
@@ -1331,20 +1340,36 @@ static void perpo__epi_apply(const perpo__epi *e, float *c, size_t ldc, size_t i
     size_t r, j;
     for (r = 0; r < mr; r++) {
         float *cr = c + r * ldc;
+        const float *res = e->res ? e->res + (i0 + r) * e->ldr + j0 : NULL;
+        float *gel = e->gel ? e->gel + (i0 + r) * e->ldg + j0 : NULL;
+        const float *dgel = e->dgel ? e->dgel + (i0 + r) * e->ldd + j0 : NULL;
+#ifdef PERPO__VEXP /* all of it on 16 lanes in registers, c loaded and stored once */
+        for (j = 0; j < nr; j += 16) {
+            __mmask16 k = perpo__mask16(nr - j);
+            __m512 v = _mm512_maskz_loadu_ps(k, cr + j);
+            if (e->bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, e->bias + j0 + j));
+            if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, res + j));
+            if (dgel) v = _mm512_mul_ps(v, perpo__dgelu16(_mm512_maskz_loadu_ps(k, dgel + j)));
+            _mm512_mask_storeu_ps(cr + j, k, v);
+            if (gel)
+                _mm512_mask_storeu_ps(gel + j, k, perpo__gelu16(v)); /* after c: gel may be c */
+        }
+#else
         if (e->bias) {
             const float *PERPO__RESTRICT b = e->bias + j0;
             float *PERPO__RESTRICT y = cr;
             PERPO__OMP(simd)
             for (j = 0; j < nr; j++) y[j] += b[j];
         }
-        if (e->res) {
-            const float *PERPO__RESTRICT x = e->res + (i0 + r) * e->ldr + j0;
+        if (res) {
+            const float *PERPO__RESTRICT x = res;
             float *PERPO__RESTRICT y = cr;
             PERPO__OMP(simd)
             for (j = 0; j < nr; j++) y[j] += x[j];
         }
-        if (e->gel) perpo__gelu_n(e->gel + (i0 + r) * e->ldg + j0, cr, nr); /* may be in place */
-        if (e->dgel) perpo__dgelu_mul_n(cr, e->dgel + (i0 + r) * e->ldd + j0, nr);
+        if (gel) perpo__gelu_n(gel, cr, nr); /* may be in place */
+        if (dgel) perpo__dgelu_mul_n(cr, dgel, nr);
+#endif
     }
 }
 
@@ -4182,6 +4207,66 @@ static double perpo__adamw_norm(const perpo__adamw *st) {
     for (c = 0; c < 64; c++) sumsq += st->part[c];
     return sqrt(sumsq);
 }
+/* The factors of one AdamW step, the same for every element (decay: per tensor). */
+typedef struct perpo__adamw_k {
+    float mult, beta1, beta2, step_size, bc2_sqrt, eps;
+} perpo__adamw_k;
+/* Elements [a, b): the new moments and parameter, written if write; returns whether all are
+   finite. AVX-512 builds run 16 lanes with the scalar formula's operations in its order (sqrt
+   and divide are exact in both); the scalar loop's sqrtf keeps compilers from vectorizing it. */
+static int perpo__adamw_range(perpo_model *m, const perpo__adamw_k *k, float decay, size_t a,
+                              size_t b, int write) {
+    float *PERPO__RESTRICT pm = m->adam_m, *PERPO__RESTRICT pv = m->adam_v,
+                           *PERPO__RESTRICT pp = m->params;
+    const float *PERPO__RESTRICT pg = m->grads;
+    float mult = k->mult, b1 = k->beta1, b2 = k->beta2, step_size = k->step_size,
+          bc2_sqrt = k->bc2_sqrt, eps = k->eps;
+    size_t i = a;
+    int finite = 1;
+#ifdef __AVX512F__
+    const __m512 big = _mm512_set1_ps(FLT_MAX);
+    for (; i < b; i += 16) {
+        __mmask16 l = perpo__mask16(b - i);
+        /* one operation a statement, in the scalar code's order: compilers contract a
+           multiply and an add into an FMA in the order they meet them. p1 is a masked multiply,
+           which they do not contract: in the scalar code, sqrtf's errno branch separates the
+           multiply from the subtraction, and compilers contract only within a basic block. */
+        __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(l, pg + i), _mm512_set1_ps(mult));
+        __m512 m1 = _mm512_mul_ps(_mm512_set1_ps(b1), _mm512_maskz_loadu_ps(l, pm + i));
+        __m512 m2 = _mm512_mul_ps(_mm512_set1_ps(1.0f - b1), g);
+        __m512 mm = _mm512_add_ps(m1, m2);
+        __m512 v1 = _mm512_mul_ps(_mm512_set1_ps(b2), _mm512_maskz_loadu_ps(l, pv + i));
+        __m512 v2 = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(1.0f - b2), g), g);
+        __m512 vv = _mm512_add_ps(v1, v2);
+        __m512 p1 = _mm512_maskz_mul_ps(l, _mm512_maskz_loadu_ps(l, pp + i), _mm512_set1_ps(decay));
+        __m512 p2 = _mm512_mul_ps(_mm512_set1_ps(step_size), mm);
+        __m512 p3 = _mm512_div_ps(_mm512_sqrt_ps(vv), _mm512_set1_ps(bc2_sqrt));
+        __m512 p = _mm512_sub_ps(p1, _mm512_div_ps(p2, _mm512_add_ps(p3, _mm512_set1_ps(eps))));
+        __mmask16 ok = _mm512_mask_cmp_ps_mask(l, _mm512_abs_ps(mm), big, _CMP_LE_OQ) &
+                       _mm512_mask_cmp_ps_mask(l, vv, big, _CMP_LE_OQ) &
+                       _mm512_mask_cmp_ps_mask(l, _mm512_abs_ps(p), big, _CMP_LE_OQ);
+        if (write) {
+            _mm512_mask_storeu_ps(pm + i, l, mm);
+            _mm512_mask_storeu_ps(pv + i, l, vv);
+            _mm512_mask_storeu_ps(pp + i, l, p);
+        }
+        finite &= ok == l;
+    }
+#endif
+    for (; i < b; i++) {
+        float g = pg[i] * mult;
+        float mm = b1 * pm[i] + (1.0f - b1) * g;
+        float vv = b2 * pv[i] + (1.0f - b2) * g * g;
+        float p = pp[i] * decay - step_size * mm / (sqrtf(vv) / bc2_sqrt + eps);
+        if (write) {
+            pm[i] = mm;
+            pv[i] = vv;
+            pp[i] = p;
+        }
+        finite &= (fabsf(mm) <= FLT_MAX) & (vv <= FLT_MAX) & (fabsf(p) <= FLT_MAX);
+    }
+    return finite;
+}
 /* One thread's share of an AdamW step: the gradient norm (64 chunks, summed in order, the same
    for any thread count), then pass 0, which computes every new value and only checks it (a
    finite gradient can still overflow: a huge grad_scale without clipping, params near FLT_MAX),
@@ -4189,10 +4274,11 @@ static double perpo__adamw_norm(const perpo__adamw *st) {
    tensor's elements split over the team. Every thread computes the same norm and factors from
    the shared sums, so all take the same branches to the same barriers. */
 static void perpo__adamw_team(perpo_model *m, const perpo_optim_config *oc, perpo__adamw *st) {
-    size_t c, lo, hi, i, k;
+    size_t c, lo, hi, k;
     double norm, bc1, bc2;
-    float mult, lr, step_size, bc2_sqrt;
+    float mult, lr;
     int t, pass;
+    perpo__adamw_k k1;
     perpo__team_range(64, &lo, &hi);
     for (c = lo; c < hi; c++) {
         size_t j, a = m->n_params * c / 64, b = m->n_params * (c + 1) / 64;
@@ -4213,30 +4299,20 @@ static void perpo__adamw_team(perpo_model *m, const perpo_optim_config *oc, perp
     lr = perpo_lr_at(oc, m->opt_step);
     bc1 = 1.0 - pow((double)oc->beta1, (double)t);
     bc2 = 1.0 - pow((double)oc->beta2, (double)t);
-    step_size = (float)(lr / bc1);
-    bc2_sqrt = (float)sqrt(bc2);
+    k1.mult = mult;
+    k1.beta1 = oc->beta1;
+    k1.beta2 = oc->beta2;
+    k1.step_size = (float)(lr / bc1);
+    k1.bc2_sqrt = (float)sqrt(bc2);
+    k1.eps = oc->eps;
     for (pass = 0; pass < 2; pass++) {
         int finite = 1;
         for (k = 0; k < m->n_tensors; k++) {
             const perpo__tensor *tn = &m->tensors[k];
             size_t n = tn->rows * (tn->cols ? tn->cols : 1), o = tn->offset;
             float decay = tn->cols ? 1.0f - lr * oc->weight_decay : 1.0f; /* matrices only */
-            float *PERPO__RESTRICT pm = m->adam_m, *PERPO__RESTRICT pv = m->adam_v,
-                                   *PERPO__RESTRICT pp = m->params;
-            const float *PERPO__RESTRICT pg = m->grads;
             perpo__team_range(n, &lo, &hi);
-            for (i = o + lo; i < o + hi; i++) {
-                float g = pg[i] * mult;
-                float mm = oc->beta1 * pm[i] + (1.0f - oc->beta1) * g;
-                float vv = oc->beta2 * pv[i] + (1.0f - oc->beta2) * g * g;
-                float p = pp[i] * decay - step_size * mm / (sqrtf(vv) / bc2_sqrt + oc->eps);
-                if (pass) {
-                    pm[i] = mm;
-                    pv[i] = vv;
-                    pp[i] = p;
-                }
-                finite &= (fabsf(mm) <= FLT_MAX) & (vv <= FLT_MAX) & (fabsf(p) <= FLT_MAX);
-            }
+            finite &= perpo__adamw_range(m, &k1, decay, o + lo, o + hi, pass);
         }
         if (!finite) {
             PERPO__OMP(atomic write)
