@@ -1816,20 +1816,20 @@ static void perpo__attention_backward_team(float *dqkv, const float *dout, const
         const float *q = qkv + b * T * 3 * D + h * hd, *P = att + bh * T * T;
         const float *dy = dout + b * T * D + h * hd;
         float *dS = ws + bh * per, *dq = dqkv + b * T * 3 * D + h * hd;
-        for (t = 0; zero && t < T; t++) /* zero: set (the head's q, k, v columns) instead of add */
-            for (t2 = 0; t2 < 3; t2++) memset(dq + t * 3 * D + t2 * D, 0, hd * sizeof(float));
         perpo__gemm_head(T, T, hd, dy, D, 1, q + 2 * D, 1, 3 * D, 0, dS, T, causal ? 1 : 0);
         for (t = 0; t < T; t++) {
             const float *p = P + t * T;
             float *d = dS + t * T, dot;
             size_t n = causal ? t + 1 : T;
             dot = perpo__dot(d, p, n);
+            PERPO__OMP(simd)
             for (t2 = 0; t2 < n; t2++) d[t2] = p[t2] * (d[t2] - dot) * scale;
             for (t2 = n; t2 < T; t2++) d[t2] = 0.0f;
         }
-        perpo__gemm_head(T, hd, T, P, 1, T, dy, D, 1, 1, dq + 2 * D, 3 * D, causal ? 3 : 0);
-        perpo__gemm_head(T, hd, T, dS, T, 1, q + D, 3 * D, 1, 1, dq, 3 * D, causal ? 2 : 0);
-        perpo__gemm_head(T, hd, T, dS, 1, T, q, 3 * D, 1, 1, dq + D, 3 * D, causal ? 3 : 0);
+        /* zero: set the head's v, q, k columns instead of adding (each is one product's) */
+        perpo__gemm_head(T, hd, T, P, 1, T, dy, D, 1, !zero, dq + 2 * D, 3 * D, causal ? 3 : 0);
+        perpo__gemm_head(T, hd, T, dS, T, 1, q + D, 3 * D, 1, !zero, dq, 3 * D, causal ? 2 : 0);
+        perpo__gemm_head(T, hd, T, dS, 1, T, q, 3 * D, 1, !zero, dq + D, 3 * D, causal ? 3 : 0);
     }
 }
 static PERPO__MAYBE_UNUSED void perpo__attention_backward(float *dqkv, const float *dout,
