@@ -1280,10 +1280,13 @@ static void perpo__dgelu_mul_n(float *d, const float *x, size_t n) {
     for (i = 0; i < n; i++) d[i] *= perpo__dgelu1(x[i]);
 #endif
 }
-/* p[0..n) = softmax(scale * p[0..n)), in place (n >= 1); the sum runs in order. */
-static void perpo__softmax_scaled(float *p, size_t n, float scale) {
+/* Unrolls the loop after it (a group's rows, whose in-order sums then run side by side in
+   registers: softmax and LayerNorm below). */
+#define PERPO__UNROLL _Pragma("GCC unroll 8")
+/* p[0..n) = e^(scale p[i] - max), in place: a softmax's numerators (n >= 1) */
+static void perpo__softmax_exp(float *p, size_t n, float scale) {
     size_t i;
-    float mx = -INFINITY, sum = 0.0f;
+    float mx = -INFINITY;
 #ifdef PERPO__VEXP
     __m512 vmx = _mm512_set1_ps(-INFINITY), sc = _mm512_set1_ps(scale), m;
     for (i = 0; i < n; i += 16) {
@@ -1299,23 +1302,57 @@ static void perpo__softmax_scaled(float *p, size_t n, float scale) {
         _mm512_mask_storeu_ps(p + i, k,
                               perpo__exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + i), m)));
     }
-    for (i = 0; i < n; i++) sum += p[i];
-    m = _mm512_set1_ps(sum);
-    for (i = 0; i < n; i += 16) {
-        __mmask16 k = perpo__mask16(n - i);
-        _mm512_mask_storeu_ps(p + i, k, _mm512_div_ps(_mm512_maskz_loadu_ps(k, p + i), m));
-    }
 #else
     for (i = 0; i < n; i++) {
         p[i] *= scale;
         if (p[i] > mx) mx = p[i];
     }
-    for (i = 0; i < n; i++) {
-        p[i] = expf(p[i] - mx);
-        sum += p[i];
+    for (i = 0; i < n; i++) p[i] = expf(p[i] - mx);
+#endif
+}
+/* p[0..n) /= sum */
+static void perpo__softmax_div(float *p, size_t n, float sum) {
+    size_t i;
+#ifdef PERPO__VEXP
+    __m512 m = _mm512_set1_ps(sum);
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = perpo__mask16(n - i);
+        _mm512_mask_storeu_ps(p + i, k, _mm512_div_ps(_mm512_maskz_loadu_ps(k, p + i), m));
     }
+#else
     for (i = 0; i < n; i++) p[i] /= sum;
 #endif
+}
+/* Row r of rows (at p + r*ld, n0 + r*dn long, n0 >= 1) = softmax(scale * row), in place. Each
+   row's sum runs in order; rows go in groups of PERPO__SM_GROUP whose sums run side by side
+   (as LayerNorm's: a short group repeats its last row). */
+#define PERPO__SM_GROUP 4
+static void perpo__softmax_rows(float *p, size_t ld, size_t rows, size_t n0, size_t dn,
+                                float scale) {
+    size_t r, k, i;
+    for (r = 0; r < rows; r += PERPO__SM_GROUP) {
+        float *row[PERPO__SM_GROUP], sum[PERPO__SM_GROUP];
+        size_t len[PERPO__SM_GROUP], g = rows - r < PERPO__SM_GROUP ? rows - r : PERPO__SM_GROUP;
+        for (k = 0; k < PERPO__SM_GROUP; k++) {
+            size_t rk = r + (k < g ? k : g - 1);
+            row[k] = p + rk * ld;
+            len[k] = n0 + rk * dn;
+            sum[k] = 0.0f;
+        }
+        for (k = 0; k < g; k++) perpo__softmax_exp(row[k], len[k], scale);
+        for (i = 0; i < len[0]; i++) { /* the shortest row's length */
+            PERPO__UNROLL
+            for (k = 0; k < PERPO__SM_GROUP; k++) sum[k] += row[k][i];
+        }
+        for (k = 0; k < g; k++) {
+            for (i = len[0]; i < len[k]; i++) sum[k] += row[k][i];
+            perpo__softmax_div(row[k], len[k], sum[k]);
+        }
+    }
+}
+/* p[0..n) = softmax(scale * p[0..n)), in place (n >= 1) */
+static void perpo__softmax_scaled(float *p, size_t n, float scale) {
+    perpo__softmax_rows(p, n, 1, n, 0, scale);
 }
 /* sum of a[i] b[i], in order */
 static float perpo__dot(const float *a, const float *b, size_t n) {
@@ -1593,7 +1630,6 @@ static PERPO__MAYBE_UNUSED void perpo__linear_backward(float *dinp, float *dW, f
  * (The variance's d * d + v may or may not become an FMA: gcc avoids FMAs in a sum's chain on
  * some targets. Checked: the same bits as one row at a time with gcc 12 and clang 14.) */
 #define PERPO__LN_GROUP 8
-#define PERPO__UNROLL   _Pragma("GCC unroll 8")
 static void perpo__layernorm_rows(float *out, float *mean, float *rstd, const float *inp,
                                   const float *w, const float *b, size_t r0, size_t r1, size_t D) {
     size_t r, i, k;
@@ -1785,12 +1821,9 @@ static void perpo__attention_forward_team(float *out, float *att, const float *q
         const float *q = qkv + b * T * 3 * D + h * hd;
         float *S = att + bh * T * T;
         perpo__gemm_head(T, T, hd, q, 3 * D, 1, q + D, 1, 3 * D, 0, S, T, causal ? 1 : 0);
-        for (t = 0; t < T; t++) {
-            float *p = S + t * T;
-            size_t n = causal ? t + 1 : T;
-            perpo__softmax_scaled(p, n, scale);
-            for (t2 = n; t2 < T; t2++) p[t2] = 0.0f;
-        }
+        perpo__softmax_rows(S, T, T, causal ? 1 : T, causal ? 1 : 0, scale);
+        for (t = 0; causal && t < T; t++)
+            for (t2 = t + 1; t2 < T; t2++) S[t * T + t2] = 0.0f;
         perpo__gemm_head(T, hd, T, S, T, 1, q + 2 * D, 3 * D, 1, 0, out + b * T * D + h * hd, D,
                          causal ? 2 : 0);
     }
