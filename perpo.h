@@ -1680,15 +1680,17 @@ static PERPO__MAYBE_UNUSED void perpo__layernorm_forward(float *out, float *mean
     PERPO__OMP(parallel if (N * D >= PERPO__PAR_MIN))
     perpo__layernorm_forward_team(out, mean, rstd, inp, w, b, N, D);
 }
-/* Rows [lo, hi) of dinp (added into). (Not grouped as the forward: the compiler may contract
-   dn * xh + mean_dn_xh into an FMA in a group and not in a single row's loop.) */
-static void perpo__layernorm_backward_rows(float *dinp, const float *dout, const float *inp,
-                                           const float *w, const float *mean, const float *rstd,
-                                           size_t lo, size_t hi, size_t D) {
+/* Rows [lo, hi) of dinp = base + the input gradient (base may be dinp: added into). (The sums
+   stay one row at a time: in a group, the compiler may contract dn * xh + mean_dn_xh into an
+   FMA where it does not for one row.) */
+static void perpo__layernorm_backward_rows(float *dinp, const float *base, const float *dout,
+                                           const float *inp, const float *w, const float *mean,
+                                           const float *rstd, size_t lo, size_t hi, size_t D) {
     size_t r, i;
     for (r = lo; r < hi; r++) {
-        const float *PERPO__RESTRICT x = inp + r * D, *PERPO__RESTRICT dy = dout + r * D;
-        float *PERPO__RESTRICT dx = dinp + r * D, m = mean[r], s = rstd[r];
+        const float *PERPO__RESTRICT x = inp + r * D, *PERPO__RESTRICT dy = dout + r * D,
+                                     *b = base + r * D;
+        float *dx = dinp + r * D, m = mean[r], s = rstd[r];
         float mean_dn = 0.0f, mean_dn_xh = 0.0f;
         for (i = 0; i < D; i++) {
             float xh = (x[i] - m) * s, dn = dy[i] * w[i];
@@ -1700,7 +1702,7 @@ static void perpo__layernorm_backward_rows(float *dinp, const float *dout, const
         PERPO__OMP(simd)
         for (i = 0; i < D; i++) {
             float xh = (x[i] - m) * s;
-            dx[i] += s * (dy[i] * w[i] - mean_dn - xh * mean_dn_xh);
+            dx[i] = b[i] + s * (dy[i] * w[i] - mean_dn - xh * mean_dn_xh);
         }
     }
 }
@@ -1726,7 +1728,7 @@ static void perpo__layernorm_backward_team(float *dinp, float *dw, float *db, co
                                            const float *rstd, size_t N, size_t D) {
     size_t lo, hi;
     perpo__team_range(N, &lo, &hi);
-    perpo__layernorm_backward_rows(dinp, dout, inp, w, mean, rstd, lo, hi, D);
+    perpo__layernorm_backward_rows(dinp, dinp, dout, inp, w, mean, rstd, lo, hi, D);
     perpo__layernorm_backward_cols_team(dw, db, dout, inp, mean, rstd, N, D);
 }
 static PERPO__MAYBE_UNUSED void perpo__layernorm_backward(float *dinp, float *dw, float *db,
@@ -2705,8 +2707,7 @@ static void perpo__block_backward_team(perpo_model *m, const perpo__block *p,
     e.ldd = M; /* d_fc = (dres fc2_w) * GELU'(fch) */
     perpo__gemm_rows(lo, hi, 0, M, D, dres, P + p->fc2_w, bk[3], m->d_fc, &e);
     perpo__gemm_rows(lo, hi, 0, D, M, m->d_fc, P + p->fc_w, bk[2], m->d_tmp, NULL);
-    memcpy(m->d_mid + lo * D, dres + lo * D, (hi - lo) * D * sizeof(float));
-    perpo__layernorm_backward_rows(m->d_mid, m->d_tmp, a->mid, P + p->ln2_w, a->ln2_mean,
+    perpo__layernorm_backward_rows(m->d_mid, dres, m->d_tmp, a->mid, P + p->ln2_w, a->ln2_mean,
                                    a->ln2_rstd, lo, hi, D); /* d_mid = dL/dmid */
     perpo__gemm_rows(lo, hi, 0, D, D, m->d_mid, P + p->attn_w, bk[1], m->d_atty, NULL);
     PERPO__OMP(barrier)
@@ -2723,9 +2724,8 @@ static void perpo__block_backward_team(perpo_model *m, const perpo__block *p,
                                    m->att_ws, 1);
     PERPO__OMP(barrier)
     perpo__gemm_rows(lo, hi, 0, D, 3 * D, m->d_qkv, P + p->qkv_w, bk[0], m->d_tmp2, NULL);
-    memcpy(dres + lo * D, m->d_mid + lo * D, (hi - lo) * D * sizeof(float));
-    perpo__layernorm_backward_rows(dres, m->d_tmp2, x, P + p->ln1_w, a->ln1_mean, a->ln1_rstd, lo,
-                                   hi, D);
+    perpo__layernorm_backward_rows(dres, m->d_mid, m->d_tmp2, x, P + p->ln1_w, a->ln1_mean,
+                                   a->ln1_rstd, lo, hi, D);
     perpo__gemm_team(1, 0, 3 * D, D, N, m->d_qkv, 3 * D, a->ln1, D, 1, G + p->qkv_w, D, ws0, NULL,
                      NULL);
     perpo__colsum_team(G + p->qkv_b, m->d_qkv, N, 3 * D);
