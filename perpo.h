@@ -2913,7 +2913,15 @@ static void perpo__backward_team(perpo_model *m, const float *dlogp) {
             memset(dz, 0, V * sizeof(float));
             continue;
         }
+#ifdef PERPO__VEXP /* (perpo__exp16 is expf, bit for bit) */
+        for (v = 0; v < V; v += 16) {
+            __mmask16 k = perpo__mask16(V - v);
+            __m512 x = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, z + v), _mm512_set1_ps(lse));
+            _mm512_mask_storeu_ps(dz + v, k, _mm512_mul_ps(_mm512_set1_ps(-g), perpo__exp16(x)));
+        }
+#else
         for (v = 0; v < V; v++) dz[v] = -g * expf(z[v] - lse);
+#endif
         dz[tgt] += g;
     }
     PERPO__OMP(barrier)
