@@ -1590,16 +1590,25 @@ static PERPO__MAYBE_UNUSED void perpo__linear_forward(float *out, const float *i
     PERPO__OMP(parallel if (PERPO__GEMM_PAR(N, OC, C)))
     perpo__linear_forward_team(out, NULL, inp, W, b, N, C, OC, ws);
 }
+/* Column-split kernels sum into a thread's own stack copy of up to PERPO__COLS columns and
+   write it back once: summing in place, two threads' ranges share the cache line at their
+   boundary, which then moves between the cores at every row. */
+#define PERPO__COLS 256
 /* Column sums: db (OC) += sum over rows of dout (N,OC), each column in row order, the team
    splitting the columns. */
 static void perpo__colsum_team(float *db, const float *dout, size_t N, size_t OC) {
-    size_t lo, hi, i, o;
+    size_t lo, hi, c, i, o;
     perpo__team_range(OC, &lo, &hi);
-    for (i = 0; i < N; i++) {
-        const float *PERPO__RESTRICT d = dout + i * OC;
-        float *PERPO__RESTRICT s = db;
-        PERPO__OMP(simd)
-        for (o = lo; o < hi; o++) s[o] += d[o];
+    for (c = lo; c < hi; c += PERPO__COLS) {
+        float acc[PERPO__COLS];
+        size_t n = hi - c < PERPO__COLS ? hi - c : PERPO__COLS;
+        memcpy(acc, db + c, n * sizeof(float));
+        for (i = 0; i < N; i++) {
+            const float *PERPO__RESTRICT d = dout + i * OC + c;
+            PERPO__OMP(simd)
+            for (o = 0; o < n; o++) acc[o] += d[o];
+        }
+        memcpy(db + c, acc, n * sizeof(float));
     }
 }
 /* One thread's share of a linear backward: dinp (N,C) = [dinp +] dout . W (then epi, e.g. times
@@ -1710,16 +1719,25 @@ static void perpo__layernorm_backward_rows(float *dinp, const float *base, const
 static void perpo__layernorm_backward_cols_team(float *dw, float *db, const float *dout,
                                                 const float *inp, const float *mean,
                                                 const float *rstd, size_t N, size_t D) {
-    size_t lo, hi, r, i;
+    size_t lo, hi, c, r, i;
     perpo__team_range(D, &lo, &hi);
-    for (r = 0; r < N; r++) {
-        const float *PERPO__RESTRICT x = inp + r * D, *PERPO__RESTRICT dy = dout + r * D;
-        float *PERPO__RESTRICT gw = dw, *PERPO__RESTRICT gb = db, m = mean[r], s = rstd[r];
-        PERPO__OMP(simd)
-        for (i = lo; i < hi; i++) {
-            gw[i] += dy[i] * ((x[i] - m) * s);
-            gb[i] += dy[i];
+    for (c = lo; c < hi; c += PERPO__COLS) { /* stack copies, as perpo__colsum_team's */
+        float gw[PERPO__COLS], gb[PERPO__COLS];
+        size_t n = hi - c < PERPO__COLS ? hi - c : PERPO__COLS;
+        memcpy(gw, dw + c, n * sizeof(float));
+        memcpy(gb, db + c, n * sizeof(float));
+        for (r = 0; r < N; r++) {
+            const float *PERPO__RESTRICT x = inp + r * D + c,
+                                         *PERPO__RESTRICT dy = dout + r * D + c;
+            float m = mean[r], s = rstd[r];
+            PERPO__OMP(simd)
+            for (i = 0; i < n; i++) {
+                gw[i] += dy[i] * ((x[i] - m) * s);
+                gb[i] += dy[i];
+            }
         }
+        memcpy(dw + c, gw, n * sizeof(float));
+        memcpy(db + c, gb, n * sizeof(float));
     }
 }
 /* One thread's share: rows of dinp, and columns of dw, db. */
