@@ -1593,7 +1593,7 @@ static PERPO__MAYBE_UNUSED void perpo__linear_forward(float *out, const float *i
 /* Column-split kernels sum into a thread's own stack copy of up to PERPO__COLS columns and
    write it back once: summing in place, two threads' ranges share the cache line at their
    boundary, which then moves between the cores at every row. */
-#define PERPO__COLS 256
+#define PERPO__COLS 1024
 /* Column sums: db (OC) += sum over rows of dout (N,OC), each column in row order, the team
    splitting the columns. */
 static void perpo__colsum_team(float *db, const float *dout, size_t N, size_t OC) {
