@@ -1286,6 +1286,14 @@ static const unsigned long long
                             0x3fef3720dcef9069ull, 0x3fef5818dcfba487ull, 0x3fef7c97337b9b5full,
                             0x3fefa4afa2a490daull, 0x3fefd0765b6e4540ull
     };
+/* perpo__exp2_tab[k & 31] per lane: two-table permutes (a gather is several times slower) */
+static __m512i perpo__exp2_lookup(__m512i k) {
+    const __m512i *tab = (const __m512i *)(const void *)perpo__exp2_tab;
+    __m512i lo = _mm512_permutex2var_epi64(_mm512_loadu_si512(tab), k, _mm512_loadu_si512(tab + 1));
+    __m512i hi =
+        _mm512_permutex2var_epi64(_mm512_loadu_si512(tab + 2), k, _mm512_loadu_si512(tab + 3));
+    return _mm512_mask_blend_epi64(_mm512_test_epi64_mask(k, _mm512_set1_epi64(16)), lo, hi);
+}
 static __m256 perpo__exp8(__m256 xf) { /* the main path: finite x with e^x in float range */
     /* (the constants are written in decimal, each the exact double or float it stands for:
        C++ before C++17 has no hexadecimal floating literals) */
@@ -1297,8 +1305,7 @@ static __m256 perpo__exp8(__m256 xf) { /* the main path: finite x with e^x in fl
     ki = _mm512_castpd_si512(kd);
     kd = _mm512_sub_pd(kd, shift);
     r = _mm512_sub_pd(z, kd);
-    t = _mm512_i64gather_epi64(_mm512_and_si512(ki, _mm512_set1_epi64(31)),
-                               (const void *)perpo__exp2_tab, 8);
+    t = perpo__exp2_lookup(ki);
     s = _mm512_castsi512_pd(_mm512_add_epi64(t, _mm512_slli_epi64(ki, 47))); /* 2^(k/32) */
     p = _mm512_fmadd_pd(_mm512_set1_pd(0.05550361559341535 / 32 / 32 / 32), r,
                         _mm512_set1_pd(0.2402284522445722 / 32 / 32));
@@ -1324,15 +1331,29 @@ static __m512 perpo__gelu_e16(__m512 x) {
         _mm512_mul_ps(_mm512_set1_ps(-2.0f * PERPO__GELU_S), _mm512_fmadd_ps(c, x, x)));
 }
 #endif
+#ifdef PERPO__VEXP
+/* GELU and GELU' of 16 lanes, the scalar formulas' operations in their order */
+static __m512 perpo__gelu16(__m512 x) {
+    return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), perpo__gelu_e16(x)));
+}
+static __m512 perpo__dgelu16(__m512 x) {
+    __m512 one = _mm512_set1_ps(1.0f);
+    __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, perpo__gelu_e16(x)));
+    __m512 du = _mm512_mul_ps(
+        _mm512_set1_ps(PERPO__GELU_S),
+        _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(3.0f * PERPO__GELU_C), x), x, one));
+    __m512 a = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(2.0f), x), s),
+                             _mm512_sub_ps(one, s));
+    return _mm512_fmadd_ps(a, du, s);
+}
+#endif
 /* y[0..n) = GELU(x[0..n)); y may be x. */
 static void perpo__gelu_n(float *y, const float *x, size_t n) {
     size_t i;
 #ifdef PERPO__VEXP
     for (i = 0; i < n; i += 16) {
         __mmask16 k = perpo__mask16(n - i);
-        __m512 v = _mm512_maskz_loadu_ps(k, x + i);
-        _mm512_mask_storeu_ps(
-            y + i, k, _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), perpo__gelu_e16(v))));
+        _mm512_mask_storeu_ps(y + i, k, perpo__gelu16(_mm512_maskz_loadu_ps(k, x + i)));
     }
 #else
     for (i = 0; i < n; i++) y[i] = perpo__gelu1(x[i]);
@@ -1344,24 +1365,21 @@ static void perpo__dgelu_mul_n(float *d, const float *x, size_t n) {
 #ifdef PERPO__VEXP
     for (i = 0; i < n; i += 16) {
         __mmask16 k = perpo__mask16(n - i);
-        __m512 v = _mm512_maskz_loadu_ps(k, x + i), one = _mm512_set1_ps(1.0f);
-        __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, perpo__gelu_e16(v)));
-        __m512 du = _mm512_mul_ps(
-            _mm512_set1_ps(PERPO__GELU_S),
-            _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(3.0f * PERPO__GELU_C), v), v, one));
-        __m512 a = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(2.0f), v), s),
-                                 _mm512_sub_ps(one, s));
-        _mm512_mask_storeu_ps(
-            d + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, d + i), _mm512_fmadd_ps(a, du, s)));
+        _mm512_mask_storeu_ps(d + i, k,
+                              _mm512_mul_ps(_mm512_maskz_loadu_ps(k, d + i),
+                                            perpo__dgelu16(_mm512_maskz_loadu_ps(k, x + i))));
     }
 #else
     for (i = 0; i < n; i++) d[i] *= perpo__dgelu1(x[i]);
 #endif
 }
-/* p[0..n) = softmax(scale * p[0..n)), in place (n >= 1); the sum runs in order. */
-static void perpo__softmax_scaled(float *p, size_t n, float scale) {
+/* Unrolls the loop after it (a group's rows, whose in-order sums then run side by side in
+   registers: softmax and LayerNorm below). */
+#define PERPO__UNROLL _Pragma("GCC unroll 8")
+/* p[0..n) = e^(scale p[i] - max), in place: a softmax's numerators (n >= 1) */
+static void perpo__softmax_exp(float *p, size_t n, float scale) {
     size_t i;
-    float mx = -INFINITY, sum = 0.0f;
+    float mx = -INFINITY;
 #ifdef PERPO__VEXP
     __m512 vmx = _mm512_set1_ps(-INFINITY), sc = _mm512_set1_ps(scale), m;
     for (i = 0; i < n; i += 16) {
@@ -1377,23 +1395,57 @@ static void perpo__softmax_scaled(float *p, size_t n, float scale) {
         _mm512_mask_storeu_ps(p + i, k,
                               perpo__exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + i), m)));
     }
-    for (i = 0; i < n; i++) sum += p[i];
-    m = _mm512_set1_ps(sum);
-    for (i = 0; i < n; i += 16) {
-        __mmask16 k = perpo__mask16(n - i);
-        _mm512_mask_storeu_ps(p + i, k, _mm512_div_ps(_mm512_maskz_loadu_ps(k, p + i), m));
-    }
 #else
     for (i = 0; i < n; i++) {
         p[i] *= scale;
         if (p[i] > mx) mx = p[i];
     }
-    for (i = 0; i < n; i++) {
-        p[i] = expf(p[i] - mx);
-        sum += p[i];
+    for (i = 0; i < n; i++) p[i] = expf(p[i] - mx);
+#endif
+}
+/* p[0..n) /= sum */
+static void perpo__softmax_div(float *p, size_t n, float sum) {
+    size_t i;
+#ifdef PERPO__VEXP
+    __m512 m = _mm512_set1_ps(sum);
+    for (i = 0; i < n; i += 16) {
+        __mmask16 k = perpo__mask16(n - i);
+        _mm512_mask_storeu_ps(p + i, k, _mm512_div_ps(_mm512_maskz_loadu_ps(k, p + i), m));
     }
+#else
     for (i = 0; i < n; i++) p[i] /= sum;
 #endif
+}
+/* Row r of rows (at p + r*ld, n0 + r*dn long, n0 >= 1) = softmax(scale * row), in place. Each
+   row's sum runs in order; rows go in groups of PERPO__SM_GROUP whose sums run side by side
+   (as LayerNorm's: a short group repeats its last row). */
+#define PERPO__SM_GROUP 4
+static void perpo__softmax_rows(float *p, size_t ld, size_t rows, size_t n0, size_t dn,
+                                float scale) {
+    size_t r, k, i;
+    for (r = 0; r < rows; r += PERPO__SM_GROUP) {
+        float *row[PERPO__SM_GROUP], sum[PERPO__SM_GROUP];
+        size_t len[PERPO__SM_GROUP], g = rows - r < PERPO__SM_GROUP ? rows - r : PERPO__SM_GROUP;
+        for (k = 0; k < PERPO__SM_GROUP; k++) {
+            size_t rk = r + (k < g ? k : g - 1);
+            row[k] = p + rk * ld;
+            len[k] = n0 + rk * dn;
+            sum[k] = 0.0f;
+        }
+        for (k = 0; k < g; k++) perpo__softmax_exp(row[k], len[k], scale);
+        for (i = 0; i < len[0]; i++) { /* the shortest row's length */
+            PERPO__UNROLL
+            for (k = 0; k < PERPO__SM_GROUP; k++) sum[k] += row[k][i];
+        }
+        for (k = 0; k < g; k++) {
+            for (i = len[0]; i < len[k]; i++) sum[k] += row[k][i];
+            perpo__softmax_div(row[k], len[k], sum[k]);
+        }
+    }
+}
+/* p[0..n) = softmax(scale * p[0..n)), in place (n >= 1) */
+static void perpo__softmax_scaled(float *p, size_t n, float scale) {
+    perpo__softmax_rows(p, n, 1, n, 0, scale);
 }
 /* sum of a[i] b[i], in order */
 static float perpo__dot(const float *a, const float *b, size_t n) {
@@ -1404,9 +1456,10 @@ static float perpo__dot(const float *a, const float *b, size_t n) {
 }
 
 /* What a product does to each element of C after its last K-block, while the tile is still in
-   cache: c += bias[j], then c += res[i*ldr + j], then gel[i*ldg + j] = GELU(c) or
-   c *= GELU'(dgel[i*ldd + j]). That is the order of the separate passes it replaces (bias, GELU,
-   residual add; GELU backward), so no value changes. */
+   cache: c += bias[j], then c += res[i*ldr + j], then gel[i*ldg + j] = GELU(c) (gel may be C
+   itself) or c *= GELU'(dgel[i*ldd + j]) (a forward's or a backward's: never both). That is the
+   order of the separate passes it replaces (bias, GELU, residual add; GELU backward), so no
+   value changes. */
 typedef struct perpo__epi {
     const float *bias, *res, *dgel;
     float *gel;
@@ -1417,18 +1470,36 @@ static void perpo__epi_apply(const perpo__epi *e, float *c, size_t ldc, size_t i
     size_t r, j;
     for (r = 0; r < mr; r++) {
         float *cr = c + r * ldc;
+        const float *res = e->res ? e->res + (i0 + r) * e->ldr + j0 : NULL;
+        float *gel = e->gel ? e->gel + (i0 + r) * e->ldg + j0 : NULL;
+        const float *dgel = e->dgel ? e->dgel + (i0 + r) * e->ldd + j0 : NULL;
+#ifdef PERPO__VEXP /* all of it on 16 lanes in registers, c loaded and stored once */
+        for (j = 0; j < nr; j += 16) {
+            __mmask16 k = perpo__mask16(nr - j);
+            __m512 v = _mm512_maskz_loadu_ps(k, cr + j);
+            if (e->bias) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, e->bias + j0 + j));
+            if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, res + j));
+            if (dgel) v = _mm512_mul_ps(v, perpo__dgelu16(_mm512_maskz_loadu_ps(k, dgel + j)));
+            _mm512_mask_storeu_ps(cr + j, k, v);
+            if (gel)
+                _mm512_mask_storeu_ps(gel + j, k, perpo__gelu16(v)); /* after c: gel may be c */
+        }
+#else
         if (e->bias) {
             const float *PERPO__RESTRICT b = e->bias + j0;
             float *PERPO__RESTRICT y = cr;
+            PERPO__OMP(simd)
             for (j = 0; j < nr; j++) y[j] += b[j];
         }
-        if (e->res) {
-            const float *PERPO__RESTRICT x = e->res + (i0 + r) * e->ldr + j0;
+        if (res) {
+            const float *PERPO__RESTRICT x = res;
             float *PERPO__RESTRICT y = cr;
+            PERPO__OMP(simd)
             for (j = 0; j < nr; j++) y[j] += x[j];
         }
-        if (e->gel) perpo__gelu_n(e->gel + (i0 + r) * e->ldg + j0, cr, nr); /* may be in place */
-        if (e->dgel) perpo__dgelu_mul_n(cr, e->dgel + (i0 + r) * e->ldd + j0, nr);
+        if (gel) perpo__gelu_n(gel, cr, nr); /* may be in place */
+        if (dgel) perpo__dgelu_mul_n(cr, dgel, nr);
+#endif
     }
 }
 
@@ -1640,15 +1711,25 @@ static PERPO__MAYBE_UNUSED void perpo__linear_forward(float *out, const float *i
     PERPO__OMP(parallel if (PERPO__GEMM_PAR(N, OC, C)))
     perpo__linear_forward_team(out, NULL, inp, W, b, N, C, OC, ws);
 }
+/* Column-split kernels sum into a thread's own stack copy of up to PERPO__COLS columns and
+   write it back once: summing in place, two threads' ranges share the cache line at their
+   boundary, which then moves between the cores at every row. */
+#define PERPO__COLS 1024
 /* Column sums: db (OC) += sum over rows of dout (N,OC), each column in row order, the team
    splitting the columns. */
 static void perpo__colsum_team(float *db, const float *dout, size_t N, size_t OC) {
-    size_t lo, hi, i, o;
+    size_t lo, hi, c, i, o;
     perpo__team_range(OC, &lo, &hi);
-    for (i = 0; i < N; i++) {
-        const float *PERPO__RESTRICT d = dout + i * OC;
-        float *PERPO__RESTRICT s = db;
-        for (o = lo; o < hi; o++) s[o] += d[o];
+    for (c = lo; c < hi; c += PERPO__COLS) {
+        float acc[PERPO__COLS];
+        size_t n = hi - c < PERPO__COLS ? hi - c : PERPO__COLS;
+        memcpy(acc, db + c, n * sizeof(float));
+        for (i = 0; i < N; i++) {
+            const float *PERPO__RESTRICT d = dout + i * OC + c;
+            PERPO__OMP(simd)
+            for (o = 0; o < n; o++) acc[o] += d[o];
+        }
+        memcpy(db + c, acc, n * sizeof(float));
     }
 }
 /* One thread's share of a linear backward: dinp (N,C) = [dinp +] dout . W (then epi, e.g. times
@@ -1671,26 +1752,48 @@ static PERPO__MAYBE_UNUSED void perpo__linear_backward(float *dinp, float *dW, f
     perpo__linear_backward_team(dinp, 1, NULL, dW, db, dout, inp, W, N, C, OC, ws);
 }
 
-/* ---- LayerNorm over the last dimension (eps 1e-5, biased variance, as PyTorch) ---------- */
+/* ---- LayerNorm over the last dimension (eps 1e-5, biased variance, as PyTorch) ---------- *
+ * A row's mean and variance are sums over its D elements in order, each add waiting for the
+ * one before; so rows go in groups of PERPO__LN_GROUP whose sums run side by side, in the same
+ * order within each row (a short group repeats its last row, so every row runs the same code).
+ * PERPO__UNROLL unrolls the loop over the group, which the compiler then keeps in registers.
+ * (The variance's d * d + v may or may not become an FMA: gcc avoids FMAs in a sum's chain
+ * when tuned for AMD. Checked: the same bits as one row at a time with gcc 12, -march native
+ * (Zen 4), znver2, znver3, haswell, skylake-avx512 and icelake-server, and clang 14.) */
+#define PERPO__LN_GROUP 8
 static void perpo__layernorm_rows(float *out, float *mean, float *rstd, const float *inp,
                                   const float *w, const float *b, size_t r0, size_t r1, size_t D) {
-    size_t r;
-    for (r = r0; r < r1; r++) {
-        const float *x = inp + r * D;
-        float *y = out + r * D;
-        float m = 0.0f, v = 0.0f, s;
-        size_t i;
-        for (i = 0; i < D; i++) m += x[i];
-        m /= (float)D;
-        for (i = 0; i < D; i++) {
-            float d = x[i] - m;
-            v += d * d;
+    size_t r, i, k;
+    for (r = r0; r < r1; r += PERPO__LN_GROUP) {
+        const float *x[PERPO__LN_GROUP];
+        float m[PERPO__LN_GROUP], v[PERPO__LN_GROUP];
+        size_t n = r1 - r < PERPO__LN_GROUP ? r1 - r : PERPO__LN_GROUP;
+        for (k = 0; k < PERPO__LN_GROUP; k++) {
+            x[k] = inp + (r + (k < n ? k : n - 1)) * D;
+            m[k] = v[k] = 0.0f;
         }
-        v /= (float)D;
-        s = 1.0f / sqrtf(v + 1e-5f);
-        for (i = 0; i < D; i++) y[i] = (x[i] - m) * s * w[i] + b[i];
-        mean[r] = m;
-        rstd[r] = s;
+        for (i = 0; i < D; i++) {
+            PERPO__UNROLL
+            for (k = 0; k < PERPO__LN_GROUP; k++) m[k] += x[k][i];
+        }
+        for (k = 0; k < PERPO__LN_GROUP; k++) m[k] /= (float)D;
+        for (i = 0; i < D; i++) {
+            PERPO__UNROLL
+            for (k = 0; k < PERPO__LN_GROUP; k++) {
+                float d = x[k][i] - m[k];
+                v[k] += d * d;
+            }
+        }
+        for (k = 0; k < n; k++) {
+            const float *PERPO__RESTRICT xk = x[k];
+            float *PERPO__RESTRICT y = out + (r + k) * D, mk = m[k], s;
+            v[k] /= (float)D;
+            s = 1.0f / sqrtf(v[k] + 1e-5f);
+            PERPO__OMP(simd)
+            for (i = 0; i < D; i++) y[i] = (xk[i] - mk) * s * w[i] + b[i];
+            mean[r + k] = mk;
+            rstd[r + k] = s;
+        }
     }
 }
 /* One thread's share: rows split with perpo__team_range(N). The model's own row-wise passes
@@ -1708,13 +1811,16 @@ static PERPO__MAYBE_UNUSED void perpo__layernorm_forward(float *out, float *mean
     PERPO__OMP(parallel if (N * D >= PERPO__PAR_MIN))
     perpo__layernorm_forward_team(out, mean, rstd, inp, w, b, N, D);
 }
-/* Rows [lo, hi) of dinp (added into). */
-static void perpo__layernorm_backward_rows(float *dinp, const float *dout, const float *inp,
-                                           const float *w, const float *mean, const float *rstd,
-                                           size_t lo, size_t hi, size_t D) {
+/* Rows [lo, hi) of dinp = base + the input gradient (base may be dinp: added into). (The sums
+   stay one row at a time: in a group, the compiler may contract dn * xh + mean_dn_xh into an
+   FMA where it does not for one row.) */
+static void perpo__layernorm_backward_rows(float *dinp, const float *base, const float *dout,
+                                           const float *inp, const float *w, const float *mean,
+                                           const float *rstd, size_t lo, size_t hi, size_t D) {
     size_t r, i;
     for (r = lo; r < hi; r++) {
-        const float *x = inp + r * D, *dy = dout + r * D;
+        const float *PERPO__RESTRICT x = inp + r * D, *PERPO__RESTRICT dy = dout + r * D,
+                                     *b = base + r * D;
         float *dx = dinp + r * D, m = mean[r], s = rstd[r];
         float mean_dn = 0.0f, mean_dn_xh = 0.0f;
         for (i = 0; i < D; i++) {
@@ -1724,9 +1830,10 @@ static void perpo__layernorm_backward_rows(float *dinp, const float *dout, const
         }
         mean_dn /= (float)D;
         mean_dn_xh /= (float)D;
+        PERPO__OMP(simd)
         for (i = 0; i < D; i++) {
             float xh = (x[i] - m) * s;
-            dx[i] += s * (dy[i] * w[i] - mean_dn - xh * mean_dn_xh);
+            dx[i] = b[i] + s * (dy[i] * w[i] - mean_dn - xh * mean_dn_xh);
         }
     }
 }
@@ -1734,15 +1841,25 @@ static void perpo__layernorm_backward_rows(float *dinp, const float *dout, const
 static void perpo__layernorm_backward_cols_team(float *dw, float *db, const float *dout,
                                                 const float *inp, const float *mean,
                                                 const float *rstd, size_t N, size_t D) {
-    size_t lo, hi, r, i;
+    size_t lo, hi, c, r, i;
     perpo__team_range(D, &lo, &hi);
-    for (r = 0; r < N; r++) {
-        const float *PERPO__RESTRICT x = inp + r * D, *PERPO__RESTRICT dy = dout + r * D;
-        float *PERPO__RESTRICT gw = dw, *PERPO__RESTRICT gb = db, m = mean[r], s = rstd[r];
-        for (i = lo; i < hi; i++) {
-            gw[i] += dy[i] * ((x[i] - m) * s);
-            gb[i] += dy[i];
+    for (c = lo; c < hi; c += PERPO__COLS) { /* stack copies, as perpo__colsum_team's */
+        float gw[PERPO__COLS], gb[PERPO__COLS];
+        size_t n = hi - c < PERPO__COLS ? hi - c : PERPO__COLS;
+        memcpy(gw, dw + c, n * sizeof(float));
+        memcpy(gb, db + c, n * sizeof(float));
+        for (r = 0; r < N; r++) {
+            const float *PERPO__RESTRICT x = inp + r * D + c,
+                                         *PERPO__RESTRICT dy = dout + r * D + c;
+            float m = mean[r], s = rstd[r];
+            PERPO__OMP(simd)
+            for (i = 0; i < n; i++) {
+                gw[i] += dy[i] * ((x[i] - m) * s);
+                gb[i] += dy[i];
+            }
         }
+        memcpy(dw + c, gw, n * sizeof(float));
+        memcpy(db + c, gb, n * sizeof(float));
     }
 }
 /* One thread's share: rows of dinp, and columns of dw, db. */
@@ -1751,7 +1868,7 @@ static void perpo__layernorm_backward_team(float *dinp, float *dw, float *db, co
                                            const float *rstd, size_t N, size_t D) {
     size_t lo, hi;
     perpo__team_range(N, &lo, &hi);
-    perpo__layernorm_backward_rows(dinp, dout, inp, w, mean, rstd, lo, hi, D);
+    perpo__layernorm_backward_rows(dinp, dinp, dout, inp, w, mean, rstd, lo, hi, D);
     perpo__layernorm_backward_cols_team(dw, db, dout, inp, mean, rstd, N, D);
 }
 static PERPO__MAYBE_UNUSED void perpo__layernorm_backward(float *dinp, float *dw, float *db,
@@ -1846,12 +1963,9 @@ static void perpo__attention_forward_team(float *out, float *att, const float *q
         const float *q = qkv + b * T * 3 * D + h * hd;
         float *S = att + bh * T * T;
         perpo__gemm_head(T, T, hd, q, 3 * D, 1, q + D, 1, 3 * D, 0, S, T, causal ? 1 : 0);
-        for (t = 0; t < T; t++) {
-            float *p = S + t * T;
-            size_t n = causal ? t + 1 : T;
-            perpo__softmax_scaled(p, n, scale);
-            for (t2 = n; t2 < T; t2++) p[t2] = 0.0f;
-        }
+        perpo__softmax_rows(S, T, T, causal ? 1 : T, causal ? 1 : 0, scale);
+        for (t = 0; causal && t < T; t++)
+            for (t2 = t + 1; t2 < T; t2++) S[t * T + t2] = 0.0f;
         perpo__gemm_head(T, hd, T, S, T, 1, q + 2 * D, 3 * D, 1, 0, out + b * T * D + h * hd, D,
                          causal ? 2 : 0);
     }
@@ -1877,20 +1991,20 @@ static void perpo__attention_backward_team(float *dqkv, const float *dout, const
         const float *q = qkv + b * T * 3 * D + h * hd, *P = att + bh * T * T;
         const float *dy = dout + b * T * D + h * hd;
         float *dS = ws + bh * per, *dq = dqkv + b * T * 3 * D + h * hd;
-        for (t = 0; zero && t < T; t++) /* zero: set (the head's q, k, v columns) instead of add */
-            for (t2 = 0; t2 < 3; t2++) memset(dq + t * 3 * D + t2 * D, 0, hd * sizeof(float));
         perpo__gemm_head(T, T, hd, dy, D, 1, q + 2 * D, 1, 3 * D, 0, dS, T, causal ? 1 : 0);
         for (t = 0; t < T; t++) {
             const float *p = P + t * T;
             float *d = dS + t * T, dot;
             size_t n = causal ? t + 1 : T;
             dot = perpo__dot(d, p, n);
+            PERPO__OMP(simd)
             for (t2 = 0; t2 < n; t2++) d[t2] = p[t2] * (d[t2] - dot) * scale;
             for (t2 = n; t2 < T; t2++) d[t2] = 0.0f;
         }
-        perpo__gemm_head(T, hd, T, P, 1, T, dy, D, 1, 1, dq + 2 * D, 3 * D, causal ? 3 : 0);
-        perpo__gemm_head(T, hd, T, dS, T, 1, q + D, 3 * D, 1, 1, dq, 3 * D, causal ? 2 : 0);
-        perpo__gemm_head(T, hd, T, dS, 1, T, q, 3 * D, 1, 1, dq + D, 3 * D, causal ? 3 : 0);
+        /* zero: set the head's v, q, k columns instead of adding (each is one product's) */
+        perpo__gemm_head(T, hd, T, P, 1, T, dy, D, 1, !zero, dq + 2 * D, 3 * D, causal ? 3 : 0);
+        perpo__gemm_head(T, hd, T, dS, T, 1, q + D, 3 * D, 1, !zero, dq, 3 * D, causal ? 2 : 0);
+        perpo__gemm_head(T, hd, T, dS, 1, T, q, 3 * D, 1, !zero, dq + D, 3 * D, causal ? 3 : 0);
     }
 }
 static PERPO__MAYBE_UNUSED void perpo__attention_backward(float *dqkv, const float *dout,
@@ -2733,8 +2847,7 @@ static void perpo__block_backward_team(perpo_model *m, const perpo__block *p,
     e.ldd = M; /* d_fc = (dres fc2_w) * GELU'(fch) */
     perpo__gemm_rows(lo, hi, 0, M, D, dres, P + p->fc2_w, bk[3], m->d_fc, &e);
     perpo__gemm_rows(lo, hi, 0, D, M, m->d_fc, P + p->fc_w, bk[2], m->d_tmp, NULL);
-    memcpy(m->d_mid + lo * D, dres + lo * D, (hi - lo) * D * sizeof(float));
-    perpo__layernorm_backward_rows(m->d_mid, m->d_tmp, a->mid, P + p->ln2_w, a->ln2_mean,
+    perpo__layernorm_backward_rows(m->d_mid, dres, m->d_tmp, a->mid, P + p->ln2_w, a->ln2_mean,
                                    a->ln2_rstd, lo, hi, D); /* d_mid = dL/dmid */
     perpo__gemm_rows(lo, hi, 0, D, D, m->d_mid, P + p->attn_w, bk[1], m->d_atty, NULL);
     PERPO__OMP(barrier)
@@ -2751,9 +2864,8 @@ static void perpo__block_backward_team(perpo_model *m, const perpo__block *p,
                                    m->att_ws, 1);
     PERPO__OMP(barrier)
     perpo__gemm_rows(lo, hi, 0, D, 3 * D, m->d_qkv, P + p->qkv_w, bk[0], m->d_tmp2, NULL);
-    memcpy(dres + lo * D, m->d_mid + lo * D, (hi - lo) * D * sizeof(float));
-    perpo__layernorm_backward_rows(dres, m->d_tmp2, x, P + p->ln1_w, a->ln1_mean, a->ln1_rstd, lo,
-                                   hi, D);
+    perpo__layernorm_backward_rows(dres, m->d_mid, m->d_tmp2, x, P + p->ln1_w, a->ln1_mean,
+                                   a->ln1_rstd, lo, hi, D);
     perpo__gemm_team(1, 0, 3 * D, D, N, m->d_qkv, 3 * D, a->ln1, D, 1, G + p->qkv_w, D, ws0, NULL,
                      NULL);
     perpo__colsum_team(G + p->qkv_b, m->d_qkv, N, 3 * D);
@@ -2941,7 +3053,15 @@ static void perpo__backward_team(perpo_model *m, const float *dlogp) {
             memset(dz, 0, V * sizeof(float));
             continue;
         }
+#ifdef PERPO__VEXP /* (perpo__exp16 is expf, bit for bit) */
+        for (v = 0; v < V; v += 16) {
+            __mmask16 k = perpo__mask16(V - v);
+            __m512 x = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, z + v), _mm512_set1_ps(lse));
+            _mm512_mask_storeu_ps(dz + v, k, _mm512_mul_ps(_mm512_set1_ps(-g), perpo__exp16(x)));
+        }
+#else
         for (v = 0; v < V; v++) dz[v] = -g * expf(z[v] - lse);
+#endif
         dz[tgt] += g;
     }
     PERPO__OMP(barrier)
@@ -4268,6 +4388,66 @@ static double perpo__adamw_norm(const perpo__adamw *st) {
     for (c = 0; c < 64; c++) sumsq += st->part[c];
     return sqrt(sumsq);
 }
+/* The factors of one AdamW step, the same for every element (decay: per tensor). */
+typedef struct perpo__adamw_k {
+    float mult, beta1, beta2, step_size, bc2_sqrt, eps;
+} perpo__adamw_k;
+/* Elements [a, b): the new moments and parameter, written if write; returns whether all are
+   finite. AVX-512 builds run 16 lanes with the scalar formula's operations in its order (sqrt
+   and divide are exact in both); the scalar loop's sqrtf keeps compilers from vectorizing it. */
+static int perpo__adamw_range(perpo_model *m, const perpo__adamw_k *k, float decay, size_t a,
+                              size_t b, int write) {
+    float *PERPO__RESTRICT pm = m->adam_m, *PERPO__RESTRICT pv = m->adam_v,
+                           *PERPO__RESTRICT pp = m->params;
+    const float *PERPO__RESTRICT pg = m->grads;
+    float mult = k->mult, b1 = k->beta1, b2 = k->beta2, step_size = k->step_size,
+          bc2_sqrt = k->bc2_sqrt, eps = k->eps;
+    size_t i = a;
+    int finite = 1;
+#ifdef __AVX512F__
+    const __m512 big = _mm512_set1_ps(FLT_MAX);
+    for (; i < b; i += 16) {
+        __mmask16 l = perpo__mask16(b - i);
+        /* one operation a statement, in the scalar code's order: compilers contract a
+           multiply and an add into an FMA in the order they meet them. p1 is a masked multiply,
+           which they do not contract: in the scalar code, sqrtf's errno branch separates the
+           multiply from the subtraction, and compilers contract only within a basic block. */
+        __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(l, pg + i), _mm512_set1_ps(mult));
+        __m512 m1 = _mm512_mul_ps(_mm512_set1_ps(b1), _mm512_maskz_loadu_ps(l, pm + i));
+        __m512 m2 = _mm512_mul_ps(_mm512_set1_ps(1.0f - b1), g);
+        __m512 mm = _mm512_add_ps(m1, m2);
+        __m512 v1 = _mm512_mul_ps(_mm512_set1_ps(b2), _mm512_maskz_loadu_ps(l, pv + i));
+        __m512 v2 = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(1.0f - b2), g), g);
+        __m512 vv = _mm512_add_ps(v1, v2);
+        __m512 p1 = _mm512_maskz_mul_ps(l, _mm512_maskz_loadu_ps(l, pp + i), _mm512_set1_ps(decay));
+        __m512 p2 = _mm512_mul_ps(_mm512_set1_ps(step_size), mm);
+        __m512 p3 = _mm512_div_ps(_mm512_sqrt_ps(vv), _mm512_set1_ps(bc2_sqrt));
+        __m512 p = _mm512_sub_ps(p1, _mm512_div_ps(p2, _mm512_add_ps(p3, _mm512_set1_ps(eps))));
+        __mmask16 ok = _mm512_mask_cmp_ps_mask(l, _mm512_abs_ps(mm), big, _CMP_LE_OQ) &
+                       _mm512_mask_cmp_ps_mask(l, vv, big, _CMP_LE_OQ) &
+                       _mm512_mask_cmp_ps_mask(l, _mm512_abs_ps(p), big, _CMP_LE_OQ);
+        if (write) {
+            _mm512_mask_storeu_ps(pm + i, l, mm);
+            _mm512_mask_storeu_ps(pv + i, l, vv);
+            _mm512_mask_storeu_ps(pp + i, l, p);
+        }
+        finite &= ok == l;
+    }
+#endif
+    for (; i < b; i++) {
+        float g = pg[i] * mult;
+        float mm = b1 * pm[i] + (1.0f - b1) * g;
+        float vv = b2 * pv[i] + (1.0f - b2) * g * g;
+        float p = pp[i] * decay - step_size * mm / (sqrtf(vv) / bc2_sqrt + eps);
+        if (write) {
+            pm[i] = mm;
+            pv[i] = vv;
+            pp[i] = p;
+        }
+        finite &= (fabsf(mm) <= FLT_MAX) & (vv <= FLT_MAX) & (fabsf(p) <= FLT_MAX);
+    }
+    return finite;
+}
 /* One thread's share of an AdamW step: the gradient norm (64 chunks, summed in order, the same
    for any thread count), then pass 0, which computes every new value and only checks it (a
    finite gradient can still overflow: a huge grad_scale without clipping, params near FLT_MAX),
@@ -4275,10 +4455,11 @@ static double perpo__adamw_norm(const perpo__adamw *st) {
    tensor's elements split over the team. Every thread computes the same norm and factors from
    the shared sums, so all take the same branches to the same barriers. */
 static void perpo__adamw_team(perpo_model *m, const perpo_optim_config *oc, perpo__adamw *st) {
-    size_t c, lo, hi, i, k;
+    size_t c, lo, hi, k;
     double norm, bc1, bc2;
-    float mult, lr, step_size, bc2_sqrt;
+    float mult, lr;
     int t, pass;
+    perpo__adamw_k k1;
     perpo__team_range(64, &lo, &hi);
     for (c = lo; c < hi; c++) {
         size_t j, a = m->n_params * c / 64, b = m->n_params * (c + 1) / 64;
@@ -4299,30 +4480,20 @@ static void perpo__adamw_team(perpo_model *m, const perpo_optim_config *oc, perp
     lr = perpo_lr_at(oc, m->opt_step);
     bc1 = 1.0 - pow((double)oc->beta1, (double)t);
     bc2 = 1.0 - pow((double)oc->beta2, (double)t);
-    step_size = (float)(lr / bc1);
-    bc2_sqrt = (float)sqrt(bc2);
+    k1.mult = mult;
+    k1.beta1 = oc->beta1;
+    k1.beta2 = oc->beta2;
+    k1.step_size = (float)(lr / bc1);
+    k1.bc2_sqrt = (float)sqrt(bc2);
+    k1.eps = oc->eps;
     for (pass = 0; pass < 2; pass++) {
         int finite = 1;
         for (k = 0; k < m->n_tensors; k++) {
             const perpo__tensor *tn = &m->tensors[k];
             size_t n = tn->rows * (tn->cols ? tn->cols : 1), o = tn->offset;
             float decay = tn->cols ? 1.0f - lr * oc->weight_decay : 1.0f; /* matrices only */
-            float *PERPO__RESTRICT pm = m->adam_m, *PERPO__RESTRICT pv = m->adam_v,
-                                   *PERPO__RESTRICT pp = m->params;
-            const float *PERPO__RESTRICT pg = m->grads;
             perpo__team_range(n, &lo, &hi);
-            for (i = o + lo; i < o + hi; i++) {
-                float g = pg[i] * mult;
-                float mm = oc->beta1 * pm[i] + (1.0f - oc->beta1) * g;
-                float vv = oc->beta2 * pv[i] + (1.0f - oc->beta2) * g * g;
-                float p = pp[i] * decay - step_size * mm / (sqrtf(vv) / bc2_sqrt + oc->eps);
-                if (pass) {
-                    pm[i] = mm;
-                    pv[i] = vv;
-                    pp[i] = p;
-                }
-                finite &= (fabsf(mm) <= FLT_MAX) & (vv <= FLT_MAX) & (fabsf(p) <= FLT_MAX);
-            }
+            finite &= perpo__adamw_range(m, &k1, decay, o + lo, o + hi, pass);
         }
         if (!finite) {
             PERPO__OMP(atomic write)
