@@ -734,6 +734,13 @@ PERPODEF void perpo_manifest_free(perpo_manifest *m);
 #include <cblas.h>
 #endif
 #if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+/* g++ 12's own AVX-512 header functions warn -Wmaybe-uninitialized once inlined at -O2 (GCC
+   bug 105593, fixed in GCC 13): quiet for the implementation, the user's code unchanged */
+#if defined(__cplusplus) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ == 12
+#define PERPO__GCC12_CXX_PRAGMAS
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h> /* the matrix product's register tile; portable C otherwise */
 #endif
 #ifdef PERPO_USE_BF16
@@ -6223,6 +6230,9 @@ PERPODEF void perpo_manifest_free(perpo_manifest *m) {
 
 #ifdef __cplusplus
 }
+#endif
+#ifdef PERPO__GCC12_CXX_PRAGMAS
+#pragma GCC diagnostic pop
 #endif
 #endif /* PERPO_IMPLEMENTATION_DONE */
 #endif /* PERPO_IMPLEMENTATION */
