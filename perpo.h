@@ -2925,14 +2925,69 @@ PERPODEF perpo_sample_config perpo_sample_default(void) {
     return s;
 }
 
+#ifdef PERPO__VEC
+/* C (M,N) = A (M,K) . W^T [+ epilogue] for M <= 4 rows, W prepacked (perpo__gemm_prepack): the
+   products of a thread's token step, whose M (its live sequences) is often under MR, where the
+   MR-row tile would also do the work of the zero rows it pads with. A 4-row tile (rows past M
+   repeat row 0 and are not stored) over all of K in registers: each element is the tile's
+   multiply-add chain over k in order from 0, so the same value (the K-blocks only move where
+   the packed panels lie), and the epilogue runs per tile as the product runs it. */
+#define PERPO__SHORT_ROWS(X) X(0) X(1) X(2) X(3)
+#define PERPO__SHORT_FMA(i)                                                                        \
+    {                                                                                              \
+        PERPO__VEC ai = PERPO__VSET1(a##i[k]);                                                     \
+        c##i##0 = PERPO__VFMA(ai, b0, c##i##0);                                                    \
+        c##i##1 = PERPO__VFMA(ai, b1, c##i##1);                                                    \
+    }
+#define PERPO__SHORT_STORE(i)                                                                      \
+    PERPO__VSTORE(tile + i * PERPO__NR, c##i##0);                                                  \
+    PERPO__VSTORE(tile + i * PERPO__NR + PERPO__VLEN, c##i##1);
+static void perpo__dec_gemm_short(size_t M, size_t N, size_t K, const float *A, const float *packed,
+                                  float *C, const perpo__epi *e) {
+    size_t np = (N + PERPO__NR - 1) / PERPO__NR, jp, k0, k, r;
+    const float *a0 = A, *a1 = A + (M > 1 ? K : 0), *a2 = A + (M > 2 ? 2 * K : 0),
+                *a3 = A + (M > 3 ? 3 * K : 0);
+    float tile[4 * PERPO__NR];
+    for (jp = 0; jp < np; jp++) {
+        size_t j = jp * PERPO__NR, nr = N - j < PERPO__NR ? N - j : PERPO__NR;
+        PERPO__VEC c00 = PERPO__VZERO(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+                   c30 = c00, c31 = c00;
+        for (k0 = 0; k0 < K; k0 += PERPO__KC) {
+            size_t kc = K - k0 < PERPO__KC ? K - k0 : PERPO__KC;
+            const float *b = packed + k0 * np * PERPO__NR + jp * kc * PERPO__NR,
+                        *end = b + kc * PERPO__NR;
+            PERPO__VEC b0 = PERPO__VLOAD(b), b1 = PERPO__VLOAD(b + PERPO__VLEN), n0, n1;
+            for (k = k0; k < k0 + kc; k++, b0 = n0, b1 = n1) {
+                /* the next k's B loaded ahead (the last k reloads its own) keeps B in registers:
+                   GCC otherwise reads it again for each row, at half the speed */
+                b = b + PERPO__NR < end ? b + PERPO__NR : b;
+                n0 = PERPO__VLOAD(b);
+                n1 = PERPO__VLOAD(b + PERPO__VLEN);
+                PERPO__SHORT_ROWS(PERPO__SHORT_FMA)
+            }
+        }
+        PERPO__SHORT_ROWS(PERPO__SHORT_STORE)
+        for (r = 0; r < M; r++) memcpy(C + r * N + j, tile + r * PERPO__NR, nr * sizeof(float));
+        if (e) perpo__epi_apply(e, C + j, N, 0, j, M, nr);
+    }
+}
+#endif
+
 /* A product of decoding: one thread's share of it (par: inside a region the whole team runs
-   through), or all of it on the calling thread. */
+   through), or all of it on the calling thread (in a 4-row tile when it has 4 rows or fewer). */
 static void perpo__dec_gemm(int par, size_t M, size_t N, size_t K, const float *A, const float *W,
                             const float *packed, float *C, float *ws, const perpo__epi *e) {
-    if (par)
+    if (par) {
         perpo__gemm_team(0, 1, M, N, K, A, K, W, K, 0, C, N, ws, packed, e);
-    else
-        perpo__gemm_rows(0, M, 1, N, K, A, W, packed, C, e);
+        return;
+    }
+#ifdef PERPO__VEC
+    if (M > 0 && M <= 4 && M < PERPO__MR && packed) {
+        perpo__dec_gemm_short(M, N, K, A, packed, C, e);
+        return;
+    }
+#endif
+    perpo__gemm_rows(0, M, 1, N, K, A, W, packed, C, e);
 }
 
 /* out[i] (i < w) = start + sum over k < n of c[k] * M[k*ld + i], each a multiply-add chain over
