@@ -3033,7 +3033,8 @@ static void perpo__combine_rows(float *PERPO__RESTRICT out, const float *PERPO__
 
 /* Decoder over rows [r0, r1) of x: n sequences x Lr new rows each (row g belongs to sequence
    g / Lr, at position pos[s] + g % Lr, cache slot slot[s]). Layer by layer: K/V go to the cache,
-   each row attends to everything before it. Then the final LayerNorm and the head on each
+   each row attends to everything before it; in a prefill's last layer only each sequence's last
+   row goes on past its keys and values. Then the final LayerNorm and the head on each
    sequence's last row, into logits (n, V). par: one thread's share, called by the whole team of
    the prefill's parallel region (rows, product columns and rows again, with a barrier where a
    kernel reads another thread's output); else everything runs on the calling thread (one
@@ -3063,15 +3064,20 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
     size_t s0 = r0 / Lr, s1 = r1 / Lr, s;
     float scale = 1.0f / sqrtf((float)hd);
     float *xr = x + r0 * D, *ln = bf->ln + r0 * D, *qkv = bf->qkv + r0 * 3 * D,
-          *atty = bf->atty + r0 * D;
+          *atty = bf->atty + r0 * D, *xo = xr;
     float *tmp = bf->tmp + r0 * D, *fch = bf->fch + r0 * M, *mean = bf->mean + r0,
           *rstd = bf->rstd + r0;
     float *ws = par ? m->gemm_ws : NULL;
     perpo__epi e;
-    perpo__span_range(par, R, &lo, &hi); /* rows of the row-wise kernels */
     for (l = 0; l < LD; l++) {
         const perpo__block *p = &m->dec[l];
         float *K = m->kcache + l * m->max_batch * L * D, *Vc = m->vcache + l * m->max_batch * L * D;
+        /* After the keys and values, the layer goes on for rows (step, first): row first + i * step,
+           i < Rt. All rows but in a prefill's last layer, where only each sequence's last row
+           goes on (the logits read nothing else); its rows then end compact, in atty. */
+        int last_rows = l + 1 == LD && Lr > 1;
+        size_t step = last_rows ? Lr : 1, first = last_rows ? Lr - 1 : 0, Rt = R / step;
+        perpo__span_range(par, R, &lo, &hi); /* rows of the row-wise kernels */
         perpo__layernorm_rows(ln, mean, rstd, xr, P + p->ln1_w, P + p->ln1_b, lo, hi, D);
         if (par) { PERPO__OMP(barrier) }
         memset(&e, 0, sizeof e);
@@ -3091,15 +3097,16 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
         if (par) { /* a row reads the keys and values of the rows before it */
             PERPO__OMP(barrier)
         }
+        perpo__span_range(par, Rt, &lo, &hi);
         for (i = lo; i < hi; i++) {
-            size_t g = r0 + i, sq = g / Lr, n_keys = pos[sq] + g % Lr + 1, h, j;
+            size_t g = r0 + first + i * step, sq = g / Lr, n_keys = pos[sq] + g % Lr + 1, h, j;
             size_t own = slot[sq], src = root ? root[own] : own, sh = shared ? shared[own] : 0;
             const float *Kt = K + own * L * D, *Vs = Vc + own * L * D;
             const float *Kr = K + src * L * D, *Vr = Vc + src * L * D; /* shared prefix: [0, sh) */
-            float *sc = bf->scores + g * L;
+            float *sc = bf->scores + (r0 + i) * L;
             if (sh > n_keys) sh = n_keys;
             for (h = 0; h < H; h++) {
-                const float *q = qkv + i * 3 * D + h * hd;
+                const float *q = qkv + (g - r0) * 3 * D + h * hd;
                 float *o = atty + i * D + h * hd;
                 perpo__combine_rows(sc, q, Kr + h * hd * L, L, hd, sh, 1);
                 perpo__combine_rows(sc + sh, q, Kt + h * hd * L + sh, L, hd, n_keys - sh, 1);
@@ -3111,32 +3118,30 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
         }
         if (par) { PERPO__OMP(barrier) }
         e.bias = P + p->attn_b;
-        e.res = xr;
-        e.ldr = D; /* x + atty W^T + b */
-        perpo__dec_gemm(par, R, D, D, atty, P + p->attn_w, perpo__wpack_at(m, l, 1), tmp, ws, &e);
+        e.res = xr + first * D;
+        e.ldr = step * D; /* tmp = x + atty W^T + b */
+        perpo__dec_gemm(par, Rt, D, D, atty, P + p->attn_w, perpo__wpack_at(m, l, 1), tmp, ws, &e);
         if (par) { PERPO__OMP(barrier) }
-        memcpy(xr + lo * D, tmp + lo * D, (hi - lo) * D * sizeof(float));
-        perpo__layernorm_rows(ln, mean, rstd, xr, P + p->ln2_w, P + p->ln2_b, lo, hi, D);
+        perpo__layernorm_rows(ln, mean, rstd, tmp, P + p->ln2_w, P + p->ln2_b, lo, hi, D);
         if (par) { PERPO__OMP(barrier) }
         e.bias = P + p->fc_b;
         e.res = NULL;
         e.gel = fch;
         e.ldg = M; /* GELU in place */
-        perpo__dec_gemm(par, R, M, D, ln, P + p->fc_w, perpo__wpack_at(m, l, 2), fch, ws, &e);
+        perpo__dec_gemm(par, Rt, M, D, ln, P + p->fc_w, perpo__wpack_at(m, l, 2), fch, ws, &e);
         if (par) { PERPO__OMP(barrier) }
+        if (last_rows) xo = atty; /* (read by nothing after the product above) */
         e.bias = P + p->fc2_b;
         e.gel = NULL;
-        e.res = xr;
-        perpo__dec_gemm(par, R, D, M, fch, P + p->fc2_w, perpo__wpack_at(m, l, 3), tmp, ws, &e);
+        e.res = tmp;
+        e.ldr = D; /* x = tmp + GELU(fc) W^T + b */
+        perpo__dec_gemm(par, Rt, D, M, fch, P + p->fc2_w, perpo__wpack_at(m, l, 3), xo, ws, &e);
         if (par) { PERPO__OMP(barrier) }
-        memcpy(xr + lo * D, tmp + lo * D, (hi - lo) * D * sizeof(float));
     }
-    if (par) { /* a sequence's last row may be another thread's */
-        PERPO__OMP(barrier)
-    }
+    /* the final LayerNorm and the head on each sequence's last row, now row s - s0 of xo */
     perpo__span_range(par, s1 - s0, &lo, &hi);
     for (s = s0 + lo; s < s0 + hi; s++)
-        memcpy(m->g_tmp + s * D, x + (s * Lr + Lr - 1) * D, D * sizeof(float));
+        memcpy(m->g_tmp + s * D, xo + (s - s0) * D, D * sizeof(float));
     perpo__layernorm_rows(m->g_ln, m->g_mean, m->g_rstd, m->g_tmp, P + m->lnf_w, P + m->lnf_b,
                           s0 + lo, s0 + hi, D);
     if (par) { PERPO__OMP(barrier) }
