@@ -1907,7 +1907,7 @@ struct perpo_model {
     size_t *image_of;
     size_t n_seq, n_img;
     int have_forward;
-    struct perpo__token_score *sort_buf; /* (V) for top-k / top-p */
+    struct perpo__token_score *sort_buf; /* (maxB, V): each sequence's candidates of a draw */
     /* 1: every parameter is known finite (set by create, load and each optimizer step, which
        check them); 0: perpo_model_params handed out a writable pointer since, so generation
        and save check the values themselves */
@@ -2332,7 +2332,8 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
     m->dec_x = (float **)perpo__calloc(ctx, LD + 1, sizeof *m->dec_x);
     m->vis_acts = (perpo__block_acts *)perpo__calloc(ctx, LV + 1, sizeof *m->vis_acts);
     m->dec_acts = (perpo__block_acts *)perpo__calloc(ctx, LD, sizeof *m->dec_acts);
-    m->sort_buf = (perpo__token_score *)perpo__calloc(ctx, m->V, sizeof *m->sort_buf);
+    m->sort_buf =
+        (perpo__token_score *)perpo__calloc(ctx, m->max_batch * m->V, sizeof *m->sort_buf);
     m->tokens = (int *)perpo__calloc(ctx, m->max_batch * m->T, sizeof(int));
     m->targets = (int *)perpo__calloc(ctx, m->max_batch * m->T, sizeof(int));
     m->image_of = (size_t *)perpo__calloc(ctx, m->max_batch, sizeof(size_t));
@@ -2990,44 +2991,57 @@ static void perpo__dec_gemm(int par, size_t M, size_t N, size_t K, const float *
     perpo__gemm_rows(0, M, 1, N, K, A, W, packed, C, e);
 }
 
-/* out[i] (i < w) = start + sum over k < n of c[k] * M[k*ld + i], each a multiply-add chain over
-   k in order; start is 0 (from_zero) or out[i]. In registers, 64 columns at a time. The two
-   products of cached attention: scores (c = q, M = the keys, transposed) and weighted values
-   (c = the probabilities, M = the values). */
-static void perpo__combine_rows(float *PERPO__RESTRICT out, const float *PERPO__RESTRICT c,
-                                const float *PERPO__RESTRICT M, size_t ld, size_t n, size_t w,
-                                int from_zero) {
-    size_t k, i;
+/* For each of nb problems b: out_b[i] (i < w) = start + sum over k < n of c_b[k] * M_b[k*ld + i],
+   each a multiply-add chain over k in order; start is 0 (from_zero) or out_b[i]. Problem b's
+   arrays are out + b*so, c + b*sc, M + b*sm. The two products of cached attention, one problem
+   per head: scores (c = q, M = the keys, transposed) and weighted values (c = the
+   probabilities, M = the values). In registers, 16 columns of one problem a unit, 4 units at
+   a time: a head's chains alone are too few to hide the multiply-add's latency. */
 #ifdef __AVX512F__
-    for (i = 0; i < w; i += 64) {
-        __mmask16 k0 = perpo__mask16(w - i), k1 = w - i > 16 ? perpo__mask16(w - i - 16) : 0;
-        __mmask16 k2 = w - i > 32 ? perpo__mask16(w - i - 32) : 0,
-                  k3 = w - i > 48 ? perpo__mask16(w - i - 48) : 0;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        if (!from_zero) {
-            a0 = _mm512_maskz_loadu_ps(k0, out + i);
-            a1 = _mm512_maskz_loadu_ps(k1, out + i + 16);
-            a2 = _mm512_maskz_loadu_ps(k2, out + i + 32);
-            a3 = _mm512_maskz_loadu_ps(k3, out + i + 48);
-        }
-        for (k = 0; k < n; k++) {
-            const float *r = M + k * ld + i;
-            __m512 ck = _mm512_set1_ps(c[k]);
-            a0 = _mm512_fmadd_ps(ck, _mm512_maskz_loadu_ps(k0, r), a0);
-            a1 = _mm512_fmadd_ps(ck, _mm512_maskz_loadu_ps(k1, r + 16), a1);
-            a2 = _mm512_fmadd_ps(ck, _mm512_maskz_loadu_ps(k2, r + 32), a2);
-            a3 = _mm512_fmadd_ps(ck, _mm512_maskz_loadu_ps(k3, r + 48), a3);
-        }
-        _mm512_mask_storeu_ps(out + i, k0, a0);
-        _mm512_mask_storeu_ps(out + i + 16, k1, a1);
-        _mm512_mask_storeu_ps(out + i + 32, k2, a2);
-        _mm512_mask_storeu_ps(out + i + 48, k3, a3);
+#define PERPO__COMBINE_UNIT(j)                                                                     \
+    {                                                                                              \
+        size_t uj = u + j < units ? u + j : u, b = uj / nv, i = uj % nv * 16;                      \
+        o##j = out + b * so + i;                                                                   \
+        c##j = c + b * sc;                                                                         \
+        m##j = M + b * sm + i;                                                                     \
+        k##j = perpo__mask16(w - i);                                                               \
+        a##j = from_zero ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(k##j, o##j);                \
+    }
+#define PERPO__COMBINE_FMA(j)                                                                      \
+    a##j = _mm512_fmadd_ps(_mm512_set1_ps(c##j[k]), _mm512_maskz_loadu_ps(k##j, m##j + k * ld),    \
+                           a##j);
+#endif
+static void perpo__combine_rows(float *PERPO__RESTRICT out, size_t so,
+                                const float *PERPO__RESTRICT c, size_t sc,
+                                const float *PERPO__RESTRICT M, size_t sm, size_t ld, size_t n,
+                                size_t w, size_t nb, int from_zero) {
+    size_t k;
+#ifdef __AVX512F__
+    size_t nv = (w + 15) / 16, units = nb * nv, u; /* unit u: problem u / nv, columns u % nv */
+    for (u = 0; u < units; u += 4) { /* (past the last unit, a slot repeats unit u, unstored) */
+        float *o0, *o1, *o2, *o3;
+        const float *c0, *c1, *c2, *c3, *m0, *m1, *m2, *m3;
+        __mmask16 k0, k1, k2, k3;
+        __m512 a0, a1, a2, a3;
+        PERPO__COMBINE_UNIT(0)
+        PERPO__COMBINE_UNIT(1) PERPO__COMBINE_UNIT(2) PERPO__COMBINE_UNIT(3) for (k = 0; k < n;
+                                                                                  k++){
+            PERPO__COMBINE_FMA(0) PERPO__COMBINE_FMA(1) PERPO__COMBINE_FMA(2) PERPO__COMBINE_FMA(3)
+        } _mm512_mask_storeu_ps(o0, k0, a0);
+        if (u + 1 < units) _mm512_mask_storeu_ps(o1, k1, a1);
+        if (u + 2 < units) _mm512_mask_storeu_ps(o2, k2, a2);
+        if (u + 3 < units) _mm512_mask_storeu_ps(o3, k3, a3);
     }
 #else
-    if (from_zero)
-        for (i = 0; i < w; i++) out[i] = 0.0f;
-    for (k = 0; k < n; k++)
-        for (i = 0; i < w; i++) out[i] += c[k] * M[k * ld + i];
+    size_t i, b;
+    for (b = 0; b < nb; b++) {
+        float *ob = out + b * so;
+        const float *cb = c + b * sc, *mb = M + b * sm;
+        if (from_zero)
+            for (i = 0; i < w; i++) ob[i] = 0.0f;
+        for (k = 0; k < n; k++)
+            for (i = 0; i < w; i++) ob[i] += cb[k] * mb[k * ld + i];
+    }
 #endif
 }
 
@@ -3099,22 +3113,19 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
         }
         perpo__span_range(par, Rt, &lo, &hi);
         for (i = lo; i < hi; i++) {
-            size_t g = r0 + first + i * step, sq = g / Lr, n_keys = pos[sq] + g % Lr + 1, h, j;
+            size_t g = r0 + first + i * step, sq = g / Lr, n_keys = pos[sq] + g % Lr + 1, h;
             size_t own = slot[sq], src = root ? root[own] : own, sh = shared ? shared[own] : 0;
             const float *Kt = K + own * L * D, *Vs = Vc + own * L * D;
             const float *Kr = K + src * L * D, *Vr = Vc + src * L * D; /* shared prefix: [0, sh) */
-            float *sc = bf->scores + (r0 + i) * L;
+            float *sc = bf->scores + (r0 + i) * H * L; /* head h's scores at sc + h * L */
+            const float *q = qkv + (g - r0) * 3 * D;
+            float *o = atty + i * D;
             if (sh > n_keys) sh = n_keys;
-            for (h = 0; h < H; h++) {
-                const float *q = qkv + (g - r0) * 3 * D + h * hd;
-                float *o = atty + i * D + h * hd;
-                perpo__combine_rows(sc, q, Kr + h * hd * L, L, hd, sh, 1);
-                perpo__combine_rows(sc + sh, q, Kt + h * hd * L + sh, L, hd, n_keys - sh, 1);
-                perpo__softmax_scaled(sc, n_keys, scale);
-                for (j = 0; j < hd; j++) o[j] = 0.0f;
-                perpo__combine_rows(o, sc, Vr + h * L * hd, hd, sh, hd, 0);
-                perpo__combine_rows(o, sc + sh, Vs + (h * L + sh) * hd, hd, n_keys - sh, hd, 0);
-            }
+            perpo__combine_rows(sc, L, q, hd, Kr, hd * L, L, hd, sh, H, 1);
+            perpo__combine_rows(sc + sh, L, q, hd, Kt + sh, hd * L, L, hd, n_keys - sh, H, 1);
+            for (h = 0; h < H; h++) perpo__softmax_scaled(sc + h * L, n_keys, scale);
+            perpo__combine_rows(o, hd, sc, L, Vr, L * hd, hd, sh, hd, H, 1);
+            perpo__combine_rows(o, hd, sc + sh, L, Vs + sh * hd, L * hd, hd, n_keys - sh, hd, H, 0);
         }
         if (par) { PERPO__OMP(barrier) }
         e.bias = P + p->attn_b;
@@ -3175,44 +3186,29 @@ static void perpo__token_bufs(perpo_model *m, perpo__dec_bufs *bf) {
     bf->fch = m->g_fch;
     bf->scores = m->g_scores;
 }
-/* Runs the decoder with the KV cache over n sequences x Lr new rows each. x (n*Lr, D) holds the
-   input rows (embedding + position) and is overwritten. Sequence s writes K/V at positions
-   pos[s] .. pos[s]+Lr-1 of cache slot slot[s] and attends to everything before. The logits of
-   each sequence's last row go to logits (n, V). Same kernels, same order of operations as
-   the training forward, so the two agree bit for bit. A token step (Lr = 1; sampled decoding,
-   greedy decoding has its own loop below) splits the sequences over the threads, one parallel
-   region for the whole step; a prefill splits each kernel, also in one region. */
+/* Prefill: runs the decoder with the KV cache over n sequences x Lr new rows each (Lr > 1), in one
+   parallel region that splits each kernel. x (n*Lr, D) holds the input rows (embedding +
+   position) and is overwritten. Sequence s writes K/V at positions pos[s] .. pos[s]+Lr-1 of cache
+   slot slot[s] and attends to everything before. The logits of each sequence's last row go to
+   logits (n, V). Same kernels, same order of operations as the training forward, so the two agree
+   bit for bit. (Token steps: perpo__greedy_team and perpo__sample_team.) */
 static void perpo__decode_cached(perpo_model *m, size_t n, size_t Lr, const size_t *slot,
-                                 const size_t *pos, const size_t *root, const size_t *shared,
-                                 float *x, float *logits) {
-    size_t work = n * (size_t)m->cfg.n_dec_layers * m->D * (4 * m->D + 2 * m->M);
+                                 const size_t *pos, float *x, float *logits) {
+    size_t work = n * Lr * (size_t)m->cfg.n_dec_layers * m->D * (4 * m->D + 2 * m->M);
+    perpo__block_acts *a = &m->dec_acts[0]; /* up to max_batch * L rows: the first decoder
+                                               block's training buffers */
     perpo__dec_bufs bf;
-    (void)work;  /* (only the parallel regions' conditions read it) */
-    if (Lr == 1) /* token step: n <= max_batch rows of the generation scratch */
-        perpo__token_bufs(m, &bf);
-    else { /* prefill: up to max_batch * L rows, in the first decoder block's training buffers */
-        perpo__block_acts *a = &m->dec_acts[0];
-        bf.ln = a->ln1;
-        bf.mean = a->ln1_mean;
-        bf.rstd = a->ln1_rstd;
-        bf.qkv = a->qkv;
-        bf.atty = a->atty;
-        bf.tmp = a->mid;
-        bf.fch = a->fch;
-        bf.scores = a->att;
-    }
-    if (Lr == 1 && n > 1) {
-        PERPO__OMP(parallel if (work >= 64 * PERPO__PAR_MIN))
-        {
-            size_t lo, hi;
-            perpo__team_range(n, &lo, &hi);
-            if (hi > lo)
-                perpo__decode_span(m, &bf, lo, hi, 1, slot, pos, root, shared, x, logits, 0);
-        }
-    } else {
-        PERPO__OMP(parallel if (work * Lr >= 64 * PERPO__PAR_MIN))
-        perpo__decode_span(m, &bf, 0, n * Lr, Lr, slot, pos, root, shared, x, logits, 1);
-    }
+    (void)work; /* (only the parallel region's condition reads it) */
+    bf.ln = a->ln1;
+    bf.mean = a->ln1_mean;
+    bf.rstd = a->ln1_rstd;
+    bf.qkv = a->qkv;
+    bf.atty = a->atty;
+    bf.tmp = a->mid;
+    bf.fch = a->fch;
+    bf.scores = a->att;
+    PERPO__OMP(parallel if (work >= 64 * PERPO__PAR_MIN))
+    perpo__decode_span(m, &bf, 0, n * Lr, Lr, slot, pos, NULL, NULL, x, logits, 1);
 }
 
 static int perpo__score_desc(const void *a, const void *b) {
@@ -3229,14 +3225,16 @@ static int perpo__greedy_token(const perpo_model *m, const float *logits) {
         if ((tok <= 255 || tok == PERPO_TOK_EOS) && logits[tok] > logits[best]) best = tok;
     return best;
 }
-/* Next token from one row of logits. Only bytes and EOS can be produced. */
-static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_sample_config *sc,
-                               perpo__rng *rng) {
-    perpo__token_score *cand = m->sort_buf;
+/* A sampled draw's candidates from one row of logits (temperature > 0): the bytes and EOS, cut
+   to top-k and top-p, weighted exp((logit - top) / temperature), in cand[0, *keep) with sum
+   *total. It draws no random number, so threads prepare their own rows while the draws keep
+   their order. cand: room for V. */
+static void perpo__sample_prepare(const perpo_model *m, const float *logits,
+                                  const perpo_sample_config *sc, perpo__token_score *cand,
+                                  size_t *keep_out, double *total_out) {
     size_t n = 0, keep, i;
-    double total = 0.0, u, acc = 0.0, top;
+    double total = 0.0, top;
     int tok;
-    if (sc->temperature <= 0.0f) return perpo__greedy_token(m, logits);
     for (tok = 0; tok < (int)m->V; tok++) {
         if (tok > 255 && tok != PERPO_TOK_EOS) continue;
         cand[n].score = logits[tok];
@@ -3267,12 +3265,28 @@ static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_
         total = 0.0;
         for (i = 0; i < keep; i++) total += cand[i].score;
     }
-    u = perpo__rng_uniform(rng) * total;
+    *keep_out = keep;
+    *total_out = total;
+}
+/* The token drawn from prepared candidates, with one uniform number from rng. */
+static int perpo__sample_draw(const perpo__token_score *cand, size_t keep, double total,
+                              perpo__rng *rng) {
+    double u = perpo__rng_uniform(rng) * total, acc = 0.0;
+    size_t i;
     for (i = 0; i < keep; i++) {
         acc += cand[i].score;
         if (u < acc) return cand[i].token;
     }
     return cand[keep - 1].token;
+}
+/* Next token from one row of logits. Only bytes and EOS can be produced. */
+static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_sample_config *sc,
+                               perpo__rng *rng) {
+    size_t keep;
+    double total;
+    if (sc->temperature <= 0.0f) return perpo__greedy_token(m, logits);
+    perpo__sample_prepare(m, logits, sc, m->sort_buf, &keep, &total);
+    return perpo__sample_draw(m->sort_buf, keep, total, rng);
 }
 
 /* The request's own checks (perpo__check_sample has checked the sampling settings). */
@@ -3299,6 +3313,8 @@ static perpo_status perpo__check_request(const perpo_model *m, const perpo_gen_r
 typedef struct perpo__gen_seq {
     size_t prompt_len, len, cap; /* response bytes so far and the most allowed */
     int done;
+    size_t keep; /* sampled: its next draw's candidates (perpo__sample_prepare) */
+    double total;
 } perpo__gen_seq;
 
 /* Reference path without the cache: re-runs perpo_forward over the whole text every token. */
@@ -3361,7 +3377,7 @@ static perpo_status perpo__generate_nocache(perpo_model *m, const perpo_gen_requ
 static size_t perpo__prefill(perpo_model *m, size_t n, size_t Lp, const size_t *slot, size_t *pos) {
     size_t j, V = m->V;
     for (j = 0; j < n; j++) pos[j] = 0;
-    perpo__decode_cached(m, n, Lp, slot, pos, NULL, NULL, m->dec_x[0], m->logits);
+    perpo__decode_cached(m, n, Lp, slot, pos, m->dec_x[0], m->logits);
     for (j = 0; j < n; j++) memcpy(m->g_logits + slot[j] * V, m->logits + j * V, V * sizeof(float));
     return 0;
 }
@@ -3396,8 +3412,8 @@ static void perpo__gen_logits_home(perpo_model *m, size_t lo, size_t hi, const s
 /* Greedy token steps after the prefill, one thread's share: greedy decoding draws no random
    numbers, so nothing ties one sequence's steps to another's and each thread runs its own
    sequences (perpo__team_range of n) to their end: one parallel region and no barrier for every
-   token of the call. The same kernels on the same rows as perpo__decode_cached's token steps
-   (rows [lo, lo + live) of the scratch, slot and pos), so the same values. */
+   token of the call. Rows [lo, lo + live) of the scratch, slot and pos: the same kernels on the
+   same rows as perpo__sample_team's, so the same values. */
 static void perpo__greedy_team(perpo_model *m, perpo__gen_seq *seq, size_t n, size_t *slot,
                                size_t *pos, const size_t *root, const size_t *shared, char *out,
                                size_t out_cap) {
@@ -3419,9 +3435,27 @@ static void perpo__greedy_team(perpo_model *m, perpo__gen_seq *seq, size_t n, si
     }
 }
 
+/* One sampled token step over the n live rows (row k: sequence slot[k]), one thread's share
+   (perpo__team_range of n): decodes its rows, then prepares each one's candidates for the next
+   draw (perpo__sample_prepare), which the caller then makes in sequence order. */
+static void perpo__sample_team(perpo_model *m, perpo__gen_seq *seq, size_t n, const size_t *slot,
+                               const size_t *pos, const size_t *root, const size_t *shared,
+                               const perpo_sample_config *sc) {
+    size_t lo, hi, k, V = m->V;
+    perpo__dec_bufs bf;
+    perpo__token_bufs(m, &bf);
+    perpo__team_range(n, &lo, &hi);
+    if (hi == lo) return;
+    perpo__decode_span(m, &bf, lo, hi, 1, slot, pos, root, shared, m->g_x, m->g_logits, 0);
+    for (k = lo; k < hi; k++)
+        perpo__sample_prepare(m, m->g_logits + k * V, sc, m->sort_buf + slot[k] * V,
+                              &seq[slot[k]].keep, &seq[slot[k]].total);
+}
+
 /* Cached path: encode images once, prefill each distinct (image, prompt) (consecutive ones of
    the same length together), then decode: greedy, each thread its own sequences to their end;
-   sampled, all live sequences together, one token per step (the draws follow sequence order). */
+   sampled, all live sequences together, one token per step (a parallel region per step; the
+   draws follow sequence order). */
 static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
                                    const perpo_sample_config *sc, perpo__gen_seq *seq, size_t *slot,
                                    size_t *pos, size_t *root, size_t *shared, perpo__rng *streams,
@@ -3477,20 +3511,27 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
         return;
     }
     perpo__rng_seed(&rng, sc->seed);
+    for (s = 0; s < n; s++) /* the first draws' candidates, from the prefills' logits */
+        if (!seq[s].done)
+            perpo__sample_prepare(m, m->g_logits + s * V, sc, m->sort_buf + s * V, &seq[s].keep,
+                                  &seq[s].total);
     for (;;) {
-        /* sample for every live sequence (in order, so the RNG stream matches the no-cache path) */
+        /* draw for every live sequence (in order, so the RNG stream matches the no-cache path) */
+        size_t work;
         n_live = 0;
         for (s = 0; s < n; s++) {
             int next;
             if (seq[s].done) continue;
-            next = perpo__sample_token(m, m->g_logits + s * V, sc,
-                                       streams ? &streams[req->image_of ? req->image_of[s] : s]
-                                               : &rng);
+            next =
+                perpo__sample_draw(m->sort_buf + s * V, seq[s].keep, seq[s].total,
+                                   streams ? &streams[req->image_of ? req->image_of[s] : s] : &rng);
             if (perpo__gen_append(m, seq, s, next, out, out_cap, n_live, slot, pos)) n_live++;
         }
         if (!n_live) break;
-        perpo__decode_cached(m, n_live, 1, slot, pos, root, shared, m->g_x, m->g_logits);
-        perpo__gen_logits_home(m, 0, n_live, slot);
+        work = n_live * (size_t)m->cfg.n_dec_layers * D * (4 * D + 2 * m->M);
+        (void)work;
+        PERPO__OMP(parallel if (n_live > 1 && work >= 64 * PERPO__PAR_MIN))
+        perpo__sample_team(m, seq, n_live, slot, pos, root, shared, sc);
     }
 }
 
