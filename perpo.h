@@ -2998,14 +2998,18 @@ static void perpo__dec_gemm(int par, size_t M, size_t N, size_t K, const float *
    probabilities, M = the values). In registers, 16 columns of one problem a unit, 4 units at
    a time: a head's chains alone are too few to hide the multiply-add's latency. */
 #ifdef __AVX512F__
-#define PERPO__COMBINE_UNIT(j)                                                                     \
+#define PERPO__COMBINE_UNIT(j) /* slot j: unit (pb, pv), then on to the next unit if any */        \
     {                                                                                              \
-        size_t uj = u + j < units ? u + j : u, b = uj / nv, i = uj % nv * 16;                      \
-        o##j = out + b * so + i;                                                                   \
-        c##j = c + b * sc;                                                                         \
-        m##j = M + b * sm + i;                                                                     \
+        size_t i = pv * 16;                                                                        \
+        o##j = out + pb * so + i;                                                                  \
+        c##j = c + pb * sc;                                                                        \
+        m##j = M + pb * sm + i;                                                                    \
         k##j = perpo__mask16(w - i);                                                               \
         a##j = from_zero ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(k##j, o##j);                \
+        if (u + j + 1 < units && ++pv == nv) {                                                     \
+            pv = 0;                                                                                \
+            pb++;                                                                                  \
+        }                                                                                          \
     }
 #define PERPO__COMBINE_FMA(j)                                                                      \
     a##j = _mm512_fmadd_ps(_mm512_set1_ps(c##j[k]), _mm512_maskz_loadu_ps(k##j, m##j + k * ld),    \
@@ -3017,15 +3021,15 @@ static void perpo__combine_rows(float *PERPO__RESTRICT out, size_t so,
                                 size_t w, size_t nb, int from_zero) {
     size_t k;
 #ifdef __AVX512F__
-    size_t nv = (w + 15) / 16, units = nb * nv, u; /* unit u: problem u / nv, columns u % nv */
-    for (u = 0; u < units; u += 4) { /* (past the last unit, a slot repeats unit u, unstored) */
+    size_t nv = (w + 15) / 16, units = nb * nv, u, pb = 0, pv = 0; /* unit: problem pb, vector pv */
+    for (u = 0; u < units; u += 4) { /* (past the last unit, a slot repeats it, unstored) */
         float *o0, *o1, *o2, *o3;
         const float *c0, *c1, *c2, *c3, *m0, *m1, *m2, *m3;
         __mmask16 k0, k1, k2, k3;
         __m512 a0, a1, a2, a3;
         PERPO__COMBINE_UNIT(0)
-        PERPO__COMBINE_UNIT(1) PERPO__COMBINE_UNIT(2) PERPO__COMBINE_UNIT(3) for (k = 0; k < n;
-                                                                                  k++){
+        PERPO__COMBINE_UNIT(1)
+        PERPO__COMBINE_UNIT(2) PERPO__COMBINE_UNIT(3) for (k = 0; k < n; k++){
             PERPO__COMBINE_FMA(0) PERPO__COMBINE_FMA(1) PERPO__COMBINE_FMA(2) PERPO__COMBINE_FMA(3)
         } _mm512_mask_storeu_ps(o0, k0, a0);
         if (u + 1 < units) _mm512_mask_storeu_ps(o1, k1, a1);
