@@ -2983,7 +2983,7 @@ static void perpo__dec_gemm(int par, size_t M, size_t N, size_t K, const float *
         return;
     }
 #ifdef PERPO__VEC
-    if (M > 0 && M <= 4 && M < PERPO__MR && packed) {
+    if (M > 0 && M <= 4 && packed) { /* (MR is 6 or 8) */
         perpo__dec_gemm_short(M, N, K, A, packed, C, e);
         return;
     }
@@ -3011,6 +3011,9 @@ static void perpo__dec_gemm(int par, size_t M, size_t N, size_t K, const float *
             pb++;                                                                                  \
         }                                                                                          \
     }
+#define PERPO__COMBINE_SLOTS(X) X(0) X(1) X(2) X(3)
+#define PERPO__COMBINE_STORE(j)                                                                    \
+    if (u + j < units) _mm512_mask_storeu_ps(o##j, k##j, a##j);
 #define PERPO__COMBINE_FMA(j)                                                                      \
     a##j = _mm512_fmadd_ps(_mm512_set1_ps(c##j[k]), _mm512_maskz_loadu_ps(k##j, m##j + k * ld),    \
                            a##j);
@@ -3027,14 +3030,9 @@ static void perpo__combine_rows(float *PERPO__RESTRICT out, size_t so,
         const float *c0, *c1, *c2, *c3, *m0, *m1, *m2, *m3;
         __mmask16 k0, k1, k2, k3;
         __m512 a0, a1, a2, a3;
-        PERPO__COMBINE_UNIT(0)
-        PERPO__COMBINE_UNIT(1)
-        PERPO__COMBINE_UNIT(2) PERPO__COMBINE_UNIT(3) for (k = 0; k < n; k++){
-            PERPO__COMBINE_FMA(0) PERPO__COMBINE_FMA(1) PERPO__COMBINE_FMA(2) PERPO__COMBINE_FMA(3)
-        } _mm512_mask_storeu_ps(o0, k0, a0);
-        if (u + 1 < units) _mm512_mask_storeu_ps(o1, k1, a1);
-        if (u + 2 < units) _mm512_mask_storeu_ps(o2, k2, a2);
-        if (u + 3 < units) _mm512_mask_storeu_ps(o3, k3, a3);
+        PERPO__COMBINE_SLOTS(PERPO__COMBINE_UNIT)
+        for (k = 0; k < n; k++) { PERPO__COMBINE_SLOTS(PERPO__COMBINE_FMA) }
+        PERPO__COMBINE_SLOTS(PERPO__COMBINE_STORE)
     }
 #else
     size_t i, b;
