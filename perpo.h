@@ -3193,7 +3193,7 @@ static void perpo__token_bufs(perpo_model *m, perpo__dec_bufs *bf) {
    position) and is overwritten. Sequence s writes K/V at positions pos[s] .. pos[s]+Lr-1 of cache
    slot slot[s] and attends to everything before. The logits of each sequence's last row go to
    logits (n, V). Same kernels, same order of operations as the training forward, so the two agree
-   bit for bit. (Token steps: perpo__greedy_team and perpo__sample_team.) */
+   bit for bit. (Token steps: perpo__decode_team.) */
 static void perpo__decode_cached(perpo_model *m, size_t n, size_t Lr, const size_t *slot,
                                  const size_t *pos, float *x, float *logits) {
     size_t work = n * Lr * (size_t)m->cfg.n_dec_layers * m->D * (4 * m->D + 2 * m->M);
@@ -3315,8 +3315,10 @@ static perpo_status perpo__check_request(const perpo_model *m, const perpo_gen_r
 typedef struct perpo__gen_seq {
     size_t prompt_len, len, cap; /* response bytes so far and the most allowed */
     int done;
+    int next;    /* the token it takes next (greedy, or drawn) */
     size_t keep; /* sampled: its next draw's candidates (perpo__sample_prepare) */
     double total;
+    size_t stop; /* sampled: the first token step at which it draws nothing */
 } perpo__gen_seq;
 
 /* Reference path without the cache: re-runs perpo_forward over the whole text every token. */
@@ -3403,68 +3405,100 @@ static int perpo__gen_append(perpo_model *m, perpo__gen_seq *seq, size_t s, int 
     perpo__embed_token_row(m, m->g_x + k * m->D, next, pos[k] - m->NP);
     return 1;
 }
-/* After a token step over rows [lo, hi): row k's logits belong to sequence slot[k] >= k; moves
-   them into place, last first. */
-static void perpo__gen_logits_home(perpo_model *m, size_t lo, size_t hi, const size_t *slot) {
-    size_t k, V = m->V;
-    for (k = hi; k-- > lo;)
-        if (slot[k] != k) memcpy(m->g_logits + slot[k] * V, m->g_logits + k * V, V * sizeof(float));
+/* Sequence s's next token from its row of logits: the greedy choice (seq[s].next), or the
+   candidates of its next draw (perpo__gen_draws). */
+static void perpo__gen_ready(perpo_model *m, perpo__gen_seq *seq, size_t s, const float *logits,
+                             const perpo_sample_config *sc) {
+    if (sc->temperature <= 0.0f)
+        seq[s].next = perpo__greedy_token(m, logits);
+    else
+        perpo__sample_prepare(m, logits, sc, m->sort_buf + s * m->V, &seq[s].keep, &seq[s].total);
 }
 
-/* Greedy token steps after the prefill, one thread's share: greedy decoding draws no random
-   numbers, so nothing ties one sequence's steps to another's and each thread runs its own
-   sequences (perpo__team_range of n) to their end: one parallel region and no barrier for every
-   token of the call. Rows [lo, lo + live) of the scratch, slot and pos: the same kernels on the
-   same rows as perpo__sample_team's, so the same values. */
-static void perpo__greedy_team(perpo_model *m, perpo__gen_seq *seq, size_t n, size_t *slot,
-                               size_t *pos, const size_t *root, const size_t *shared, char *out,
-                               size_t out_cap) {
-    size_t lo, hi, s, live;
+/* The draws of sampled token step t, as one thread sees them. Each random stream (ns of them:
+   one per image, or one for the call) gives its numbers in sequence order to the sequences that
+   draw at step t (t < seq[s].stop). Every thread replays all the draws from the streams' states
+   of step t (rng[(t % 2) * ns + i]) and keeps the tokens of its own sequences [lo, hi)
+   (seq[s].next), so each sequence gets the number the serial order gives it; the thread that
+   owns sequence 0 stores the states of step t + 1 (the other half of rng). Returns whether any
+   sequence drew. */
+static int perpo__gen_draws(perpo_model *m, perpo__gen_seq *seq, size_t n, const size_t *image_of,
+                            perpo__rng *rng, size_t ns, size_t t, size_t lo, size_t hi) {
+    size_t i, s, stop;
+    int any = 0;
+    for (i = 0; i < ns; i++) {
+        perpo__rng r = rng[(t % 2) * ns + i];
+        for (s = 0; s < n; s++) {
+            if (ns > 1 && (image_of ? image_of[s] : s) != i) continue;
+            PERPO__OMP(atomic read)
+            stop = seq[s].stop; /* (its owner may be setting it to t + 1) */
+            if (t >= stop) continue;
+            any = 1;
+            if (s >= lo && s < hi)
+                seq[s].next =
+                    perpo__sample_draw(m->sort_buf + s * m->V, seq[s].keep, seq[s].total, &r);
+            else
+                (void)perpo__rng_uniform(&r); /* another thread's sequence: its number */
+        }
+        if (lo == 0 && hi > 0) rng[((t + 1) % 2) * ns + i] = r;
+    }
+    return any;
+}
+
+/* Token steps after the prefill, one thread's share: the thread runs its own sequences [lo, hi)
+   (perpo__team_range of n) to their end, as rows [lo, lo + live) of the scratch, slot and pos.
+   Greedy decoding draws no random numbers, so nothing ties one sequence's steps to another's:
+   no barrier for every token of the call. Sampled decoding replays each step's draws on every
+   thread (perpo__gen_draws; rng, ns: the streams) with one barrier a step, after which every
+   thread sees the sequences that stopped. Any split gives the same rows the same kernels, so
+   the same values. */
+static void perpo__decode_team(perpo_model *m, perpo__gen_seq *seq, size_t n, size_t *slot,
+                               size_t *pos, const size_t *root, const size_t *shared,
+                               const perpo_sample_config *sc, const size_t *image_of,
+                               perpo__rng *rng, size_t ns, char *out, size_t out_cap) {
+    size_t lo, hi, s, k, live, t, V = m->V;
+    int sampled = sc->temperature > 0.0f, any;
     perpo__dec_bufs bf;
     perpo__token_bufs(m, &bf);
     perpo__team_range(n, &lo, &hi);
-    for (;;) {
+    for (s = lo; s < hi; s++) /* first tokens: from the prefills' logits */
+        if (!seq[s].done) perpo__gen_ready(m, seq, s, m->g_logits + s * V, sc);
+    for (t = 0;; t++) {
+        any = sampled && perpo__gen_draws(m, seq, n, image_of, rng, ns, t, lo, hi);
         live = 0;
-        for (s = lo; s < hi; s++)
-            if (!seq[s].done &&
-                perpo__gen_append(m, seq, s, perpo__greedy_token(m, m->g_logits + s * m->V), out,
-                                  out_cap, lo + live, slot, pos))
+        for (s = lo; s < hi; s++) {
+            if (seq[s].done) continue;
+            if (perpo__gen_append(m, seq, s, seq[s].next, out, out_cap, lo + live, slot, pos))
                 live++;
-        if (!live) break;
-        perpo__decode_span(m, &bf, lo, lo + live, 1, slot, pos, root, shared, m->g_x, m->g_logits,
-                           0);
-        perpo__gen_logits_home(m, lo, lo + live, slot);
+            else if (sampled) {
+                PERPO__OMP(atomic write)
+                seq[s].stop = t + 1;
+            }
+        }
+        if (sampled ? !any : !live) break;
+        if (live) {
+            perpo__decode_span(m, &bf, lo, lo + live, 1, slot, pos, root, shared, m->g_x,
+                               m->g_logits, 0);
+            for (k = lo; k < lo + live; k++)
+                perpo__gen_ready(m, seq, slot[k], m->g_logits + k * V, sc);
+        }
+        if (sampled) { /* the stops of step t, before anyone draws for step t + 1 */
+            PERPO__OMP(barrier)
+        }
     }
 }
 
-/* One sampled token step over the n live rows (row k: sequence slot[k]), one thread's share
-   (perpo__team_range of n): decodes its rows, then prepares each one's candidates for the next
-   draw (perpo__sample_prepare), which the caller then makes in sequence order. */
-static void perpo__sample_team(perpo_model *m, perpo__gen_seq *seq, size_t n, const size_t *slot,
-                               const size_t *pos, const size_t *root, const size_t *shared,
-                               const perpo_sample_config *sc) {
-    size_t lo, hi, k, V = m->V;
-    perpo__dec_bufs bf;
-    perpo__token_bufs(m, &bf);
-    perpo__team_range(n, &lo, &hi);
-    if (hi == lo) return;
-    perpo__decode_span(m, &bf, lo, hi, 1, slot, pos, root, shared, m->g_x, m->g_logits, 0);
-    for (k = lo; k < hi; k++)
-        perpo__sample_prepare(m, m->g_logits + k * V, sc, m->sort_buf + slot[k] * V,
-                              &seq[slot[k]].keep, &seq[slot[k]].total);
-}
-
 /* Cached path: encode images once, prefill each distinct (image, prompt) (consecutive ones of
-   the same length together), then decode: greedy, each thread its own sequences to their end;
-   sampled, all live sequences together, one token per step (a parallel region per step; the
-   draws follow sequence order). */
+   the same length together), then decode, each thread its own sequences to their end in one
+   parallel region (perpo__decode_team; sampled draws follow sequence order in each stream).
+   streams: NULL, or 2 x n_img states, the first n_img seeded (perpo__gen_draws). */
 static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
                                    const perpo_sample_config *sc, perpo__gen_seq *seq, size_t *slot,
                                    size_t *pos, size_t *root, size_t *shared, perpo__rng *streams,
                                    char *out, size_t out_cap) {
-    size_t n = req->n_seq, D = m->D, NP = m->NP, V = m->V, s, r, i, n_live, n_pend = 0, pend_Lp = 0;
+    size_t n = req->n_seq, D = m->D, NP = m->NP, V = m->V, s, r, i, n_pend = 0, pend_Lp = 0;
     float *x;
-    perpo__rng rng;
+    perpo__rng rng[2];   /* without streams: the call's one stream, at even and odd token steps */
     m->have_forward = 0; /* the vision encoder reuses the training activations */
     {                    /* one region: pack the decoding weights if stale, and encode the images */
         int stale = perpo__wpack_stale(m);
@@ -3505,35 +3539,13 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
         n_pend++;
     }
     if (n_pend > 0) n_pend = perpo__prefill(m, n_pend, pend_Lp, slot, pos);
-    if (sc->temperature <= 0.0f) { /* greedy: every token step in one region */
+    { /* every token step in one region */
         size_t work = n * (size_t)m->cfg.n_dec_layers * D * (4 * D + 2 * m->M);
         (void)work;
+        if (!streams) perpo__rng_seed(&rng[0], sc->seed);
         PERPO__OMP(parallel if (n > 1 && work >= 64 * PERPO__PAR_MIN))
-        perpo__greedy_team(m, seq, n, slot, pos, root, shared, out, out_cap);
-        return;
-    }
-    perpo__rng_seed(&rng, sc->seed);
-    for (s = 0; s < n; s++) /* the first draws' candidates, from the prefills' logits */
-        if (!seq[s].done)
-            perpo__sample_prepare(m, m->g_logits + s * V, sc, m->sort_buf + s * V, &seq[s].keep,
-                                  &seq[s].total);
-    for (;;) {
-        /* draw for every live sequence (in order, so the RNG stream matches the no-cache path) */
-        size_t work;
-        n_live = 0;
-        for (s = 0; s < n; s++) {
-            int next;
-            if (seq[s].done) continue;
-            next =
-                perpo__sample_draw(m->sort_buf + s * V, seq[s].keep, seq[s].total,
-                                   streams ? &streams[req->image_of ? req->image_of[s] : s] : &rng);
-            if (perpo__gen_append(m, seq, s, next, out, out_cap, n_live, slot, pos)) n_live++;
-        }
-        if (!n_live) break;
-        work = n_live * (size_t)m->cfg.n_dec_layers * D * (4 * D + 2 * m->M);
-        (void)work;
-        PERPO__OMP(parallel if (n_live > 1 && work >= 64 * PERPO__PAR_MIN))
-        perpo__sample_team(m, seq, n_live, slot, pos, root, shared, sc);
+        perpo__decode_team(m, seq, n, slot, pos, root, shared, sc, req->image_of,
+                           streams ? streams : rng, streams ? req->n_img : 1, out, out_cap);
     }
 }
 
@@ -3553,9 +3565,10 @@ static perpo_status perpo__generate(perpo_model *m, const perpo_gen_request *req
     if ((st = perpo__params_finite(m)) != PERPO_OK) return st;
     n = req->n_seq;
     /* n <= max_batch and n_img <= max_batch (checked), so these sizes cannot overflow */
-    seq = (perpo__gen_seq *)perpo__calloc(m->cfg.alloc_ctx, 1,
-                                          n * (sizeof *seq + 4 * sizeof(size_t)) +
-                                              (img_seeds ? req->n_img * sizeof(perpo__rng) : 0));
+    seq =
+        (perpo__gen_seq *)perpo__calloc(m->cfg.alloc_ctx, 1,
+                                        n * (sizeof *seq + 4 * sizeof(size_t)) +
+                                            (img_seeds ? 2 * req->n_img * sizeof(perpo__rng) : 0));
     if (!seq) return PERPO_ERR_NOMEM;
     slot = (size_t *)(seq + n);
     pos = slot + n;
@@ -3572,6 +3585,7 @@ static perpo_status perpo__generate(perpo_model *m, const perpo_gen_request *req
         room = m->T - seq[s].prompt_len - 3; /* BOS prompt SEP response EOS fits in max_text */
         seq[s].cap = (size_t)sc->max_new_tokens < room ? (size_t)sc->max_new_tokens : room;
         seq[s].done = seq[s].cap == 0;
+        seq[s].stop = seq[s].done ? 0 : (size_t)-1;
     }
     if (sc->no_cache)
         st = perpo__generate_nocache(m, req, sc, seq, streams, out, out_cap);
