@@ -3088,9 +3088,9 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
     for (l = 0; l < LD; l++) {
         const perpo__block *p = &m->dec[l];
         float *K = m->kcache + l * m->max_batch * L * D, *Vc = m->vcache + l * m->max_batch * L * D;
-        /* After the keys and values, the layer goes on for rows (step, first): row first + i * step,
-           i < Rt. All rows but in a prefill's last layer, where only each sequence's last row
-           goes on (the logits read nothing else); its rows then end compact, in atty. */
+        /* After the keys and values, the layer goes on for rows first + i * step, i < Rt: all
+           rows but in a prefill's last layer, where only each sequence's last row goes on (the
+           logits read nothing else); its rows then end compact, in atty. */
         int last_rows = l + 1 == LD && Lr > 1;
         size_t step = last_rows ? Lr : 1, first = last_rows ? Lr - 1 : 0, Rt = R / step;
         perpo__span_range(par, R, &lo, &hi); /* rows of the row-wise kernels */
@@ -3189,11 +3189,13 @@ static void perpo__token_bufs(perpo_model *m, perpo__dec_bufs *bf) {
     bf->scores = m->g_scores;
 }
 /* Prefill: runs the decoder with the KV cache over n sequences x Lr new rows each (Lr > 1), in one
-   parallel region that splits each kernel. x (n*Lr, D) holds the input rows (embedding +
-   position) and is overwritten. Sequence s writes K/V at positions pos[s] .. pos[s]+Lr-1 of cache
-   slot slot[s] and attends to everything before. The logits of each sequence's last row go to
-   logits (n, V). Same kernels, same order of operations as the training forward, so the two agree
-   bit for bit. (Token steps: perpo__decode_team.) */
+   parallel region: with at least two sequences a thread, each thread runs its own sequences
+   (perpo__team_range of n) without a barrier; with fewer, the threads split each kernel.
+   x (n*Lr, D) holds the input rows (embedding + position) and is overwritten. Sequence s writes
+   K/V at positions pos[s] .. pos[s]+Lr-1 of cache slot slot[s] and attends to everything before.
+   The logits of each sequence's last row go to logits (n, V). Same kernels, same order of
+   operations as the training forward, so the two agree bit for bit. (Token steps:
+   perpo__decode_team.) */
 static void perpo__decode_cached(perpo_model *m, size_t n, size_t Lr, const size_t *slot,
                                  const size_t *pos, float *x, float *logits) {
     size_t work = n * Lr * (size_t)m->cfg.n_dec_layers * m->D * (4 * m->D + 2 * m->M);
@@ -3210,7 +3212,19 @@ static void perpo__decode_cached(perpo_model *m, size_t n, size_t Lr, const size
     bf.fch = a->fch;
     bf.scores = a->att;
     PERPO__OMP(parallel if (work >= 64 * PERPO__PAR_MIN))
-    perpo__decode_span(m, &bf, 0, n * Lr, Lr, slot, pos, NULL, NULL, x, logits, 1);
+    {
+        size_t lo, hi, nt = 1;
+#ifdef _OPENMP
+        nt = (size_t)omp_get_num_threads();
+#endif
+        perpo__team_range(n, &lo, &hi);
+        if (n >= 2 * nt) {
+            if (hi > lo)
+                perpo__decode_span(m, &bf, lo * Lr, hi * Lr, Lr, slot, pos, NULL, NULL, x, logits,
+                                   0);
+        } else
+            perpo__decode_span(m, &bf, 0, n * Lr, Lr, slot, pos, NULL, NULL, x, logits, 1);
+    }
 }
 
 static int perpo__score_desc(const void *a, const void *b) {
