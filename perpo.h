@@ -2159,7 +2159,7 @@ struct perpo_model {
     size_t *image_of;
     size_t n_seq, n_img;
     int have_forward;
-    struct perpo__token_score *sort_buf; /* (V) for top-k / top-p */
+    struct perpo__token_score *sort_buf; /* (maxB, V): each sequence's candidates of a draw */
     /* 1: every parameter is known finite (set by create, load and each optimizer step, which
        check them); 0: perpo_model_params handed out a writable pointer since, so generation
        and save check the values themselves */
@@ -2584,7 +2584,8 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
     m->dec_x = (float **)perpo__calloc(ctx, LD + 1, sizeof *m->dec_x);
     m->vis_acts = (perpo__block_acts *)perpo__calloc(ctx, LV + 1, sizeof *m->vis_acts);
     m->dec_acts = (perpo__block_acts *)perpo__calloc(ctx, LD, sizeof *m->dec_acts);
-    m->sort_buf = (perpo__token_score *)perpo__calloc(ctx, m->V, sizeof *m->sort_buf);
+    m->sort_buf =
+        (perpo__token_score *)perpo__calloc(ctx, m->max_batch * m->V, sizeof *m->sort_buf);
     m->tokens = (int *)perpo__calloc(ctx, m->max_batch * m->T, sizeof(int));
     m->targets = (int *)perpo__calloc(ctx, m->max_batch * m->T, sizeof(int));
     m->image_of = (size_t *)perpo__calloc(ctx, m->max_batch, sizeof(size_t));
@@ -3183,60 +3184,131 @@ PERPODEF perpo_sample_config perpo_sample_default(void) {
     return s;
 }
 
+#ifdef PERPO__VEC
+/* C (M,N) = A (M,K) . W^T [+ epilogue] for M <= 4 rows, W prepacked (perpo__gemm_prepack): the
+   products of a thread's token step, whose M (its live sequences) is often under MR, where the
+   MR-row tile would also do the work of the zero rows it pads with. A 4-row tile (rows past M
+   repeat row 0 and are not stored) over all of K in registers: each element is the tile's
+   multiply-add chain over k in order from 0, so the same value (the K-blocks only move where
+   the packed panels lie), and the epilogue runs per tile as the product runs it. */
+#define PERPO__SHORT_ROWS(X) X(0) X(1) X(2) X(3)
+#define PERPO__SHORT_FMA(i)                                                                        \
+    {                                                                                              \
+        PERPO__VEC ai = PERPO__VSET1(a##i[k]);                                                     \
+        c##i##0 = PERPO__VFMA(ai, b0, c##i##0);                                                    \
+        c##i##1 = PERPO__VFMA(ai, b1, c##i##1);                                                    \
+    }
+#define PERPO__SHORT_STORE(i)                                                                      \
+    PERPO__VSTORE(tile + i * PERPO__NR, c##i##0);                                                  \
+    PERPO__VSTORE(tile + i * PERPO__NR + PERPO__VLEN, c##i##1);
+static void perpo__dec_gemm_short(size_t M, size_t N, size_t K, const float *A, const float *packed,
+                                  float *C, const perpo__epi *e) {
+    size_t np = (N + PERPO__NR - 1) / PERPO__NR, jp, k0, k, r;
+    const float *a0 = A, *a1 = A + (M > 1 ? K : 0), *a2 = A + (M > 2 ? 2 * K : 0),
+                *a3 = A + (M > 3 ? 3 * K : 0);
+    float tile[4 * PERPO__NR];
+    for (jp = 0; jp < np; jp++) {
+        size_t j = jp * PERPO__NR, nr = N - j < PERPO__NR ? N - j : PERPO__NR;
+        PERPO__VEC c00 = PERPO__VZERO(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
+                   c30 = c00, c31 = c00;
+        for (k0 = 0; k0 < K; k0 += PERPO__KC) {
+            size_t kc = K - k0 < PERPO__KC ? K - k0 : PERPO__KC;
+            const float *b = packed + k0 * np * PERPO__NR + jp * kc * PERPO__NR,
+                        *end = b + kc * PERPO__NR;
+            PERPO__VEC b0 = PERPO__VLOAD(b), b1 = PERPO__VLOAD(b + PERPO__VLEN), n0, n1;
+            for (k = k0; k < k0 + kc; k++, b0 = n0, b1 = n1) {
+                /* the next k's B loaded ahead (the last k reloads its own) keeps B in registers:
+                   GCC otherwise reads it again for each row, at half the speed */
+                b = b + PERPO__NR < end ? b + PERPO__NR : b;
+                n0 = PERPO__VLOAD(b);
+                n1 = PERPO__VLOAD(b + PERPO__VLEN);
+                PERPO__SHORT_ROWS(PERPO__SHORT_FMA)
+            }
+        }
+        PERPO__SHORT_ROWS(PERPO__SHORT_STORE)
+        for (r = 0; r < M; r++) memcpy(C + r * N + j, tile + r * PERPO__NR, nr * sizeof(float));
+        if (e) perpo__epi_apply(e, C + j, N, 0, j, M, nr);
+    }
+}
+#endif
+
 /* A product of decoding: one thread's share of it (par: inside a region the whole team runs
-   through), or all of it on the calling thread. */
+   through), or all of it on the calling thread (in a 4-row tile when it has 4 rows or fewer). */
 static void perpo__dec_gemm(int par, size_t M, size_t N, size_t K, const float *A, const float *W,
                             const float *packed, float *C, float *ws, const perpo__epi *e) {
-    if (par)
+    if (par) {
         perpo__gemm_team(0, 1, M, N, K, A, K, W, K, 0, C, N, ws, packed, e);
-    else
-        perpo__gemm_rows(0, M, 1, N, K, A, W, packed, C, e);
+        return;
+    }
+#ifdef PERPO__VEC
+    if (M > 0 && M <= 4 && packed) { /* (MR is 6 or 8) */
+        perpo__dec_gemm_short(M, N, K, A, packed, C, e);
+        return;
+    }
+#endif
+    perpo__gemm_rows(0, M, 1, N, K, A, W, packed, C, e);
 }
 
-/* out[i] (i < w) = start + sum over k < n of c[k] * M[k*ld + i], each a multiply-add chain over
-   k in order; start is 0 (from_zero) or out[i]. In registers, 64 columns at a time. The two
-   products of cached attention: scores (c = q, M = the keys, transposed) and weighted values
-   (c = the probabilities, M = the values). */
-static void perpo__combine_rows(float *PERPO__RESTRICT out, const float *PERPO__RESTRICT c,
-                                const float *PERPO__RESTRICT M, size_t ld, size_t n, size_t w,
-                                int from_zero) {
-    size_t k, i;
+/* For each of nb problems b: out_b[i] (i < w) = start + sum over k < n of c_b[k] * M_b[k*ld + i],
+   each a multiply-add chain over k in order; start is 0 (from_zero) or out_b[i]. Problem b's
+   arrays are out + b*so, c + b*sc, M + b*sm. The two products of cached attention, one problem
+   per head: scores (c = q, M = the keys, transposed) and weighted values (c = the
+   probabilities, M = the values). In registers, 16 columns of one problem a unit, 4 units at
+   a time: a head's chains alone are too few to hide the multiply-add's latency. */
 #ifdef __AVX512F__
-    for (i = 0; i < w; i += 64) {
-        __mmask16 k0 = perpo__mask16(w - i), k1 = w - i > 16 ? perpo__mask16(w - i - 16) : 0;
-        __mmask16 k2 = w - i > 32 ? perpo__mask16(w - i - 32) : 0,
-                  k3 = w - i > 48 ? perpo__mask16(w - i - 48) : 0;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        if (!from_zero) {
-            a0 = _mm512_maskz_loadu_ps(k0, out + i);
-            a1 = _mm512_maskz_loadu_ps(k1, out + i + 16);
-            a2 = _mm512_maskz_loadu_ps(k2, out + i + 32);
-            a3 = _mm512_maskz_loadu_ps(k3, out + i + 48);
-        }
-        for (k = 0; k < n; k++) {
-            const float *r = M + k * ld + i;
-            __m512 ck = _mm512_set1_ps(c[k]);
-            a0 = _mm512_fmadd_ps(ck, _mm512_maskz_loadu_ps(k0, r), a0);
-            a1 = _mm512_fmadd_ps(ck, _mm512_maskz_loadu_ps(k1, r + 16), a1);
-            a2 = _mm512_fmadd_ps(ck, _mm512_maskz_loadu_ps(k2, r + 32), a2);
-            a3 = _mm512_fmadd_ps(ck, _mm512_maskz_loadu_ps(k3, r + 48), a3);
-        }
-        _mm512_mask_storeu_ps(out + i, k0, a0);
-        _mm512_mask_storeu_ps(out + i + 16, k1, a1);
-        _mm512_mask_storeu_ps(out + i + 32, k2, a2);
-        _mm512_mask_storeu_ps(out + i + 48, k3, a3);
+#define PERPO__COMBINE_UNIT(j) /* slot j: unit (pb, pv), then on to the next unit if any */        \
+    {                                                                                              \
+        size_t i = pv * 16;                                                                        \
+        o##j = out + pb * so + i;                                                                  \
+        c##j = c + pb * sc;                                                                        \
+        m##j = M + pb * sm + i;                                                                    \
+        k##j = perpo__mask16(w - i);                                                               \
+        a##j = from_zero ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(k##j, o##j);                \
+        if (u + j + 1 < units && ++pv == nv) {                                                     \
+            pv = 0;                                                                                \
+            pb++;                                                                                  \
+        }                                                                                          \
+    }
+#define PERPO__COMBINE_SLOTS(X) X(0) X(1) X(2) X(3)
+#define PERPO__COMBINE_STORE(j)                                                                    \
+    if (u + j < units) _mm512_mask_storeu_ps(o##j, k##j, a##j);
+#define PERPO__COMBINE_FMA(j)                                                                      \
+    a##j = _mm512_fmadd_ps(_mm512_set1_ps(c##j[k]), _mm512_maskz_loadu_ps(k##j, m##j + k * ld),    \
+                           a##j);
+#endif
+static void perpo__combine_rows(float *PERPO__RESTRICT out, size_t so,
+                                const float *PERPO__RESTRICT c, size_t sc,
+                                const float *PERPO__RESTRICT M, size_t sm, size_t ld, size_t n,
+                                size_t w, size_t nb, int from_zero) {
+    size_t k;
+#ifdef __AVX512F__
+    size_t nv = (w + 15) / 16, units = nb * nv, u, pb = 0, pv = 0; /* unit: problem pb, vector pv */
+    for (u = 0; u < units; u += 4) { /* (past the last unit, a slot repeats it, unstored) */
+        float *o0, *o1, *o2, *o3;
+        const float *c0, *c1, *c2, *c3, *m0, *m1, *m2, *m3;
+        __mmask16 k0, k1, k2, k3;
+        __m512 a0, a1, a2, a3;
+        PERPO__COMBINE_SLOTS(PERPO__COMBINE_UNIT)
+        for (k = 0; k < n; k++) { PERPO__COMBINE_SLOTS(PERPO__COMBINE_FMA) }
+        PERPO__COMBINE_SLOTS(PERPO__COMBINE_STORE)
     }
 #else
-    if (from_zero)
-        for (i = 0; i < w; i++) out[i] = 0.0f;
-    for (k = 0; k < n; k++)
-        for (i = 0; i < w; i++) out[i] += c[k] * M[k * ld + i];
+    size_t i, b;
+    for (b = 0; b < nb; b++) {
+        float *ob = out + b * so;
+        const float *cb = c + b * sc, *mb = M + b * sm;
+        if (from_zero)
+            for (i = 0; i < w; i++) ob[i] = 0.0f;
+        for (k = 0; k < n; k++)
+            for (i = 0; i < w; i++) ob[i] += cb[k] * mb[k * ld + i];
+    }
 #endif
 }
 
 /* Decoder over rows [r0, r1) of x: n sequences x Lr new rows each (row g belongs to sequence
    g / Lr, at position pos[s] + g % Lr, cache slot slot[s]). Layer by layer: K/V go to the cache,
-   each row attends to everything before it. Then the final LayerNorm and the head on each
+   each row attends to everything before it; in a prefill's last layer only each sequence's last
+   row goes on past its keys and values. Then the final LayerNorm and the head on each
    sequence's last row, into logits (n, V). par: one thread's share, called by the whole team of
    the prefill's parallel region (rows, product columns and rows again, with a barrier where a
    kernel reads another thread's output); else everything runs on the calling thread (one
@@ -3266,15 +3338,20 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
     size_t s0 = r0 / Lr, s1 = r1 / Lr, s;
     float scale = 1.0f / sqrtf((float)hd);
     float *xr = x + r0 * D, *ln = bf->ln + r0 * D, *qkv = bf->qkv + r0 * 3 * D,
-          *atty = bf->atty + r0 * D;
+          *atty = bf->atty + r0 * D, *xo = xr;
     float *tmp = bf->tmp + r0 * D, *fch = bf->fch + r0 * M, *mean = bf->mean + r0,
           *rstd = bf->rstd + r0;
     float *ws = par ? m->gemm_ws : NULL;
     perpo__epi e;
-    perpo__span_range(par, R, &lo, &hi); /* rows of the row-wise kernels */
     for (l = 0; l < LD; l++) {
         const perpo__block *p = &m->dec[l];
         float *K = m->kcache + l * m->max_batch * L * D, *Vc = m->vcache + l * m->max_batch * L * D;
+        /* After the keys and values, the layer goes on for rows first + i * step, i < Rt: all
+           rows but in a prefill's last layer, where only each sequence's last row goes on (the
+           logits read nothing else); its rows then end compact, in atty. */
+        int last_rows = l + 1 == LD && Lr > 1;
+        size_t step = last_rows ? Lr : 1, first = last_rows ? Lr - 1 : 0, Rt = R / step;
+        perpo__span_range(par, R, &lo, &hi); /* rows of the row-wise kernels */
         perpo__layernorm_rows(ln, mean, rstd, xr, P + p->ln1_w, P + p->ln1_b, lo, hi, D);
         if (par) { PERPO__OMP(barrier) }
         memset(&e, 0, sizeof e);
@@ -3294,52 +3371,48 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
         if (par) { /* a row reads the keys and values of the rows before it */
             PERPO__OMP(barrier)
         }
+        perpo__span_range(par, Rt, &lo, &hi);
         for (i = lo; i < hi; i++) {
-            size_t g = r0 + i, sq = g / Lr, n_keys = pos[sq] + g % Lr + 1, h, j;
+            size_t g = r0 + first + i * step, sq = g / Lr, n_keys = pos[sq] + g % Lr + 1, h;
             size_t own = slot[sq], src = root ? root[own] : own, sh = shared ? shared[own] : 0;
             const float *Kt = K + own * L * D, *Vs = Vc + own * L * D;
             const float *Kr = K + src * L * D, *Vr = Vc + src * L * D; /* shared prefix: [0, sh) */
-            float *sc = bf->scores + g * L;
+            float *sc = bf->scores + (r0 + i) * H * L; /* head h's scores at sc + h * L */
+            const float *q = qkv + (g - r0) * 3 * D;
+            float *o = atty + i * D;
             if (sh > n_keys) sh = n_keys;
-            for (h = 0; h < H; h++) {
-                const float *q = qkv + i * 3 * D + h * hd;
-                float *o = atty + i * D + h * hd;
-                perpo__combine_rows(sc, q, Kr + h * hd * L, L, hd, sh, 1);
-                perpo__combine_rows(sc + sh, q, Kt + h * hd * L + sh, L, hd, n_keys - sh, 1);
-                perpo__softmax_scaled(sc, n_keys, scale);
-                for (j = 0; j < hd; j++) o[j] = 0.0f;
-                perpo__combine_rows(o, sc, Vr + h * L * hd, hd, sh, hd, 0);
-                perpo__combine_rows(o, sc + sh, Vs + (h * L + sh) * hd, hd, n_keys - sh, hd, 0);
-            }
+            perpo__combine_rows(sc, L, q, hd, Kr, hd * L, L, hd, sh, H, 1);
+            perpo__combine_rows(sc + sh, L, q, hd, Kt + sh, hd * L, L, hd, n_keys - sh, H, 1);
+            for (h = 0; h < H; h++) perpo__softmax_scaled(sc + h * L, n_keys, scale);
+            perpo__combine_rows(o, hd, sc, L, Vr, L * hd, hd, sh, hd, H, 1);
+            perpo__combine_rows(o, hd, sc + sh, L, Vs + sh * hd, L * hd, hd, n_keys - sh, hd, H, 0);
         }
         if (par) { PERPO__OMP(barrier) }
         e.bias = P + p->attn_b;
-        e.res = xr;
-        e.ldr = D; /* x + atty W^T + b */
-        perpo__dec_gemm(par, R, D, D, atty, P + p->attn_w, perpo__wpack_at(m, l, 1), tmp, ws, &e);
+        e.res = xr + first * D;
+        e.ldr = step * D; /* tmp = x + atty W^T + b */
+        perpo__dec_gemm(par, Rt, D, D, atty, P + p->attn_w, perpo__wpack_at(m, l, 1), tmp, ws, &e);
         if (par) { PERPO__OMP(barrier) }
-        memcpy(xr + lo * D, tmp + lo * D, (hi - lo) * D * sizeof(float));
-        perpo__layernorm_rows(ln, mean, rstd, xr, P + p->ln2_w, P + p->ln2_b, lo, hi, D);
+        perpo__layernorm_rows(ln, mean, rstd, tmp, P + p->ln2_w, P + p->ln2_b, lo, hi, D);
         if (par) { PERPO__OMP(barrier) }
         e.bias = P + p->fc_b;
         e.res = NULL;
         e.gel = fch;
         e.ldg = M; /* GELU in place */
-        perpo__dec_gemm(par, R, M, D, ln, P + p->fc_w, perpo__wpack_at(m, l, 2), fch, ws, &e);
+        perpo__dec_gemm(par, Rt, M, D, ln, P + p->fc_w, perpo__wpack_at(m, l, 2), fch, ws, &e);
         if (par) { PERPO__OMP(barrier) }
+        if (last_rows) xo = atty; /* (read by nothing after the product above) */
         e.bias = P + p->fc2_b;
         e.gel = NULL;
-        e.res = xr;
-        perpo__dec_gemm(par, R, D, M, fch, P + p->fc2_w, perpo__wpack_at(m, l, 3), tmp, ws, &e);
+        e.res = tmp;
+        e.ldr = D; /* x = tmp + GELU(fc) W^T + b */
+        perpo__dec_gemm(par, Rt, D, M, fch, P + p->fc2_w, perpo__wpack_at(m, l, 3), xo, ws, &e);
         if (par) { PERPO__OMP(barrier) }
-        memcpy(xr + lo * D, tmp + lo * D, (hi - lo) * D * sizeof(float));
     }
-    if (par) { /* a sequence's last row may be another thread's */
-        PERPO__OMP(barrier)
-    }
+    /* the final LayerNorm and the head on each sequence's last row, now row s - s0 of xo */
     perpo__span_range(par, s1 - s0, &lo, &hi);
     for (s = s0 + lo; s < s0 + hi; s++)
-        memcpy(m->g_tmp + s * D, x + (s * Lr + Lr - 1) * D, D * sizeof(float));
+        memcpy(m->g_tmp + s * D, xo + (s - s0) * D, D * sizeof(float));
     perpo__layernorm_rows(m->g_ln, m->g_mean, m->g_rstd, m->g_tmp, P + m->lnf_w, P + m->lnf_b,
                           s0 + lo, s0 + hi, D);
     if (par) { PERPO__OMP(barrier) }
@@ -3373,43 +3446,42 @@ static void perpo__token_bufs(perpo_model *m, perpo__dec_bufs *bf) {
     bf->fch = m->g_fch;
     bf->scores = m->g_scores;
 }
-/* Runs the decoder with the KV cache over n sequences x Lr new rows each. x (n*Lr, D) holds the
-   input rows (embedding + position) and is overwritten. Sequence s writes K/V at positions
-   pos[s] .. pos[s]+Lr-1 of cache slot slot[s] and attends to everything before. The logits of
-   each sequence's last row go to logits (n, V). Same kernels, same order of operations as
-   the training forward, so the two agree bit for bit. A token step (Lr = 1; sampled decoding,
-   greedy decoding has its own loop below) splits the sequences over the threads, one parallel
-   region for the whole step; a prefill splits each kernel, also in one region. */
+/* Prefill: runs the decoder with the KV cache over n sequences x Lr new rows each (Lr > 1), in one
+   parallel region: with at least two sequences a thread, each thread runs its own sequences
+   (perpo__team_range of n) without a barrier; with fewer, the threads split each kernel.
+   x (n*Lr, D) holds the input rows (embedding + position) and is overwritten. Sequence s writes
+   K/V at positions pos[s] .. pos[s]+Lr-1 of cache slot slot[s] and attends to everything before.
+   The logits of each sequence's last row go to logits (n, V). Same kernels, same order of
+   operations as the training forward, so the two agree bit for bit. (Token steps:
+   perpo__decode_team.) */
 static void perpo__decode_cached(perpo_model *m, size_t n, size_t Lr, const size_t *slot,
-                                 const size_t *pos, const size_t *root, const size_t *shared,
-                                 float *x, float *logits) {
-    size_t work = n * (size_t)m->cfg.n_dec_layers * m->D * (4 * m->D + 2 * m->M);
+                                 const size_t *pos, float *x, float *logits) {
+    size_t work = n * Lr * (size_t)m->cfg.n_dec_layers * m->D * (4 * m->D + 2 * m->M);
+    perpo__block_acts *a = &m->dec_acts[0]; /* up to max_batch * L rows: the first decoder
+                                               block's training buffers */
     perpo__dec_bufs bf;
-    (void)work;  /* (only the parallel regions' conditions read it) */
-    if (Lr == 1) /* token step: n <= max_batch rows of the generation scratch */
-        perpo__token_bufs(m, &bf);
-    else { /* prefill: up to max_batch * L rows, in the first decoder block's training buffers */
-        perpo__block_acts *a = &m->dec_acts[0];
-        bf.ln = a->ln1;
-        bf.mean = a->ln1_mean;
-        bf.rstd = a->ln1_rstd;
-        bf.qkv = a->qkv;
-        bf.atty = a->atty;
-        bf.tmp = a->mid;
-        bf.fch = a->fch;
-        bf.scores = a->att;
-    }
-    if (Lr == 1 && n > 1) {
-        PERPO__OMP(parallel if (work >= 64 * PERPO__PAR_MIN))
-        {
-            size_t lo, hi;
-            perpo__team_range(n, &lo, &hi);
+    (void)work; /* (only the parallel region's condition reads it) */
+    bf.ln = a->ln1;
+    bf.mean = a->ln1_mean;
+    bf.rstd = a->ln1_rstd;
+    bf.qkv = a->qkv;
+    bf.atty = a->atty;
+    bf.tmp = a->mid;
+    bf.fch = a->fch;
+    bf.scores = a->att;
+    PERPO__OMP(parallel if (work >= 64 * PERPO__PAR_MIN))
+    {
+        size_t lo, hi, nt = 1;
+#ifdef _OPENMP
+        nt = (size_t)omp_get_num_threads();
+#endif
+        perpo__team_range(n, &lo, &hi);
+        if (n >= 2 * nt) {
             if (hi > lo)
-                perpo__decode_span(m, &bf, lo, hi, 1, slot, pos, root, shared, x, logits, 0);
-        }
-    } else {
-        PERPO__OMP(parallel if (work * Lr >= 64 * PERPO__PAR_MIN))
-        perpo__decode_span(m, &bf, 0, n * Lr, Lr, slot, pos, root, shared, x, logits, 1);
+                perpo__decode_span(m, &bf, lo * Lr, hi * Lr, Lr, slot, pos, NULL, NULL, x, logits,
+                                   0);
+        } else
+            perpo__decode_span(m, &bf, 0, n * Lr, Lr, slot, pos, NULL, NULL, x, logits, 1);
     }
 }
 
@@ -3427,14 +3499,16 @@ static int perpo__greedy_token(const perpo_model *m, const float *logits) {
         if ((tok <= 255 || tok == PERPO_TOK_EOS) && logits[tok] > logits[best]) best = tok;
     return best;
 }
-/* Next token from one row of logits. Only bytes and EOS can be produced. */
-static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_sample_config *sc,
-                               perpo__rng *rng) {
-    perpo__token_score *cand = m->sort_buf;
+/* A sampled draw's candidates from one row of logits (temperature > 0): the bytes and EOS, cut
+   to top-k and top-p, weighted exp((logit - top) / temperature), in cand[0, *keep) with sum
+   *total. It draws no random number, so threads prepare their own rows while the draws keep
+   their order. cand: room for V. */
+static void perpo__sample_prepare(const perpo_model *m, const float *logits,
+                                  const perpo_sample_config *sc, perpo__token_score *cand,
+                                  size_t *keep_out, double *total_out) {
     size_t n = 0, keep, i;
-    double total = 0.0, u, acc = 0.0, top;
+    double total = 0.0, top;
     int tok;
-    if (sc->temperature <= 0.0f) return perpo__greedy_token(m, logits);
     for (tok = 0; tok < (int)m->V; tok++) {
         if (tok > 255 && tok != PERPO_TOK_EOS) continue;
         cand[n].score = logits[tok];
@@ -3465,12 +3539,28 @@ static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_
         total = 0.0;
         for (i = 0; i < keep; i++) total += cand[i].score;
     }
-    u = perpo__rng_uniform(rng) * total;
+    *keep_out = keep;
+    *total_out = total;
+}
+/* The token drawn from prepared candidates, with one uniform number from rng. */
+static int perpo__sample_draw(const perpo__token_score *cand, size_t keep, double total,
+                              perpo__rng *rng) {
+    double u = perpo__rng_uniform(rng) * total, acc = 0.0;
+    size_t i;
     for (i = 0; i < keep; i++) {
         acc += cand[i].score;
         if (u < acc) return cand[i].token;
     }
     return cand[keep - 1].token;
+}
+/* Next token from one row of logits. Only bytes and EOS can be produced. */
+static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_sample_config *sc,
+                               perpo__rng *rng) {
+    size_t keep;
+    double total;
+    if (sc->temperature <= 0.0f) return perpo__greedy_token(m, logits);
+    perpo__sample_prepare(m, logits, sc, m->sort_buf, &keep, &total);
+    return perpo__sample_draw(m->sort_buf, keep, total, rng);
 }
 
 /* The request's own checks (perpo__check_sample has checked the sampling settings). */
@@ -3497,6 +3587,10 @@ static perpo_status perpo__check_request(const perpo_model *m, const perpo_gen_r
 typedef struct perpo__gen_seq {
     size_t prompt_len, len, cap; /* response bytes so far and the most allowed */
     int done;
+    int next;    /* the token it takes next (greedy, or drawn) */
+    size_t keep; /* sampled: its next draw's candidates (perpo__sample_prepare) */
+    double total;
+    size_t stop; /* sampled: the first token step at which it draws nothing */
 } perpo__gen_seq;
 
 /* Reference path without the cache: re-runs perpo_forward over the whole text every token. */
@@ -3559,7 +3653,7 @@ static perpo_status perpo__generate_nocache(perpo_model *m, const perpo_gen_requ
 static size_t perpo__prefill(perpo_model *m, size_t n, size_t Lp, const size_t *slot, size_t *pos) {
     size_t j, V = m->V;
     for (j = 0; j < n; j++) pos[j] = 0;
-    perpo__decode_cached(m, n, Lp, slot, pos, NULL, NULL, m->dec_x[0], m->logits);
+    perpo__decode_cached(m, n, Lp, slot, pos, m->dec_x[0], m->logits);
     for (j = 0; j < n; j++) memcpy(m->g_logits + slot[j] * V, m->logits + j * V, V * sizeof(float));
     return 0;
 }
@@ -3583,50 +3677,100 @@ static int perpo__gen_append(perpo_model *m, perpo__gen_seq *seq, size_t s, int 
     perpo__embed_token_row(m, m->g_x + k * m->D, next, pos[k] - m->NP);
     return 1;
 }
-/* After a token step over rows [lo, hi): row k's logits belong to sequence slot[k] >= k; moves
-   them into place, last first. */
-static void perpo__gen_logits_home(perpo_model *m, size_t lo, size_t hi, const size_t *slot) {
-    size_t k, V = m->V;
-    for (k = hi; k-- > lo;)
-        if (slot[k] != k) memcpy(m->g_logits + slot[k] * V, m->g_logits + k * V, V * sizeof(float));
+/* Sequence s's next token from its row of logits: the greedy choice (seq[s].next), or the
+   candidates of its next draw (perpo__gen_draws). */
+static void perpo__gen_ready(perpo_model *m, perpo__gen_seq *seq, size_t s, const float *logits,
+                             const perpo_sample_config *sc) {
+    if (sc->temperature <= 0.0f)
+        seq[s].next = perpo__greedy_token(m, logits);
+    else
+        perpo__sample_prepare(m, logits, sc, m->sort_buf + s * m->V, &seq[s].keep, &seq[s].total);
 }
 
-/* Greedy token steps after the prefill, one thread's share: greedy decoding draws no random
-   numbers, so nothing ties one sequence's steps to another's and each thread runs its own
-   sequences (perpo__team_range of n) to their end: one parallel region and no barrier for every
-   token of the call. The same kernels on the same rows as perpo__decode_cached's token steps
-   (rows [lo, lo + live) of the scratch, slot and pos), so the same values. */
-static void perpo__greedy_team(perpo_model *m, perpo__gen_seq *seq, size_t n, size_t *slot,
-                               size_t *pos, const size_t *root, const size_t *shared, char *out,
-                               size_t out_cap) {
-    size_t lo, hi, s, live;
+/* The draws of sampled token step t, as one thread sees them. Each random stream (ns of them:
+   one per image, or one for the call) gives its numbers in sequence order to the sequences that
+   draw at step t (t < seq[s].stop). Every thread replays all the draws from the streams' states
+   of step t (rng[(t % 2) * ns + i]) and keeps the tokens of its own sequences [lo, hi)
+   (seq[s].next), so each sequence gets the number the serial order gives it; the thread that
+   owns sequence 0 stores the states of step t + 1 (the other half of rng). Returns whether any
+   sequence drew. */
+static int perpo__gen_draws(perpo_model *m, perpo__gen_seq *seq, size_t n, const size_t *image_of,
+                            perpo__rng *rng, size_t ns, size_t t, size_t lo, size_t hi) {
+    size_t i, s, stop;
+    int any = 0;
+    for (i = 0; i < ns; i++) {
+        perpo__rng r = rng[(t % 2) * ns + i];
+        for (s = 0; s < n; s++) {
+            if (ns > 1 && (image_of ? image_of[s] : s) != i) continue;
+            PERPO__OMP(atomic read)
+            stop = seq[s].stop; /* (its owner may be setting it to t + 1) */
+            if (t >= stop) continue;
+            any = 1;
+            if (s >= lo && s < hi)
+                seq[s].next =
+                    perpo__sample_draw(m->sort_buf + s * m->V, seq[s].keep, seq[s].total, &r);
+            else
+                (void)perpo__rng_uniform(&r); /* another thread's sequence: its number */
+        }
+        if (lo == 0 && hi > 0) rng[((t + 1) % 2) * ns + i] = r;
+    }
+    return any;
+}
+
+/* Token steps after the prefill, one thread's share: the thread runs its own sequences [lo, hi)
+   (perpo__team_range of n) to their end, as rows [lo, lo + live) of the scratch, slot and pos.
+   Greedy decoding draws no random numbers, so nothing ties one sequence's steps to another's:
+   no barrier for every token of the call. Sampled decoding replays each step's draws on every
+   thread (perpo__gen_draws; rng, ns: the streams) with one barrier a step, after which every
+   thread sees the sequences that stopped. Any split gives the same rows the same kernels, so
+   the same values. */
+static void perpo__decode_team(perpo_model *m, perpo__gen_seq *seq, size_t n, size_t *slot,
+                               size_t *pos, const size_t *root, const size_t *shared,
+                               const perpo_sample_config *sc, const size_t *image_of,
+                               perpo__rng *rng, size_t ns, char *out, size_t out_cap) {
+    size_t lo, hi, s, k, live, t, V = m->V;
+    int sampled = sc->temperature > 0.0f, any;
     perpo__dec_bufs bf;
     perpo__token_bufs(m, &bf);
     perpo__team_range(n, &lo, &hi);
-    for (;;) {
+    for (s = lo; s < hi; s++) /* first tokens: from the prefills' logits */
+        if (!seq[s].done) perpo__gen_ready(m, seq, s, m->g_logits + s * V, sc);
+    for (t = 0;; t++) {
+        any = sampled && perpo__gen_draws(m, seq, n, image_of, rng, ns, t, lo, hi);
         live = 0;
-        for (s = lo; s < hi; s++)
-            if (!seq[s].done &&
-                perpo__gen_append(m, seq, s, perpo__greedy_token(m, m->g_logits + s * m->V), out,
-                                  out_cap, lo + live, slot, pos))
+        for (s = lo; s < hi; s++) {
+            if (seq[s].done) continue;
+            if (perpo__gen_append(m, seq, s, seq[s].next, out, out_cap, lo + live, slot, pos))
                 live++;
-        if (!live) break;
-        perpo__decode_span(m, &bf, lo, lo + live, 1, slot, pos, root, shared, m->g_x, m->g_logits,
-                           0);
-        perpo__gen_logits_home(m, lo, lo + live, slot);
+            else if (sampled) {
+                PERPO__OMP(atomic write)
+                seq[s].stop = t + 1;
+            }
+        }
+        if (sampled ? !any : !live) break;
+        if (live) {
+            perpo__decode_span(m, &bf, lo, lo + live, 1, slot, pos, root, shared, m->g_x,
+                               m->g_logits, 0);
+            for (k = lo; k < lo + live; k++)
+                perpo__gen_ready(m, seq, slot[k], m->g_logits + k * V, sc);
+        }
+        if (sampled) { /* the stops of step t, before anyone draws for step t + 1 */
+            PERPO__OMP(barrier)
+        }
     }
 }
 
 /* Cached path: encode images once, prefill each distinct (image, prompt) (consecutive ones of
-   the same length together), then decode: greedy, each thread its own sequences to their end;
-   sampled, all live sequences together, one token per step (the draws follow sequence order). */
+   the same length together), then decode, each thread its own sequences to their end in one
+   parallel region (perpo__decode_team; sampled draws follow sequence order in each stream).
+   streams: NULL, or 2 x n_img states, the first n_img seeded (perpo__gen_draws). */
 static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
                                    const perpo_sample_config *sc, perpo__gen_seq *seq, size_t *slot,
                                    size_t *pos, size_t *root, size_t *shared, perpo__rng *streams,
                                    char *out, size_t out_cap) {
-    size_t n = req->n_seq, D = m->D, NP = m->NP, V = m->V, s, r, i, n_live, n_pend = 0, pend_Lp = 0;
+    size_t n = req->n_seq, D = m->D, NP = m->NP, V = m->V, s, r, i, n_pend = 0, pend_Lp = 0;
     float *x;
-    perpo__rng rng;
+    perpo__rng rng[2];   /* without streams: the call's one stream, at even and odd token steps */
     m->have_forward = 0; /* the vision encoder reuses the training activations */
     {                    /* one region: pack the decoding weights if stale, and encode the images */
         int stale = perpo__wpack_stale(m);
@@ -3667,28 +3811,13 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
         n_pend++;
     }
     if (n_pend > 0) n_pend = perpo__prefill(m, n_pend, pend_Lp, slot, pos);
-    if (sc->temperature <= 0.0f) { /* greedy: every token step in one region */
+    { /* every token step in one region */
         size_t work = n * (size_t)m->cfg.n_dec_layers * D * (4 * D + 2 * m->M);
         (void)work;
+        if (!streams) perpo__rng_seed(&rng[0], sc->seed);
         PERPO__OMP(parallel if (n > 1 && work >= 64 * PERPO__PAR_MIN))
-        perpo__greedy_team(m, seq, n, slot, pos, root, shared, out, out_cap);
-        return;
-    }
-    perpo__rng_seed(&rng, sc->seed);
-    for (;;) {
-        /* sample for every live sequence (in order, so the RNG stream matches the no-cache path) */
-        n_live = 0;
-        for (s = 0; s < n; s++) {
-            int next;
-            if (seq[s].done) continue;
-            next = perpo__sample_token(m, m->g_logits + s * V, sc,
-                                       streams ? &streams[req->image_of ? req->image_of[s] : s]
-                                               : &rng);
-            if (perpo__gen_append(m, seq, s, next, out, out_cap, n_live, slot, pos)) n_live++;
-        }
-        if (!n_live) break;
-        perpo__decode_cached(m, n_live, 1, slot, pos, root, shared, m->g_x, m->g_logits);
-        perpo__gen_logits_home(m, 0, n_live, slot);
+        perpo__decode_team(m, seq, n, slot, pos, root, shared, sc, req->image_of,
+                           streams ? streams : rng, streams ? req->n_img : 1, out, out_cap);
     }
 }
 
@@ -3708,9 +3837,10 @@ static perpo_status perpo__generate(perpo_model *m, const perpo_gen_request *req
     if ((st = perpo__params_finite(m)) != PERPO_OK) return st;
     n = req->n_seq;
     /* n <= max_batch and n_img <= max_batch (checked), so these sizes cannot overflow */
-    seq = (perpo__gen_seq *)perpo__calloc(m->cfg.alloc_ctx, 1,
-                                          n * (sizeof *seq + 4 * sizeof(size_t)) +
-                                              (img_seeds ? req->n_img * sizeof(perpo__rng) : 0));
+    seq =
+        (perpo__gen_seq *)perpo__calloc(m->cfg.alloc_ctx, 1,
+                                        n * (sizeof *seq + 4 * sizeof(size_t)) +
+                                            (img_seeds ? 2 * req->n_img * sizeof(perpo__rng) : 0));
     if (!seq) return PERPO_ERR_NOMEM;
     slot = (size_t *)(seq + n);
     pos = slot + n;
@@ -3727,6 +3857,7 @@ static perpo_status perpo__generate(perpo_model *m, const perpo_gen_request *req
         room = m->T - seq[s].prompt_len - 3; /* BOS prompt SEP response EOS fits in max_text */
         seq[s].cap = (size_t)sc->max_new_tokens < room ? (size_t)sc->max_new_tokens : room;
         seq[s].done = seq[s].cap == 0;
+        seq[s].stop = seq[s].done ? 0 : (size_t)-1;
     }
     if (sc->no_cache)
         st = perpo__generate_nocache(m, req, sc, seq, streams, out, out_cap);
