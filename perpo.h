@@ -1545,17 +1545,17 @@ static void perpo__gemm_cols(int ta, int tb, size_t M, size_t N, size_t K, const
     size_t sbj = tb ? ldb : 1, sbk = tb ? 1 : ldb; /* B(k,j) = B[k*sbk + j*sbj] */
     size_t np = (N + PERPO__NR - 1) / PERPO__NR, mp = (M + PERPO__MR - 1) / PERPO__MR, k0, ip, jp,
            r;
-#ifdef PERPO_USE_BF16
+#ifdef PERPO_USE_BF16 /* (B is always packed: packing rounds it to bfloat16) */
     uint32_t a[PERPO__KP * PERPO__MR];
 #else
     float a[PERPO__KC * PERPO__MR];
-#endif
-    float tile[PERPO__MR * PERPO__NR];
     /* B read in place (its full panels): with B's columns adjacent (tb 0) a panel is NR
        adjacent floats per k already, and the tile can read them at B's row stride. Packing
        pays when many row panels reuse the packed copy; for M up to 512 (weight gradients,
        doutT . x) reading in place is faster (measured: fc's 512x128x3584 85 -> 109 GFLOP/s) */
     int inplace = !bpk && sbj == 1 && M <= 512;
+#endif
+    float tile[PERPO__MR * PERPO__NR];
     for (k0 = 0; k0 < K; k0 += PERPO__KC) {
         size_t kc = K - k0 < PERPO__KC ? K - k0 : PERPO__KC;
         int load = accumulate || k0 > 0, last = k0 + kc == K;
@@ -3184,7 +3184,9 @@ PERPODEF perpo_sample_config perpo_sample_default(void) {
     return s;
 }
 
-#ifdef PERPO__VEC
+/* (Not in bfloat16 builds: their products run on pairs, and the token steps take the MR tile.) */
+#if defined(PERPO__VEC) && !defined(PERPO_USE_BF16)
+#define PERPO__DEC_SHORT
 /* C (M,N) = A (M,K) . W^T [+ epilogue] for M <= 4 rows, W prepacked (perpo__gemm_prepack): the
    products of a thread's token step, whose M (its live sequences) is often under MR, where the
    MR-row tile would also do the work of the zero rows it pads with. A 4-row tile (rows past M
@@ -3240,7 +3242,7 @@ static void perpo__dec_gemm(int par, size_t M, size_t N, size_t K, const float *
         perpo__gemm_team(0, 1, M, N, K, A, K, W, K, 0, C, N, ws, packed, e);
         return;
     }
-#ifdef PERPO__VEC
+#ifdef PERPO__DEC_SHORT
     if (M > 0 && M <= 4 && packed) { /* (MR is 6 or 8) */
         perpo__dec_gemm_short(M, N, K, A, packed, C, e);
         return;
