@@ -105,11 +105,19 @@ test-blas: | $(BUILD)
 	  grep -Eq '^CBLAS build: [1-9][0-9]* passed, 0 failed$$' $(BUILD)/cblas.out; \
 	else echo "CBLAS build: skipped (install libopenblas-dev to test PERPO_USE_CBLAS)"; fi
 
-# The portable C matrix product (no -march, so no intrinsics) against the same references.
+# The portable C matrix product (no -march, so no intrinsics) against the same references, and
+# the AVX2 build.
 test-portable: | $(BUILD)
 	@$(CC) $(WARN) -O2 -o $(BUILD)/run_tests_portable tests/main.c $(LIBS)
 	@./$(BUILD)/run_tests_portable gemm PyTorch finite cache 2>&1 | tail -1 | sed 's/^/portable build: /' | tee $(BUILD)/portable.out
 	@grep -Eq '^portable build: [1-9][0-9]* passed, 0 failed$$' $(BUILD)/portable.out
+	@# the AVX2 tile (6x16), compiled without -ffp-contract: its FMAs are explicit, so the row
+	@# kernels of decoding must fuse the same way (the KV cache = recomputation tests)
+	@if grep -qw avx2 /proc/cpuinfo 2>/dev/null && grep -qw fma /proc/cpuinfo; then \
+	  $(CC) $(WARN) -O2 -mavx2 -mfma -o $(BUILD)/run_tests_avx2 tests/main.c $(LIBS) && \
+	  ./$(BUILD)/run_tests_avx2 gemm PyTorch finite cache 2>&1 | tail -1 | sed 's/^/AVX2 build: /' | tee $(BUILD)/avx2.out && \
+	  grep -Eq '^AVX2 build: [1-9][0-9]* passed, 0 failed$$' $(BUILD)/avx2.out; \
+	else echo "AVX2 build: skipped (this CPU has no AVX2 and FMA)"; fi
 
 # The bfloat16 products (PERPO_USE_BF16), where this CPU has AVX512_BF16: the products against
 # their definition bit for bit, the KV cache against recomputation, same seed -> same bits,

@@ -1015,8 +1015,9 @@ static PERPO__MAYBE_UNUSED int perpo__sync_default(const char *path, int is_dir)
 /* ---- Matrix product --------------------------------------------------------------------- *
  * C (M,N) = [C +] op(A) (M,K) . op(B) (K,N). ta: A is stored (K,M); tb: B is stored (N,K).
  * The built-in path copies ("packs") a K-block of B into NR-wide panels, so that an MR x NR
- * register tile reads them contiguously; A's rows are read in place (a partial last panel is
- * copied and padded with zero rows). Each C(i,j) is a single
+ * register tile reads them contiguously (a weight gradient's B, whose panels are contiguous
+ * rows already, is read in place: perpo__gemm_cols); A's rows are read in place (a partial last
+ * panel is copied and padded with zero rows). Each C(i,j) is a single
  * multiply-add chain over k = 0..K-1 in order, started from C (accumulate) or 0; the tile
  * stores C between K-blocks and reloads it, which rounds nothing. So an element's value depends
  * only on K: not on M or N, where its row and column fall in a tile, or the thread count (the
@@ -1179,7 +1180,9 @@ static __mmask16 perpo__mask16(size_t left) { /* lanes [0, min(left, 16)) */
  * high half. Both inputs are rounded to bfloat16 as they are packed (round to nearest even;
  * the conversion reads subnormal inputs as zero); an odd K-block's last pair has a zero high
  * half. The tile's vdpbf16ps adds the pair's two products, each exact in float32, to the
- * float32 accumulator as two roundings: k + 1 first, then k. So an element of C is still one
+ * float32 accumulator as two roundings: k + 1 first, then k (the instruction also reads a
+ * subnormal accumulator as zero and flushes subnormal sums to zero: values under 1.2e-38,
+ * where it differs from float32 arithmetic). So an element of C is still one
  * chain over k in an order that depends only on K, and what the top of this section promises
  * (no dependence on M, N, the tile position or the thread count) holds for these products too. */
 #define PERPO__KP (PERPO__KC / 2) /* pairs in a K-block */
@@ -1382,7 +1385,11 @@ static void perpo__dgelu_mul_n(float *d, const float *x, size_t n) {
 }
 /* Unrolls the loop after it (a group's rows, whose in-order sums then run side by side in
    registers: softmax and LayerNorm below). */
+#if (defined(__GNUC__) && __GNUC__ >= 8) || defined(__clang__)
 #define PERPO__UNROLL _Pragma("GCC unroll 8")
+#else
+#define PERPO__UNROLL
+#endif
 /* p[0..n) = e^(scale p[i] - max), in place: a softmax's numerators (n >= 1) */
 static void perpo__softmax_exp(float *p, size_t n, float scale) {
     size_t i;
@@ -1449,10 +1456,6 @@ static void perpo__softmax_rows(float *p, size_t ld, size_t rows, size_t n0, siz
             perpo__softmax_div(row[k], len[k], sum[k]);
         }
     }
-}
-/* p[0..n) = softmax(scale * p[0..n)), in place (n >= 1) */
-static void perpo__softmax_scaled(float *p, size_t n, float scale) {
-    perpo__softmax_rows(p, n, 1, n, 0, scale);
 }
 /* sum of a[i] b[i], in order */
 static float perpo__dot(const float *a, const float *b, size_t n) {
@@ -1621,7 +1624,8 @@ static void perpo__gemm_cols(int ta, int tb, size_t M, size_t N, size_t K, const
 #endif
 
 /* One thread's share of a product, inside a parallel region (the whole product outside one).
-   Threads split the column panels of C: each packs its own B panels and runs its tiles, so a
+   Threads split the column panels of C: each packs (or reads in place) its own B panels and
+   runs its tiles, so a
    product takes no barrier, and several independent products (the two of a linear backward)
    can follow each other in one region. With more threads than column panels the extra threads
    idle. How the work is split never changes a value (see the top of this section). A thread's
@@ -3264,8 +3268,8 @@ static void perpo__dec_gemm(int par, size_t M, size_t N, size_t K, const float *
         o##j = out + pb * so + i;                                                                  \
         c##j = c + pb * sc;                                                                        \
         m##j = M + pb * sm + i;                                                                    \
-        k##j = perpo__mask16(w - i);                                                               \
-        a##j = from_zero ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(k##j, o##j);                \
+        msk##j = perpo__mask16(w - i);                                                             \
+        a##j = from_zero ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(msk##j, o##j);              \
         if (u + j + 1 < units && ++pv == nv) {                                                     \
             pv = 0;                                                                                \
             pb++;                                                                                  \
@@ -3273,9 +3277,9 @@ static void perpo__dec_gemm(int par, size_t M, size_t N, size_t K, const float *
     }
 #define PERPO__COMBINE_SLOTS(X) X(0) X(1) X(2) X(3)
 #define PERPO__COMBINE_STORE(j)                                                                    \
-    if (u + j < units) _mm512_mask_storeu_ps(o##j, k##j, a##j);
+    if (u + j < units) _mm512_mask_storeu_ps(o##j, msk##j, a##j);
 #define PERPO__COMBINE_FMA(j)                                                                      \
-    a##j = _mm512_fmadd_ps(_mm512_set1_ps(c##j[k]), _mm512_maskz_loadu_ps(k##j, m##j + k * ld),    \
+    a##j = _mm512_fmadd_ps(_mm512_set1_ps(c##j[k]), _mm512_maskz_loadu_ps(msk##j, m##j + k * ld),  \
                            a##j);
 #endif
 static void perpo__combine_rows(float *PERPO__RESTRICT out, size_t so,
@@ -3288,7 +3292,7 @@ static void perpo__combine_rows(float *PERPO__RESTRICT out, size_t so,
     for (u = 0; u < units; u += 4) { /* (past the last unit, a slot repeats it, unstored) */
         float *o0, *o1, *o2, *o3;
         const float *c0, *c1, *c2, *c3, *m0, *m1, *m2, *m3;
-        __mmask16 k0, k1, k2, k3;
+        __mmask16 msk0, msk1, msk2, msk3; /* each slot's lanes */
         __m512 a0, a1, a2, a3;
         PERPO__COMBINE_SLOTS(PERPO__COMBINE_UNIT)
         for (k = 0; k < n; k++) { PERPO__COMBINE_SLOTS(PERPO__COMBINE_FMA) }
@@ -3302,7 +3306,11 @@ static void perpo__combine_rows(float *PERPO__RESTRICT out, size_t so,
         if (from_zero)
             for (i = 0; i < w; i++) ob[i] = 0.0f;
         for (k = 0; k < n; k++)
+#ifdef PERPO__VEC /* AVX2: fused, as the tile's explicit FMAs (whatever the contraction flags) */
+            for (i = 0; i < w; i++) ob[i] = fmaf(cb[k], mb[k * ld + i], ob[i]);
+#else
             for (i = 0; i < w; i++) ob[i] += cb[k] * mb[k * ld + i];
+#endif
     }
 #endif
 }
@@ -3314,13 +3322,13 @@ static void perpo__combine_rows(float *PERPO__RESTRICT out, size_t so,
    sequence's last row, into logits (n, V). par: one thread's share, called by the whole team of
    the prefill's parallel region (rows, product columns and rows again, with a barrier where a
    kernel reads another thread's output); else everything runs on the calling thread (one
-   thread's sequences of a token step). The cache keeps keys transposed per head, (head, hd, L),
+   thread's sequences of a token step, or of a prefill split by sequence). The cache keeps keys transposed per head, (head, hd, L),
    so a row's scores are axpys over contiguous keys, and values as (head, L, hd). Sequence s (a
    slot) reads its first shared[s] positions from slot root[s] (a prefill it shares; root, shared
    may be NULL). */
 typedef struct perpo__dec_bufs { /* per-row scratch of decoding, indexed by row */
     float *ln, *mean, *rstd, *qkv, *atty, *tmp, *fch,
-        *scores; /* (R,D) (R) (R) (R,3D) (R,D) (R,D) (R,M) (R,L) */
+        *scores; /* (R,D) (R) (R) (R,3D) (R,D) (R,D) (R,M) (R,H,L) */
 } perpo__dec_bufs;
 /* [lo, hi) of n items: this thread's share when par, else all of them. */
 static void perpo__span_range(int par, size_t n, size_t *lo, size_t *hi) {
@@ -3375,7 +3383,7 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
         }
         perpo__span_range(par, Rt, &lo, &hi);
         for (i = lo; i < hi; i++) {
-            size_t g = r0 + first + i * step, sq = g / Lr, n_keys = pos[sq] + g % Lr + 1, h;
+            size_t g = r0 + first + i * step, sq = g / Lr, n_keys = pos[sq] + g % Lr + 1;
             size_t own = slot[sq], src = root ? root[own] : own, sh = shared ? shared[own] : 0;
             const float *Kt = K + own * L * D, *Vs = Vc + own * L * D;
             const float *Kr = K + src * L * D, *Vr = Vc + src * L * D; /* shared prefix: [0, sh) */
@@ -3385,7 +3393,7 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
             if (sh > n_keys) sh = n_keys;
             perpo__combine_rows(sc, L, q, hd, Kr, hd * L, L, hd, sh, H, 1);
             perpo__combine_rows(sc + sh, L, q, hd, Kt + sh, hd * L, L, hd, n_keys - sh, H, 1);
-            for (h = 0; h < H; h++) perpo__softmax_scaled(sc + h * L, n_keys, scale);
+            perpo__softmax_rows(sc, L, H, n_keys, 0, scale); /* each head's n_keys scores */
             perpo__combine_rows(o, hd, sc, L, Vr, L * hd, hd, sh, hd, H, 1);
             perpo__combine_rows(o, hd, sc + sh, L, Vs + sh * hd, L * hd, hd, n_keys - sh, hd, H, 0);
         }
@@ -4539,19 +4547,21 @@ static double perpo__adamw_norm(const perpo__adamw *st) {
     return sqrt(sumsq);
 }
 /* The factors of one AdamW step, the same for every element (decay: per tensor). */
-typedef struct perpo__adamw_k {
+/* The factors of one AdamW step, the same for every element (gradient scale, betas, step size,
+   bias correction, epsilon). */
+typedef struct perpo__adamw_factors {
     float mult, beta1, beta2, step_size, bc2_sqrt, eps;
-} perpo__adamw_k;
+} perpo__adamw_factors;
 /* Elements [a, b): the new moments and parameter, written if write; returns whether all are
    finite. AVX-512 builds run 16 lanes with the scalar formula's operations in its order (sqrt
    and divide are exact in both); the scalar loop's sqrtf keeps compilers from vectorizing it. */
-static int perpo__adamw_range(perpo_model *m, const perpo__adamw_k *k, float decay, size_t a,
+static int perpo__adamw_range(perpo_model *m, const perpo__adamw_factors *f, float decay, size_t a,
                               size_t b, int write) {
     float *PERPO__RESTRICT pm = m->adam_m, *PERPO__RESTRICT pv = m->adam_v,
                            *PERPO__RESTRICT pp = m->params;
     const float *PERPO__RESTRICT pg = m->grads;
-    float mult = k->mult, b1 = k->beta1, b2 = k->beta2, step_size = k->step_size,
-          bc2_sqrt = k->bc2_sqrt, eps = k->eps;
+    float mult = f->mult, b1 = f->beta1, b2 = f->beta2, step_size = f->step_size,
+          bc2_sqrt = f->bc2_sqrt, eps = f->eps;
     size_t i = a;
     int finite = 1;
 #ifdef __AVX512F__
@@ -4609,7 +4619,7 @@ static void perpo__adamw_team(perpo_model *m, const perpo_optim_config *oc, perp
     double norm, bc1, bc2;
     float mult, lr;
     int t, pass;
-    perpo__adamw_k k1;
+    perpo__adamw_factors fac;
     perpo__team_range(64, &lo, &hi);
     for (c = lo; c < hi; c++) {
         size_t j, a = m->n_params * c / 64, b = m->n_params * (c + 1) / 64;
@@ -4630,12 +4640,12 @@ static void perpo__adamw_team(perpo_model *m, const perpo_optim_config *oc, perp
     lr = perpo_lr_at(oc, m->opt_step);
     bc1 = 1.0 - pow((double)oc->beta1, (double)t);
     bc2 = 1.0 - pow((double)oc->beta2, (double)t);
-    k1.mult = mult;
-    k1.beta1 = oc->beta1;
-    k1.beta2 = oc->beta2;
-    k1.step_size = (float)(lr / bc1);
-    k1.bc2_sqrt = (float)sqrt(bc2);
-    k1.eps = oc->eps;
+    fac.mult = mult;
+    fac.beta1 = oc->beta1;
+    fac.beta2 = oc->beta2;
+    fac.step_size = (float)(lr / bc1);
+    fac.bc2_sqrt = (float)sqrt(bc2);
+    fac.eps = oc->eps;
     for (pass = 0; pass < 2; pass++) {
         int finite = 1;
         for (k = 0; k < m->n_tensors; k++) {
@@ -4643,7 +4653,7 @@ static void perpo__adamw_team(perpo_model *m, const perpo_optim_config *oc, perp
             size_t n = tn->rows * (tn->cols ? tn->cols : 1), o = tn->offset;
             float decay = tn->cols ? 1.0f - lr * oc->weight_decay : 1.0f; /* matrices only */
             perpo__team_range(n, &lo, &hi);
-            finite &= perpo__adamw_range(m, &k1, decay, o + lo, o + hi, pass);
+            finite &= perpo__adamw_range(m, &fac, decay, o + lo, o + hi, pass);
         }
         if (!finite) {
             PERPO__OMP(atomic write)

@@ -320,6 +320,34 @@ static double kx_att_loss(void *p) {
     perpo__attention_forward(k->out, k->att, k->qkv, k->B, k->T, k->D, k->H, k->causal);
     return kx_dot(k->out, k->w, k->B * k->T * k->D);
 }
+/* Cached attention (perpo__combine_rows, one row at a time) against the training attention's
+ * products (perpo__gemm_head), bit for bit: the scores Q K^T and the weighted values P V. The KV
+ * cache equals recomputation only if both round every multiply-add the same way, in every build
+ * (the AVX2 tile uses explicit FMAs, so must the row path). */
+static void test_cached_attention_products(perpo_test *t) {
+    enum { T = 37, HD = 24 };
+    static float Q[T * HD], K[T * HD], KT[HD * T], V[T * HD], P[T * T];
+    static float S1[T * T], S2[T * T], O1[T * HD], O2[T * HD];
+    kx_rng r = { 5 };
+    size_t i, j, bad = 0;
+    kx_fill(&r, Q, T * HD, 1.0f);
+    kx_fill(&r, K, T * HD, 1.0f);
+    kx_fill(&r, V, T * HD, 1.0f);
+    kx_fill(&r, P, T * T, 1.0f);
+    for (i = 0; i < T; i++)
+        for (j = 0; j < HD; j++) KT[j * T + i] = K[i * HD + j];
+    perpo__gemm_head(T, T, HD, Q, HD, 1, K, 1, HD, 0, S1, T, 0);
+    perpo__gemm_head(T, HD, T, P, T, 1, V, HD, 1, 0, O1, HD, 0);
+    for (i = 0; i < T; i++) {
+        perpo__combine_rows(S2 + i * T, 0, Q + i * HD, 0, KT, 0, T, HD, T, 1, 1);
+        perpo__combine_rows(O2 + i * HD, 0, P + i * T, 0, V, 0, HD, T, HD, 1, 1);
+    }
+    for (i = 0; i < T * T; i++) bad += memcmp(&S1[i], &S2[i], sizeof(float)) != 0;
+    for (i = 0; i < T * HD; i++) bad += memcmp(&O1[i], &O2[i], sizeof(float)) != 0;
+    CHECK_MSG(bad == 0, "%zu of %d cached-attention values differ from the training attention's",
+              bad, T * T + T * HD);
+}
+
 static void test_attention_grad(perpo_test *t) {
     int causal;
     for (causal = 0; causal < 2; causal++) {
@@ -423,6 +451,8 @@ const perpo_test_case perpo_tests_kernels[] = {
     { "layernorm backward = finite differences", test_layernorm_grad },
     { "gelu values and backward", test_gelu },
     { "attention backward (bidirectional, causal) = finite differences", test_attention_grad },
+    { "cached attention's products = the training attention's, bit for bit (KV cache)",
+      test_cached_attention_products },
     { "logsumexp is stable", test_logsumexp },
     { "patchify layout", test_patchify },
     { "patchify: non-square patches with x/y position channels", test_patchify_rect_pos },
