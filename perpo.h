@@ -2333,24 +2333,6 @@ static PERPO__MAYBE_UNUSED size_t perpo__wpack_src(const perpo_model *m, size_t 
     default: return b->fc2_w;
     }
 }
-/* Floats of the packed matrices before matrix j (all of them: j = perpo__wpack_count). */
-static size_t perpo__wpack_offset(const perpo_model *m, size_t j) {
-#ifdef PERPO_USE_CBLAS
-    (void)m;
-    (void)j;
-    return 0;
-#else
-    size_t i, n = 0, N, K;
-    for (i = 0; i < j; i++) {
-        perpo__wpack_shape(m, i, &N, &K);
-        n += perpo__gemm_packed_floats(N, K);
-    }
-    return n;
-#endif
-}
-static size_t perpo__wpack_floats(const perpo_model *m) {
-    return perpo__wpack_offset(m, perpo__wpack_count(m));
-}
 /* The same matrices packed for backward's input gradients, dinp = dout . W: W as stored, (K,N) in
    the list's terms; only the blocks' (the head and the projector pack theirs as they go, and the
    patch embedding's input is data). */
@@ -2358,19 +2340,28 @@ static size_t perpo__wpack_floats(const perpo_model *m) {
 static PERPO__MAYBE_UNUSED int perpo__bpack_used(const perpo_model *m, size_t j) {
     return j != 4 * (size_t)m->cfg.n_dec_layers && j < PERPO__PATCH_J(m);
 }
-static size_t perpo__bpack_offset(const perpo_model *m, size_t j) {
+/* Floats of the packed matrices before matrix j (all of them: j = perpo__wpack_count), for the
+   forward and decoding (for_backward 0) or for backward's input gradients (1). */
+static size_t perpo__pack_offset(const perpo_model *m, size_t j, int for_backward) {
 #ifdef PERPO_USE_CBLAS
     (void)m;
     (void)j;
+    (void)for_backward;
     return 0;
 #else
     size_t i, n = 0, N, K;
     for (i = 0; i < j; i++) {
         perpo__wpack_shape(m, i, &N, &K);
-        if (perpo__bpack_used(m, i)) n += perpo__gemm_packed_floats(K, N);
+        if (!for_backward)
+            n += perpo__gemm_packed_floats(N, K);
+        else if (perpo__bpack_used(m, i))
+            n += perpo__gemm_packed_floats(K, N);
     }
     return n;
 #endif
+}
+static size_t perpo__wpack_floats(const perpo_model *m) {
+    return perpo__pack_offset(m, perpo__wpack_count(m), 0);
 }
 /* Arena carving: run once with base == NULL to size, once more to hand out pointers. */
 typedef struct perpo__carver {
@@ -2441,7 +2432,7 @@ static void perpo__layout_arena(perpo_model *m, perpo__carver *c) {
     m->gemm_ws = perpo__carve(c, m->ws_area, 3);
     m->d_mid = perpo__carve(c, Nd, D);
     m->d_tmp2 = perpo__carve(c, Nd, D);
-    m->bpack = perpo__carve(c, perpo__bpack_offset(m, perpo__wpack_count(m)), 1);
+    m->bpack = perpo__carve(c, perpo__pack_offset(m, perpo__wpack_count(m), 1), 1);
     m->kcache = perpo__carve(c, LD * B, m->L * D);
     m->vcache = perpo__carve(c, LD * B, m->L * D);
     m->wpack = perpo__carve(c, perpo__wpack_floats(m), 1);
@@ -2700,14 +2691,14 @@ PERPODEF const float *perpo_last_logits(const perpo_model *m) {
     return m && m->have_forward ? m->logits : NULL;
 }
 
-/* Backward's packed matrix j (perpo__bpack_offset), or NULL in CBLAS builds. */
+/* Backward's packed matrix j (perpo__pack_offset), or NULL in CBLAS builds. */
 static const float *perpo__bpack_get(const perpo_model *m, size_t j) {
 #ifdef PERPO_USE_CBLAS
     (void)m;
     (void)j;
     return NULL;
 #else
-    return m->bpack + perpo__bpack_offset(m, j);
+    return m->bpack + perpo__pack_offset(m, j, 1);
 #endif
 }
 /* Packed matrix j, or NULL when nothing is packed. */
@@ -2717,7 +2708,7 @@ static const float *perpo__wpack_get(const perpo_model *m, size_t j) {
     (void)j;
     return NULL;
 #else
-    return m->wpack && m->wpack_ok ? m->wpack + perpo__wpack_offset(m, j) : NULL;
+    return m->wpack && m->wpack_ok ? m->wpack + perpo__pack_offset(m, j, 0) : NULL;
 #endif
 }
 /* The packed weight w of decoder layer l (w: 0 qkv, 1 attention out, 2 fc, 3 fc2; l = LD: the
