@@ -345,17 +345,23 @@ PERPODEF const char *perpo_objective_name(perpo_objective kind);
  *   beta in (0, PERPO_MAX_BETA] scales log-ratios;
  *   gamma in [0, PERPO_MAX_GAMMA] is PerPO's reward-gap exponent (others ignore it);
  *   label_smoothing in [0, PERPO_MAX_LABEL_SMOOTHING] is cDPO's eps (PERPO, DPO, LIPO; LISTMLE
- *   ignores it). */
+ *   ignores it);
+ *   positive in [0, PERPO_MAX_POSITIVE] is DPO-Positive's lambda (Pal et al. 2024, arXiv
+ *   2402.13228): the margin of every pair (i preferred over j) becomes
+ *   beta (s_i - s_j - positive * max(0, -s_i)), so a preferred response pushed below the
+ *   reference costs loss of its own and cannot simply ride the pair down ("likelihood
+ *   displacement"). 0 = off, the paper's objective (PERPO, DPO, LIPO; LISTMLE ignores it). */
 #define PERPO_MAX_BETA            1000.0f
 #define PERPO_MAX_GAMMA           100.0f
 #define PERPO_MAX_LABEL_SMOOTHING 0.5f
 #define PERPO_MAX_NLL_WEIGHT      1000.0f
+#define PERPO_MAX_POSITIVE        1000.0f
 typedef struct {
     perpo_objective kind;
-    float beta, gamma, label_smoothing;
+    float beta, gamma, label_smoothing, positive;
 } perpo_objective_config;
 
-/* beta 0.1, gamma 0.5, label_smoothing 0 (the released PerPO defaults). */
+/* beta 0.1, gamma 0.5, label_smoothing 0, positive 0 (the released PerPO defaults). */
 PERPODEF perpo_objective_config perpo_objective_default(perpo_objective kind);
 /* Loss of one list and, if dloss_dlogp != NULL, its gradient w.r.t. each sequence log-prob.
  * logp/ref_logp: summed response log-probs under the policy and the frozen reference; reward:
@@ -4243,6 +4249,7 @@ PERPODEF perpo_objective_config perpo_objective_default(perpo_objective kind) {
     c.beta = 0.1f;
     c.gamma = 0.5f;
     c.label_smoothing = 0.0f;
+    c.positive = 0.0f;
     return c;
 }
 
@@ -4251,7 +4258,8 @@ static perpo_status perpo__objective_check(const perpo_objective_config *c) {
     if (!c || (int)c->kind < 0 || (int)c->kind >= PERPO_OBJ_COUNT ||
         !(c->beta > 0.0f && c->beta <= PERPO_MAX_BETA) ||
         !(c->gamma >= 0.0f && c->gamma <= PERPO_MAX_GAMMA) ||
-        !(c->label_smoothing >= 0.0f && c->label_smoothing <= PERPO_MAX_LABEL_SMOOTHING))
+        !(c->label_smoothing >= 0.0f && c->label_smoothing <= PERPO_MAX_LABEL_SMOOTHING) ||
+        !(c->positive >= 0.0f && c->positive <= PERPO_MAX_POSITIVE))
         return PERPO_ERR_ARG;
     return PERPO_OK;
 }
@@ -4273,6 +4281,18 @@ static double perpo__pair_loss(double x, double eps, double *dl_dx) {
     return (1.0 - eps) * perpo__softplus(-x) + eps * perpo__softplus(x);
 }
 
+/* The margin x of a pair, response i preferred over response j: beta (s_i - s_j), less
+ * beta * lambda * max(0, -s_i) with DPO-Positive's lambda > 0 (perpo_objective_config.positive).
+ * *dx_dsi gets dx/ds_i; dx/ds_j is always -beta. */
+static double perpo__pair_margin(double si, double sj, double beta, double lambda, double *dx_dsi) {
+    if (lambda > 0.0 && si < 0.0) { /* max(0, -s_i) = -s_i */
+        *dx_dsi = beta * (1.0 + lambda);
+        return beta * (si - sj + lambda * si);
+    }
+    *dx_dsi = beta;
+    return beta * (si - sj);
+}
+
 /* Indices sorted by key, descending; equal keys keep the lower index first (stable insertion
  * sort, fine for n <= PERPO_MAX_LIST). */
 static void perpo__argsort_desc(const double *key, int n, int *idx) {
@@ -4288,7 +4308,7 @@ static void perpo__argsort_desc(const double *key, int n, int *idx) {
  * gap first: the weights are unchanged (the factor cancels) and pow() can neither overflow nor
  * make every weight underflow, since the largest gap has weight 1 before normalizing. */
 static double perpo__loss_perpo(int n, const double *s, const double *R, double beta, double gamma,
-                                double eps, double *g) {
+                                double eps, double lambda, double *g) {
     double rmax = R[0], rmin = R[0], span, wsum = 0.0, L = 0.0, d;
     int i, j;
     for (i = 1; i < n; i++) {
@@ -4302,9 +4322,10 @@ static double perpo__loss_perpo(int n, const double *s, const double *R, double 
     for (i = 0; i < n; i++)
         for (j = 0; j < n; j++)
             if (R[i] > R[j]) {
-                double w = pow((R[i] - R[j]) / span, gamma) / wsum;
-                L += w * perpo__pair_loss(beta * (s[i] - s[j]), eps, &d);
-                g[i] += w * beta * d;
+                double w = pow((R[i] - R[j]) / span, gamma) / wsum, dxi;
+                double x = perpo__pair_margin(s[i], s[j], beta, lambda, &dxi);
+                L += w * perpo__pair_loss(x, eps, &d);
+                g[i] += w * dxi * d;
                 g[j] -= w * beta * d;
             }
     return L;
@@ -4312,15 +4333,16 @@ static double perpo__loss_perpo(int n, const double *s, const double *R, double 
 
 /* DPO on the list's extremes: first best-reward response vs first worst-reward response. */
 static double perpo__loss_dpo(int n, const double *s, const double *R, double beta, double eps,
-                              double *g) {
+                              double lambda, double *g) {
     int k, best = 0, worst = 0;
-    double L, d;
+    double L, d, dxi, x;
     for (k = 1; k < n; k++) {
         if (R[k] > R[best]) best = k;
         if (R[k] < R[worst]) worst = k;
     }
-    L = perpo__pair_loss(beta * (s[best] - s[worst]), eps, &d);
-    g[best] += beta * d;
+    x = perpo__pair_margin(s[best], s[worst], beta, lambda, &dxi);
+    L = perpo__pair_loss(x, eps, &d);
+    g[best] += dxi * d;
     g[worst] -= beta * d;
     return L;
 }
@@ -4340,7 +4362,7 @@ static double perpo__lipo_delta(const double *R, const double *rel, const double
     return rel[i] * -expm1(-(R[i] - R[j]) * 0.6931471805599453) * fabs(inv_d[i] - inv_d[j]);
 }
 static double perpo__loss_lipo(int n, const double *s, const double *R, double beta, double eps,
-                               double *g) {
+                               double lambda, double *g) {
     double rel[PERPO_MAX_LIST], inv_d[PERPO_MAX_LIST], rmax = R[0], dsum = 0.0, L = 0.0, d;
     int order[PERPO_MAX_LIST], i, j;
     for (i = 1; i < n; i++)
@@ -4357,9 +4379,10 @@ static double perpo__loss_lipo(int n, const double *s, const double *R, double b
     for (i = 0; i < n; i++)
         for (j = 0; j < n; j++)
             if (R[i] > R[j]) {
-                double wij = perpo__lipo_delta(R, rel, inv_d, i, j) / dsum;
-                L += wij * perpo__pair_loss(beta * (s[i] - s[j]), eps, &d);
-                g[i] += wij * beta * d;
+                double wij = perpo__lipo_delta(R, rel, inv_d, i, j) / dsum, dxi;
+                double x = perpo__pair_margin(s[i], s[j], beta, lambda, &dxi);
+                L += wij * perpo__pair_loss(x, eps, &d);
+                g[i] += wij * dxi * d;
                 g[j] -= wij * beta * d;
             }
     return L;
@@ -4418,13 +4441,14 @@ PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int
                                           const float *logp, const float *ref_logp,
                                           const float *reward, float *loss, float *dloss_dlogp) {
     double s[PERPO_MAX_LIST], R[PERPO_MAX_LIST], g[PERPO_MAX_LIST], L = 0.0;
-    double beta, gamma, eps;
+    double beta, gamma, eps, lambda;
     int k, all_equal = 1;
     perpo_status st;
     if (!cfg || !loss || perpo__objective_check(cfg) != PERPO_OK) return PERPO_ERR_ARG;
     beta = cfg->beta;
     gamma = cfg->gamma;
     eps = cfg->label_smoothing;
+    lambda = cfg->positive;
     if ((st = perpo__list_inputs(n, logp, ref_logp, reward, s, R)) != PERPO_OK) return st;
     for (k = 0; k < n; k++) {
         g[k] = 0.0;
@@ -4432,9 +4456,9 @@ PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int
     }
     if (!all_equal) { /* all equal (incl. n == 1): no preference, loss 0, gradient 0 */
         switch (cfg->kind) {
-        case PERPO_OBJ_PERPO: L = perpo__loss_perpo(n, s, R, beta, gamma, eps, g); break;
-        case PERPO_OBJ_DPO: L = perpo__loss_dpo(n, s, R, beta, eps, g); break;
-        case PERPO_OBJ_LIPO: L = perpo__loss_lipo(n, s, R, beta, eps, g); break;
+        case PERPO_OBJ_PERPO: L = perpo__loss_perpo(n, s, R, beta, gamma, eps, lambda, g); break;
+        case PERPO_OBJ_DPO: L = perpo__loss_dpo(n, s, R, beta, eps, lambda, g); break;
+        case PERPO_OBJ_LIPO: L = perpo__loss_lipo(n, s, R, beta, eps, lambda, g); break;
         case PERPO_OBJ_LISTMLE: L = perpo__loss_listmle(n, s, R, beta, g); break;
         }
     }
@@ -5601,17 +5625,18 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
         uint64_t w[PERPO__HS_WORDS], h = PERPO__FNV_BASIS;
         memset(w, 0, sizeof w);
         if (local == PERPO_OK) {
-            float f[4];
+            float f[5];
             int v[4];
             f[0] = pc->objective.beta;
             f[1] = pc->objective.gamma;
             f[2] = pc->objective.label_smoothing;
             f[3] = pc->nll_weight;
+            f[4] = pc->objective.positive;
             v[0] = (int)pc->objective.kind;
             v[1] = pc->mean_logp;
             v[2] = pc->nll_on_truth;
             v[3] = pc->log_every;
-            h = perpo__hash_words(perpo__hash_words(perpo__hash_optim(h, &pc->optim), f, 4), v, 4);
+            h = perpo__hash_words(perpo__hash_words(perpo__hash_optim(h, &pc->optim), f, 5), v, 4);
             w[0] = R;
             w[1] = L;
             w[2] = (uint64_t)pc->accum_steps;

@@ -37,9 +37,9 @@ MAX_LIST = 256  # PERPO_MAX_LIST
 
 
 class ObjectiveConfig(ctypes.Structure):
-    """perpo_objective_config: kind, beta, gamma, label_smoothing."""
+    """perpo_objective_config: kind, beta, gamma, label_smoothing, positive."""
     _fields_ = [("kind", ctypes.c_int), ("beta", ctypes.c_float), ("gamma", ctypes.c_float),
-                ("label_smoothing", ctypes.c_float)]
+                ("label_smoothing", ctypes.c_float), ("positive", ctypes.c_float)]
 
 
 _lib = None
@@ -101,12 +101,12 @@ class PerpoListwiseLoss(torch.autograd.Function):
 
 
 def listwise_loss(logp, ref_logp, rewards, kind="perpo", beta=0.1, gamma=0.5, label_smoothing=0.0,
-                  lengths=None, reduction="mean", lib=None):
+                  positive=0.0, lengths=None, reduction="mean", lib=None):
     """perpo.h's listwise loss of L lists; differentiable w.r.t. logp.
 
     logp, ref_logp, rewards: (L, N) or (N,) for one list. kind: perpo, dpo, lipo or listmle;
-    beta, gamma (PerPO's reward-gap exponent) and label_smoothing (cDPO) as in
-    perpo_objective_config, with the ranges perpo.h checks (a ValueError says which list broke
+    beta, gamma (PerPO's reward-gap exponent), label_smoothing (cDPO) and positive (DPO-Positive's
+    lambda) as in perpo_objective_config, with the ranges perpo.h checks (a ValueError says which list broke
     one, or held a NaN). lengths: responses per list (the rest of each row is padding)."""
     if kind not in KINDS:
         raise ValueError("kind must be one of %s" % ", ".join(KINDS))
@@ -123,7 +123,7 @@ def listwise_loss(logp, ref_logp, rewards, kind="perpo", beta=0.1, gamma=0.5, la
     lengths = [int(n) for n in lengths]
     if len(lengths) != L or any(n < 1 or n > N or n > MAX_LIST for n in lengths):
         raise ValueError("lengths: one per list, each in [1, min(N, %d)]" % MAX_LIST)
-    cfg = ObjectiveConfig(KINDS[kind], beta, gamma, label_smoothing)
+    cfg = ObjectiveConfig(KINDS[kind], beta, gamma, label_smoothing, positive)
     losses = PerpoListwiseLoss.apply(logp, ref_logp, rewards, lengths, cfg, lib or load())
     if reduction == "none":
         return losses[0] if single else losses

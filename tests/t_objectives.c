@@ -30,6 +30,7 @@ static void test_reference(perpo_test *t) {
         const double *want = perpo_ref_lw_grads + rc->grad;
         perpo_objective_config cfg = config(rc->kind, rc->beta, rc->gamma, rc->label_smoothing);
         float loss = -1.0f, loss2 = -1.0f, g[PERPO_MAX_LIST];
+        cfg.positive = rc->positive;
         perpo_status st =
             perpo_listwise_loss(&cfg, rc->n, in, in + rc->n, in + 2 * rc->n, &loss, g);
         CHECK_MSG(st == PERPO_OK, "case %u (%s, kind %d): status %d", (unsigned)c, rc->name,
@@ -57,28 +58,31 @@ static void test_finite_differences(perpo_test *t) {
     static const float ref[6] = { -14.0f, -18.0f, -9.75f, -12.0f, -28.0f, -13.5f };
     static const float reward[6] = { 0.3f, 0.9f, 0.1f, 0.55f, 0.7f, 0.3f }; /* one tie */
     static const float betas[2] = { 0.1f, 1.0f };
-    int kind, b, k;
+    int kind, b, k, pos;
     for (kind = 0; kind < 4; kind++)
-        for (b = 0; b < 2; b++) {
-            perpo_objective_config cfg = config(all_kinds[kind], betas[b], 0.5f, 0.1f);
-            float g[6], lp[6], lo, hi, h;
-            memcpy(lp, logp, sizeof lp);
-            CHECK_OK(perpo_listwise_loss(&cfg, 6, lp, ref, reward, &lo, g));
-            for (k = 0; k < 6; k++) {
-                float up, down;
-                lp[k] = logp[k] + 1e-2f;
-                up = lp[k];
-                CHECK_OK(perpo_listwise_loss(&cfg, 6, lp, ref, reward, &hi, NULL));
-                lp[k] = logp[k] - 1e-2f;
-                down = lp[k];
-                CHECK_OK(perpo_listwise_loss(&cfg, 6, lp, ref, reward, &lo, NULL));
-                lp[k] = logp[k];
-                h = up - down;
-                CHECK_MSG(fabs((hi - lo) / h - g[k]) <= 2e-4 + 1e-3 * fabs(g[k]),
-                          "kind %d beta %g: d/dlogp[%d] fd %.6g vs analytic %.6g", kind, betas[b],
-                          k, (hi - lo) / h, g[k]);
+        for (b = 0; b < 2; b++)
+            for (pos = 0; pos < 2; pos++) { /* without and with DPO-Positive's penalty */
+                perpo_objective_config cfg = config(all_kinds[kind], betas[b], 0.5f, 0.1f);
+                float g[6], lp[6], lo, hi, h;
+                cfg.positive =
+                    pos ? 2.0f : 0.0f; /* s has both signs, none within h of the kink 0 */
+                memcpy(lp, logp, sizeof lp);
+                CHECK_OK(perpo_listwise_loss(&cfg, 6, lp, ref, reward, &lo, g));
+                for (k = 0; k < 6; k++) {
+                    float up, down;
+                    lp[k] = logp[k] + 1e-2f;
+                    up = lp[k];
+                    CHECK_OK(perpo_listwise_loss(&cfg, 6, lp, ref, reward, &hi, NULL));
+                    lp[k] = logp[k] - 1e-2f;
+                    down = lp[k];
+                    CHECK_OK(perpo_listwise_loss(&cfg, 6, lp, ref, reward, &lo, NULL));
+                    lp[k] = logp[k];
+                    h = up - down;
+                    CHECK_MSG(fabs((hi - lo) / h - g[k]) <= 2e-4 + 1e-3 * fabs(g[k]),
+                              "kind %d beta %g positive %g: d/dlogp[%d] fd %.6g vs analytic %.6g",
+                              kind, betas[b], cfg.positive, k, (hi - lo) / h, g[k]);
+                }
             }
-        }
 }
 
 /* PerPO on a hand-worked list: R = (1, 0, 0.5), s = 0, gamma = 1. Gaps 1, 0.5, 0.5 give
@@ -108,6 +112,37 @@ static void test_perpo_hand(perpo_test *t) {
         for (p = 0; p < 5; p++) want += pair_loss(s_lp[wi[p]] - s_lp[lj[p]], 0.1) / 5.0;
         CHECK_OK(perpo_listwise_loss(&cfg, 4, s_lp, zero, rr, &loss, NULL));
         CHECK_NEAR(loss, want, 1e-7, 1e-6);
+    }
+}
+
+/* DPO-Positive by hand, one pair: s = (-2, -5), beta 0.5, lambda 3. The preferred response is
+ * 2 nats below the reference, so the margin is 0.5 (-2 + 5 - 3 * 2) = -1.5: loss softplus(1.5),
+ * dL/ds_0 = -sigma(1.5) * 0.5 * (1 + 3), dL/ds_1 = +sigma(1.5) * 0.5. Above the reference
+ * (s_0 = +1) the penalty is 0 and the pair is plain DPO. ListMLE ignores lambda. */
+static void test_positive_hand(perpo_test *t) {
+    const float lp[2] = { -12.0f, -25.0f }, ref[2] = { -10.0f, -20.0f }, r[2] = { 0.9f, 0.1f };
+    const float lp_up[2] = { -9.0f, -25.0f };
+    double sig = 1.0 / (1.0 + exp(-1.5));
+    float loss, plain, g[2];
+    int kind;
+    for (kind = 0; kind < 3; kind++) { /* PerPO, DPO, LiPO: one pair, the same loss */
+        perpo_objective_config cfg = config(all_kinds[kind], 0.5f, 0.5f, 0.0f);
+        cfg.positive = 3.0f;
+        CHECK_OK(perpo_listwise_loss(&cfg, 2, lp, ref, r, &loss, g));
+        CHECK_NEAR(loss, log1p(exp(1.5)), 1e-7, 1e-6);
+        CHECK_NEAR(g[0], -sig * 0.5 * 4.0, 1e-7, 1e-6);
+        CHECK_NEAR(g[1], sig * 0.5, 1e-7, 1e-6);
+        CHECK_OK(perpo_listwise_loss(&cfg, 2, lp_up, ref, r, &loss, g));
+        cfg.positive = 0.0f;
+        CHECK_OK(perpo_listwise_loss(&cfg, 2, lp_up, ref, r, &plain, NULL));
+        CHECK(loss == plain);
+    }
+    {
+        perpo_objective_config cfg = config(PERPO_OBJ_LISTMLE, 0.5f, 0.5f, 0.0f);
+        CHECK_OK(perpo_listwise_loss(&cfg, 2, lp, ref, r, &plain, NULL));
+        cfg.positive = 3.0f;
+        CHECK_OK(perpo_listwise_loss(&cfg, 2, lp, ref, r, &loss, NULL));
+        CHECK(loss == plain);
     }
 }
 
@@ -226,7 +261,7 @@ static void test_bad_arguments(perpo_test *t) {
     perpo_objective_config ok = perpo_objective_default(PERPO_OBJ_PERPO), cfg;
     float loss = -1.0f;
     CHECK(ok.kind == PERPO_OBJ_PERPO && ok.beta == 0.1f && ok.gamma == 0.5f &&
-          ok.label_smoothing == 0.0f);
+          ok.label_smoothing == 0.0f && ok.positive == 0.0f);
     CHECK(perpo_listwise_loss(NULL, 3, lp, ref, r, &loss, NULL) == PERPO_ERR_ARG);
     CHECK(perpo_listwise_loss(&ok, 3, NULL, ref, r, &loss, NULL) == PERPO_ERR_ARG);
     CHECK(perpo_listwise_loss(&ok, 3, lp, NULL, r, &loss, NULL) == PERPO_ERR_ARG);
@@ -252,6 +287,13 @@ static void test_bad_arguments(perpo_test *t) {
     CHECK(perpo_listwise_loss(&cfg, 3, lp, ref, r, &loss, NULL) == PERPO_ERR_ARG);
     cfg = ok;
     cfg.label_smoothing = -0.1f;
+    CHECK(perpo_listwise_loss(&cfg, 3, lp, ref, r, &loss, NULL) == PERPO_ERR_ARG);
+    cfg = ok;
+    cfg.positive = -0.5f;
+    CHECK(perpo_listwise_loss(&cfg, 3, lp, ref, r, &loss, NULL) == PERPO_ERR_ARG);
+    cfg.positive = NAN;
+    CHECK(perpo_listwise_loss(&cfg, 3, lp, ref, r, &loss, NULL) == PERPO_ERR_ARG);
+    cfg.positive = PERPO_MAX_POSITIVE * 2.0f;
     CHECK(perpo_listwise_loss(&cfg, 3, lp, ref, r, &loss, NULL) == PERPO_ERR_ARG);
 #ifndef __cplusplus /* in C++ an enum value outside 0..3 is itself undefined behaviour */
     cfg = ok;
@@ -368,6 +410,7 @@ const perpo_test_case perpo_tests_objectives[] = {
     { "reference_pytorch", test_reference },
     { "finite_differences", test_finite_differences },
     { "perpo_hand", test_perpo_hand },
+    { "positive_hand", test_positive_hand },
     { "listmle_hand", test_listmle_hand },
     { "dpo_equals_perpo_n2", test_dpo_equals_perpo_n2 },
     { "ties", test_ties },

@@ -2,7 +2,8 @@
 """Reference values for perpo.h's listwise objectives (perpo_listwise_loss).
 
 Implements PerPO, DPO (best vs worst of the list), LiPO-lambda (normalized by the sum of its
-lambda weights, as perpo.h does) and ListMLE independently in PyTorch, float64, with autograd
+lambda weights, as perpo.h does) and ListMLE independently in PyTorch, with DPO-Positive's
+penalty (lambda max(0, -s_i) taken off each pair's margin) where a case sets it, float64, with autograd
 for d loss / d logp, and writes tests/ref/listwise_ref.h, which the C tests compile in.
 
 Run with Debian's torch:   /usr/bin/python3 tests/ref/make_listwise_reference.py
@@ -36,25 +37,30 @@ def zero_loss(s):
     return (s * 0.0).sum()  # keeps the graph so the gradient is an explicit zero
 
 
-def loss_perpo(s, R, beta, gamma, eps):
+def margin(s, i, j, beta, lam):
+    """beta (s_i - s_j - lam max(0, -s_i)): DPO-Positive's pair margin (lam 0: DPO's)."""
+    return beta * (s[i] - s[j] - lam * torch.relu(-s[i]))
+
+
+def loss_perpo(s, R, beta, gamma, eps, lam):
     n = len(R)
     pairs = [(i, j) for i in range(n) for j in range(n) if R[i] > R[j]]
     if not pairs:
         return zero_loss(s)
     w = torch.tensor([abs(R[i] - R[j]) ** gamma for i, j in pairs])
     w = w / w.sum()
-    x = torch.stack([beta * (s[i] - s[j]) for i, j in pairs])
+    x = torch.stack([margin(s, i, j, beta, lam) for i, j in pairs])
     return (w * pair_loss(x, eps)).sum()
 
 
-def loss_dpo(s, R, beta, gamma, eps):
+def loss_dpo(s, R, beta, gamma, eps, lam):
     best, worst = R.index(max(R)), R.index(min(R))
     if R[best] == R[worst]:
         return zero_loss(s)
-    return pair_loss(beta * (s[best] - s[worst]), eps)
+    return pair_loss(margin(s, best, worst, beta, lam), eps)
 
 
-def loss_lipo(s, R, beta, gamma, eps):
+def loss_lipo(s, R, beta, gamma, eps, lam):
     n = len(R)
     z = beta * s
     zd = z.detach().tolist()
@@ -69,11 +75,11 @@ def loss_lipo(s, R, beta, gamma, eps):
     if not pairs or sum(delta) == 0.0:
         return zero_loss(s)
     d = torch.tensor(delta)
-    x = torch.stack([z[i] - z[j] for i, j in pairs])
+    x = torch.stack([margin(s, i, j, beta, lam) for i, j in pairs])
     return (d * pair_loss(x, eps)).sum() / d.sum()
 
 
-def loss_listmle(s, R, beta, gamma, eps):
+def loss_listmle(s, R, beta, gamma, eps, lam):
     n = len(R)
     if all(r == R[0] for r in R):
         return zero_loss(s)
@@ -90,19 +96,26 @@ OBJECTIVES = {
     "PERPO_OBJ_LISTMLE": loss_listmle,
 }
 
-# (objective, beta, gamma, label_smoothing)
+# (objective, beta, gamma, label_smoothing, positive); the cases with positive > 0 come after
+# the others, so adding them left every earlier case as it was
 FULL = (
-    [("PERPO_OBJ_PERPO", b, g, e) for b in (0.1, 1.0) for g in (0.0, 0.5, 1.0) for e in (0.0, 0.1)]
-    + [(o, b, 0.5, e) for o in ("PERPO_OBJ_DPO", "PERPO_OBJ_LIPO")
+    [("PERPO_OBJ_PERPO", b, g, e, 0.0) for b in (0.1, 1.0) for g in (0.0, 0.5, 1.0)
+     for e in (0.0, 0.1)]
+    + [(o, b, 0.5, e, 0.0) for o in ("PERPO_OBJ_DPO", "PERPO_OBJ_LIPO")
        for b in (0.1, 1.0) for e in (0.0, 0.1)]
-    + [("PERPO_OBJ_LISTMLE", b, 0.5, 0.0) for b in (0.1, 1.0)]
+    + [("PERPO_OBJ_LISTMLE", b, 0.5, 0.0, 0.0) for b in (0.1, 1.0)]
+    + [(o, b, 0.5, e, lam) for o in ("PERPO_OBJ_PERPO", "PERPO_OBJ_DPO", "PERPO_OBJ_LIPO",
+                                     "PERPO_OBJ_LISTMLE")
+       for b in (0.1, 1.0) for e in (0.0, 0.1) for lam in (1.0, 50.0)]
 )
 BASIC = [
-    ("PERPO_OBJ_PERPO", 0.1, 0.5, 0.0), ("PERPO_OBJ_PERPO", 1.0, 1.0, 0.1),
-    ("PERPO_OBJ_PERPO", 0.1, 0.0, 0.0), ("PERPO_OBJ_DPO", 0.1, 0.5, 0.0),
-    ("PERPO_OBJ_DPO", 1.0, 0.5, 0.1), ("PERPO_OBJ_LIPO", 0.1, 0.5, 0.0),
-    ("PERPO_OBJ_LIPO", 1.0, 0.5, 0.1), ("PERPO_OBJ_LISTMLE", 0.1, 0.5, 0.0),
-    ("PERPO_OBJ_LISTMLE", 1.0, 0.5, 0.0),
+    ("PERPO_OBJ_PERPO", 0.1, 0.5, 0.0, 0.0), ("PERPO_OBJ_PERPO", 1.0, 1.0, 0.1, 0.0),
+    ("PERPO_OBJ_PERPO", 0.1, 0.0, 0.0, 0.0), ("PERPO_OBJ_DPO", 0.1, 0.5, 0.0, 0.0),
+    ("PERPO_OBJ_DPO", 1.0, 0.5, 0.1, 0.0), ("PERPO_OBJ_LIPO", 0.1, 0.5, 0.0, 0.0),
+    ("PERPO_OBJ_LIPO", 1.0, 0.5, 0.1, 0.0), ("PERPO_OBJ_LISTMLE", 0.1, 0.5, 0.0, 0.0),
+    ("PERPO_OBJ_LISTMLE", 1.0, 0.5, 0.0, 0.0),
+    ("PERPO_OBJ_PERPO", 0.1, 0.5, 0.0, 5.0), ("PERPO_OBJ_DPO", 1.0, 0.5, 0.1, 5.0),
+    ("PERPO_OBJ_LIPO", 0.1, 0.5, 0.0, 5.0),
 ]
 
 
@@ -144,15 +157,15 @@ def main():
         logp, ref, reward = [f32(v) for v in logp], [f32(v) for v in ref], [f32(v) for v in reward]
         n, off = len(logp), len(inputs)
         inputs += logp + ref + reward
-        for kind, beta, gamma, eps in configs:
-            beta, gamma, eps = f32(beta), f32(gamma), f32(eps)
+        for kind, beta, gamma, eps, lam in configs:
+            beta, gamma, eps, lam = f32(beta), f32(gamma), f32(eps), f32(lam)
             lp = torch.tensor(logp, requires_grad=True)
             s = lp - torch.tensor(ref)
-            loss = OBJECTIVES[kind](s, reward, beta, gamma, eps)
+            loss = OBJECTIVES[kind](s, reward, beta, gamma, eps, lam)
             loss.backward()
             g = lp.grad.tolist()
             assert math.isfinite(loss.item()) and all(math.isfinite(v) for v in g), name
-            cases.append((name, kind, beta, gamma, eps, n, off, len(grads), loss.item()))
+            cases.append((name, kind, beta, gamma, eps, lam, n, off, len(grads), loss.item()))
             grads += g
 
     def rows(values, per_line=6):
@@ -170,7 +183,7 @@ def main():
         "typedef struct {",
         "    const char *name;",
         "    perpo_objective kind;",
-        "    float beta, gamma, label_smoothing;",
+        "    float beta, gamma, label_smoothing, positive;",
         "    int n, input, grad;",
         "    double loss;",
         "} perpo_ref_lw_case;",
@@ -182,9 +195,10 @@ def main():
         "};",
         "static const perpo_ref_lw_case perpo_ref_lw_cases[%d] = {" % len(cases),
     ]
-    for name, kind, beta, gamma, eps, n, off, goff, loss in cases:
-        out.append('    {"%s", %s, %sf, %sf, %sf, %d, %d, %d, %s},'
-                   % (name, kind, fmt(beta), fmt(gamma), fmt(eps), n, off, goff, fmt(loss)))
+    for name, kind, beta, gamma, eps, lam, n, off, goff, loss in cases:
+        out.append('    {"%s", %s, %sf, %sf, %sf, %sf, %d, %d, %d, %s},'
+                   % (name, kind, fmt(beta), fmt(gamma), fmt(eps), fmt(lam), n, off, goff,
+                      fmt(loss)))
     out += ["};", "#endif", ""]
     with open(OUT_PATH, "w") as fh:
         fh.write("\n".join(out))
