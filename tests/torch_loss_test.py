@@ -26,9 +26,10 @@ import torch_loss  # noqa: E402
 ATOL, RTOL = 1e-6, 1e-5
 KIND_NAMES = {"perpo": "PERPO_OBJ_PERPO", "dpo": "PERPO_OBJ_DPO", "lipo": "PERPO_OBJ_LIPO",
               "listmle": "PERPO_OBJ_LISTMLE"}
-CONFIGS = ([("perpo", b, g, e) for b in (0.1, 1.0) for g in (0.0, 0.5, 1.0) for e in (0.0, 0.1)]
-           + [(k, b, 0.5, e) for k in ("dpo", "lipo") for b in (0.1, 1.0) for e in (0.0, 0.1)]
-           + [("listmle", b, 0.5, 0.0) for b in (0.1, 1.0)])
+CONFIGS = ([("perpo", b, g, e, 0.0) for b in (0.1, 1.0) for g in (0.0, 0.5, 1.0) for e in (0.0, 0.1)]
+           + [(k, b, 0.5, e, 0.0) for k in ("dpo", "lipo") for b in (0.1, 1.0) for e in (0.0, 0.1)]
+           + [("listmle", b, 0.5, 0.0, 0.0) for b in (0.1, 1.0)]
+           + [(k, 0.5, 0.5, 0.0, 2.0) for k in ("perpo", "dpo", "lipo")])  # DPO-Positive
 
 failures = 0
 worst = {"loss": 0.0, "grad": 0.0, "step": 0.0}
@@ -66,29 +67,30 @@ def random_batch(rng, L, n_max):
     return logp, ref_logp, rewards, lengths
 
 
-def reference_loss(logp, ref_logp, rewards, lengths, kind, beta, gamma, eps):
+def reference_loss(logp, ref_logp, rewards, lengths, kind, beta, gamma, eps, lam):
     """Mean over the lists of the reference objective, float64, differentiable w.r.t. logp."""
     total = 0.0
     for i, n in enumerate(lengths):
         s = logp[i, :n].double() - ref_logp[i, :n].double()
-        total = total + ref.OBJECTIVES[KIND_NAMES[kind]](s, rewards[i, :n].tolist(), f32(beta), f32(gamma), f32(eps))
+        total = total + ref.OBJECTIVES[KIND_NAMES[kind]](s, rewards[i, :n].tolist(), f32(beta), f32(gamma), f32(eps),
+                                                       f32(lam))
     return total / len(lengths)
 
 
 def test_random_lists():
     rng = random.Random(1402)
     batches = 0
-    for kind, beta, gamma, eps in CONFIGS:
+    for kind, beta, gamma, eps, lam in CONFIGS:
         for L, n_max in ((1, 2), (4, 8), (8, 16), (3, 64)):
             logp, ref_logp, rewards, lengths = random_batch(rng, L, n_max)
             a = logp.clone().requires_grad_(True)
             loss = torch_loss.listwise_loss(a, ref_logp, rewards, kind=kind, beta=beta, gamma=gamma,
-                                            label_smoothing=eps, lengths=lengths)
+                                            label_smoothing=eps, positive=lam, lengths=lengths)
             loss.backward()
             b = logp.double().clone().requires_grad_(True)
-            want = reference_loss(b, ref_logp, rewards, lengths, kind, beta, gamma, eps)
+            want = reference_loss(b, ref_logp, rewards, lengths, kind, beta, gamma, eps, lam)
             want.backward()
-            name = "%s beta %g gamma %g eps %g, %d lists" % (kind, beta, gamma, eps, L)
+            name = "%s beta %g gamma %g eps %g positive %g, %d lists" % (kind, beta, gamma, eps, lam, L)
             check(name, loss.item(), want.item(), "loss")
             for i, n in enumerate(lengths):
                 for k in range(a.shape[1]):
@@ -117,7 +119,7 @@ def test_training_step():
                 loss = torch_loss.listwise_loss(logp, ref_logp, rewards, kind="perpo", beta=0.5, gamma=0.5)
             else:
                 loss = reference_loss(logp.to(torch.float32).to(torch.float64), ref_logp, rewards, [N] * L,
-                                      "perpo", 0.5, 0.5, 0.0)
+                                      "perpo", 0.5, 0.5, 0.0, 0.0)
             loss.backward()
             grads.append([p.grad.clone() for p in model.parameters()])
         for g, h in zip(*grads):
