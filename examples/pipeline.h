@@ -25,8 +25,8 @@ typedef struct options {
     int seed, test_seed, seeds, n_samples, sft_steps, pref_steps, n_pref, n_test;
     int threads, batch, lists_per_step, verbose, mean_logp, max_batch;
     int pretrain, n_val, val_seed, save_every, sft_warmup, rounds, bon_test, from_scratch, accum,
-        nll_truth;
-    double beta, gamma, temperature, top_p, margin, sft_lr, pref_lr, nll;
+        nll_truth, n_diag;
+    double beta, gamma, temperature, top_p, margin, sft_lr, pref_lr, nll, positive;
     const char *objective, *out, *sft_ckpt, *data;
 } options;
 
@@ -59,6 +59,8 @@ static void options_default(options *o) {
     o->from_scratch = 0;
     o->pretrain = 0;
     o->save_every = 250;
+    o->n_diag = 256;
+    o->positive = 0.0;
 }
 
 /* ---- Objectives compared ---------------------------------------------------------------- */
@@ -104,6 +106,14 @@ static int parse_options(int argc, char **argv, options *o) {
           1 },
         { "--nll", "weight of the NLL term on each list's best answer (0 = off, as the paper)", 'd',
           &o->nll, 0, 100 },
+        { "--positive",
+          "DPO-Positive's lambda: each pair's margin loses lambda max(0, -s_chosen) (0 = off, as "
+          "the paper)",
+          'd', &o->positive, 0, 1000 },
+        { "--diag",
+          "held-out items the diagnostics are read on (sampled metric, rho, log-prob shifts, "
+          "image reliance; 0 = none)",
+          'i', &o->n_diag, 0, 1e6 },
         { "--mean-logp", "1: per-token mean log-probs in the objectives, 0: sums (as the paper)",
           'i', &o->mean_logp, 0, 1 },
         { "--margin", "keep lists whose best-minus-worst reward is at least this", 'd', &o->margin,
@@ -199,7 +209,7 @@ static double wall_seconds(void) {
 #define CURVE_MAX 4096
 typedef struct curve {
     int n;
-    float step[CURVE_MAX], loss[CURVE_MAX], acc[CURVE_MAX], margin[CURVE_MAX];
+    float step[CURVE_MAX], loss[CURVE_MAX], acc[CURVE_MAX], chosen[CURVE_MAX], rejected[CURVE_MAX];
 } curve;
 
 typedef struct run_log {
@@ -235,7 +245,8 @@ static int on_progress(const perpo_progress *p, void *user) {
         c->step[c->n] = (float)p->step;
         c->loss[c->n] = p->loss;
         c->acc[c->n] = p->reward_accuracy;
-        c->margin[c->n] = p->reward_margin;
+        c->chosen[c->n] = p->reward_chosen;
+        c->rejected[c->n] = p->reward_rejected;
         c->n++;
     }
     if (l->verbose) {
@@ -265,6 +276,7 @@ static perpo_pref_config pref_config(const options *o, perpo_objective kind, int
     pc.lists_per_step = o->lists_per_step;
     pc.accum_steps = o->accum;
     pc.seed = (uint64_t)seed;
+    pc.objective.positive = (float)o->positive;
     pc.nll_weight = (float)o->nll;
     pc.mean_logp = o->mean_logp;
     pc.nll_on_truth = o->nll_truth;
@@ -317,6 +329,8 @@ static void json_options(ex_json *j, const options *o) {
     ex_json_kv_number(j, "top_p", o->top_p);
     ex_json_kv_number(j, "margin", o->margin);
     ex_json_kv_number(j, "nll", o->nll);
+    ex_json_kv_number(j, "positive", o->positive);
+    ex_json_kv_int(j, "diag", o->n_diag);
     ex_json_kv_int(j, "mean_logp", o->mean_logp);
     ex_json_kv_int(j, "nll_truth", o->nll_truth);
     ex_json_kv_int(j, "sft_steps", o->sft_steps);
@@ -336,21 +350,23 @@ static void json_options(ex_json *j, const options *o) {
     ex_json_object_end(j);
 }
 
-/* Four panels: the SFT loss, then each preference run's loss, rewards/accuracies and
-   rewards/margins against the step. */
+/* Five panels: the SFT loss, then each preference run's loss, rewards/accuracies,
+   rewards/chosen and rewards/rejected against the step (chosen and rejected falling together
+   is likelihood displacement: the pairs are ranked by pushing every answer down). */
 static int write_curves(const char *path, const char *title, const curve *sft, int n,
                         const char *const *names, const curve *const *runs) {
     const float *xs[EX_MAX_OBJECTIVES], *loss[EX_MAX_OBJECTIVES], *acc[EX_MAX_OBJECTIVES],
-        *mar[EX_MAX_OBJECTIVES];
+        *cho[EX_MAX_OBJECTIVES], *rej[EX_MAX_OBJECTIVES];
     const float *sx[1], *sy[1];
     int counts[EX_MAX_OBJECTIVES], sc[1], k;
-    ex_plot_panel p[4];
+    ex_plot_panel p[5];
     const char *sft_name[1] = { "SFT" };
     for (k = 0; k < n && k < EX_MAX_OBJECTIVES; k++) {
         xs[k] = runs[k]->step;
         loss[k] = runs[k]->loss;
         acc[k] = runs[k]->acc;
-        mar[k] = runs[k]->margin;
+        cho[k] = runs[k]->chosen;
+        rej[k] = runs[k]->rejected;
         counts[k] = runs[k]->n;
     }
     sx[0] = sft->step;
@@ -377,10 +393,14 @@ static int write_curves(const char *path, const char *title, const curve *sft, i
     p[2].ylabel = "pairs ranked right";
     p[2].ys = acc;
     p[3] = p[1];
-    p[3].title = "rewards/margins";
-    p[3].ylabel = "beta (s_best - s_worst)";
-    p[3].ys = mar;
-    return ex_svg_plot_panels(path, title, n ? 4 : 1, p);
+    p[3].title = "rewards/chosen";
+    p[3].ylabel = "beta s of the best answer";
+    p[3].ys = cho;
+    p[4] = p[1];
+    p[4].title = "rewards/rejected";
+    p[4].ylabel = "beta s of the worst answer";
+    p[4].ys = rej;
+    return ex_svg_plot_panels(path, title, n ? 5 : 1, p);
 }
 
 /* What every experiment does first: the command line, the thread count, the output folder.
@@ -758,10 +778,260 @@ static perpo_status best_of_n(perpo_model *m, const task *tk, const dataset *d, 
     return PERPO_OK;
 }
 
+/* ---- Diagnostics: what preference training changed, read on held-out items ------------------
+ * Greedy accuracy alone cannot tell a model that learned to rank its answers from one that
+ * moved every answer down. For each trained model, on `--diag` held-out items:
+ *   sampled   the task metrics of DIAG_SAMPLES answers sampled at temperature 1 (no top-p);
+ *   rho       per list, Spearman's rank correlation between the implicit reward
+ *             s = log pi(y) - log pi_sft(y) of the list's answers and their task reward, averaged
+ *             over lists (lists sampled once from the SFT model; ties share their mean rank;
+ *             lists where s or the reward is constant are skipped, so SFT itself has none);
+ *   shifts    the mean s of each list's best-reward (chosen) and worst-reward (rejected) answer,
+ *             in nats, on those held-out lists and on the lists the model was trained on;
+ *   truth     the mean log-prob of the true answer with the real image and with an all-zero
+ *             one: the drop between them is how much the answer relies on the image. */
+#define DIAG_SAMPLES 8
+typedef struct diag_stats {
+    int has; /* 0: not measured (Best-of-N, or --diag 0) */
+    double sampled[EX_MAX_METRICS];
+    double rho_heldout, rho_train;
+    double chosen_heldout, rejected_heldout, chosen_train, rejected_train;
+    double truth_real, truth_blank;
+} diag_stats;
+
+/* What every model's diagnostics are measured against, made once from the SFT model. */
+typedef struct diag_ctx {
+    const dataset *items; /* the held-out items (NULL: no diagnostics) */
+    perpo_pref_set lists; /* DIAG_SAMPLES answers of the SFT model per item, ref_logp = SFT's */
+    perpo_pref_list *truth_real, *truth_blank; /* one list per item: its true answer */
+    float *truth_ref, *blank, *logp; /* SFT's truth log-probs (2 n); zero image; scratch */
+    const char **truth_resp;
+    float *truth_reward;
+    uint64_t seed;
+} diag_ctx;
+
+/* Spearman's rank correlation of x and y (n values; ties share their mean rank); 0 and *ok = 0
+   when either is constant. */
+static void ranks_of(const double *v, int n, double *rank) {
+    int i, j;
+    for (i = 0; i < n; i++) {
+        int below = 0, equal = 0;
+        for (j = 0; j < n; j++) {
+            below += v[j] < v[i];
+            equal += v[j] == v[i];
+        }
+        rank[i] = below + (equal - 1) / 2.0; /* 0-based mean rank of the tie group */
+    }
+}
+static double spearman(const double *x, const double *y, int n, int *ok) {
+    double rx[PERPO_MAX_LIST], ry[PERPO_MAX_LIST], mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
+    int i;
+    ranks_of(x, n, rx);
+    ranks_of(y, n, ry);
+    for (i = 0; i < n; i++) {
+        mx += rx[i] / n;
+        my += ry[i] / n;
+    }
+    for (i = 0; i < n; i++) {
+        sxy += (rx[i] - mx) * (ry[i] - my);
+        sxx += (rx[i] - mx) * (rx[i] - mx);
+        syy += (ry[i] - my) * (ry[i] - my);
+    }
+    *ok = sxx > 0 && syy > 0;
+    return *ok ? sxy / sqrt(sxx * syy) : 0.0;
+}
+
+/* rho and the chosen/rejected shifts of `model` on lists whose ref_logp is the SFT model's;
+   logp: room for the log-prob of every answer of the lists. */
+static perpo_status list_shifts(perpo_model *model, const perpo_pref_list *lists, size_t n_lists,
+                                float *logp, double *rho, double *chosen, double *rejected) {
+    size_t i, n_rho = 0, n_shift = 0, off = 0;
+    perpo_status st;
+    perpo_pref_list *mine;
+    *rho = *chosen = *rejected = 0.0;
+    if (n_lists == 0) return PERPO_OK;
+    if (!(mine = (perpo_pref_list *)malloc(n_lists * sizeof *mine))) return PERPO_ERR_NOMEM;
+    for (i = 0; i < n_lists; i++) { /* the same lists, log-probs into logp */
+        mine[i] = lists[i];
+        mine[i].ref_logp = logp + off;
+        off += (size_t)lists[i].n;
+    }
+    st = perpo_pref_reference(model, mine, n_lists);
+    for (i = 0; st == PERPO_OK && i < n_lists; i++) {
+        double sv[PERPO_MAX_LIST], rv[PERPO_MAX_LIST], r;
+        int k, n = lists[i].n, best = 0, worst = 0, ok;
+        for (k = 0; k < n; k++) {
+            sv[k] = (double)mine[i].ref_logp[k] - lists[i].ref_logp[k];
+            rv[k] = lists[i].rewards[k];
+            if (rv[k] > rv[best]) best = k;
+            if (rv[k] < rv[worst]) worst = k;
+        }
+        r = spearman(sv, rv, n, &ok);
+        if (ok) {
+            *rho += r;
+            n_rho++;
+        }
+        if (rv[best] > rv[worst]) {
+            *chosen += sv[best];
+            *rejected += sv[worst];
+            n_shift++;
+        }
+    }
+    free(mine);
+    if (n_rho) *rho /= (double)n_rho;
+    if (n_shift) {
+        *chosen /= (double)n_shift;
+        *rejected /= (double)n_shift;
+    }
+    return st;
+}
+
+static size_t lists_responses(const perpo_pref_list *lists, size_t n) {
+    size_t i, total = 0;
+    for (i = 0; i < n; i++) total += (size_t)lists[i].n;
+    return total;
+}
+
+static void diag_free(diag_ctx *d) {
+    perpo_pref_set_free(&d->lists);
+    free(d->truth_real);
+    free(d->truth_blank);
+    free(d->truth_ref);
+    free(d->blank);
+    free(d->logp);
+    free((void *)d->truth_resp);
+    free(d->truth_reward);
+    memset(d, 0, sizeof *d);
+}
+
+/* The sampled metrics of `model` on the items: DIAG_SAMPLES answers each at temperature 1. */
+static perpo_status diag_sampled(perpo_model *model, const task *tk, const diag_ctx *d,
+                                 const perpo_pref_set *given, double *out) {
+    perpo_sample_config sc = perpo_sample_default();
+    perpo_pref_set own;
+    const perpo_pref_set *set = given;
+    double sum[EX_MAX_METRICS] = { 0 }, weight[EX_MAX_METRICS] = { 0 };
+    reward_ctx rc;
+    scores sco;
+    perpo_status st;
+    size_t i;
+    int k;
+    memset(&own, 0, sizeof own);
+    if (!set) {
+        sc.temperature = 1.0f;
+        sc.seed = d->seed;
+        rc.tk = tk;
+        rc.d = d->items;
+        if ((st = perpo_pref_sample(model, d->items->examples, (size_t)d->items->n, DIAG_SAMPLES,
+                                    &sc, task_reward, &rc, &own)) != PERPO_OK)
+            return st;
+        set = &own;
+    }
+    for (i = 0; i < set->n_lists; i++)
+        for (k = 0; k < set->lists[i].n; k++)
+            tk->score(set->lists[i].responses[k], strlen(set->lists[i].responses[k]),
+                      ds_answer(d->items, (int)i), d->items->group[i], sum, weight);
+    scores_finish(tk, sum, weight, &sco);
+    memcpy(out, sco.v, sizeof sco.v);
+    perpo_pref_set_free(&own);
+    return PERPO_OK;
+}
+
+/* Held-out lists and the true answers' log-probs under the SFT model. */
+static perpo_status diag_init(diag_ctx *d, perpo_model *sft, const task *tk, const dataset *items,
+                              uint64_t seed) {
+    perpo_sample_config sc = perpo_sample_default();
+    reward_ctx rc;
+    perpo_status st;
+    size_t i, n = (size_t)items->n;
+    memset(d, 0, sizeof *d);
+    d->items = items;
+    d->seed = seed;
+    sc.temperature = 1.0f;
+    sc.seed = seed;
+    rc.tk = tk;
+    rc.d = items;
+    if ((st = perpo_pref_sample(sft, items->examples, n, DIAG_SAMPLES, &sc, task_reward, &rc,
+                                &d->lists)) != PERPO_OK ||
+        (st = perpo_pref_reference(sft, d->lists.lists, d->lists.n_lists)) != PERPO_OK)
+        return st;
+    d->truth_real = (perpo_pref_list *)calloc(n, sizeof *d->truth_real);
+    d->truth_blank = (perpo_pref_list *)calloc(n, sizeof *d->truth_blank);
+    d->truth_ref = (float *)calloc(2 * n, sizeof(float));
+    d->blank = (float *)calloc(items->image_floats, sizeof(float));
+    d->truth_resp = (const char **)calloc(n, sizeof(char *));
+    d->truth_reward = (float *)calloc(n, sizeof(float));
+    d->logp = (float *)malloc((n * DIAG_SAMPLES + 2 * n) * sizeof(float));
+    if (!d->truth_real || !d->truth_blank || !d->truth_ref || !d->blank || !d->truth_resp ||
+        !d->truth_reward || !d->logp)
+        return PERPO_ERR_NOMEM;
+    for (i = 0; i < n; i++) {
+        perpo_pref_list *r = &d->truth_real[i];
+        d->truth_resp[i] = ds_answer(items, (int)i);
+        r->image = items->examples[i].image;
+        r->prompt = items->examples[i].prompt;
+        r->n = 1;
+        r->responses = d->truth_resp + i;
+        r->rewards = d->truth_reward + i;
+        r->ref_logp = d->truth_ref + i;
+        d->truth_blank[i] = *r;
+        d->truth_blank[i].image = d->blank;
+        d->truth_blank[i].ref_logp = d->truth_ref + n + i;
+    }
+    if ((st = perpo_pref_reference(sft, d->truth_real, n)) != PERPO_OK) return st;
+    return perpo_pref_reference(sft, d->truth_blank, n);
+}
+
+/* The mean log-prob of the true answers under model (real images, then blank ones). */
+static perpo_status diag_truth(perpo_model *model, const diag_ctx *d, double *real, double *blank) {
+    size_t i, n = (size_t)d->items->n;
+    int b;
+    perpo_status st = PERPO_OK;
+    for (b = 0; b < 2 && st == PERPO_OK; b++) {
+        perpo_pref_list *mine = (perpo_pref_list *)malloc(n * sizeof *mine);
+        double sum = 0.0;
+        if (!mine) return PERPO_ERR_NOMEM;
+        for (i = 0; i < n; i++) {
+            mine[i] = (b ? d->truth_blank : d->truth_real)[i];
+            mine[i].ref_logp = d->logp + i;
+        }
+        st = perpo_pref_reference(model, mine, n);
+        for (i = 0; i < n; i++) sum += d->logp[i];
+        *(b ? blank : real) = sum / (double)n;
+        free(mine);
+    }
+    return st;
+}
+
+/* Every diagnostic of `model` (is_sft: the SFT model itself, whose samples are the lists). */
+static perpo_status diagnose(perpo_model *model, int is_sft, const task *tk, const diag_ctx *d,
+                             const perpo_pref_list *train, size_t n_train, diag_stats *out) {
+    perpo_status st;
+    float *scratch;
+    memset(out, 0, sizeof *out);
+    if (!d->items) return PERPO_OK;
+    if ((st = diag_sampled(model, tk, d, is_sft ? &d->lists : NULL, out->sampled)) != PERPO_OK ||
+        (st = list_shifts(model, d->lists.lists, d->lists.n_lists, d->logp, &out->rho_heldout,
+                          &out->chosen_heldout, &out->rejected_heldout)) != PERPO_OK ||
+        (st = diag_truth(model, d, &out->truth_real, &out->truth_blank)) != PERPO_OK)
+        return st;
+    if (n_train) {
+        if (!(scratch = (float *)malloc(lists_responses(train, n_train) * sizeof(float))))
+            return PERPO_ERR_NOMEM;
+        st = list_shifts(model, train, n_train, scratch, &out->rho_train, &out->chosen_train,
+                         &out->rejected_train);
+        free(scratch);
+        if (st != PERPO_OK) return st;
+    }
+    out->has = 1;
+    return PERPO_OK;
+}
+
 /* ---- The preference stage --------------------------------------------------------------- */
 typedef struct method_result {
     char name[48];
     scores s;
+    diag_stats diag;
     double train_s;
     curve loss_curve;
 } method_result;
@@ -945,8 +1215,8 @@ static perpo_status train_control(perpo_model *pol, perpo_model *sft, const data
 /* One preference stage from `sft`: round-0 lists, the control, every wanted objective. Fills
    r->m from index first_method on (SFT and Best-of-N are the caller's). */
 static int run_preference(const task *tk, const options *o, int seed, perpo_model *sft,
-                          const dataset *test, const dataset *prefs, run_result *r,
-                          int first_method) {
+                          const dataset *test, const dataset *prefs, const diag_ctx *dg,
+                          run_result *r, int first_method) {
     perpo_model *pol = NULL;
     perpo_pref_set set;
     perpo_status st;
@@ -1001,9 +1271,22 @@ static int run_preference(const task *tk, const options *o, int seed, perpo_mode
             fail("evaluation", st);
             goto done;
         }
-        if (o->verbose)
+        if ((st = diagnose(pol, 0, tk, dg, set.lists, kept, &mr->diag)) != PERPO_OK) {
+            fail("diagnostics", st);
+            goto done;
+        }
+        if (o->verbose) {
             fprintf(stderr, "[%s] test %s %.4g (%.0fs of training)\n", log.label,
                     tk->metric_key[tk->main_metric], mr->s.v[tk->main_metric], mr->train_s);
+            if (mr->diag.has)
+                fprintf(stderr,
+                        "[%s] held-out: sampled %s %.4g, rho %+.3f, chosen %+.2f rejected %+.2f "
+                        "nats; training lists: chosen %+.2f rejected %+.2f\n",
+                        log.label, tk->metric_key[tk->main_metric],
+                        mr->diag.sampled[tk->main_metric], mr->diag.rho_heldout,
+                        mr->diag.chosen_heldout, mr->diag.rejected_heldout, mr->diag.chosen_train,
+                        mr->diag.rejected_train);
+        }
         r->n_methods++;
     }
     ret = 0;
@@ -1019,6 +1302,74 @@ static int table_width(const task *tk, int k, int seeds) {
     int w = (int)strlen(tk->metric_head[k]), cell = seeds > 1 ? 13 : 7;
     return w > cell ? w : cell;
 }
+/* One cell: mean (± sd over the seeds) of the diagnostic at `offset` in diag_stats, with
+   `digits` decimals, signed or not. */
+static void diag_cell(const run_result *runs, int n, int i, size_t offset, int digits, int sign,
+                      char *cell, size_t cap) {
+    double v[100], mean, sd;
+    int s;
+    for (s = 0; s < n; s++) v[s] = *(const double *)((const char *)&runs[s].m[i].diag + offset);
+    mean_std(v, n, &mean, &sd);
+    if (n > 1)
+        snprintf(cell, cap, sign ? "%+.*f ± %.*f" : "%.*f ± %.*f", digits, mean, digits, sd);
+    else
+        snprintf(cell, cap, sign ? "%+.*f" : "%.*f", digits, mean);
+}
+
+/* The diagnostics table (see "Diagnostics"): one row per trained model. */
+static void print_diagnostics(const task *tk, const options *o, const run_result *runs) {
+    static const struct {
+        const char *head;
+        size_t offset;
+        int digits, sign;
+    } col[] = {
+        { "rho held-out", offsetof(diag_stats, rho_heldout), 3, 1 },
+        { "chosen held-out", offsetof(diag_stats, chosen_heldout), 2, 1 },
+        { "rejected held-out", offsetof(diag_stats, rejected_heldout), 2, 1 },
+        { "chosen train", offsetof(diag_stats, chosen_train), 2, 1 },
+        { "rejected train", offsetof(diag_stats, rejected_train), 2, 1 },
+        { "log p(truth)", offsetof(diag_stats, truth_real), 2, 0 },
+        { "blank image", offsetof(diag_stats, truth_blank), 2, 0 },
+    };
+    const int n = o->seeds, mm = tk->main_metric, w = 17;
+    char cell[64], head[64];
+    int i, c, k;
+    if (!runs[0].m[0].diag.has) return;
+    printf("\nDiagnostics on %d held-out items (%d samples each at temperature 1): sampled %s; "
+           "rho = rank correlation of s = log pi - log pi_sft with the reward within a list; "
+           "chosen/rejected = mean s of each list's best/worst answer (nats); log p of the true "
+           "answer with the real and a blank image\n\n",
+           o->n_diag, DIAG_SAMPLES, tk->metric_key[mm]);
+    snprintf(head, sizeof head, "sampled %s", tk->metric_head[mm] ? tk->metric_head[mm] : "");
+    printf("| %-24s | %-*s |", "method", w, head);
+    for (c = 0; c < (int)(sizeof col / sizeof col[0]); c++) printf(" %-*s |", w, col[c].head);
+    printf("\n|--------------------------|");
+    for (c = 0; c <= (int)(sizeof col / sizeof col[0]); c++) {
+        for (k = 0; k < w + 2; k++) putchar('-');
+        putchar('|');
+    }
+    printf("\n");
+    for (i = 0; i < runs[0].n_methods; i++) {
+        double v[100], mean, sd;
+        int s;
+        if (!runs[0].m[i].diag.has) continue;
+        printf("| %-24s |", runs[0].m[i].name);
+        for (s = 0; s < n; s++) v[s] = runs[s].m[i].diag.sampled[mm] * tk->metric_scale[mm];
+        mean_std(v, n, &mean, &sd);
+        if (n > 1)
+            snprintf(cell, sizeof cell, tk->metric_scale[mm] == 100 ? "%.1f ± %.1f" : "%.3f ± %.3f",
+                     mean, sd);
+        else
+            snprintf(cell, sizeof cell, tk->metric_scale[mm] == 100 ? "%.1f" : "%.3f", mean);
+        printf(" %-*s |", w + (n > 1 ? 1 : 0), cell);
+        for (c = 0; c < (int)(sizeof col / sizeof col[0]); c++) {
+            diag_cell(runs, n, i, col[c].offset, col[c].digits, col[c].sign, cell, sizeof cell);
+            printf(" %-*s |", w + (n > 1 ? 1 : 0), cell);
+        }
+        printf("\n");
+    }
+}
+
 static void print_table(const task *tk, const options *o, const run_result *runs) {
     int i, k, s, n = o->seeds;
     char cell[64];
@@ -1070,6 +1421,7 @@ static void print_table(const task *tk, const options *o, const run_result *runs
     printf("lists: %zu sampled, %zu kept (margin >= %.2f); preference stage: %.0fs for the first "
            "seed\n",
            runs[0].lists_sampled, runs[0].lists_kept, o->margin, runs[0].total_s);
+    print_diagnostics(tk, o, runs);
 }
 
 static int write_results(const task *tk, const options *o, const run_result *runs) {
@@ -1087,6 +1439,25 @@ static int write_results(const task *tk, const options *o, const run_result *run
             for (k = 0; k < tk->n_metrics; k++)
                 ex_json_kv_number(&j, tk->metric_key[k], runs[s].m[i].s.v[k]);
             ex_json_kv_number(&j, "train_seconds", runs[s].m[i].train_s);
+            if (runs[s].m[i].diag.has) {
+                const diag_stats *d = &runs[s].m[i].diag;
+                ex_json_key(&j, "diagnostics");
+                ex_json_object_begin(&j);
+                ex_json_key(&j, "sampled");
+                ex_json_object_begin(&j);
+                for (k = 0; k < tk->n_metrics; k++)
+                    ex_json_kv_number(&j, tk->metric_key[k], d->sampled[k]);
+                ex_json_object_end(&j);
+                ex_json_kv_number(&j, "rho_heldout", d->rho_heldout);
+                ex_json_kv_number(&j, "rho_train", d->rho_train);
+                ex_json_kv_number(&j, "chosen_shift_heldout", d->chosen_heldout);
+                ex_json_kv_number(&j, "rejected_shift_heldout", d->rejected_heldout);
+                ex_json_kv_number(&j, "chosen_shift_train", d->chosen_train);
+                ex_json_kv_number(&j, "rejected_shift_train", d->rejected_train);
+                ex_json_kv_number(&j, "truth_logp", d->truth_real);
+                ex_json_kv_number(&j, "truth_logp_blank_image", d->truth_blank);
+                ex_json_object_end(&j);
+            }
             ex_json_object_end(&j);
         }
         results_run_end(&j);
@@ -1443,6 +1814,10 @@ static uint64_t split_pref_base(int seed) { return ex_hash64((uint64_t)seed, 0x7
 static uint64_t split_test_base(int test_seed) {
     return ex_hash64((uint64_t)test_seed, 0x74657374ull);
 }
+/* The diagnostics' held-out items: drawn like the test items, never the same ones. */
+static uint64_t split_diag_base(int test_seed) {
+    return ex_hash64((uint64_t)test_seed, 0x64696167ull);
+}
 
 /* The SFT model the preference stage starts from: the pretrained checkpoint (never a silent
    retrain when it is missing or damaged), fine-tuned on --data's examples for --sft-steps when
@@ -1517,7 +1892,9 @@ static void group_figure(const task *tk, const options *o, const run_result *run
 
 static int experiment_main(const task *tk, options *o, int argc, char **argv) {
     perpo_model *sft = NULL;
-    dataset test, train;
+    dataset test, train, diag_items;
+    diag_ctx dg;
+    int diag_owned = 0; /* diag_items has storage of its own (else it is test's) */
     run_result *runs = NULL;
     method_result sft_row, bon_row;
     curve *pre = NULL;
@@ -1525,6 +1902,8 @@ static int experiment_main(const task *tk, options *o, int argc, char **argv) {
     char path[1024];
     memset(&test, 0, sizeof test);
     memset(&train, 0, sizeof train);
+    memset(&diag_items, 0, sizeof diag_items);
+    memset(&dg, 0, sizeof dg);
     if ((rc = experiment_start(argc, argv, o)) != 0) return rc > 0 ? 0 : 2;
     rc = 1;
     if (o->pretrain) return pretrain(tk, o, argc, argv);
@@ -1563,6 +1942,31 @@ static int experiment_main(const task *tk, options *o, int argc, char **argv) {
     if (o->verbose)
         fprintf(stderr, "[sft] test %s %.4g\n", tk->metric_key[tk->main_metric],
                 sft_row.s.v[tk->main_metric]);
+    if (o->n_diag > 0) { /* --data: the first --diag test items; else a split of their own */
+        if (o->data) {
+            diag_items = test;
+            if (o->n_diag < diag_items.n) diag_items.n = o->n_diag;
+        } else if (dataset_make(&diag_items, tk, perpo_model_config(sft),
+                                split_diag_base(o->test_seed), 0, o->n_diag) != 0) {
+            fail("diagnostic items", PERPO_ERR_NOMEM);
+            goto done;
+        } else
+            diag_owned = 1;
+        o->n_diag = diag_items.n;
+        if (diag_init(&dg, sft, tk, &diag_items, (uint64_t)o->test_seed * 7919u + 11u) !=
+                PERPO_OK ||
+            diagnose(sft, 1, tk, &dg, NULL, 0, &sft_row.diag) != PERPO_OK) {
+            fprintf(stderr, "error: diagnostics of the SFT model\n");
+            goto done;
+        }
+        if (o->verbose)
+            fprintf(stderr,
+                    "[sft] %d held-out items: sampled %s %.4g, log p(truth) %.2f, %.2f "
+                    "with a blank image\n",
+                    o->n_diag, tk->metric_key[tk->main_metric],
+                    sft_row.diag.sampled[tk->main_metric], sft_row.diag.truth_real,
+                    sft_row.diag.truth_blank);
+    }
     n_bon = o->bon_test < test.n ? o->bon_test : test.n;
     snprintf(bon_row.name, sizeof bon_row.name, "Best-of-%d (oracle)*", o->n_samples);
     {
@@ -1592,7 +1996,7 @@ static int experiment_main(const task *tk, options *o, int argc, char **argv) {
         if (o->data && o->n_pref < prefs.n) prefs.n = o->n_pref;
         runs[s].m[0] = sft_row;
         if (s > 0) memcpy(runs[s].sft_text, runs[0].sft_text, (size_t)test.n * test.cap);
-        ok = run_preference(tk, o, seed, sft, &test, &prefs, &runs[s], 1) == 0;
+        ok = run_preference(tk, o, seed, sft, &test, &prefs, &dg, &runs[s], 1) == 0;
         if (!o->data) dataset_free(&prefs);
         if (!ok) goto done;
         runs[s].m[runs[s].n_methods++] = bon_row;
@@ -1630,6 +2034,8 @@ done:
         }
     free(runs);
     free(pre);
+    diag_free(&dg);
+    if (diag_owned) dataset_free(&diag_items);
     dataset_free(&test);
     dataset_free(&train);
     perpo_model_free(sft);
