@@ -85,6 +85,16 @@ test-examples: $(BUILD)/grounding $(BUILD)/dense_ocr
 	  grep -q '"regression"' $(BUILD)/tiny_$$t/sft.ckpt.json && \
 	  echo "example $$t: tiny pretraining and demo ran, results.json complete" || { echo "example $$t failed"; cat $(BUILD)/tiny_$$t/*.out; exit 1; }; \
 	done
+	@# a fixed set of 16 labelled scenes with early stopping, then PerPO on those same scenes
+	@rm -rf $(BUILD)/tiny_fixed && mkdir -p $(BUILD)/tiny_fixed && \
+	  ./$(BUILD)/grounding $(TINY_PRE) --sft-steps 100 --scenes 16 --val-every 50 --patience 1 \
+	    --sft-checkpoint $(BUILD)/tiny_fixed/sft.ckpt > $(BUILD)/tiny_fixed/pretrain.out && \
+	  grep -q '"scenes": 16' $(BUILD)/tiny_fixed/sft.ckpt.json && grep -q '"best_step": 50' $(BUILD)/tiny_fixed/sft.ckpt.json && \
+	  ./$(BUILD)/grounding $(TINY_RUN) --pref-data-seed 1 --diag 4 --sft-checkpoint $(BUILD)/tiny_fixed/sft.ckpt \
+	    --out $(BUILD)/tiny_fixed > $(BUILD)/tiny_fixed/run.out && \
+	  grep -q '"rho_heldout"' $(BUILD)/tiny_fixed/results.json && grep -q '"pref_data_seed": 1' $(BUILD)/tiny_fixed/results.json && \
+	  echo "example grounding --scenes: fixed-set pretraining with early stopping, PerPO on its scenes, diagnostics" \
+	  || { echo "example grounding --scenes failed"; cat $(BUILD)/tiny_fixed/*.out; exit 1; }
 	@# --data: 6 + 6 user pages (multi-line transcriptions written with \n) read by the committed OCR reader
 	@$(CC) $(WARN) -O1 -o $(BUILD)/write_pages tests/write_pages.c $(LIBS)
 	@rm -rf $(BUILD)/tiny_data && mkdir -p $(BUILD)/tiny_data/pages && ./$(BUILD)/write_pages $(BUILD)/tiny_data/pages 6 && \

@@ -25,7 +25,7 @@ typedef struct options {
     int seed, test_seed, seeds, n_samples, sft_steps, pref_steps, n_pref, n_test;
     int threads, batch, lists_per_step, verbose, mean_logp, max_batch;
     int pretrain, n_val, val_seed, save_every, sft_warmup, rounds, bon_test, from_scratch, accum,
-        nll_truth, n_diag;
+        nll_truth, n_diag, scenes, val_every, patience, pref_data_seed;
     double beta, gamma, temperature, top_p, margin, sft_lr, pref_lr, nll, positive;
     const char *objective, *out, *sft_ckpt, *data;
 } options;
@@ -61,6 +61,7 @@ static void options_default(options *o) {
     o->save_every = 250;
     o->n_diag = 256;
     o->positive = 0.0;
+    o->pref_data_seed = -1;
 }
 
 /* ---- Objectives compared ---------------------------------------------------------------- */
@@ -168,6 +169,22 @@ static int parse_options(int argc, char **argv, options *o) {
           "50-step report)",
           'i', &o->save_every, 50, 1e7 },
         { "--val", "validation examples scored after pretraining", 'i', &o->n_val, 1, 1e7 },
+        { "--scenes",
+          "pretraining: a fixed set of this many labelled examples, in shuffled epochs (0 = fresh "
+          "examples every step)",
+          'i', &o->scenes, 0, 1e8 },
+        { "--val-every",
+          "pretraining: score --val validation examples every this many steps and keep the best "
+          "model (early stopping; 0 = off)",
+          'i', &o->val_every, 0, 1e7 },
+        { "--patience",
+          "early stopping: stop after this many validations without a new best (0 = never stop "
+          "early, still keep the best)",
+          'i', &o->patience, 0, 1e6 },
+        { "--pref-data-seed",
+          "preference prompts from the pretraining examples of this seed (the first "
+          "--pref-prompts of a --scenes set) instead of prompts of their own (-1)",
+          'i', &o->pref_data_seed, -1, 2e9 },
         { "--val-seed", "seed of the validation split (never the test seed)", 'i', &o->val_seed, 0,
           2e9 },
     };
@@ -331,6 +348,7 @@ static void json_options(ex_json *j, const options *o) {
     ex_json_kv_number(j, "nll", o->nll);
     ex_json_kv_number(j, "positive", o->positive);
     ex_json_kv_int(j, "diag", o->n_diag);
+    ex_json_kv_int(j, "pref_data_seed", o->pref_data_seed);
     ex_json_kv_int(j, "mean_logp", o->mean_logp);
     ex_json_kv_int(j, "nll_truth", o->nll_truth);
     ex_json_kv_int(j, "sft_steps", o->sft_steps);
@@ -1531,13 +1549,35 @@ typedef struct pretrain_stream {
     size_t image_floats;
     float *images; /* one image per batch slot */
     char *text;    /* prompt and answer per batch slot, text_cap bytes each */
+    size_t
+        scenes;   /* > 0: a fixed set of examples 0 .. scenes-1, one shuffled epoch after another */
+    size_t *perm; /* the order of epoch perm_epoch (scenes entries) */
+    size_t perm_epoch;
 } pretrain_stream;
+
+/* The order of the fixed set's examples in epoch e: a Fisher-Yates shuffle seeded by (base, e),
+   so the example at any stream index is a pure function of the index (resume sees the same). */
+static void epoch_order(pretrain_stream *s, size_t e) {
+    size_t i;
+    uint64_t key = ex_hash64(s->base, 0x65706f6368ull + (uint64_t)e);
+    for (i = 0; i < s->scenes; i++) s->perm[i] = i;
+    for (i = s->scenes - 1; i > 0; i--) {
+        size_t j = (size_t)(ex_hash64(key, (uint64_t)i) % (uint64_t)(i + 1)), t = s->perm[i];
+        s->perm[i] = s->perm[j];
+        s->perm[j] = t;
+    }
+    s->perm_epoch = e;
+}
 
 static perpo_status pretrain_next(size_t index, size_t slot, perpo_example *out, void *user) {
     pretrain_stream *s = (pretrain_stream *)user;
     float *img = s->images + slot * s->image_floats;
     char *prompt = s->text + slot * 2 * s->def->text_cap, *answer = prompt + s->def->text_cap;
     int group;
+    if (s->scenes) { /* the fixed set: epoch index / scenes, position index % scenes */
+        if (index / s->scenes != s->perm_epoch) epoch_order(s, index / s->scenes);
+        index = s->perm[index % s->scenes];
+    }
     if (s->def->make(s->base, (uint64_t)index, img, prompt, answer, &group) != 0)
         return PERPO_ERR_ARG;
     out->image = img;
@@ -1551,6 +1591,7 @@ typedef struct pretrain_log {
     perpo_model *model;
     char partial[1024], curve_path[1024];
     int save_every, saved_at; /* saved_at: the step of the last .partial (or of the resume) */
+    int until;                /* stop at this step (the next validation, or the end) */
     double seconds_before;    /* training time of the runs this one resumed */
     perpo_status save_status;
 } pretrain_log;
@@ -1570,7 +1611,35 @@ static int pretrain_progress(const perpo_progress *p, void *user) {
         l->save_status = perpo_checkpoint_save(l->model, l->partial, PERPO_CKPT_OPTIMIZER);
         if (l->save_status != PERPO_OK) return 1; /* stop: reported by the caller */
     }
-    return 0;
+    return p->step >= l->until;
+}
+
+/* Early stopping's record, CKPT.early: one "step metric" line per validation. Keeps the lines
+   up to step `upto` (a resumed run redoes the later steps); returns how many there are, with
+   the best one's index in *best (-1: none). */
+#define EX_MAX_VALIDATIONS 4096
+static int early_load(const char *path, int upto, int higher_is_better, int *steps, double *vals,
+                      int *best) {
+    FILE *f = fopen(path, "r");
+    int n = 0, i, step;
+    double v;
+    *best = -1;
+    if (f) {
+        while (n < EX_MAX_VALIDATIONS && fscanf(f, "%d %lf", &step, &v) == 2)
+            if (step <= upto) {
+                steps[n] = step;
+                vals[n++] = v;
+            }
+        fclose(f);
+    }
+    if ((f = fopen(path, "w")) != NULL) {
+        for (i = 0; i < n; i++) fprintf(f, "%d %.6g\n", steps[i], vals[i]);
+        fclose(f);
+    }
+    for (i = 0; i < n; i++)
+        if (*best < 0 || (higher_is_better ? vals[i] > vals[*best] : vals[i] < vals[*best]))
+            *best = i;
+    return n;
 }
 
 /* Keeps the curve lines up to step `upto` (a resumed run redoes the steps after it) in the
@@ -1618,20 +1687,36 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
     pretrain_log pl;
     curve *full = (curve *)calloc(1, sizeof *full);
     float *seconds = (float *)calloc(CURVE_MAX, sizeof(float));
-    char json_path[1024], line[256];
+    char json_path[1024], line[256], early_path[1024], best_path[1024];
     const char *ckpt = o->sft_ckpt;
     perpo_status st;
     FILE *f;
     ex_json j;
+    dataset val; /* early stopping's validation items */
+    int *e_steps = (int *)calloc(EX_MAX_VALIDATIONS, sizeof(int));
+    double *e_vals = (double *)calloc(EX_MAX_VALIDATIONS, sizeof(double));
     double t_train, t_val;
-    int start = 0, i, rc = 1;
+    int start = 0, i, rc = 1, n_early = 0, best = -1, last = 0, stop_early = 0;
     memset(&stream, 0, sizeof stream);
     memset(&pl, 0, sizeof pl);
-    if (!full || !seconds) {
+    memset(&val, 0, sizeof val);
+    if (!full || !seconds || !e_steps || !e_vals) {
         free(full);
         free(seconds);
+        free(e_steps);
+        free(e_vals);
         return fail("pretraining buffers", PERPO_ERR_NOMEM);
     }
+    if (o->val_every % 50 != 0) { /* progress reports, where a segment can stop, come every 50 */
+        fprintf(stderr, "error: --val-every must be a multiple of 50, got %d\n", o->val_every);
+        free(full);
+        free(seconds);
+        free(e_steps);
+        free(e_vals);
+        return 1;
+    }
+    snprintf(early_path, sizeof early_path, "%s.early", ckpt);
+    snprintf(best_path, sizeof best_path, "%s.best", ckpt);
     snprintf(pl.partial, sizeof pl.partial, "%s.partial", ckpt);
     snprintf(pl.curve_path, sizeof pl.curve_path, "%s.curve", ckpt);
     snprintf(json_path, sizeof json_path, "%s.json", ckpt);
@@ -1658,8 +1743,19 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
         (size_t)task->cfg.image_h * (size_t)task->cfg.image_w * (size_t)task->cfg.channels;
     stream.images = (float *)malloc((size_t)o->batch * stream.image_floats * sizeof(float));
     stream.text = (char *)calloc((size_t)o->batch * 2, task->text_cap);
+    stream.scenes = (size_t)o->scenes;
+    stream.perm_epoch = (size_t)-1;
+    if (o->scenes && !(stream.perm = (size_t *)malloc((size_t)o->scenes * sizeof(size_t)))) {
+        fail("pretraining buffers", PERPO_ERR_NOMEM);
+        goto done;
+    }
     if (!stream.images || !stream.text) {
         fail("pretraining buffers", PERPO_ERR_NOMEM);
+        goto done;
+    }
+    if (o->val_every && dataset_make(&val, task, perpo_model_config(m), split_val_base(o->val_seed),
+                                     0, o->n_val) != 0) {
+        fail("validation items", PERPO_ERR_NOMEM);
         goto done;
     }
     run_log_start(&pl.log, "pretrain", o->verbose, NULL);
@@ -1669,22 +1765,71 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
     pl.save_status = PERPO_OK;
     if (o->verbose)
         fprintf(stderr,
-                "[pretrain] %s: %d steps of %d fresh examples, lr %.2g (warmup %d, cosine to "
+                "[pretrain] %s: %d steps of %d %s examples, lr %.2g (warmup %d, cosine to "
                 "%.2g), saving %s every %d steps\n",
-                task->name, o->sft_steps, o->batch, o->sft_lr, tc.optim.warmup_steps,
-                (double)tc.optim.min_lr, pl.partial, o->save_every);
-    st = perpo_sft_train_stream(m, pretrain_next, &stream, &tc, pretrain_progress, &pl);
-    if (st == PERPO_OK && pl.save_status != PERPO_OK) st = pl.save_status;
-    if (st != PERPO_OK) {
-        fail("pretraining", st);
-        goto done;
+                task->name, o->sft_steps, o->batch, o->scenes ? "fixed-set" : "fresh", o->sft_lr,
+                tc.optim.warmup_steps, (double)tc.optim.min_lr, pl.partial, o->save_every);
+    if (o->verbose && o->scenes)
+        fprintf(stderr, "[pretrain] the fixed set: %d examples, %.1f epochs at most\n", o->scenes,
+                (double)o->sft_steps * o->batch / o->scenes);
+    /* segments up to each validation (or one to the end), each resuming the schedule */
+    n_early = early_load(early_path, start, task->higher_is_better, e_steps, e_vals, &best);
+    for (last = start; last < o->sft_steps && !stop_early;) {
+        pl.until = o->val_every ? (last / o->val_every + 1) * o->val_every : o->sft_steps;
+        if (pl.until > o->sft_steps) pl.until = o->sft_steps;
+        tc.resume = last > 0;
+        st = perpo_sft_train_stream(m, pretrain_next, &stream, &tc, pretrain_progress, &pl);
+        if (st == PERPO_OK && pl.save_status != PERPO_OK) st = pl.save_status;
+        if (st != PERPO_OK) {
+            fail("pretraining", st);
+            goto done;
+        }
+        last = perpo_optim_step_count(m);
+        if (o->val_every && n_early < EX_MAX_VALIDATIONS) {
+            scores vs;
+            FILE *ef;
+            if ((st = evaluate(m, task, &val, &vs, NULL)) != PERPO_OK) {
+                fail("validation", st);
+                goto done;
+            }
+            e_steps[n_early] = last;
+            e_vals[n_early] = vs.v[task->main_metric];
+            if ((ef = fopen(early_path, "a")) != NULL) {
+                fprintf(ef, "%d %.6g\n", last, e_vals[n_early]);
+                fclose(ef);
+            }
+            if (best < 0 || (task->higher_is_better ? e_vals[n_early] > e_vals[best]
+                                                    : e_vals[n_early] < e_vals[best])) {
+                best = n_early;
+                if ((st = perpo_checkpoint_save(m, best_path, 0)) != PERPO_OK) {
+                    fail("saving the best model", st);
+                    goto done;
+                }
+            }
+            n_early++;
+            if (o->verbose)
+                fprintf(stderr,
+                        "[early stopping] step %d: validation %s %.4g (best %.4g at step %d)\n",
+                        last, task->metric_key[task->main_metric], e_vals[n_early - 1],
+                        e_vals[best], e_steps[best]);
+            stop_early = o->patience > 0 && n_early - 1 - best >= o->patience;
+        }
     }
     t_train = pl.seconds_before + wall_seconds() - pl.log.t0;
+    if (o->val_every && best >= 0) { /* the best validated model is the checkpoint */
+        perpo_model_free(m);
+        m = NULL;
+        if ((st = perpo_model_load(&m, best_path, NULL)) != PERPO_OK) {
+            fail("loading the best model", st);
+            goto done;
+        }
+    }
     if ((st = perpo_checkpoint_save(m, ckpt, 0)) != PERPO_OK) {
         fail("saving the checkpoint", st);
         goto done;
     }
-    printf("wrote %s (%d steps, %.0f s of training)\n", ckpt, o->sft_steps, t_train);
+    printf("wrote %s (%d steps, %.0f s of training)\n", ckpt,
+           o->val_every && best >= 0 ? e_steps[best] : o->sft_steps, t_train);
 
     /* the record: how it was made, what it scores */
     pretrain_curve_load(pl.curve_path, o->sft_steps, full, seconds);
@@ -1701,6 +1846,25 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
     ex_json_array_end(&j);
     ex_json_kv_int(&j, "seed", o->seed);
     ex_json_kv_int(&j, "steps", o->sft_steps);
+    ex_json_kv_int(&j, "scenes", o->scenes); /* 0: fresh examples every step */
+    if (o->val_every) {
+        ex_json_key(&j, "early_stopping");
+        ex_json_object_begin(&j);
+        ex_json_kv_int(&j, "val_every", o->val_every);
+        ex_json_kv_int(&j, "patience", o->patience);
+        ex_json_kv_int(&j, "best_step", best >= 0 ? e_steps[best] : 0);
+        ex_json_kv_int(&j, "last_step", last);
+        ex_json_key(&j, "validation_curve");
+        ex_json_array_begin(&j);
+        for (i = 0; i < n_early; i++) {
+            ex_json_array_begin(&j);
+            ex_json_int(&j, e_steps[i]);
+            ex_json_number(&j, e_vals[i]);
+            ex_json_array_end(&j);
+        }
+        ex_json_array_end(&j);
+        ex_json_object_end(&j);
+    }
     ex_json_kv_int(&j, "batch", o->batch);
     ex_json_kv_number(&j, "lr", o->sft_lr);
     ex_json_kv_int(&j, "warmup_steps", tc.optim.warmup_steps);
@@ -1799,10 +1963,16 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
            json_path);
     remove(pl.partial);
     remove(pl.curve_path);
+    remove(early_path);
+    remove(best_path);
     rc = 0;
 done:
     free(stream.images);
     free(stream.text);
+    free(stream.perm);
+    free(e_steps);
+    free(e_vals);
+    dataset_free(&val);
     free(full);
     free(seconds);
     perpo_model_free(m);
@@ -1988,8 +2158,10 @@ static int experiment_main(const task *tk, options *o, int argc, char **argv) {
             fprintf(stderr, "=== preference seed %d (%d of %d) ===\n", seed, s + 1, o->seeds);
         if (o->data)
             prefs = train;
-        else if (dataset_make(&prefs, tk, perpo_model_config(sft), split_pref_base(seed), 0,
-                              o->n_pref) != 0) {
+        else if (dataset_make(&prefs, tk, perpo_model_config(sft),
+                              o->pref_data_seed >= 0 ? split_train_base(o->pref_data_seed)
+                                                     : split_pref_base(seed),
+                              0, o->n_pref) != 0) {
             fail("preference prompts", PERPO_ERR_NOMEM);
             goto done;
         }
