@@ -828,37 +828,6 @@ typedef struct diag_ctx {
     uint64_t seed;
 } diag_ctx;
 
-/* Spearman's rank correlation of x and y (n values; ties share their mean rank); 0 and *ok = 0
-   when either is constant. */
-static void ranks_of(const double *v, int n, double *rank) {
-    int i, j;
-    for (i = 0; i < n; i++) {
-        int below = 0, equal = 0;
-        for (j = 0; j < n; j++) {
-            below += v[j] < v[i];
-            equal += v[j] == v[i];
-        }
-        rank[i] = below + (equal - 1) / 2.0; /* 0-based mean rank of the tie group */
-    }
-}
-static double spearman(const double *x, const double *y, int n, int *ok) {
-    double rx[PERPO_MAX_LIST], ry[PERPO_MAX_LIST], mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
-    int i;
-    ranks_of(x, n, rx);
-    ranks_of(y, n, ry);
-    for (i = 0; i < n; i++) {
-        mx += rx[i] / n;
-        my += ry[i] / n;
-    }
-    for (i = 0; i < n; i++) {
-        sxy += (rx[i] - mx) * (ry[i] - my);
-        sxx += (rx[i] - mx) * (rx[i] - mx);
-        syy += (ry[i] - my) * (ry[i] - my);
-    }
-    *ok = sxx > 0 && syy > 0;
-    return *ok ? sxy / sqrt(sxx * syy) : 0.0;
-}
-
 /* rho and the chosen/rejected shifts of `model` on lists whose ref_logp is the SFT model's;
    logp: room for the log-prob of every answer of the lists. */
 static perpo_status list_shifts(perpo_model *model, const perpo_pref_list *lists, size_t n_lists,
@@ -884,7 +853,7 @@ static perpo_status list_shifts(perpo_model *model, const perpo_pref_list *lists
             if (rv[k] > rv[best]) best = k;
             if (rv[k] < rv[worst]) worst = k;
         }
-        r = spearman(sv, rv, n, &ok);
+        r = ex_spearman(sv, rv, n, &ok);
         if (ok) {
             *rho += r;
             n_rho++;

@@ -440,4 +440,28 @@ EX_FN int ex_json_finish(ex_json *j) {
     return j->err;
 }
 
+/* ======================================================================================
+ * 3. Statistics
+ * ==================================================================================== */
+
+/* Spearman's rank correlation of x and y (n values): Pearson's correlation of their ranks,
+   tied values sharing the mean of their ranks. 0 with *ok = 0 when x or y is constant (or
+   n < 2), where it is undefined. O(n^2): for short lists. */
+EX_FN double ex_spearman(const double *x, const double *y, int n, int *ok) {
+    double mx = (n - 1) / 2.0, sxy = 0, sxx = 0, syy = 0; /* mean rank, ties or not */
+    int i, j;
+    for (i = 0; i < n; i++) {
+        double rx = 0, ry = 0; /* 0-based mean ranks: values below + (equal - 1) / 2 */
+        for (j = 0; j < n; j++) {
+            rx += x[j] < x[i] ? 1.0 : x[j] == x[i] && j != i ? 0.5 : 0.0;
+            ry += y[j] < y[i] ? 1.0 : y[j] == y[i] && j != i ? 0.5 : 0.0;
+        }
+        sxy += (rx - mx) * (ry - mx);
+        sxx += (rx - mx) * (rx - mx);
+        syy += (ry - mx) * (ry - mx);
+    }
+    *ok = sxx > 0 && syy > 0;
+    return *ok ? sxy / sqrt(sxx * syy) : 0.0;
+}
+
 #endif /* PERPO_EXAMPLES_REPORT_H */

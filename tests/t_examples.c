@@ -827,6 +827,23 @@ static void tex_options(perpo_test *t) {
     fclose(err);
 }
 
+/* Spearman's rho by hand: monotone = 1, reversed = -1; x = (1,2,2,3) against y = (1,2,3,4)
+   has ranks (0, 1.5, 1.5, 3) and (0, 1, 2, 3): 4.5 / sqrt(4.5 * 5); constant input is
+   undefined (ok = 0); invariant under any increasing transform. */
+static void tex_spearman(perpo_test *t) {
+    const double a[4] = { 1, 2, 3, 4 }, rev[4] = { 9, 7, 5, -1 }, tie[4] = { 1, 2, 2, 3 };
+    const double flat[4] = { 2, 2, 2, 2 }, expo[4] = { exp(1.0), exp(2.0), exp(2.0), exp(3.0) };
+    int ok = -1;
+    CHECK_NEAR(ex_spearman(a, a, 4, &ok), 1.0, 1e-15, 0);
+    CHECK(ok == 1);
+    CHECK_NEAR(ex_spearman(a, rev, 4, &ok), -1.0, 1e-15, 0);
+    CHECK_NEAR(ex_spearman(tie, a, 4, &ok), 4.5 / sqrt(22.5), 1e-15, 0);
+    CHECK_NEAR(ex_spearman(a, tie, 4, &ok), 4.5 / sqrt(22.5), 1e-15, 0);
+    CHECK(ex_spearman(expo, a, 4, &ok) == ex_spearman(tie, a, 4, &ok));
+    CHECK(ex_spearman(flat, a, 4, &ok) == 0.0 && ok == 0);
+    CHECK(ex_spearman(a, a, 1, &ok) == 0.0 && ok == 0);
+}
+
 extern const perpo_test_case perpo_tests_examples[];
 const perpo_test_case perpo_tests_examples[] = {
     { "examples_rng_basics", tex_rng_basics },
@@ -848,6 +865,7 @@ const perpo_test_case perpo_tests_examples[] = {
     { "examples_svg_plot", tex_svg_plot },
     { "examples_json_writer", tex_json_writer },
     { "examples_options", tex_options },
+    { "examples_spearman", tex_spearman },
     { NULL, NULL },
 };
 
