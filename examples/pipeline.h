@@ -822,7 +822,7 @@ typedef struct diag_ctx {
     const dataset *items; /* the held-out items (NULL: no diagnostics) */
     perpo_pref_set lists; /* DIAG_SAMPLES answers of the SFT model per item, ref_logp = SFT's */
     perpo_pref_list *truth_real, *truth_blank; /* one list per item: its true answer */
-    float *truth_ref, *blank, *logp; /* SFT's truth log-probs (2 n); zero image; scratch */
+    float *blank, *logp; /* the all-zero image; room for the log-probs of every answer */
     const char **truth_resp;
     float *truth_reward;
     uint64_t seed;
@@ -883,7 +883,6 @@ static void diag_free(diag_ctx *d) {
     perpo_pref_set_free(&d->lists);
     free(d->truth_real);
     free(d->truth_blank);
-    free(d->truth_ref);
     free(d->blank);
     free(d->logp);
     free((void *)d->truth_resp);
@@ -924,7 +923,7 @@ static perpo_status diag_sampled(perpo_model *model, const task *tk, const diag_
     return PERPO_OK;
 }
 
-/* Held-out lists and the true answers' log-probs under the SFT model. */
+/* The held-out lists (the SFT model's samples, with its log-probs) and the true answers. */
 static perpo_status diag_init(diag_ctx *d, perpo_model *sft, const task *tk, const dataset *items,
                               uint64_t seed) {
     perpo_sample_config sc = perpo_sample_default();
@@ -944,13 +943,12 @@ static perpo_status diag_init(diag_ctx *d, perpo_model *sft, const task *tk, con
         return st;
     d->truth_real = (perpo_pref_list *)calloc(n, sizeof *d->truth_real);
     d->truth_blank = (perpo_pref_list *)calloc(n, sizeof *d->truth_blank);
-    d->truth_ref = (float *)calloc(2 * n, sizeof(float));
     d->blank = (float *)calloc(items->image_floats, sizeof(float));
     d->truth_resp = (const char **)calloc(n, sizeof(char *));
     d->truth_reward = (float *)calloc(n, sizeof(float));
-    d->logp = (float *)malloc((n * DIAG_SAMPLES + 2 * n) * sizeof(float));
-    if (!d->truth_real || !d->truth_blank || !d->truth_ref || !d->blank || !d->truth_resp ||
-        !d->truth_reward || !d->logp)
+    d->logp = (float *)malloc(n * DIAG_SAMPLES * sizeof(float)); /* the truths use n of them */
+    if (!d->truth_real || !d->truth_blank || !d->blank || !d->truth_resp || !d->truth_reward ||
+        !d->logp)
         return PERPO_ERR_NOMEM;
     for (i = 0; i < n; i++) {
         perpo_pref_list *r = &d->truth_real[i];
@@ -960,13 +958,10 @@ static perpo_status diag_init(diag_ctx *d, perpo_model *sft, const task *tk, con
         r->n = 1;
         r->responses = d->truth_resp + i;
         r->rewards = d->truth_reward + i;
-        r->ref_logp = d->truth_ref + i;
-        d->truth_blank[i] = *r;
+        d->truth_blank[i] = *r; /* ref_logp: set where they are scored */
         d->truth_blank[i].image = d->blank;
-        d->truth_blank[i].ref_logp = d->truth_ref + n + i;
     }
-    if ((st = perpo_pref_reference(sft, d->truth_real, n)) != PERPO_OK) return st;
-    return perpo_pref_reference(sft, d->truth_blank, n);
+    return PERPO_OK;
 }
 
 /* The mean log-prob of the true answers under model (real images, then blank ones). */
