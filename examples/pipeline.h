@@ -1317,11 +1317,12 @@ static void print_diagnostics(const task *tk, const options *o, const run_result
     char cell[64], head[64];
     int i, c, k;
     if (!runs[0].m[0].diag.has) return;
-    printf("\nDiagnostics on %d held-out items (%d samples each at temperature 1): sampled %s; "
-           "rho = rank correlation of s = log pi - log pi_sft with the reward within a list; "
-           "chosen/rejected = mean s of each list's best/worst answer (nats); log p of the true "
-           "answer with the real and a blank image\n\n",
-           o->n_diag, DIAG_SAMPLES, tk->metric_key[mm]);
+    printf(
+        "\nDiagnostics on %d held-out items, %d answers each sampled at temperature 1:\n"
+        "  sampled: their %s; rho: rank correlation, within a list of the SFT model's\n"
+        "  answers, of s = log pi - log pi_sft with the reward; chosen/rejected: mean s of each\n"
+        "  list's best/worst answer (nats); log p of the true answer, real and blank image\n\n",
+        o->n_diag, DIAG_SAMPLES, tk->metric_key[mm]);
     snprintf(head, sizeof head, "sampled %s", tk->metric_head[mm] ? tk->metric_head[mm] : "");
     printf("| %-24s | %-*s |", "method", w, head);
     for (c = 0; c < (int)(sizeof col / sizeof col[0]); c++) printf(" %-*s |", w, col[c].head);
