@@ -128,7 +128,8 @@ typedef enum perpo_status {
     PERPO_ERR_OVERFLOW,  /* a size computation would overflow size_t */
     PERPO_ERR_IO,        /* open/read/write/rename failed */
     PERPO_ERR_FORMAT,    /* a file or text is malformed */
-    PERPO_ERR_NONFINITE, /* NaN or Inf in an input, loss or gradient */
+    PERPO_ERR_NONFINITE, /* NaN or Inf in an input, loss or gradient (or in a data-parallel
+                            reduction hook's sums) */
     PERPO_ERR_PEER       /* data-parallel training: another worker failed (its own call
                              returns the reason), so this one stopped with it */
 } perpo_status;
@@ -435,7 +436,9 @@ PERPODEF void perpo_optim_reset(perpo_model *model);
  * preference training once per step (the metrics); in both once per step on the gradients
  * (perpo_model_num_params floats) and once per progress report, every log_every steps (a stop
  * request by any worker's callback stops all). Return PERPO_OK, or an error that ends
- * training with it.
+ * training with it. What the hook returns is checked like any input: a NaN or Inf in any sum
+ * (counts, loss, metrics, flags, stop requests, gradients) stops every worker with
+ * PERPO_ERR_NONFINITE, never with PERPO_OK and a NaN loss in the report.
  * A worker that fails (bad data, NaN) still joins the next reduction with a failure flag, so
  * every worker stops at the same step: it returns its error, the others PERPO_ERR_PEER.
  * Progress reports carry the global loss, metrics and token counts, on every worker.
@@ -4785,14 +4788,17 @@ static uint64_t perpo__hash_model(const perpo_model *m, int with_optimizer) {
 
 /* One reduction of a data-parallel trainer whose last float is this worker's failure flag:
    every worker learns whether any failed, and all stop together (no one waits forever in the
-   next reduction). The failed worker returns its own status, the others PERPO_ERR_PEER. */
+   next reduction). The failed worker returns its own status, the others PERPO_ERR_PEER. The
+   sums are checked like any input: a NaN or Inf anywhere in them (a count, a loss, a metric, a
+   flag) is PERPO_ERR_NONFINITE on every worker (the hook leaves the same values on all), never
+   a loss or stop request taken at face value. */
 static perpo_status perpo__collective(const perpo_parallel *par, float *buf, size_t n,
                                       perpo_status local) {
     perpo_status st;
     buf[n - 1] = local != PERPO_OK ? 1.0f : 0.0f;
     if ((st = par->reduce(buf, n, par->user)) != PERPO_OK) return st;
-    if (!(buf[n - 1] == 0.0f))
-        return local != PERPO_OK ? local : PERPO_ERR_PEER; /* NaN counts as failed */
+    if (!perpo__all_finite(buf, n)) return local != PERPO_OK ? local : PERPO_ERR_NONFINITE;
+    if (buf[n - 1] != 0.0f) return local != PERPO_OK ? local : PERPO_ERR_PEER;
     return PERPO_OK;
 }
 
@@ -4831,6 +4837,7 @@ static perpo_status perpo__handshake(const perpo_parallel *par, void *ctx, perpo
         }
     }
     if ((st = par->reduce(buf, W * K, par->user)) != PERPO_OK) goto done;
+    if (!perpo__all_finite(buf, W * K)) st = PERPO_ERR_NONFINITE; /* as in perpo__collective */
     for (r = 0; r < W && st == PERPO_OK; r++) {
         const float *blk = buf + r * K;
         uint64_t p = 0;
@@ -5069,6 +5076,7 @@ static perpo_status perpo__sft_step(perpo_model *m, int step, perpo_progress *p,
     if (par->reduce) { /* the gradient sums over all workers: clipping sees the global norm */
         float flag[1];
         if ((st = perpo__collective(par, flag, 1, S->pending)) != PERPO_OK) return st;
+        /* (a non-finite sum: perpo_optim_step refuses it, PERPO_ERR_NONFINITE on every worker) */
         if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) return st;
     }
     return PERPO_OK;
@@ -5572,6 +5580,7 @@ static perpo_status perpo__pref_step(perpo_model *m, int step, perpo_progress *p
         p->reward_accuracy = buf[4];
         p->logp_chosen = buf[5];
         *tokens += (double)buf[6];
+        /* (a non-finite sum: perpo_optim_step refuses it, PERPO_ERR_NONFINITE on every worker) */
         if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) return st;
     }
     return PERPO_OK;

@@ -13,7 +13,10 @@
  *   - workers that disagree (steps, weights, world, rank) are refused by every worker, and a
  *     failure on one worker (a stream error, a NaN reward) stops both at the same step: it
  *     returns its error, the other PERPO_ERR_PEER; no one waits forever (each read has a
- *     timeout, so a broken protocol fails the test instead of hanging it). */
+ *     timeout, so a broken protocol fails the test instead of hanging it);
+ *   - a hook that hands back NaN or Inf in any float of any call (handshake, counts, loss,
+ *     metrics, flags, gradients, stop requests) stops training with PERPO_ERR_NONFINITE, on
+ *     both workers of a pair too. */
 #include "test.h"
 
 #if defined(__unix__) || defined(__unix) || (defined(__APPLE__) && defined(__MACH__))
@@ -98,6 +101,28 @@ static perpo_status tpar_reduce_one(float *buf, size_t n, void *user) {
     (void)buf;
     (void)n;
     ++*(long *)user;
+    return PERPO_OK;
+}
+
+/* A hook that sums like another (inner; NULL: a world of one) and then, at its call number
+   `at` (1-based), writes value into buf[index] (past the end: into the last float), as a
+   broken transport or reduction would. */
+typedef struct tpar_poison {
+    perpo_parallel inner;
+    long calls, at;
+    size_t index, n_at; /* n_at: the length of the poisoned call's buffer */
+    float value;
+} tpar_poison;
+static perpo_status tpar_reduce_poison(float *buf, size_t n, void *user) {
+    tpar_poison *p = (tpar_poison *)user;
+    if (p->inner.reduce) {
+        perpo_status st = p->inner.reduce(buf, n, p->inner.user);
+        if (st != PERPO_OK) return st;
+    }
+    if (++p->calls == p->at) {
+        buf[p->index < n ? p->index : n - 1] = p->value;
+        p->n_at = n;
+    }
     return PERPO_OK;
 }
 
@@ -226,7 +251,10 @@ typedef struct tpar_sft_job {
     int rank1_seed;     /* rank 1's weights from another seed when not 0 */
     int rank1_world;    /* rank 1 claims this world when not 0 */
     int rank1_rank;     /* rank 1 claims this rank when >= 0 */
-    float *params;      /* rank 0 copies its final parameters here (may be NULL) */
+    long poison_at;     /* both workers' hooks write poison into buf[poison_index] of this call */
+    size_t poison_index;
+    float poison;
+    float *params; /* rank 0 copies its final parameters here (may be NULL) */
 } tpar_sft_job;
 
 typedef struct tpar_stream {
@@ -264,11 +292,21 @@ static void tpar_sft(int rank, perpo_parallel *par, void *arg, tpar_out *out) {
     perpo_model *m = NULL;
     perpo_sft_config tc = tpar_sft_config(j->batch, j->steps, j->accum);
     tpar_stream stream;
+    tpar_poison poison;
     int stop = j->rank1_stop_at;
     out->status =
         (int)perpo_model_create(&m, &c, rank == 1 && j->rank1_seed ? (uint64_t)j->rank1_seed : 1u);
     if (!m) return;
     if (par) tc.parallel = *par;
+    if (par && j->poison_at > 0) { /* the pipe hook, then the poison */
+        memset(&poison, 0, sizeof poison);
+        poison.inner = *par;
+        poison.at = j->poison_at;
+        poison.index = j->poison_index;
+        poison.value = j->poison;
+        tc.parallel.reduce = tpar_reduce_poison;
+        tc.parallel.user = &poison;
+    }
     if (rank == 1 && j->rank1_steps) tc.optim.total_steps = j->rank1_steps;
     if (rank == 1 && j->rank1_world) tc.parallel.world = j->rank1_world;
     if (rank == 1 && j->rank1_rank >= 0) tc.parallel.rank = j->rank1_rank;
@@ -517,6 +555,77 @@ static void test_parallel_sampling_split(perpo_test *t) {
     perpo_model_free(m);
 }
 
+/* The hook's sums are checked like any input: NaN, +Inf or -Inf written into any float of any
+   of its calls (the handshake, SFT's token counts, loss and failure flags, preference metrics
+   and token counts, the gradients, a report's stop request) stops training with
+   PERPO_ERR_NONFINITE, never PERPO_OK (with a NaN loss in the report, or a NaN stop request
+   taken as a stop) and never another code. A world of one: every call of the first step. */
+static void test_parallel_hook_nonfinite(perpo_test *t) {
+    static tpar_data d;
+    static const float bad[3] = { NAN, INFINITY, -INFINITY };
+    perpo_config c = tpar_config();
+    perpo_model *m = NULL, *sampler = NULL;
+    perpo_sft_config tc = tpar_sft_config(4, 2, 2);
+    perpo_pref_config pc = tpar_pref_config(3, 2);
+    perpo_pref_set set;
+    size_t kept = 0;
+    int trainer, runs = 0, wrong = 0;
+    tpar_make(&d);
+    memset(&set, 0, sizeof set);
+    CHECK_OK(perpo_model_create(&sampler, &c, 3));
+    if (!sampler) return;
+    CHECK_OK(tpar_lists(sampler, &d, 0, 1, &set, &kept));
+    CHECK(kept >= 3);
+    tc.log_every = pc.log_every = 1;
+    tc.optim.warmup_steps = pc.optim.warmup_steps = 1;
+    tc.parallel.world = pc.parallel.world = 1;
+    /* SFT, accumulation 2: handshake (2 calls), counts and loss (2), failure flag, gradients,
+       report = 7 calls in step 1; preference: handshake (2), metrics, gradients, report = 5 */
+    for (trainer = 0; trainer < 2 && kept >= 3; trainer++) {
+        long at, calls = trainer == 0 ? 7 : 5;
+        for (at = 1; at <= calls; at++) {
+            size_t index, n = 0;
+            for (index = 0; index < 9; index++) { /* floats 0..7, then the last one */
+                int v;
+                if (index > 0 && index >= n && index != 8) continue;
+                for (v = 0; v < 3; v++) {
+                    tpar_poison poison;
+                    perpo_status st;
+                    memset(&poison, 0, sizeof poison);
+                    poison.at = at;
+                    poison.index = index == 8 ? (size_t)-1 : index;
+                    poison.value = bad[v];
+                    CHECK_OK(perpo_model_create(&m, &c, 3));
+                    if (!m) return;
+                    if (trainer == 0) {
+                        tc.parallel.reduce = tpar_reduce_poison;
+                        tc.parallel.user = &poison;
+                        st = perpo_sft_train(m, d.ex, TPAR_N, &tc, NULL, NULL);
+                    } else {
+                        pc.parallel.reduce = tpar_reduce_poison;
+                        pc.parallel.user = &poison;
+                        st = perpo_pref_train(m, set.lists, kept, &pc, NULL, NULL);
+                    }
+                    perpo_model_free(m);
+                    m = NULL;
+                    n = poison.n_at;
+                    runs++;
+                    if (st != PERPO_ERR_NONFINITE && wrong++ < 40)
+                        CHECK_MSG(
+                            0, "%s: %g in float %zu of %zu of the hook's call %ld: status %d (%s)",
+                            trainer == 0 ? "SFT" : "preference", (double)bad[v],
+                            index == 8 ? n - 1 : index, n, at, (int)st, perpo_status_string(st));
+                    if (poison.n_at == 0) CHECK_MSG(0, "call %ld never came", at);
+                }
+            }
+        }
+    }
+    CHECK_MSG(wrong == 0, "%d of %d poisoned runs did not end with PERPO_ERR_NONFINITE", wrong,
+              runs);
+    perpo_pref_set_free(&set);
+    perpo_model_free(sampler);
+}
+
 #ifdef TPAR_POSIX
 /* 2 workers with batch 4 = 1 process with batch 8 (SFT over a shuffled set, accumulation 2,
    clipping at 0.5 so the global norm matters). */
@@ -622,6 +731,22 @@ static void test_parallel_sft_failures(perpo_test *t) {
     CHECK_OK(o[0].status);
     CHECK_OK(o[1].status);
     CHECK(o[0].steps == 5 && o[1].steps == 5 && o[0].hash == o[1].hash);
+    /* the hook hands both workers a NaN: in step 1's summed loss (call 3, float 1), in its
+       report's stop request (call 6, float 0); both stop with PERPO_ERR_NONFINITE, together */
+    j.rank1_stop_at = 0;
+    j.poison = NAN;
+    j.poison_at = 3;
+    j.poison_index = 1;
+    CHECK(tpar_run2(tpar_sft, &j, o) == 0);
+    CHECK_MSG(o[0].status == PERPO_ERR_NONFINITE && o[1].status == PERPO_ERR_NONFINITE,
+              "a NaN summed loss: statuses %d, %d", o[0].status, o[1].status);
+    CHECK(o[0].steps == 0 && o[1].steps == 0);
+    j.poison_at = 6;
+    j.poison_index = 0;
+    CHECK(tpar_run2(tpar_sft, &j, o) == 0);
+    CHECK_MSG(o[0].status == PERPO_ERR_NONFINITE && o[1].status == PERPO_ERR_NONFINITE,
+              "a NaN stop request: statuses %d, %d", o[0].status, o[1].status);
+    CHECK(o[0].steps == 1 && o[1].steps == 1 && o[0].hash == o[1].hash);
 }
 
 /* 2 workers with 2 lists each = 1 process with 4 lists (PerPO with its NLL term, accumulation
@@ -708,6 +833,8 @@ const perpo_test_case perpo_tests_parallel[] = {
       test_parallel_world_of_one },
     { "data-parallel: a block of the prompts samples exactly the whole set's lists",
       test_parallel_sampling_split },
+    { "data-parallel: NaN or Inf in any sum the hook returns stops training (NONFINITE)",
+      test_parallel_hook_nonfinite },
 #ifdef TPAR_POSIX
     { "data-parallel: 2 workers x batch 4 = 1 process x batch 8 (SFT)",
       test_parallel_sft_two_workers },
