@@ -175,10 +175,12 @@ static perpo_status tpar_reduce_pipe(float *buf, size_t n, void *user) {
     return PERPO_OK;
 }
 
+#define TPAR_LOGGED 24 /* steps whose reports a worker keeps */
 typedef struct tpar_out {
     int status, steps;
-    uint64_t hash; /* of the final parameters */
-    long calls;    /* of the hook */
+    uint64_t hash;                                   /* of the final parameters */
+    long calls;                                      /* of the hook */
+    float grad_norm[TPAR_LOGGED], loss[TPAR_LOGGED]; /* as reported at steps 1, 2, ... */
 } tpar_out;
 typedef void (*tpar_job)(int rank, perpo_parallel *par, void *arg, tpar_out *out);
 
@@ -251,6 +253,7 @@ typedef struct tpar_sft_job {
     int rank1_seed;     /* rank 1's weights from another seed when not 0 */
     int rank1_world;    /* rank 1 claims this world when not 0 */
     int rank1_rank;     /* rank 1 claims this rank when >= 0 */
+    int no_clip;        /* clip_norm 0 instead of 0.5 */
     long poison_at;     /* both workers' hooks write poison into buf[poison_index] of this call */
     size_t poison_index;
     float poison;
@@ -270,6 +273,19 @@ static perpo_status tpar_next(size_t index, size_t slot, perpo_example *out, voi
 }
 static int tpar_stop_at(const perpo_progress *p, void *user) {
     return p->step == *(const int *)user;
+}
+/* Keeps each report's gradient norm and loss; stops after step stop_at (0: never). */
+typedef struct tpar_log {
+    tpar_out *out;
+    int stop_at;
+} tpar_log;
+static int tpar_log_report(const perpo_progress *p, void *user) {
+    const tpar_log *l = (const tpar_log *)user;
+    if (p->step >= 1 && p->step <= TPAR_LOGGED) {
+        l->out->grad_norm[p->step - 1] = p->grad_norm;
+        l->out->loss[p->step - 1] = p->loss;
+    }
+    return p->step == l->stop_at;
 }
 
 static perpo_sft_config tpar_sft_config(int batch, int steps, int accum) {
@@ -293,7 +309,7 @@ static void tpar_sft(int rank, perpo_parallel *par, void *arg, tpar_out *out) {
     perpo_sft_config tc = tpar_sft_config(j->batch, j->steps, j->accum);
     tpar_stream stream;
     tpar_poison poison;
-    int stop = j->rank1_stop_at;
+    tpar_log log;
     out->status =
         (int)perpo_model_create(&m, &c, rank == 1 && j->rank1_seed ? (uint64_t)j->rank1_seed : 1u);
     if (!m) return;
@@ -307,6 +323,7 @@ static void tpar_sft(int rank, perpo_parallel *par, void *arg, tpar_out *out) {
         tc.parallel.reduce = tpar_reduce_poison;
         tc.parallel.user = &poison;
     }
+    if (j->no_clip) tc.optim.clip_norm = 0.0f;
     if (rank == 1 && j->rank1_steps) tc.optim.total_steps = j->rank1_steps;
     if (rank == 1 && j->rank1_world) tc.parallel.world = j->rank1_world;
     if (rank == 1 && j->rank1_rank >= 0) tc.parallel.rank = j->rank1_rank;
@@ -314,9 +331,11 @@ static void tpar_sft(int rank, perpo_parallel *par, void *arg, tpar_out *out) {
     stream.fail_at = rank == 1 ? j->rank1_fail_at : -1;
     if (j->rank1_fail_at >= 0) /* both over the stream; rank 1's fails */
         out->status = (int)perpo_sft_train_stream(m, tpar_next, &stream, &tc, NULL, NULL);
-    else
-        out->status = (int)perpo_sft_train(m, j->d->ex, TPAR_N, &tc,
-                                           rank == 1 && stop ? tpar_stop_at : NULL, &stop);
+    else {
+        log.out = out;
+        log.stop_at = rank == 1 ? j->rank1_stop_at : 0;
+        out->status = (int)perpo_sft_train(m, j->d->ex, TPAR_N, &tc, tpar_log_report, &log);
+    }
     out->steps = perpo_optim_step_count(m);
     out->hash = tpar_hash(perpo_model_params(m), perpo_model_num_params(m));
     if (rank == 0 && j->params)
@@ -686,6 +705,54 @@ done:
     free(ph);
 }
 
+/* The reported gradient norm (before clipping) and loss of every step: 2 workers x batch 4 =
+   1 process x batch 8, SFT with accumulation 2, clipped at 0.5 and not clipped. The
+   parameters alone cannot show a gradient's scale: clipping and Adam's normalization hide it
+   (a gradient `world` times too large trains nearly the same model), the norm does not. */
+static void test_parallel_sft_grad_norms(perpo_test *t) {
+    static tpar_data d;
+    tpar_sft_job j;
+    tpar_out one, two[2];
+    int clip, k;
+    tpar_make(&d);
+    for (clip = 0; clip < 2; clip++) {
+        double worst_norm = 0.0, worst_loss = 0.0;
+        memset(&j, 0, sizeof j);
+        j.d = &d;
+        j.steps = 10;
+        j.accum = 2;
+        j.rank1_fail_at = -1;
+        j.rank1_rank = -1;
+        j.no_clip = clip == 0;
+        j.batch = 8;
+        memset(&one, 0, sizeof one);
+        tpar_sft(0, NULL, &j, &one);
+        CHECK_OK(one.status);
+        j.batch = 4;
+        CHECK(tpar_run2(tpar_sft, &j, two) == 0);
+        CHECK_OK(two[0].status);
+        CHECK_OK(two[1].status);
+        for (k = 0; k < j.steps; k++) {
+            double g1 = one.grad_norm[k], l1 = one.loss[k];
+            double dn = fabs(two[0].grad_norm[k] - g1) / g1, dl = fabs(two[0].loss[k] - l1) / l1;
+            CHECK_MSG(g1 > 0.0 && dn <= 1e-4,
+                      "%s, step %d: 2 workers report gradient norm %.7g, 1 process %.7g",
+                      clip ? "clipped" : "not clipped", k + 1, (double)two[0].grad_norm[k], g1);
+            CHECK_MSG(l1 > 0.0 && dl <= 1e-4,
+                      "%s, step %d: 2 workers report loss %.7g, 1 process %.7g",
+                      clip ? "clipped" : "not clipped", k + 1, (double)two[0].loss[k], l1);
+            CHECK(memcmp(&two[0].grad_norm[k], &two[1].grad_norm[k], sizeof(float)) == 0 &&
+                  memcmp(&two[0].loss[k], &two[1].loss[k], sizeof(float)) == 0);
+            if (!(dn <= worst_norm)) worst_norm = dn;
+            if (!(dl <= worst_loss)) worst_loss = dl;
+        }
+        fprintf(stderr,
+                "    SFT %s, 10 steps: 2 workers x batch 4 vs 1 process x batch 8: largest "
+                "relative difference of the reported gradient norm %.3g, of the loss %.3g\n",
+                clip ? "clipped at 0.5" : "not clipped", worst_norm, worst_loss);
+    }
+}
+
 /* Disagreements are refused by both workers; a failure on one stops both at the same step. */
 static void test_parallel_sft_failures(perpo_test *t) {
     static tpar_data d;
@@ -838,6 +905,8 @@ const perpo_test_case perpo_tests_parallel[] = {
 #ifdef TPAR_POSIX
     { "data-parallel: 2 workers x batch 4 = 1 process x batch 8 (SFT)",
       test_parallel_sft_two_workers },
+    { "data-parallel: 2 workers report 1 process's gradient norm and loss each step (SFT)",
+      test_parallel_sft_grad_norms },
     { "data-parallel: disagreeing workers refused; a failure or stop on one stops both",
       test_parallel_sft_failures },
     { "data-parallel: 2 workers x 2 lists = 1 process x 4 lists (PerPO); stop, save, resume",
