@@ -667,6 +667,16 @@ static void test_sampler_distribution(perpo_test *t) {
     memset(counts, 0, sizeof counts);
     for (i = 0; i < 1000; i++) counts[perpo__sample_token(m, z, &sc, &rng)]++;
     CHECK(counts[(int)'a'] == 1000);
+    /* top-p = 0.7: a holds 0.559 of the mass, a and EOS 0.833, so the nucleus is exactly those
+       two, drawn in their relative proportion (0.671 and 0.329); b and c never */
+    sc.top_p = 0.7f;
+    CHECK(p[0] / norm < 0.7 && (p[0] + p[3]) / norm >= 0.7);
+    memset(counts, 0, sizeof counts);
+    for (i = 0; i < draws; i++) counts[perpo__sample_token(m, z, &sc, &rng)]++;
+    CHECK_MSG(counts[(int)'b'] == 0 && counts[(int)'c'] == 0, "top-p 0.7 drew b %d, c %d times",
+              counts[(int)'b'], counts[(int)'c']);
+    CHECK_NEAR(counts[(int)'a'] / (double)draws, p[0] / (p[0] + p[3]), 0.01, 0);
+    CHECK_NEAR(counts[PERPO_TOK_EOS] / (double)draws, p[3] / (p[0] + p[3]), 0.01, 0);
     /* greedy takes the first maximum */
     sc.temperature = 0.0f;
     z[(int)'b'] = 2.0f;
