@@ -6520,6 +6520,11 @@ PERPODEF void perpo_manifest_free(perpo_manifest *m) {
           parallel regions instead of about 100, and greedy decoding one per call (same results,
           bit for bit). PERPO_USE_BF16: bfloat16 products of the linear layers on CPUs with
           AVX512_BF16 (an option; the default float32 results are unchanged).
+          perpo_checkpoint_save writes a temporary file of its own, "<path>.<pid>.<8 hex
+          digits>.tmp", created new (POSIX: O_CREAT | O_EXCL), instead of reusing "<path>.tmp":
+          whatever sits at a name is left alone, and saves of one path from several processes
+          at once all succeed. The data-parallel trainers refuse a NaN or Inf in any sum the
+          reduction hook returns (PERPO_ERR_NONFINITE on every worker).
 
    LICENSE (MIT)
    Copyright (c) 2026 the perpo.h authors
