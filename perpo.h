@@ -30,12 +30,14 @@
                              allocator, all three or none; ctx is perpo_config.alloc_ctx
      PERPO_ASSERT(x)         checks of programmer error (never of input); default assert()
      PERPO_SYNC(path, is_dir) durability hook of checkpoint saves, an int expression that is 0
-                             on success: called on the finished "<path>.tmp" (is_dir 0) before
-                             it is renamed over the checkpoint, and on the checkpoint's folder
-                             (is_dir 1) after. Default: fsync() of each where <unistd.h> declares
-                             it (POSIX: Linux, macOS, the BSDs), nothing elsewhere (Windows)
+                             on success: called on the save's finished temporary file
+                             "<path>.<pid>.<8 hex digits>.tmp" (is_dir 0) before it is renamed
+                             over the checkpoint, and on the checkpoint's folder (is_dir 1)
+                             after. Default: fsync() of each where <unistd.h> declares it
+                             (POSIX: Linux, macOS, the BSDs), nothing elsewhere (Windows)
      PERPO_NO_POSIX          do not include <sys/stat.h>, <fcntl.h>, <unistd.h> even on POSIX
-                             systems (no regular-file check by stat(), no default fsync)
+                             systems (no regular-file check by stat(), no default fsync, no
+                             exclusive O_CREAT | O_EXCL create of a save's temporary file)
      PERPO_LOAD_MAX_ARENA_BYTES  perpo_model_load refuses (PERPO_ERR_FORMAT) a checkpoint whose
                              activation arena would exceed this many bytes; default 1 GiB
      PERPO_NO_VECTOR_EXP     AVX-512 builds: GELU and softmax on libm's expf instead of the
@@ -126,7 +128,8 @@ typedef enum perpo_status {
     PERPO_ERR_OVERFLOW,  /* a size computation would overflow size_t */
     PERPO_ERR_IO,        /* open/read/write/rename failed */
     PERPO_ERR_FORMAT,    /* a file or text is malformed */
-    PERPO_ERR_NONFINITE, /* NaN or Inf in an input, loss or gradient */
+    PERPO_ERR_NONFINITE, /* NaN or Inf in an input, loss or gradient (or in a data-parallel
+                            reduction hook's sums) */
     PERPO_ERR_PEER       /* data-parallel training: another worker failed (its own call
                              returns the reason), so this one stopped with it */
 } perpo_status;
@@ -439,7 +442,9 @@ PERPODEF void perpo_optim_reset(perpo_model *model);
  * preference training once per step (the metrics); in both once per step on the gradients
  * (perpo_model_num_params floats) and once per progress report, every log_every steps (a stop
  * request by any worker's callback stops all). Return PERPO_OK, or an error that ends
- * training with it.
+ * training with it. What the hook returns is checked like any input: a NaN or Inf in any sum
+ * (counts, loss, metrics, flags, stop requests, gradients) stops every worker with
+ * PERPO_ERR_NONFINITE, never with PERPO_OK and a NaN loss in the report.
  * A worker that fails (bad data, NaN) still joins the next reduction with a failure flag, so
  * every worker stops at the same step: it returns its error, the others PERPO_ERR_PEER.
  * Progress reports carry the global loss, metrics and token counts, on every worker.
@@ -610,11 +615,16 @@ PERPODEF void perpo_pref_set_free(perpo_pref_set *set);
 /* Saves config and parameters (little-endian, CRC32-checked) via a temporary file + rename
    (see "Checkpoints" in the implementation and PERPO_SYNC); flags 0, or PERPO_CKPT_OPTIMIZER to
    add the AdamW moments and step: a model loaded from it and trained with resume = 1 continues
-   bit for bit as if never stopped. PERPO_ERR_NONFINITE, writing nothing, for a model with a
-   non-finite parameter. PERPO_ERR_IO, leaving the previous file intact and no "<path>.tmp",
-   when path exists and is not a regular file or on any write, sync or rename failure; except
-   that when only the sync of the folder after the rename fails, the new file is in place but a
-   power cut may still undo the rename. */
+   bit for bit as if never stopped. The temporary file, "<path>.<pid>.<8 hex digits>.tmp" beside
+   path, belongs to this call alone: it is created new (POSIX: O_CREAT | O_EXCL, so nothing that
+   already sits at a name, a link, a FIFO or anyone's file, is opened or followed; without POSIX
+   "<path>.<8 hex digits>.tmp", checked to be absent, then made by fopen), and saves of one path
+   from several processes or threads at once each succeed, leaving one of their checkpoints
+   whole. PERPO_ERR_NONFINITE, writing nothing, for a model with a non-finite parameter.
+   PERPO_ERR_IO, leaving the previous file intact and no temporary file, when path exists and is
+   not a regular file, when no fresh temporary name can be created, or on any write, sync or
+   rename failure; except that when only the sync of the folder after the rename fails, the new
+   file is in place but a power cut may still undo the rename. */
 #define PERPO_CKPT_OPTIMIZER 1u
 PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *model, const char *path,
                                             unsigned flags);
@@ -715,6 +725,18 @@ PERPODEF void perpo_manifest_free(perpo_manifest *m);
 #include <sys/stat.h>
 #include <unistd.h>
 #define PERPO__POSIX 1
+/* Flags of the checkpoint's temporary file that strict C99 modes of some libcs hide (O_CREAT |
+   O_EXCL alone already refuses a symbolic link) */
+#ifdef O_NOFOLLOW
+#define PERPO__O_NOFOLLOW O_NOFOLLOW
+#else
+#define PERPO__O_NOFOLLOW 0
+#endif
+#ifdef O_CLOEXEC
+#define PERPO__O_CLOEXEC O_CLOEXEC
+#else
+#define PERPO__O_CLOEXEC 0
+#endif
 #endif
 #if defined(__GNUC__) || defined(__clang__)
 #define PERPO__MAYBE_UNUSED __attribute__((unused))
@@ -4790,14 +4812,17 @@ static uint64_t perpo__hash_model(const perpo_model *m, int with_optimizer) {
 
 /* One reduction of a data-parallel trainer whose last float is this worker's failure flag:
    every worker learns whether any failed, and all stop together (no one waits forever in the
-   next reduction). The failed worker returns its own status, the others PERPO_ERR_PEER. */
+   next reduction). The failed worker returns its own status, the others PERPO_ERR_PEER. The
+   sums are checked like any input: a NaN or Inf anywhere in them (a count, a loss, a metric, a
+   flag) is PERPO_ERR_NONFINITE on every worker (the hook leaves the same values on all), never
+   a loss or stop request taken at face value. */
 static perpo_status perpo__collective(const perpo_parallel *par, float *buf, size_t n,
                                       perpo_status local) {
     perpo_status st;
     buf[n - 1] = local != PERPO_OK ? 1.0f : 0.0f;
     if ((st = par->reduce(buf, n, par->user)) != PERPO_OK) return st;
-    if (!(buf[n - 1] == 0.0f))
-        return local != PERPO_OK ? local : PERPO_ERR_PEER; /* NaN counts as failed */
+    if (!perpo__all_finite(buf, n)) return local != PERPO_OK ? local : PERPO_ERR_NONFINITE;
+    if (buf[n - 1] != 0.0f) return local != PERPO_OK ? local : PERPO_ERR_PEER;
     return PERPO_OK;
 }
 
@@ -4836,6 +4861,7 @@ static perpo_status perpo__handshake(const perpo_parallel *par, void *ctx, perpo
         }
     }
     if ((st = par->reduce(buf, W * K, par->user)) != PERPO_OK) goto done;
+    if (!perpo__all_finite(buf, W * K)) st = PERPO_ERR_NONFINITE; /* as in perpo__collective */
     for (r = 0; r < W && st == PERPO_OK; r++) {
         const float *blk = buf + r * K;
         uint64_t p = 0;
@@ -5074,6 +5100,7 @@ static perpo_status perpo__sft_step(perpo_model *m, int step, perpo_progress *p,
     if (par->reduce) { /* the gradient sums over all workers: clipping sees the global norm */
         float flag[1];
         if ((st = perpo__collective(par, flag, 1, S->pending)) != PERPO_OK) return st;
+        /* (a non-finite sum: perpo_optim_step refuses it, PERPO_ERR_NONFINITE on every worker) */
         if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) return st;
     }
     return PERPO_OK;
@@ -5577,6 +5604,7 @@ static perpo_status perpo__pref_step(perpo_model *m, int step, perpo_progress *p
         p->reward_accuracy = buf[4];
         p->logp_chosen = buf[5];
         *tokens += (double)buf[6];
+        /* (a non-finite sum: perpo_optim_step refuses it, PERPO_ERR_NONFINITE on every worker) */
         if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) return st;
     }
     return PERPO_OK;
@@ -5696,9 +5724,11 @@ PERPODEF void perpo_pref_set_free(perpo_pref_set *set) {
         u64 n_params   f32 params[n_params]
         [flags & 1: u32 optimizer step, f32 adam_m[n_params], f32 adam_v[n_params]]
         u32 CRC-32 of every byte before it
-      Written to "<path>.tmp" and renamed into place, so a crash never leaves a half-written
-      file under the real name. Loading derives the exact file size from the header and checks
-      it before allocating anything, then checks the CRC before handing out a model.
+      Written to a temporary file of this save alone ("<path>.<pid>.<8 hex digits>.tmp", created
+      new) and renamed into place, so a crash never leaves a half-written file under the real
+      name; it may leave that temporary file, which no later save opens. Loading derives the
+      exact file size from the header and checks it before allocating anything, then checks the
+      CRC before handing out a model.
       Version 1 files still load: their 12 config words are image_h image_w channels patch
       d_model ... max_batch (square patches, no position channels, no sin-cos code).
    ========================================================================================== */
@@ -5760,9 +5790,12 @@ static int perpo__all_nonneg(const float *x, size_t n) {
     return 1;
 }
 
-/* A file written or read through a small buffer, with a running CRC. */
+/* A file written or read through a small buffer, with a running CRC. A save writes its
+   temporary file through fd where POSIX is there (it is created by open(), see below), else
+   through f. */
 typedef struct perpo__ckpt_io {
     FILE *f;
+    int fd;
     uint32_t crc;
     int ok;
 } perpo__ckpt_io;
@@ -5770,7 +5803,23 @@ typedef struct perpo__ckpt_io {
 static void perpo__ckpt_write(perpo__ckpt_io *io, const void *data, size_t n) {
     if (!io->ok) return;
     io->crc = perpo_crc32(io->crc, data, n);
+#ifdef PERPO__POSIX
+    {
+        const unsigned char *p = (const unsigned char *)data;
+        while (n > 0) {
+            ssize_t k = write(io->fd, p, n);
+            if (k < 0 && errno == EINTR) continue;
+            if (k <= 0) {
+                io->ok = 0;
+                return;
+            }
+            p += k;
+            n -= (size_t)k;
+        }
+    }
+#else
     io->ok = fwrite(data, 1, n, io->f) == n;
+#endif
 }
 static void perpo__ckpt_write_floats(perpo__ckpt_io *io, const float *x, size_t n) {
     unsigned char buf[4096];
@@ -5805,12 +5854,66 @@ static void perpo__ckpt_read_floats(perpo__ckpt_io *io, float *x, size_t n) {
     }
 }
 
-/* Moves the finished tmp ("<path>.tmp") over path. PERPO_SYNC makes its bytes durable first;
-   POSIX rename() replaces path atomically, so a crash or power cut leaves the old checkpoint or
-   the new one; PERPO_SYNC on the folder then makes the new name durable. Only where rename
-   cannot replace a file (Windows) is path removed first, which is not atomic. 1 on success.
-   A failure before the rename removes tmp; after it, tmp (strlen(path) + 5 bytes) holds the
-   folder's name, so the caller must not remove it. */
+/* This save's temporary file, beside path so that the rename stays in one file system:
+   "<path>.<pid>.<8 hex digits>.tmp" (without POSIX "<path>.<8 hex digits>.tmp"). The digits
+   mix the address of a local variable (each thread has its own stack), the time, the CPU clock
+   and the try number: with the process id, saves running at the same time in other processes
+   or threads pick other names (and O_EXCL makes sure), and the name is hard to guess in advance.
+   No global counter: the library has no mutable global state. With POSIX the file must be
+   new: open() with O_CREAT | O_EXCL (and O_NOFOLLOW where declared) refuses whatever already
+   sits at the name (a file, a symbolic link, a FIFO, a folder) without opening or following it,
+   and a taken name is replaced by a fresh one, PERPO__TMP_TRIES names in all. Without POSIX,
+   C99 has no exclusive create: a name that opens for reading is skipped, then fopen() creates
+   the file. tmp has room for strlen(path) + PERPO__TMP_EXTRA bytes. 1 with the file open for
+   writing in io, else 0 (nothing created). */
+#define PERPO__TMP_EXTRA 40 /* ".<pid: at most 20 digits>.<8 hex digits>.tmp" and the NUL */
+#define PERPO__TMP_TRIES 8
+static int perpo__ckpt_create_tmp(perpo__ckpt_io *io, char *tmp, const char *path) {
+    size_t cap = strlen(path) + PERPO__TMP_EXTRA;
+    int try_no;
+    for (try_no = 0; try_no < PERPO__TMP_TRIES; try_no++) {
+        uint64_t x = (uint64_t)(uintptr_t)&try_no, h;
+        unsigned long digits;
+        x ^= (uint64_t)time(NULL) << 20;
+        x = perpo__splitmix64(&x) ^ (uint64_t)clock() ^ ((uint64_t)try_no << 56);
+        h = perpo__splitmix64(&x);
+        digits = (unsigned long)(h & 0xFFFFFFFFu);
+#ifdef PERPO__POSIX
+        snprintf(tmp, cap, "%s.%lu.%08lx.tmp", path, (unsigned long)getpid(), digits);
+        io->fd =
+            open(tmp, O_WRONLY | O_CREAT | O_EXCL | PERPO__O_NOFOLLOW | PERPO__O_CLOEXEC, 0666);
+        if (io->fd >= 0) return 1;
+        if (errno != EEXIST && errno != EINTR) return 0; /* no folder, no permission, ... */
+#else
+        snprintf(tmp, cap, "%s.%08lx.tmp", path, digits);
+        if ((io->f = fopen(tmp, "rb")) != NULL) { /* taken */
+            fclose(io->f);
+            io->f = NULL;
+            continue;
+        }
+        io->f = fopen(tmp, "wb");
+        return io->f != NULL;
+#endif
+    }
+    return 0;
+}
+
+/* Closes the temporary file; 1 when everything written reached it. */
+static int perpo__ckpt_close_tmp(perpo__ckpt_io *io) {
+#ifdef PERPO__POSIX
+    return close(io->fd) == 0;
+#else
+    int ok = fflush(io->f) == 0;
+    return (fclose(io->f) == 0) && ok;
+#endif
+}
+
+/* Moves the finished tmp (the temporary file above) over path. PERPO_SYNC makes its bytes
+   durable first; POSIX rename() replaces path atomically, so a crash or power cut leaves the old
+   checkpoint or the new one; PERPO_SYNC on the folder then makes the new name durable. Only
+   where rename cannot replace a file (Windows) is path removed first, which is not atomic.
+   1 on success. A failure before the rename removes tmp; after it, tmp (strlen(path) + 1 bytes
+   at least) holds the folder's name, so the caller must not remove it. */
 static int perpo__ckpt_commit(char *tmp, const char *path) {
     size_t n = strlen(path);
     if (PERPO_SYNC(tmp, 0) != 0) {
@@ -5856,10 +5959,9 @@ PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *pa
     if ((st = perpo__params_finite(m)) != PERPO_OK) return st; /* it could not be loaded */
     if (perpo__not_regular(path)) return PERPO_ERR_IO; /* never replace a folder or device */
     plen = strlen(path);
-    tmp = (char *)PERPO_MALLOC(m->cfg.alloc_ctx, plen + 5);
+    if (plen > SIZE_MAX - PERPO__TMP_EXTRA) return PERPO_ERR_OVERFLOW;
+    tmp = (char *)PERPO_MALLOC(m->cfg.alloc_ctx, plen + PERPO__TMP_EXTRA);
     if (!tmp) return PERPO_ERR_NOMEM;
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
     memcpy(head, PERPO__CKPT_MAGIC, 8);
     perpo__put_u32(head + 8, PERPO__CKPT_VERSION);
     perpo__put_u32(head + 12, flags);
@@ -5867,13 +5969,14 @@ PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *pa
     for (k = 0; k < PERPO__CKPT_NCFG; k++) perpo__put_u32(head + 16 + 4 * k, (uint32_t)cfgv[k]);
     perpo__put_u32(head + 16 + 4 * PERPO__CKPT_NCFG, (uint32_t)m->n_params);
     perpo__put_u32(head + 20 + 4 * PERPO__CKPT_NCFG, (uint32_t)((uint64_t)m->n_params >> 32));
-    io.f = fopen(tmp, "wb");
+    io.f = NULL;
+    io.fd = -1;
     io.crc = 0;
-    io.ok = io.f != NULL;
-    if (!io.f) {
+    if (!perpo__ckpt_create_tmp(&io, tmp, path)) {
         PERPO_FREE(m->cfg.alloc_ctx, tmp);
         return PERPO_ERR_IO;
     }
+    io.ok = 1;
     perpo__ckpt_write(&io, head, sizeof head);
     perpo__ckpt_write_floats(&io, m->params, m->n_params);
     if (flags & PERPO_CKPT_OPTIMIZER) {
@@ -5884,8 +5987,7 @@ PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *pa
     }
     perpo__put_u32(word, io.crc);
     perpo__ckpt_write(&io, word, 4);
-    io.ok = (fflush(io.f) == 0) && io.ok;
-    io.ok = (fclose(io.f) == 0) && io.ok;
+    io.ok = perpo__ckpt_close_tmp(&io) && io.ok;
     if (!io.ok)
         remove(tmp);
     else
@@ -6443,6 +6545,11 @@ PERPODEF void perpo_manifest_free(perpo_manifest *m) {
           parallel regions instead of about 100, and greedy decoding one per call (same results,
           bit for bit). PERPO_USE_BF16: bfloat16 products of the linear layers on CPUs with
           AVX512_BF16 (an option; the default float32 results are unchanged).
+          perpo_checkpoint_save writes a temporary file of its own, "<path>.<pid>.<8 hex
+          digits>.tmp", created new (POSIX: O_CREAT | O_EXCL), instead of reusing "<path>.tmp":
+          whatever sits at a name is left alone, and saves of one path from several processes
+          at once all succeed. The data-parallel trainers refuse a NaN or Inf in any sum the
+          reduction hook returns (PERPO_ERR_NONFINITE on every worker).
 
    LICENSE (MIT)
    Copyright (c) 2026 the perpo.h authors

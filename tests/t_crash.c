@@ -2,8 +2,8 @@
  * CR_EVERY steps and is killed with SIGKILL on a seeded schedule of moments, then a new child
  * resumes from the checkpoint. Three kinds of moment, in turn:
  *   - inside a save, by the child itself: the test's PERPO_SYNC hook (tests/main.c) raises
- *     SIGKILL at its j-th call, i.e. with "<path>.tmp" complete but not yet renamed (odd j), or
- *     renamed but its folder not yet synced (even j);
+ *     SIGKILL at its j-th call, i.e. with the save's temporary file ("<path>.<pid>.<hex>.tmp")
+ *     complete but not yet renamed (odd j), or renamed but its folder not yet synced (even j);
  *   - after a save began: the parent waits for the child's k-th "saving" note on a pipe, sleeps
  *     0-2 ms (the write and fsync take about that) and kills it, often mid-write;
  *   - at a random time, 0-30 ms after the start (mostly between saves).
@@ -33,6 +33,7 @@ static int cr_kill_at_sync; /* in a child: SIGKILL at this PERPO_SYNC call (1-ba
 /* tests/main.c routes PERPO_SYNC here: a failure on request (t_reliability.c), a kill on
    request (above), else the library's default (fsync of the file and of its folder). */
 static int perpo_test_sync_hook(const char *path, int is_dir) {
+    if (!is_dir && strlen(path) < sizeof tr_synced_file) strcpy(tr_synced_file, path);
     if (tr_sync_fail_at > 0 && --tr_sync_fail_at == 0) return -1;
 #ifdef CR_POSIX
     if (cr_kill_at_sync > 0 && --cr_kill_at_sync == 0) kill(getpid(), SIGKILL);
@@ -155,6 +156,7 @@ static void test_crash_resume(perpo_test *t) {
         return;
     }
     remove(path);
+    tr_tmps(path, 1);
     fflush(stdout);
     fflush(stderr);
     while (!failed) {
@@ -240,10 +242,9 @@ static void test_crash_resume(perpo_test *t) {
             failed = 1;
         }
     }
-    {
-        char tmp[64];
-        sprintf(tmp, "%s.tmp", path);
-        remove(tmp);
+    { /* the temporary files of saves that were killed: at most one per kill, never reused */
+        int left = tr_tmps(path, 1);
+        CHECK_MSG(left >= 0 && left <= kills, "%d temporary files left by %d kills", left, kills);
     }
     remove(path);
     free(ref);

@@ -537,6 +537,62 @@ static void test_cache_matches_recompute(perpo_test *t) {
     perpo_model_free(m);
 }
 
+/* Several images sharing one prompt (image_of = {0, 0, 1, 1}, one prompt for all): sequences
+   that share an image and prompt share one prefill, but two images never do. A model briefly
+   trained on the memo pairs answers from the image (the prompt is the same for all), so a
+   prefill wrongly shared across the two images would give image 1 image 0's answers: cached
+   generation must equal recomputation for every sequence, greedy and sampled, and greedy
+   answers must differ between the images (else the check could not tell). */
+static void test_cache_images_share_prompt(perpo_test *t) {
+    perpo_config c = memo_config();
+    perpo_model *m = NULL;
+    static float img[6][16 * 16 * 3];
+    perpo_example ex[6];
+    perpo_sft_config tc = perpo_sft_default();
+    const float *imgs[2];
+    const char *prompts[4] = { "where?", "where?", "where?", "where?" };
+    size_t image_of[4] = { 0, 0, 1, 1 }, la[4], lb[4];
+    char a[4][24], bb[4][24];
+    perpo_gen_request req;
+    perpo_sample_config sc = perpo_sample_default();
+    int mode, i;
+    memo_data(img, ex);
+    CHECK_OK(perpo_model_create(&m, &c, 3));
+    if (!m) return;
+    tc.batch_size = 6;
+    tc.optim.lr = 3e-3f;
+    tc.optim.min_lr = 3e-4f;
+    tc.optim.warmup_steps = 10;
+    tc.optim.total_steps = 60;
+    tc.optim.weight_decay = 0.0f;
+    CHECK_OK(perpo_sft_train(m, ex, 6, &tc, NULL, NULL));
+    imgs[0] = img[0];
+    imgs[1] = img[4];
+    req.n_seq = 4;
+    req.n_img = 2;
+    req.images = imgs;
+    req.image_of = image_of;
+    req.prompts = prompts;
+    for (mode = 0; mode < 3; mode++) {
+        sc.temperature = mode == 0 ? 0.0f : 1.0f;
+        sc.top_k = mode == 2 ? 20 : 0;
+        sc.top_p = mode == 2 ? 0.9f : 1.0f;
+        sc.seed = 78;
+        sc.no_cache = 0;
+        CHECK_OK(perpo_generate(m, &req, &sc, &a[0][0], 24, la));
+        sc.no_cache = 1;
+        CHECK_OK(perpo_generate(m, &req, &sc, &bb[0][0], 24, lb));
+        for (i = 0; i < 4; i++)
+            CHECK_MSG(la[i] == lb[i] && memcmp(a[i], bb[i], la[i]) == 0,
+                      "mode %d seq %d (image %zu): cache \"%s\" vs recompute \"%s\"", mode, i,
+                      image_of[i], a[i], bb[i]);
+        if (mode == 0)
+            CHECK_MSG(lb[0] != lb[2] || memcmp(bb[0], bb[2], lb[0]) != 0,
+                      "both images answer \"%s\" greedily: the test cannot tell them apart", bb[0]);
+    }
+    perpo_model_free(m);
+}
+
 static void train_20_steps(perpo_model **out, int *status) {
     perpo_config c = memo_config();
     static float img[6][16 * 16 * 3];
@@ -611,6 +667,16 @@ static void test_sampler_distribution(perpo_test *t) {
     memset(counts, 0, sizeof counts);
     for (i = 0; i < 1000; i++) counts[perpo__sample_token(m, z, &sc, &rng)]++;
     CHECK(counts[(int)'a'] == 1000);
+    /* top-p = 0.7: a holds 0.559 of the mass, a and EOS 0.833, so the nucleus is exactly those
+       two, drawn in their relative proportion (0.671 and 0.329); b and c never */
+    sc.top_p = 0.7f;
+    CHECK(p[0] / norm < 0.7 && (p[0] + p[3]) / norm >= 0.7);
+    memset(counts, 0, sizeof counts);
+    for (i = 0; i < draws; i++) counts[perpo__sample_token(m, z, &sc, &rng)]++;
+    CHECK_MSG(counts[(int)'b'] == 0 && counts[(int)'c'] == 0, "top-p 0.7 drew b %d, c %d times",
+              counts[(int)'b'], counts[(int)'c']);
+    CHECK_NEAR(counts[(int)'a'] / (double)draws, p[0] / (p[0] + p[3]), 0.01, 0);
+    CHECK_NEAR(counts[PERPO_TOK_EOS] / (double)draws, p[3] / (p[0] + p[3]), 0.01, 0);
     /* greedy takes the first maximum */
     sc.temperature = 0.0f;
     z[(int)'b'] = 2.0f;
@@ -1124,6 +1190,8 @@ const perpo_test_case perpo_tests_model[] = {
       test_model_finite_differences_opts },
     { "SFT memorizes 6 image->text pairs; greedy reproduces them", test_sft_memorizes },
     { "sampling with the KV cache = sampling by recomputation", test_cache_matches_recompute },
+    { "KV cache = recomputation for two images sharing one prompt (image_of 0,0,1,1)",
+      test_cache_images_share_prompt },
     { "same seed -> bit-identical parameters after 20 steps", test_bit_identical_training },
     { "sampler frequencies follow softmax(z/T); top-k, top-p, greedy", test_sampler_distribution },
     { "SFT stopped at step 10, saved, loaded and resumed = uninterrupted, bit for bit",

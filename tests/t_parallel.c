@@ -13,7 +13,10 @@
  *   - workers that disagree (steps, weights, world, rank) are refused by every worker, and a
  *     failure on one worker (a stream error, a NaN reward) stops both at the same step: it
  *     returns its error, the other PERPO_ERR_PEER; no one waits forever (each read has a
- *     timeout, so a broken protocol fails the test instead of hanging it). */
+ *     timeout, so a broken protocol fails the test instead of hanging it);
+ *   - a hook that hands back NaN or Inf in any float of any call (handshake, counts, loss,
+ *     metrics, flags, gradients, stop requests) stops training with PERPO_ERR_NONFINITE, on
+ *     both workers of a pair too. */
 #include "test.h"
 
 #if defined(__unix__) || defined(__unix) || (defined(__APPLE__) && defined(__MACH__))
@@ -101,6 +104,28 @@ static perpo_status tpar_reduce_one(float *buf, size_t n, void *user) {
     return PERPO_OK;
 }
 
+/* A hook that sums like another (inner; NULL: a world of one) and then, at its call number
+   `at` (1-based), writes value into buf[index] (past the end: into the last float), as a
+   broken transport or reduction would. */
+typedef struct tpar_poison {
+    perpo_parallel inner;
+    long calls, at;
+    size_t index, n_at; /* n_at: the length of the poisoned call's buffer */
+    float value;
+} tpar_poison;
+static perpo_status tpar_reduce_poison(float *buf, size_t n, void *user) {
+    tpar_poison *p = (tpar_poison *)user;
+    if (p->inner.reduce) {
+        perpo_status st = p->inner.reduce(buf, n, p->inner.user);
+        if (st != PERPO_OK) return st;
+    }
+    if (++p->calls == p->at) {
+        buf[p->index < n ? p->index : n - 1] = p->value;
+        p->n_at = n;
+    }
+    return PERPO_OK;
+}
+
 /* ---- Two workers: a hook over pipes ------------------------------------------------------- */
 #ifdef TPAR_POSIX
 typedef struct tpar_link {
@@ -150,10 +175,12 @@ static perpo_status tpar_reduce_pipe(float *buf, size_t n, void *user) {
     return PERPO_OK;
 }
 
+#define TPAR_LOGGED 24 /* steps whose reports a worker keeps */
 typedef struct tpar_out {
     int status, steps;
-    uint64_t hash; /* of the final parameters */
-    long calls;    /* of the hook */
+    uint64_t hash;                                   /* of the final parameters */
+    long calls;                                      /* of the hook */
+    float grad_norm[TPAR_LOGGED], loss[TPAR_LOGGED]; /* as reported at steps 1, 2, ... */
 } tpar_out;
 typedef void (*tpar_job)(int rank, perpo_parallel *par, void *arg, tpar_out *out);
 
@@ -226,7 +253,11 @@ typedef struct tpar_sft_job {
     int rank1_seed;     /* rank 1's weights from another seed when not 0 */
     int rank1_world;    /* rank 1 claims this world when not 0 */
     int rank1_rank;     /* rank 1 claims this rank when >= 0 */
-    float *params;      /* rank 0 copies its final parameters here (may be NULL) */
+    int no_clip;        /* clip_norm 0 instead of 0.5 */
+    long poison_at;     /* both workers' hooks write poison into buf[poison_index] of this call */
+    size_t poison_index;
+    float poison;
+    float *params; /* rank 0 copies its final parameters here (may be NULL) */
 } tpar_sft_job;
 
 typedef struct tpar_stream {
@@ -242,6 +273,19 @@ static perpo_status tpar_next(size_t index, size_t slot, perpo_example *out, voi
 }
 static int tpar_stop_at(const perpo_progress *p, void *user) {
     return p->step == *(const int *)user;
+}
+/* Keeps each report's gradient norm and loss; stops after step stop_at (0: never). */
+typedef struct tpar_log {
+    tpar_out *out;
+    int stop_at;
+} tpar_log;
+static int tpar_log_report(const perpo_progress *p, void *user) {
+    const tpar_log *l = (const tpar_log *)user;
+    if (p->step >= 1 && p->step <= TPAR_LOGGED) {
+        l->out->grad_norm[p->step - 1] = p->grad_norm;
+        l->out->loss[p->step - 1] = p->loss;
+    }
+    return p->step == l->stop_at;
 }
 
 static perpo_sft_config tpar_sft_config(int batch, int steps, int accum) {
@@ -264,11 +308,22 @@ static void tpar_sft(int rank, perpo_parallel *par, void *arg, tpar_out *out) {
     perpo_model *m = NULL;
     perpo_sft_config tc = tpar_sft_config(j->batch, j->steps, j->accum);
     tpar_stream stream;
-    int stop = j->rank1_stop_at;
+    tpar_poison poison;
+    tpar_log log;
     out->status =
         (int)perpo_model_create(&m, &c, rank == 1 && j->rank1_seed ? (uint64_t)j->rank1_seed : 1u);
     if (!m) return;
     if (par) tc.parallel = *par;
+    if (par && j->poison_at > 0) { /* the pipe hook, then the poison */
+        memset(&poison, 0, sizeof poison);
+        poison.inner = *par;
+        poison.at = j->poison_at;
+        poison.index = j->poison_index;
+        poison.value = j->poison;
+        tc.parallel.reduce = tpar_reduce_poison;
+        tc.parallel.user = &poison;
+    }
+    if (j->no_clip) tc.optim.clip_norm = 0.0f;
     if (rank == 1 && j->rank1_steps) tc.optim.total_steps = j->rank1_steps;
     if (rank == 1 && j->rank1_world) tc.parallel.world = j->rank1_world;
     if (rank == 1 && j->rank1_rank >= 0) tc.parallel.rank = j->rank1_rank;
@@ -276,9 +331,11 @@ static void tpar_sft(int rank, perpo_parallel *par, void *arg, tpar_out *out) {
     stream.fail_at = rank == 1 ? j->rank1_fail_at : -1;
     if (j->rank1_fail_at >= 0) /* both over the stream; rank 1's fails */
         out->status = (int)perpo_sft_train_stream(m, tpar_next, &stream, &tc, NULL, NULL);
-    else
-        out->status = (int)perpo_sft_train(m, j->d->ex, TPAR_N, &tc,
-                                           rank == 1 && stop ? tpar_stop_at : NULL, &stop);
+    else {
+        log.out = out;
+        log.stop_at = rank == 1 ? j->rank1_stop_at : 0;
+        out->status = (int)perpo_sft_train(m, j->d->ex, TPAR_N, &tc, tpar_log_report, &log);
+    }
     out->steps = perpo_optim_step_count(m);
     out->hash = tpar_hash(perpo_model_params(m), perpo_model_num_params(m));
     if (rank == 0 && j->params)
@@ -517,6 +574,77 @@ static void test_parallel_sampling_split(perpo_test *t) {
     perpo_model_free(m);
 }
 
+/* The hook's sums are checked like any input: NaN, +Inf or -Inf written into any float of any
+   of its calls (the handshake, SFT's token counts, loss and failure flags, preference metrics
+   and token counts, the gradients, a report's stop request) stops training with
+   PERPO_ERR_NONFINITE, never PERPO_OK (with a NaN loss in the report, or a NaN stop request
+   taken as a stop) and never another code. A world of one: every call of the first step. */
+static void test_parallel_hook_nonfinite(perpo_test *t) {
+    static tpar_data d;
+    static const float bad[3] = { NAN, INFINITY, -INFINITY };
+    perpo_config c = tpar_config();
+    perpo_model *m = NULL, *sampler = NULL;
+    perpo_sft_config tc = tpar_sft_config(4, 2, 2);
+    perpo_pref_config pc = tpar_pref_config(3, 2);
+    perpo_pref_set set;
+    size_t kept = 0;
+    int trainer, runs = 0, wrong = 0;
+    tpar_make(&d);
+    memset(&set, 0, sizeof set);
+    CHECK_OK(perpo_model_create(&sampler, &c, 3));
+    if (!sampler) return;
+    CHECK_OK(tpar_lists(sampler, &d, 0, 1, &set, &kept));
+    CHECK(kept >= 3);
+    tc.log_every = pc.log_every = 1;
+    tc.optim.warmup_steps = pc.optim.warmup_steps = 1;
+    tc.parallel.world = pc.parallel.world = 1;
+    /* SFT, accumulation 2: handshake (2 calls), counts and loss (2), failure flag, gradients,
+       report = 7 calls in step 1; preference: handshake (2), metrics, gradients, report = 5 */
+    for (trainer = 0; trainer < 2 && kept >= 3; trainer++) {
+        long at, calls = trainer == 0 ? 7 : 5;
+        for (at = 1; at <= calls; at++) {
+            size_t index, n = 0;
+            for (index = 0; index < 9; index++) { /* floats 0..7, then the last one */
+                int v;
+                if (index > 0 && index >= n && index != 8) continue;
+                for (v = 0; v < 3; v++) {
+                    tpar_poison poison;
+                    perpo_status st;
+                    memset(&poison, 0, sizeof poison);
+                    poison.at = at;
+                    poison.index = index == 8 ? (size_t)-1 : index;
+                    poison.value = bad[v];
+                    CHECK_OK(perpo_model_create(&m, &c, 3));
+                    if (!m) return;
+                    if (trainer == 0) {
+                        tc.parallel.reduce = tpar_reduce_poison;
+                        tc.parallel.user = &poison;
+                        st = perpo_sft_train(m, d.ex, TPAR_N, &tc, NULL, NULL);
+                    } else {
+                        pc.parallel.reduce = tpar_reduce_poison;
+                        pc.parallel.user = &poison;
+                        st = perpo_pref_train(m, set.lists, kept, &pc, NULL, NULL);
+                    }
+                    perpo_model_free(m);
+                    m = NULL;
+                    n = poison.n_at;
+                    runs++;
+                    if (st != PERPO_ERR_NONFINITE && wrong++ < 40)
+                        CHECK_MSG(
+                            0, "%s: %g in float %zu of %zu of the hook's call %ld: status %d (%s)",
+                            trainer == 0 ? "SFT" : "preference", (double)bad[v],
+                            index == 8 ? n - 1 : index, n, at, (int)st, perpo_status_string(st));
+                    if (poison.n_at == 0) CHECK_MSG(0, "call %ld never came", at);
+                }
+            }
+        }
+    }
+    CHECK_MSG(wrong == 0, "%d of %d poisoned runs did not end with PERPO_ERR_NONFINITE", wrong,
+              runs);
+    perpo_pref_set_free(&set);
+    perpo_model_free(sampler);
+}
+
 #ifdef TPAR_POSIX
 /* 2 workers with batch 4 = 1 process with batch 8 (SFT over a shuffled set, accumulation 2,
    clipping at 0.5 so the global norm matters). */
@@ -577,6 +705,54 @@ done:
     free(ph);
 }
 
+/* The reported gradient norm (before clipping) and loss of every step: 2 workers x batch 4 =
+   1 process x batch 8, SFT with accumulation 2, clipped at 0.5 and not clipped. The
+   parameters alone cannot show a gradient's scale: clipping and Adam's normalization hide it
+   (a gradient `world` times too large trains nearly the same model), the norm does not. */
+static void test_parallel_sft_grad_norms(perpo_test *t) {
+    static tpar_data d;
+    tpar_sft_job j;
+    tpar_out one, two[2];
+    int clip, k;
+    tpar_make(&d);
+    for (clip = 0; clip < 2; clip++) {
+        double worst_norm = 0.0, worst_loss = 0.0;
+        memset(&j, 0, sizeof j);
+        j.d = &d;
+        j.steps = 10;
+        j.accum = 2;
+        j.rank1_fail_at = -1;
+        j.rank1_rank = -1;
+        j.no_clip = clip == 0;
+        j.batch = 8;
+        memset(&one, 0, sizeof one);
+        tpar_sft(0, NULL, &j, &one);
+        CHECK_OK(one.status);
+        j.batch = 4;
+        CHECK(tpar_run2(tpar_sft, &j, two) == 0);
+        CHECK_OK(two[0].status);
+        CHECK_OK(two[1].status);
+        for (k = 0; k < j.steps; k++) {
+            double g1 = one.grad_norm[k], l1 = one.loss[k];
+            double dn = fabs(two[0].grad_norm[k] - g1) / g1, dl = fabs(two[0].loss[k] - l1) / l1;
+            CHECK_MSG(g1 > 0.0 && dn <= 1e-4,
+                      "%s, step %d: 2 workers report gradient norm %.7g, 1 process %.7g",
+                      clip ? "clipped" : "not clipped", k + 1, (double)two[0].grad_norm[k], g1);
+            CHECK_MSG(l1 > 0.0 && dl <= 1e-4,
+                      "%s, step %d: 2 workers report loss %.7g, 1 process %.7g",
+                      clip ? "clipped" : "not clipped", k + 1, (double)two[0].loss[k], l1);
+            CHECK(memcmp(&two[0].grad_norm[k], &two[1].grad_norm[k], sizeof(float)) == 0 &&
+                  memcmp(&two[0].loss[k], &two[1].loss[k], sizeof(float)) == 0);
+            if (!(dn <= worst_norm)) worst_norm = dn;
+            if (!(dl <= worst_loss)) worst_loss = dl;
+        }
+        fprintf(stderr,
+                "    SFT %s, 10 steps: 2 workers x batch 4 vs 1 process x batch 8: largest "
+                "relative difference of the reported gradient norm %.3g, of the loss %.3g\n",
+                clip ? "clipped at 0.5" : "not clipped", worst_norm, worst_loss);
+    }
+}
+
 /* Disagreements are refused by both workers; a failure on one stops both at the same step. */
 static void test_parallel_sft_failures(perpo_test *t) {
     static tpar_data d;
@@ -622,6 +798,22 @@ static void test_parallel_sft_failures(perpo_test *t) {
     CHECK_OK(o[0].status);
     CHECK_OK(o[1].status);
     CHECK(o[0].steps == 5 && o[1].steps == 5 && o[0].hash == o[1].hash);
+    /* the hook hands both workers a NaN: in step 1's summed loss (call 3, float 1), in its
+       report's stop request (call 6, float 0); both stop with PERPO_ERR_NONFINITE, together */
+    j.rank1_stop_at = 0;
+    j.poison = NAN;
+    j.poison_at = 3;
+    j.poison_index = 1;
+    CHECK(tpar_run2(tpar_sft, &j, o) == 0);
+    CHECK_MSG(o[0].status == PERPO_ERR_NONFINITE && o[1].status == PERPO_ERR_NONFINITE,
+              "a NaN summed loss: statuses %d, %d", o[0].status, o[1].status);
+    CHECK(o[0].steps == 0 && o[1].steps == 0);
+    j.poison_at = 6;
+    j.poison_index = 0;
+    CHECK(tpar_run2(tpar_sft, &j, o) == 0);
+    CHECK_MSG(o[0].status == PERPO_ERR_NONFINITE && o[1].status == PERPO_ERR_NONFINITE,
+              "a NaN stop request: statuses %d, %d", o[0].status, o[1].status);
+    CHECK(o[0].steps == 1 && o[1].steps == 1 && o[0].hash == o[1].hash);
 }
 
 /* 2 workers with 2 lists each = 1 process with 4 lists (PerPO with its NLL term, accumulation
@@ -708,9 +900,13 @@ const perpo_test_case perpo_tests_parallel[] = {
       test_parallel_world_of_one },
     { "data-parallel: a block of the prompts samples exactly the whole set's lists",
       test_parallel_sampling_split },
+    { "data-parallel: NaN or Inf in any sum the hook returns stops training (NONFINITE)",
+      test_parallel_hook_nonfinite },
 #ifdef TPAR_POSIX
     { "data-parallel: 2 workers x batch 4 = 1 process x batch 8 (SFT)",
       test_parallel_sft_two_workers },
+    { "data-parallel: 2 workers report 1 process's gradient norm and loss each step (SFT)",
+      test_parallel_sft_grad_norms },
     { "data-parallel: disagreeing workers refused; a failure or stop on one stops both",
       test_parallel_sft_failures },
     { "data-parallel: 2 workers x 2 lists = 1 process x 4 lists (PerPO); stop, save, resume",

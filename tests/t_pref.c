@@ -565,6 +565,105 @@ static void test_pref_nll_on_truth(perpo_test *t) {
     perpo_model_free(m);
 }
 
+/* One preference step with per-token mean log-probs (mean_logp = 1) against its definition:
+ * two lists of three answers of different lengths; the step's loss must be the mean over the
+ * lists of perpo_listwise_loss on logp / length and ref_logp / length (length: the answer's
+ * target tokens, as perpo_text_encode counts them), and its gradient the model's backward of
+ * dlogp_k = dloss/ds_k / length_k / 2 (2 lists per step), computed here from the same weights. */
+static void test_pref_mean_logp_step(perpo_test *t) {
+    static tp_data d;
+    perpo_config c = perpo_config_default();
+    perpo_model *m = NULL, *ref_model = NULL;
+    perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
+    static const char *resp[2][3] = { { "[0.10,0.10,0.50,0.50]", "[0.6,0.6,0.9,0.9]", "x" },
+                                      { "[0.2,0.3]", "[0.25,0.30,0.75,0.80] [0.2,0.3]",
+                                        "[0.20,0.30,0.70,0.80]" } };
+    static const float rewards[2][3] = { { 0.8f, 0.1f, 0.3f }, { 0.2f, 0.05f, 0.9f } };
+    float ref[2][3], logp[6], lp[3], rf[3], g[3], dlogp[6], want = 0.0f, loss = -1.0f, l1;
+    int tok[6 * 48], tgt[6 * 48];
+    size_t nt[6], i, n;
+    const float *imgs[2];
+    perpo_batch b;
+    perpo_pref_list l[2];
+    double worst = 0.0, scale = 0.0;
+    int j, k;
+    tp_make(&d);
+    c.image_h = c.image_w = TP_W;
+    c.patch_h = c.patch_w = 8;
+    c.d_model = 16;
+    c.n_heads = 2;
+    c.n_vis_layers = 1;
+    c.n_dec_layers = 1;
+    c.max_text = 48;
+    c.max_batch = 6;
+    CHECK_OK(perpo_model_create(&m, &c, 11));
+    CHECK_OK(perpo_model_create(&ref_model, &c, 11)); /* the same weights */
+    if (!m || !ref_model) goto done;
+    n = perpo_model_num_params(m);
+    /* the log-probs of the six answers under the starting weights, and their lengths */
+    for (j = 0; j < 2; j++) {
+        imgs[j] = d.img[j];
+        for (k = 0; k < 3; k++)
+            CHECK_OK(perpo_text_encode(&c, d.prompt[j], strlen(d.prompt[j]), resp[j][k],
+                                       strlen(resp[j][k]), tok + (3 * j + k) * 48,
+                                       tgt + (3 * j + k) * 48, &nt[3 * j + k]));
+    }
+    CHECK(nt[2] < nt[0] && nt[0] < nt[4]); /* lengths differ: the mean is not the sum */
+    b.n_seq = 6;
+    b.n_img = 2;
+    b.images = imgs;
+    b.image_of = (const size_t[]){ 0, 0, 0, 1, 1, 1 };
+    b.tokens = tok;
+    b.targets = tgt;
+    perpo_zero_grad(ref_model);
+    CHECK_OK(perpo_forward(ref_model, &b, logp, NULL));
+    for (j = 0; j < 2; j++) {
+        for (k = 0; k < 3; k++) { /* s = (-0.5, 0.25, 0.1) per token, times the length */
+            float off = k == 0 ? 0.5f : k == 1 ? -0.25f : -0.1f;
+            ref[j][k] = logp[3 * j + k] + off * (float)nt[3 * j + k];
+            lp[k] = logp[3 * j + k] / (float)nt[3 * j + k];
+            rf[k] = ref[j][k] / (float)nt[3 * j + k];
+        }
+        CHECK_OK(perpo_listwise_loss(&pc.objective, 3, lp, rf, rewards[j], &l1, g));
+        want += 0.5f * l1;
+        for (k = 0; k < 3; k++) dlogp[3 * j + k] = 0.5f * g[k] / (float)nt[3 * j + k];
+        l[j].image = d.img[j];
+        l[j].prompt = d.prompt[j];
+        l[j].n = 3;
+        l[j].responses = resp[j];
+        l[j].rewards = rewards[j];
+        l[j].ref_logp = ref[j];
+        l[j].truth = NULL;
+    }
+    CHECK_OK(perpo_backward(ref_model, dlogp));
+    /* the trainer: one step over both lists; its gradient stays in the model's buffer */
+    pc.mean_logp = 1;
+    pc.nll_weight = 0.0f;
+    pc.lists_per_step = 2;
+    pc.log_every = 1;
+    pc.optim.total_steps = 1;
+    pc.optim.warmup_steps = 0;
+    CHECK_OK(perpo_pref_train(m, l, 2, &pc, tp_keep_loss, &loss));
+    CHECK_MSG(fabsf(loss - want) <= 1e-5f * (1.0f + fabsf(want)),
+              "step loss %.7g, mean of perpo_listwise_loss on logp / length %.7g", loss, want);
+    for (i = 0; i < n; i++) {
+        double gi = perpo_model_grads(ref_model)[i], di = perpo_model_grads(m)[i] - gi;
+        if (fabs(gi) > scale) scale = fabs(gi);
+        if (!(fabs(di) <= worst)) worst = fabs(di);
+    }
+    fprintf(stderr,
+            "    mean log-probs, 2 lists x 3 answers of %zu-%zu tokens: loss %.7g vs %.7g, "
+            "gradient max |diff| %.3g of %.3g\n",
+            nt[2], nt[4], (double)loss, (double)want, worst, scale);
+    CHECK_MSG(scale > 0.0 && worst <= 1e-5 * scale,
+              "gradient of the step vs backward of dlogp / length: max |diff| %.3g (largest "
+              "|gradient| %.3g)",
+              worst, scale);
+done:
+    perpo_model_free(m);
+    perpo_model_free(ref_model);
+}
+
 /* Preference training stopped at step 10, checkpointed with its optimizer, reloaded and
  * resumed ends bit-identical to the uninterrupted run. */
 static int tp_stop_at_10(const perpo_progress *p, void *user) {
@@ -633,6 +732,8 @@ const perpo_test_case perpo_tests_pref[] = {
       test_perpo_fixes_greedy_answers },
     { "the NLL term on each list's true answer: loss, required truth, batch size",
       test_pref_nll_on_truth },
+    { "preference step with per-token mean log-probs = perpo_listwise_loss on logp / length",
+      test_pref_mean_logp_step },
     { "preference training stopped, saved, loaded, resumed = uninterrupted",
       test_pref_resume_exact },
     { "preference pipeline: PerPO raises the sampled reward on training prompts",

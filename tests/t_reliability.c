@@ -10,7 +10,12 @@
 
 #if defined(__unix__) || defined(__unix) || (defined(__APPLE__) && defined(__MACH__))
 #define TR_POSIX 1
+#include <dirent.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #endif
 
@@ -58,6 +63,30 @@ static int tr_write(const char *path, const unsigned char *b, size_t n) {
     if (!f) return 0;
     ok = fwrite(b, 1, n, f) == n;
     return (fclose(f) == 0) && ok;
+}
+/* The temporary files of saves to path (a bare name in the current folder): the entries named
+   "<path>.<something>.tmp". Counts them and, with remove_them, removes them. */
+static int tr_tmps(const char *path, int remove_them) {
+    int n = 0;
+#ifdef TR_POSIX
+    size_t plen = strlen(path);
+    DIR *d = opendir(".");
+    struct dirent *e;
+    if (!d) return -1;
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len > plen + 5 && strncmp(e->d_name, path, plen) == 0 && e->d_name[plen] == '.' &&
+            strcmp(e->d_name + len - 4, ".tmp") == 0) {
+            n++;
+            if (remove_them) remove(e->d_name);
+        }
+    }
+    closedir(d);
+#else
+    (void)path;
+    (void)remove_them;
+#endif
+    return n;
 }
 static uint32_t tr_u32(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
@@ -345,6 +374,7 @@ static void test_nonfinite_model_refused(perpo_test *t) {
     f = fopen("tests_tmp_rel_nonfinite.ckpt.tmp", "rb");
     CHECK(f == NULL); /* refused before writing anything */
     if (f) fclose(f);
+    CHECK(tr_tmps(path, 1) == 0);
     perpo_model_params(m)[5] = 0.0f;
     CHECK_OK(perpo_generate(m, &req, &sc, out, sizeof out, &len));
     sc.temperature = NAN;
@@ -515,7 +545,8 @@ static void test_lipo_tiny_reward_gaps(perpo_test *t) {
 
 /* ---- finding: files ----------------------------------------------------------------------- */
 /* Test hook state (tests/main.c routes PERPO_SYNC through perpo_test_sync_hook). */
-static int tr_sync_fail_at; /* n > 0: the n-th PERPO_SYNC call from now fails */
+static int tr_sync_fail_at;      /* n > 0: the n-th PERPO_SYNC call from now fails */
+static char tr_synced_file[512]; /* the path of the last PERPO_SYNC call on a file */
 
 static void test_files_not_regular(perpo_test *t) {
 #ifdef TR_POSIX
@@ -533,10 +564,11 @@ static void test_files_not_regular(perpo_test *t) {
     CHECK_MSG(strstr(err, "not a regular file") != NULL, "err '%s'", err);
     CHECK(perpo_image_load_pnm(dir, 4, 4, 1, img, err, sizeof err, NULL) == PERPO_ERR_IO);
     CHECK_MSG(strstr(err, "not a regular file") != NULL, "err '%s'", err);
-    /* saving onto an (empty) folder fails and leaves it there, with no .tmp */
+    /* saving onto an (empty) folder fails and leaves it there, with no temporary file */
     CHECK(perpo_checkpoint_save(m, dir, 0) == PERPO_ERR_IO);
     CHECK(stat(dir, &st) == 0 && S_ISDIR(st.st_mode));
     CHECK(stat("tests_tmp_rel_dir.tmp", &st) != 0);
+    CHECK(tr_tmps(dir, 1) == 0);
     CHECK(rmdir(dir) == 0);
     /* a device: not a regular file either */
     if (stat("/dev/null", &st) == 0) {
@@ -550,8 +582,8 @@ static void test_files_not_regular(perpo_test *t) {
 #endif
 }
 
-/* A failed save (the sync before the rename fails; a full disk) leaves the previous checkpoint
-   loadable, byte for byte, and no .tmp. */
+/* A failed save (the sync before the rename fails; a write error) leaves the previous
+   checkpoint loadable, byte for byte, and no temporary file. */
 static void test_failed_save_keeps_old(perpo_test *t) {
     const char *path = "tests_tmp_rel_keep.ckpt", *tmp = "tests_tmp_rel_keep.ckpt.tmp";
     perpo_model *m = tr_model(t, 3), *l = NULL;
@@ -559,33 +591,62 @@ static void test_failed_save_keeps_old(perpo_test *t) {
     size_t nb = 0, na = 0;
     FILE *f;
     if (!m) return;
+    tr_tmps(path, 1);
     CHECK_OK(perpo_checkpoint_save(m, path, PERPO_CKPT_OPTIMIZER));
     before = tr_read(path, &nb);
     tr_one_step(t, m); /* the model changes: a successful save would change the file */
     tr_sync_fail_at = 1;
+    tr_synced_file[0] = 0;
     CHECK(perpo_checkpoint_save(m, path, PERPO_CKPT_OPTIMIZER) == PERPO_ERR_IO);
     CHECK(tr_sync_fail_at == 0); /* the hook was reached */
+    /* on the temporary file, named "<path>.<pid>.<8 hex digits>.tmp" (POSIX) */
+    CHECK_MSG(strncmp(tr_synced_file, path, strlen(path)) == 0 &&
+                  strcmp(tr_synced_file + strlen(tr_synced_file) - 4, ".tmp") == 0,
+              "PERPO_SYNC was called on \"%s\"", tr_synced_file);
+#ifdef TR_POSIX
+    {
+        char want[256];
+        size_t k, n = (size_t)snprintf(want, sizeof want, "%s.%lu.", path, (unsigned long)getpid());
+        int hex = strlen(tr_synced_file) == n + 12 && strncmp(tr_synced_file, want, n) == 0;
+        for (k = n; hex && k < n + 8; k++)
+            hex = strchr("0123456789abcdef", tr_synced_file[k]) != NULL;
+        CHECK_MSG(hex, "PERPO_SYNC was called on \"%s\", not \"%s<8 hex digits>.tmp\"",
+                  tr_synced_file, want);
+    }
+#endif
     after = tr_read(path, &na);
     CHECK(before && after && na == nb && memcmp(before, after, nb) == 0);
-    f = fopen(tmp, "rb");
-    CHECK_MSG(f == NULL, "%s left behind", tmp);
+    f = fopen(tr_synced_file, "rb");
+    CHECK_MSG(f == NULL, "%s left behind", tr_synced_file);
     if (f) fclose(f);
+    CHECK(tr_tmps(path, 1) == 0);
     CHECK_OK(perpo_model_load(&l, path, NULL));
     if (l) CHECK(perpo_optim_step_count(l) == 0);
     perpo_model_free(l);
     free(after);
 #ifdef TR_POSIX
-    /* a real write error: the .tmp is a link to /dev/full (Linux), every write fails ENOSPC */
+    /* a real write error: a child whose files may not grow past half a checkpoint (RLIMIT_FSIZE,
+       SIGXFSZ ignored: the write fails with EFBIG) */
     {
-        struct stat st;
-        if (stat("/dev/full", &st) == 0 && symlink("/dev/full", tmp) == 0) {
-            CHECK(perpo_checkpoint_save(m, path, PERPO_CKPT_OPTIMIZER) == PERPO_ERR_IO);
-            after = tr_read(path, &na);
-            CHECK(after && na == nb && memcmp(before, after, nb) == 0);
-            free(after);
-            CHECK_MSG(lstat(tmp, &st) != 0, "%s left behind after a write error", tmp);
-            remove(tmp);
+        struct rlimit rl;
+        pid_t pid;
+        int status = 0;
+        fflush(stdout);
+        fflush(stderr);
+        pid = fork();
+        if (pid == 0) {
+            rl.rlim_cur = rl.rlim_max = (rlim_t)(nb / 2);
+            signal(SIGXFSZ, SIG_IGN);
+            if (setrlimit(RLIMIT_FSIZE, &rl) != 0) _exit(2);
+            _exit(perpo_checkpoint_save(m, path, PERPO_CKPT_OPTIMIZER) == PERPO_ERR_IO ? 0 : 1);
         }
+        CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+        CHECK_MSG(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                  "a save past the file size limit: child status 0x%x", (unsigned)status);
+        after = tr_read(path, &na);
+        CHECK(after && na == nb && memcmp(before, after, nb) == 0);
+        free(after);
+        CHECK_MSG(tr_tmps(path, 1) == 0, "a temporary file left behind after a write error");
     }
 #endif
     /* the folder's sync after the rename fails: PERPO_ERR_IO, but the new file is in place (the
@@ -597,6 +658,7 @@ static void test_failed_save_keeps_old(perpo_test *t) {
     if (l) CHECK(perpo_optim_step_count(l) == 1);
     perpo_model_free(l);
     l = NULL;
+    CHECK(tr_tmps(path, 0) == 0);
     f = fopen(tmp, "rb");
     CHECK(f == NULL);
     if (f) fclose(f);
@@ -607,6 +669,182 @@ static void test_failed_save_keeps_old(perpo_test *t) {
     free(before);
     remove(path);
     perpo_model_free(m);
+}
+
+#ifdef TR_POSIX
+/* Saves m to path in a child that alarm() kills after 5 s: a save that blocks (opening a FIFO
+   waits for a reader) fails the test instead of hanging it. The child's exit code: 0 when the
+   save returned PERPO_OK, 1 otherwise; 128 + the signal that killed it. */
+static int tr_save_in_child(const perpo_model *m, const char *path) {
+    pid_t pid;
+    int status = 0;
+    fflush(stdout);
+    fflush(stderr);
+    pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        alarm(5);
+        _exit(perpo_checkpoint_save(m, path, PERPO_CKPT_OPTIMIZER) == PERPO_OK ? 0 : 1);
+    }
+    if (waitpid(pid, &status, 0) != pid) return -1;
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static void tr_clear_old_tmp(const char *old) {
+    chmod(old, 0600);
+    if (remove(old) != 0) rmdir(old);
+}
+#endif
+
+/* Whatever sits at "<path>.tmp" (the temporary name of earlier versions, or anyone's file) is
+   never opened, followed or renamed: a FIFO (opening it for writing would wait forever), a link
+   to an unrelated file (which would be overwritten, and the link renamed over path), a folder
+   and a read-only file (either would fail the save). Each save succeeds, path is afterwards a
+   regular file that loads, the thing at "<path>.tmp" is as it was (the victim's bytes too), and
+   no temporary file is left. */
+static void test_checkpoint_hostile_tmp(perpo_test *t) {
+#ifdef TR_POSIX
+    static const char *what[4] = { "a FIFO", "a link to another file", "a folder",
+                                   "a read-only file" };
+    static const unsigned char bytes[] = "not a checkpoint: somebody else's file";
+    const char *path = "tests_tmp_rel_hostile.ckpt", *old = "tests_tmp_rel_hostile.ckpt.tmp";
+    const char *victim = "tests_tmp_rel_victim";
+    perpo_model *m = tr_model(t, 3), *l = NULL;
+    int kind;
+    if (!m) return;
+    tr_one_step(t, m);
+    for (kind = 0; kind < 4; kind++) {
+        struct stat st;
+        unsigned char *b;
+        size_t n = 0;
+        int made = 0, r;
+        remove(path);
+        remove(victim);
+        tr_clear_old_tmp(old);
+        tr_tmps(path, 1);
+        if (kind == 0) made = mkfifo(old, 0600) == 0;
+        if (kind == 1) made = tr_write(victim, bytes, sizeof bytes) && symlink(victim, old) == 0;
+        if (kind == 2) made = mkdir(old, 0700) == 0;
+        if (kind == 3) made = tr_write(old, bytes, sizeof bytes) && chmod(old, 0400) == 0;
+        CHECK_MSG(made, "cannot make %s at %s", what[kind], old);
+        if (!made) continue;
+        r = tr_save_in_child(m, path);
+        CHECK_MSG(r == 0, "%s at %s: the save %s (child status %d)", what[kind], old,
+                  r == 128 + SIGALRM ? "hung: killed by alarm() after 5 s" : "failed", r);
+        CHECK_MSG(lstat(path, &st) == 0 && S_ISREG(st.st_mode),
+                  "%s at %s: %s is not a regular file afterwards", what[kind], old, path);
+        CHECK_MSG(perpo_model_load(&l, path, NULL) == PERPO_OK, "%s at %s: %s does not load",
+                  what[kind], old, path);
+        if (l) CHECK(perpo_optim_step_count(l) == 1);
+        perpo_model_free(l);
+        l = NULL;
+        /* what sat at the old name is still there, as it was */
+        CHECK_MSG(lstat(old, &st) == 0, "%s at %s: gone after the save", what[kind], old);
+        if (kind == 0) CHECK(S_ISFIFO(st.st_mode));
+        if (kind == 1) CHECK(S_ISLNK(st.st_mode));
+        if (kind == 2) CHECK(S_ISDIR(st.st_mode));
+        if (kind == 3) CHECK(S_ISREG(st.st_mode));
+        if (kind == 1 || kind == 3) { /* (reading the FIFO would wait for a writer) */
+            b = tr_read(kind == 1 ? victim : old, &n);
+            CHECK_MSG(b && n == sizeof bytes && memcmp(b, bytes, n) == 0,
+                      "%s at %s: the file's bytes changed", what[kind], old);
+            free(b);
+        }
+        CHECK_MSG(tr_tmps(path, 1) == 0, "%s at %s: a temporary file was left", what[kind], old);
+    }
+    tr_clear_old_tmp(old);
+    remove(victim);
+    remove(path);
+    perpo_model_free(m);
+#else
+    (void)t;
+    fprintf(stderr, "    skipped: needs POSIX mkfifo, symlink and fork\n");
+#endif
+}
+
+/* Two processes save one path 100 times each, at once, and load it after every save: every
+   save succeeds, every load finds a whole checkpoint (one of the two models), the file left is
+   one of the two checkpoints byte for byte, and no temporary file is left. */
+static void test_checkpoint_concurrent_saves(perpo_test *t) {
+#ifdef TR_POSIX
+    const char *path = "tests_tmp_rel_race.ckpt";
+    const char *ref_path[2] = { "tests_tmp_rel_race0.ckpt", "tests_tmp_rel_race1.ckpt" };
+    perpo_model *m[2];
+    unsigned char *ref[2] = { NULL, NULL }, *got;
+    size_t nref[2] = { 0, 0 }, ngot = 0;
+    pid_t pid[2] = { -1, -1 };
+    int go[2], w, status[2] = { -1, -1 };
+    m[0] = tr_model(t, 3);
+    m[1] = tr_model(t, 3);
+    if (!m[0] || !m[1] || pipe(go) != 0) {
+        CHECK(0);
+        perpo_model_free(m[0]);
+        perpo_model_free(m[1]);
+        return;
+    }
+    tr_one_step(t, m[1]); /* two different checkpoints */
+    for (w = 0; w < 2; w++) {
+        CHECK_OK(perpo_checkpoint_save(m[w], ref_path[w], PERPO_CKPT_OPTIMIZER));
+        ref[w] = tr_read(ref_path[w], &nref[w]);
+        remove(ref_path[w]);
+    }
+    CHECK(ref[0] && ref[1] && nref[0] == nref[1] && memcmp(ref[0], ref[1], nref[0]) != 0);
+    remove(path);
+    tr_tmps(path, 1);
+    fflush(stdout);
+    fflush(stderr);
+    for (w = 0; w < 2; w++) {
+        pid[w] = fork();
+        if (pid[w] == 0) { /* bits: 1 a save failed, 2 a load failed or found neither model */
+            char c;
+            int i, code = 0;
+            close(go[1]);
+            alarm(60);
+            if (read(go[0], &c, 1) != 0) _exit(4); /* both start when the parent closes it */
+            for (i = 0; i < 100; i++) {
+                perpo_model *l = NULL;
+                int steps;
+                if (perpo_checkpoint_save(m[w], path, PERPO_CKPT_OPTIMIZER) != PERPO_OK) code |= 1;
+                if (perpo_model_load(&l, path, NULL) != PERPO_OK) {
+                    code |= 2;
+                    continue;
+                }
+                steps = perpo_optim_step_count(l);
+                if (steps != 0 && steps != 1) code |= 2;
+                perpo_model_free(l);
+            }
+            _exit(code);
+        }
+    }
+    close(go[0]);
+    close(go[1]);
+    for (w = 0; w < 2; w++) {
+        int st = 0;
+        if (pid[w] > 0 && waitpid(pid[w], &st, 0) == pid[w])
+            status[w] =
+                WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+        CHECK_MSG(status[w] == 0, "process %d:%s%s%s (status %d)", w,
+                  status[w] > 0 && (status[w] & 1) ? " a save failed" : "",
+                  status[w] > 0 && (status[w] & 2) ? " a load failed" : "",
+                  status[w] < 0 || status[w] > 3 ? " did not run to the end" : "", status[w]);
+    }
+    got = tr_read(path, &ngot);
+    CHECK_MSG(got && ((ngot == nref[0] && memcmp(got, ref[0], ngot) == 0) ||
+                      (ngot == nref[1] && memcmp(got, ref[1], ngot) == 0)),
+              "the file left is neither process's checkpoint");
+    CHECK_MSG(tr_tmps(path, 1) == 0, "temporary files were left");
+    remove(path);
+    remove("tests_tmp_rel_race.ckpt.tmp");
+    free(got);
+    free(ref[0]);
+    free(ref[1]);
+    perpo_model_free(m[0]);
+    perpo_model_free(m[1]);
+#else
+    (void)t;
+    fprintf(stderr, "    skipped: needs POSIX fork\n");
+#endif
 }
 
 /* ---- property tests: objectives ------------------------------------------------------------ */
@@ -881,8 +1119,12 @@ const perpo_test_case perpo_tests_reliability[] = {
       test_lipo_tiny_reward_gaps },
     { "files: folders and devices are IO errors; saving onto a folder keeps it",
       test_files_not_regular },
-    { "files: a failed save keeps the old checkpoint and leaves no .tmp",
+    { "files: a failed save keeps the old checkpoint and leaves no temporary file",
       test_failed_save_keeps_old },
+    { "checkpoint: a FIFO, link, folder or read-only file at <path>.tmp is left alone",
+      test_checkpoint_hostile_tmp },
+    { "checkpoint: two processes saving one path at once, 100 times each",
+      test_checkpoint_concurrent_saves },
     { "property: 3000 random lists x 4 objectives = definition, shift, permutation, gradient",
       test_objective_properties },
     { "property: IoU/GIoU and edit distance symmetry, identity, bounds, triangle",
