@@ -1018,6 +1018,309 @@ static PERPO__MAYBE_UNUSED int perpo__sync_default(const char *path, int is_dir)
 #else
 #define PERPO__RESTRICT
 #endif
+/* ---- Reference kernels: the math in plain C ----------------------------------------------- *
+ * One plain function per operation, forward and backward, written as the math reads: loops over
+ * rows, columns and the summed index, one row at a time; no packing, tiling, intrinsics or
+ * threads. They define what the fast kernels after them compute: the tests hold every fast
+ * kernel against its reference (tests/t_reference.c), and PERPO_REFERENCE runs the whole library
+ * on them (section 3, "The reference model"). Arrays are row-major and dense; backward ADDS into
+ * gradients that the caller zeroed (GELU's excepted: see there). Every sum runs over its index
+ * in increasing order, from 0 or from what it adds to, as the fast kernels sum, and the
+ * products' multiply-adds round as the fast products' do (perpo__ref_madd), so that the two
+ * agree bit for bit where they sum the same terms. */
+
+/* s + a b, the multiply-add of every product below: rounded once (fmaf) in AVX2 and AVX-512
+   builds, whose fast products run explicit FMA instructions, else as written (portable builds
+   multiply and add as this does). A plain s += a * b would leave it to the compiler, which
+   fuses or not by its own rules (GCC tuned for AMD keeps a loop's running sum unfused). */
+static PERPO__MAYBE_UNUSED float perpo__ref_madd(float s, float a, float b) {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+    return fmaf(a, b, s);
+#else
+    return s + a * b;
+#endif
+}
+
+/* C (M,N) = [C +] op(A) . op(B), op(A): (M,K), op(B): (K,N). ta: A is stored (K,M), else (M,K);
+   tb: B is stored (N,K), else (K,N). The model multiplies x W^T (tb), dy W, dy^T x (ta). */
+static PERPO__MAYBE_UNUSED void perpo__ref_matmul_forward(float *C, const float *A, const float *B,
+                                                          size_t M, size_t N, size_t K, int ta,
+                                                          int tb, int accumulate) {
+    size_t i, j, k;
+    for (i = 0; i < M; i++)
+        for (j = 0; j < N; j++) {
+            float s = accumulate ? C[i * N + j] : 0.0f;
+            for (k = 0; k < K; k++)
+                s = perpo__ref_madd(s, ta ? A[k * M + i] : A[i * K + k],
+                                    tb ? B[j * K + k] : B[k * N + j]);
+            C[i * N + j] = s;
+        }
+}
+/* dA += dC . op(B)^T and dB += op(A)^T . dC, each stored as its matrix is; dA or dB may be NULL.
+   dC: (M,N). */
+static PERPO__MAYBE_UNUSED void perpo__ref_matmul_backward(float *dA, float *dB, const float *dC,
+                                                           const float *A, const float *B, size_t M,
+                                                           size_t N, size_t K, int ta, int tb) {
+    size_t i, j, k;
+    for (i = 0; dA && i < M; i++)
+        for (k = 0; k < K; k++) {
+            float *d = ta ? &dA[k * M + i] : &dA[i * K + k];
+            for (j = 0; j < N; j++)
+                *d = perpo__ref_madd(*d, dC[i * N + j], tb ? B[j * K + k] : B[k * N + j]);
+        }
+    for (k = 0; dB && k < K; k++)
+        for (j = 0; j < N; j++) {
+            float *d = tb ? &dB[j * K + k] : &dB[k * N + j];
+            for (i = 0; i < M; i++)
+                *d = perpo__ref_madd(*d, ta ? A[k * M + i] : A[i * K + k], dC[i * N + j]);
+        }
+}
+
+/* Linear layer, PyTorch layout: out (N,OC) = inp (N,C) . W^T + b.  W: (OC,C), b: (OC) or NULL. */
+static PERPO__MAYBE_UNUSED void perpo__ref_linear_forward(float *out, const float *inp,
+                                                          const float *W, const float *b, size_t N,
+                                                          size_t C, size_t OC) {
+    size_t n, o, c;
+    for (n = 0; n < N; n++)
+        for (o = 0; o < OC; o++) {
+            const float *x = inp + n * C, *w = W + o * C;
+            float s = 0.0f;
+            for (c = 0; c < C; c++) s = perpo__ref_madd(s, x[c], w[c]);
+            out[n * OC + o] = b ? s + b[o] : s;
+        }
+}
+/* dinp (N,C) += dout . W;  dW (OC,C) += dout^T . inp;  db (OC) += column sums of dout.
+   dinp (the input is data) and db (no bias) may be NULL. dout: (N,OC). Row by row: row n of
+   dinp gets dout(n,o) W(o,:) for o in order, and dW(o,:) gets dout(n,o) inp(n,:) for n in
+   order. */
+static PERPO__MAYBE_UNUSED void perpo__ref_linear_backward(float *dinp, float *dW, float *db,
+                                                           const float *dout, const float *inp,
+                                                           const float *W, size_t N, size_t C,
+                                                           size_t OC) {
+    size_t n, o, c;
+    for (n = 0; dinp && n < N; n++)
+        for (o = 0; o < OC; o++) {
+            float d = dout[n * OC + o], *dx = dinp + n * C;
+            const float *w = W + o * C;
+            for (c = 0; c < C; c++) dx[c] = perpo__ref_madd(dx[c], d, w[c]);
+        }
+    for (n = 0; n < N; n++)
+        for (o = 0; o < OC; o++) {
+            float d = dout[n * OC + o], *dw = dW + o * C;
+            const float *x = inp + n * C;
+            for (c = 0; c < C; c++) dw[c] = perpo__ref_madd(dw[c], d, x[c]);
+        }
+    for (n = 0; db && n < N; n++)
+        for (o = 0; o < OC; o++) db[o] += dout[n * OC + o];
+}
+
+/* LayerNorm of each row of inp (N,D): out = (x - mean) * rstd * w + b, rstd = 1 / sqrt(var +
+   1e-5), the variance biased (divided by D), as PyTorch. w, b: (D). Keeps mean, rstd (N). */
+static PERPO__MAYBE_UNUSED void perpo__ref_layernorm_forward(float *out, float *mean, float *rstd,
+                                                             const float *inp, const float *w,
+                                                             const float *b, size_t N, size_t D) {
+    size_t n, i;
+    for (n = 0; n < N; n++) {
+        const float *x = inp + n * D;
+        float *y = out + n * D, m = 0.0f, v = 0.0f, s;
+        for (i = 0; i < D; i++) m += x[i];
+        m /= (float)D;
+        for (i = 0; i < D; i++) {
+            float d = x[i] - m;
+            v += d * d;
+        }
+        v /= (float)D;
+        s = 1.0f / sqrtf(v + 1e-5f);
+        for (i = 0; i < D; i++) y[i] = (x[i] - m) * s * w[i] + b[i];
+        mean[n] = m;
+        rstd[n] = s;
+    }
+}
+/* dinp (N,D) += dL/dx, dw, db (D) += dL/dw, dL/db, from dout (N,D). With xh = (x - mean) rstd
+   and g = dout * w: dx = rstd (g - mean(g) - xh mean(g xh)). */
+static PERPO__MAYBE_UNUSED void perpo__ref_layernorm_backward(float *dinp, float *dw, float *db,
+                                                              const float *dout, const float *inp,
+                                                              const float *w, const float *mean,
+                                                              const float *rstd, size_t N,
+                                                              size_t D) {
+    size_t n, i;
+    for (n = 0; n < N; n++) {
+        const float *x = inp + n * D, *dy = dout + n * D;
+        float *dx = dinp + n * D, m = mean[n], s = rstd[n], mean_g = 0.0f, mean_gxh = 0.0f;
+        for (i = 0; i < D; i++) {
+            float xh = (x[i] - m) * s, g = dy[i] * w[i];
+            mean_g += g;
+            mean_gxh += g * xh;
+        }
+        mean_g /= (float)D;
+        mean_gxh /= (float)D;
+        for (i = 0; i < D; i++) {
+            float xh = (x[i] - m) * s;
+            dx[i] += s * (dy[i] * w[i] - mean_g - xh * mean_gxh);
+            dw[i] += dy[i] * xh;
+            db[i] += dy[i];
+        }
+    }
+}
+
+/* GELU, tanh approximation (PyTorch approximate='tanh'): 0.5 x (1 + tanh(u)), u = sqrt(2/pi)
+   (x + 0.044715 x^3). out, inp: (n); out may be inp. */
+static PERPO__MAYBE_UNUSED void perpo__ref_gelu_forward(float *out, const float *inp, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        float x = inp[i], u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+        out[i] = 0.5f * x * (1.0f + tanhf(u));
+    }
+}
+/* dinp = dout * GELU'(inp), an element-wise product that sets dinp (dinp may be dout: in place),
+   as the fast kernel's. GELU' = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) du/dx. */
+static PERPO__MAYBE_UNUSED void perpo__ref_gelu_backward(float *dinp, const float *inp,
+                                                         const float *dout, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        float x = inp[i], u = 0.7978845608028654f * (x + 0.044715f * x * x * x), t = tanhf(u);
+        float du = 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
+    }
+}
+
+/* p (n) = softmax(x (n)) = e^(x - max x) / sum of those (n >= 1); p may be x. */
+static PERPO__MAYBE_UNUSED void perpo__ref_softmax_forward(float *p, const float *x, size_t n) {
+    size_t i;
+    float mx = x[0], sum = 0.0f;
+    for (i = 1; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    for (i = 0; i < n; i++) {
+        p[i] = expf(x[i] - mx);
+        sum += p[i];
+    }
+    for (i = 0; i < n; i++) p[i] /= sum;
+}
+/* dx (n) += p * (dp - sum_j p_j dp_j), given p = softmax(x) and dp = dL/dp. */
+static PERPO__MAYBE_UNUSED void perpo__ref_softmax_backward(float *dx, const float *p,
+                                                            const float *dp, size_t n) {
+    size_t i;
+    float dot = 0.0f;
+    for (i = 0; i < n; i++) dot += dp[i] * p[i];
+    for (i = 0; i < n; i++) dx[i] += p[i] * (dp[i] - dot);
+}
+
+/* Multi-head self-attention. qkv: (B,T,3D), each row q | k | v; head h reads columns h*hd ..
+   (h+1)*hd - 1 of each, hd = D/H. For each sequence, head and query t: scores s = q_t . k_u /
+   sqrt(hd) over the keys u <= t (causal) or all u, p = softmax(s), out_t = sum_u p_u v_u.
+   out: (B,T,D), the heads side by side. att: (B,H,T,T) keeps p (zero above the diagonal when
+   causal) for backward. */
+static PERPO__MAYBE_UNUSED void perpo__ref_attention_forward(float *out, float *att,
+                                                             const float *qkv, size_t B, size_t T,
+                                                             size_t D, size_t H, int causal) {
+    size_t hd = D / H, b, h, t, u, i;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (b = 0; b < B; b++)
+        for (h = 0; h < H; h++)
+            for (t = 0; t < T; t++) {
+                const float *q = qkv + (b * T + t) * 3 * D + h * hd;
+                float *p = att + ((b * H + h) * T + t) * T, *o = out + (b * T + t) * D + h * hd;
+                size_t n = causal ? t + 1 : T; /* the keys query t sees */
+                for (u = 0; u < n; u++) {
+                    const float *k = qkv + (b * T + u) * 3 * D + D + h * hd;
+                    float s = 0.0f;
+                    for (i = 0; i < hd; i++) s = perpo__ref_madd(s, q[i], k[i]);
+                    p[u] = s * scale;
+                }
+                perpo__ref_softmax_forward(p, p, n);
+                for (u = n; u < T; u++) p[u] = 0.0f;
+                for (i = 0; i < hd; i++) o[i] = 0.0f;
+                for (u = 0; u < n; u++) {
+                    const float *v = qkv + (b * T + u) * 3 * D + 2 * D + h * hd;
+                    for (i = 0; i < hd; i++) o[i] = perpo__ref_madd(o[i], p[u], v[i]);
+                }
+            }
+}
+/* dqkv (B,T,3D) += the gradient from dout (B,T,D), given att and qkv of the forward. For each
+   query t: dp_u = dout_t . v_u; ds = softmax backward of dp, times 1/sqrt(hd); then
+   dq_t += ds_u k_u, dk_u += ds_u q_t, dv_u += p_u dout_t. ws: 2T floats (dp, ds). */
+static PERPO__MAYBE_UNUSED void perpo__ref_attention_backward(float *dqkv, const float *dout,
+                                                              const float *att, const float *qkv,
+                                                              size_t B, size_t T, size_t D,
+                                                              size_t H, int causal, float *ws) {
+    size_t hd = D / H, b, h, t, u, i;
+    float scale = 1.0f / sqrtf((float)hd), *dp = ws, *ds = ws + T;
+    for (b = 0; b < B; b++)
+        for (h = 0; h < H; h++)
+            for (t = 0; t < T; t++) {
+                const float *q = qkv + (b * T + t) * 3 * D + h * hd;
+                const float *p = att + ((b * H + h) * T + t) * T,
+                            *dy = dout + (b * T + t) * D + h * hd;
+                float *dq = dqkv + (b * T + t) * 3 * D + h * hd;
+                size_t n = causal ? t + 1 : T;
+                for (u = 0; u < n; u++) {
+                    const float *v = qkv + (b * T + u) * 3 * D + 2 * D + h * hd;
+                    float s = 0.0f;
+                    for (i = 0; i < hd; i++) s = perpo__ref_madd(s, dy[i], v[i]);
+                    dp[u] = s;
+                    ds[u] = 0.0f;
+                }
+                perpo__ref_softmax_backward(ds, p, dp, n);
+                for (u = 0; u < n; u++) {
+                    const float *k = qkv + (b * T + u) * 3 * D + D + h * hd;
+                    float *dk = dqkv + (b * T + u) * 3 * D + D + h * hd, *dv = dk + D,
+                          g = ds[u] * scale;
+                    for (i = 0; i < hd; i++) dq[i] = perpo__ref_madd(dq[i], g, k[i]);
+                    for (i = 0; i < hd; i++) dk[i] = perpo__ref_madd(dk[i], g, q[i]);
+                    for (i = 0; i < hd; i++) dv[i] = perpo__ref_madd(dv[i], p[u], dy[i]);
+                }
+            }
+}
+
+/* Log-softmax at the targets (the cross-entropy, negated) of the rows of logits (N,V): lse[n] =
+   log sum_v e^logits[n,v] (the sum in double); returns the sum over rows with a target
+   (targets[n] >= 0; -1 skips the row) of log softmax(logits[n])[targets[n]] = logits[n,
+   target] - lse[n], in double. */
+static PERPO__MAYBE_UNUSED double perpo__ref_logsoftmax_forward(float *lse, const float *logits,
+                                                                const int *targets, size_t N,
+                                                                size_t V) {
+    size_t n, v;
+    double total = 0.0;
+    for (n = 0; n < N; n++) {
+        const float *z = logits + n * V;
+        float mx = -INFINITY;
+        double s = 0.0;
+        for (v = 0; v < V; v++)
+            if (z[v] > mx) mx = z[v];
+        for (v = 0; v < V; v++) s += exp((double)(z[v] - mx));
+        lse[n] = mx + (float)log(s);
+        if (targets[n] >= 0) total += (double)z[targets[n]] - (double)lse[n];
+    }
+    return total;
+}
+/* dlogits (N,V) += dlp * (onehot(target) - softmax(logits)) on the rows with a target: the
+   gradient of the returned sum times dlp. */
+static PERPO__MAYBE_UNUSED void perpo__ref_logsoftmax_backward(float *dlogits, float dlp,
+                                                               const float *logits,
+                                                               const float *lse, const int *targets,
+                                                               size_t N, size_t V) {
+    size_t n, v;
+    for (n = 0; n < N; n++) {
+        float *dz = dlogits + n * V;
+        if (targets[n] < 0) continue;
+        for (v = 0; v < V; v++) dz[v] += -dlp * expf(logits[n * V + v] - lse[n]);
+        dz[targets[n]] += dlp;
+    }
+}
+
+/* A residual connection, out = inp + (the branch's output already in out): out += inp; its
+   backward sends dout to both: dinp += dout (the branch's part reads dout itself). (n) each. */
+static PERPO__MAYBE_UNUSED void perpo__ref_residual_forward(float *out, const float *inp,
+                                                            size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) out[i] += inp[i];
+}
+static PERPO__MAYBE_UNUSED void perpo__ref_residual_backward(float *dinp, const float *dout,
+                                                             size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) dinp[i] += dout[i];
+}
+
 /* ---- Matrix product --------------------------------------------------------------------- *
  * C (M,N) = [C +] op(A) (M,K) . op(B) (K,N). ta: A is stored (K,M); tb: B is stored (N,K).
  * The built-in path copies ("packs") a K-block of B into NR-wide panels, so that an MR x NR
