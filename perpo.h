@@ -3095,6 +3095,235 @@ PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *pro
     return PERPO_OK;
 }
 
+/* ---- The reference model: forward and backward as the math reads --------------------------- *
+ * The whole model on the reference kernels, one call per operation, on the parameters where
+ * they lie (m->params at the tensor table's offsets, gradients added into m->grads) and the
+ * activations the fast path keeps (m->vis_x, m->vis_acts, m->dec_x, m->dec_acts, m->logits,
+ * m->lse, ...), so that either backward can follow either forward. The backward is the forward's
+ * calls in reverse, each replaced by its backward; its gradients of activations use the
+ * backward scratch of the arena (m->d_*). One thread, nothing allocated. PERPO_REFERENCE makes
+ * the library run these instead of the fast path (perpo_forward, perpo_backward, generation). */
+
+static void perpo__ref_zero(float *x, size_t n) { memset(x, 0, n * sizeof(float)); }
+
+/* One pre-LN transformer block over B sequences of T rows (causal: the decoder's):
+   mid = x + Attn(LN1(x)), out = mid + MLP(LN2(mid)), MLP = fc2(GELU(fc(.))). x, out: (B*T, D). */
+static void perpo__ref_block_forward(perpo_model *m, const perpo__block *p, perpo__block_acts *a,
+                                     const float *x, float *out, size_t B, size_t T, int causal) {
+    const float *P = m->params;
+    size_t N = B * T, D = m->D, M = m->M;
+    perpo__ref_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, P + p->ln1_w, P + p->ln1_b, N,
+                                 D);
+    perpo__ref_linear_forward(a->qkv, a->ln1, P + p->qkv_w, P + p->qkv_b, N, D, 3 * D);
+    perpo__ref_attention_forward(a->atty, a->att, a->qkv, B, T, D, m->H, causal);
+    perpo__ref_linear_forward(a->mid, a->atty, P + p->attn_w, P + p->attn_b, N, D, D);
+    perpo__ref_residual_forward(a->mid, x, N * D);
+    perpo__ref_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, P + p->ln2_w,
+                                 P + p->ln2_b, N, D);
+    perpo__ref_linear_forward(a->fch, a->ln2, P + p->fc_w, P + p->fc_b, N, D, M);
+    perpo__ref_gelu_forward(a->fcg, a->fch, N * M);
+    perpo__ref_linear_forward(out, a->fcg, P + p->fc2_w, P + p->fc2_b, N, M, D);
+    perpo__ref_residual_forward(out, a->mid, N * D);
+}
+/* dres: dL/dout on entry, dL/dx on return. */
+static void perpo__ref_block_backward(perpo_model *m, const perpo__block *p,
+                                      const perpo__block_acts *a, const float *x, float *dres,
+                                      size_t B, size_t T, int causal) {
+    const float *P = m->params;
+    float *G = m->grads, *dmid = m->d_mid, *dfc = m->d_fc, *dln2 = m->d_tmp, *datty = m->d_atty,
+          *dqkv = m->d_qkv, *dln1 = m->d_tmp2;
+    size_t N = B * T, D = m->D, M = m->M;
+    perpo__ref_zero(dmid, N * D);
+    perpo__ref_residual_backward(dmid, dres, N * D);
+    perpo__ref_zero(dfc, N * M);
+    perpo__ref_linear_backward(dfc, G + p->fc2_w, G + p->fc2_b, dres, a->fcg, P + p->fc2_w, N, M,
+                               D);
+    perpo__ref_gelu_backward(dfc, a->fch, dfc, N * M);
+    perpo__ref_zero(dln2, N * D);
+    perpo__ref_linear_backward(dln2, G + p->fc_w, G + p->fc_b, dfc, a->ln2, P + p->fc_w, N, D, M);
+    perpo__ref_layernorm_backward(dmid, G + p->ln2_w, G + p->ln2_b, dln2, a->mid, P + p->ln2_w,
+                                  a->ln2_mean, a->ln2_rstd, N, D);
+    perpo__ref_zero(dres, N * D); /* from here on dL/dx */
+    perpo__ref_residual_backward(dres, dmid, N * D);
+    perpo__ref_zero(datty, N * D);
+    perpo__ref_linear_backward(datty, G + p->attn_w, G + p->attn_b, dmid, a->atty, P + p->attn_w, N,
+                               D, D);
+    perpo__ref_zero(dqkv, N * 3 * D);
+    perpo__ref_attention_backward(dqkv, datty, a->att, a->qkv, B, T, D, m->H, causal, m->att_ws);
+    perpo__ref_zero(dln1, N * D);
+    perpo__ref_linear_backward(dln1, G + p->qkv_w, G + p->qkv_b, dqkv, a->ln1, P + p->qkv_w, N, D,
+                               3 * D);
+    perpo__ref_layernorm_backward(dres, G + p->ln1_w, G + p->ln1_b, dln1, x, P + p->ln1_w,
+                                  a->ln1_mean, a->ln1_rstd, N, D);
+}
+
+/* The vision encoder's input: each image cut into patches (perpo__patchify: pixels, and their
+   x, y with pos_channels), a linear patch embedding, plus the learned position of the patch and,
+   with vis_sincos, its fixed 2D sin-cos code. vis_x[0]: (n_img*NP, D). */
+static void perpo__ref_patch_embed_forward(perpo_model *m, const float *const *images,
+                                           size_t n_img) {
+    const float *P = m->params;
+    size_t NP = m->NP, D = m->D, i, r;
+    for (i = 0; i < n_img; i++) perpo__patchify(m->patches + i * NP * m->PPC, images[i], &m->cfg);
+    perpo__ref_linear_forward(m->vis_x[0], m->patches, P + m->patch_w, P + m->patch_b, n_img * NP,
+                              m->PPC, D);
+    for (r = 0; r < n_img * NP; r++) {
+        perpo__ref_residual_forward(m->vis_x[0] + r * D, P + m->vis_pos + (r % NP) * D, D);
+        if (m->cfg.vis_sincos)
+            perpo__ref_residual_forward(m->vis_x[0] + r * D, m->vis_sincos + (r % NP) * D, D);
+    }
+}
+/* dx: dL/dvis_x[0]. The patches are data: no gradient of their own. */
+static void perpo__ref_patch_embed_backward(perpo_model *m, const float *dx, size_t n_img) {
+    float *G = m->grads;
+    size_t NP = m->NP, D = m->D, r;
+    for (r = 0; r < n_img * NP; r++)
+        perpo__ref_residual_backward(G + m->vis_pos + (r % NP) * D, dx + r * D, D);
+    perpo__ref_linear_backward(NULL, G + m->patch_w, G + m->patch_b, dx, m->patches,
+                               m->params + m->patch_w, n_img * NP, m->PPC, D);
+}
+
+/* The projector (LLaVA-1.5's): img_tok = proj2(GELU(proj1(LN(x)))) on the encoder's output
+   x = vis_x[LV]. */
+static void perpo__ref_projector_forward(perpo_model *m, size_t n_img) {
+    const float *P = m->params;
+    size_t Nv = n_img * m->NP, D = m->D;
+    perpo__ref_layernorm_forward(m->vis_lnf, m->vis_lnf_mean, m->vis_lnf_rstd,
+                                 m->vis_x[m->cfg.n_vis_layers], P + m->vis_lnf_w, P + m->vis_lnf_b,
+                                 Nv, D);
+    perpo__ref_linear_forward(m->proj_h, m->vis_lnf, P + m->proj1_w, P + m->proj1_b, Nv, D, D);
+    perpo__ref_gelu_forward(m->proj_g, m->proj_h, Nv * D);
+    perpo__ref_linear_forward(m->img_tok, m->proj_g, P + m->proj2_w, P + m->proj2_b, Nv, D, D);
+}
+/* dimg: dL/dimg_tok; dx (n_img*NP, D): dL/dx, added into. */
+static void perpo__ref_projector_backward(perpo_model *m, const float *dimg, float *dx,
+                                          size_t n_img) {
+    const float *P = m->params;
+    float *G = m->grads, *dg = m->d_atty, *dln = m->d_tmp;
+    size_t Nv = n_img * m->NP, D = m->D;
+    perpo__ref_zero(dg, Nv * D);
+    perpo__ref_linear_backward(dg, G + m->proj2_w, G + m->proj2_b, dimg, m->proj_g, P + m->proj2_w,
+                               Nv, D, D);
+    perpo__ref_gelu_backward(dg, m->proj_h, dg, Nv * D);
+    perpo__ref_zero(dln, Nv * D);
+    perpo__ref_linear_backward(dln, G + m->proj1_w, G + m->proj1_b, dg, m->vis_lnf, P + m->proj1_w,
+                               Nv, D, D);
+    perpo__ref_layernorm_backward(dx, G + m->vis_lnf_w, G + m->vis_lnf_b, dln,
+                                  m->vis_x[m->cfg.n_vis_layers], P + m->vis_lnf_w, m->vis_lnf_mean,
+                                  m->vis_lnf_rstd, Nv, D);
+}
+
+/* The decoder's input, sequence b's L = NP + T rows: its image's NP tokens, then its T text
+   tokens' embeddings (wte), each plus the learned position of its row. dec_x[0]: (B*L, D). */
+static void perpo__ref_decoder_embed_forward(perpo_model *m) {
+    const float *P = m->params;
+    size_t NP = m->NP, T = m->T, L = m->L, D = m->D, b, t, i;
+    for (b = 0; b < m->n_seq; b++)
+        for (t = 0; t < L; t++) {
+            float *x = m->dec_x[0] + (b * L + t) * D;
+            const float *e = t < NP ? m->img_tok + (m->image_of[b] * NP + t) * D
+                                    : P + m->wte + (size_t)m->tokens[b * T + t - NP] * D;
+            for (i = 0; i < D; i++) x[i] = e[i] + P[m->dec_pos + t * D + i];
+        }
+}
+/* dx: dL/ddec_x[0]; dimg (n_img*NP, D): dL/dimg_tok, added into. */
+static void perpo__ref_decoder_embed_backward(perpo_model *m, const float *dx, float *dimg) {
+    float *G = m->grads;
+    size_t NP = m->NP, T = m->T, L = m->L, D = m->D, b, t;
+    for (b = 0; b < m->n_seq; b++)
+        for (t = 0; t < L; t++) {
+            const float *d = dx + (b * L + t) * D;
+            float *de = t < NP ? dimg + (m->image_of[b] * NP + t) * D
+                               : G + m->wte + (size_t)m->tokens[b * T + t - NP] * D;
+            perpo__ref_residual_backward(de, d, D);
+            perpo__ref_residual_backward(G + m->dec_pos + t * D, d, D);
+        }
+}
+
+/* The head: the text rows of the decoder's output (txt), the final LayerNorm, the untied
+   projection to the vocabulary (no bias): logits (B*T, V). */
+static void perpo__ref_head_forward(perpo_model *m) {
+    const float *P = m->params;
+    size_t T = m->T, D = m->D, L = m->L, r;
+    for (r = 0; r < m->n_seq * T; r++) /* row t of sequence b is decoder row NP + t */
+        memcpy(m->txt + r * D, m->dec_x[m->cfg.n_dec_layers] + ((r / T) * L + m->NP + r % T) * D,
+               D * sizeof(float));
+    perpo__ref_layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, m->txt, P + m->lnf_w,
+                                 P + m->lnf_b, m->n_seq * T, D);
+    perpo__ref_linear_forward(m->logits, m->lnf, P + m->head_w, NULL, m->n_seq * T, D, m->V);
+}
+/* dx (B*L, D): dL/d(the decoder's output), set (image rows get zero). */
+static void perpo__ref_head_backward(perpo_model *m, float *dx) {
+    const float *P = m->params;
+    float *G = m->grads, *dln = m->d_atty, *dtxt = m->d_tmp;
+    size_t B = m->n_seq, T = m->T, D = m->D, L = m->L, r;
+    perpo__ref_zero(dln, B * T * D);
+    perpo__ref_linear_backward(dln, G + m->head_w, NULL, m->dlogits, m->lnf, P + m->head_w, B * T,
+                               D, m->V);
+    perpo__ref_zero(dtxt, B * T * D);
+    perpo__ref_layernorm_backward(dtxt, G + m->lnf_w, G + m->lnf_b, dln, m->txt, P + m->lnf_w,
+                                  m->lnf_mean, m->lnf_rstd, B * T, D);
+    perpo__ref_zero(dx, B * L * D);
+    for (r = 0; r < B * T; r++)
+        memcpy(dx + ((r / T) * L + m->NP + r % T) * D, dtxt + r * D, D * sizeof(float));
+}
+
+/* The response-token loss: logp[b] = sum of log p(target) over sequence b's counted positions
+   (targets >= 0: its response and EOS), the quantity every objective differentiates. */
+static void perpo__ref_loss_forward(perpo_model *m, float *logp) {
+    size_t T = m->T, V = m->V, b;
+    for (b = 0; b < m->n_seq; b++) {
+        double lp = perpo__ref_logsoftmax_forward(m->lse + b * T, m->logits + b * T * V,
+                                                  m->targets + b * T, T, V);
+        if (logp) logp[b] = (float)lp;
+    }
+}
+/* dlogp[b] = dL/dlogp[b] -> dlogits (B*T, V), set. */
+static void perpo__ref_loss_backward(perpo_model *m, const float *dlogp) {
+    size_t T = m->T, V = m->V, b;
+    perpo__ref_zero(m->dlogits, m->n_seq * T * V);
+    for (b = 0; b < m->n_seq; b++)
+        perpo__ref_logsoftmax_backward(m->dlogits + b * T * V, dlogp[b], m->logits + b * T * V,
+                                       m->lse + b * T, m->targets + b * T, T, V);
+}
+
+/* The model: images -> vision encoder -> projector -> image tokens; [image tokens ; text] ->
+   causal decoder -> head -> the loss. The batch (n_seq, tokens, targets, image_of) is m's, as
+   perpo_forward stored it. logp (n_seq) may be NULL. */
+static PERPO__MAYBE_UNUSED void perpo__ref_model_forward(perpo_model *m, const float *const *images,
+                                                         size_t n_img, float *logp) {
+    size_t l, LV = (size_t)m->cfg.n_vis_layers, LD = (size_t)m->cfg.n_dec_layers;
+    perpo__ref_patch_embed_forward(m, images, n_img);
+    for (l = 0; l < LV; l++)
+        perpo__ref_block_forward(m, &m->vis[l], &m->vis_acts[l], m->vis_x[l], m->vis_x[l + 1],
+                                 n_img, m->NP, 0);
+    perpo__ref_projector_forward(m, n_img);
+    perpo__ref_decoder_embed_forward(m);
+    for (l = 0; l < LD; l++)
+        perpo__ref_block_forward(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->dec_x[l + 1],
+                                 m->n_seq, m->L, 1);
+    perpo__ref_head_forward(m);
+    perpo__ref_loss_forward(m, logp);
+}
+/* Adds dL/dparams into m->grads for the last forward, given dlogp (n_seq). */
+static PERPO__MAYBE_UNUSED void perpo__ref_model_backward(perpo_model *m, const float *dlogp) {
+    size_t l, LV = (size_t)m->cfg.n_vis_layers, LD = (size_t)m->cfg.n_dec_layers;
+    size_t n_img = m->n_img, Nv = n_img * m->NP;
+    perpo__ref_loss_backward(m, dlogp);
+    perpo__ref_head_backward(m, m->d_res);
+    for (l = LD; l-- > 0;)
+        perpo__ref_block_backward(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->d_res, m->n_seq,
+                                  m->L, 1);
+    perpo__ref_zero(m->d_img, Nv * m->D);
+    perpo__ref_decoder_embed_backward(m, m->d_res, m->d_img);
+    perpo__ref_zero(m->d_res, Nv * m->D); /* (now the vision rows' dL/dx) */
+    perpo__ref_projector_backward(m, m->d_img, m->d_res, n_img);
+    for (l = LV; l-- > 0;)
+        perpo__ref_block_backward(m, &m->vis[l], &m->vis_acts[l], m->vis_x[l], m->d_res, n_img,
+                                  m->NP, 0);
+    perpo__ref_patch_embed_backward(m, m->d_res, n_img);
+}
+
 /* ---- Forward and backward of one pre-LN transformer block --------------------------------- *
  * out = mid + MLP(LN2(mid)),  mid = x + Attn(LN1(x)).  x, out: (B*T, D). Team functions (see
  * perpo__team_range): one thread's share, inside the parallel region of a whole forward or

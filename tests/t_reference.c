@@ -564,6 +564,346 @@ static void test_ref_finite_differences(perpo_test *t) {
     kx_check(t, "log-softmax dlogits", x, dx, 66, rf_fd_loss, &k);
 }
 
+/* ---- the reference model against the fast path ---- */
+
+/* A batch the tests share: 4 sequences over 3 images (sequences 1 and 2 share image 1), texts of
+   different lengths, an empty prompt. */
+typedef struct rf_batch {
+    float *img[3];
+    const float *imgs[3];
+    size_t image_of[4];
+    int tok[4 * 16], tgt[4 * 16];
+    perpo_batch b;
+} rf_batch;
+static void rf_batch_make(rf_batch *rb, const perpo_config *c, kx_rng *r) {
+    static const char *const prompts[4] = { "ab", "q", "", "at?" };
+    static const char *const answers[4] = { "xyz", "42", "hello", "[1,2]" }; /* fit in 12 */
+    size_t n = (size_t)c->image_h * (size_t)c->image_w * (size_t)c->channels, i, j,
+           T = (size_t)c->max_text;
+    for (i = 0; i < 3; i++) {
+        rb->img[i] = rf_alloc(n);
+        for (j = 0; j < n; j++) rb->img[i][j] = 0.5f + 0.5f * kx_uniform(r);
+        rb->imgs[i] = rb->img[i];
+    }
+    rb->image_of[0] = 0;
+    rb->image_of[1] = rb->image_of[2] = 1;
+    rb->image_of[3] = 2;
+    for (i = 0; i < 4; i++)
+        if (perpo_text_encode(c, prompts[i], strlen(prompts[i]), answers[i], strlen(answers[i]),
+                              rb->tok + i * T, rb->tgt + i * T, NULL) != PERPO_OK) {
+            fprintf(stderr, "rf_batch_make: text %zu does not fit\n", i);
+            exit(2);
+        }
+    rb->b.n_seq = 4;
+    rb->b.n_img = 3;
+    rb->b.images = rb->imgs;
+    rb->b.image_of = rb->image_of;
+    rb->b.tokens = rb->tok;
+    rb->b.targets = rb->tgt;
+}
+static void rf_batch_free(rf_batch *rb) {
+    size_t i;
+    for (i = 0; i < 3; i++) free(rb->img[i]);
+}
+/* 2x4 patches with position channels and the sin-cos code, 2 vision and 2 decoder blocks. */
+static perpo_config rf_model_config(void) {
+    perpo_config c = perpo_config_default();
+    c.image_h = 8;
+    c.image_w = 12;
+    c.channels = 3;
+    c.patch_h = 2;
+    c.patch_w = 4;
+    c.pos_channels = 1;
+    c.vis_sincos = 1;
+    c.d_model = 24;
+    c.n_heads = 3;
+    c.n_vis_layers = 2;
+    c.n_dec_layers = 2;
+    c.mlp_mult = 3;
+    c.max_text = 16;
+    c.max_batch = 4;
+    return c;
+}
+/* A model with weights larger than the initialisation's, so every path carries signal. */
+static perpo_model *rf_model_make(perpo_test *t, const perpo_config *c, kx_rng *r) {
+    perpo_model *m = NULL;
+    size_t i;
+    float *P;
+    CHECK_OK(perpo_model_create(&m, c, 3));
+    if (!m) return NULL;
+    P = perpo_model_params(m);
+    for (i = 0; i < perpo_model_num_params(m); i++) P[i] += 0.15f * kx_uniform(r);
+    return m;
+}
+/* The batch into m as perpo_forward stores it, without running anything. */
+static void rf_set_batch(perpo_model *m, const perpo_batch *b) {
+    size_t i;
+    m->n_seq = b->n_seq;
+    m->n_img = b->n_img;
+    memcpy(m->tokens, b->tokens, b->n_seq * m->T * sizeof(int));
+    memcpy(m->targets, b->targets, b->n_seq * m->T * sizeof(int));
+    for (i = 0; i < b->n_seq; i++) m->image_of[i] = b->image_of ? b->image_of[i] : i;
+    m->have_forward = 1;
+}
+/* The fast path whatever the build's switch says: perpo_forward's team and its log-probs. */
+static void rf_fast_forward(perpo_model *m, const perpo_batch *b, float *logp) {
+    size_t s, t, V = m->V, T = m->T;
+    rf_set_batch(m, b);
+    (void)perpo__wpack_stale(m);
+    perpo__forward_team(m, b->images, b->n_img);
+    for (s = 0; s < b->n_seq; s++) {
+        double lp = 0.0;
+        for (t = 0; t < T; t++)
+            if (m->targets[s * T + t] >= 0)
+                lp += (double)m->logits[(s * T + t) * V + m->targets[s * T + t]] -
+                      (double)m->lse[s * T + t];
+        logp[s] = (float)lp;
+    }
+}
+static void rf_ref_forward(perpo_model *m, const perpo_batch *b, float *logp) {
+    rf_set_batch(m, b);
+    perpo__ref_model_forward(m, b->images, b->n_img, logp);
+}
+
+/* Loss (log-probs), logits and every parameter gradient: the fast path against the reference on
+ * the same model and batch. GELU's two forms differ in the last bits, so the paths agree to a
+ * tolerance: log-probs and logits 1e-5 (1 + |ref|); each tensor's gradient 1e-5 x its largest
+ * |gradient| + 1e-8. Then each backward after the other path's forward: the paths keep the same
+ * activations, so either may follow either (exactly the same gradient as after its own forward
+ * when the forwards agree to the last bit; here to the same tolerance). */
+static void test_ref_model_matches_fast(perpo_test *t) {
+    perpo_config c = rf_model_config();
+    kx_rng r = { 31 };
+    rf_batch rb;
+    perpo_model *m;
+    float lp_fast[4], lp_ref[4], dlogp[4] = { -0.25f, 0.7f, -1.3f, 0.4f }, *logits, *g_fast, *g_ref;
+    size_t n, nl, i, k, worst_at = 0;
+    double worst = 0.0, worst_logit = 0.0;
+    const char *worst_name = "";
+    int pass;
+    rf_batch_make(&rb, &c, &r);
+    m = rf_model_make(t, &c, &r);
+    if (!m) return;
+    n = perpo_model_num_params(m);
+    nl = 4 * m->T * m->V;
+    logits = rf_alloc(nl);
+    g_fast = rf_alloc(n);
+    g_ref = rf_alloc(n);
+    rf_fast_forward(m, &rb.b, lp_fast);
+    memcpy(logits, m->logits, nl * sizeof(float));
+    perpo_zero_grad(m);
+    perpo__backward_team(m, dlogp);
+    memcpy(g_fast, m->grads, n * sizeof(float));
+    rf_ref_forward(m, &rb.b, lp_ref);
+    for (i = 0; i < 4; i++) CHECK_NEAR(lp_fast[i], lp_ref[i], 1e-5, 1e-5);
+    for (i = 0; i < nl; i++) {
+        double e = fabs((double)logits[i] - m->logits[i]) / (1e-5 * (1.0 + fabs(m->logits[i])));
+        if (e > worst_logit) worst_logit = e;
+    }
+    CHECK_MSG(worst_logit <= 1.0, "logits: worst error / tolerance %.3g", worst_logit);
+    for (pass = 0; pass < 2; pass++) {
+        /* pass 0: the reference backward after the reference forward; pass 1: the fast backward
+           after the reference forward (g_ref from pass 0 stays the comparison) */
+        perpo_zero_grad(m);
+        if (pass == 0) {
+            perpo__ref_model_backward(m, dlogp);
+            memcpy(g_ref, m->grads, n * sizeof(float));
+        } else
+            perpo__backward_team(m, dlogp);
+        for (k = 0; k < perpo_model_num_tensors(m); k++) {
+            const char *name;
+            size_t o, rows, cols, cnt, j;
+            double scale = 0.0, err = 0.0;
+            const float *a = pass == 0 ? g_fast : m->grads;
+            perpo_model_tensor(m, k, &name, &o, &rows, &cols);
+            cnt = rows * (cols ? cols : 1);
+            for (j = o; j < o + cnt; j++) {
+                if (fabs(g_ref[j]) > scale) scale = fabs(g_ref[j]);
+                if (fabs((double)a[j] - g_ref[j]) > err) err = fabs((double)a[j] - g_ref[j]);
+            }
+            CHECK_MSG(scale > 0.0 && err <= 1e-5 * scale + 1e-8,
+                      "%s (pass %d): largest |gradient| %.3g, worst |fast - ref| %.3g", name, pass,
+                      scale, err);
+            if (pass == 0 && err / (1e-5 * scale + 1e-8) > worst) {
+                worst = err / (1e-5 * scale + 1e-8);
+                worst_name = name;
+                worst_at = k;
+            }
+        }
+    }
+    fprintf(stderr,
+            "    %zu parameters in %zu tensors: worst gradient error / tolerance %.3g (%s, tensor "
+            "%zu); logits %.3g; logp %.9g vs %.9g\n",
+            n, perpo_model_num_tensors(m), worst, worst_name, worst_at, worst_logit, lp_fast[0],
+            lp_ref[0]);
+    free(logits);
+    free(g_fast);
+    free(g_ref);
+    perpo_model_free(m);
+    rf_batch_free(&rb);
+}
+
+/* A training step: two copies of one model, each a forward, a backward (gradients to the rule
+ * above) and an AdamW step (clipping, decay), one on each path. A first AdamW step moves each
+ * parameter by u = lr x / (|x| + eps), x its clipped gradient: about lr whatever |x|, except where
+ * |x| is near eps (1e-8), where the last bits of x matter. So each parameter must agree to
+ * 1e-6 + 1e-5 |p|, plus the most the two paths' difference in its gradient can move u there:
+ * 2 lr |x_fast - x_ref| / (min |x| + eps), which is negligible unless |x| is tiny. The key biases
+ * are left out: their exact gradient is zero (softmax does not see them), both paths hold
+ * rounding noise there. A gradient wrong in sign or size moves its parameter by about 2 lr. */
+static void test_ref_model_adamw_step(perpo_test *t) {
+    perpo_config c = rf_model_config();
+    kx_rng r = { 32 };
+    rf_batch rb;
+    perpo_model *a, *b = NULL;
+    perpo_optim_config oc = perpo_optim_default();
+    float lp[4], dlogp[4] = { -0.2f, -0.2f, -0.2f, -0.2f }, gn_fast = 0.0f, gn_ref = 0.0f, *ga, *gb;
+    size_t n, i, k, bad = 0, bad_g = 0, skipped = 0, widened = 0;
+    double worst = 0.0, mult;
+    unsigned char *skip;
+    rf_batch_make(&rb, &c, &r);
+    a = rf_model_make(t, &c, &r);
+    CHECK_OK(perpo_model_create(&b, &c, 9));
+    if (!a || !b) return;
+    CHECK_OK(perpo_model_copy_params(b, a));
+    n = perpo_model_num_params(a);
+    oc.lr = 1e-3f;
+    oc.warmup_steps = 0;
+    rf_fast_forward(a, &rb.b, lp);
+    perpo_zero_grad(a);
+    perpo__backward_team(a, dlogp);
+    rf_ref_forward(b, &rb.b, lp);
+    perpo_zero_grad(b);
+    perpo__ref_model_backward(b, dlogp);
+    ga = rf_alloc(n);
+    gb = rf_alloc(n);
+    skip = (unsigned char *)calloc(n, 1);
+    memcpy(ga, a->grads, n * sizeof(float));
+    memcpy(gb, b->grads, n * sizeof(float));
+    CHECK_OK(perpo_optim_step(a, &oc, 1.0f, &gn_fast));
+    CHECK_OK(perpo_optim_step(b, &oc, 1.0f, &gn_ref));
+    CHECK_NEAR(gn_fast, gn_ref, 0, 1e-5);
+    mult = gn_ref > oc.clip_norm ? oc.clip_norm / (gn_ref + 1e-6) : 1.0;
+    for (k = 0; skip && k < perpo_model_num_tensors(a); k++) {
+        const char *name;
+        size_t o, rows, cols, cnt, j;
+        double scale = 0.0;
+        perpo_model_tensor(a, k, &name, &o, &rows, &cols);
+        cnt = rows * (cols ? cols : 1);
+        for (j = o; j < o + cnt; j++)
+            if (fabs(gb[j]) > scale) scale = fabs(gb[j]);
+        for (j = o; j < o + cnt; j++)
+            bad_g += !(fabs((double)ga[j] - gb[j]) <= 1e-5 * scale + 1e-8);
+        if (strstr(name, "qkv_b")) memset(skip + o + rows / 3, 1, rows / 3);
+    }
+    CHECK_MSG(bad_g == 0, "%zu gradient elements differ by more than 1e-5 of their tensor's scale",
+              bad_g);
+    for (i = 0; skip && i < n; i++) {
+        double pa = a->params[i], pb = b->params[i], xa = fabs(ga[i] * mult),
+               xb = fabs(gb[i] * mult), lo = xa < xb ? xa : xb;
+        double sens = 2.0 * oc.lr * fabs((double)ga[i] - gb[i]) * mult / (lo + oc.eps);
+        double tol = 1e-6 + 1e-5 * fabs(pb) + sens, e = fabs(pa - pb) / tol;
+        if (skip[i]) {
+            skipped++;
+            continue;
+        }
+        widened += sens > 1e-6 + 1e-5 * fabs(pb);
+        if (e > worst) worst = e;
+        if (e > 1.0 && bad++ < 3)
+            fprintf(stderr,
+                    "  FAIL param %zu: fast path %.9g, reference %.9g (gradients %.3g, %.3g)\n", i,
+                    pa, pb, ga[i], gb[i]);
+    }
+    CHECK(skip && bad == 0);
+    fprintf(stderr,
+            "    one AdamW step: gradient norm %.7g (fast) vs %.7g (reference); %zu parameters "
+            "compared (%zu key biases left out; %zu with a gradient so small that its last bits "
+            "widened the tolerance), worst error / tolerance %.3g\n",
+            gn_fast, gn_ref, n - skipped, skipped, widened, worst);
+    free(ga);
+    free(gb);
+    free(skip);
+    perpo_model_free(a);
+    perpo_model_free(b);
+    rf_batch_free(&rb);
+}
+
+/* The reference model's gradient against finite differences of its own loss sum_b w_b logp_b,
+ * on a tiny config: in every tensor the 3 elements of largest |gradient|, perturbed by +-2e-2;
+ * max |fd - analytic| <= 2e-2 x the tensor's largest |gradient| + 1e-4 (t_model.c's rule). */
+#define RF_H 2e-2f /* the step (1e-2 leaves float32 rounding noise at the tolerance's edge) */
+static double rf_ref_loss(perpo_model *m, const perpo_batch *b, const float *w) {
+    float lp[4];
+    rf_ref_forward(m, b, lp);
+    return (double)w[0] * lp[0] + (double)w[1] * lp[1] + (double)w[2] * lp[2] +
+           (double)w[3] * lp[3];
+}
+static void test_ref_model_finite_differences(perpo_test *t) {
+    perpo_config c = rf_model_config();
+    kx_rng r = { 33 };
+    rf_batch rb;
+    perpo_model *m;
+    float w[4] = { 0.7f, -0.4f, 0.3f, 0.5f }, *grad, *P;
+    size_t k, n_checked = 0;
+    double worst = 0.0;
+    const char *worst_name = "";
+    c.image_w = 8;
+    c.d_model = 12;
+    c.n_vis_layers = 1;
+    c.mlp_mult = 2;
+    c.max_text = 12;
+    rf_batch_make(&rb, &c, &r);
+    m = rf_model_make(t, &c, &r);
+    if (!m) return;
+    P = m->params;
+    rf_ref_loss(m, &rb.b, w);
+    perpo_zero_grad(m);
+    perpo__ref_model_backward(m, w);
+    grad = rf_alloc(perpo_model_num_params(m));
+    memcpy(grad, m->grads, perpo_model_num_params(m) * sizeof(float));
+    for (k = 0; k < perpo_model_num_tensors(m); k++) {
+        const char *name;
+        size_t o, rows, cols, cnt, j, q, pick[3] = { 0, 0, 0 }, npick;
+        double scale = 0.0, err = 0.0;
+        perpo_model_tensor(m, k, &name, &o, &rows, &cols);
+        cnt = rows * (cols ? cols : 1);
+        npick = cnt < 3 ? cnt : 3;
+        for (q = 0; q < npick; q++) { /* the npick largest |gradient|, distinct */
+            size_t best = (size_t)-1, u;
+            for (j = o; j < o + cnt; j++) {
+                int taken = 0;
+                for (u = 0; u < q; u++) taken |= pick[u] == j;
+                if (!taken && (best == (size_t)-1 || fabsf(grad[j]) > fabsf(grad[best]))) best = j;
+            }
+            pick[q] = best;
+        }
+        for (q = 0; q < npick; q++) {
+            float keep = P[pick[q]];
+            double lp, lm, fd, an = grad[pick[q]];
+            P[pick[q]] = keep + RF_H;
+            lp = rf_ref_loss(m, &rb.b, w);
+            P[pick[q]] = keep - RF_H;
+            lm = rf_ref_loss(m, &rb.b, w);
+            P[pick[q]] = keep;
+            fd = (lp - lm) / ((double)(keep + RF_H) - (double)(keep - RF_H));
+            if (fabs(an) > scale) scale = fabs(an);
+            if (fabs(fd - an) > err) err = fabs(fd - an);
+            n_checked++;
+        }
+        CHECK_MSG(scale > 0.0 && err <= 2e-2 * scale + 1e-4,
+                  "%s: largest |gradient| %.3g, worst |fd - analytic| %.3g", name, scale, err);
+        if (err / (2e-2 * scale + 1e-4) > worst) {
+            worst = err / (2e-2 * scale + 1e-4);
+            worst_name = name;
+        }
+    }
+    fprintf(stderr, "    %zu parameters over %zu tensors, worst error / tolerance %.3g (%s)\n",
+            n_checked, perpo_model_num_tensors(m), worst, worst_name);
+    free(grad);
+    perpo_model_free(m);
+    rf_batch_free(&rb);
+}
+
 const perpo_test_case perpo_tests_reference[] = {
     { "reference kernels: matrix product, 4 transposes, accumulate, awkward sizes",
       test_ref_matmul },
@@ -575,5 +915,10 @@ const perpo_test_case perpo_tests_reference[] = {
       test_ref_attention },
     { "reference kernels: log-sum-exp and the targets' log-probabilities", test_ref_logsumexp },
     { "reference kernels: every backward = finite differences", test_ref_finite_differences },
+    { "reference model = fast path: log-probs, logits, every parameter gradient",
+      test_ref_model_matches_fast },
+    { "reference model = fast path after one AdamW step", test_ref_model_adamw_step },
+    { "reference model: every tensor's gradient = finite differences",
+      test_ref_model_finite_differences },
     { NULL, NULL }
 };
