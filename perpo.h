@@ -46,6 +46,11 @@
                              weights, gradients, optimizer state and attention stay float32.
                              Needs a CPU with AVX512_BF16 and -march=native (or -mavx512bf16
                              -mavx512bw); results differ from the float32 build's
+     PERPO_REFERENCE         run the whole library on the reference path: the plain C kernels
+                             (one row at a time) and the model's forward and backward as the
+                             math reads, single-threaded; generation recomputes the whole
+                             sequence for every token (no KV cache). Slow: for reading and
+                             checking. Results differ from the fast path's in the last bits
      Build with -fopenmp to spread kernels over cores. Results are bit-identical from run to
      run for a given build and thread count.
 
@@ -3290,8 +3295,8 @@ static void perpo__ref_loss_backward(perpo_model *m, const float *dlogp) {
 /* The model: images -> vision encoder -> projector -> image tokens; [image tokens ; text] ->
    causal decoder -> head -> the loss. The batch (n_seq, tokens, targets, image_of) is m's, as
    perpo_forward stored it. logp (n_seq) may be NULL. */
-static PERPO__MAYBE_UNUSED void perpo__ref_model_forward(perpo_model *m, const float *const *images,
-                                                         size_t n_img, float *logp) {
+static void perpo__ref_model_forward(perpo_model *m, const float *const *images, size_t n_img,
+                                     float *logp) {
     size_t l, LV = (size_t)m->cfg.n_vis_layers, LD = (size_t)m->cfg.n_dec_layers;
     perpo__ref_patch_embed_forward(m, images, n_img);
     for (l = 0; l < LV; l++)
@@ -3306,7 +3311,7 @@ static PERPO__MAYBE_UNUSED void perpo__ref_model_forward(perpo_model *m, const f
     perpo__ref_loss_forward(m, logp);
 }
 /* Adds dL/dparams into m->grads for the last forward, given dlogp (n_seq). */
-static PERPO__MAYBE_UNUSED void perpo__ref_model_backward(perpo_model *m, const float *dlogp) {
+static void perpo__ref_model_backward(perpo_model *m, const float *dlogp) {
     size_t l, LV = (size_t)m->cfg.n_vis_layers, LD = (size_t)m->cfg.n_dec_layers;
     size_t n_img = m->n_img, Nv = n_img * m->NP;
     perpo__ref_loss_backward(m, dlogp);
@@ -3323,6 +3328,18 @@ static PERPO__MAYBE_UNUSED void perpo__ref_model_backward(perpo_model *m, const 
                                   m->NP, 0);
     perpo__ref_patch_embed_backward(m, m->d_res, n_img);
 }
+
+/* ---- The switch: which path runs the model ------------------------------------------------ *
+ * The one place that chooses. PERPO_REFERENCE (defined before the implementation) runs the
+ * whole library on the reference path: perpo_forward and perpo_backward (so SFT, preference
+ * steps and reference log-probs), and generation, which then recomputes the whole sequence for
+ * every token (the no_cache path) instead of keeping a KV cache. Both paths are compiled in
+ * every build (the tests hold one against the other); this constant only picks. */
+#ifdef PERPO_REFERENCE
+#define PERPO__REFERENCE 1
+#else
+#define PERPO__REFERENCE 0
+#endif
 
 /* ---- Forward and backward of one pre-LN transformer block --------------------------------- *
  * out = mid + MLP(LN2(mid)),  mid = x + Attn(LN1(x)).  x, out: (B*T, D). Team functions (see
@@ -3560,9 +3577,13 @@ PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, fl
     for (b = 0; b < batch->n_img; b++)
         if (!perpo__all_finite(batch->images[b], m->image_floats)) return PERPO_ERR_NONFINITE;
 
-    (void)perpo__wpack_stale(m); /* (the forward packs them whether stale or not) */
-    PERPO__OMP(parallel if (PERPO__STEP_PAR(m, B * m->L + batch->n_img * m->NP)))
-    perpo__forward_team(m, batch->images, batch->n_img);
+    if (PERPO__REFERENCE) { /* (the switch, above) */
+        perpo__ref_model_forward(m, batch->images, batch->n_img, NULL);
+    } else {
+        (void)perpo__wpack_stale(m); /* (the forward packs them whether stale or not) */
+        PERPO__OMP(parallel if (PERPO__STEP_PAR(m, B * m->L + batch->n_img * m->NP)))
+        perpo__forward_team(m, batch->images, batch->n_img);
+    }
     for (b = 0; b < B; b++) {
         double lp = 0.0;
         for (t = 0; t < T; t++) {
@@ -3696,8 +3717,12 @@ PERPODEF perpo_status perpo_backward(perpo_model *m, const float *dlogp) {
     if (!m || !dlogp) return PERPO_ERR_ARG;
     if (!m->have_forward) return PERPO_ERR_ARG;
     if (!perpo__all_finite(dlogp, m->n_seq)) return PERPO_ERR_NONFINITE;
-    PERPO__OMP(parallel if (PERPO__STEP_PAR(m, m->n_seq * m->L + m->n_img * m->NP)))
-    perpo__backward_team(m, dlogp);
+    if (PERPO__REFERENCE) { /* (the switch) */
+        perpo__ref_model_backward(m, dlogp);
+    } else {
+        PERPO__OMP(parallel if (PERPO__STEP_PAR(m, m->n_seq * m->L + m->n_img * m->NP)))
+        perpo__backward_team(m, dlogp);
+    }
     return PERPO_OK;
 }
 
@@ -4398,7 +4423,7 @@ static perpo_status perpo__generate(perpo_model *m, const perpo_gen_request *req
         seq[s].done = seq[s].cap == 0;
         seq[s].stop = seq[s].done ? 0 : (size_t)-1;
     }
-    if (sc->no_cache)
+    if (sc->no_cache || PERPO__REFERENCE) /* (the switch: the reference keeps no cache) */
         st = perpo__generate_nocache(m, req, sc, seq, streams, out, out_cap);
     else
         perpo__generate_cached(m, req, sc, seq, slot, pos, root, shared, streams, out, out_cap);

@@ -904,6 +904,110 @@ static void test_ref_model_finite_differences(perpo_test *t) {
     rf_batch_free(&rb);
 }
 
+/* ---- a small preference run on whichever path the build runs (PERPO_REFERENCE: the
+   reference) ---- */
+
+/* Reward of an answer about image `item`: 1 - normalized edit distance to its word. */
+static const char *const rf_words[4] = { "red", "blue", "green", "gray" };
+static float rf_word_reward(const char *r, size_t len, size_t item, void *user) {
+    float reward = 0.0f;
+    (void)user;
+    return perpo_ocr_reward(r, len, rf_words[item], strlen(rf_words[item]), &reward, NULL) ==
+                   PERPO_OK
+               ? reward
+               : 0.0f;
+}
+static int rf_keep_progress(const perpo_progress *p, void *user) {
+    perpo_progress *log = (perpo_progress *)user;
+    log[p->step - 1] = *p;
+    return 0;
+}
+/* The whole preference pipeline through the public API on a tiny model: SFT for a few steps
+ * (the answers are still uncertain), 6 answers per image sampled at temperature 1, rewards,
+ * filter, reference log-probs, 30 PerPO steps. Training must rank the lists: before it every
+ * implicit reward is 0 (the policy is the reference); after it, on the training lists, the
+ * pairs ranked right (rewards/accuracies of the last 5 steps) average at least 0.6 and the
+ * margins and the loss improve on the first 5 steps'. Checks properties of optimization on
+ * fixed lists, not a trajectory: it holds on either path. */
+static void test_ref_small_preference_run(perpo_test *t) {
+    enum { NI = 4, NR = 6, STEPS = 30 };
+    static float img[NI][8 * 8 * 3];
+    perpo_config c = perpo_config_default();
+    perpo_sft_config tc = perpo_sft_default();
+    perpo_sample_config sc = perpo_sample_default();
+    perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
+    perpo_example ex[NI];
+    perpo_model *sft = NULL, *policy = NULL;
+    perpo_pref_set set;
+    perpo_progress log[STEPS];
+    size_t kept = 0, i, j;
+    double acc0 = 0, acc1 = 0, mar0 = 0, mar1 = 0, loss0 = 0, loss1 = 0;
+    kx_rng r = { 41 };
+    memset(&set, 0, sizeof set);
+    memset(log, 0, sizeof log);
+    for (i = 0; i < NI; i++) { /* a colour per image, with noise */
+        for (j = 0; j < 8 * 8 * 3; j++)
+            img[i][j] = 0.5f + 0.4f * (float)(((j % 3) + i) % 4 == 0) - 0.2f * (float)(i == 3) +
+                        0.1f * kx_uniform(&r);
+        ex[i].image = img[i];
+        ex[i].prompt = "colour?";
+        ex[i].response = rf_words[i];
+    }
+    c.image_h = c.image_w = 8;
+    c.patch_h = c.patch_w = 4;
+    c.d_model = 16;
+    c.n_heads = 2;
+    c.n_vis_layers = 1;
+    c.n_dec_layers = 1;
+    c.mlp_mult = 2;
+    c.max_text = 16;
+    c.max_batch = 12;
+    CHECK_OK(perpo_model_create(&sft, &c, 7));
+    CHECK_OK(perpo_model_create(&policy, &c, 8));
+    if (!sft || !policy) return;
+    tc.batch_size = NI;
+    tc.optim.lr = 3e-3f;
+    tc.optim.warmup_steps = 5;
+    tc.optim.total_steps = 40;
+    tc.log_every = 1000;
+    CHECK_OK(perpo_sft_train(sft, ex, NI, &tc, NULL, NULL));
+    sc.temperature = 1.0f;
+    sc.max_new_tokens = 8;
+    sc.seed = 3;
+    CHECK_OK(perpo_pref_sample(sft, ex, NI, NR, &sc, rf_word_reward, NULL, &set));
+    kept = perpo_pref_filter(set.lists, set.n_lists, 0.1f);
+    CHECK_MSG(kept >= 2, "only %zu of %zu lists have a reward gap", kept, set.n_lists);
+    CHECK_OK(perpo_pref_reference(sft, set.lists, kept));
+    CHECK_OK(perpo_model_copy_params(policy, sft));
+    pc.objective.beta = 1.0f;
+    pc.lists_per_step = 2;
+    pc.optim.lr = 2e-3f;
+    pc.optim.min_lr = 2e-4f;
+    pc.optim.warmup_steps = 2;
+    pc.optim.total_steps = STEPS;
+    pc.log_every = 1;
+    CHECK_OK(perpo_pref_train(policy, set.lists, kept, &pc, rf_keep_progress, log));
+    for (i = 0; i < 5; i++) {
+        acc0 += log[i].reward_accuracy / 5;
+        acc1 += log[STEPS - 1 - i].reward_accuracy / 5;
+        mar0 += log[i].reward_margin / 5;
+        mar1 += log[STEPS - 1 - i].reward_margin / 5;
+        loss0 += log[i].loss / 5;
+        loss1 += log[STEPS - 1 - i].loss / 5;
+    }
+    CHECK_MSG(log[STEPS - 1].step == STEPS && acc1 >= 0.6 && mar1 > mar0 && loss1 < loss0,
+              "steps %d; accuracy %.3f -> %.3f, margin %.3f -> %.3f, loss %.4f -> %.4f",
+              log[STEPS - 1].step, acc0, acc1, mar0, mar1, loss0, loss1);
+    fprintf(stderr,
+            "    %s path, %zu lists of %d: first 5 steps -> last 5: pairs ranked right %.3f -> "
+            "%.3f, margin %.3f -> %.3f, loss %.4f -> %.4f\n",
+            PERPO__REFERENCE ? "reference" : "fast", kept, NR, acc0, acc1, mar0, mar1, loss0,
+            loss1);
+    perpo_pref_set_free(&set);
+    perpo_model_free(sft);
+    perpo_model_free(policy);
+}
+
 const perpo_test_case perpo_tests_reference[] = {
     { "reference kernels: matrix product, 4 transposes, accumulate, awkward sizes",
       test_ref_matmul },
@@ -920,5 +1024,7 @@ const perpo_test_case perpo_tests_reference[] = {
     { "reference model = fast path after one AdamW step", test_ref_model_adamw_step },
     { "reference model: every tensor's gradient = finite differences",
       test_ref_model_finite_differences },
+    { "reference path (or fast, as built): a small preference run ranks its lists",
+      test_ref_small_preference_run },
     { NULL, NULL }
 };
