@@ -26,7 +26,7 @@ endif
 # What the pretraining record (examples/models/*.json) says about the build.
 EX_DEFS := -DEX_COMMIT='"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)"' -DEX_BUILD_FLAGS='"$(OPT) $(OMP)"'
 
-EXAMPLES := $(BUILD)/grounding $(BUILD)/dense_ocr $(BUILD)/loss_only
+EXAMPLES := $(BUILD)/grounding $(BUILD)/dense_ocr $(BUILD)/loss_only $(BUILD)/perpo_min
 # MPI (Debian: openmpi-bin libopenmpi-dev): examples/mpi_train.c, when mpicc is there.
 MPICC    ?= mpicc
 HAVE_MPI := $(shell command -v $(MPICC) > /dev/null 2>&1 && command -v mpirun > /dev/null 2>&1 && echo 1)
@@ -40,7 +40,7 @@ HAVE_BF16 := $(shell grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null && echo 1)
 EX_COMMON := examples/common.h examples/synth.h examples/font.h examples/image.h examples/report.h examples/cmdline.h
 TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) $(EX_COMMON)
 
-.PHONY: format pretrain pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-alloc test-blas test-portable test-bf16 test-reference test-omp test-mpi test-torch test-sanitize soak fuzz demo demo-ocr bench bench-compare bench-scaling shared clean
+.PHONY: format pretrain pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-alloc test-blas test-portable test-bf16 test-reference test-min test-omp test-mpi test-torch test-sanitize soak fuzz demo demo-ocr bench bench-compare bench-scaling shared clean
 
 all: $(EXAMPLES) $(BUILD)/run_tests
 
@@ -54,7 +54,7 @@ $(BUILD)/run_tests: $(TEST_SRC) perpo.h | $(BUILD)
 $(BUILD)/%: examples/%.c $(EX_COMMON) examples/pipeline.h perpo.h | $(BUILD)
 	$(CC) $(WARN) $(OPT) $(OMP) $(EX_DEFS) -o $@ $< $(LIBS)
 
-test: test-compile test-readme test-alloc test-blas test-portable test-bf16 test-reference test-omp test-examples test-mpi test-torch test-unit
+test: test-compile test-readme test-alloc test-blas test-portable test-bf16 test-reference test-min test-omp test-examples test-mpi test-torch test-unit
 
 test-compile:
 	@sh tests/check_compile.sh
@@ -69,6 +69,13 @@ test-readme: | $(BUILD)
 	@diff -u $(BUILD)/quickstart.expected $(BUILD)/quickstart.out \
 	  && echo "README quick start: compiled, ran and printed what the README says" \
 	  || { echo "README quick start: printed answers differ from the README (above)"; exit 1; }
+
+# examples/perpo_min.c, PerPO end to end in one page: it prints the held-out sampled reward
+# before and after and exits non-zero unless PerPO raised it.
+test-min: $(BUILD)/perpo_min
+	@./$(BUILD)/perpo_min > $(BUILD)/perpo_min.out \
+	  || { cat $(BUILD)/perpo_min.out; echo "examples/perpo_min.c: PerPO did not raise the reward"; exit 1; }
+	@grep 'held-out sampled reward' $(BUILD)/perpo_min.out | sed 's|^|examples/perpo_min.c: |'
 
 # Each experiment end to end at a tiny size: pretraining, then the demo from
 # that checkpoint; results.json must hold every method with its metrics.

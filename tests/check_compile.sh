@@ -47,7 +47,7 @@ for cxx in g++ clang++; do
     check "$cxx -x c++ -O2 AVX2" $cxx -x c++ -O2 -mavx2 -mfma $W "$tmp/impl.c"
     check "$cxx -x c++ -O2 AVX-512" $cxx -x c++ -O2 $AVX512 $W "$tmp/impl.c"
     check "$cxx -x c++ -O2 PERPO_USE_BF16" $cxx -x c++ -O2 $AVX512 $BF16 $W "$tmp/impl.c"
-    for ex in examples/grounding.c examples/dense_ocr.c examples/loss_only.c; do
+    for ex in examples/grounding.c examples/dense_ocr.c examples/loss_only.c examples/perpo_min.c; do
         check "$cxx -x c++ $ex" $cxx -x c++ -fopenmp $W "$ex"
     done
 done
