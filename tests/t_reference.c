@@ -193,7 +193,9 @@ static void test_ref_linear(perpo_test *t) {
         perpo__ref_gelu_forward(gref, ref, N * OC);
         rf_compare(t, "prepacked rows + bias (pre-GELU)", out, ref, N * OC, exact, 1e-6 * (double)C,
                    0.0, &pk);
-        rf_compare(t, "prepacked rows + bias + GELU", gel, gref, N * OC, 0, 1e-6, 1e-6, &ep);
+        /* (where the sums differ, GELU's input does too: its tolerance, times GELU' <= 1.13) */
+        rf_compare(t, "prepacked rows + bias + GELU", gel, gref, N * OC, 0,
+                   1e-6 + (exact ? 0.0 : 1.2e-6 * (double)C), 1e-6, &ep);
         /* backward, into gradients that already hold values */
         kx_fill(&r, dx, N * C, 1.0f);
         kx_fill(&r, dW, OC * C, 1.0f);
@@ -227,7 +229,8 @@ static void test_ref_linear(perpo_test *t) {
     rf_report("perpo__linear_forward vs perpo__ref_linear_forward", &fw, exact, RF_WHY);
     rf_report("perpo__gemm_rows (prepacked, epilogue) vs linear + residual", &pk, exact, RF_WHY);
     rf_report("epilogue GELU vs perpo__ref_gelu_forward", &ep, 0,
-              "x sigmoid(2u) against the tanh form: 1e-6 + 1e-6 |ref|");
+              "x sigmoid(2u) against the tanh form: 1e-6 + 1e-6 |ref|, + 1.2e-6 C where the "
+              "sums differ");
     rf_report("perpo__linear_backward vs perpo__ref_linear_backward", &bw, exact, RF_WHY);
 }
 
