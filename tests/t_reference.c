@@ -684,6 +684,11 @@ static void test_ref_model_matches_fast(perpo_test *t) {
     double worst = 0.0, worst_logit = 0.0;
     const char *worst_name = "";
     int pass;
+#ifdef PERPO_USE_BF16
+    fprintf(stderr, "    skipped: this build's fast products round their inputs to bfloat16 (the "
+                    "reference's are float32); the bfloat16 tests hold it\n");
+    return;
+#endif
     rf_batch_make(&rb, &c, &r);
     m = rf_model_make(t, &c, &r);
     if (!m) return;
@@ -764,6 +769,11 @@ static void test_ref_model_adamw_step(perpo_test *t) {
     size_t n, i, k, bad = 0, bad_g = 0, skipped = 0, widened = 0;
     double worst = 0.0, mult;
     unsigned char *skip;
+#ifdef PERPO_USE_BF16
+    fprintf(stderr, "    skipped: this build's fast products round their inputs to bfloat16 (the "
+                    "reference's are float32); the bfloat16 tests hold it\n");
+    return;
+#endif
     rf_batch_make(&rb, &c, &r);
     a = rf_model_make(t, &c, &r);
     CHECK_OK(perpo_model_create(&b, &c, 9));
