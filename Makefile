@@ -3,6 +3,7 @@
 #                    DPO, PerPO -> evaluation); make pretrain trains that checkpoint (demo-full: both)
 #   make demo-ocr    the same on dense OCR (reward 1 - normalized edit distance; make pretrain-ocr)
 #   make test        every test (compile checks, README quick start, the test runner last)
+#   make test-reference  the library on its reference path (PERPO_REFERENCE): a subset, ~1 minute
 #   make bench       benchmarks, one JSON object per line (make bench-compare: against PyTorch)
 #   make test-sanitize, make fuzz   ASan+UBSan suite; libFuzzer targets
 #   make soak        the crash test (tests/t_crash.c) with SOAK_KILLS (200) SIGKILLs instead of 20
@@ -25,7 +26,7 @@ endif
 # What the pretraining record (examples/models/*.json) says about the build.
 EX_DEFS := -DEX_COMMIT='"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)"' -DEX_BUILD_FLAGS='"$(OPT) $(OMP)"'
 
-EXAMPLES := $(BUILD)/grounding $(BUILD)/dense_ocr $(BUILD)/loss_only
+EXAMPLES := $(BUILD)/grounding $(BUILD)/dense_ocr $(BUILD)/loss_only $(BUILD)/perpo_min
 # MPI (Debian: openmpi-bin libopenmpi-dev): examples/mpi_train.c, when mpicc is there.
 MPICC    ?= mpicc
 HAVE_MPI := $(shell command -v $(MPICC) > /dev/null 2>&1 && command -v mpirun > /dev/null 2>&1 && echo 1)
@@ -39,7 +40,7 @@ HAVE_BF16 := $(shell grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null && echo 1)
 EX_COMMON := examples/common.h examples/synth.h examples/font.h examples/image.h examples/report.h examples/cmdline.h
 TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) $(EX_COMMON)
 
-.PHONY: format pretrain pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-alloc test-blas test-portable test-bf16 test-omp test-mpi test-torch test-sanitize soak fuzz demo demo-ocr bench bench-compare bench-scaling shared clean
+.PHONY: format pretrain pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-alloc test-blas test-portable test-bf16 test-reference test-min test-omp test-mpi test-torch test-sanitize soak fuzz demo demo-ocr bench bench-compare bench-scaling shared clean
 
 all: $(EXAMPLES) $(BUILD)/run_tests
 
@@ -53,7 +54,7 @@ $(BUILD)/run_tests: $(TEST_SRC) perpo.h | $(BUILD)
 $(BUILD)/%: examples/%.c $(EX_COMMON) examples/pipeline.h perpo.h | $(BUILD)
 	$(CC) $(WARN) $(OPT) $(OMP) $(EX_DEFS) -o $@ $< $(LIBS)
 
-test: test-compile test-readme test-alloc test-blas test-portable test-bf16 test-omp test-examples test-mpi test-torch test-unit
+test: test-compile test-readme test-alloc test-blas test-portable test-bf16 test-reference test-min test-omp test-examples test-mpi test-torch test-unit
 
 test-compile:
 	@sh tests/check_compile.sh
@@ -68,6 +69,13 @@ test-readme: | $(BUILD)
 	@diff -u $(BUILD)/quickstart.expected $(BUILD)/quickstart.out \
 	  && echo "README quick start: compiled, ran and printed what the README says" \
 	  || { echo "README quick start: printed answers differ from the README (above)"; exit 1; }
+
+# examples/perpo_min.c, PerPO end to end in one page: it prints the held-out sampled reward
+# before and after and exits non-zero unless PerPO raised it.
+test-min: $(BUILD)/perpo_min
+	@./$(BUILD)/perpo_min > $(BUILD)/perpo_min.out \
+	  || { cat $(BUILD)/perpo_min.out; echo "examples/perpo_min.c: PerPO did not raise the reward"; exit 1; }
+	@grep 'held-out sampled reward' $(BUILD)/perpo_min.out | sed 's|^|examples/perpo_min.c: |'
 
 # Each experiment end to end at a tiny size: pretraining, then the demo from
 # that checkpoint; results.json must hold every method with its metrics.
@@ -143,6 +151,25 @@ test-bf16: | $(BUILD)
 	  ./$(BUILD)/omp_threads_bf16 2>&1 | tail -1 | sed 's/^/bfloat16 build, 1-3 threads: /' | tee $(BUILD)/bf16_omp.out && \
 	  grep -Eq 'threads: [1-9][0-9]* passed, 0 failed$$' $(BUILD)/bf16_omp.out; \
 	else echo "bfloat16 build: skipped (this CPU has no AVX512_BF16)"; fi
+
+# The whole library on its reference path (PERPO_REFERENCE: the plain C kernels, the model's
+# forward and backward as the math reads, generation without a KV cache): against PyTorch and
+# finite differences, the reference kernels and model against the fast path (compiled in every
+# build), the objectives, and training through it (SFT: memorize, same seed, exact resume;
+# preference: reference log-probs, the NLL term, exact resume, a small PerPO run). The end-to-end
+# pipelines of t_pref.c are left out: minutes each without the cache, and their thresholds are
+# tuned on the fast path's trajectories.
+REF_TESTS := PyTorch "finite differences" "reference kernels" "reference model" \
+  "small preference run" reference_pytorch finite_differences _hand permutation \
+  preference_metrics "objectives: " "SFT memorizes" "same seed" "SFT stopped" \
+  "sampler frequencies" "reference log-probs" "NLL term on each" "preference training stopped"
+$(BUILD)/run_tests_reference: $(TEST_SRC) perpo.h | $(BUILD)
+	$(CC) $(WARN) $(OPT) -DPERPO_REFERENCE -o $@ tests/main.c $(LIBS)
+
+test-reference: $(BUILD)/run_tests_reference
+	@./$(BUILD)/run_tests_reference $(REF_TESTS) > $(BUILD)/reference.out 2>&1; \
+	  tail -1 $(BUILD)/reference.out | sed 's/^/reference path (PERPO_REFERENCE): /'; \
+	  grep -Eq '^[1-9][0-9]* passed, 0 failed$$' $(BUILD)/reference.out || { grep FAIL $(BUILD)/reference.out; exit 1; }
 
 # Data-parallel SFT and PerPO over MPI (the trainers' reduction hook is MPI_Allreduce).
 $(BUILD)/mpi_train: examples/mpi_train.c $(EX_COMMON) perpo.h | $(BUILD)

@@ -48,6 +48,11 @@
                              weights, gradients, optimizer state and attention stay float32.
                              Needs a CPU with AVX512_BF16 and -march=native (or -mavx512bf16
                              -mavx512bw); results differ from the float32 build's
+     PERPO_REFERENCE         run the whole library on the reference path: the plain C kernels
+                             (one row at a time) and the model's forward and backward as the
+                             math reads, single-threaded; generation recomputes the whole
+                             sequence for every token (no KV cache). Slow: for reading and
+                             checking. Results differ from the fast path's in the last bits
      Build with -fopenmp to spread kernels over cores. Results are bit-identical from run to
      run for a given build and thread count.
 
@@ -1040,6 +1045,309 @@ static PERPO__MAYBE_UNUSED int perpo__sync_default(const char *path, int is_dir)
 #else
 #define PERPO__RESTRICT
 #endif
+/* ---- Reference kernels: the math in plain C ----------------------------------------------- *
+ * One plain function per operation, forward and backward, written as the math reads: loops over
+ * rows, columns and the summed index, one row at a time; no packing, tiling, intrinsics or
+ * threads. They define what the fast kernels after them compute: the tests hold every fast
+ * kernel against its reference (tests/t_reference.c), and PERPO_REFERENCE runs the whole library
+ * on them (section 3, "The reference model"). Arrays are row-major and dense; backward ADDS into
+ * gradients that the caller zeroed (GELU's excepted: see there). Every sum runs over its index
+ * in increasing order, from 0 or from what it adds to, as the fast kernels sum, and the
+ * products' multiply-adds round as the fast products' do (perpo__ref_madd), so that the two
+ * agree bit for bit where they sum the same terms. */
+
+/* s + a b, the multiply-add of every product below: rounded once (fmaf) in AVX2 and AVX-512
+   builds, whose fast products run explicit FMA instructions, else as written (portable builds
+   multiply and add as this does). A plain s += a * b would leave it to the compiler, which
+   fuses or not by its own rules (GCC tuned for AMD keeps a loop's running sum unfused). */
+static PERPO__MAYBE_UNUSED float perpo__ref_madd(float s, float a, float b) {
+#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+    return fmaf(a, b, s);
+#else
+    return s + a * b;
+#endif
+}
+
+/* C (M,N) = [C +] op(A) . op(B), op(A): (M,K), op(B): (K,N). ta: A is stored (K,M), else (M,K);
+   tb: B is stored (N,K), else (K,N). The model multiplies x W^T (tb), dy W, dy^T x (ta). */
+static PERPO__MAYBE_UNUSED void perpo__ref_matmul_forward(float *C, const float *A, const float *B,
+                                                          size_t M, size_t N, size_t K, int ta,
+                                                          int tb, int accumulate) {
+    size_t i, j, k;
+    for (i = 0; i < M; i++)
+        for (j = 0; j < N; j++) {
+            float s = accumulate ? C[i * N + j] : 0.0f;
+            for (k = 0; k < K; k++)
+                s = perpo__ref_madd(s, ta ? A[k * M + i] : A[i * K + k],
+                                    tb ? B[j * K + k] : B[k * N + j]);
+            C[i * N + j] = s;
+        }
+}
+/* dA += dC . op(B)^T and dB += op(A)^T . dC, each stored as its matrix is; dA or dB may be NULL.
+   dC: (M,N). */
+static PERPO__MAYBE_UNUSED void perpo__ref_matmul_backward(float *dA, float *dB, const float *dC,
+                                                           const float *A, const float *B, size_t M,
+                                                           size_t N, size_t K, int ta, int tb) {
+    size_t i, j, k;
+    for (i = 0; dA && i < M; i++)
+        for (k = 0; k < K; k++) {
+            float *d = ta ? &dA[k * M + i] : &dA[i * K + k];
+            for (j = 0; j < N; j++)
+                *d = perpo__ref_madd(*d, dC[i * N + j], tb ? B[j * K + k] : B[k * N + j]);
+        }
+    for (k = 0; dB && k < K; k++)
+        for (j = 0; j < N; j++) {
+            float *d = tb ? &dB[j * K + k] : &dB[k * N + j];
+            for (i = 0; i < M; i++)
+                *d = perpo__ref_madd(*d, ta ? A[k * M + i] : A[i * K + k], dC[i * N + j]);
+        }
+}
+
+/* Linear layer, PyTorch layout: out (N,OC) = inp (N,C) . W^T + b.  W: (OC,C), b: (OC) or NULL. */
+static PERPO__MAYBE_UNUSED void perpo__ref_linear_forward(float *out, const float *inp,
+                                                          const float *W, const float *b, size_t N,
+                                                          size_t C, size_t OC) {
+    size_t n, o, c;
+    for (n = 0; n < N; n++)
+        for (o = 0; o < OC; o++) {
+            const float *x = inp + n * C, *w = W + o * C;
+            float s = 0.0f;
+            for (c = 0; c < C; c++) s = perpo__ref_madd(s, x[c], w[c]);
+            out[n * OC + o] = b ? s + b[o] : s;
+        }
+}
+/* dinp (N,C) += dout . W;  dW (OC,C) += dout^T . inp;  db (OC) += column sums of dout.
+   dinp (the input is data) and db (no bias) may be NULL. dout: (N,OC). Row by row: row n of
+   dinp gets dout(n,o) W(o,:) for o in order, and dW(o,:) gets dout(n,o) inp(n,:) for n in
+   order. */
+static PERPO__MAYBE_UNUSED void perpo__ref_linear_backward(float *dinp, float *dW, float *db,
+                                                           const float *dout, const float *inp,
+                                                           const float *W, size_t N, size_t C,
+                                                           size_t OC) {
+    size_t n, o, c;
+    for (n = 0; dinp && n < N; n++)
+        for (o = 0; o < OC; o++) {
+            float d = dout[n * OC + o], *dx = dinp + n * C;
+            const float *w = W + o * C;
+            for (c = 0; c < C; c++) dx[c] = perpo__ref_madd(dx[c], d, w[c]);
+        }
+    for (n = 0; n < N; n++)
+        for (o = 0; o < OC; o++) {
+            float d = dout[n * OC + o], *dw = dW + o * C;
+            const float *x = inp + n * C;
+            for (c = 0; c < C; c++) dw[c] = perpo__ref_madd(dw[c], d, x[c]);
+        }
+    for (n = 0; db && n < N; n++)
+        for (o = 0; o < OC; o++) db[o] += dout[n * OC + o];
+}
+
+/* LayerNorm of each row of inp (N,D): out = (x - mean) * rstd * w + b, rstd = 1 / sqrt(var +
+   1e-5), the variance biased (divided by D), as PyTorch. w, b: (D). Keeps mean, rstd (N). */
+static PERPO__MAYBE_UNUSED void perpo__ref_layernorm_forward(float *out, float *mean, float *rstd,
+                                                             const float *inp, const float *w,
+                                                             const float *b, size_t N, size_t D) {
+    size_t n, i;
+    for (n = 0; n < N; n++) {
+        const float *x = inp + n * D;
+        float *y = out + n * D, m = 0.0f, v = 0.0f, s;
+        for (i = 0; i < D; i++) m += x[i];
+        m /= (float)D;
+        for (i = 0; i < D; i++) {
+            float d = x[i] - m;
+            v += d * d;
+        }
+        v /= (float)D;
+        s = 1.0f / sqrtf(v + 1e-5f);
+        for (i = 0; i < D; i++) y[i] = (x[i] - m) * s * w[i] + b[i];
+        mean[n] = m;
+        rstd[n] = s;
+    }
+}
+/* dinp (N,D) += dL/dx, dw, db (D) += dL/dw, dL/db, from dout (N,D). With xh = (x - mean) rstd
+   and g = dout * w: dx = rstd (g - mean(g) - xh mean(g xh)). */
+static PERPO__MAYBE_UNUSED void perpo__ref_layernorm_backward(float *dinp, float *dw, float *db,
+                                                              const float *dout, const float *inp,
+                                                              const float *w, const float *mean,
+                                                              const float *rstd, size_t N,
+                                                              size_t D) {
+    size_t n, i;
+    for (n = 0; n < N; n++) {
+        const float *x = inp + n * D, *dy = dout + n * D;
+        float *dx = dinp + n * D, m = mean[n], s = rstd[n], mean_g = 0.0f, mean_gxh = 0.0f;
+        for (i = 0; i < D; i++) {
+            float xh = (x[i] - m) * s, g = dy[i] * w[i];
+            mean_g += g;
+            mean_gxh += g * xh;
+        }
+        mean_g /= (float)D;
+        mean_gxh /= (float)D;
+        for (i = 0; i < D; i++) {
+            float xh = (x[i] - m) * s;
+            dx[i] += s * (dy[i] * w[i] - mean_g - xh * mean_gxh);
+            dw[i] += dy[i] * xh;
+            db[i] += dy[i];
+        }
+    }
+}
+
+/* GELU, tanh approximation (PyTorch approximate='tanh'): 0.5 x (1 + tanh(u)), u = sqrt(2/pi)
+   (x + 0.044715 x^3). out, inp: (n); out may be inp. */
+static PERPO__MAYBE_UNUSED void perpo__ref_gelu_forward(float *out, const float *inp, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        float x = inp[i], u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+        out[i] = 0.5f * x * (1.0f + tanhf(u));
+    }
+}
+/* dinp = dout * GELU'(inp), an element-wise product that sets dinp (dinp may be dout: in place),
+   as the fast kernel's. GELU' = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) du/dx. */
+static PERPO__MAYBE_UNUSED void perpo__ref_gelu_backward(float *dinp, const float *inp,
+                                                         const float *dout, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        float x = inp[i], u = 0.7978845608028654f * (x + 0.044715f * x * x * x), t = tanhf(u);
+        float du = 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] = dout[i] * (0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * du);
+    }
+}
+
+/* p (n) = softmax(x (n)) = e^(x - max x) / sum of those (n >= 1); p may be x. */
+static PERPO__MAYBE_UNUSED void perpo__ref_softmax_forward(float *p, const float *x, size_t n) {
+    size_t i;
+    float mx = x[0], sum = 0.0f;
+    for (i = 1; i < n; i++)
+        if (x[i] > mx) mx = x[i];
+    for (i = 0; i < n; i++) {
+        p[i] = expf(x[i] - mx);
+        sum += p[i];
+    }
+    for (i = 0; i < n; i++) p[i] /= sum;
+}
+/* dx (n) += p * (dp - sum_j p_j dp_j), given p = softmax(x) and dp = dL/dp. */
+static PERPO__MAYBE_UNUSED void perpo__ref_softmax_backward(float *dx, const float *p,
+                                                            const float *dp, size_t n) {
+    size_t i;
+    float dot = 0.0f;
+    for (i = 0; i < n; i++) dot += dp[i] * p[i];
+    for (i = 0; i < n; i++) dx[i] += p[i] * (dp[i] - dot);
+}
+
+/* Multi-head self-attention. qkv: (B,T,3D), each row q | k | v; head h reads columns h*hd ..
+   (h+1)*hd - 1 of each, hd = D/H. For each sequence, head and query t: scores s = q_t . k_u /
+   sqrt(hd) over the keys u <= t (causal) or all u, p = softmax(s), out_t = sum_u p_u v_u.
+   out: (B,T,D), the heads side by side. att: (B,H,T,T) keeps p (zero above the diagonal when
+   causal) for backward. */
+static PERPO__MAYBE_UNUSED void perpo__ref_attention_forward(float *out, float *att,
+                                                             const float *qkv, size_t B, size_t T,
+                                                             size_t D, size_t H, int causal) {
+    size_t hd = D / H, b, h, t, u, i;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (b = 0; b < B; b++)
+        for (h = 0; h < H; h++)
+            for (t = 0; t < T; t++) {
+                const float *q = qkv + (b * T + t) * 3 * D + h * hd;
+                float *p = att + ((b * H + h) * T + t) * T, *o = out + (b * T + t) * D + h * hd;
+                size_t n = causal ? t + 1 : T; /* the keys query t sees */
+                for (u = 0; u < n; u++) {
+                    const float *k = qkv + (b * T + u) * 3 * D + D + h * hd;
+                    float s = 0.0f;
+                    for (i = 0; i < hd; i++) s = perpo__ref_madd(s, q[i], k[i]);
+                    p[u] = s * scale;
+                }
+                perpo__ref_softmax_forward(p, p, n);
+                for (u = n; u < T; u++) p[u] = 0.0f;
+                for (i = 0; i < hd; i++) o[i] = 0.0f;
+                for (u = 0; u < n; u++) {
+                    const float *v = qkv + (b * T + u) * 3 * D + 2 * D + h * hd;
+                    for (i = 0; i < hd; i++) o[i] = perpo__ref_madd(o[i], p[u], v[i]);
+                }
+            }
+}
+/* dqkv (B,T,3D) += the gradient from dout (B,T,D), given att and qkv of the forward. For each
+   query t: dp_u = dout_t . v_u; ds = softmax backward of dp, times 1/sqrt(hd); then
+   dq_t += ds_u k_u, dk_u += ds_u q_t, dv_u += p_u dout_t. ws: 2T floats (dp, ds). */
+static PERPO__MAYBE_UNUSED void perpo__ref_attention_backward(float *dqkv, const float *dout,
+                                                              const float *att, const float *qkv,
+                                                              size_t B, size_t T, size_t D,
+                                                              size_t H, int causal, float *ws) {
+    size_t hd = D / H, b, h, t, u, i;
+    float scale = 1.0f / sqrtf((float)hd), *dp = ws, *ds = ws + T;
+    for (b = 0; b < B; b++)
+        for (h = 0; h < H; h++)
+            for (t = 0; t < T; t++) {
+                const float *q = qkv + (b * T + t) * 3 * D + h * hd;
+                const float *p = att + ((b * H + h) * T + t) * T,
+                            *dy = dout + (b * T + t) * D + h * hd;
+                float *dq = dqkv + (b * T + t) * 3 * D + h * hd;
+                size_t n = causal ? t + 1 : T;
+                for (u = 0; u < n; u++) {
+                    const float *v = qkv + (b * T + u) * 3 * D + 2 * D + h * hd;
+                    float s = 0.0f;
+                    for (i = 0; i < hd; i++) s = perpo__ref_madd(s, dy[i], v[i]);
+                    dp[u] = s;
+                    ds[u] = 0.0f;
+                }
+                perpo__ref_softmax_backward(ds, p, dp, n);
+                for (u = 0; u < n; u++) {
+                    const float *k = qkv + (b * T + u) * 3 * D + D + h * hd;
+                    float *dk = dqkv + (b * T + u) * 3 * D + D + h * hd, *dv = dk + D,
+                          g = ds[u] * scale;
+                    for (i = 0; i < hd; i++) dq[i] = perpo__ref_madd(dq[i], g, k[i]);
+                    for (i = 0; i < hd; i++) dk[i] = perpo__ref_madd(dk[i], g, q[i]);
+                    for (i = 0; i < hd; i++) dv[i] = perpo__ref_madd(dv[i], p[u], dy[i]);
+                }
+            }
+}
+
+/* Log-softmax at the targets (the cross-entropy, negated) of the rows of logits (N,V): lse[n] =
+   log sum_v e^logits[n,v] (the sum in double); returns the sum over rows with a target
+   (targets[n] >= 0; -1 skips the row) of log softmax(logits[n])[targets[n]] = logits[n,
+   target] - lse[n], in double. */
+static PERPO__MAYBE_UNUSED double perpo__ref_logsoftmax_forward(float *lse, const float *logits,
+                                                                const int *targets, size_t N,
+                                                                size_t V) {
+    size_t n, v;
+    double total = 0.0;
+    for (n = 0; n < N; n++) {
+        const float *z = logits + n * V;
+        float mx = -INFINITY;
+        double s = 0.0;
+        for (v = 0; v < V; v++)
+            if (z[v] > mx) mx = z[v];
+        for (v = 0; v < V; v++) s += exp((double)(z[v] - mx));
+        lse[n] = mx + (float)log(s);
+        if (targets[n] >= 0) total += (double)z[targets[n]] - (double)lse[n];
+    }
+    return total;
+}
+/* dlogits (N,V) += dlp * (onehot(target) - softmax(logits)) on the rows with a target: the
+   gradient of the returned sum times dlp. */
+static PERPO__MAYBE_UNUSED void perpo__ref_logsoftmax_backward(float *dlogits, float dlp,
+                                                               const float *logits,
+                                                               const float *lse, const int *targets,
+                                                               size_t N, size_t V) {
+    size_t n, v;
+    for (n = 0; n < N; n++) {
+        float *dz = dlogits + n * V;
+        if (targets[n] < 0) continue;
+        for (v = 0; v < V; v++) dz[v] += -dlp * expf(logits[n * V + v] - lse[n]);
+        dz[targets[n]] += dlp;
+    }
+}
+
+/* A residual connection, out = inp + (the branch's output already in out): out += inp; its
+   backward sends dout to both: dinp += dout (the branch's part reads dout itself). (n) each. */
+static PERPO__MAYBE_UNUSED void perpo__ref_residual_forward(float *out, const float *inp,
+                                                            size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) out[i] += inp[i];
+}
+static PERPO__MAYBE_UNUSED void perpo__ref_residual_backward(float *dinp, const float *dout,
+                                                             size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++) dinp[i] += dout[i];
+}
+
 /* ---- Matrix product --------------------------------------------------------------------- *
  * C (M,N) = [C +] op(A) (M,K) . op(B) (K,N). ta: A is stored (K,M); tb: B is stored (N,K).
  * The built-in path copies ("packs") a K-block of B into NR-wide panels, so that an MR x NR
@@ -2814,6 +3122,247 @@ PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *pro
     return PERPO_OK;
 }
 
+/* ---- The reference model: forward and backward as the math reads --------------------------- *
+ * The whole model on the reference kernels, one call per operation, on the parameters where
+ * they lie (m->params at the tensor table's offsets, gradients added into m->grads) and the
+ * activations the fast path keeps (m->vis_x, m->vis_acts, m->dec_x, m->dec_acts, m->logits,
+ * m->lse, ...), so that either backward can follow either forward. The backward is the forward's
+ * calls in reverse, each replaced by its backward; its gradients of activations use the
+ * backward scratch of the arena (m->d_*). One thread, nothing allocated. PERPO_REFERENCE makes
+ * the library run these instead of the fast path (perpo_forward, perpo_backward, generation). */
+
+static void perpo__ref_zero(float *x, size_t n) { memset(x, 0, n * sizeof(float)); }
+
+/* One pre-LN transformer block over B sequences of T rows (causal: the decoder's):
+   mid = x + Attn(LN1(x)), out = mid + MLP(LN2(mid)), MLP = fc2(GELU(fc(.))). x, out: (B*T, D). */
+static void perpo__ref_block_forward(perpo_model *m, const perpo__block *p, perpo__block_acts *a,
+                                     const float *x, float *out, size_t B, size_t T, int causal) {
+    const float *P = m->params;
+    size_t N = B * T, D = m->D, M = m->M;
+    perpo__ref_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, P + p->ln1_w, P + p->ln1_b, N,
+                                 D);
+    perpo__ref_linear_forward(a->qkv, a->ln1, P + p->qkv_w, P + p->qkv_b, N, D, 3 * D);
+    perpo__ref_attention_forward(a->atty, a->att, a->qkv, B, T, D, m->H, causal);
+    perpo__ref_linear_forward(a->mid, a->atty, P + p->attn_w, P + p->attn_b, N, D, D);
+    perpo__ref_residual_forward(a->mid, x, N * D);
+    perpo__ref_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, P + p->ln2_w,
+                                 P + p->ln2_b, N, D);
+    perpo__ref_linear_forward(a->fch, a->ln2, P + p->fc_w, P + p->fc_b, N, D, M);
+    perpo__ref_gelu_forward(a->fcg, a->fch, N * M);
+    perpo__ref_linear_forward(out, a->fcg, P + p->fc2_w, P + p->fc2_b, N, M, D);
+    perpo__ref_residual_forward(out, a->mid, N * D);
+}
+/* dres: dL/dout on entry, dL/dx on return. */
+static void perpo__ref_block_backward(perpo_model *m, const perpo__block *p,
+                                      const perpo__block_acts *a, const float *x, float *dres,
+                                      size_t B, size_t T, int causal) {
+    const float *P = m->params;
+    float *G = m->grads, *dmid = m->d_mid, *dfc = m->d_fc, *dln2 = m->d_tmp, *datty = m->d_atty,
+          *dqkv = m->d_qkv, *dln1 = m->d_tmp2;
+    size_t N = B * T, D = m->D, M = m->M;
+    perpo__ref_zero(dmid, N * D);
+    perpo__ref_residual_backward(dmid, dres, N * D);
+    perpo__ref_zero(dfc, N * M);
+    perpo__ref_linear_backward(dfc, G + p->fc2_w, G + p->fc2_b, dres, a->fcg, P + p->fc2_w, N, M,
+                               D);
+    perpo__ref_gelu_backward(dfc, a->fch, dfc, N * M);
+    perpo__ref_zero(dln2, N * D);
+    perpo__ref_linear_backward(dln2, G + p->fc_w, G + p->fc_b, dfc, a->ln2, P + p->fc_w, N, D, M);
+    perpo__ref_layernorm_backward(dmid, G + p->ln2_w, G + p->ln2_b, dln2, a->mid, P + p->ln2_w,
+                                  a->ln2_mean, a->ln2_rstd, N, D);
+    perpo__ref_zero(dres, N * D); /* from here on dL/dx */
+    perpo__ref_residual_backward(dres, dmid, N * D);
+    perpo__ref_zero(datty, N * D);
+    perpo__ref_linear_backward(datty, G + p->attn_w, G + p->attn_b, dmid, a->atty, P + p->attn_w, N,
+                               D, D);
+    perpo__ref_zero(dqkv, N * 3 * D);
+    perpo__ref_attention_backward(dqkv, datty, a->att, a->qkv, B, T, D, m->H, causal, m->att_ws);
+    perpo__ref_zero(dln1, N * D);
+    perpo__ref_linear_backward(dln1, G + p->qkv_w, G + p->qkv_b, dqkv, a->ln1, P + p->qkv_w, N, D,
+                               3 * D);
+    perpo__ref_layernorm_backward(dres, G + p->ln1_w, G + p->ln1_b, dln1, x, P + p->ln1_w,
+                                  a->ln1_mean, a->ln1_rstd, N, D);
+}
+
+/* The vision encoder's input: each image cut into patches (perpo__patchify: pixels, and their
+   x, y with pos_channels), a linear patch embedding, plus the learned position of the patch and,
+   with vis_sincos, its fixed 2D sin-cos code. vis_x[0]: (n_img*NP, D). */
+static void perpo__ref_patch_embed_forward(perpo_model *m, const float *const *images,
+                                           size_t n_img) {
+    const float *P = m->params;
+    size_t NP = m->NP, D = m->D, i, r;
+    for (i = 0; i < n_img; i++) perpo__patchify(m->patches + i * NP * m->PPC, images[i], &m->cfg);
+    perpo__ref_linear_forward(m->vis_x[0], m->patches, P + m->patch_w, P + m->patch_b, n_img * NP,
+                              m->PPC, D);
+    for (r = 0; r < n_img * NP; r++) {
+        perpo__ref_residual_forward(m->vis_x[0] + r * D, P + m->vis_pos + (r % NP) * D, D);
+        if (m->cfg.vis_sincos)
+            perpo__ref_residual_forward(m->vis_x[0] + r * D, m->vis_sincos + (r % NP) * D, D);
+    }
+}
+/* dx: dL/dvis_x[0]. The patches are data: no gradient of their own. */
+static void perpo__ref_patch_embed_backward(perpo_model *m, const float *dx, size_t n_img) {
+    float *G = m->grads;
+    size_t NP = m->NP, D = m->D, r;
+    for (r = 0; r < n_img * NP; r++)
+        perpo__ref_residual_backward(G + m->vis_pos + (r % NP) * D, dx + r * D, D);
+    perpo__ref_linear_backward(NULL, G + m->patch_w, G + m->patch_b, dx, m->patches,
+                               m->params + m->patch_w, n_img * NP, m->PPC, D);
+}
+
+/* The projector (LLaVA-1.5's): img_tok = proj2(GELU(proj1(LN(x)))) on the encoder's output
+   x = vis_x[LV]. */
+static void perpo__ref_projector_forward(perpo_model *m, size_t n_img) {
+    const float *P = m->params;
+    size_t Nv = n_img * m->NP, D = m->D;
+    perpo__ref_layernorm_forward(m->vis_lnf, m->vis_lnf_mean, m->vis_lnf_rstd,
+                                 m->vis_x[m->cfg.n_vis_layers], P + m->vis_lnf_w, P + m->vis_lnf_b,
+                                 Nv, D);
+    perpo__ref_linear_forward(m->proj_h, m->vis_lnf, P + m->proj1_w, P + m->proj1_b, Nv, D, D);
+    perpo__ref_gelu_forward(m->proj_g, m->proj_h, Nv * D);
+    perpo__ref_linear_forward(m->img_tok, m->proj_g, P + m->proj2_w, P + m->proj2_b, Nv, D, D);
+}
+/* dimg: dL/dimg_tok; dx (n_img*NP, D): dL/dx, added into. */
+static void perpo__ref_projector_backward(perpo_model *m, const float *dimg, float *dx,
+                                          size_t n_img) {
+    const float *P = m->params;
+    float *G = m->grads, *dg = m->d_atty, *dln = m->d_tmp;
+    size_t Nv = n_img * m->NP, D = m->D;
+    perpo__ref_zero(dg, Nv * D);
+    perpo__ref_linear_backward(dg, G + m->proj2_w, G + m->proj2_b, dimg, m->proj_g, P + m->proj2_w,
+                               Nv, D, D);
+    perpo__ref_gelu_backward(dg, m->proj_h, dg, Nv * D);
+    perpo__ref_zero(dln, Nv * D);
+    perpo__ref_linear_backward(dln, G + m->proj1_w, G + m->proj1_b, dg, m->vis_lnf, P + m->proj1_w,
+                               Nv, D, D);
+    perpo__ref_layernorm_backward(dx, G + m->vis_lnf_w, G + m->vis_lnf_b, dln,
+                                  m->vis_x[m->cfg.n_vis_layers], P + m->vis_lnf_w, m->vis_lnf_mean,
+                                  m->vis_lnf_rstd, Nv, D);
+}
+
+/* The decoder's input, sequence b's L = NP + T rows: its image's NP tokens, then its T text
+   tokens' embeddings (wte), each plus the learned position of its row. dec_x[0]: (B*L, D). */
+static void perpo__ref_decoder_embed_forward(perpo_model *m) {
+    const float *P = m->params;
+    size_t NP = m->NP, T = m->T, L = m->L, D = m->D, b, t, i;
+    for (b = 0; b < m->n_seq; b++)
+        for (t = 0; t < L; t++) {
+            float *x = m->dec_x[0] + (b * L + t) * D;
+            const float *e = t < NP ? m->img_tok + (m->image_of[b] * NP + t) * D
+                                    : P + m->wte + (size_t)m->tokens[b * T + t - NP] * D;
+            for (i = 0; i < D; i++) x[i] = e[i] + P[m->dec_pos + t * D + i];
+        }
+}
+/* dx: dL/ddec_x[0]; dimg (n_img*NP, D): dL/dimg_tok, added into. */
+static void perpo__ref_decoder_embed_backward(perpo_model *m, const float *dx, float *dimg) {
+    float *G = m->grads;
+    size_t NP = m->NP, T = m->T, L = m->L, D = m->D, b, t;
+    for (b = 0; b < m->n_seq; b++)
+        for (t = 0; t < L; t++) {
+            const float *d = dx + (b * L + t) * D;
+            float *de = t < NP ? dimg + (m->image_of[b] * NP + t) * D
+                               : G + m->wte + (size_t)m->tokens[b * T + t - NP] * D;
+            perpo__ref_residual_backward(de, d, D);
+            perpo__ref_residual_backward(G + m->dec_pos + t * D, d, D);
+        }
+}
+
+/* The head: the text rows of the decoder's output (txt), the final LayerNorm, the untied
+   projection to the vocabulary (no bias): logits (B*T, V). */
+static void perpo__ref_head_forward(perpo_model *m) {
+    const float *P = m->params;
+    size_t T = m->T, D = m->D, L = m->L, r;
+    for (r = 0; r < m->n_seq * T; r++) /* row t of sequence b is decoder row NP + t */
+        memcpy(m->txt + r * D, m->dec_x[m->cfg.n_dec_layers] + ((r / T) * L + m->NP + r % T) * D,
+               D * sizeof(float));
+    perpo__ref_layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, m->txt, P + m->lnf_w,
+                                 P + m->lnf_b, m->n_seq * T, D);
+    perpo__ref_linear_forward(m->logits, m->lnf, P + m->head_w, NULL, m->n_seq * T, D, m->V);
+}
+/* dx (B*L, D): dL/d(the decoder's output), set (image rows get zero). */
+static void perpo__ref_head_backward(perpo_model *m, float *dx) {
+    const float *P = m->params;
+    float *G = m->grads, *dln = m->d_atty, *dtxt = m->d_tmp;
+    size_t B = m->n_seq, T = m->T, D = m->D, L = m->L, r;
+    perpo__ref_zero(dln, B * T * D);
+    perpo__ref_linear_backward(dln, G + m->head_w, NULL, m->dlogits, m->lnf, P + m->head_w, B * T,
+                               D, m->V);
+    perpo__ref_zero(dtxt, B * T * D);
+    perpo__ref_layernorm_backward(dtxt, G + m->lnf_w, G + m->lnf_b, dln, m->txt, P + m->lnf_w,
+                                  m->lnf_mean, m->lnf_rstd, B * T, D);
+    perpo__ref_zero(dx, B * L * D);
+    for (r = 0; r < B * T; r++)
+        memcpy(dx + ((r / T) * L + m->NP + r % T) * D, dtxt + r * D, D * sizeof(float));
+}
+
+/* The response-token loss: logp[b] = sum of log p(target) over sequence b's counted positions
+   (targets >= 0: its response and EOS), the quantity every objective differentiates. */
+static void perpo__ref_loss_forward(perpo_model *m, float *logp) {
+    size_t T = m->T, V = m->V, b;
+    for (b = 0; b < m->n_seq; b++) {
+        double lp = perpo__ref_logsoftmax_forward(m->lse + b * T, m->logits + b * T * V,
+                                                  m->targets + b * T, T, V);
+        if (logp) logp[b] = (float)lp;
+    }
+}
+/* dlogp[b] = dL/dlogp[b] -> dlogits (B*T, V), set. */
+static void perpo__ref_loss_backward(perpo_model *m, const float *dlogp) {
+    size_t T = m->T, V = m->V, b;
+    perpo__ref_zero(m->dlogits, m->n_seq * T * V);
+    for (b = 0; b < m->n_seq; b++)
+        perpo__ref_logsoftmax_backward(m->dlogits + b * T * V, dlogp[b], m->logits + b * T * V,
+                                       m->lse + b * T, m->targets + b * T, T, V);
+}
+
+/* The model: images -> vision encoder -> projector -> image tokens; [image tokens ; text] ->
+   causal decoder -> head -> the loss. The batch (n_seq, tokens, targets, image_of) is m's, as
+   perpo_forward stored it. logp (n_seq) may be NULL. */
+static void perpo__ref_model_forward(perpo_model *m, const float *const *images, size_t n_img,
+                                     float *logp) {
+    size_t l, LV = (size_t)m->cfg.n_vis_layers, LD = (size_t)m->cfg.n_dec_layers;
+    perpo__ref_patch_embed_forward(m, images, n_img);
+    for (l = 0; l < LV; l++)
+        perpo__ref_block_forward(m, &m->vis[l], &m->vis_acts[l], m->vis_x[l], m->vis_x[l + 1],
+                                 n_img, m->NP, 0);
+    perpo__ref_projector_forward(m, n_img);
+    perpo__ref_decoder_embed_forward(m);
+    for (l = 0; l < LD; l++)
+        perpo__ref_block_forward(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->dec_x[l + 1],
+                                 m->n_seq, m->L, 1);
+    perpo__ref_head_forward(m);
+    perpo__ref_loss_forward(m, logp);
+}
+/* Adds dL/dparams into m->grads for the last forward, given dlogp (n_seq). */
+static void perpo__ref_model_backward(perpo_model *m, const float *dlogp) {
+    size_t l, LV = (size_t)m->cfg.n_vis_layers, LD = (size_t)m->cfg.n_dec_layers;
+    size_t n_img = m->n_img, Nv = n_img * m->NP;
+    perpo__ref_loss_backward(m, dlogp);
+    perpo__ref_head_backward(m, m->d_res);
+    for (l = LD; l-- > 0;)
+        perpo__ref_block_backward(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->d_res, m->n_seq,
+                                  m->L, 1);
+    perpo__ref_zero(m->d_img, Nv * m->D);
+    perpo__ref_decoder_embed_backward(m, m->d_res, m->d_img);
+    perpo__ref_zero(m->d_res, Nv * m->D); /* (now the vision rows' dL/dx) */
+    perpo__ref_projector_backward(m, m->d_img, m->d_res, n_img);
+    for (l = LV; l-- > 0;)
+        perpo__ref_block_backward(m, &m->vis[l], &m->vis_acts[l], m->vis_x[l], m->d_res, n_img,
+                                  m->NP, 0);
+    perpo__ref_patch_embed_backward(m, m->d_res, n_img);
+}
+
+/* ---- The switch: which path runs the model ------------------------------------------------ *
+ * The one place that chooses. PERPO_REFERENCE (defined before the implementation) runs the
+ * whole library on the reference path: perpo_forward and perpo_backward (so SFT, preference
+ * steps and reference log-probs), and generation, which then recomputes the whole sequence for
+ * every token (the no_cache path) instead of keeping a KV cache. Both paths are compiled in
+ * every build (the tests hold one against the other); this constant only picks. */
+#ifdef PERPO_REFERENCE
+#define PERPO__REFERENCE 1
+#else
+#define PERPO__REFERENCE 0
+#endif
+
 /* ---- Forward and backward of one pre-LN transformer block --------------------------------- *
  * out = mid + MLP(LN2(mid)),  mid = x + Attn(LN1(x)).  x, out: (B*T, D). Team functions (see
  * perpo__team_range): one thread's share, inside the parallel region of a whole forward or
@@ -3050,9 +3599,13 @@ PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, fl
     for (b = 0; b < batch->n_img; b++)
         if (!perpo__all_finite(batch->images[b], m->image_floats)) return PERPO_ERR_NONFINITE;
 
-    (void)perpo__wpack_stale(m); /* (the forward packs them whether stale or not) */
-    PERPO__OMP(parallel if (PERPO__STEP_PAR(m, B * m->L + batch->n_img * m->NP)))
-    perpo__forward_team(m, batch->images, batch->n_img);
+    if (PERPO__REFERENCE) { /* (the switch, above) */
+        perpo__ref_model_forward(m, batch->images, batch->n_img, NULL);
+    } else {
+        (void)perpo__wpack_stale(m); /* (the forward packs them whether stale or not) */
+        PERPO__OMP(parallel if (PERPO__STEP_PAR(m, B * m->L + batch->n_img * m->NP)))
+        perpo__forward_team(m, batch->images, batch->n_img);
+    }
     for (b = 0; b < B; b++) {
         double lp = 0.0;
         for (t = 0; t < T; t++) {
@@ -3186,8 +3739,12 @@ PERPODEF perpo_status perpo_backward(perpo_model *m, const float *dlogp) {
     if (!m || !dlogp) return PERPO_ERR_ARG;
     if (!m->have_forward) return PERPO_ERR_ARG;
     if (!perpo__all_finite(dlogp, m->n_seq)) return PERPO_ERR_NONFINITE;
-    PERPO__OMP(parallel if (PERPO__STEP_PAR(m, m->n_seq * m->L + m->n_img * m->NP)))
-    perpo__backward_team(m, dlogp);
+    if (PERPO__REFERENCE) { /* (the switch) */
+        perpo__ref_model_backward(m, dlogp);
+    } else {
+        PERPO__OMP(parallel if (PERPO__STEP_PAR(m, m->n_seq * m->L + m->n_img * m->NP)))
+        perpo__backward_team(m, dlogp);
+    }
     return PERPO_OK;
 }
 
@@ -3888,7 +4445,7 @@ static perpo_status perpo__generate(perpo_model *m, const perpo_gen_request *req
         seq[s].done = seq[s].cap == 0;
         seq[s].stop = seq[s].done ? 0 : (size_t)-1;
     }
-    if (sc->no_cache)
+    if (sc->no_cache || PERPO__REFERENCE) /* (the switch: the reference keeps no cache) */
         st = perpo__generate_nocache(m, req, sc, seq, streams, out, out_cap);
     else
         perpo__generate_cached(m, req, sc, seq, slot, pos, root, shared, streams, out, out_cap);

@@ -1,10 +1,10 @@
 #!/bin/sh
-# The header compiled as C99, C11 and C++ with gcc and clang (each when installed), in
-# PERPO_STATIC mode, with OpenMP, without the POSIX file calls (PERPO_NO_POSIX), with a
-# user's PERPO_SYNC hook, with the AVX2 and AVX-512 intrinsics at -O2 (where g++ 12 needs the header's
-# pragma) and the bfloat16 products (PERPO_USE_BF16); and the examples as C++, all at
-# -Wall -Wextra -Wpedantic -Werror; and that the API map at the top of perpo.h names every
-# public function.
+# The header compiled as C99, C11 and C++ with gcc and clang (each when installed), in PERPO_STATIC
+# mode, with OpenMP, on the reference path (PERPO_REFERENCE), without the POSIX file calls
+# (PERPO_NO_POSIX), with a user's PERPO_SYNC hook, with the AVX2 and AVX-512 intrinsics at -O2
+# (where g++ 12 needs the header's pragma) and the bfloat16 products (PERPO_USE_BF16); and the
+# examples as C++, all at -Wall -Wextra -Wpedantic -Werror; and that the API map at the top of
+# perpo.h names every public function.
 set -u
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -31,6 +31,7 @@ for cc in gcc clang; do
     check "$cc -std=c99 PERPO_STATIC" $cc -std=c99 -DPERPO_STATIC $W "$tmp/impl.c"
     check "$cc -std=c99 -fopenmp" $cc -std=c99 -fopenmp $W "$tmp/impl.c"
     check "$cc -std=c99 PERPO_NO_POSIX" $cc -std=c99 -DPERPO_NO_POSIX $W "$tmp/impl.c"
+    check "$cc -std=c99 PERPO_REFERENCE" $cc -std=c99 -DPERPO_REFERENCE $W "$tmp/impl.c"
     check "$cc -std=c99 PERPO_SYNC user hook" $cc -std=c99 "-DPERPO_SYNC(path,is_dir)=((void)(path),(void)(is_dir),0)" $W "$tmp/impl.c"
     check "$cc -std=c99 -O2 AVX2" $cc -std=c99 -O2 -mavx2 -mfma $W "$tmp/impl.c"
     check "$cc -std=c99 -O2 AVX-512" $cc -std=c99 -O2 $AVX512 $W "$tmp/impl.c"
@@ -42,10 +43,11 @@ done
 for cxx in g++ clang++; do
     command -v $cxx > /dev/null 2>&1 || { echo "compile skipped: $cxx not installed"; continue; }
     check "$cxx -x c++" $cxx -x c++ $W "$tmp/impl.c"
+    check "$cxx -x c++ PERPO_REFERENCE" $cxx -x c++ -DPERPO_REFERENCE $W "$tmp/impl.c"
     check "$cxx -x c++ -O2 AVX2" $cxx -x c++ -O2 -mavx2 -mfma $W "$tmp/impl.c"
     check "$cxx -x c++ -O2 AVX-512" $cxx -x c++ -O2 $AVX512 $W "$tmp/impl.c"
     check "$cxx -x c++ -O2 PERPO_USE_BF16" $cxx -x c++ -O2 $AVX512 $BF16 $W "$tmp/impl.c"
-    for ex in examples/grounding.c examples/dense_ocr.c examples/loss_only.c; do
+    for ex in examples/grounding.c examples/dense_ocr.c examples/loss_only.c examples/perpo_min.c; do
         check "$cxx -x c++ $ex" $cxx -x c++ -fopenmp $W "$ex"
     done
 done
