@@ -7107,6 +7107,10 @@ PERPODEF void perpo_manifest_free(perpo_manifest *m) {
           whatever sits at a name is left alone, and saves of one path from several processes
           at once all succeed. The data-parallel trainers refuse a NaN or Inf in any sum the
           reduction hook returns (PERPO_ERR_NONFINITE on every worker).
+          perpo_objective_config.positive (PERPO_MAX_POSITIVE): DPO-Positive's penalty on
+          every pairwise objective; 0, the default, keeps every earlier result. Code that
+          fills a perpo_objective_config without perpo_objective_default must set it.
+          PERPO_REFERENCE: the whole library on the plain reference kernels and model.
 
    LICENSE (MIT)
    Copyright (c) 2026 the perpo.h authors
