@@ -98,10 +98,13 @@ test-examples: $(BUILD)/grounding $(BUILD)/dense_ocr
 	  ./$(BUILD)/grounding $(TINY_PRE) --sft-steps 100 --scenes 16 --val-every 50 --patience 1 \
 	    --sft-checkpoint $(BUILD)/tiny_fixed/sft.ckpt > $(BUILD)/tiny_fixed/pretrain.out && \
 	  grep -q '"scenes": 16' $(BUILD)/tiny_fixed/sft.ckpt.json && grep -q '"best_step": 50' $(BUILD)/tiny_fixed/sft.ckpt.json && \
-	  ./$(BUILD)/grounding $(TINY_RUN) --pref-data-seed 1 --diag 4 --sft-checkpoint $(BUILD)/tiny_fixed/sft.ckpt \
+	  ./$(BUILD)/grounding $(TINY_RUN) --pref-data-seed 1 --diag 4 --test-shift 1 --sft-checkpoint $(BUILD)/tiny_fixed/sft.ckpt \
 	    --out $(BUILD)/tiny_fixed > $(BUILD)/tiny_fixed/run.out && \
 	  grep -q '"rho_heldout"' $(BUILD)/tiny_fixed/results.json && grep -q '"pref_data_seed": 1' $(BUILD)/tiny_fixed/results.json && \
-	  echo "example grounding --scenes: fixed-set pretraining with early stopping, PerPO on its scenes, diagnostics" \
+	  grep -q '"test_shift": 1' $(BUILD)/tiny_fixed/results.json && grep -q 'test seed 777, shifted' $(BUILD)/tiny_fixed/run.out && \
+	  ! ./$(BUILD)/grounding --test-shift 2 2> $(BUILD)/tiny_fixed/shift.err && grep -q 'test-shift 2' $(BUILD)/tiny_fixed/shift.err && \
+	  ! ./$(BUILD)/dense_ocr --test-shift 1 2> $(BUILD)/tiny_fixed/shift.err && grep -q 'test-shift 1' $(BUILD)/tiny_fixed/shift.err && \
+	  echo "example grounding --scenes: fixed-set pretraining with early stopping, PerPO on its scenes (tested on smaller objects), diagnostics" \
 	  || { echo "example grounding --scenes failed"; cat $(BUILD)/tiny_fixed/*.out; exit 1; }
 	@# --data: 6 + 6 user pages (multi-line transcriptions written with \n) read by the committed OCR reader
 	@$(CC) $(WARN) -O1 -o $(BUILD)/write_pages tests/write_pages.c $(LIBS)

@@ -57,15 +57,22 @@ static perpo_config model_config(void) {
 }
 
 /* ---- Data, reward, metrics ------------------------------------------------------------------ */
-static int scene_make(uint64_t base, uint64_t index, float *image, char *prompt, char *answer,
-                      int *group) {
+/* Scene `index` of split `base`; shift 1 (--test-shift): objects of 6-14 px instead of 10-28,
+   a size the SFT model never saw. */
+static int scene_make_shifted(uint64_t base, uint64_t index, int shift, float *image, char *prompt,
+                              char *answer, int *group) {
     ex_scene s;
-    if (ex_scene_from_index(base, index, IMG, IMG, &s) != 0) return -1;
+    if (ex_scene_from_index_sized(base, index, IMG, IMG, shift ? 6 : 10, shift ? 14 : 28, &s) != 0)
+        return -1;
     ex_scene_render(&s, image);
     ex_scene_prompt(&s, prompt, TEXT_CAP);
     ex_scene_answer(&s, answer, TEXT_CAP);
     *group = 0;
     return 0;
+}
+static int scene_make(uint64_t base, uint64_t index, float *image, char *prompt, char *answer,
+                      int *group) {
+    return scene_make_shifted(base, index, 0, image, prompt, answer, group);
 }
 
 /* IoU of the first box in the response with the box of the true answer. */
@@ -162,6 +169,8 @@ int main(int argc, char **argv) {
     tk.main_metric = M_ACC;
     tk.higher_is_better = 1;
     tk.make = scene_make;
+    tk.make_shifted = scene_make_shifted;
+    tk.max_shift = 1;
     tk.reward = iou_reward;
     tk.score = box_score;
     tk.check_answer = box_check;

@@ -24,8 +24,8 @@ typedef struct options {
     const char *description; /* first lines of --help */
     int seed, test_seed, seeds, n_samples, sft_steps, pref_steps, n_pref, n_test;
     int threads, batch, lists_per_step, verbose, mean_logp, max_batch;
-    int pretrain, n_val, val_seed, save_every, sft_warmup, rounds, bon_test, from_scratch, accum,
-        nll_truth, n_diag, scenes, val_every, patience, pref_data_seed;
+    int test_shift, pretrain, n_val, val_seed, save_every, sft_warmup, rounds, bon_test,
+        from_scratch, accum, nll_truth, n_diag, scenes, val_every, patience, pref_data_seed;
     double beta, gamma, temperature, top_p, margin, sft_lr, pref_lr, nll, positive;
     const char *objective, *out, *sft_ckpt, *data;
 } options;
@@ -95,6 +95,10 @@ static int parse_options(int argc, char **argv, options *o) {
     ex_option spec[] = {
         { "--seed", "seed of the training data, the model and the samples", 'i', &o->seed, 0, 2e9 },
         { "--test-seed", "seed of the held-out test examples", 'i', &o->test_seed, 0, 2e9 },
+        { "--test-shift",
+          "test and diagnostic examples from a shifted distribution the SFT model never saw (0 = "
+          "none; grounding: 1 = objects of 6-14 px instead of 10-28)",
+          'i', &o->test_shift, 0, 9 },
         { "--seeds", "run this many seeds (seed, seed+1, ...) and report mean and std", 'i',
           &o->seeds, 1, 100 },
         { "--n", "responses sampled per training prompt (list size N)", 'i', &o->n_samples, 2, 32 },
@@ -338,6 +342,7 @@ static void json_options(ex_json *j, const options *o) {
     ex_json_object_begin(j);
     ex_json_kv_int(j, "seed", o->seed);
     ex_json_kv_int(j, "test_seed", o->test_seed);
+    ex_json_kv_int(j, "test_shift", o->test_shift);
     ex_json_kv_int(j, "seeds", o->seeds);
     ex_json_kv_int(j, "n", o->n_samples);
     ex_json_kv_number(j, "beta", o->beta);
@@ -570,6 +575,11 @@ typedef struct task {
        bytes each) and a group (e.g. OCR text density) that score() may use. 0 on success. */
     int (*make)(uint64_t base, uint64_t index, float *image, char *prompt, char *answer,
                 int *group);
+    /* Optional (NULL: none): the same for a test distribution shifted away from the training
+       one (`--test-shift`; 1..max_shift, what each means is the task's). */
+    int (*make_shifted)(uint64_t base, uint64_t index, int shift, float *image, char *prompt,
+                        char *answer, int *group);
+    int max_shift;
     /* The task reward of a response against the true answer (IoU, 1 - edit distance). */
     float (*reward)(const char *response, size_t len, const char *answer);
     /* Adds one item's metrics: sum[k] += value * w and weight[k] += w (w = 0: not counted). */
@@ -634,21 +644,30 @@ static void dataset_link(dataset *d, int i) {
     d->examples[i].prompt = d->prompt + (size_t)i * d->cap;
     d->examples[i].response = d->answer + (size_t)i * d->cap;
 }
-/* Items first .. first+n-1 of the synthetic split with seed base `base`. */
-static int dataset_make(dataset *d, const task *tk, const perpo_config *cfg, uint64_t base,
-                        uint64_t first, int n) {
+/* Items first .. first+n-1 of the synthetic split with seed base `base`, drawn from the task's
+   shifted distribution `shift` (0: the training one). */
+static int dataset_make_shifted(dataset *d, const task *tk, const perpo_config *cfg, uint64_t base,
+                                uint64_t first, int n, int shift) {
     int i;
     if (dataset_alloc(d, tk, cfg, n) != 0) return -1;
     for (i = 0; i < n; i++) {
+        float *image = d->images + (size_t)i * d->image_floats;
+        char *prompt = d->prompt + (size_t)i * d->cap, *answer = d->answer + (size_t)i * d->cap;
         dataset_link(d, i);
-        if (tk->make(base, first + (uint64_t)i, d->images + (size_t)i * d->image_floats,
-                     d->prompt + (size_t)i * d->cap, d->answer + (size_t)i * d->cap,
-                     &d->group[i]) != 0) {
+        if ((shift
+                 ? tk->make_shifted(base, first + (uint64_t)i, shift, image, prompt, answer,
+                                    &d->group[i])
+                 : tk->make(base, first + (uint64_t)i, image, prompt, answer, &d->group[i])) != 0) {
             dataset_free(d);
             return -1;
         }
     }
     return 0;
+}
+/* Items first .. first+n-1 of the synthetic split with seed base `base`. */
+static int dataset_make(dataset *d, const task *tk, const perpo_config *cfg, uint64_t base,
+                        uint64_t first, int n) {
+    return dataset_make_shifted(d, tk, cfg, base, first, n, 0);
 }
 /* In place: the two characters \n become a line break and \\ a backslash (--data answers of
    a task with answer_escapes). */
@@ -1356,8 +1375,9 @@ static void print_diagnostics(const task *tk, const options *o, const run_result
 static void print_table(const task *tk, const options *o, const run_result *runs) {
     int i, k, s, n = o->seeds;
     char cell[64];
-    printf("\n%s: %d held-out examples (test seed %d), N = %d, %d preference seed%s\n\n", tk->title,
-           o->n_test, o->test_seed, o->n_samples, n, n > 1 ? "s (mean ± sd)" : "");
+    printf("\n%s: %d held-out examples (test seed %d%s), N = %d, %d preference seed%s\n\n",
+           tk->title, o->n_test, o->test_seed, o->test_shift ? ", shifted" : "", o->n_samples, n,
+           n > 1 ? "s (mean ± sd)" : "");
     printf("| %-24s |", "method");
     for (k = 0; k < tk->n_metrics; k++)
         if (tk->metric_head[k]) printf(" %-*s |", table_width(tk, k, n), tk->metric_head[k]);
@@ -2041,12 +2061,19 @@ static int experiment_main(const task *tk, options *o, int argc, char **argv) {
     memset(&dg, 0, sizeof dg);
     if ((rc = experiment_start(argc, argv, o)) != 0) return rc > 0 ? 0 : 2;
     rc = 1;
+    if (o->test_shift > 0 && (!tk->make_shifted || o->test_shift > tk->max_shift || o->data)) {
+        fprintf(stderr, "error: --test-shift %d: %s\n", o->test_shift,
+                o->data ? "the test data of --data is what it is"
+                        : "this task has no shifted test distribution of that number");
+        return 2;
+    }
     if (o->pretrain) return pretrain(tk, o, argc, argv);
     if (o->data && dataset_load(&train, tk, &tk->cfg, o->data, "train.tsv") != 0) return 1;
     if (!(sft = sft_model(tk, o, o->data ? &train : NULL))) goto done;
     if (o->data ? dataset_load(&test, tk, perpo_model_config(sft), o->data, "test.tsv") != 0
-                : dataset_make(&test, tk, perpo_model_config(sft), split_test_base(o->test_seed), 0,
-                               o->n_test) != 0) {
+                : dataset_make_shifted(&test, tk, perpo_model_config(sft),
+                                       split_test_base(o->test_seed), 0, o->n_test,
+                                       o->test_shift) != 0) {
         fprintf(stderr, "error: test data\n");
         goto done;
     }
@@ -2081,8 +2108,9 @@ static int experiment_main(const task *tk, options *o, int argc, char **argv) {
         if (o->data) {
             diag_items = test;
             if (o->n_diag < diag_items.n) diag_items.n = o->n_diag;
-        } else if (dataset_make(&diag_items, tk, perpo_model_config(sft),
-                                split_diag_base(o->test_seed), 0, o->n_diag) != 0) {
+        } else if (dataset_make_shifted(&diag_items, tk, perpo_model_config(sft),
+                                        split_diag_base(o->test_seed), 0, o->n_diag,
+                                        o->test_shift) != 0) {
             fail("diagnostic items", PERPO_ERR_NOMEM);
             goto done;
         } else

@@ -236,11 +236,12 @@ EX_FN long ex__box_area(const ex_object *a) {
     return (long)(a->px1 - a->px0 + 1) * (long)(a->py1 - a->py0 + 1);
 }
 
-/* Random placement of an object of the given kind and colour that does not collide with
- * the first n_placed objects. Returns 0 on success. */
-EX_FN int ex__scene_place(ex_rng *r, ex_scene *s, int n_placed, int kind, int color) {
+/* Random placement of an object of the given kind and colour, lo..hi px at 64x64, that does
+ * not collide with the first n_placed objects. Returns 0 on success. */
+EX_FN int ex__scene_place(ex_rng *r, ex_scene *s, int n_placed, int kind, int color, int lo,
+                          int hi64) {
     double scale = (s->W < s->H ? s->W : s->H) / 64.0;
-    int smin = (int)(10 * scale + 0.5), smax = (int)(28 * scale + 0.5), attempt, i, k;
+    int smin = (int)(lo * scale + 0.5), smax = (int)(hi64 * scale + 0.5), attempt, i, k;
     ex_object *o = &s->obj[n_placed];
     if (smin < 6) smin = 6;
     for (attempt = 0; attempt < 400; attempt++) {
@@ -275,13 +276,16 @@ EX_FN int ex__scene_place(ex_rng *r, ex_scene *s, int n_placed, int kind, int co
     return 1;
 }
 
-/* Draws a random scene of size W x H. Returns 0, or nonzero for unsupported arguments. */
-EX_FN int ex_scene_generate(ex_rng *r, int W, int H, ex_scene *out) {
+/* Draws a random scene of size W x H whose objects are lo..hi px at 64x64 (scaled with
+ * min(W,H)/64; at least 6 px): ex_scene_generate's are 10..28, and a test of how a model carries
+ * over to objects it never saw takes smaller ones. Returns 0, or nonzero for unsupported
+ * arguments. */
+EX_FN int ex_scene_generate_sized(ex_rng *r, int W, int H, int lo, int hi, ex_scene *out) {
     int kinds[EX_SCENE_MAX_OBJECTS], colors[EX_SCENE_MAX_OBJECTS];
     int n, i, k, tk, tc, placed;
     float base;
     if (!r || !out || W < EX_SCENE_MIN_SIZE || H < EX_SCENE_MIN_SIZE || W > EX_SCENE_MAX_SIZE ||
-        H > EX_SCENE_MAX_SIZE)
+        H > EX_SCENE_MAX_SIZE || lo < 1 || hi < lo || hi > 28)
         return 1;
     memset(out, 0, sizeof *out);
     out->W = W;
@@ -310,7 +314,7 @@ EX_FN int ex_scene_generate(ex_rng *r, int W, int H, ex_scene *out) {
         }
     }
     for (placed = 0; placed < n; placed++)
-        if (ex__scene_place(r, out, placed, kinds[placed], colors[placed]) != 0) break;
+        if (ex__scene_place(r, out, placed, kinds[placed], colors[placed], lo, hi) != 0) break;
     if (placed < 2) return 2; /* cannot happen at supported sizes */
     out->n_objects = placed;
     out->target = 0;
@@ -339,11 +343,22 @@ EX_FN int ex_scene_generate(ex_rng *r, int W, int H, ex_scene *out) {
     return 0;
 }
 
-/* Scene number `index` of the split whose seed base is `seed_base`. */
-EX_FN int ex_scene_from_index(uint64_t seed_base, uint64_t index, int W, int H, ex_scene *out) {
+/* Draws a random scene of size W x H. Returns 0, or nonzero for unsupported arguments. */
+EX_FN int ex_scene_generate(ex_rng *r, int W, int H, ex_scene *out) {
+    return ex_scene_generate_sized(r, W, H, 10, 28, out);
+}
+
+/* Scene number `index` of the split whose seed base is `seed_base`, objects lo..hi px. */
+EX_FN int ex_scene_from_index_sized(uint64_t seed_base, uint64_t index, int W, int H, int lo,
+                                    int hi, ex_scene *out) {
     ex_rng r;
     ex_rng_seed(&r, ex_hash64(seed_base, index));
-    return ex_scene_generate(&r, W, H, out);
+    return ex_scene_generate_sized(&r, W, H, lo, hi, out);
+}
+
+/* Scene number `index` of the split whose seed base is `seed_base`. */
+EX_FN int ex_scene_from_index(uint64_t seed_base, uint64_t index, int W, int H, ex_scene *out) {
+    return ex_scene_from_index_sized(seed_base, index, W, H, 10, 28, out);
 }
 
 EX_FN void ex__draw_object(const ex_object *o, float *img, int W, int H) {

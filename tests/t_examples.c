@@ -201,6 +201,30 @@ static void tex_scene_determinism(perpo_test *t) {
     CHECK(ex_scene_from_index(1, 0, 64, 2000, &s1) != 0);
 }
 
+/* ex_scene_generate_sized: objects of the asked sizes (the placement square, before a
+   triangle's trimmed height), the default sizes give ex_scene_from_index's scenes, and a size
+   range outside 1..28 or inverted is refused. */
+static void tex_scene_sized(perpo_test *t) {
+    ex_scene s, d;
+    int i, k, small_seen = 0;
+    for (i = 0; i < 300; i++) {
+        CHECK_OK(ex_scene_from_index_sized(31, (uint64_t)i, 64, 64, 6, 14, &s));
+        for (k = 0; k < s.n_objects; k++) {
+            CHECK_MSG(s.obj[k].w >= 6 && s.obj[k].w <= 14, "scene %d object %d: %d px", i, k,
+                      s.obj[k].w);
+            small_seen += s.obj[k].w < 10;
+        }
+        CHECK_OK(ex_scene_from_index_sized(31, (uint64_t)i, 64, 64, 10, 28, &s));
+        CHECK_OK(ex_scene_from_index(31, (uint64_t)i, 64, 64, &d));
+        CHECK(memcmp(&s, &d, sizeof s) == 0);
+        for (k = 0; k < s.n_objects; k++) CHECK(s.obj[k].w >= 10 && s.obj[k].w <= 28);
+    }
+    CHECK(small_seen > 100);
+    CHECK(ex_scene_from_index_sized(1, 0, 64, 64, 0, 14, &s) != 0);
+    CHECK(ex_scene_from_index_sized(1, 0, 64, 64, 15, 14, &s) != 0);
+    CHECK(ex_scene_from_index_sized(1, 0, 64, 64, 10, 29, &s) != 0);
+}
+
 static void tex_scene_target_unique(perpo_test *t) {
     int i, k, m, counts[EX_SCENE_MAX_OBJECTS + 1] = { 0 };
     int kind_seen[EX_NUM_KINDS] = { 0 }, color_seen[EX_NUM_COLORS] = { 0 };
@@ -848,6 +872,7 @@ extern const perpo_test_case perpo_tests_examples[];
 const perpo_test_case perpo_tests_examples[] = {
     { "examples_rng_basics", tex_rng_basics },
     { "examples_scene_determinism", tex_scene_determinism },
+    { "examples_scene_sized", tex_scene_sized },
     { "examples_scene_target_unique", tex_scene_target_unique },
     { "examples_box_format_roundtrip", tex_box_format_roundtrip },
     { "examples_scene_target_pixels_in_box", tex_scene_target_pixels_in_box },
