@@ -6,7 +6,7 @@
  * control (SFT continued on the true transcriptions), DPO and PerPO from the same SFT weights
  * for the same steps -> greedy transcription of held-out pages at four text densities (one
  * short line up to a full page): edit distance, F1, precision, recall and BLEU, overall and
- * per density. The run itself is examples/pipeline.h; this file holds what belongs to OCR:
+ * per density. The run itself is examples/experiment.h; this file holds what belongs to OCR:
  * pages, the edit-distance reward and the metrics.
  *
  *   dense_ocr [--seed S] [--seeds K] [--test T] [--test-seed T] [--n N] [--out DIR] ...   (--help)
@@ -16,7 +16,7 @@
 #define PERPO_IMPLEMENTATION
 #include "../perpo.h"
 #include "common.h"
-#include "pipeline.h"
+#include "experiment.h"
 
 #define IMG_W     60 /* pages are IMG_W x IMG_H RGB: 10 x 8 character cells of 6 x 8 pixels, */
 #define IMG_H     64 /* no margin, so each 6 x 8 patch of the model sees one character */

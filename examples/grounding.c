@@ -7,7 +7,7 @@
  * prompts' true boxes), DPO and PerPO, each from the same SFT weights for the same steps ->
  * greedy evaluation on held-out scenes: Acc@0.5, mean IoU, parse failures, with the Best-of-N
  * oracle as the upper reference. Writes results.json, a picture of test scenes with the true,
- * SFT and PerPO boxes, and the training curves as SVG. The run itself is examples/pipeline.h;
+ * SFT and PerPO boxes, and the training curves as SVG. The run itself is examples/experiment.h;
  * this file holds what belongs to grounding: scenes, the IoU reward and the metrics.
  *
  *   grounding [--seed S] [--seeds K] [--test 2000] [--test-seed 777] [--n 8] [--out DIR] ...
@@ -17,7 +17,7 @@
 #define PERPO_IMPLEMENTATION
 #include "../perpo.h"
 #include "common.h"
-#include "pipeline.h"
+#include "experiment.h"
 
 #define IMG      64 /* scenes are IMG x IMG RGB */
 #define TEXT_CAP 48 /* > perpo_config.max_text */
