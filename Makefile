@@ -2,7 +2,7 @@
 #   make demo        grounding alignment from the committed SFT checkpoint (samples -> control,
 #                    DPO, PerPO -> evaluation); make pretrain trains that checkpoint (demo-full: both)
 #   make demo-ocr    the same on dense OCR (reward 1 - normalized edit distance; make pretrain-ocr)
-#   make test        every test (compile checks, README quick start, the test runner last)
+#   make test        every test (compile checks, the README's code, the test runner last)
 #   make test-reference  the library on its reference path (PERPO_REFERENCE): a subset, ~1 minute
 #   make bench       benchmarks, one JSON object per line (make bench-compare: against PyTorch)
 #   make test-sanitize, make fuzz   ASan+UBSan suite; libFuzzer targets
@@ -61,6 +61,9 @@ test: test-compile test-readme test-alloc test-blas test-portable test-bf16 test
 test-compile:
 	@sh tests/check_compile.sh
 
+# The README's code: the quick start compiled, run and compared with the output the README
+# shows; "PerPO in a few calls" compiled as it stands inside tests/readme_perpo_test.c and run:
+# it must raise the held-out sampled reward.
 test-readme: | $(BUILD)
 	@awk '/^<!-- quickstart begin -->/{f=1;next} /^<!-- quickstart end -->/{f=0} f && !/^```/' README.md > $(BUILD)/quickstart.c
 	@$(CC) $(WARN) $(OPT) -I. -o $(BUILD)/quickstart $(BUILD)/quickstart.c $(LIBS)
@@ -71,6 +74,10 @@ test-readme: | $(BUILD)
 	@diff -u $(BUILD)/quickstart.expected $(BUILD)/quickstart.out \
 	  && echo "README quick start: compiled, ran and printed what the README says" \
 	  || { echo "README quick start: printed answers differ from the README (above)"; exit 1; }
+	@awk '/^<!-- perpo begin -->/{f=1;next} /^<!-- perpo end -->/{f=0} f && !/^```/' README.md > $(BUILD)/readme_perpo.c
+	@test -s $(BUILD)/readme_perpo.c || { echo "README: no code between <!-- perpo begin --> and <!-- perpo end -->"; exit 1; }
+	@$(CC) $(WARN) $(OPT) -I$(BUILD) -o $(BUILD)/readme_perpo tests/readme_perpo_test.c $(LIBS)
+	@./$(BUILD)/readme_perpo || { echo "README PerPO in a few calls: failed (above); it must return ok and raise the reward"; exit 1; }
 
 # examples/perpo_min.c, PerPO end to end in one page: it prints the held-out sampled reward
 # before and after and exits non-zero unless PerPO raised it.
