@@ -43,7 +43,7 @@ static void set_defaults(options *o) {
     o->lists_per_step = 6;
     o->margin = 0.04;
     /* the paper's objective (beta 0.1, summed log-probs, no NLL term) at the learning rate that
-       did least harm in the search on tuning seed 1002 (README, "What we learned";
+       did least harm in the search on tuning seed 1002 (docs/experiments.md, "What we learned";
        examples/results/dense_ocr_search.jsonl): from a reader this good, every larger step of
        DPO or PerPO raised the edit distance */
     o->pref_lr = 1e-6;

@@ -37,8 +37,9 @@ static void set_defaults(options *o) {
     o->lists_per_step = 4;
     o->margin = 0.3;
     /* the paper's recipe (beta 0.1, gamma 0.5, summed log-probs, no NLL term) at lr 1e-5: the
-       best PerPO of the recipes searched on validation scenes (README, "What we learned"), none
-       of which beat SFT beyond noise; lr 1e-4 to 3e-4 pulls every method 1.5-4 points below */
+       best PerPO of the recipes searched on validation scenes (docs/experiments.md, "What we
+       learned"), none of which beat SFT beyond noise; lr 1e-4 to 3e-4 pulls every method 1.5-4
+       points below */
     o->pref_lr = 1e-5;
     o->out = "results/grounding";
     o->sft_ckpt = "examples/models/grounding_sft.ckpt";
