@@ -2,7 +2,7 @@
 #   make demo        grounding alignment from the committed SFT checkpoint (samples -> control,
 #                    DPO, PerPO -> evaluation); make pretrain trains that checkpoint (demo-full: both)
 #   make demo-ocr    the same on dense OCR (reward 1 - normalized edit distance; make pretrain-ocr)
-#   make test        every test (compile checks, the README's code, the test runner last)
+#   make test        every test (compile checks, the README's code and links, the test runner last)
 #   make test-reference  the library on its reference path (PERPO_REFERENCE): a subset, ~1 minute
 #   make bench       benchmarks, one JSON object per line (make bench-compare: against PyTorch)
 #   make test-sanitize, make fuzz   ASan+UBSan suite; libFuzzer targets
@@ -61,10 +61,12 @@ test: test-compile test-readme test-alloc test-blas test-portable test-bf16 test
 test-compile:
 	@sh tests/check_compile.sh
 
-# The README's code: the quick start compiled, run and compared with the output the README
-# shows; "PerPO in a few calls" compiled as it stands inside tests/readme_perpo_test.c and run:
-# it must raise the held-out sampled reward.
+# The README and docs/: tests/check_docs.sh (README.md within 300 lines, no link leaving the
+# repository, no tracker words, every relative link to a file that exists); the quick start
+# compiled, run and compared with the output the README shows; "PerPO in a few calls" compiled
+# as it stands inside tests/readme_perpo_test.c and run: it must raise the held-out sampled reward.
 test-readme: | $(BUILD)
+	@sh tests/check_docs.sh
 	@awk '/^<!-- quickstart begin -->/{f=1;next} /^<!-- quickstart end -->/{f=0} f && !/^```/' README.md > $(BUILD)/quickstart.c
 	@$(CC) $(WARN) $(OPT) -I. -o $(BUILD)/quickstart $(BUILD)/quickstart.c $(LIBS)
 	@awk '/^<!-- quickstart output begin -->/{f=1;next} /^<!-- quickstart output end -->/{f=0} f && !/^```/' README.md > $(BUILD)/quickstart.expected
