@@ -2,7 +2,7 @@
 #   make demo        grounding alignment from the committed SFT checkpoint (samples -> control,
 #                    DPO, PerPO -> evaluation); make pretrain trains that checkpoint (demo-full: both)
 #   make demo-ocr    the same on dense OCR (reward 1 - normalized edit distance; make pretrain-ocr)
-#   make test        every test (compile checks, README quick start, the test runner last)
+#   make test        every test (compile checks, the README's code and links, the test runner last)
 #   make test-reference  the library on its reference path (PERPO_REFERENCE): a subset, ~1 minute
 #   make bench       benchmarks, one JSON object per line (make bench-compare: against PyTorch)
 #   make test-sanitize, make fuzz   ASan+UBSan suite; libFuzzer targets
@@ -38,6 +38,8 @@ PYTHON   ?= /usr/bin/python3
 HAVE_BF16 := $(shell grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null && echo 1)
 # The example helpers: common.h and the headers it includes, one per concern.
 EX_COMMON := examples/common.h examples/synth.h examples/font.h examples/image.h examples/report.h examples/cmdline.h
+# The experiment headers the programs build on (examples/experiment.h lists them).
+EX_PIPELINE := $(addprefix examples/,experiment.h options.h progress.h task.h diagnostics.h preference.h results.h pretrain.h)
 TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) $(EX_COMMON)
 
 .PHONY: format pretrain pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-alloc test-blas test-portable test-bf16 test-reference test-min test-omp test-mpi test-torch test-sanitize soak fuzz demo demo-ocr bench bench-compare bench-scaling shared clean
@@ -51,7 +53,7 @@ $(BUILD):
 $(BUILD)/run_tests: $(TEST_SRC) perpo.h | $(BUILD)
 	$(CC) $(WARN) $(OPT) -o $@ tests/main.c $(LIBS)
 
-$(BUILD)/%: examples/%.c $(EX_COMMON) examples/pipeline.h perpo.h | $(BUILD)
+$(BUILD)/%: examples/%.c $(EX_COMMON) $(EX_PIPELINE) perpo.h | $(BUILD)
 	$(CC) $(WARN) $(OPT) $(OMP) $(EX_DEFS) -o $@ $< $(LIBS)
 
 test: test-compile test-readme test-alloc test-blas test-portable test-bf16 test-reference test-min test-omp test-examples test-mpi test-torch test-unit
@@ -59,7 +61,12 @@ test: test-compile test-readme test-alloc test-blas test-portable test-bf16 test
 test-compile:
 	@sh tests/check_compile.sh
 
+# The README and docs/: tests/check_docs.sh (README.md within 300 lines, no link leaving the
+# repository, no tracker words, every relative link to a file that exists); the quick start
+# compiled, run and compared with the output the README shows; "PerPO in a few calls" compiled
+# as it stands inside tests/readme_perpo_test.c and run: it must raise the held-out sampled reward.
 test-readme: | $(BUILD)
+	@sh tests/check_docs.sh
 	@awk '/^<!-- quickstart begin -->/{f=1;next} /^<!-- quickstart end -->/{f=0} f && !/^```/' README.md > $(BUILD)/quickstart.c
 	@$(CC) $(WARN) $(OPT) -I. -o $(BUILD)/quickstart $(BUILD)/quickstart.c $(LIBS)
 	@awk '/^<!-- quickstart output begin -->/{f=1;next} /^<!-- quickstart output end -->/{f=0} f && !/^```/' README.md > $(BUILD)/quickstart.expected
@@ -69,6 +76,10 @@ test-readme: | $(BUILD)
 	@diff -u $(BUILD)/quickstart.expected $(BUILD)/quickstart.out \
 	  && echo "README quick start: compiled, ran and printed what the README says" \
 	  || { echo "README quick start: printed answers differ from the README (above)"; exit 1; }
+	@awk '/^<!-- perpo begin -->/{f=1;next} /^<!-- perpo end -->/{f=0} f && !/^```/' README.md > $(BUILD)/readme_perpo.c
+	@test -s $(BUILD)/readme_perpo.c || { echo "README: no code between <!-- perpo begin --> and <!-- perpo end -->"; exit 1; }
+	@$(CC) $(WARN) $(OPT) -I$(BUILD) -o $(BUILD)/readme_perpo tests/readme_perpo_test.c $(LIBS)
+	@./$(BUILD)/readme_perpo || { echo "README PerPO in a few calls: failed (above); it must return ok and raise the reward"; exit 1; }
 
 # examples/perpo_min.c, PerPO end to end in one page: it prints the held-out sampled reward
 # before and after and exits non-zero unless PerPO raised it.

@@ -6,8 +6,8 @@
  * control (SFT continued on the true transcriptions), DPO and PerPO from the same SFT weights
  * for the same steps -> greedy transcription of held-out pages at four text densities (one
  * short line up to a full page): edit distance, F1, precision, recall and BLEU, overall and
- * per density. The run itself is examples/pipeline.h; this file holds what belongs to OCR:
- * pages, the edit-distance reward and the metrics.
+ * per density. The run itself is examples/experiment.h, whose stages main() below calls in
+ * order; this file holds what belongs to OCR: pages, the edit-distance reward and the metrics.
  *
  *   dense_ocr [--seed S] [--seeds K] [--test T] [--test-seed T] [--n N] [--out DIR] ...   (--help)
  *   dense_ocr --pretrain 1 ...            (what `make pretrain-ocr` runs)
@@ -16,7 +16,7 @@
 #define PERPO_IMPLEMENTATION
 #include "../perpo.h"
 #include "common.h"
-#include "pipeline.h"
+#include "experiment.h" /* the stages main() runs, the same for every task */
 
 #define IMG_W     60 /* pages are IMG_W x IMG_H RGB: 10 x 8 character cells of 6 x 8 pixels, */
 #define IMG_H     64 /* no margin, so each 6 x 8 patch of the model sees one character */
@@ -43,7 +43,7 @@ static void set_defaults(options *o) {
     o->lists_per_step = 6;
     o->margin = 0.04;
     /* the paper's objective (beta 0.1, summed log-probs, no NLL term) at the learning rate that
-       did least harm in the search on tuning seed 1002 (README, "What we learned";
+       did least harm in the search on tuning seed 1002 (docs/experiments.md, "What we learned";
        examples/results/dense_ocr_search.jsonl): from a reader this good, every larger step of
        DPO or PerPO raised the edit distance */
     o->pref_lr = 1e-6;
@@ -183,16 +183,15 @@ static int write_picture(const char *path, const dataset *test, const char *sft_
     return rc;
 }
 
-int main(int argc, char **argv) {
+/* ---- The task, as the experiment sees it --------------------------------------------------- */
+static task dense_ocr_task(void) {
     static const char *const ned_key[N_DENSITY] = { "edit_distance_d0", "edit_distance_d1",
                                                     "edit_distance_d2", "edit_distance_d3" };
     static const char *const ned_head[N_DENSITY] = { "ED d0", "ED d1", "ED d2", "ED d3" };
     static const char *const f1_key[N_DENSITY] = { "f1_d0", "f1_d1", "f1_d2", "f1_d3" };
-    options o;
     task tk;
     int k;
     memset(&tk, 0, sizeof tk);
-    set_defaults(&o);
     tk.name = "dense_ocr";
     tk.title = "PerPO on synthetic dense OCR (edit distance: lower is better; ED dK: at density K)";
     tk.cfg = model_config();
@@ -227,5 +226,22 @@ int main(int argc, char **argv) {
     tk.n_groups = N_DENSITY; /* the paper's Figure 5 */
     tk.group_axis = "text density";
     tk.group_ylabel = "edit distance"; /* 0: one short line ... 3: a full page */
-    return experiment_main(&tk, &o, argc, argv);
+    return tk;
+}
+
+int main(int argc, char **argv) {
+    task tk = dense_ocr_task();
+    options o;
+    experiment ex;
+    int rc;
+    set_defaults(&o);
+    if ((rc = experiment_start(argc, argv, &o)) != 0) return rc > 0 ? 0 : 2; /* --help; bad flags */
+    if (o.pretrain) return pretrain(&tk, &o, argc, argv); /* make pretrain-ocr: the SFT reader */
+
+    rc = experiment_load(&ex, &tk, &o) || /* the SFT reader, the test pages */
+         experiment_baselines(&ex) ||     /* SFT scored; diagnostics; Best-of-N */
+         experiment_preference(&ex) ||    /* per seed: lists; control, DPO, PerPO */
+         experiment_report(&ex);          /* table, results.json, picture, curves */
+    experiment_free(&ex);
+    return rc;
 }

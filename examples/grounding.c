@@ -7,8 +7,9 @@
  * prompts' true boxes), DPO and PerPO, each from the same SFT weights for the same steps ->
  * greedy evaluation on held-out scenes: Acc@0.5, mean IoU, parse failures, with the Best-of-N
  * oracle as the upper reference. Writes results.json, a picture of test scenes with the true,
- * SFT and PerPO boxes, and the training curves as SVG. The run itself is examples/pipeline.h;
- * this file holds what belongs to grounding: scenes, the IoU reward and the metrics.
+ * SFT and PerPO boxes, and the training curves as SVG. The run itself is examples/experiment.h,
+ * whose stages main() below calls in order; this file holds what belongs to grounding: scenes,
+ * the IoU reward and the metrics.
  *
  *   grounding [--seed S] [--seeds K] [--test 2000] [--test-seed 777] [--n 8] [--out DIR] ...
  *   grounding --pretrain 1 ...            (what `make pretrain` runs; all flags: --help)
@@ -17,7 +18,7 @@
 #define PERPO_IMPLEMENTATION
 #include "../perpo.h"
 #include "common.h"
-#include "pipeline.h"
+#include "experiment.h" /* the stages main() runs, the same for every task */
 
 #define IMG      64 /* scenes are IMG x IMG RGB */
 #define TEXT_CAP 48 /* > perpo_config.max_text */
@@ -36,8 +37,9 @@ static void set_defaults(options *o) {
     o->lists_per_step = 4;
     o->margin = 0.3;
     /* the paper's recipe (beta 0.1, gamma 0.5, summed log-probs, no NLL term) at lr 1e-5: the
-       best PerPO of the recipes searched on validation scenes (README, "What we learned"), none
-       of which beat SFT beyond noise; lr 1e-4 to 3e-4 pulls every method 1.5-4 points below */
+       best PerPO of the recipes searched on validation scenes (docs/experiments.md, "What we
+       learned"), none of which beat SFT beyond noise; lr 1e-4 to 3e-4 pulls every method 1.5-4
+       points below */
     o->pref_lr = 1e-5;
     o->out = "results/grounding";
     o->sft_ckpt = "examples/models/grounding_sft.ckpt";
@@ -147,11 +149,10 @@ static int write_picture(const char *path, const dataset *test, const char *sft_
     return rc;
 }
 
-int main(int argc, char **argv) {
-    options o;
+/* ---- The task, as the experiment sees it --------------------------------------------------- */
+static task grounding_task(void) {
     task tk;
     memset(&tk, 0, sizeof tk);
-    set_defaults(&o);
     tk.name = "grounding";
     tk.title = "PerPO on synthetic grounding";
     tk.cfg = model_config();
@@ -175,5 +176,22 @@ int main(int argc, char **argv) {
     tk.score = box_score;
     tk.check_answer = box_check;
     tk.picture = write_picture;
-    return experiment_main(&tk, &o, argc, argv);
+    return tk;
+}
+
+int main(int argc, char **argv) {
+    task tk = grounding_task();
+    options o;
+    experiment ex;
+    int rc;
+    set_defaults(&o);
+    if ((rc = experiment_start(argc, argv, &o)) != 0) return rc > 0 ? 0 : 2; /* --help; bad flags */
+    if (o.pretrain) return pretrain(&tk, &o, argc, argv); /* make pretrain: the SFT checkpoint */
+
+    rc = experiment_load(&ex, &tk, &o) || /* the SFT checkpoint, the test scenes */
+         experiment_baselines(&ex) ||     /* SFT scored; diagnostics; Best-of-N */
+         experiment_preference(&ex) ||    /* per seed: lists; control, DPO, PerPO */
+         experiment_report(&ex);          /* table, results.json, picture, curves */
+    experiment_free(&ex);
+    return rc;
 }

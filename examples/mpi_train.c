@@ -168,7 +168,7 @@ static uint64_t params_hash(perpo_model *m) {
    a few parameters whose gradient is zero in exact arithmetic (the attention key biases:
    softmax ignores a constant added to every score) get gradients of pure rounding noise, which
    AdamW turns into steps of about lr either way, so their largest difference grows with lr and
-   steps while the whole vector stays within ~0.1% (README, "Scaling out"). No MPI needed. */
+   steps while the whole vector stays within ~0.1% (docs/scaling-out.md). No MPI needed. */
 static int compare(const char *a, const char *b, const char *base, double tol) {
     perpo_model *x = NULL, *y = NULL, *z = NULL;
     perpo_status st = PERPO_OK;

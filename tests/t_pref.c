@@ -188,9 +188,9 @@ static void tp_report(const char *what, size_t n_lists, double before, tp_flip p
  * 0.067 -> PerPO 0.163, NLL term alone 0.172, reversed 0.010; pairs ranked right 0.96 / 0.80 /
  * 0.05, and among the pairs without the list's best answer 0.92 / 0.58 / 0.08. So here the NLL
  * term on the best sample raises the reward of samples as much as PerPO does (this is the
- * rejection-sampling baseline, and README "What we learned" finds the same on held-out scenes);
- * what the listwise term adds is the order of the whole list, which the test requires, with
- * the reversed run moving both the other way. */
+ * rejection-sampling baseline, and docs/experiments.md, "What we learned", finds the same on
+ * held-out scenes); what the listwise term adds is the order of the whole list, which the test
+ * requires, with the reversed run moving both the other way. */
 #define TP_NOISY 16
 
 /* The reward of answers sampled from the policy (8 draws per prompt), the shifted-label test's score. */
