@@ -66,30 +66,30 @@
      that allocate without a model take alloc_ctx as their last argument (NULL is fine).
 
    API MAP: every public function, by job, in the order you call them ([n]: its section)
-     A model [3]          perpo_config_default, (set fields), perpo_config_validate (optional:
+     A model [9]          perpo_config_default, (set fields), perpo_config_validate (optional:
                           create checks too), perpo_model_create ... perpo_model_free
-     Supervised [6]       perpo_sft_default, perpo_sft_train (a fixed set of perpo_example) or
+     Supervised [8]       perpo_sft_default, perpo_sft_train (a fixed set of perpo_example) or
                           perpo_sft_train_stream (a perpo_example_fn)
-     Answers [4]          perpo_sample_default, perpo_generate
-     Rewards [5]          boxes: perpo_grounding_reward (= perpo_parse_box + perpo_box_iou),
+     Answers [6]          perpo_sample_default, perpo_generate
+     Rewards [7]          boxes: perpo_grounding_reward (= perpo_parse_box + perpo_box_iou),
                           perpo_box_giou; text: perpo_ocr_reward (1 minus
                           perpo_normalized_edit_distance), perpo_edit_distance,
                           perpo_word_scores, perpo_ocr_score
-     PerPO [7]            perpo_pref_sample (or perpo_pref_sample_range), perpo_pref_filter,
+     PerPO [5]            perpo_pref_sample (or perpo_pref_sample_range), perpo_pref_filter,
                           perpo_pref_reference, perpo_model_copy_params (policy := SFT model),
                           perpo_pref_default, perpo_pref_train, perpo_pref_set_free
      The objective alone  perpo_objective_default, perpo_listwise_loss, perpo_preference_metrics,
-       [5]                perpo_objective_name
-     Checkpoints [8]      perpo_checkpoint_save, perpo_model_load
+       [4]                perpo_objective_name
+     Checkpoints [12]     perpo_checkpoint_save, perpo_model_load
      Several processes    perpo_share (blocks of prompts); the hook is perpo_parallel in the
-       [6]                trainers' configs
-     Your own data [9]    perpo_manifest_load (or perpo_manifest_parse), perpo_image_load_pnm (or
+       [8]                trainers' configs
+     Your own data [13]   perpo_manifest_load (or perpo_manifest_parse), perpo_image_load_pnm (or
                           perpo_image_parse_pnm) for each entry, perpo_manifest_free
-     Your own loop [3,6]  perpo_optim_default (perpo_optim_validate); per step: perpo_zero_grad,
+     Your own loop [3,8]  perpo_optim_default (perpo_optim_validate); per step: perpo_zero_grad,
                           perpo_text_encode, perpo_forward, perpo_backward, perpo_optim_step;
                           also perpo_last_logits, perpo_lr_at, perpo_optim_step_count,
                           perpo_optim_reset
-     Inspecting [3]       perpo_model_config, perpo_model_num_params, perpo_model_params,
+     Inspecting [9]       perpo_model_config, perpo_model_num_params, perpo_model_params,
                           perpo_model_grads, perpo_model_num_tensors, perpo_model_tensor
      Utilities [1]        perpo_status_string, perpo_crc32
 
@@ -119,8 +119,12 @@ extern "C" {
 #endif
 
 /* ==========================================================================================
-   PUBLIC API, in the order of the implementation's numbered sections (section 2, the tensor
-   kernels, has no public calls)
+   PUBLIC API, by job. Each heading's number is the implementation section that defines it. The
+   implementation puts the method first: utilities (1), reference kernels (2), the model with
+   its reference forward and backward (3), the listwise objectives (4), preference optimization
+   (5), sampling (6), rewards (7), the optimizer and SFT (8); then the model's memory and
+   lifetime (9), the fast paths (10), files (11), checkpoints (12) and data (13). Sections 2, 10
+   and 11 have no public calls.
    ========================================================================================== */
 
 /* ==== 1. Status codes and utilities ======================================================= */
@@ -146,7 +150,7 @@ PERPODEF const char *perpo_status_string(perpo_status status);
 /* CRC-32 (IEEE 802.3, as zlib/PNG) continued from crc (start with 0). */
 PERPODEF uint32_t perpo_crc32(uint32_t crc, const void *data, size_t n);
 
-/* ==== 3. The compact MLLM: configuration, lifetime, forward and backward ================== */
+/* ==== 9. The compact MLLM: configuration and lifetime ===================================== */
 
 /* ---- Model configuration ---------------------------------------------------------------- */
 /* Token ids: bytes 0..255 are themselves; four specials follow. */
@@ -228,7 +232,7 @@ PERPODEF size_t perpo_model_num_tensors(const perpo_model *model);
 PERPODEF perpo_status perpo_model_tensor(const perpo_model *model, size_t i, const char **name,
                                          size_t *offset, size_t *rows, size_t *cols);
 
-/* ---- Forward and backward --------------------------------------------------------------- */
+/* ==== 3. The compact MLLM: forward and backward =========================================== */
 /* A batch of n_seq sequences over n_img images. Sequence b sees image image_of[b]; several
    sequences may share one image, which is then encoded once. Text rows are max_text ints. */
 typedef struct perpo_batch {
@@ -260,7 +264,7 @@ PERPODEF void perpo_zero_grad(perpo_model *model);
 /* Logits (n_seq, max_text, vocab) of the last forward; valid until the next call. */
 PERPODEF const float *perpo_last_logits(const perpo_model *model);
 
-/* ==== 4. Sampling ========================================================================= */
+/* ==== 6. Sampling ========================================================================= */
 #define PERPO_MAX_TEMPERATURE 1000.0f
 /* Out-of-range fields make generation return PERPO_ERR_ARG. */
 typedef struct perpo_sample_config {
@@ -292,7 +296,7 @@ PERPODEF perpo_status perpo_generate(perpo_model *model, const perpo_gen_request
                                      const perpo_sample_config *sc, char *out, size_t out_cap,
                                      size_t *out_len);
 
-/* ==== 5. Rewards and the listwise objectives ============================================== */
+/* ==== 7. Rewards ========================================================================== */
 
 /* ---- Rewards: grounding. Boxes are float[4] = x1, y1, x2, y2, normalized to [0,1]. ---- */
 
@@ -341,6 +345,8 @@ typedef struct {
 /* All OCR metrics at once; edit_distance is the NORMALIZED one (lower is better). */
 PERPODEF perpo_status perpo_ocr_score(const char *hyp, size_t nh, const char *ref, size_t nr,
                                       perpo_ocr_scores *out, void *alloc_ctx);
+
+/* ==== 4. The listwise objectives ========================================================== */
 
 /* ---- Listwise preference objectives over one list of n sampled responses. ---- */
 
@@ -392,7 +398,7 @@ PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *l
                                                const float *ref_logp, const float *reward,
                                                perpo_pref_metrics *out);
 
-/* ==== 6. Optimizer, data parallelism, progress reports and SFT ============================ */
+/* ==== 8. Optimizer, data parallelism, progress reports and SFT ============================ */
 
 /* ---- Optimizer -------------------------------------------------------------------------- */
 /* Every field has a range (checked by perpo_optim_validate; NaN is outside every range). */
@@ -530,7 +536,7 @@ PERPODEF perpo_status perpo_sft_train_stream(perpo_model *model, perpo_example_f
                                              void *next_user, const perpo_sft_config *tc,
                                              perpo_progress_fn progress, void *user);
 
-/* ==== 7. Preference optimization: PerPO and the baselines over lists of sampled responses = */
+/* ==== 5. Preference optimization: PerPO and the baselines over lists of samples =========== */
 /* One prompt with n sampled responses and their task rewards. */
 typedef struct perpo_pref_list {
     const float *image;
@@ -616,7 +622,7 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *model, const perpo_pref_list
 /* Frees the lists and their text; the set is left empty. */
 PERPODEF void perpo_pref_set_free(perpo_pref_set *set);
 
-/* ==== 8. Checkpoints ====================================================================== */
+/* ==== 12. Checkpoints ===================================================================== */
 /* Saves config and parameters (little-endian, CRC32-checked) via a temporary file + rename
    (see "Checkpoints" in the implementation and PERPO_SYNC); flags 0, or PERPO_CKPT_OPTIMIZER to
    add the AdamW moments and step: a model loaded from it and trained with resume = 1 continues
@@ -640,7 +646,7 @@ PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *model, const char
    negative AdamW second moment, an activation arena over PERPO_LOAD_MAX_ARENA_BYTES). */
 PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void *alloc_ctx);
 
-/* ==== 9. Bring your own data: images and manifests ======================================== */
+/* ==== 13. Bring your own data: images and manifests ======================================= */
 
 /* Images: binary PGM (P5) and PPM (P6) with maxval 1..255, as written by netpbm, ImageMagick
  * (`convert x.png -resize 64x64! x.ppm`), GIMP or Pillow. The header follows the netpbm spec:
@@ -801,8 +807,8 @@ extern "C" {
 #endif
 
 /* ==========================================================================================
-   1. Utilities: status strings, checked sizes, RNG, clock, CRC32, character classes, file
-      opening and reading, error messages, the durability hook
+   1. Utilities the method uses: status strings, checked sizes, RNG, clock, CRC32, character
+      classes, finiteness, zeroed allocation (files: section 11)
    ========================================================================================== */
 
 PERPODEF const char *perpo_status_string(perpo_status status) {
@@ -917,123 +923,20 @@ static int perpo__all_finite(const float *x, size_t n) {
     return 1;
 }
 
-/* ---- Files: regular-file checks and the durability hook ---------------------------------- */
-/* 1 when path names something that exists and is not a regular file (a folder, a device, a
-   FIFO); 0 for a regular file, a missing one, or where the platform cannot tell. */
-static int perpo__not_regular(const char *path) {
-#ifdef PERPO__POSIX
-    struct stat st;
-    return stat(path, &st) == 0 && !S_ISREG(st.st_mode);
-#else
-    (void)path;
-    return 0;
-#endif
+/* calloc through the user allocator, with an overflow-checked n * size. */
+static void *perpo__calloc(void *ctx, size_t n, size_t size) {
+    size_t bytes;
+    void *p;
+    if (!perpo__size_mul(n, size, &bytes)) return NULL;
+    p = PERPO_MALLOC(ctx, bytes ? bytes : 1);
+    if (p) memset(p, 0, bytes);
+    return p;
 }
-
-/* printf into err[0..cap) when err is given; always NUL-terminated, never more than one line. */
-#if defined(__GNUC__) || defined(__clang__)
-static void perpo__errf(char *err, size_t cap, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-#endif
-static void perpo__errf(char *err, size_t cap, const char *fmt, ...) {
-    va_list ap;
-    if (!err || cap == 0) return;
-    va_start(ap, fmt);
-    vsnprintf(err, cap, fmt, ap);
-    va_end(ap);
-}
-
-/* The start of every file loader: opens path for reading, positioned at its start; *fsize gets
-   the size a seekable file reports, else -1. PERPO_ERR_IO when it cannot be opened, is not a
-   regular file, or its first read fails (a folder opens on some systems and only fails there);
-   err (may be NULL) then gets why. */
-static perpo_status perpo__open_sized(const char *path, FILE **f, long *fsize, char *err,
-                                      size_t cap) {
-    int c;
-    *f = NULL;
-    *fsize = -1;
-    if (perpo__not_regular(path)) {
-        perpo__errf(err, cap, "not a regular file");
-        return PERPO_ERR_IO;
-    }
-    if (!(*f = fopen(path, "rb"))) {
-        perpo__errf(err, cap, "cannot open: %s", strerror(errno));
-        return PERPO_ERR_IO;
-    }
-    c = getc(*f);
-    if (c == EOF && ferror(*f)) {
-        fclose(*f);
-        *f = NULL;
-        perpo__errf(err, cap, "read error (not a regular file?)");
-        return PERPO_ERR_IO;
-    }
-    if (fseek(*f, 0, SEEK_END) == 0) *fsize = ftell(*f);
-    rewind(*f);
-    return PERPO_OK;
-}
-
-/* Reads f to its end (or to max + 1 bytes: one byte past max tells the caller the file is
-   longer) into one allocation of ctx, starting with room for first_cap bytes (in [1, max + 1])
-   and doubling; closes f. *out is the caller's to free with PERPO_FREE(ctx, ...). */
-static perpo_status perpo__read_to_end(FILE *f, void *ctx, size_t first_cap, size_t max,
-                                       unsigned char **out, size_t *len, char *err, size_t cap) {
-    size_t n = 0, room = first_cap;
-    unsigned char *buf = (unsigned char *)PERPO_MALLOC(ctx, room), *nb;
-    int rd_err;
-    *out = NULL;
-    *len = 0;
-    if (!buf) {
-        fclose(f);
-        perpo__errf(err, cap, "out of memory");
-        return PERPO_ERR_NOMEM;
-    }
-    for (;;) {
-        n += fread(buf + n, 1, room - n, f);
-        if (n < room || n > max) break;
-        room = room > max / 2 ? max + 1 : 2 * room;
-        if (!(nb = (unsigned char *)PERPO_REALLOC(ctx, buf, room))) {
-            PERPO_FREE(ctx, buf);
-            fclose(f);
-            perpo__errf(err, cap, "out of memory");
-            return PERPO_ERR_NOMEM;
-        }
-        buf = nb;
-    }
-    rd_err = ferror(f);
-    fclose(f);
-    if (rd_err) {
-        PERPO_FREE(ctx, buf);
-        perpo__errf(err, cap, "read error");
-        return PERPO_ERR_IO;
-    }
-    *out = buf;
-    *len = n;
-    return PERPO_OK;
-}
-
-/* The default PERPO_SYNC: fsync() of the file or folder where the platform declares it.
-   A folder that cannot be opened or synced (some file systems refuse) counts as synced. */
-static PERPO__MAYBE_UNUSED int perpo__sync_default(const char *path, int is_dir) {
-#if defined(PERPO__POSIX) && defined(_POSIX_FSYNC) && (_POSIX_FSYNC + 0) > 0
-    int fd = open(path, O_RDONLY), r;
-    if (fd < 0) return is_dir ? 0 : -1;
-    r = fsync(fd);
-    if (r != 0 && is_dir && (errno == EINVAL || errno == EBADF)) r = 0;
-    if (close(fd) != 0 && !is_dir) r = -1;
-    return r;
-#else
-    (void)path;
-    (void)is_dir;
-    return 0;
-#endif
-}
-#ifndef PERPO_SYNC
-#define PERPO_SYNC(path, is_dir) perpo__sync_default((path), (is_dir))
-#endif
 
 /* ==========================================================================================
-   2. Tensor kernels. Row-major float arrays with explicit sizes. Each op is a forward /
-      backward pair; backward ADDS into gradients that the caller zeroed.
+   2. Reference kernels. Row-major float arrays with explicit sizes. Each op is a forward /
+      backward pair; backward ADDS into gradients that the caller zeroed. The fast kernels that
+      compute the same values (tiles, packing, intrinsics, threads) are in section 10.
    ========================================================================================== */
 
 /* Arrays that do not overlap: saying so (restrict) is what lets compilers vectorize loops whose
@@ -1347,6 +1250,3037 @@ static PERPO__MAYBE_UNUSED void perpo__ref_residual_backward(float *dinp, const 
     size_t i;
     for (i = 0; i < n; i++) dinp[i] += dout[i];
 }
+
+/* ---- Patchify: image (H,W,C) -> (NP, patch_h*patch_w*(C [+2])) rows, patches row-major,
+   pixels (dy,dx,c [,x,y]): with pos_channels each pixel also carries its x and y ---------- */
+static void perpo__patchify(float *out, const float *img, const perpo_config *cfg) {
+    size_t H = (size_t)cfg->image_h, W = (size_t)cfg->image_w, C = (size_t)cfg->channels;
+    size_t PH = (size_t)cfg->patch_h, PW = (size_t)cfg->patch_w, py, px, dy, dx, c;
+    for (py = 0; py < H / PH; py++)
+        for (px = 0; px < W / PW; px++)
+            for (dy = 0; dy < PH; dy++)
+                for (dx = 0; dx < PW; dx++) {
+                    size_t y = py * PH + dy, x = px * PW + dx;
+                    for (c = 0; c < C; c++) *out++ = img[(y * W + x) * C + c];
+                    if (cfg->pos_channels) { /* x then y, each spanning [-1, 1] over the image */
+                        *out++ = W > 1 ? (float)(-1.0 + 2.0 * (double)x / (double)(W - 1)) : 0.0f;
+                        *out++ = H > 1 ? (float)(-1.0 + 2.0 * (double)y / (double)(H - 1)) : 0.0f;
+                    }
+                }
+}
+
+/* The fixed 2D sin-cos code of the vision positions (D % 4 == 0): for the patch in column px
+   and row py, with q = D / 4 and w_k = 100^(-k/q), the row is
+   [sin(px w_k), cos(px w_k), sin(py w_k), cos(py w_k)] for k = 0..q-1, each block of q. */
+static void perpo__sincos_2d(float *out, size_t cols, size_t rows, size_t D) {
+    size_t q = D / 4, px, py, k;
+    for (py = 0; py < rows; py++)
+        for (px = 0; px < cols; px++, out += D)
+            for (k = 0; k < q; k++) {
+                double w = pow(100.0, -(double)k / (double)q);
+                out[k] = (float)sin((double)px * w);
+                out[q + k] = (float)cos((double)px * w);
+                out[2 * q + k] = (float)sin((double)py * w);
+                out[3 * q + k] = (float)cos((double)py * w);
+            }
+}
+
+/* ==========================================================================================
+   3. The compact MLLM (LLaVA-shaped). Image -> patch_h x patch_w patches (optional x/y position
+      channels) -> linear embedding + learned position (+ optional 2D sin-cos code) ->
+      bidirectional blocks (vision encoder) -> LayerNorm -> 2-layer GELU MLP projector (as
+      LLaVA-1.5) -> image tokens. Decoder: pre-LN causal blocks over [image tokens ; text
+      tokens] + learned positions -> LayerNorm -> untied head on the text positions.
+      Here: its tensors and activations, its text rows, the reference forward and backward, the
+      switch between them and the fast path, perpo_forward and perpo_backward. Its memory and
+      lifetime (parameter table, arena, create) are section 9, its fast path section 10.
+   ========================================================================================== */
+
+/* One tensor of the flat parameter buffer. */
+typedef struct perpo__tensor {
+    const char *name;
+    size_t offset, rows, cols; /* cols == 0: a vector of rows elements */
+} perpo__tensor;
+
+/* Offsets of the 12 tensors of one transformer block. */
+typedef struct perpo__block {
+    size_t ln1_w, ln1_b, qkv_w, qkv_b, attn_w, attn_b, ln2_w, ln2_b, fc_w, fc_b, fc2_w, fc2_b;
+} perpo__block;
+
+/* What one block's forward keeps for backward. */
+typedef struct perpo__block_acts {
+    float *ln1, *ln1_mean, *ln1_rstd; /* (N,D), (N), (N) */
+    float *qkv;                       /* (N,3D) */
+    float *att;                       /* (B,H,T,T) softmax probabilities */
+    float *atty;                      /* (N,D) attention output before the projection */
+    float *mid;                       /* (N,D) residual stream after attention */
+    float *ln2, *ln2_mean, *ln2_rstd;
+    float *fch, *fcg; /* (N,M) MLP hidden before / after GELU */
+} perpo__block_acts;
+
+struct perpo_model {
+    perpo_config cfg;
+    /* derived sizes */
+    size_t NP, T, L, D, H, M, V, PPC; /* patches, text positions, NP+T, width, heads, MLP hidden,
+                                         vocab, patch vector length (position channels included) */
+    size_t image_floats;              /* image_h * image_w * channels: one input image */
+    size_t max_batch;
+    /* parameters, gradients, AdamW moments: same layout, described by the tensor table */
+    perpo__tensor *tensors;
+    size_t n_tensors, n_params;
+    /* offsets into params of the tensors of these names (patch_w: the patch embedding's weight,
+       not cfg.patch_w) */
+    size_t patch_w, patch_b, vis_pos, vis_lnf_w, vis_lnf_b, proj1_w, proj1_b, proj2_w, proj2_b;
+    size_t wte, dec_pos, lnf_w, lnf_b, head_w;
+    perpo__block *vis, *dec;
+    float *params, *grads, *adam_m, *adam_v;
+    int opt_step;
+    /* activation arena */
+    float *arena;
+    size_t arena_floats;
+    float *patches;    /* (maxB*NP, PPC) */
+    float *vis_sincos; /* (NP, D) fixed 2D sin-cos code, when cfg.vis_sincos */
+    float **vis_x;     /* LV+1 residual streams (maxB*NP, D) */
+    perpo__block_acts *vis_acts;
+    float *vis_lnf, *vis_lnf_mean, *vis_lnf_rstd, *proj_h, *proj_g, *img_tok;
+    float **dec_x; /* LD+1 residual streams (maxB*L, D) */
+    perpo__block_acts *dec_acts;
+    float *txt, *lnf, *lnf_mean, *lnf_rstd; /* final stream's text rows (maxB*T, D) and their LN */
+    float *logits, *lse, *dlogits;          /* (maxB*T, V), (maxB*T), (maxB*T, V) */
+    float *d_res, *d_tmp, *d_atty, *d_qkv, *d_fc, *d_img; /* backward scratch */
+    float *d_mid, *d_tmp2; /* (of a block's backward: dL/dmid, LN1's input gradient) */
+    float *att_ws;         /* attention backward: dS, a (T,T) matrix per (sequence, head) */
+    float *gemm_ws; /* 3 areas of ws_area floats: products that follow each other unsynchronized */
+    size_t ws_area;
+    /* generation: KV cache per decoder layer (maxB, L, D) and per-row scratch */
+    float *kcache, *vcache;
+    float *wpack; /* weights packed for the forward and decoding (perpo__wpack_get) */
+    float *bpack; /* the same for backward's input gradients (perpo__bpack_get) */
+    unsigned long params_version, wpack_version; /* bumped by whatever may change params */
+    int wpack_ok;
+    size_t g_rows; /* max(maxB, L) */
+    float *g_x, *g_ln, *g_mean, *g_rstd, *g_qkv, *g_atty, *g_tmp, *g_fch, *g_scores, *g_logits;
+    /* the batch of the last forward, kept for backward */
+    int *tokens, *targets;
+    size_t *image_of;
+    size_t n_seq, n_img;
+    int have_forward;
+    struct perpo__token_score *sort_buf; /* (maxB, V): each sequence's candidates of a draw */
+    /* 1: every parameter is known finite (set by create, load and each optimizer step, which
+       check them); 0: perpo_model_params handed out a writable pointer since, so generation
+       and save check the values themselves */
+    int params_known_finite;
+};
+
+/* ---- Text: one sequence's tokens, BOS prompt SEP response EOS ---------------------------- */
+/* 1 when BOS prompt SEP response EOS fits in T text positions (a prompt alone: response_len 1,
+   room for at least one generated byte). */
+static int perpo__text_fits(size_t T, size_t prompt_len, size_t response_len) {
+    return prompt_len <= T && response_len <= T && prompt_len + response_len + 3 <= T;
+}
+
+PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *prompt,
+                                        size_t prompt_len, const char *response,
+                                        size_t response_len, int *tokens, int *targets,
+                                        size_t *n_targets) {
+    size_t T, i, n, pos = 0;
+    if (!cfg || !tokens || !targets || (prompt_len && !prompt) || (response_len && !response))
+        return PERPO_ERR_ARG;
+    if (cfg->max_text < PERPO_MIN_TEXT) return PERPO_ERR_ARG;
+    T = (size_t)cfg->max_text;
+    if (!perpo__text_fits(T, prompt_len, response_len)) return PERPO_ERR_ARG;
+    tokens[pos++] = PERPO_TOK_BOS;
+    for (i = 0; i < prompt_len; i++) tokens[pos++] = (unsigned char)prompt[i];
+    tokens[pos++] = PERPO_TOK_SEP;
+    for (i = 0; i < response_len; i++) tokens[pos++] = (unsigned char)response[i];
+    tokens[pos++] = PERPO_TOK_EOS;
+    n = pos;
+    for (; pos < T; pos++) tokens[pos] = PERPO_TOK_PAD;
+    /* position t predicts token t+1: targets run from SEP's position to the one before EOS */
+    for (i = 0; i < T; i++) targets[i] = -1;
+    for (i = prompt_len + 1; i + 1 < n; i++) targets[i] = tokens[i + 1];
+    if (n_targets) *n_targets = response_len + 1;
+    return PERPO_OK;
+}
+
+/* ---- The reference model: forward and backward as the math reads --------------------------- *
+ * The whole model on the reference kernels, one call per operation, on the parameters where
+ * they lie (m->params at the tensor table's offsets, gradients added into m->grads) and the
+ * activations the fast path keeps (m->vis_x, m->vis_acts, m->dec_x, m->dec_acts, m->logits,
+ * m->lse, ...), so that either backward can follow either forward. The backward is the forward's
+ * calls in reverse, each replaced by its backward; its gradients of activations use the
+ * backward scratch of the arena (m->d_*). One thread, nothing allocated. PERPO_REFERENCE makes
+ * the library run these instead of the fast path (perpo_forward, perpo_backward, generation). */
+
+static void perpo__ref_zero(float *x, size_t n) { memset(x, 0, n * sizeof(float)); }
+
+/* One pre-LN transformer block over B sequences of T rows (causal: the decoder's):
+   mid = x + Attn(LN1(x)), out = mid + MLP(LN2(mid)), MLP = fc2(GELU(fc(.))). x, out: (B*T, D). */
+static void perpo__ref_block_forward(perpo_model *m, const perpo__block *p, perpo__block_acts *a,
+                                     const float *x, float *out, size_t B, size_t T, int causal) {
+    const float *P = m->params;
+    size_t N = B * T, D = m->D, M = m->M;
+    perpo__ref_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, P + p->ln1_w, P + p->ln1_b, N,
+                                 D);
+    perpo__ref_linear_forward(a->qkv, a->ln1, P + p->qkv_w, P + p->qkv_b, N, D, 3 * D);
+    perpo__ref_attention_forward(a->atty, a->att, a->qkv, B, T, D, m->H, causal);
+    perpo__ref_linear_forward(a->mid, a->atty, P + p->attn_w, P + p->attn_b, N, D, D);
+    perpo__ref_residual_forward(a->mid, x, N * D);
+    perpo__ref_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, P + p->ln2_w,
+                                 P + p->ln2_b, N, D);
+    perpo__ref_linear_forward(a->fch, a->ln2, P + p->fc_w, P + p->fc_b, N, D, M);
+    perpo__ref_gelu_forward(a->fcg, a->fch, N * M);
+    perpo__ref_linear_forward(out, a->fcg, P + p->fc2_w, P + p->fc2_b, N, M, D);
+    perpo__ref_residual_forward(out, a->mid, N * D);
+}
+/* dres: dL/dout on entry, dL/dx on return. */
+static void perpo__ref_block_backward(perpo_model *m, const perpo__block *p,
+                                      const perpo__block_acts *a, const float *x, float *dres,
+                                      size_t B, size_t T, int causal) {
+    const float *P = m->params;
+    float *G = m->grads, *dmid = m->d_mid, *dfc = m->d_fc, *dln2 = m->d_tmp, *datty = m->d_atty,
+          *dqkv = m->d_qkv, *dln1 = m->d_tmp2;
+    size_t N = B * T, D = m->D, M = m->M;
+    perpo__ref_zero(dmid, N * D);
+    perpo__ref_residual_backward(dmid, dres, N * D);
+    perpo__ref_zero(dfc, N * M);
+    perpo__ref_linear_backward(dfc, G + p->fc2_w, G + p->fc2_b, dres, a->fcg, P + p->fc2_w, N, M,
+                               D);
+    perpo__ref_gelu_backward(dfc, a->fch, dfc, N * M);
+    perpo__ref_zero(dln2, N * D);
+    perpo__ref_linear_backward(dln2, G + p->fc_w, G + p->fc_b, dfc, a->ln2, P + p->fc_w, N, D, M);
+    perpo__ref_layernorm_backward(dmid, G + p->ln2_w, G + p->ln2_b, dln2, a->mid, P + p->ln2_w,
+                                  a->ln2_mean, a->ln2_rstd, N, D);
+    perpo__ref_zero(dres, N * D); /* from here on dL/dx */
+    perpo__ref_residual_backward(dres, dmid, N * D);
+    perpo__ref_zero(datty, N * D);
+    perpo__ref_linear_backward(datty, G + p->attn_w, G + p->attn_b, dmid, a->atty, P + p->attn_w, N,
+                               D, D);
+    perpo__ref_zero(dqkv, N * 3 * D);
+    perpo__ref_attention_backward(dqkv, datty, a->att, a->qkv, B, T, D, m->H, causal, m->att_ws);
+    perpo__ref_zero(dln1, N * D);
+    perpo__ref_linear_backward(dln1, G + p->qkv_w, G + p->qkv_b, dqkv, a->ln1, P + p->qkv_w, N, D,
+                               3 * D);
+    perpo__ref_layernorm_backward(dres, G + p->ln1_w, G + p->ln1_b, dln1, x, P + p->ln1_w,
+                                  a->ln1_mean, a->ln1_rstd, N, D);
+}
+
+/* The vision encoder's input: each image cut into patches (perpo__patchify: pixels, and their
+   x, y with pos_channels), a linear patch embedding, plus the learned position of the patch and,
+   with vis_sincos, its fixed 2D sin-cos code. vis_x[0]: (n_img*NP, D). */
+static void perpo__ref_patch_embed_forward(perpo_model *m, const float *const *images,
+                                           size_t n_img) {
+    const float *P = m->params;
+    size_t NP = m->NP, D = m->D, i, r;
+    for (i = 0; i < n_img; i++) perpo__patchify(m->patches + i * NP * m->PPC, images[i], &m->cfg);
+    perpo__ref_linear_forward(m->vis_x[0], m->patches, P + m->patch_w, P + m->patch_b, n_img * NP,
+                              m->PPC, D);
+    for (r = 0; r < n_img * NP; r++) {
+        perpo__ref_residual_forward(m->vis_x[0] + r * D, P + m->vis_pos + (r % NP) * D, D);
+        if (m->cfg.vis_sincos)
+            perpo__ref_residual_forward(m->vis_x[0] + r * D, m->vis_sincos + (r % NP) * D, D);
+    }
+}
+/* dx: dL/dvis_x[0]. The patches are data: no gradient of their own. */
+static void perpo__ref_patch_embed_backward(perpo_model *m, const float *dx, size_t n_img) {
+    float *G = m->grads;
+    size_t NP = m->NP, D = m->D, r;
+    for (r = 0; r < n_img * NP; r++)
+        perpo__ref_residual_backward(G + m->vis_pos + (r % NP) * D, dx + r * D, D);
+    perpo__ref_linear_backward(NULL, G + m->patch_w, G + m->patch_b, dx, m->patches,
+                               m->params + m->patch_w, n_img * NP, m->PPC, D);
+}
+
+/* The projector (LLaVA-1.5's): img_tok = proj2(GELU(proj1(LN(x)))) on the encoder's output
+   x = vis_x[LV]. */
+static void perpo__ref_projector_forward(perpo_model *m, size_t n_img) {
+    const float *P = m->params;
+    size_t Nv = n_img * m->NP, D = m->D;
+    perpo__ref_layernorm_forward(m->vis_lnf, m->vis_lnf_mean, m->vis_lnf_rstd,
+                                 m->vis_x[m->cfg.n_vis_layers], P + m->vis_lnf_w, P + m->vis_lnf_b,
+                                 Nv, D);
+    perpo__ref_linear_forward(m->proj_h, m->vis_lnf, P + m->proj1_w, P + m->proj1_b, Nv, D, D);
+    perpo__ref_gelu_forward(m->proj_g, m->proj_h, Nv * D);
+    perpo__ref_linear_forward(m->img_tok, m->proj_g, P + m->proj2_w, P + m->proj2_b, Nv, D, D);
+}
+/* dimg: dL/dimg_tok; dx (n_img*NP, D): dL/dx, added into. */
+static void perpo__ref_projector_backward(perpo_model *m, const float *dimg, float *dx,
+                                          size_t n_img) {
+    const float *P = m->params;
+    float *G = m->grads, *dg = m->d_atty, *dln = m->d_tmp;
+    size_t Nv = n_img * m->NP, D = m->D;
+    perpo__ref_zero(dg, Nv * D);
+    perpo__ref_linear_backward(dg, G + m->proj2_w, G + m->proj2_b, dimg, m->proj_g, P + m->proj2_w,
+                               Nv, D, D);
+    perpo__ref_gelu_backward(dg, m->proj_h, dg, Nv * D);
+    perpo__ref_zero(dln, Nv * D);
+    perpo__ref_linear_backward(dln, G + m->proj1_w, G + m->proj1_b, dg, m->vis_lnf, P + m->proj1_w,
+                               Nv, D, D);
+    perpo__ref_layernorm_backward(dx, G + m->vis_lnf_w, G + m->vis_lnf_b, dln,
+                                  m->vis_x[m->cfg.n_vis_layers], P + m->vis_lnf_w, m->vis_lnf_mean,
+                                  m->vis_lnf_rstd, Nv, D);
+}
+
+/* The decoder's input, sequence b's L = NP + T rows: its image's NP tokens, then its T text
+   tokens' embeddings (wte), each plus the learned position of its row. dec_x[0]: (B*L, D). */
+static void perpo__ref_decoder_embed_forward(perpo_model *m) {
+    const float *P = m->params;
+    size_t NP = m->NP, T = m->T, L = m->L, D = m->D, b, t, i;
+    for (b = 0; b < m->n_seq; b++)
+        for (t = 0; t < L; t++) {
+            float *x = m->dec_x[0] + (b * L + t) * D;
+            const float *e = t < NP ? m->img_tok + (m->image_of[b] * NP + t) * D
+                                    : P + m->wte + (size_t)m->tokens[b * T + t - NP] * D;
+            for (i = 0; i < D; i++) x[i] = e[i] + P[m->dec_pos + t * D + i];
+        }
+}
+/* dx: dL/ddec_x[0]; dimg (n_img*NP, D): dL/dimg_tok, added into. */
+static void perpo__ref_decoder_embed_backward(perpo_model *m, const float *dx, float *dimg) {
+    float *G = m->grads;
+    size_t NP = m->NP, T = m->T, L = m->L, D = m->D, b, t;
+    for (b = 0; b < m->n_seq; b++)
+        for (t = 0; t < L; t++) {
+            const float *d = dx + (b * L + t) * D;
+            float *de = t < NP ? dimg + (m->image_of[b] * NP + t) * D
+                               : G + m->wte + (size_t)m->tokens[b * T + t - NP] * D;
+            perpo__ref_residual_backward(de, d, D);
+            perpo__ref_residual_backward(G + m->dec_pos + t * D, d, D);
+        }
+}
+
+/* The head: the text rows of the decoder's output (txt), the final LayerNorm, the untied
+   projection to the vocabulary (no bias): logits (B*T, V). */
+static void perpo__ref_head_forward(perpo_model *m) {
+    const float *P = m->params;
+    size_t T = m->T, D = m->D, L = m->L, r;
+    for (r = 0; r < m->n_seq * T; r++) /* row t of sequence b is decoder row NP + t */
+        memcpy(m->txt + r * D, m->dec_x[m->cfg.n_dec_layers] + ((r / T) * L + m->NP + r % T) * D,
+               D * sizeof(float));
+    perpo__ref_layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, m->txt, P + m->lnf_w,
+                                 P + m->lnf_b, m->n_seq * T, D);
+    perpo__ref_linear_forward(m->logits, m->lnf, P + m->head_w, NULL, m->n_seq * T, D, m->V);
+}
+/* dx (B*L, D): dL/d(the decoder's output), set (image rows get zero). */
+static void perpo__ref_head_backward(perpo_model *m, float *dx) {
+    const float *P = m->params;
+    float *G = m->grads, *dln = m->d_atty, *dtxt = m->d_tmp;
+    size_t B = m->n_seq, T = m->T, D = m->D, L = m->L, r;
+    perpo__ref_zero(dln, B * T * D);
+    perpo__ref_linear_backward(dln, G + m->head_w, NULL, m->dlogits, m->lnf, P + m->head_w, B * T,
+                               D, m->V);
+    perpo__ref_zero(dtxt, B * T * D);
+    perpo__ref_layernorm_backward(dtxt, G + m->lnf_w, G + m->lnf_b, dln, m->txt, P + m->lnf_w,
+                                  m->lnf_mean, m->lnf_rstd, B * T, D);
+    perpo__ref_zero(dx, B * L * D);
+    for (r = 0; r < B * T; r++)
+        memcpy(dx + ((r / T) * L + m->NP + r % T) * D, dtxt + r * D, D * sizeof(float));
+}
+
+/* The response-token loss: logp[b] = sum of log p(target) over sequence b's counted positions
+   (targets >= 0: its response and EOS), the quantity every objective differentiates. */
+static void perpo__ref_loss_forward(perpo_model *m, float *logp) {
+    size_t T = m->T, V = m->V, b;
+    for (b = 0; b < m->n_seq; b++) {
+        double lp = perpo__ref_logsoftmax_forward(m->lse + b * T, m->logits + b * T * V,
+                                                  m->targets + b * T, T, V);
+        if (logp) logp[b] = (float)lp;
+    }
+}
+/* dlogp[b] = dL/dlogp[b] -> dlogits (B*T, V), set. */
+static void perpo__ref_loss_backward(perpo_model *m, const float *dlogp) {
+    size_t T = m->T, V = m->V, b;
+    perpo__ref_zero(m->dlogits, m->n_seq * T * V);
+    for (b = 0; b < m->n_seq; b++)
+        perpo__ref_logsoftmax_backward(m->dlogits + b * T * V, dlogp[b], m->logits + b * T * V,
+                                       m->lse + b * T, m->targets + b * T, T, V);
+}
+
+/* The model: images -> vision encoder -> projector -> image tokens; [image tokens ; text] ->
+   causal decoder -> head -> the loss. The batch (n_seq, tokens, targets, image_of) is m's, as
+   perpo_forward stored it. logp (n_seq) may be NULL. */
+static void perpo__ref_model_forward(perpo_model *m, const float *const *images, size_t n_img,
+                                     float *logp) {
+    size_t l, LV = (size_t)m->cfg.n_vis_layers, LD = (size_t)m->cfg.n_dec_layers;
+    perpo__ref_patch_embed_forward(m, images, n_img);
+    for (l = 0; l < LV; l++)
+        perpo__ref_block_forward(m, &m->vis[l], &m->vis_acts[l], m->vis_x[l], m->vis_x[l + 1],
+                                 n_img, m->NP, 0);
+    perpo__ref_projector_forward(m, n_img);
+    perpo__ref_decoder_embed_forward(m);
+    for (l = 0; l < LD; l++)
+        perpo__ref_block_forward(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->dec_x[l + 1],
+                                 m->n_seq, m->L, 1);
+    perpo__ref_head_forward(m);
+    perpo__ref_loss_forward(m, logp);
+}
+/* Adds dL/dparams into m->grads for the last forward, given dlogp (n_seq). */
+static void perpo__ref_model_backward(perpo_model *m, const float *dlogp) {
+    size_t l, LV = (size_t)m->cfg.n_vis_layers, LD = (size_t)m->cfg.n_dec_layers;
+    size_t n_img = m->n_img, Nv = n_img * m->NP;
+    perpo__ref_loss_backward(m, dlogp);
+    perpo__ref_head_backward(m, m->d_res);
+    for (l = LD; l-- > 0;)
+        perpo__ref_block_backward(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->d_res, m->n_seq,
+                                  m->L, 1);
+    perpo__ref_zero(m->d_img, Nv * m->D);
+    perpo__ref_decoder_embed_backward(m, m->d_res, m->d_img);
+    perpo__ref_zero(m->d_res, Nv * m->D); /* (now the vision rows' dL/dx) */
+    perpo__ref_projector_backward(m, m->d_img, m->d_res, n_img);
+    for (l = LV; l-- > 0;)
+        perpo__ref_block_backward(m, &m->vis[l], &m->vis_acts[l], m->vis_x[l], m->d_res, n_img,
+                                  m->NP, 0);
+    perpo__ref_patch_embed_backward(m, m->d_res, n_img);
+}
+
+/* ---- The switch: which path runs the model ------------------------------------------------ *
+ * The one place that chooses. PERPO_REFERENCE (defined before the implementation) runs the
+ * whole library on the reference path: perpo_forward and perpo_backward (so SFT, preference
+ * steps and reference log-probs), and generation, which then recomputes the whole sequence for
+ * every token (the no_cache path) instead of keeping a KV cache. Both paths are compiled in
+ * every build (the tests hold one against the other); this constant only picks. */
+#ifdef PERPO_REFERENCE
+#define PERPO__REFERENCE 1
+#else
+#define PERPO__REFERENCE 0
+#endif
+
+/* The fast path's forward and backward (section 10). */
+static void perpo__forward_fast(perpo_model *m, const float *const *images, size_t n_img);
+static void perpo__backward_fast(perpo_model *m, const float *dlogp);
+
+static perpo_status perpo__check_batch(const perpo_model *m, const perpo_batch *b) {
+    size_t i, n;
+    if (!b || b->n_seq < 1 || b->n_seq > m->max_batch || b->n_img < 1 || b->n_img > m->max_batch ||
+        !b->images || !b->tokens || !b->targets)
+        return PERPO_ERR_ARG;
+    if (!b->image_of && b->n_img != b->n_seq) return PERPO_ERR_ARG;
+    for (i = 0; i < b->n_img; i++)
+        if (!b->images[i]) return PERPO_ERR_ARG;
+    for (i = 0; i < b->n_seq; i++)
+        if (b->image_of && b->image_of[i] >= b->n_img) return PERPO_ERR_ARG;
+    n = b->n_seq * m->T;
+    for (i = 0; i < n; i++)
+        if (b->tokens[i] < 0 || (size_t)b->tokens[i] >= m->V || b->targets[i] < -1 ||
+            b->targets[i] >= (int)m->V)
+            return PERPO_ERR_ARG;
+    return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, float *logp,
+                                    float *mean_ce) {
+    size_t B, T, V, b, t;
+    double total = 0.0;
+    size_t count = 0;
+    int finite = 1;
+    perpo_status st;
+    if (!m) return PERPO_ERR_ARG;
+    if ((st = perpo__check_batch(m, batch)) != PERPO_OK) return st;
+    B = batch->n_seq;
+    T = m->T;
+    V = m->V;
+    m->have_forward = 0;
+    m->n_seq = B;
+    m->n_img = batch->n_img;
+    memcpy(m->tokens, batch->tokens, B * T * sizeof(int));
+    memcpy(m->targets, batch->targets, B * T * sizeof(int));
+    for (b = 0; b < B; b++) m->image_of[b] = batch->image_of ? batch->image_of[b] : b;
+    for (b = 0; b < batch->n_img; b++)
+        if (!perpo__all_finite(batch->images[b], m->image_floats)) return PERPO_ERR_NONFINITE;
+
+    if (PERPO__REFERENCE) { /* (the switch, above) */
+        perpo__ref_model_forward(m, batch->images, batch->n_img, NULL);
+    } else {
+        perpo__forward_fast(m, batch->images, batch->n_img);
+    }
+    for (b = 0; b < B; b++) {
+        double lp = 0.0;
+        for (t = 0; t < T; t++) {
+            const float *z = m->logits + (b * T + t) * V;
+            int tgt = m->targets[b * T + t];
+            if (tgt >= 0) {
+                lp += (double)z[tgt] - (double)m->lse[b * T + t];
+                count++;
+            }
+        }
+        if (logp) logp[b] = (float)lp;
+        if (!isfinite(lp)) finite = 0;
+        total += lp;
+    }
+    if (mean_ce) *mean_ce = count ? (float)(-total / (double)count) : 0.0f;
+    m->have_forward = 1;
+    return finite ? PERPO_OK : PERPO_ERR_NONFINITE;
+}
+
+PERPODEF perpo_status perpo_backward(perpo_model *m, const float *dlogp) {
+    if (!m || !dlogp) return PERPO_ERR_ARG;
+    if (!m->have_forward) return PERPO_ERR_ARG;
+    if (!perpo__all_finite(dlogp, m->n_seq)) return PERPO_ERR_NONFINITE;
+    if (PERPO__REFERENCE) { /* (the switch) */
+        perpo__ref_model_backward(m, dlogp);
+    } else {
+        perpo__backward_fast(m, dlogp);
+    }
+    return PERPO_OK;
+}
+
+PERPODEF void perpo_zero_grad(perpo_model *m) {
+    if (m) memset(m->grads, 0, m->n_params * sizeof(float));
+}
+PERPODEF const float *perpo_last_logits(const perpo_model *m) {
+    return m && m->have_forward ? m->logits : NULL;
+}
+
+/* ==========================================================================================
+   4. The listwise objectives (PerPO, DPO, LiPO, ListMLE) over one list of sampled responses,
+      and the preference metrics
+   ========================================================================================== */
+
+/* ---- Listwise objectives ----
+ * Every objective works on s_k = logp_k - ref_logp_k in double, returns the loss and ADDS
+ * dL/ds_k into g (= dL/dlogp_k, the reference being constant). */
+
+PERPODEF const char *perpo_objective_name(perpo_objective kind) {
+    switch (kind) {
+    case PERPO_OBJ_PERPO: return "PerPO";
+    case PERPO_OBJ_DPO: return "DPO";
+    case PERPO_OBJ_LIPO: return "LiPO";
+    case PERPO_OBJ_LISTMLE: return "ListMLE";
+    }
+    return "unknown";
+}
+
+PERPODEF perpo_objective_config perpo_objective_default(perpo_objective kind) {
+    perpo_objective_config c;
+    c.kind = kind;
+    c.beta = 0.1f;
+    c.gamma = 0.5f;
+    c.label_smoothing = 0.0f;
+    c.positive = 0.0f;
+    return c;
+}
+
+/* The ranges documented at perpo_objective_config; NaN fails every comparison. */
+static perpo_status perpo__objective_check(const perpo_objective_config *c) {
+    if (!c || (int)c->kind < 0 || (int)c->kind >= PERPO_OBJ_COUNT ||
+        !(c->beta > 0.0f && c->beta <= PERPO_MAX_BETA) ||
+        !(c->gamma >= 0.0f && c->gamma <= PERPO_MAX_GAMMA) ||
+        !(c->label_smoothing >= 0.0f && c->label_smoothing <= PERPO_MAX_LABEL_SMOOTHING) ||
+        !(c->positive >= 0.0f && c->positive <= PERPO_MAX_POSITIVE))
+        return PERPO_ERR_ARG;
+    return PERPO_OK;
+}
+
+/* log(1 + e^x) without overflow; -log sigmoid(x) = softplus(-x). */
+static double perpo__softplus(double x) { return x > 0.0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
+
+static double perpo__sigmoid(double x) {
+    double e;
+    if (x >= 0.0) return 1.0 / (1.0 + exp(-x));
+    e = exp(x);
+    return e / (1.0 + e);
+}
+
+/* Pair loss l(x) = -(1-eps) log sigma(x) - eps log sigma(-x), x = margin of the preferred
+ * response (DPO's loss; eps > 0 is cDPO's label smoothing). Also gives dl/dx. */
+static double perpo__pair_loss(double x, double eps, double *dl_dx) {
+    *dl_dx = -(1.0 - eps) * perpo__sigmoid(-x) + eps * perpo__sigmoid(x);
+    return (1.0 - eps) * perpo__softplus(-x) + eps * perpo__softplus(x);
+}
+
+/* The margin x of a pair, response i preferred over response j: beta (s_i - s_j), less
+ * beta * lambda * max(0, -s_i) with DPO-Positive's lambda > 0 (perpo_objective_config.positive).
+ * *dx_dsi gets dx/ds_i; dx/ds_j is always -beta. */
+static double perpo__pair_margin(double si, double sj, double beta, double lambda, double *dx_dsi) {
+    if (lambda > 0.0 && si < 0.0) { /* max(0, -s_i) = -s_i */
+        *dx_dsi = beta * (1.0 + lambda);
+        return beta * (si - sj + lambda * si);
+    }
+    *dx_dsi = beta;
+    return beta * (si - sj);
+}
+
+/* Indices sorted by key, descending; equal keys keep the lower index first (stable insertion
+ * sort, fine for n <= PERPO_MAX_LIST). */
+static void perpo__argsort_desc(const double *key, int n, int *idx) {
+    int i, j;
+    for (i = 0; i < n; i++) {
+        for (j = i; j > 0 && key[idx[j - 1]] < key[i]; j--) idx[j] = idx[j - 1];
+        idx[j] = i;
+    }
+}
+
+/* PerPO (arXiv 2502.04371, its listwise loss): L = sum_{R_i > R_j} w_ij l(beta (s_i - s_j)) with
+ * w_ij = |R_i - R_j|^gamma / sum_{R_k > R_l} |R_k - R_l|^gamma. Gaps are divided by the largest
+ * gap first: the weights are unchanged (the factor cancels) and pow() can neither overflow nor
+ * make every weight underflow, since the largest gap has weight 1 before normalizing. */
+static double perpo__loss_perpo(int n, const double *s, const double *R, double beta, double gamma,
+                                double eps, double lambda, double *g) {
+    double rmax = R[0], rmin = R[0], span, wsum = 0.0, L = 0.0, d;
+    int i, j;
+    for (i = 1; i < n; i++) {
+        if (R[i] > rmax) rmax = R[i];
+        if (R[i] < rmin) rmin = R[i];
+    }
+    span = rmax - rmin;
+    for (i = 0; i < n; i++)
+        for (j = 0; j < n; j++)
+            if (R[i] > R[j]) wsum += pow((R[i] - R[j]) / span, gamma);
+    for (i = 0; i < n; i++)
+        for (j = 0; j < n; j++)
+            if (R[i] > R[j]) {
+                double w = pow((R[i] - R[j]) / span, gamma) / wsum, dxi;
+                double x = perpo__pair_margin(s[i], s[j], beta, lambda, &dxi);
+                L += w * perpo__pair_loss(x, eps, &d);
+                g[i] += w * dxi * d;
+                g[j] -= w * beta * d;
+            }
+    return L;
+}
+
+/* DPO on the list's extremes: first best-reward response vs first worst-reward response. */
+static double perpo__loss_dpo(int n, const double *s, const double *R, double beta, double eps,
+                              double lambda, double *g) {
+    int k, best = 0, worst = 0;
+    double L, d, dxi, x;
+    for (k = 1; k < n; k++) {
+        if (R[k] > R[best]) best = k;
+        if (R[k] < R[worst]) worst = k;
+    }
+    x = perpo__pair_margin(s[best], s[worst], beta, lambda, &dxi);
+    L = perpo__pair_loss(x, eps, &d);
+    g[best] += dxi * d;
+    g[worst] -= beta * d;
+    return L;
+}
+
+/* LiPO-lambda (Liu et al. 2024): z = beta s, tau_k = rank of z_k (descending, ties by index),
+ * Delta_ij = |G_i - G_j| |1/D(tau_i) - 1/D(tau_j)|, G = 2^R - 1, D(tau) = log2(1 + tau), held
+ * constant in the gradient. We normalize, L = sum Delta_ij l(z_i - z_j) / sum Delta_ij, so the
+ * loss is a weighted mean of pair losses like PerPO's (the paper's LiPO sum is unnormalized).
+ * Exact at any finite input: ranks come from s itself (beta > 0 keeps the order, and rounding
+ * beta * s could tie distinct values); pair margins are beta (s_i - s_j), so a common shift of
+ * s cancels by construction; gains are taken relative to Rmax (the -1 and 2^Rmax cancel in the
+ * normalization) and, for R_i > R_j, G_i - G_j = 2^(R_i-Rmax) (1 - 2^-(R_i-R_j)) with
+ * -expm1(-(R_i-R_j) ln 2): positive for any gap, however small, where 2^a - 2^b would round
+ * to 0 below gaps of about 1e-16, and never Inf - Inf however large. */
+static double perpo__lipo_delta(const double *R, const double *rel, const double *inv_d, int i,
+                                int j) {
+    return rel[i] * -expm1(-(R[i] - R[j]) * 0.6931471805599453) * fabs(inv_d[i] - inv_d[j]);
+}
+static double perpo__loss_lipo(int n, const double *s, const double *R, double beta, double eps,
+                               double lambda, double *g) {
+    double rel[PERPO_MAX_LIST], inv_d[PERPO_MAX_LIST], rmax = R[0], dsum = 0.0, L = 0.0, d;
+    int order[PERPO_MAX_LIST], i, j;
+    for (i = 1; i < n; i++)
+        if (R[i] > rmax) rmax = R[i];
+    perpo__argsort_desc(s, n, order);
+    for (i = 0; i < n; i++) {
+        inv_d[order[i]] = 1.0 / log2(2.0 + i); /* tau = i + 1 */
+        rel[i] = exp2(R[i] - rmax);            /* G_i / 2^Rmax, in (0, 1] or 0 far below */
+    }
+    for (i = 0; i < n; i++)
+        for (j = 0; j < n; j++)
+            if (R[i] > R[j]) dsum += perpo__lipo_delta(R, rel, inv_d, i, j);
+    if (!(dsum > 0.0)) return 0.0;
+    for (i = 0; i < n; i++)
+        for (j = 0; j < n; j++)
+            if (R[i] > R[j]) {
+                double wij = perpo__lipo_delta(R, rel, inv_d, i, j) / dsum, dxi;
+                double x = perpo__pair_margin(s[i], s[j], beta, lambda, &dxi);
+                L += wij * perpo__pair_loss(x, eps, &d);
+                g[i] += wij * dxi * d;
+                g[j] -= wij * beta * d;
+            }
+    return L;
+}
+
+/* ListMLE (Plackett-Luce likelihood of the reward order pi, ties by index): z = beta s,
+ * L = sum_{m<n-1} [logsumexp_{l>=m} z_pi(l) - z_pi(m)]. Written through differences of s
+ * only, so shift-invariant by construction and exact at any finite input (log-sum-exp of z
+ * minus z cancels catastrophically once |z| ~ 1e15): with a_m the argmax of s over
+ * pi(m+1..n-1) and T_m = sum_{l>m} exp(beta (s_pi(l) - s_a_m)) in [1, n), term m is
+ * softplus(x_m), x_m = beta (s_a_m - s_pi(m)) + log T_m, built from the back. Step m picks
+ * pi(m) with probability sigmoid(-x_m); its gradient is softmax - onehot. Label smoothing
+ * has no meaning here and is ignored. */
+static double perpo__loss_listmle(int n, const double *s, const double *R, double beta, double *g) {
+    double x[PERPO_MAX_LIST], tsum[PERPO_MAX_LIST], T = 1.0, L = 0.0;
+    int pi[PERPO_MAX_LIST], arg[PERPO_MAX_LIST], a, k, m;
+    perpo__argsort_desc(R, n, pi);
+    a = pi[n - 1];
+    for (m = n - 2; m >= 0; m--) {
+        int i = pi[m];
+        arg[m] = a;
+        tsum[m] = T;
+        x[m] = beta * (s[a] - s[i]) + log(T);
+        L += perpo__softplus(x[m]);
+        if (s[i] > s[a]) { /* pi(m) becomes the maximum of the suffix */
+            T = T * exp(beta * (s[a] - s[i])) + 1.0;
+            a = i;
+        } else {
+            T += exp(beta * (s[i] - s[a]));
+        }
+    }
+    for (m = 0; m < n - 1; m++) {
+        double rest = perpo__sigmoid(x[m]); /* probability mass of pi(m+1..n-1) */
+        g[pi[m]] -= beta * rest;
+        for (k = m + 1; k < n; k++)
+            g[pi[k]] += beta * rest * exp(beta * (s[pi[k]] - s[arg[m]])) / tsum[m];
+    }
+    return L;
+}
+
+/* Shared input checks; fills R (as double) and s = logp - ref_logp. */
+static perpo_status perpo__list_inputs(int n, const float *logp, const float *ref_logp,
+                                       const float *reward, double *s, double *R) {
+    int k;
+    if (n < 1 || n > PERPO_MAX_LIST || !logp || !ref_logp || !reward) return PERPO_ERR_ARG;
+    for (k = 0; k < n; k++) {
+        if (!isfinite(logp[k]) || !isfinite(ref_logp[k]) || !isfinite(reward[k]))
+            return PERPO_ERR_NONFINITE;
+        s[k] = (double)logp[k] - (double)ref_logp[k];
+        R[k] = reward[k];
+    }
+    return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int n,
+                                          const float *logp, const float *ref_logp,
+                                          const float *reward, float *loss, float *dloss_dlogp) {
+    double s[PERPO_MAX_LIST], R[PERPO_MAX_LIST], g[PERPO_MAX_LIST], L = 0.0;
+    double beta, gamma, eps, lambda;
+    int k, all_equal = 1;
+    perpo_status st;
+    if (!cfg || !loss || perpo__objective_check(cfg) != PERPO_OK) return PERPO_ERR_ARG;
+    beta = cfg->beta;
+    gamma = cfg->gamma;
+    eps = cfg->label_smoothing;
+    lambda = cfg->positive;
+    if ((st = perpo__list_inputs(n, logp, ref_logp, reward, s, R)) != PERPO_OK) return st;
+    for (k = 0; k < n; k++) {
+        g[k] = 0.0;
+        if (R[k] != R[0]) all_equal = 0;
+    }
+    if (!all_equal) { /* all equal (incl. n == 1): no preference, loss 0, gradient 0 */
+        switch (cfg->kind) {
+        case PERPO_OBJ_PERPO: L = perpo__loss_perpo(n, s, R, beta, gamma, eps, lambda, g); break;
+        case PERPO_OBJ_DPO: L = perpo__loss_dpo(n, s, R, beta, eps, lambda, g); break;
+        case PERPO_OBJ_LIPO: L = perpo__loss_lipo(n, s, R, beta, eps, lambda, g); break;
+        case PERPO_OBJ_LISTMLE: L = perpo__loss_listmle(n, s, R, beta, g); break;
+        }
+    }
+    /* Check before writing: a double beyond float range would become Inf (or be UB to convert). */
+    if (!(fabs(L) <= FLT_MAX)) return PERPO_ERR_NONFINITE;
+    for (k = 0; k < n; k++)
+        if (!(fabs(g[k]) <= FLT_MAX)) return PERPO_ERR_NONFINITE;
+    *loss = (float)L;
+    if (dloss_dlogp)
+        for (k = 0; k < n; k++) dloss_dlogp[k] = (float)g[k];
+    return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *logp,
+                                               const float *ref_logp, const float *reward,
+                                               perpo_pref_metrics *out) {
+    double s[PERPO_MAX_LIST], R[PERPO_MAX_LIST], chosen, rejected;
+    int i, j, best = 0, worst = 0;
+    long pairs = 0, right = 0;
+    perpo_status st;
+    if (!out || !(beta > 0.0f && beta <= PERPO_MAX_BETA)) return PERPO_ERR_ARG;
+    if ((st = perpo__list_inputs(n, logp, ref_logp, reward, s, R)) != PERPO_OK) return st;
+    for (i = 0; i < n; i++) {
+        if (R[i] > R[best]) best = i;
+        if (R[i] < R[worst]) worst = i;
+        for (j = 0; j < n; j++)
+            if (R[i] > R[j]) {
+                pairs++;
+                right += s[i] > s[j];
+            }
+    }
+    chosen = beta * s[best];
+    rejected = beta * s[worst];
+    if (!(fabs(chosen) <= FLT_MAX && fabs(rejected) <= FLT_MAX &&
+          fabs(chosen - rejected) <= FLT_MAX))
+        return PERPO_ERR_NONFINITE;
+    out->chosen = (float)chosen;
+    out->rejected = (float)rejected;
+    out->margin = (float)(chosen - rejected);
+    out->accuracy = pairs ? (float)((double)right / (double)pairs) : 0.0f;
+    return PERPO_OK;
+}
+
+/* ==========================================================================================
+   5. Preference optimization: the trainer of the listwise objectives (section 4) over lists of
+      N samples scored by a task reward, with reference log-probs from the frozen SFT model;
+      then how those lists are made (sampling: section 6, rewards: section 7)
+   ========================================================================================== */
+
+/* Encodes the lists ls[0..count) as one batch (sequence k of list j sees image j; with
+   with_truth, each list's truth follows its responses); n_tok (per sequence) gets the counted
+   targets. */
+static void perpo__pref_batch(perpo_model *m, const perpo_pref_list *const *ls, size_t count,
+                              int with_truth, int *tok, int *tgt, const float **imgs,
+                              size_t *image_of, size_t *n_tok, perpo_batch *b) {
+    size_t j, s = 0, T = m->T;
+    int k;
+    for (j = 0; j < count; j++) {
+        imgs[j] = ls[j]->image;
+        for (k = 0; k < ls[j]->n + with_truth; k++, s++) { /* the truth, if asked, comes last */
+            const char *r = k < ls[j]->n ? ls[j]->responses[k] : ls[j]->truth;
+            perpo_text_encode(&m->cfg, ls[j]->prompt, strlen(ls[j]->prompt), r, strlen(r),
+                              tok + s * T, tgt + s * T, &n_tok[s]);
+            image_of[s] = j;
+        }
+    }
+    b->n_seq = s;
+    b->n_img = count;
+    b->images = imgs;
+    b->image_of = image_of;
+    b->tokens = tok;
+    b->targets = tgt;
+}
+
+/* Scratch of the preference functions, allocated once per call. */
+typedef struct perpo__pref_scratch {
+    int *tok, *tgt;
+    const float **imgs;
+    const perpo_pref_list **ls;
+    size_t *image_of, *n_tok, *order;
+    float *logp, *dlogp;
+} perpo__pref_scratch;
+
+static void perpo__pref_scratch_free(perpo_model *m, perpo__pref_scratch *s) {
+    void *ctx = m->cfg.alloc_ctx;
+    PERPO_FREE(ctx, s->tok);
+    PERPO_FREE(ctx, (void *)s->imgs);
+    PERPO_FREE(ctx, (void *)s->ls);
+    PERPO_FREE(ctx, s->image_of);
+    PERPO_FREE(ctx, s->logp);
+}
+static perpo_status perpo__pref_scratch_alloc(perpo_model *m, perpo__pref_scratch *s,
+                                              size_t n_lists) {
+    void *ctx = m->cfg.alloc_ctx;
+    size_t B = m->max_batch;
+    memset(s, 0, sizeof *s);
+    s->tok = (int *)perpo__calloc(ctx, 2 * B * m->T, sizeof(int));
+    s->imgs = (const float **)perpo__calloc(ctx, B, sizeof(float *));
+    s->ls = (const perpo_pref_list **)perpo__calloc(ctx, B, sizeof(void *));
+    s->image_of = (size_t *)perpo__calloc(ctx, 2 * B + n_lists, sizeof(size_t));
+    s->logp = (float *)perpo__calloc(ctx, 2 * B, sizeof(float));
+    if (!s->tok || !s->imgs || !s->ls || !s->image_of || !s->logp) {
+        perpo__pref_scratch_free(m, s);
+        return PERPO_ERR_NOMEM;
+    }
+    s->tgt = s->tok + B * m->T;
+    s->n_tok = s->image_of + B;
+    s->order = s->n_tok + B;
+    s->dlogp = s->logp + B;
+    return PERPO_OK;
+}
+
+/* One forward and backward over the lists s->ls[0..count): each list's listwise loss (plus the
+   NLL term) and its gradient, scaled by scale (1 / (lists in the micro-batch x accumulation)),
+   metrics into p, counted target tokens into *tokens. */
+static perpo_status perpo__pref_chunk(perpo_model *m, const perpo_pref_config *pc,
+                                      perpo__pref_scratch *s, size_t count, int truth_row,
+                                      double scale, perpo_progress *p, double *tokens) {
+    perpo_batch b;
+    perpo_status st;
+    size_t j, q = 0;
+    perpo__pref_batch(m, s->ls, count, truth_row, s->tok, s->tgt, s->imgs, s->image_of, s->n_tok,
+                      &b);
+    if ((st = perpo_forward(m, &b, s->logp, NULL)) != PERPO_OK) return st;
+    for (j = 0; j < count; j++) {
+        const perpo_pref_list *l = s->ls[j];
+        float lp[PERPO_MAX_LIST], ref[PERPO_MAX_LIST], grad[PERPO_MAX_LIST], loss;
+        perpo_pref_metrics pm;
+        int k, best = 0;
+        for (k = 0; k < l->n; k++) { /* s_k = log pi_theta - log pi_ref, summed or mean */
+            float div = pc->mean_logp ? (float)s->n_tok[q + (size_t)k] : 1.0f;
+            lp[k] = s->logp[q + (size_t)k] / div;
+            ref[k] = l->ref_logp[k] / div;
+            if (l->rewards[k] > l->rewards[best]) best = k;
+            *tokens += (double)s->n_tok[q + (size_t)k];
+        }
+        if ((st = perpo_listwise_loss(&pc->objective, l->n, lp, ref, l->rewards, &loss, grad)) !=
+            PERPO_OK)
+            return st;
+        if ((st = perpo_preference_metrics(pc->objective.beta, l->n, lp, ref, l->rewards, &pm)) !=
+            PERPO_OK)
+            return st;
+        for (k = 0; k < l->n; k++) {
+            float div = pc->mean_logp ? (float)s->n_tok[q + (size_t)k] : 1.0f;
+            s->dlogp[q + (size_t)k] = (float)(grad[k] * scale) / div;
+        }
+        if (pc->nll_weight >
+            0.0f) { /* optional NLL on the best response (or the truth), per token */
+            size_t r = q + (truth_row ? (size_t)l->n : (size_t)best);
+            float nt = (float)s->n_tok[r];
+            loss += pc->nll_weight * -s->logp[r] / nt;
+            if (truth_row) s->dlogp[r] = 0.0f; /* the truth row has no listwise gradient */
+            s->dlogp[r] += (float)(-pc->nll_weight / nt * scale);
+        }
+        p->loss += (float)(loss * scale);
+        p->reward_chosen += (float)(pm.chosen * scale);
+        p->reward_rejected += (float)(pm.rejected * scale);
+        p->reward_margin += (float)(pm.margin * scale);
+        p->reward_accuracy += (float)(pm.accuracy * scale);
+        p->logp_chosen += (float)(lp[best] * scale);
+        q += (size_t)l->n + (size_t)truth_row;
+    }
+    return perpo_backward(m, s->dlogp);
+}
+
+/* The ranges documented at perpo_pref_config (those that do not depend on the lists). */
+static int perpo__check_pref_config(const perpo_pref_config *pc) {
+    return pc->lists_per_step >= 1 && pc->accum_steps >= 1 && pc->accum_steps <= PERPO_MAX_ACCUM &&
+           pc->log_every >= 1 && pc->nll_weight >= 0.0f && pc->nll_weight <= PERPO_MAX_NLL_WEIGHT &&
+           (pc->mean_logp == 0 || pc->mean_logp == 1) && (pc->resume == 0 || pc->resume == 1) &&
+           (pc->nll_on_truth == 0 || pc->nll_on_truth == 1) &&
+           perpo__objective_check(&pc->objective) == PERPO_OK &&
+           perpo_optim_validate(&pc->optim) == PERPO_OK;
+}
+
+/* What both trainers share, in section 8: the data order, data parallelism (a reduction through
+   the perpo_parallel hook, the handshake at the start of a call) and the progress report. */
+static size_t perpo__data_index(size_t *perm, size_t n, uint64_t seed, size_t g, size_t *epoch);
+static int perpo__positions_fit(int total_steps, int accum_steps, size_t per_microbatch);
+static perpo_parallel perpo__parallel_none(void);
+static int perpo__parallel_ok(const perpo_parallel *p);
+static perpo_status perpo__collective(const perpo_parallel *par, float *buf, size_t n,
+                                      perpo_status local);
+static uint64_t perpo__hash_words(uint64_t h, const void *data, size_t n_words);
+static uint64_t perpo__hash_optim(uint64_t h, const perpo_optim_config *oc);
+static uint64_t perpo__hash_model(const perpo_model *m, int with_optimizer);
+static perpo_status perpo__handshake(const perpo_parallel *par, void *ctx, perpo_status local,
+                                     const uint64_t *words, uint64_t part, size_t *offset,
+                                     size_t *total);
+static perpo_status perpo__report(const perpo_parallel *par, perpo_progress_fn progress,
+                                  perpo_progress *p, void *user, int *stop);
+#define PERPO__HS_WORDS 10 /* 64-bit words that every worker of a trainer call must agree on */
+
+/* What a preference step needs across the steps of one perpo_pref_train call. */
+typedef struct perpo__pref_state {
+    const perpo_pref_config *pc;
+    const perpo_pref_list *lists; /* this worker's part: positions [offset, offset + n_lists) */
+    size_t n_lists, offset, total, L, Lg, epoch;
+    int truth_row;
+    perpo__pref_scratch *s;
+    perpo_status pending; /* a data-parallel worker's own failure, told at the next reduction */
+} perpo__pref_state;
+
+/* One preference step's gradient: accum_steps micro-batches of Lg positions of the shuffled
+   whole set, this worker's lists of each in chunks of at most L. */
+static perpo_status perpo__pref_step(perpo_model *m, int step, perpo_progress *p, double *tokens,
+                                     void *state) {
+    perpo__pref_state *S = (perpo__pref_state *)state;
+    const perpo_pref_config *pc = S->pc;
+    const perpo_parallel *par = &pc->parallel;
+    double step_tokens = 0.0;
+    perpo_status st;
+    size_t j;
+    int a;
+    for (a = 0; a < pc->accum_steps && S->pending == PERPO_OK; a++) {
+        size_t count = S->Lg < S->total ? S->Lg : S->total, n_own = 0;
+        double scale = 1.0 / ((double)count * (double)pc->accum_steps); /* mean over all lists */
+        for (j = 0; j <= count && S->pending == PERPO_OK; j++) {
+            if (j < count) { /* position j of the micro-batch: train on it if the list is ours */
+                size_t g = ((size_t)step * (size_t)pc->accum_steps + (size_t)a) * S->Lg + j;
+                size_t idx = perpo__data_index(S->s->order, S->total, pc->seed, g, &S->epoch);
+                if (idx < S->offset || idx - S->offset >= S->n_lists)
+                    continue; /* another worker's */
+                S->s->ls[n_own++] = &S->lists[idx - S->offset];
+            }
+            if (n_own > 0 && (n_own == S->L || j == count)) { /* a full chunk, or the rest */
+                S->pending = perpo__pref_chunk(m, pc, S->s, n_own, S->truth_row, scale, p,
+                                               par->reduce ? &step_tokens : tokens);
+                n_own = 0;
+            }
+        }
+        if (S->pending != PERPO_OK && !par->reduce) return S->pending;
+    }
+    if (par->reduce) { /* metrics and gradient sums over all workers, then the same step */
+        float buf[8];
+        buf[0] = p->loss;
+        buf[1] = p->reward_chosen;
+        buf[2] = p->reward_rejected;
+        buf[3] = p->reward_margin;
+        buf[4] = p->reward_accuracy;
+        buf[5] = p->logp_chosen;
+        buf[6] = (float)step_tokens;
+        if ((st = perpo__collective(par, buf, 8, S->pending)) != PERPO_OK) return st;
+        p->loss = buf[0];
+        p->reward_chosen = buf[1];
+        p->reward_rejected = buf[2];
+        p->reward_margin = buf[3];
+        p->reward_accuracy = buf[4];
+        p->logp_chosen = buf[5];
+        *tokens += (double)buf[6];
+        /* (a non-finite sum: perpo_optim_step refuses it, PERPO_ERR_NONFINITE on every worker) */
+        if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) return st;
+    }
+    return PERPO_OK;
+}
+
+PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind) {
+    perpo_pref_config p;
+    p.objective = perpo_objective_default(kind);
+    p.optim = perpo_optim_default();
+    p.optim.lr = 1e-4f;
+    p.optim.min_lr = 1e-5f;
+    p.optim.warmup_steps = 10;
+    p.optim.total_steps = 200;
+    p.optim.weight_decay = 0.0f;
+    p.lists_per_step = 4;
+    p.accum_steps = 1;
+    p.nll_weight = 0.0f;
+    p.mean_logp = 0;
+    p.nll_on_truth = 0;
+    p.seed = 1;
+    p.log_every = 10;
+    p.resume = 0;
+    p.parallel = perpo__parallel_none();
+    return p;
+}
+
+/* ---- The loop both trainers share --------------------------------------------------------- */
+/* What one trainer call brings to the loop: the gradient of one step, its optimizer settings
+   and how it reports. step_grads adds the gradient of optimizer step `step` (data-parallel:
+   summed over the workers) into the zeroed gradient buffer, the step's loss and metrics into p
+   and the target tokens it consumed into *tokens; an error ends training with it. */
+typedef struct perpo__trainer {
+    const char *phase; /* perpo_progress.phase */
+    const perpo_optim_config *optim;
+    const perpo_parallel *par;
+    int log_every, resume;
+    float grad_scale; /* perpo_optim_step's scale: 1 / accumulated terms */
+    double t0;        /* perpo__now() when the trainer was called */
+    perpo_status (*step_grads)(perpo_model *m, int step, perpo_progress *p, double *tokens,
+                               void *state);
+    void *state;
+} perpo__trainer;
+
+/* optim->total_steps optimizer steps from the model's step counter (0 unless resuming): zero
+   the gradients, accumulate one step's, take the AdamW step, report every log_every steps
+   with the wall-clock estimate of the time left. */
+static perpo_status perpo__train_loop(perpo_model *m, const perpo__trainer *tr,
+                                      perpo_progress_fn progress, void *user) {
+    double tokens = 0.0;
+    int step, start;
+    perpo_status st;
+    if (!tr->resume) perpo_optim_reset(m);
+    start = m->opt_step;
+    for (step = start; step < tr->optim->total_steps; step++) { /* resumes at opt_step */
+        perpo_progress p;
+        float gnorm = 0.0f;
+        int stop = 0;
+        memset(&p, 0, sizeof p);
+        perpo_zero_grad(m);
+        if ((st = tr->step_grads(m, step, &p, &tokens, tr->state)) != PERPO_OK) return st;
+        if ((st = perpo_optim_step(m, tr->optim, tr->grad_scale, &gnorm)) != PERPO_OK) return st;
+        if ((step + 1) % tr->log_every == 0 || step + 1 == tr->optim->total_steps) {
+            p.phase = tr->phase;
+            p.step = step + 1;
+            p.total_steps = tr->optim->total_steps;
+            p.lr = perpo_lr_at(tr->optim, m->opt_step - 1);
+            p.grad_norm = gnorm;
+            p.tokens = tokens;
+            p.elapsed_s = perpo__now() - tr->t0;
+            p.eta_s = p.elapsed_s / (double)(step + 1 - start) *
+                      (double)(tr->optim->total_steps - step - 1);
+            if ((st = perpo__report(tr->par, progress, &p, user, &stop)) != PERPO_OK) return st;
+            if (stop) break;
+        }
+    }
+    return PERPO_OK;
+}
+
+static perpo_status perpo__check_lists(const perpo_model *m, const perpo_pref_list *lists,
+                                       size_t n_lists) {
+    size_t i;
+    int k;
+    if (!lists || n_lists == 0) return PERPO_ERR_ARG;
+    for (i = 0; i < n_lists; i++) {
+        const perpo_pref_list *l = &lists[i];
+        if (!l->image || !l->prompt || !l->responses || !l->rewards || !l->ref_logp || l->n < 1 ||
+            l->n > PERPO_MAX_LIST || (size_t)l->n > m->max_batch)
+            return PERPO_ERR_ARG;
+        for (k = 0; k < l->n; k++) {
+            if (!l->responses[k] ||
+                !perpo__text_fits(m->T, strlen(l->prompt), strlen(l->responses[k])))
+                return PERPO_ERR_ARG;
+            if (!isfinite(l->rewards[k])) return PERPO_ERR_NONFINITE;
+        }
+        if (l->truth && !perpo__text_fits(m->T, strlen(l->prompt), strlen(l->truth)))
+            return PERPO_ERR_ARG;
+    }
+    return PERPO_OK;
+}
+
+/* Without a reduction hook: one process, every micro-batch one chunk of at most lists_per_step
+   lists. */
+PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *lists, size_t n_lists,
+                                       const perpo_pref_config *pc, perpo_progress_fn progress,
+                                       void *user) {
+    const perpo_parallel *par;
+    perpo__pref_scratch s;
+    perpo__pref_state S;
+    perpo__trainer tr;
+    perpo_status st = PERPO_OK, local = PERPO_OK, pending = PERPO_OK;
+    size_t j, max_n = 0, L = 0, R = 1, offset = 0, total = n_lists, *order = NULL;
+    double t0 = perpo__now();
+    int truth_row = 0, have_scratch = 0;
+    void *ctx;
+    if (!m || !pc || !perpo__parallel_ok(&pc->parallel)) return PERPO_ERR_ARG;
+    par = &pc->parallel;
+    ctx = m->cfg.alloc_ctx;
+    if (par->reduce) R = (size_t)par->world;
+    if (!perpo__check_pref_config(pc))
+        local = PERPO_ERR_ARG;
+    else if (n_lists > 0 || !par->reduce) /* a worker's part may be empty, one process's set not */
+        local = perpo__check_lists(m, lists, n_lists);
+    if (local == PERPO_OK) {
+        truth_row = pc->nll_on_truth && pc->nll_weight > 0.0f;
+        for (j = 0; j < n_lists; j++) {
+            if ((size_t)lists[j].n > max_n) max_n = (size_t)lists[j].n;
+            if (truth_row && !lists[j].truth) local = PERPO_ERR_ARG;
+        }
+        L = (size_t)pc->lists_per_step;
+        if (L * (max_n + (size_t)truth_row) > m->max_batch ||
+            !perpo__positions_fit(pc->optim.total_steps, pc->accum_steps, R * L))
+            local = PERPO_ERR_ARG;
+    }
+    if (local != PERPO_OK && !par->reduce) return local;
+    if (local == PERPO_OK) {
+        local = perpo__pref_scratch_alloc(m, &s, par->reduce ? 0 : n_lists);
+        have_scratch = local == PERPO_OK;
+        if (local != PERPO_OK && !par->reduce) return local;
+    }
+    if (par->reduce) {
+        uint64_t w[PERPO__HS_WORDS], h = PERPO__FNV_BASIS;
+        memset(w, 0, sizeof w);
+        if (local == PERPO_OK) {
+            float f[5];
+            int v[4];
+            f[0] = pc->objective.beta;
+            f[1] = pc->objective.gamma;
+            f[2] = pc->objective.label_smoothing;
+            f[3] = pc->nll_weight;
+            f[4] = pc->objective.positive;
+            v[0] = (int)pc->objective.kind;
+            v[1] = pc->mean_logp;
+            v[2] = pc->nll_on_truth;
+            v[3] = pc->log_every;
+            h = perpo__hash_words(perpo__hash_words(perpo__hash_optim(h, &pc->optim), f, 5), v, 4);
+            w[0] = R;
+            w[1] = L;
+            w[2] = (uint64_t)pc->accum_steps;
+            w[3] = h;
+            w[4] = (uint64_t)pc->resume;
+            w[5] = pc->resume ? (uint64_t)m->opt_step : 0u;
+            w[6] = pc->seed;
+            w[7] = perpo__hash_model(m, pc->resume);
+        }
+        st = perpo__handshake(par, ctx, local, w, (uint64_t)n_lists, &offset, &total);
+        if (st == PERPO_OK && total == 0) st = PERPO_ERR_ARG; /* every worker sees the same total */
+        if (st != PERPO_OK) goto done;
+        /* the shuffled order of the whole set; an allocation failure stops all at the first step */
+        if (!(order = (size_t *)perpo__calloc(ctx, total, sizeof(size_t))))
+            pending = PERPO_ERR_NOMEM;
+        s.order = order;
+    }
+    S.pc = pc;
+    S.lists = lists;
+    S.n_lists = n_lists;
+    S.offset = offset;
+    S.total = total;
+    S.L = L;
+    S.Lg = R * L; /* positions per micro-batch over all workers */
+    S.epoch = (size_t)-1;
+    S.truth_row = truth_row;
+    S.s = &s;
+    S.pending = pending;
+    tr.phase = "pref";
+    tr.optim = &pc->optim;
+    tr.par = par;
+    tr.log_every = pc->log_every;
+    tr.resume = pc->resume;
+    tr.grad_scale = 1.0f;
+    tr.t0 = t0;
+    tr.step_grads = perpo__pref_step;
+    tr.state = &S;
+    st = perpo__train_loop(m, &tr, progress, user);
+done:
+    if (have_scratch) perpo__pref_scratch_free(m, &s);
+    PERPO_FREE(ctx, order);
+    return st;
+}
+
+/* ---- The lists: sampled and scored, filtered, and their reference log-probs --------------- */
+/* (generation: section 6) */
+static perpo_status perpo__generate(perpo_model *m, const perpo_gen_request *req,
+                                    const perpo_sample_config *sc, const uint64_t *img_seeds,
+                                    char *out, size_t out_cap, size_t *out_len);
+
+/* The random stream of item `item` in perpo_pref_sample: a function of the seed and the item's
+   index only, so a worker sampling its own block of items gets the lists one process gets. */
+static uint64_t perpo__item_seed(uint64_t seed, size_t item) {
+    uint64_t x = (uint64_t)item;
+    return seed ^ perpo__splitmix64(&x);
+}
+
+PERPODEF perpo_status perpo_pref_sample(perpo_model *m, const perpo_example *items, size_t n_items,
+                                        int n, const perpo_sample_config *sc,
+                                        perpo_reward_fn reward, void *user, perpo_pref_set *out) {
+    return perpo_pref_sample_range(m, items, 0, n_items, n, sc, reward, user, out);
+}
+
+PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_example *items,
+                                              size_t first, size_t count, int n,
+                                              const perpo_sample_config *sc, perpo_reward_fn reward,
+                                              void *user, perpo_pref_set *out) {
+    size_t i, k, N, T, per_call, bytes = 0, n_resp;
+    size_t sz_lists, sz_ptrs, sz_floats, sz_text, sz_scratch;
+    char *base, *text;
+    const char **ptrs, **prompts;
+    const float **imgs;
+    const perpo_example *part;
+    size_t *image_of, *lens;
+    uint64_t *seeds;
+    float *rewards, *ref;
+    perpo_status st = PERPO_OK;
+    if (!out) return PERPO_ERR_ARG;
+    memset(out, 0, sizeof *out);
+    if (!m || !items || count == 0 || first > (size_t)-1 - count || !sc || !reward || n < 1 ||
+        n > PERPO_MAX_LIST || (size_t)n > m->max_batch)
+        return PERPO_ERR_ARG;
+    part = items + first; /* part[i] is items[first + i] */
+    N = (size_t)n;
+    T = m->T;
+    for (i = 0; i < count; i++)
+        if (!part[i].image || !part[i].prompt || !perpo__text_fits(T, strlen(part[i].prompt), 1))
+            return PERPO_ERR_ARG;
+    /* one block: lists | response pointers | rewards, ref_logp | per-call scratch | text */
+    if (!perpo__size_mul(count, N, &n_resp) ||
+        !perpo__size_mul(count, sizeof(perpo_pref_list), &sz_lists) ||
+        !perpo__size_mul(n_resp, sizeof(char *), &sz_ptrs) ||
+        !perpo__size_mul(n_resp, 2 * sizeof(float), &sz_floats) ||
+        !perpo__size_mul(n_resp, T, &sz_text) ||
+        !perpo__size_mul(m->max_batch, 2 * sizeof(void *) + 2 * sizeof(size_t) + sizeof(uint64_t),
+                         &sz_scratch))
+        return PERPO_ERR_OVERFLOW;
+    if (!perpo__size_add(bytes, sz_lists, &bytes) || !perpo__size_add(bytes, sz_ptrs, &bytes) ||
+        !perpo__size_add(bytes, sz_floats, &bytes) || !perpo__size_add(bytes, sz_scratch, &bytes) ||
+        !perpo__size_add(bytes, sz_text, &bytes))
+        return PERPO_ERR_OVERFLOW;
+    base = (char *)perpo__calloc(m->cfg.alloc_ctx, bytes, 1);
+    if (!base) return PERPO_ERR_NOMEM;
+    out->lists = (perpo_pref_list *)base;
+    ptrs = (const char **)(base + sz_lists);
+    rewards = (float *)(base + sz_lists + sz_ptrs);
+    ref = rewards + n_resp;
+    imgs = (const float **)(base + sz_lists + sz_ptrs + sz_floats);
+    prompts = (const char **)(imgs + m->max_batch);
+    image_of = (size_t *)(prompts + m->max_batch);
+    lens = image_of + m->max_batch;
+    seeds = (uint64_t *)(lens + m->max_batch);
+    text = base + sz_lists + sz_ptrs + sz_floats + sz_scratch;
+    out->storage_ = base;
+    out->alloc_ctx_ = m->cfg.alloc_ctx;
+    out->n_lists = count;
+    per_call = m->max_batch / N; /* whole lists per generation call */
+    for (i = 0; i < count; i += per_call) {
+        size_t chunk = count - i < per_call ? count - i : per_call, j;
+        perpo_gen_request req;
+        for (j = 0; j < chunk; j++) {
+            imgs[j] = part[i + j].image;
+            seeds[j] = perpo__item_seed(sc->seed, first + i + j); /* one stream per list */
+            for (k = 0; k < N; k++) {
+                prompts[j * N + k] = part[i + j].prompt;
+                image_of[j * N + k] = j;
+            }
+        }
+        req.n_seq = chunk * N;
+        req.n_img = chunk;
+        req.images = imgs;
+        req.image_of = image_of;
+        req.prompts = prompts;
+        if ((st = perpo__generate(m, &req, sc, seeds, text + i * N * T, T, lens)) != PERPO_OK)
+            break;
+        for (j = 0; j < chunk; j++) {
+            perpo_pref_list *l = &out->lists[i + j];
+            l->image = part[i + j].image;
+            l->prompt = part[i + j].prompt;
+            l->n = n;
+            l->responses = ptrs + (i + j) * N;
+            l->rewards = rewards + (i + j) * N;
+            l->ref_logp = ref + (i + j) * N;
+            for (k = 0; k < N; k++) {
+                size_t r = (i + j) * N + k;
+                float v;
+                ptrs[r] = text + r * T;
+                v = reward(ptrs[r], lens[j * N + k], first + i + j, user);
+                if (!isfinite(v)) {
+                    st = PERPO_ERR_NONFINITE;
+                    break;
+                }
+                rewards[r] = v;
+            }
+        }
+        if (st != PERPO_OK) break;
+    }
+    if (st != PERPO_OK) perpo_pref_set_free(out);
+    return st;
+}
+
+PERPODEF size_t perpo_pref_filter(perpo_pref_list *lists, size_t n_lists, float min_margin) {
+    size_t i, kept = 0;
+    int k;
+    if (!lists) return 0;
+    for (i = 0; i < n_lists; i++) {
+        float lo = INFINITY, hi = -INFINITY;
+        for (k = 0; k < lists[i].n; k++) {
+            if (lists[i].rewards[k] < lo) lo = lists[i].rewards[k];
+            if (lists[i].rewards[k] > hi) hi = lists[i].rewards[k];
+        }
+        if (lists[i].n >= 2 && hi - lo >= min_margin) lists[kept++] = lists[i];
+    }
+    return kept;
+}
+
+PERPODEF perpo_status perpo_pref_reference(perpo_model *m, perpo_pref_list *lists, size_t n_lists) {
+    perpo__pref_scratch s;
+    perpo_batch b;
+    perpo_status st;
+    size_t i = 0;
+    if (!m) return PERPO_ERR_ARG;
+    if ((st = perpo__check_lists(m, lists, n_lists)) != PERPO_OK) return st;
+    if ((st = perpo__pref_scratch_alloc(m, &s, 0)) != PERPO_OK) return st;
+    while (i < n_lists) { /* as many whole lists per forward as fit in max_batch */
+        size_t count = 0, seqs = 0, j, q = 0;
+        while (i + count < n_lists && seqs + (size_t)lists[i + count].n <= m->max_batch) {
+            s.ls[count] = &lists[i + count];
+            seqs += (size_t)lists[i + count].n;
+            count++;
+        }
+        perpo__pref_batch(m, s.ls, count, 0, s.tok, s.tgt, s.imgs, s.image_of, s.n_tok, &b);
+        if ((st = perpo_forward(m, &b, s.logp, NULL)) != PERPO_OK) break;
+        for (j = 0; j < count; j++) {
+            int k;
+            for (k = 0; k < lists[i + j].n; k++) lists[i + j].ref_logp[k] = s.logp[q++];
+        }
+        i += count;
+    }
+    perpo__pref_scratch_free(m, &s);
+    return st;
+}
+
+PERPODEF void perpo_pref_set_free(perpo_pref_set *set) {
+    if (!set) return;
+    PERPO_FREE(set->alloc_ctx_, set->storage_);
+    memset(set, 0, sizeof *set);
+}
+
+/* ==========================================================================================
+   6. Sampling: greedy, temperature, top-k, top-p. The token choice, the reference generation
+      (perpo_forward over the whole text for every token) and the switch to the fast path's KV
+      cache (section 10: each image encoded once per request, one prefill for the sequences that
+      share an image and prompt).
+   ========================================================================================== */
+
+PERPODEF perpo_sample_config perpo_sample_default(void) {
+    perpo_sample_config s;
+    memset(&s, 0, sizeof s);
+    s.temperature = 0.0f;
+    s.top_k = 0;
+    s.top_p = 1.0f;
+    s.max_new_tokens = 1 << 20;
+    s.seed = 1;
+    return s;
+}
+
+/* The ranges documented at perpo_sample_config; NaN fails every comparison. */
+static perpo_status perpo__check_sample(const perpo_sample_config *sc) {
+    if (!sc || !(sc->temperature >= 0.0f && sc->temperature <= PERPO_MAX_TEMPERATURE) ||
+        sc->top_k < 0 || sc->top_k > PERPO_VOCAB || !(sc->top_p >= 0.0f && sc->top_p <= 1.0f) ||
+        sc->max_new_tokens < 0 || (sc->no_cache != 0 && sc->no_cache != 1))
+        return PERPO_ERR_ARG;
+    return PERPO_OK;
+}
+
+/* PERPO_OK when every parameter is finite: free when the model knows it, else one pass. */
+static perpo_status perpo__params_finite(const perpo_model *m) {
+    if (m->params_known_finite || perpo__all_finite(m->params, m->n_params)) return PERPO_OK;
+    return PERPO_ERR_NONFINITE;
+}
+
+typedef struct perpo__token_score {
+    float score;
+    int token;
+} perpo__token_score;
+
+static int perpo__score_desc(const void *a, const void *b) {
+    const perpo__token_score *x = (const perpo__token_score *)a, *y = (const perpo__token_score *)b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return x->token - y->token; /* ties: lower token first, so sorting is deterministic */
+}
+
+/* The greedy choice (temperature 0): the first highest logit among the bytes and EOS, in token
+   order; it needs no candidate buffer, so threads can choose at once. */
+static int perpo__greedy_token(const perpo_model *m, const float *logits) {
+    int tok, best = 0;
+    for (tok = 1; tok < (int)m->V; tok++)
+        if ((tok <= 255 || tok == PERPO_TOK_EOS) && logits[tok] > logits[best]) best = tok;
+    return best;
+}
+/* A sampled draw's candidates from one row of logits (temperature > 0): the bytes and EOS, cut
+   to top-k and top-p, weighted exp((logit - top) / temperature), in cand[0, *keep) with sum
+   *total. It draws no random number, so threads prepare their own rows while the draws keep
+   their order. cand: room for V. */
+static void perpo__sample_prepare(const perpo_model *m, const float *logits,
+                                  const perpo_sample_config *sc, perpo__token_score *cand,
+                                  size_t *keep_out, double *total_out) {
+    size_t n = 0, keep, i;
+    double total = 0.0, top;
+    int tok;
+    for (tok = 0; tok < (int)m->V; tok++) {
+        if (tok > 255 && tok != PERPO_TOK_EOS) continue;
+        cand[n].score = logits[tok];
+        cand[n].token = tok;
+        n++;
+    }
+    keep = (sc->top_k > 0 && (size_t)sc->top_k < n) ? (size_t)sc->top_k : n;
+    if (keep < n || (sc->top_p > 0.0f && sc->top_p < 1.0f)) {
+        qsort(cand, n, sizeof *cand, perpo__score_desc); /* truncation needs the order */
+        top = cand[0].score;
+    } else {
+        for (i = 1, top = cand[0].score; i < n; i++)
+            if (cand[i].score > top) top = cand[i].score;
+    }
+    for (i = 0; i < keep; i++) { /* softmax over the kept tokens, at the temperature */
+        cand[i].score = (float)exp(((double)cand[i].score - top) / (double)sc->temperature);
+        total += cand[i].score;
+    }
+    if (sc->top_p > 0.0f && sc->top_p < 1.0f) { /* nucleus: smallest prefix with mass >= top_p */
+        double mass = 0.0;
+        for (i = 0; i < keep; i++) {
+            mass += cand[i].score;
+            if (mass >= sc->top_p * total) {
+                keep = i + 1;
+                break;
+            }
+        }
+        total = 0.0;
+        for (i = 0; i < keep; i++) total += cand[i].score;
+    }
+    *keep_out = keep;
+    *total_out = total;
+}
+/* The token drawn from prepared candidates, with one uniform number from rng. */
+static int perpo__sample_draw(const perpo__token_score *cand, size_t keep, double total,
+                              perpo__rng *rng) {
+    double u = perpo__rng_uniform(rng) * total, acc = 0.0;
+    size_t i;
+    for (i = 0; i < keep; i++) {
+        acc += cand[i].score;
+        if (u < acc) return cand[i].token;
+    }
+    return cand[keep - 1].token;
+}
+/* Next token from one row of logits. Only bytes and EOS can be produced. */
+static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_sample_config *sc,
+                               perpo__rng *rng) {
+    size_t keep;
+    double total;
+    if (sc->temperature <= 0.0f) return perpo__greedy_token(m, logits);
+    perpo__sample_prepare(m, logits, sc, m->sort_buf, &keep, &total);
+    return perpo__sample_draw(m->sort_buf, keep, total, rng);
+}
+
+/* The request's own checks (perpo__check_sample has checked the sampling settings). */
+static perpo_status perpo__check_request(const perpo_model *m, const perpo_gen_request *req,
+                                         const char *out, size_t out_cap) {
+    size_t i;
+    if (!req || !out || out_cap < 1 || req->n_seq < 1 || req->n_seq > m->max_batch ||
+        req->n_img < 1 || req->n_img > m->max_batch || !req->images || !req->prompts)
+        return PERPO_ERR_ARG;
+    if (!req->image_of && req->n_img != req->n_seq) return PERPO_ERR_ARG;
+    for (i = 0; i < req->n_img; i++) {
+        if (!req->images[i]) return PERPO_ERR_ARG;
+        if (!perpo__all_finite(req->images[i], m->image_floats)) return PERPO_ERR_NONFINITE;
+    }
+    for (i = 0; i < req->n_seq; i++) {
+        if (!req->prompts[i] || (req->image_of && req->image_of[i] >= req->n_img))
+            return PERPO_ERR_ARG;
+        if (!perpo__text_fits(m->T, strlen(req->prompts[i]), 1)) return PERPO_ERR_ARG;
+    }
+    return PERPO_OK;
+}
+
+/* Per-sequence state of one perpo_generate call. */
+typedef struct perpo__gen_seq {
+    size_t prompt_len, len, cap; /* response bytes so far and the most allowed */
+    int done;
+    int next;    /* the token it takes next (greedy, or drawn) */
+    size_t keep; /* sampled: its next draw's candidates (perpo__sample_prepare) */
+    double total;
+    size_t stop; /* sampled: the first token step at which it draws nothing */
+} perpo__gen_seq;
+
+/* Reference path without the cache: re-runs perpo_forward over the whole text every token. */
+static perpo_status perpo__generate_nocache(perpo_model *m, const perpo_gen_request *req,
+                                            const perpo_sample_config *sc, perpo__gen_seq *seq,
+                                            perpo__rng *streams, char *out, size_t out_cap) {
+    size_t n = req->n_seq, T = m->T, s;
+    int *tok, *tgt;
+    perpo__rng rng;
+    perpo_batch b;
+    perpo_status st = PERPO_OK;
+    tok = (int *)perpo__calloc(m->cfg.alloc_ctx, 2 * n * T, sizeof(int));
+    if (!tok) return PERPO_ERR_NOMEM;
+    tgt = tok + n * T;
+    for (s = 0; s < n; s++) {
+        perpo_text_encode(&m->cfg, req->prompts[s], seq[s].prompt_len, "", 0, tok + s * T,
+                          tgt + s * T, NULL);
+        tok[s * T + seq[s].prompt_len + 2] =
+            PERPO_TOK_PAD; /* drop the EOS: the text ends after SEP */
+    }
+    for (s = 0; s < n * T; s++) tgt[s] = -1;
+    perpo__rng_seed(&rng, sc->seed);
+    b.n_seq = n;
+    b.n_img = req->n_img;
+    b.images = req->images;
+    b.image_of = req->image_of;
+    b.tokens = tok;
+    b.targets = tgt;
+    for (;;) {
+        int active = 0;
+        for (s = 0; s < n; s++)
+            if (!seq[s].done) active = 1;
+        if (!active) break;
+        st = perpo_forward(m, &b, NULL, NULL);
+        if (st != PERPO_OK && st != PERPO_ERR_NONFINITE) break;
+        st = PERPO_OK;
+        for (s = 0; s < n; s++) {
+            size_t at = seq[s].prompt_len + 1 + seq[s].len; /* text position that predicts next */
+            int next;
+            if (seq[s].done) continue;
+            next = perpo__sample_token(m, m->logits + (s * T + at) * m->V, sc,
+                                       streams ? &streams[req->image_of ? req->image_of[s] : s]
+                                               : &rng);
+            if (next == PERPO_TOK_EOS) {
+                seq[s].done = 1;
+                continue;
+            }
+            tok[s * T + at + 1] = next;
+            if (seq[s].len + 1 < out_cap) out[s * out_cap + seq[s].len] = (char)next;
+            if (++seq[s].len >= seq[s].cap) seq[s].done = 1;
+        }
+    }
+    m->have_forward = 0;
+    PERPO_FREE(m->cfg.alloc_ctx, tok);
+    return st;
+}
+
+/* The fast path's generation, with a KV cache (section 10). */
+static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
+                                   const perpo_sample_config *sc, perpo__gen_seq *seq, size_t *slot,
+                                   size_t *pos, size_t *root, size_t *shared, perpo__rng *streams,
+                                   char *out, size_t out_cap);
+
+/* perpo_generate, where img_seeds (n_img values) may give each image a random stream of its
+   own: sequence s then draws from the stream of its image, seeded with img_seeds[image],
+   so its text does not depend on the other images of the call (perpo_pref_sample). NULL: one
+   stream seeded with sc->seed for the whole call, in sequence order. */
+static perpo_status perpo__generate(perpo_model *m, const perpo_gen_request *req,
+                                    const perpo_sample_config *sc, const uint64_t *img_seeds,
+                                    char *out, size_t out_cap, size_t *out_len) {
+    size_t n, s, *slot, *pos, *root, *shared;
+    perpo__gen_seq *seq;
+    perpo__rng *streams = NULL;
+    perpo_status st = PERPO_OK;
+    if (!m || perpo__check_sample(sc) != PERPO_OK) return PERPO_ERR_ARG;
+    if ((st = perpo__check_request(m, req, out, out_cap)) != PERPO_OK) return st;
+    if ((st = perpo__params_finite(m)) != PERPO_OK) return st;
+    n = req->n_seq;
+    /* n <= max_batch and n_img <= max_batch (checked), so these sizes cannot overflow */
+    seq =
+        (perpo__gen_seq *)perpo__calloc(m->cfg.alloc_ctx, 1,
+                                        n * (sizeof *seq + 4 * sizeof(size_t)) +
+                                            (img_seeds ? 2 * req->n_img * sizeof(perpo__rng) : 0));
+    if (!seq) return PERPO_ERR_NOMEM;
+    slot = (size_t *)(seq + n);
+    pos = slot + n;
+    root = pos + n; /* sequence s reads positions [0, shared[s]) of its cache from slot root[s] */
+    shared = root + n;
+    if (img_seeds) {
+        streams = (perpo__rng *)(shared + n);
+        for (s = 0; s < req->n_img; s++) perpo__rng_seed(&streams[s], img_seeds[s]);
+    }
+    memset(out, 0, n * out_cap);
+    for (s = 0; s < n; s++) {
+        size_t room;
+        seq[s].prompt_len = strlen(req->prompts[s]);
+        room = m->T - seq[s].prompt_len - 3; /* BOS prompt SEP response EOS fits in max_text */
+        seq[s].cap = (size_t)sc->max_new_tokens < room ? (size_t)sc->max_new_tokens : room;
+        seq[s].done = seq[s].cap == 0;
+        seq[s].stop = seq[s].done ? 0 : (size_t)-1;
+    }
+    if (sc->no_cache || PERPO__REFERENCE) /* (the switch: the reference keeps no cache) */
+        st = perpo__generate_nocache(m, req, sc, seq, streams, out, out_cap);
+    else
+        perpo__generate_cached(m, req, sc, seq, slot, pos, root, shared, streams, out, out_cap);
+    if (out_len)
+        for (s = 0; s < n; s++) out_len[s] = seq[s].len < out_cap ? seq[s].len : out_cap - 1;
+    PERPO_FREE(m->cfg.alloc_ctx, seq);
+    return st;
+}
+
+PERPODEF perpo_status perpo_generate(perpo_model *m, const perpo_gen_request *req,
+                                     const perpo_sample_config *sc, char *out, size_t out_cap,
+                                     size_t *out_len) {
+    return perpo__generate(m, req, sc, NULL, out, out_cap, out_len);
+}
+
+/* ==========================================================================================
+   7. Rewards: box parsing and IoU (grounding), edit distance and word scores (OCR)
+   ========================================================================================== */
+
+/* ---- Box parsing and IoU ---- */
+
+/* One number: digits with an optional fraction ("12", "0.12"). The integer part must stay
+ * below 1e7 (no image is that large) and at most 8 fraction digits are used, so the mantissa
+ * (< 2^53) and the power of ten are exact and the one division below rounds correctly. */
+static int perpo__parse_num(const char *s, size_t len, size_t *pos, double *v, int *has_frac) {
+    size_t i = *pos, start;
+    double m = 0.0, scale = 1.0;
+    for (start = i; i < len && perpo__is_digit(s[i]); i++)
+        if ((m = m * 10.0 + (s[i] - '0')) >= 1e7) return 0;
+    if (i == start) return 0;
+    *has_frac = 0;
+    if (i < len && s[i] == '.') {
+        for (start = ++i; i < len && perpo__is_digit(s[i]); i++)
+            if (i - start < 8) {
+                m = m * 10.0 + (s[i] - '0');
+                scale *= 10.0;
+            }
+        if (i == start) return 0;
+        *has_frac = 1;
+    }
+    *v = m / scale;
+    *pos = i;
+    return 1;
+}
+
+/* Tries "[ n , n , n , n ]" starting at the '[' at text[i]; writes box only on success. The
+ * grammar has no '[', so an attempt stops before the next '[': all attempts together are O(len). */
+static int perpo__parse_box_at(const char *s, size_t len, size_t i, float img_w, float img_h,
+                               float box[4]) {
+    double v[4];
+    int k, frac, any_frac = 0;
+    for (i++, k = 0; k < 4; k++) {
+        while (i < len && perpo__is_space(s[i])) i++;
+        if (!perpo__parse_num(s, len, &i, &v[k], &frac)) return 0;
+        any_frac |= frac;
+        while (i < len && perpo__is_space(s[i])) i++;
+        if (i >= len || s[i] != (k < 3 ? ',' : ']')) return 0;
+        i++;
+    }
+    if (any_frac) {
+        for (k = 0; k < 4; k++)
+            if (v[k] > 1.0) return 0;
+    } else {
+        if (!(img_w > 0.0f && img_h > 0.0f && isfinite(img_w) && isfinite(img_h))) return 0;
+        if (v[0] > img_w || v[2] > img_w || v[1] > img_h || v[3] > img_h) return 0;
+        v[0] /= img_w;
+        v[2] /= img_w;
+        v[1] /= img_h;
+        v[3] /= img_h;
+    }
+    if (v[2] < v[0] || v[3] < v[1]) return 0;
+    for (k = 0; k < 4; k++) box[k] = (float)v[k];
+    return 1;
+}
+
+PERPODEF int perpo_parse_box(const char *text, size_t len, float img_w, float img_h, float box[4]) {
+    size_t i;
+    if (!box) return 0;
+    box[0] = box[1] = box[2] = box[3] = 0.0f;
+    if (!text) return 0;
+    for (i = 0; i < len; i++)
+        if (text[i] == '[' && perpo__parse_box_at(text, len, i, img_w, img_h, box)) return 1;
+    return 0;
+}
+
+static int perpo__box_valid(const float b[4]) {
+    return b && isfinite(b[0]) && isfinite(b[1]) && isfinite(b[2]) && isfinite(b[3]) &&
+           b[2] >= b[0] && b[3] >= b[1];
+}
+
+/* Areas in double: a product of two floats near FLT_MAX would overflow in float. */
+static double perpo__box_area(const float b[4]) {
+    return ((double)b[2] - b[0]) * ((double)b[3] - b[1]);
+}
+
+/* Intersection and union areas of two valid boxes; c (if not NULL) gets the enclosing box area. */
+static void perpo__box_overlap(const float a[4], const float b[4], double *inter, double *uni,
+                               double *c) {
+    double iw = (double)(a[2] < b[2] ? a[2] : b[2]) - (a[0] > b[0] ? a[0] : b[0]);
+    double ih = (double)(a[3] < b[3] ? a[3] : b[3]) - (a[1] > b[1] ? a[1] : b[1]);
+    *inter = iw > 0.0 && ih > 0.0 ? iw * ih : 0.0;
+    *uni = perpo__box_area(a) + perpo__box_area(b) - *inter;
+    if (c)
+        *c = ((double)(a[2] > b[2] ? a[2] : b[2]) - (a[0] < b[0] ? a[0] : b[0])) *
+             ((double)(a[3] > b[3] ? a[3] : b[3]) - (a[1] < b[1] ? a[1] : b[1]));
+}
+
+PERPODEF float perpo_box_iou(const float a[4], const float b[4]) {
+    double inter, uni, iou;
+    if (!perpo__box_valid(a) || !perpo__box_valid(b)) return 0.0f;
+    perpo__box_overlap(a, b, &inter, &uni, NULL);
+    if (!(uni > 0.0)) return 0.0f;
+    iou = inter / uni;
+    return (float)(iou < 1.0 ? iou : 1.0); /* rounding could nudge it past 1 */
+}
+
+PERPODEF float perpo_box_giou(const float a[4], const float b[4]) {
+    double inter, uni, c, giou;
+    if (!perpo__box_valid(a) || !perpo__box_valid(b)) return -1.0f;
+    perpo__box_overlap(a, b, &inter, &uni, &c);
+    if (!(uni > 0.0)) return -1.0f; /* then c >= uni > 0 below */
+    giou = inter / uni - (c - uni) / c;
+    return (float)(giou < -1.0 ? -1.0 : giou > 1.0 ? 1.0 : giou);
+}
+
+PERPODEF float perpo_grounding_reward(const char *text, size_t len, const float gt[4], float img_w,
+                                      float img_h) {
+    float box[4];
+    if (!perpo_parse_box(text, len, img_w, img_h, box)) return 0.0f;
+    return perpo_box_iou(box, gt);
+}
+
+/* ---- OCR: edit distance ---- */
+
+PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *b, size_t nb,
+                                          size_t *dist, void *alloc_ctx) {
+    size_t *row, i, j;
+    if (!dist || (!a && na) || (!b && nb)) return PERPO_ERR_ARG;
+    /* A shared prefix or suffix never changes the distance; stripping it makes long, nearly
+     * equal strings (the common case for a good OCR model) cheap. */
+    while (na && nb && a[0] == b[0]) {
+        a++;
+        b++;
+        na--;
+        nb--;
+    }
+    while (na && nb && a[na - 1] == b[nb - 1]) {
+        na--;
+        nb--;
+    }
+    if (na < nb) {
+        const char *t = a;
+        size_t n = na;
+        a = b;
+        na = nb;
+        b = t;
+        nb = n;
+    }
+    if (nb == 0) {
+        *dist = na;
+        return PERPO_OK;
+    }
+    if (nb >= SIZE_MAX / sizeof *row) return PERPO_ERR_OVERFLOW;
+    row = (size_t *)PERPO_MALLOC(alloc_ctx, (nb + 1) * sizeof *row);
+    if (!row) return PERPO_ERR_NOMEM;
+    /* One DP row over the shorter string: row[j] = distance(a[0..i), b[0..j)). */
+    for (j = 0; j <= nb; j++) row[j] = j;
+    for (i = 1; i <= na; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (j = 1; j <= nb; j++) {
+            size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best) best = up + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    *dist = row[nb];
+    PERPO_FREE(alloc_ctx, row);
+    return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_normalized_edit_distance(const char *a, size_t na, const char *b,
+                                                     size_t nb, float *ned, void *alloc_ctx) {
+    size_t d;
+    perpo_status st;
+    if (!ned) return PERPO_ERR_ARG;
+    if ((st = perpo_edit_distance(a, na, b, nb, &d, alloc_ctx)) != PERPO_OK) return st;
+    *ned = na || nb ? (float)((double)d / (double)(na > nb ? na : nb)) : 0.0f;
+    return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_ocr_reward(const char *text, size_t len, const char *ref, size_t nref,
+                                       float *reward, void *alloc_ctx) {
+    float ned;
+    perpo_status st;
+    if (!reward) return PERPO_ERR_ARG;
+    if ((st = perpo_normalized_edit_distance(text, len, ref, nref, &ned, alloc_ctx)) != PERPO_OK)
+        return st;
+    *reward = 1.0f - ned;
+    return PERPO_OK;
+}
+
+/* ---- OCR: word sets and BLEU-4 ----
+ * Words and n-grams are hashed, sorted by (hash, content) and matched by a merge walk: memory is
+ * linear in the number of words and exact equality (not the hash) decides matches. */
+
+typedef struct {
+    const char *p;
+    size_t len;
+    uint64_t h;
+} perpo__word;
+typedef struct {
+    uint64_t h;
+    const perpo__word *w;
+    size_t n;
+} perpo__gram; /* words w[0..n) */
+
+/* Splits on ASCII whitespace; with out == NULL only counts. */
+static size_t perpo__split_words(const char *s, size_t len, perpo__word *out) {
+    size_t i = 0, n = 0, start;
+    while (i < len) {
+        while (i < len && perpo__is_space(s[i])) i++;
+        if (i == len) break;
+        for (start = i; i < len && !perpo__is_space(s[i]); i++) {}
+        if (out) {
+            uint64_t h = PERPO__FNV_BASIS;
+            size_t k;
+            for (k = start; k < i; k++) h = (h ^ (unsigned char)s[k]) * PERPO__FNV_PRIME;
+            out[n].p = s + start;
+            out[n].len = i - start;
+            out[n].h = h;
+        }
+        n++;
+    }
+    return n;
+}
+
+/* Total order on n-grams of equal n: hash first (fast), then word by word (exact). */
+static int perpo__gram_cmp(const void *x, const void *y) {
+    const perpo__gram *a = (const perpo__gram *)x, *b = (const perpo__gram *)y;
+    size_t k;
+    if (a->h != b->h) return a->h < b->h ? -1 : 1;
+    for (k = 0; k < a->n; k++) {
+        const perpo__word *u = a->w + k, *v = b->w + k;
+        int c;
+        if (u->len != v->len) return u->len < v->len ? -1 : 1;
+        if ((c = memcmp(u->p, v->p, u->len)) != 0) return c < 0 ? -1 : 1;
+    }
+    return 0;
+}
+
+/* Writes the nw - n + 1 n-grams of w into g, sorted; returns their count. */
+static size_t perpo__make_grams(const perpo__word *w, size_t nw, size_t n, perpo__gram *g) {
+    size_t i, k, m = nw >= n ? nw - n + 1 : 0;
+    for (i = 0; i < m; i++) {
+        uint64_t h = PERPO__FNV_BASIS;
+        for (k = 0; k < n; k++) h = (h ^ w[i + k].h) * PERPO__FNV_PRIME;
+        g[i].h = h;
+        g[i].w = w + i;
+        g[i].n = n;
+    }
+    if (m > 1) qsort(g, m, sizeof *g, perpo__gram_cmp);
+    return m;
+}
+
+/* Merge walk of two sorted n-gram lists: BLEU's clipped matches (sum over distinct n-grams of
+ * min(count in hyp, count in ref)), the distinct counts of each side and of their intersection. */
+typedef struct {
+    size_t clipped, distinct_h, distinct_r, common;
+} perpo__match;
+
+static perpo__match perpo__match_grams(const perpo__gram *h, size_t nh, const perpo__gram *r,
+                                       size_t nr) {
+    perpo__match m = { 0, 0, 0, 0 };
+    size_t i = 0, j = 0;
+    while (i < nh || j < nr) {
+        int c = i == nh ? 1 : j == nr ? -1 : perpo__gram_cmp(h + i, r + j);
+        size_t ci = 0, cj = 0;
+        if (c <= 0) {
+            do ci++;
+            while (i + ci < nh && perpo__gram_cmp(h + i, h + i + ci) == 0);
+            m.distinct_h++;
+        }
+        if (c >= 0) {
+            do cj++;
+            while (j + cj < nr && perpo__gram_cmp(r + j, r + j + cj) == 0);
+            m.distinct_r++;
+        }
+        if (c == 0) {
+            m.common++;
+            m.clipped += ci < cj ? ci : cj;
+        }
+        i += ci;
+        j += cj;
+    }
+    return m;
+}
+
+PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *ref, size_t nr,
+                                        float *precision, float *recall, float *f1, float *bleu,
+                                        void *alloc_ctx) {
+    size_t th, tr, total, n;
+    perpo__gram *gh, *gr;
+    perpo__word *wh, *wr;
+    double p = 0.0, r = 0.0, f = 0.0, b = 0.0, log_p = 0.0;
+    if ((!hyp && nh) || (!ref && nr)) return PERPO_ERR_ARG;
+    th = perpo__split_words(hyp, nh, NULL);
+    tr = perpo__split_words(ref, nr, NULL);
+    if (th == 0 || tr == 0) {
+        p = r = f = b = th == tr ? 1.0 : 0.0; /* both empty: a perfect match; one empty: none */
+    } else {
+        total = th + tr;
+        if (total < th || total > SIZE_MAX / (sizeof(perpo__gram) + sizeof(perpo__word)))
+            return PERPO_ERR_OVERFLOW;
+        gh = (perpo__gram *)PERPO_MALLOC(alloc_ctx,
+                                         total * (sizeof(perpo__gram) + sizeof(perpo__word)));
+        if (!gh) return PERPO_ERR_NOMEM;
+        gr = gh + th;
+        wh = (perpo__word *)(gr + tr);
+        wr = wh + th;
+        perpo__split_words(hyp, nh, wh);
+        perpo__split_words(ref, nr, wr);
+        for (n = 1; n <= 4; n++) {
+            size_t mh = perpo__make_grams(wh, th, n, gh), mr = perpo__make_grams(wr, tr, n, gr);
+            perpo__match m = perpo__match_grams(gh, mh, gr, mr);
+            if (n == 1) {
+                p = (double)m.common / (double)m.distinct_h;
+                r = (double)m.common / (double)m.distinct_r;
+                f = m.common ? 2.0 * p * r / (p + r) : 0.0;
+                if (!m.clipped) break; /* no word in common: BLEU is 0 */
+                log_p = log((double)m.clipped / (double)mh);
+            } else {
+                log_p += log(((double)m.clipped + 1.0) / ((double)mh + 1.0)); /* add-one */
+            }
+            if (n == 4) /* geometric mean of p1..p4 times the brevity penalty */
+                b = exp(0.25 * log_p + (th > tr ? 0.0 : 1.0 - (double)tr / (double)th));
+        }
+        PERPO_FREE(alloc_ctx, gh);
+    }
+    if (precision) *precision = (float)p;
+    if (recall) *recall = (float)r;
+    if (f1) *f1 = (float)f;
+    if (bleu) *bleu = (float)b;
+    return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_ocr_score(const char *hyp, size_t nh, const char *ref, size_t nr,
+                                      perpo_ocr_scores *out, void *alloc_ctx) {
+    perpo_ocr_scores s;
+    perpo_status st;
+    if (!out) return PERPO_ERR_ARG;
+    if ((st = perpo_normalized_edit_distance(hyp, nh, ref, nr, &s.edit_distance, alloc_ctx)) !=
+            PERPO_OK ||
+        (st = perpo_word_scores(hyp, nh, ref, nr, &s.precision, &s.recall, &s.f1, &s.bleu,
+                                alloc_ctx)) != PERPO_OK)
+        return st;
+    *out = s;
+    return PERPO_OK;
+}
+
+/* ==========================================================================================
+   8. Optimizer (AdamW, cosine schedule, clipping), data parallelism and the SFT trainer.
+      AdamW has one implementation for every build: a team function (see perpo__team_range)
+      whose element loop runs 16 lanes at a time in AVX-512 builds, the same operations in the
+      same order.
+   ========================================================================================== */
+
+PERPODEF perpo_optim_config perpo_optim_default(void) {
+    perpo_optim_config o;
+    o.lr = 1e-3f;
+    o.min_lr = 1e-4f;
+    o.warmup_steps = 20;
+    o.total_steps = 1000;
+    o.beta1 = 0.9f;
+    o.beta2 = 0.95f;
+    o.eps = 1e-8f;
+    o.weight_decay = 0.1f;
+    o.clip_norm = 1.0f;
+    return o;
+}
+
+PERPODEF perpo_status perpo_optim_validate(const perpo_optim_config *oc) {
+    /* written so that NaN fails every comparison */
+    if (!oc || !(oc->lr > 0.0f && oc->lr <= 1.0f) ||
+        !(oc->min_lr >= 0.0f && oc->min_lr <= oc->lr) || !(oc->beta1 >= 0.0f && oc->beta1 < 1.0f) ||
+        !(oc->beta2 >= 0.0f && oc->beta2 < 1.0f) || !(oc->eps > 0.0f && oc->eps < 1.0f) ||
+        !(oc->weight_decay >= 0.0f && oc->weight_decay <= 1.0f) ||
+        !(oc->clip_norm >= 0.0f && oc->clip_norm <= FLT_MAX) || oc->total_steps < 1 ||
+        oc->total_steps > PERPO_MAX_STEPS || oc->warmup_steps < 0 ||
+        oc->warmup_steps > oc->total_steps)
+        return PERPO_ERR_ARG;
+    return PERPO_OK;
+}
+
+/* In double throughout: no int arithmetic on step, warmup or total, so no overflow. */
+PERPODEF float perpo_lr_at(const perpo_optim_config *oc, int step) {
+    double progress, s, warm, total;
+    if (perpo_optim_validate(oc) != PERPO_OK) return 0.0f;
+    total = (double)oc->total_steps;
+    warm = (double)oc->warmup_steps;
+    s = step < 0 ? 0.0 : (double)step;
+    if (s > total) s = total;
+    if (s < warm) return (float)((double)oc->lr * (s + 1.0) / warm);
+    progress = (s - warm) / (total - warm > 1.0 ? total - warm : 1.0);
+    if (progress > 1.0) progress = 1.0;
+    return (float)(oc->min_lr +
+                   0.5 * (oc->lr - oc->min_lr) * (1.0 + cos(3.141592653589793 * progress)));
+}
+
+/* (section 10: how a team splits the work; AVX-512 masks) */
+static void perpo__team_range(size_t n, size_t *lo, size_t *hi);
+#ifdef __AVX512F__
+static __mmask16 perpo__mask16(size_t left);
+#endif
+
+/* The shared state of one AdamW step's parallel region. */
+typedef struct perpo__adamw {
+    double part[64];  /* sums of squares of the gradient in 64 fixed chunks */
+    int finite[2];    /* pass 0: every new value finite; pass 1: the same, as written */
+    float grad_scale; /* in */
+} perpo__adamw;
+/* The gradient norm from the chunks' sums, added in order. */
+static double perpo__adamw_norm(const perpo__adamw *st) {
+    double sumsq = 0.0;
+    int c;
+    for (c = 0; c < 64; c++) sumsq += st->part[c];
+    return sqrt(sumsq);
+}
+/* The factors of one AdamW step, the same for every element (decay: per tensor). */
+/* The factors of one AdamW step, the same for every element (gradient scale, betas, step size,
+   bias correction, epsilon). */
+typedef struct perpo__adamw_factors {
+    float mult, beta1, beta2, step_size, bc2_sqrt, eps;
+} perpo__adamw_factors;
+/* Elements [a, b): the new moments and parameter, written if write; returns whether all are
+   finite. AVX-512 builds run 16 lanes with the scalar formula's operations in its order (sqrt
+   and divide are exact in both); the scalar loop's sqrtf keeps compilers from vectorizing it. */
+static int perpo__adamw_range(perpo_model *m, const perpo__adamw_factors *f, float decay, size_t a,
+                              size_t b, int write) {
+    float *PERPO__RESTRICT pm = m->adam_m, *PERPO__RESTRICT pv = m->adam_v,
+                           *PERPO__RESTRICT pp = m->params;
+    const float *PERPO__RESTRICT pg = m->grads;
+    float mult = f->mult, b1 = f->beta1, b2 = f->beta2, step_size = f->step_size,
+          bc2_sqrt = f->bc2_sqrt, eps = f->eps;
+    size_t i = a;
+    int finite = 1;
+#ifdef __AVX512F__
+    const __m512 big = _mm512_set1_ps(FLT_MAX);
+    for (; i < b; i += 16) {
+        __mmask16 l = perpo__mask16(b - i);
+        /* one operation a statement, in the scalar code's order: compilers contract a
+           multiply and an add into an FMA in the order they meet them. p1 is a masked multiply,
+           which they do not contract: in the scalar code, sqrtf's errno branch separates the
+           multiply from the subtraction, and compilers contract only within a basic block. */
+        __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(l, pg + i), _mm512_set1_ps(mult));
+        __m512 m1 = _mm512_mul_ps(_mm512_set1_ps(b1), _mm512_maskz_loadu_ps(l, pm + i));
+        __m512 m2 = _mm512_mul_ps(_mm512_set1_ps(1.0f - b1), g);
+        __m512 mm = _mm512_add_ps(m1, m2);
+        __m512 v1 = _mm512_mul_ps(_mm512_set1_ps(b2), _mm512_maskz_loadu_ps(l, pv + i));
+        __m512 v2 = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(1.0f - b2), g), g);
+        __m512 vv = _mm512_add_ps(v1, v2);
+        __m512 p1 = _mm512_maskz_mul_ps(l, _mm512_maskz_loadu_ps(l, pp + i), _mm512_set1_ps(decay));
+        __m512 p2 = _mm512_mul_ps(_mm512_set1_ps(step_size), mm);
+        __m512 p3 = _mm512_div_ps(_mm512_sqrt_ps(vv), _mm512_set1_ps(bc2_sqrt));
+        __m512 p = _mm512_sub_ps(p1, _mm512_div_ps(p2, _mm512_add_ps(p3, _mm512_set1_ps(eps))));
+        __mmask16 ok = _mm512_mask_cmp_ps_mask(l, _mm512_abs_ps(mm), big, _CMP_LE_OQ) &
+                       _mm512_mask_cmp_ps_mask(l, vv, big, _CMP_LE_OQ) &
+                       _mm512_mask_cmp_ps_mask(l, _mm512_abs_ps(p), big, _CMP_LE_OQ);
+        if (write) {
+            _mm512_mask_storeu_ps(pm + i, l, mm);
+            _mm512_mask_storeu_ps(pv + i, l, vv);
+            _mm512_mask_storeu_ps(pp + i, l, p);
+        }
+        finite &= ok == l;
+    }
+#endif
+    for (; i < b; i++) {
+        float g = pg[i] * mult;
+        float mm = b1 * pm[i] + (1.0f - b1) * g;
+        float vv = b2 * pv[i] + (1.0f - b2) * g * g;
+        float p = pp[i] * decay - step_size * mm / (sqrtf(vv) / bc2_sqrt + eps);
+        if (write) {
+            pm[i] = mm;
+            pv[i] = vv;
+            pp[i] = p;
+        }
+        finite &= (fabsf(mm) <= FLT_MAX) & (vv <= FLT_MAX) & (fabsf(p) <= FLT_MAX);
+    }
+    return finite;
+}
+/* One thread's share of an AdamW step: the gradient norm (64 chunks, summed in order, the same
+   for any thread count), then pass 0, which computes every new value and only checks it (a
+   finite gradient can still overflow: a huge grad_scale without clipping, params near FLT_MAX),
+   then pass 1, which writes the same values, only if pass 0 found them all finite. Each
+   tensor's elements split over the team. Every thread computes the same norm and factors from
+   the shared sums, so all take the same branches to the same barriers. */
+static void perpo__adamw_team(perpo_model *m, const perpo_optim_config *oc, perpo__adamw *st) {
+    size_t c, lo, hi, k;
+    double norm, bc1, bc2;
+    float mult, lr;
+    int t, pass;
+    perpo__adamw_factors fac;
+    perpo__team_range(64, &lo, &hi);
+    for (c = lo; c < hi; c++) {
+        size_t j, a = m->n_params * c / 64, b = m->n_params * (c + 1) / 64;
+        double acc = 0.0;
+        for (j = a; j < b; j++) {
+            double g = (double)m->grads[j] * st->grad_scale;
+            acc += g * g;
+        }
+        st->part[c] = acc;
+    }
+    PERPO__OMP(barrier)
+    norm = perpo__adamw_norm(st);
+    if (!isfinite(norm)) return; /* refuse the step, change nothing */
+    mult = st->grad_scale;
+    if (oc->clip_norm > 0.0f && norm > oc->clip_norm)
+        mult *= (float)(oc->clip_norm / (norm + 1e-6));
+    t = m->opt_step + 1;
+    lr = perpo_lr_at(oc, m->opt_step);
+    bc1 = 1.0 - pow((double)oc->beta1, (double)t);
+    bc2 = 1.0 - pow((double)oc->beta2, (double)t);
+    fac.mult = mult;
+    fac.beta1 = oc->beta1;
+    fac.beta2 = oc->beta2;
+    fac.step_size = (float)(lr / bc1);
+    fac.bc2_sqrt = (float)sqrt(bc2);
+    fac.eps = oc->eps;
+    for (pass = 0; pass < 2; pass++) {
+        int finite = 1;
+        for (k = 0; k < m->n_tensors; k++) {
+            const perpo__tensor *tn = &m->tensors[k];
+            size_t n = tn->rows * (tn->cols ? tn->cols : 1), o = tn->offset;
+            float decay = tn->cols ? 1.0f - lr * oc->weight_decay : 1.0f; /* matrices only */
+            perpo__team_range(n, &lo, &hi);
+            finite &= perpo__adamw_range(m, &fac, decay, o + lo, o + hi, pass);
+        }
+        if (!finite) {
+            PERPO__OMP(atomic write)
+            st->finite[pass] = 0;
+        }
+        PERPO__OMP(barrier)
+        if (pass == 0) {
+            int ok;
+            PERPO__OMP(atomic read)
+            ok = st->finite[0];
+            if (!ok) break; /* (every thread reads it after the barrier: the same value) */
+        }
+    }
+}
+
+PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config *oc,
+                                       float grad_scale, float *grad_norm) {
+    perpo__adamw st;
+    double norm;
+    if (!m || perpo_optim_validate(oc) != PERPO_OK ||
+        !(grad_scale > 0.0f && grad_scale <= FLT_MAX) || m->opt_step < 0 ||
+        m->opt_step >= PERPO_MAX_STEPS)
+        return PERPO_ERR_ARG;
+    memset(&st, 0, sizeof st);
+    st.grad_scale = grad_scale;
+    st.finite[0] = st.finite[1] = 1;
+    PERPO__OMP(parallel if (m->n_params >= PERPO__PAR_MIN)) /* the step's one region */
+    perpo__adamw_team(m, oc, &st);
+    norm = perpo__adamw_norm(&st);
+    if (grad_norm) *grad_norm = (float)norm;
+    if (!isfinite(norm) || !st.finite[0]) return PERPO_ERR_NONFINITE; /* nothing changed */
+    m->params_version++; /* pass 1 wrote the parameters, whatever follows */
+    if (!st.finite[1]) {
+        m->params_known_finite = 0; /* pass 1 disagreed with pass 0: never expected */
+        return PERPO_ERR_NONFINITE;
+    }
+    m->params_known_finite = 1;
+    m->opt_step++;
+    return PERPO_OK;
+}
+
+PERPODEF int perpo_optim_step_count(const perpo_model *m) { return m ? m->opt_step : 0; }
+PERPODEF void perpo_optim_reset(perpo_model *m) {
+    if (!m) return;
+    memset(m->adam_m, 0, m->n_params * sizeof(float));
+    memset(m->adam_v, 0, m->n_params * sizeof(float));
+    m->opt_step = 0;
+}
+
+/* ---- Data parallelism: what both trainers share ------------------------------------------ */
+PERPODEF perpo_status perpo_share(size_t n, int rank, int world, size_t *first, size_t *count) {
+    size_t w, k, q, r;
+    if (!first || !count || world < 1 || world > PERPO_MAX_WORLD || rank < 0 || rank >= world)
+        return PERPO_ERR_ARG;
+    w = (size_t)world;
+    k = (size_t)rank;
+    q = n / w;
+    r = n % w;
+    *first = q * k + (k < r ? k : r); /* <= n: no overflow */
+    *count = q + (k < r ? 1 : 0);
+    return PERPO_OK;
+}
+
+static perpo_parallel perpo__parallel_none(void) {
+    perpo_parallel p;
+    p.reduce = NULL;
+    p.user = NULL;
+    p.rank = 0;
+    p.world = 1;
+    return p;
+}
+
+/* The ranges documented at perpo_parallel (a zeroed struct is one process too). */
+static int perpo__parallel_ok(const perpo_parallel *p) {
+    if (!p->reduce) return p->rank == 0 && (p->world == 0 || p->world == 1);
+    return p->world >= 1 && p->world <= PERPO_MAX_WORLD && p->rank >= 0 && p->rank < p->world;
+}
+
+/* Every field of perpo_config but alloc_ctx as ints, in the order of the checkpoint format
+   (section 12): what checkpoints store and data-parallel workers compare. */
+#define PERPO__CONFIG_WORDS 15
+static void perpo__config_to_words(const perpo_config *c, int *v) {
+    v[0] = c->image_h;
+    v[1] = c->image_w;
+    v[2] = c->channels;
+    v[3] = c->patch_h;
+    v[4] = c->patch_w;
+    v[5] = c->pos_channels;
+    v[6] = c->vis_sincos;
+    v[7] = c->d_model;
+    v[8] = c->n_heads;
+    v[9] = c->n_vis_layers;
+    v[10] = c->n_dec_layers;
+    v[11] = c->mlp_mult;
+    v[12] = c->max_text;
+    v[13] = c->vocab;
+    v[14] = c->max_batch;
+}
+
+/* FNV-1a over 32-bit words: a cheap fingerprint of what the workers must agree on. */
+static uint64_t perpo__hash_words(uint64_t h, const void *data, size_t n_words) {
+    const unsigned char *p = (const unsigned char *)data;
+    size_t i;
+    for (i = 0; i < n_words; i++) {
+        uint32_t w;
+        memcpy(&w, p + 4 * i, 4);
+        h = (h ^ w) * PERPO__FNV_PRIME;
+    }
+    return h;
+}
+static uint64_t perpo__hash_optim(uint64_t h, const perpo_optim_config *oc) {
+    float f[7];
+    int v[2];
+    f[0] = oc->lr;
+    f[1] = oc->min_lr;
+    f[2] = oc->beta1;
+    f[3] = oc->beta2;
+    f[4] = oc->eps;
+    f[5] = oc->weight_decay;
+    f[6] = oc->clip_norm;
+    v[0] = oc->warmup_steps;
+    v[1] = oc->total_steps;
+    return perpo__hash_words(perpo__hash_words(h, f, 7), v, 2);
+}
+/* The architecture and weights, and with resume the AdamW moments and step: workers that start
+   from different weights (one forgot to load the checkpoint) are refused before any step. */
+static uint64_t perpo__hash_model(const perpo_model *m, int with_optimizer) {
+    int cfgv[PERPO__CONFIG_WORDS];
+    uint64_t h = PERPO__FNV_BASIS;
+    perpo__config_to_words(&m->cfg, cfgv);
+    h = perpo__hash_words(h, cfgv, PERPO__CONFIG_WORDS);
+    h = perpo__hash_words(h, m->params, m->n_params);
+    if (with_optimizer) {
+        h = perpo__hash_words(h, m->adam_m, m->n_params);
+        h = perpo__hash_words(h, m->adam_v, m->n_params);
+        h = perpo__hash_words(h, &m->opt_step, 1);
+    }
+    return h;
+}
+
+/* One reduction of a data-parallel trainer whose last float is this worker's failure flag:
+   every worker learns whether any failed, and all stop together (no one waits forever in the
+   next reduction). The failed worker returns its own status, the others PERPO_ERR_PEER. The
+   sums are checked like any input: a NaN or Inf anywhere in them (a count, a loss, a metric, a
+   flag) is PERPO_ERR_NONFINITE on every worker (the hook leaves the same values on all), never
+   a loss or stop request taken at face value. */
+static perpo_status perpo__collective(const perpo_parallel *par, float *buf, size_t n,
+                                      perpo_status local) {
+    perpo_status st;
+    buf[n - 1] = local != PERPO_OK ? 1.0f : 0.0f;
+    if ((st = par->reduce(buf, n, par->user)) != PERPO_OK) return st;
+    if (!perpo__all_finite(buf, n)) return local != PERPO_OK ? local : PERPO_ERR_NONFINITE;
+    if (buf[n - 1] != 0.0f) return local != PERPO_OK ? local : PERPO_ERR_PEER;
+    return PERPO_OK;
+}
+
+/* The entry of a data-parallel trainer. First every worker's status and world (a fixed-size
+   reduction), then a gather through the sum hook: each worker writes its block (a presence
+   mark, the words, its part size) as 16-bit pieces, exact in float, zeros elsewhere, so every
+   worker sees every block exactly and all take the same decision from the same numbers.
+   PERPO_ERR_ARG when the ranks are not 0..world-1 once each or the words differ; offset and
+   total (may be NULL) get the sum of the parts before this worker's and of all. */
+static perpo_status perpo__handshake(const perpo_parallel *par, void *ctx, perpo_status local,
+                                     const uint64_t *words, uint64_t part, size_t *offset,
+                                     size_t *total) {
+    const size_t K = 1 + 4 * (PERPO__HS_WORDS + 1), W = (size_t)par->world;
+    float first[3], *buf = NULL;
+    size_t before = 0, all = 0;
+    perpo_status st;
+    size_t r, k;
+    if (local == PERPO_OK && !(buf = (float *)perpo__calloc(ctx, W * K, sizeof(float))))
+        local = PERPO_ERR_NOMEM;
+    first[0] = 1.0f;
+    first[1] = (float)W;
+    if ((st = perpo__collective(par, first, 3, local)) != PERPO_OK) goto done;
+    if (!(first[0] == (float)W && first[1] == (float)W * (float)W)) {
+        st = PERPO_ERR_ARG;
+        goto done;
+    }
+    {
+        float *mine = buf + (size_t)par->rank * K;
+        mine[0] = 1.0f;
+        for (k = 0; k <= PERPO__HS_WORDS; k++) {
+            uint64_t v = k < PERPO__HS_WORDS ? words[k] : part;
+            int q;
+            for (q = 0; q < 4; q++)
+                mine[1 + 4 * k + (size_t)q] = (float)((v >> (16 * q)) & 0xFFFFu);
+        }
+    }
+    if ((st = par->reduce(buf, W * K, par->user)) != PERPO_OK) goto done;
+    if (!perpo__all_finite(buf, W * K)) st = PERPO_ERR_NONFINITE; /* as in perpo__collective */
+    for (r = 0; r < W && st == PERPO_OK; r++) {
+        const float *blk = buf + r * K;
+        uint64_t p = 0;
+        int q;
+        if (blk[0] != 1.0f) st = PERPO_ERR_ARG; /* a rank missing or taken twice */
+        for (k = 1; k < 1 + 4 * PERPO__HS_WORDS; k++)
+            if (blk[k] != buf[k]) st = PERPO_ERR_ARG; /* a word differs from rank 0's */
+        for (q = 0; q < 4; q++) {
+            float f = blk[1 + 4 * PERPO__HS_WORDS + (size_t)q];
+            if (!(f >= 0.0f && f <= 65535.0f)) {
+                st = PERPO_ERR_ARG;
+                break;
+            }
+            p |= (uint64_t)f << (16 * q);
+        }
+        if (st == PERPO_OK && ((uint64_t)(size_t)p != p || !perpo__size_add(all, (size_t)p, &all)))
+            st = PERPO_ERR_OVERFLOW;
+        if (r + 1 == (size_t)par->rank) before = all;
+    }
+    if (st == PERPO_OK) {
+        if (offset) *offset = before;
+        if (total) *total = all;
+    }
+done:
+    PERPO_FREE(ctx, buf);
+    return st;
+}
+
+/* The last step's report, then a stop request: data-parallel, any worker's stops all. */
+static perpo_status perpo__report(const perpo_parallel *par, perpo_progress_fn progress,
+                                  perpo_progress *p, void *user, int *stop) {
+    float buf[2];
+    *stop = progress ? progress(p, user) != 0 : 0;
+    if (!par->reduce) return PERPO_OK;
+    buf[0] = (float)*stop;
+    *stop = 0;
+    {
+        perpo_status st = perpo__collective(par, buf, 2, PERPO_OK);
+        if (st != PERPO_OK) return st;
+    }
+    *stop = buf[0] != 0.0f;
+    return PERPO_OK;
+}
+
+/* ---- SFT: cross-entropy on the responses ------------------------------------------------ */
+PERPODEF perpo_sft_config perpo_sft_default(void) {
+    perpo_sft_config t;
+    t.optim = perpo_optim_default();
+    t.batch_size = 32;
+    t.accum_steps = 1;
+    t.seed = 1;
+    t.log_every = 10;
+    t.resume = 0;
+    t.parallel = perpo__parallel_none();
+    return t;
+}
+
+/* The ranges documented at perpo_sft_config. */
+static int perpo__check_sft_config(const perpo_model *m, const perpo_sft_config *tc) {
+    return tc && tc->batch_size >= 1 && (size_t)tc->batch_size <= m->max_batch &&
+           tc->accum_steps >= 1 && tc->accum_steps <= PERPO_MAX_ACCUM && tc->log_every >= 1 &&
+           (tc->resume == 0 || tc->resume == 1) && perpo_optim_validate(&tc->optim) == PERPO_OK;
+}
+
+/* Which item a trainer uses at global position g (0-based, counting every sequence or list it
+   has consumed): epoch g / n visits all n items in a Fisher-Yates permutation drawn from
+   (seed, epoch). A pure function of (seed, g), so a run resumed from a checkpoint at step k
+   sees exactly the data the uninterrupted run saw: no shuffling state needs saving. perm holds
+   the current epoch's permutation, *epoch which one it is ((size_t)-1: none yet). */
+static size_t perpo__data_index(size_t *perm, size_t n, uint64_t seed, size_t g, size_t *epoch) {
+    if (g / n != *epoch) {
+        perpo__rng rng;
+        size_t i;
+        *epoch = g / n;
+        perpo__rng_seed(&rng, seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(*epoch + 1)));
+        for (i = 0; i < n; i++) perm[i] = i;
+        for (i = n; i > 1; i--) {
+            size_t j = perpo__rng_below(&rng, i), t = perm[i - 1];
+            perm[i - 1] = perm[j];
+            perm[j] = t;
+        }
+    }
+    return perm[g % n];
+}
+
+/* The fixed-set source of perpo_sft_train: example index g is item perm[g % n] of epoch g / n. */
+typedef struct perpo__example_set {
+    const perpo_example *ex;
+    size_t n, *perm, epoch;
+    uint64_t seed;
+} perpo__example_set;
+static perpo_status perpo__example_set_next(size_t g, size_t slot, perpo_example *out, void *user) {
+    perpo__example_set *s = (perpo__example_set *)user;
+    (void)slot; /* the examples live in the caller's array */
+    *out = s->ex[perpo__data_index(s->perm, s->n, s->seed, g, &s->epoch)];
+    return PERPO_OK;
+}
+
+/* Positions of a run, (total_steps * accum_steps * per_microbatch) within size_t: the data
+   index of every step and the sequence counts below are computed without overflow. */
+static int perpo__positions_fit(int total_steps, int accum_steps, size_t per_microbatch) {
+    size_t x;
+    return perpo__size_mul((size_t)total_steps, (size_t)accum_steps, &x) &&
+           perpo__size_mul(x, per_microbatch, &x);
+}
+
+/* What an SFT step needs, allocated once per call. */
+typedef struct perpo__sft_state {
+    const perpo_sft_config *tc;
+    perpo_example_fn next;
+    void *next_user;
+    size_t B, T, R, rank;
+    int *tok, *tgt;
+    const float **imgs;
+    float *logp, *dlogp;
+    perpo_status pending; /* a data-parallel worker's own failure, told at the next reduction */
+} perpo__sft_state;
+
+/* One SFT step's gradient: accum_steps micro-batches of the mean token cross-entropy. */
+static perpo_status perpo__sft_step(perpo_model *m, int step, perpo_progress *p, double *tokens,
+                                    void *state) {
+    perpo__sft_state *S = (perpo__sft_state *)state;
+    const perpo_sft_config *tc = S->tc;
+    const perpo_parallel *par = &tc->parallel;
+    size_t B = S->B, T = S->T, b;
+    perpo_status st;
+    int a;
+    for (a = 0; a < tc->accum_steps; a++) {
+        perpo_batch batch;
+        size_t count = 0, nt;
+        float ce = 0.0f, count_all;
+        for (b = 0; S->pending == PERPO_OK && b < B; b++) {
+            /* this worker's share of micro-batch (step, a): positions [rank * B, rank * B + B) */
+            size_t g =
+                (((size_t)step * (size_t)tc->accum_steps + (size_t)a) * S->R + S->rank) * B + b;
+            perpo_example e;
+            memset(&e, 0, sizeof e);
+            if ((st = S->next(g, b, &e, S->next_user)) != PERPO_OK)
+                S->pending = st;
+            else if (!e.image || !e.prompt || !e.response ||
+                     perpo_text_encode(&m->cfg, e.prompt, strlen(e.prompt), e.response,
+                                       strlen(e.response), S->tok + b * T, S->tgt + b * T,
+                                       &nt) != PERPO_OK)
+                S->pending = PERPO_ERR_ARG;
+            else {
+                S->imgs[b] = e.image;
+                count += nt;
+            }
+        }
+        if (S->pending == PERPO_OK) {
+            batch.n_seq = B;
+            batch.n_img = B;
+            batch.images = S->imgs;
+            batch.image_of = NULL;
+            batch.tokens = S->tok;
+            batch.targets = S->tgt;
+            S->pending = perpo_forward(m, &batch, S->logp, &ce);
+        }
+        if (par->reduce) { /* the micro-batch's token count and summed NLL over all workers */
+            float buf[3];
+            double nll = 0.0;
+            for (b = 0; S->pending == PERPO_OK && b < B; b++) nll -= (double)S->logp[b];
+            buf[0] = (float)count;
+            buf[1] = (float)nll;
+            if ((st = perpo__collective(par, buf, 3, S->pending)) != PERPO_OK) return st;
+            /* a sum of whole numbers is exact below 2^24 and at least 2^24 otherwise */
+            if (!(buf[0] >= 1.0f && buf[0] < 16777216.0f && buf[0] == floorf(buf[0])))
+                return PERPO_ERR_OVERFLOW;
+            count_all = buf[0];
+            ce = buf[1] / buf[0];
+        } else {
+            if ((st = S->pending) != PERPO_OK) return st;
+            count_all = (float)count;
+        }
+        /* mean token cross-entropy over the whole micro-batch */
+        for (b = 0; b < B; b++) S->dlogp[b] = -1.0f / count_all;
+        if ((st = perpo_backward(m, S->dlogp)) != PERPO_OK) {
+            if (!par->reduce) return st;
+            S->pending = st; /* told to the others at the next reduction */
+        }
+        p->loss += ce / (float)tc->accum_steps;
+        *tokens += par->reduce ? (double)count_all : (double)count;
+    }
+    if (par->reduce) { /* the gradient sums over all workers: clipping sees the global norm */
+        float flag[1];
+        if ((st = perpo__collective(par, flag, 1, S->pending)) != PERPO_OK) return st;
+        /* (a non-finite sum: perpo_optim_step refuses it, PERPO_ERR_NONFINITE on every worker) */
+        if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) return st;
+    }
+    return PERPO_OK;
+}
+
+/* Both SFT entries. local: an error found by the caller (data-parallel workers still join the
+   handshake with it); n_examples: the size of a fixed set (0 for a stream), which the workers
+   must agree on. Without a reduction hook: one process, batch_size sequences per micro-batch. */
+static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void *next_user,
+                                     const perpo_sft_config *tc, perpo_progress_fn progress,
+                                     void *user, perpo_status local, uint64_t n_examples) {
+    const perpo_parallel *par = &tc->parallel;
+    perpo__sft_state S;
+    perpo__trainer tr;
+    double t0 = perpo__now();
+    perpo_status st = PERPO_OK;
+    void *ctx = m->cfg.alloc_ctx;
+    memset(&S, 0, sizeof S);
+    S.tc = tc;
+    S.next = next;
+    S.next_user = next_user;
+    S.R = 1;
+    S.pending = PERPO_OK;
+    if (par->reduce) {
+        S.R = (size_t)par->world;
+        S.rank = (size_t)par->rank;
+    }
+    if (local == PERPO_OK && (!perpo__check_sft_config(m, tc) ||
+                              !perpo__positions_fit(tc->optim.total_steps, tc->accum_steps,
+                                                    S.R * (size_t)tc->batch_size)))
+        local = PERPO_ERR_ARG;
+    if (local != PERPO_OK && !par->reduce) return local;
+    S.T = m->T;
+    if (local == PERPO_OK) { /* everything a step needs is allocated here, once */
+        S.B = (size_t)tc->batch_size;
+        S.tok = (int *)perpo__calloc(ctx, 2 * S.B * S.T, sizeof(int));
+        S.imgs = (const float **)perpo__calloc(ctx, S.B, sizeof(float *));
+        S.logp = (float *)perpo__calloc(ctx, 2 * S.B, sizeof(float));
+        if (!S.tok || !S.imgs || !S.logp) local = PERPO_ERR_NOMEM;
+    }
+    if (par->reduce) {
+        uint64_t w[PERPO__HS_WORDS];
+        memset(w, 0, sizeof w);
+        if (local == PERPO_OK) {
+            w[0] = S.R;
+            w[1] = S.B;
+            w[2] = (uint64_t)tc->accum_steps;
+            w[3] = (uint64_t)tc->log_every;
+            w[4] = (uint64_t)tc->resume;
+            w[5] = tc->resume ? (uint64_t)m->opt_step : 0u;
+            w[6] = tc->seed;
+            w[7] = perpo__hash_optim(PERPO__FNV_BASIS, &tc->optim);
+            w[8] = perpo__hash_model(m, tc->resume);
+            w[9] = n_examples;
+        }
+        if ((st = perpo__handshake(par, ctx, local, w, 0, NULL, NULL)) != PERPO_OK) goto done;
+    } else if (local != PERPO_OK) {
+        st = local;
+        goto done;
+    }
+    S.tgt = S.tok + S.B * S.T;
+    S.dlogp = S.logp + S.B;
+    tr.phase = "sft";
+    tr.optim = &tc->optim;
+    tr.par = par;
+    tr.log_every = tc->log_every;
+    tr.resume = tc->resume;
+    tr.grad_scale = 1.0f / (float)tc->accum_steps;
+    tr.t0 = t0;
+    tr.step_grads = perpo__sft_step;
+    tr.state = &S;
+    st = perpo__train_loop(m, &tr, progress, user);
+done:
+    PERPO_FREE(ctx, S.tok);
+    PERPO_FREE(ctx, (void *)S.imgs);
+    PERPO_FREE(ctx, S.logp);
+    return st;
+}
+
+PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, size_t n,
+                                      const perpo_sft_config *tc, perpo_progress_fn progress,
+                                      void *user) {
+    perpo__example_set set;
+    perpo_status st = PERPO_OK;
+    size_t i;
+    if (!m || !tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
+    if (!ex || n == 0 || !perpo__check_sft_config(m, tc)) st = PERPO_ERR_ARG;
+    for (i = 0; st == PERPO_OK && i < n; i++) { /* reject bad examples before touching the model */
+        if (!ex[i].image || !ex[i].prompt || !ex[i].response)
+            st = PERPO_ERR_ARG;
+        else if (!perpo__text_fits(m->T, strlen(ex[i].prompt), strlen(ex[i].response)))
+            st = PERPO_ERR_ARG;
+    }
+    if (st != PERPO_OK && !tc->parallel.reduce) return st;
+    set.ex = ex;
+    set.n = n;
+    set.epoch = (size_t)-1;
+    set.seed = tc->seed;
+    set.perm = NULL;
+    if (st == PERPO_OK) {
+        set.perm = (size_t *)perpo__calloc(m->cfg.alloc_ctx, n, sizeof(size_t));
+        if (!set.perm) st = PERPO_ERR_NOMEM;
+        if (st != PERPO_OK && !tc->parallel.reduce) return st;
+    }
+    /* data-parallel workers with an error still join the handshake, to stop with the others */
+    st = perpo__sft_train(m, perpo__example_set_next, &set, tc, progress, user, st, (uint64_t)n);
+    PERPO_FREE(m->cfg.alloc_ctx, set.perm);
+    return st;
+}
+
+PERPODEF perpo_status perpo_sft_train_stream(perpo_model *m, perpo_example_fn next, void *next_user,
+                                             const perpo_sft_config *tc, perpo_progress_fn progress,
+                                             void *user) {
+    if (!m || !tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
+    return perpo__sft_train(m, next, next_user, tc, progress, user, next ? PERPO_OK : PERPO_ERR_ARG,
+                            0);
+}
+
+/* ==========================================================================================
+   9. The model's memory and lifetime: configuration defaults and checks, the parameter table,
+      the activation arena, create and free, flat views, copies
+   ========================================================================================== */
+
+PERPODEF perpo_config perpo_config_default(void) {
+    perpo_config c;
+    memset(&c, 0, sizeof c);
+    c.image_h = 64;
+    c.image_w = 64;
+    c.channels = 3;
+    c.patch_h = 8;
+    c.patch_w = 8;
+    c.d_model = 128;
+    c.n_heads = 4;
+    c.n_vis_layers = 2;
+    c.n_dec_layers = 4;
+    c.mlp_mult = 4;
+    c.max_text = 48;
+    c.vocab = PERPO_VOCAB;
+    c.max_batch = 32;
+    return c;
+}
+
+PERPODEF perpo_status perpo_config_validate(const perpo_config *c) {
+    if (!c) return PERPO_ERR_ARG;
+    if (c->image_h < 1 || c->image_h > PERPO_MAX_IMAGE_SIDE || c->image_w < 1 ||
+        c->image_w > PERPO_MAX_IMAGE_SIDE)
+        return PERPO_ERR_ARG;
+    if (c->channels < 1 || c->channels > PERPO_MAX_CHANNELS) return PERPO_ERR_ARG;
+    if (c->patch_h < 1 || c->patch_h > PERPO_MAX_PATCH_SIDE || c->patch_w < 1 ||
+        c->patch_w > PERPO_MAX_PATCH_SIDE)
+        return PERPO_ERR_ARG;
+    if (c->image_h % c->patch_h || c->image_w % c->patch_w) return PERPO_ERR_ARG;
+    if ((c->image_h / c->patch_h) * (c->image_w / c->patch_w) > PERPO_MAX_PATCHES)
+        return PERPO_ERR_ARG;
+    if ((c->pos_channels != 0 && c->pos_channels != 1) ||
+        (c->vis_sincos != 0 && c->vis_sincos != 1))
+        return PERPO_ERR_ARG;
+    if (c->vis_sincos && c->d_model % 4) return PERPO_ERR_ARG;
+    if (c->d_model < 1 || c->d_model > PERPO_MAX_D_MODEL || c->n_heads < 1 ||
+        c->d_model % c->n_heads)
+        return PERPO_ERR_ARG;
+    if (c->n_vis_layers < 0 || c->n_vis_layers > PERPO_MAX_LAYERS || c->n_dec_layers < 1 ||
+        c->n_dec_layers > PERPO_MAX_LAYERS)
+        return PERPO_ERR_ARG;
+    if (c->mlp_mult < 1 || c->mlp_mult > PERPO_MAX_MLP_MULT) return PERPO_ERR_ARG;
+    if (c->max_text < PERPO_MIN_TEXT || c->max_text > PERPO_MAX_TEXT) return PERPO_ERR_ARG;
+    if (c->vocab != PERPO_VOCAB) return PERPO_ERR_ARG;
+    if (c->max_batch < 1 || c->max_batch > PERPO_MAX_BATCH) return PERPO_ERR_ARG;
+    return PERPO_OK;
+}
+
+/* Appends a tensor to the table and returns its offset. With m->tensors NULL it only counts
+   (n_tensors, n_params): how sizes are known before anything is allocated. */
+static size_t perpo__add_tensor(perpo_model *m, const char *name, size_t rows, size_t cols) {
+    size_t offset = m->n_params;
+    if (m->tensors) {
+        perpo__tensor *t = &m->tensors[m->n_tensors];
+        t->name = name;
+        t->rows = rows;
+        t->cols = cols;
+        t->offset = offset;
+    }
+    m->n_tensors++;
+    m->n_params += rows * (cols ? cols : 1); /* bounded by perpo_config_validate's caps */
+    return offset;
+}
+static void perpo__add_block(perpo_model *m, perpo__block *b, int vision) {
+    size_t D = m->D, M = m->M;
+    b->ln1_w = perpo__add_tensor(m, vision ? "vis.ln1_w" : "dec.ln1_w", D, 0);
+    b->ln1_b = perpo__add_tensor(m, vision ? "vis.ln1_b" : "dec.ln1_b", D, 0);
+    b->qkv_w = perpo__add_tensor(m, vision ? "vis.qkv_w" : "dec.qkv_w", 3 * D, D);
+    b->qkv_b = perpo__add_tensor(m, vision ? "vis.qkv_b" : "dec.qkv_b", 3 * D, 0);
+    b->attn_w = perpo__add_tensor(m, vision ? "vis.attn_w" : "dec.attn_w", D, D);
+    b->attn_b = perpo__add_tensor(m, vision ? "vis.attn_b" : "dec.attn_b", D, 0);
+    b->ln2_w = perpo__add_tensor(m, vision ? "vis.ln2_w" : "dec.ln2_w", D, 0);
+    b->ln2_b = perpo__add_tensor(m, vision ? "vis.ln2_b" : "dec.ln2_b", D, 0);
+    b->fc_w = perpo__add_tensor(m, vision ? "vis.fc_w" : "dec.fc_w", M, D);
+    b->fc_b = perpo__add_tensor(m, vision ? "vis.fc_b" : "dec.fc_b", M, 0);
+    b->fc2_w = perpo__add_tensor(m, vision ? "vis.fc2_w" : "dec.fc2_w", D, M);
+    b->fc2_b = perpo__add_tensor(m, vision ? "vis.fc2_b" : "dec.fc2_b", D, 0);
+}
+/* The parameter table, in the order of the flat buffer (tests/ref/make_reference.py mirrors it):
+   the one description of the parameters. A dry run (m->tensors NULL, block offsets into a
+   scratch block) counts tensors and parameters. */
+static void perpo__build_tensor_table(perpo_model *m) {
+    perpo__block scratch;
+    size_t l;
+    m->n_tensors = 0;
+    m->n_params = 0;
+    m->patch_w = perpo__add_tensor(m, "patch_w", m->D, m->PPC);
+    m->patch_b = perpo__add_tensor(m, "patch_b", m->D, 0);
+    m->vis_pos = perpo__add_tensor(m, "vis_pos", m->NP, m->D);
+    for (l = 0; l < (size_t)m->cfg.n_vis_layers; l++)
+        perpo__add_block(m, m->tensors ? &m->vis[l] : &scratch, 1);
+    m->vis_lnf_w = perpo__add_tensor(m, "vis_lnf_w", m->D, 0);
+    m->vis_lnf_b = perpo__add_tensor(m, "vis_lnf_b", m->D, 0);
+    m->proj1_w = perpo__add_tensor(m, "proj1_w", m->D, m->D);
+    m->proj1_b = perpo__add_tensor(m, "proj1_b", m->D, 0);
+    m->proj2_w = perpo__add_tensor(m, "proj2_w", m->D, m->D);
+    m->proj2_b = perpo__add_tensor(m, "proj2_b", m->D, 0);
+    m->wte = perpo__add_tensor(m, "wte", m->V, m->D);
+    m->dec_pos = perpo__add_tensor(m, "dec_pos", m->L, m->D);
+    for (l = 0; l < (size_t)m->cfg.n_dec_layers; l++)
+        perpo__add_block(m, m->tensors ? &m->dec[l] : &scratch, 0);
+    m->lnf_w = perpo__add_tensor(m, "lnf_w", m->D, 0);
+    m->lnf_b = perpo__add_tensor(m, "lnf_b", m->D, 0);
+    m->head_w = perpo__add_tensor(m, "head_w", m->V, m->D);
+}
+
+/* The fast path's buffer sizes (section 10): a product's packing workspace, attention
+   backward's per head, and the weights packed for the forward, decoding and backward. */
+static size_t perpo__gemm_ws_floats(size_t n_max);
+static size_t perpo__attention_ws_per_head(size_t T);
+static size_t perpo__wpack_count(const perpo_model *m);
+static size_t perpo__pack_offset(const perpo_model *m, size_t j, int for_backward);
+static size_t perpo__wpack_floats(const perpo_model *m);
+
+/* Arena carving: run once with base == NULL to size, once more to hand out pointers. */
+typedef struct perpo__carver {
+    float *base;
+    size_t used;
+    int ok;
+} perpo__carver;
+static float *perpo__carve(perpo__carver *c, size_t a, size_t b) {
+    size_t n, start = c->used;
+    if (!c->ok || !perpo__size_mul(a, b, &n) || !perpo__size_add(start, n, &c->used) ||
+        !perpo__size_add(c->used, 15, &c->used)) {
+        c->ok = 0;
+        return NULL;
+    }
+    c->used &= ~(size_t)15; /* keep every buffer 64-byte aligned relative to the base */
+    return c->base ? c->base + start : NULL;
+}
+static void perpo__carve_block(perpo__carver *c, perpo__block_acts *a, size_t N, size_t B, size_t T,
+                               size_t D, size_t H, size_t M) {
+    a->ln1 = perpo__carve(c, N, D);
+    a->ln1_mean = perpo__carve(c, N, 1);
+    a->ln1_rstd = perpo__carve(c, N, 1);
+    a->qkv = perpo__carve(c, N, 3 * D);
+    a->att = perpo__carve(c, B * H, T * T); /* caps of perpo_config_validate bound B*H and T*T */
+    a->atty = perpo__carve(c, N, D);
+    a->mid = perpo__carve(c, N, D);
+    a->ln2 = perpo__carve(c, N, D);
+    a->ln2_mean = perpo__carve(c, N, 1);
+    a->ln2_rstd = perpo__carve(c, N, 1);
+    a->fch = perpo__carve(c, N, M);
+    a->fcg = perpo__carve(c, N, M);
+}
+static void perpo__layout_arena(perpo_model *m, perpo__carver *c) {
+    size_t B = m->max_batch, D = m->D, Nv = B * m->NP, Nd = B * m->L, Nt = B * m->T, l;
+    size_t LV = (size_t)m->cfg.n_vis_layers, LD = (size_t)m->cfg.n_dec_layers, R = m->g_rows;
+    size_t n_max = m->V;
+    if (3 * D > n_max) n_max = 3 * D;
+    if (m->M > n_max) n_max = m->M;
+    if (m->PPC > n_max) n_max = m->PPC;
+    m->patches = perpo__carve(c, Nv, m->PPC);
+    m->vis_sincos = perpo__carve(c, m->cfg.vis_sincos ? m->NP : 1, D);
+    for (l = 0; l <= LV; l++) m->vis_x[l] = perpo__carve(c, Nv, D);
+    for (l = 0; l < LV; l++) perpo__carve_block(c, &m->vis_acts[l], Nv, B, m->NP, D, m->H, m->M);
+    m->vis_lnf = perpo__carve(c, Nv, D);
+    m->vis_lnf_mean = perpo__carve(c, Nv, 1);
+    m->vis_lnf_rstd = perpo__carve(c, Nv, 1);
+    m->proj_h = perpo__carve(c, Nv, D);
+    m->proj_g = perpo__carve(c, Nv, D);
+    m->img_tok = perpo__carve(c, Nv, D);
+    for (l = 0; l <= LD; l++) m->dec_x[l] = perpo__carve(c, Nd, D);
+    for (l = 0; l < LD; l++) perpo__carve_block(c, &m->dec_acts[l], Nd, B, m->L, D, m->H, m->M);
+    m->txt = perpo__carve(c, Nt, D);
+    m->lnf = perpo__carve(c, Nt, D);
+    m->lnf_mean = perpo__carve(c, Nt, 1);
+    m->lnf_rstd = perpo__carve(c, Nt, 1);
+    m->logits = perpo__carve(c, Nt, m->V);
+    m->lse = perpo__carve(c, Nt, 1);
+    m->dlogits = perpo__carve(c, Nt, m->V);
+    /* backward scratch is sized for the decoder, the larger of the two stacks */
+    m->d_res = perpo__carve(c, Nd, D);
+    m->d_tmp = perpo__carve(c, Nd, D);
+    m->d_atty = perpo__carve(c, Nd, D);
+    m->d_qkv = perpo__carve(c, Nd, 3 * D);
+    m->d_fc = perpo__carve(c, Nd, m->M);
+    m->att_ws = perpo__carve(c, B * m->H, perpo__attention_ws_per_head(m->L));
+    m->d_img = perpo__carve(c, Nv, D);
+    m->ws_area = (perpo__gemm_ws_floats(n_max) + 15) & ~(size_t)15;
+    m->gemm_ws = perpo__carve(c, m->ws_area, 3);
+    m->d_mid = perpo__carve(c, Nd, D);
+    m->d_tmp2 = perpo__carve(c, Nd, D);
+    m->bpack = perpo__carve(c, perpo__pack_offset(m, perpo__wpack_count(m), 1), 1);
+    m->kcache = perpo__carve(c, LD * B, m->L * D);
+    m->vcache = perpo__carve(c, LD * B, m->L * D);
+    m->wpack = perpo__carve(c, perpo__wpack_floats(m), 1);
+    m->g_x = perpo__carve(c, R, D);
+    m->g_ln = perpo__carve(c, R, D);
+    m->g_mean = perpo__carve(c, R, 1);
+    m->g_rstd = perpo__carve(c, R, 1);
+    m->g_qkv = perpo__carve(c, R, 3 * D);
+    m->g_atty = perpo__carve(c, R, D);
+    m->g_tmp = perpo__carve(c, R, D);
+    m->g_fch = perpo__carve(c, R, m->M);
+    m->g_scores = perpo__carve(c, R * m->H, m->L);
+    m->g_logits = perpo__carve(c, B, m->V);
+}
+
+static void perpo__free_parts(perpo_model *m) {
+    void *ctx = m->cfg.alloc_ctx;
+    PERPO_FREE(ctx, m->tensors);
+    PERPO_FREE(ctx, m->vis);
+    PERPO_FREE(ctx, m->dec);
+    PERPO_FREE(ctx, m->params);
+    PERPO_FREE(ctx, m->grads);
+    PERPO_FREE(ctx, m->adam_m);
+    PERPO_FREE(ctx, m->adam_v);
+    PERPO_FREE(ctx, m->arena);
+    PERPO_FREE(ctx, m->vis_x);
+    PERPO_FREE(ctx, m->dec_x);
+    PERPO_FREE(ctx, m->vis_acts);
+    PERPO_FREE(ctx, m->dec_acts);
+    PERPO_FREE(ctx, m->tokens);
+    PERPO_FREE(ctx, m->targets);
+    PERPO_FREE(ctx, m->image_of);
+    PERPO_FREE(ctx, m->sort_buf);
+}
+
+PERPODEF void perpo_model_free(perpo_model *m) {
+    if (!m) return;
+    perpo__free_parts(m);
+    PERPO_FREE(m->cfg.alloc_ctx, m);
+}
+
+/* GPT-2 style initialisation: matrices N(0, 0.02), the two projections that write into the
+   residual stream scaled by 1/sqrt(2 * layers), LayerNorm gains 1, biases 0. */
+static void perpo__init_params(perpo_model *m, uint64_t seed) {
+    perpo__rng rng;
+    size_t i, j;
+    perpo__rng_seed(&rng, seed);
+    for (i = 0; i < m->n_tensors; i++) {
+        const perpo__tensor *t = &m->tensors[i];
+        float *p = m->params + t->offset;
+        size_t n = t->rows * (t->cols ? t->cols : 1);
+        int is_gain = strstr(t->name, "ln") != NULL && t->name[strlen(t->name) - 1] == 'w';
+        double std = 0.02;
+        if (t->cols == 0) {
+            for (j = 0; j < n; j++) p[j] = is_gain ? 1.0f : 0.0f;
+            continue;
+        }
+        if (strstr(t->name, "attn_w") || strstr(t->name, "fc2_w")) {
+            int layers = t->name[0] == 'v' ? m->cfg.n_vis_layers : m->cfg.n_dec_layers;
+            std /= sqrt(2.0 * (layers > 0 ? layers : 1));
+        }
+        for (j = 0; j < n; j++) p[j] = (float)(std * perpo__rng_normal(&rng));
+    }
+}
+
+/* The sizes that follow from a (validated) config. */
+static void perpo__derive_sizes(perpo_model *m, const perpo_config *cfg) {
+    m->cfg = *cfg;
+    m->NP = (size_t)(cfg->image_h / cfg->patch_h) * (size_t)(cfg->image_w / cfg->patch_w);
+    m->T = (size_t)cfg->max_text;
+    m->L = m->NP + m->T;
+    m->D = (size_t)cfg->d_model;
+    m->H = (size_t)cfg->n_heads;
+    m->M = (size_t)cfg->mlp_mult * m->D;
+    m->V = (size_t)cfg->vocab;
+    m->PPC = (size_t)cfg->patch_h * (size_t)cfg->patch_w *
+             (size_t)(cfg->channels + 2 * cfg->pos_channels);
+    m->image_floats = (size_t)cfg->image_h * (size_t)cfg->image_w * (size_t)cfg->channels;
+    m->max_batch = (size_t)cfg->max_batch;
+    m->g_rows = m->max_batch > m->L ? m->max_batch : m->L;
+}
+
+/* Tensors and parameters of a validated config, by a dry run of perpo__build_tensor_table. */
+static void perpo__count_tensors(const perpo_config *cfg, size_t *n_tensors, size_t *n_params) {
+    perpo_model m;
+    memset(&m, 0, sizeof m);
+    perpo__derive_sizes(&m, cfg);
+    perpo__build_tensor_table(&m);
+    *n_tensors = m.n_tensors;
+    *n_params = m.n_params;
+}
+
+/* Floats of the activation arena of a validated config, by a dry run of the carving, without
+   allocating; 0 when a size overflows. */
+static size_t perpo__arena_floats(const perpo_config *cfg) {
+    perpo_model m;
+    float *vis_x[PERPO_MAX_LAYERS + 1], *dec_x[PERPO_MAX_LAYERS + 1];
+    perpo__block_acts vis_acts[PERPO_MAX_LAYERS + 1], dec_acts[PERPO_MAX_LAYERS];
+    perpo__carver c;
+    memset(&m, 0, sizeof m);
+    perpo__derive_sizes(&m, cfg);
+    m.vis_x = vis_x;
+    m.dec_x = dec_x;
+    m.vis_acts = vis_acts;
+    m.dec_acts = dec_acts;
+    c.base = NULL;
+    c.used = 0;
+    c.ok = 1;
+    perpo__layout_arena(&m, &c);
+    return c.ok ? c.used : 0;
+}
+
+PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *cfg,
+                                         uint64_t seed) {
+    perpo_model *m;
+    perpo__carver c;
+    void *ctx;
+    size_t LV, LD, n_tensors, n_params;
+    perpo_status st;
+    if (!out) return PERPO_ERR_ARG;
+    *out = NULL;
+    if ((st = perpo_config_validate(cfg)) != PERPO_OK) return st;
+    ctx = cfg->alloc_ctx;
+    m = (perpo_model *)perpo__calloc(ctx, 1, sizeof *m);
+    if (!m) return PERPO_ERR_NOMEM;
+    perpo__derive_sizes(m, cfg);
+    LV = (size_t)cfg->n_vis_layers;
+    LD = (size_t)cfg->n_dec_layers;
+    perpo__count_tensors(cfg, &n_tensors, &n_params);
+    m->tensors = (perpo__tensor *)perpo__calloc(ctx, n_tensors, sizeof *m->tensors);
+    m->vis = (perpo__block *)perpo__calloc(ctx, LV + 1, sizeof *m->vis);
+    m->dec = (perpo__block *)perpo__calloc(ctx, LD, sizeof *m->dec);
+    m->vis_x = (float **)perpo__calloc(ctx, LV + 1, sizeof *m->vis_x);
+    m->dec_x = (float **)perpo__calloc(ctx, LD + 1, sizeof *m->dec_x);
+    m->vis_acts = (perpo__block_acts *)perpo__calloc(ctx, LV + 1, sizeof *m->vis_acts);
+    m->dec_acts = (perpo__block_acts *)perpo__calloc(ctx, LD, sizeof *m->dec_acts);
+    m->sort_buf =
+        (perpo__token_score *)perpo__calloc(ctx, m->max_batch * m->V, sizeof *m->sort_buf);
+    m->tokens = (int *)perpo__calloc(ctx, m->max_batch * m->T, sizeof(int));
+    m->targets = (int *)perpo__calloc(ctx, m->max_batch * m->T, sizeof(int));
+    m->image_of = (size_t *)perpo__calloc(ctx, m->max_batch, sizeof(size_t));
+    if (!m->tensors || !m->vis || !m->dec || !m->vis_x || !m->dec_x || !m->vis_acts ||
+        !m->dec_acts || !m->sort_buf || !m->tokens || !m->targets || !m->image_of) {
+        perpo_model_free(m);
+        return PERPO_ERR_NOMEM;
+    }
+    perpo__build_tensor_table(m);
+    PERPO_ASSERT(m->n_tensors == n_tensors && m->n_params == n_params);
+    m->params = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
+    m->grads = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
+    m->adam_m = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
+    m->adam_v = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
+    if (!m->params || !m->grads || !m->adam_m || !m->adam_v) {
+        perpo_model_free(m);
+        return PERPO_ERR_NOMEM;
+    }
+    c.base = NULL;
+    c.used = 0;
+    c.ok = 1;
+    perpo__layout_arena(m, &c);
+    if (!c.ok) {
+        perpo_model_free(m);
+        return PERPO_ERR_OVERFLOW;
+    }
+    m->arena_floats = c.used;
+    m->arena = (float *)perpo__calloc(ctx, c.used + 16, sizeof(float));
+    if (!m->arena) {
+        perpo_model_free(m);
+        return PERPO_ERR_NOMEM;
+    }
+    c.base = m->arena;
+    c.used = 0;
+    c.ok = 1;
+    perpo__layout_arena(m, &c);
+    if (cfg->vis_sincos)
+        perpo__sincos_2d(m->vis_sincos, (size_t)(cfg->image_w / cfg->patch_w),
+                         (size_t)(cfg->image_h / cfg->patch_h), m->D);
+    perpo__init_params(m, seed);
+    m->params_known_finite = 1; /* the initialisation is finite */
+    *out = m;
+    return PERPO_OK;
+}
+
+PERPODEF const perpo_config *perpo_model_config(const perpo_model *m) { return m ? &m->cfg : NULL; }
+PERPODEF size_t perpo_model_num_params(const perpo_model *m) { return m ? m->n_params : 0; }
+PERPODEF float *perpo_model_params(perpo_model *m) {
+    if (!m) return NULL;
+    m->params_version++;        /* the caller may write: weights packed for decoding are stale */
+    m->params_known_finite = 0; /* the caller may write anything through it */
+    return m->params;
+}
+PERPODEF float *perpo_model_grads(perpo_model *m) { return m ? m->grads : NULL; }
+PERPODEF size_t perpo_model_num_tensors(const perpo_model *m) { return m ? m->n_tensors : 0; }
+PERPODEF perpo_status perpo_model_tensor(const perpo_model *m, size_t i, const char **name,
+                                         size_t *offset, size_t *rows, size_t *cols) {
+    if (!m || i >= m->n_tensors) return PERPO_ERR_ARG;
+    if (name) *name = m->tensors[i].name;
+    if (offset) *offset = m->tensors[i].offset;
+    if (rows) *rows = m->tensors[i].rows;
+    if (cols) *cols = m->tensors[i].cols;
+    return PERPO_OK;
+}
+
+/* Same architecture: every config field but max_batch (it sizes only the arena) and alloc_ctx. */
+static int perpo__same_architecture(const perpo_config *a, const perpo_config *b) {
+    return a->image_h == b->image_h && a->image_w == b->image_w && a->channels == b->channels &&
+           a->patch_h == b->patch_h && a->patch_w == b->patch_w &&
+           a->pos_channels == b->pos_channels && a->vis_sincos == b->vis_sincos &&
+           a->d_model == b->d_model && a->n_heads == b->n_heads &&
+           a->n_vis_layers == b->n_vis_layers && a->n_dec_layers == b->n_dec_layers &&
+           a->mlp_mult == b->mlp_mult && a->max_text == b->max_text && a->vocab == b->vocab;
+}
+PERPODEF perpo_status perpo_model_copy_params(perpo_model *dst, const perpo_model *src) {
+    if (!dst || !src || !perpo__same_architecture(&dst->cfg, &src->cfg)) return PERPO_ERR_ARG;
+    memcpy(dst->params, src->params, src->n_params * sizeof(float));
+    dst->params_version++;
+    dst->params_known_finite = src->params_known_finite;
+    perpo_optim_reset(dst);
+    dst->have_forward = 0;
+    return PERPO_OK;
+}
+
+/* ==========================================================================================
+   10. Fast paths: what runs unless PERPO_REFERENCE is defined (section 3, "The switch"). The
+       functions of sections 2, 3 and 6 computed faster: the matrix product on packed panels
+       and a register tile (AVX2 / AVX-512 intrinsics; bfloat16 inputs with PERPO_USE_BF16;
+       cblas_sgemm with PERPO_USE_CBLAS), the vector exp, GELU and softmax, LayerNorm and
+       attention kernels, OpenMP teams that split them; the model's blocks, forward and
+       backward on those kernels with its weights packed once per forward; generation with a
+       KV cache. The tests hold each against its reference (tests/t_reference.c): they agree to
+       the last bits, and bit for bit where they sum the same terms.
+   ========================================================================================== */
 
 /* ---- Matrix product --------------------------------------------------------------------- *
  * C (M,N) = [C +] op(A) (M,K) . op(B) (K,N). ta: A is stored (K,M); tb: B is stored (N,K).
@@ -2388,235 +5322,7 @@ static float perpo__logsumexp(const float *x, size_t n) {
     return mx + (float)log(s);
 }
 
-/* ---- Patchify: image (H,W,C) -> (NP, patch_h*patch_w*(C [+2])) rows, patches row-major,
-   pixels (dy,dx,c [,x,y]): with pos_channels each pixel also carries its x and y ---------- */
-static void perpo__patchify(float *out, const float *img, const perpo_config *cfg) {
-    size_t H = (size_t)cfg->image_h, W = (size_t)cfg->image_w, C = (size_t)cfg->channels;
-    size_t PH = (size_t)cfg->patch_h, PW = (size_t)cfg->patch_w, py, px, dy, dx, c;
-    for (py = 0; py < H / PH; py++)
-        for (px = 0; px < W / PW; px++)
-            for (dy = 0; dy < PH; dy++)
-                for (dx = 0; dx < PW; dx++) {
-                    size_t y = py * PH + dy, x = px * PW + dx;
-                    for (c = 0; c < C; c++) *out++ = img[(y * W + x) * C + c];
-                    if (cfg->pos_channels) { /* x then y, each spanning [-1, 1] over the image */
-                        *out++ = W > 1 ? (float)(-1.0 + 2.0 * (double)x / (double)(W - 1)) : 0.0f;
-                        *out++ = H > 1 ? (float)(-1.0 + 2.0 * (double)y / (double)(H - 1)) : 0.0f;
-                    }
-                }
-}
-
-/* The fixed 2D sin-cos code of the vision positions (D % 4 == 0): for the patch in column px
-   and row py, with q = D / 4 and w_k = 100^(-k/q), the row is
-   [sin(px w_k), cos(px w_k), sin(py w_k), cos(py w_k)] for k = 0..q-1, each block of q. */
-static void perpo__sincos_2d(float *out, size_t cols, size_t rows, size_t D) {
-    size_t q = D / 4, px, py, k;
-    for (py = 0; py < rows; py++)
-        for (px = 0; px < cols; px++, out += D)
-            for (k = 0; k < q; k++) {
-                double w = pow(100.0, -(double)k / (double)q);
-                out[k] = (float)sin((double)px * w);
-                out[q + k] = (float)cos((double)px * w);
-                out[2 * q + k] = (float)sin((double)py * w);
-                out[3 * q + k] = (float)cos((double)py * w);
-            }
-}
-
-/* ==========================================================================================
-   3. The compact MLLM (LLaVA-shaped). Image -> patch_h x patch_w patches (optional x/y position
-      channels) -> linear embedding + learned position (+ optional 2D sin-cos code) ->
-      bidirectional blocks (vision encoder) -> LayerNorm -> 2-layer GELU MLP projector (as
-      LLaVA-1.5) -> image tokens. Decoder: pre-LN causal blocks over [image tokens ; text
-      tokens] + learned positions -> LayerNorm -> untied head on the text positions.
-   ========================================================================================== */
-
-/* One tensor of the flat parameter buffer. */
-typedef struct perpo__tensor {
-    const char *name;
-    size_t offset, rows, cols; /* cols == 0: a vector of rows elements */
-} perpo__tensor;
-
-/* Offsets of the 12 tensors of one transformer block. */
-typedef struct perpo__block {
-    size_t ln1_w, ln1_b, qkv_w, qkv_b, attn_w, attn_b, ln2_w, ln2_b, fc_w, fc_b, fc2_w, fc2_b;
-} perpo__block;
-
-/* What one block's forward keeps for backward. */
-typedef struct perpo__block_acts {
-    float *ln1, *ln1_mean, *ln1_rstd; /* (N,D), (N), (N) */
-    float *qkv;                       /* (N,3D) */
-    float *att;                       /* (B,H,T,T) softmax probabilities */
-    float *atty;                      /* (N,D) attention output before the projection */
-    float *mid;                       /* (N,D) residual stream after attention */
-    float *ln2, *ln2_mean, *ln2_rstd;
-    float *fch, *fcg; /* (N,M) MLP hidden before / after GELU */
-} perpo__block_acts;
-
-struct perpo_model {
-    perpo_config cfg;
-    /* derived sizes */
-    size_t NP, T, L, D, H, M, V, PPC; /* patches, text positions, NP+T, width, heads, MLP hidden,
-                                         vocab, patch vector length (position channels included) */
-    size_t image_floats;              /* image_h * image_w * channels: one input image */
-    size_t max_batch;
-    /* parameters, gradients, AdamW moments: same layout, described by the tensor table */
-    perpo__tensor *tensors;
-    size_t n_tensors, n_params;
-    /* offsets into params of the tensors of these names (patch_w: the patch embedding's weight,
-       not cfg.patch_w) */
-    size_t patch_w, patch_b, vis_pos, vis_lnf_w, vis_lnf_b, proj1_w, proj1_b, proj2_w, proj2_b;
-    size_t wte, dec_pos, lnf_w, lnf_b, head_w;
-    perpo__block *vis, *dec;
-    float *params, *grads, *adam_m, *adam_v;
-    int opt_step;
-    /* activation arena */
-    float *arena;
-    size_t arena_floats;
-    float *patches;    /* (maxB*NP, PPC) */
-    float *vis_sincos; /* (NP, D) fixed 2D sin-cos code, when cfg.vis_sincos */
-    float **vis_x;     /* LV+1 residual streams (maxB*NP, D) */
-    perpo__block_acts *vis_acts;
-    float *vis_lnf, *vis_lnf_mean, *vis_lnf_rstd, *proj_h, *proj_g, *img_tok;
-    float **dec_x; /* LD+1 residual streams (maxB*L, D) */
-    perpo__block_acts *dec_acts;
-    float *txt, *lnf, *lnf_mean, *lnf_rstd; /* final stream's text rows (maxB*T, D) and their LN */
-    float *logits, *lse, *dlogits;          /* (maxB*T, V), (maxB*T), (maxB*T, V) */
-    float *d_res, *d_tmp, *d_atty, *d_qkv, *d_fc, *d_img; /* backward scratch */
-    float *d_mid, *d_tmp2; /* (of a block's backward: dL/dmid, LN1's input gradient) */
-    float *att_ws;         /* attention backward: dS, a (T,T) matrix per (sequence, head) */
-    float *gemm_ws; /* 3 areas of ws_area floats: products that follow each other unsynchronized */
-    size_t ws_area;
-    /* generation: KV cache per decoder layer (maxB, L, D) and per-row scratch */
-    float *kcache, *vcache;
-    float *wpack; /* weights packed for the forward and decoding (perpo__wpack_get) */
-    float *bpack; /* the same for backward's input gradients (perpo__bpack_get) */
-    unsigned long params_version, wpack_version; /* bumped by whatever may change params */
-    int wpack_ok;
-    size_t g_rows; /* max(maxB, L) */
-    float *g_x, *g_ln, *g_mean, *g_rstd, *g_qkv, *g_atty, *g_tmp, *g_fch, *g_scores, *g_logits;
-    /* the batch of the last forward, kept for backward */
-    int *tokens, *targets;
-    size_t *image_of;
-    size_t n_seq, n_img;
-    int have_forward;
-    struct perpo__token_score *sort_buf; /* (maxB, V): each sequence's candidates of a draw */
-    /* 1: every parameter is known finite (set by create, load and each optimizer step, which
-       check them); 0: perpo_model_params handed out a writable pointer since, so generation
-       and save check the values themselves */
-    int params_known_finite;
-};
-
-typedef struct perpo__token_score {
-    float score;
-    int token;
-} perpo__token_score;
-
-PERPODEF perpo_config perpo_config_default(void) {
-    perpo_config c;
-    memset(&c, 0, sizeof c);
-    c.image_h = 64;
-    c.image_w = 64;
-    c.channels = 3;
-    c.patch_h = 8;
-    c.patch_w = 8;
-    c.d_model = 128;
-    c.n_heads = 4;
-    c.n_vis_layers = 2;
-    c.n_dec_layers = 4;
-    c.mlp_mult = 4;
-    c.max_text = 48;
-    c.vocab = PERPO_VOCAB;
-    c.max_batch = 32;
-    return c;
-}
-
-PERPODEF perpo_status perpo_config_validate(const perpo_config *c) {
-    if (!c) return PERPO_ERR_ARG;
-    if (c->image_h < 1 || c->image_h > PERPO_MAX_IMAGE_SIDE || c->image_w < 1 ||
-        c->image_w > PERPO_MAX_IMAGE_SIDE)
-        return PERPO_ERR_ARG;
-    if (c->channels < 1 || c->channels > PERPO_MAX_CHANNELS) return PERPO_ERR_ARG;
-    if (c->patch_h < 1 || c->patch_h > PERPO_MAX_PATCH_SIDE || c->patch_w < 1 ||
-        c->patch_w > PERPO_MAX_PATCH_SIDE)
-        return PERPO_ERR_ARG;
-    if (c->image_h % c->patch_h || c->image_w % c->patch_w) return PERPO_ERR_ARG;
-    if ((c->image_h / c->patch_h) * (c->image_w / c->patch_w) > PERPO_MAX_PATCHES)
-        return PERPO_ERR_ARG;
-    if ((c->pos_channels != 0 && c->pos_channels != 1) ||
-        (c->vis_sincos != 0 && c->vis_sincos != 1))
-        return PERPO_ERR_ARG;
-    if (c->vis_sincos && c->d_model % 4) return PERPO_ERR_ARG;
-    if (c->d_model < 1 || c->d_model > PERPO_MAX_D_MODEL || c->n_heads < 1 ||
-        c->d_model % c->n_heads)
-        return PERPO_ERR_ARG;
-    if (c->n_vis_layers < 0 || c->n_vis_layers > PERPO_MAX_LAYERS || c->n_dec_layers < 1 ||
-        c->n_dec_layers > PERPO_MAX_LAYERS)
-        return PERPO_ERR_ARG;
-    if (c->mlp_mult < 1 || c->mlp_mult > PERPO_MAX_MLP_MULT) return PERPO_ERR_ARG;
-    if (c->max_text < PERPO_MIN_TEXT || c->max_text > PERPO_MAX_TEXT) return PERPO_ERR_ARG;
-    if (c->vocab != PERPO_VOCAB) return PERPO_ERR_ARG;
-    if (c->max_batch < 1 || c->max_batch > PERPO_MAX_BATCH) return PERPO_ERR_ARG;
-    return PERPO_OK;
-}
-
-/* Appends a tensor to the table and returns its offset. With m->tensors NULL it only counts
-   (n_tensors, n_params): how sizes are known before anything is allocated. */
-static size_t perpo__add_tensor(perpo_model *m, const char *name, size_t rows, size_t cols) {
-    size_t offset = m->n_params;
-    if (m->tensors) {
-        perpo__tensor *t = &m->tensors[m->n_tensors];
-        t->name = name;
-        t->rows = rows;
-        t->cols = cols;
-        t->offset = offset;
-    }
-    m->n_tensors++;
-    m->n_params += rows * (cols ? cols : 1); /* bounded by perpo_config_validate's caps */
-    return offset;
-}
-static void perpo__add_block(perpo_model *m, perpo__block *b, int vision) {
-    size_t D = m->D, M = m->M;
-    b->ln1_w = perpo__add_tensor(m, vision ? "vis.ln1_w" : "dec.ln1_w", D, 0);
-    b->ln1_b = perpo__add_tensor(m, vision ? "vis.ln1_b" : "dec.ln1_b", D, 0);
-    b->qkv_w = perpo__add_tensor(m, vision ? "vis.qkv_w" : "dec.qkv_w", 3 * D, D);
-    b->qkv_b = perpo__add_tensor(m, vision ? "vis.qkv_b" : "dec.qkv_b", 3 * D, 0);
-    b->attn_w = perpo__add_tensor(m, vision ? "vis.attn_w" : "dec.attn_w", D, D);
-    b->attn_b = perpo__add_tensor(m, vision ? "vis.attn_b" : "dec.attn_b", D, 0);
-    b->ln2_w = perpo__add_tensor(m, vision ? "vis.ln2_w" : "dec.ln2_w", D, 0);
-    b->ln2_b = perpo__add_tensor(m, vision ? "vis.ln2_b" : "dec.ln2_b", D, 0);
-    b->fc_w = perpo__add_tensor(m, vision ? "vis.fc_w" : "dec.fc_w", M, D);
-    b->fc_b = perpo__add_tensor(m, vision ? "vis.fc_b" : "dec.fc_b", M, 0);
-    b->fc2_w = perpo__add_tensor(m, vision ? "vis.fc2_w" : "dec.fc2_w", D, M);
-    b->fc2_b = perpo__add_tensor(m, vision ? "vis.fc2_b" : "dec.fc2_b", D, 0);
-}
-/* The parameter table, in the order of the flat buffer (tests/ref/make_reference.py mirrors it):
-   the one description of the parameters. A dry run (m->tensors NULL, block offsets into a
-   scratch block) counts tensors and parameters. */
-static void perpo__build_tensor_table(perpo_model *m) {
-    perpo__block scratch;
-    size_t l;
-    m->n_tensors = 0;
-    m->n_params = 0;
-    m->patch_w = perpo__add_tensor(m, "patch_w", m->D, m->PPC);
-    m->patch_b = perpo__add_tensor(m, "patch_b", m->D, 0);
-    m->vis_pos = perpo__add_tensor(m, "vis_pos", m->NP, m->D);
-    for (l = 0; l < (size_t)m->cfg.n_vis_layers; l++)
-        perpo__add_block(m, m->tensors ? &m->vis[l] : &scratch, 1);
-    m->vis_lnf_w = perpo__add_tensor(m, "vis_lnf_w", m->D, 0);
-    m->vis_lnf_b = perpo__add_tensor(m, "vis_lnf_b", m->D, 0);
-    m->proj1_w = perpo__add_tensor(m, "proj1_w", m->D, m->D);
-    m->proj1_b = perpo__add_tensor(m, "proj1_b", m->D, 0);
-    m->proj2_w = perpo__add_tensor(m, "proj2_w", m->D, m->D);
-    m->proj2_b = perpo__add_tensor(m, "proj2_b", m->D, 0);
-    m->wte = perpo__add_tensor(m, "wte", m->V, m->D);
-    m->dec_pos = perpo__add_tensor(m, "dec_pos", m->L, m->D);
-    for (l = 0; l < (size_t)m->cfg.n_dec_layers; l++)
-        perpo__add_block(m, m->tensors ? &m->dec[l] : &scratch, 0);
-    m->lnf_w = perpo__add_tensor(m, "lnf_w", m->D, 0);
-    m->lnf_b = perpo__add_tensor(m, "lnf_b", m->D, 0);
-    m->head_w = perpo__add_tensor(m, "head_w", m->V, m->D);
-}
-
+/* ---- The model on the fast kernels: packed weights, blocks, forward and backward -------- */
 /* Weights packed (perpo__gemm_prepack) for products that every thread reads whole: the
    forward's, where each thread computes its own rows, and decoding's. Matrix j of the list: 4 per
    decoder layer (qkv, attention out, fc, fc2), the head, 4 per vision layer, the patch embedding
@@ -2699,333 +5405,6 @@ static size_t perpo__pack_offset(const perpo_model *m, size_t j, int for_backwar
 static size_t perpo__wpack_floats(const perpo_model *m) {
     return perpo__pack_offset(m, perpo__wpack_count(m), 0);
 }
-/* Arena carving: run once with base == NULL to size, once more to hand out pointers. */
-typedef struct perpo__carver {
-    float *base;
-    size_t used;
-    int ok;
-} perpo__carver;
-static float *perpo__carve(perpo__carver *c, size_t a, size_t b) {
-    size_t n, start = c->used;
-    if (!c->ok || !perpo__size_mul(a, b, &n) || !perpo__size_add(start, n, &c->used) ||
-        !perpo__size_add(c->used, 15, &c->used)) {
-        c->ok = 0;
-        return NULL;
-    }
-    c->used &= ~(size_t)15; /* keep every buffer 64-byte aligned relative to the base */
-    return c->base ? c->base + start : NULL;
-}
-static void perpo__carve_block(perpo__carver *c, perpo__block_acts *a, size_t N, size_t B, size_t T,
-                               size_t D, size_t H, size_t M) {
-    a->ln1 = perpo__carve(c, N, D);
-    a->ln1_mean = perpo__carve(c, N, 1);
-    a->ln1_rstd = perpo__carve(c, N, 1);
-    a->qkv = perpo__carve(c, N, 3 * D);
-    a->att = perpo__carve(c, B * H, T * T); /* caps of perpo_config_validate bound B*H and T*T */
-    a->atty = perpo__carve(c, N, D);
-    a->mid = perpo__carve(c, N, D);
-    a->ln2 = perpo__carve(c, N, D);
-    a->ln2_mean = perpo__carve(c, N, 1);
-    a->ln2_rstd = perpo__carve(c, N, 1);
-    a->fch = perpo__carve(c, N, M);
-    a->fcg = perpo__carve(c, N, M);
-}
-static void perpo__layout_arena(perpo_model *m, perpo__carver *c) {
-    size_t B = m->max_batch, D = m->D, Nv = B * m->NP, Nd = B * m->L, Nt = B * m->T, l;
-    size_t LV = (size_t)m->cfg.n_vis_layers, LD = (size_t)m->cfg.n_dec_layers, R = m->g_rows;
-    size_t n_max = m->V;
-    if (3 * D > n_max) n_max = 3 * D;
-    if (m->M > n_max) n_max = m->M;
-    if (m->PPC > n_max) n_max = m->PPC;
-    m->patches = perpo__carve(c, Nv, m->PPC);
-    m->vis_sincos = perpo__carve(c, m->cfg.vis_sincos ? m->NP : 1, D);
-    for (l = 0; l <= LV; l++) m->vis_x[l] = perpo__carve(c, Nv, D);
-    for (l = 0; l < LV; l++) perpo__carve_block(c, &m->vis_acts[l], Nv, B, m->NP, D, m->H, m->M);
-    m->vis_lnf = perpo__carve(c, Nv, D);
-    m->vis_lnf_mean = perpo__carve(c, Nv, 1);
-    m->vis_lnf_rstd = perpo__carve(c, Nv, 1);
-    m->proj_h = perpo__carve(c, Nv, D);
-    m->proj_g = perpo__carve(c, Nv, D);
-    m->img_tok = perpo__carve(c, Nv, D);
-    for (l = 0; l <= LD; l++) m->dec_x[l] = perpo__carve(c, Nd, D);
-    for (l = 0; l < LD; l++) perpo__carve_block(c, &m->dec_acts[l], Nd, B, m->L, D, m->H, m->M);
-    m->txt = perpo__carve(c, Nt, D);
-    m->lnf = perpo__carve(c, Nt, D);
-    m->lnf_mean = perpo__carve(c, Nt, 1);
-    m->lnf_rstd = perpo__carve(c, Nt, 1);
-    m->logits = perpo__carve(c, Nt, m->V);
-    m->lse = perpo__carve(c, Nt, 1);
-    m->dlogits = perpo__carve(c, Nt, m->V);
-    /* backward scratch is sized for the decoder, the larger of the two stacks */
-    m->d_res = perpo__carve(c, Nd, D);
-    m->d_tmp = perpo__carve(c, Nd, D);
-    m->d_atty = perpo__carve(c, Nd, D);
-    m->d_qkv = perpo__carve(c, Nd, 3 * D);
-    m->d_fc = perpo__carve(c, Nd, m->M);
-    m->att_ws = perpo__carve(c, B * m->H, perpo__attention_ws_per_head(m->L));
-    m->d_img = perpo__carve(c, Nv, D);
-    m->ws_area = (perpo__gemm_ws_floats(n_max) + 15) & ~(size_t)15;
-    m->gemm_ws = perpo__carve(c, m->ws_area, 3);
-    m->d_mid = perpo__carve(c, Nd, D);
-    m->d_tmp2 = perpo__carve(c, Nd, D);
-    m->bpack = perpo__carve(c, perpo__pack_offset(m, perpo__wpack_count(m), 1), 1);
-    m->kcache = perpo__carve(c, LD * B, m->L * D);
-    m->vcache = perpo__carve(c, LD * B, m->L * D);
-    m->wpack = perpo__carve(c, perpo__wpack_floats(m), 1);
-    m->g_x = perpo__carve(c, R, D);
-    m->g_ln = perpo__carve(c, R, D);
-    m->g_mean = perpo__carve(c, R, 1);
-    m->g_rstd = perpo__carve(c, R, 1);
-    m->g_qkv = perpo__carve(c, R, 3 * D);
-    m->g_atty = perpo__carve(c, R, D);
-    m->g_tmp = perpo__carve(c, R, D);
-    m->g_fch = perpo__carve(c, R, m->M);
-    m->g_scores = perpo__carve(c, R * m->H, m->L);
-    m->g_logits = perpo__carve(c, B, m->V);
-}
-
-static void perpo__free_parts(perpo_model *m) {
-    void *ctx = m->cfg.alloc_ctx;
-    PERPO_FREE(ctx, m->tensors);
-    PERPO_FREE(ctx, m->vis);
-    PERPO_FREE(ctx, m->dec);
-    PERPO_FREE(ctx, m->params);
-    PERPO_FREE(ctx, m->grads);
-    PERPO_FREE(ctx, m->adam_m);
-    PERPO_FREE(ctx, m->adam_v);
-    PERPO_FREE(ctx, m->arena);
-    PERPO_FREE(ctx, m->vis_x);
-    PERPO_FREE(ctx, m->dec_x);
-    PERPO_FREE(ctx, m->vis_acts);
-    PERPO_FREE(ctx, m->dec_acts);
-    PERPO_FREE(ctx, m->tokens);
-    PERPO_FREE(ctx, m->targets);
-    PERPO_FREE(ctx, m->image_of);
-    PERPO_FREE(ctx, m->sort_buf);
-}
-
-PERPODEF void perpo_model_free(perpo_model *m) {
-    if (!m) return;
-    perpo__free_parts(m);
-    PERPO_FREE(m->cfg.alloc_ctx, m);
-}
-
-/* calloc through the user allocator, with an overflow-checked n * size. */
-static void *perpo__calloc(void *ctx, size_t n, size_t size) {
-    size_t bytes;
-    void *p;
-    if (!perpo__size_mul(n, size, &bytes)) return NULL;
-    p = PERPO_MALLOC(ctx, bytes ? bytes : 1);
-    if (p) memset(p, 0, bytes);
-    return p;
-}
-
-/* GPT-2 style initialisation: matrices N(0, 0.02), the two projections that write into the
-   residual stream scaled by 1/sqrt(2 * layers), LayerNorm gains 1, biases 0. */
-static void perpo__init_params(perpo_model *m, uint64_t seed) {
-    perpo__rng rng;
-    size_t i, j;
-    perpo__rng_seed(&rng, seed);
-    for (i = 0; i < m->n_tensors; i++) {
-        const perpo__tensor *t = &m->tensors[i];
-        float *p = m->params + t->offset;
-        size_t n = t->rows * (t->cols ? t->cols : 1);
-        int is_gain = strstr(t->name, "ln") != NULL && t->name[strlen(t->name) - 1] == 'w';
-        double std = 0.02;
-        if (t->cols == 0) {
-            for (j = 0; j < n; j++) p[j] = is_gain ? 1.0f : 0.0f;
-            continue;
-        }
-        if (strstr(t->name, "attn_w") || strstr(t->name, "fc2_w")) {
-            int layers = t->name[0] == 'v' ? m->cfg.n_vis_layers : m->cfg.n_dec_layers;
-            std /= sqrt(2.0 * (layers > 0 ? layers : 1));
-        }
-        for (j = 0; j < n; j++) p[j] = (float)(std * perpo__rng_normal(&rng));
-    }
-}
-
-/* The sizes that follow from a (validated) config. */
-static void perpo__derive_sizes(perpo_model *m, const perpo_config *cfg) {
-    m->cfg = *cfg;
-    m->NP = (size_t)(cfg->image_h / cfg->patch_h) * (size_t)(cfg->image_w / cfg->patch_w);
-    m->T = (size_t)cfg->max_text;
-    m->L = m->NP + m->T;
-    m->D = (size_t)cfg->d_model;
-    m->H = (size_t)cfg->n_heads;
-    m->M = (size_t)cfg->mlp_mult * m->D;
-    m->V = (size_t)cfg->vocab;
-    m->PPC = (size_t)cfg->patch_h * (size_t)cfg->patch_w *
-             (size_t)(cfg->channels + 2 * cfg->pos_channels);
-    m->image_floats = (size_t)cfg->image_h * (size_t)cfg->image_w * (size_t)cfg->channels;
-    m->max_batch = (size_t)cfg->max_batch;
-    m->g_rows = m->max_batch > m->L ? m->max_batch : m->L;
-}
-
-/* Tensors and parameters of a validated config, by a dry run of perpo__build_tensor_table. */
-static void perpo__count_tensors(const perpo_config *cfg, size_t *n_tensors, size_t *n_params) {
-    perpo_model m;
-    memset(&m, 0, sizeof m);
-    perpo__derive_sizes(&m, cfg);
-    perpo__build_tensor_table(&m);
-    *n_tensors = m.n_tensors;
-    *n_params = m.n_params;
-}
-
-/* Floats of the activation arena of a validated config, by a dry run of the carving, without
-   allocating; 0 when a size overflows. */
-static size_t perpo__arena_floats(const perpo_config *cfg) {
-    perpo_model m;
-    float *vis_x[PERPO_MAX_LAYERS + 1], *dec_x[PERPO_MAX_LAYERS + 1];
-    perpo__block_acts vis_acts[PERPO_MAX_LAYERS + 1], dec_acts[PERPO_MAX_LAYERS];
-    perpo__carver c;
-    memset(&m, 0, sizeof m);
-    perpo__derive_sizes(&m, cfg);
-    m.vis_x = vis_x;
-    m.dec_x = dec_x;
-    m.vis_acts = vis_acts;
-    m.dec_acts = dec_acts;
-    c.base = NULL;
-    c.used = 0;
-    c.ok = 1;
-    perpo__layout_arena(&m, &c);
-    return c.ok ? c.used : 0;
-}
-
-PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *cfg,
-                                         uint64_t seed) {
-    perpo_model *m;
-    perpo__carver c;
-    void *ctx;
-    size_t LV, LD, n_tensors, n_params;
-    perpo_status st;
-    if (!out) return PERPO_ERR_ARG;
-    *out = NULL;
-    if ((st = perpo_config_validate(cfg)) != PERPO_OK) return st;
-    ctx = cfg->alloc_ctx;
-    m = (perpo_model *)perpo__calloc(ctx, 1, sizeof *m);
-    if (!m) return PERPO_ERR_NOMEM;
-    perpo__derive_sizes(m, cfg);
-    LV = (size_t)cfg->n_vis_layers;
-    LD = (size_t)cfg->n_dec_layers;
-    perpo__count_tensors(cfg, &n_tensors, &n_params);
-    m->tensors = (perpo__tensor *)perpo__calloc(ctx, n_tensors, sizeof *m->tensors);
-    m->vis = (perpo__block *)perpo__calloc(ctx, LV + 1, sizeof *m->vis);
-    m->dec = (perpo__block *)perpo__calloc(ctx, LD, sizeof *m->dec);
-    m->vis_x = (float **)perpo__calloc(ctx, LV + 1, sizeof *m->vis_x);
-    m->dec_x = (float **)perpo__calloc(ctx, LD + 1, sizeof *m->dec_x);
-    m->vis_acts = (perpo__block_acts *)perpo__calloc(ctx, LV + 1, sizeof *m->vis_acts);
-    m->dec_acts = (perpo__block_acts *)perpo__calloc(ctx, LD, sizeof *m->dec_acts);
-    m->sort_buf =
-        (perpo__token_score *)perpo__calloc(ctx, m->max_batch * m->V, sizeof *m->sort_buf);
-    m->tokens = (int *)perpo__calloc(ctx, m->max_batch * m->T, sizeof(int));
-    m->targets = (int *)perpo__calloc(ctx, m->max_batch * m->T, sizeof(int));
-    m->image_of = (size_t *)perpo__calloc(ctx, m->max_batch, sizeof(size_t));
-    if (!m->tensors || !m->vis || !m->dec || !m->vis_x || !m->dec_x || !m->vis_acts ||
-        !m->dec_acts || !m->sort_buf || !m->tokens || !m->targets || !m->image_of) {
-        perpo_model_free(m);
-        return PERPO_ERR_NOMEM;
-    }
-    perpo__build_tensor_table(m);
-    PERPO_ASSERT(m->n_tensors == n_tensors && m->n_params == n_params);
-    m->params = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
-    m->grads = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
-    m->adam_m = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
-    m->adam_v = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
-    if (!m->params || !m->grads || !m->adam_m || !m->adam_v) {
-        perpo_model_free(m);
-        return PERPO_ERR_NOMEM;
-    }
-    c.base = NULL;
-    c.used = 0;
-    c.ok = 1;
-    perpo__layout_arena(m, &c);
-    if (!c.ok) {
-        perpo_model_free(m);
-        return PERPO_ERR_OVERFLOW;
-    }
-    m->arena_floats = c.used;
-    m->arena = (float *)perpo__calloc(ctx, c.used + 16, sizeof(float));
-    if (!m->arena) {
-        perpo_model_free(m);
-        return PERPO_ERR_NOMEM;
-    }
-    c.base = m->arena;
-    c.used = 0;
-    c.ok = 1;
-    perpo__layout_arena(m, &c);
-    if (cfg->vis_sincos)
-        perpo__sincos_2d(m->vis_sincos, (size_t)(cfg->image_w / cfg->patch_w),
-                         (size_t)(cfg->image_h / cfg->patch_h), m->D);
-    perpo__init_params(m, seed);
-    m->params_known_finite = 1; /* the initialisation is finite */
-    *out = m;
-    return PERPO_OK;
-}
-
-PERPODEF const perpo_config *perpo_model_config(const perpo_model *m) { return m ? &m->cfg : NULL; }
-PERPODEF size_t perpo_model_num_params(const perpo_model *m) { return m ? m->n_params : 0; }
-PERPODEF float *perpo_model_params(perpo_model *m) {
-    if (!m) return NULL;
-    m->params_version++;        /* the caller may write: weights packed for decoding are stale */
-    m->params_known_finite = 0; /* the caller may write anything through it */
-    return m->params;
-}
-PERPODEF float *perpo_model_grads(perpo_model *m) { return m ? m->grads : NULL; }
-PERPODEF size_t perpo_model_num_tensors(const perpo_model *m) { return m ? m->n_tensors : 0; }
-PERPODEF perpo_status perpo_model_tensor(const perpo_model *m, size_t i, const char **name,
-                                         size_t *offset, size_t *rows, size_t *cols) {
-    if (!m || i >= m->n_tensors) return PERPO_ERR_ARG;
-    if (name) *name = m->tensors[i].name;
-    if (offset) *offset = m->tensors[i].offset;
-    if (rows) *rows = m->tensors[i].rows;
-    if (cols) *cols = m->tensors[i].cols;
-    return PERPO_OK;
-}
-/* Every field of perpo_config but alloc_ctx as ints, in the order of the checkpoint format
-   (section 8): what checkpoints store and data-parallel workers compare. */
-#define PERPO__CONFIG_WORDS 15
-static void perpo__config_to_words(const perpo_config *c, int *v) {
-    v[0] = c->image_h;
-    v[1] = c->image_w;
-    v[2] = c->channels;
-    v[3] = c->patch_h;
-    v[4] = c->patch_w;
-    v[5] = c->pos_channels;
-    v[6] = c->vis_sincos;
-    v[7] = c->d_model;
-    v[8] = c->n_heads;
-    v[9] = c->n_vis_layers;
-    v[10] = c->n_dec_layers;
-    v[11] = c->mlp_mult;
-    v[12] = c->max_text;
-    v[13] = c->vocab;
-    v[14] = c->max_batch;
-}
-
-/* Same architecture: every config field but max_batch (it sizes only the arena) and alloc_ctx. */
-static int perpo__same_architecture(const perpo_config *a, const perpo_config *b) {
-    return a->image_h == b->image_h && a->image_w == b->image_w && a->channels == b->channels &&
-           a->patch_h == b->patch_h && a->patch_w == b->patch_w &&
-           a->pos_channels == b->pos_channels && a->vis_sincos == b->vis_sincos &&
-           a->d_model == b->d_model && a->n_heads == b->n_heads &&
-           a->n_vis_layers == b->n_vis_layers && a->n_dec_layers == b->n_dec_layers &&
-           a->mlp_mult == b->mlp_mult && a->max_text == b->max_text && a->vocab == b->vocab;
-}
-PERPODEF perpo_status perpo_model_copy_params(perpo_model *dst, const perpo_model *src) {
-    if (!dst || !src || !perpo__same_architecture(&dst->cfg, &src->cfg)) return PERPO_ERR_ARG;
-    memcpy(dst->params, src->params, src->n_params * sizeof(float));
-    dst->params_version++;
-    dst->params_known_finite = src->params_known_finite;
-    perpo_optim_reset(dst);
-    dst->have_forward = 0;
-    return PERPO_OK;
-}
-PERPODEF void perpo_zero_grad(perpo_model *m) {
-    if (m) memset(m->grads, 0, m->n_params * sizeof(float));
-}
-PERPODEF const float *perpo_last_logits(const perpo_model *m) {
-    return m && m->have_forward ? m->logits : NULL;
-}
 
 /* Backward's packed matrix j (perpo__pack_offset), or NULL in CBLAS builds. */
 static const float *perpo__bpack_get(const perpo_model *m, size_t j) {
@@ -3090,278 +5469,6 @@ static void perpo__pack_weights_team(perpo_model *m, int for_backward) {
     (void)for_backward;
 #endif
 }
-
-/* ---- Text: one sequence's tokens, BOS prompt SEP response EOS ---------------------------- */
-/* 1 when BOS prompt SEP response EOS fits in T text positions (a prompt alone: response_len 1,
-   room for at least one generated byte). */
-static int perpo__text_fits(size_t T, size_t prompt_len, size_t response_len) {
-    return prompt_len <= T && response_len <= T && prompt_len + response_len + 3 <= T;
-}
-
-PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *prompt,
-                                        size_t prompt_len, const char *response,
-                                        size_t response_len, int *tokens, int *targets,
-                                        size_t *n_targets) {
-    size_t T, i, n, pos = 0;
-    if (!cfg || !tokens || !targets || (prompt_len && !prompt) || (response_len && !response))
-        return PERPO_ERR_ARG;
-    if (cfg->max_text < PERPO_MIN_TEXT) return PERPO_ERR_ARG;
-    T = (size_t)cfg->max_text;
-    if (!perpo__text_fits(T, prompt_len, response_len)) return PERPO_ERR_ARG;
-    tokens[pos++] = PERPO_TOK_BOS;
-    for (i = 0; i < prompt_len; i++) tokens[pos++] = (unsigned char)prompt[i];
-    tokens[pos++] = PERPO_TOK_SEP;
-    for (i = 0; i < response_len; i++) tokens[pos++] = (unsigned char)response[i];
-    tokens[pos++] = PERPO_TOK_EOS;
-    n = pos;
-    for (; pos < T; pos++) tokens[pos] = PERPO_TOK_PAD;
-    /* position t predicts token t+1: targets run from SEP's position to the one before EOS */
-    for (i = 0; i < T; i++) targets[i] = -1;
-    for (i = prompt_len + 1; i + 1 < n; i++) targets[i] = tokens[i + 1];
-    if (n_targets) *n_targets = response_len + 1;
-    return PERPO_OK;
-}
-
-/* ---- The reference model: forward and backward as the math reads --------------------------- *
- * The whole model on the reference kernels, one call per operation, on the parameters where
- * they lie (m->params at the tensor table's offsets, gradients added into m->grads) and the
- * activations the fast path keeps (m->vis_x, m->vis_acts, m->dec_x, m->dec_acts, m->logits,
- * m->lse, ...), so that either backward can follow either forward. The backward is the forward's
- * calls in reverse, each replaced by its backward; its gradients of activations use the
- * backward scratch of the arena (m->d_*). One thread, nothing allocated. PERPO_REFERENCE makes
- * the library run these instead of the fast path (perpo_forward, perpo_backward, generation). */
-
-static void perpo__ref_zero(float *x, size_t n) { memset(x, 0, n * sizeof(float)); }
-
-/* One pre-LN transformer block over B sequences of T rows (causal: the decoder's):
-   mid = x + Attn(LN1(x)), out = mid + MLP(LN2(mid)), MLP = fc2(GELU(fc(.))). x, out: (B*T, D). */
-static void perpo__ref_block_forward(perpo_model *m, const perpo__block *p, perpo__block_acts *a,
-                                     const float *x, float *out, size_t B, size_t T, int causal) {
-    const float *P = m->params;
-    size_t N = B * T, D = m->D, M = m->M;
-    perpo__ref_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, P + p->ln1_w, P + p->ln1_b, N,
-                                 D);
-    perpo__ref_linear_forward(a->qkv, a->ln1, P + p->qkv_w, P + p->qkv_b, N, D, 3 * D);
-    perpo__ref_attention_forward(a->atty, a->att, a->qkv, B, T, D, m->H, causal);
-    perpo__ref_linear_forward(a->mid, a->atty, P + p->attn_w, P + p->attn_b, N, D, D);
-    perpo__ref_residual_forward(a->mid, x, N * D);
-    perpo__ref_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->mid, P + p->ln2_w,
-                                 P + p->ln2_b, N, D);
-    perpo__ref_linear_forward(a->fch, a->ln2, P + p->fc_w, P + p->fc_b, N, D, M);
-    perpo__ref_gelu_forward(a->fcg, a->fch, N * M);
-    perpo__ref_linear_forward(out, a->fcg, P + p->fc2_w, P + p->fc2_b, N, M, D);
-    perpo__ref_residual_forward(out, a->mid, N * D);
-}
-/* dres: dL/dout on entry, dL/dx on return. */
-static void perpo__ref_block_backward(perpo_model *m, const perpo__block *p,
-                                      const perpo__block_acts *a, const float *x, float *dres,
-                                      size_t B, size_t T, int causal) {
-    const float *P = m->params;
-    float *G = m->grads, *dmid = m->d_mid, *dfc = m->d_fc, *dln2 = m->d_tmp, *datty = m->d_atty,
-          *dqkv = m->d_qkv, *dln1 = m->d_tmp2;
-    size_t N = B * T, D = m->D, M = m->M;
-    perpo__ref_zero(dmid, N * D);
-    perpo__ref_residual_backward(dmid, dres, N * D);
-    perpo__ref_zero(dfc, N * M);
-    perpo__ref_linear_backward(dfc, G + p->fc2_w, G + p->fc2_b, dres, a->fcg, P + p->fc2_w, N, M,
-                               D);
-    perpo__ref_gelu_backward(dfc, a->fch, dfc, N * M);
-    perpo__ref_zero(dln2, N * D);
-    perpo__ref_linear_backward(dln2, G + p->fc_w, G + p->fc_b, dfc, a->ln2, P + p->fc_w, N, D, M);
-    perpo__ref_layernorm_backward(dmid, G + p->ln2_w, G + p->ln2_b, dln2, a->mid, P + p->ln2_w,
-                                  a->ln2_mean, a->ln2_rstd, N, D);
-    perpo__ref_zero(dres, N * D); /* from here on dL/dx */
-    perpo__ref_residual_backward(dres, dmid, N * D);
-    perpo__ref_zero(datty, N * D);
-    perpo__ref_linear_backward(datty, G + p->attn_w, G + p->attn_b, dmid, a->atty, P + p->attn_w, N,
-                               D, D);
-    perpo__ref_zero(dqkv, N * 3 * D);
-    perpo__ref_attention_backward(dqkv, datty, a->att, a->qkv, B, T, D, m->H, causal, m->att_ws);
-    perpo__ref_zero(dln1, N * D);
-    perpo__ref_linear_backward(dln1, G + p->qkv_w, G + p->qkv_b, dqkv, a->ln1, P + p->qkv_w, N, D,
-                               3 * D);
-    perpo__ref_layernorm_backward(dres, G + p->ln1_w, G + p->ln1_b, dln1, x, P + p->ln1_w,
-                                  a->ln1_mean, a->ln1_rstd, N, D);
-}
-
-/* The vision encoder's input: each image cut into patches (perpo__patchify: pixels, and their
-   x, y with pos_channels), a linear patch embedding, plus the learned position of the patch and,
-   with vis_sincos, its fixed 2D sin-cos code. vis_x[0]: (n_img*NP, D). */
-static void perpo__ref_patch_embed_forward(perpo_model *m, const float *const *images,
-                                           size_t n_img) {
-    const float *P = m->params;
-    size_t NP = m->NP, D = m->D, i, r;
-    for (i = 0; i < n_img; i++) perpo__patchify(m->patches + i * NP * m->PPC, images[i], &m->cfg);
-    perpo__ref_linear_forward(m->vis_x[0], m->patches, P + m->patch_w, P + m->patch_b, n_img * NP,
-                              m->PPC, D);
-    for (r = 0; r < n_img * NP; r++) {
-        perpo__ref_residual_forward(m->vis_x[0] + r * D, P + m->vis_pos + (r % NP) * D, D);
-        if (m->cfg.vis_sincos)
-            perpo__ref_residual_forward(m->vis_x[0] + r * D, m->vis_sincos + (r % NP) * D, D);
-    }
-}
-/* dx: dL/dvis_x[0]. The patches are data: no gradient of their own. */
-static void perpo__ref_patch_embed_backward(perpo_model *m, const float *dx, size_t n_img) {
-    float *G = m->grads;
-    size_t NP = m->NP, D = m->D, r;
-    for (r = 0; r < n_img * NP; r++)
-        perpo__ref_residual_backward(G + m->vis_pos + (r % NP) * D, dx + r * D, D);
-    perpo__ref_linear_backward(NULL, G + m->patch_w, G + m->patch_b, dx, m->patches,
-                               m->params + m->patch_w, n_img * NP, m->PPC, D);
-}
-
-/* The projector (LLaVA-1.5's): img_tok = proj2(GELU(proj1(LN(x)))) on the encoder's output
-   x = vis_x[LV]. */
-static void perpo__ref_projector_forward(perpo_model *m, size_t n_img) {
-    const float *P = m->params;
-    size_t Nv = n_img * m->NP, D = m->D;
-    perpo__ref_layernorm_forward(m->vis_lnf, m->vis_lnf_mean, m->vis_lnf_rstd,
-                                 m->vis_x[m->cfg.n_vis_layers], P + m->vis_lnf_w, P + m->vis_lnf_b,
-                                 Nv, D);
-    perpo__ref_linear_forward(m->proj_h, m->vis_lnf, P + m->proj1_w, P + m->proj1_b, Nv, D, D);
-    perpo__ref_gelu_forward(m->proj_g, m->proj_h, Nv * D);
-    perpo__ref_linear_forward(m->img_tok, m->proj_g, P + m->proj2_w, P + m->proj2_b, Nv, D, D);
-}
-/* dimg: dL/dimg_tok; dx (n_img*NP, D): dL/dx, added into. */
-static void perpo__ref_projector_backward(perpo_model *m, const float *dimg, float *dx,
-                                          size_t n_img) {
-    const float *P = m->params;
-    float *G = m->grads, *dg = m->d_atty, *dln = m->d_tmp;
-    size_t Nv = n_img * m->NP, D = m->D;
-    perpo__ref_zero(dg, Nv * D);
-    perpo__ref_linear_backward(dg, G + m->proj2_w, G + m->proj2_b, dimg, m->proj_g, P + m->proj2_w,
-                               Nv, D, D);
-    perpo__ref_gelu_backward(dg, m->proj_h, dg, Nv * D);
-    perpo__ref_zero(dln, Nv * D);
-    perpo__ref_linear_backward(dln, G + m->proj1_w, G + m->proj1_b, dg, m->vis_lnf, P + m->proj1_w,
-                               Nv, D, D);
-    perpo__ref_layernorm_backward(dx, G + m->vis_lnf_w, G + m->vis_lnf_b, dln,
-                                  m->vis_x[m->cfg.n_vis_layers], P + m->vis_lnf_w, m->vis_lnf_mean,
-                                  m->vis_lnf_rstd, Nv, D);
-}
-
-/* The decoder's input, sequence b's L = NP + T rows: its image's NP tokens, then its T text
-   tokens' embeddings (wte), each plus the learned position of its row. dec_x[0]: (B*L, D). */
-static void perpo__ref_decoder_embed_forward(perpo_model *m) {
-    const float *P = m->params;
-    size_t NP = m->NP, T = m->T, L = m->L, D = m->D, b, t, i;
-    for (b = 0; b < m->n_seq; b++)
-        for (t = 0; t < L; t++) {
-            float *x = m->dec_x[0] + (b * L + t) * D;
-            const float *e = t < NP ? m->img_tok + (m->image_of[b] * NP + t) * D
-                                    : P + m->wte + (size_t)m->tokens[b * T + t - NP] * D;
-            for (i = 0; i < D; i++) x[i] = e[i] + P[m->dec_pos + t * D + i];
-        }
-}
-/* dx: dL/ddec_x[0]; dimg (n_img*NP, D): dL/dimg_tok, added into. */
-static void perpo__ref_decoder_embed_backward(perpo_model *m, const float *dx, float *dimg) {
-    float *G = m->grads;
-    size_t NP = m->NP, T = m->T, L = m->L, D = m->D, b, t;
-    for (b = 0; b < m->n_seq; b++)
-        for (t = 0; t < L; t++) {
-            const float *d = dx + (b * L + t) * D;
-            float *de = t < NP ? dimg + (m->image_of[b] * NP + t) * D
-                               : G + m->wte + (size_t)m->tokens[b * T + t - NP] * D;
-            perpo__ref_residual_backward(de, d, D);
-            perpo__ref_residual_backward(G + m->dec_pos + t * D, d, D);
-        }
-}
-
-/* The head: the text rows of the decoder's output (txt), the final LayerNorm, the untied
-   projection to the vocabulary (no bias): logits (B*T, V). */
-static void perpo__ref_head_forward(perpo_model *m) {
-    const float *P = m->params;
-    size_t T = m->T, D = m->D, L = m->L, r;
-    for (r = 0; r < m->n_seq * T; r++) /* row t of sequence b is decoder row NP + t */
-        memcpy(m->txt + r * D, m->dec_x[m->cfg.n_dec_layers] + ((r / T) * L + m->NP + r % T) * D,
-               D * sizeof(float));
-    perpo__ref_layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, m->txt, P + m->lnf_w,
-                                 P + m->lnf_b, m->n_seq * T, D);
-    perpo__ref_linear_forward(m->logits, m->lnf, P + m->head_w, NULL, m->n_seq * T, D, m->V);
-}
-/* dx (B*L, D): dL/d(the decoder's output), set (image rows get zero). */
-static void perpo__ref_head_backward(perpo_model *m, float *dx) {
-    const float *P = m->params;
-    float *G = m->grads, *dln = m->d_atty, *dtxt = m->d_tmp;
-    size_t B = m->n_seq, T = m->T, D = m->D, L = m->L, r;
-    perpo__ref_zero(dln, B * T * D);
-    perpo__ref_linear_backward(dln, G + m->head_w, NULL, m->dlogits, m->lnf, P + m->head_w, B * T,
-                               D, m->V);
-    perpo__ref_zero(dtxt, B * T * D);
-    perpo__ref_layernorm_backward(dtxt, G + m->lnf_w, G + m->lnf_b, dln, m->txt, P + m->lnf_w,
-                                  m->lnf_mean, m->lnf_rstd, B * T, D);
-    perpo__ref_zero(dx, B * L * D);
-    for (r = 0; r < B * T; r++)
-        memcpy(dx + ((r / T) * L + m->NP + r % T) * D, dtxt + r * D, D * sizeof(float));
-}
-
-/* The response-token loss: logp[b] = sum of log p(target) over sequence b's counted positions
-   (targets >= 0: its response and EOS), the quantity every objective differentiates. */
-static void perpo__ref_loss_forward(perpo_model *m, float *logp) {
-    size_t T = m->T, V = m->V, b;
-    for (b = 0; b < m->n_seq; b++) {
-        double lp = perpo__ref_logsoftmax_forward(m->lse + b * T, m->logits + b * T * V,
-                                                  m->targets + b * T, T, V);
-        if (logp) logp[b] = (float)lp;
-    }
-}
-/* dlogp[b] = dL/dlogp[b] -> dlogits (B*T, V), set. */
-static void perpo__ref_loss_backward(perpo_model *m, const float *dlogp) {
-    size_t T = m->T, V = m->V, b;
-    perpo__ref_zero(m->dlogits, m->n_seq * T * V);
-    for (b = 0; b < m->n_seq; b++)
-        perpo__ref_logsoftmax_backward(m->dlogits + b * T * V, dlogp[b], m->logits + b * T * V,
-                                       m->lse + b * T, m->targets + b * T, T, V);
-}
-
-/* The model: images -> vision encoder -> projector -> image tokens; [image tokens ; text] ->
-   causal decoder -> head -> the loss. The batch (n_seq, tokens, targets, image_of) is m's, as
-   perpo_forward stored it. logp (n_seq) may be NULL. */
-static void perpo__ref_model_forward(perpo_model *m, const float *const *images, size_t n_img,
-                                     float *logp) {
-    size_t l, LV = (size_t)m->cfg.n_vis_layers, LD = (size_t)m->cfg.n_dec_layers;
-    perpo__ref_patch_embed_forward(m, images, n_img);
-    for (l = 0; l < LV; l++)
-        perpo__ref_block_forward(m, &m->vis[l], &m->vis_acts[l], m->vis_x[l], m->vis_x[l + 1],
-                                 n_img, m->NP, 0);
-    perpo__ref_projector_forward(m, n_img);
-    perpo__ref_decoder_embed_forward(m);
-    for (l = 0; l < LD; l++)
-        perpo__ref_block_forward(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->dec_x[l + 1],
-                                 m->n_seq, m->L, 1);
-    perpo__ref_head_forward(m);
-    perpo__ref_loss_forward(m, logp);
-}
-/* Adds dL/dparams into m->grads for the last forward, given dlogp (n_seq). */
-static void perpo__ref_model_backward(perpo_model *m, const float *dlogp) {
-    size_t l, LV = (size_t)m->cfg.n_vis_layers, LD = (size_t)m->cfg.n_dec_layers;
-    size_t n_img = m->n_img, Nv = n_img * m->NP;
-    perpo__ref_loss_backward(m, dlogp);
-    perpo__ref_head_backward(m, m->d_res);
-    for (l = LD; l-- > 0;)
-        perpo__ref_block_backward(m, &m->dec[l], &m->dec_acts[l], m->dec_x[l], m->d_res, m->n_seq,
-                                  m->L, 1);
-    perpo__ref_zero(m->d_img, Nv * m->D);
-    perpo__ref_decoder_embed_backward(m, m->d_res, m->d_img);
-    perpo__ref_zero(m->d_res, Nv * m->D); /* (now the vision rows' dL/dx) */
-    perpo__ref_projector_backward(m, m->d_img, m->d_res, n_img);
-    for (l = LV; l-- > 0;)
-        perpo__ref_block_backward(m, &m->vis[l], &m->vis_acts[l], m->vis_x[l], m->d_res, n_img,
-                                  m->NP, 0);
-    perpo__ref_patch_embed_backward(m, m->d_res, n_img);
-}
-
-/* ---- The switch: which path runs the model ------------------------------------------------ *
- * The one place that chooses. PERPO_REFERENCE (defined before the implementation) runs the
- * whole library on the reference path: perpo_forward and perpo_backward (so SFT, preference
- * steps and reference log-probs), and generation, which then recomputes the whole sequence for
- * every token (the no_cache path) instead of keeping a KV cache. Both paths are compiled in
- * every build (the tests hold one against the other); this constant only picks. */
-#ifdef PERPO_REFERENCE
-#define PERPO__REFERENCE 1
-#else
-#define PERPO__REFERENCE 0
-#endif
 
 /* ---- Forward and backward of one pre-LN transformer block --------------------------------- *
  * out = mid + MLP(LN2(mid)),  mid = x + Attn(LN1(x)).  x, out: (B*T, D). Team functions (see
@@ -3524,24 +5631,6 @@ static void perpo__embed_token_row(const perpo_model *m, float *dst, int tok, si
     for (i = 0; i < D; i++) dst[i] = e[i] + pos[i];
 }
 
-static perpo_status perpo__check_batch(const perpo_model *m, const perpo_batch *b) {
-    size_t i, n;
-    if (!b || b->n_seq < 1 || b->n_seq > m->max_batch || b->n_img < 1 || b->n_img > m->max_batch ||
-        !b->images || !b->tokens || !b->targets)
-        return PERPO_ERR_ARG;
-    if (!b->image_of && b->n_img != b->n_seq) return PERPO_ERR_ARG;
-    for (i = 0; i < b->n_img; i++)
-        if (!b->images[i]) return PERPO_ERR_ARG;
-    for (i = 0; i < b->n_seq; i++)
-        if (b->image_of && b->image_of[i] >= b->n_img) return PERPO_ERR_ARG;
-    n = b->n_seq * m->T;
-    for (i = 0; i < n; i++)
-        if (b->tokens[i] < 0 || (size_t)b->tokens[i] >= m->V || b->targets[i] < -1 ||
-            b->targets[i] >= (int)m->V)
-            return PERPO_ERR_ARG;
-    return PERPO_OK;
-}
-
 /* The whole forward of the batch in m (tokens, image_of, n_seq) up to the logits and their
    log-sum-exp, one thread's share: the one parallel region of perpo_forward. The team packs the
    weights first, every time: as the products did before, each for itself, since the parameters
@@ -3576,53 +5665,6 @@ static void perpo__forward_team(perpo_model *m, const float *const *images, size
     perpo__gemm_rows(lo, hi, 1, V, D, m->lnf, m->params + m->head_w, perpo__wpack_at(m, LD, 0),
                      m->logits, NULL); /* untied head, no bias */
     for (r = lo; r < hi; r++) m->lse[r] = perpo__logsumexp(m->logits + r * V, V);
-}
-
-PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, float *logp,
-                                    float *mean_ce) {
-    size_t B, T, V, b, t;
-    double total = 0.0;
-    size_t count = 0;
-    int finite = 1;
-    perpo_status st;
-    if (!m) return PERPO_ERR_ARG;
-    if ((st = perpo__check_batch(m, batch)) != PERPO_OK) return st;
-    B = batch->n_seq;
-    T = m->T;
-    V = m->V;
-    m->have_forward = 0;
-    m->n_seq = B;
-    m->n_img = batch->n_img;
-    memcpy(m->tokens, batch->tokens, B * T * sizeof(int));
-    memcpy(m->targets, batch->targets, B * T * sizeof(int));
-    for (b = 0; b < B; b++) m->image_of[b] = batch->image_of ? batch->image_of[b] : b;
-    for (b = 0; b < batch->n_img; b++)
-        if (!perpo__all_finite(batch->images[b], m->image_floats)) return PERPO_ERR_NONFINITE;
-
-    if (PERPO__REFERENCE) { /* (the switch, above) */
-        perpo__ref_model_forward(m, batch->images, batch->n_img, NULL);
-    } else {
-        (void)perpo__wpack_stale(m); /* (the forward packs them whether stale or not) */
-        PERPO__OMP(parallel if (PERPO__STEP_PAR(m, B * m->L + batch->n_img * m->NP)))
-        perpo__forward_team(m, batch->images, batch->n_img);
-    }
-    for (b = 0; b < B; b++) {
-        double lp = 0.0;
-        for (t = 0; t < T; t++) {
-            const float *z = m->logits + (b * T + t) * V;
-            int tgt = m->targets[b * T + t];
-            if (tgt >= 0) {
-                lp += (double)z[tgt] - (double)m->lse[b * T + t];
-                count++;
-            }
-        }
-        if (logp) logp[b] = (float)lp;
-        if (!isfinite(lp)) finite = 0;
-        total += lp;
-    }
-    if (mean_ce) *mean_ce = count ? (float)(-total / (double)count) : 0.0f;
-    m->have_forward = 1;
-    return finite ? PERPO_OK : PERPO_ERR_NONFINITE;
 }
 
 /* The whole backward of the last forward, one thread's share: the one parallel region of
@@ -3735,35 +5777,20 @@ static void perpo__backward_team(perpo_model *m, const float *dlogp) {
                                 P + m->patch_w, Nv, m->PPC, D, m->gemm_ws);
 }
 
-PERPODEF perpo_status perpo_backward(perpo_model *m, const float *dlogp) {
-    if (!m || !dlogp) return PERPO_ERR_ARG;
-    if (!m->have_forward) return PERPO_ERR_ARG;
-    if (!perpo__all_finite(dlogp, m->n_seq)) return PERPO_ERR_NONFINITE;
-    if (PERPO__REFERENCE) { /* (the switch) */
-        perpo__ref_model_backward(m, dlogp);
-    } else {
-        PERPO__OMP(parallel if (PERPO__STEP_PAR(m, m->n_seq * m->L + m->n_img * m->NP)))
-        perpo__backward_team(m, dlogp);
-    }
-    return PERPO_OK;
+/* The fast path's entries, which perpo_forward and perpo_backward take off the reference path
+   (section 3, "The switch"): the whole forward of the batch in m, or the whole backward of the
+   last forward, each in one parallel region. */
+static void perpo__forward_fast(perpo_model *m, const float *const *images, size_t n_img) {
+    (void)perpo__wpack_stale(m); /* (the forward packs them whether stale or not) */
+    PERPO__OMP(parallel if (PERPO__STEP_PAR(m, m->n_seq * m->L + n_img * m->NP)))
+    perpo__forward_team(m, images, n_img);
+}
+static void perpo__backward_fast(perpo_model *m, const float *dlogp) {
+    PERPO__OMP(parallel if (PERPO__STEP_PAR(m, m->n_seq * m->L + m->n_img * m->NP)))
+    perpo__backward_team(m, dlogp);
 }
 
-/* ==========================================================================================
-   4. Sampling: greedy, temperature, top-k, top-p, with a KV cache. The image is encoded once
-      per request and sequences that share an image and prompt share one prefill.
-   ========================================================================================== */
-
-PERPODEF perpo_sample_config perpo_sample_default(void) {
-    perpo_sample_config s;
-    memset(&s, 0, sizeof s);
-    s.temperature = 0.0f;
-    s.top_k = 0;
-    s.top_p = 1.0f;
-    s.max_new_tokens = 1 << 20;
-    s.seed = 1;
-    return s;
-}
-
+/* ---- Generation with a KV cache: prefill and token steps -------------------------------- */
 /* (Not in bfloat16 builds: their products run on pairs, and the token steps take the MR tile.) */
 #if defined(PERPO__VEC) && !defined(PERPO_USE_BF16)
 #define PERPO__DEC_SHORT
@@ -4006,21 +6033,6 @@ static void perpo__decode_span(perpo_model *m, const perpo__dec_bufs *bf, size_t
                     perpo__wpack_at(m, LD, 0), logits + s0 * m->V, ws, NULL);
 }
 
-/* The ranges documented at perpo_sample_config; NaN fails every comparison. */
-static perpo_status perpo__check_sample(const perpo_sample_config *sc) {
-    if (!sc || !(sc->temperature >= 0.0f && sc->temperature <= PERPO_MAX_TEMPERATURE) ||
-        sc->top_k < 0 || sc->top_k > PERPO_VOCAB || !(sc->top_p >= 0.0f && sc->top_p <= 1.0f) ||
-        sc->max_new_tokens < 0 || (sc->no_cache != 0 && sc->no_cache != 1))
-        return PERPO_ERR_ARG;
-    return PERPO_OK;
-}
-
-/* PERPO_OK when every parameter is finite: free when the model knows it, else one pass. */
-static perpo_status perpo__params_finite(const perpo_model *m) {
-    if (m->params_known_finite || perpo__all_finite(m->params, m->n_params)) return PERPO_OK;
-    return PERPO_ERR_NONFINITE;
-}
-
 /* The scratch of token steps: rows of the generation buffers, one per sequence. */
 static void perpo__token_bufs(perpo_model *m, perpo__dec_bufs *bf) {
     bf->ln = m->g_ln;
@@ -4069,169 +6081,6 @@ static void perpo__decode_cached(perpo_model *m, size_t n, size_t Lr, const size
         } else
             perpo__decode_span(m, &bf, 0, n * Lr, Lr, slot, pos, NULL, NULL, x, logits, 1);
     }
-}
-
-static int perpo__score_desc(const void *a, const void *b) {
-    const perpo__token_score *x = (const perpo__token_score *)a, *y = (const perpo__token_score *)b;
-    if (x->score != y->score) return x->score > y->score ? -1 : 1;
-    return x->token - y->token; /* ties: lower token first, so sorting is deterministic */
-}
-
-/* The greedy choice (temperature 0): the first highest logit among the bytes and EOS, in token
-   order; it needs no candidate buffer, so threads can choose at once. */
-static int perpo__greedy_token(const perpo_model *m, const float *logits) {
-    int tok, best = 0;
-    for (tok = 1; tok < (int)m->V; tok++)
-        if ((tok <= 255 || tok == PERPO_TOK_EOS) && logits[tok] > logits[best]) best = tok;
-    return best;
-}
-/* A sampled draw's candidates from one row of logits (temperature > 0): the bytes and EOS, cut
-   to top-k and top-p, weighted exp((logit - top) / temperature), in cand[0, *keep) with sum
-   *total. It draws no random number, so threads prepare their own rows while the draws keep
-   their order. cand: room for V. */
-static void perpo__sample_prepare(const perpo_model *m, const float *logits,
-                                  const perpo_sample_config *sc, perpo__token_score *cand,
-                                  size_t *keep_out, double *total_out) {
-    size_t n = 0, keep, i;
-    double total = 0.0, top;
-    int tok;
-    for (tok = 0; tok < (int)m->V; tok++) {
-        if (tok > 255 && tok != PERPO_TOK_EOS) continue;
-        cand[n].score = logits[tok];
-        cand[n].token = tok;
-        n++;
-    }
-    keep = (sc->top_k > 0 && (size_t)sc->top_k < n) ? (size_t)sc->top_k : n;
-    if (keep < n || (sc->top_p > 0.0f && sc->top_p < 1.0f)) {
-        qsort(cand, n, sizeof *cand, perpo__score_desc); /* truncation needs the order */
-        top = cand[0].score;
-    } else {
-        for (i = 1, top = cand[0].score; i < n; i++)
-            if (cand[i].score > top) top = cand[i].score;
-    }
-    for (i = 0; i < keep; i++) { /* softmax over the kept tokens, at the temperature */
-        cand[i].score = (float)exp(((double)cand[i].score - top) / (double)sc->temperature);
-        total += cand[i].score;
-    }
-    if (sc->top_p > 0.0f && sc->top_p < 1.0f) { /* nucleus: smallest prefix with mass >= top_p */
-        double mass = 0.0;
-        for (i = 0; i < keep; i++) {
-            mass += cand[i].score;
-            if (mass >= sc->top_p * total) {
-                keep = i + 1;
-                break;
-            }
-        }
-        total = 0.0;
-        for (i = 0; i < keep; i++) total += cand[i].score;
-    }
-    *keep_out = keep;
-    *total_out = total;
-}
-/* The token drawn from prepared candidates, with one uniform number from rng. */
-static int perpo__sample_draw(const perpo__token_score *cand, size_t keep, double total,
-                              perpo__rng *rng) {
-    double u = perpo__rng_uniform(rng) * total, acc = 0.0;
-    size_t i;
-    for (i = 0; i < keep; i++) {
-        acc += cand[i].score;
-        if (u < acc) return cand[i].token;
-    }
-    return cand[keep - 1].token;
-}
-/* Next token from one row of logits. Only bytes and EOS can be produced. */
-static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_sample_config *sc,
-                               perpo__rng *rng) {
-    size_t keep;
-    double total;
-    if (sc->temperature <= 0.0f) return perpo__greedy_token(m, logits);
-    perpo__sample_prepare(m, logits, sc, m->sort_buf, &keep, &total);
-    return perpo__sample_draw(m->sort_buf, keep, total, rng);
-}
-
-/* The request's own checks (perpo__check_sample has checked the sampling settings). */
-static perpo_status perpo__check_request(const perpo_model *m, const perpo_gen_request *req,
-                                         const char *out, size_t out_cap) {
-    size_t i;
-    if (!req || !out || out_cap < 1 || req->n_seq < 1 || req->n_seq > m->max_batch ||
-        req->n_img < 1 || req->n_img > m->max_batch || !req->images || !req->prompts)
-        return PERPO_ERR_ARG;
-    if (!req->image_of && req->n_img != req->n_seq) return PERPO_ERR_ARG;
-    for (i = 0; i < req->n_img; i++) {
-        if (!req->images[i]) return PERPO_ERR_ARG;
-        if (!perpo__all_finite(req->images[i], m->image_floats)) return PERPO_ERR_NONFINITE;
-    }
-    for (i = 0; i < req->n_seq; i++) {
-        if (!req->prompts[i] || (req->image_of && req->image_of[i] >= req->n_img))
-            return PERPO_ERR_ARG;
-        if (!perpo__text_fits(m->T, strlen(req->prompts[i]), 1)) return PERPO_ERR_ARG;
-    }
-    return PERPO_OK;
-}
-
-/* Per-sequence state of one perpo_generate call. */
-typedef struct perpo__gen_seq {
-    size_t prompt_len, len, cap; /* response bytes so far and the most allowed */
-    int done;
-    int next;    /* the token it takes next (greedy, or drawn) */
-    size_t keep; /* sampled: its next draw's candidates (perpo__sample_prepare) */
-    double total;
-    size_t stop; /* sampled: the first token step at which it draws nothing */
-} perpo__gen_seq;
-
-/* Reference path without the cache: re-runs perpo_forward over the whole text every token. */
-static perpo_status perpo__generate_nocache(perpo_model *m, const perpo_gen_request *req,
-                                            const perpo_sample_config *sc, perpo__gen_seq *seq,
-                                            perpo__rng *streams, char *out, size_t out_cap) {
-    size_t n = req->n_seq, T = m->T, s;
-    int *tok, *tgt;
-    perpo__rng rng;
-    perpo_batch b;
-    perpo_status st = PERPO_OK;
-    tok = (int *)perpo__calloc(m->cfg.alloc_ctx, 2 * n * T, sizeof(int));
-    if (!tok) return PERPO_ERR_NOMEM;
-    tgt = tok + n * T;
-    for (s = 0; s < n; s++) {
-        perpo_text_encode(&m->cfg, req->prompts[s], seq[s].prompt_len, "", 0, tok + s * T,
-                          tgt + s * T, NULL);
-        tok[s * T + seq[s].prompt_len + 2] =
-            PERPO_TOK_PAD; /* drop the EOS: the text ends after SEP */
-    }
-    for (s = 0; s < n * T; s++) tgt[s] = -1;
-    perpo__rng_seed(&rng, sc->seed);
-    b.n_seq = n;
-    b.n_img = req->n_img;
-    b.images = req->images;
-    b.image_of = req->image_of;
-    b.tokens = tok;
-    b.targets = tgt;
-    for (;;) {
-        int active = 0;
-        for (s = 0; s < n; s++)
-            if (!seq[s].done) active = 1;
-        if (!active) break;
-        st = perpo_forward(m, &b, NULL, NULL);
-        if (st != PERPO_OK && st != PERPO_ERR_NONFINITE) break;
-        st = PERPO_OK;
-        for (s = 0; s < n; s++) {
-            size_t at = seq[s].prompt_len + 1 + seq[s].len; /* text position that predicts next */
-            int next;
-            if (seq[s].done) continue;
-            next = perpo__sample_token(m, m->logits + (s * T + at) * m->V, sc,
-                                       streams ? &streams[req->image_of ? req->image_of[s] : s]
-                                               : &rng);
-            if (next == PERPO_TOK_EOS) {
-                seq[s].done = 1;
-                continue;
-            }
-            tok[s * T + at + 1] = next;
-            if (seq[s].len + 1 < out_cap) out[s * out_cap + seq[s].len] = (char)next;
-            if (++seq[s].len >= seq[s].cap) seq[s].done = 1;
-        }
-    }
-    m->have_forward = 0;
-    PERPO_FREE(m->cfg.alloc_ctx, tok);
-    return st;
 }
 
 /* Prefill of n sequences (slot[j]: sequence index) of Lp rows each, embedded in dec_x[0]; their
@@ -4407,1873 +6256,127 @@ static void perpo__generate_cached(perpo_model *m, const perpo_gen_request *req,
     }
 }
 
-/* perpo_generate, where img_seeds (n_img values) may give each image a random stream of its
-   own: sequence s then draws from the stream of its image, seeded with img_seeds[image],
-   so its text does not depend on the other images of the call (perpo_pref_sample). NULL: one
-   stream seeded with sc->seed for the whole call, in sequence order. */
-static perpo_status perpo__generate(perpo_model *m, const perpo_gen_request *req,
-                                    const perpo_sample_config *sc, const uint64_t *img_seeds,
-                                    char *out, size_t out_cap, size_t *out_len) {
-    size_t n, s, *slot, *pos, *root, *shared;
-    perpo__gen_seq *seq;
-    perpo__rng *streams = NULL;
-    perpo_status st = PERPO_OK;
-    if (!m || perpo__check_sample(sc) != PERPO_OK) return PERPO_ERR_ARG;
-    if ((st = perpo__check_request(m, req, out, out_cap)) != PERPO_OK) return st;
-    if ((st = perpo__params_finite(m)) != PERPO_OK) return st;
-    n = req->n_seq;
-    /* n <= max_batch and n_img <= max_batch (checked), so these sizes cannot overflow */
-    seq =
-        (perpo__gen_seq *)perpo__calloc(m->cfg.alloc_ctx, 1,
-                                        n * (sizeof *seq + 4 * sizeof(size_t)) +
-                                            (img_seeds ? 2 * req->n_img * sizeof(perpo__rng) : 0));
-    if (!seq) return PERPO_ERR_NOMEM;
-    slot = (size_t *)(seq + n);
-    pos = slot + n;
-    root = pos + n; /* sequence s reads positions [0, shared[s]) of its cache from slot root[s] */
-    shared = root + n;
-    if (img_seeds) {
-        streams = (perpo__rng *)(shared + n);
-        for (s = 0; s < req->n_img; s++) perpo__rng_seed(&streams[s], img_seeds[s]);
-    }
-    memset(out, 0, n * out_cap);
-    for (s = 0; s < n; s++) {
-        size_t room;
-        seq[s].prompt_len = strlen(req->prompts[s]);
-        room = m->T - seq[s].prompt_len - 3; /* BOS prompt SEP response EOS fits in max_text */
-        seq[s].cap = (size_t)sc->max_new_tokens < room ? (size_t)sc->max_new_tokens : room;
-        seq[s].done = seq[s].cap == 0;
-        seq[s].stop = seq[s].done ? 0 : (size_t)-1;
-    }
-    if (sc->no_cache || PERPO__REFERENCE) /* (the switch: the reference keeps no cache) */
-        st = perpo__generate_nocache(m, req, sc, seq, streams, out, out_cap);
-    else
-        perpo__generate_cached(m, req, sc, seq, slot, pos, root, shared, streams, out, out_cap);
-    if (out_len)
-        for (s = 0; s < n; s++) out_len[s] = seq[s].len < out_cap ? seq[s].len : out_cap - 1;
-    PERPO_FREE(m->cfg.alloc_ctx, seq);
-    return st;
-}
-
-PERPODEF perpo_status perpo_generate(perpo_model *m, const perpo_gen_request *req,
-                                     const perpo_sample_config *sc, char *out, size_t out_cap,
-                                     size_t *out_len) {
-    return perpo__generate(m, req, sc, NULL, out, out_cap, out_len);
-}
-
 /* ==========================================================================================
-   5. Rewards (box IoU, OCR metrics) and the listwise objectives (PerPO, DPO, LiPO, ListMLE)
+   11. Files: regular-file checks, opening and reading a whole file, error messages and the
+       durability hook of checkpoint saves (for sections 12 and 13)
    ========================================================================================== */
 
-/* ---- Box parsing and IoU ---- */
-
-/* One number: digits with an optional fraction ("12", "0.12"). The integer part must stay
- * below 1e7 (no image is that large) and at most 8 fraction digits are used, so the mantissa
- * (< 2^53) and the power of ten are exact and the one division below rounds correctly. */
-static int perpo__parse_num(const char *s, size_t len, size_t *pos, double *v, int *has_frac) {
-    size_t i = *pos, start;
-    double m = 0.0, scale = 1.0;
-    for (start = i; i < len && perpo__is_digit(s[i]); i++)
-        if ((m = m * 10.0 + (s[i] - '0')) >= 1e7) return 0;
-    if (i == start) return 0;
-    *has_frac = 0;
-    if (i < len && s[i] == '.') {
-        for (start = ++i; i < len && perpo__is_digit(s[i]); i++)
-            if (i - start < 8) {
-                m = m * 10.0 + (s[i] - '0');
-                scale *= 10.0;
-            }
-        if (i == start) return 0;
-        *has_frac = 1;
-    }
-    *v = m / scale;
-    *pos = i;
-    return 1;
-}
-
-/* Tries "[ n , n , n , n ]" starting at the '[' at text[i]; writes box only on success. The
- * grammar has no '[', so an attempt stops before the next '[': all attempts together are O(len). */
-static int perpo__parse_box_at(const char *s, size_t len, size_t i, float img_w, float img_h,
-                               float box[4]) {
-    double v[4];
-    int k, frac, any_frac = 0;
-    for (i++, k = 0; k < 4; k++) {
-        while (i < len && perpo__is_space(s[i])) i++;
-        if (!perpo__parse_num(s, len, &i, &v[k], &frac)) return 0;
-        any_frac |= frac;
-        while (i < len && perpo__is_space(s[i])) i++;
-        if (i >= len || s[i] != (k < 3 ? ',' : ']')) return 0;
-        i++;
-    }
-    if (any_frac) {
-        for (k = 0; k < 4; k++)
-            if (v[k] > 1.0) return 0;
-    } else {
-        if (!(img_w > 0.0f && img_h > 0.0f && isfinite(img_w) && isfinite(img_h))) return 0;
-        if (v[0] > img_w || v[2] > img_w || v[1] > img_h || v[3] > img_h) return 0;
-        v[0] /= img_w;
-        v[2] /= img_w;
-        v[1] /= img_h;
-        v[3] /= img_h;
-    }
-    if (v[2] < v[0] || v[3] < v[1]) return 0;
-    for (k = 0; k < 4; k++) box[k] = (float)v[k];
-    return 1;
-}
-
-PERPODEF int perpo_parse_box(const char *text, size_t len, float img_w, float img_h, float box[4]) {
-    size_t i;
-    if (!box) return 0;
-    box[0] = box[1] = box[2] = box[3] = 0.0f;
-    if (!text) return 0;
-    for (i = 0; i < len; i++)
-        if (text[i] == '[' && perpo__parse_box_at(text, len, i, img_w, img_h, box)) return 1;
+/* ---- Files: regular-file checks and the durability hook ---------------------------------- */
+/* 1 when path names something that exists and is not a regular file (a folder, a device, a
+   FIFO); 0 for a regular file, a missing one, or where the platform cannot tell. */
+static int perpo__not_regular(const char *path) {
+#ifdef PERPO__POSIX
+    struct stat st;
+    return stat(path, &st) == 0 && !S_ISREG(st.st_mode);
+#else
+    (void)path;
     return 0;
-}
-
-static int perpo__box_valid(const float b[4]) {
-    return b && isfinite(b[0]) && isfinite(b[1]) && isfinite(b[2]) && isfinite(b[3]) &&
-           b[2] >= b[0] && b[3] >= b[1];
-}
-
-/* Areas in double: a product of two floats near FLT_MAX would overflow in float. */
-static double perpo__box_area(const float b[4]) {
-    return ((double)b[2] - b[0]) * ((double)b[3] - b[1]);
-}
-
-/* Intersection and union areas of two valid boxes; c (if not NULL) gets the enclosing box area. */
-static void perpo__box_overlap(const float a[4], const float b[4], double *inter, double *uni,
-                               double *c) {
-    double iw = (double)(a[2] < b[2] ? a[2] : b[2]) - (a[0] > b[0] ? a[0] : b[0]);
-    double ih = (double)(a[3] < b[3] ? a[3] : b[3]) - (a[1] > b[1] ? a[1] : b[1]);
-    *inter = iw > 0.0 && ih > 0.0 ? iw * ih : 0.0;
-    *uni = perpo__box_area(a) + perpo__box_area(b) - *inter;
-    if (c)
-        *c = ((double)(a[2] > b[2] ? a[2] : b[2]) - (a[0] < b[0] ? a[0] : b[0])) *
-             ((double)(a[3] > b[3] ? a[3] : b[3]) - (a[1] < b[1] ? a[1] : b[1]));
-}
-
-PERPODEF float perpo_box_iou(const float a[4], const float b[4]) {
-    double inter, uni, iou;
-    if (!perpo__box_valid(a) || !perpo__box_valid(b)) return 0.0f;
-    perpo__box_overlap(a, b, &inter, &uni, NULL);
-    if (!(uni > 0.0)) return 0.0f;
-    iou = inter / uni;
-    return (float)(iou < 1.0 ? iou : 1.0); /* rounding could nudge it past 1 */
-}
-
-PERPODEF float perpo_box_giou(const float a[4], const float b[4]) {
-    double inter, uni, c, giou;
-    if (!perpo__box_valid(a) || !perpo__box_valid(b)) return -1.0f;
-    perpo__box_overlap(a, b, &inter, &uni, &c);
-    if (!(uni > 0.0)) return -1.0f; /* then c >= uni > 0 below */
-    giou = inter / uni - (c - uni) / c;
-    return (float)(giou < -1.0 ? -1.0 : giou > 1.0 ? 1.0 : giou);
-}
-
-PERPODEF float perpo_grounding_reward(const char *text, size_t len, const float gt[4], float img_w,
-                                      float img_h) {
-    float box[4];
-    if (!perpo_parse_box(text, len, img_w, img_h, box)) return 0.0f;
-    return perpo_box_iou(box, gt);
-}
-
-/* ---- OCR: edit distance ---- */
-
-PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *b, size_t nb,
-                                          size_t *dist, void *alloc_ctx) {
-    size_t *row, i, j;
-    if (!dist || (!a && na) || (!b && nb)) return PERPO_ERR_ARG;
-    /* A shared prefix or suffix never changes the distance; stripping it makes long, nearly
-     * equal strings (the common case for a good OCR model) cheap. */
-    while (na && nb && a[0] == b[0]) {
-        a++;
-        b++;
-        na--;
-        nb--;
-    }
-    while (na && nb && a[na - 1] == b[nb - 1]) {
-        na--;
-        nb--;
-    }
-    if (na < nb) {
-        const char *t = a;
-        size_t n = na;
-        a = b;
-        na = nb;
-        b = t;
-        nb = n;
-    }
-    if (nb == 0) {
-        *dist = na;
-        return PERPO_OK;
-    }
-    if (nb >= SIZE_MAX / sizeof *row) return PERPO_ERR_OVERFLOW;
-    row = (size_t *)PERPO_MALLOC(alloc_ctx, (nb + 1) * sizeof *row);
-    if (!row) return PERPO_ERR_NOMEM;
-    /* One DP row over the shorter string: row[j] = distance(a[0..i), b[0..j)). */
-    for (j = 0; j <= nb; j++) row[j] = j;
-    for (i = 1; i <= na; i++) {
-        size_t diag = row[0];
-        row[0] = i;
-        for (j = 1; j <= nb; j++) {
-            size_t up = row[j], best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best) best = up + 1;
-            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
-            row[j] = best;
-            diag = up;
-        }
-    }
-    *dist = row[nb];
-    PERPO_FREE(alloc_ctx, row);
-    return PERPO_OK;
-}
-
-PERPODEF perpo_status perpo_normalized_edit_distance(const char *a, size_t na, const char *b,
-                                                     size_t nb, float *ned, void *alloc_ctx) {
-    size_t d;
-    perpo_status st;
-    if (!ned) return PERPO_ERR_ARG;
-    if ((st = perpo_edit_distance(a, na, b, nb, &d, alloc_ctx)) != PERPO_OK) return st;
-    *ned = na || nb ? (float)((double)d / (double)(na > nb ? na : nb)) : 0.0f;
-    return PERPO_OK;
-}
-
-PERPODEF perpo_status perpo_ocr_reward(const char *text, size_t len, const char *ref, size_t nref,
-                                       float *reward, void *alloc_ctx) {
-    float ned;
-    perpo_status st;
-    if (!reward) return PERPO_ERR_ARG;
-    if ((st = perpo_normalized_edit_distance(text, len, ref, nref, &ned, alloc_ctx)) != PERPO_OK)
-        return st;
-    *reward = 1.0f - ned;
-    return PERPO_OK;
-}
-
-/* ---- OCR: word sets and BLEU-4 ----
- * Words and n-grams are hashed, sorted by (hash, content) and matched by a merge walk: memory is
- * linear in the number of words and exact equality (not the hash) decides matches. */
-
-typedef struct {
-    const char *p;
-    size_t len;
-    uint64_t h;
-} perpo__word;
-typedef struct {
-    uint64_t h;
-    const perpo__word *w;
-    size_t n;
-} perpo__gram; /* words w[0..n) */
-
-/* Splits on ASCII whitespace; with out == NULL only counts. */
-static size_t perpo__split_words(const char *s, size_t len, perpo__word *out) {
-    size_t i = 0, n = 0, start;
-    while (i < len) {
-        while (i < len && perpo__is_space(s[i])) i++;
-        if (i == len) break;
-        for (start = i; i < len && !perpo__is_space(s[i]); i++) {}
-        if (out) {
-            uint64_t h = PERPO__FNV_BASIS;
-            size_t k;
-            for (k = start; k < i; k++) h = (h ^ (unsigned char)s[k]) * PERPO__FNV_PRIME;
-            out[n].p = s + start;
-            out[n].len = i - start;
-            out[n].h = h;
-        }
-        n++;
-    }
-    return n;
-}
-
-/* Total order on n-grams of equal n: hash first (fast), then word by word (exact). */
-static int perpo__gram_cmp(const void *x, const void *y) {
-    const perpo__gram *a = (const perpo__gram *)x, *b = (const perpo__gram *)y;
-    size_t k;
-    if (a->h != b->h) return a->h < b->h ? -1 : 1;
-    for (k = 0; k < a->n; k++) {
-        const perpo__word *u = a->w + k, *v = b->w + k;
-        int c;
-        if (u->len != v->len) return u->len < v->len ? -1 : 1;
-        if ((c = memcmp(u->p, v->p, u->len)) != 0) return c < 0 ? -1 : 1;
-    }
-    return 0;
-}
-
-/* Writes the nw - n + 1 n-grams of w into g, sorted; returns their count. */
-static size_t perpo__make_grams(const perpo__word *w, size_t nw, size_t n, perpo__gram *g) {
-    size_t i, k, m = nw >= n ? nw - n + 1 : 0;
-    for (i = 0; i < m; i++) {
-        uint64_t h = PERPO__FNV_BASIS;
-        for (k = 0; k < n; k++) h = (h ^ w[i + k].h) * PERPO__FNV_PRIME;
-        g[i].h = h;
-        g[i].w = w + i;
-        g[i].n = n;
-    }
-    if (m > 1) qsort(g, m, sizeof *g, perpo__gram_cmp);
-    return m;
-}
-
-/* Merge walk of two sorted n-gram lists: BLEU's clipped matches (sum over distinct n-grams of
- * min(count in hyp, count in ref)), the distinct counts of each side and of their intersection. */
-typedef struct {
-    size_t clipped, distinct_h, distinct_r, common;
-} perpo__match;
-
-static perpo__match perpo__match_grams(const perpo__gram *h, size_t nh, const perpo__gram *r,
-                                       size_t nr) {
-    perpo__match m = { 0, 0, 0, 0 };
-    size_t i = 0, j = 0;
-    while (i < nh || j < nr) {
-        int c = i == nh ? 1 : j == nr ? -1 : perpo__gram_cmp(h + i, r + j);
-        size_t ci = 0, cj = 0;
-        if (c <= 0) {
-            do ci++;
-            while (i + ci < nh && perpo__gram_cmp(h + i, h + i + ci) == 0);
-            m.distinct_h++;
-        }
-        if (c >= 0) {
-            do cj++;
-            while (j + cj < nr && perpo__gram_cmp(r + j, r + j + cj) == 0);
-            m.distinct_r++;
-        }
-        if (c == 0) {
-            m.common++;
-            m.clipped += ci < cj ? ci : cj;
-        }
-        i += ci;
-        j += cj;
-    }
-    return m;
-}
-
-PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *ref, size_t nr,
-                                        float *precision, float *recall, float *f1, float *bleu,
-                                        void *alloc_ctx) {
-    size_t th, tr, total, n;
-    perpo__gram *gh, *gr;
-    perpo__word *wh, *wr;
-    double p = 0.0, r = 0.0, f = 0.0, b = 0.0, log_p = 0.0;
-    if ((!hyp && nh) || (!ref && nr)) return PERPO_ERR_ARG;
-    th = perpo__split_words(hyp, nh, NULL);
-    tr = perpo__split_words(ref, nr, NULL);
-    if (th == 0 || tr == 0) {
-        p = r = f = b = th == tr ? 1.0 : 0.0; /* both empty: a perfect match; one empty: none */
-    } else {
-        total = th + tr;
-        if (total < th || total > SIZE_MAX / (sizeof(perpo__gram) + sizeof(perpo__word)))
-            return PERPO_ERR_OVERFLOW;
-        gh = (perpo__gram *)PERPO_MALLOC(alloc_ctx,
-                                         total * (sizeof(perpo__gram) + sizeof(perpo__word)));
-        if (!gh) return PERPO_ERR_NOMEM;
-        gr = gh + th;
-        wh = (perpo__word *)(gr + tr);
-        wr = wh + th;
-        perpo__split_words(hyp, nh, wh);
-        perpo__split_words(ref, nr, wr);
-        for (n = 1; n <= 4; n++) {
-            size_t mh = perpo__make_grams(wh, th, n, gh), mr = perpo__make_grams(wr, tr, n, gr);
-            perpo__match m = perpo__match_grams(gh, mh, gr, mr);
-            if (n == 1) {
-                p = (double)m.common / (double)m.distinct_h;
-                r = (double)m.common / (double)m.distinct_r;
-                f = m.common ? 2.0 * p * r / (p + r) : 0.0;
-                if (!m.clipped) break; /* no word in common: BLEU is 0 */
-                log_p = log((double)m.clipped / (double)mh);
-            } else {
-                log_p += log(((double)m.clipped + 1.0) / ((double)mh + 1.0)); /* add-one */
-            }
-            if (n == 4) /* geometric mean of p1..p4 times the brevity penalty */
-                b = exp(0.25 * log_p + (th > tr ? 0.0 : 1.0 - (double)tr / (double)th));
-        }
-        PERPO_FREE(alloc_ctx, gh);
-    }
-    if (precision) *precision = (float)p;
-    if (recall) *recall = (float)r;
-    if (f1) *f1 = (float)f;
-    if (bleu) *bleu = (float)b;
-    return PERPO_OK;
-}
-
-PERPODEF perpo_status perpo_ocr_score(const char *hyp, size_t nh, const char *ref, size_t nr,
-                                      perpo_ocr_scores *out, void *alloc_ctx) {
-    perpo_ocr_scores s;
-    perpo_status st;
-    if (!out) return PERPO_ERR_ARG;
-    if ((st = perpo_normalized_edit_distance(hyp, nh, ref, nr, &s.edit_distance, alloc_ctx)) !=
-            PERPO_OK ||
-        (st = perpo_word_scores(hyp, nh, ref, nr, &s.precision, &s.recall, &s.f1, &s.bleu,
-                                alloc_ctx)) != PERPO_OK)
-        return st;
-    *out = s;
-    return PERPO_OK;
-}
-
-/* ---- Listwise objectives ----
- * Every objective works on s_k = logp_k - ref_logp_k in double, returns the loss and ADDS
- * dL/ds_k into g (= dL/dlogp_k, the reference being constant). */
-
-PERPODEF const char *perpo_objective_name(perpo_objective kind) {
-    switch (kind) {
-    case PERPO_OBJ_PERPO: return "PerPO";
-    case PERPO_OBJ_DPO: return "DPO";
-    case PERPO_OBJ_LIPO: return "LiPO";
-    case PERPO_OBJ_LISTMLE: return "ListMLE";
-    }
-    return "unknown";
-}
-
-PERPODEF perpo_objective_config perpo_objective_default(perpo_objective kind) {
-    perpo_objective_config c;
-    c.kind = kind;
-    c.beta = 0.1f;
-    c.gamma = 0.5f;
-    c.label_smoothing = 0.0f;
-    c.positive = 0.0f;
-    return c;
-}
-
-/* The ranges documented at perpo_objective_config; NaN fails every comparison. */
-static perpo_status perpo__objective_check(const perpo_objective_config *c) {
-    if (!c || (int)c->kind < 0 || (int)c->kind >= PERPO_OBJ_COUNT ||
-        !(c->beta > 0.0f && c->beta <= PERPO_MAX_BETA) ||
-        !(c->gamma >= 0.0f && c->gamma <= PERPO_MAX_GAMMA) ||
-        !(c->label_smoothing >= 0.0f && c->label_smoothing <= PERPO_MAX_LABEL_SMOOTHING) ||
-        !(c->positive >= 0.0f && c->positive <= PERPO_MAX_POSITIVE))
-        return PERPO_ERR_ARG;
-    return PERPO_OK;
-}
-
-/* log(1 + e^x) without overflow; -log sigmoid(x) = softplus(-x). */
-static double perpo__softplus(double x) { return x > 0.0 ? x + log1p(exp(-x)) : log1p(exp(x)); }
-
-static double perpo__sigmoid(double x) {
-    double e;
-    if (x >= 0.0) return 1.0 / (1.0 + exp(-x));
-    e = exp(x);
-    return e / (1.0 + e);
-}
-
-/* Pair loss l(x) = -(1-eps) log sigma(x) - eps log sigma(-x), x = margin of the preferred
- * response (DPO's loss; eps > 0 is cDPO's label smoothing). Also gives dl/dx. */
-static double perpo__pair_loss(double x, double eps, double *dl_dx) {
-    *dl_dx = -(1.0 - eps) * perpo__sigmoid(-x) + eps * perpo__sigmoid(x);
-    return (1.0 - eps) * perpo__softplus(-x) + eps * perpo__softplus(x);
-}
-
-/* The margin x of a pair, response i preferred over response j: beta (s_i - s_j), less
- * beta * lambda * max(0, -s_i) with DPO-Positive's lambda > 0 (perpo_objective_config.positive).
- * *dx_dsi gets dx/ds_i; dx/ds_j is always -beta. */
-static double perpo__pair_margin(double si, double sj, double beta, double lambda, double *dx_dsi) {
-    if (lambda > 0.0 && si < 0.0) { /* max(0, -s_i) = -s_i */
-        *dx_dsi = beta * (1.0 + lambda);
-        return beta * (si - sj + lambda * si);
-    }
-    *dx_dsi = beta;
-    return beta * (si - sj);
-}
-
-/* Indices sorted by key, descending; equal keys keep the lower index first (stable insertion
- * sort, fine for n <= PERPO_MAX_LIST). */
-static void perpo__argsort_desc(const double *key, int n, int *idx) {
-    int i, j;
-    for (i = 0; i < n; i++) {
-        for (j = i; j > 0 && key[idx[j - 1]] < key[i]; j--) idx[j] = idx[j - 1];
-        idx[j] = i;
-    }
-}
-
-/* PerPO (arXiv 2502.04371, its listwise loss): L = sum_{R_i > R_j} w_ij l(beta (s_i - s_j)) with
- * w_ij = |R_i - R_j|^gamma / sum_{R_k > R_l} |R_k - R_l|^gamma. Gaps are divided by the largest
- * gap first: the weights are unchanged (the factor cancels) and pow() can neither overflow nor
- * make every weight underflow, since the largest gap has weight 1 before normalizing. */
-static double perpo__loss_perpo(int n, const double *s, const double *R, double beta, double gamma,
-                                double eps, double lambda, double *g) {
-    double rmax = R[0], rmin = R[0], span, wsum = 0.0, L = 0.0, d;
-    int i, j;
-    for (i = 1; i < n; i++) {
-        if (R[i] > rmax) rmax = R[i];
-        if (R[i] < rmin) rmin = R[i];
-    }
-    span = rmax - rmin;
-    for (i = 0; i < n; i++)
-        for (j = 0; j < n; j++)
-            if (R[i] > R[j]) wsum += pow((R[i] - R[j]) / span, gamma);
-    for (i = 0; i < n; i++)
-        for (j = 0; j < n; j++)
-            if (R[i] > R[j]) {
-                double w = pow((R[i] - R[j]) / span, gamma) / wsum, dxi;
-                double x = perpo__pair_margin(s[i], s[j], beta, lambda, &dxi);
-                L += w * perpo__pair_loss(x, eps, &d);
-                g[i] += w * dxi * d;
-                g[j] -= w * beta * d;
-            }
-    return L;
-}
-
-/* DPO on the list's extremes: first best-reward response vs first worst-reward response. */
-static double perpo__loss_dpo(int n, const double *s, const double *R, double beta, double eps,
-                              double lambda, double *g) {
-    int k, best = 0, worst = 0;
-    double L, d, dxi, x;
-    for (k = 1; k < n; k++) {
-        if (R[k] > R[best]) best = k;
-        if (R[k] < R[worst]) worst = k;
-    }
-    x = perpo__pair_margin(s[best], s[worst], beta, lambda, &dxi);
-    L = perpo__pair_loss(x, eps, &d);
-    g[best] += dxi * d;
-    g[worst] -= beta * d;
-    return L;
-}
-
-/* LiPO-lambda (Liu et al. 2024): z = beta s, tau_k = rank of z_k (descending, ties by index),
- * Delta_ij = |G_i - G_j| |1/D(tau_i) - 1/D(tau_j)|, G = 2^R - 1, D(tau) = log2(1 + tau), held
- * constant in the gradient. We normalize, L = sum Delta_ij l(z_i - z_j) / sum Delta_ij, so the
- * loss is a weighted mean of pair losses like PerPO's (the paper's LiPO sum is unnormalized).
- * Exact at any finite input: ranks come from s itself (beta > 0 keeps the order, and rounding
- * beta * s could tie distinct values); pair margins are beta (s_i - s_j), so a common shift of
- * s cancels by construction; gains are taken relative to Rmax (the -1 and 2^Rmax cancel in the
- * normalization) and, for R_i > R_j, G_i - G_j = 2^(R_i-Rmax) (1 - 2^-(R_i-R_j)) with
- * -expm1(-(R_i-R_j) ln 2): positive for any gap, however small, where 2^a - 2^b would round
- * to 0 below gaps of about 1e-16, and never Inf - Inf however large. */
-static double perpo__lipo_delta(const double *R, const double *rel, const double *inv_d, int i,
-                                int j) {
-    return rel[i] * -expm1(-(R[i] - R[j]) * 0.6931471805599453) * fabs(inv_d[i] - inv_d[j]);
-}
-static double perpo__loss_lipo(int n, const double *s, const double *R, double beta, double eps,
-                               double lambda, double *g) {
-    double rel[PERPO_MAX_LIST], inv_d[PERPO_MAX_LIST], rmax = R[0], dsum = 0.0, L = 0.0, d;
-    int order[PERPO_MAX_LIST], i, j;
-    for (i = 1; i < n; i++)
-        if (R[i] > rmax) rmax = R[i];
-    perpo__argsort_desc(s, n, order);
-    for (i = 0; i < n; i++) {
-        inv_d[order[i]] = 1.0 / log2(2.0 + i); /* tau = i + 1 */
-        rel[i] = exp2(R[i] - rmax);            /* G_i / 2^Rmax, in (0, 1] or 0 far below */
-    }
-    for (i = 0; i < n; i++)
-        for (j = 0; j < n; j++)
-            if (R[i] > R[j]) dsum += perpo__lipo_delta(R, rel, inv_d, i, j);
-    if (!(dsum > 0.0)) return 0.0;
-    for (i = 0; i < n; i++)
-        for (j = 0; j < n; j++)
-            if (R[i] > R[j]) {
-                double wij = perpo__lipo_delta(R, rel, inv_d, i, j) / dsum, dxi;
-                double x = perpo__pair_margin(s[i], s[j], beta, lambda, &dxi);
-                L += wij * perpo__pair_loss(x, eps, &d);
-                g[i] += wij * dxi * d;
-                g[j] -= wij * beta * d;
-            }
-    return L;
-}
-
-/* ListMLE (Plackett-Luce likelihood of the reward order pi, ties by index): z = beta s,
- * L = sum_{m<n-1} [logsumexp_{l>=m} z_pi(l) - z_pi(m)]. Written through differences of s
- * only, so shift-invariant by construction and exact at any finite input (log-sum-exp of z
- * minus z cancels catastrophically once |z| ~ 1e15): with a_m the argmax of s over
- * pi(m+1..n-1) and T_m = sum_{l>m} exp(beta (s_pi(l) - s_a_m)) in [1, n), term m is
- * softplus(x_m), x_m = beta (s_a_m - s_pi(m)) + log T_m, built from the back. Step m picks
- * pi(m) with probability sigmoid(-x_m); its gradient is softmax - onehot. Label smoothing
- * has no meaning here and is ignored. */
-static double perpo__loss_listmle(int n, const double *s, const double *R, double beta, double *g) {
-    double x[PERPO_MAX_LIST], tsum[PERPO_MAX_LIST], T = 1.0, L = 0.0;
-    int pi[PERPO_MAX_LIST], arg[PERPO_MAX_LIST], a, k, m;
-    perpo__argsort_desc(R, n, pi);
-    a = pi[n - 1];
-    for (m = n - 2; m >= 0; m--) {
-        int i = pi[m];
-        arg[m] = a;
-        tsum[m] = T;
-        x[m] = beta * (s[a] - s[i]) + log(T);
-        L += perpo__softplus(x[m]);
-        if (s[i] > s[a]) { /* pi(m) becomes the maximum of the suffix */
-            T = T * exp(beta * (s[a] - s[i])) + 1.0;
-            a = i;
-        } else {
-            T += exp(beta * (s[i] - s[a]));
-        }
-    }
-    for (m = 0; m < n - 1; m++) {
-        double rest = perpo__sigmoid(x[m]); /* probability mass of pi(m+1..n-1) */
-        g[pi[m]] -= beta * rest;
-        for (k = m + 1; k < n; k++)
-            g[pi[k]] += beta * rest * exp(beta * (s[pi[k]] - s[arg[m]])) / tsum[m];
-    }
-    return L;
-}
-
-/* Shared input checks; fills R (as double) and s = logp - ref_logp. */
-static perpo_status perpo__list_inputs(int n, const float *logp, const float *ref_logp,
-                                       const float *reward, double *s, double *R) {
-    int k;
-    if (n < 1 || n > PERPO_MAX_LIST || !logp || !ref_logp || !reward) return PERPO_ERR_ARG;
-    for (k = 0; k < n; k++) {
-        if (!isfinite(logp[k]) || !isfinite(ref_logp[k]) || !isfinite(reward[k]))
-            return PERPO_ERR_NONFINITE;
-        s[k] = (double)logp[k] - (double)ref_logp[k];
-        R[k] = reward[k];
-    }
-    return PERPO_OK;
-}
-
-PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int n,
-                                          const float *logp, const float *ref_logp,
-                                          const float *reward, float *loss, float *dloss_dlogp) {
-    double s[PERPO_MAX_LIST], R[PERPO_MAX_LIST], g[PERPO_MAX_LIST], L = 0.0;
-    double beta, gamma, eps, lambda;
-    int k, all_equal = 1;
-    perpo_status st;
-    if (!cfg || !loss || perpo__objective_check(cfg) != PERPO_OK) return PERPO_ERR_ARG;
-    beta = cfg->beta;
-    gamma = cfg->gamma;
-    eps = cfg->label_smoothing;
-    lambda = cfg->positive;
-    if ((st = perpo__list_inputs(n, logp, ref_logp, reward, s, R)) != PERPO_OK) return st;
-    for (k = 0; k < n; k++) {
-        g[k] = 0.0;
-        if (R[k] != R[0]) all_equal = 0;
-    }
-    if (!all_equal) { /* all equal (incl. n == 1): no preference, loss 0, gradient 0 */
-        switch (cfg->kind) {
-        case PERPO_OBJ_PERPO: L = perpo__loss_perpo(n, s, R, beta, gamma, eps, lambda, g); break;
-        case PERPO_OBJ_DPO: L = perpo__loss_dpo(n, s, R, beta, eps, lambda, g); break;
-        case PERPO_OBJ_LIPO: L = perpo__loss_lipo(n, s, R, beta, eps, lambda, g); break;
-        case PERPO_OBJ_LISTMLE: L = perpo__loss_listmle(n, s, R, beta, g); break;
-        }
-    }
-    /* Check before writing: a double beyond float range would become Inf (or be UB to convert). */
-    if (!(fabs(L) <= FLT_MAX)) return PERPO_ERR_NONFINITE;
-    for (k = 0; k < n; k++)
-        if (!(fabs(g[k]) <= FLT_MAX)) return PERPO_ERR_NONFINITE;
-    *loss = (float)L;
-    if (dloss_dlogp)
-        for (k = 0; k < n; k++) dloss_dlogp[k] = (float)g[k];
-    return PERPO_OK;
-}
-
-PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *logp,
-                                               const float *ref_logp, const float *reward,
-                                               perpo_pref_metrics *out) {
-    double s[PERPO_MAX_LIST], R[PERPO_MAX_LIST], chosen, rejected;
-    int i, j, best = 0, worst = 0;
-    long pairs = 0, right = 0;
-    perpo_status st;
-    if (!out || !(beta > 0.0f && beta <= PERPO_MAX_BETA)) return PERPO_ERR_ARG;
-    if ((st = perpo__list_inputs(n, logp, ref_logp, reward, s, R)) != PERPO_OK) return st;
-    for (i = 0; i < n; i++) {
-        if (R[i] > R[best]) best = i;
-        if (R[i] < R[worst]) worst = i;
-        for (j = 0; j < n; j++)
-            if (R[i] > R[j]) {
-                pairs++;
-                right += s[i] > s[j];
-            }
-    }
-    chosen = beta * s[best];
-    rejected = beta * s[worst];
-    if (!(fabs(chosen) <= FLT_MAX && fabs(rejected) <= FLT_MAX &&
-          fabs(chosen - rejected) <= FLT_MAX))
-        return PERPO_ERR_NONFINITE;
-    out->chosen = (float)chosen;
-    out->rejected = (float)rejected;
-    out->margin = (float)(chosen - rejected);
-    out->accuracy = pairs ? (float)((double)right / (double)pairs) : 0.0f;
-    return PERPO_OK;
-}
-
-/* ==========================================================================================
-   6. Optimizer (AdamW, cosine schedule, clipping), data parallelism and the SFT trainer
-   ========================================================================================== */
-
-PERPODEF perpo_optim_config perpo_optim_default(void) {
-    perpo_optim_config o;
-    o.lr = 1e-3f;
-    o.min_lr = 1e-4f;
-    o.warmup_steps = 20;
-    o.total_steps = 1000;
-    o.beta1 = 0.9f;
-    o.beta2 = 0.95f;
-    o.eps = 1e-8f;
-    o.weight_decay = 0.1f;
-    o.clip_norm = 1.0f;
-    return o;
-}
-
-PERPODEF perpo_status perpo_optim_validate(const perpo_optim_config *oc) {
-    /* written so that NaN fails every comparison */
-    if (!oc || !(oc->lr > 0.0f && oc->lr <= 1.0f) ||
-        !(oc->min_lr >= 0.0f && oc->min_lr <= oc->lr) || !(oc->beta1 >= 0.0f && oc->beta1 < 1.0f) ||
-        !(oc->beta2 >= 0.0f && oc->beta2 < 1.0f) || !(oc->eps > 0.0f && oc->eps < 1.0f) ||
-        !(oc->weight_decay >= 0.0f && oc->weight_decay <= 1.0f) ||
-        !(oc->clip_norm >= 0.0f && oc->clip_norm <= FLT_MAX) || oc->total_steps < 1 ||
-        oc->total_steps > PERPO_MAX_STEPS || oc->warmup_steps < 0 ||
-        oc->warmup_steps > oc->total_steps)
-        return PERPO_ERR_ARG;
-    return PERPO_OK;
-}
-
-/* In double throughout: no int arithmetic on step, warmup or total, so no overflow. */
-PERPODEF float perpo_lr_at(const perpo_optim_config *oc, int step) {
-    double progress, s, warm, total;
-    if (perpo_optim_validate(oc) != PERPO_OK) return 0.0f;
-    total = (double)oc->total_steps;
-    warm = (double)oc->warmup_steps;
-    s = step < 0 ? 0.0 : (double)step;
-    if (s > total) s = total;
-    if (s < warm) return (float)((double)oc->lr * (s + 1.0) / warm);
-    progress = (s - warm) / (total - warm > 1.0 ? total - warm : 1.0);
-    if (progress > 1.0) progress = 1.0;
-    return (float)(oc->min_lr +
-                   0.5 * (oc->lr - oc->min_lr) * (1.0 + cos(3.141592653589793 * progress)));
-}
-
-/* The shared state of one AdamW step's parallel region. */
-typedef struct perpo__adamw {
-    double part[64];  /* sums of squares of the gradient in 64 fixed chunks */
-    int finite[2];    /* pass 0: every new value finite; pass 1: the same, as written */
-    float grad_scale; /* in */
-} perpo__adamw;
-/* The gradient norm from the chunks' sums, added in order. */
-static double perpo__adamw_norm(const perpo__adamw *st) {
-    double sumsq = 0.0;
-    int c;
-    for (c = 0; c < 64; c++) sumsq += st->part[c];
-    return sqrt(sumsq);
-}
-/* The factors of one AdamW step, the same for every element (decay: per tensor). */
-/* The factors of one AdamW step, the same for every element (gradient scale, betas, step size,
-   bias correction, epsilon). */
-typedef struct perpo__adamw_factors {
-    float mult, beta1, beta2, step_size, bc2_sqrt, eps;
-} perpo__adamw_factors;
-/* Elements [a, b): the new moments and parameter, written if write; returns whether all are
-   finite. AVX-512 builds run 16 lanes with the scalar formula's operations in its order (sqrt
-   and divide are exact in both); the scalar loop's sqrtf keeps compilers from vectorizing it. */
-static int perpo__adamw_range(perpo_model *m, const perpo__adamw_factors *f, float decay, size_t a,
-                              size_t b, int write) {
-    float *PERPO__RESTRICT pm = m->adam_m, *PERPO__RESTRICT pv = m->adam_v,
-                           *PERPO__RESTRICT pp = m->params;
-    const float *PERPO__RESTRICT pg = m->grads;
-    float mult = f->mult, b1 = f->beta1, b2 = f->beta2, step_size = f->step_size,
-          bc2_sqrt = f->bc2_sqrt, eps = f->eps;
-    size_t i = a;
-    int finite = 1;
-#ifdef __AVX512F__
-    const __m512 big = _mm512_set1_ps(FLT_MAX);
-    for (; i < b; i += 16) {
-        __mmask16 l = perpo__mask16(b - i);
-        /* one operation a statement, in the scalar code's order: compilers contract a
-           multiply and an add into an FMA in the order they meet them. p1 is a masked multiply,
-           which they do not contract: in the scalar code, sqrtf's errno branch separates the
-           multiply from the subtraction, and compilers contract only within a basic block. */
-        __m512 g = _mm512_mul_ps(_mm512_maskz_loadu_ps(l, pg + i), _mm512_set1_ps(mult));
-        __m512 m1 = _mm512_mul_ps(_mm512_set1_ps(b1), _mm512_maskz_loadu_ps(l, pm + i));
-        __m512 m2 = _mm512_mul_ps(_mm512_set1_ps(1.0f - b1), g);
-        __m512 mm = _mm512_add_ps(m1, m2);
-        __m512 v1 = _mm512_mul_ps(_mm512_set1_ps(b2), _mm512_maskz_loadu_ps(l, pv + i));
-        __m512 v2 = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(1.0f - b2), g), g);
-        __m512 vv = _mm512_add_ps(v1, v2);
-        __m512 p1 = _mm512_maskz_mul_ps(l, _mm512_maskz_loadu_ps(l, pp + i), _mm512_set1_ps(decay));
-        __m512 p2 = _mm512_mul_ps(_mm512_set1_ps(step_size), mm);
-        __m512 p3 = _mm512_div_ps(_mm512_sqrt_ps(vv), _mm512_set1_ps(bc2_sqrt));
-        __m512 p = _mm512_sub_ps(p1, _mm512_div_ps(p2, _mm512_add_ps(p3, _mm512_set1_ps(eps))));
-        __mmask16 ok = _mm512_mask_cmp_ps_mask(l, _mm512_abs_ps(mm), big, _CMP_LE_OQ) &
-                       _mm512_mask_cmp_ps_mask(l, vv, big, _CMP_LE_OQ) &
-                       _mm512_mask_cmp_ps_mask(l, _mm512_abs_ps(p), big, _CMP_LE_OQ);
-        if (write) {
-            _mm512_mask_storeu_ps(pm + i, l, mm);
-            _mm512_mask_storeu_ps(pv + i, l, vv);
-            _mm512_mask_storeu_ps(pp + i, l, p);
-        }
-        finite &= ok == l;
-    }
 #endif
-    for (; i < b; i++) {
-        float g = pg[i] * mult;
-        float mm = b1 * pm[i] + (1.0f - b1) * g;
-        float vv = b2 * pv[i] + (1.0f - b2) * g * g;
-        float p = pp[i] * decay - step_size * mm / (sqrtf(vv) / bc2_sqrt + eps);
-        if (write) {
-            pm[i] = mm;
-            pv[i] = vv;
-            pp[i] = p;
-        }
-        finite &= (fabsf(mm) <= FLT_MAX) & (vv <= FLT_MAX) & (fabsf(p) <= FLT_MAX);
-    }
-    return finite;
-}
-/* One thread's share of an AdamW step: the gradient norm (64 chunks, summed in order, the same
-   for any thread count), then pass 0, which computes every new value and only checks it (a
-   finite gradient can still overflow: a huge grad_scale without clipping, params near FLT_MAX),
-   then pass 1, which writes the same values, only if pass 0 found them all finite. Each
-   tensor's elements split over the team. Every thread computes the same norm and factors from
-   the shared sums, so all take the same branches to the same barriers. */
-static void perpo__adamw_team(perpo_model *m, const perpo_optim_config *oc, perpo__adamw *st) {
-    size_t c, lo, hi, k;
-    double norm, bc1, bc2;
-    float mult, lr;
-    int t, pass;
-    perpo__adamw_factors fac;
-    perpo__team_range(64, &lo, &hi);
-    for (c = lo; c < hi; c++) {
-        size_t j, a = m->n_params * c / 64, b = m->n_params * (c + 1) / 64;
-        double acc = 0.0;
-        for (j = a; j < b; j++) {
-            double g = (double)m->grads[j] * st->grad_scale;
-            acc += g * g;
-        }
-        st->part[c] = acc;
-    }
-    PERPO__OMP(barrier)
-    norm = perpo__adamw_norm(st);
-    if (!isfinite(norm)) return; /* refuse the step, change nothing */
-    mult = st->grad_scale;
-    if (oc->clip_norm > 0.0f && norm > oc->clip_norm)
-        mult *= (float)(oc->clip_norm / (norm + 1e-6));
-    t = m->opt_step + 1;
-    lr = perpo_lr_at(oc, m->opt_step);
-    bc1 = 1.0 - pow((double)oc->beta1, (double)t);
-    bc2 = 1.0 - pow((double)oc->beta2, (double)t);
-    fac.mult = mult;
-    fac.beta1 = oc->beta1;
-    fac.beta2 = oc->beta2;
-    fac.step_size = (float)(lr / bc1);
-    fac.bc2_sqrt = (float)sqrt(bc2);
-    fac.eps = oc->eps;
-    for (pass = 0; pass < 2; pass++) {
-        int finite = 1;
-        for (k = 0; k < m->n_tensors; k++) {
-            const perpo__tensor *tn = &m->tensors[k];
-            size_t n = tn->rows * (tn->cols ? tn->cols : 1), o = tn->offset;
-            float decay = tn->cols ? 1.0f - lr * oc->weight_decay : 1.0f; /* matrices only */
-            perpo__team_range(n, &lo, &hi);
-            finite &= perpo__adamw_range(m, &fac, decay, o + lo, o + hi, pass);
-        }
-        if (!finite) {
-            PERPO__OMP(atomic write)
-            st->finite[pass] = 0;
-        }
-        PERPO__OMP(barrier)
-        if (pass == 0) {
-            int ok;
-            PERPO__OMP(atomic read)
-            ok = st->finite[0];
-            if (!ok) break; /* (every thread reads it after the barrier: the same value) */
-        }
-    }
 }
 
-PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config *oc,
-                                       float grad_scale, float *grad_norm) {
-    perpo__adamw st;
-    double norm;
-    if (!m || perpo_optim_validate(oc) != PERPO_OK ||
-        !(grad_scale > 0.0f && grad_scale <= FLT_MAX) || m->opt_step < 0 ||
-        m->opt_step >= PERPO_MAX_STEPS)
-        return PERPO_ERR_ARG;
-    memset(&st, 0, sizeof st);
-    st.grad_scale = grad_scale;
-    st.finite[0] = st.finite[1] = 1;
-    PERPO__OMP(parallel if (m->n_params >= PERPO__PAR_MIN)) /* the step's one region */
-    perpo__adamw_team(m, oc, &st);
-    norm = perpo__adamw_norm(&st);
-    if (grad_norm) *grad_norm = (float)norm;
-    if (!isfinite(norm) || !st.finite[0]) return PERPO_ERR_NONFINITE; /* nothing changed */
-    m->params_version++; /* pass 1 wrote the parameters, whatever follows */
-    if (!st.finite[1]) {
-        m->params_known_finite = 0; /* pass 1 disagreed with pass 0: never expected */
-        return PERPO_ERR_NONFINITE;
+/* printf into err[0..cap) when err is given; always NUL-terminated, never more than one line. */
+#if defined(__GNUC__) || defined(__clang__)
+static void perpo__errf(char *err, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+#endif
+static void perpo__errf(char *err, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    if (!err || cap == 0) return;
+    va_start(ap, fmt);
+    vsnprintf(err, cap, fmt, ap);
+    va_end(ap);
+}
+
+/* The start of every file loader: opens path for reading, positioned at its start; *fsize gets
+   the size a seekable file reports, else -1. PERPO_ERR_IO when it cannot be opened, is not a
+   regular file, or its first read fails (a folder opens on some systems and only fails there);
+   err (may be NULL) then gets why. */
+static perpo_status perpo__open_sized(const char *path, FILE **f, long *fsize, char *err,
+                                      size_t cap) {
+    int c;
+    *f = NULL;
+    *fsize = -1;
+    if (perpo__not_regular(path)) {
+        perpo__errf(err, cap, "not a regular file");
+        return PERPO_ERR_IO;
     }
-    m->params_known_finite = 1;
-    m->opt_step++;
+    if (!(*f = fopen(path, "rb"))) {
+        perpo__errf(err, cap, "cannot open: %s", strerror(errno));
+        return PERPO_ERR_IO;
+    }
+    c = getc(*f);
+    if (c == EOF && ferror(*f)) {
+        fclose(*f);
+        *f = NULL;
+        perpo__errf(err, cap, "read error (not a regular file?)");
+        return PERPO_ERR_IO;
+    }
+    if (fseek(*f, 0, SEEK_END) == 0) *fsize = ftell(*f);
+    rewind(*f);
     return PERPO_OK;
 }
 
-PERPODEF int perpo_optim_step_count(const perpo_model *m) { return m ? m->opt_step : 0; }
-PERPODEF void perpo_optim_reset(perpo_model *m) {
-    if (!m) return;
-    memset(m->adam_m, 0, m->n_params * sizeof(float));
-    memset(m->adam_v, 0, m->n_params * sizeof(float));
-    m->opt_step = 0;
-}
-
-/* ---- Data parallelism: what both trainers share ------------------------------------------ */
-PERPODEF perpo_status perpo_share(size_t n, int rank, int world, size_t *first, size_t *count) {
-    size_t w, k, q, r;
-    if (!first || !count || world < 1 || world > PERPO_MAX_WORLD || rank < 0 || rank >= world)
-        return PERPO_ERR_ARG;
-    w = (size_t)world;
-    k = (size_t)rank;
-    q = n / w;
-    r = n % w;
-    *first = q * k + (k < r ? k : r); /* <= n: no overflow */
-    *count = q + (k < r ? 1 : 0);
-    return PERPO_OK;
-}
-
-static perpo_parallel perpo__parallel_none(void) {
-    perpo_parallel p;
-    p.reduce = NULL;
-    p.user = NULL;
-    p.rank = 0;
-    p.world = 1;
-    return p;
-}
-
-/* The ranges documented at perpo_parallel (a zeroed struct is one process too). */
-static int perpo__parallel_ok(const perpo_parallel *p) {
-    if (!p->reduce) return p->rank == 0 && (p->world == 0 || p->world == 1);
-    return p->world >= 1 && p->world <= PERPO_MAX_WORLD && p->rank >= 0 && p->rank < p->world;
-}
-
-/* FNV-1a over 32-bit words: a cheap fingerprint of what the workers must agree on. */
-static uint64_t perpo__hash_words(uint64_t h, const void *data, size_t n_words) {
-    const unsigned char *p = (const unsigned char *)data;
-    size_t i;
-    for (i = 0; i < n_words; i++) {
-        uint32_t w;
-        memcpy(&w, p + 4 * i, 4);
-        h = (h ^ w) * PERPO__FNV_PRIME;
-    }
-    return h;
-}
-static uint64_t perpo__hash_optim(uint64_t h, const perpo_optim_config *oc) {
-    float f[7];
-    int v[2];
-    f[0] = oc->lr;
-    f[1] = oc->min_lr;
-    f[2] = oc->beta1;
-    f[3] = oc->beta2;
-    f[4] = oc->eps;
-    f[5] = oc->weight_decay;
-    f[6] = oc->clip_norm;
-    v[0] = oc->warmup_steps;
-    v[1] = oc->total_steps;
-    return perpo__hash_words(perpo__hash_words(h, f, 7), v, 2);
-}
-/* The architecture and weights, and with resume the AdamW moments and step: workers that start
-   from different weights (one forgot to load the checkpoint) are refused before any step. */
-static uint64_t perpo__hash_model(const perpo_model *m, int with_optimizer) {
-    int cfgv[PERPO__CONFIG_WORDS];
-    uint64_t h = PERPO__FNV_BASIS;
-    perpo__config_to_words(&m->cfg, cfgv);
-    h = perpo__hash_words(h, cfgv, PERPO__CONFIG_WORDS);
-    h = perpo__hash_words(h, m->params, m->n_params);
-    if (with_optimizer) {
-        h = perpo__hash_words(h, m->adam_m, m->n_params);
-        h = perpo__hash_words(h, m->adam_v, m->n_params);
-        h = perpo__hash_words(h, &m->opt_step, 1);
-    }
-    return h;
-}
-
-/* One reduction of a data-parallel trainer whose last float is this worker's failure flag:
-   every worker learns whether any failed, and all stop together (no one waits forever in the
-   next reduction). The failed worker returns its own status, the others PERPO_ERR_PEER. The
-   sums are checked like any input: a NaN or Inf anywhere in them (a count, a loss, a metric, a
-   flag) is PERPO_ERR_NONFINITE on every worker (the hook leaves the same values on all), never
-   a loss or stop request taken at face value. */
-static perpo_status perpo__collective(const perpo_parallel *par, float *buf, size_t n,
-                                      perpo_status local) {
-    perpo_status st;
-    buf[n - 1] = local != PERPO_OK ? 1.0f : 0.0f;
-    if ((st = par->reduce(buf, n, par->user)) != PERPO_OK) return st;
-    if (!perpo__all_finite(buf, n)) return local != PERPO_OK ? local : PERPO_ERR_NONFINITE;
-    if (buf[n - 1] != 0.0f) return local != PERPO_OK ? local : PERPO_ERR_PEER;
-    return PERPO_OK;
-}
-
-#define PERPO__HS_WORDS 10 /* 64-bit words that every worker of a trainer call must agree on */
-/* The entry of a data-parallel trainer. First every worker's status and world (a fixed-size
-   reduction), then a gather through the sum hook: each worker writes its block (a presence
-   mark, the words, its part size) as 16-bit pieces, exact in float, zeros elsewhere, so every
-   worker sees every block exactly and all take the same decision from the same numbers.
-   PERPO_ERR_ARG when the ranks are not 0..world-1 once each or the words differ; offset and
-   total (may be NULL) get the sum of the parts before this worker's and of all. */
-static perpo_status perpo__handshake(const perpo_parallel *par, void *ctx, perpo_status local,
-                                     const uint64_t *words, uint64_t part, size_t *offset,
-                                     size_t *total) {
-    const size_t K = 1 + 4 * (PERPO__HS_WORDS + 1), W = (size_t)par->world;
-    float first[3], *buf = NULL;
-    size_t before = 0, all = 0;
-    perpo_status st;
-    size_t r, k;
-    if (local == PERPO_OK && !(buf = (float *)perpo__calloc(ctx, W * K, sizeof(float))))
-        local = PERPO_ERR_NOMEM;
-    first[0] = 1.0f;
-    first[1] = (float)W;
-    if ((st = perpo__collective(par, first, 3, local)) != PERPO_OK) goto done;
-    if (!(first[0] == (float)W && first[1] == (float)W * (float)W)) {
-        st = PERPO_ERR_ARG;
-        goto done;
-    }
-    {
-        float *mine = buf + (size_t)par->rank * K;
-        mine[0] = 1.0f;
-        for (k = 0; k <= PERPO__HS_WORDS; k++) {
-            uint64_t v = k < PERPO__HS_WORDS ? words[k] : part;
-            int q;
-            for (q = 0; q < 4; q++)
-                mine[1 + 4 * k + (size_t)q] = (float)((v >> (16 * q)) & 0xFFFFu);
-        }
-    }
-    if ((st = par->reduce(buf, W * K, par->user)) != PERPO_OK) goto done;
-    if (!perpo__all_finite(buf, W * K)) st = PERPO_ERR_NONFINITE; /* as in perpo__collective */
-    for (r = 0; r < W && st == PERPO_OK; r++) {
-        const float *blk = buf + r * K;
-        uint64_t p = 0;
-        int q;
-        if (blk[0] != 1.0f) st = PERPO_ERR_ARG; /* a rank missing or taken twice */
-        for (k = 1; k < 1 + 4 * PERPO__HS_WORDS; k++)
-            if (blk[k] != buf[k]) st = PERPO_ERR_ARG; /* a word differs from rank 0's */
-        for (q = 0; q < 4; q++) {
-            float f = blk[1 + 4 * PERPO__HS_WORDS + (size_t)q];
-            if (!(f >= 0.0f && f <= 65535.0f)) {
-                st = PERPO_ERR_ARG;
-                break;
-            }
-            p |= (uint64_t)f << (16 * q);
-        }
-        if (st == PERPO_OK && ((uint64_t)(size_t)p != p || !perpo__size_add(all, (size_t)p, &all)))
-            st = PERPO_ERR_OVERFLOW;
-        if (r + 1 == (size_t)par->rank) before = all;
-    }
-    if (st == PERPO_OK) {
-        if (offset) *offset = before;
-        if (total) *total = all;
-    }
-done:
-    PERPO_FREE(ctx, buf);
-    return st;
-}
-
-/* The last step's report, then a stop request: data-parallel, any worker's stops all. */
-static perpo_status perpo__report(const perpo_parallel *par, perpo_progress_fn progress,
-                                  perpo_progress *p, void *user, int *stop) {
-    float buf[2];
-    *stop = progress ? progress(p, user) != 0 : 0;
-    if (!par->reduce) return PERPO_OK;
-    buf[0] = (float)*stop;
-    *stop = 0;
-    {
-        perpo_status st = perpo__collective(par, buf, 2, PERPO_OK);
-        if (st != PERPO_OK) return st;
-    }
-    *stop = buf[0] != 0.0f;
-    return PERPO_OK;
-}
-
-/* ---- The loop both trainers share --------------------------------------------------------- */
-/* What one trainer call brings to the loop: the gradient of one step, its optimizer settings
-   and how it reports. step_grads adds the gradient of optimizer step `step` (data-parallel:
-   summed over the workers) into the zeroed gradient buffer, the step's loss and metrics into p
-   and the target tokens it consumed into *tokens; an error ends training with it. */
-typedef struct perpo__trainer {
-    const char *phase; /* perpo_progress.phase */
-    const perpo_optim_config *optim;
-    const perpo_parallel *par;
-    int log_every, resume;
-    float grad_scale; /* perpo_optim_step's scale: 1 / accumulated terms */
-    double t0;        /* perpo__now() when the trainer was called */
-    perpo_status (*step_grads)(perpo_model *m, int step, perpo_progress *p, double *tokens,
-                               void *state);
-    void *state;
-} perpo__trainer;
-
-/* optim->total_steps optimizer steps from the model's step counter (0 unless resuming): zero
-   the gradients, accumulate one step's, take the AdamW step, report every log_every steps
-   with the wall-clock estimate of the time left. */
-static perpo_status perpo__train_loop(perpo_model *m, const perpo__trainer *tr,
-                                      perpo_progress_fn progress, void *user) {
-    double tokens = 0.0;
-    int step, start;
-    perpo_status st;
-    if (!tr->resume) perpo_optim_reset(m);
-    start = m->opt_step;
-    for (step = start; step < tr->optim->total_steps; step++) { /* resumes at opt_step */
-        perpo_progress p;
-        float gnorm = 0.0f;
-        int stop = 0;
-        memset(&p, 0, sizeof p);
-        perpo_zero_grad(m);
-        if ((st = tr->step_grads(m, step, &p, &tokens, tr->state)) != PERPO_OK) return st;
-        if ((st = perpo_optim_step(m, tr->optim, tr->grad_scale, &gnorm)) != PERPO_OK) return st;
-        if ((step + 1) % tr->log_every == 0 || step + 1 == tr->optim->total_steps) {
-            p.phase = tr->phase;
-            p.step = step + 1;
-            p.total_steps = tr->optim->total_steps;
-            p.lr = perpo_lr_at(tr->optim, m->opt_step - 1);
-            p.grad_norm = gnorm;
-            p.tokens = tokens;
-            p.elapsed_s = perpo__now() - tr->t0;
-            p.eta_s = p.elapsed_s / (double)(step + 1 - start) *
-                      (double)(tr->optim->total_steps - step - 1);
-            if ((st = perpo__report(tr->par, progress, &p, user, &stop)) != PERPO_OK) return st;
-            if (stop) break;
-        }
-    }
-    return PERPO_OK;
-}
-
-/* ---- SFT: cross-entropy on the responses ------------------------------------------------ */
-PERPODEF perpo_sft_config perpo_sft_default(void) {
-    perpo_sft_config t;
-    t.optim = perpo_optim_default();
-    t.batch_size = 32;
-    t.accum_steps = 1;
-    t.seed = 1;
-    t.log_every = 10;
-    t.resume = 0;
-    t.parallel = perpo__parallel_none();
-    return t;
-}
-
-/* The ranges documented at perpo_sft_config. */
-static int perpo__check_sft_config(const perpo_model *m, const perpo_sft_config *tc) {
-    return tc && tc->batch_size >= 1 && (size_t)tc->batch_size <= m->max_batch &&
-           tc->accum_steps >= 1 && tc->accum_steps <= PERPO_MAX_ACCUM && tc->log_every >= 1 &&
-           (tc->resume == 0 || tc->resume == 1) && perpo_optim_validate(&tc->optim) == PERPO_OK;
-}
-
-/* Which item a trainer uses at global position g (0-based, counting every sequence or list it
-   has consumed): epoch g / n visits all n items in a Fisher-Yates permutation drawn from
-   (seed, epoch). A pure function of (seed, g), so a run resumed from a checkpoint at step k
-   sees exactly the data the uninterrupted run saw: no shuffling state needs saving. perm holds
-   the current epoch's permutation, *epoch which one it is ((size_t)-1: none yet). */
-static size_t perpo__data_index(size_t *perm, size_t n, uint64_t seed, size_t g, size_t *epoch) {
-    if (g / n != *epoch) {
-        perpo__rng rng;
-        size_t i;
-        *epoch = g / n;
-        perpo__rng_seed(&rng, seed ^ (0xD1B54A32D192ED03ull * (uint64_t)(*epoch + 1)));
-        for (i = 0; i < n; i++) perm[i] = i;
-        for (i = n; i > 1; i--) {
-            size_t j = perpo__rng_below(&rng, i), t = perm[i - 1];
-            perm[i - 1] = perm[j];
-            perm[j] = t;
-        }
-    }
-    return perm[g % n];
-}
-
-/* The fixed-set source of perpo_sft_train: example index g is item perm[g % n] of epoch g / n. */
-typedef struct perpo__example_set {
-    const perpo_example *ex;
-    size_t n, *perm, epoch;
-    uint64_t seed;
-} perpo__example_set;
-static perpo_status perpo__example_set_next(size_t g, size_t slot, perpo_example *out, void *user) {
-    perpo__example_set *s = (perpo__example_set *)user;
-    (void)slot; /* the examples live in the caller's array */
-    *out = s->ex[perpo__data_index(s->perm, s->n, s->seed, g, &s->epoch)];
-    return PERPO_OK;
-}
-
-/* Positions of a run, (total_steps * accum_steps * per_microbatch) within size_t: the data
-   index of every step and the sequence counts below are computed without overflow. */
-static int perpo__positions_fit(int total_steps, int accum_steps, size_t per_microbatch) {
-    size_t x;
-    return perpo__size_mul((size_t)total_steps, (size_t)accum_steps, &x) &&
-           perpo__size_mul(x, per_microbatch, &x);
-}
-
-/* What an SFT step needs, allocated once per call. */
-typedef struct perpo__sft_state {
-    const perpo_sft_config *tc;
-    perpo_example_fn next;
-    void *next_user;
-    size_t B, T, R, rank;
-    int *tok, *tgt;
-    const float **imgs;
-    float *logp, *dlogp;
-    perpo_status pending; /* a data-parallel worker's own failure, told at the next reduction */
-} perpo__sft_state;
-
-/* One SFT step's gradient: accum_steps micro-batches of the mean token cross-entropy. */
-static perpo_status perpo__sft_step(perpo_model *m, int step, perpo_progress *p, double *tokens,
-                                    void *state) {
-    perpo__sft_state *S = (perpo__sft_state *)state;
-    const perpo_sft_config *tc = S->tc;
-    const perpo_parallel *par = &tc->parallel;
-    size_t B = S->B, T = S->T, b;
-    perpo_status st;
-    int a;
-    for (a = 0; a < tc->accum_steps; a++) {
-        perpo_batch batch;
-        size_t count = 0, nt;
-        float ce = 0.0f, count_all;
-        for (b = 0; S->pending == PERPO_OK && b < B; b++) {
-            /* this worker's share of micro-batch (step, a): positions [rank * B, rank * B + B) */
-            size_t g =
-                (((size_t)step * (size_t)tc->accum_steps + (size_t)a) * S->R + S->rank) * B + b;
-            perpo_example e;
-            memset(&e, 0, sizeof e);
-            if ((st = S->next(g, b, &e, S->next_user)) != PERPO_OK)
-                S->pending = st;
-            else if (!e.image || !e.prompt || !e.response ||
-                     perpo_text_encode(&m->cfg, e.prompt, strlen(e.prompt), e.response,
-                                       strlen(e.response), S->tok + b * T, S->tgt + b * T,
-                                       &nt) != PERPO_OK)
-                S->pending = PERPO_ERR_ARG;
-            else {
-                S->imgs[b] = e.image;
-                count += nt;
-            }
-        }
-        if (S->pending == PERPO_OK) {
-            batch.n_seq = B;
-            batch.n_img = B;
-            batch.images = S->imgs;
-            batch.image_of = NULL;
-            batch.tokens = S->tok;
-            batch.targets = S->tgt;
-            S->pending = perpo_forward(m, &batch, S->logp, &ce);
-        }
-        if (par->reduce) { /* the micro-batch's token count and summed NLL over all workers */
-            float buf[3];
-            double nll = 0.0;
-            for (b = 0; S->pending == PERPO_OK && b < B; b++) nll -= (double)S->logp[b];
-            buf[0] = (float)count;
-            buf[1] = (float)nll;
-            if ((st = perpo__collective(par, buf, 3, S->pending)) != PERPO_OK) return st;
-            /* a sum of whole numbers is exact below 2^24 and at least 2^24 otherwise */
-            if (!(buf[0] >= 1.0f && buf[0] < 16777216.0f && buf[0] == floorf(buf[0])))
-                return PERPO_ERR_OVERFLOW;
-            count_all = buf[0];
-            ce = buf[1] / buf[0];
-        } else {
-            if ((st = S->pending) != PERPO_OK) return st;
-            count_all = (float)count;
-        }
-        /* mean token cross-entropy over the whole micro-batch */
-        for (b = 0; b < B; b++) S->dlogp[b] = -1.0f / count_all;
-        if ((st = perpo_backward(m, S->dlogp)) != PERPO_OK) {
-            if (!par->reduce) return st;
-            S->pending = st; /* told to the others at the next reduction */
-        }
-        p->loss += ce / (float)tc->accum_steps;
-        *tokens += par->reduce ? (double)count_all : (double)count;
-    }
-    if (par->reduce) { /* the gradient sums over all workers: clipping sees the global norm */
-        float flag[1];
-        if ((st = perpo__collective(par, flag, 1, S->pending)) != PERPO_OK) return st;
-        /* (a non-finite sum: perpo_optim_step refuses it, PERPO_ERR_NONFINITE on every worker) */
-        if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) return st;
-    }
-    return PERPO_OK;
-}
-
-/* Both SFT entries. local: an error found by the caller (data-parallel workers still join the
-   handshake with it); n_examples: the size of a fixed set (0 for a stream), which the workers
-   must agree on. Without a reduction hook: one process, batch_size sequences per micro-batch. */
-static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void *next_user,
-                                     const perpo_sft_config *tc, perpo_progress_fn progress,
-                                     void *user, perpo_status local, uint64_t n_examples) {
-    const perpo_parallel *par = &tc->parallel;
-    perpo__sft_state S;
-    perpo__trainer tr;
-    double t0 = perpo__now();
-    perpo_status st = PERPO_OK;
-    void *ctx = m->cfg.alloc_ctx;
-    memset(&S, 0, sizeof S);
-    S.tc = tc;
-    S.next = next;
-    S.next_user = next_user;
-    S.R = 1;
-    S.pending = PERPO_OK;
-    if (par->reduce) {
-        S.R = (size_t)par->world;
-        S.rank = (size_t)par->rank;
-    }
-    if (local == PERPO_OK && (!perpo__check_sft_config(m, tc) ||
-                              !perpo__positions_fit(tc->optim.total_steps, tc->accum_steps,
-                                                    S.R * (size_t)tc->batch_size)))
-        local = PERPO_ERR_ARG;
-    if (local != PERPO_OK && !par->reduce) return local;
-    S.T = m->T;
-    if (local == PERPO_OK) { /* everything a step needs is allocated here, once */
-        S.B = (size_t)tc->batch_size;
-        S.tok = (int *)perpo__calloc(ctx, 2 * S.B * S.T, sizeof(int));
-        S.imgs = (const float **)perpo__calloc(ctx, S.B, sizeof(float *));
-        S.logp = (float *)perpo__calloc(ctx, 2 * S.B, sizeof(float));
-        if (!S.tok || !S.imgs || !S.logp) local = PERPO_ERR_NOMEM;
-    }
-    if (par->reduce) {
-        uint64_t w[PERPO__HS_WORDS];
-        memset(w, 0, sizeof w);
-        if (local == PERPO_OK) {
-            w[0] = S.R;
-            w[1] = S.B;
-            w[2] = (uint64_t)tc->accum_steps;
-            w[3] = (uint64_t)tc->log_every;
-            w[4] = (uint64_t)tc->resume;
-            w[5] = tc->resume ? (uint64_t)m->opt_step : 0u;
-            w[6] = tc->seed;
-            w[7] = perpo__hash_optim(PERPO__FNV_BASIS, &tc->optim);
-            w[8] = perpo__hash_model(m, tc->resume);
-            w[9] = n_examples;
-        }
-        if ((st = perpo__handshake(par, ctx, local, w, 0, NULL, NULL)) != PERPO_OK) goto done;
-    } else if (local != PERPO_OK) {
-        st = local;
-        goto done;
-    }
-    S.tgt = S.tok + S.B * S.T;
-    S.dlogp = S.logp + S.B;
-    tr.phase = "sft";
-    tr.optim = &tc->optim;
-    tr.par = par;
-    tr.log_every = tc->log_every;
-    tr.resume = tc->resume;
-    tr.grad_scale = 1.0f / (float)tc->accum_steps;
-    tr.t0 = t0;
-    tr.step_grads = perpo__sft_step;
-    tr.state = &S;
-    st = perpo__train_loop(m, &tr, progress, user);
-done:
-    PERPO_FREE(ctx, S.tok);
-    PERPO_FREE(ctx, (void *)S.imgs);
-    PERPO_FREE(ctx, S.logp);
-    return st;
-}
-
-PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, size_t n,
-                                      const perpo_sft_config *tc, perpo_progress_fn progress,
-                                      void *user) {
-    perpo__example_set set;
-    perpo_status st = PERPO_OK;
-    size_t i;
-    if (!m || !tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
-    if (!ex || n == 0 || !perpo__check_sft_config(m, tc)) st = PERPO_ERR_ARG;
-    for (i = 0; st == PERPO_OK && i < n; i++) { /* reject bad examples before touching the model */
-        if (!ex[i].image || !ex[i].prompt || !ex[i].response)
-            st = PERPO_ERR_ARG;
-        else if (!perpo__text_fits(m->T, strlen(ex[i].prompt), strlen(ex[i].response)))
-            st = PERPO_ERR_ARG;
-    }
-    if (st != PERPO_OK && !tc->parallel.reduce) return st;
-    set.ex = ex;
-    set.n = n;
-    set.epoch = (size_t)-1;
-    set.seed = tc->seed;
-    set.perm = NULL;
-    if (st == PERPO_OK) {
-        set.perm = (size_t *)perpo__calloc(m->cfg.alloc_ctx, n, sizeof(size_t));
-        if (!set.perm) st = PERPO_ERR_NOMEM;
-        if (st != PERPO_OK && !tc->parallel.reduce) return st;
-    }
-    /* data-parallel workers with an error still join the handshake, to stop with the others */
-    st = perpo__sft_train(m, perpo__example_set_next, &set, tc, progress, user, st, (uint64_t)n);
-    PERPO_FREE(m->cfg.alloc_ctx, set.perm);
-    return st;
-}
-
-PERPODEF perpo_status perpo_sft_train_stream(perpo_model *m, perpo_example_fn next, void *next_user,
-                                             const perpo_sft_config *tc, perpo_progress_fn progress,
-                                             void *user) {
-    if (!m || !tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
-    return perpo__sft_train(m, next, next_user, tc, progress, user, next ? PERPO_OK : PERPO_ERR_ARG,
-                            0);
-}
-
-/* ==========================================================================================
-   7. Preference optimization: lists of N samples scored by a task reward, reference
-      log-probs from the frozen SFT model, and the trainer of the listwise objectives
-      (section 5) over them
-   ========================================================================================== */
-
-/* The random stream of item `item` in perpo_pref_sample: a function of the seed and the item's
-   index only, so a worker sampling its own block of items gets the lists one process gets. */
-static uint64_t perpo__item_seed(uint64_t seed, size_t item) {
-    uint64_t x = (uint64_t)item;
-    return seed ^ perpo__splitmix64(&x);
-}
-
-PERPODEF perpo_status perpo_pref_sample(perpo_model *m, const perpo_example *items, size_t n_items,
-                                        int n, const perpo_sample_config *sc,
-                                        perpo_reward_fn reward, void *user, perpo_pref_set *out) {
-    return perpo_pref_sample_range(m, items, 0, n_items, n, sc, reward, user, out);
-}
-
-PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_example *items,
-                                              size_t first, size_t count, int n,
-                                              const perpo_sample_config *sc, perpo_reward_fn reward,
-                                              void *user, perpo_pref_set *out) {
-    size_t i, k, N, T, per_call, bytes = 0, n_resp;
-    size_t sz_lists, sz_ptrs, sz_floats, sz_text, sz_scratch;
-    char *base, *text;
-    const char **ptrs, **prompts;
-    const float **imgs;
-    const perpo_example *part;
-    size_t *image_of, *lens;
-    uint64_t *seeds;
-    float *rewards, *ref;
-    perpo_status st = PERPO_OK;
-    if (!out) return PERPO_ERR_ARG;
-    memset(out, 0, sizeof *out);
-    if (!m || !items || count == 0 || first > (size_t)-1 - count || !sc || !reward || n < 1 ||
-        n > PERPO_MAX_LIST || (size_t)n > m->max_batch)
-        return PERPO_ERR_ARG;
-    part = items + first; /* part[i] is items[first + i] */
-    N = (size_t)n;
-    T = m->T;
-    for (i = 0; i < count; i++)
-        if (!part[i].image || !part[i].prompt || !perpo__text_fits(T, strlen(part[i].prompt), 1))
-            return PERPO_ERR_ARG;
-    /* one block: lists | response pointers | rewards, ref_logp | per-call scratch | text */
-    if (!perpo__size_mul(count, N, &n_resp) ||
-        !perpo__size_mul(count, sizeof(perpo_pref_list), &sz_lists) ||
-        !perpo__size_mul(n_resp, sizeof(char *), &sz_ptrs) ||
-        !perpo__size_mul(n_resp, 2 * sizeof(float), &sz_floats) ||
-        !perpo__size_mul(n_resp, T, &sz_text) ||
-        !perpo__size_mul(m->max_batch, 2 * sizeof(void *) + 2 * sizeof(size_t) + sizeof(uint64_t),
-                         &sz_scratch))
-        return PERPO_ERR_OVERFLOW;
-    if (!perpo__size_add(bytes, sz_lists, &bytes) || !perpo__size_add(bytes, sz_ptrs, &bytes) ||
-        !perpo__size_add(bytes, sz_floats, &bytes) || !perpo__size_add(bytes, sz_scratch, &bytes) ||
-        !perpo__size_add(bytes, sz_text, &bytes))
-        return PERPO_ERR_OVERFLOW;
-    base = (char *)perpo__calloc(m->cfg.alloc_ctx, bytes, 1);
-    if (!base) return PERPO_ERR_NOMEM;
-    out->lists = (perpo_pref_list *)base;
-    ptrs = (const char **)(base + sz_lists);
-    rewards = (float *)(base + sz_lists + sz_ptrs);
-    ref = rewards + n_resp;
-    imgs = (const float **)(base + sz_lists + sz_ptrs + sz_floats);
-    prompts = (const char **)(imgs + m->max_batch);
-    image_of = (size_t *)(prompts + m->max_batch);
-    lens = image_of + m->max_batch;
-    seeds = (uint64_t *)(lens + m->max_batch);
-    text = base + sz_lists + sz_ptrs + sz_floats + sz_scratch;
-    out->storage_ = base;
-    out->alloc_ctx_ = m->cfg.alloc_ctx;
-    out->n_lists = count;
-    per_call = m->max_batch / N; /* whole lists per generation call */
-    for (i = 0; i < count; i += per_call) {
-        size_t chunk = count - i < per_call ? count - i : per_call, j;
-        perpo_gen_request req;
-        for (j = 0; j < chunk; j++) {
-            imgs[j] = part[i + j].image;
-            seeds[j] = perpo__item_seed(sc->seed, first + i + j); /* one stream per list */
-            for (k = 0; k < N; k++) {
-                prompts[j * N + k] = part[i + j].prompt;
-                image_of[j * N + k] = j;
-            }
-        }
-        req.n_seq = chunk * N;
-        req.n_img = chunk;
-        req.images = imgs;
-        req.image_of = image_of;
-        req.prompts = prompts;
-        if ((st = perpo__generate(m, &req, sc, seeds, text + i * N * T, T, lens)) != PERPO_OK)
-            break;
-        for (j = 0; j < chunk; j++) {
-            perpo_pref_list *l = &out->lists[i + j];
-            l->image = part[i + j].image;
-            l->prompt = part[i + j].prompt;
-            l->n = n;
-            l->responses = ptrs + (i + j) * N;
-            l->rewards = rewards + (i + j) * N;
-            l->ref_logp = ref + (i + j) * N;
-            for (k = 0; k < N; k++) {
-                size_t r = (i + j) * N + k;
-                float v;
-                ptrs[r] = text + r * T;
-                v = reward(ptrs[r], lens[j * N + k], first + i + j, user);
-                if (!isfinite(v)) {
-                    st = PERPO_ERR_NONFINITE;
-                    break;
-                }
-                rewards[r] = v;
-            }
-        }
-        if (st != PERPO_OK) break;
-    }
-    if (st != PERPO_OK) perpo_pref_set_free(out);
-    return st;
-}
-
-PERPODEF size_t perpo_pref_filter(perpo_pref_list *lists, size_t n_lists, float min_margin) {
-    size_t i, kept = 0;
-    int k;
-    if (!lists) return 0;
-    for (i = 0; i < n_lists; i++) {
-        float lo = INFINITY, hi = -INFINITY;
-        for (k = 0; k < lists[i].n; k++) {
-            if (lists[i].rewards[k] < lo) lo = lists[i].rewards[k];
-            if (lists[i].rewards[k] > hi) hi = lists[i].rewards[k];
-        }
-        if (lists[i].n >= 2 && hi - lo >= min_margin) lists[kept++] = lists[i];
-    }
-    return kept;
-}
-
-static perpo_status perpo__check_lists(const perpo_model *m, const perpo_pref_list *lists,
-                                       size_t n_lists) {
-    size_t i;
-    int k;
-    if (!lists || n_lists == 0) return PERPO_ERR_ARG;
-    for (i = 0; i < n_lists; i++) {
-        const perpo_pref_list *l = &lists[i];
-        if (!l->image || !l->prompt || !l->responses || !l->rewards || !l->ref_logp || l->n < 1 ||
-            l->n > PERPO_MAX_LIST || (size_t)l->n > m->max_batch)
-            return PERPO_ERR_ARG;
-        for (k = 0; k < l->n; k++) {
-            if (!l->responses[k] ||
-                !perpo__text_fits(m->T, strlen(l->prompt), strlen(l->responses[k])))
-                return PERPO_ERR_ARG;
-            if (!isfinite(l->rewards[k])) return PERPO_ERR_NONFINITE;
-        }
-        if (l->truth && !perpo__text_fits(m->T, strlen(l->prompt), strlen(l->truth)))
-            return PERPO_ERR_ARG;
-    }
-    return PERPO_OK;
-}
-
-/* Encodes the lists ls[0..count) as one batch (sequence k of list j sees image j; with
-   with_truth, each list's truth follows its responses); n_tok (per sequence) gets the counted
-   targets. */
-static void perpo__pref_batch(perpo_model *m, const perpo_pref_list *const *ls, size_t count,
-                              int with_truth, int *tok, int *tgt, const float **imgs,
-                              size_t *image_of, size_t *n_tok, perpo_batch *b) {
-    size_t j, s = 0, T = m->T;
-    int k;
-    for (j = 0; j < count; j++) {
-        imgs[j] = ls[j]->image;
-        for (k = 0; k < ls[j]->n + with_truth; k++, s++) { /* the truth, if asked, comes last */
-            const char *r = k < ls[j]->n ? ls[j]->responses[k] : ls[j]->truth;
-            perpo_text_encode(&m->cfg, ls[j]->prompt, strlen(ls[j]->prompt), r, strlen(r),
-                              tok + s * T, tgt + s * T, &n_tok[s]);
-            image_of[s] = j;
-        }
-    }
-    b->n_seq = s;
-    b->n_img = count;
-    b->images = imgs;
-    b->image_of = image_of;
-    b->tokens = tok;
-    b->targets = tgt;
-}
-
-/* Scratch of the preference functions, allocated once per call. */
-typedef struct perpo__pref_scratch {
-    int *tok, *tgt;
-    const float **imgs;
-    const perpo_pref_list **ls;
-    size_t *image_of, *n_tok, *order;
-    float *logp, *dlogp;
-} perpo__pref_scratch;
-
-static void perpo__pref_scratch_free(perpo_model *m, perpo__pref_scratch *s) {
-    void *ctx = m->cfg.alloc_ctx;
-    PERPO_FREE(ctx, s->tok);
-    PERPO_FREE(ctx, (void *)s->imgs);
-    PERPO_FREE(ctx, (void *)s->ls);
-    PERPO_FREE(ctx, s->image_of);
-    PERPO_FREE(ctx, s->logp);
-}
-static perpo_status perpo__pref_scratch_alloc(perpo_model *m, perpo__pref_scratch *s,
-                                              size_t n_lists) {
-    void *ctx = m->cfg.alloc_ctx;
-    size_t B = m->max_batch;
-    memset(s, 0, sizeof *s);
-    s->tok = (int *)perpo__calloc(ctx, 2 * B * m->T, sizeof(int));
-    s->imgs = (const float **)perpo__calloc(ctx, B, sizeof(float *));
-    s->ls = (const perpo_pref_list **)perpo__calloc(ctx, B, sizeof(void *));
-    s->image_of = (size_t *)perpo__calloc(ctx, 2 * B + n_lists, sizeof(size_t));
-    s->logp = (float *)perpo__calloc(ctx, 2 * B, sizeof(float));
-    if (!s->tok || !s->imgs || !s->ls || !s->image_of || !s->logp) {
-        perpo__pref_scratch_free(m, s);
+/* Reads f to its end (or to max + 1 bytes: one byte past max tells the caller the file is
+   longer) into one allocation of ctx, starting with room for first_cap bytes (in [1, max + 1])
+   and doubling; closes f. *out is the caller's to free with PERPO_FREE(ctx, ...). */
+static perpo_status perpo__read_to_end(FILE *f, void *ctx, size_t first_cap, size_t max,
+                                       unsigned char **out, size_t *len, char *err, size_t cap) {
+    size_t n = 0, room = first_cap;
+    unsigned char *buf = (unsigned char *)PERPO_MALLOC(ctx, room), *nb;
+    int rd_err;
+    *out = NULL;
+    *len = 0;
+    if (!buf) {
+        fclose(f);
+        perpo__errf(err, cap, "out of memory");
         return PERPO_ERR_NOMEM;
     }
-    s->tgt = s->tok + B * m->T;
-    s->n_tok = s->image_of + B;
-    s->order = s->n_tok + B;
-    s->dlogp = s->logp + B;
+    for (;;) {
+        n += fread(buf + n, 1, room - n, f);
+        if (n < room || n > max) break;
+        room = room > max / 2 ? max + 1 : 2 * room;
+        if (!(nb = (unsigned char *)PERPO_REALLOC(ctx, buf, room))) {
+            PERPO_FREE(ctx, buf);
+            fclose(f);
+            perpo__errf(err, cap, "out of memory");
+            return PERPO_ERR_NOMEM;
+        }
+        buf = nb;
+    }
+    rd_err = ferror(f);
+    fclose(f);
+    if (rd_err) {
+        PERPO_FREE(ctx, buf);
+        perpo__errf(err, cap, "read error");
+        return PERPO_ERR_IO;
+    }
+    *out = buf;
+    *len = n;
     return PERPO_OK;
 }
 
-PERPODEF perpo_status perpo_pref_reference(perpo_model *m, perpo_pref_list *lists, size_t n_lists) {
-    perpo__pref_scratch s;
-    perpo_batch b;
-    perpo_status st;
-    size_t i = 0;
-    if (!m) return PERPO_ERR_ARG;
-    if ((st = perpo__check_lists(m, lists, n_lists)) != PERPO_OK) return st;
-    if ((st = perpo__pref_scratch_alloc(m, &s, 0)) != PERPO_OK) return st;
-    while (i < n_lists) { /* as many whole lists per forward as fit in max_batch */
-        size_t count = 0, seqs = 0, j, q = 0;
-        while (i + count < n_lists && seqs + (size_t)lists[i + count].n <= m->max_batch) {
-            s.ls[count] = &lists[i + count];
-            seqs += (size_t)lists[i + count].n;
-            count++;
-        }
-        perpo__pref_batch(m, s.ls, count, 0, s.tok, s.tgt, s.imgs, s.image_of, s.n_tok, &b);
-        if ((st = perpo_forward(m, &b, s.logp, NULL)) != PERPO_OK) break;
-        for (j = 0; j < count; j++) {
-            int k;
-            for (k = 0; k < lists[i + j].n; k++) lists[i + j].ref_logp[k] = s.logp[q++];
-        }
-        i += count;
-    }
-    perpo__pref_scratch_free(m, &s);
-    return st;
+/* The default PERPO_SYNC: fsync() of the file or folder where the platform declares it.
+   A folder that cannot be opened or synced (some file systems refuse) counts as synced. */
+static PERPO__MAYBE_UNUSED int perpo__sync_default(const char *path, int is_dir) {
+#if defined(PERPO__POSIX) && defined(_POSIX_FSYNC) && (_POSIX_FSYNC + 0) > 0
+    int fd = open(path, O_RDONLY), r;
+    if (fd < 0) return is_dir ? 0 : -1;
+    r = fsync(fd);
+    if (r != 0 && is_dir && (errno == EINVAL || errno == EBADF)) r = 0;
+    if (close(fd) != 0 && !is_dir) r = -1;
+    return r;
+#else
+    (void)path;
+    (void)is_dir;
+    return 0;
+#endif
 }
-
-PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind) {
-    perpo_pref_config p;
-    p.objective = perpo_objective_default(kind);
-    p.optim = perpo_optim_default();
-    p.optim.lr = 1e-4f;
-    p.optim.min_lr = 1e-5f;
-    p.optim.warmup_steps = 10;
-    p.optim.total_steps = 200;
-    p.optim.weight_decay = 0.0f;
-    p.lists_per_step = 4;
-    p.accum_steps = 1;
-    p.nll_weight = 0.0f;
-    p.mean_logp = 0;
-    p.nll_on_truth = 0;
-    p.seed = 1;
-    p.log_every = 10;
-    p.resume = 0;
-    p.parallel = perpo__parallel_none();
-    return p;
-}
-
-/* One forward and backward over the lists s->ls[0..count): each list's listwise loss (plus the
-   NLL term) and its gradient, scaled by scale (1 / (lists in the micro-batch x accumulation)),
-   metrics into p, counted target tokens into *tokens. */
-static perpo_status perpo__pref_chunk(perpo_model *m, const perpo_pref_config *pc,
-                                      perpo__pref_scratch *s, size_t count, int truth_row,
-                                      double scale, perpo_progress *p, double *tokens) {
-    perpo_batch b;
-    perpo_status st;
-    size_t j, q = 0;
-    perpo__pref_batch(m, s->ls, count, truth_row, s->tok, s->tgt, s->imgs, s->image_of, s->n_tok,
-                      &b);
-    if ((st = perpo_forward(m, &b, s->logp, NULL)) != PERPO_OK) return st;
-    for (j = 0; j < count; j++) {
-        const perpo_pref_list *l = s->ls[j];
-        float lp[PERPO_MAX_LIST], ref[PERPO_MAX_LIST], grad[PERPO_MAX_LIST], loss;
-        perpo_pref_metrics pm;
-        int k, best = 0;
-        for (k = 0; k < l->n; k++) { /* s_k = log pi_theta - log pi_ref, summed or mean */
-            float div = pc->mean_logp ? (float)s->n_tok[q + (size_t)k] : 1.0f;
-            lp[k] = s->logp[q + (size_t)k] / div;
-            ref[k] = l->ref_logp[k] / div;
-            if (l->rewards[k] > l->rewards[best]) best = k;
-            *tokens += (double)s->n_tok[q + (size_t)k];
-        }
-        if ((st = perpo_listwise_loss(&pc->objective, l->n, lp, ref, l->rewards, &loss, grad)) !=
-            PERPO_OK)
-            return st;
-        if ((st = perpo_preference_metrics(pc->objective.beta, l->n, lp, ref, l->rewards, &pm)) !=
-            PERPO_OK)
-            return st;
-        for (k = 0; k < l->n; k++) {
-            float div = pc->mean_logp ? (float)s->n_tok[q + (size_t)k] : 1.0f;
-            s->dlogp[q + (size_t)k] = (float)(grad[k] * scale) / div;
-        }
-        if (pc->nll_weight >
-            0.0f) { /* optional NLL on the best response (or the truth), per token */
-            size_t r = q + (truth_row ? (size_t)l->n : (size_t)best);
-            float nt = (float)s->n_tok[r];
-            loss += pc->nll_weight * -s->logp[r] / nt;
-            if (truth_row) s->dlogp[r] = 0.0f; /* the truth row has no listwise gradient */
-            s->dlogp[r] += (float)(-pc->nll_weight / nt * scale);
-        }
-        p->loss += (float)(loss * scale);
-        p->reward_chosen += (float)(pm.chosen * scale);
-        p->reward_rejected += (float)(pm.rejected * scale);
-        p->reward_margin += (float)(pm.margin * scale);
-        p->reward_accuracy += (float)(pm.accuracy * scale);
-        p->logp_chosen += (float)(lp[best] * scale);
-        q += (size_t)l->n + (size_t)truth_row;
-    }
-    return perpo_backward(m, s->dlogp);
-}
-
-/* The ranges documented at perpo_pref_config (those that do not depend on the lists). */
-static int perpo__check_pref_config(const perpo_pref_config *pc) {
-    return pc->lists_per_step >= 1 && pc->accum_steps >= 1 && pc->accum_steps <= PERPO_MAX_ACCUM &&
-           pc->log_every >= 1 && pc->nll_weight >= 0.0f && pc->nll_weight <= PERPO_MAX_NLL_WEIGHT &&
-           (pc->mean_logp == 0 || pc->mean_logp == 1) && (pc->resume == 0 || pc->resume == 1) &&
-           (pc->nll_on_truth == 0 || pc->nll_on_truth == 1) &&
-           perpo__objective_check(&pc->objective) == PERPO_OK &&
-           perpo_optim_validate(&pc->optim) == PERPO_OK;
-}
-
-/* What a preference step needs across the steps of one perpo_pref_train call. */
-typedef struct perpo__pref_state {
-    const perpo_pref_config *pc;
-    const perpo_pref_list *lists; /* this worker's part: positions [offset, offset + n_lists) */
-    size_t n_lists, offset, total, L, Lg, epoch;
-    int truth_row;
-    perpo__pref_scratch *s;
-    perpo_status pending; /* a data-parallel worker's own failure, told at the next reduction */
-} perpo__pref_state;
-
-/* One preference step's gradient: accum_steps micro-batches of Lg positions of the shuffled
-   whole set, this worker's lists of each in chunks of at most L. */
-static perpo_status perpo__pref_step(perpo_model *m, int step, perpo_progress *p, double *tokens,
-                                     void *state) {
-    perpo__pref_state *S = (perpo__pref_state *)state;
-    const perpo_pref_config *pc = S->pc;
-    const perpo_parallel *par = &pc->parallel;
-    double step_tokens = 0.0;
-    perpo_status st;
-    size_t j;
-    int a;
-    for (a = 0; a < pc->accum_steps && S->pending == PERPO_OK; a++) {
-        size_t count = S->Lg < S->total ? S->Lg : S->total, n_own = 0;
-        double scale = 1.0 / ((double)count * (double)pc->accum_steps); /* mean over all lists */
-        for (j = 0; j <= count && S->pending == PERPO_OK; j++) {
-            if (j < count) { /* position j of the micro-batch: train on it if the list is ours */
-                size_t g = ((size_t)step * (size_t)pc->accum_steps + (size_t)a) * S->Lg + j;
-                size_t idx = perpo__data_index(S->s->order, S->total, pc->seed, g, &S->epoch);
-                if (idx < S->offset || idx - S->offset >= S->n_lists)
-                    continue; /* another worker's */
-                S->s->ls[n_own++] = &S->lists[idx - S->offset];
-            }
-            if (n_own > 0 && (n_own == S->L || j == count)) { /* a full chunk, or the rest */
-                S->pending = perpo__pref_chunk(m, pc, S->s, n_own, S->truth_row, scale, p,
-                                               par->reduce ? &step_tokens : tokens);
-                n_own = 0;
-            }
-        }
-        if (S->pending != PERPO_OK && !par->reduce) return S->pending;
-    }
-    if (par->reduce) { /* metrics and gradient sums over all workers, then the same step */
-        float buf[8];
-        buf[0] = p->loss;
-        buf[1] = p->reward_chosen;
-        buf[2] = p->reward_rejected;
-        buf[3] = p->reward_margin;
-        buf[4] = p->reward_accuracy;
-        buf[5] = p->logp_chosen;
-        buf[6] = (float)step_tokens;
-        if ((st = perpo__collective(par, buf, 8, S->pending)) != PERPO_OK) return st;
-        p->loss = buf[0];
-        p->reward_chosen = buf[1];
-        p->reward_rejected = buf[2];
-        p->reward_margin = buf[3];
-        p->reward_accuracy = buf[4];
-        p->logp_chosen = buf[5];
-        *tokens += (double)buf[6];
-        /* (a non-finite sum: perpo_optim_step refuses it, PERPO_ERR_NONFINITE on every worker) */
-        if ((st = par->reduce(m->grads, m->n_params, par->user)) != PERPO_OK) return st;
-    }
-    return PERPO_OK;
-}
-
-/* Without a reduction hook: one process, every micro-batch one chunk of at most lists_per_step
-   lists. */
-PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *lists, size_t n_lists,
-                                       const perpo_pref_config *pc, perpo_progress_fn progress,
-                                       void *user) {
-    const perpo_parallel *par;
-    perpo__pref_scratch s;
-    perpo__pref_state S;
-    perpo__trainer tr;
-    perpo_status st = PERPO_OK, local = PERPO_OK, pending = PERPO_OK;
-    size_t j, max_n = 0, L = 0, R = 1, offset = 0, total = n_lists, *order = NULL;
-    double t0 = perpo__now();
-    int truth_row = 0, have_scratch = 0;
-    void *ctx;
-    if (!m || !pc || !perpo__parallel_ok(&pc->parallel)) return PERPO_ERR_ARG;
-    par = &pc->parallel;
-    ctx = m->cfg.alloc_ctx;
-    if (par->reduce) R = (size_t)par->world;
-    if (!perpo__check_pref_config(pc))
-        local = PERPO_ERR_ARG;
-    else if (n_lists > 0 || !par->reduce) /* a worker's part may be empty, one process's set not */
-        local = perpo__check_lists(m, lists, n_lists);
-    if (local == PERPO_OK) {
-        truth_row = pc->nll_on_truth && pc->nll_weight > 0.0f;
-        for (j = 0; j < n_lists; j++) {
-            if ((size_t)lists[j].n > max_n) max_n = (size_t)lists[j].n;
-            if (truth_row && !lists[j].truth) local = PERPO_ERR_ARG;
-        }
-        L = (size_t)pc->lists_per_step;
-        if (L * (max_n + (size_t)truth_row) > m->max_batch ||
-            !perpo__positions_fit(pc->optim.total_steps, pc->accum_steps, R * L))
-            local = PERPO_ERR_ARG;
-    }
-    if (local != PERPO_OK && !par->reduce) return local;
-    if (local == PERPO_OK) {
-        local = perpo__pref_scratch_alloc(m, &s, par->reduce ? 0 : n_lists);
-        have_scratch = local == PERPO_OK;
-        if (local != PERPO_OK && !par->reduce) return local;
-    }
-    if (par->reduce) {
-        uint64_t w[PERPO__HS_WORDS], h = PERPO__FNV_BASIS;
-        memset(w, 0, sizeof w);
-        if (local == PERPO_OK) {
-            float f[5];
-            int v[4];
-            f[0] = pc->objective.beta;
-            f[1] = pc->objective.gamma;
-            f[2] = pc->objective.label_smoothing;
-            f[3] = pc->nll_weight;
-            f[4] = pc->objective.positive;
-            v[0] = (int)pc->objective.kind;
-            v[1] = pc->mean_logp;
-            v[2] = pc->nll_on_truth;
-            v[3] = pc->log_every;
-            h = perpo__hash_words(perpo__hash_words(perpo__hash_optim(h, &pc->optim), f, 5), v, 4);
-            w[0] = R;
-            w[1] = L;
-            w[2] = (uint64_t)pc->accum_steps;
-            w[3] = h;
-            w[4] = (uint64_t)pc->resume;
-            w[5] = pc->resume ? (uint64_t)m->opt_step : 0u;
-            w[6] = pc->seed;
-            w[7] = perpo__hash_model(m, pc->resume);
-        }
-        st = perpo__handshake(par, ctx, local, w, (uint64_t)n_lists, &offset, &total);
-        if (st == PERPO_OK && total == 0) st = PERPO_ERR_ARG; /* every worker sees the same total */
-        if (st != PERPO_OK) goto done;
-        /* the shuffled order of the whole set; an allocation failure stops all at the first step */
-        if (!(order = (size_t *)perpo__calloc(ctx, total, sizeof(size_t))))
-            pending = PERPO_ERR_NOMEM;
-        s.order = order;
-    }
-    S.pc = pc;
-    S.lists = lists;
-    S.n_lists = n_lists;
-    S.offset = offset;
-    S.total = total;
-    S.L = L;
-    S.Lg = R * L; /* positions per micro-batch over all workers */
-    S.epoch = (size_t)-1;
-    S.truth_row = truth_row;
-    S.s = &s;
-    S.pending = pending;
-    tr.phase = "pref";
-    tr.optim = &pc->optim;
-    tr.par = par;
-    tr.log_every = pc->log_every;
-    tr.resume = pc->resume;
-    tr.grad_scale = 1.0f;
-    tr.t0 = t0;
-    tr.step_grads = perpo__pref_step;
-    tr.state = &S;
-    st = perpo__train_loop(m, &tr, progress, user);
-done:
-    if (have_scratch) perpo__pref_scratch_free(m, &s);
-    PERPO_FREE(ctx, order);
-    return st;
-}
-
-PERPODEF void perpo_pref_set_free(perpo_pref_set *set) {
-    if (!set) return;
-    PERPO_FREE(set->alloc_ctx_, set->storage_);
-    memset(set, 0, sizeof *set);
-}
+#ifndef PERPO_SYNC
+#define PERPO_SYNC(path, is_dir) perpo__sync_default((path), (is_dir))
+#endif
 
 /* ==========================================================================================
-   8. Checkpoints. Format v2, all little-endian:
+   12. Checkpoints. Format v2, all little-endian:
         "PERPOCKP"  u32 version = 2  u32 flags (bit 0: optimizer state follows the parameters)
         15 x u32 config (image_h image_w channels patch_h patch_w pos_channels vis_sincos
                          d_model n_heads n_vis_layers n_dec_layers mlp_mult max_text vocab
@@ -6307,7 +6410,7 @@ static void perpo__put_u32(unsigned char *p, uint32_t v) {
 static uint32_t perpo__get_u32(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
-/* The config as the checkpoint's words (perpo__config_to_words, section 3) and back. */
+/* The config as the checkpoint's words (perpo__config_to_words, section 8) and back. */
 static void perpo__config_from_words(perpo_config *c, const int *v, uint32_t version) {
     int k, w[PERPO__CKPT_NCFG];
     if (version == 1) { /* image_h image_w channels patch, then d_model .. max_batch as in v2 */
@@ -6648,7 +6751,7 @@ PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void
 }
 
 /* ==========================================================================================
-   9. Bring your own data: 8-bit PGM/PPM images and a TSV manifest (image, prompt, answer)
+   13. Bring your own data: 8-bit PGM/PPM images and a TSV manifest (image, prompt, answer)
    ========================================================================================== */
 
 /* Writes "prefix: " into err and returns how many bytes of err it took (so a callee can write
