@@ -356,15 +356,16 @@ typedef enum { PERPO_OBJ_PERPO, PERPO_OBJ_DPO, PERPO_OBJ_LIPO, PERPO_OBJ_LISTMLE
 /* The objective's usual name: "PerPO", "DPO", "LiPO", "ListMLE"; "unknown" otherwise (never NULL). */
 PERPODEF const char *perpo_objective_name(perpo_objective kind);
 /* Ranges (invalid values, NaN included: PERPO_ERR_ARG):
- *   beta in (0, PERPO_MAX_BETA] scales log-ratios;
+ *   beta in (0, PERPO_MAX_BETA] scales log-ratios: s_k = beta (logp_k - ref_logp_k);
  *   gamma in [0, PERPO_MAX_GAMMA] is PerPO's reward-gap exponent (others ignore it);
  *   label_smoothing in [0, PERPO_MAX_LABEL_SMOOTHING] is cDPO's eps (PERPO, DPO, LIPO; LISTMLE
  *   ignores it);
  *   positive in [0, PERPO_MAX_POSITIVE] is DPO-Positive's lambda (Pal et al. 2024, arXiv
  *   2402.13228): the margin of every pair (i preferred over j) becomes
- *   beta (s_i - s_j - positive * max(0, -s_i)), so a preferred response pushed below the
+ *   s_i - s_j - positive * max(0, -s_i), so a preferred response pushed below the
  *   reference costs loss of its own and cannot simply ride the pair down ("likelihood
- *   displacement"). 0 = off, the paper's objective (PERPO, DPO, LIPO; LISTMLE ignores it). */
+ *   displacement"). 0 = off, the paper's objective (PERPO, DPO, LIPO; LISTMLE ignores it).
+ * What each objective computes from them: at perpo_listwise_loss. */
 #define PERPO_MAX_BETA            1000.0f
 #define PERPO_MAX_GAMMA           100.0f
 #define PERPO_MAX_LABEL_SMOOTHING 0.5f
@@ -379,9 +380,27 @@ typedef struct {
 PERPODEF perpo_objective_config perpo_objective_default(perpo_objective kind);
 /* Loss of one list and, if dloss_dlogp != NULL, its gradient w.r.t. each sequence log-prob.
  * logp/ref_logp: summed response log-probs under the policy and the frozen reference; reward:
- * task rewards in any order. 1 <= n <= PERPO_MAX_LIST, else PERPO_ERR_ARG; NaN/Inf inputs, or a
+ * task rewards r in any order. 1 <= n <= PERPO_MAX_LIST, else PERPO_ERR_ARG; NaN/Inf inputs, or a
  * result beyond float range: PERPO_ERR_NONFINITE. On error the outputs are untouched. A list
- * whose rewards are all equal (or n == 1) has loss 0 and gradient 0. No allocation. */
+ * whose rewards are all equal (or n == 1) has loss 0 and gradient 0. No allocation.
+ * With s_k = beta (logp_k - ref_logp_k) and eps = label_smoothing, PERPO computes
+ *   pairs   P = {(i, j) : r_i > r_j}, every ordered pair of the list with the higher reward
+ *           first; a tie (r_i == r_j) makes no pair
+ *   weight  w_ij = |r_i - r_j|^gamma / sum_{(k,l) in P} |r_k - r_l|^gamma: the weights of a
+ *           list sum to 1 (gamma 0: every pair alike)
+ *   margin  x_ij = s_i - s_j - positive * max(0, -s_i)
+ *   loss    L = sum_{(i,j) in P} w_ij l(x_ij),  l(x) = -(1 - eps) log sigmoid(x)
+ *           - eps log sigmoid(-x); with eps 0, L = -sum_{(i,j) in P} w_ij log sigmoid(x_ij)
+ *   grad    dL/dlogp_k = beta (sum_{(k,j) in P} w_kj l'(x_kj) (1 + positive [s_k < 0])
+ *                              - sum_{(i,k) in P} w_ik l'(x_ik)),
+ *           l'(x) = -(1 - eps) sigmoid(-x) + eps sigmoid(x)
+ * DPO is l(x) of one pair: the first best-reward response over the first worst. LIPO is L with
+ * LiPO-lambda's weights |2^r_i - 2^r_j| |1/log2(1 + t_i) - 1/log2(1 + t_j)| (t: rank by s,
+ * 1 = highest), normalized to sum to 1. LISTMLE is the Plackett-Luce negative log-likelihood of
+ * the reward order (ties by index) under softmax(s); it ignores gamma, eps and positive. There
+ * is no NLL term here: perpo_pref_train adds nll_weight times the mean token NLL of each list's
+ * first best-reward response (or of its truth) to the loss and its gradient
+ * (perpo_pref_config.nll_weight). */
 PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int n,
                                           const float *logp, const float *ref_logp,
                                           const float *reward, float *loss,
@@ -391,7 +410,7 @@ PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int
 typedef struct {
     float chosen, rejected, margin, accuracy;
 } perpo_pref_metrics;
-/* chosen/rejected = beta * s of the first best/worst-reward response (s = logp - ref_logp),
+/* chosen/rejected = s_k = beta (logp_k - ref_logp_k) of the first best/worst-reward response,
  * margin = chosen - rejected, accuracy = share of pairs R_i > R_j with s_i > s_j (0 if none).
  * beta in (0, PERPO_MAX_BETA]. */
 PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *logp,

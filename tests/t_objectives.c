@@ -115,6 +115,53 @@ static void test_perpo_hand(perpo_test *t) {
     }
 }
 
+/* The formula that perpo_listwise_loss's declaration states for PERPO, computed as written
+ * there (P = {(i, j) : r_i > r_j}, w_ij = |r_i - r_j|^gamma / sum over P, x_ij = s_i - s_j -
+ * positive max(0, -s_i) with s = beta (logp - ref_logp), L = sum w_ij l(x_ij) and
+ * dL/dlogp_k = beta (sum_{(k,j)} w l'(x) (1 + positive [s_k < 0]) - sum_{(i,k)} w l'(x))) on
+ * lists of 3 with every term on: label smoothing 0.1, DPO-Positive 1.5 with a preferred response
+ * below the reference, gamma 0.5; then a tie, also at gamma 0, where counting the tie as a pair
+ * would change every weight. */
+static void test_documented_formula(perpo_test *t) {
+    static const float lp[3][3] = { { -4.0f, -6.5f, -5.5f },
+                                    { -7.0f, -3.0f, -5.5f },
+                                    { -7.0f, -3.0f, -5.5f } };
+    static const float ref[3][3] = { { -4.5f, -6.0f, -5.25f },
+                                     { -6.0f, -3.5f, -5.0f },
+                                     { -6.0f, -3.5f, -5.0f } };
+    static const float r[3][3] = { { 0.8f, 0.2f, 0.5f },
+                                   { 0.7f, 0.7f, 0.1f },
+                                   { 0.7f, 0.7f, 0.1f } };
+    static const float gammas[3] = { 0.5f, 0.5f, 0.0f };
+    const double beta = 0.2f, eps = 0.1f, positive = 1.5; /* (the config's floats) */
+    int c, i, j, k;
+    for (c = 0; c < 3; c++) {
+        perpo_objective_config cfg = config(PERPO_OBJ_PERPO, (float)beta, gammas[c], (float)eps);
+        double s[3], g[3] = { 0.0, 0.0, 0.0 }, wsum = 0.0, L = 0.0;
+        float loss, grad[3];
+        cfg.positive = (float)positive;
+        for (k = 0; k < 3; k++) s[k] = beta * ((double)lp[c][k] - (double)ref[c][k]);
+        for (i = 0; i < 3; i++)
+            for (j = 0; j < 3; j++)
+                if (r[c][i] > r[c][j]) wsum += pow(fabs((double)r[c][i] - r[c][j]), gammas[c]);
+        for (i = 0; i < 3; i++)
+            for (j = 0; j < 3; j++) {
+                double w, x, dl;
+                if (!(r[c][i] > r[c][j])) continue; /* a tie, or the other order: no pair */
+                w = pow(fabs((double)r[c][i] - r[c][j]), gammas[c]) / wsum;
+                x = s[i] - s[j] - positive * (s[i] < 0.0 ? -s[i] : 0.0);
+                L += w *
+                     (-(1.0 - eps) * log(1.0 / (1.0 + exp(-x))) - eps * log(1.0 / (1.0 + exp(x))));
+                dl = -(1.0 - eps) / (1.0 + exp(x)) + eps / (1.0 + exp(-x)); /* l'(x) */
+                g[i] += beta * w * dl * (1.0 + (s[i] < 0.0 ? positive : 0.0));
+                g[j] -= beta * w * dl;
+            }
+        CHECK_OK(perpo_listwise_loss(&cfg, 3, lp[c], ref[c], r[c], &loss, grad));
+        CHECK_NEAR(loss, L, 1e-7, 1e-6);
+        for (k = 0; k < 3; k++) CHECK_NEAR(grad[k], g[k], 1e-8, 1e-6);
+    }
+}
+
 /* DPO-Positive by hand, one pair: s = (-2, -5), beta 0.5, lambda 3. The preferred response is
  * 2 nats below the reference, so the margin is 0.5 (-2 + 5 - 3 * 2) = -1.5: loss softplus(1.5),
  * dL/ds_0 = -sigma(1.5) * 0.5 * (1 + 3), dL/ds_1 = +sigma(1.5) * 0.5. Above the reference
@@ -410,6 +457,7 @@ const perpo_test_case perpo_tests_objectives[] = {
     { "reference_pytorch", test_reference },
     { "finite_differences", test_finite_differences },
     { "perpo_hand", test_perpo_hand },
+    { "documented_formula", test_documented_formula },
     { "positive_hand", test_positive_hand },
     { "listmle_hand", test_listmle_hand },
     { "dpo_equals_perpo_n2", test_dpo_equals_perpo_n2 },
