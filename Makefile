@@ -2,7 +2,8 @@
 #   make demo        grounding alignment from the committed SFT checkpoint (samples -> control,
 #                    DPO, PerPO -> evaluation); make pretrain trains that checkpoint (demo-full: both)
 #   make demo-ocr    the same on dense OCR (reward 1 - normalized edit distance; make pretrain-ocr)
-#   make test        every test (compile checks, the README's code and links, the test runner last)
+#   make test        every test (compile checks, the README's code, links and map of perpo.h, the
+#                    test runner last)
 #   make test-reference  the library on its reference path (PERPO_REFERENCE): a subset, ~1 minute
 #   make bench       benchmarks, one JSON object per line (make bench-compare: against PyTorch)
 #   make test-sanitize, make fuzz   ASan+UBSan suite; libFuzzer targets
@@ -42,7 +43,7 @@ EX_COMMON := examples/common.h examples/synth.h examples/font.h examples/image.h
 EX_PIPELINE := $(addprefix examples/,experiment.h options.h progress.h task.h diagnostics.h preference.h results.h pretrain.h)
 TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) $(EX_COMMON)
 
-.PHONY: format pretrain pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-alloc test-blas test-portable test-bf16 test-reference test-min test-omp test-mpi test-torch test-sanitize soak fuzz demo demo-ocr bench bench-compare bench-scaling shared clean
+.PHONY: format pretrain pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-readme-map test-alloc test-blas test-portable test-bf16 test-reference test-min test-omp test-mpi test-torch test-sanitize soak fuzz demo demo-ocr bench bench-compare bench-scaling shared clean
 
 all: $(EXAMPLES) $(BUILD)/run_tests
 
@@ -56,7 +57,7 @@ $(BUILD)/run_tests: $(TEST_SRC) perpo.h | $(BUILD)
 $(BUILD)/%: examples/%.c $(EX_COMMON) $(EX_PIPELINE) perpo.h | $(BUILD)
 	$(CC) $(WARN) $(OPT) $(OMP) $(EX_DEFS) -o $@ $< $(LIBS)
 
-test: test-compile test-readme test-alloc test-blas test-portable test-bf16 test-reference test-min test-omp test-examples test-mpi test-torch test-unit
+test: test-compile test-readme test-readme-map test-alloc test-blas test-portable test-bf16 test-reference test-min test-omp test-examples test-mpi test-torch test-unit
 
 test-compile:
 	@sh tests/check_compile.sh
@@ -80,6 +81,11 @@ test-readme: | $(BUILD)
 	@test -s $(BUILD)/readme_perpo.c || { echo "README: no code between <!-- perpo begin --> and <!-- perpo end -->"; exit 1; }
 	@$(CC) $(WARN) $(OPT) -I$(BUILD) -o $(BUILD)/readme_perpo tests/readme_perpo_test.c $(LIBS)
 	@./$(BUILD)/readme_perpo || { echo "README PerPO in a few calls: failed (above); it must return ok and raise the reward"; exit 1; }
+
+# README.md's "Where the method is in perpo.h": each row's line of perpo.h holds the text the row
+# shows (tests/readme_map.sh), so the map fails when the header moves and the table does not.
+test-readme-map:
+	@sh tests/readme_map.sh
 
 # examples/perpo_min.c, PerPO end to end in one page: it prints the held-out sampled reward
 # before and after and exits non-zero unless PerPO raised it.
