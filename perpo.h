@@ -76,7 +76,7 @@
                           perpo_normalized_edit_distance), perpo_edit_distance,
                           perpo_word_scores, perpo_ocr_score
      PerPO [5]            perpo_pref_sample (or perpo_pref_sample_range), perpo_pref_filter,
-                          perpo_pref_reference, perpo_model_copy_params (policy := SFT model),
+                          perpo_pref_reference, perpo_model_copy_params ([9]: policy := SFT),
                           perpo_pref_default, perpo_pref_train, perpo_pref_set_free
      The objective alone  perpo_objective_default, perpo_listwise_loss, perpo_preference_metrics,
        [4]                perpo_objective_name
