@@ -194,6 +194,7 @@ static task dense_ocr_task(void) {
     memset(&tk, 0, sizeof tk);
     tk.name = "dense_ocr";
     tk.title = "PerPO on synthetic dense OCR (edit distance: lower is better; ED dK: at density K)";
+    tk.pretrain_make = "pretrain-ocr";
     tk.cfg = model_config();
     tk.text_cap = TEXT_CAP;
     tk.n_metrics = N_METRICS;

@@ -52,8 +52,8 @@ static perpo_model *sft_model(const task *tk, const options *o, const dataset *t
     } else if ((st = perpo_model_load(&m, o->sft_ckpt, NULL)) != PERPO_OK) {
         fprintf(stderr,
                 "error: cannot load the SFT checkpoint %s (%s).\n"
-                "       Run `make pretrain` to train it (or pass --sft-checkpoint FILE).\n",
-                o->sft_ckpt, perpo_status_string(st));
+                "       Run `make %s` to train it (or pass --sft-checkpoint FILE).\n",
+                o->sft_ckpt, perpo_status_string(st), tk->pretrain_make);
         return NULL;
     } else if (o->verbose) {
         fprintf(stderr, "[sft] loaded %s\n", o->sft_ckpt);

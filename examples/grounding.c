@@ -155,6 +155,7 @@ static task grounding_task(void) {
     memset(&tk, 0, sizeof tk);
     tk.name = "grounding";
     tk.title = "PerPO on synthetic grounding";
+    tk.pretrain_make = "pretrain";
     tk.cfg = model_config();
     tk.text_cap = TEXT_CAP;
     tk.n_metrics = N_METRICS;

@@ -14,10 +14,11 @@
 typedef struct dataset dataset;
 
 typedef struct task {
-    const char *name;  /* results.json's "task"; examples/models/NAME_sft.ckpt */
-    const char *title; /* heading of the table */
-    perpo_config cfg;  /* the model trained from scratch (a checkpoint has its own) */
-    size_t text_cap;   /* bytes of a prompt, answer or response buffer (> max_text) */
+    const char *name;          /* results.json's "task"; examples/models/NAME_sft.ckpt */
+    const char *title;         /* heading of the table */
+    const char *pretrain_make; /* the make target that writes the default SFT checkpoint */
+    perpo_config cfg;          /* the model trained from scratch (a checkpoint has its own) */
+    size_t text_cap;           /* bytes of a prompt, answer or response buffer (> max_text) */
     int n_metrics;
     const char *metric_key[EX_MAX_METRICS];  /* results.json keys, e.g. "acc_at_0.5" */
     const char *metric_head[EX_MAX_METRICS]; /* table column, NULL: only in results.json */
