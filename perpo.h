@@ -4777,12 +4777,12 @@ static void perpo__gemm_tile(size_t kc, size_t mr, const float *a, size_t sai, s
     size_t k, i;
     int j;
     for (i = 0; i < mr; i++)
-        for (j = 0; j < PERPO__NR; j++) acc[i][j] = load ? c[i * ldc + j] : 0.0f;
+        for (j = 0; j < PERPO__NR; j++) acc[i][j] = load ? c[i * ldc + (size_t)j] : 0.0f;
     for (k = 0; k < kc; k++, a += sak, b += sbk)
         for (i = 0; i < mr; i++)
             for (j = 0; j < PERPO__NR; j++) acc[i][j] += a[i * sai] * b[j];
     for (i = 0; i < mr; i++)
-        for (j = 0; j < PERPO__NR; j++) c[i * ldc + j] = acc[i][j];
+        for (j = 0; j < PERPO__NR; j++) c[i * ldc + (size_t)j] = acc[i][j];
 }
 #endif
 
@@ -5871,10 +5871,13 @@ static void perpo__pack_weights_team(perpo_model *m, int for_backward) {
     for (j = lo; j < hi; j++) {
         const float *src = m->params + perpo__wpack_src(m, j);
         perpo__wpack_shape(m, j, &N, &K);
+        /* the writable slots that perpo__wpack_get and perpo__bpack_get hand out read-only */
         if (!for_backward)
-            perpo__gemm_prepack((float *)perpo__wpack_get(m, j), 1, N, K, src, K);
+            perpo__gemm_prepack(m->wpack && m->wpack_ok ? m->wpack + perpo__pack_offset(m, j, 0)
+                                                        : NULL,
+                                1, N, K, src, K);
         else if (perpo__bpack_used(m, j))
-            perpo__gemm_prepack((float *)perpo__bpack_get(m, j), 0, K, N, src, K);
+            perpo__gemm_prepack(m->bpack + perpo__pack_offset(m, j, 1), 0, K, N, src, K);
     }
 #else
     (void)m;
@@ -7092,7 +7095,7 @@ PERPODEF perpo_status perpo_model_load_err(perpo_model **out, const char *path, 
                             (unsigned)version);
     }
     ncfg = version == 1 ? PERPO__CKPT_NCFG_V1 : PERPO__CKPT_NCFG;
-    head_len = PERPO__CKPT_HEADER(ncfg);
+    head_len = PERPO__CKPT_HEADER((size_t)ncfg);
     perpo__ckpt_read(&io, head + 16, head_len - 16);
     if (!io.ok) {
         fclose(io.f);
