@@ -231,7 +231,9 @@ PERPODEF perpo_status perpo_config_validate_err(const perpo_config *cfg, char *e
 typedef struct perpo_model perpo_model;
 
 /* Allocates parameters, gradients, AdamW moments and the activation arena; weights are
-   initialised from seed (GPT-2 style: N(0, 0.02), residual projections scaled down). */
+   initialised from seed (GPT-2 style: N(0, 0.02), residual projections scaled down).
+   PERPO_ERR_ARG for a config perpo_config_validate refuses (perpo_config_validate_err says
+   which field and why). */
 PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *cfg, uint64_t seed);
 PERPODEF void perpo_model_free(perpo_model *model);
 PERPODEF const perpo_config *perpo_model_config(const perpo_model *model);
