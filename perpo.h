@@ -2667,8 +2667,9 @@ PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_exampl
     const char *w = "perpo_pref_sample";
     char *e;
     size_t cap, at;
-    if (!out || !m) return PERPO_ERR_ARG;
+    if (!out) return PERPO_ERR_ARG;
     memset(out, 0, sizeof *out);
+    if (!m) return PERPO_ERR_ARG;
     e = m->error;
     cap = sizeof m->error;
     e[0] = 0;
@@ -2766,8 +2767,8 @@ PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_exampl
                 if (!isfinite(v)) {
                     st = perpo__errst(e, cap, PERPO_ERR_NONFINITE,
                                       "%s: the reward callback returned %g for item %zu response "
-                                      "%zu (\"%.40s\"): rewards must be finite",
-                                      w, (double)v, first + i + j, k, ptrs[r]);
+                                      "%zu (%zu bytes): rewards must be finite",
+                                      w, (double)v, first + i + j, k, lens[j * N + k]);
                     break;
                 }
                 rewards[r] = v;

@@ -209,7 +209,11 @@ static void test_error_reward_nan(perpo_test *t) {
     if (!m) return;
     te_make(&d);
     d.nan_item = 1;
+    set.n_lists = 7; /* a failed call leaves the set empty, also for a NULL model */
+    CHECK(perpo_pref_sample(NULL, d.ex, 2, 2, &sc, te_reward, &d, &set) == PERPO_ERR_ARG);
+    CHECK(set.n_lists == 0 && set.lists == NULL);
     CHECK(perpo_pref_sample(m, d.ex, 2, 2, &sc, te_reward, &d, &set) == PERPO_ERR_NONFINITE);
+    CHECK(!strchr(perpo_model_last_error(m), '\n')); /* one line, whatever the response held */
     CHECK(set.n_lists == 0 && set.lists == NULL);
     TE_SAYS(perpo_model_last_error(m), "perpo_pref_sample", "reward callback", "nan",
             "item 1 response 0");
