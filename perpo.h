@@ -65,9 +65,24 @@
      goes through PERPO_MALLOC with a context: a model's is perpo_config.alloc_ctx, and calls
      that allocate without a model take alloc_ctx as their last argument (NULL is fine).
 
+   WHY A CALL FAILED
+     A status says what kind of failure; a one-line message says which argument or field, its
+     value, the rule and what to do, e.g. "perpo_pref_train: n 16 x lists_per_step 4 = 64
+     sequences exceed max_batch 32: lower lists_per_step or raise max_batch". Messages live
+     with what the call works on, never in global state, and are never printed:
+       - calls that take a model (perpo_forward, perpo_generate, perpo_pref_sample(_range),
+         perpo_pref_reference, perpo_pref_train, perpo_sft_train(_stream)) clear the model's
+         message when called and fill it when they fail: perpo_model_last_error(model);
+       - calls without a model that can fail on their input have a *_err variant, or already
+         take, (char *err, size_t err_cap): a NUL-terminated line of at most err_cap bytes
+         ("" on success; err may be NULL): perpo_config_validate_err (why perpo_model_create
+         refuses a config), perpo_model_load_err, and the image and manifest loaders.
+     Messages start with the call's name; PERPO_ERROR_MAX bytes hold any of them.
+
    API MAP: every public function, by job, in the order you call them ([n]: its section)
      A model [9]          perpo_config_default, (set fields), perpo_config_validate (optional:
-                          create checks too), perpo_model_create ... perpo_model_free
+                          create checks too; perpo_config_validate_err says why),
+                          perpo_model_create ... perpo_model_free, perpo_model_last_error
      Supervised [8]       perpo_sft_default, perpo_sft_train (a fixed set of perpo_example) or
                           perpo_sft_train_stream (a perpo_example_fn)
      Answers [6]          perpo_sample_default, perpo_generate
@@ -80,7 +95,7 @@
                           perpo_pref_default, perpo_pref_train, perpo_pref_set_free
      The objective alone  perpo_objective_default, perpo_listwise_loss, perpo_preference_metrics,
        [4]                perpo_objective_name
-     Checkpoints [12]     perpo_checkpoint_save, perpo_model_load
+     Checkpoints [12]     perpo_checkpoint_save, perpo_model_load (perpo_model_load_err)
      Several processes    perpo_share (blocks of prompts); the hook is perpo_parallel in the
        [8]                trainers' configs
      Your own data [13]   perpo_manifest_load (or perpo_manifest_parse), perpo_image_load_pnm (or
@@ -191,7 +206,10 @@ typedef struct perpo_config {
     int n_dec_layers; /* causal blocks of the language decoder, [1, PERPO_MAX_LAYERS] */
     int mlp_mult;     /* MLP hidden width = mlp_mult * d_model, in [1, PERPO_MAX_MLP_MULT] */
     int max_text;     /* text positions: BOS + prompt + SEP + response + EOS; in
-                                       [PERPO_MIN_TEXT, PERPO_MAX_TEXT] */
+                         [PERPO_MIN_TEXT, PERPO_MAX_TEXT]. So a prompt to answer (generation,
+                         perpo_pref_sample) holds at most max_text - 4 bytes (room for one
+                         answer byte), and a prompt + response pair to train on (SFT, lists,
+                         perpo_text_encode) at most max_text - 3 bytes together */
     int vocab;        /* must be PERPO_VOCAB */
     int max_batch;    /* most sequences (and images) per forward; sizes the arena;
                                        [1, PERPO_MAX_BATCH] */
@@ -204,15 +222,25 @@ typedef struct perpo_config {
 PERPODEF perpo_config perpo_config_default(void);
 /* PERPO_OK when every field is in range and the derived sizes fit in memory arithmetic. */
 PERPODEF perpo_status perpo_config_validate(const perpo_config *cfg);
+/* The same, and err (may be NULL) gets a line naming the first field out of range, its value
+   and the rule, e.g. "perpo_config: n_heads 3 must be >= 1 and divide d_model 128" ("" when
+   valid). perpo_model_create refuses exactly these configs: call this to learn why. */
+PERPODEF perpo_status perpo_config_validate_err(const perpo_config *cfg, char *err, size_t err_cap);
 
 /* ---- Model lifetime --------------------------------------------------------------------- */
 typedef struct perpo_model perpo_model;
 
 /* Allocates parameters, gradients, AdamW moments and the activation arena; weights are
-   initialised from seed (GPT-2 style: N(0, 0.02), residual projections scaled down). */
+   initialised from seed (GPT-2 style: N(0, 0.02), residual projections scaled down).
+   PERPO_ERR_ARG for a config perpo_config_validate refuses (perpo_config_validate_err says
+   which field and why). */
 PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *cfg, uint64_t seed);
 PERPODEF void perpo_model_free(perpo_model *model);
 PERPODEF const perpo_config *perpo_model_config(const perpo_model *model);
+/* Why the last checked call on the model failed, one line (see WHY A CALL FAILED at the top);
+   "" when it succeeded or the model is NULL. Valid until the next call on the model. */
+#define PERPO_ERROR_MAX 256
+PERPODEF const char *perpo_model_last_error(const perpo_model *model);
 /* Copies the parameters of src into dst and resets dst's optimizer: how the examples start DPO
    and PerPO from the same SFT weights. Every config field must match except max_batch and
    alloc_ctx (PERPO_ERR_ARG otherwise). */
@@ -245,7 +273,7 @@ typedef struct perpo_batch {
 
 /* Builds one text row: tokens = BOS prompt SEP response EOS PAD..., targets = the response
    bytes and EOS at the positions that predict them, -1 elsewhere. PERPO_ERR_ARG if it does
-   not fit in max_text. n_targets (may be NULL) gets the number of counted targets. */
+   not fit in max_text (prompt_len + response_len <= max_text - 3). n_targets (may be NULL) gets the number of counted targets. */
 PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *prompt,
                                         size_t prompt_len, const char *response,
                                         size_t response_len, int *tokens, int *targets,
@@ -291,7 +319,10 @@ typedef struct perpo_gen_request {
 
 /* out holds n_seq strings of out_cap bytes each (NUL-terminated, truncated to fit); out_len
    (may be NULL) gets each response's length. Stops at EOS, max_new_tokens or max_text.
-   PERPO_ERR_NONFINITE for a model with a non-finite parameter. */
+   PERPO_ERR_ARG (with perpo_model_last_error saying which) unless n_seq and n_img are in
+   [1, max_batch] (split a larger request), every prompt has at most max_text - 4 bytes and
+   every image value is in [0,1]. PERPO_ERR_NONFINITE for a NaN or Inf image value, or a model
+   with a non-finite parameter. */
 PERPODEF perpo_status perpo_generate(perpo_model *model, const perpo_gen_request *req,
                                      const perpo_sample_config *sc, char *out, size_t out_cap,
                                      size_t *out_len);
@@ -527,7 +558,9 @@ typedef struct perpo_sft_config {
     uint64_t seed;            /* shuffling; any value */
     int log_every;            /* call the progress callback every this many steps (>= 1) */
     int resume;               /* 0: fresh schedule (optimizer reset); 1: continue from the model's
-                                 optimizer step, e.g. after loading a checkpoint saved mid-run */
+                                 optimizer step, e.g. after loading a checkpoint saved mid-run
+                                 with PERPO_CKPT_OPTIMIZER (a checkpoint without optimizer state
+                                 has nothing to resume: PERPO_ERR_ARG) */
     perpo_parallel parallel;  /* data parallelism (see above); default: one process. With
                                  world workers, batch_size is this worker's share: a micro-batch
                                  is world * batch_size examples, worker r taking positions
@@ -535,11 +568,15 @@ typedef struct perpo_sft_config {
                                  mean token cross-entropy over the whole micro-batch */
 } perpo_sft_config;
 
-/* perpo_optim_default's schedule, batches of 32, no accumulation, seed 1, a report every 10
-   steps, a fresh start (no resume), one process. */
+/* perpo_optim_default's schedule (20 warmup steps: a shorter run lowers warmup_steps too),
+   batches of 32 (a model with a smaller max_batch needs a smaller batch_size), no
+   accumulation, seed 1, a report every 10 steps, a fresh start (no resume), one process. */
 PERPODEF perpo_sft_config perpo_sft_default(void);
 /* Cross-entropy on the responses, AdamW, cosine schedule: optim.total_steps steps over
-   shuffled epochs of the examples. */
+   shuffled epochs of the examples. Each example's prompt + response holds at most
+   max_text - 3 bytes and its image values lie in [0,1]; bad examples and out-of-range fields
+   are refused (PERPO_ERR_ARG, perpo_model_last_error naming which) before the model is
+   touched. */
 PERPODEF perpo_status perpo_sft_train(perpo_model *model, const perpo_example *examples, size_t n,
                                       const perpo_sft_config *tc, perpo_progress_fn progress,
                                       void *user);
@@ -582,7 +619,11 @@ typedef struct perpo_pref_set {
 /* The first stage of PerPO: for every item (its image and prompt; the response is ignored),
    samples n responses with sc and scores them with reward. Each item's responses come from a
    random stream of its own, seeded by sc->seed and the item's index: the same call gives the
-   same lists, whatever max_batch is and however the items are split (below). ref_logp is
+   same lists for any max_batch of at least n (n > max_batch is refused: one list is sampled
+   in one call) and however the items are split (below). Each prompt holds at most max_text - 4
+   bytes, each image's values lie in [0,1], and reward must return finite values
+   (PERPO_ERR_NONFINITE, the message naming the item and the response). A greedy sc
+   (temperature 0, perpo_sample_default) gives n equal answers: set a temperature. ref_logp is
    zeroed: call perpo_pref_reference next. *out is overwritten (free a set it held first) and
    holds nothing when the call fails. */
 PERPODEF perpo_status perpo_pref_sample(perpo_model *model, const perpo_example *items,
@@ -600,14 +641,17 @@ PERPODEF perpo_status perpo_pref_sample_range(perpo_model *model, const perpo_ex
    (in place, order kept); returns how many remain. */
 PERPODEF size_t perpo_pref_filter(perpo_pref_list *lists, size_t n_lists, float min_margin);
 /* Fills every list's ref_logp with summed response log-probs under model (the frozen SFT
-   weights): computed once, before preference training starts. */
+   weights): computed once, before preference training starts. PERPO_ERR_ARG for no lists
+   (n_lists 0: e.g. perpo_pref_filter kept none), a list of more than max_batch responses, a
+   prompt + response over max_text - 3 bytes or an image value outside [0,1]. */
 PERPODEF perpo_status perpo_pref_reference(perpo_model *model, perpo_pref_list *lists,
                                            size_t n_lists);
 /* Out-of-range fields make perpo_pref_train return PERPO_ERR_ARG before touching the model. */
 typedef struct perpo_pref_config {
     perpo_objective_config objective; /* ranges at perpo_objective_config */
     perpo_optim_config optim;         /* ranges at perpo_optim_config */
-    int lists_per_step; /* lists per micro-batch, >= 1; all their responses must fit in max_batch */
+    int lists_per_step; /* lists per micro-batch, >= 1; all their responses must fit in max_batch:
+                           n x lists_per_step <= max_batch (n: the longest list) */
     int accum_steps;    /* micro-batches per optimizer step, in [1, PERPO_MAX_ACCUM] */
     float nll_weight;   /* adds nll_weight * token NLL of each list's best response; in
                             [0, PERPO_MAX_NLL_WEIGHT]; 0 = off */
@@ -622,11 +666,18 @@ typedef struct perpo_pref_config {
 } perpo_pref_config;
 
 /* The objective as the paper's released code sets it: beta 0.1, gamma 0.5, summed log-probs, no
-   NLL term. Training: AdamW lr 1e-4 down to 1e-5 over 200 steps after 10 of warmup, no weight
-   decay, 4 lists per step, no accumulation, seed 1, a report every 10 steps, one process. */
+   NLL term. Training: AdamW lr 1e-5 down to 1e-6 over 200 steps after 10 of warmup (so
+   total_steps must stay >= 10, or lower warmup_steps), no weight decay, 4 lists per step, no
+   accumulation, seed 1, a report every 10 steps, one process. The rate is the one the
+   project's grounding experiments use (examples/grounding.c, make demo); 1e-4 swung held-out
+   accuracy between -50 and +18 points on the toy task. */
 PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind);
 /* optim.total_steps optimizer steps of the chosen listwise objective over shuffled epochs of
    the lists. Progress reports carry rewards/chosen, rejected, margins and accuracies.
+   PERPO_ERR_ARG, before touching the model and with perpo_model_last_error saying which,
+   for a field out of range (warmup_steps > total_steps included), n x lists_per_step over
+   max_batch, no lists, and resume 1 on a model loaded from a checkpoint without optimizer
+   state (nothing to resume). Each list's prompt + response holds at most max_text - 3 bytes.
    Data-parallel (pc->parallel.reduce set): lists is this worker's part of the preference set,
    and the whole set is every worker's part concatenated in rank order, as perpo_share blocks of
    prompts sampled with perpo_pref_sample_range, then perpo_pref_filter and perpo_pref_reference
@@ -664,6 +715,11 @@ PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *model, const char
    magic, version, config, CRC, non-finite values, a step counter beyond PERPO_MAX_STEPS, a
    negative AdamW second moment, an activation arena over PERPO_LOAD_MAX_ARENA_BYTES). */
 PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void *alloc_ctx);
+/* The same, and err (may be NULL) gets why it failed: the path and the system's reason for an
+   i/o error ("perpo_model_load: /x/ckpt.bin: cannot open: No such file or directory"), or what
+   is malformed. */
+PERPODEF perpo_status perpo_model_load_err(perpo_model **out, const char *path, void *alloc_ctx,
+                                           char *err, size_t err_cap);
 
 /* ==== 13. Bring your own data: images and manifests ======================================= */
 
@@ -830,6 +886,31 @@ extern "C" {
       classes, finiteness, zeroed allocation (files: section 11)
    ========================================================================================== */
 
+/* printf into err[0..cap) when err is given; always NUL-terminated, never more than one line.
+   How every call says why it failed (see "WHY A CALL FAILED" at the top). perpo__errst is the
+   same and returns st, so a check reads `return perpo__errst(err, cap, PERPO_ERR_ARG, ...)`. */
+#if defined(__GNUC__) || defined(__clang__)
+static void perpo__errf(char *err, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static perpo_status perpo__errst(char *err, size_t cap, perpo_status st, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+#endif
+static void perpo__errf(char *err, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    if (!err || cap == 0) return;
+    va_start(ap, fmt);
+    vsnprintf(err, cap, fmt, ap);
+    va_end(ap);
+}
+static perpo_status perpo__errst(char *err, size_t cap, perpo_status st, const char *fmt, ...) {
+    va_list ap;
+    if (!err || cap == 0) return st;
+    va_start(ap, fmt);
+    vsnprintf(err, cap, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
 PERPODEF const char *perpo_status_string(perpo_status status) {
     switch (status) {
     case PERPO_OK: return "ok";
@@ -940,6 +1021,15 @@ static int perpo__all_finite(const float *x, size_t n) {
     for (i = 0; i < n; i++)
         if (!isfinite(x[i])) return 0;
     return 1;
+}
+
+/* Index of the first value outside [0,1] (images are documented as [0,1]: a 0-255 image is the
+   usual slip), n when there is none. NaN passes here: the finiteness checks own it. */
+static size_t perpo__outside01(const float *x, size_t n) {
+    size_t i;
+    for (i = 0; i < n; i++)
+        if (x[i] < 0.0f || x[i] > 1.0f) return i;
+    return n;
 }
 
 /* calloc through the user allocator, with an overflow-checked n * size. */
@@ -1389,6 +1479,10 @@ struct perpo_model {
        check them); 0: perpo_model_params handed out a writable pointer since, so generation
        and save check the values themselves */
     int params_known_finite;
+    /* 1: loaded from a checkpoint without optimizer state and not trained since, so resume = 1
+       has nothing to continue from (the trainers refuse it) */
+    int no_opt_state;
+    char error[PERPO_ERROR_MAX]; /* perpo_model_last_error */
 };
 
 /* ---- Text: one sequence's tokens, BOS prompt SEP response EOS ---------------------------- */
@@ -1667,21 +1761,43 @@ static void perpo__ref_model_backward(perpo_model *m, const float *dlogp) {
 static void perpo__forward_fast(perpo_model *m, const float *const *images, size_t n_img);
 static void perpo__backward_fast(perpo_model *m, const float *dlogp);
 
-static perpo_status perpo__check_batch(const perpo_model *m, const perpo_batch *b) {
-    size_t i, n;
-    if (!b || b->n_seq < 1 || b->n_seq > m->max_batch || b->n_img < 1 || b->n_img > m->max_batch ||
-        !b->images || !b->tokens || !b->targets)
-        return PERPO_ERR_ARG;
-    if (!b->image_of && b->n_img != b->n_seq) return PERPO_ERR_ARG;
-    for (i = 0; i < b->n_img; i++)
-        if (!b->images[i]) return PERPO_ERR_ARG;
+static perpo_status perpo__check_batch(perpo_model *m, const perpo_batch *b) {
+    const char *w = "perpo_forward";
+    char *e = m->error;
+    size_t i, n, cap = sizeof m->error;
+    if (!b || !b->images || !b->tokens || !b->targets)
+        return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: batch, images, tokens or targets is NULL",
+                            w);
+    if (b->n_seq < 1 || b->n_seq > m->max_batch || b->n_img < 1 || b->n_img > m->max_batch)
+        return perpo__errst(e, cap, PERPO_ERR_ARG,
+                            "%s: n_seq %zu and n_img %zu must be in [1, max_batch %zu]: split the "
+                            "batch or raise max_batch",
+                            w, b->n_seq, b->n_img, m->max_batch);
+    if (!b->image_of && b->n_img != b->n_seq)
+        return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: image_of NULL needs n_img %zu == n_seq %zu",
+                            w, b->n_img, b->n_seq);
+    for (i = 0; i < b->n_img; i++) {
+        size_t at;
+        if (!b->images[i])
+            return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: images[%zu] is NULL", w, i);
+        if ((at = perpo__outside01(b->images[i], m->image_floats)) < m->image_floats)
+            return perpo__errst(e, cap, PERPO_ERR_ARG,
+                                "%s: images[%zu] value %g at float %zu is outside [0,1]: scale "
+                                "pixels to [0,1] (divide 0-255 values by 255)",
+                                w, i, (double)b->images[i][at], at);
+    }
     for (i = 0; i < b->n_seq; i++)
-        if (b->image_of && b->image_of[i] >= b->n_img) return PERPO_ERR_ARG;
+        if (b->image_of && b->image_of[i] >= b->n_img)
+            return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: image_of[%zu] %zu must be < n_img %zu",
+                                w, i, b->image_of[i], b->n_img);
     n = b->n_seq * m->T;
     for (i = 0; i < n; i++)
         if (b->tokens[i] < 0 || (size_t)b->tokens[i] >= m->V || b->targets[i] < -1 ||
             b->targets[i] >= (int)m->V)
-            return PERPO_ERR_ARG;
+            return perpo__errst(e, cap, PERPO_ERR_ARG,
+                                "%s: sequence %zu position %zu: token %d or target %d outside "
+                                "[0, %zu) (targets may be -1)",
+                                w, i / m->T, i % m->T, b->tokens[i], b->targets[i], m->V);
     return PERPO_OK;
 }
 
@@ -1693,6 +1809,7 @@ PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, fl
     int finite = 1;
     perpo_status st;
     if (!m) return PERPO_ERR_ARG;
+    m->error[0] = 0;
     if ((st = perpo__check_batch(m, batch)) != PERPO_OK) return st;
     B = batch->n_seq;
     T = m->T;
@@ -2150,13 +2267,37 @@ static perpo_status perpo__pref_chunk(perpo_model *m, const perpo_pref_config *p
 }
 
 /* The ranges documented at perpo_pref_config (those that do not depend on the lists). */
-static int perpo__check_pref_config(const perpo_pref_config *pc) {
-    return pc->lists_per_step >= 1 && pc->accum_steps >= 1 && pc->accum_steps <= PERPO_MAX_ACCUM &&
-           pc->log_every >= 1 && pc->nll_weight >= 0.0f && pc->nll_weight <= PERPO_MAX_NLL_WEIGHT &&
-           (pc->mean_logp == 0 || pc->mean_logp == 1) && (pc->resume == 0 || pc->resume == 1) &&
-           (pc->nll_on_truth == 0 || pc->nll_on_truth == 1) &&
-           perpo__objective_check(&pc->objective) == PERPO_OK &&
-           perpo_optim_validate(&pc->optim) == PERPO_OK;
+static perpo_status perpo__optim_check(const perpo_optim_config *oc, char *err, size_t cap,
+                                       const char *w, const char *f);
+static int perpo__check_pref_config(const perpo_pref_config *pc, char *e, size_t cap) {
+    const char *w = "perpo_pref_train";
+    perpo_status st = PERPO_ERR_ARG;
+    if (pc->lists_per_step < 1)
+        perpo__errf(e, cap, "%s: lists_per_step %d must be >= 1", w, pc->lists_per_step);
+    else if (pc->accum_steps < 1 || pc->accum_steps > PERPO_MAX_ACCUM)
+        perpo__errf(e, cap, "%s: accum_steps %d must be in [1, %d]", w, pc->accum_steps,
+                    PERPO_MAX_ACCUM);
+    else if (pc->log_every < 1)
+        perpo__errf(e, cap, "%s: log_every %d must be >= 1", w, pc->log_every);
+    else if (!(pc->nll_weight >= 0.0f && pc->nll_weight <= PERPO_MAX_NLL_WEIGHT))
+        perpo__errf(e, cap, "%s: nll_weight %g must be in [0, %g]", w, (double)pc->nll_weight,
+                    (double)PERPO_MAX_NLL_WEIGHT);
+    else if (pc->mean_logp != 0 && pc->mean_logp != 1)
+        perpo__errf(e, cap, "%s: mean_logp %d must be 0 or 1", w, pc->mean_logp);
+    else if (pc->resume != 0 && pc->resume != 1)
+        perpo__errf(e, cap, "%s: resume %d must be 0 or 1", w, pc->resume);
+    else if (pc->nll_on_truth != 0 && pc->nll_on_truth != 1)
+        perpo__errf(e, cap, "%s: nll_on_truth %d must be 0 or 1", w, pc->nll_on_truth);
+    else if (perpo__objective_check(&pc->objective) != PERPO_OK)
+        perpo__errf(e, cap,
+                    "%s: objective out of range (kind %d, beta %g, gamma %g, label_smoothing %g, "
+                    "positive %g): see perpo_objective_config",
+                    w, (int)pc->objective.kind, (double)pc->objective.beta,
+                    (double)pc->objective.gamma, (double)pc->objective.label_smoothing,
+                    (double)pc->objective.positive);
+    else
+        st = perpo__optim_check(&pc->optim, e, cap, w, "optim.");
+    return st == PERPO_OK;
 }
 
 /* What both trainers share, in section 8: the data order, data parallelism (a reduction through
@@ -2244,8 +2385,8 @@ PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind) {
     perpo_pref_config p;
     p.objective = perpo_objective_default(kind);
     p.optim = perpo_optim_default();
-    p.optim.lr = 1e-4f;
-    p.optim.min_lr = 1e-5f;
+    p.optim.lr = 1e-5f;
+    p.optim.min_lr = 1e-6f;
     p.optim.warmup_steps = 10;
     p.optim.total_steps = 200;
     p.optim.weight_decay = 0.0f;
@@ -2286,6 +2427,12 @@ static perpo_status perpo__train_loop(perpo_model *m, const perpo__trainer *tr,
     double tokens = 0.0;
     int step, start;
     perpo_status st;
+    if (tr->resume && m->no_opt_state)
+        return perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
+                            "perpo_%s_train: resume 1, but the model was loaded from a checkpoint "
+                            "without optimizer state: there is nothing to resume (save with "
+                            "PERPO_CKPT_OPTIMIZER, or set resume 0 to start the schedule afresh)",
+                            tr->phase);
     if (!tr->resume) perpo_optim_reset(m);
     start = m->opt_step;
     for (step = start; step < tr->optim->total_steps; step++) { /* resumes at opt_step */
@@ -2313,24 +2460,54 @@ static perpo_status perpo__train_loop(perpo_model *m, const perpo__trainer *tr,
     return PERPO_OK;
 }
 
-static perpo_status perpo__check_lists(const perpo_model *m, const perpo_pref_list *lists,
-                                       size_t n_lists) {
-    size_t i;
+/* w: the public call, for the message in m->error. */
+static perpo_status perpo__check_lists(perpo_model *m, const perpo_pref_list *lists, size_t n_lists,
+                                       const char *w) {
+    char *e = m->error;
+    size_t i, at, cap = sizeof m->error;
     int k;
-    if (!lists || n_lists == 0) return PERPO_ERR_ARG;
+    if (!lists || n_lists == 0)
+        return perpo__errst(e, cap, PERPO_ERR_ARG,
+                            "%s: no lists (n_lists %zu): if perpo_pref_filter kept none, the "
+                            "sampled answers of each list had equal rewards; a greedy sample "
+                            "config (temperature 0, perpo_sample_default) gives N equal answers: "
+                            "set a temperature (e.g. 1)",
+                            w, n_lists);
     for (i = 0; i < n_lists; i++) {
         const perpo_pref_list *l = &lists[i];
-        if (!l->image || !l->prompt || !l->responses || !l->rewards || !l->ref_logp || l->n < 1 ||
-            l->n > PERPO_MAX_LIST || (size_t)l->n > m->max_batch)
-            return PERPO_ERR_ARG;
+        if (!l->image || !l->prompt || !l->responses || !l->rewards || !l->ref_logp)
+            return perpo__errst(e, cap, PERPO_ERR_ARG,
+                                "%s: list %zu: image, prompt, responses, rewards or ref_logp is "
+                                "NULL",
+                                w, i);
+        if (l->n < 1 || l->n > PERPO_MAX_LIST || (size_t)l->n > m->max_batch)
+            return perpo__errst(e, cap, PERPO_ERR_ARG,
+                                "%s: list %zu: n %d must be in [1, %d] and <= max_batch %zu", w, i,
+                                l->n, PERPO_MAX_LIST, m->max_batch);
+        if ((at = perpo__outside01(l->image, m->image_floats)) < m->image_floats)
+            return perpo__errst(e, cap, PERPO_ERR_ARG,
+                                "%s: list %zu: image value %g at float %zu is outside [0,1]: scale "
+                                "pixels to [0,1] (divide 0-255 values by 255)",
+                                w, i, (double)l->image[at], at);
         for (k = 0; k < l->n; k++) {
-            if (!l->responses[k] ||
-                !perpo__text_fits(m->T, strlen(l->prompt), strlen(l->responses[k])))
-                return PERPO_ERR_ARG;
-            if (!isfinite(l->rewards[k])) return PERPO_ERR_NONFINITE;
+            if (!l->responses[k])
+                return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: list %zu: responses[%d] is NULL", w,
+                                    i, k);
+            if (!perpo__text_fits(m->T, strlen(l->prompt), strlen(l->responses[k])))
+                return perpo__errst(e, cap, PERPO_ERR_ARG,
+                                    "%s: list %zu response %d: prompt %zu + response %zu bytes "
+                                    "exceed max_text %zu - 3: shorten them or raise max_text",
+                                    w, i, k, strlen(l->prompt), strlen(l->responses[k]), m->T);
+            if (!isfinite(l->rewards[k]))
+                return perpo__errst(e, cap, PERPO_ERR_NONFINITE,
+                                    "%s: list %zu: rewards[%d] is %g: rewards must be finite", w, i,
+                                    k, (double)l->rewards[k]);
         }
         if (l->truth && !perpo__text_fits(m->T, strlen(l->prompt), strlen(l->truth)))
-            return PERPO_ERR_ARG;
+            return perpo__errst(e, cap, PERPO_ERR_ARG,
+                                "%s: list %zu: prompt %zu + truth %zu bytes exceed max_text %zu - "
+                                "3: shorten them or raise max_text",
+                                w, i, strlen(l->prompt), strlen(l->truth), m->T);
     }
     return PERPO_OK;
 }
@@ -2349,24 +2526,41 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
     double t0 = perpo__now();
     int truth_row = 0, have_scratch = 0;
     void *ctx;
-    if (!m || !pc || !perpo__parallel_ok(&pc->parallel)) return PERPO_ERR_ARG;
+    if (!m) return PERPO_ERR_ARG;
+    m->error[0] = 0;
+    if (!pc || !perpo__parallel_ok(&pc->parallel))
+        return perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
+                            "perpo_pref_train: pc is NULL or pc->parallel is inconsistent");
     par = &pc->parallel;
     ctx = m->cfg.alloc_ctx;
     if (par->reduce) R = (size_t)par->world;
-    if (!perpo__check_pref_config(pc))
+    if (!perpo__check_pref_config(pc, m->error, sizeof m->error))
         local = PERPO_ERR_ARG;
     else if (n_lists > 0 || !par->reduce) /* a worker's part may be empty, one process's set not */
-        local = perpo__check_lists(m, lists, n_lists);
+        local = perpo__check_lists(m, lists, n_lists, "perpo_pref_train");
     if (local == PERPO_OK) {
         truth_row = pc->nll_on_truth && pc->nll_weight > 0.0f;
         for (j = 0; j < n_lists; j++) {
             if ((size_t)lists[j].n > max_n) max_n = (size_t)lists[j].n;
-            if (truth_row && !lists[j].truth) local = PERPO_ERR_ARG;
+            if (truth_row && !lists[j].truth && local == PERPO_OK)
+                local = perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
+                                     "perpo_pref_train: nll_on_truth 1 but list %zu has no truth: "
+                                     "give every list one or set nll_on_truth 0",
+                                     j);
         }
         L = (size_t)pc->lists_per_step;
-        if (L * (max_n + (size_t)truth_row) > m->max_batch ||
+        if (local == PERPO_OK && L * (max_n + (size_t)truth_row) > m->max_batch)
+            local = perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
+                                 "perpo_pref_train: n %zu%s x lists_per_step %zu = %zu sequences "
+                                 "exceed max_batch %zu: lower lists_per_step or raise max_batch",
+                                 max_n, truth_row ? " (+1 truth)" : "", L,
+                                 L * (max_n + (size_t)truth_row), m->max_batch);
+        if (local == PERPO_OK &&
             !perpo__positions_fit(pc->optim.total_steps, pc->accum_steps, R * L))
-            local = PERPO_ERR_ARG;
+            local = perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
+                                 "perpo_pref_train: total_steps %d x accum_steps %d x "
+                                 "lists_per_step %zu positions overflow: lower them",
+                                 pc->optim.total_steps, pc->accum_steps, R * L);
     }
     if (local != PERPO_OK && !par->reduce) return local;
     if (local == PERPO_OK) {
@@ -2440,6 +2634,9 @@ static perpo_status perpo__generate(perpo_model *m, const perpo_gen_request *req
                                     const perpo_sample_config *sc, const uint64_t *img_seeds,
                                     char *out, size_t out_cap, size_t *out_len);
 
+static perpo_status perpo__check_sample(const perpo_sample_config *sc, char *e, size_t cap,
+                                        const char *w);
+
 /* The random stream of item `item` in perpo_pref_sample: a function of the seed and the item's
    index only, so a worker sampling its own block of items gets the lists one process gets. */
 static uint64_t perpo__item_seed(uint64_t seed, size_t item) {
@@ -2467,17 +2664,46 @@ PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_exampl
     uint64_t *seeds;
     float *rewards, *ref;
     perpo_status st = PERPO_OK;
+    const char *w = "perpo_pref_sample";
+    char *e;
+    size_t cap, at;
     if (!out) return PERPO_ERR_ARG;
     memset(out, 0, sizeof *out);
-    if (!m || !items || count == 0 || first > (size_t)-1 - count || !sc || !reward || n < 1 ||
-        n > PERPO_MAX_LIST || (size_t)n > m->max_batch)
-        return PERPO_ERR_ARG;
+    if (!m) return PERPO_ERR_ARG;
+    e = m->error;
+    cap = sizeof m->error;
+    e[0] = 0;
+    if (!items || !sc || !reward)
+        return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: items, sc or reward is NULL", w);
+    if (count == 0 || first > (size_t)-1 - count)
+        return perpo__errst(e, cap, PERPO_ERR_ARG,
+                            "%s: empty or overflowing range (first %zu, "
+                            "count %zu)",
+                            w, first, count);
+    if (n < 1 || n > PERPO_MAX_LIST || (size_t)n > m->max_batch)
+        return perpo__errst(e, cap, PERPO_ERR_ARG,
+                            "%s: n %d must be in [1, %d] and <= max_batch %zu: lower n or raise "
+                            "max_batch",
+                            w, n, PERPO_MAX_LIST, m->max_batch);
+    if (perpo__check_sample(sc, e, cap, w) != PERPO_OK) return PERPO_ERR_ARG;
     part = items + first; /* part[i] is items[first + i] */
     N = (size_t)n;
     T = m->T;
-    for (i = 0; i < count; i++)
-        if (!part[i].image || !part[i].prompt || !perpo__text_fits(T, strlen(part[i].prompt), 1))
-            return PERPO_ERR_ARG;
+    for (i = 0; i < count; i++) {
+        if (!part[i].image || !part[i].prompt)
+            return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: item %zu: image or prompt is NULL", w,
+                                first + i);
+        if (!perpo__text_fits(T, strlen(part[i].prompt), 1))
+            return perpo__errst(e, cap, PERPO_ERR_ARG,
+                                "%s: item %zu: prompt of %zu bytes exceeds max_text %zu - 4: "
+                                "shorten it or raise max_text",
+                                w, first + i, strlen(part[i].prompt), T);
+        if ((at = perpo__outside01(part[i].image, m->image_floats)) < m->image_floats)
+            return perpo__errst(e, cap, PERPO_ERR_ARG,
+                                "%s: item %zu: image value %g at float %zu is outside [0,1]: "
+                                "scale pixels to [0,1] (divide 0-255 values by 255)",
+                                w, first + i, (double)part[i].image[at], at);
+    }
     /* one block: lists | response pointers | rewards, ref_logp | per-call scratch | text */
     if (!perpo__size_mul(count, N, &n_resp) ||
         !perpo__size_mul(count, sizeof(perpo_pref_list), &sz_lists) ||
@@ -2539,7 +2765,10 @@ PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_exampl
                 ptrs[r] = text + r * T;
                 v = reward(ptrs[r], lens[j * N + k], first + i + j, user);
                 if (!isfinite(v)) {
-                    st = PERPO_ERR_NONFINITE;
+                    st = perpo__errst(e, cap, PERPO_ERR_NONFINITE,
+                                      "%s: the reward callback returned %g for item %zu response "
+                                      "%zu (%zu bytes): rewards must be finite",
+                                      w, (double)v, first + i + j, k, lens[j * N + k]);
                     break;
                 }
                 rewards[r] = v;
@@ -2572,7 +2801,8 @@ PERPODEF perpo_status perpo_pref_reference(perpo_model *m, perpo_pref_list *list
     perpo_status st;
     size_t i = 0;
     if (!m) return PERPO_ERR_ARG;
-    if ((st = perpo__check_lists(m, lists, n_lists)) != PERPO_OK) return st;
+    m->error[0] = 0;
+    if ((st = perpo__check_lists(m, lists, n_lists, "perpo_pref_reference")) != PERPO_OK) return st;
     if ((st = perpo__pref_scratch_alloc(m, &s, 0)) != PERPO_OK) return st;
     while (i < n_lists) { /* as many whole lists per forward as fit in max_batch */
         size_t count = 0, seqs = 0, j, q = 0;
@@ -2618,11 +2848,24 @@ PERPODEF perpo_sample_config perpo_sample_default(void) {
 }
 
 /* The ranges documented at perpo_sample_config; NaN fails every comparison. */
-static perpo_status perpo__check_sample(const perpo_sample_config *sc) {
-    if (!sc || !(sc->temperature >= 0.0f && sc->temperature <= PERPO_MAX_TEMPERATURE) ||
-        sc->top_k < 0 || sc->top_k > PERPO_VOCAB || !(sc->top_p >= 0.0f && sc->top_p <= 1.0f) ||
-        sc->max_new_tokens < 0 || (sc->no_cache != 0 && sc->no_cache != 1))
-        return PERPO_ERR_ARG;
+static perpo_status perpo__check_sample(const perpo_sample_config *sc, char *e, size_t cap,
+                                        const char *w) {
+    if (!sc) return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: sample config is NULL", w);
+    if (!(sc->temperature >= 0.0f && sc->temperature <= PERPO_MAX_TEMPERATURE))
+        return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: temperature %g must be in [0, %g]", w,
+                            (double)sc->temperature, (double)PERPO_MAX_TEMPERATURE);
+    if (sc->top_k < 0 || sc->top_k > PERPO_VOCAB)
+        return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: top_k %d must be in [0, %d]", w, sc->top_k,
+                            PERPO_VOCAB);
+    if (!(sc->top_p >= 0.0f && sc->top_p <= 1.0f))
+        return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: top_p %g must be in [0, 1]", w,
+                            (double)sc->top_p);
+    if (sc->max_new_tokens < 0)
+        return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: max_new_tokens %d must be >= 0", w,
+                            sc->max_new_tokens);
+    if (sc->no_cache != 0 && sc->no_cache != 1)
+        return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: no_cache %d must be 0 or 1", w,
+                            sc->no_cache);
     return PERPO_OK;
 }
 
@@ -2716,21 +2959,44 @@ static int perpo__sample_token(perpo_model *m, const float *logits, const perpo_
 }
 
 /* The request's own checks (perpo__check_sample has checked the sampling settings). */
-static perpo_status perpo__check_request(const perpo_model *m, const perpo_gen_request *req,
+static perpo_status perpo__check_request(perpo_model *m, const perpo_gen_request *req,
                                          const char *out, size_t out_cap) {
-    size_t i;
-    if (!req || !out || out_cap < 1 || req->n_seq < 1 || req->n_seq > m->max_batch ||
-        req->n_img < 1 || req->n_img > m->max_batch || !req->images || !req->prompts)
-        return PERPO_ERR_ARG;
-    if (!req->image_of && req->n_img != req->n_seq) return PERPO_ERR_ARG;
+    const char *w = "perpo_generate";
+    char *e = m->error;
+    size_t i, at, cap = sizeof m->error;
+    if (!req || !out || out_cap < 1 || !req->images || !req->prompts)
+        return perpo__errst(e, cap, PERPO_ERR_ARG,
+                            "%s: req, out, images or prompts is NULL, or out_cap is 0", w);
+    if (req->n_seq < 1 || req->n_seq > m->max_batch || req->n_img < 1 || req->n_img > m->max_batch)
+        return perpo__errst(e, cap, PERPO_ERR_ARG,
+                            "%s: n_seq %zu and n_img %zu must be in [1, max_batch %zu]: split the "
+                            "request or raise max_batch",
+                            w, req->n_seq, req->n_img, m->max_batch);
+    if (!req->image_of && req->n_img != req->n_seq)
+        return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: image_of NULL needs n_img %zu == n_seq %zu",
+                            w, req->n_img, req->n_seq);
     for (i = 0; i < req->n_img; i++) {
-        if (!req->images[i]) return PERPO_ERR_ARG;
-        if (!perpo__all_finite(req->images[i], m->image_floats)) return PERPO_ERR_NONFINITE;
+        if (!req->images[i])
+            return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: images[%zu] is NULL", w, i);
+        if (!perpo__all_finite(req->images[i], m->image_floats))
+            return perpo__errst(e, cap, PERPO_ERR_NONFINITE, "%s: images[%zu] has NaN or Inf", w,
+                                i);
+        if ((at = perpo__outside01(req->images[i], m->image_floats)) < m->image_floats)
+            return perpo__errst(e, cap, PERPO_ERR_ARG,
+                                "%s: images[%zu] value %g at float %zu is outside [0,1]: scale "
+                                "pixels to [0,1] (divide 0-255 values by 255)",
+                                w, i, (double)req->images[i][at], at);
     }
     for (i = 0; i < req->n_seq; i++) {
         if (!req->prompts[i] || (req->image_of && req->image_of[i] >= req->n_img))
-            return PERPO_ERR_ARG;
-        if (!perpo__text_fits(m->T, strlen(req->prompts[i]), 1)) return PERPO_ERR_ARG;
+            return perpo__errst(e, cap, PERPO_ERR_ARG,
+                                "%s: prompts[%zu] is NULL or image_of[%zu] >= n_img %zu", w, i, i,
+                                req->n_img);
+        if (!perpo__text_fits(m->T, strlen(req->prompts[i]), 1))
+            return perpo__errst(e, cap, PERPO_ERR_ARG,
+                                "%s: prompts[%zu] of %zu bytes exceeds max_text %zu - 4: shorten "
+                                "it or raise max_text",
+                                w, i, strlen(req->prompts[i]), m->T);
     }
     return PERPO_OK;
 }
@@ -2817,7 +3083,9 @@ static perpo_status perpo__generate(perpo_model *m, const perpo_gen_request *req
     perpo__gen_seq *seq;
     perpo__rng *streams = NULL;
     perpo_status st = PERPO_OK;
-    if (!m || perpo__check_sample(sc) != PERPO_OK) return PERPO_ERR_ARG;
+    if (!m) return PERPO_ERR_ARG;
+    if (perpo__check_sample(sc, m->error, sizeof m->error, "perpo_generate") != PERPO_OK)
+        return PERPO_ERR_ARG;
     if ((st = perpo__check_request(m, req, out, out_cap)) != PERPO_OK) return st;
     if ((st = perpo__params_finite(m)) != PERPO_OK) return st;
     n = req->n_seq;
@@ -2857,6 +3125,7 @@ static perpo_status perpo__generate(perpo_model *m, const perpo_gen_request *req
 PERPODEF perpo_status perpo_generate(perpo_model *m, const perpo_gen_request *req,
                                      const perpo_sample_config *sc, char *out, size_t out_cap,
                                      size_t *out_len) {
+    if (m) m->error[0] = 0;
     return perpo__generate(m, req, sc, NULL, out, out_cap, out_len);
 }
 
@@ -3228,17 +3497,43 @@ PERPODEF perpo_optim_config perpo_optim_default(void) {
     return o;
 }
 
-PERPODEF perpo_status perpo_optim_validate(const perpo_optim_config *oc) {
-    /* written so that NaN fails every comparison */
-    if (!oc || !(oc->lr > 0.0f && oc->lr <= 1.0f) ||
-        !(oc->min_lr >= 0.0f && oc->min_lr <= oc->lr) || !(oc->beta1 >= 0.0f && oc->beta1 < 1.0f) ||
-        !(oc->beta2 >= 0.0f && oc->beta2 < 1.0f) || !(oc->eps > 0.0f && oc->eps < 1.0f) ||
-        !(oc->weight_decay >= 0.0f && oc->weight_decay <= 1.0f) ||
-        !(oc->clip_norm >= 0.0f && oc->clip_norm <= FLT_MAX) || oc->total_steps < 1 ||
-        oc->total_steps > PERPO_MAX_STEPS || oc->warmup_steps < 0 ||
-        oc->warmup_steps > oc->total_steps)
-        return PERPO_ERR_ARG;
+/* perpo_optim_validate with a reason in err; w names the caller, f the config's field path
+   ("optim." inside a trainer's config). Written so that NaN fails every comparison. */
+static perpo_status perpo__optim_check(const perpo_optim_config *oc, char *err, size_t cap,
+                                       const char *w, const char *f) {
+    if (!oc) return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: optim config is NULL", w);
+    if (!(oc->lr > 0.0f && oc->lr <= 1.0f))
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: %slr %g must be in (0, 1]", w, f,
+                            (double)oc->lr);
+    if (!(oc->min_lr >= 0.0f && oc->min_lr <= oc->lr))
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: %smin_lr %g must be in [0, lr %g]", w, f,
+                            (double)oc->min_lr, (double)oc->lr);
+    if (!(oc->beta1 >= 0.0f && oc->beta1 < 1.0f) || !(oc->beta2 >= 0.0f && oc->beta2 < 1.0f))
+        return perpo__errst(err, cap, PERPO_ERR_ARG,
+                            "%s: %sbeta1 %g and beta2 %g must be in [0, 1)", w, f,
+                            (double)oc->beta1, (double)oc->beta2);
+    if (!(oc->eps > 0.0f && oc->eps < 1.0f))
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: %seps %g must be in (0, 1)", w, f,
+                            (double)oc->eps);
+    if (!(oc->weight_decay >= 0.0f && oc->weight_decay <= 1.0f))
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: %sweight_decay %g must be in [0, 1]", w,
+                            f, (double)oc->weight_decay);
+    if (!(oc->clip_norm >= 0.0f && oc->clip_norm <= FLT_MAX))
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: %sclip_norm %g must be finite and >= 0",
+                            w, f, (double)oc->clip_norm);
+    if (oc->total_steps < 1 || oc->total_steps > PERPO_MAX_STEPS)
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: %stotal_steps %d must be in [1, %d]", w,
+                            f, oc->total_steps, PERPO_MAX_STEPS);
+    if (oc->warmup_steps < 0 || oc->warmup_steps > oc->total_steps)
+        return perpo__errst(err, cap, PERPO_ERR_ARG,
+                            "%s: %swarmup_steps %d exceeds total_steps %d (or is negative): lower "
+                            "warmup_steps or raise total_steps",
+                            w, f, oc->warmup_steps, oc->total_steps);
     return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_optim_validate(const perpo_optim_config *oc) {
+    return perpo__optim_check(oc, NULL, 0, "perpo_optim_validate", "");
 }
 
 /* In double throughout: no int arithmetic on step, warmup or total, so no overflow. */
@@ -3421,6 +3716,7 @@ PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config 
     }
     m->params_known_finite = 1;
     m->opt_step++;
+    m->no_opt_state = 0;
     return PERPO_OK;
 }
 
@@ -3430,6 +3726,7 @@ PERPODEF void perpo_optim_reset(perpo_model *m) {
     memset(m->adam_m, 0, m->n_params * sizeof(float));
     memset(m->adam_v, 0, m->n_params * sizeof(float));
     m->opt_step = 0;
+    m->no_opt_state = 0;
 }
 
 /* ---- Data parallelism: what both trainers share ------------------------------------------ */
@@ -3632,10 +3929,28 @@ PERPODEF perpo_sft_config perpo_sft_default(void) {
 }
 
 /* The ranges documented at perpo_sft_config. */
-static int perpo__check_sft_config(const perpo_model *m, const perpo_sft_config *tc) {
-    return tc && tc->batch_size >= 1 && (size_t)tc->batch_size <= m->max_batch &&
-           tc->accum_steps >= 1 && tc->accum_steps <= PERPO_MAX_ACCUM && tc->log_every >= 1 &&
-           (tc->resume == 0 || tc->resume == 1) && perpo_optim_validate(&tc->optim) == PERPO_OK;
+static int perpo__check_sft_config(perpo_model *m, const perpo_sft_config *tc) {
+    const char *w = "perpo_sft_train";
+    char *e = m->error;
+    size_t cap = sizeof m->error;
+    perpo_status st = PERPO_ERR_ARG;
+    if (!tc)
+        perpo__errf(e, cap, "%s: tc is NULL", w);
+    else if (tc->batch_size < 1 || (size_t)tc->batch_size > m->max_batch)
+        perpo__errf(e, cap,
+                    "%s: batch_size %d must be in [1, max_batch %zu]: lower batch_size (use "
+                    "accum_steps for a larger effective batch) or raise max_batch",
+                    w, tc->batch_size, m->max_batch);
+    else if (tc->accum_steps < 1 || tc->accum_steps > PERPO_MAX_ACCUM)
+        perpo__errf(e, cap, "%s: accum_steps %d must be in [1, %d]", w, tc->accum_steps,
+                    PERPO_MAX_ACCUM);
+    else if (tc->log_every < 1)
+        perpo__errf(e, cap, "%s: log_every %d must be >= 1", w, tc->log_every);
+    else if (tc->resume != 0 && tc->resume != 1)
+        perpo__errf(e, cap, "%s: resume %d must be 0 or 1", w, tc->resume);
+    else
+        st = perpo__optim_check(&tc->optim, e, cap, w, "optim.");
+    return st == PERPO_OK;
 }
 
 /* Which item a trainer uses at global position g (0-based, counting every sequence or list it
@@ -3713,11 +4028,19 @@ static perpo_status perpo__sft_step(perpo_model *m, int step, perpo_progress *p,
             memset(&e, 0, sizeof e);
             if ((st = S->next(g, b, &e, S->next_user)) != PERPO_OK)
                 S->pending = st;
-            else if (!e.image || !e.prompt || !e.response ||
-                     perpo_text_encode(&m->cfg, e.prompt, strlen(e.prompt), e.response,
+            else if (!e.image || !e.prompt || !e.response)
+                S->pending = perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
+                                          "perpo_sft_train: example %zu: image, prompt or "
+                                          "response is NULL",
+                                          g);
+            else if (perpo_text_encode(&m->cfg, e.prompt, strlen(e.prompt), e.response,
                                        strlen(e.response), S->tok + b * T, S->tgt + b * T,
                                        &nt) != PERPO_OK)
-                S->pending = PERPO_ERR_ARG;
+                S->pending = perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
+                                          "perpo_sft_train: example %zu: prompt %zu + response "
+                                          "%zu bytes exceed max_text %zu - 3: shorten them or "
+                                          "raise max_text",
+                                          g, strlen(e.prompt), strlen(e.response), T);
             else {
                 S->imgs[b] = e.image;
                 count += nt;
@@ -3788,10 +4111,14 @@ static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void
         S.R = (size_t)par->world;
         S.rank = (size_t)par->rank;
     }
-    if (local == PERPO_OK && (!perpo__check_sft_config(m, tc) ||
-                              !perpo__positions_fit(tc->optim.total_steps, tc->accum_steps,
-                                                    S.R * (size_t)tc->batch_size)))
+    if (local == PERPO_OK && !perpo__check_sft_config(m, tc))
         local = PERPO_ERR_ARG;
+    else if (local == PERPO_OK && !perpo__positions_fit(tc->optim.total_steps, tc->accum_steps,
+                                                        S.R * (size_t)tc->batch_size))
+        local = perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
+                             "perpo_sft_train: total_steps %d x accum_steps %d x batch_size %zu "
+                             "positions overflow: lower them",
+                             tc->optim.total_steps, tc->accum_steps, S.R * (size_t)tc->batch_size);
     if (local != PERPO_OK && !par->reduce) return local;
     S.T = m->T;
     if (local == PERPO_OK) { /* everything a step needs is allocated here, once */
@@ -3845,14 +4172,32 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, s
                                       void *user) {
     perpo__example_set set;
     perpo_status st = PERPO_OK;
-    size_t i;
-    if (!m || !tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
-    if (!ex || n == 0 || !perpo__check_sft_config(m, tc)) st = PERPO_ERR_ARG;
+    size_t i, at;
+    char *e;
+    if (!m) return PERPO_ERR_ARG;
+    e = m->error;
+    e[0] = 0;
+    if (!tc || !perpo__parallel_ok(&tc->parallel))
+        return perpo__errst(e, sizeof m->error, PERPO_ERR_ARG,
+                            "perpo_sft_train: tc is NULL or tc->parallel is inconsistent");
+    if (!ex || n == 0)
+        st = perpo__errst(e, sizeof m->error, PERPO_ERR_ARG, "perpo_sft_train: no examples");
+    else if (!perpo__check_sft_config(m, tc))
+        st = PERPO_ERR_ARG;
     for (i = 0; st == PERPO_OK && i < n; i++) { /* reject bad examples before touching the model */
         if (!ex[i].image || !ex[i].prompt || !ex[i].response)
-            st = PERPO_ERR_ARG;
+            st = perpo__errst(e, sizeof m->error, PERPO_ERR_ARG,
+                              "perpo_sft_train: example %zu: image, prompt or response is NULL", i);
         else if (!perpo__text_fits(m->T, strlen(ex[i].prompt), strlen(ex[i].response)))
-            st = PERPO_ERR_ARG;
+            st = perpo__errst(e, sizeof m->error, PERPO_ERR_ARG,
+                              "perpo_sft_train: example %zu: prompt %zu + response %zu bytes "
+                              "exceed max_text %zu - 3: shorten them or raise max_text",
+                              i, strlen(ex[i].prompt), strlen(ex[i].response), m->T);
+        else if ((at = perpo__outside01(ex[i].image, m->image_floats)) < m->image_floats)
+            st = perpo__errst(e, sizeof m->error, PERPO_ERR_ARG,
+                              "perpo_sft_train: example %zu: image value %g at float %zu is "
+                              "outside [0,1]: scale pixels to [0,1] (divide 0-255 values by 255)",
+                              i, (double)ex[i].image[at], at);
     }
     if (st != PERPO_OK && !tc->parallel.reduce) return st;
     set.ex = ex;
@@ -3874,7 +4219,12 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, s
 PERPODEF perpo_status perpo_sft_train_stream(perpo_model *m, perpo_example_fn next, void *next_user,
                                              const perpo_sft_config *tc, perpo_progress_fn progress,
                                              void *user) {
-    if (!m || !tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
+    if (!m) return PERPO_ERR_ARG;
+    m->error[0] = 0;
+    if (!tc || !perpo__parallel_ok(&tc->parallel) || !next)
+        perpo__errf(m->error, sizeof m->error,
+                    "perpo_sft_train_stream: tc or next is NULL, or tc->parallel is inconsistent");
+    if (!tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
     return perpo__sft_train(m, next, next_user, tc, progress, user, next ? PERPO_OK : PERPO_ERR_ARG,
                             0);
 }
@@ -3903,33 +4253,77 @@ PERPODEF perpo_config perpo_config_default(void) {
     return c;
 }
 
-PERPODEF perpo_status perpo_config_validate(const perpo_config *c) {
-    if (!c) return PERPO_ERR_ARG;
+PERPODEF perpo_status perpo_config_validate_err(const perpo_config *c, char *err, size_t cap) {
+    const char *w = "perpo_config";
+    perpo__errf(err, cap, "%s", "");
+    if (!c) return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: cfg is NULL", w);
     if (c->image_h < 1 || c->image_h > PERPO_MAX_IMAGE_SIDE || c->image_w < 1 ||
         c->image_w > PERPO_MAX_IMAGE_SIDE)
-        return PERPO_ERR_ARG;
-    if (c->channels < 1 || c->channels > PERPO_MAX_CHANNELS) return PERPO_ERR_ARG;
+        return perpo__errst(err, cap, PERPO_ERR_ARG,
+                            "%s: image_h %d x image_w %d: each must be in [1, %d]", w, c->image_h,
+                            c->image_w, PERPO_MAX_IMAGE_SIDE);
+    if (c->channels < 1 || c->channels > PERPO_MAX_CHANNELS)
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: channels %d must be in [1, %d]", w,
+                            c->channels, PERPO_MAX_CHANNELS);
     if (c->patch_h < 1 || c->patch_h > PERPO_MAX_PATCH_SIDE || c->patch_w < 1 ||
         c->patch_w > PERPO_MAX_PATCH_SIDE)
-        return PERPO_ERR_ARG;
-    if (c->image_h % c->patch_h || c->image_w % c->patch_w) return PERPO_ERR_ARG;
+        return perpo__errst(err, cap, PERPO_ERR_ARG,
+                            "%s: patch_h %d x patch_w %d: each must be in [1, %d]", w, c->patch_h,
+                            c->patch_w, PERPO_MAX_PATCH_SIDE);
+    if (c->image_h % c->patch_h)
+        return perpo__errst(err, cap, PERPO_ERR_ARG,
+                            "%s: patch_h %d does not divide image_h %d: pick a patch side that "
+                            "divides the image side",
+                            w, c->patch_h, c->image_h);
+    if (c->image_w % c->patch_w)
+        return perpo__errst(err, cap, PERPO_ERR_ARG,
+                            "%s: patch_w %d does not divide image_w %d: pick a patch side that "
+                            "divides the image side",
+                            w, c->patch_w, c->image_w);
     if ((c->image_h / c->patch_h) * (c->image_w / c->patch_w) > PERPO_MAX_PATCHES)
-        return PERPO_ERR_ARG;
-    if ((c->pos_channels != 0 && c->pos_channels != 1) ||
-        (c->vis_sincos != 0 && c->vis_sincos != 1))
-        return PERPO_ERR_ARG;
-    if (c->vis_sincos && c->d_model % 4) return PERPO_ERR_ARG;
-    if (c->d_model < 1 || c->d_model > PERPO_MAX_D_MODEL || c->n_heads < 1 ||
-        c->d_model % c->n_heads)
-        return PERPO_ERR_ARG;
-    if (c->n_vis_layers < 0 || c->n_vis_layers > PERPO_MAX_LAYERS || c->n_dec_layers < 1 ||
-        c->n_dec_layers > PERPO_MAX_LAYERS)
-        return PERPO_ERR_ARG;
-    if (c->mlp_mult < 1 || c->mlp_mult > PERPO_MAX_MLP_MULT) return PERPO_ERR_ARG;
-    if (c->max_text < PERPO_MIN_TEXT || c->max_text > PERPO_MAX_TEXT) return PERPO_ERR_ARG;
-    if (c->vocab != PERPO_VOCAB) return PERPO_ERR_ARG;
-    if (c->max_batch < 1 || c->max_batch > PERPO_MAX_BATCH) return PERPO_ERR_ARG;
+        return perpo__errst(err, cap, PERPO_ERR_ARG,
+                            "%s: %d x %d patches exceed PERPO_MAX_PATCHES %d: use larger patches",
+                            w, c->image_h / c->patch_h, c->image_w / c->patch_w, PERPO_MAX_PATCHES);
+    if (c->pos_channels != 0 && c->pos_channels != 1)
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: pos_channels %d must be 0 or 1", w,
+                            c->pos_channels);
+    if (c->vis_sincos != 0 && c->vis_sincos != 1)
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: vis_sincos %d must be 0 or 1", w,
+                            c->vis_sincos);
+    if (c->d_model < 1 || c->d_model > PERPO_MAX_D_MODEL)
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: d_model %d must be in [1, %d]", w,
+                            c->d_model, PERPO_MAX_D_MODEL);
+    if (c->vis_sincos && c->d_model % 4)
+        return perpo__errst(err, cap, PERPO_ERR_ARG,
+                            "%s: d_model %d must be a multiple of 4 with vis_sincos 1", w,
+                            c->d_model);
+    if (c->n_heads < 1 || c->d_model % c->n_heads)
+        return perpo__errst(err, cap, PERPO_ERR_ARG,
+                            "%s: n_heads %d must be >= 1 and divide d_model %d", w, c->n_heads,
+                            c->d_model);
+    if (c->n_vis_layers < 0 || c->n_vis_layers > PERPO_MAX_LAYERS)
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: n_vis_layers %d must be in [0, %d]", w,
+                            c->n_vis_layers, PERPO_MAX_LAYERS);
+    if (c->n_dec_layers < 1 || c->n_dec_layers > PERPO_MAX_LAYERS)
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: n_dec_layers %d must be in [1, %d]", w,
+                            c->n_dec_layers, PERPO_MAX_LAYERS);
+    if (c->mlp_mult < 1 || c->mlp_mult > PERPO_MAX_MLP_MULT)
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: mlp_mult %d must be in [1, %d]", w,
+                            c->mlp_mult, PERPO_MAX_MLP_MULT);
+    if (c->max_text < PERPO_MIN_TEXT || c->max_text > PERPO_MAX_TEXT)
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: max_text %d must be in [%d, %d]", w,
+                            c->max_text, PERPO_MIN_TEXT, PERPO_MAX_TEXT);
+    if (c->vocab != PERPO_VOCAB)
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: vocab %d must be PERPO_VOCAB (%d)", w,
+                            c->vocab, PERPO_VOCAB);
+    if (c->max_batch < 1 || c->max_batch > PERPO_MAX_BATCH)
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: max_batch %d must be in [1, %d]", w,
+                            c->max_batch, PERPO_MAX_BATCH);
     return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_config_validate(const perpo_config *c) {
+    return perpo_config_validate_err(c, NULL, 0);
 }
 
 /* Appends a tensor to the table and returns its offset. With m->tensors NULL it only counts
@@ -4102,6 +4496,8 @@ static void perpo__free_parts(perpo_model *m) {
     PERPO_FREE(ctx, m->image_of);
     PERPO_FREE(ctx, m->sort_buf);
 }
+
+PERPODEF const char *perpo_model_last_error(const perpo_model *m) { return m ? m->error : ""; }
 
 PERPODEF void perpo_model_free(perpo_model *m) {
     if (!m) return;
@@ -4384,12 +4780,12 @@ static void perpo__gemm_tile(size_t kc, size_t mr, const float *a, size_t sai, s
     size_t k, i;
     int j;
     for (i = 0; i < mr; i++)
-        for (j = 0; j < PERPO__NR; j++) acc[i][j] = load ? c[i * ldc + j] : 0.0f;
+        for (j = 0; j < PERPO__NR; j++) acc[i][j] = load ? c[i * ldc + (size_t)j] : 0.0f;
     for (k = 0; k < kc; k++, a += sak, b += sbk)
         for (i = 0; i < mr; i++)
             for (j = 0; j < PERPO__NR; j++) acc[i][j] += a[i * sai] * b[j];
     for (i = 0; i < mr; i++)
-        for (j = 0; j < PERPO__NR; j++) c[i * ldc + j] = acc[i][j];
+        for (j = 0; j < PERPO__NR; j++) c[i * ldc + (size_t)j] = acc[i][j];
 }
 #endif
 
@@ -5478,10 +5874,13 @@ static void perpo__pack_weights_team(perpo_model *m, int for_backward) {
     for (j = lo; j < hi; j++) {
         const float *src = m->params + perpo__wpack_src(m, j);
         perpo__wpack_shape(m, j, &N, &K);
+        /* the writable slots that perpo__wpack_get and perpo__bpack_get hand out read-only */
         if (!for_backward)
-            perpo__gemm_prepack((float *)perpo__wpack_get(m, j), 1, N, K, src, K);
+            perpo__gemm_prepack(m->wpack && m->wpack_ok ? m->wpack + perpo__pack_offset(m, j, 0)
+                                                        : NULL,
+                                1, N, K, src, K);
         else if (perpo__bpack_used(m, j))
-            perpo__gemm_prepack((float *)perpo__bpack_get(m, j), 0, K, N, src, K);
+            perpo__gemm_prepack(m->bpack + perpo__pack_offset(m, j, 1), 0, K, N, src, K);
     }
 #else
     (void)m;
@@ -6293,19 +6692,6 @@ static int perpo__not_regular(const char *path) {
 #endif
 }
 
-/* printf into err[0..cap) when err is given; always NUL-terminated, never more than one line. */
-#if defined(__GNUC__) || defined(__clang__)
-static void perpo__errf(char *err, size_t cap, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-#endif
-static void perpo__errf(char *err, size_t cap, const char *fmt, ...) {
-    va_list ap;
-    if (!err || cap == 0) return;
-    va_start(ap, fmt);
-    vsnprintf(err, cap, fmt, ap);
-    va_end(ap);
-}
-
 /* The start of every file loader: opens path for reading, positioned at its start; *fsize gets
    the size a seekable file reports, else -1. PERPO_ERR_IO when it cannot be opened, is not a
    regular file, or its first read fails (a folder opens on some systems and only fails there);
@@ -6675,7 +7061,10 @@ PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *pa
     return io.ok ? PERPO_OK : PERPO_ERR_IO;
 }
 
-PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void *alloc_ctx) {
+PERPODEF perpo_status perpo_model_load_err(perpo_model **out, const char *path, void *alloc_ctx,
+                                           char *err, size_t cap) {
+    char why[PERPO_ERROR_MAX];
+    const char *w = "perpo_model_load";
     unsigned char head[PERPO__CKPT_HEADER(PERPO__CKPT_NCFG)], word[4];
     int cfgv[PERPO__CKPT_NCFG], k, ncfg;
     perpo_config c;
@@ -6686,28 +7075,34 @@ PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void
     size_t head_len;
     long fsize;
     perpo_status st;
-    if (!out || !path) return PERPO_ERR_ARG;
+    perpo__errf(err, cap, "%s", "");
+    if (!out || !path) return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: out or path is NULL", w);
     *out = NULL;
-    if (perpo__open_sized(path, &io.f, &fsize, NULL, 0) != PERPO_OK) return PERPO_ERR_IO;
+    why[0] = 0;
+    if (perpo__open_sized(path, &io.f, &fsize, why, sizeof why) != PERPO_OK)
+        return perpo__errst(err, cap, PERPO_ERR_IO, "%s: %s: %s", w, path, why);
     io.crc = 0;
     io.ok = 1;
     if (fsize < 0) {
         fclose(io.f);
-        return PERPO_ERR_IO;
+        return perpo__errst(err, cap, PERPO_ERR_IO, "%s: %s: cannot tell its size (not seekable)",
+                            w, path);
     }
     perpo__ckpt_read(&io, head, 16);
     version = io.ok ? perpo__get_u32(head + 8) : 0;
     if (!io.ok || memcmp(head, PERPO__CKPT_MAGIC, 8) != 0 ||
         (version != 1 && version != PERPO__CKPT_VERSION)) {
         fclose(io.f);
-        return PERPO_ERR_FORMAT;
+        return perpo__errst(err, cap, PERPO_ERR_FORMAT,
+                            "%s: %s: not a perpo checkpoint (magic or version %u unknown)", w, path,
+                            (unsigned)version);
     }
     ncfg = version == 1 ? PERPO__CKPT_NCFG_V1 : PERPO__CKPT_NCFG;
-    head_len = PERPO__CKPT_HEADER(ncfg);
+    head_len = PERPO__CKPT_HEADER((size_t)ncfg);
     perpo__ckpt_read(&io, head + 16, head_len - 16);
     if (!io.ok) {
         fclose(io.f);
-        return PERPO_ERR_FORMAT;
+        return perpo__errst(err, cap, PERPO_ERR_FORMAT, "%s: %s: header cut short", w, path);
     }
     flags = perpo__get_u32(head + 12);
     for (k = 0; k < ncfg; k++) {
@@ -6724,7 +7119,10 @@ PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void
     if ((flags & ~(uint32_t)PERPO_CKPT_OPTIMIZER) || perpo_config_validate(&c) != PERPO_OK ||
         n_params > ((uint64_t)1 << 40) || (uint64_t)fsize != expect) {
         fclose(io.f);
-        return PERPO_ERR_FORMAT;
+        return perpo__errst(err, cap, PERPO_ERR_FORMAT,
+                            "%s: %s: malformed header (flags, config or a size of %ld bytes that "
+                            "the header does not give)",
+                            w, path, fsize);
     }
     /* The parameter count follows from the config (a mismatch is malformed), and a small file
        must not make the loader allocate gigabytes through max_batch/max_text: both are checked
@@ -6735,17 +7133,22 @@ PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void
         if ((uint64_t)count != n_params || arena == 0 ||
             arena > (size_t)PERPO_LOAD_MAX_ARENA_BYTES / sizeof(float)) {
             fclose(io.f);
-            return PERPO_ERR_FORMAT;
+            return perpo__errst(err, cap, PERPO_ERR_FORMAT,
+                                "%s: %s: parameter count or activation arena does not fit its "
+                                "config (PERPO_LOAD_MAX_ARENA_BYTES)",
+                                w, path);
         }
     }
     if ((st = perpo_model_create(&m, &c, 0)) != PERPO_OK) {
         fclose(io.f);
-        return st;
+        return perpo__errst(err, cap, st, "%s: %s: creating the model: %s", w, path,
+                            perpo_status_string(st));
     }
     if ((uint64_t)m->n_params != n_params) {
         perpo_model_free(m);
         fclose(io.f);
-        return PERPO_ERR_FORMAT;
+        return perpo__errst(err, cap, PERPO_ERR_FORMAT, "%s: %s: parameter count mismatch", w,
+                            path);
     }
     perpo__ckpt_read_floats(&io, m->params, m->n_params);
     if (flags & PERPO_CKPT_OPTIMIZER) {
@@ -6763,10 +7166,18 @@ PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void
         !perpo__all_finite(m->adam_m, m->n_params) || !perpo__all_finite(m->adam_v, m->n_params) ||
         m->opt_step < 0 || !perpo__all_nonneg(m->adam_v, m->n_params)) {
         perpo_model_free(m);
-        return PERPO_ERR_FORMAT;
+        return perpo__errst(err, cap, PERPO_ERR_FORMAT,
+                            "%s: %s: corrupt contents (read error, CRC mismatch, non-finite "
+                            "values or an invalid optimizer state)",
+                            w, path);
     }
+    m->no_opt_state = !(flags & PERPO_CKPT_OPTIMIZER);
     *out = m;
     return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_model_load(perpo_model **out, const char *path, void *alloc_ctx) {
+    return perpo_model_load_err(out, path, alloc_ctx, NULL, 0);
 }
 
 /* ==========================================================================================

@@ -44,16 +44,14 @@
 static perpo_model *sft_model(const task *tk, const options *o, const dataset *train) {
     perpo_model *m = NULL;
     perpo_status st;
+    char why[PERPO_ERROR_MAX];
     if (o->from_scratch) {
-        if ((st = perpo_model_create(&m, &tk->cfg, (uint64_t)o->seed)) != PERPO_OK) {
-            fail("model", st);
-            return NULL;
-        }
-    } else if ((st = perpo_model_load(&m, o->sft_ckpt, NULL)) != PERPO_OK) {
+        if ((st = create_model(&m, &tk->cfg, (uint64_t)o->seed)) != PERPO_OK) return NULL;
+    } else if ((st = perpo_model_load_err(&m, o->sft_ckpt, NULL, why, sizeof why)) != PERPO_OK) {
         fprintf(stderr,
-                "error: cannot load the SFT checkpoint %s (%s).\n"
+                "error: cannot load the SFT checkpoint: %s (%s).\n"
                 "       Run `make %s` to train it (or pass --sft-checkpoint FILE).\n",
-                o->sft_ckpt, perpo_status_string(st), tk->pretrain_make);
+                why, perpo_status_string(st), tk->pretrain_make);
         return NULL;
     } else if (o->verbose) {
         fprintf(stderr, "[sft] loaded %s\n", o->sft_ckpt);
@@ -71,7 +69,7 @@ static perpo_model *sft_model(const task *tk, const options *o, const dataset *t
         run_log_start(&log, "sft", o->verbose, NULL);
         if ((st = perpo_sft_train(m, train->examples, (size_t)train->n, &tc, on_progress, &log)) !=
             PERPO_OK) {
-            fail("SFT on --data", st);
+            fail_why("SFT on --data", st, perpo_model_last_error(m));
             perpo_model_free(m);
             return NULL;
         }

@@ -64,8 +64,11 @@ typedef struct run {
     char path[1024];
 } run;
 
+/* The model's own line says why, when the failed call was on it (perpo_model_last_error). */
 static void fail(const run *r, const char *what, perpo_status st) {
-    fprintf(stderr, "rank %d: %s: %s\n", r->rank, what, perpo_status_string(st));
+    const char *why = r->model ? perpo_model_last_error(r->model) : "";
+    fprintf(stderr, "rank %d: %s: %s%s%s\n", r->rank, what, perpo_status_string(st),
+            why[0] ? ": " : "", why);
     MPI_Abort(r->comm, 1); /* the other ranks may be waiting in a reduction */
     exit(1);
 }

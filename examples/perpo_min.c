@@ -45,6 +45,12 @@ static float reward(const char *text, size_t len, size_t i, void *user) {
 }
 
 /* Mean reward of N_EVAL answers sampled at temperature 1 for each item. */
+/* A refused call on m: its one-line reason (perpo_model_last_error) on stderr; returns 1. */
+static int failed(const char *what, const perpo_model *m) {
+    fprintf(stderr, "error: %s: %s\n", what, perpo_model_last_error(m));
+    return 1;
+}
+
 static float evaluate(perpo_model *m, const perpo_example *items) {
     perpo_sample_config sc = perpo_sample_default();
     perpo_pref_set set;
@@ -101,7 +107,8 @@ int main(void) {
     tc.optim.lr = 3e-3f;
     tc.optim.warmup_steps = 5;
     tc.optim.total_steps = 100;
-    if (perpo_sft_train(sft, train, N_ITEMS, &tc, NULL, NULL) != PERPO_OK) return 1;
+    if (perpo_sft_train(sft, train, N_ITEMS, &tc, NULL, NULL) != PERPO_OK)
+        return failed("SFT", sft);
     before = evaluate(sft, test);
 
     /* 2. PerPO: the policy starts from the SFT weights, which stay frozen as the reference */
@@ -118,12 +125,13 @@ int main(void) {
            differ, and log pi_ref of each answer under the frozen SFT model */
         sc.seed = 7 + (uint64_t)round;
         if (perpo_pref_sample(policy, train, N_ITEMS, N_SAMP, &sc, reward, NULL, &set) != PERPO_OK)
-            return 1;
+            return failed("sampling", policy);
         for (i = 0; i < set.n_lists; i++)
             for (k = 0; k < N_SAMP; k++)
                 mean_reward += set.lists[i].rewards[k] / (N_ITEMS * N_SAMP);
         kept = perpo_pref_filter(set.lists, set.n_lists, 0.1f);
-        if (perpo_pref_reference(sft, set.lists, kept) != PERPO_OK) return 1;
+        if (perpo_pref_reference(sft, set.lists, kept) != PERPO_OK)
+            return failed("reference log-probs", sft);
         for (step = 0; step < STEPS && kept > 0; step++) {
             const perpo_pref_list *l = &set.lists[(size_t)step % kept];
             const float *images[1];
@@ -141,7 +149,8 @@ int main(void) {
             b.tokens = &tok[0][0];
             b.targets = &tgt[0][0];
             perpo_zero_grad(policy);
-            if (perpo_forward(policy, &b, logp, NULL) != PERPO_OK) return 1; /* log pi(y_k|x) */
+            if (perpo_forward(policy, &b, logp, NULL) != PERPO_OK) /* log pi(y_k|x) */
+                return failed("forward", policy);
             /* PerPO over the list: every pair with R_i > R_j, weighted by |R_i - R_j|^gamma, on
                its margin beta (log pi/pi_ref (y_i) - log pi/pi_ref (y_j)); dLoss/dlogp back */
             if (perpo_listwise_loss(&obj, l->n, logp, l->ref_logp, l->rewards, &loss, dlogp) !=

@@ -265,7 +265,7 @@ static int run_preference(const task *tk, const options *o, int seed, perpo_mode
     t = wall_seconds();
     if ((st = sample_lists(sft, sft, tk, prefs, 0, per, o, (uint64_t)seed * 1000003u + 17u, &set,
                            &kept, &r->mean_list_reward)) != PERPO_OK) {
-        fail("sampling", st);
+        fail_why("sampling", st, perpo_model_last_error(sft));
         goto done;
     }
     r->lists_sampled = set.n_lists;
@@ -280,10 +280,7 @@ static int run_preference(const task *tk, const options *o, int seed, perpo_mode
         fprintf(stderr, "error: no list has a reward margin >= %.2f; lower --margin\n", o->margin);
         goto done;
     }
-    if ((st = perpo_model_create(&pol, perpo_model_config(sft), (uint64_t)seed)) != PERPO_OK) {
-        fail("model", st);
-        goto done;
-    }
+    if ((st = create_model(&pol, perpo_model_config(sft), (uint64_t)seed)) != PERPO_OK) goto done;
     for (k = -1; k < EX_MAX_OBJECTIVES; k++) { /* -1: the control */
         if (k >= 0 && !objective_wanted(o->objective, ex_objective_kinds[k])) continue;
         mr = &r->m[r->n_methods];
@@ -295,18 +292,18 @@ static int run_preference(const task *tk, const options *o, int seed, perpo_mode
         st = k < 0 ? train_control(pol, sft, prefs, set.lists, kept, o, seed, &log)
                    : train_objective(pol, sft, tk, prefs, o, seed, k, &set, kept, &log);
         if (st != PERPO_OK) {
-            fail(mr->name, st);
+            fail_why(mr->name, st, perpo_model_last_error(pol));
             goto done;
         }
         mr->train_s = wall_seconds() - t;
         if (k >= 0 && ex_objective_kinds[k] == PERPO_OBJ_PERPO) r->perpo_index = r->n_methods;
         if ((st = evaluate(pol, tk, test, &mr->s,
                            r->perpo_index == r->n_methods ? r->perpo_text : NULL)) != PERPO_OK) {
-            fail("evaluation", st);
+            fail_why("evaluation", st, perpo_model_last_error(pol));
             goto done;
         }
         if ((st = diagnose(pol, 0, tk, dg, set.lists, kept, &mr->diag)) != PERPO_OK) {
-            fail("diagnostics", st);
+            fail_why("diagnostics", st, perpo_model_last_error(pol));
             goto done;
         }
         if (o->verbose) {

@@ -222,10 +222,10 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
     if (perpo_model_load(&m, pl.partial, NULL) == PERPO_OK) {
         start = perpo_optim_step_count(m);
         if (o->verbose) fprintf(stderr, "[pretrain] resuming %s at step %d\n", pl.partial, start);
-    } else if ((st = perpo_model_create(&m, &task->cfg, (uint64_t)o->seed)) != PERPO_OK) {
+    } else if ((st = create_model(&m, &task->cfg, (uint64_t)o->seed)) != PERPO_OK) {
         free(full);
         free(seconds);
-        return fail("model", st);
+        return 1;
     }
     pl.seconds_before = pretrain_curve_load(pl.curve_path, start, full, seconds);
     tc.batch_size = o->batch;
@@ -280,7 +280,7 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
         st = perpo_sft_train_stream(m, pretrain_next, &stream, &tc, pretrain_progress, &pl);
         if (st == PERPO_OK && pl.save_status != PERPO_OK) st = pl.save_status;
         if (st != PERPO_OK) {
-            fail("pretraining", st);
+            fail_why("pretraining", st, perpo_model_last_error(m));
             goto done;
         }
         last = perpo_optim_step_count(m);
@@ -288,7 +288,7 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
             scores vs;
             FILE *ef;
             if ((st = evaluate(m, task, &val, &vs, NULL)) != PERPO_OK) {
-                fail("validation", st);
+                fail_why("validation", st, perpo_model_last_error(m));
                 goto done;
             }
             e_steps[n_early] = last;
@@ -316,10 +316,11 @@ static int pretrain(const task *task, const options *o, int argc, char **argv) {
     }
     t_train = pl.seconds_before + wall_seconds() - pl.log.t0;
     if (o->val_every && best >= 0) { /* the best validated model is the checkpoint */
+        char why[PERPO_ERROR_MAX];
         perpo_model_free(m);
         m = NULL;
-        if ((st = perpo_model_load(&m, best_path, NULL)) != PERPO_OK) {
-            fail("loading the best model", st);
+        if ((st = perpo_model_load_err(&m, best_path, NULL, why, sizeof why)) != PERPO_OK) {
+            fail_why("loading the best model", st, why);
             goto done;
         }
     }

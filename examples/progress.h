@@ -88,4 +88,23 @@ static int fail(const char *what, perpo_status st) {
     return 1;
 }
 
+/* The same with the library's own line saying why (perpo_model_last_error, or the err of a
+   *_err call): "error: WHAT: <why> (<status>)"; the status alone when why is empty. */
+static int fail_why(const char *what, perpo_status st, const char *why) {
+    if (!why || !why[0]) return fail(what, st);
+    fprintf(stderr, "error: %s: %s (%s)\n", what, why, perpo_status_string(st));
+    return 1;
+}
+
+/* perpo_model_create, saying why a config is refused. */
+static perpo_status create_model(perpo_model **m, const perpo_config *cfg, uint64_t seed) {
+    char why[PERPO_ERROR_MAX];
+    perpo_status st = perpo_model_create(m, cfg, seed);
+    if (st != PERPO_OK) {
+        perpo_config_validate_err(cfg, why, sizeof why);
+        fail_why("model", st, why);
+    }
+    return st;
+}
+
 #endif /* PERPO_EXAMPLES_PROGRESS_H */

@@ -239,6 +239,8 @@ static perpo_status af_stage(af_world *w, int stage) {
         break;
     case ST_PREF_TRAIN: {
         perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
+        pc.optim.lr = 1e-4f; /* the rate this test was written with (the default is 1e-5) */
+        pc.optim.min_lr = 1e-5f;
         pc.lists_per_step = 2;
         pc.optim.total_steps = 2;
         pc.optim.warmup_steps = 1;

@@ -29,12 +29,13 @@ static int perpo_test_sync_hook(const char *path, int is_dir);
 #include "t_crash.c"
 #include "t_parallel.c"
 #include "t_reference.c"
+#include "t_errors.c"
 
 static const perpo_test_case *const suites[] = {
     perpo_tests_kernels,     perpo_tests_model, perpo_tests_rewards,     perpo_tests_objectives,
     perpo_tests_examples,    perpo_tests_pref,  perpo_tests_pref_ocr,    perpo_tests_data,
     perpo_tests_reliability, perpo_tests_crash, perpo_tests_checkpoints, perpo_tests_parallel,
-    perpo_tests_reference
+    perpo_tests_reference,   perpo_tests_errors
 };
 
 int main(int argc, char **argv) {

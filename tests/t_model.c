@@ -727,7 +727,8 @@ static void test_sft_resume_exact(perpo_test *t) {
     CHECK(perpo_optim_step_count(c) == 20);
     CHECK(memcmp(perpo_model_params(a), perpo_model_params(c),
                  perpo_model_num_params(a) * sizeof(float)) == 0);
-    /* without the optimizer state, the same continuation differs: the test can tell */
+    /* without the optimizer state there is nothing to resume: resume 1 is refused (it used to
+       restart the schedule at step 0 silently), and a fresh schedule differs: the test can tell */
     perpo_model_free(c);
     c = NULL;
     CHECK_OK(perpo_model_create(&b, &cfg, 21));
@@ -739,6 +740,10 @@ static void test_sft_resume_exact(perpo_test *t) {
     if (c) {
         CHECK(perpo_optim_step_count(c) == 0);
         tc.resume = 1;
+        CHECK(perpo_sft_train(c, ex, 6, &tc, NULL, NULL) == PERPO_ERR_ARG);
+        CHECK(strstr(perpo_model_last_error(c), "without optimizer state") != NULL);
+        CHECK(perpo_optim_step_count(c) == 0);
+        tc.resume = 0;
         CHECK_OK(perpo_sft_train(c, ex, 6, &tc, NULL, NULL));
         CHECK(memcmp(perpo_model_params(a), perpo_model_params(c),
                      perpo_model_num_params(a) * sizeof(float)) != 0);

@@ -391,6 +391,8 @@ static void test_pref_reference_and_arguments(perpo_test *t) {
     perpo_pref_list l;
     size_t i;
     int k;
+    pc.optim.lr = 1e-4f; /* the rate this test was tuned with (the default is 1e-5) */
+    pc.optim.min_lr = 1e-5f;
     tp_make(&d);
     c.image_h = c.image_w = TP_W;
     c.patch_h = c.patch_w = 8;
@@ -508,6 +510,8 @@ static void test_pref_nll_on_truth(perpo_test *t) {
     perpo_batch b;
     perpo_pref_list l;
     int k;
+    pc.optim.lr = 1e-4f; /* the rate this test was tuned with (the default is 1e-5) */
+    pc.optim.min_lr = 1e-5f;
     tp_make(&d);
     c.image_h = c.image_w = TP_W;
     c.patch_h = c.patch_w = 8;
@@ -587,6 +591,8 @@ static void test_pref_mean_logp_step(perpo_test *t) {
     perpo_pref_list l[2];
     double worst = 0.0, scale = 0.0;
     int j, k;
+    pc.optim.lr = 1e-4f; /* the rate this test was tuned with (the default is 1e-5) */
+    pc.optim.min_lr = 1e-5f;
     tp_make(&d);
     c.image_h = c.image_w = TP_W;
     c.patch_h = c.patch_w = 8;
@@ -678,6 +684,8 @@ static void test_pref_resume_exact(perpo_test *t) {
     perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
     perpo_pref_set set;
     const char *path = "tests_tmp_pref_resume.ckpt";
+    pc.optim.lr = 1e-4f; /* the rate this test was tuned with (the default is 1e-5) */
+    pc.optim.min_lr = 1e-5f;
     tp_make(&d);
     c.image_h = c.image_w = TP_W;
     c.patch_h = c.patch_w = 8;

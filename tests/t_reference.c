@@ -956,6 +956,8 @@ static void test_ref_small_preference_run(perpo_test *t) {
     size_t kept = 0, i, j;
     double acc0 = 0, acc1 = 0, mar0 = 0, mar1 = 0, loss0 = 0, loss1 = 0;
     kx_rng r = { 41 };
+    pc.optim.lr = 1e-4f; /* the rate this test was tuned with (the default is 1e-5) */
+    pc.optim.min_lr = 1e-5f;
     memset(&set, 0, sizeof set);
     memset(log, 0, sizeof log);
     for (i = 0; i < NI; i++) { /* a colour per image, with noise */

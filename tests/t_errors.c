@@ -1,0 +1,346 @@
+/* Errors that say what to do: every trap a user's trial found gets a message naming the
+ * argument or field, its value and the rule (see "WHY A CALL FAILED" in perpo.h). Each test
+ * checks the status (unchanged) and substrings of the message. */
+
+#define TE_FLOATS (8 * 8 * 3)
+
+/* The message must contain every string of the NULL-terminated list. */
+static void te_says(perpo_test *t, const char *msg, const char *const *want, int line) {
+    for (; *want; want++)
+        if (!strstr(msg, *want)) {
+            t->failures++;
+            fprintf(stderr, "  FAIL tests/t_errors.c:%d: message \"%s\" lacks \"%s\"\n", line, msg,
+                    *want);
+        }
+}
+#define TE_SAYS(msg, ...)                                                                          \
+    do {                                                                                           \
+        const char *const want_[] = { __VA_ARGS__, NULL };                                         \
+        te_says(t, (msg), want_, __LINE__);                                                        \
+    } while (0)
+
+typedef struct te_data {
+    float img[2][TE_FLOATS];
+    perpo_example ex[2];
+    size_t nan_item; /* te_reward returns NaN for this item's responses */
+} te_data;
+
+static void te_make(te_data *d) {
+    size_t i, k;
+    for (i = 0; i < 2; i++) {
+        for (k = 0; k < TE_FLOATS; k++) d->img[i][k] = (float)((k * 7 + i * 3) % 11) / 10.0f;
+        d->ex[i].image = d->img[i];
+        d->ex[i].prompt = "ab";
+        d->ex[i].response = "cd";
+    }
+    d->nan_item = (size_t)-1;
+}
+
+static float te_reward(const char *r, size_t len, size_t item, void *user) {
+    const te_data *d = (const te_data *)user;
+    (void)r;
+    if (item == d->nan_item) return NAN;
+    return (float)len; /* equal answers, equal rewards */
+}
+
+static perpo_model *te_model(perpo_test *t) {
+    perpo_config c = small_config(); /* max_text 8, max_batch 3 */
+    perpo_model *m = NULL;
+    CHECK_OK(perpo_model_create(&m, &c, 3));
+    return m;
+}
+
+/* Default sample config (greedy): N equal answers, the filter keeps no list, and the next call
+   says why. */
+static void test_error_greedy_sampling(perpo_test *t) {
+    te_data d;
+    perpo_model *m = te_model(t);
+    perpo_sample_config sc = perpo_sample_default();
+    perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
+    perpo_pref_set set;
+    size_t kept;
+    if (!m) return;
+    te_make(&d);
+    CHECK_OK(perpo_pref_sample(m, d.ex, 2, 3, &sc, te_reward, &d, &set));
+    CHECK(strcmp(perpo_model_last_error(m), "") == 0);
+    kept = perpo_pref_filter(set.lists, set.n_lists, 0.01f);
+    CHECK(kept == 0);
+    CHECK(perpo_pref_reference(m, set.lists, kept) == PERPO_ERR_ARG);
+    TE_SAYS(perpo_model_last_error(m), "perpo_pref_reference", "no lists", "greedy",
+            "set a temperature");
+    pc.optim.total_steps = 20;
+    CHECK(perpo_pref_train(m, set.lists, kept, &pc, NULL, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(perpo_model_last_error(m), "perpo_pref_train", "set a temperature");
+    perpo_pref_set_free(&set);
+    perpo_model_free(m);
+}
+
+/* n x lists_per_step beyond max_batch, at training, sampling and generation. */
+static void test_error_max_batch(perpo_test *t) {
+    te_data d;
+    perpo_model *m = te_model(t);
+    perpo_sample_config sc = perpo_sample_default();
+    perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
+    perpo_pref_set set;
+    char out[4 * 8];
+    const float *imgs[4];
+    const char *prompts[4] = { "a", "a", "a", "a" };
+    perpo_gen_request req;
+    if (!m) return;
+    te_make(&d);
+    sc.temperature = 1.0f;
+    CHECK_OK(perpo_pref_sample(m, d.ex, 2, 3, &sc, te_reward, &d, &set));
+    CHECK_OK(perpo_pref_reference(m, set.lists, set.n_lists));
+    pc.lists_per_step = 2;
+    pc.optim.total_steps = 20;
+    CHECK(perpo_pref_train(m, set.lists, set.n_lists, &pc, NULL, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(perpo_model_last_error(m), "perpo_pref_train", "n 3", "lists_per_step 2", "= 6",
+            "max_batch 3", "lower lists_per_step or raise max_batch");
+    perpo_pref_set_free(&set);
+    CHECK(perpo_pref_sample(m, d.ex, 2, 4, &sc, te_reward, &d, &set) == PERPO_ERR_ARG);
+    TE_SAYS(perpo_model_last_error(m), "perpo_pref_sample", "n 4", "max_batch 3");
+    imgs[0] = imgs[1] = imgs[2] = imgs[3] = d.img[0];
+    req.n_seq = 4;
+    req.n_img = 4;
+    req.images = imgs;
+    req.image_of = NULL;
+    req.prompts = prompts;
+    CHECK(perpo_generate(m, &req, &sc, out, 8, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(perpo_model_last_error(m), "perpo_generate", "n_seq 4", "max_batch 3");
+    perpo_model_free(m);
+}
+
+/* A short run with the default warmup; SFT batch_size beyond max_batch. */
+static void test_error_schedule_and_batch(perpo_test *t) {
+    te_data d;
+    perpo_model *m = te_model(t);
+    perpo_sample_config sc = perpo_sample_default();
+    perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
+    perpo_sft_config tc = perpo_sft_default();
+    perpo_pref_set set;
+    if (!m) return;
+    te_make(&d);
+    sc.temperature = 1.0f;
+    CHECK_OK(perpo_pref_sample(m, d.ex, 2, 3, &sc, te_reward, &d, &set));
+    CHECK_OK(perpo_pref_reference(m, set.lists, set.n_lists));
+    pc.lists_per_step = 1;
+    pc.optim.total_steps = 3;
+    CHECK(perpo_pref_train(m, set.lists, set.n_lists, &pc, NULL, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(perpo_model_last_error(m), "perpo_pref_train", "optim.warmup_steps 10", "total_steps 3",
+            "lower warmup_steps");
+    perpo_pref_set_free(&set);
+    tc.batch_size = 2;
+    tc.optim.total_steps = 4;
+    CHECK(perpo_sft_train(m, d.ex, 2, &tc, NULL, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(perpo_model_last_error(m), "perpo_sft_train", "optim.warmup_steps 20", "total_steps 4");
+    tc.optim.warmup_steps = 0;
+    tc.batch_size = 32;
+    CHECK(perpo_sft_train(m, d.ex, 2, &tc, NULL, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(perpo_model_last_error(m), "perpo_sft_train", "batch_size 32", "max_batch 3");
+    CHECK(perpo_optim_step_count(m) == 0);
+    perpo_model_free(m);
+}
+
+/* The prompt limit is max_text - 4 bytes: one byte more is refused, saying so. */
+static void test_error_prompt_limit(perpo_test *t) {
+    te_data d;
+    perpo_model *m = te_model(t);
+    perpo_sample_config sc = perpo_sample_default();
+    char out[8];
+    const float *imgs[1];
+    const char *prompts[1];
+    perpo_gen_request req;
+    if (!m) return;
+    te_make(&d);
+    imgs[0] = d.img[0];
+    req.n_seq = 1;
+    req.n_img = 1;
+    req.images = imgs;
+    req.image_of = NULL;
+    req.prompts = prompts;
+    prompts[0] = "abcd"; /* max_text 8 - 4 */
+    CHECK_OK(perpo_generate(m, &req, &sc, out, sizeof out, NULL));
+    CHECK(strcmp(perpo_model_last_error(m), "") == 0);
+    prompts[0] = "abcde"; /* max_text 8 - 3 */
+    CHECK(perpo_generate(m, &req, &sc, out, sizeof out, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(perpo_model_last_error(m), "perpo_generate", "prompts[0] of 5 bytes", "max_text 8 - 4");
+    d.ex[1].prompt = "abcde";
+    CHECK(perpo_pref_sample(m, d.ex, 2, 2, &sc, te_reward, &d, NULL) == PERPO_ERR_ARG);
+    {
+        perpo_pref_set set;
+        CHECK(perpo_pref_sample(m, d.ex, 2, 2, &sc, te_reward, &d, &set) == PERPO_ERR_ARG);
+        TE_SAYS(perpo_model_last_error(m), "perpo_pref_sample", "item 1", "5 bytes",
+                "max_text 8 - 4");
+    }
+    perpo_model_free(m);
+}
+
+/* Config fields: which one, its value and the rule; perpo_model_create refuses the same. */
+static void test_error_config_fields(perpo_test *t) {
+    perpo_config c = perpo_config_default();
+    perpo_model *m = NULL;
+    char err[PERPO_ERROR_MAX];
+    c.image_h = c.image_w = 18;
+    c.patch_h = c.patch_w = 4;
+    CHECK(perpo_config_validate(&c) == PERPO_ERR_ARG);
+    CHECK(perpo_config_validate_err(&c, err, sizeof err) == PERPO_ERR_ARG);
+    TE_SAYS(err, "patch_h 4", "image_h 18", "divide");
+    CHECK(perpo_model_create(&m, &c, 1) == PERPO_ERR_ARG && !m);
+    c = perpo_config_default();
+    c.n_heads = 3;
+    CHECK(perpo_config_validate_err(&c, err, sizeof err) == PERPO_ERR_ARG);
+    TE_SAYS(err, "n_heads 3", "divide d_model 128");
+    c = perpo_config_default();
+    CHECK_OK(perpo_config_validate_err(&c, err, sizeof err));
+    CHECK(err[0] == 0);
+    CHECK_OK(perpo_config_validate_err(&c, NULL, 0));
+    /* a buffer too small still gets a NUL-terminated start of the line */
+    c.max_text = 2;
+    CHECK(perpo_config_validate_err(&c, err, 8) == PERPO_ERR_ARG);
+    CHECK(strlen(err) == 7);
+}
+
+/* A reward callback returning NaN: which item and which response. */
+static void test_error_reward_nan(perpo_test *t) {
+    te_data d;
+    perpo_model *m = te_model(t);
+    perpo_sample_config sc = perpo_sample_default();
+    perpo_pref_set set;
+    if (!m) return;
+    te_make(&d);
+    d.nan_item = 1;
+    set.n_lists = 7; /* a failed call leaves the set empty, also for a NULL model */
+    CHECK(perpo_pref_sample(NULL, d.ex, 2, 2, &sc, te_reward, &d, &set) == PERPO_ERR_ARG);
+    CHECK(set.n_lists == 0 && set.lists == NULL);
+    CHECK(perpo_pref_sample(m, d.ex, 2, 2, &sc, te_reward, &d, &set) == PERPO_ERR_NONFINITE);
+    CHECK(!strchr(perpo_model_last_error(m), '\n')); /* one line, whatever the response held */
+    CHECK(set.n_lists == 0 && set.lists == NULL);
+    TE_SAYS(perpo_model_last_error(m), "perpo_pref_sample", "reward callback", "nan",
+            "item 1 response 0");
+    perpo_model_free(m);
+}
+
+/* A missing checkpoint: the path and the system's reason. A weights-only checkpoint cannot be
+   resumed. */
+static void test_error_checkpoints(perpo_test *t) {
+    te_data d;
+    perpo_model *m = te_model(t), *l = NULL;
+    perpo_sft_config tc = perpo_sft_default();
+    perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
+    perpo_sample_config sc = perpo_sample_default();
+    perpo_pref_set set;
+    char err[PERPO_ERROR_MAX];
+    const char *path = "tests_tmp_errors.ckpt";
+    if (!m) return;
+    te_make(&d);
+    CHECK(perpo_model_load_err(&l, "no_such_dir/none.ckpt", NULL, err, sizeof err) == PERPO_ERR_IO);
+    CHECK(!l);
+    TE_SAYS(err, "perpo_model_load", "no_such_dir/none.ckpt", strerror(ENOENT));
+    CHECK(perpo_model_load(&l, "no_such_dir/none.ckpt", NULL) == PERPO_ERR_IO);
+    CHECK_OK(perpo_checkpoint_save(m, path, 0));
+    CHECK_OK(perpo_model_load_err(&l, path, NULL, err, sizeof err));
+    CHECK(err[0] == 0);
+    if (l) {
+        tc.batch_size = 2;
+        tc.optim.total_steps = 2;
+        tc.optim.warmup_steps = 0;
+        tc.resume = 1;
+        CHECK(perpo_sft_train(l, d.ex, 2, &tc, NULL, NULL) == PERPO_ERR_ARG);
+        TE_SAYS(perpo_model_last_error(l), "perpo_sft_train", "resume 1", "without optimizer state",
+                "PERPO_CKPT_OPTIMIZER");
+        sc.temperature = 1.0f;
+        CHECK_OK(perpo_pref_sample(l, d.ex, 2, 3, &sc, te_reward, &d, &set));
+        CHECK_OK(perpo_pref_reference(l, set.lists, set.n_lists));
+        pc.lists_per_step = 1;
+        pc.optim.total_steps = 2;
+        pc.optim.warmup_steps = 0;
+        pc.resume = 1;
+        CHECK(perpo_pref_train(l, set.lists, set.n_lists, &pc, NULL, NULL) == PERPO_ERR_ARG);
+        TE_SAYS(perpo_model_last_error(l), "perpo_pref_train", "without optimizer state");
+        perpo_pref_set_free(&set);
+        tc.resume = 0; /* a fresh schedule is fine, and resume is then allowed again */
+        CHECK_OK(perpo_sft_train(l, d.ex, 2, &tc, NULL, NULL));
+        CHECK(strcmp(perpo_model_last_error(l), "") == 0);
+        tc.resume = 1;
+        tc.optim.total_steps = 3;
+        CHECK_OK(perpo_sft_train(l, d.ex, 2, &tc, NULL, NULL));
+        CHECK(perpo_optim_step_count(l) == 3);
+        perpo_model_free(l);
+        l = NULL;
+    }
+    /* with the optimizer state, resume is fine */
+    CHECK_OK(perpo_checkpoint_save(m, path, PERPO_CKPT_OPTIMIZER));
+    CHECK_OK(perpo_model_load(&l, path, NULL));
+    remove(path);
+    if (l) {
+        tc.resume = 1;
+        tc.optim.total_steps = 2;
+        CHECK_OK(perpo_sft_train(l, d.ex, 2, &tc, NULL, NULL));
+        perpo_model_free(l);
+    }
+    perpo_model_free(m);
+}
+
+/* Images are [0,1]: a 0-255 image is refused, naming the example. */
+static void test_error_image_range(perpo_test *t) {
+    te_data d;
+    perpo_model *m = te_model(t);
+    perpo_sample_config sc = perpo_sample_default();
+    perpo_sft_config tc = perpo_sft_default();
+    perpo_pref_set set;
+    char out[8];
+    const float *imgs[1];
+    const char *prompts[1] = { "a" };
+    perpo_gen_request req;
+    if (!m) return;
+    te_make(&d);
+    d.img[1][5] = 7.0f;
+    tc.batch_size = 2;
+    tc.optim.total_steps = 2;
+    tc.optim.warmup_steps = 0;
+    CHECK(perpo_sft_train(m, d.ex, 2, &tc, NULL, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(perpo_model_last_error(m), "perpo_sft_train", "example 1", "value 7", "[0,1]");
+    CHECK(perpo_optim_step_count(m) == 0);
+    CHECK(perpo_pref_sample(m, d.ex, 2, 2, &sc, te_reward, &d, &set) == PERPO_ERR_ARG);
+    TE_SAYS(perpo_model_last_error(m), "perpo_pref_sample", "item 1", "value 7");
+    imgs[0] = d.img[1];
+    req.n_seq = 1;
+    req.n_img = 1;
+    req.images = imgs;
+    req.image_of = NULL;
+    req.prompts = prompts;
+    CHECK(perpo_generate(m, &req, &sc, out, sizeof out, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(perpo_model_last_error(m), "perpo_generate", "images[0]", "value 7");
+    d.img[1][5] = -0.5f;
+    CHECK(perpo_generate(m, &req, &sc, out, sizeof out, NULL) == PERPO_ERR_ARG);
+    d.img[1][5] = 1.0f; /* the ends of the range are fine */
+    d.img[1][6] = 0.0f;
+    CHECK_OK(perpo_generate(m, &req, &sc, out, sizeof out, NULL));
+    perpo_model_free(m);
+}
+
+/* The preference default's learning rate is the one the project's experiments use. */
+static void test_error_pref_default_lr(perpo_test *t) {
+    perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
+    CHECK(pc.optim.lr == 1e-5f);
+    CHECK(pc.optim.min_lr <= pc.optim.lr);
+    CHECK_OK(perpo_optim_validate(&pc.optim));
+}
+
+const perpo_test_case perpo_tests_errors[] = {
+    { "errors: greedy sampling leaves no lists, and the message says set a temperature",
+      test_error_greedy_sampling },
+    { "errors: n x lists_per_step, n and n_seq beyond max_batch are named", test_error_max_batch },
+    { "errors: warmup beyond total_steps (PerPO, SFT), SFT batch_size beyond max_batch",
+      test_error_schedule_and_batch },
+    { "errors: the prompt limit is max_text - 4 bytes, and the message says so",
+      test_error_prompt_limit },
+    { "errors: config validation names the field, its value and the rule",
+      test_error_config_fields },
+    { "errors: a NaN reward names its item and response", test_error_reward_nan },
+    { "errors: missing checkpoint path and reason; resume without optimizer state refused",
+      test_error_checkpoints },
+    { "errors: images outside [0,1] refused, naming the example", test_error_image_range },
+    { "errors: perpo_pref_default's learning rate is 1e-5", test_error_pref_default_lr },
+    { NULL, NULL }
+};
