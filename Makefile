@@ -190,6 +190,12 @@ test-reference: $(BUILD)/run_tests_reference
 	@./$(BUILD)/run_tests_reference $(REF_TESTS) > $(BUILD)/reference.out 2>&1; \
 	  tail -1 $(BUILD)/reference.out | sed 's/^/reference path (PERPO_REFERENCE): /'; \
 	  grep -Eq '^[1-9][0-9]* passed, 0 failed$$' $(BUILD)/reference.out || { grep FAIL $(BUILD)/reference.out; exit 1; }
+	@# every example but the MPI one (mpicc) builds on the reference path, and perpo_min's PerPO run works through it
+	@for e in grounding dense_ocr loss_only perpo_min; do \
+	  $(CC) $(WARN) $(OPT) $(EX_DEFS) -DPERPO_REFERENCE -o $(BUILD)/ref_$$e examples/$$e.c $(LIBS) || exit 1; done
+	@./$(BUILD)/ref_perpo_min > $(BUILD)/ref_perpo_min.out \
+	  || { cat $(BUILD)/ref_perpo_min.out; echo "perpo_min on the reference path: PerPO did not raise the reward"; exit 1; }
+	@grep 'held-out sampled reward' $(BUILD)/ref_perpo_min.out | sed 's|^|examples on the reference path built; perpo_min: |'
 
 # Data-parallel SFT and PerPO over MPI (the trainers' reduction hook is MPI_Allreduce).
 $(BUILD)/mpi_train: examples/mpi_train.c $(EX_COMMON) perpo.h | $(BUILD)
