@@ -1,6 +1,7 @@
 # perpo.h — build, test, demo, bench.
 #   make demo        grounding alignment from the committed SFT checkpoint (samples -> control,
-#                    DPO, PerPO -> evaluation); make pretrain trains that checkpoint (demo-full: both)
+#                    DPO, PerPO -> evaluation, in 3 on-policy rounds on the SFT model's own 2,048
+#                    labelled scenes); make pretrain trains that checkpoint (demo-full: both)
 #   make demo-ocr    the same on dense OCR (reward 1 - normalized edit distance; make pretrain-ocr)
 #   make test        every test (compile checks, the README's code, links and map of perpo.h, the
 #                    test runner last)
@@ -43,7 +44,7 @@ EX_COMMON := examples/common.h examples/synth.h examples/font.h examples/image.h
 EX_PIPELINE := $(addprefix examples/,experiment.h options.h progress.h task.h diagnostics.h preference.h results.h pretrain.h)
 TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) $(EX_COMMON)
 
-.PHONY: format pretrain pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-readme-map test-alloc test-blas test-portable test-bf16 test-reference test-min test-omp test-mpi test-torch test-sanitize soak fuzz demo demo-ocr bench bench-compare bench-scaling shared clean
+.PHONY: format pretrain pretrain-stream pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-readme-map test-alloc test-blas test-portable test-bf16 test-reference test-min test-omp test-mpi test-torch test-sanitize soak fuzz demo demo-ocr bench bench-compare bench-scaling shared clean
 
 all: $(EXAMPLES) $(BUILD)/run_tests
 
@@ -258,15 +259,23 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	sh tests/fuzz/run.sh $(FUZZ_SECONDS)
 
-# SFT from scratch on fresh examples: examples/models/TASK_sft.ckpt and its JSON record (how
-# it was made, what it scores). Resumable: after an interruption, run it again and it goes on
-# from the .partial file. The demos start from these committed checkpoints, as the paper starts
-# from a pretrained MLLM.
-PRETRAIN_ARGS ?= --sft-steps 8000 --sft-lr 1e-3 --sft-warmup 200 --batch 32 --seed 1 --val 2000 --val-seed 555
+# The SFT checkpoints the demos start from, as the paper starts from a pretrained MLLM; each is
+# committed with its JSON record (how it was made, what it scores). Resumable: after an
+# interruption, run it again and it goes on from the .partial file.
+#   pretrain         the demo's: a fixed set of 2,048 labelled scenes (seed 11), 2,750 steps, the
+#                    best of 11 validations kept (early stopping; best at step 2,000), 15-20 min
+#   pretrain-stream  fresh scenes every step, 8,000 steps (the earlier regime), ~80 min
+#   pretrain-ocr     the OCR reader, fresh pages every step, 8,000 steps, ~75 min
+PRETRAIN_ARGS ?= --scenes 2048 --seed 11 --sft-steps 2750 --sft-lr 1e-3 --sft-warmup 200 --batch 32 --val 500 --val-seed 555 --val-every 250 --patience 0
+PRETRAIN_STREAM_ARGS ?= --sft-steps 8000 --sft-lr 1e-3 --sft-warmup 200 --batch 32 --seed 1 --val 2000 --val-seed 555
 PRETRAIN_OCR_ARGS ?= --sft-steps 8000 --sft-lr 1e-3 --sft-warmup 200 --batch 32 --seed 1 --val 1000 --val-seed 556
 pretrain: $(BUILD)/grounding
 	@mkdir -p examples/models
-	./$(BUILD)/grounding --pretrain 1 --sft-checkpoint examples/models/grounding_sft.ckpt $(PRETRAIN_ARGS)
+	./$(BUILD)/grounding --pretrain 1 --sft-checkpoint examples/models/grounding_sft_k2048.ckpt $(PRETRAIN_ARGS)
+
+pretrain-stream: $(BUILD)/grounding
+	@mkdir -p examples/models
+	./$(BUILD)/grounding --pretrain 1 --sft-checkpoint examples/models/grounding_sft.ckpt $(PRETRAIN_STREAM_ARGS)
 
 pretrain-ocr: $(BUILD)/dense_ocr
 	@mkdir -p examples/models

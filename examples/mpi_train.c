@@ -330,7 +330,7 @@ int main(int argc, char **argv) {
         if ((st = perpo_model_load(&sft, init, NULL)) != PERPO_OK) {
             if (r.rank == 0)
                 fprintf(stderr,
-                        "mpi_train: cannot load %s (%s): run `make pretrain`, pass --init PATH, or "
+                        "mpi_train: cannot load %s (%s): run `make pretrain-stream`, pass --init PATH, or "
                         "--scratch 1\n",
                         init, perpo_status_string(st));
             MPI_Finalize(); /* every rank fails the same way here */

@@ -97,12 +97,34 @@ static void print_diagnostics(const task *tk, const options *o, const run_result
     }
 }
 
+/* The regime a run is in, named from its flags: where the preference prompts come from (fresh
+   ones, the SFT model's own labelled training examples, or --data) and whether the lists are
+   sampled once from the SFT model or again from the policy each round. In the table's title and
+   results.json, so that no number is read without it. */
+static void regime_name(const options *o, char *buf, size_t cap) {
+    char prompts[160];
+    if (o->data)
+        snprintf(prompts, sizeof prompts, "the prompts of %s", o->data);
+    else if (o->pref_data_seed >= 0) /* pretraining's --scenes set of that --seed */
+        snprintf(prompts, sizeof prompts, "%d labelled training examples of data seed %d",
+                 o->n_pref, o->pref_data_seed);
+    else
+        snprintf(prompts, sizeof prompts, "%d fresh prompts", o->n_pref);
+    if (o->rounds > 1)
+        snprintf(buf, cap, "on-policy, %d rounds (lists sampled again from the policy), on %s",
+                 o->rounds, prompts);
+    else
+        snprintf(buf, cap, "offline (lists sampled once from the SFT model), on %s", prompts);
+}
+
 static void print_table(const task *tk, const options *o, const run_result *runs) {
     int i, k, s, n = o->seeds;
-    char cell[64];
-    printf("\n%s: %d held-out examples (test seed %d%s), N = %d, %d preference seed%s\n\n",
-           tk->title, o->n_test, o->test_seed, o->test_shift ? ", shifted" : "", o->n_samples, n,
+    char cell[64], regime[400];
+    printf("\n%s: %d held-out examples (test seed %d%s), N = %d, %d preference seed%s\n", tk->title,
+           o->n_test, o->test_seed, o->test_shift ? ", shifted" : "", o->n_samples, n,
            n > 1 ? "s (mean ± sd)" : "");
+    regime_name(o, regime, sizeof regime);
+    printf("Regime: %s; from %s\n\n", regime, o->sft_ckpt ? o->sft_ckpt : "(no checkpoint)");
     printf("| %-24s |", "method");
     for (k = 0; k < tk->n_metrics; k++)
         if (tk->metric_head[k]) printf(" %-*s |", table_width(tk, k, n), tk->metric_head[k]);
@@ -193,6 +215,7 @@ static void json_options(ex_json *j, const options *o) {
    message) when the file cannot be created. path gets the file's name. */
 static FILE *results_begin(ex_json *j, const options *o, const char *task, char *path, size_t cap) {
     FILE *f;
+    char regime[400];
     snprintf(path, cap, "%s/results.json", o->out);
     f = fopen(path, "w");
     if (!f) {
@@ -202,6 +225,8 @@ static FILE *results_begin(ex_json *j, const options *o, const char *task, char 
     ex_json_init(j, f);
     ex_json_object_begin(j);
     ex_json_kv_string(j, "task", task);
+    regime_name(o, regime, sizeof regime);
+    ex_json_kv_string(j, "regime", regime);
     json_options(j, o);
     ex_json_key(j, "runs");
     ex_json_array_begin(j);

@@ -1,16 +1,17 @@
 /* The committed pretrained checkpoints still do what their records say. examples/models/
- * TASK_sft.ckpt.json (written by `make pretrain` / `make pretrain-ocr`) holds, under
+ * TASK_sft*.ckpt.json (written by `make pretrain`, `pretrain-stream`, `pretrain-ocr`) holds, under
  * "regression", the seed base of the validation split and the checkpoint's greedy score on its
  * first 200 examples; these tests score the same examples again with this build. Builds round
  * differently (instruction set, thread count, compiler), which moves a few borderline answers,
  * hence some slack (1.5 points of Acc@0.5; 0.02 of mean edit distance); a kernel change that
  * breaks a trained model lands far outside it. */
 
-#define TC_CKPT     "examples/models/grounding_sft.ckpt"
-#define TC_W        64
-#define TC_OCR_CKPT "examples/models/dense_ocr_sft.ckpt"
-#define TC_OCR_W    60 /* examples/dense_ocr.c: 60x64 pages, density = index % 4, prompt "read" */
-#define TC_OCR_H    64
+#define TC_CKPT       "examples/models/grounding_sft.ckpt"       /* make pretrain-stream */
+#define TC_CKPT_K2048 "examples/models/grounding_sft_k2048.ckpt" /* make pretrain: the demo's */
+#define TC_W          64
+#define TC_OCR_CKPT   "examples/models/dense_ocr_sft.ckpt"
+#define TC_OCR_W      60 /* examples/dense_ocr.c: 60x64 pages, density = index % 4, prompt "read" */
+#define TC_OCR_H      64
 
 /* The number after "key": in text (the first one after from), or -1 when it is missing. */
 static double tc_json_number(const char *text, const char *from, const char *key) {
@@ -73,12 +74,12 @@ static perpo_model *tc_load_with_record(perpo_test *t, const char *path, const c
     return m;
 }
 
-static void test_grounding_checkpoint_regression(perpo_test *t) {
+static void tc_grounding_regression(perpo_test *t, const char *path) {
     double recorded;
     uint64_t base;
     int n, i, j, hits = 0;
     static float img[32][TC_W * TC_W * 3];
-    perpo_model *m = tc_load_with_record(t, TC_CKPT, "acc_at_0.5", &recorded, &n, &base);
+    perpo_model *m = tc_load_with_record(t, path, "acc_at_0.5", &recorded, &n, &base);
     if (!m) return;
     CHECK(perpo_model_config(m)->image_w == TC_W && perpo_model_config(m)->image_h == TC_W);
     for (i = 0; i < n; i += 32) {
@@ -114,6 +115,13 @@ static void test_grounding_checkpoint_regression(perpo_test *t) {
               "the checkpoint scores %.1f%%, its record says %.1f%%", 100.0 * hits / n,
               100.0 * recorded);
     perpo_model_free(m);
+}
+
+static void test_grounding_checkpoint_regression(perpo_test *t) {
+    tc_grounding_regression(t, TC_CKPT);
+}
+static void test_grounding_k2048_checkpoint_regression(perpo_test *t) {
+    tc_grounding_regression(t, TC_CKPT_K2048);
 }
 
 static void test_ocr_checkpoint_regression(perpo_test *t) {
@@ -167,6 +175,8 @@ static void test_ocr_checkpoint_regression(perpo_test *t) {
 const perpo_test_case perpo_tests_checkpoints[] = {
     { "the committed grounding checkpoint scores what its record says (200 validation scenes)",
       test_grounding_checkpoint_regression },
+    { "the demo's grounding checkpoint (2,048 fixed scenes) scores what its record says",
+      test_grounding_k2048_checkpoint_regression },
     { "the committed dense-OCR checkpoint scores what its record says (200 validation pages)",
       test_ocr_checkpoint_regression },
     { NULL, NULL }
