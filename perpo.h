@@ -1023,13 +1023,39 @@ static int perpo__all_finite(const float *x, size_t n) {
     return 1;
 }
 
-/* Index of the first value outside [0,1] (images are documented as [0,1]: a 0-255 image is the
-   usual slip), n when there is none. NaN passes here: the finiteness checks own it. */
-static size_t perpo__outside01(const float *x, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++)
-        if (x[i] < 0.0f || x[i] > 1.0f) return i;
-    return n;
+/* Every call that takes an image checks it here and says why it refuses one, in one wording:
+   a NaN or Inf is PERPO_ERR_NONFINITE, a value outside [0,1] PERPO_ERR_ARG (images are
+   documented as [0,1]: a 0-255 image is the usual slip). fmt and what follows name the image
+   as the caller's user knows it, e.g. ("%s: item %zu: image", w, i): the message names the
+   argument or item the user passed, never an internal slot. */
+#if defined(__GNUC__) || defined(__clang__)
+static perpo_status perpo__check_image(const float *x, size_t n, char *err, size_t cap,
+                                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+#endif
+static perpo_status perpo__check_image(const float *x, size_t n, char *err, size_t cap,
+                                       const char *fmt, ...) {
+    char who[PERPO_ERROR_MAX];
+    va_list ap;
+    size_t at;
+    perpo_status st = PERPO_ERR_NONFINITE;
+    for (at = 0; at < n && isfinite(x[at]); at++) {}
+    if (at == n) { /* all finite: then the range, which a NaN would pass */
+        st = PERPO_ERR_ARG;
+        for (at = 0; at < n && x[at] >= 0.0f && x[at] <= 1.0f; at++) {}
+    }
+    if (at == n) return PERPO_OK;
+    if (!err || cap == 0) return st;
+    va_start(ap, fmt);
+    vsnprintf(who, sizeof who, fmt, ap);
+    va_end(ap);
+    if (st == PERPO_ERR_NONFINITE)
+        return perpo__errst(err, cap, st,
+                            "%s value %g at float %zu is not finite: images hold numbers in [0,1]",
+                            who, (double)x[at], at);
+    return perpo__errst(err, cap, st,
+                        "%s value %g at float %zu is outside [0,1]: scale pixels to [0,1] (divide "
+                        "0-255 values by 255)",
+                        who, (double)x[at], at);
 }
 
 /* calloc through the user allocator, with an overflow-checked n * size. */
@@ -1777,14 +1803,12 @@ static perpo_status perpo__check_batch(perpo_model *m, const perpo_batch *b) {
         return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: image_of NULL needs n_img %zu == n_seq %zu",
                             w, b->n_img, b->n_seq);
     for (i = 0; i < b->n_img; i++) {
-        size_t at;
+        perpo_status st;
         if (!b->images[i])
             return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: images[%zu] is NULL", w, i);
-        if ((at = perpo__outside01(b->images[i], m->image_floats)) < m->image_floats)
-            return perpo__errst(e, cap, PERPO_ERR_ARG,
-                                "%s: images[%zu] value %g at float %zu is outside [0,1]: scale "
-                                "pixels to [0,1] (divide 0-255 values by 255)",
-                                w, i, (double)b->images[i][at], at);
+        if ((st = perpo__check_image(b->images[i], m->image_floats, e, cap, "%s: images[%zu]", w,
+                                     i)) != PERPO_OK)
+            return st;
     }
     for (i = 0; i < b->n_seq; i++)
         if (b->image_of && b->image_of[i] >= b->n_img)
@@ -1820,8 +1844,6 @@ PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, fl
     memcpy(m->tokens, batch->tokens, B * T * sizeof(int));
     memcpy(m->targets, batch->targets, B * T * sizeof(int));
     for (b = 0; b < B; b++) m->image_of[b] = batch->image_of ? batch->image_of[b] : b;
-    for (b = 0; b < batch->n_img; b++)
-        if (!perpo__all_finite(batch->images[b], m->image_floats)) return PERPO_ERR_NONFINITE;
 
     if (PERPO__REFERENCE) { /* (the switch, above) */
         perpo__ref_model_forward(m, batch->images, batch->n_img, NULL);
@@ -2464,8 +2486,9 @@ static perpo_status perpo__train_loop(perpo_model *m, const perpo__trainer *tr,
 static perpo_status perpo__check_lists(perpo_model *m, const perpo_pref_list *lists, size_t n_lists,
                                        const char *w) {
     char *e = m->error;
-    size_t i, at, cap = sizeof m->error;
+    size_t i, cap = sizeof m->error;
     int k;
+    perpo_status st;
     if (!lists || n_lists == 0)
         return perpo__errst(e, cap, PERPO_ERR_ARG,
                             "%s: no lists (n_lists %zu): if perpo_pref_filter kept none, the "
@@ -2484,11 +2507,9 @@ static perpo_status perpo__check_lists(perpo_model *m, const perpo_pref_list *li
             return perpo__errst(e, cap, PERPO_ERR_ARG,
                                 "%s: list %zu: n %d must be in [1, %d] and <= max_batch %zu", w, i,
                                 l->n, PERPO_MAX_LIST, m->max_batch);
-        if ((at = perpo__outside01(l->image, m->image_floats)) < m->image_floats)
-            return perpo__errst(e, cap, PERPO_ERR_ARG,
-                                "%s: list %zu: image value %g at float %zu is outside [0,1]: scale "
-                                "pixels to [0,1] (divide 0-255 values by 255)",
-                                w, i, (double)l->image[at], at);
+        if ((st = perpo__check_image(l->image, m->image_floats, e, cap, "%s: list %zu: image", w,
+                                     i)) != PERPO_OK)
+            return st;
         for (k = 0; k < l->n; k++) {
             if (!l->responses[k])
                 return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: list %zu: responses[%d] is NULL", w,
@@ -2666,7 +2687,7 @@ PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_exampl
     perpo_status st = PERPO_OK;
     const char *w = "perpo_pref_sample";
     char *e;
-    size_t cap, at;
+    size_t cap;
     if (!out) return PERPO_ERR_ARG;
     memset(out, 0, sizeof *out);
     if (!m) return PERPO_ERR_ARG;
@@ -2698,11 +2719,9 @@ PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_exampl
                                 "%s: item %zu: prompt of %zu bytes exceeds max_text %zu - 4: "
                                 "shorten it or raise max_text",
                                 w, first + i, strlen(part[i].prompt), T);
-        if ((at = perpo__outside01(part[i].image, m->image_floats)) < m->image_floats)
-            return perpo__errst(e, cap, PERPO_ERR_ARG,
-                                "%s: item %zu: image value %g at float %zu is outside [0,1]: "
-                                "scale pixels to [0,1] (divide 0-255 values by 255)",
-                                w, first + i, (double)part[i].image[at], at);
+        if ((st = perpo__check_image(part[i].image, m->image_floats, e, cap, "%s: item %zu: image",
+                                     w, first + i)) != PERPO_OK)
+            return st;
     }
     /* one block: lists | response pointers | rewards, ref_logp | per-call scratch | text */
     if (!perpo__size_mul(count, N, &n_resp) ||
@@ -2963,7 +2982,8 @@ static perpo_status perpo__check_request(perpo_model *m, const perpo_gen_request
                                          const char *out, size_t out_cap) {
     const char *w = "perpo_generate";
     char *e = m->error;
-    size_t i, at, cap = sizeof m->error;
+    size_t i, cap = sizeof m->error;
+    perpo_status st;
     if (!req || !out || out_cap < 1 || !req->images || !req->prompts)
         return perpo__errst(e, cap, PERPO_ERR_ARG,
                             "%s: req, out, images or prompts is NULL, or out_cap is 0", w);
@@ -2978,14 +2998,9 @@ static perpo_status perpo__check_request(perpo_model *m, const perpo_gen_request
     for (i = 0; i < req->n_img; i++) {
         if (!req->images[i])
             return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: images[%zu] is NULL", w, i);
-        if (!perpo__all_finite(req->images[i], m->image_floats))
-            return perpo__errst(e, cap, PERPO_ERR_NONFINITE, "%s: images[%zu] has NaN or Inf", w,
-                                i);
-        if ((at = perpo__outside01(req->images[i], m->image_floats)) < m->image_floats)
-            return perpo__errst(e, cap, PERPO_ERR_ARG,
-                                "%s: images[%zu] value %g at float %zu is outside [0,1]: scale "
-                                "pixels to [0,1] (divide 0-255 values by 255)",
-                                w, i, (double)req->images[i][at], at);
+        if ((st = perpo__check_image(req->images[i], m->image_floats, e, cap, "%s: images[%zu]", w,
+                                     i)) != PERPO_OK)
+            return st;
     }
     for (i = 0; i < req->n_seq; i++) {
         if (!req->prompts[i] || (req->image_of && req->image_of[i] >= req->n_img))
@@ -3997,6 +4012,7 @@ static int perpo__positions_fit(int total_steps, int accum_steps, size_t per_mic
 
 /* What an SFT step needs, allocated once per call. */
 typedef struct perpo__sft_state {
+    const char *w; /* the public call, first in its messages */
     const perpo_sft_config *tc;
     perpo_example_fn next;
     void *next_user;
@@ -4026,21 +4042,25 @@ static perpo_status perpo__sft_step(perpo_model *m, int step, perpo_progress *p,
                 (((size_t)step * (size_t)tc->accum_steps + (size_t)a) * S->R + S->rank) * B + b;
             perpo_example e;
             memset(&e, 0, sizeof e);
+            /* (a fixed set was checked whole, by array index, before the first step: what
+               fails here is a stream's example g, the index the trainer passed to next) */
             if ((st = S->next(g, b, &e, S->next_user)) != PERPO_OK)
                 S->pending = st;
             else if (!e.image || !e.prompt || !e.response)
-                S->pending = perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
-                                          "perpo_sft_train: example %zu: image, prompt or "
-                                          "response is NULL",
-                                          g);
+                S->pending =
+                    perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
+                                 "%s: example %zu: image, prompt or response is NULL", S->w, g);
             else if (perpo_text_encode(&m->cfg, e.prompt, strlen(e.prompt), e.response,
                                        strlen(e.response), S->tok + b * T, S->tgt + b * T,
                                        &nt) != PERPO_OK)
                 S->pending = perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
-                                          "perpo_sft_train: example %zu: prompt %zu + response "
-                                          "%zu bytes exceed max_text %zu - 3: shorten them or "
-                                          "raise max_text",
-                                          g, strlen(e.prompt), strlen(e.response), T);
+                                          "%s: example %zu: prompt %zu + response %zu bytes "
+                                          "exceed max_text %zu - 3: shorten them or raise "
+                                          "max_text",
+                                          S->w, g, strlen(e.prompt), strlen(e.response), T);
+            else if ((st = perpo__check_image(e.image, m->image_floats, m->error, sizeof m->error,
+                                              "%s: example %zu: image", S->w, g)) != PERPO_OK)
+                S->pending = st;
             else {
                 S->imgs[b] = e.image;
                 count += nt;
@@ -4089,12 +4109,14 @@ static perpo_status perpo__sft_step(perpo_model *m, int step, perpo_progress *p,
     return PERPO_OK;
 }
 
-/* Both SFT entries. local: an error found by the caller (data-parallel workers still join the
-   handshake with it); n_examples: the size of a fixed set (0 for a stream), which the workers
-   must agree on. Without a reduction hook: one process, batch_size sequences per micro-batch. */
-static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void *next_user,
-                                     const perpo_sft_config *tc, perpo_progress_fn progress,
-                                     void *user, perpo_status local, uint64_t n_examples) {
+/* Both SFT entries. name: the public call, first in its messages; local: an error found by the
+   caller (data-parallel workers still join the handshake with it); n_examples: the size of a
+   fixed set (0 for a stream), which the workers must agree on. Without a reduction hook: one
+   process, batch_size sequences per micro-batch. */
+static perpo_status perpo__sft_train(perpo_model *m, const char *name, perpo_example_fn next,
+                                     void *next_user, const perpo_sft_config *tc,
+                                     perpo_progress_fn progress, void *user, perpo_status local,
+                                     uint64_t n_examples) {
     const perpo_parallel *par = &tc->parallel;
     perpo__sft_state S;
     perpo__trainer tr;
@@ -4102,6 +4124,7 @@ static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void
     perpo_status st = PERPO_OK;
     void *ctx = m->cfg.alloc_ctx;
     memset(&S, 0, sizeof S);
+    S.w = name;
     S.tc = tc;
     S.next = next;
     S.next_user = next_user;
@@ -4116,9 +4139,10 @@ static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void
     else if (local == PERPO_OK && !perpo__positions_fit(tc->optim.total_steps, tc->accum_steps,
                                                         S.R * (size_t)tc->batch_size))
         local = perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
-                             "perpo_sft_train: total_steps %d x accum_steps %d x batch_size %zu "
-                             "positions overflow: lower them",
-                             tc->optim.total_steps, tc->accum_steps, S.R * (size_t)tc->batch_size);
+                             "%s: total_steps %d x accum_steps %d x batch_size %zu positions "
+                             "overflow: lower them",
+                             name, tc->optim.total_steps, tc->accum_steps,
+                             S.R * (size_t)tc->batch_size);
     if (local != PERPO_OK && !par->reduce) return local;
     S.T = m->T;
     if (local == PERPO_OK) { /* everything a step needs is allocated here, once */
@@ -4172,7 +4196,7 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, s
                                       void *user) {
     perpo__example_set set;
     perpo_status st = PERPO_OK;
-    size_t i, at;
+    size_t i;
     char *e;
     if (!m) return PERPO_ERR_ARG;
     e = m->error;
@@ -4193,11 +4217,9 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, s
                               "perpo_sft_train: example %zu: prompt %zu + response %zu bytes "
                               "exceed max_text %zu - 3: shorten them or raise max_text",
                               i, strlen(ex[i].prompt), strlen(ex[i].response), m->T);
-        else if ((at = perpo__outside01(ex[i].image, m->image_floats)) < m->image_floats)
-            st = perpo__errst(e, sizeof m->error, PERPO_ERR_ARG,
-                              "perpo_sft_train: example %zu: image value %g at float %zu is "
-                              "outside [0,1]: scale pixels to [0,1] (divide 0-255 values by 255)",
-                              i, (double)ex[i].image[at], at);
+        else
+            st = perpo__check_image(ex[i].image, m->image_floats, e, sizeof m->error,
+                                    "perpo_sft_train: example %zu: image", i);
     }
     if (st != PERPO_OK && !tc->parallel.reduce) return st;
     set.ex = ex;
@@ -4211,7 +4233,8 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, s
         if (st != PERPO_OK && !tc->parallel.reduce) return st;
     }
     /* data-parallel workers with an error still join the handshake, to stop with the others */
-    st = perpo__sft_train(m, perpo__example_set_next, &set, tc, progress, user, st, (uint64_t)n);
+    st = perpo__sft_train(m, "perpo_sft_train", perpo__example_set_next, &set, tc, progress, user,
+                          st, (uint64_t)n);
     PERPO_FREE(m->cfg.alloc_ctx, set.perm);
     return st;
 }
@@ -4225,8 +4248,8 @@ PERPODEF perpo_status perpo_sft_train_stream(perpo_model *m, perpo_example_fn ne
         perpo__errf(m->error, sizeof m->error,
                     "perpo_sft_train_stream: tc or next is NULL, or tc->parallel is inconsistent");
     if (!tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
-    return perpo__sft_train(m, next, next_user, tc, progress, user, next ? PERPO_OK : PERPO_ERR_ARG,
-                            0);
+    return perpo__sft_train(m, "perpo_sft_train_stream", next, next_user, tc, progress, user,
+                            next ? PERPO_OK : PERPO_ERR_ARG, 0);
 }
 
 /* ==========================================================================================

@@ -319,6 +319,51 @@ static void test_error_image_range(perpo_test *t) {
     perpo_model_free(m);
 }
 
+/* A stream whose example 3 has a 0-255 image (slot 1 of the second batch of 2): the message
+   names the example index the trainer passed to next, never the batch slot. */
+static perpo_status te_stream(size_t index, size_t slot, perpo_example *out, void *user) {
+    const te_data *d = (const te_data *)user;
+    (void)slot;
+    *out = d->ex[index == 3 ? 1 : 0];
+    return PERPO_OK;
+}
+
+/* Images the user passed are named by the user's index: a stream's example index, an item of
+   perpo_pref_sample_range (not its place in a generation chunk), with NaN as with 0-255 values;
+   every call that takes an image says it in the same words. */
+static void test_error_image_item_index(perpo_test *t) {
+    te_data d;
+    perpo_model *m = te_model(t);
+    perpo_sft_config tc = perpo_sft_default();
+    perpo_sample_config sc = perpo_sample_default();
+    perpo_pref_set set;
+    const char *msg;
+    if (!m) return;
+    te_make(&d);
+    d.img[1][9] = 255.0f;
+    tc.batch_size = 2;
+    tc.optim.total_steps = 3;
+    tc.optim.warmup_steps = 0;
+    CHECK(perpo_sft_train_stream(m, te_stream, &d, &tc, NULL, NULL) == PERPO_ERR_ARG);
+    msg = perpo_model_last_error(m);
+    TE_SAYS(msg, "perpo_sft_train_stream", "example 3: image value 255 at float 9", "outside [0,1]",
+            "divide 0-255 values by 255");
+    CHECK(!strstr(msg, "images[1]") && !strstr(msg, "slot"));
+    CHECK(perpo_optim_step_count(m) == 1); /* the step before example 3 was taken */
+    d.img[1][9] = NAN;
+    CHECK(perpo_sft_train_stream(m, te_stream, &d, &tc, NULL, NULL) == PERPO_ERR_NONFINITE);
+    TE_SAYS(perpo_model_last_error(m), "perpo_sft_train_stream", "example 3: image value nan",
+            "not finite");
+    /* items[1] alone: the first list of its chunk, named as item 1 */
+    CHECK(perpo_pref_sample_range(m, d.ex, 1, 1, 2, &sc, te_reward, &d, &set) ==
+          PERPO_ERR_NONFINITE);
+    TE_SAYS(perpo_model_last_error(m), "perpo_pref_sample", "item 1: image value nan at float 9");
+    CHECK(perpo_sft_train(m, d.ex, 2, &tc, NULL, NULL) == PERPO_ERR_NONFINITE);
+    TE_SAYS(perpo_model_last_error(m), "perpo_sft_train", "example 1: image value nan");
+    CHECK(perpo_optim_step_count(m) == 1); /* refused before the model was touched */
+    perpo_model_free(m);
+}
+
 /* The preference default's learning rate is the one the project's experiments use. */
 static void test_error_pref_default_lr(perpo_test *t) {
     perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
@@ -341,6 +386,8 @@ const perpo_test_case perpo_tests_errors[] = {
     { "errors: missing checkpoint path and reason; resume without optimizer state refused",
       test_error_checkpoints },
     { "errors: images outside [0,1] refused, naming the example", test_error_image_range },
+    { "errors: images outside [0,1] or NaN named by the user's index (stream example, item)",
+      test_error_image_item_index },
     { "errors: perpo_pref_default's learning rate is 1e-5", test_error_pref_default_lr },
     { NULL, NULL }
 };
