@@ -436,6 +436,12 @@ PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int
                                           const float *logp, const float *ref_logp,
                                           const float *reward, float *loss,
                                           float *dloss_dlogp /* may be NULL */);
+/* The same, and err (may be NULL) gets why it refused, e.g. "perpo_listwise_loss: ref_logp[2]
+   is nan: log-probs and rewards must be finite" ("" on success; see WHY A CALL FAILED). */
+PERPODEF perpo_status perpo_listwise_loss_err(const perpo_objective_config *cfg, int n,
+                                              const float *logp, const float *ref_logp,
+                                              const float *reward, float *loss, float *dloss_dlogp,
+                                              char *err, size_t err_cap);
 
 /* What preference trainers log per list: rewards/chosen, /rejected, /margins, /accuracies. */
 typedef struct {
@@ -447,6 +453,11 @@ typedef struct {
 PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *logp,
                                                const float *ref_logp, const float *reward,
                                                perpo_pref_metrics *out);
+/* The same, and err (may be NULL) gets why it refused. */
+PERPODEF perpo_status perpo_preference_metrics_err(float beta, int n, const float *logp,
+                                                   const float *ref_logp, const float *reward,
+                                                   perpo_pref_metrics *out, char *err,
+                                                   size_t err_cap);
 
 /* ==== 8. Optimizer, data parallelism, progress reports and SFT ============================ */
 
@@ -1917,14 +1928,29 @@ PERPODEF perpo_objective_config perpo_objective_default(perpo_objective kind) {
     return c;
 }
 
-/* The ranges documented at perpo_objective_config; NaN fails every comparison. */
-static perpo_status perpo__objective_check(const perpo_objective_config *c) {
-    if (!c || (int)c->kind < 0 || (int)c->kind >= PERPO_OBJ_COUNT ||
-        !(c->beta > 0.0f && c->beta <= PERPO_MAX_BETA) ||
-        !(c->gamma >= 0.0f && c->gamma <= PERPO_MAX_GAMMA) ||
-        !(c->label_smoothing >= 0.0f && c->label_smoothing <= PERPO_MAX_LABEL_SMOOTHING) ||
-        !(c->positive >= 0.0f && c->positive <= PERPO_MAX_POSITIVE))
-        return PERPO_ERR_ARG;
+/* The ranges documented at perpo_objective_config; NaN fails every comparison. The first field
+   out of range goes into err: w names the call, f the config's field path ("objective." inside
+   perpo_pref_config). */
+static perpo_status perpo__objective_check(const perpo_objective_config *c, char *err, size_t cap,
+                                           const char *w, const char *f) {
+    if (!c) return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: objective config is NULL", w);
+    if ((int)c->kind < 0 || (int)c->kind >= PERPO_OBJ_COUNT)
+        return perpo__errst(err, cap, PERPO_ERR_ARG,
+                            "%s: %skind %d must be in [0, %d): PERPO_OBJ_PERPO, _DPO, _LIPO or "
+                            "_LISTMLE",
+                            w, f, (int)c->kind, PERPO_OBJ_COUNT);
+    if (!(c->beta > 0.0f && c->beta <= PERPO_MAX_BETA))
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: %sbeta %g must be in (0, %g]", w, f,
+                            (double)c->beta, (double)PERPO_MAX_BETA);
+    if (!(c->gamma >= 0.0f && c->gamma <= PERPO_MAX_GAMMA))
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: %sgamma %g must be in [0, %g]", w, f,
+                            (double)c->gamma, (double)PERPO_MAX_GAMMA);
+    if (!(c->label_smoothing >= 0.0f && c->label_smoothing <= PERPO_MAX_LABEL_SMOOTHING))
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: %slabel_smoothing %g must be in [0, %g]",
+                            w, f, (double)c->label_smoothing, (double)PERPO_MAX_LABEL_SMOOTHING);
+    if (!(c->positive >= 0.0f && c->positive <= PERPO_MAX_POSITIVE))
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: %spositive %g must be in [0, %g]", w, f,
+                            (double)c->positive, (double)PERPO_MAX_POSITIVE);
     return PERPO_OK;
 }
 
@@ -2087,33 +2113,49 @@ static double perpo__loss_listmle(int n, const double *s, const double *R, doubl
     return L;
 }
 
-/* Shared input checks; fills R (as double) and s = logp - ref_logp. */
+/* Shared input checks, the reason into err (w: the call); fills R (as double) and
+   s = logp - ref_logp. */
 static perpo_status perpo__list_inputs(int n, const float *logp, const float *ref_logp,
-                                       const float *reward, double *s, double *R) {
-    int k;
-    if (n < 1 || n > PERPO_MAX_LIST || !logp || !ref_logp || !reward) return PERPO_ERR_ARG;
+                                       const float *reward, double *s, double *R, char *err,
+                                       size_t cap, const char *w) {
+    const float *const in[3] = { logp, ref_logp, reward };
+    static const char *const name[3] = { "logp", "ref_logp", "reward" };
+    int k, a;
+    if (n < 1 || n > PERPO_MAX_LIST)
+        return perpo__errst(err, cap, PERPO_ERR_ARG,
+                            "%s: n %d must be in [1, PERPO_MAX_LIST %d]: split longer lists", w, n,
+                            PERPO_MAX_LIST);
+    for (a = 0; a < 3; a++)
+        if (!in[a]) return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: %s is NULL", w, name[a]);
     for (k = 0; k < n; k++) {
-        if (!isfinite(logp[k]) || !isfinite(ref_logp[k]) || !isfinite(reward[k]))
-            return PERPO_ERR_NONFINITE;
+        for (a = 0; a < 3; a++)
+            if (!isfinite(in[a][k]))
+                return perpo__errst(err, cap, PERPO_ERR_NONFINITE,
+                                    "%s: %s[%d] is %g: log-probs and rewards must be finite", w,
+                                    name[a], k, (double)in[a][k]);
         s[k] = (double)logp[k] - (double)ref_logp[k];
         R[k] = reward[k];
     }
     return PERPO_OK;
 }
 
-PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int n,
-                                          const float *logp, const float *ref_logp,
-                                          const float *reward, float *loss, float *dloss_dlogp) {
+/* perpo_listwise_loss_err, the reason into err with w first (a trainer passes its own name). */
+static perpo_status perpo__listwise_loss(const perpo_objective_config *cfg, int n,
+                                         const float *logp, const float *ref_logp,
+                                         const float *reward, float *loss, float *dloss_dlogp,
+                                         char *err, size_t cap, const char *w) {
     double s[PERPO_MAX_LIST], R[PERPO_MAX_LIST], g[PERPO_MAX_LIST], L = 0.0;
     double beta, gamma, eps, lambda;
     int k, all_equal = 1;
     perpo_status st;
-    if (!cfg || !loss || perpo__objective_check(cfg) != PERPO_OK) return PERPO_ERR_ARG;
+    if (!cfg || !loss) return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: cfg or loss is NULL", w);
+    if ((st = perpo__objective_check(cfg, err, cap, w, "")) != PERPO_OK) return st;
     beta = cfg->beta;
     gamma = cfg->gamma;
     eps = cfg->label_smoothing;
     lambda = cfg->positive;
-    if ((st = perpo__list_inputs(n, logp, ref_logp, reward, s, R)) != PERPO_OK) return st;
+    if ((st = perpo__list_inputs(n, logp, ref_logp, reward, s, R, err, cap, w)) != PERPO_OK)
+        return st;
     for (k = 0; k < n; k++) {
         g[k] = 0.0;
         if (R[k] != R[0]) all_equal = 0;
@@ -2127,24 +2169,53 @@ PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int
         }
     }
     /* Check before writing: a double beyond float range would become Inf (or be UB to convert). */
-    if (!(fabs(L) <= FLT_MAX)) return PERPO_ERR_NONFINITE;
+    if (!(fabs(L) <= FLT_MAX))
+        return perpo__errst(err, cap, PERPO_ERR_NONFINITE,
+                            "%s: the loss %g is beyond float range: lower beta (%g) or check the "
+                            "log-probs",
+                            w, L, beta);
     for (k = 0; k < n; k++)
-        if (!(fabs(g[k]) <= FLT_MAX)) return PERPO_ERR_NONFINITE;
+        if (!(fabs(g[k]) <= FLT_MAX))
+            return perpo__errst(err, cap, PERPO_ERR_NONFINITE,
+                                "%s: the gradient %g of logp[%d] is beyond float range: lower beta "
+                                "(%g) or check the log-probs",
+                                w, g[k], k, beta);
     *loss = (float)L;
     if (dloss_dlogp)
         for (k = 0; k < n; k++) dloss_dlogp[k] = (float)g[k];
     return PERPO_OK;
 }
 
-PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *logp,
-                                               const float *ref_logp, const float *reward,
-                                               perpo_pref_metrics *out) {
+PERPODEF perpo_status perpo_listwise_loss_err(const perpo_objective_config *cfg, int n,
+                                              const float *logp, const float *ref_logp,
+                                              const float *reward, float *loss, float *dloss_dlogp,
+                                              char *err, size_t err_cap) {
+    perpo__errf(err, err_cap, "%s", "");
+    return perpo__listwise_loss(cfg, n, logp, ref_logp, reward, loss, dloss_dlogp, err, err_cap,
+                                "perpo_listwise_loss");
+}
+
+PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int n,
+                                          const float *logp, const float *ref_logp,
+                                          const float *reward, float *loss, float *dloss_dlogp) {
+    return perpo_listwise_loss_err(cfg, n, logp, ref_logp, reward, loss, dloss_dlogp, NULL, 0);
+}
+
+/* perpo_preference_metrics_err, the reason into err with w first. */
+static perpo_status perpo__preference_metrics(float beta, int n, const float *logp,
+                                              const float *ref_logp, const float *reward,
+                                              perpo_pref_metrics *out, char *err, size_t cap,
+                                              const char *w) {
     double s[PERPO_MAX_LIST], R[PERPO_MAX_LIST], chosen, rejected;
     int i, j, best = 0, worst = 0;
     long pairs = 0, right = 0;
     perpo_status st;
-    if (!out || !(beta > 0.0f && beta <= PERPO_MAX_BETA)) return PERPO_ERR_ARG;
-    if ((st = perpo__list_inputs(n, logp, ref_logp, reward, s, R)) != PERPO_OK) return st;
+    if (!out) return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: out is NULL", w);
+    if (!(beta > 0.0f && beta <= PERPO_MAX_BETA))
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: beta %g must be in (0, %g]", w,
+                            (double)beta, (double)PERPO_MAX_BETA);
+    if ((st = perpo__list_inputs(n, logp, ref_logp, reward, s, R, err, cap, w)) != PERPO_OK)
+        return st;
     for (i = 0; i < n; i++) {
         if (R[i] > R[best]) best = i;
         if (R[i] < R[worst]) worst = i;
@@ -2158,12 +2229,30 @@ PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *l
     rejected = beta * s[worst];
     if (!(fabs(chosen) <= FLT_MAX && fabs(rejected) <= FLT_MAX &&
           fabs(chosen - rejected) <= FLT_MAX))
-        return PERPO_ERR_NONFINITE;
+        return perpo__errst(err, cap, PERPO_ERR_NONFINITE,
+                            "%s: chosen %g, rejected %g or their margin is beyond float range: "
+                            "lower beta (%g) or check the log-probs",
+                            w, chosen, rejected, (double)beta);
     out->chosen = (float)chosen;
     out->rejected = (float)rejected;
     out->margin = (float)(chosen - rejected);
     out->accuracy = pairs ? (float)((double)right / (double)pairs) : 0.0f;
     return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_preference_metrics_err(float beta, int n, const float *logp,
+                                                   const float *ref_logp, const float *reward,
+                                                   perpo_pref_metrics *out, char *err,
+                                                   size_t err_cap) {
+    perpo__errf(err, err_cap, "%s", "");
+    return perpo__preference_metrics(beta, n, logp, ref_logp, reward, out, err, err_cap,
+                                     "perpo_preference_metrics");
+}
+
+PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *logp,
+                                               const float *ref_logp, const float *reward,
+                                               perpo_pref_metrics *out) {
+    return perpo_preference_metrics_err(beta, n, logp, ref_logp, reward, out, NULL, 0);
 }
 
 /* ==========================================================================================
@@ -2259,11 +2348,12 @@ static perpo_status perpo__pref_chunk(perpo_model *m, const perpo_pref_config *p
             if (l->rewards[k] > l->rewards[best]) best = k;
             *tokens += (double)s->n_tok[q + (size_t)k];
         }
-        if ((st = perpo_listwise_loss(&pc->objective, l->n, lp, ref, l->rewards, &loss, grad)) !=
-            PERPO_OK)
-            return st;
-        if ((st = perpo_preference_metrics(pc->objective.beta, l->n, lp, ref, l->rewards, &pm)) !=
-            PERPO_OK)
+        if ((st = perpo__listwise_loss(&pc->objective, l->n, lp, ref, l->rewards, &loss, grad,
+                                       m->error, sizeof m->error, "perpo_pref_train")) !=
+                PERPO_OK ||
+            (st = perpo__preference_metrics(pc->objective.beta, l->n, lp, ref, l->rewards, &pm,
+                                            m->error, sizeof m->error, "perpo_pref_train")) !=
+                PERPO_OK)
             return st;
         for (k = 0; k < l->n; k++) {
             float div = pc->mean_logp ? (float)s->n_tok[q + (size_t)k] : 1.0f;
@@ -2310,14 +2400,7 @@ static int perpo__check_pref_config(const perpo_pref_config *pc, char *e, size_t
         perpo__errf(e, cap, "%s: resume %d must be 0 or 1", w, pc->resume);
     else if (pc->nll_on_truth != 0 && pc->nll_on_truth != 1)
         perpo__errf(e, cap, "%s: nll_on_truth %d must be 0 or 1", w, pc->nll_on_truth);
-    else if (perpo__objective_check(&pc->objective) != PERPO_OK)
-        perpo__errf(e, cap,
-                    "%s: objective out of range (kind %d, beta %g, gamma %g, label_smoothing %g, "
-                    "positive %g): see perpo_objective_config",
-                    w, (int)pc->objective.kind, (double)pc->objective.beta,
-                    (double)pc->objective.gamma, (double)pc->objective.label_smoothing,
-                    (double)pc->objective.positive);
-    else
+    else if (perpo__objective_check(&pc->objective, e, cap, w, "objective.") == PERPO_OK)
         st = perpo__optim_check(&pc->optim, e, cap, w, "optim.");
     return st == PERPO_OK;
 }
@@ -2482,9 +2565,10 @@ static perpo_status perpo__train_loop(perpo_model *m, const perpo__trainer *tr,
     return PERPO_OK;
 }
 
-/* w: the public call, for the message in m->error. */
+/* w: the public call, for the message in m->error; need_ref: the lists must hold finite ref_logp
+   (training; perpo_pref_reference fills them). */
 static perpo_status perpo__check_lists(perpo_model *m, const perpo_pref_list *lists, size_t n_lists,
-                                       const char *w) {
+                                       const char *w, int need_ref) {
     char *e = m->error;
     size_t i, cap = sizeof m->error;
     int k;
@@ -2523,6 +2607,11 @@ static perpo_status perpo__check_lists(perpo_model *m, const perpo_pref_list *li
                 return perpo__errst(e, cap, PERPO_ERR_NONFINITE,
                                     "%s: list %zu: rewards[%d] is %g: rewards must be finite", w, i,
                                     k, (double)l->rewards[k]);
+            if (need_ref && !isfinite(l->ref_logp[k]))
+                return perpo__errst(e, cap, PERPO_ERR_NONFINITE,
+                                    "%s: list %zu: ref_logp[%d] is %g: fill it with "
+                                    "perpo_pref_reference before training",
+                                    w, i, k, (double)l->ref_logp[k]);
         }
         if (l->truth && !perpo__text_fits(m->T, strlen(l->prompt), strlen(l->truth)))
             return perpo__errst(e, cap, PERPO_ERR_ARG,
@@ -2558,7 +2647,7 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
     if (!perpo__check_pref_config(pc, m->error, sizeof m->error))
         local = PERPO_ERR_ARG;
     else if (n_lists > 0 || !par->reduce) /* a worker's part may be empty, one process's set not */
-        local = perpo__check_lists(m, lists, n_lists, "perpo_pref_train");
+        local = perpo__check_lists(m, lists, n_lists, "perpo_pref_train", 1);
     if (local == PERPO_OK) {
         truth_row = pc->nll_on_truth && pc->nll_weight > 0.0f;
         for (j = 0; j < n_lists; j++) {
@@ -2821,7 +2910,8 @@ PERPODEF perpo_status perpo_pref_reference(perpo_model *m, perpo_pref_list *list
     size_t i = 0;
     if (!m) return PERPO_ERR_ARG;
     m->error[0] = 0;
-    if ((st = perpo__check_lists(m, lists, n_lists, "perpo_pref_reference")) != PERPO_OK) return st;
+    if ((st = perpo__check_lists(m, lists, n_lists, "perpo_pref_reference", 0)) != PERPO_OK)
+        return st;
     if ((st = perpo__pref_scratch_alloc(m, &s, 0)) != PERPO_OK) return st;
     while (i < n_lists) { /* as many whole lists per forward as fit in max_batch */
         size_t count = 0, seqs = 0, j, q = 0;

@@ -364,6 +364,84 @@ static void test_error_image_item_index(perpo_test *t) {
     perpo_model_free(m);
 }
 
+/* The objective alone: each refused input named, with its value and the rule; NaN by array
+   and index; "" after success; a trainer names its objective's fields as objective.x. */
+static void test_error_objectives(perpo_test *t) {
+    perpo_objective_config oc = perpo_objective_default(PERPO_OBJ_PERPO);
+    const float lp[3] = { -1.0f, -2.0f, -3.0f }, rw[3] = { 1.0f, 0.5f, 0.0f };
+    float ref[3] = { -1.5f, -2.5f, -3.5f }, loss, grad[3];
+    perpo_pref_metrics pm;
+    char err[PERPO_ERROR_MAX];
+    CHECK_OK(perpo_listwise_loss_err(&oc, 3, lp, ref, rw, &loss, grad, err, sizeof err));
+    CHECK(err[0] == 0);
+    oc.beta = 0.0f;
+    CHECK(perpo_listwise_loss_err(&oc, 3, lp, ref, rw, &loss, grad, err, sizeof err) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_listwise_loss", "beta 0", "(0, 1000]");
+    CHECK(perpo_listwise_loss(&oc, 3, lp, ref, rw, &loss, grad) == PERPO_ERR_ARG);
+    oc = perpo_objective_default(PERPO_OBJ_DPO);
+    oc.label_smoothing = 0.7f;
+    CHECK(perpo_listwise_loss_err(&oc, 3, lp, ref, rw, &loss, grad, err, sizeof err) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "label_smoothing 0.7", "[0, 0.5]");
+    oc = perpo_objective_default(PERPO_OBJ_PERPO);
+    CHECK(perpo_listwise_loss_err(&oc, 300, lp, ref, rw, &loss, grad, err, sizeof err) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "n 300", "PERPO_MAX_LIST 256");
+    ref[2] = NAN;
+    CHECK(perpo_listwise_loss_err(&oc, 3, lp, ref, rw, &loss, grad, err, sizeof err) ==
+          PERPO_ERR_NONFINITE);
+    TE_SAYS(err, "perpo_listwise_loss", "ref_logp[2] is nan", "finite");
+    CHECK(perpo_listwise_loss_err(&oc, 3, lp, NULL, rw, &loss, grad, err, sizeof err) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "ref_logp is NULL");
+    ref[2] = -3.5f;
+    ref[0] = 3e38f; /* the best response at s_0 = -3e38, times beta 1000: beyond float range */
+    oc.beta = 1000.0f;
+    CHECK(perpo_listwise_loss_err(&oc, 3, lp, ref, rw, &loss, grad, err, sizeof err) ==
+          PERPO_ERR_NONFINITE);
+    TE_SAYS(err, "beyond float range", "lower beta (1000)");
+    CHECK(perpo_preference_metrics_err(1000.0f, 3, lp, ref, rw, &pm, err, sizeof err) ==
+          PERPO_ERR_NONFINITE);
+    TE_SAYS(err, "perpo_preference_metrics", "beyond float range");
+    ref[0] = -1.5f;
+    CHECK(perpo_preference_metrics_err(-1.0f, 3, lp, ref, rw, &pm, err, sizeof err) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_preference_metrics", "beta -1", "(0, 1000]");
+    CHECK(perpo_preference_metrics_err(0.1f, 3, lp, ref, rw, NULL, err, sizeof err) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "out is NULL");
+    CHECK_OK(perpo_preference_metrics_err(0.1f, 3, lp, ref, rw, &pm, err, sizeof err));
+    CHECK(err[0] == 0);
+    CHECK_OK(perpo_preference_metrics(0.1f, 3, lp, ref, rw, &pm));
+}
+
+/* perpo_pref_train names the objective's field, and lists without reference log-probs. */
+static void test_error_pref_train_objective(perpo_test *t) {
+    te_data d;
+    perpo_model *m = te_model(t);
+    perpo_sample_config sc = perpo_sample_default();
+    perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
+    perpo_pref_set set;
+    if (!m) return;
+    te_make(&d);
+    sc.temperature = 1.0f;
+    CHECK_OK(perpo_pref_sample(m, d.ex, 2, 3, &sc, te_reward, &d, &set));
+    pc.lists_per_step = 1;
+    pc.optim.total_steps = 20;
+    pc.objective.gamma = -1.0f;
+    CHECK(perpo_pref_train(m, set.lists, set.n_lists, &pc, NULL, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(perpo_model_last_error(m), "perpo_pref_train", "objective.gamma -1", "[0, 100]");
+    pc.objective.gamma = 0.5f;
+    ((float *)set.lists[1].ref_logp)[2] = NAN; /* (sampling leaves them 0: not computed yet) */
+    CHECK(perpo_pref_train(m, set.lists, set.n_lists, &pc, NULL, NULL) == PERPO_ERR_NONFINITE);
+    TE_SAYS(perpo_model_last_error(m), "perpo_pref_train", "list 1", "ref_logp[2] is nan",
+            "perpo_pref_reference");
+    CHECK(perpo_optim_step_count(m) == 0);
+    perpo_pref_set_free(&set);
+    perpo_model_free(m);
+}
+
 /* The preference default's learning rate is the one the project's experiments use. */
 static void test_error_pref_default_lr(perpo_test *t) {
     perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
@@ -388,6 +466,10 @@ const perpo_test_case perpo_tests_errors[] = {
     { "errors: images outside [0,1] refused, naming the example", test_error_image_range },
     { "errors: images outside [0,1] or NaN named by the user's index (stream example, item)",
       test_error_image_item_index },
+    { "errors: listwise loss and preference metrics name the field, array and index",
+      test_error_objectives },
+    { "errors: perpo_pref_train names objective fields and a non-finite ref_logp",
+      test_error_pref_train_objective },
     { "errors: perpo_pref_default's learning rate is 1e-5", test_error_pref_default_lr },
     { NULL, NULL }
 };
