@@ -243,7 +243,8 @@ PERPODEF const perpo_config *perpo_model_config(const perpo_model *model);
 PERPODEF const char *perpo_model_last_error(const perpo_model *model);
 /* Copies the parameters of src into dst and resets dst's optimizer: how the examples start DPO
    and PerPO from the same SFT weights. Every config field must match except max_batch and
-   alloc_ctx (PERPO_ERR_ARG otherwise). */
+   alloc_ctx (PERPO_ERR_ARG otherwise; perpo_model_last_error(dst) names the first that
+   differs). */
 PERPODEF perpo_status perpo_model_copy_params(perpo_model *dst, const perpo_model *src);
 /* Flat views for tools and tests: parameters and gradients share one layout. The model knows
    its parameters are finite (creation, load and every optimizer step check them), so generation
@@ -278,6 +279,12 @@ PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *pro
                                         size_t prompt_len, const char *response,
                                         size_t response_len, int *tokens, int *targets,
                                         size_t *n_targets);
+/* The same, and err (may be NULL) gets why it refused, e.g. "perpo_text_encode: prompt 3 +
+   response 7 bytes exceed max_text 8 - 3: shorten them or raise max_text". */
+PERPODEF perpo_status perpo_text_encode_err(const perpo_config *cfg, const char *prompt,
+                                            size_t prompt_len, const char *response,
+                                            size_t response_len, int *tokens, int *targets,
+                                            size_t *n_targets, char *err, size_t err_cap);
 
 /* Runs the model and keeps what backward needs. logp (n_seq, may be NULL) gets each sequence's
    summed response log-probability; mean_ce (may be NULL) the mean token cross-entropy over all
@@ -479,6 +486,10 @@ typedef struct perpo_optim_config {
 PERPODEF perpo_optim_config perpo_optim_default(void);
 /* PERPO_OK when every field of oc is in its range, else PERPO_ERR_ARG. */
 PERPODEF perpo_status perpo_optim_validate(const perpo_optim_config *oc);
+/* The same, and err (may be NULL) gets the first field out of range, its value and the rule,
+   e.g. "perpo_optim_validate: min_lr 0.01 must be in [0, lr 0.001]" ("" when valid). */
+PERPODEF perpo_status perpo_optim_validate_err(const perpo_optim_config *oc, char *err,
+                                               size_t err_cap);
 /* Learning rate at 0-based step: linear warmup, then cosine decay to min_lr. Steps below 0
    count as 0 and steps past total_steps as total_steps; 0 for an invalid config. */
 PERPODEF float perpo_lr_at(const perpo_optim_config *oc, int step);
@@ -486,7 +497,8 @@ PERPODEF float perpo_lr_at(const perpo_optim_config *oc, int step);
    gradient accumulation; finite, > 0). PERPO_ERR_ARG for an invalid config or scale, or when
    the model has taken PERPO_MAX_STEPS steps. Refuses with PERPO_ERR_NONFINITE, changing
    nothing, a non-finite gradient and a step that would make any parameter or moment
-   non-finite. grad_norm (may be NULL) gets the global norm before clipping. */
+   non-finite. grad_norm (may be NULL) gets the global norm before clipping. Why it refused:
+   perpo_model_last_error. */
 PERPODEF perpo_status perpo_optim_step(perpo_model *model, const perpo_optim_config *oc,
                                        float grad_scale, float *grad_norm);
 /* Number of optimizer steps taken so far (drives the schedule and bias correction). */
@@ -536,6 +548,10 @@ typedef struct perpo_parallel {
    in rank order, sizes differing by at most one. PERPO_ERR_ARG for NULL outputs, world outside
    [1, PERPO_MAX_WORLD] or rank outside [0, world). */
 PERPODEF perpo_status perpo_share(size_t n, int rank, int world, size_t *first, size_t *count);
+/* The same, and err (may be NULL) gets why it refused, e.g. "perpo_share: rank 4 must be in
+   [0, world 4)". */
+PERPODEF perpo_status perpo_share_err(size_t n, int rank, int world, size_t *first, size_t *count,
+                                      char *err, size_t err_cap);
 
 /* ---- Training: progress reports -------------------------------------------------------- */
 typedef struct perpo_progress {
@@ -1529,16 +1545,30 @@ static int perpo__text_fits(size_t T, size_t prompt_len, size_t response_len) {
     return prompt_len <= T && response_len <= T && prompt_len + response_len + 3 <= T;
 }
 
-PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *prompt,
-                                        size_t prompt_len, const char *response,
-                                        size_t response_len, int *tokens, int *targets,
-                                        size_t *n_targets) {
+PERPODEF perpo_status perpo_text_encode_err(const perpo_config *cfg, const char *prompt,
+                                            size_t prompt_len, const char *response,
+                                            size_t response_len, int *tokens, int *targets,
+                                            size_t *n_targets, char *err, size_t err_cap) {
+    const char *w = "perpo_text_encode";
     size_t T, i, n, pos = 0;
-    if (!cfg || !tokens || !targets || (prompt_len && !prompt) || (response_len && !response))
-        return PERPO_ERR_ARG;
-    if (cfg->max_text < PERPO_MIN_TEXT) return PERPO_ERR_ARG;
+    perpo__errf(err, err_cap, "%s", "");
+    if (!cfg || !tokens || !targets)
+        return perpo__errst(err, err_cap, PERPO_ERR_ARG, "%s: cfg, tokens or targets is NULL", w);
+    if ((prompt_len && !prompt) || (response_len && !response))
+        return perpo__errst(err, err_cap, PERPO_ERR_ARG,
+                            "%s: prompt (%zu bytes) or response (%zu bytes) is NULL: NULL only "
+                            "with length 0",
+                            w, prompt_len, response_len);
+    if (cfg->max_text < PERPO_MIN_TEXT)
+        return perpo__errst(err, err_cap, PERPO_ERR_ARG,
+                            "%s: max_text %d must be >= %d (BOS, SEP, EOS and one byte)", w,
+                            cfg->max_text, PERPO_MIN_TEXT);
     T = (size_t)cfg->max_text;
-    if (!perpo__text_fits(T, prompt_len, response_len)) return PERPO_ERR_ARG;
+    if (!perpo__text_fits(T, prompt_len, response_len))
+        return perpo__errst(err, err_cap, PERPO_ERR_ARG,
+                            "%s: prompt %zu + response %zu bytes exceed max_text %zu - 3: shorten "
+                            "them or raise max_text",
+                            w, prompt_len, response_len, T);
     tokens[pos++] = PERPO_TOK_BOS;
     for (i = 0; i < prompt_len; i++) tokens[pos++] = (unsigned char)prompt[i];
     tokens[pos++] = PERPO_TOK_SEP;
@@ -1551,6 +1581,14 @@ PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *pro
     for (i = prompt_len + 1; i + 1 < n; i++) targets[i] = tokens[i + 1];
     if (n_targets) *n_targets = response_len + 1;
     return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *prompt,
+                                        size_t prompt_len, const char *response,
+                                        size_t response_len, int *tokens, int *targets,
+                                        size_t *n_targets) {
+    return perpo_text_encode_err(cfg, prompt, prompt_len, response, response_len, tokens, targets,
+                                 n_targets, NULL, 0);
 }
 
 /* ---- The reference model: forward and backward as the math reads --------------------------- *
@@ -2508,11 +2546,16 @@ PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind) {
 }
 
 /* ---- The loop both trainers share --------------------------------------------------------- */
+/* AdamW (section 8); a trainer's refused step names the trainer. */
+static perpo_status perpo__optim_step(perpo_model *m, const perpo_optim_config *oc,
+                                      float grad_scale, float *grad_norm, const char *w);
+
 /* What one trainer call brings to the loop: the gradient of one step, its optimizer settings
    and how it reports. step_grads adds the gradient of optimizer step `step` (data-parallel:
    summed over the workers) into the zeroed gradient buffer, the step's loss and metrics into p
    and the target tokens it consumed into *tokens; an error ends training with it. */
 typedef struct perpo__trainer {
+    const char *name;  /* the public call, first in its messages */
     const char *phase; /* perpo_progress.phase */
     const perpo_optim_config *optim;
     const perpo_parallel *par;
@@ -2534,10 +2577,10 @@ static perpo_status perpo__train_loop(perpo_model *m, const perpo__trainer *tr,
     perpo_status st;
     if (tr->resume && m->no_opt_state)
         return perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
-                            "perpo_%s_train: resume 1, but the model was loaded from a checkpoint "
-                            "without optimizer state: there is nothing to resume (save with "
+                            "%s: resume 1, but the model was loaded from a checkpoint without "
+                            "optimizer state: there is nothing to resume (save with "
                             "PERPO_CKPT_OPTIMIZER, or set resume 0 to start the schedule afresh)",
-                            tr->phase);
+                            tr->name);
     if (!tr->resume) perpo_optim_reset(m);
     start = m->opt_step;
     for (step = start; step < tr->optim->total_steps; step++) { /* resumes at opt_step */
@@ -2547,7 +2590,8 @@ static perpo_status perpo__train_loop(perpo_model *m, const perpo__trainer *tr,
         memset(&p, 0, sizeof p);
         perpo_zero_grad(m);
         if ((st = tr->step_grads(m, step, &p, &tokens, tr->state)) != PERPO_OK) return st;
-        if ((st = perpo_optim_step(m, tr->optim, tr->grad_scale, &gnorm)) != PERPO_OK) return st;
+        if ((st = perpo__optim_step(m, tr->optim, tr->grad_scale, &gnorm, tr->name)) != PERPO_OK)
+            return st;
         if ((step + 1) % tr->log_every == 0 || step + 1 == tr->optim->total_steps) {
             p.phase = tr->phase;
             p.step = step + 1;
@@ -2722,6 +2766,7 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
     S.truth_row = truth_row;
     S.s = &s;
     S.pending = pending;
+    tr.name = "perpo_pref_train";
     tr.phase = "pref";
     tr.optim = &pc->optim;
     tr.par = par;
@@ -3637,8 +3682,14 @@ static perpo_status perpo__optim_check(const perpo_optim_config *oc, char *err, 
     return PERPO_OK;
 }
 
+PERPODEF perpo_status perpo_optim_validate_err(const perpo_optim_config *oc, char *err,
+                                               size_t err_cap) {
+    perpo__errf(err, err_cap, "%s", "");
+    return perpo__optim_check(oc, err, err_cap, "perpo_optim_validate", "");
+}
+
 PERPODEF perpo_status perpo_optim_validate(const perpo_optim_config *oc) {
-    return perpo__optim_check(oc, NULL, 0, "perpo_optim_validate", "");
+    return perpo_optim_validate_err(oc, NULL, 0);
 }
 
 /* In double throughout: no int arithmetic on step, warmup or total, so no overflow. */
@@ -3798,14 +3849,25 @@ static void perpo__adamw_team(perpo_model *m, const perpo_optim_config *oc, perp
     }
 }
 
-PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config *oc,
-                                       float grad_scale, float *grad_norm) {
+/* perpo_optim_step without clearing the model's message: w names the call in it (a trainer
+   passes its own name). */
+static perpo_status perpo__optim_step(perpo_model *m, const perpo_optim_config *oc,
+                                      float grad_scale, float *grad_norm, const char *w) {
+    char *e = m->error;
+    size_t cap = sizeof m->error;
     perpo__adamw st;
     double norm;
-    if (!m || perpo_optim_validate(oc) != PERPO_OK ||
-        !(grad_scale > 0.0f && grad_scale <= FLT_MAX) || m->opt_step < 0 ||
-        m->opt_step >= PERPO_MAX_STEPS)
-        return PERPO_ERR_ARG;
+    if (perpo__optim_check(oc, e, cap, w, "") != PERPO_OK) return PERPO_ERR_ARG;
+    if (!(grad_scale > 0.0f && grad_scale <= FLT_MAX))
+        return perpo__errst(e, cap, PERPO_ERR_ARG,
+                            "%s: grad_scale %g must be finite and > 0 (1 / accum_steps when "
+                            "gradients are accumulated)",
+                            w, (double)grad_scale);
+    if (m->opt_step < 0 || m->opt_step >= PERPO_MAX_STEPS)
+        return perpo__errst(e, cap, PERPO_ERR_ARG,
+                            "%s: the model has taken %d steps, the most is PERPO_MAX_STEPS %d: "
+                            "perpo_optim_reset starts a new schedule",
+                            w, m->opt_step, PERPO_MAX_STEPS);
     memset(&st, 0, sizeof st);
     st.grad_scale = grad_scale;
     st.finite[0] = st.finite[1] = 1;
@@ -3813,16 +3875,36 @@ PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config 
     perpo__adamw_team(m, oc, &st);
     norm = perpo__adamw_norm(&st);
     if (grad_norm) *grad_norm = (float)norm;
-    if (!isfinite(norm) || !st.finite[0]) return PERPO_ERR_NONFINITE; /* nothing changed */
+    if (!isfinite(norm)) /* nothing changed */
+        return perpo__errst(e, cap, PERPO_ERR_NONFINITE,
+                            "%s: step %d: the gradient norm is %g (a NaN or Inf in the gradients "
+                            "x grad_scale %g): nothing changed; look for the loss or input that "
+                            "was not finite",
+                            w, m->opt_step, norm, (double)grad_scale);
+    if (!st.finite[0]) /* nothing changed */
+        return perpo__errst(e, cap, PERPO_ERR_NONFINITE,
+                            "%s: step %d (gradient norm %g) would make a parameter or AdamW "
+                            "moment non-finite: nothing changed; lower lr (%g) or clip_norm (%g)",
+                            w, m->opt_step, norm, (double)oc->lr, (double)oc->clip_norm);
     m->params_version++; /* pass 1 wrote the parameters, whatever follows */
     if (!st.finite[1]) {
         m->params_known_finite = 0; /* pass 1 disagreed with pass 0: never expected */
-        return PERPO_ERR_NONFINITE;
+        return perpo__errst(e, cap, PERPO_ERR_NONFINITE,
+                            "%s: step %d wrote a non-finite parameter after checking that it "
+                            "would not: the model's parameters are suspect",
+                            w, m->opt_step);
     }
     m->params_known_finite = 1;
     m->opt_step++;
     m->no_opt_state = 0;
     return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config *oc,
+                                       float grad_scale, float *grad_norm) {
+    if (!m) return PERPO_ERR_ARG;
+    m->error[0] = 0;
+    return perpo__optim_step(m, oc, grad_scale, grad_norm, "perpo_optim_step");
 }
 
 PERPODEF int perpo_optim_step_count(const perpo_model *m) { return m ? m->opt_step : 0; }
@@ -3835,10 +3917,19 @@ PERPODEF void perpo_optim_reset(perpo_model *m) {
 }
 
 /* ---- Data parallelism: what both trainers share ------------------------------------------ */
-PERPODEF perpo_status perpo_share(size_t n, int rank, int world, size_t *first, size_t *count) {
+PERPODEF perpo_status perpo_share_err(size_t n, int rank, int world, size_t *first, size_t *count,
+                                      char *err, size_t err_cap) {
     size_t w, k, q, r;
-    if (!first || !count || world < 1 || world > PERPO_MAX_WORLD || rank < 0 || rank >= world)
-        return PERPO_ERR_ARG;
+    perpo__errf(err, err_cap, "%s", "");
+    if (!first || !count)
+        return perpo__errst(err, err_cap, PERPO_ERR_ARG, "perpo_share: first or count is NULL");
+    if (world < 1 || world > PERPO_MAX_WORLD)
+        return perpo__errst(err, err_cap, PERPO_ERR_ARG,
+                            "perpo_share: world %d must be in [1, PERPO_MAX_WORLD %d]", world,
+                            PERPO_MAX_WORLD);
+    if (rank < 0 || rank >= world)
+        return perpo__errst(err, err_cap, PERPO_ERR_ARG,
+                            "perpo_share: rank %d must be in [0, world %d)", rank, world);
     w = (size_t)world;
     k = (size_t)rank;
     q = n / w;
@@ -3846,6 +3937,10 @@ PERPODEF perpo_status perpo_share(size_t n, int rank, int world, size_t *first, 
     *first = q * k + (k < r ? k : r); /* <= n: no overflow */
     *count = q + (k < r ? 1 : 0);
     return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_share(size_t n, int rank, int world, size_t *first, size_t *count) {
+    return perpo_share_err(n, rank, world, first, count, NULL, 0);
 }
 
 static perpo_parallel perpo__parallel_none(void) {
@@ -3883,6 +3978,12 @@ static void perpo__config_to_words(const perpo_config *c, int *v) {
     v[13] = c->vocab;
     v[14] = c->max_batch;
 }
+/* The fields' names, in the same order, for messages. */
+static const char *const perpo__config_word_names[PERPO__CONFIG_WORDS] = {
+    "image_h",      "image_w",    "channels", "patch_h", "patch_w",
+    "pos_channels", "vis_sincos", "d_model",  "n_heads", "n_vis_layers",
+    "n_dec_layers", "mlp_mult",   "max_text", "vocab",   "max_batch"
+};
 
 /* FNV-1a over 32-bit words: a cheap fingerprint of what the workers must agree on. */
 static uint64_t perpo__hash_words(uint64_t h, const void *data, size_t n_words) {
@@ -4264,6 +4365,7 @@ static perpo_status perpo__sft_train(perpo_model *m, const char *name, perpo_exa
     }
     S.tgt = S.tok + S.B * S.T;
     S.dlogp = S.logp + S.B;
+    tr.name = name;
     tr.phase = "sft";
     tr.optim = &tc->optim;
     tr.par = par;
@@ -4780,17 +4882,35 @@ PERPODEF perpo_status perpo_model_tensor(const perpo_model *m, size_t i, const c
     return PERPO_OK;
 }
 
-/* Same architecture: every config field but max_batch (it sizes only the arena) and alloc_ctx. */
-static int perpo__same_architecture(const perpo_config *a, const perpo_config *b) {
-    return a->image_h == b->image_h && a->image_w == b->image_w && a->channels == b->channels &&
-           a->patch_h == b->patch_h && a->patch_w == b->patch_w &&
-           a->pos_channels == b->pos_channels && a->vis_sincos == b->vis_sincos &&
-           a->d_model == b->d_model && a->n_heads == b->n_heads &&
-           a->n_vis_layers == b->n_vis_layers && a->n_dec_layers == b->n_dec_layers &&
-           a->mlp_mult == b->mlp_mult && a->max_text == b->max_text && a->vocab == b->vocab;
+/* Same architecture: every config field but max_batch (it sizes only the arena, and is the last
+   config word) and alloc_ctx. NULL when a and b agree, else the name of the first field that
+   differs, its values in *va and *vb. */
+static const char *perpo__architecture_diff(const perpo_config *a, const perpo_config *b, int *va,
+                                            int *vb) {
+    int wa[PERPO__CONFIG_WORDS], wb[PERPO__CONFIG_WORDS], k;
+    perpo__config_to_words(a, wa);
+    perpo__config_to_words(b, wb);
+    for (k = 0; k < PERPO__CONFIG_WORDS - 1; k++)
+        if (wa[k] != wb[k]) {
+            *va = wa[k];
+            *vb = wb[k];
+            return perpo__config_word_names[k];
+        }
+    return NULL;
 }
 PERPODEF perpo_status perpo_model_copy_params(perpo_model *dst, const perpo_model *src) {
-    if (!dst || !src || !perpo__same_architecture(&dst->cfg, &src->cfg)) return PERPO_ERR_ARG;
+    const char *field;
+    int vd = 0, vs = 0;
+    if (!dst) return PERPO_ERR_ARG;
+    dst->error[0] = 0;
+    if (!src)
+        return perpo__errst(dst->error, sizeof dst->error, PERPO_ERR_ARG,
+                            "perpo_model_copy_params: src is NULL");
+    if ((field = perpo__architecture_diff(&dst->cfg, &src->cfg, &vd, &vs)) != NULL)
+        return perpo__errst(dst->error, sizeof dst->error, PERPO_ERR_ARG,
+                            "perpo_model_copy_params: %s differs (dst %d, src %d): the models "
+                            "must agree on every config field but max_batch and alloc_ctx",
+                            field, vd, vs);
     memcpy(dst->params, src->params, src->n_params * sizeof(float));
     dst->params_version++;
     dst->params_known_finite = src->params_known_finite;

@@ -442,6 +442,88 @@ static void test_error_pref_train_objective(perpo_test *t) {
     perpo_model_free(m);
 }
 
+/* Your own loop: text encoding, the optimizer's config and step, and copying weights between
+   models say which argument or field, its value and the rule. */
+static void test_error_own_loop(perpo_test *t) {
+    perpo_config c = small_config(), c2; /* max_text 8 */
+    perpo_model *m = te_model(t), *o = NULL;
+    perpo_optim_config oc = perpo_optim_default();
+    int tok[8], tgt[8];
+    char err[PERPO_ERROR_MAX];
+    float gn;
+    if (!m) return;
+    CHECK(perpo_text_encode_err(&c, "abc", 3, "toolong", 7, tok, tgt, NULL, err, sizeof err) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_text_encode", "prompt 3 + response 7 bytes", "max_text 8 - 3",
+            "raise max_text");
+    CHECK(perpo_text_encode_err(&c, NULL, 2, "x", 1, tok, tgt, NULL, err, sizeof err) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "prompt (2 bytes)", "NULL only with length 0");
+    c.max_text = 3;
+    CHECK(perpo_text_encode_err(&c, "", 0, "", 0, tok, tgt, NULL, err, sizeof err) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "max_text 3", ">= 4");
+    c.max_text = 8;
+    CHECK_OK(perpo_text_encode_err(&c, "ab", 2, "xyz", 3, tok, tgt, NULL, err, sizeof err));
+    CHECK(err[0] == 0);
+
+    oc.min_lr = 0.01f;
+    CHECK(perpo_optim_validate_err(&oc, err, sizeof err) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_optim_validate", "min_lr 0.01", "[0, lr 0.001]");
+    CHECK(perpo_optim_step(m, &oc, 1.0f, &gn) == PERPO_ERR_ARG);
+    TE_SAYS(perpo_model_last_error(m), "perpo_optim_step", "min_lr 0.01");
+    oc = perpo_optim_default();
+    CHECK_OK(perpo_optim_validate_err(&oc, err, sizeof err));
+    CHECK(err[0] == 0);
+    CHECK(perpo_optim_step(m, &oc, 0.0f, &gn) == PERPO_ERR_ARG);
+    TE_SAYS(perpo_model_last_error(m), "perpo_optim_step", "grad_scale 0", "> 0");
+    perpo_zero_grad(m);
+    perpo_model_grads(m)[11] = NAN;
+    CHECK(perpo_optim_step(m, &oc, 1.0f, &gn) == PERPO_ERR_NONFINITE);
+    TE_SAYS(perpo_model_last_error(m), "perpo_optim_step", "step 0", "gradient norm is nan",
+            "nothing changed");
+    perpo_zero_grad(m);
+    CHECK_OK(perpo_optim_step(m, &oc, 1.0f, &gn));
+    CHECK(strcmp(perpo_model_last_error(m), "") == 0);
+
+    c2 = small_config();
+    c2.max_batch = 5; /* may differ */
+    c2.mlp_mult = 3;
+    CHECK_OK(perpo_model_create(&o, &c2, 4));
+    if (o) {
+        CHECK(perpo_model_copy_params(o, m) == PERPO_ERR_ARG);
+        TE_SAYS(perpo_model_last_error(o), "perpo_model_copy_params", "mlp_mult differs",
+                "dst 3, src", "but max_batch and alloc_ctx");
+        CHECK(perpo_model_copy_params(o, NULL) == PERPO_ERR_ARG);
+        TE_SAYS(perpo_model_last_error(o), "src is NULL");
+        perpo_model_free(o);
+        o = NULL;
+    }
+    c2.mlp_mult = small_config().mlp_mult;
+    CHECK_OK(perpo_model_create(&o, &c2, 4));
+    if (o) {
+        CHECK_OK(perpo_model_copy_params(o, m));
+        CHECK(strcmp(perpo_model_last_error(o), "") == 0);
+        perpo_model_free(o);
+    }
+    perpo_model_free(m);
+}
+
+/* perpo_share: which of world and rank is out of range. */
+static void test_error_share(perpo_test *t) {
+    size_t first = 0, count = 0;
+    char err[PERPO_ERROR_MAX];
+    CHECK(perpo_share_err(10, 4, 4, &first, &count, err, sizeof err) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_share", "rank 4", "[0, world 4)");
+    CHECK(perpo_share_err(10, 0, 0, &first, &count, err, sizeof err) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_share", "world 0", "[1, PERPO_MAX_WORLD 4096]");
+    CHECK(perpo_share_err(10, 0, 1, NULL, &count, err, sizeof err) == PERPO_ERR_ARG);
+    TE_SAYS(err, "first or count is NULL");
+    CHECK(perpo_share(10, 4, 4, &first, &count) == PERPO_ERR_ARG);
+    CHECK_OK(perpo_share_err(10, 3, 4, &first, &count, err, sizeof err));
+    CHECK(err[0] == 0 && first == 8 && count == 2);
+}
+
 /* The preference default's learning rate is the one the project's experiments use. */
 static void test_error_pref_default_lr(perpo_test *t) {
     perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
@@ -470,6 +552,9 @@ const perpo_test_case perpo_tests_errors[] = {
       test_error_objectives },
     { "errors: perpo_pref_train names objective fields and a non-finite ref_logp",
       test_error_pref_train_objective },
+    { "errors: text encoding, optimizer config and step, copying weights: what and why",
+      test_error_own_loop },
+    { "errors: perpo_share names world or rank", test_error_share },
     { "errors: perpo_pref_default's learning rate is 1e-5", test_error_pref_default_lr },
     { NULL, NULL }
 };
