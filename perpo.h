@@ -356,18 +356,29 @@ PERPODEF float perpo_grounding_reward(const char *text, size_t len, const float 
 
 /* ---- OCR metrics. Strings are (pointer, length) byte strings: NULs and UTF-8 are plain
  * bytes. Memory is linear in the lengths, allocated through alloc_ctx (may be NULL; see
- * PERPO_MALLOC). NULL strings are allowed only with length 0. ---- */
+ * PERPO_MALLOC). NULL strings are allowed only with length 0. Each has an _err variant whose
+ * err (may be NULL) gets why it failed, e.g. "perpo_ocr_reward: ref is NULL with length 5:
+ * NULL only with length 0", or which allocation of how many bytes failed ("" on success). ---- */
 
 /* Byte-level Levenshtein distance, O(min(na, nb)) memory, O(na * nb) time after stripping the
  * common prefix and suffix. */
 PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *b, size_t nb,
                                           size_t *dist, void *alloc_ctx);
+PERPODEF perpo_status perpo_edit_distance_err(const char *a, size_t na, const char *b, size_t nb,
+                                              size_t *dist, char *err, size_t err_cap,
+                                              void *alloc_ctx);
 /* Edit distance / max(na, nb), in [0,1]; 0 when both are empty. */
 PERPODEF perpo_status perpo_normalized_edit_distance(const char *a, size_t na, const char *b,
                                                      size_t nb, float *ned, void *alloc_ctx);
+PERPODEF perpo_status perpo_normalized_edit_distance_err(const char *a, size_t na, const char *b,
+                                                         size_t nb, float *ned, char *err,
+                                                         size_t err_cap, void *alloc_ctx);
 /* The PerPO dense-OCR reward: 1 - normalized edit distance of text against ref. */
 PERPODEF perpo_status perpo_ocr_reward(const char *text, size_t len, const char *ref, size_t nref,
                                        float *reward, void *alloc_ctx);
+PERPODEF perpo_status perpo_ocr_reward_err(const char *text, size_t len, const char *ref,
+                                           size_t nref, float *reward, char *err, size_t err_cap,
+                                           void *alloc_ctx);
 /* Word-level scores of hyp against ref. Words split on ASCII whitespace. precision/recall/f1 are
  * over word SETS (duplicates count once). bleu is BLEU-4 (clipped n-gram counts, uniform weights,
  * brevity penalty) with add-one smoothing for n >= 2 only (Lin & Och 2004; nltk "method2"):
@@ -377,12 +388,18 @@ PERPODEF perpo_status perpo_ocr_reward(const char *text, size_t len, const char 
 PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *ref, size_t nr,
                                         float *precision, float *recall, float *f1, float *bleu,
                                         void *alloc_ctx);
+PERPODEF perpo_status perpo_word_scores_err(const char *hyp, size_t nh, const char *ref, size_t nr,
+                                            float *precision, float *recall, float *f1, float *bleu,
+                                            char *err, size_t err_cap, void *alloc_ctx);
 typedef struct {
     float edit_distance, precision, recall, f1, bleu;
 } perpo_ocr_scores;
 /* All OCR metrics at once; edit_distance is the NORMALIZED one (lower is better). */
 PERPODEF perpo_status perpo_ocr_score(const char *hyp, size_t nh, const char *ref, size_t nr,
                                       perpo_ocr_scores *out, void *alloc_ctx);
+PERPODEF perpo_status perpo_ocr_score_err(const char *hyp, size_t nh, const char *ref, size_t nr,
+                                          perpo_ocr_scores *out, char *err, size_t err_cap,
+                                          void *alloc_ctx);
 
 /* ==== 4. The listwise objectives ========================================================== */
 
@@ -3398,10 +3415,27 @@ PERPODEF float perpo_grounding_reward(const char *text, size_t len, const float 
 
 /* ---- OCR: edit distance ---- */
 
-PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *b, size_t nb,
-                                          size_t *dist, void *alloc_ctx) {
+/* What every OCR metric checks first: its output (out, named on) and its two strings, NULL only
+   with length 0; the reason into err, after clearing it, with w (the call) first. */
+static perpo_status perpo__metric_args(const void *out, const char *on, const char *a,
+                                       const char *an, size_t na, const char *b, const char *bn,
+                                       size_t nb, char *err, size_t cap, const char *w) {
+    perpo__errf(err, cap, "%s", "");
+    if (on && !out) return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: %s is NULL", w, on);
+    if (!a && na)
+        return perpo__errst(err, cap, PERPO_ERR_ARG,
+                            "%s: %s is NULL with length %zu: NULL only with length 0", w, an, na);
+    if (!b && nb)
+        return perpo__errst(err, cap, PERPO_ERR_ARG,
+                            "%s: %s is NULL with length %zu: NULL only with length 0", w, bn, nb);
+    return PERPO_OK;
+}
+
+/* perpo_edit_distance after the argument checks; w names the call in err. */
+static perpo_status perpo__edit_distance(const char *a, size_t na, const char *b, size_t nb,
+                                         size_t *dist, char *err, size_t cap, const char *w,
+                                         void *alloc_ctx) {
     size_t *row, i, j;
-    if (!dist || (!a && na) || (!b && nb)) return PERPO_ERR_ARG;
     /* A shared prefix or suffix never changes the distance; stripping it makes long, nearly
      * equal strings (the common case for a good OCR model) cheap. */
     while (na && nb && a[0] == b[0]) {
@@ -3426,9 +3460,15 @@ PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *
         *dist = na;
         return PERPO_OK;
     }
-    if (nb >= SIZE_MAX / sizeof *row) return PERPO_ERR_OVERFLOW;
+    if (nb >= SIZE_MAX / sizeof *row)
+        return perpo__errst(err, cap, PERPO_ERR_OVERFLOW,
+                            "%s: a row of %zu + 1 distances overflows size_t", w, nb);
     row = (size_t *)PERPO_MALLOC(alloc_ctx, (nb + 1) * sizeof *row);
-    if (!row) return PERPO_ERR_NOMEM;
+    if (!row)
+        return perpo__errst(err, cap, PERPO_ERR_NOMEM,
+                            "%s: out of memory allocating one row of distances, %zu bytes (over "
+                            "the shorter string's %zu bytes after the common prefix and suffix)",
+                            w, (nb + 1) * sizeof *row, nb);
     /* One DP row over the shorter string: row[j] = distance(a[0..i), b[0..j)). */
     for (j = 0; j <= nb; j++) row[j] = j;
     for (i = 1; i <= na; i++) {
@@ -3447,25 +3487,61 @@ PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *
     return PERPO_OK;
 }
 
-PERPODEF perpo_status perpo_normalized_edit_distance(const char *a, size_t na, const char *b,
-                                                     size_t nb, float *ned, void *alloc_ctx) {
+/* perpo_normalized_edit_distance after the argument checks. */
+static perpo_status perpo__normalized_edit_distance(const char *a, size_t na, const char *b,
+                                                    size_t nb, float *ned, char *err, size_t cap,
+                                                    const char *w, void *alloc_ctx) {
     size_t d;
     perpo_status st;
-    if (!ned) return PERPO_ERR_ARG;
-    if ((st = perpo_edit_distance(a, na, b, nb, &d, alloc_ctx)) != PERPO_OK) return st;
+    if ((st = perpo__edit_distance(a, na, b, nb, &d, err, cap, w, alloc_ctx)) != PERPO_OK)
+        return st;
     *ned = na || nb ? (float)((double)d / (double)(na > nb ? na : nb)) : 0.0f;
     return PERPO_OK;
 }
 
+PERPODEF perpo_status perpo_edit_distance_err(const char *a, size_t na, const char *b, size_t nb,
+                                              size_t *dist, char *err, size_t err_cap,
+                                              void *alloc_ctx) {
+    const char *w = "perpo_edit_distance";
+    perpo_status st = perpo__metric_args(dist, "dist", a, "a", na, b, "b", nb, err, err_cap, w);
+    return st != PERPO_OK ? st
+                          : perpo__edit_distance(a, na, b, nb, dist, err, err_cap, w, alloc_ctx);
+}
+PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *b, size_t nb,
+                                          size_t *dist, void *alloc_ctx) {
+    return perpo_edit_distance_err(a, na, b, nb, dist, NULL, 0, alloc_ctx);
+}
+
+PERPODEF perpo_status perpo_normalized_edit_distance_err(const char *a, size_t na, const char *b,
+                                                         size_t nb, float *ned, char *err,
+                                                         size_t err_cap, void *alloc_ctx) {
+    const char *w = "perpo_normalized_edit_distance";
+    perpo_status st = perpo__metric_args(ned, "ned", a, "a", na, b, "b", nb, err, err_cap, w);
+    return st != PERPO_OK
+               ? st
+               : perpo__normalized_edit_distance(a, na, b, nb, ned, err, err_cap, w, alloc_ctx);
+}
+PERPODEF perpo_status perpo_normalized_edit_distance(const char *a, size_t na, const char *b,
+                                                     size_t nb, float *ned, void *alloc_ctx) {
+    return perpo_normalized_edit_distance_err(a, na, b, nb, ned, NULL, 0, alloc_ctx);
+}
+
+PERPODEF perpo_status perpo_ocr_reward_err(const char *text, size_t len, const char *ref,
+                                           size_t nref, float *reward, char *err, size_t err_cap,
+                                           void *alloc_ctx) {
+    const char *w = "perpo_ocr_reward";
+    float ned;
+    perpo_status st =
+        perpo__metric_args(reward, "reward", text, "text", len, ref, "ref", nref, err, err_cap, w);
+    if (st == PERPO_OK)
+        st =
+            perpo__normalized_edit_distance(text, len, ref, nref, &ned, err, err_cap, w, alloc_ctx);
+    if (st == PERPO_OK) *reward = 1.0f - ned;
+    return st;
+}
 PERPODEF perpo_status perpo_ocr_reward(const char *text, size_t len, const char *ref, size_t nref,
                                        float *reward, void *alloc_ctx) {
-    float ned;
-    perpo_status st;
-    if (!reward) return PERPO_ERR_ARG;
-    if ((st = perpo_normalized_edit_distance(text, len, ref, nref, &ned, alloc_ctx)) != PERPO_OK)
-        return st;
-    *reward = 1.0f - ned;
-    return PERPO_OK;
+    return perpo_ocr_reward_err(text, len, ref, nref, reward, NULL, 0, alloc_ctx);
 }
 
 /* ---- OCR: word sets and BLEU-4 ----
@@ -3564,14 +3640,14 @@ static perpo__match perpo__match_grams(const perpo__gram *h, size_t nh, const pe
     return m;
 }
 
-PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *ref, size_t nr,
-                                        float *precision, float *recall, float *f1, float *bleu,
-                                        void *alloc_ctx) {
+/* perpo_word_scores after the argument checks; w names the call in err. */
+static perpo_status perpo__word_scores(const char *hyp, size_t nh, const char *ref, size_t nr,
+                                       float *precision, float *recall, float *f1, float *bleu,
+                                       char *err, size_t cap, const char *w, void *alloc_ctx) {
     size_t th, tr, total, n;
     perpo__gram *gh, *gr;
     perpo__word *wh, *wr;
     double p = 0.0, r = 0.0, f = 0.0, b = 0.0, log_p = 0.0;
-    if ((!hyp && nh) || (!ref && nr)) return PERPO_ERR_ARG;
     th = perpo__split_words(hyp, nh, NULL);
     tr = perpo__split_words(ref, nr, NULL);
     if (th == 0 || tr == 0) {
@@ -3579,10 +3655,16 @@ PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *
     } else {
         total = th + tr;
         if (total < th || total > SIZE_MAX / (sizeof(perpo__gram) + sizeof(perpo__word)))
-            return PERPO_ERR_OVERFLOW;
+            return perpo__errst(err, cap, PERPO_ERR_OVERFLOW,
+                                "%s: the n-gram table of %zu + %zu words overflows size_t", w, th,
+                                tr);
         gh = (perpo__gram *)PERPO_MALLOC(alloc_ctx,
                                          total * (sizeof(perpo__gram) + sizeof(perpo__word)));
-        if (!gh) return PERPO_ERR_NOMEM;
+        if (!gh)
+            return perpo__errst(err, cap, PERPO_ERR_NOMEM,
+                                "%s: out of memory allocating the n-gram table (%zu bytes, for "
+                                "%zu + %zu words)",
+                                w, total * (sizeof(perpo__gram) + sizeof(perpo__word)), th, tr);
         gr = gh + th;
         wh = (perpo__word *)(gr + tr);
         wr = wh + th;
@@ -3612,18 +3694,41 @@ PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *
     return PERPO_OK;
 }
 
+PERPODEF perpo_status perpo_word_scores_err(const char *hyp, size_t nh, const char *ref, size_t nr,
+                                            float *precision, float *recall, float *f1, float *bleu,
+                                            char *err, size_t err_cap, void *alloc_ctx) {
+    const char *w = "perpo_word_scores";
+    perpo_status st =
+        perpo__metric_args(NULL, NULL, hyp, "hyp", nh, ref, "ref", nr, err, err_cap, w);
+    return st != PERPO_OK ? st
+                          : perpo__word_scores(hyp, nh, ref, nr, precision, recall, f1, bleu, err,
+                                               err_cap, w, alloc_ctx);
+}
+PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *ref, size_t nr,
+                                        float *precision, float *recall, float *f1, float *bleu,
+                                        void *alloc_ctx) {
+    return perpo_word_scores_err(hyp, nh, ref, nr, precision, recall, f1, bleu, NULL, 0, alloc_ctx);
+}
+
+PERPODEF perpo_status perpo_ocr_score_err(const char *hyp, size_t nh, const char *ref, size_t nr,
+                                          perpo_ocr_scores *out, char *err, size_t err_cap,
+                                          void *alloc_ctx) {
+    const char *w = "perpo_ocr_score";
+    perpo_ocr_scores s;
+    perpo_status st =
+        perpo__metric_args(out, "out", hyp, "hyp", nh, ref, "ref", nr, err, err_cap, w);
+    if (st == PERPO_OK)
+        st = perpo__normalized_edit_distance(hyp, nh, ref, nr, &s.edit_distance, err, err_cap, w,
+                                             alloc_ctx);
+    if (st == PERPO_OK)
+        st = perpo__word_scores(hyp, nh, ref, nr, &s.precision, &s.recall, &s.f1, &s.bleu, err,
+                                err_cap, w, alloc_ctx);
+    if (st == PERPO_OK) *out = s;
+    return st;
+}
 PERPODEF perpo_status perpo_ocr_score(const char *hyp, size_t nh, const char *ref, size_t nr,
                                       perpo_ocr_scores *out, void *alloc_ctx) {
-    perpo_ocr_scores s;
-    perpo_status st;
-    if (!out) return PERPO_ERR_ARG;
-    if ((st = perpo_normalized_edit_distance(hyp, nh, ref, nr, &s.edit_distance, alloc_ctx)) !=
-            PERPO_OK ||
-        (st = perpo_word_scores(hyp, nh, ref, nr, &s.precision, &s.recall, &s.f1, &s.bleu,
-                                alloc_ctx)) != PERPO_OK)
-        return st;
-    *out = s;
-    return PERPO_OK;
+    return perpo_ocr_score_err(hyp, nh, ref, nr, out, NULL, 0, alloc_ctx);
 }
 
 /* ==========================================================================================

@@ -169,6 +169,18 @@ static float af_reward(const char *r, size_t len, size_t item, void *user) {
     return (float)((len + item) % 3) * 0.5f;
 }
 
+/* A call that met the injected failure must say which allocation failed and how many bytes
+   (PERPO_ERR_NOMEM with a message starting with want and naming bytes); after success its
+   message is "". */
+static int af_says_nomem(perpo_status st, const char *err, const char *want) {
+    if (st == PERPO_OK) return err[0] == 0;
+    if (st != PERPO_ERR_NOMEM) return 1; /* the harness reports the status itself */
+    if (strncmp(err, want, strlen(want)) == 0 && strstr(err, " bytes")) return 1;
+    printf("alloc_fail: out of memory, but the message is \"%s\" (wanted \"%s ... bytes\")\n", err,
+           want);
+    return 0;
+}
+
 static perpo_status af_stage(af_world *w, int stage) {
     perpo_status st = PERPO_OK;
     switch (stage) {
@@ -252,7 +264,11 @@ static perpo_status af_stage(af_world *w, int stage) {
     case ST_OCR: {
         perpo_ocr_scores s;
         static const char hyp[] = "the quick brown fox jumps", ref[] = "the quick red fox jumped";
-        st = perpo_ocr_score(hyp, sizeof hyp - 1, ref, sizeof ref - 1, &s, &af_model_ctx);
+        char err[PERPO_ERROR_MAX];
+        st = perpo_ocr_score_err(hyp, sizeof hyp - 1, ref, sizeof ref - 1, &s, err, sizeof err,
+                                 &af_model_ctx);
+        if (!af_says_nomem(st, err, "perpo_ocr_score: out of memory allocating"))
+            return PERPO_ERR_ARG;
         break;
     }
 #if AF_HAVE_DATA

@@ -524,6 +524,35 @@ static void test_error_share(perpo_test *t) {
     CHECK(err[0] == 0 && first == 8 && count == 2);
 }
 
+/* The OCR metrics: which output or string, and its length. */
+static void test_error_ocr_metrics(perpo_test *t) {
+    char err[PERPO_ERROR_MAX];
+    size_t dist;
+    float v, p;
+    perpo_ocr_scores sc;
+    CHECK(perpo_ocr_reward_err("abc", 3, NULL, 5, &v, err, sizeof err, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_ocr_reward", "ref is NULL with length 5", "NULL only with length 0");
+    CHECK(perpo_ocr_reward_err("abc", 3, "abd", 3, NULL, err, sizeof err, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_ocr_reward", "reward is NULL");
+    CHECK(perpo_edit_distance_err(NULL, 2, "ab", 2, &dist, err, sizeof err, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_edit_distance", "a is NULL with length 2");
+    CHECK(perpo_normalized_edit_distance_err("a", 1, "ab", 2, NULL, err, sizeof err, NULL) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_normalized_edit_distance", "ned is NULL");
+    CHECK(perpo_word_scores_err("a b", 3, NULL, 1, &p, NULL, NULL, NULL, err, sizeof err, NULL) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_word_scores", "ref is NULL with length 1");
+    CHECK(perpo_ocr_score_err(NULL, 4, "x", 1, &sc, err, sizeof err, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_ocr_score", "hyp is NULL with length 4");
+    CHECK(perpo_ocr_score_err("a", 1, "x", 1, NULL, err, sizeof err, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_ocr_score", "out is NULL");
+    CHECK_OK(perpo_ocr_score_err("a cat", 5, "a cap", 5, &sc, err, sizeof err, NULL));
+    CHECK(err[0] == 0);
+    CHECK_OK(perpo_edit_distance_err("kitten", 6, "sitting", 7, &dist, err, sizeof err, NULL));
+    CHECK(dist == 3 && err[0] == 0);
+    CHECK_OK(perpo_ocr_reward("abc", 3, "abd", 3, &v, NULL));
+}
+
 /* The preference default's learning rate is the one the project's experiments use. */
 static void test_error_pref_default_lr(perpo_test *t) {
     perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
@@ -555,6 +584,7 @@ const perpo_test_case perpo_tests_errors[] = {
     { "errors: text encoding, optimizer config and step, copying weights: what and why",
       test_error_own_loop },
     { "errors: perpo_share names world or rank", test_error_share },
+    { "errors: OCR metrics name the NULL output or string and its length", test_error_ocr_metrics },
     { "errors: perpo_pref_default's learning rate is 1e-5", test_error_pref_default_lr },
     { NULL, NULL }
 };
