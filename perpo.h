@@ -233,8 +233,14 @@ typedef struct perpo_model perpo_model;
 /* Allocates parameters, gradients, AdamW moments and the activation arena; weights are
    initialised from seed (GPT-2 style: N(0, 0.02), residual projections scaled down).
    PERPO_ERR_ARG for a config perpo_config_validate refuses (perpo_config_validate_err says
-   which field and why). */
+   which field and why), PERPO_ERR_NOMEM when an allocation fails. */
 PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *cfg, uint64_t seed);
+/* The same, and err (may be NULL) gets why it failed: the config field, its value and the rule,
+   or which allocation of how many bytes failed and what to lower, e.g. "perpo_model_create: out
+   of memory allocating the activation arena (3221225536 bytes): lower max_batch, max_text,
+   d_model or the layers (max_batch 4096, ...)" ("" on success). */
+PERPODEF perpo_status perpo_model_create_err(perpo_model **out, const perpo_config *cfg,
+                                             uint64_t seed, char *err, size_t err_cap);
 PERPODEF void perpo_model_free(perpo_model *model);
 PERPODEF const perpo_config *perpo_model_config(const perpo_model *model);
 /* Why the last checked call on the model failed, one line (see WHY A CALL FAILED at the top);
@@ -4573,9 +4579,10 @@ PERPODEF perpo_config perpo_config_default(void) {
     return c;
 }
 
-PERPODEF perpo_status perpo_config_validate_err(const perpo_config *c, char *err, size_t cap) {
-    const char *w = "perpo_config";
-    perpo__errf(err, cap, "%s", "");
+/* perpo_config_validate_err with w first in the message ("perpo_config", or the call that
+   checks it: perpo_model_create). */
+static perpo_status perpo__config_check(const perpo_config *c, char *err, size_t cap,
+                                        const char *w) {
     if (!c) return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: cfg is NULL", w);
     if (c->image_h < 1 || c->image_h > PERPO_MAX_IMAGE_SIDE || c->image_w < 1 ||
         c->image_w > PERPO_MAX_IMAGE_SIDE)
@@ -4640,6 +4647,11 @@ PERPODEF perpo_status perpo_config_validate_err(const perpo_config *c, char *err
         return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: max_batch %d must be in [1, %d]", w,
                             c->max_batch, PERPO_MAX_BATCH);
     return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_config_validate_err(const perpo_config *c, char *err, size_t cap) {
+    perpo__errf(err, cap, "%s", "");
+    return perpo__config_check(c, err, cap, "perpo_config");
 }
 
 PERPODEF perpo_status perpo_config_validate(const perpo_config *c) {
@@ -4896,47 +4908,100 @@ static size_t perpo__arena_floats(const perpo_config *cfg) {
     return c.ok ? c.used : 0;
 }
 
-PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *cfg,
-                                         uint64_t seed) {
+/* perpo_model_create's allocations: each says what it holds and which config fields size it
+   (lower; NULL for the model's own few bytes), and the first that fails writes that into err
+   with its bytes; the ones after it are skipped. */
+typedef struct perpo__create_alloc {
+    const perpo_config *cfg;
+    char *err;
+    size_t cap;
+    int failed;
+} perpo__create_alloc;
+static void *perpo__create_calloc(perpo__create_alloc *a, size_t n, size_t size, const char *what,
+                                  const char *lower) {
+    const perpo_config *c = a->cfg;
+    size_t bytes = 0;
+    void *p = a->failed ? NULL : perpo__calloc(c->alloc_ctx, n, size);
+    if (p || a->failed) return p;
+    a->failed = 1;
+    if (!perpo__size_mul(n, size, &bytes)) bytes = (size_t)-1;
+    if (!lower)
+        perpo__errf(a->err, a->cap,
+                    "perpo_model_create: out of memory allocating %s (%zu bytes): free memory "
+                    "first",
+                    what, bytes);
+    else
+        perpo__errf(
+            a->err, a->cap,
+            "perpo_model_create: out of memory allocating %s (%zu bytes): lower %s (max_batch "
+            "%d, max_text %d, d_model %d, %d vision + %d decoder layers)",
+            what, bytes, lower, c->max_batch, c->max_text, c->d_model, c->n_vis_layers,
+            c->n_dec_layers);
+    return NULL;
+}
+
+PERPODEF perpo_status perpo_model_create_err(perpo_model **out, const perpo_config *cfg,
+                                             uint64_t seed, char *err, size_t err_cap) {
+    const char *w = "perpo_model_create";
+    /* what sizes each buffer, for the message when it cannot be allocated */
+    const char *by_batch = "max_batch or max_text", *by_width = "d_model, mlp_mult or the layers",
+               *by_all = "max_batch, max_text, d_model or the layers";
+    perpo__create_alloc a;
     perpo_model *m;
     perpo__carver c;
-    void *ctx;
     size_t LV, LD, n_tensors, n_params;
     perpo_status st;
-    if (!out) return PERPO_ERR_ARG;
+    perpo__errf(err, err_cap, "%s", "");
+    if (!out) return perpo__errst(err, err_cap, PERPO_ERR_ARG, "%s: out is NULL", w);
     *out = NULL;
-    if ((st = perpo_config_validate(cfg)) != PERPO_OK) return st;
-    ctx = cfg->alloc_ctx;
-    m = (perpo_model *)perpo__calloc(ctx, 1, sizeof *m);
+    if ((st = perpo__config_check(cfg, err, err_cap, w)) != PERPO_OK) return st;
+    a.cfg = cfg;
+    a.err = err;
+    a.cap = err_cap;
+    a.failed = 0;
+    m = (perpo_model *)perpo__create_calloc(&a, 1, sizeof *m, "the model", NULL);
     if (!m) return PERPO_ERR_NOMEM;
     perpo__derive_sizes(m, cfg);
     LV = (size_t)cfg->n_vis_layers;
     LD = (size_t)cfg->n_dec_layers;
     perpo__count_tensors(cfg, &n_tensors, &n_params);
-    m->tensors = (perpo__tensor *)perpo__calloc(ctx, n_tensors, sizeof *m->tensors);
-    m->vis = (perpo__block *)perpo__calloc(ctx, LV + 1, sizeof *m->vis);
-    m->dec = (perpo__block *)perpo__calloc(ctx, LD, sizeof *m->dec);
-    m->vis_x = (float **)perpo__calloc(ctx, LV + 1, sizeof *m->vis_x);
-    m->dec_x = (float **)perpo__calloc(ctx, LD + 1, sizeof *m->dec_x);
-    m->vis_acts = (perpo__block_acts *)perpo__calloc(ctx, LV + 1, sizeof *m->vis_acts);
-    m->dec_acts = (perpo__block_acts *)perpo__calloc(ctx, LD, sizeof *m->dec_acts);
-    m->sort_buf =
-        (perpo__token_score *)perpo__calloc(ctx, m->max_batch * m->V, sizeof *m->sort_buf);
-    m->tokens = (int *)perpo__calloc(ctx, m->max_batch * m->T, sizeof(int));
-    m->targets = (int *)perpo__calloc(ctx, m->max_batch * m->T, sizeof(int));
-    m->image_of = (size_t *)perpo__calloc(ctx, m->max_batch, sizeof(size_t));
-    if (!m->tensors || !m->vis || !m->dec || !m->vis_x || !m->dec_x || !m->vis_acts ||
-        !m->dec_acts || !m->sort_buf || !m->tokens || !m->targets || !m->image_of) {
+    m->tensors = (perpo__tensor *)perpo__create_calloc(&a, n_tensors, sizeof *m->tensors,
+                                                       "the tensor table", by_width);
+    m->vis = (perpo__block *)perpo__create_calloc(&a, LV + 1, sizeof *m->vis, "the vision blocks",
+                                                  by_width);
+    m->dec = (perpo__block *)perpo__create_calloc(&a, LD, sizeof *m->dec, "the decoder blocks",
+                                                  by_width);
+    m->vis_x = (float **)perpo__create_calloc(&a, LV + 1, sizeof *m->vis_x,
+                                              "the vision activations' table", by_width);
+    m->dec_x = (float **)perpo__create_calloc(&a, LD + 1, sizeof *m->dec_x,
+                                              "the decoder activations' table", by_width);
+    m->vis_acts = (perpo__block_acts *)perpo__create_calloc(
+        &a, LV + 1, sizeof *m->vis_acts, "the vision blocks' activations", by_width);
+    m->dec_acts = (perpo__block_acts *)perpo__create_calloc(
+        &a, LD, sizeof *m->dec_acts, "the decoder blocks' activations", by_width);
+    m->sort_buf = (perpo__token_score *)perpo__create_calloc(
+        &a, m->max_batch * m->V, sizeof *m->sort_buf, "the sampling buffer", "max_batch");
+    m->tokens = (int *)perpo__create_calloc(&a, m->max_batch * m->T, sizeof(int),
+                                            "the batch's tokens", by_batch);
+    m->targets = (int *)perpo__create_calloc(&a, m->max_batch * m->T, sizeof(int),
+                                             "the batch's targets", by_batch);
+    m->image_of = (size_t *)perpo__create_calloc(&a, m->max_batch, sizeof(size_t),
+                                                 "the batch's image indices", "max_batch");
+    if (a.failed) {
         perpo_model_free(m);
         return PERPO_ERR_NOMEM;
     }
     perpo__build_tensor_table(m);
     PERPO_ASSERT(m->n_tensors == n_tensors && m->n_params == n_params);
-    m->params = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
-    m->grads = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
-    m->adam_m = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
-    m->adam_v = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
-    if (!m->params || !m->grads || !m->adam_m || !m->adam_v) {
+    m->params =
+        (float *)perpo__create_calloc(&a, m->n_params, sizeof(float), "the parameters", by_width);
+    m->grads =
+        (float *)perpo__create_calloc(&a, m->n_params, sizeof(float), "the gradients", by_width);
+    m->adam_m = (float *)perpo__create_calloc(&a, m->n_params, sizeof(float),
+                                              "AdamW's first moments", by_width);
+    m->adam_v = (float *)perpo__create_calloc(&a, m->n_params, sizeof(float),
+                                              "AdamW's second moments", by_width);
+    if (a.failed) {
         perpo_model_free(m);
         return PERPO_ERR_NOMEM;
     }
@@ -4946,10 +5011,13 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
     perpo__layout_arena(m, &c);
     if (!c.ok) {
         perpo_model_free(m);
-        return PERPO_ERR_OVERFLOW;
+        return perpo__errst(err, err_cap, PERPO_ERR_OVERFLOW,
+                            "%s: the activation arena's size overflows size_t: lower %s", w,
+                            by_all);
     }
     m->arena_floats = c.used;
-    m->arena = (float *)perpo__calloc(ctx, c.used + 16, sizeof(float));
+    m->arena = (float *)perpo__create_calloc(&a, c.used + 16, sizeof(float), "the activation arena",
+                                             by_all);
     if (!m->arena) {
         perpo_model_free(m);
         return PERPO_ERR_NOMEM;
@@ -4965,6 +5033,11 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
     m->params_known_finite = 1; /* the initialisation is finite */
     *out = m;
     return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *cfg,
+                                         uint64_t seed) {
+    return perpo_model_create_err(out, cfg, seed, NULL, 0);
 }
 
 PERPODEF const perpo_config *perpo_model_config(const perpo_model *m) { return m ? &m->cfg : NULL; }
@@ -7477,10 +7550,9 @@ PERPODEF perpo_status perpo_model_load_err(perpo_model **out, const char *path, 
                                 w, path);
         }
     }
-    if ((st = perpo_model_create(&m, &c, 0)) != PERPO_OK) {
+    if ((st = perpo_model_create_err(&m, &c, 0, why, sizeof why)) != PERPO_OK) {
         fclose(io.f);
-        return perpo__errst(err, cap, st, "%s: %s: creating the model: %s", w, path,
-                            perpo_status_string(st));
+        return perpo__errst(err, cap, st, "%s: %s: %s", w, path, why);
     }
     if ((uint64_t)m->n_params != n_params) {
         perpo_model_free(m);

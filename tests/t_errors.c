@@ -553,6 +553,26 @@ static void test_error_ocr_metrics(perpo_test *t) {
     CHECK_OK(perpo_ocr_reward("abc", 3, "abd", 3, &v, NULL));
 }
 
+/* perpo_model_create_err says why create refused: the config field as perpo_config_validate_err
+   words it, under the call's name; "" on success. (Which allocation of how many bytes failed:
+   tests/alloc_fail.c, which fails each one in turn.) */
+static void test_error_model_create(perpo_test *t) {
+    perpo_config c = small_config();
+    perpo_model *m = NULL;
+    char err[PERPO_ERROR_MAX];
+    c.max_batch = 0;
+    CHECK(perpo_model_create_err(&m, &c, 1, err, sizeof err) == PERPO_ERR_ARG && !m);
+    TE_SAYS(err, "perpo_model_create: max_batch 0", "[1, 65536]");
+    CHECK(perpo_model_create_err(NULL, &c, 1, err, sizeof err) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_model_create: out is NULL");
+    CHECK(perpo_model_create_err(&m, NULL, 1, err, sizeof err) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_model_create: cfg is NULL");
+    c.max_batch = 3;
+    CHECK_OK(perpo_model_create_err(&m, &c, 1, err, sizeof err));
+    CHECK(m && err[0] == 0);
+    perpo_model_free(m);
+}
+
 /* The preference default's learning rate is the one the project's experiments use. */
 static void test_error_pref_default_lr(perpo_test *t) {
     perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
@@ -585,6 +605,7 @@ const perpo_test_case perpo_tests_errors[] = {
       test_error_own_loop },
     { "errors: perpo_share names world or rank", test_error_share },
     { "errors: OCR metrics name the NULL output or string and its length", test_error_ocr_metrics },
+    { "errors: perpo_model_create_err names the config field", test_error_model_create },
     { "errors: perpo_pref_default's learning rate is 1e-5", test_error_pref_default_lr },
     { NULL, NULL }
 };
