@@ -70,39 +70,58 @@
      value, the rule and what to do, e.g. "perpo_pref_train: n 16 x lists_per_step 4 = 64
      sequences exceed max_batch 32: lower lists_per_step or raise max_batch". Messages live
      with what the call works on, never in global state, and are never printed:
-       - calls that take a model (perpo_forward, perpo_generate, perpo_pref_sample(_range),
-         perpo_pref_reference, perpo_pref_train, perpo_sft_train(_stream)) clear the model's
-         message when called and fill it when they fail: perpo_model_last_error(model);
-       - calls without a model that can fail on their input have a *_err variant, or already
-         take, (char *err, size_t err_cap): a NUL-terminated line of at most err_cap bytes
-         ("" on success; err may be NULL): perpo_config_validate_err (why perpo_model_create
-         refuses a config), perpo_model_load_err, and the image and manifest loaders.
-     Messages start with the call's name; PERPO_ERROR_MAX bytes hold any of them.
+       - calls that take a model clear the model's message when called and fill it when they
+         fail: perpo_model_last_error(model). They are perpo_forward, perpo_generate,
+         perpo_pref_sample, perpo_pref_sample_range, perpo_pref_reference, perpo_pref_train,
+         perpo_sft_train, perpo_sft_train_stream, perpo_optim_step and
+         perpo_model_copy_params (the message is dst's);
+       - calls without a model that can fail have a *_err variant taking (char *err,
+         size_t err_cap) after their other arguments, before alloc_ctx where they take one;
+         the plain call is the same with NULL, 0. err gets a NUL-terminated line of at most
+         err_cap bytes ("" on success; err may be NULL). They are perpo_config_validate_err,
+         perpo_model_create_err (a config field, or which allocation of how many bytes
+         failed), perpo_model_load_err, perpo_text_encode_err, perpo_optim_validate_err,
+         perpo_listwise_loss_err, perpo_preference_metrics_err, perpo_share_err and the OCR
+         metrics: perpo_edit_distance_err, perpo_normalized_edit_distance_err,
+         perpo_ocr_reward_err, perpo_word_scores_err, perpo_ocr_score_err. The image and
+         manifest loaders (perpo_image_parse_pnm, perpo_image_load_pnm, perpo_manifest_parse,
+         perpo_manifest_load) take (err, err_cap) themselves;
+       - the rest say nothing beyond their status: perpo_backward, perpo_checkpoint_save,
+         perpo_model_tensor, and any call given a NULL model. perpo_parse_box and the box
+         rewards cannot fail.
+     Messages start with the call's name (a trainer's name for what fails inside it); an
+     image is named as the caller passed it (images[i], item i, list i, example i: for a
+     stream, the index the trainer asked next for). PERPO_ERROR_MAX bytes hold any message.
 
    API MAP: every public function, by job, in the order you call them ([n]: its section)
      A model [9]          perpo_config_default, (set fields), perpo_config_validate (optional:
                           create checks too; perpo_config_validate_err says why),
-                          perpo_model_create ... perpo_model_free, perpo_model_last_error
+                          perpo_model_create (perpo_model_create_err) ... perpo_model_free,
+                          perpo_model_last_error
      Supervised [8]       perpo_sft_default, perpo_sft_train (a fixed set of perpo_example) or
                           perpo_sft_train_stream (a perpo_example_fn)
      Answers [6]          perpo_sample_default, perpo_generate
      Rewards [7]          boxes: perpo_grounding_reward (= perpo_parse_box + perpo_box_iou),
                           perpo_box_giou; text: perpo_ocr_reward (1 minus
                           perpo_normalized_edit_distance), perpo_edit_distance,
-                          perpo_word_scores, perpo_ocr_score
+                          perpo_word_scores, perpo_ocr_score; each text metric has an _err
+                          variant: perpo_ocr_reward_err, perpo_normalized_edit_distance_err,
+                          perpo_edit_distance_err, perpo_word_scores_err, perpo_ocr_score_err
      PerPO [5]            perpo_pref_sample (or perpo_pref_sample_range), perpo_pref_filter,
                           perpo_pref_reference, perpo_model_copy_params ([9]: policy := SFT),
                           perpo_pref_default, perpo_pref_train, perpo_pref_set_free
      The objective alone  perpo_objective_default, perpo_listwise_loss, perpo_preference_metrics,
-       [4]                perpo_objective_name
+       [4]                perpo_objective_name; perpo_listwise_loss_err and
+                          perpo_preference_metrics_err say why they refused
      Checkpoints [12]     perpo_checkpoint_save, perpo_model_load (perpo_model_load_err)
-     Several processes    perpo_share (blocks of prompts); the hook is perpo_parallel in the
-       [8]                trainers' configs
+     Several processes    perpo_share (blocks of prompts; perpo_share_err); the hook is
+       [8]                perpo_parallel in the trainers' configs
      Your own data [13]   perpo_manifest_load (or perpo_manifest_parse), perpo_image_load_pnm (or
                           perpo_image_parse_pnm) for each entry, perpo_manifest_free
-     Your own loop [3,8]  perpo_optim_default (perpo_optim_validate); per step: perpo_zero_grad,
-                          perpo_text_encode, perpo_forward, perpo_backward, perpo_optim_step;
-                          also perpo_last_logits, perpo_lr_at, perpo_optim_step_count,
+     Your own loop [3,8]  perpo_optim_default (perpo_optim_validate, perpo_optim_validate_err);
+                          per step: perpo_zero_grad, perpo_text_encode (perpo_text_encode_err),
+                          perpo_forward, perpo_backward, perpo_optim_step; also
+                          perpo_last_logits, perpo_lr_at, perpo_optim_step_count,
                           perpo_optim_reset
      Inspecting [9]       perpo_model_config, perpo_model_num_params, perpo_model_params,
                           perpo_model_grads, perpo_model_num_tensors, perpo_model_tensor
@@ -224,7 +243,8 @@ PERPODEF perpo_config perpo_config_default(void);
 PERPODEF perpo_status perpo_config_validate(const perpo_config *cfg);
 /* The same, and err (may be NULL) gets a line naming the first field out of range, its value
    and the rule, e.g. "perpo_config: n_heads 3 must be >= 1 and divide d_model 128" ("" when
-   valid). perpo_model_create refuses exactly these configs: call this to learn why. */
+   valid). perpo_model_create refuses exactly these configs (perpo_model_create_err says the
+   same under its own name). */
 PERPODEF perpo_status perpo_config_validate_err(const perpo_config *cfg, char *err, size_t err_cap);
 
 /* ---- Model lifetime --------------------------------------------------------------------- */
@@ -2845,9 +2865,12 @@ PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_exampl
     const char *w = "perpo_pref_sample";
     char *e;
     size_t cap;
-    if (!out) return PERPO_ERR_ARG;
+    if (!m || !out) {
+        if (m) perpo__errf(m->error, sizeof m->error, "%s: out is NULL", w);
+        if (out) memset(out, 0, sizeof *out);
+        return PERPO_ERR_ARG;
+    }
     memset(out, 0, sizeof *out);
-    if (!m) return PERPO_ERR_ARG;
     e = m->error;
     cap = sizeof m->error;
     e[0] = 0;
