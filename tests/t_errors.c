@@ -50,6 +50,15 @@ static perpo_model *te_model(perpo_test *t) {
     return m;
 }
 
+/* A short SFT run: batches of the 2 examples, no warmup. */
+static perpo_sft_config te_sft(int total_steps) {
+    perpo_sft_config tc = perpo_sft_default();
+    tc.batch_size = 2;
+    tc.optim.total_steps = total_steps;
+    tc.optim.warmup_steps = 0;
+    return tc;
+}
+
 /* Default sample config (greedy): N equal answers, the filter keeps no list, and the next call
    says why. */
 static void test_error_greedy_sampling(perpo_test *t) {
@@ -241,9 +250,7 @@ static void test_error_checkpoints(perpo_test *t) {
     CHECK_OK(perpo_model_load_err(&l, path, NULL, err, sizeof err));
     CHECK(err[0] == 0);
     if (l) {
-        tc.batch_size = 2;
-        tc.optim.total_steps = 2;
-        tc.optim.warmup_steps = 0;
+        tc = te_sft(2);
         tc.resume = 1;
         CHECK(perpo_sft_train(l, d.ex, 2, &tc, NULL, NULL) == PERPO_ERR_ARG);
         TE_SAYS(perpo_model_last_error(l), "perpo_sft_train", "resume 1", "without optimizer state",
@@ -295,9 +302,7 @@ static void test_error_image_range(perpo_test *t) {
     if (!m) return;
     te_make(&d);
     d.img[1][5] = 7.0f;
-    tc.batch_size = 2;
-    tc.optim.total_steps = 2;
-    tc.optim.warmup_steps = 0;
+    tc = te_sft(2);
     CHECK(perpo_sft_train(m, d.ex, 2, &tc, NULL, NULL) == PERPO_ERR_ARG);
     TE_SAYS(perpo_model_last_error(m), "perpo_sft_train", "example 1", "value 7", "[0,1]");
     CHECK(perpo_optim_step_count(m) == 0);
@@ -334,16 +339,13 @@ static perpo_status te_stream(size_t index, size_t slot, perpo_example *out, voi
 static void test_error_image_item_index(perpo_test *t) {
     te_data d;
     perpo_model *m = te_model(t);
-    perpo_sft_config tc = perpo_sft_default();
+    perpo_sft_config tc = te_sft(3);
     perpo_sample_config sc = perpo_sample_default();
     perpo_pref_set set;
     const char *msg;
     if (!m) return;
     te_make(&d);
     d.img[1][9] = 255.0f;
-    tc.batch_size = 2;
-    tc.optim.total_steps = 3;
-    tc.optim.warmup_steps = 0;
     CHECK(perpo_sft_train_stream(m, te_stream, &d, &tc, NULL, NULL) == PERPO_ERR_ARG);
     msg = perpo_model_last_error(m);
     TE_SAYS(msg, "perpo_sft_train_stream", "example 3: image value 255 at float 9", "outside [0,1]",
