@@ -70,39 +70,58 @@
      value, the rule and what to do, e.g. "perpo_pref_train: n 16 x lists_per_step 4 = 64
      sequences exceed max_batch 32: lower lists_per_step or raise max_batch". Messages live
      with what the call works on, never in global state, and are never printed:
-       - calls that take a model (perpo_forward, perpo_generate, perpo_pref_sample(_range),
-         perpo_pref_reference, perpo_pref_train, perpo_sft_train(_stream)) clear the model's
-         message when called and fill it when they fail: perpo_model_last_error(model);
-       - calls without a model that can fail on their input have a *_err variant, or already
-         take, (char *err, size_t err_cap): a NUL-terminated line of at most err_cap bytes
-         ("" on success; err may be NULL): perpo_config_validate_err (why perpo_model_create
-         refuses a config), perpo_model_load_err, and the image and manifest loaders.
-     Messages start with the call's name; PERPO_ERROR_MAX bytes hold any of them.
+       - calls that take a model clear the model's message when called and fill it when they
+         fail: perpo_model_last_error(model). They are perpo_forward, perpo_generate,
+         perpo_pref_sample, perpo_pref_sample_range, perpo_pref_reference, perpo_pref_train,
+         perpo_sft_train, perpo_sft_train_stream, perpo_optim_step and
+         perpo_model_copy_params (the message is dst's);
+       - calls without a model that can fail have a *_err variant taking (char *err,
+         size_t err_cap) after their other arguments, before alloc_ctx where they take one;
+         the plain call is the same with NULL, 0. err gets a NUL-terminated line of at most
+         err_cap bytes ("" on success; err may be NULL). They are perpo_config_validate_err,
+         perpo_model_create_err (a config field, or which allocation of how many bytes
+         failed), perpo_model_load_err, perpo_text_encode_err, perpo_optim_validate_err,
+         perpo_listwise_loss_err, perpo_preference_metrics_err, perpo_share_err and the OCR
+         metrics: perpo_edit_distance_err, perpo_normalized_edit_distance_err,
+         perpo_ocr_reward_err, perpo_word_scores_err, perpo_ocr_score_err. The image and
+         manifest loaders (perpo_image_parse_pnm, perpo_image_load_pnm, perpo_manifest_parse,
+         perpo_manifest_load) take (err, err_cap) themselves;
+       - the rest say nothing beyond their status: perpo_backward, perpo_checkpoint_save,
+         perpo_model_tensor, and any call given a NULL model. perpo_parse_box and the box
+         rewards cannot fail.
+     Messages start with the call's name (a trainer's name for what fails inside it); an
+     image is named as the caller passed it (images[i], item i, list i, example i: for a
+     stream, the index the trainer asked next for). PERPO_ERROR_MAX bytes hold any message.
 
    API MAP: every public function, by job, in the order you call them ([n]: its section)
      A model [9]          perpo_config_default, (set fields), perpo_config_validate (optional:
                           create checks too; perpo_config_validate_err says why),
-                          perpo_model_create ... perpo_model_free, perpo_model_last_error
+                          perpo_model_create (perpo_model_create_err) ... perpo_model_free,
+                          perpo_model_last_error
      Supervised [8]       perpo_sft_default, perpo_sft_train (a fixed set of perpo_example) or
                           perpo_sft_train_stream (a perpo_example_fn)
      Answers [6]          perpo_sample_default, perpo_generate
      Rewards [7]          boxes: perpo_grounding_reward (= perpo_parse_box + perpo_box_iou),
                           perpo_box_giou; text: perpo_ocr_reward (1 minus
                           perpo_normalized_edit_distance), perpo_edit_distance,
-                          perpo_word_scores, perpo_ocr_score
+                          perpo_word_scores, perpo_ocr_score; each text metric has an _err
+                          variant: perpo_ocr_reward_err, perpo_normalized_edit_distance_err,
+                          perpo_edit_distance_err, perpo_word_scores_err, perpo_ocr_score_err
      PerPO [5]            perpo_pref_sample (or perpo_pref_sample_range), perpo_pref_filter,
                           perpo_pref_reference, perpo_model_copy_params ([9]: policy := SFT),
                           perpo_pref_default, perpo_pref_train, perpo_pref_set_free
      The objective alone  perpo_objective_default, perpo_listwise_loss, perpo_preference_metrics,
-       [4]                perpo_objective_name
+       [4]                perpo_objective_name; perpo_listwise_loss_err and
+                          perpo_preference_metrics_err say why they refused
      Checkpoints [12]     perpo_checkpoint_save, perpo_model_load (perpo_model_load_err)
-     Several processes    perpo_share (blocks of prompts); the hook is perpo_parallel in the
-       [8]                trainers' configs
+     Several processes    perpo_share (blocks of prompts; perpo_share_err); the hook is
+       [8]                perpo_parallel in the trainers' configs
      Your own data [13]   perpo_manifest_load (or perpo_manifest_parse), perpo_image_load_pnm (or
                           perpo_image_parse_pnm) for each entry, perpo_manifest_free
-     Your own loop [3,8]  perpo_optim_default (perpo_optim_validate); per step: perpo_zero_grad,
-                          perpo_text_encode, perpo_forward, perpo_backward, perpo_optim_step;
-                          also perpo_last_logits, perpo_lr_at, perpo_optim_step_count,
+     Your own loop [3,8]  perpo_optim_default (perpo_optim_validate, perpo_optim_validate_err);
+                          per step: perpo_zero_grad, perpo_text_encode (perpo_text_encode_err),
+                          perpo_forward, perpo_backward, perpo_optim_step; also
+                          perpo_last_logits, perpo_lr_at, perpo_optim_step_count,
                           perpo_optim_reset
      Inspecting [9]       perpo_model_config, perpo_model_num_params, perpo_model_params,
                           perpo_model_grads, perpo_model_num_tensors, perpo_model_tensor
@@ -224,7 +243,8 @@ PERPODEF perpo_config perpo_config_default(void);
 PERPODEF perpo_status perpo_config_validate(const perpo_config *cfg);
 /* The same, and err (may be NULL) gets a line naming the first field out of range, its value
    and the rule, e.g. "perpo_config: n_heads 3 must be >= 1 and divide d_model 128" ("" when
-   valid). perpo_model_create refuses exactly these configs: call this to learn why. */
+   valid). perpo_model_create refuses exactly these configs (perpo_model_create_err says the
+   same under its own name). */
 PERPODEF perpo_status perpo_config_validate_err(const perpo_config *cfg, char *err, size_t err_cap);
 
 /* ---- Model lifetime --------------------------------------------------------------------- */
@@ -233,8 +253,14 @@ typedef struct perpo_model perpo_model;
 /* Allocates parameters, gradients, AdamW moments and the activation arena; weights are
    initialised from seed (GPT-2 style: N(0, 0.02), residual projections scaled down).
    PERPO_ERR_ARG for a config perpo_config_validate refuses (perpo_config_validate_err says
-   which field and why). */
+   which field and why), PERPO_ERR_NOMEM when an allocation fails. */
 PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *cfg, uint64_t seed);
+/* The same, and err (may be NULL) gets why it failed: the config field, its value and the rule,
+   or which allocation of how many bytes failed and what to lower, e.g. "perpo_model_create: out
+   of memory allocating the activation arena (3221225536 bytes): lower max_batch, max_text,
+   d_model or the layers (max_batch 4096, ...)" ("" on success). */
+PERPODEF perpo_status perpo_model_create_err(perpo_model **out, const perpo_config *cfg,
+                                             uint64_t seed, char *err, size_t err_cap);
 PERPODEF void perpo_model_free(perpo_model *model);
 PERPODEF const perpo_config *perpo_model_config(const perpo_model *model);
 /* Why the last checked call on the model failed, one line (see WHY A CALL FAILED at the top);
@@ -243,7 +269,8 @@ PERPODEF const perpo_config *perpo_model_config(const perpo_model *model);
 PERPODEF const char *perpo_model_last_error(const perpo_model *model);
 /* Copies the parameters of src into dst and resets dst's optimizer: how the examples start DPO
    and PerPO from the same SFT weights. Every config field must match except max_batch and
-   alloc_ctx (PERPO_ERR_ARG otherwise). */
+   alloc_ctx (PERPO_ERR_ARG otherwise; perpo_model_last_error(dst) names the first that
+   differs). */
 PERPODEF perpo_status perpo_model_copy_params(perpo_model *dst, const perpo_model *src);
 /* Flat views for tools and tests: parameters and gradients share one layout. The model knows
    its parameters are finite (creation, load and every optimizer step check them), so generation
@@ -278,6 +305,12 @@ PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *pro
                                         size_t prompt_len, const char *response,
                                         size_t response_len, int *tokens, int *targets,
                                         size_t *n_targets);
+/* The same, and err (may be NULL) gets why it refused, e.g. "perpo_text_encode: prompt 3 +
+   response 7 bytes exceed max_text 8 - 3: shorten them or raise max_text". */
+PERPODEF perpo_status perpo_text_encode_err(const perpo_config *cfg, const char *prompt,
+                                            size_t prompt_len, const char *response,
+                                            size_t response_len, int *tokens, int *targets,
+                                            size_t *n_targets, char *err, size_t err_cap);
 
 /* Runs the model and keeps what backward needs. logp (n_seq, may be NULL) gets each sequence's
    summed response log-probability; mean_ce (may be NULL) the mean token cross-entropy over all
@@ -349,18 +382,29 @@ PERPODEF float perpo_grounding_reward(const char *text, size_t len, const float 
 
 /* ---- OCR metrics. Strings are (pointer, length) byte strings: NULs and UTF-8 are plain
  * bytes. Memory is linear in the lengths, allocated through alloc_ctx (may be NULL; see
- * PERPO_MALLOC). NULL strings are allowed only with length 0. ---- */
+ * PERPO_MALLOC). NULL strings are allowed only with length 0. Each has an _err variant whose
+ * err (may be NULL) gets why it failed, e.g. "perpo_ocr_reward: ref is NULL with length 5:
+ * NULL only with length 0", or which allocation of how many bytes failed ("" on success). ---- */
 
 /* Byte-level Levenshtein distance, O(min(na, nb)) memory, O(na * nb) time after stripping the
  * common prefix and suffix. */
 PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *b, size_t nb,
                                           size_t *dist, void *alloc_ctx);
+PERPODEF perpo_status perpo_edit_distance_err(const char *a, size_t na, const char *b, size_t nb,
+                                              size_t *dist, char *err, size_t err_cap,
+                                              void *alloc_ctx);
 /* Edit distance / max(na, nb), in [0,1]; 0 when both are empty. */
 PERPODEF perpo_status perpo_normalized_edit_distance(const char *a, size_t na, const char *b,
                                                      size_t nb, float *ned, void *alloc_ctx);
+PERPODEF perpo_status perpo_normalized_edit_distance_err(const char *a, size_t na, const char *b,
+                                                         size_t nb, float *ned, char *err,
+                                                         size_t err_cap, void *alloc_ctx);
 /* The PerPO dense-OCR reward: 1 - normalized edit distance of text against ref. */
 PERPODEF perpo_status perpo_ocr_reward(const char *text, size_t len, const char *ref, size_t nref,
                                        float *reward, void *alloc_ctx);
+PERPODEF perpo_status perpo_ocr_reward_err(const char *text, size_t len, const char *ref,
+                                           size_t nref, float *reward, char *err, size_t err_cap,
+                                           void *alloc_ctx);
 /* Word-level scores of hyp against ref. Words split on ASCII whitespace. precision/recall/f1 are
  * over word SETS (duplicates count once). bleu is BLEU-4 (clipped n-gram counts, uniform weights,
  * brevity penalty) with add-one smoothing for n >= 2 only (Lin & Och 2004; nltk "method2"):
@@ -370,12 +414,18 @@ PERPODEF perpo_status perpo_ocr_reward(const char *text, size_t len, const char 
 PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *ref, size_t nr,
                                         float *precision, float *recall, float *f1, float *bleu,
                                         void *alloc_ctx);
+PERPODEF perpo_status perpo_word_scores_err(const char *hyp, size_t nh, const char *ref, size_t nr,
+                                            float *precision, float *recall, float *f1, float *bleu,
+                                            char *err, size_t err_cap, void *alloc_ctx);
 typedef struct {
     float edit_distance, precision, recall, f1, bleu;
 } perpo_ocr_scores;
 /* All OCR metrics at once; edit_distance is the NORMALIZED one (lower is better). */
 PERPODEF perpo_status perpo_ocr_score(const char *hyp, size_t nh, const char *ref, size_t nr,
                                       perpo_ocr_scores *out, void *alloc_ctx);
+PERPODEF perpo_status perpo_ocr_score_err(const char *hyp, size_t nh, const char *ref, size_t nr,
+                                          perpo_ocr_scores *out, char *err, size_t err_cap,
+                                          void *alloc_ctx);
 
 /* ==== 4. The listwise objectives ========================================================== */
 
@@ -436,6 +486,12 @@ PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int
                                           const float *logp, const float *ref_logp,
                                           const float *reward, float *loss,
                                           float *dloss_dlogp /* may be NULL */);
+/* The same, and err (may be NULL) gets why it refused, e.g. "perpo_listwise_loss: ref_logp[2]
+   is nan: log-probs and rewards must be finite" ("" on success; see WHY A CALL FAILED). */
+PERPODEF perpo_status perpo_listwise_loss_err(const perpo_objective_config *cfg, int n,
+                                              const float *logp, const float *ref_logp,
+                                              const float *reward, float *loss, float *dloss_dlogp,
+                                              char *err, size_t err_cap);
 
 /* What preference trainers log per list: rewards/chosen, /rejected, /margins, /accuracies. */
 typedef struct {
@@ -447,6 +503,11 @@ typedef struct {
 PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *logp,
                                                const float *ref_logp, const float *reward,
                                                perpo_pref_metrics *out);
+/* The same, and err (may be NULL) gets why it refused. */
+PERPODEF perpo_status perpo_preference_metrics_err(float beta, int n, const float *logp,
+                                                   const float *ref_logp, const float *reward,
+                                                   perpo_pref_metrics *out, char *err,
+                                                   size_t err_cap);
 
 /* ==== 8. Optimizer, data parallelism, progress reports and SFT ============================ */
 
@@ -468,6 +529,10 @@ typedef struct perpo_optim_config {
 PERPODEF perpo_optim_config perpo_optim_default(void);
 /* PERPO_OK when every field of oc is in its range, else PERPO_ERR_ARG. */
 PERPODEF perpo_status perpo_optim_validate(const perpo_optim_config *oc);
+/* The same, and err (may be NULL) gets the first field out of range, its value and the rule,
+   e.g. "perpo_optim_validate: min_lr 0.01 must be in [0, lr 0.001]" ("" when valid). */
+PERPODEF perpo_status perpo_optim_validate_err(const perpo_optim_config *oc, char *err,
+                                               size_t err_cap);
 /* Learning rate at 0-based step: linear warmup, then cosine decay to min_lr. Steps below 0
    count as 0 and steps past total_steps as total_steps; 0 for an invalid config. */
 PERPODEF float perpo_lr_at(const perpo_optim_config *oc, int step);
@@ -475,7 +540,8 @@ PERPODEF float perpo_lr_at(const perpo_optim_config *oc, int step);
    gradient accumulation; finite, > 0). PERPO_ERR_ARG for an invalid config or scale, or when
    the model has taken PERPO_MAX_STEPS steps. Refuses with PERPO_ERR_NONFINITE, changing
    nothing, a non-finite gradient and a step that would make any parameter or moment
-   non-finite. grad_norm (may be NULL) gets the global norm before clipping. */
+   non-finite. grad_norm (may be NULL) gets the global norm before clipping. Why it refused:
+   perpo_model_last_error. */
 PERPODEF perpo_status perpo_optim_step(perpo_model *model, const perpo_optim_config *oc,
                                        float grad_scale, float *grad_norm);
 /* Number of optimizer steps taken so far (drives the schedule and bias correction). */
@@ -525,6 +591,10 @@ typedef struct perpo_parallel {
    in rank order, sizes differing by at most one. PERPO_ERR_ARG for NULL outputs, world outside
    [1, PERPO_MAX_WORLD] or rank outside [0, world). */
 PERPODEF perpo_status perpo_share(size_t n, int rank, int world, size_t *first, size_t *count);
+/* The same, and err (may be NULL) gets why it refused, e.g. "perpo_share: rank 4 must be in
+   [0, world 4)". */
+PERPODEF perpo_status perpo_share_err(size_t n, int rank, int world, size_t *first, size_t *count,
+                                      char *err, size_t err_cap);
 
 /* ---- Training: progress reports -------------------------------------------------------- */
 typedef struct perpo_progress {
@@ -1023,13 +1093,39 @@ static int perpo__all_finite(const float *x, size_t n) {
     return 1;
 }
 
-/* Index of the first value outside [0,1] (images are documented as [0,1]: a 0-255 image is the
-   usual slip), n when there is none. NaN passes here: the finiteness checks own it. */
-static size_t perpo__outside01(const float *x, size_t n) {
-    size_t i;
-    for (i = 0; i < n; i++)
-        if (x[i] < 0.0f || x[i] > 1.0f) return i;
-    return n;
+/* Every call that takes an image checks it here and says why it refuses one, in one wording:
+   a NaN or Inf is PERPO_ERR_NONFINITE, a value outside [0,1] PERPO_ERR_ARG (images are
+   documented as [0,1]: a 0-255 image is the usual slip). fmt and what follows name the image
+   as the caller's user knows it, e.g. ("%s: item %zu: image", w, i): the message names the
+   argument or item the user passed, never an internal slot. */
+#if defined(__GNUC__) || defined(__clang__)
+static perpo_status perpo__check_image(const float *x, size_t n, char *err, size_t cap,
+                                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+#endif
+static perpo_status perpo__check_image(const float *x, size_t n, char *err, size_t cap,
+                                       const char *fmt, ...) {
+    char who[PERPO_ERROR_MAX];
+    va_list ap;
+    size_t at;
+    perpo_status st = PERPO_ERR_NONFINITE;
+    for (at = 0; at < n && isfinite(x[at]); at++) {}
+    if (at == n) { /* all finite: then the range, which a NaN would pass */
+        st = PERPO_ERR_ARG;
+        for (at = 0; at < n && x[at] >= 0.0f && x[at] <= 1.0f; at++) {}
+    }
+    if (at == n) return PERPO_OK;
+    if (!err || cap == 0) return st;
+    va_start(ap, fmt);
+    vsnprintf(who, sizeof who, fmt, ap);
+    va_end(ap);
+    if (st == PERPO_ERR_NONFINITE)
+        return perpo__errst(err, cap, st,
+                            "%s value %g at float %zu is not finite: images hold numbers in [0,1]",
+                            who, (double)x[at], at);
+    return perpo__errst(err, cap, st,
+                        "%s value %g at float %zu is outside [0,1]: scale pixels to [0,1] (divide "
+                        "0-255 values by 255)",
+                        who, (double)x[at], at);
 }
 
 /* calloc through the user allocator, with an overflow-checked n * size. */
@@ -1492,16 +1588,30 @@ static int perpo__text_fits(size_t T, size_t prompt_len, size_t response_len) {
     return prompt_len <= T && response_len <= T && prompt_len + response_len + 3 <= T;
 }
 
-PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *prompt,
-                                        size_t prompt_len, const char *response,
-                                        size_t response_len, int *tokens, int *targets,
-                                        size_t *n_targets) {
+PERPODEF perpo_status perpo_text_encode_err(const perpo_config *cfg, const char *prompt,
+                                            size_t prompt_len, const char *response,
+                                            size_t response_len, int *tokens, int *targets,
+                                            size_t *n_targets, char *err, size_t err_cap) {
+    const char *w = "perpo_text_encode";
     size_t T, i, n, pos = 0;
-    if (!cfg || !tokens || !targets || (prompt_len && !prompt) || (response_len && !response))
-        return PERPO_ERR_ARG;
-    if (cfg->max_text < PERPO_MIN_TEXT) return PERPO_ERR_ARG;
+    perpo__errf(err, err_cap, "%s", "");
+    if (!cfg || !tokens || !targets)
+        return perpo__errst(err, err_cap, PERPO_ERR_ARG, "%s: cfg, tokens or targets is NULL", w);
+    if ((prompt_len && !prompt) || (response_len && !response))
+        return perpo__errst(err, err_cap, PERPO_ERR_ARG,
+                            "%s: prompt (%zu bytes) or response (%zu bytes) is NULL: NULL only "
+                            "with length 0",
+                            w, prompt_len, response_len);
+    if (cfg->max_text < PERPO_MIN_TEXT)
+        return perpo__errst(err, err_cap, PERPO_ERR_ARG,
+                            "%s: max_text %d must be >= %d (BOS, SEP, EOS and one byte)", w,
+                            cfg->max_text, PERPO_MIN_TEXT);
     T = (size_t)cfg->max_text;
-    if (!perpo__text_fits(T, prompt_len, response_len)) return PERPO_ERR_ARG;
+    if (!perpo__text_fits(T, prompt_len, response_len))
+        return perpo__errst(err, err_cap, PERPO_ERR_ARG,
+                            "%s: prompt %zu + response %zu bytes exceed max_text %zu - 3: shorten "
+                            "them or raise max_text",
+                            w, prompt_len, response_len, T);
     tokens[pos++] = PERPO_TOK_BOS;
     for (i = 0; i < prompt_len; i++) tokens[pos++] = (unsigned char)prompt[i];
     tokens[pos++] = PERPO_TOK_SEP;
@@ -1514,6 +1624,14 @@ PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *pro
     for (i = prompt_len + 1; i + 1 < n; i++) targets[i] = tokens[i + 1];
     if (n_targets) *n_targets = response_len + 1;
     return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_text_encode(const perpo_config *cfg, const char *prompt,
+                                        size_t prompt_len, const char *response,
+                                        size_t response_len, int *tokens, int *targets,
+                                        size_t *n_targets) {
+    return perpo_text_encode_err(cfg, prompt, prompt_len, response, response_len, tokens, targets,
+                                 n_targets, NULL, 0);
 }
 
 /* ---- The reference model: forward and backward as the math reads --------------------------- *
@@ -1777,14 +1895,12 @@ static perpo_status perpo__check_batch(perpo_model *m, const perpo_batch *b) {
         return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: image_of NULL needs n_img %zu == n_seq %zu",
                             w, b->n_img, b->n_seq);
     for (i = 0; i < b->n_img; i++) {
-        size_t at;
+        perpo_status st;
         if (!b->images[i])
             return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: images[%zu] is NULL", w, i);
-        if ((at = perpo__outside01(b->images[i], m->image_floats)) < m->image_floats)
-            return perpo__errst(e, cap, PERPO_ERR_ARG,
-                                "%s: images[%zu] value %g at float %zu is outside [0,1]: scale "
-                                "pixels to [0,1] (divide 0-255 values by 255)",
-                                w, i, (double)b->images[i][at], at);
+        if ((st = perpo__check_image(b->images[i], m->image_floats, e, cap, "%s: images[%zu]", w,
+                                     i)) != PERPO_OK)
+            return st;
     }
     for (i = 0; i < b->n_seq; i++)
         if (b->image_of && b->image_of[i] >= b->n_img)
@@ -1820,8 +1936,6 @@ PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, fl
     memcpy(m->tokens, batch->tokens, B * T * sizeof(int));
     memcpy(m->targets, batch->targets, B * T * sizeof(int));
     for (b = 0; b < B; b++) m->image_of[b] = batch->image_of ? batch->image_of[b] : b;
-    for (b = 0; b < batch->n_img; b++)
-        if (!perpo__all_finite(batch->images[b], m->image_floats)) return PERPO_ERR_NONFINITE;
 
     if (PERPO__REFERENCE) { /* (the switch, above) */
         perpo__ref_model_forward(m, batch->images, batch->n_img, NULL);
@@ -1895,14 +2009,29 @@ PERPODEF perpo_objective_config perpo_objective_default(perpo_objective kind) {
     return c;
 }
 
-/* The ranges documented at perpo_objective_config; NaN fails every comparison. */
-static perpo_status perpo__objective_check(const perpo_objective_config *c) {
-    if (!c || (int)c->kind < 0 || (int)c->kind >= PERPO_OBJ_COUNT ||
-        !(c->beta > 0.0f && c->beta <= PERPO_MAX_BETA) ||
-        !(c->gamma >= 0.0f && c->gamma <= PERPO_MAX_GAMMA) ||
-        !(c->label_smoothing >= 0.0f && c->label_smoothing <= PERPO_MAX_LABEL_SMOOTHING) ||
-        !(c->positive >= 0.0f && c->positive <= PERPO_MAX_POSITIVE))
-        return PERPO_ERR_ARG;
+/* The ranges documented at perpo_objective_config; NaN fails every comparison. The first field
+   out of range goes into err: w names the call, f the config's field path ("objective." inside
+   perpo_pref_config). */
+static perpo_status perpo__objective_check(const perpo_objective_config *c, char *err, size_t cap,
+                                           const char *w, const char *f) {
+    if (!c) return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: objective config is NULL", w);
+    if ((int)c->kind < 0 || (int)c->kind >= PERPO_OBJ_COUNT)
+        return perpo__errst(err, cap, PERPO_ERR_ARG,
+                            "%s: %skind %d must be in [0, %d): PERPO_OBJ_PERPO, _DPO, _LIPO or "
+                            "_LISTMLE",
+                            w, f, (int)c->kind, PERPO_OBJ_COUNT);
+    if (!(c->beta > 0.0f && c->beta <= PERPO_MAX_BETA))
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: %sbeta %g must be in (0, %g]", w, f,
+                            (double)c->beta, (double)PERPO_MAX_BETA);
+    if (!(c->gamma >= 0.0f && c->gamma <= PERPO_MAX_GAMMA))
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: %sgamma %g must be in [0, %g]", w, f,
+                            (double)c->gamma, (double)PERPO_MAX_GAMMA);
+    if (!(c->label_smoothing >= 0.0f && c->label_smoothing <= PERPO_MAX_LABEL_SMOOTHING))
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: %slabel_smoothing %g must be in [0, %g]",
+                            w, f, (double)c->label_smoothing, (double)PERPO_MAX_LABEL_SMOOTHING);
+    if (!(c->positive >= 0.0f && c->positive <= PERPO_MAX_POSITIVE))
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: %spositive %g must be in [0, %g]", w, f,
+                            (double)c->positive, (double)PERPO_MAX_POSITIVE);
     return PERPO_OK;
 }
 
@@ -2065,33 +2194,49 @@ static double perpo__loss_listmle(int n, const double *s, const double *R, doubl
     return L;
 }
 
-/* Shared input checks; fills R (as double) and s = logp - ref_logp. */
+/* Shared input checks, the reason into err (w: the call); fills R (as double) and
+   s = logp - ref_logp. */
 static perpo_status perpo__list_inputs(int n, const float *logp, const float *ref_logp,
-                                       const float *reward, double *s, double *R) {
-    int k;
-    if (n < 1 || n > PERPO_MAX_LIST || !logp || !ref_logp || !reward) return PERPO_ERR_ARG;
+                                       const float *reward, double *s, double *R, char *err,
+                                       size_t cap, const char *w) {
+    const float *const in[3] = { logp, ref_logp, reward };
+    static const char *const name[3] = { "logp", "ref_logp", "reward" };
+    int k, a;
+    if (n < 1 || n > PERPO_MAX_LIST)
+        return perpo__errst(err, cap, PERPO_ERR_ARG,
+                            "%s: n %d must be in [1, PERPO_MAX_LIST %d]: split longer lists", w, n,
+                            PERPO_MAX_LIST);
+    for (a = 0; a < 3; a++)
+        if (!in[a]) return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: %s is NULL", w, name[a]);
     for (k = 0; k < n; k++) {
-        if (!isfinite(logp[k]) || !isfinite(ref_logp[k]) || !isfinite(reward[k]))
-            return PERPO_ERR_NONFINITE;
+        for (a = 0; a < 3; a++)
+            if (!isfinite(in[a][k]))
+                return perpo__errst(err, cap, PERPO_ERR_NONFINITE,
+                                    "%s: %s[%d] is %g: log-probs and rewards must be finite", w,
+                                    name[a], k, (double)in[a][k]);
         s[k] = (double)logp[k] - (double)ref_logp[k];
         R[k] = reward[k];
     }
     return PERPO_OK;
 }
 
-PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int n,
-                                          const float *logp, const float *ref_logp,
-                                          const float *reward, float *loss, float *dloss_dlogp) {
+/* perpo_listwise_loss_err, the reason into err with w first (a trainer passes its own name). */
+static perpo_status perpo__listwise_loss(const perpo_objective_config *cfg, int n,
+                                         const float *logp, const float *ref_logp,
+                                         const float *reward, float *loss, float *dloss_dlogp,
+                                         char *err, size_t cap, const char *w) {
     double s[PERPO_MAX_LIST], R[PERPO_MAX_LIST], g[PERPO_MAX_LIST], L = 0.0;
     double beta, gamma, eps, lambda;
     int k, all_equal = 1;
     perpo_status st;
-    if (!cfg || !loss || perpo__objective_check(cfg) != PERPO_OK) return PERPO_ERR_ARG;
+    if (!cfg || !loss) return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: cfg or loss is NULL", w);
+    if ((st = perpo__objective_check(cfg, err, cap, w, "")) != PERPO_OK) return st;
     beta = cfg->beta;
     gamma = cfg->gamma;
     eps = cfg->label_smoothing;
     lambda = cfg->positive;
-    if ((st = perpo__list_inputs(n, logp, ref_logp, reward, s, R)) != PERPO_OK) return st;
+    if ((st = perpo__list_inputs(n, logp, ref_logp, reward, s, R, err, cap, w)) != PERPO_OK)
+        return st;
     for (k = 0; k < n; k++) {
         g[k] = 0.0;
         if (R[k] != R[0]) all_equal = 0;
@@ -2105,24 +2250,53 @@ PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int
         }
     }
     /* Check before writing: a double beyond float range would become Inf (or be UB to convert). */
-    if (!(fabs(L) <= FLT_MAX)) return PERPO_ERR_NONFINITE;
+    if (!(fabs(L) <= FLT_MAX))
+        return perpo__errst(err, cap, PERPO_ERR_NONFINITE,
+                            "%s: the loss %g is beyond float range: lower beta (%g) or check the "
+                            "log-probs",
+                            w, L, beta);
     for (k = 0; k < n; k++)
-        if (!(fabs(g[k]) <= FLT_MAX)) return PERPO_ERR_NONFINITE;
+        if (!(fabs(g[k]) <= FLT_MAX))
+            return perpo__errst(err, cap, PERPO_ERR_NONFINITE,
+                                "%s: the gradient %g of logp[%d] is beyond float range: lower beta "
+                                "(%g) or check the log-probs",
+                                w, g[k], k, beta);
     *loss = (float)L;
     if (dloss_dlogp)
         for (k = 0; k < n; k++) dloss_dlogp[k] = (float)g[k];
     return PERPO_OK;
 }
 
-PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *logp,
-                                               const float *ref_logp, const float *reward,
-                                               perpo_pref_metrics *out) {
+PERPODEF perpo_status perpo_listwise_loss_err(const perpo_objective_config *cfg, int n,
+                                              const float *logp, const float *ref_logp,
+                                              const float *reward, float *loss, float *dloss_dlogp,
+                                              char *err, size_t err_cap) {
+    perpo__errf(err, err_cap, "%s", "");
+    return perpo__listwise_loss(cfg, n, logp, ref_logp, reward, loss, dloss_dlogp, err, err_cap,
+                                "perpo_listwise_loss");
+}
+
+PERPODEF perpo_status perpo_listwise_loss(const perpo_objective_config *cfg, int n,
+                                          const float *logp, const float *ref_logp,
+                                          const float *reward, float *loss, float *dloss_dlogp) {
+    return perpo_listwise_loss_err(cfg, n, logp, ref_logp, reward, loss, dloss_dlogp, NULL, 0);
+}
+
+/* perpo_preference_metrics_err, the reason into err with w first. */
+static perpo_status perpo__preference_metrics(float beta, int n, const float *logp,
+                                              const float *ref_logp, const float *reward,
+                                              perpo_pref_metrics *out, char *err, size_t cap,
+                                              const char *w) {
     double s[PERPO_MAX_LIST], R[PERPO_MAX_LIST], chosen, rejected;
     int i, j, best = 0, worst = 0;
     long pairs = 0, right = 0;
     perpo_status st;
-    if (!out || !(beta > 0.0f && beta <= PERPO_MAX_BETA)) return PERPO_ERR_ARG;
-    if ((st = perpo__list_inputs(n, logp, ref_logp, reward, s, R)) != PERPO_OK) return st;
+    if (!out) return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: out is NULL", w);
+    if (!(beta > 0.0f && beta <= PERPO_MAX_BETA))
+        return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: beta %g must be in (0, %g]", w,
+                            (double)beta, (double)PERPO_MAX_BETA);
+    if ((st = perpo__list_inputs(n, logp, ref_logp, reward, s, R, err, cap, w)) != PERPO_OK)
+        return st;
     for (i = 0; i < n; i++) {
         if (R[i] > R[best]) best = i;
         if (R[i] < R[worst]) worst = i;
@@ -2136,12 +2310,30 @@ PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *l
     rejected = beta * s[worst];
     if (!(fabs(chosen) <= FLT_MAX && fabs(rejected) <= FLT_MAX &&
           fabs(chosen - rejected) <= FLT_MAX))
-        return PERPO_ERR_NONFINITE;
+        return perpo__errst(err, cap, PERPO_ERR_NONFINITE,
+                            "%s: chosen %g, rejected %g or their margin is beyond float range: "
+                            "lower beta (%g) or check the log-probs",
+                            w, chosen, rejected, (double)beta);
     out->chosen = (float)chosen;
     out->rejected = (float)rejected;
     out->margin = (float)(chosen - rejected);
     out->accuracy = pairs ? (float)((double)right / (double)pairs) : 0.0f;
     return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_preference_metrics_err(float beta, int n, const float *logp,
+                                                   const float *ref_logp, const float *reward,
+                                                   perpo_pref_metrics *out, char *err,
+                                                   size_t err_cap) {
+    perpo__errf(err, err_cap, "%s", "");
+    return perpo__preference_metrics(beta, n, logp, ref_logp, reward, out, err, err_cap,
+                                     "perpo_preference_metrics");
+}
+
+PERPODEF perpo_status perpo_preference_metrics(float beta, int n, const float *logp,
+                                               const float *ref_logp, const float *reward,
+                                               perpo_pref_metrics *out) {
+    return perpo_preference_metrics_err(beta, n, logp, ref_logp, reward, out, NULL, 0);
 }
 
 /* ==========================================================================================
@@ -2237,11 +2429,12 @@ static perpo_status perpo__pref_chunk(perpo_model *m, const perpo_pref_config *p
             if (l->rewards[k] > l->rewards[best]) best = k;
             *tokens += (double)s->n_tok[q + (size_t)k];
         }
-        if ((st = perpo_listwise_loss(&pc->objective, l->n, lp, ref, l->rewards, &loss, grad)) !=
-            PERPO_OK)
-            return st;
-        if ((st = perpo_preference_metrics(pc->objective.beta, l->n, lp, ref, l->rewards, &pm)) !=
-            PERPO_OK)
+        if ((st = perpo__listwise_loss(&pc->objective, l->n, lp, ref, l->rewards, &loss, grad,
+                                       m->error, sizeof m->error, "perpo_pref_train")) !=
+                PERPO_OK ||
+            (st = perpo__preference_metrics(pc->objective.beta, l->n, lp, ref, l->rewards, &pm,
+                                            m->error, sizeof m->error, "perpo_pref_train")) !=
+                PERPO_OK)
             return st;
         for (k = 0; k < l->n; k++) {
             float div = pc->mean_logp ? (float)s->n_tok[q + (size_t)k] : 1.0f;
@@ -2288,14 +2481,7 @@ static int perpo__check_pref_config(const perpo_pref_config *pc, char *e, size_t
         perpo__errf(e, cap, "%s: resume %d must be 0 or 1", w, pc->resume);
     else if (pc->nll_on_truth != 0 && pc->nll_on_truth != 1)
         perpo__errf(e, cap, "%s: nll_on_truth %d must be 0 or 1", w, pc->nll_on_truth);
-    else if (perpo__objective_check(&pc->objective) != PERPO_OK)
-        perpo__errf(e, cap,
-                    "%s: objective out of range (kind %d, beta %g, gamma %g, label_smoothing %g, "
-                    "positive %g): see perpo_objective_config",
-                    w, (int)pc->objective.kind, (double)pc->objective.beta,
-                    (double)pc->objective.gamma, (double)pc->objective.label_smoothing,
-                    (double)pc->objective.positive);
-    else
+    else if (perpo__objective_check(&pc->objective, e, cap, w, "objective.") == PERPO_OK)
         st = perpo__optim_check(&pc->optim, e, cap, w, "optim.");
     return st == PERPO_OK;
 }
@@ -2403,11 +2589,16 @@ PERPODEF perpo_pref_config perpo_pref_default(perpo_objective kind) {
 }
 
 /* ---- The loop both trainers share --------------------------------------------------------- */
+/* AdamW (section 8); a trainer's refused step names the trainer. */
+static perpo_status perpo__optim_step(perpo_model *m, const perpo_optim_config *oc,
+                                      float grad_scale, float *grad_norm, const char *w);
+
 /* What one trainer call brings to the loop: the gradient of one step, its optimizer settings
    and how it reports. step_grads adds the gradient of optimizer step `step` (data-parallel:
    summed over the workers) into the zeroed gradient buffer, the step's loss and metrics into p
    and the target tokens it consumed into *tokens; an error ends training with it. */
 typedef struct perpo__trainer {
+    const char *name;  /* the public call, first in its messages */
     const char *phase; /* perpo_progress.phase */
     const perpo_optim_config *optim;
     const perpo_parallel *par;
@@ -2429,10 +2620,10 @@ static perpo_status perpo__train_loop(perpo_model *m, const perpo__trainer *tr,
     perpo_status st;
     if (tr->resume && m->no_opt_state)
         return perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
-                            "perpo_%s_train: resume 1, but the model was loaded from a checkpoint "
-                            "without optimizer state: there is nothing to resume (save with "
+                            "%s: resume 1, but the model was loaded from a checkpoint without "
+                            "optimizer state: there is nothing to resume (save with "
                             "PERPO_CKPT_OPTIMIZER, or set resume 0 to start the schedule afresh)",
-                            tr->phase);
+                            tr->name);
     if (!tr->resume) perpo_optim_reset(m);
     start = m->opt_step;
     for (step = start; step < tr->optim->total_steps; step++) { /* resumes at opt_step */
@@ -2442,7 +2633,8 @@ static perpo_status perpo__train_loop(perpo_model *m, const perpo__trainer *tr,
         memset(&p, 0, sizeof p);
         perpo_zero_grad(m);
         if ((st = tr->step_grads(m, step, &p, &tokens, tr->state)) != PERPO_OK) return st;
-        if ((st = perpo_optim_step(m, tr->optim, tr->grad_scale, &gnorm)) != PERPO_OK) return st;
+        if ((st = perpo__optim_step(m, tr->optim, tr->grad_scale, &gnorm, tr->name)) != PERPO_OK)
+            return st;
         if ((step + 1) % tr->log_every == 0 || step + 1 == tr->optim->total_steps) {
             p.phase = tr->phase;
             p.step = step + 1;
@@ -2460,12 +2652,14 @@ static perpo_status perpo__train_loop(perpo_model *m, const perpo__trainer *tr,
     return PERPO_OK;
 }
 
-/* w: the public call, for the message in m->error. */
+/* w: the public call, for the message in m->error; need_ref: the lists must hold finite ref_logp
+   (training; perpo_pref_reference fills them). */
 static perpo_status perpo__check_lists(perpo_model *m, const perpo_pref_list *lists, size_t n_lists,
-                                       const char *w) {
+                                       const char *w, int need_ref) {
     char *e = m->error;
-    size_t i, at, cap = sizeof m->error;
+    size_t i, cap = sizeof m->error;
     int k;
+    perpo_status st;
     if (!lists || n_lists == 0)
         return perpo__errst(e, cap, PERPO_ERR_ARG,
                             "%s: no lists (n_lists %zu): if perpo_pref_filter kept none, the "
@@ -2484,11 +2678,9 @@ static perpo_status perpo__check_lists(perpo_model *m, const perpo_pref_list *li
             return perpo__errst(e, cap, PERPO_ERR_ARG,
                                 "%s: list %zu: n %d must be in [1, %d] and <= max_batch %zu", w, i,
                                 l->n, PERPO_MAX_LIST, m->max_batch);
-        if ((at = perpo__outside01(l->image, m->image_floats)) < m->image_floats)
-            return perpo__errst(e, cap, PERPO_ERR_ARG,
-                                "%s: list %zu: image value %g at float %zu is outside [0,1]: scale "
-                                "pixels to [0,1] (divide 0-255 values by 255)",
-                                w, i, (double)l->image[at], at);
+        if ((st = perpo__check_image(l->image, m->image_floats, e, cap, "%s: list %zu: image", w,
+                                     i)) != PERPO_OK)
+            return st;
         for (k = 0; k < l->n; k++) {
             if (!l->responses[k])
                 return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: list %zu: responses[%d] is NULL", w,
@@ -2502,6 +2694,11 @@ static perpo_status perpo__check_lists(perpo_model *m, const perpo_pref_list *li
                 return perpo__errst(e, cap, PERPO_ERR_NONFINITE,
                                     "%s: list %zu: rewards[%d] is %g: rewards must be finite", w, i,
                                     k, (double)l->rewards[k]);
+            if (need_ref && !isfinite(l->ref_logp[k]))
+                return perpo__errst(e, cap, PERPO_ERR_NONFINITE,
+                                    "%s: list %zu: ref_logp[%d] is %g: fill it with "
+                                    "perpo_pref_reference before training",
+                                    w, i, k, (double)l->ref_logp[k]);
         }
         if (l->truth && !perpo__text_fits(m->T, strlen(l->prompt), strlen(l->truth)))
             return perpo__errst(e, cap, PERPO_ERR_ARG,
@@ -2537,7 +2734,7 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
     if (!perpo__check_pref_config(pc, m->error, sizeof m->error))
         local = PERPO_ERR_ARG;
     else if (n_lists > 0 || !par->reduce) /* a worker's part may be empty, one process's set not */
-        local = perpo__check_lists(m, lists, n_lists, "perpo_pref_train");
+        local = perpo__check_lists(m, lists, n_lists, "perpo_pref_train", 1);
     if (local == PERPO_OK) {
         truth_row = pc->nll_on_truth && pc->nll_weight > 0.0f;
         for (j = 0; j < n_lists; j++) {
@@ -2612,6 +2809,7 @@ PERPODEF perpo_status perpo_pref_train(perpo_model *m, const perpo_pref_list *li
     S.truth_row = truth_row;
     S.s = &s;
     S.pending = pending;
+    tr.name = "perpo_pref_train";
     tr.phase = "pref";
     tr.optim = &pc->optim;
     tr.par = par;
@@ -2666,10 +2864,13 @@ PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_exampl
     perpo_status st = PERPO_OK;
     const char *w = "perpo_pref_sample";
     char *e;
-    size_t cap, at;
-    if (!out) return PERPO_ERR_ARG;
+    size_t cap;
+    if (!m || !out) {
+        if (m) perpo__errf(m->error, sizeof m->error, "%s: out is NULL", w);
+        if (out) memset(out, 0, sizeof *out);
+        return PERPO_ERR_ARG;
+    }
     memset(out, 0, sizeof *out);
-    if (!m) return PERPO_ERR_ARG;
     e = m->error;
     cap = sizeof m->error;
     e[0] = 0;
@@ -2698,11 +2899,9 @@ PERPODEF perpo_status perpo_pref_sample_range(perpo_model *m, const perpo_exampl
                                 "%s: item %zu: prompt of %zu bytes exceeds max_text %zu - 4: "
                                 "shorten it or raise max_text",
                                 w, first + i, strlen(part[i].prompt), T);
-        if ((at = perpo__outside01(part[i].image, m->image_floats)) < m->image_floats)
-            return perpo__errst(e, cap, PERPO_ERR_ARG,
-                                "%s: item %zu: image value %g at float %zu is outside [0,1]: "
-                                "scale pixels to [0,1] (divide 0-255 values by 255)",
-                                w, first + i, (double)part[i].image[at], at);
+        if ((st = perpo__check_image(part[i].image, m->image_floats, e, cap, "%s: item %zu: image",
+                                     w, first + i)) != PERPO_OK)
+            return st;
     }
     /* one block: lists | response pointers | rewards, ref_logp | per-call scratch | text */
     if (!perpo__size_mul(count, N, &n_resp) ||
@@ -2802,7 +3001,8 @@ PERPODEF perpo_status perpo_pref_reference(perpo_model *m, perpo_pref_list *list
     size_t i = 0;
     if (!m) return PERPO_ERR_ARG;
     m->error[0] = 0;
-    if ((st = perpo__check_lists(m, lists, n_lists, "perpo_pref_reference")) != PERPO_OK) return st;
+    if ((st = perpo__check_lists(m, lists, n_lists, "perpo_pref_reference", 0)) != PERPO_OK)
+        return st;
     if ((st = perpo__pref_scratch_alloc(m, &s, 0)) != PERPO_OK) return st;
     while (i < n_lists) { /* as many whole lists per forward as fit in max_batch */
         size_t count = 0, seqs = 0, j, q = 0;
@@ -2963,7 +3163,8 @@ static perpo_status perpo__check_request(perpo_model *m, const perpo_gen_request
                                          const char *out, size_t out_cap) {
     const char *w = "perpo_generate";
     char *e = m->error;
-    size_t i, at, cap = sizeof m->error;
+    size_t i, cap = sizeof m->error;
+    perpo_status st;
     if (!req || !out || out_cap < 1 || !req->images || !req->prompts)
         return perpo__errst(e, cap, PERPO_ERR_ARG,
                             "%s: req, out, images or prompts is NULL, or out_cap is 0", w);
@@ -2978,14 +3179,9 @@ static perpo_status perpo__check_request(perpo_model *m, const perpo_gen_request
     for (i = 0; i < req->n_img; i++) {
         if (!req->images[i])
             return perpo__errst(e, cap, PERPO_ERR_ARG, "%s: images[%zu] is NULL", w, i);
-        if (!perpo__all_finite(req->images[i], m->image_floats))
-            return perpo__errst(e, cap, PERPO_ERR_NONFINITE, "%s: images[%zu] has NaN or Inf", w,
-                                i);
-        if ((at = perpo__outside01(req->images[i], m->image_floats)) < m->image_floats)
-            return perpo__errst(e, cap, PERPO_ERR_ARG,
-                                "%s: images[%zu] value %g at float %zu is outside [0,1]: scale "
-                                "pixels to [0,1] (divide 0-255 values by 255)",
-                                w, i, (double)req->images[i][at], at);
+        if ((st = perpo__check_image(req->images[i], m->image_floats, e, cap, "%s: images[%zu]", w,
+                                     i)) != PERPO_OK)
+            return st;
     }
     for (i = 0; i < req->n_seq; i++) {
         if (!req->prompts[i] || (req->image_of && req->image_of[i] >= req->n_img))
@@ -3248,10 +3444,27 @@ PERPODEF float perpo_grounding_reward(const char *text, size_t len, const float 
 
 /* ---- OCR: edit distance ---- */
 
-PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *b, size_t nb,
-                                          size_t *dist, void *alloc_ctx) {
+/* What every OCR metric checks first: its output (out, named on) and its two strings, NULL only
+   with length 0; the reason into err, after clearing it, with w (the call) first. */
+static perpo_status perpo__metric_args(const void *out, const char *on, const char *a,
+                                       const char *an, size_t na, const char *b, const char *bn,
+                                       size_t nb, char *err, size_t cap, const char *w) {
+    perpo__errf(err, cap, "%s", "");
+    if (on && !out) return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: %s is NULL", w, on);
+    if (!a && na)
+        return perpo__errst(err, cap, PERPO_ERR_ARG,
+                            "%s: %s is NULL with length %zu: NULL only with length 0", w, an, na);
+    if (!b && nb)
+        return perpo__errst(err, cap, PERPO_ERR_ARG,
+                            "%s: %s is NULL with length %zu: NULL only with length 0", w, bn, nb);
+    return PERPO_OK;
+}
+
+/* perpo_edit_distance after the argument checks; w names the call in err. */
+static perpo_status perpo__edit_distance(const char *a, size_t na, const char *b, size_t nb,
+                                         size_t *dist, char *err, size_t cap, const char *w,
+                                         void *alloc_ctx) {
     size_t *row, i, j;
-    if (!dist || (!a && na) || (!b && nb)) return PERPO_ERR_ARG;
     /* A shared prefix or suffix never changes the distance; stripping it makes long, nearly
      * equal strings (the common case for a good OCR model) cheap. */
     while (na && nb && a[0] == b[0]) {
@@ -3276,9 +3489,15 @@ PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *
         *dist = na;
         return PERPO_OK;
     }
-    if (nb >= SIZE_MAX / sizeof *row) return PERPO_ERR_OVERFLOW;
+    if (nb >= SIZE_MAX / sizeof *row)
+        return perpo__errst(err, cap, PERPO_ERR_OVERFLOW,
+                            "%s: a row of %zu + 1 distances overflows size_t", w, nb);
     row = (size_t *)PERPO_MALLOC(alloc_ctx, (nb + 1) * sizeof *row);
-    if (!row) return PERPO_ERR_NOMEM;
+    if (!row)
+        return perpo__errst(err, cap, PERPO_ERR_NOMEM,
+                            "%s: out of memory allocating one row of distances, %zu bytes (over "
+                            "the shorter string's %zu bytes after the common prefix and suffix)",
+                            w, (nb + 1) * sizeof *row, nb);
     /* One DP row over the shorter string: row[j] = distance(a[0..i), b[0..j)). */
     for (j = 0; j <= nb; j++) row[j] = j;
     for (i = 1; i <= na; i++) {
@@ -3297,25 +3516,61 @@ PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *
     return PERPO_OK;
 }
 
-PERPODEF perpo_status perpo_normalized_edit_distance(const char *a, size_t na, const char *b,
-                                                     size_t nb, float *ned, void *alloc_ctx) {
+/* perpo_normalized_edit_distance after the argument checks. */
+static perpo_status perpo__normalized_edit_distance(const char *a, size_t na, const char *b,
+                                                    size_t nb, float *ned, char *err, size_t cap,
+                                                    const char *w, void *alloc_ctx) {
     size_t d;
     perpo_status st;
-    if (!ned) return PERPO_ERR_ARG;
-    if ((st = perpo_edit_distance(a, na, b, nb, &d, alloc_ctx)) != PERPO_OK) return st;
+    if ((st = perpo__edit_distance(a, na, b, nb, &d, err, cap, w, alloc_ctx)) != PERPO_OK)
+        return st;
     *ned = na || nb ? (float)((double)d / (double)(na > nb ? na : nb)) : 0.0f;
     return PERPO_OK;
 }
 
+PERPODEF perpo_status perpo_edit_distance_err(const char *a, size_t na, const char *b, size_t nb,
+                                              size_t *dist, char *err, size_t err_cap,
+                                              void *alloc_ctx) {
+    const char *w = "perpo_edit_distance";
+    perpo_status st = perpo__metric_args(dist, "dist", a, "a", na, b, "b", nb, err, err_cap, w);
+    return st != PERPO_OK ? st
+                          : perpo__edit_distance(a, na, b, nb, dist, err, err_cap, w, alloc_ctx);
+}
+PERPODEF perpo_status perpo_edit_distance(const char *a, size_t na, const char *b, size_t nb,
+                                          size_t *dist, void *alloc_ctx) {
+    return perpo_edit_distance_err(a, na, b, nb, dist, NULL, 0, alloc_ctx);
+}
+
+PERPODEF perpo_status perpo_normalized_edit_distance_err(const char *a, size_t na, const char *b,
+                                                         size_t nb, float *ned, char *err,
+                                                         size_t err_cap, void *alloc_ctx) {
+    const char *w = "perpo_normalized_edit_distance";
+    perpo_status st = perpo__metric_args(ned, "ned", a, "a", na, b, "b", nb, err, err_cap, w);
+    return st != PERPO_OK
+               ? st
+               : perpo__normalized_edit_distance(a, na, b, nb, ned, err, err_cap, w, alloc_ctx);
+}
+PERPODEF perpo_status perpo_normalized_edit_distance(const char *a, size_t na, const char *b,
+                                                     size_t nb, float *ned, void *alloc_ctx) {
+    return perpo_normalized_edit_distance_err(a, na, b, nb, ned, NULL, 0, alloc_ctx);
+}
+
+PERPODEF perpo_status perpo_ocr_reward_err(const char *text, size_t len, const char *ref,
+                                           size_t nref, float *reward, char *err, size_t err_cap,
+                                           void *alloc_ctx) {
+    const char *w = "perpo_ocr_reward";
+    float ned;
+    perpo_status st =
+        perpo__metric_args(reward, "reward", text, "text", len, ref, "ref", nref, err, err_cap, w);
+    if (st == PERPO_OK)
+        st =
+            perpo__normalized_edit_distance(text, len, ref, nref, &ned, err, err_cap, w, alloc_ctx);
+    if (st == PERPO_OK) *reward = 1.0f - ned;
+    return st;
+}
 PERPODEF perpo_status perpo_ocr_reward(const char *text, size_t len, const char *ref, size_t nref,
                                        float *reward, void *alloc_ctx) {
-    float ned;
-    perpo_status st;
-    if (!reward) return PERPO_ERR_ARG;
-    if ((st = perpo_normalized_edit_distance(text, len, ref, nref, &ned, alloc_ctx)) != PERPO_OK)
-        return st;
-    *reward = 1.0f - ned;
-    return PERPO_OK;
+    return perpo_ocr_reward_err(text, len, ref, nref, reward, NULL, 0, alloc_ctx);
 }
 
 /* ---- OCR: word sets and BLEU-4 ----
@@ -3414,14 +3669,14 @@ static perpo__match perpo__match_grams(const perpo__gram *h, size_t nh, const pe
     return m;
 }
 
-PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *ref, size_t nr,
-                                        float *precision, float *recall, float *f1, float *bleu,
-                                        void *alloc_ctx) {
+/* perpo_word_scores after the argument checks; w names the call in err. */
+static perpo_status perpo__word_scores(const char *hyp, size_t nh, const char *ref, size_t nr,
+                                       float *precision, float *recall, float *f1, float *bleu,
+                                       char *err, size_t cap, const char *w, void *alloc_ctx) {
     size_t th, tr, total, n;
     perpo__gram *gh, *gr;
     perpo__word *wh, *wr;
     double p = 0.0, r = 0.0, f = 0.0, b = 0.0, log_p = 0.0;
-    if ((!hyp && nh) || (!ref && nr)) return PERPO_ERR_ARG;
     th = perpo__split_words(hyp, nh, NULL);
     tr = perpo__split_words(ref, nr, NULL);
     if (th == 0 || tr == 0) {
@@ -3429,10 +3684,16 @@ PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *
     } else {
         total = th + tr;
         if (total < th || total > SIZE_MAX / (sizeof(perpo__gram) + sizeof(perpo__word)))
-            return PERPO_ERR_OVERFLOW;
+            return perpo__errst(err, cap, PERPO_ERR_OVERFLOW,
+                                "%s: the n-gram table of %zu + %zu words overflows size_t", w, th,
+                                tr);
         gh = (perpo__gram *)PERPO_MALLOC(alloc_ctx,
                                          total * (sizeof(perpo__gram) + sizeof(perpo__word)));
-        if (!gh) return PERPO_ERR_NOMEM;
+        if (!gh)
+            return perpo__errst(err, cap, PERPO_ERR_NOMEM,
+                                "%s: out of memory allocating the n-gram table (%zu bytes, for "
+                                "%zu + %zu words)",
+                                w, total * (sizeof(perpo__gram) + sizeof(perpo__word)), th, tr);
         gr = gh + th;
         wh = (perpo__word *)(gr + tr);
         wr = wh + th;
@@ -3462,18 +3723,41 @@ PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *
     return PERPO_OK;
 }
 
+PERPODEF perpo_status perpo_word_scores_err(const char *hyp, size_t nh, const char *ref, size_t nr,
+                                            float *precision, float *recall, float *f1, float *bleu,
+                                            char *err, size_t err_cap, void *alloc_ctx) {
+    const char *w = "perpo_word_scores";
+    perpo_status st =
+        perpo__metric_args(NULL, NULL, hyp, "hyp", nh, ref, "ref", nr, err, err_cap, w);
+    return st != PERPO_OK ? st
+                          : perpo__word_scores(hyp, nh, ref, nr, precision, recall, f1, bleu, err,
+                                               err_cap, w, alloc_ctx);
+}
+PERPODEF perpo_status perpo_word_scores(const char *hyp, size_t nh, const char *ref, size_t nr,
+                                        float *precision, float *recall, float *f1, float *bleu,
+                                        void *alloc_ctx) {
+    return perpo_word_scores_err(hyp, nh, ref, nr, precision, recall, f1, bleu, NULL, 0, alloc_ctx);
+}
+
+PERPODEF perpo_status perpo_ocr_score_err(const char *hyp, size_t nh, const char *ref, size_t nr,
+                                          perpo_ocr_scores *out, char *err, size_t err_cap,
+                                          void *alloc_ctx) {
+    const char *w = "perpo_ocr_score";
+    perpo_ocr_scores s;
+    perpo_status st =
+        perpo__metric_args(out, "out", hyp, "hyp", nh, ref, "ref", nr, err, err_cap, w);
+    if (st == PERPO_OK)
+        st = perpo__normalized_edit_distance(hyp, nh, ref, nr, &s.edit_distance, err, err_cap, w,
+                                             alloc_ctx);
+    if (st == PERPO_OK)
+        st = perpo__word_scores(hyp, nh, ref, nr, &s.precision, &s.recall, &s.f1, &s.bleu, err,
+                                err_cap, w, alloc_ctx);
+    if (st == PERPO_OK) *out = s;
+    return st;
+}
 PERPODEF perpo_status perpo_ocr_score(const char *hyp, size_t nh, const char *ref, size_t nr,
                                       perpo_ocr_scores *out, void *alloc_ctx) {
-    perpo_ocr_scores s;
-    perpo_status st;
-    if (!out) return PERPO_ERR_ARG;
-    if ((st = perpo_normalized_edit_distance(hyp, nh, ref, nr, &s.edit_distance, alloc_ctx)) !=
-            PERPO_OK ||
-        (st = perpo_word_scores(hyp, nh, ref, nr, &s.precision, &s.recall, &s.f1, &s.bleu,
-                                alloc_ctx)) != PERPO_OK)
-        return st;
-    *out = s;
-    return PERPO_OK;
+    return perpo_ocr_score_err(hyp, nh, ref, nr, out, NULL, 0, alloc_ctx);
 }
 
 /* ==========================================================================================
@@ -3532,8 +3816,14 @@ static perpo_status perpo__optim_check(const perpo_optim_config *oc, char *err, 
     return PERPO_OK;
 }
 
+PERPODEF perpo_status perpo_optim_validate_err(const perpo_optim_config *oc, char *err,
+                                               size_t err_cap) {
+    perpo__errf(err, err_cap, "%s", "");
+    return perpo__optim_check(oc, err, err_cap, "perpo_optim_validate", "");
+}
+
 PERPODEF perpo_status perpo_optim_validate(const perpo_optim_config *oc) {
-    return perpo__optim_check(oc, NULL, 0, "perpo_optim_validate", "");
+    return perpo_optim_validate_err(oc, NULL, 0);
 }
 
 /* In double throughout: no int arithmetic on step, warmup or total, so no overflow. */
@@ -3693,14 +3983,25 @@ static void perpo__adamw_team(perpo_model *m, const perpo_optim_config *oc, perp
     }
 }
 
-PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config *oc,
-                                       float grad_scale, float *grad_norm) {
+/* perpo_optim_step without clearing the model's message: w names the call in it (a trainer
+   passes its own name). */
+static perpo_status perpo__optim_step(perpo_model *m, const perpo_optim_config *oc,
+                                      float grad_scale, float *grad_norm, const char *w) {
+    char *e = m->error;
+    size_t cap = sizeof m->error;
     perpo__adamw st;
     double norm;
-    if (!m || perpo_optim_validate(oc) != PERPO_OK ||
-        !(grad_scale > 0.0f && grad_scale <= FLT_MAX) || m->opt_step < 0 ||
-        m->opt_step >= PERPO_MAX_STEPS)
-        return PERPO_ERR_ARG;
+    if (perpo__optim_check(oc, e, cap, w, "") != PERPO_OK) return PERPO_ERR_ARG;
+    if (!(grad_scale > 0.0f && grad_scale <= FLT_MAX))
+        return perpo__errst(e, cap, PERPO_ERR_ARG,
+                            "%s: grad_scale %g must be finite and > 0 (1 / accum_steps when "
+                            "gradients are accumulated)",
+                            w, (double)grad_scale);
+    if (m->opt_step < 0 || m->opt_step >= PERPO_MAX_STEPS)
+        return perpo__errst(e, cap, PERPO_ERR_ARG,
+                            "%s: the model has taken %d steps, the most is PERPO_MAX_STEPS %d: "
+                            "perpo_optim_reset starts a new schedule",
+                            w, m->opt_step, PERPO_MAX_STEPS);
     memset(&st, 0, sizeof st);
     st.grad_scale = grad_scale;
     st.finite[0] = st.finite[1] = 1;
@@ -3708,16 +4009,36 @@ PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config 
     perpo__adamw_team(m, oc, &st);
     norm = perpo__adamw_norm(&st);
     if (grad_norm) *grad_norm = (float)norm;
-    if (!isfinite(norm) || !st.finite[0]) return PERPO_ERR_NONFINITE; /* nothing changed */
+    if (!isfinite(norm)) /* nothing changed */
+        return perpo__errst(e, cap, PERPO_ERR_NONFINITE,
+                            "%s: step %d: the gradient norm is %g (a NaN or Inf in the gradients "
+                            "x grad_scale %g): nothing changed; look for the loss or input that "
+                            "was not finite",
+                            w, m->opt_step, norm, (double)grad_scale);
+    if (!st.finite[0]) /* nothing changed */
+        return perpo__errst(e, cap, PERPO_ERR_NONFINITE,
+                            "%s: step %d (gradient norm %g) would make a parameter or AdamW "
+                            "moment non-finite: nothing changed; lower lr (%g) or clip_norm (%g)",
+                            w, m->opt_step, norm, (double)oc->lr, (double)oc->clip_norm);
     m->params_version++; /* pass 1 wrote the parameters, whatever follows */
     if (!st.finite[1]) {
         m->params_known_finite = 0; /* pass 1 disagreed with pass 0: never expected */
-        return PERPO_ERR_NONFINITE;
+        return perpo__errst(e, cap, PERPO_ERR_NONFINITE,
+                            "%s: step %d wrote a non-finite parameter after checking that it "
+                            "would not: the model's parameters are suspect",
+                            w, m->opt_step);
     }
     m->params_known_finite = 1;
     m->opt_step++;
     m->no_opt_state = 0;
     return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_optim_step(perpo_model *m, const perpo_optim_config *oc,
+                                       float grad_scale, float *grad_norm) {
+    if (!m) return PERPO_ERR_ARG;
+    m->error[0] = 0;
+    return perpo__optim_step(m, oc, grad_scale, grad_norm, "perpo_optim_step");
 }
 
 PERPODEF int perpo_optim_step_count(const perpo_model *m) { return m ? m->opt_step : 0; }
@@ -3730,10 +4051,19 @@ PERPODEF void perpo_optim_reset(perpo_model *m) {
 }
 
 /* ---- Data parallelism: what both trainers share ------------------------------------------ */
-PERPODEF perpo_status perpo_share(size_t n, int rank, int world, size_t *first, size_t *count) {
+PERPODEF perpo_status perpo_share_err(size_t n, int rank, int world, size_t *first, size_t *count,
+                                      char *err, size_t err_cap) {
     size_t w, k, q, r;
-    if (!first || !count || world < 1 || world > PERPO_MAX_WORLD || rank < 0 || rank >= world)
-        return PERPO_ERR_ARG;
+    perpo__errf(err, err_cap, "%s", "");
+    if (!first || !count)
+        return perpo__errst(err, err_cap, PERPO_ERR_ARG, "perpo_share: first or count is NULL");
+    if (world < 1 || world > PERPO_MAX_WORLD)
+        return perpo__errst(err, err_cap, PERPO_ERR_ARG,
+                            "perpo_share: world %d must be in [1, PERPO_MAX_WORLD %d]", world,
+                            PERPO_MAX_WORLD);
+    if (rank < 0 || rank >= world)
+        return perpo__errst(err, err_cap, PERPO_ERR_ARG,
+                            "perpo_share: rank %d must be in [0, world %d)", rank, world);
     w = (size_t)world;
     k = (size_t)rank;
     q = n / w;
@@ -3741,6 +4071,10 @@ PERPODEF perpo_status perpo_share(size_t n, int rank, int world, size_t *first, 
     *first = q * k + (k < r ? k : r); /* <= n: no overflow */
     *count = q + (k < r ? 1 : 0);
     return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_share(size_t n, int rank, int world, size_t *first, size_t *count) {
+    return perpo_share_err(n, rank, world, first, count, NULL, 0);
 }
 
 static perpo_parallel perpo__parallel_none(void) {
@@ -3778,6 +4112,12 @@ static void perpo__config_to_words(const perpo_config *c, int *v) {
     v[13] = c->vocab;
     v[14] = c->max_batch;
 }
+/* The fields' names, in the same order, for messages. */
+static const char *const perpo__config_word_names[PERPO__CONFIG_WORDS] = {
+    "image_h",      "image_w",    "channels", "patch_h", "patch_w",
+    "pos_channels", "vis_sincos", "d_model",  "n_heads", "n_vis_layers",
+    "n_dec_layers", "mlp_mult",   "max_text", "vocab",   "max_batch"
+};
 
 /* FNV-1a over 32-bit words: a cheap fingerprint of what the workers must agree on. */
 static uint64_t perpo__hash_words(uint64_t h, const void *data, size_t n_words) {
@@ -3997,6 +4337,7 @@ static int perpo__positions_fit(int total_steps, int accum_steps, size_t per_mic
 
 /* What an SFT step needs, allocated once per call. */
 typedef struct perpo__sft_state {
+    const char *w; /* the public call, first in its messages */
     const perpo_sft_config *tc;
     perpo_example_fn next;
     void *next_user;
@@ -4026,21 +4367,25 @@ static perpo_status perpo__sft_step(perpo_model *m, int step, perpo_progress *p,
                 (((size_t)step * (size_t)tc->accum_steps + (size_t)a) * S->R + S->rank) * B + b;
             perpo_example e;
             memset(&e, 0, sizeof e);
+            /* (a fixed set was checked whole, by array index, before the first step: what
+               fails here is a stream's example g, the index the trainer passed to next) */
             if ((st = S->next(g, b, &e, S->next_user)) != PERPO_OK)
                 S->pending = st;
             else if (!e.image || !e.prompt || !e.response)
-                S->pending = perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
-                                          "perpo_sft_train: example %zu: image, prompt or "
-                                          "response is NULL",
-                                          g);
+                S->pending =
+                    perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
+                                 "%s: example %zu: image, prompt or response is NULL", S->w, g);
             else if (perpo_text_encode(&m->cfg, e.prompt, strlen(e.prompt), e.response,
                                        strlen(e.response), S->tok + b * T, S->tgt + b * T,
                                        &nt) != PERPO_OK)
                 S->pending = perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
-                                          "perpo_sft_train: example %zu: prompt %zu + response "
-                                          "%zu bytes exceed max_text %zu - 3: shorten them or "
-                                          "raise max_text",
-                                          g, strlen(e.prompt), strlen(e.response), T);
+                                          "%s: example %zu: prompt %zu + response %zu bytes "
+                                          "exceed max_text %zu - 3: shorten them or raise "
+                                          "max_text",
+                                          S->w, g, strlen(e.prompt), strlen(e.response), T);
+            else if ((st = perpo__check_image(e.image, m->image_floats, m->error, sizeof m->error,
+                                              "%s: example %zu: image", S->w, g)) != PERPO_OK)
+                S->pending = st;
             else {
                 S->imgs[b] = e.image;
                 count += nt;
@@ -4089,12 +4434,14 @@ static perpo_status perpo__sft_step(perpo_model *m, int step, perpo_progress *p,
     return PERPO_OK;
 }
 
-/* Both SFT entries. local: an error found by the caller (data-parallel workers still join the
-   handshake with it); n_examples: the size of a fixed set (0 for a stream), which the workers
-   must agree on. Without a reduction hook: one process, batch_size sequences per micro-batch. */
-static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void *next_user,
-                                     const perpo_sft_config *tc, perpo_progress_fn progress,
-                                     void *user, perpo_status local, uint64_t n_examples) {
+/* Both SFT entries. name: the public call, first in its messages; local: an error found by the
+   caller (data-parallel workers still join the handshake with it); n_examples: the size of a
+   fixed set (0 for a stream), which the workers must agree on. Without a reduction hook: one
+   process, batch_size sequences per micro-batch. */
+static perpo_status perpo__sft_train(perpo_model *m, const char *name, perpo_example_fn next,
+                                     void *next_user, const perpo_sft_config *tc,
+                                     perpo_progress_fn progress, void *user, perpo_status local,
+                                     uint64_t n_examples) {
     const perpo_parallel *par = &tc->parallel;
     perpo__sft_state S;
     perpo__trainer tr;
@@ -4102,6 +4449,7 @@ static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void
     perpo_status st = PERPO_OK;
     void *ctx = m->cfg.alloc_ctx;
     memset(&S, 0, sizeof S);
+    S.w = name;
     S.tc = tc;
     S.next = next;
     S.next_user = next_user;
@@ -4116,9 +4464,10 @@ static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void
     else if (local == PERPO_OK && !perpo__positions_fit(tc->optim.total_steps, tc->accum_steps,
                                                         S.R * (size_t)tc->batch_size))
         local = perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
-                             "perpo_sft_train: total_steps %d x accum_steps %d x batch_size %zu "
-                             "positions overflow: lower them",
-                             tc->optim.total_steps, tc->accum_steps, S.R * (size_t)tc->batch_size);
+                             "%s: total_steps %d x accum_steps %d x batch_size %zu positions "
+                             "overflow: lower them",
+                             name, tc->optim.total_steps, tc->accum_steps,
+                             S.R * (size_t)tc->batch_size);
     if (local != PERPO_OK && !par->reduce) return local;
     S.T = m->T;
     if (local == PERPO_OK) { /* everything a step needs is allocated here, once */
@@ -4150,6 +4499,7 @@ static perpo_status perpo__sft_train(perpo_model *m, perpo_example_fn next, void
     }
     S.tgt = S.tok + S.B * S.T;
     S.dlogp = S.logp + S.B;
+    tr.name = name;
     tr.phase = "sft";
     tr.optim = &tc->optim;
     tr.par = par;
@@ -4172,7 +4522,7 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, s
                                       void *user) {
     perpo__example_set set;
     perpo_status st = PERPO_OK;
-    size_t i, at;
+    size_t i;
     char *e;
     if (!m) return PERPO_ERR_ARG;
     e = m->error;
@@ -4193,11 +4543,9 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, s
                               "perpo_sft_train: example %zu: prompt %zu + response %zu bytes "
                               "exceed max_text %zu - 3: shorten them or raise max_text",
                               i, strlen(ex[i].prompt), strlen(ex[i].response), m->T);
-        else if ((at = perpo__outside01(ex[i].image, m->image_floats)) < m->image_floats)
-            st = perpo__errst(e, sizeof m->error, PERPO_ERR_ARG,
-                              "perpo_sft_train: example %zu: image value %g at float %zu is "
-                              "outside [0,1]: scale pixels to [0,1] (divide 0-255 values by 255)",
-                              i, (double)ex[i].image[at], at);
+        else
+            st = perpo__check_image(ex[i].image, m->image_floats, e, sizeof m->error,
+                                    "perpo_sft_train: example %zu: image", i);
     }
     if (st != PERPO_OK && !tc->parallel.reduce) return st;
     set.ex = ex;
@@ -4211,7 +4559,8 @@ PERPODEF perpo_status perpo_sft_train(perpo_model *m, const perpo_example *ex, s
         if (st != PERPO_OK && !tc->parallel.reduce) return st;
     }
     /* data-parallel workers with an error still join the handshake, to stop with the others */
-    st = perpo__sft_train(m, perpo__example_set_next, &set, tc, progress, user, st, (uint64_t)n);
+    st = perpo__sft_train(m, "perpo_sft_train", perpo__example_set_next, &set, tc, progress, user,
+                          st, (uint64_t)n);
     PERPO_FREE(m->cfg.alloc_ctx, set.perm);
     return st;
 }
@@ -4225,8 +4574,8 @@ PERPODEF perpo_status perpo_sft_train_stream(perpo_model *m, perpo_example_fn ne
         perpo__errf(m->error, sizeof m->error,
                     "perpo_sft_train_stream: tc or next is NULL, or tc->parallel is inconsistent");
     if (!tc || !perpo__parallel_ok(&tc->parallel)) return PERPO_ERR_ARG;
-    return perpo__sft_train(m, next, next_user, tc, progress, user, next ? PERPO_OK : PERPO_ERR_ARG,
-                            0);
+    return perpo__sft_train(m, "perpo_sft_train_stream", next, next_user, tc, progress, user,
+                            next ? PERPO_OK : PERPO_ERR_ARG, 0);
 }
 
 /* ==========================================================================================
@@ -4253,9 +4602,10 @@ PERPODEF perpo_config perpo_config_default(void) {
     return c;
 }
 
-PERPODEF perpo_status perpo_config_validate_err(const perpo_config *c, char *err, size_t cap) {
-    const char *w = "perpo_config";
-    perpo__errf(err, cap, "%s", "");
+/* perpo_config_validate_err with w first in the message ("perpo_config", or the call that
+   checks it: perpo_model_create). */
+static perpo_status perpo__config_check(const perpo_config *c, char *err, size_t cap,
+                                        const char *w) {
     if (!c) return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: cfg is NULL", w);
     if (c->image_h < 1 || c->image_h > PERPO_MAX_IMAGE_SIDE || c->image_w < 1 ||
         c->image_w > PERPO_MAX_IMAGE_SIDE)
@@ -4320,6 +4670,11 @@ PERPODEF perpo_status perpo_config_validate_err(const perpo_config *c, char *err
         return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: max_batch %d must be in [1, %d]", w,
                             c->max_batch, PERPO_MAX_BATCH);
     return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_config_validate_err(const perpo_config *c, char *err, size_t cap) {
+    perpo__errf(err, cap, "%s", "");
+    return perpo__config_check(c, err, cap, "perpo_config");
 }
 
 PERPODEF perpo_status perpo_config_validate(const perpo_config *c) {
@@ -4576,47 +4931,100 @@ static size_t perpo__arena_floats(const perpo_config *cfg) {
     return c.ok ? c.used : 0;
 }
 
-PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *cfg,
-                                         uint64_t seed) {
+/* perpo_model_create's allocations: each says what it holds and which config fields size it
+   (lower; NULL for the model's own few bytes), and the first that fails writes that into err
+   with its bytes; the ones after it are skipped. */
+typedef struct perpo__create_alloc {
+    const perpo_config *cfg;
+    char *err;
+    size_t cap;
+    int failed;
+} perpo__create_alloc;
+static void *perpo__create_calloc(perpo__create_alloc *a, size_t n, size_t size, const char *what,
+                                  const char *lower) {
+    const perpo_config *c = a->cfg;
+    size_t bytes = 0;
+    void *p = a->failed ? NULL : perpo__calloc(c->alloc_ctx, n, size);
+    if (p || a->failed) return p;
+    a->failed = 1;
+    if (!perpo__size_mul(n, size, &bytes)) bytes = (size_t)-1;
+    if (!lower)
+        perpo__errf(a->err, a->cap,
+                    "perpo_model_create: out of memory allocating %s (%zu bytes): free memory "
+                    "first",
+                    what, bytes);
+    else
+        perpo__errf(
+            a->err, a->cap,
+            "perpo_model_create: out of memory allocating %s (%zu bytes): lower %s (max_batch "
+            "%d, max_text %d, d_model %d, %d vision + %d decoder layers)",
+            what, bytes, lower, c->max_batch, c->max_text, c->d_model, c->n_vis_layers,
+            c->n_dec_layers);
+    return NULL;
+}
+
+PERPODEF perpo_status perpo_model_create_err(perpo_model **out, const perpo_config *cfg,
+                                             uint64_t seed, char *err, size_t err_cap) {
+    const char *w = "perpo_model_create";
+    /* what sizes each buffer, for the message when it cannot be allocated */
+    const char *by_batch = "max_batch or max_text", *by_width = "d_model, mlp_mult or the layers",
+               *by_all = "max_batch, max_text, d_model or the layers";
+    perpo__create_alloc a;
     perpo_model *m;
     perpo__carver c;
-    void *ctx;
     size_t LV, LD, n_tensors, n_params;
     perpo_status st;
-    if (!out) return PERPO_ERR_ARG;
+    perpo__errf(err, err_cap, "%s", "");
+    if (!out) return perpo__errst(err, err_cap, PERPO_ERR_ARG, "%s: out is NULL", w);
     *out = NULL;
-    if ((st = perpo_config_validate(cfg)) != PERPO_OK) return st;
-    ctx = cfg->alloc_ctx;
-    m = (perpo_model *)perpo__calloc(ctx, 1, sizeof *m);
+    if ((st = perpo__config_check(cfg, err, err_cap, w)) != PERPO_OK) return st;
+    a.cfg = cfg;
+    a.err = err;
+    a.cap = err_cap;
+    a.failed = 0;
+    m = (perpo_model *)perpo__create_calloc(&a, 1, sizeof *m, "the model", NULL);
     if (!m) return PERPO_ERR_NOMEM;
     perpo__derive_sizes(m, cfg);
     LV = (size_t)cfg->n_vis_layers;
     LD = (size_t)cfg->n_dec_layers;
     perpo__count_tensors(cfg, &n_tensors, &n_params);
-    m->tensors = (perpo__tensor *)perpo__calloc(ctx, n_tensors, sizeof *m->tensors);
-    m->vis = (perpo__block *)perpo__calloc(ctx, LV + 1, sizeof *m->vis);
-    m->dec = (perpo__block *)perpo__calloc(ctx, LD, sizeof *m->dec);
-    m->vis_x = (float **)perpo__calloc(ctx, LV + 1, sizeof *m->vis_x);
-    m->dec_x = (float **)perpo__calloc(ctx, LD + 1, sizeof *m->dec_x);
-    m->vis_acts = (perpo__block_acts *)perpo__calloc(ctx, LV + 1, sizeof *m->vis_acts);
-    m->dec_acts = (perpo__block_acts *)perpo__calloc(ctx, LD, sizeof *m->dec_acts);
-    m->sort_buf =
-        (perpo__token_score *)perpo__calloc(ctx, m->max_batch * m->V, sizeof *m->sort_buf);
-    m->tokens = (int *)perpo__calloc(ctx, m->max_batch * m->T, sizeof(int));
-    m->targets = (int *)perpo__calloc(ctx, m->max_batch * m->T, sizeof(int));
-    m->image_of = (size_t *)perpo__calloc(ctx, m->max_batch, sizeof(size_t));
-    if (!m->tensors || !m->vis || !m->dec || !m->vis_x || !m->dec_x || !m->vis_acts ||
-        !m->dec_acts || !m->sort_buf || !m->tokens || !m->targets || !m->image_of) {
+    m->tensors = (perpo__tensor *)perpo__create_calloc(&a, n_tensors, sizeof *m->tensors,
+                                                       "the tensor table", by_width);
+    m->vis = (perpo__block *)perpo__create_calloc(&a, LV + 1, sizeof *m->vis, "the vision blocks",
+                                                  by_width);
+    m->dec = (perpo__block *)perpo__create_calloc(&a, LD, sizeof *m->dec, "the decoder blocks",
+                                                  by_width);
+    m->vis_x = (float **)perpo__create_calloc(&a, LV + 1, sizeof *m->vis_x,
+                                              "the vision activations' table", by_width);
+    m->dec_x = (float **)perpo__create_calloc(&a, LD + 1, sizeof *m->dec_x,
+                                              "the decoder activations' table", by_width);
+    m->vis_acts = (perpo__block_acts *)perpo__create_calloc(
+        &a, LV + 1, sizeof *m->vis_acts, "the vision blocks' activations", by_width);
+    m->dec_acts = (perpo__block_acts *)perpo__create_calloc(
+        &a, LD, sizeof *m->dec_acts, "the decoder blocks' activations", by_width);
+    m->sort_buf = (perpo__token_score *)perpo__create_calloc(
+        &a, m->max_batch * m->V, sizeof *m->sort_buf, "the sampling buffer", "max_batch");
+    m->tokens = (int *)perpo__create_calloc(&a, m->max_batch * m->T, sizeof(int),
+                                            "the batch's tokens", by_batch);
+    m->targets = (int *)perpo__create_calloc(&a, m->max_batch * m->T, sizeof(int),
+                                             "the batch's targets", by_batch);
+    m->image_of = (size_t *)perpo__create_calloc(&a, m->max_batch, sizeof(size_t),
+                                                 "the batch's image indices", "max_batch");
+    if (a.failed) {
         perpo_model_free(m);
         return PERPO_ERR_NOMEM;
     }
     perpo__build_tensor_table(m);
     PERPO_ASSERT(m->n_tensors == n_tensors && m->n_params == n_params);
-    m->params = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
-    m->grads = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
-    m->adam_m = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
-    m->adam_v = (float *)perpo__calloc(ctx, m->n_params, sizeof(float));
-    if (!m->params || !m->grads || !m->adam_m || !m->adam_v) {
+    m->params =
+        (float *)perpo__create_calloc(&a, m->n_params, sizeof(float), "the parameters", by_width);
+    m->grads =
+        (float *)perpo__create_calloc(&a, m->n_params, sizeof(float), "the gradients", by_width);
+    m->adam_m = (float *)perpo__create_calloc(&a, m->n_params, sizeof(float),
+                                              "AdamW's first moments", by_width);
+    m->adam_v = (float *)perpo__create_calloc(&a, m->n_params, sizeof(float),
+                                              "AdamW's second moments", by_width);
+    if (a.failed) {
         perpo_model_free(m);
         return PERPO_ERR_NOMEM;
     }
@@ -4626,10 +5034,13 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
     perpo__layout_arena(m, &c);
     if (!c.ok) {
         perpo_model_free(m);
-        return PERPO_ERR_OVERFLOW;
+        return perpo__errst(err, err_cap, PERPO_ERR_OVERFLOW,
+                            "%s: the activation arena's size overflows size_t: lower %s", w,
+                            by_all);
     }
     m->arena_floats = c.used;
-    m->arena = (float *)perpo__calloc(ctx, c.used + 16, sizeof(float));
+    m->arena = (float *)perpo__create_calloc(&a, c.used + 16, sizeof(float), "the activation arena",
+                                             by_all);
     if (!m->arena) {
         perpo_model_free(m);
         return PERPO_ERR_NOMEM;
@@ -4645,6 +5056,11 @@ PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *
     m->params_known_finite = 1; /* the initialisation is finite */
     *out = m;
     return PERPO_OK;
+}
+
+PERPODEF perpo_status perpo_model_create(perpo_model **out, const perpo_config *cfg,
+                                         uint64_t seed) {
+    return perpo_model_create_err(out, cfg, seed, NULL, 0);
 }
 
 PERPODEF const perpo_config *perpo_model_config(const perpo_model *m) { return m ? &m->cfg : NULL; }
@@ -4667,17 +5083,35 @@ PERPODEF perpo_status perpo_model_tensor(const perpo_model *m, size_t i, const c
     return PERPO_OK;
 }
 
-/* Same architecture: every config field but max_batch (it sizes only the arena) and alloc_ctx. */
-static int perpo__same_architecture(const perpo_config *a, const perpo_config *b) {
-    return a->image_h == b->image_h && a->image_w == b->image_w && a->channels == b->channels &&
-           a->patch_h == b->patch_h && a->patch_w == b->patch_w &&
-           a->pos_channels == b->pos_channels && a->vis_sincos == b->vis_sincos &&
-           a->d_model == b->d_model && a->n_heads == b->n_heads &&
-           a->n_vis_layers == b->n_vis_layers && a->n_dec_layers == b->n_dec_layers &&
-           a->mlp_mult == b->mlp_mult && a->max_text == b->max_text && a->vocab == b->vocab;
+/* Same architecture: every config field but max_batch (it sizes only the arena, and is the last
+   config word) and alloc_ctx. NULL when a and b agree, else the name of the first field that
+   differs, its values in *va and *vb. */
+static const char *perpo__architecture_diff(const perpo_config *a, const perpo_config *b, int *va,
+                                            int *vb) {
+    int wa[PERPO__CONFIG_WORDS], wb[PERPO__CONFIG_WORDS], k;
+    perpo__config_to_words(a, wa);
+    perpo__config_to_words(b, wb);
+    for (k = 0; k < PERPO__CONFIG_WORDS - 1; k++)
+        if (wa[k] != wb[k]) {
+            *va = wa[k];
+            *vb = wb[k];
+            return perpo__config_word_names[k];
+        }
+    return NULL;
 }
 PERPODEF perpo_status perpo_model_copy_params(perpo_model *dst, const perpo_model *src) {
-    if (!dst || !src || !perpo__same_architecture(&dst->cfg, &src->cfg)) return PERPO_ERR_ARG;
+    const char *field;
+    int vd = 0, vs = 0;
+    if (!dst) return PERPO_ERR_ARG;
+    dst->error[0] = 0;
+    if (!src)
+        return perpo__errst(dst->error, sizeof dst->error, PERPO_ERR_ARG,
+                            "perpo_model_copy_params: src is NULL");
+    if ((field = perpo__architecture_diff(&dst->cfg, &src->cfg, &vd, &vs)) != NULL)
+        return perpo__errst(dst->error, sizeof dst->error, PERPO_ERR_ARG,
+                            "perpo_model_copy_params: %s differs (dst %d, src %d): the models "
+                            "must agree on every config field but max_batch and alloc_ctx",
+                            field, vd, vs);
     memcpy(dst->params, src->params, src->n_params * sizeof(float));
     dst->params_version++;
     dst->params_known_finite = src->params_known_finite;
@@ -7139,10 +7573,9 @@ PERPODEF perpo_status perpo_model_load_err(perpo_model **out, const char *path, 
                                 w, path);
         }
     }
-    if ((st = perpo_model_create(&m, &c, 0)) != PERPO_OK) {
+    if ((st = perpo_model_create_err(&m, &c, 0, why, sizeof why)) != PERPO_OK) {
         fclose(io.f);
-        return perpo__errst(err, cap, st, "%s: %s: creating the model: %s", w, path,
-                            perpo_status_string(st));
+        return perpo__errst(err, cap, st, "%s: %s: %s", w, path, why);
     }
     if ((uint64_t)m->n_params != n_params) {
         perpo_model_free(m);

@@ -5,6 +5,8 @@
  * preference steps, scores OCR text (and, when perpo.h has them, loads a manifest and a PPM
  * file). For every k:
  *   - the call that meets the failure returns PERPO_ERR_NOMEM (no other status, no crash);
+ *   - model creation, checkpoint loading and the OCR metrics, called through their _err
+ *     variants, say in their message which allocation of how many bytes failed ("" on success);
  *   - an injected failure is never swallowed: some call must report it;
  *   - the same call, repeated right away without a failure, succeeds (no half-updated state);
  *   - after cleanup no block is live, and every block was freed with the ctx it was
@@ -169,11 +171,28 @@ static float af_reward(const char *r, size_t len, size_t item, void *user) {
     return (float)((len + item) % 3) * 0.5f;
 }
 
+/* A call with an error buffer that met the injected failure must say so: PERPO_ERR_NOMEM with a
+   message that starts with the call's name and says which allocation of how many bytes failed;
+   after success the message is "". */
+static int af_says_nomem(perpo_status st, const char *err, const char *call) {
+    size_t n = strlen(call);
+    if (st == PERPO_OK) return err[0] == 0;
+    if (st != PERPO_ERR_NOMEM) return 1; /* the harness reports the status itself */
+    if (strncmp(err, call, n) == 0 && err[n] == ':' && strstr(err, "out of memory allocating") &&
+        strstr(err, " bytes"))
+        return 1;
+    printf("alloc_fail: %s: out of memory, but the message is \"%s\" (wanted \"%s: ... out of "
+           "memory allocating ... bytes ...\")\n",
+           call, err, call);
+    return 0;
+}
+
 static perpo_status af_stage(af_world *w, int stage) {
     perpo_status st = PERPO_OK;
     switch (stage) {
     case ST_CREATE: {
         perpo_config c = perpo_config_default();
+        char err[PERPO_ERROR_MAX];
         c.image_h = c.image_w = AF_W;
         c.channels = 3;
         c.patch_h = c.patch_w = 4;
@@ -185,8 +204,9 @@ static perpo_status af_stage(af_world *w, int stage) {
         c.max_text = 16;
         c.max_batch = 4;
         c.alloc_ctx = &af_model_ctx;
-        st = perpo_model_create(&w->model, &c, 7);
+        st = perpo_model_create_err(&w->model, &c, 7, err, sizeof err);
         if (st == PERPO_OK && !w->model) st = PERPO_ERR_ARG;
+        if (!af_says_nomem(st, err, "perpo_model_create")) st = PERPO_ERR_ARG;
         if (st != PERPO_OK && w->model) {
             perpo_model_free(w->model);
             w->model = NULL;
@@ -204,10 +224,13 @@ static perpo_status af_stage(af_world *w, int stage) {
         break;
     }
     case ST_SAVE: st = perpo_checkpoint_save(w->model, af_ckpt, 0); break;
-    case ST_LOAD:
-        st = perpo_model_load(&w->loaded, af_ckpt, &af_model_ctx);
+    case ST_LOAD: {
+        char err[PERPO_ERROR_MAX];
+        st = perpo_model_load_err(&w->loaded, af_ckpt, &af_model_ctx, err, sizeof err);
         if (st != PERPO_OK && w->loaded) return PERPO_ERR_ARG; /* must stay NULL on error */
+        if (!af_says_nomem(st, err, "perpo_model_load")) return PERPO_ERR_ARG;
         break;
+    }
     case ST_GENERATE: {
         const float *images[1];
         const char *prompts[1] = { "where?" };
@@ -252,7 +275,10 @@ static perpo_status af_stage(af_world *w, int stage) {
     case ST_OCR: {
         perpo_ocr_scores s;
         static const char hyp[] = "the quick brown fox jumps", ref[] = "the quick red fox jumped";
-        st = perpo_ocr_score(hyp, sizeof hyp - 1, ref, sizeof ref - 1, &s, &af_model_ctx);
+        char err[PERPO_ERROR_MAX];
+        st = perpo_ocr_score_err(hyp, sizeof hyp - 1, ref, sizeof ref - 1, &s, err, sizeof err,
+                                 &af_model_ctx);
+        if (!af_says_nomem(st, err, "perpo_ocr_score")) return PERPO_ERR_ARG;
         break;
     }
 #if AF_HAVE_DATA

@@ -50,6 +50,15 @@ static perpo_model *te_model(perpo_test *t) {
     return m;
 }
 
+/* A short SFT run: batches of the 2 examples, no warmup. */
+static perpo_sft_config te_sft(int total_steps) {
+    perpo_sft_config tc = perpo_sft_default();
+    tc.batch_size = 2;
+    tc.optim.total_steps = total_steps;
+    tc.optim.warmup_steps = 0;
+    return tc;
+}
+
 /* Default sample config (greedy): N equal answers, the filter keeps no list, and the next call
    says why. */
 static void test_error_greedy_sampling(perpo_test *t) {
@@ -241,9 +250,7 @@ static void test_error_checkpoints(perpo_test *t) {
     CHECK_OK(perpo_model_load_err(&l, path, NULL, err, sizeof err));
     CHECK(err[0] == 0);
     if (l) {
-        tc.batch_size = 2;
-        tc.optim.total_steps = 2;
-        tc.optim.warmup_steps = 0;
+        tc = te_sft(2);
         tc.resume = 1;
         CHECK(perpo_sft_train(l, d.ex, 2, &tc, NULL, NULL) == PERPO_ERR_ARG);
         TE_SAYS(perpo_model_last_error(l), "perpo_sft_train", "resume 1", "without optimizer state",
@@ -295,9 +302,7 @@ static void test_error_image_range(perpo_test *t) {
     if (!m) return;
     te_make(&d);
     d.img[1][5] = 7.0f;
-    tc.batch_size = 2;
-    tc.optim.total_steps = 2;
-    tc.optim.warmup_steps = 0;
+    tc = te_sft(2);
     CHECK(perpo_sft_train(m, d.ex, 2, &tc, NULL, NULL) == PERPO_ERR_ARG);
     TE_SAYS(perpo_model_last_error(m), "perpo_sft_train", "example 1", "value 7", "[0,1]");
     CHECK(perpo_optim_step_count(m) == 0);
@@ -316,6 +321,257 @@ static void test_error_image_range(perpo_test *t) {
     d.img[1][5] = 1.0f; /* the ends of the range are fine */
     d.img[1][6] = 0.0f;
     CHECK_OK(perpo_generate(m, &req, &sc, out, sizeof out, NULL));
+    perpo_model_free(m);
+}
+
+/* A stream whose example 3 has a 0-255 image (slot 1 of the second batch of 2): the message
+   names the example index the trainer passed to next, never the batch slot. */
+static perpo_status te_stream(size_t index, size_t slot, perpo_example *out, void *user) {
+    const te_data *d = (const te_data *)user;
+    (void)slot;
+    *out = d->ex[index == 3 ? 1 : 0];
+    return PERPO_OK;
+}
+
+/* Images the user passed are named by the user's index: a stream's example index, an item of
+   perpo_pref_sample_range (not its place in a generation chunk), with NaN as with 0-255 values;
+   every call that takes an image says it in the same words. */
+static void test_error_image_item_index(perpo_test *t) {
+    te_data d;
+    perpo_model *m = te_model(t);
+    perpo_sft_config tc = te_sft(3);
+    perpo_sample_config sc = perpo_sample_default();
+    perpo_pref_set set;
+    const char *msg;
+    if (!m) return;
+    te_make(&d);
+    d.img[1][9] = 255.0f;
+    CHECK(perpo_sft_train_stream(m, te_stream, &d, &tc, NULL, NULL) == PERPO_ERR_ARG);
+    msg = perpo_model_last_error(m);
+    TE_SAYS(msg, "perpo_sft_train_stream", "example 3: image value 255 at float 9", "outside [0,1]",
+            "divide 0-255 values by 255");
+    CHECK(!strstr(msg, "images[1]") && !strstr(msg, "slot"));
+    CHECK(perpo_optim_step_count(m) == 1); /* the step before example 3 was taken */
+    d.img[1][9] = NAN;
+    CHECK(perpo_sft_train_stream(m, te_stream, &d, &tc, NULL, NULL) == PERPO_ERR_NONFINITE);
+    TE_SAYS(perpo_model_last_error(m), "perpo_sft_train_stream", "example 3: image value nan",
+            "not finite");
+    /* items[1] alone: the first list of its chunk, named as item 1 */
+    CHECK(perpo_pref_sample_range(m, d.ex, 1, 1, 2, &sc, te_reward, &d, &set) ==
+          PERPO_ERR_NONFINITE);
+    TE_SAYS(perpo_model_last_error(m), "perpo_pref_sample", "item 1: image value nan at float 9");
+    CHECK(perpo_sft_train(m, d.ex, 2, &tc, NULL, NULL) == PERPO_ERR_NONFINITE);
+    TE_SAYS(perpo_model_last_error(m), "perpo_sft_train", "example 1: image value nan");
+    CHECK(perpo_optim_step_count(m) == 1); /* refused before the model was touched */
+    perpo_model_free(m);
+}
+
+/* The objective alone: each refused input named, with its value and the rule; NaN by array
+   and index; "" after success; a trainer names its objective's fields as objective.x. */
+static void test_error_objectives(perpo_test *t) {
+    perpo_objective_config oc = perpo_objective_default(PERPO_OBJ_PERPO);
+    const float lp[3] = { -1.0f, -2.0f, -3.0f }, rw[3] = { 1.0f, 0.5f, 0.0f };
+    float ref[3] = { -1.5f, -2.5f, -3.5f }, loss, grad[3];
+    perpo_pref_metrics pm;
+    char err[PERPO_ERROR_MAX];
+    CHECK_OK(perpo_listwise_loss_err(&oc, 3, lp, ref, rw, &loss, grad, err, sizeof err));
+    CHECK(err[0] == 0);
+    oc.beta = 0.0f;
+    CHECK(perpo_listwise_loss_err(&oc, 3, lp, ref, rw, &loss, grad, err, sizeof err) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_listwise_loss", "beta 0", "(0, 1000]");
+    CHECK(perpo_listwise_loss(&oc, 3, lp, ref, rw, &loss, grad) == PERPO_ERR_ARG);
+    oc = perpo_objective_default(PERPO_OBJ_DPO);
+    oc.label_smoothing = 0.7f;
+    CHECK(perpo_listwise_loss_err(&oc, 3, lp, ref, rw, &loss, grad, err, sizeof err) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "label_smoothing 0.7", "[0, 0.5]");
+    oc = perpo_objective_default(PERPO_OBJ_PERPO);
+    CHECK(perpo_listwise_loss_err(&oc, 300, lp, ref, rw, &loss, grad, err, sizeof err) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "n 300", "PERPO_MAX_LIST 256");
+    ref[2] = NAN;
+    CHECK(perpo_listwise_loss_err(&oc, 3, lp, ref, rw, &loss, grad, err, sizeof err) ==
+          PERPO_ERR_NONFINITE);
+    TE_SAYS(err, "perpo_listwise_loss", "ref_logp[2] is nan", "finite");
+    CHECK(perpo_listwise_loss_err(&oc, 3, lp, NULL, rw, &loss, grad, err, sizeof err) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "ref_logp is NULL");
+    ref[2] = -3.5f;
+    ref[0] = 3e38f; /* the best response at s_0 = -3e38, times beta 1000: beyond float range */
+    oc.beta = 1000.0f;
+    CHECK(perpo_listwise_loss_err(&oc, 3, lp, ref, rw, &loss, grad, err, sizeof err) ==
+          PERPO_ERR_NONFINITE);
+    TE_SAYS(err, "beyond float range", "lower beta (1000)");
+    CHECK(perpo_preference_metrics_err(1000.0f, 3, lp, ref, rw, &pm, err, sizeof err) ==
+          PERPO_ERR_NONFINITE);
+    TE_SAYS(err, "perpo_preference_metrics", "beyond float range");
+    ref[0] = -1.5f;
+    CHECK(perpo_preference_metrics_err(-1.0f, 3, lp, ref, rw, &pm, err, sizeof err) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_preference_metrics", "beta -1", "(0, 1000]");
+    CHECK(perpo_preference_metrics_err(0.1f, 3, lp, ref, rw, NULL, err, sizeof err) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "out is NULL");
+    CHECK_OK(perpo_preference_metrics_err(0.1f, 3, lp, ref, rw, &pm, err, sizeof err));
+    CHECK(err[0] == 0);
+    CHECK_OK(perpo_preference_metrics(0.1f, 3, lp, ref, rw, &pm));
+}
+
+/* perpo_pref_train names the objective's field, and lists without reference log-probs. */
+static void test_error_pref_train_objective(perpo_test *t) {
+    te_data d;
+    perpo_model *m = te_model(t);
+    perpo_sample_config sc = perpo_sample_default();
+    perpo_pref_config pc = perpo_pref_default(PERPO_OBJ_PERPO);
+    perpo_pref_set set;
+    if (!m) return;
+    te_make(&d);
+    sc.temperature = 1.0f;
+    CHECK_OK(perpo_pref_sample(m, d.ex, 2, 3, &sc, te_reward, &d, &set));
+    pc.lists_per_step = 1;
+    pc.optim.total_steps = 20;
+    pc.objective.gamma = -1.0f;
+    CHECK(perpo_pref_train(m, set.lists, set.n_lists, &pc, NULL, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(perpo_model_last_error(m), "perpo_pref_train", "objective.gamma -1", "[0, 100]");
+    pc.objective.gamma = 0.5f;
+    ((float *)set.lists[1].ref_logp)[2] = NAN; /* (sampling leaves them 0: not computed yet) */
+    CHECK(perpo_pref_train(m, set.lists, set.n_lists, &pc, NULL, NULL) == PERPO_ERR_NONFINITE);
+    TE_SAYS(perpo_model_last_error(m), "perpo_pref_train", "list 1", "ref_logp[2] is nan",
+            "perpo_pref_reference");
+    CHECK(perpo_optim_step_count(m) == 0);
+    perpo_pref_set_free(&set);
+    perpo_model_free(m);
+}
+
+/* Your own loop: text encoding, the optimizer's config and step, and copying weights between
+   models say which argument or field, its value and the rule. */
+static void test_error_own_loop(perpo_test *t) {
+    perpo_config c = small_config(), c2; /* max_text 8 */
+    perpo_model *m = te_model(t), *o = NULL;
+    perpo_optim_config oc = perpo_optim_default();
+    int tok[8], tgt[8];
+    char err[PERPO_ERROR_MAX];
+    float gn;
+    if (!m) return;
+    CHECK(perpo_text_encode_err(&c, "abc", 3, "toolong", 7, tok, tgt, NULL, err, sizeof err) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_text_encode", "prompt 3 + response 7 bytes", "max_text 8 - 3",
+            "raise max_text");
+    CHECK(perpo_text_encode_err(&c, NULL, 2, "x", 1, tok, tgt, NULL, err, sizeof err) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "prompt (2 bytes)", "NULL only with length 0");
+    c.max_text = 3;
+    CHECK(perpo_text_encode_err(&c, "", 0, "", 0, tok, tgt, NULL, err, sizeof err) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "max_text 3", ">= 4");
+    c.max_text = 8;
+    CHECK_OK(perpo_text_encode_err(&c, "ab", 2, "xyz", 3, tok, tgt, NULL, err, sizeof err));
+    CHECK(err[0] == 0);
+
+    oc.min_lr = 0.01f;
+    CHECK(perpo_optim_validate_err(&oc, err, sizeof err) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_optim_validate", "min_lr 0.01", "[0, lr 0.001]");
+    CHECK(perpo_optim_step(m, &oc, 1.0f, &gn) == PERPO_ERR_ARG);
+    TE_SAYS(perpo_model_last_error(m), "perpo_optim_step", "min_lr 0.01");
+    oc = perpo_optim_default();
+    CHECK_OK(perpo_optim_validate_err(&oc, err, sizeof err));
+    CHECK(err[0] == 0);
+    CHECK(perpo_optim_step(m, &oc, 0.0f, &gn) == PERPO_ERR_ARG);
+    TE_SAYS(perpo_model_last_error(m), "perpo_optim_step", "grad_scale 0", "> 0");
+    perpo_zero_grad(m);
+    perpo_model_grads(m)[11] = NAN;
+    CHECK(perpo_optim_step(m, &oc, 1.0f, &gn) == PERPO_ERR_NONFINITE);
+    TE_SAYS(perpo_model_last_error(m), "perpo_optim_step", "step 0", "gradient norm is nan",
+            "nothing changed");
+    perpo_zero_grad(m);
+    CHECK_OK(perpo_optim_step(m, &oc, 1.0f, &gn));
+    CHECK(strcmp(perpo_model_last_error(m), "") == 0);
+
+    c2 = small_config();
+    c2.max_batch = 5; /* may differ */
+    c2.mlp_mult = 3;
+    CHECK_OK(perpo_model_create(&o, &c2, 4));
+    if (o) {
+        CHECK(perpo_model_copy_params(o, m) == PERPO_ERR_ARG);
+        TE_SAYS(perpo_model_last_error(o), "perpo_model_copy_params", "mlp_mult differs",
+                "dst 3, src", "but max_batch and alloc_ctx");
+        CHECK(perpo_model_copy_params(o, NULL) == PERPO_ERR_ARG);
+        TE_SAYS(perpo_model_last_error(o), "src is NULL");
+        perpo_model_free(o);
+        o = NULL;
+    }
+    c2.mlp_mult = small_config().mlp_mult;
+    CHECK_OK(perpo_model_create(&o, &c2, 4));
+    if (o) {
+        CHECK_OK(perpo_model_copy_params(o, m));
+        CHECK(strcmp(perpo_model_last_error(o), "") == 0);
+        perpo_model_free(o);
+    }
+    perpo_model_free(m);
+}
+
+/* perpo_share: which of world and rank is out of range. */
+static void test_error_share(perpo_test *t) {
+    size_t first = 0, count = 0;
+    char err[PERPO_ERROR_MAX];
+    CHECK(perpo_share_err(10, 4, 4, &first, &count, err, sizeof err) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_share", "rank 4", "[0, world 4)");
+    CHECK(perpo_share_err(10, 0, 0, &first, &count, err, sizeof err) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_share", "world 0", "[1, PERPO_MAX_WORLD 4096]");
+    CHECK(perpo_share_err(10, 0, 1, NULL, &count, err, sizeof err) == PERPO_ERR_ARG);
+    TE_SAYS(err, "first or count is NULL");
+    CHECK(perpo_share(10, 4, 4, &first, &count) == PERPO_ERR_ARG);
+    CHECK_OK(perpo_share_err(10, 3, 4, &first, &count, err, sizeof err));
+    CHECK(err[0] == 0 && first == 8 && count == 2);
+}
+
+/* The OCR metrics: which output or string, and its length. */
+static void test_error_ocr_metrics(perpo_test *t) {
+    char err[PERPO_ERROR_MAX];
+    size_t dist;
+    float v, p;
+    perpo_ocr_scores sc;
+    CHECK(perpo_ocr_reward_err("abc", 3, NULL, 5, &v, err, sizeof err, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_ocr_reward", "ref is NULL with length 5", "NULL only with length 0");
+    CHECK(perpo_ocr_reward_err("abc", 3, "abd", 3, NULL, err, sizeof err, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_ocr_reward", "reward is NULL");
+    CHECK(perpo_edit_distance_err(NULL, 2, "ab", 2, &dist, err, sizeof err, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_edit_distance", "a is NULL with length 2");
+    CHECK(perpo_normalized_edit_distance_err("a", 1, "ab", 2, NULL, err, sizeof err, NULL) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_normalized_edit_distance", "ned is NULL");
+    CHECK(perpo_word_scores_err("a b", 3, NULL, 1, &p, NULL, NULL, NULL, err, sizeof err, NULL) ==
+          PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_word_scores", "ref is NULL with length 1");
+    CHECK(perpo_ocr_score_err(NULL, 4, "x", 1, &sc, err, sizeof err, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_ocr_score", "hyp is NULL with length 4");
+    CHECK(perpo_ocr_score_err("a", 1, "x", 1, NULL, err, sizeof err, NULL) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_ocr_score", "out is NULL");
+    CHECK_OK(perpo_ocr_score_err("a cat", 5, "a cap", 5, &sc, err, sizeof err, NULL));
+    CHECK(err[0] == 0);
+    CHECK_OK(perpo_edit_distance_err("kitten", 6, "sitting", 7, &dist, err, sizeof err, NULL));
+    CHECK(dist == 3 && err[0] == 0);
+    CHECK_OK(perpo_ocr_reward("abc", 3, "abd", 3, &v, NULL));
+}
+
+/* perpo_model_create_err says why create refused: the config field as perpo_config_validate_err
+   words it, under the call's name; "" on success. (Which allocation of how many bytes failed:
+   tests/alloc_fail.c, which fails each one in turn.) */
+static void test_error_model_create(perpo_test *t) {
+    perpo_config c = small_config();
+    perpo_model *m = NULL;
+    char err[PERPO_ERROR_MAX];
+    c.max_batch = 0;
+    CHECK(perpo_model_create_err(&m, &c, 1, err, sizeof err) == PERPO_ERR_ARG && !m);
+    TE_SAYS(err, "perpo_model_create: max_batch 0", "[1, 65536]");
+    CHECK(perpo_model_create_err(NULL, &c, 1, err, sizeof err) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_model_create: out is NULL");
+    CHECK(perpo_model_create_err(&m, NULL, 1, err, sizeof err) == PERPO_ERR_ARG);
+    TE_SAYS(err, "perpo_model_create: cfg is NULL");
+    c.max_batch = 3;
+    CHECK_OK(perpo_model_create_err(&m, &c, 1, err, sizeof err));
+    CHECK(m && err[0] == 0);
     perpo_model_free(m);
 }
 
@@ -341,6 +597,17 @@ const perpo_test_case perpo_tests_errors[] = {
     { "errors: missing checkpoint path and reason; resume without optimizer state refused",
       test_error_checkpoints },
     { "errors: images outside [0,1] refused, naming the example", test_error_image_range },
+    { "errors: images outside [0,1] or NaN named by the user's index (stream example, item)",
+      test_error_image_item_index },
+    { "errors: listwise loss and preference metrics name the field, array and index",
+      test_error_objectives },
+    { "errors: perpo_pref_train names objective fields and a non-finite ref_logp",
+      test_error_pref_train_objective },
+    { "errors: text encoding, optimizer config and step, copying weights: what and why",
+      test_error_own_loop },
+    { "errors: perpo_share names world or rank", test_error_share },
+    { "errors: OCR metrics name the NULL output or string and its length", test_error_ocr_metrics },
+    { "errors: perpo_model_create_err names the config field", test_error_model_create },
     { "errors: perpo_pref_default's learning rate is 1e-5", test_error_pref_default_lr },
     { NULL, NULL }
 };
