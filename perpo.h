@@ -71,23 +71,24 @@
      sequences exceed max_batch 32: lower lists_per_step or raise max_batch". Messages live
      with what the call works on, never in global state, and are never printed:
        - calls that take a model clear the model's message when called and fill it when they
-         fail: perpo_model_last_error(model). They are perpo_forward, perpo_generate,
-         perpo_pref_sample, perpo_pref_sample_range, perpo_pref_reference, perpo_pref_train,
-         perpo_sft_train, perpo_sft_train_stream, perpo_optim_step and
+         fail: perpo_model_last_error(model). They are perpo_forward, perpo_backward,
+         perpo_generate, perpo_pref_sample, perpo_pref_sample_range, perpo_pref_reference,
+         perpo_pref_train, perpo_sft_train, perpo_sft_train_stream, perpo_optim_step and
          perpo_model_copy_params (the message is dst's);
        - calls without a model that can fail have a *_err variant taking (char *err,
          size_t err_cap) after their other arguments, before alloc_ctx where they take one;
          the plain call is the same with NULL, 0. err gets a NUL-terminated line of at most
          err_cap bytes ("" on success; err may be NULL). They are perpo_config_validate_err,
          perpo_model_create_err (a config field, or which allocation of how many bytes
-         failed), perpo_model_load_err, perpo_text_encode_err, perpo_optim_validate_err,
+         failed), perpo_model_load_err, perpo_checkpoint_save_err (a model is read, not
+         changed, by a save), perpo_text_encode_err, perpo_optim_validate_err,
          perpo_listwise_loss_err, perpo_preference_metrics_err, perpo_share_err and the OCR
          metrics: perpo_edit_distance_err, perpo_normalized_edit_distance_err,
          perpo_ocr_reward_err, perpo_word_scores_err, perpo_ocr_score_err. The image and
          manifest loaders (perpo_image_parse_pnm, perpo_image_load_pnm, perpo_manifest_parse,
          perpo_manifest_load) take (err, err_cap) themselves;
-       - the rest say nothing beyond their status: perpo_backward, perpo_checkpoint_save,
-         perpo_model_tensor, and any call given a NULL model. perpo_parse_box and the box
+       - the rest say nothing beyond their status: perpo_model_tensor (an index past
+         perpo_model_num_tensors) and any call given a NULL model. perpo_parse_box and the box
          rewards cannot fail.
      Messages start with the call's name (a trainer's name for what fails inside it); an
      image is named as the caller passed it (images[i], item i, list i, example i: for a
@@ -113,7 +114,8 @@
      The objective alone  perpo_objective_default, perpo_listwise_loss, perpo_preference_metrics,
        [4]                perpo_objective_name; perpo_listwise_loss_err and
                           perpo_preference_metrics_err say why they refused
-     Checkpoints [12]     perpo_checkpoint_save, perpo_model_load (perpo_model_load_err)
+     Checkpoints [12]     perpo_checkpoint_save (perpo_checkpoint_save_err), perpo_model_load
+                          (perpo_model_load_err)
      Several processes    perpo_share (blocks of prompts; perpo_share_err); the hook is
        [8]                perpo_parallel in the trainers' configs
      Your own data [13]   perpo_manifest_load (or perpo_manifest_parse), perpo_image_load_pnm (or
@@ -779,6 +781,11 @@ PERPODEF void perpo_pref_set_free(perpo_pref_set *set);
 #define PERPO_CKPT_OPTIMIZER 1u
 PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *model, const char *path,
                                             unsigned flags);
+/* The same, and err (may be NULL) gets why it failed: the path and the system's reason
+   ("perpo_checkpoint_save: /x/ckpt.bin: cannot create a temporary file beside it: No such file
+   or directory"), or which argument is wrong. */
+PERPODEF perpo_status perpo_checkpoint_save_err(const perpo_model *model, const char *path,
+                                                unsigned flags, char *err, size_t err_cap);
 /* Creates a model from a checkpoint (with its optimizer state when saved); alloc_ctx (may be
    NULL) is what the loaded model passes to PERPO_MALLOC/FREE. PERPO_ERR_IO when the file
    cannot be read or is not a regular file, PERPO_ERR_FORMAT for anything malformed (size,
@@ -1962,9 +1969,21 @@ PERPODEF perpo_status perpo_forward(perpo_model *m, const perpo_batch *batch, fl
 }
 
 PERPODEF perpo_status perpo_backward(perpo_model *m, const float *dlogp) {
-    if (!m || !dlogp) return PERPO_ERR_ARG;
-    if (!m->have_forward) return PERPO_ERR_ARG;
-    if (!perpo__all_finite(dlogp, m->n_seq)) return PERPO_ERR_NONFINITE;
+    size_t i;
+    if (!m) return PERPO_ERR_ARG;
+    m->error[0] = 0;
+    if (!dlogp)
+        return perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
+                            "perpo_backward: dlogp is NULL");
+    if (!m->have_forward)
+        return perpo__errst(m->error, sizeof m->error, PERPO_ERR_ARG,
+                            "perpo_backward: no forward pass to go back through: call "
+                            "perpo_forward first (each backward needs a forward of its own)");
+    for (i = 0; i < m->n_seq; i++)
+        if (!isfinite(dlogp[i]))
+            return perpo__errst(m->error, sizeof m->error, PERPO_ERR_NONFINITE,
+                                "perpo_backward: dlogp[%zu] is %g: it must be finite", i,
+                                (double)dlogp[i]);
     if (PERPO__REFERENCE) { /* (the switch) */
         perpo__ref_model_backward(m, dlogp);
     } else {
@@ -7415,18 +7434,25 @@ static int perpo__ckpt_close_tmp(perpo__ckpt_io *io) {
    at least) holds the folder's name, so the caller must not remove it. */
 static int perpo__ckpt_commit(char *tmp, const char *path) {
     size_t n = strlen(path);
+    int why;
     if (PERPO_SYNC(tmp, 0) != 0) {
+        why = errno;
         remove(tmp);
+        errno = why; /* the caller reports the failure, not the cleanup */
         return 0;
     }
     if (rename(tmp, path) != 0) {
 #if defined(_WIN32)
         if (remove(path) != 0 || rename(tmp, path) != 0) {
+            why = errno;
             remove(tmp);
+            errno = why;
             return 0;
         }
 #else
+        why = errno;
         remove(tmp);
+        errno = why;
         return 0;
 #endif
     }
@@ -7446,21 +7472,38 @@ static int perpo__ckpt_commit(char *tmp, const char *path) {
     return PERPO_SYNC(tmp, 1) == 0;
 }
 
-PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *path,
-                                            unsigned flags) {
+PERPODEF perpo_status perpo_checkpoint_save_err(const perpo_model *m, const char *path,
+                                                unsigned flags, char *err, size_t cap) {
+    const char *w = "perpo_checkpoint_save";
     unsigned char head[PERPO__CKPT_HEADER(PERPO__CKPT_NCFG)], word[4];
-    int cfgv[PERPO__CKPT_NCFG], k;
+    int cfgv[PERPO__CKPT_NCFG], k, why = 0;
     perpo__ckpt_io io;
     size_t plen;
     char *tmp;
     perpo_status st;
-    if (!m || !path || (flags & ~(unsigned)PERPO_CKPT_OPTIMIZER)) return PERPO_ERR_ARG;
-    if ((st = perpo__params_finite(m)) != PERPO_OK) return st; /* it could not be loaded */
-    if (perpo__not_regular(path)) return PERPO_ERR_IO; /* never replace a folder or device */
+    perpo__errf(err, cap, "%s", "");
+    if (!m || !path) return perpo__errst(err, cap, PERPO_ERR_ARG, "%s: model or path is NULL", w);
+    if (flags & ~(unsigned)PERPO_CKPT_OPTIMIZER)
+        return perpo__errst(err, cap, PERPO_ERR_ARG,
+                            "%s: flags 0x%x: only PERPO_CKPT_OPTIMIZER (0x1) is known", w, flags);
+    if ((st = perpo__params_finite(m)) != PERPO_OK) /* such a file could not be loaded */
+        return perpo__errst(err, cap, st,
+                            "%s: %s: the parameters hold NaN or Inf: nothing written (a "
+                            "checkpoint of them could not be loaded)",
+                            w, path);
+    if (perpo__not_regular(path)) /* never replace a folder or device */
+        return perpo__errst(err, cap, PERPO_ERR_IO,
+                            "%s: %s exists and is not a regular file (a folder, a device): "
+                            "nothing written",
+                            w, path);
     plen = strlen(path);
-    if (plen > SIZE_MAX - PERPO__TMP_EXTRA) return PERPO_ERR_OVERFLOW;
+    if (plen > SIZE_MAX - PERPO__TMP_EXTRA)
+        return perpo__errst(err, cap, PERPO_ERR_OVERFLOW, "%s: a path of %zu bytes", w, plen);
     tmp = (char *)PERPO_MALLOC(m->cfg.alloc_ctx, plen + PERPO__TMP_EXTRA);
-    if (!tmp) return PERPO_ERR_NOMEM;
+    if (!tmp)
+        return perpo__errst(err, cap, PERPO_ERR_NOMEM,
+                            "%s: out of memory allocating the temporary file's name (%zu bytes)", w,
+                            plen + PERPO__TMP_EXTRA);
     memcpy(head, PERPO__CKPT_MAGIC, 8);
     perpo__put_u32(head + 8, PERPO__CKPT_VERSION);
     perpo__put_u32(head + 12, flags);
@@ -7472,8 +7515,11 @@ PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *pa
     io.fd = -1;
     io.crc = 0;
     if (!perpo__ckpt_create_tmp(&io, tmp, path)) {
+        why = errno;
         PERPO_FREE(m->cfg.alloc_ctx, tmp);
-        return PERPO_ERR_IO;
+        return perpo__errst(err, cap, PERPO_ERR_IO,
+                            "%s: %s: cannot create a temporary file beside it: %s", w, path,
+                            strerror(why));
     }
     io.ok = 1;
     perpo__ckpt_write(&io, head, sizeof head);
@@ -7486,13 +7532,30 @@ PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *pa
     }
     perpo__put_u32(word, io.crc);
     perpo__ckpt_write(&io, word, 4);
-    io.ok = perpo__ckpt_close_tmp(&io) && io.ok;
-    if (!io.ok)
+    if (!io.ok) why = errno; /* the write that failed */
+    if (!perpo__ckpt_close_tmp(&io) && io.ok) {
+        io.ok = 0;
+        why = errno;
+    }
+    if (!io.ok) {
         remove(tmp);
-    else
-        io.ok = perpo__ckpt_commit(tmp, path); /* removes tmp itself on failure */
+        perpo__errf(err, cap,
+                    "%s: %s: writing the temporary file failed: %s (the old file is "
+                    "untouched)",
+                    w, path, strerror(why));
+    } else if (!(io.ok = perpo__ckpt_commit(tmp, path))) { /* removes tmp itself on failure */
+        why = errno;
+        perpo__errf(err, cap,
+                    "%s: %s: cannot make the new file durable or rename it into "
+                    "place: %s",
+                    w, path, strerror(why));
+    }
     PERPO_FREE(m->cfg.alloc_ctx, tmp);
     return io.ok ? PERPO_OK : PERPO_ERR_IO;
+}
+PERPODEF perpo_status perpo_checkpoint_save(const perpo_model *m, const char *path,
+                                            unsigned flags) {
+    return perpo_checkpoint_save_err(m, path, flags, NULL, 0);
 }
 
 PERPODEF perpo_status perpo_model_load_err(perpo_model **out, const char *path, void *alloc_ctx,

@@ -246,7 +246,16 @@ static void test_error_checkpoints(perpo_test *t) {
     CHECK(!l);
     TE_SAYS(err, "perpo_model_load", "no_such_dir/none.ckpt", strerror(ENOENT));
     CHECK(perpo_model_load(&l, "no_such_dir/none.ckpt", NULL) == PERPO_ERR_IO);
-    CHECK_OK(perpo_checkpoint_save(m, path, 0));
+    /* saving: the path and the system's reason; a folder is never replaced; unknown flags */
+    CHECK(perpo_checkpoint_save_err(m, "no_such_dir/new.ckpt", 0, err, sizeof err) == PERPO_ERR_IO);
+    TE_SAYS(err, "perpo_checkpoint_save", "no_such_dir/new.ckpt", "cannot create",
+            strerror(ENOENT));
+    CHECK(perpo_checkpoint_save_err(m, ".", 0, err, sizeof err) == PERPO_ERR_IO);
+    TE_SAYS(err, "perpo_checkpoint_save", ". exists and is not a regular file", "nothing written");
+    CHECK(perpo_checkpoint_save_err(m, path, 4u, err, sizeof err) == PERPO_ERR_ARG);
+    TE_SAYS(err, "flags 0x4", "PERPO_CKPT_OPTIMIZER");
+    CHECK_OK(perpo_checkpoint_save_err(m, path, 0, err, sizeof err));
+    CHECK(err[0] == 0);
     CHECK_OK(perpo_model_load_err(&l, path, NULL, err, sizeof err));
     CHECK(err[0] == 0);
     if (l) {
@@ -512,6 +521,37 @@ static void test_error_own_loop(perpo_test *t) {
 }
 
 /* perpo_share: which of world and rank is out of range. */
+/* perpo_backward: a backward needs its forward, and finite upstream gradients. */
+static void test_error_backward(perpo_test *t) {
+    perpo_model *m = te_model(t);
+    const perpo_config *c;
+    float img[TE_FLOATS], dlogp[2] = { 1.0f, NAN }, lp[2];
+    const float *imgs[2];
+    int tok[2][8], tgt[2][8];
+    perpo_batch b;
+    size_t k;
+    if (!m) return;
+    c = perpo_model_config(m);
+    CHECK(perpo_backward(m, dlogp) == PERPO_ERR_ARG);
+    TE_SAYS(perpo_model_last_error(m), "perpo_backward", "call perpo_forward first");
+    for (k = 0; k < TE_FLOATS; k++) img[k] = (float)(k % 5) / 4.0f;
+    imgs[0] = imgs[1] = img;
+    for (k = 0; k < 2; k++) CHECK_OK(perpo_text_encode(c, "ab", 2, "cd", 2, tok[k], tgt[k], NULL));
+    b.n_seq = 2;
+    b.n_img = 2;
+    b.images = imgs;
+    b.image_of = NULL;
+    b.tokens = &tok[0][0];
+    b.targets = &tgt[0][0];
+    CHECK_OK(perpo_forward(m, &b, lp, NULL));
+    CHECK(perpo_backward(m, dlogp) == PERPO_ERR_NONFINITE);
+    TE_SAYS(perpo_model_last_error(m), "perpo_backward", "dlogp[1] is nan", "finite");
+    dlogp[1] = 0.5f;
+    CHECK_OK(perpo_backward(m, dlogp));
+    CHECK(strcmp(perpo_model_last_error(m), "") == 0);
+    perpo_model_free(m);
+}
+
 static void test_error_share(perpo_test *t) {
     size_t first = 0, count = 0;
     char err[PERPO_ERROR_MAX];
@@ -584,6 +624,8 @@ static void test_error_pref_default_lr(perpo_test *t) {
 }
 
 const perpo_test_case perpo_tests_errors[] = {
+    { "errors: perpo_backward without its forward, or with a NaN gradient, says which",
+      test_error_backward },
     { "errors: greedy sampling leaves no lists, and the message says set a temperature",
       test_error_greedy_sampling },
     { "errors: n x lists_per_step, n and n_seq beyond max_batch are named", test_error_max_batch },
