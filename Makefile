@@ -41,7 +41,7 @@ HAVE_BF16 := $(shell grep -qw avx512_bf16 /proc/cpuinfo 2>/dev/null && echo 1)
 # The example helpers: common.h and the headers it includes, one per concern.
 EX_COMMON := examples/common.h examples/synth.h examples/font.h examples/image.h examples/report.h examples/cmdline.h
 # The experiment headers the programs build on (examples/experiment.h lists them).
-EX_PIPELINE := $(addprefix examples/,experiment.h options.h progress.h task.h diagnostics.h preference.h results.h pretrain.h)
+EX_PIPELINE := $(addprefix examples/,experiment.h options.h progress.h task.h diagnostics.h preference.h results.h pretrain.h grounding_task.h ocr_task.h)
 TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) $(EX_COMMON)
 
 .PHONY: format pretrain pretrain-stream pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-readme-map test-alloc test-blas test-portable test-bf16 test-reference test-min test-omp test-mpi test-torch test-sanitize soak fuzz demo demo-ocr bench bench-compare bench-scaling shared clean
