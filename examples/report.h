@@ -12,6 +12,9 @@
  * grid lines, a legend to the right and one coloured line per series (8 colours, then
  * dashed variants). Non-finite points break the line. Series of at most 40 points also get
  * a dot per point. xs == NULL (or xs[i] == NULL) plots y against 0, 1, 2, ...
+ * The *_sd variants add error bars: sds[k][i] is the half-height of the bar at point i of
+ * series k (e.g. the sd over seeds; sds, sds[k] NULL or a non-finite or non-positive value:
+ * no bar there), and the y axis covers the bars.
  * ==================================================================================== */
 
 typedef struct ex_plot_panel {
@@ -77,10 +80,17 @@ EX_FN void ex__tick_label(char *buf, size_t cap, double v, double step) {
     snprintf(buf, cap, "%.*f", dec, v);
 }
 
+/* The half-height of the error bar at point i of series k; 0: none. */
+EX_FN double ex__bar(const float *const *sds, int k, int i) {
+    double e = sds && sds[k] ? sds[k][i] : 0.0;
+    return isfinite(e) && e > 0 ? e : 0.0;
+}
+
 #define EX_PANEL_W 560
 #define EX_PANEL_H 340
 
-EX_FN void ex__svg_panel(FILE *f, const ex_plot_panel *p, int ox, int oy) {
+/* sds: NULL, or n_series arrays (each NULL or counts[k] half-heights) of error bars. */
+EX_FN void ex__svg_panel(FILE *f, const ex_plot_panel *p, const float *const *sds, int ox, int oy) {
     static const char *const colors[8] = { "#2565ae", "#e0601b", "#2e9b48", "#c8293c",
                                            "#7b4fc9", "#12939a", "#b58a00", "#5f6670" };
     const int L = 72, T = 36, PW = 330, PH = 240; /* plot area inside the panel */
@@ -93,12 +103,12 @@ EX_FN void ex__svg_panel(FILE *f, const ex_plot_panel *p, int ox, int oy) {
         int n = p->counts ? p->counts[s] : 0;
         if (!ys) continue;
         for (i = 0; i < n; i++) {
-            double x = xs ? xs[i] : i, y = ys[i];
+            double x = xs ? xs[i] : i, y = ys[i], e = ex__bar(sds, s, i);
             if (!isfinite(x) || !isfinite(y)) continue;
             if (!(x >= xmn)) xmn = x;
             if (!(x <= xmx)) xmx = x;
-            if (!(y >= ymn)) ymn = y;
-            if (!(y <= ymx)) ymx = y;
+            if (!(y - e >= ymn)) ymn = y - e;
+            if (!(y + e <= ymx)) ymx = y + e;
         }
     }
     ex__axis_range(xmn, xmx, &xlo, &xhi, &xst);
@@ -174,6 +184,17 @@ EX_FN void ex__svg_panel(FILE *f, const ex_plot_panel *p, int ox, int oy) {
                 first = 0;
             }
             fputs("\"/>\n", f);
+            for (i = 0; i < n; i++) { /* error bars, with caps */
+                double x = xs ? xs[i] : i, y = ys[i], e = ex__bar(sds, s, i), px, lo, hi;
+                if (!isfinite(x) || !isfinite(y) || e <= 0) continue;
+                px = L + (x - xlo) / (xhi - xlo) * PW;
+                lo = T + PH - (y - e - ylo) / (yhi - ylo) * PH;
+                hi = T + PH - (y + e - ylo) / (yhi - ylo) * PH;
+                fprintf(f,
+                        "<path fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" d=\"M%.2f %.2f "
+                        "L%.2f %.2f M%.2f %.2f L%.2f %.2f M%.2f %.2f L%.2f %.2f\"/>\n",
+                        col, px, lo, px, hi, px - 4, lo, px + 4, lo, px - 4, hi, px + 4, hi);
+            }
             if (n <= 40)
                 for (i = 0; i < n; i++) {
                     double x = xs ? xs[i] : i, y = ys[i];
@@ -198,9 +219,10 @@ EX_FN void ex__svg_panel(FILE *f, const ex_plot_panel *p, int ox, int oy) {
     fputs("</g>\n", f);
 }
 
-/* Writes panels side by side to an open stream. Returns 0, or nonzero on error. */
-EX_FN int ex_svg_plot_panels_file(FILE *f, const char *title, int n_panels,
-                                  const ex_plot_panel *panels) {
+/* Writes panels side by side to an open stream, with error bars where sds (NULL: none) has
+   them: sds[p] is panel p's (NULL, or one array per series). Returns 0, or nonzero on error. */
+EX_FN int ex_svg_plot_panels_sd_file(FILE *f, const char *title, int n_panels,
+                                     const ex_plot_panel *panels, const float *const *const *sds) {
     int i, top = title ? 30 : 0;
     if (!f || n_panels < 1 || !panels) return 1;
     fprintf(f,
@@ -217,27 +239,41 @@ EX_FN int ex_svg_plot_panels_file(FILE *f, const char *title, int n_panels,
         ex__xml_text(f, title);
         fputs("</text>\n", f);
     }
-    for (i = 0; i < n_panels; i++) ex__svg_panel(f, &panels[i], i * EX_PANEL_W, top);
+    for (i = 0; i < n_panels; i++)
+        ex__svg_panel(f, &panels[i], sds ? sds[i] : NULL, i * EX_PANEL_W, top);
     fputs("</svg>\n", f);
     return ferror(f) ? 2 : 0;
 }
 
-EX_FN int ex_svg_plot_panels(const char *path, const char *title, int n_panels,
-                             const ex_plot_panel *panels) {
+/* Writes panels side by side to an open stream. Returns 0, or nonzero on error. */
+EX_FN int ex_svg_plot_panels_file(FILE *f, const char *title, int n_panels,
+                                  const ex_plot_panel *panels) {
+    return ex_svg_plot_panels_sd_file(f, title, n_panels, panels, NULL);
+}
+
+EX_FN int ex_svg_plot_panels_sd(const char *path, const char *title, int n_panels,
+                                const ex_plot_panel *panels, const float *const *const *sds) {
     FILE *f;
     int err;
     if (!path) return 1;
     f = fopen(path, "w");
     if (!f) return 2;
-    err = ex_svg_plot_panels_file(f, title, n_panels, panels);
+    err = ex_svg_plot_panels_sd_file(f, title, n_panels, panels, sds);
     if (fclose(f) != 0 && !err) err = 3;
     return err;
 }
 
-/* One panel: n_series lines, series k has counts[k] points (xs[k][i], ys[k][i]). */
-EX_FN int ex_svg_plot(const char *path, const char *title, const char *xlabel, const char *ylabel,
-                      int n_series, const char *const *names, const float *const *xs,
-                      const float *const *ys, const int *counts) {
+EX_FN int ex_svg_plot_panels(const char *path, const char *title, int n_panels,
+                             const ex_plot_panel *panels) {
+    return ex_svg_plot_panels_sd(path, title, n_panels, panels, NULL);
+}
+
+/* One panel: n_series lines, series k has counts[k] points (xs[k][i], ys[k][i]) with error
+   bars of half-height sds[k][i] (sds NULL: none). */
+EX_FN int ex_svg_plot_sd(const char *path, const char *title, const char *xlabel,
+                         const char *ylabel, int n_series, const char *const *names,
+                         const float *const *xs, const float *const *ys, const float *const *sds,
+                         const int *counts) {
     ex_plot_panel p;
     p.title = title;
     p.xlabel = xlabel;
@@ -247,7 +283,14 @@ EX_FN int ex_svg_plot(const char *path, const char *title, const char *xlabel, c
     p.xs = xs;
     p.ys = ys;
     p.counts = counts;
-    return ex_svg_plot_panels(path, NULL, 1, &p);
+    return ex_svg_plot_panels_sd(path, NULL, 1, &p, &sds);
+}
+
+/* One panel: n_series lines, series k has counts[k] points (xs[k][i], ys[k][i]). */
+EX_FN int ex_svg_plot(const char *path, const char *title, const char *xlabel, const char *ylabel,
+                      int n_series, const char *const *names, const float *const *xs,
+                      const float *const *ys, const int *counts) {
+    return ex_svg_plot_sd(path, title, xlabel, ylabel, n_series, names, xs, ys, NULL, counts);
 }
 
 /* ======================================================================================

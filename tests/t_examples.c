@@ -761,6 +761,41 @@ static void tex_svg_plot(perpo_test *t) {
     CHECK(ex_svg_plot("/nonexistent-dir/x.svg", "t", "x", "y", 2, names, xs, ys, counts) != 0);
 }
 
+/* Error bars: drawn where an sd is given (not where it is NULL, NaN or 0), the y axis covers
+   them, and with no sds the plot is the plain one byte for byte. */
+static void tex_svg_error_bars(perpo_test *t) {
+    const float x0[3] = { 2, 4, 8 }, y0[3] = { 1.0f, 2.0f, 3.0f }, e0[3] = { 0.5f, NAN, 10.0f };
+    const float y1[3] = { 1.5f, 1.5f, 1.5f };
+    const float *xs[2] = { x0, x0 }, *ys[2] = { y0, y1 }, *sds[2] = { e0, NULL };
+    const char *names[2] = { "PerPO", "DPO" };
+    const int counts[2] = { 3, 3 };
+    const char *path = "perpo_t_examples_sd_tmp.svg", *path2 = "perpo_t_examples_sd_tmp2.svg";
+    unsigned char *file, *plain;
+    size_t n = 0, n2 = 0, bars = 0;
+    const char *p;
+    CHECK_OK(ex_svg_plot_sd(path, "acc", "N", "acc", 2, names, xs, ys, sds, counts));
+    file = tex_read_file(path, &n);
+    CHECK(file != NULL);
+    if (file) {
+        file[n] = 0;
+        for (p = (char *)file; (p = strstr(p, "stroke-width=\"1.5\"")) != NULL; p++) bars++;
+        CHECK(bars == 2); /* point 0 and point 2 of the first series */
+        /* the y axis covers 3 - 10 and 3 + 10: ticks -10 ... 15 */
+        CHECK(strstr((char *)file, ">-10<") != NULL && strstr((char *)file, ">15<") != NULL);
+        CHECK(strstr((char *)file, "nan") == NULL);
+        free(file);
+    }
+    CHECK_OK(ex_svg_plot_sd(path, "acc", "N", "acc", 2, names, xs, ys, NULL, counts));
+    CHECK_OK(ex_svg_plot(path2, "acc", "N", "acc", 2, names, xs, ys, counts));
+    file = tex_read_file(path, &n);
+    plain = tex_read_file(path2, &n2);
+    CHECK(file && plain && n == n2 && memcmp(file, plain, n) == 0);
+    free(file);
+    free(plain);
+    remove(path);
+    remove(path2);
+}
+
 static void tex_json_writer(perpo_test *t) {
     FILE *f = tmpfile();
     ex_json j;
@@ -888,6 +923,7 @@ const perpo_test_case perpo_tests_examples[] = {
     { "examples_checksums", tex_checksums },
     { "examples_upscale_rect_grid", tex_upscale_rect_grid },
     { "examples_svg_plot", tex_svg_plot },
+    { "examples_svg_error_bars", tex_svg_error_bars },
     { "examples_json_writer", tex_json_writer },
     { "examples_options", tex_options },
     { "examples_spearman", tex_spearman },
