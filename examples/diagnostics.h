@@ -18,7 +18,9 @@
  *   shifts    the mean s of each list's best-reward (chosen) and worst-reward (rejected) answer,
  *             in nats, on those held-out lists and on the lists the model was trained on;
  *   truth     the mean log-prob of the true answer with the real image and with an all-zero
- *             one: the drop between them is how much the answer relies on the image. */
+ *             one: the drop between them is how much the answer relies on the image;
+ *   greedy    optional (diag_ctx.greedy = 1; examples/repro.c): the task metrics of the greedy
+ *             answers on the same items, with the real images and with all-zero ones. */
 #define DIAG_SAMPLES 8
 typedef struct diag_stats {
     int has; /* 0: not measured (Best-of-N, or --diag 0) */
@@ -26,6 +28,8 @@ typedef struct diag_stats {
     double rho_heldout, rho_train;
     double chosen_heldout, rejected_heldout, chosen_train, rejected_train;
     double truth_real, truth_blank;
+    int has_greedy; /* greedy_real and greedy_blank measured (diag_ctx.greedy) */
+    double greedy_real[EX_MAX_METRICS], greedy_blank[EX_MAX_METRICS];
 } diag_stats;
 
 /* What every model's diagnostics are measured against, made once from the SFT model. */
@@ -37,6 +41,7 @@ typedef struct diag_ctx {
     const char **truth_resp;
     float *truth_reward;
     uint64_t seed;
+    int greedy; /* 1: also the greedy metrics with real and blank images (set after diag_init) */
 } diag_ctx;
 
 /* rho and the chosen/rejected shifts of `model` on lists whose ref_logp is the SFT model's;
@@ -196,6 +201,27 @@ static perpo_status diag_truth(perpo_model *model, const diag_ctx *d, double *re
     return st;
 }
 
+/* The greedy metrics of `model` on the items with their images, then with all-zero ones. */
+static perpo_status diag_greedy(perpo_model *model, const task *tk, const diag_ctx *d, double *real,
+                                double *blank) {
+    dataset view = *d->items; /* the same items, each image the blank one */
+    scores sc;
+    perpo_status st;
+    int i;
+    if ((st = evaluate(model, tk, d->items, &sc, NULL)) != PERPO_OK) return st;
+    memcpy(real, sc.v, sizeof sc.v);
+    view.examples = (perpo_example *)malloc((size_t)view.n * sizeof *view.examples);
+    if (!view.examples) return PERPO_ERR_NOMEM;
+    for (i = 0; i < view.n; i++) {
+        view.examples[i] = d->items->examples[i];
+        view.examples[i].image = d->blank;
+    }
+    st = evaluate(model, tk, &view, &sc, NULL);
+    free(view.examples);
+    if (st == PERPO_OK) memcpy(blank, sc.v, sizeof sc.v);
+    return st;
+}
+
 /* Every diagnostic of `model` (is_sft: the SFT model itself, whose samples are the lists). */
 static perpo_status diagnose(perpo_model *model, int is_sft, const task *tk, const diag_ctx *d,
                              const perpo_pref_list *train, size_t n_train, diag_stats *out) {
@@ -206,8 +232,11 @@ static perpo_status diagnose(perpo_model *model, int is_sft, const task *tk, con
     if ((st = diag_sampled(model, tk, d, is_sft ? &d->lists : NULL, out->sampled)) != PERPO_OK ||
         (st = list_shifts(model, d->lists.lists, d->lists.n_lists, d->logp, &out->rho_heldout,
                           &out->chosen_heldout, &out->rejected_heldout)) != PERPO_OK ||
-        (st = diag_truth(model, d, &out->truth_real, &out->truth_blank)) != PERPO_OK)
+        (st = diag_truth(model, d, &out->truth_real, &out->truth_blank)) != PERPO_OK ||
+        (d->greedy &&
+         (st = diag_greedy(model, tk, d, out->greedy_real, out->greedy_blank)) != PERPO_OK))
         return st;
+    out->has_greedy = d->greedy;
     if (n_train) {
         if (!(scratch = (float *)malloc(lists_responses(train, n_train) * sizeof(float))))
             return PERPO_ERR_NOMEM;

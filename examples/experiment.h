@@ -183,6 +183,16 @@ static int experiment_baselines(experiment *ex) {
     return 0;
 }
 
+/* The synthetic preference prompts of preference seed `seed`: the first --pref-prompts
+   pretraining examples of --pref-data-seed, or (-1) prompts of the seed's own. 0 on success. */
+static int make_pref_prompts(dataset *prefs, const task *tk, const options *o,
+                             const perpo_config *cfg, int seed) {
+    return dataset_make(prefs, tk, cfg,
+                        o->pref_data_seed >= 0 ? split_train_base(o->pref_data_seed)
+                                               : split_pref_base(seed),
+                        0, o->n_pref);
+}
+
 /* 3. The preference stage (preference.h) once per seed: seed s samples the lists of its own
    preference prompts (--data: train.tsv's; --pref-data-seed: pretraining examples) and trains
    the control and every objective from the SFT weights. 0 on success. */
@@ -198,10 +208,7 @@ static int experiment_preference(experiment *ex) {
             fprintf(stderr, "=== preference seed %d (%d of %d) ===\n", seed, s + 1, o->seeds);
         if (o->data)
             prefs = ex->train;
-        else if (dataset_make(&prefs, tk, perpo_model_config(ex->sft),
-                              o->pref_data_seed >= 0 ? split_train_base(o->pref_data_seed)
-                                                     : split_pref_base(seed),
-                              0, o->n_pref) != 0)
+        else if (make_pref_prompts(&prefs, tk, o, perpo_model_config(ex->sft), seed) != 0)
             return fail("preference prompts", PERPO_ERR_NOMEM);
         if (o->data && o->n_pref < prefs.n) prefs.n = o->n_pref;
         runs[s].m[0] = ex->sft_row;

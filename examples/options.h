@@ -26,6 +26,7 @@ typedef struct options {
     int threads, batch, lists_per_step, verbose, mean_logp, max_batch;
     int test_shift, pretrain, n_val, val_seed, save_every, sft_warmup, rounds, bon_test,
         from_scratch, accum, nll_truth, n_diag, scenes, val_every, patience, pref_data_seed;
+    int no_control; /* 1: the preference stage trains no control (examples/repro.c) */
     double beta, gamma, temperature, top_p, margin, sft_lr, pref_lr, nll, positive;
     const char *objective, *out, *sft_ckpt, *data;
 } options;

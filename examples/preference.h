@@ -282,7 +282,8 @@ static int run_preference(const task *tk, const options *o, int seed, perpo_mode
     }
     if ((st = create_model(&pol, perpo_model_config(sft), (uint64_t)seed)) != PERPO_OK) goto done;
     for (k = -1; k < EX_MAX_OBJECTIVES; k++) { /* -1: the control */
-        if (k >= 0 && !objective_wanted(o->objective, ex_objective_kinds[k])) continue;
+        if (k < 0 ? o->no_control : !objective_wanted(o->objective, ex_objective_kinds[k]))
+            continue;
         mr = &r->m[r->n_methods];
         snprintf(mr->name, sizeof mr->name, "%s",
                  k < 0 ? "control (SFT continued)" : perpo_objective_name(ex_objective_kinds[k]));
