@@ -3,6 +3,9 @@
 #                    DPO, PerPO -> evaluation, in 3 on-policy rounds on the SFT model's own 2,048
 #                    labelled scenes); make pretrain trains that checkpoint (demo-full: both)
 #   make demo-ocr    the same on dense OCR (reward 1 - normalized edit distance; make pretrain-ocr)
+#   make repro       the paper's analyses in miniature into results/repro/ (list size, reliance on
+#                    the image, beta, gamma, margin, data size, OCR by text density; 3 seeds each;
+#                    resumable; docs/repro.md); REPRO_ARGS=--quick: all of it at a tiny size
 #   make test        every test (compile checks, the README's code, links and map of perpo.h, the
 #                    test runner last)
 #   make test-reference  the library on its reference path (PERPO_REFERENCE): a subset, ~1 minute
@@ -28,7 +31,7 @@ endif
 # What the pretraining record (examples/models/*.json) says about the build.
 EX_DEFS := -DEX_COMMIT='"$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)"' -DEX_BUILD_FLAGS='"$(OPT) $(OMP)"'
 
-EXAMPLES := $(BUILD)/grounding $(BUILD)/dense_ocr $(BUILD)/loss_only $(BUILD)/perpo_min
+EXAMPLES := $(BUILD)/grounding $(BUILD)/dense_ocr $(BUILD)/loss_only $(BUILD)/perpo_min $(BUILD)/repro
 # MPI (Debian: openmpi-bin libopenmpi-dev): examples/mpi_train.c, when mpicc is there.
 MPICC    ?= mpicc
 HAVE_MPI := $(shell command -v $(MPICC) > /dev/null 2>&1 && command -v mpirun > /dev/null 2>&1 && echo 1)
@@ -44,7 +47,7 @@ EX_COMMON := examples/common.h examples/synth.h examples/font.h examples/image.h
 EX_PIPELINE := $(addprefix examples/,experiment.h options.h progress.h task.h diagnostics.h preference.h results.h pretrain.h grounding_task.h ocr_task.h)
 TEST_SRC := tests/main.c $(wildcard tests/t_*.c) tests/test.h $(wildcard tests/ref/*.h) $(EX_COMMON)
 
-.PHONY: format pretrain pretrain-stream pretrain-ocr demo-full test-examples all test test-unit test-compile test-readme test-readme-map test-alloc test-blas test-portable test-bf16 test-reference test-min test-omp test-mpi test-torch test-sanitize soak fuzz demo demo-ocr bench bench-compare bench-scaling shared clean
+.PHONY: format pretrain pretrain-stream pretrain-ocr demo-full test-examples test-repro repro all test test-unit test-compile test-readme test-readme-map test-alloc test-blas test-portable test-bf16 test-reference test-min test-omp test-mpi test-torch test-sanitize soak fuzz demo demo-ocr bench bench-compare bench-scaling shared clean
 
 all: $(EXAMPLES) $(BUILD)/run_tests
 
@@ -58,7 +61,7 @@ $(BUILD)/run_tests: $(TEST_SRC) perpo.h | $(BUILD)
 $(BUILD)/%: examples/%.c $(EX_COMMON) $(EX_PIPELINE) perpo.h | $(BUILD)
 	$(CC) $(WARN) $(OPT) $(OMP) $(EX_DEFS) -o $@ $< $(LIBS)
 
-test: test-compile test-readme test-readme-map test-alloc test-blas test-portable test-bf16 test-reference test-min test-omp test-examples test-mpi test-torch test-unit
+test: test-compile test-readme test-readme-map test-alloc test-blas test-portable test-bf16 test-reference test-min test-omp test-examples test-repro test-mpi test-torch test-unit
 
 test-compile:
 	@sh tests/check_compile.sh
@@ -132,6 +135,12 @@ test-examples: $(BUILD)/grounding $(BUILD)/dense_ocr
 	  echo "example dense_ocr --data: 6 user pages fine-tuned on, 6 read back (SFT edit distance below 0.3)" \
 	  || { echo "example dense_ocr --data failed"; cat $(BUILD)/tiny_data/run.out; exit 1; }
 
+# examples/repro.c at its --quick size: every experiment written, and its resume (damaged unit
+# files found and computed again, a SIGKILLed run finished: reports byte-identical;
+# tests/repro_check.sh).
+test-repro: $(BUILD)/repro
+	@sh tests/repro_check.sh $(BUILD)
+
 test-unit: $(BUILD)/run_tests
 	./$(BUILD)/run_tests
 
@@ -192,7 +201,7 @@ test-reference: $(BUILD)/run_tests_reference
 	  tail -1 $(BUILD)/reference.out | sed 's/^/reference path (PERPO_REFERENCE): /'; \
 	  grep -Eq '^[1-9][0-9]* passed, 0 failed$$' $(BUILD)/reference.out || { grep FAIL $(BUILD)/reference.out; exit 1; }
 	@# every example but the MPI one (mpicc) builds on the reference path, and perpo_min's PerPO run works through it
-	@for e in grounding dense_ocr loss_only perpo_min; do \
+	@for e in grounding dense_ocr loss_only perpo_min repro; do \
 	  $(CC) $(WARN) $(OPT) $(EX_DEFS) -DPERPO_REFERENCE -o $(BUILD)/ref_$$e examples/$$e.c $(LIBS) || exit 1; done
 	@./$(BUILD)/ref_perpo_min > $(BUILD)/ref_perpo_min.out \
 	  || { cat $(BUILD)/ref_perpo_min.out; echo "perpo_min on the reference path: PerPO did not raise the reward"; exit 1; }
@@ -285,6 +294,11 @@ demo: $(BUILD)/grounding
 	./$(BUILD)/grounding --out results/grounding $(DEMO_ARGS)
 
 demo-full: pretrain demo
+
+# The paper's analyses in miniature from the committed checkpoints (examples/repro.c,
+# docs/repro.md): resumable, so run it again after an interruption. REPRO_ARGS=--quick: seconds.
+repro: $(BUILD)/repro
+	./$(BUILD)/repro $(REPRO_ARGS)
 
 demo-ocr: $(BUILD)/dense_ocr
 	./$(BUILD)/dense_ocr --out results/dense_ocr $(DEMO_ARGS)

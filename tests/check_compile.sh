@@ -60,7 +60,7 @@ for cxx in g++ clang++; do
     check "$cxx -x c++ PERPO_REFERENCE strict" $cxx -x c++ -DPERPO_REFERENCE $STRICT $W "$tmp/impl.c"
     check "$cxx -x c++ -O2 AVX-512 strict" $cxx -x c++ -O2 $AVX512 $STRICT $W "$tmp/impl.c"
     check "$cxx -x c++ -O2 PERPO_USE_BF16 strict" $cxx -x c++ -O2 $AVX512 $BF16 $STRICT $W "$tmp/impl.c"
-    for ex in examples/grounding.c examples/dense_ocr.c examples/loss_only.c examples/perpo_min.c; do
+    for ex in examples/grounding.c examples/dense_ocr.c examples/loss_only.c examples/perpo_min.c examples/repro.c; do
         check "$cxx -x c++ $ex" $cxx -x c++ -fopenmp $W "$ex"
     done
 done
