@@ -251,13 +251,15 @@ static void make_points(repro *r) {
     find_point(r, &p, 1, 1);
 }
 
-/* Estimated seconds of a unit on 2 idle cores at full size, from the costs measured on the demo
-   (docs/repro.md): samples drawn, sequences trained, items evaluated. Only for the ETA. */
+/* Estimated seconds of a unit on 2 idle cores at full size: samples drawn, sequences trained,
+   items evaluated, at rates from the demo's point measured on 1 thread of a busy machine and
+   divided by 3.6 (docs/repro.md, "Time"). Only for --plan and the ETA. */
 static double unit_cost(const repro *r, const unit *u) {
-    const double per_sample = 3.0e-3, per_seq = 2.5e-3, per_item = 6.0e-3;
+    const double per_sample = 1.6e-3, per_seq = 1.9e-3, per_item = 7.0e-3;
     options o;
     double c = 0;
-    if (u->kind == U_SFT) return per_item * (r->t[u->task].base.n_test + 3 * r->ro.n_diag);
+    const double scale = u->task == T_OCR ? 2.0 : 1.0; /* OCR: longer sequences */
+    if (u->kind == U_SFT) return scale * per_item * (r->t[u->task].base.n_test + 3 * r->ro.n_diag);
     if (u->kind == U_BON) return per_sample * BON_MAX * r->t[u->task].base.n_test;
     point_options(r, &r->pts[u->point], &o);
     c = per_sample * o.n_pref / o.rounds * o.n_samples; /* round 0 */
@@ -267,7 +269,7 @@ static double unit_cost(const repro *r, const unit *u) {
     if (r->pts[u->point].perpo)
         c += per_sample * (o.rounds - 1) * o.n_pref / o.rounds * o.n_samples +
              per_seq * o.pref_steps * 4 * o.n_samples + per_item * (o.n_test + 3 * o.n_diag);
-    return c;
+    return scale * c;
 }
 
 /* The units, seed by seed (a run stopped early has every point at its first seeds). */
