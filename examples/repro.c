@@ -881,6 +881,7 @@ typedef struct xtab {
     const char *id, *title, *xlabel;
     const task *tk;
     int nx, nm, seeds, drop; /* drop: x = 0, 1 are real and blank images (reliance) */
+    int diag_once;           /* every x reads the same units (OCR's densities) */
     double x[MAX_X];
     const char *method[MAX_METHODS];
     const mres *m[MAX_METHODS][MAX_X][MAX_SEEDS];
@@ -1180,8 +1181,13 @@ static void write_md(const xtab *t, text *md) {
     for (xi = 0; xi < t->nx; xi++)
         for (mi = 0; mi < t->nm; mi++) {
             const mres *m0 = t->m[mi][xi][0];
-            if (!m0 || !m0->d.has || (xi > 0 && strcmp(t->method[mi], "SFT") == 0)) continue;
-            text_add(md, "| %g | %s |", t->x[xi], t->method[mi]);
+            if (!m0 || !m0->d.has ||
+                (xi > 0 && (t->diag_once || strcmp(t->method[mi], "SFT") == 0)))
+                continue;
+            if (t->diag_once)
+                text_add(md, "| all | %s |", t->method[mi]);
+            else
+                text_add(md, "| %g | %s |", t->x[xi], t->method[mi]);
             cell_values(t, mi, xi, FV_SAMPLED + mm, v);
             md_cell(v, t->seeds, tk->metric_scale[mm], tk->metric_scale[mm] == 100 ? 1 : 3, 0, cell,
                     sizeof cell);
@@ -1362,6 +1368,7 @@ static int write_reports(repro *r) {
                    "text density (0: one short line ... 3: a full page)", ot, r->ro.seeds,
                    "edit distance", 1, "F1", 1);
         t->nx = OCR_N_DENSITY;
+        t->diag_once = 1;
         for (xi = 0; xi < t->nx; xi++) {
             t->x[xi] = xi;
             t->field[0][xi] = OCR_NED_D0 + xi;
