@@ -4,7 +4,7 @@
 #                    labelled scenes); make pretrain trains that checkpoint (demo-full: both)
 #   make demo-ocr    the same on dense OCR (reward 1 - normalized edit distance; make pretrain-ocr)
 #   make repro       the paper's analyses in miniature into results/repro/ (list size, reliance on
-#                    the image, beta, gamma, margin, data size, OCR by text density; 3 seeds each;
+#                    the image, beta, gamma, margin, data size, OCR by text density; 2 seeds each;
 #                    resumable; docs/repro.md); REPRO_ARGS=--quick: all of it at a tiny size
 #   make test        every test (compile checks, the README's code, links and map of perpo.h, the
 #                    test runner last)
