@@ -55,7 +55,7 @@ enum { F_N, F_BETA, F_GAMMA, F_MARGIN, F_PREF }; /* what a sweep varies */
 /* ---- Settings ------------------------------------------------------------------------------ */
 typedef struct repro_opts {
     const char *out, *only;
-    int quick, seeds, seed, threads, verbose, plan, n_test, n_diag, bon_test, pref_steps, ocr_test,
+    int quick, seeds, seed, threads, verbose, plan, n_test, n_diag, pref_steps, ocr_test,
         ocr_pref_steps;
 } repro_opts;
 
@@ -118,7 +118,7 @@ typedef struct unit_res {
 typedef struct task_ctx {
     task tk;
     options base;
-    char sig[512]; /* the settings every unit of the task depends on */
+    char sig[1024]; /* the settings every unit of the task depends on, the checkpoint's CRC too */
     int loaded;
     perpo_model *sft;
     dataset test, diag_items;
@@ -142,7 +142,6 @@ static void task_options(const repro_opts *ro, int t, options *o) {
     if (t == T_GROUNDING) {
         grounding_defaults(o);
         o->n_test = ro->n_test;
-        o->bon_test = ro->bon_test;
         o->pref_steps = ro->pref_steps;
         if (ro->quick) { /* tiny: one round over 8 prompts */
             o->n_pref = 8;
@@ -330,7 +329,7 @@ static void text_add(text *t, const char *fmt, ...) {
         len = t->p ? vsnprintf(t->p + t->n, room, fmt, ap) : -1;
         va_end(ap);
         if (t->p && len >= 0 && (size_t)len < room) break;
-        if (len < -1 || t->cap > (1u << 26)) {
+        if ((t->p && len < 0) || t->cap > (1u << 26)) { /* a format error, or runaway */
             t->err = 1;
             return;
         }
@@ -448,15 +447,37 @@ static int record_get(const kv_file *kv, const task *tk, const char *prefix, mre
     return 0;
 }
 
-/* The first line of a unit's file: the unit and the settings it depends on. */
+/* Every option the preference stage, the sampling or the scoring reads, printed (a unit made
+   with any of them different is not this unit). */
+static void options_sig(const options *o, char *buf, size_t cap) {
+    snprintf(buf, cap,
+             "test=%d test_seed=%d test_shift=%d diag=%d steps=%d rounds=%d lr=%.17g lists=%d "
+             "accum=%d max_batch=%d temperature=%.17g top_p=%.17g pref_data_seed=%d n_pref=%d "
+             "n=%d beta=%.17g gamma=%.17g margin=%.17g positive=%.17g nll=%.17g nll_truth=%d "
+             "mean_logp=%d objective=%s",
+             o->n_test, o->test_seed, o->test_shift, o->n_diag, o->pref_steps, o->rounds,
+             o->pref_lr, o->lists_per_step, o->accum, o->max_batch, o->temperature, o->top_p,
+             o->pref_data_seed, o->n_pref, o->n_samples, o->beta, o->gamma, o->margin, o->positive,
+             o->nll, o->nll_truth, o->mean_logp, o->objective);
+}
+
+/* The first line of a unit's file: the unit and the settings it depends on: the task's (its
+   checkpoint and that file's CRC, its defaults) and, for a preference unit, its point's. */
 static void unit_header(const repro *r, const unit *u, char *buf, size_t cap) {
-    snprintf(buf, cap, "perpo-repro-unit 1 %s %s\n", u->name, r->t[u->task].sig);
+    char point_sig[800] = "";
+    if (u->kind == U_PREF) {
+        options o;
+        point_options(r, &r->pts[u->point], &o);
+        options_sig(&o, point_sig, sizeof point_sig);
+    }
+    snprintf(buf, cap, "perpo-repro-unit 2 %s %s%s%s\n", u->name, r->t[u->task].sig,
+             u->kind == U_PREF ? " point " : "", point_sig);
 }
 
 /* Reads OUT/points/NAME into res: 0 when it is whole, its CRC right and its header this unit's
    with these settings; -1 when missing, -2 when anything is off (damaged, other settings). */
 static int unit_read(const repro *r, const unit *u, unit_res *res) {
-    char path[1400], head[1024], *p, *line;
+    char path[1400], head[2400], *p, *line;
     FILE *f;
     long size;
     size_t body;
@@ -491,7 +512,7 @@ static int unit_read(const repro *r, const unit *u, unit_res *res) {
     if (!kv.key || !kv.val) goto done;
     for (line = kv.buf + strlen(head); *line; line = p + 1) {
         char *sp, *end;
-        p = strchr(line, '\n');
+        if (!(p = strchr(line, '\n'))) goto done;
         *p = 0;
         sp = strchr(line, ' ');
         if (!sp) goto done;
@@ -546,7 +567,7 @@ static int write_atomic(const char *path, const char *data, size_t n) {
 
 /* The unit's file from its text (header and CRC added). */
 static int unit_write(const repro *r, const unit *u, text *body) {
-    char path[1400], head[1024];
+    char path[1400], head[2400];
     text all;
     int rc;
     memset(&all, 0, sizeof all);
@@ -574,8 +595,11 @@ static int task_load(repro *r, int t) {
     if (!(c->sft = sft_model(&c->tk, o, NULL))) return -1;
     cfg = perpo_model_config(c->sft);
     if (dataset_make(&c->test, &c->tk, cfg, split_test_base(o->test_seed), 0, o->n_test) != 0 ||
-        dataset_make(&c->diag_items, &c->tk, cfg, split_diag_base(o->test_seed), 0, o->n_diag) != 0)
-        return fail("test items", PERPO_ERR_NOMEM) ? -1 : -1;
+        dataset_make(&c->diag_items, &c->tk, cfg, split_diag_base(o->test_seed), 0, o->n_diag) !=
+            0) {
+        fail("test items", PERPO_ERR_NOMEM);
+        return -1;
+    }
     if (diag_init(&c->dg, c->sft, &c->tk, &c->diag_items, (uint64_t)o->test_seed * 7919u + 11u) !=
         PERPO_OK) {
         fprintf(stderr, "error: the diagnostics' lists of the %s SFT model\n", c->tk.name);
@@ -668,9 +692,8 @@ static int compute_pref(repro *r, const unit *u, text *out) {
     point_options(r, p, &o);
     if (make_pref_prompts(&prefs, &c->tk, &o, perpo_model_config(c->sft), u->seed) != 0)
         return fail("preference prompts", PERPO_ERR_NOMEM);
-    rr = (run_result *)calloc(1, sizeof *rr);
-    if (rr) rr->perpo_text = (char *)calloc((size_t)c->test.n, c->test.cap);
-    if (!rr || !rr->perpo_text) {
+    rr = (run_result *)calloc(1, sizeof *rr); /* perpo_text NULL: the answers are not kept */
+    if (!rr) {
         rc = fail("results", PERPO_ERR_NOMEM);
     } else if (run_preference(&c->tk, &o, u->seed, c->sft, &c->test, &prefs, &c->dg, rr, 0) != 0) {
         if (rr->lists_sampled > 0 && rr->lists_kept == 0) { /* the margin kept no list */
@@ -689,7 +712,6 @@ static int compute_pref(repro *r, const unit *u, text *out) {
         }
         rc = 0;
     }
-    if (rr) free(rr->perpo_text);
     free(rr);
     dataset_free(&prefs);
     return rc;
@@ -1383,13 +1405,27 @@ static int write_reports(repro *r) {
 }
 
 /* ---- main ---------------------------------------------------------------------------------- */
+/* The CRC-32 of a whole file, or 0 when it cannot be read (loading it fails later, loudly). */
+static uint32_t file_crc(const char *path) {
+    unsigned char chunk[1 << 16];
+    uint32_t crc = 0;
+    size_t n;
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) crc = perpo_crc32(crc, chunk, n);
+    if (ferror(f)) crc = 0;
+    fclose(f);
+    return crc;
+}
+
+/* The task's settings: its checkpoint (path and contents: `make pretrain` rewrites it in place)
+   and its options. */
 static void task_sig(repro *r, int t) {
     const options *o = &r->t[t].base;
-    snprintf(r->t[t].sig, sizeof r->t[t].sig,
-             "ckpt=%s test=%d test_seed=%d diag=%d bon=%d steps=%d rounds=%d lr=%.17g lists=%d "
-             "temperature=%.17g top_p=%.17g pref_data_seed=%d n_pref=%d",
-             o->sft_ckpt, o->n_test, o->test_seed, o->n_diag, BON_MAX, o->pref_steps, o->rounds,
-             o->pref_lr, o->lists_per_step, o->temperature, o->top_p, o->pref_data_seed, o->n_pref);
+    char opts[800];
+    options_sig(o, opts, sizeof opts);
+    snprintf(r->t[t].sig, sizeof r->t[t].sig, "ckpt=%s ckpt_crc=%08x bon=%d %s", o->sft_ckpt,
+             (unsigned)file_crc(o->sft_ckpt), BON_MAX, opts);
 }
 
 int main(int argc, char **argv) {
@@ -1470,6 +1506,11 @@ int main(int argc, char **argv) {
     for (i = 0; i < N_TASKS; i++) {
         task_options(ro, i, &r.t[i].base);
         task_sig(&r, i);
+    }
+    if (strlen(ro->out) >= sizeof r.dir) {
+        fprintf(stderr, "error: --out: a folder name of at most %d characters\n",
+                (int)sizeof r.dir - 1);
+        return 2;
     }
     snprintf(r.dir, sizeof r.dir, "%s", ro->out);
     {

@@ -1,11 +1,12 @@
 #!/bin/sh
 # make test-repro: examples/repro.c end to end at its --quick size, and its resume.
-#   1. a fresh run writes every experiment's JSON and SVG (with error bars) and README.md;
+#   1. a fresh run writes every experiment's JSON and SVG (with error bars) and README.md, and
+#      every unit's key holds its checkpoint's CRC and, for a preference unit, its point's settings;
 #   2. a copy with three unit files damaged (one deleted, one cut short, one value changed so
 #      that its CRC no longer matches) and the reports deleted, run again with another thread
 #      count: exactly those three are computed again and every report is the same to the byte;
-#   3. a copy with every unit of seed 2 deleted, run and SIGKILLed after a few seconds, then run
-#      to the end: every report is the same to the byte again;
+#   3. a copy with every unit of seed 2 deleted, run and SIGKILLed as soon as its first unit is
+#      written, then run to the end: every report is the same to the byte again;
 #   4. a run over a finished folder computes nothing.
 # Usage: sh tests/repro_check.sh BUILD_DIR
 set -u
@@ -32,6 +33,13 @@ grep -q '"Best-of-N (oracle)"' "$d/a/list_size.json" || die "list_size.json has 
 grep -q '"greedy_blank_image_mean_iou"' "$d/a/reliance.json" || die "reliance.json has no blank-image IoU"
 grep -q '"edit_distance_d3"' "$d/a/ocr_density.json" || die "ocr_density.json has no density 3"
 n_units=$(ls "$d/a/points" | wc -l)
+# every unit's key holds its checkpoint's contents (CRC-32: gzip's trailer carries the same one)
+for c in examples/models/grounding_sft_k2048.ckpt examples/models/dense_ocr_sft.ckpt; do
+    crc=$(gzip -c "$c" | tail -c 8 | head -c 4 | od -An -tx4 | tr -d ' \n')
+    grep -lq "ckpt=$c ckpt_crc=$crc " "$d/a/points"/*.txt || die "no unit names $c with its CRC $crc"
+done
+grep -q ' point .* n=4 .* objective=dpo,perpo$' "$d/a/points/grounding_n4_beta0.1_gamma0.5_margin0.3_p8_dpo-perpo_s1.txt" ||
+    die "a preference unit's key does not hold its point's settings"
 
 # 2. damaged unit files
 cp -r "$d/a" "$d/b" && rm -f "$d/b"/*.json "$d/b"/*.svg "$d/b/README.md"
@@ -48,10 +56,18 @@ same a b
 
 # 3. killed midway, then run to the end
 cp -r "$d/a" "$d/c" && rm -f "$d/c"/*.json "$d/c"/*.svg "$d/c/README.md" "$d/c/points"/*_s2.txt
-timeout -s KILL 4 "$R" --quick --threads 1 --verbose 0 --out "$d/c" > /dev/null 2>&1
+units_in() { ls "$1/points" | grep -c '\.txt$'; }
+before=$(units_in "$d/c")
+"$R" --quick --threads 1 --verbose 0 --out "$d/c" > /dev/null 2>&1 &
+pid=$!
+while kill -0 "$pid" 2> /dev/null && [ "$(units_in "$d/c")" -le "$before" ]; do sleep 0.05; done
+kill -KILL "$pid" 2> /dev/null
+wait "$pid" 2> /dev/null
+[ $? = 137 ] || die "the run finished before it could be killed midway"
+[ "$(units_in "$d/c")" -lt "$n_units" ] || die "the killed run left no unit to compute"
 "$R" --quick --threads 1 --verbose 0 --out "$d/c" > "$d/c.out" 2> "$d/c.err" || die "the run after a kill failed"
 same a c
-[ "$(ls "$d/c/points" | grep -c '\.txt$')" = "$n_units" ] || die "unit files: $(ls "$d/c/points" | wc -l), expected $n_units"
+[ "$(units_in "$d/c")" = "$n_units" ] || die "unit files: $(ls "$d/c/points" | wc -l), expected $n_units"
 
 # 4. nothing left to do
 "$R" --quick --verbose 0 --out "$d/a" > /dev/null 2> "$d/d.err" || die "the run over a finished folder failed"
