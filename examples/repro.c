@@ -59,12 +59,19 @@ typedef struct repro_opts {
         ocr_pref_steps;
 } repro_opts;
 
+#define COUNT(a) (int)(sizeof(a) / sizeof((a)[0]))
 static const int list_sizes[] = { 2, 4, 8, 12, 16, 20 };
-#define N_SIZES (int)(sizeof list_sizes / sizeof list_sizes[0])
+#define N_SIZES COUNT(list_sizes)
 static const double betas[] = { 0.05, 0.1, 0.2, 0.5, 1 };
 static const double gammas[] = { 0, 0.25, 0.5, 1, 2 };
 static const double margins[] = { 0, 0.3, 0.5, 0.8 };
 static const int data_fraction[] = { 8, 4, 2, 1 }; /* all prompts / this */
+/* every sweep fits a figure's MAX_X points (a compile error otherwise) */
+typedef char repro_sweeps_fit[COUNT(list_sizes) <= MAX_X && COUNT(betas) <= MAX_X &&
+                                      COUNT(gammas) <= MAX_X && COUNT(margins) <= MAX_X &&
+                                      COUNT(data_fraction) <= MAX_X
+                                  ? 1
+                                  : -1];
 
 /* A sweep of one setting of the grounding regime. */
 typedef struct sweep {
@@ -201,31 +208,40 @@ static int sweep_xs(const repro *r, const sweep *sw, double *xs) {
         for (i = 0; i < N_SIZES; i++) xs[n++] = list_sizes[i];
         break;
     case F_BETA:
-        for (i = 0; i < 5; i++) xs[n++] = betas[i];
+        for (i = 0; i < COUNT(betas); i++) xs[n++] = betas[i];
         break;
     case F_GAMMA:
-        for (i = 0; i < 5; i++) xs[n++] = gammas[i];
+        for (i = 0; i < COUNT(gammas); i++) xs[n++] = gammas[i];
         break;
     case F_MARGIN:
-        for (i = 0; i < 4; i++) xs[n++] = margins[i];
+        for (i = 0; i < COUNT(margins); i++) xs[n++] = margins[i];
         break;
     default:
-        for (i = 0; i < 4; i++) xs[n++] = full / data_fraction[i];
+        for (i = 0; i < COUNT(data_fraction); i++) xs[n++] = full / data_fraction[i];
         break;
     }
     return n;
 }
 
-/* The index of the point (added when new), its objectives widened to what the caller needs. */
-static int find_point(repro *r, const point *p, int dpo, int perpo) {
+/* The index of the point with p's settings, or -1. */
+static int point_index(const repro *r, const point *p) {
     int i;
     for (i = 0; i < r->n_pts; i++) {
         const point *q = &r->pts[i];
         if (q->task == p->task && q->n == p->n && q->beta == p->beta && q->gamma == p->gamma &&
             q->margin == p->margin && q->n_pref == p->n_pref)
-            break;
+            return i;
     }
-    if (i == r->n_pts) r->pts[r->n_pts++] = *p;
+    return -1;
+}
+
+/* The index of the point (added when new), its objectives widened to what the caller needs. */
+static int find_point(repro *r, const point *p, int dpo, int perpo) {
+    int i = point_index(r, p);
+    if (i < 0) {
+        i = r->n_pts;
+        r->pts[r->n_pts++] = *p;
+    }
     r->pts[i].dpo |= dpo;
     r->pts[i].perpo |= perpo;
     return i;
@@ -735,17 +751,7 @@ static const char *unit_label(const repro *r, const unit *u, char *buf, size_t c
     return buf;
 }
 
-static int point_index(const repro *r, const point *p) {
-    int i;
-    for (i = 0; i < r->n_pts; i++) {
-        const point *q = &r->pts[i];
-        if (q->task == p->task && q->n == p->n && q->beta == p->beta && q->gamma == p->gamma &&
-            q->margin == p->margin && q->n_pref == p->n_pref)
-            return i;
-    }
-    return -1;
-}
-/* Which units the selected experiments read. */
+/* Is experiment id in --only's comma-separated list (every one when it is empty or "all")? */
 static int experiment_selected(const repro *r, const char *id) {
     const char *l = r->ro.only;
     size_t n = strlen(id);
@@ -757,6 +763,8 @@ static int experiment_selected(const repro *r, const char *id) {
     }
     return 0;
 }
+
+/* Does a selected experiment read the unit? */
 static int unit_needed(const repro *r, const unit *u) {
     point p;
     int s, i;
