@@ -305,16 +305,31 @@ static float task_reward(const char *response, size_t len, size_t item, void *us
     return r->tk->reward(response, len, ds_answer(r->d, (int)item));
 }
 
-/* Best-of-N with the oracle reward: each item's highest-reward sample, scored. */
+/* Scores, for every item of set (sampled from d in order), its highest-reward answer among its
+   first k samples (the first one on ties). */
+static void score_best_of(const task *tk, const dataset *d, const perpo_pref_set *set, int k,
+                          scores *out) {
+    double sum[EX_MAX_METRICS] = { 0 }, weight[EX_MAX_METRICS] = { 0 };
+    size_t i;
+    int j;
+    for (i = 0; i < set->n_lists; i++) {
+        const perpo_pref_list *l = &set->lists[i];
+        int best = 0;
+        for (j = 1; j < k; j++)
+            if (l->rewards[j] > l->rewards[best]) best = j;
+        tk->score(l->responses[best], strlen(l->responses[best]), ds_answer(d, (int)i), d->group[i],
+                  sum, weight);
+    }
+    scores_finish(tk, sum, weight, out);
+}
+
+/* Best-of-N with the oracle reward: n_samples answers per item, the highest-reward one scored. */
 static perpo_status best_of_n(perpo_model *m, const task *tk, const dataset *d, const options *o,
                               uint64_t seed, scores *out) {
     perpo_sample_config sc = perpo_sample_default();
     perpo_pref_set set;
     reward_ctx rc;
-    double sum[EX_MAX_METRICS] = { 0 }, weight[EX_MAX_METRICS] = { 0 };
     perpo_status st;
-    size_t i;
-    int k;
     sc.temperature = (float)o->temperature;
     sc.top_p = (float)o->top_p;
     sc.seed = seed;
@@ -323,14 +338,7 @@ static perpo_status best_of_n(perpo_model *m, const task *tk, const dataset *d, 
     if ((st = perpo_pref_sample(m, d->examples, (size_t)d->n, o->n_samples, &sc, task_reward, &rc,
                                 &set)) != PERPO_OK)
         return st;
-    for (i = 0; i < set.n_lists; i++) {
-        int best = 0;
-        for (k = 1; k < o->n_samples; k++)
-            if (set.lists[i].rewards[k] > set.lists[i].rewards[best]) best = k;
-        tk->score(set.lists[i].responses[best], strlen(set.lists[i].responses[best]),
-                  ds_answer(d, (int)i), d->group[i], sum, weight);
-    }
-    scores_finish(tk, sum, weight, out);
+    score_best_of(tk, d, &set, o->n_samples, out);
     perpo_pref_set_free(&set);
     return PERPO_OK;
 }

@@ -7,7 +7,8 @@
 #      count: exactly those three are computed again and every report is the same to the byte;
 #   3. a copy with every unit of seed 2 deleted, run and SIGKILLed as soon as its first unit is
 #      written, then run to the end: every report is the same to the byte again;
-#   4. a run over a finished folder computes nothing.
+#   4. a run over a finished folder computes nothing, and one with other preference steps keeps
+#      the units that do not depend on them.
 # Usage: sh tests/repro_check.sh BUILD_DIR
 set -u
 B=${1:-build}
@@ -73,4 +74,8 @@ same a c
 "$R" --quick --verbose 0 --out "$d/a" > /dev/null 2> "$d/d.err" || die "the run over a finished folder failed"
 grep -q " 0 to compute" "$d/d.err" || die "a finished folder computed again: $(head -1 "$d/d.err")"
 same c a
+# other preference steps: the SFT scores and Best-of-N (2 tasks, 2 seeds) do not depend on them,
+# nor does OCR's preference stage (2 seeds)
+"$R" --quick --plan 1 --pref-steps 3 --out "$d/a" > /dev/null 2> "$d/e.err" || die "--plan failed"
+grep -q " 6 done before" "$d/e.err" || die "other --pref-steps: expected 6 units kept: $(head -1 "$d/e.err")"
 echo "repro --quick: $n_units units, 7 experiments written; 3 damaged units found and computed again, a killed run resumed, reports byte-identical (1 and 2 threads)"
