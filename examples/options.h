@@ -71,9 +71,9 @@ static const perpo_objective ex_objective_kinds[EX_MAX_OBJECTIVES] = {
     PERPO_OBJ_DPO, PERPO_OBJ_PERPO, PERPO_OBJ_LIPO, PERPO_OBJ_LISTMLE
 };
 
-/* Is the word w[0..len) the objective's flag, its name in lower case ("perpo" for PerPO)? */
-static int objective_flag_is(const char *w, size_t len, perpo_objective kind) {
-    const char *name = perpo_objective_name(kind);
+/* ---- Comma-separated lists of names (--objective; repro's --only) ---------------------------- */
+/* Is the word w[0..len) name, in lower case ("perpo" for the objective PerPO)? */
+static int word_is(const char *w, size_t len, const char *name) {
     size_t i;
     if (strlen(name) != len) return 0;
     for (i = 0; i < len; i++)
@@ -81,15 +81,33 @@ static int objective_flag_is(const char *w, size_t len, perpo_objective kind) {
     return 1;
 }
 
-/* Is the objective's flag in the comma-separated list (or is the list "all")? */
-static int objective_wanted(const char *list, perpo_objective kind) {
+/* Is name a word of the comma-separated list (or is the list "all")? */
+static int list_has(const char *list, const char *name) {
     if (strcmp(list, "all") == 0) return 1;
     while (*list) {
         size_t len = strcspn(list, ",");
-        if (objective_flag_is(list, len, kind)) return 1;
+        if (word_is(list, len, name)) return 1;
         list += len + (list[len] == ',');
     }
     return 0;
+}
+
+/* Is every word of the comma-separated list one of names[0..n) (or is the list "all")? */
+static int list_known(const char *list, const char *const *names, int n) {
+    if (strcmp(list, "all") == 0) return 1;
+    while (*list) {
+        size_t len = strcspn(list, ",");
+        int k;
+        for (k = 0; k < n && !word_is(list, len, names[k]); k++) {}
+        if (k == n) return 0;
+        list += len + (list[len] == ',');
+    }
+    return 1;
+}
+
+/* Is the objective's flag in the comma-separated list (or is the list "all")? */
+static int objective_wanted(const char *list, perpo_objective kind) {
+    return list_has(list, perpo_objective_name(kind));
 }
 
 static int parse_options(int argc, char **argv, options *o) {
@@ -197,19 +215,15 @@ static int parse_options(int argc, char **argv, options *o) {
         ex_options_parse(argc, argv, spec, sizeof spec / sizeof spec[0], o->description, stderr);
     if (rc) return rc;
     {
-        const char *p = o->objective;
-        while (strcmp(o->objective, "all") != 0 && *p) { /* every comma-separated name known */
-            size_t len = strcspn(p, ","), k2;
-            for (k2 = 0; k2 < EX_MAX_OBJECTIVES; k2++)
-                if (objective_flag_is(p, len, ex_objective_kinds[k2])) break;
-            if (k2 == EX_MAX_OBJECTIVES) {
-                fprintf(
-                    stderr,
+        const char *names[EX_MAX_OBJECTIVES];
+        int k;
+        for (k = 0; k < EX_MAX_OBJECTIVES; k++)
+            names[k] = perpo_objective_name(ex_objective_kinds[k]);
+        if (!list_known(o->objective, names, EX_MAX_OBJECTIVES)) {
+            fprintf(stderr,
                     "bad --objective \"%s\" (comma-separated dpo, perpo, lipo, listmle, or all)\n",
                     o->objective);
-                return -1;
-            }
-            p += len + (p[len] == ',');
+            return -1;
         }
     }
     if (o->lists_per_step * (o->n_samples + o->nll_truth) > o->max_batch) {

@@ -507,4 +507,42 @@ EX_FN double ex_spearman(const double *x, const double *y, int n, int *ok) {
     return *ok ? sxy / sqrt(sxx * syy) : 0.0;
 }
 
+/* Mean and sd (over n - 1) of the finite values of v[0..n); returns how many there are (mean and
+   sd NaN when none, sd 0 for one). A non-finite value is a seed without a result (a run whose
+   margin kept no list), left out rather than averaged in. */
+EX_FN int ex_mean_sd(const double *v, int n, double *mean, double *sd) {
+    double s = 0, q = 0;
+    int i, c = 0;
+    for (i = 0; i < n; i++)
+        if (isfinite(v[i])) {
+            s += v[i];
+            c++;
+        }
+    *mean = c ? s / c : NAN;
+    for (i = 0; i < n; i++)
+        if (isfinite(v[i])) q += (v[i] - *mean) * (v[i] - *mean);
+    *sd = c > 1 ? sqrt(q / (c - 1)) : c ? 0.0 : NAN;
+    return c;
+}
+
+/* A table cell of v[0..n) times scale with `digits` decimals, signed or not: "mean ± sd", the
+   mean alone for one value, " (c of n)" after it when only c of the values are finite, "n/a"
+   when none is. */
+EX_FN void ex_format_mean_sd(const double *v, int n, double scale, int digits, int sign, char *out,
+                             size_t cap) {
+    double mean, sd;
+    int c = ex_mean_sd(v, n, &mean, &sd), len;
+    if (!c) {
+        snprintf(out, cap, "n/a");
+        return;
+    }
+    if (c > 1)
+        len = snprintf(out, cap, sign ? "%+.*f ± %.*f" : "%.*f ± %.*f", digits, mean * scale,
+                       digits, sd * scale);
+    else
+        len = snprintf(out, cap, sign ? "%+.*f" : "%.*f", digits, mean * scale);
+    if (c < n && len >= 0 && (size_t)len < cap)
+        snprintf(out + len, cap - (size_t)len, " (%d of %d)", c, n);
+}
+
 #endif /* PERPO_EXAMPLES_REPORT_H */

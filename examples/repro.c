@@ -744,15 +744,7 @@ static const char *unit_label(const repro *r, const unit *u, char *buf, size_t c
 
 /* Is experiment id in --only's comma-separated list (every one when it is empty or "all")? */
 static int experiment_selected(const repro *r, const char *id) {
-    const char *l = r->ro.only;
-    size_t n = strlen(id);
-    if (!l || !*l || strcmp(l, "all") == 0) return 1;
-    while (*l) {
-        size_t len = strcspn(l, ",");
-        if (len == n && strncmp(l, id, n) == 0) return 1;
-        l += len + (l[len] == ',');
-    }
-    return 0;
+    return !r->ro.only || !*r->ro.only || list_has(r->ro.only, id);
 }
 
 /* Does a selected experiment read the unit? */
@@ -875,22 +867,6 @@ static double mval(const mres *m, int f) {
                            : m->d.greedy_blank[f - FV_GBLANK];
 }
 
-/* Mean and sd of the finite values (NaN when there are none). */
-static void stats(const double *v, int n, double *mean, double *sd, int *count) {
-    double s = 0, q = 0;
-    int i, c = 0;
-    for (i = 0; i < n; i++)
-        if (isfinite(v[i])) {
-            s += v[i];
-            c++;
-        }
-    *mean = c ? s / c : NAN;
-    for (i = 0; i < n; i++)
-        if (isfinite(v[i])) q += (v[i] - *mean) * (v[i] - *mean);
-    *sd = c > 1 ? sqrt(q / (c - 1)) : c ? 0.0 : NAN;
-    if (count) *count = c;
-}
-
 /* An experiment's table: methods x points x seeds of records, and the two panels' fields. */
 #define MAX_METHODS 4
 typedef struct xtab {
@@ -901,7 +877,7 @@ typedef struct xtab {
     double x[MAX_X];
     const char *method[MAX_METHODS];
     const mres *m[MAX_METHODS][MAX_X][MAX_SEEDS];
-    int nolists[MAX_X];
+    int nolists[MAX_X][MAX_SEEDS]; /* the seed's margin kept no list at the point */
     int field[2][MAX_X];
     const char *panel[2];
     double scale[2];
@@ -918,14 +894,29 @@ static int method_index(const xtab *t, const char *name) {
     return -1;
 }
 
+/* How many seeds' margin kept no list at point xi. */
+static int nolist_seeds(const xtab *t, int xi) {
+    int s, c = 0;
+    for (s = 0; s < t->seeds; s++) c += t->nolists[xi][s];
+    return c;
+}
+/* The first seed's record of method mi at point xi that has diagnostics, or NULL. */
+static const mres *diag_record(const xtab *t, int mi, int xi) {
+    int s;
+    for (s = 0; s < t->seeds; s++)
+        if (t->m[mi][xi][s] && t->m[mi][xi][s]->d.has) return t->m[mi][xi][s];
+    return NULL;
+}
+
 static void json_stat(ex_json *j, const char *key, const double *v, int n) {
     double mean, sd;
     int i, c;
-    stats(v, n, &mean, &sd, &c);
+    c = ex_mean_sd(v, n, &mean, &sd);
     ex_json_key(j, key);
     ex_json_object_begin(j);
     ex_json_kv_number(j, "mean", mean);
     ex_json_kv_number(j, "sd", sd);
+    ex_json_kv_int(j, "n", c); /* the seeds with a value (null: no model, no list kept) */
     ex_json_key(j, "values");
     ex_json_array_begin(j);
     for (i = 0; i < n; i++) ex_json_number(j, v[i]);
@@ -1002,11 +993,11 @@ static int write_json(const repro *r, const xtab *t, const task_ctx *c, const ch
     for (xi = 0; xi < t->nx; xi++) {
         ex_json_object_begin(&j);
         ex_json_kv_number(&j, "x", t->x[xi]);
-        ex_json_kv_bool(&j, "no_list_passed_the_margin", t->nolists[xi]);
+        ex_json_kv_int(&j, "seeds_where_no_list_passed_the_margin", nolist_seeds(t, xi));
         ex_json_key(&j, "methods");
         ex_json_array_begin(&j);
         for (mi = 0; mi < t->nm; mi++) {
-            const mres *m0 = t->m[mi][xi][0];
+            const mres *m0 = diag_record(t, mi, xi);
             ex_json_object_begin(&j);
             ex_json_kv_string(&j, "method", t->method[mi]);
             cell_values(t, mi, xi, t->field[0][xi], v);
@@ -1015,7 +1006,7 @@ static int write_json(const repro *r, const xtab *t, const task_ctx *c, const ch
                 cell_values(t, mi, xi, k, v);
                 json_stat(&j, tk->metric_key[k], v, t->seeds);
             }
-            if (m0 && m0->d.has) {
+            if (m0) {
                 ex_json_key(&j, "diagnostics");
                 ex_json_object_begin(&j);
                 for (k = 0; k < tk->n_metrics; k++) {
@@ -1102,7 +1093,7 @@ static int write_svg(const xtab *t, const char *path) {
             for (xi = 0; xi < t->nx; xi++) {
                 double v[MAX_SEEDS], mean, s;
                 cell_values(t, mi, xi, t->field[pn][xi], v);
-                stats(v, t->seeds, &mean, &s, NULL);
+                ex_mean_sd(v, t->seeds, &mean, &s);
                 xs[mi][xi] = (float)t->x[xi];
                 ys[pn][mi][xi] = (float)(mean * t->scale[pn]);
                 sd[pn][mi][xi] = (float)(s * t->scale[pn]);
@@ -1128,21 +1119,6 @@ static int write_svg(const xtab *t, const char *path) {
     rc = fclose(f) != 0 || rc ? -1 : write_atomic(path, buf, len);
     free(buf);
     return rc;
-}
-
-/* "mean ± sd" of values (scaled), or "n/a". */
-static void md_cell(const double *v, int n, double scale, int digits, int sign, char *out,
-                    size_t cap) {
-    double mean, sd;
-    int c;
-    stats(v, n, &mean, &sd, &c);
-    if (!c)
-        snprintf(out, cap, "n/a");
-    else if (n > 1)
-        snprintf(out, cap, sign ? "%+.*f ± %.*f" : "%.*f ± %.*f", digits, mean * scale, digits,
-                 sd * scale);
-    else
-        snprintf(out, cap, sign ? "%+.*f" : "%.*f", digits, mean * scale);
 }
 
 /* The experiment's section of OUT/README.md. */
@@ -1171,15 +1147,21 @@ static void write_md(const xtab *t, text *md) {
     for (k = 0; k < t->nm + np; k++) text_add(md, "---|");
     text_add(md, "\n");
     for (xi = 0; xi < t->nx; xi++) {
-        text_add(md, "| %g%s |", t->x[xi], t->nolists[xi] ? " (no list kept)" : "");
+        int nl = nolist_seeds(t, xi);
+        if (nl == t->seeds)
+            text_add(md, "| %g (no list kept) |", t->x[xi]);
+        else if (nl)
+            text_add(md, "| %g (no list kept for %d of %d seeds) |", t->x[xi], nl, t->seeds);
+        else
+            text_add(md, "| %g |", t->x[xi]);
         for (mi = 0; mi < t->nm; mi++) {
             cell_values(t, mi, xi, t->field[0][xi], v);
-            md_cell(v, t->seeds, t->scale[0], dg, 0, cell, sizeof cell);
+            ex_format_mean_sd(v, t->seeds, t->scale[0], dg, 0, cell, sizeof cell);
             text_add(md, " %s |", cell);
         }
         for (k = 0; k < np; k++) {
             paired(t, pa[k][0], pa[k][1], xi, t->field[0][xi], v);
-            md_cell(v, t->seeds, t->scale[0], dg, 1, cell, sizeof cell);
+            ex_format_mean_sd(v, t->seeds, t->scale[0], dg, 1, cell, sizeof cell);
             text_add(md, " %s |", cell);
         }
         text_add(md, "\n");
@@ -1196,21 +1178,19 @@ static void write_md(const xtab *t, text *md) {
     text_add(md, "\n");
     for (xi = 0; xi < t->nx; xi++)
         for (mi = 0; mi < t->nm; mi++) {
-            const mres *m0 = t->m[mi][xi][0];
-            if (!m0 || !m0->d.has ||
-                (xi > 0 && (t->diag_once || strcmp(t->method[mi], "SFT") == 0)))
-                continue;
+            const mres *m0 = diag_record(t, mi, xi);
+            if (!m0 || (xi > 0 && (t->diag_once || strcmp(t->method[mi], "SFT") == 0))) continue;
             if (t->diag_once)
                 text_add(md, "| all | %s |", t->method[mi]);
             else
                 text_add(md, "| %g | %s |", t->x[xi], t->method[mi]);
             cell_values(t, mi, xi, FV_SAMPLED + mm, v);
-            md_cell(v, t->seeds, tk->metric_scale[mm], tk->metric_scale[mm] == 100 ? 1 : 3, 0, cell,
-                    sizeof cell);
+            ex_format_mean_sd(v, t->seeds, tk->metric_scale[mm],
+                              tk->metric_scale[mm] == 100 ? 1 : 3, 0, cell, sizeof cell);
             text_add(md, " %s |", cell);
             for (k = 0; k < (int)(sizeof dcol / sizeof dcol[0]); k++) {
                 cell_values(t, mi, xi, dcol[k].f, v);
-                md_cell(v, t->seeds, 1, dcol[k].digits, dcol[k].sign, cell, sizeof cell);
+                ex_format_mean_sd(v, t->seeds, 1, dcol[k].digits, dcol[k].sign, cell, sizeof cell);
                 text_add(md, " %s |", cell);
             }
             text_add(md, "\n");
@@ -1223,7 +1203,7 @@ static void fill_point(const repro *r, xtab *t, int mi, int xi, const point *p, 
     for (s = 0; s < t->seeds; s++) {
         const unit_res *u = pi < 0 ? NULL : find_res(r, U_PREF, p->task, pi, r->ro.seed + s);
         t->m[mi][xi][s] = u && u->m[which].present ? &u->m[which] : NULL;
-        if (u && u->nolists) t->nolists[xi] = 1;
+        t->nolists[xi][s] = u && u->nolists;
     }
 }
 static void fill_sft(const repro *r, xtab *t, int mi, int xi, int task) {
@@ -1266,7 +1246,7 @@ static int table_complete(const xtab *t) {
     for (mi = 0; mi < t->nm; mi++)
         for (xi = 0; xi < t->nx; xi++)
             for (s = 0; s < t->seeds; s++)
-                if (!t->m[mi][xi][s] && !t->nolists[xi]) return 0;
+                if (!t->m[mi][xi][s] && !t->nolists[xi][s]) return 0;
     return 1;
 }
 
@@ -1367,7 +1347,7 @@ static int write_reports(repro *r) {
                     cell_values(t, mi, 0, t->field[pn][0], a);
                     cell_values(t, mi, 1, t->field[pn][1], b);
                     for (s = 0; s < t->seeds; s++) v[s] = a[s] - b[s];
-                    md_cell(v, t->seeds, 1, pn ? 2 : 3, 0, cell, sizeof cell);
+                    ex_format_mean_sd(v, t->seeds, 1, pn ? 2 : 3, 0, cell, sizeof cell);
                     text_add(&md, " %s |", cell);
                 }
                 text_add(&md, "\n");
@@ -1481,22 +1461,15 @@ int main(int argc, char **argv) {
     rc = ex_options_parse(n, args, spec, sizeof spec / sizeof spec[0], description, stderr);
     free(args);
     if (rc) return rc > 0 ? 0 : 2;
-    if (ro->only && strcmp(ro->only, "all") != 0) { /* every name one of the experiments */
+    {
         static const char *const ids[] = { "list_size", "reliance", "beta",       "gamma",
                                            "margin",    "data",     "ocr_density" };
-        const char *l = ro->only;
-        while (*l) {
-            size_t len = strcspn(l, ","), k;
-            for (k = 0; k < sizeof ids / sizeof ids[0]; k++)
-                if (strlen(ids[k]) == len && strncmp(l, ids[k], len) == 0) break;
-            if (k == sizeof ids / sizeof ids[0]) {
-                fprintf(stderr,
-                        "bad --only \"%s\" (comma-separated: list_size, reliance, beta, "
-                        "gamma, margin, data, ocr_density)\n",
-                        ro->only);
-                return 2;
-            }
-            l += len + (l[len] == ',');
+        if (ro->only && !list_known(ro->only, ids, (int)(sizeof ids / sizeof ids[0]))) {
+            fprintf(stderr,
+                    "bad --only \"%s\" (comma-separated: list_size, reliance, beta, gamma, "
+                    "margin, data, ocr_density)\n",
+                    ro->only);
+            return 2;
         }
     }
 #ifdef _OPENMP

@@ -14,15 +14,6 @@
 #include "diagnostics.h"
 #include "preference.h"
 
-static void mean_std(const double *v, int n, double *mean, double *sd) {
-    double s = 0, q = 0;
-    int i;
-    for (i = 0; i < n; i++) s += v[i];
-    *mean = s / n;
-    for (i = 0; i < n; i++) q += (v[i] - *mean) * (v[i] - *mean);
-    *sd = n > 1 ? sqrt(q / (n - 1)) : 0.0;
-}
-
 /* ---- The table ----------------------------------------------------------------------------- */
 static int table_width(const task *tk, int k, int seeds) {
     int w = (int)strlen(tk->metric_head[k]), cell = seeds > 1 ? 13 : 7;
@@ -32,14 +23,10 @@ static int table_width(const task *tk, int k, int seeds) {
    `digits` decimals, signed or not. */
 static void diag_cell(const run_result *runs, int n, int i, size_t offset, int digits, int sign,
                       char *cell, size_t cap) {
-    double v[100], mean, sd;
+    double v[100];
     int s;
     for (s = 0; s < n; s++) v[s] = *(const double *)((const char *)&runs[s].m[i].diag + offset);
-    mean_std(v, n, &mean, &sd);
-    if (n > 1)
-        snprintf(cell, cap, sign ? "%+.*f ± %.*f" : "%.*f ± %.*f", digits, mean, digits, sd);
-    else
-        snprintf(cell, cap, sign ? "%+.*f" : "%.*f", digits, mean);
+    ex_format_mean_sd(v, n, 1, digits, sign, cell, cap);
 }
 
 /* The diagnostics table (see "Diagnostics"): one row per trained model. */
@@ -77,17 +64,12 @@ static void print_diagnostics(const task *tk, const options *o, const run_result
     }
     printf("\n");
     for (i = 0; i < runs[0].n_methods; i++) {
-        double v[100], mean, sd;
+        double v[100];
         int s;
         if (!runs[0].m[i].diag.has) continue;
         printf("| %-24s |", runs[0].m[i].name);
         for (s = 0; s < n; s++) v[s] = runs[s].m[i].diag.sampled[mm] * tk->metric_scale[mm];
-        mean_std(v, n, &mean, &sd);
-        if (n > 1)
-            snprintf(cell, sizeof cell, tk->metric_scale[mm] == 100 ? "%.1f ± %.1f" : "%.3f ± %.3f",
-                     mean, sd);
-        else
-            snprintf(cell, sizeof cell, tk->metric_scale[mm] == 100 ? "%.1f" : "%.3f", mean);
+        ex_format_mean_sd(v, n, 1, tk->metric_scale[mm] == 100 ? 1 : 3, 0, cell, sizeof cell);
         printf(" %-*s |", w + (n > 1 ? 1 : 0), cell);
         for (c = 0; c < (int)(sizeof col / sizeof col[0]); c++) {
             diag_cell(runs, n, i, col[c].offset, col[c].digits, col[c].sign, cell, sizeof cell);
@@ -139,15 +121,10 @@ static void print_table(const task *tk, const options *o, const run_result *runs
     for (i = 0; i < runs[0].n_methods; i++) {
         printf("| %-24s |", runs[0].m[i].name);
         for (k = 0; k < tk->n_metrics; k++) {
-            double v[100], mean, sd;
+            double v[100];
             if (!tk->metric_head[k]) continue;
             for (s = 0; s < n; s++) v[s] = runs[s].m[i].s.v[k] * tk->metric_scale[k];
-            mean_std(v, n, &mean, &sd);
-            if (n > 1)
-                snprintf(cell, sizeof cell,
-                         tk->metric_scale[k] == 100 ? "%.1f ± %.1f" : "%.3f ± %.3f", mean, sd);
-            else
-                snprintf(cell, sizeof cell, tk->metric_scale[k] == 100 ? "%.1f" : "%.3f", mean);
+            ex_format_mean_sd(v, n, 1, tk->metric_scale[k] == 100 ? 1 : 3, 0, cell, sizeof cell);
             printf(" %-*s |", table_width(tk, k, n) + (n > 1 ? 1 : 0), cell); /* ± is 2 bytes */
         }
         printf("\n");
@@ -162,7 +139,7 @@ static void print_table(const task *tk, const options *o, const run_result *runs
             if (i == p) continue;
             for (s = 0; s < n; s++)
                 v[s] = (runs[s].m[p].s.v[mm] - runs[s].m[i].s.v[mm]) * tk->metric_scale[mm];
-            mean_std(v, n, &mean, &sd);
+            ex_mean_sd(v, n, &mean, &sd);
             printf("%s %s %+.2f", i ? "," : "", runs[0].m[i].name, mean);
             if (n > 1) printf(" ± %.2f", sd);
         }

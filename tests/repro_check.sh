@@ -33,6 +33,10 @@ grep -q 'stroke-width="1.5"' "$d/a/list_size.svg" || die "list_size.svg has no e
 grep -q '"Best-of-N (oracle)"' "$d/a/list_size.json" || die "list_size.json has no Best-of-N"
 grep -q '"greedy_blank_image_mean_iou"' "$d/a/reliance.json" || die "reliance.json has no blank-image IoU"
 grep -q '"edit_distance_d3"' "$d/a/ocr_density.json" || die "ocr_density.json has no density 3"
+# the data sweep's smallest sizes keep no list for some seeds: said per seed, means over the rest
+grep -q '^| 2 (no list kept for 1 of 2 seeds) | [^|]* | 25.0 (1 of 2) |' "$d/a/README.md" ||
+    die "a point where one seed kept no list is not reported per seed"
+grep -q '"seeds_where_no_list_passed_the_margin": 1' "$d/a/data.json" || die "data.json: no per-seed no-list count"
 n_units=$(ls "$d/a/points" | wc -l)
 # every unit's key holds its checkpoint's contents (CRC-32: gzip's trailer carries the same one)
 for c in examples/models/grounding_sft_k2048.ckpt examples/models/dense_ocr_sft.ckpt; do

@@ -903,6 +903,34 @@ static void tex_spearman(perpo_test *t) {
     CHECK(ex_spearman(a, a, 1, &ok) == 0.0 && ok == 0);
 }
 
+/* Mean ± sd over seeds, leaving out the seeds without a value (NaN), and its table cell. */
+static void tex_mean_sd(perpo_test *t) {
+    const double three[3] = { 1, 2, 6 }, gap[3] = { 1, NAN, 3 }, one[2] = { NAN, 0.0525 };
+    const double none[2] = { NAN, INFINITY };
+    double mean, sd;
+    char cell[64];
+    CHECK(ex_mean_sd(three, 3, &mean, &sd) == 3);
+    CHECK_NEAR(mean, 3.0, 1e-15, 0);
+    CHECK_NEAR(sd, sqrt(7.0), 1e-15, 0);
+    CHECK(ex_mean_sd(gap, 3, &mean, &sd) == 2);
+    CHECK_NEAR(mean, 2.0, 1e-15, 0);
+    CHECK_NEAR(sd, sqrt(2.0), 1e-15, 0);
+    CHECK(ex_mean_sd(one, 2, &mean, &sd) == 1 && sd == 0.0);
+    CHECK(ex_mean_sd(none, 2, &mean, &sd) == 0 && isnan(mean) && isnan(sd));
+    ex_format_mean_sd(three, 3, 100, 1, 0, cell, sizeof cell);
+    CHECK(strcmp(cell, "300.0 ± 264.6") == 0);
+    ex_format_mean_sd(gap, 3, 1, 2, 1, cell, sizeof cell);
+    CHECK(strcmp(cell, "+2.00 ± 1.41 (2 of 3)") == 0);
+    ex_format_mean_sd(one, 2, 100, 1, 0, cell, sizeof cell); /* no "± 0" for one value */
+    CHECK(strcmp(cell, "5.2 (1 of 2)") == 0 || strcmp(cell, "5.3 (1 of 2)") == 0);
+    ex_format_mean_sd(none, 2, 1, 3, 0, cell, sizeof cell);
+    CHECK(strcmp(cell, "n/a") == 0);
+    ex_format_mean_sd(three, 1, 1, 3, 1, cell, sizeof cell);
+    CHECK(strcmp(cell, "+1.000") == 0);
+    ex_format_mean_sd(gap, 3, 1, 2, 1, cell, 12); /* cut short, still terminated */
+    CHECK(strlen(cell) == 11);
+}
+
 extern const perpo_test_case perpo_tests_examples[];
 const perpo_test_case perpo_tests_examples[] = {
     { "examples_rng_basics", tex_rng_basics },
@@ -927,6 +955,7 @@ const perpo_test_case perpo_tests_examples[] = {
     { "examples_json_writer", tex_json_writer },
     { "examples_options", tex_options },
     { "examples_spearman", tex_spearman },
+    { "examples_mean_sd", tex_mean_sd },
     { NULL, NULL },
 };
 
