@@ -11,11 +11,12 @@
  *   ocr_density  dense OCR, edit distance at each text density, SFT, DPO, PerPO (Fig. 5)
  *
  * Grounding runs the demo's regime (grounding_defaults: 3 on-policy rounds over the checkpoint's
- * own scenes, 4 lists a step at lr 3e-5, N 8, margin 0.3, beta 0.1, gamma 0.5), at 300 preference
- * steps instead of its 600 so that 3 seeds fit in 2 hours, and each sweep changes one of those; OCR runs dense_ocr's defaults (offline, N 5). Every point is run
- * for --seeds preference seeds and read on the same held-out test items (grounding: test seed
- * 777), with the diagnostics of examples/diagnostics.h beside the main metric. A point that two
- * sweeps share (N 8 = beta 0.1 = gamma 0.5 = margin 0.3 = all prompts) is computed once.
+ * own scenes, 4 lists a step at lr 3e-5, N 8, margin 0.3, beta 0.1, gamma 0.5) at 300 preference
+ * steps instead of its 600, so that 3 seeds fit in 2 hours, and each sweep changes one of those;
+ * OCR runs dense_ocr's defaults (offline, N 5). Every point is run for --seeds preference seeds
+ * and read on the same held-out test items (grounding: test seed 777), with the diagnostics of
+ * examples/diagnostics.h beside the main metric. A point that two sweeps share (N 8 = beta 0.1 =
+ * gamma 0.5 = margin 0.3 = all prompts) is computed once.
  *
  * The work is a list of units: the SFT model's scores (one per task), the Best-of-N samples of
  * a seed (all N at once: the best of the first N of 20 samples per item), and a point's
@@ -1203,7 +1204,7 @@ static void fill_point(const repro *r, xtab *t, int mi, int xi, const point *p, 
     for (s = 0; s < t->seeds; s++) {
         const unit_res *u = pi < 0 ? NULL : find_res(r, U_PREF, p->task, pi, r->ro.seed + s);
         t->m[mi][xi][s] = u && u->m[which].present ? &u->m[which] : NULL;
-        t->nolists[xi][s] = u && u->nolists;
+        if (u && u->nolists) t->nolists[xi][s] = 1;
     }
 }
 static void fill_sft(const repro *r, xtab *t, int mi, int xi, int task) {
